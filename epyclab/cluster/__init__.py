@@ -1,0 +1,1 @@
+"""Setting up ipyparallel clusters for epyclab (profiles, workers, controller and engines)."""

@@ -1,0 +1,112 @@
+"""The exceptions epyclab raises.
+
+Every exception derives from :class:`EpyclabError`, so ``except EpyclabError``
+catches anything the framework itself signals. epyc's exception names are kept
+(as subclasses) so that code written for epyc catches the same conditions.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EpyclabError",
+    "DesignException",
+    "ResultsStructureException",
+    "NotebookVersionException",
+    "NotebookFormatError",
+    "NotebookInUseError",
+    "UnstorableValueError",
+    "LabNotebookLockedException",
+    "ResultSetLockedException",
+    "PendingResultException",
+    "CancelledException",
+    "UnknownResultSetError",
+    "ExperimentSerializationError",
+    "ClusterConnectionError",
+    "SummaryError",
+]
+
+
+class EpyclabError(Exception):
+    """Root of every error raised by epyclab."""
+
+
+class DesignException(EpyclabError):
+    """A parameter space cannot be turned into points by the chosen design."""
+
+
+class ResultsStructureException(EpyclabError):
+    """A results dict is malformed, or an experiment returned something that is not one."""
+
+
+class NotebookVersionException(EpyclabError):
+    """A notebook file carries a format version this release cannot read."""
+
+    def __init__(self, expected: str, actual: str, path: str = "") -> None:
+        where = f" in {path}" if path else ""
+        super().__init__(
+            f"notebook format version {actual!r}{where} is not supported "
+            f"(this epyclab reads {expected}); upgrade epyclab to read it"
+        )
+        self.expectedVersion = expected
+        self.actualVersion = actual
+
+
+class NotebookFormatError(EpyclabError):
+    """A file is not an epyclab (or epyc) notebook, or is damaged."""
+
+
+class NotebookInUseError(EpyclabError):
+    """Another process holds the notebook open for writing."""
+
+
+class UnstorableValueError(EpyclabError, TypeError):
+    """A value in a results dict has a type the notebook cannot store."""
+
+
+class LabNotebookLockedException(EpyclabError):
+    """A change was attempted on a notebook that has been finished (locked)."""
+
+
+class ResultSetLockedException(EpyclabError):
+    """A change was attempted on a result set that has been finished (locked)."""
+
+
+class PendingResultException(EpyclabError):
+    """A job id is unknown, or already pending, in the result sets searched."""
+
+    def __init__(self, jobid: str, message: str | None = None) -> None:
+        super().__init__(message or f"no pending result with job id {jobid!r}")
+        self._jobid = jobid
+
+    def jobid(self) -> str:
+        """Return the job id this exception is about."""
+        return self._jobid
+
+
+class CancelledException(EpyclabError):
+    """Recorded as the exception of a pending result that was cancelled."""
+
+
+class UnknownResultSetError(EpyclabError, KeyError):
+    """A result set tag is not in the notebook."""
+
+    def __init__(self, tag: str, known: list[str]) -> None:
+        super().__init__(tag)
+        self.tag = tag
+        self.known = known
+
+    def __str__(self) -> str:
+        known = ", ".join(repr(k) for k in self.known) or "none"
+        return f"no result set tagged {self.tag!r} (the notebook has: {known})"
+
+
+class ExperimentSerializationError(EpyclabError):
+    """An experiment cannot be serialized to be sent to engines."""
+
+
+class ClusterConnectionError(EpyclabError):
+    """No ipyparallel controller answered, or the connection was lost."""
+
+
+class SummaryError(EpyclabError):
+    """Every run underlying a summary failed, so there is nothing to summarise."""

@@ -1,0 +1,300 @@
+"""The sequential lab: a parameter space, a design, a notebook, and the sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from time import monotonic
+from typing import Any, Callable
+
+from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
+from epyclab.experiment import Experiment, ResultsDict
+from epyclab.labs import worker
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.progress import Progress
+
+__all__ = ["Lab", "Committer", "point_key"]
+
+
+class Committer:
+    """Commits a notebook every ``every`` results or ``interval`` seconds, whichever comes first."""
+
+    def __init__(self, notebook: LabNotebook, every: int, interval: float) -> None:
+        self._notebook = notebook
+        self._every = max(1, int(every))
+        self._interval = float(interval)
+        self._since = 0
+        self._last = monotonic()
+
+    def added(self, n: int = 1) -> None:
+        """Count ``n`` results added; commit if one of the limits is reached."""
+        self._since += n
+        if self._since >= self._every or monotonic() - self._last >= self._interval:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit now."""
+        self._notebook.commit()
+        self._since = 0
+        self._last = monotonic()
+
+
+def point_key(point: Mapping[str, Any], names: Iterable[str] | None = None) -> tuple[Any, ...]:
+    """A hashable key for a point, equal for equal values (1 == 1.0 == numpy.int64(1))."""
+    keys = sorted(point) if names is None else names
+    return tuple((k, _hashable(point[k])) for k in keys)
+
+
+def _hashable(v: Any) -> Any:
+    try:
+        hash(v)
+    except TypeError:
+        return repr(v)
+    return v
+
+
+class Lab:
+    """Runs an experiment at every point of a parameter space and keeps the results.
+
+    Parameters are set like dict entries: ``lab['x'] = range(10)``. A string or
+    any other non-iterable value is a single value. :meth:`runExperiment` runs
+    the points given by the design (a :class:`FactorialDesign` unless told
+    otherwise) and adds each results dict to the notebook's current result set,
+    committing every ``commitEvery`` results or ``commitInterval`` seconds.
+    """
+
+    #: Commit after this many results by default.
+    CommitEvery = 1000
+    #: ...or after this many seconds, whichever comes first.
+    CommitInterval = 5.0
+
+    def __init__(
+        self,
+        notebook: LabNotebook | None = None,
+        design: Design | None = None,
+        commitEvery: int | None = None,
+        commitInterval: float | None = None,
+    ) -> None:
+        self._notebook = notebook if notebook is not None else LabNotebook()
+        self._design = design if design is not None else FactorialDesign()
+        self._parameters: dict[str, list[Any]] = {}
+        self._commit_every = commitEvery if commitEvery is not None else self.CommitEvery
+        self._commit_interval = commitInterval if commitInterval is not None else self.CommitInterval
+        if self._commit_every < 1 or self._commit_interval < 0:
+            raise ValueError(
+                f"commitEvery must be at least 1 and commitInterval at least 0 "
+                f"(got {self._commit_every!r} and {self._commit_interval!r})"
+            )
+
+    # ---- the pieces ---------------------------------------------------------
+
+    def notebook(self) -> LabNotebook:
+        """The notebook results go to."""
+        return self._notebook
+
+    def design(self) -> Design:
+        """The design that turns the parameter space into points."""
+        return self._design
+
+    def open(self) -> None:
+        """Make the lab ready (opens the notebook)."""
+        self._notebook.open()
+
+    def close(self) -> None:
+        """Release the lab's resources (commits and closes the notebook)."""
+        self._notebook.close()
+
+    def updateResults(self) -> int:
+        """Collect results that arrived since the last call; a sequential lab has none."""
+        return 0
+
+    def recreate(self) -> tuple[str, dict[str, Any]]:
+        """The class name and keyword arguments that make an equivalent lab (notebook aside)."""
+        cls = type(self)
+        return (f"{cls.__module__}.{cls.__qualname__}", {"design": self._design})
+
+    # ---- the parameter space -----------------------------------------------------
+
+    def addParameter(self, k: str, r: Any) -> None:
+        """Set parameter ``k`` to range ``r`` (a single value if ``r`` is a string or not iterable)."""
+        if not isinstance(k, str):
+            raise TypeError(f"parameter names are strings, got {k!r}")
+        if isinstance(r, (str, bytes)) or not isinstance(r, Iterable):
+            self._parameters[k] = [r]
+        else:
+            self._parameters[k] = list(r)
+
+    def __setitem__(self, k: str, r: Any) -> None:
+        self.addParameter(k, r)
+
+    def __getitem__(self, k: str) -> list[Any]:
+        return self._parameters[k]
+
+    def deleteParameter(self, k: str) -> None:
+        """Remove parameter ``k`` (nothing happens if there is none)."""
+        self._parameters.pop(k, None)
+
+    def __delitem__(self, k: str) -> None:
+        self.deleteParameter(k)
+
+    def deleteAllParameters(self) -> None:
+        """Remove every parameter."""
+        self._parameters = {}
+
+    def parameters(self) -> list[str]:
+        """The parameter names."""
+        return list(self._parameters)
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._parameters
+
+    def __len__(self) -> int:
+        return len(self.experiments(None))
+
+    def experiments(self, e: Experiment | None) -> ExperimentalConfiguration:
+        """The experimental configuration: (experiment, point) for every point of the design."""
+        return self._design.experiments(e, self._parameters)
+
+    # ---- running ------------------------------------------------------------------
+
+    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+        """Run ``e`` at every point and add the results to the current result set.
+
+        ``resume=True`` skips the points that already have a successful (or a
+        pending) result in the current result set, so a killed sweep can be
+        re-run to completion. ``progress`` shows a progress bar (True), hides it
+        (False) or shows it when a terminal or Jupyter is watching (None).
+        Results are committed as they come; Ctrl-C commits what finished and
+        re-raises.
+        """
+        points = self._points_to_run(e, resume)
+        self._run_points(points, progress)
+
+    def _points_to_run(self, e: Experiment, resume: bool) -> ExperimentalConfiguration:
+        points = self.experiments(e)
+        if resume:
+            before = len(points)
+            points = self.unfinishedPoints(points)
+            logger.info("resuming: %d of %d points already done or pending", before - len(points), before)
+        return points
+
+    def unfinishedPoints(self, points: ExperimentalConfiguration) -> ExperimentalConfiguration:
+        """The points that have no successful and no pending result in the current result set."""
+        rs = self._notebook.current()
+        if not points:
+            return points
+        names = sorted(points[0][1])
+        done: set[tuple[Any, ...]] = set()
+        if rs.numberOfResults() and all(n in rs.parameterNames() for n in names):
+            df = rs.dataframe(only_successful=True)
+            if all(n in df.columns for n in names):
+                for values in df[names].itertuples(index=False, name=None):
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+        for jobid in rs.pendingResults():
+            params = rs.pendingResultParameters(jobid)
+            if all(n in params for n in names):
+                done.add(point_key(params, names))
+        return [(ex, p) for ex, p in points if point_key(p, sorted(p)) not in done]
+
+    def _run_points(self, points: ExperimentalConfiguration, progress: bool | None) -> None:
+        """Run the points one after another in this process."""
+        add = self._notebook.addResult
+        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
+        with Progress(len(points), progress, desc=type(self).__name__) as bar:
+            with self._committing(committer):
+                for ex, p in points:
+                    rc = worker.run(ex, p)
+                    add(rc)
+                    bar.record(rc)
+                    committer.added()
+
+    def _committing(self, committer: Committer) -> "_CommitOnExit":
+        return _CommitOnExit(committer)
+
+    # ---- result sets -------------------------------------------------------------------
+
+    def createWith(
+        self,
+        tag: str,
+        f: Callable[["Lab"], Any],
+        description: str | None = None,
+        propagate: bool = True,
+        delete: bool = True,
+        finish: bool = False,
+        deleteAllParameters: bool = True,
+    ) -> bool:
+        """Create result set ``tag`` by calling ``f(lab)``, unless it already exists.
+
+        If the set exists it is selected and True is returned. Otherwise it is
+        created and selected, the parameters are cleared (unless
+        ``deleteAllParameters=False``) and ``f(self)`` is called. If ``f``
+        raises, the partial result set is deleted (unless ``delete=False``),
+        the previously current set is selected again, and the exception is
+        re-raised (or False returned with ``propagate=False``). With
+        ``finish=True`` the set is locked once ``f`` succeeds.
+        """
+        nb = self._notebook
+        if tag in nb:
+            nb.select(tag)
+            return True
+        previous = nb.currentTag()
+        nb.addResultSet(tag, description)
+        if deleteAllParameters:
+            self.deleteAllParameters()
+        try:
+            f(self)
+        except Exception:
+            logger.exception("creating result set %r failed", tag)
+            if delete:
+                nb.deleteResultSet(tag)
+            if previous in nb:
+                nb.select(previous)
+            nb.commit()
+            if propagate:
+                raise
+            return False
+        if finish:
+            nb.current().finish()
+        nb.commit()
+        return True
+
+    # ---- reading results ------------------------------------------------------------------
+
+    def dataframe(self, only_successful: bool = True) -> Any:
+        """The current result set as a DataFrame (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.dataframe(only_successful=only_successful)
+
+    def results(self) -> list[ResultsDict]:
+        """The current result set's results dicts (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.results()
+
+    def ready(self, tag: str | None = None) -> bool:
+        """True when the result set has nothing pending (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.ready(tag)
+
+    def readyFraction(self, tag: str | None = None) -> float:
+        """The fraction of the result set's jobs that have finished (after collecting)."""
+        self.updateResults()
+        return self._notebook.readyFraction(tag)
+
+
+class _CommitOnExit:
+    """Commits when a sweep ends, however it ends; a failing commit never hides the first error."""
+
+    def __init__(self, committer: Committer) -> None:
+        self._committer = committer
+
+    def __enter__(self) -> Committer:
+        return self._committer
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._committer.commit()
+            return
+        try:
+            self._committer.commit()
+        except Exception:
+            logger.exception("could not commit the results that finished before %s", exc_type.__name__)

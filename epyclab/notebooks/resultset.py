@@ -1,0 +1,463 @@
+"""A result set: the rows of one sweep (or a group of sweeps), plus pending jobs.
+
+Rows are appended to per-column Python lists, never to a DataFrame: adding a
+row costs a few list appends. The DataFrame is built when asked for and cached
+until the next change. Rows loaded from a file are kept as a typed DataFrame
+(the *base*) and new rows are buffered after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Callable
+
+import pandas as pd
+
+from epyclab.errors import (
+    CancelledException,
+    PendingResultException,
+    ResultSetLockedException,
+    ResultsStructureException,
+)
+from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.notebooks.columns import MISSING, build_column, empty_column
+
+__all__ = ["ResultSet"]
+
+PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
+
+#: A check run on every row before it is stored (raises to refuse the row).
+RowCheck = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], None]
+
+
+class ResultSet:
+    """The results of experiments, one row per run, with parameters, results and metadata.
+
+    Columns are the union of every key seen. Cells a row did not have take the
+    default of their column's type (see :mod:`epyclab.notebooks.columns`):
+    NaN for floats, 0 for ints, False for bools, '' for strings. Failed runs
+    keep their parameters and metadata; their result cells are such defaults.
+    """
+
+    #: Metadata key under which pending results keep their job id in storage.
+    JOBID = "epyc.resultset.pending-jobid"
+
+    def __init__(self, description: str | None = None) -> None:
+        if description is None:
+            description = f"Result set created at {datetime.now().isoformat(timespec='seconds')}"
+        self._description = description
+        self._attributes: dict[str, Any] = {}
+        self._locked = False
+        # One dict of column buffers per role, so a row's keys are checked
+        # against their role with plain dict look-ups.
+        self._params: dict[str, list[Any]] = {}
+        self._results: dict[str, list[Any]] = {}
+        self._meta: dict[str, list[Any]] = {}
+        self._n_missing: dict[str, int] = {}
+        self._n_buffered = 0
+        self._base: pd.DataFrame | None = None
+        self._frame: pd.DataFrame | None = None
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._row_check: RowCheck | None = None
+        # Counters that tell a persistent notebook what changed since it last wrote.
+        self._state_version = 0
+        self._pending_version = 0
+
+    # ---- description and attributes --------------------------------------
+
+    def description(self) -> str:
+        """The free-text description of this result set."""
+        return self._description
+
+    def setDescription(self, d: str) -> None:
+        """Change the description."""
+        self._check_unlocked()
+        self._description = d
+        self._state_version += 1
+
+    def setAttribute(self, k: str, v: Any) -> None:
+        """Set a user attribute (a str, number or bool)."""
+        self._check_unlocked()
+        if not isinstance(k, str):
+            raise TypeError(f"result set attribute names are strings, got {k!r}")
+        self._attributes[k] = v
+        self._state_version += 1
+
+    def getAttribute(self, k: str) -> Any:
+        """A user attribute (KeyError if absent)."""
+        return self._attributes[k]
+
+    def deleteAttribute(self, k: str) -> None:
+        """Remove a user attribute (KeyError if absent)."""
+        self._check_unlocked()
+        del self._attributes[k]
+        self._state_version += 1
+
+    def keys(self) -> list[str]:
+        """The names of the user attributes."""
+        return list(self._attributes)
+
+    def __setitem__(self, k: str, v: Any) -> None:
+        self.setAttribute(k, v)
+
+    def __getitem__(self, k: str) -> Any:
+        return self.getAttribute(k)
+
+    def __delitem__(self, k: str) -> None:
+        self.deleteAttribute(k)
+
+    def __contains__(self, k: str) -> bool:
+        return k in self._attributes
+
+    # ---- locking ------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Lock the result set; pending results still outstanding are cancelled first."""
+        if self._locked:
+            return
+        for jobid in list(self._pending):
+            self.cancelSinglePendingResult(jobid)
+        self._locked = True
+        self._state_version += 1
+
+    def isLocked(self) -> bool:
+        """True once :meth:`finish` has been called."""
+        return self._locked
+
+    def _check_unlocked(self) -> None:
+        if self._locked:
+            raise ResultSetLockedException(
+                "the result set is finished (locked) and cannot change; "
+                "add a new result set for further results"
+            )
+
+    # ---- column names -------------------------------------------------------
+
+    def parameterNames(self) -> list[str]:
+        """Names of the parameter columns (including parameters of pending results)."""
+        names = list(self._params)
+        for params in self._pending.values():
+            names.extend(k for k in params if k not in names)
+        return names
+
+    def resultNames(self) -> list[str]:
+        """Names of the result columns."""
+        return list(self._results)
+
+    def metadataNames(self) -> list[str]:
+        """Names of the metadata columns."""
+        return list(self._meta)
+
+    def names(self) -> list[str]:
+        """All column names: parameters, then results, then metadata."""
+        return list(self._params) + list(self._results) + list(self._meta)
+
+    # ---- adding results -------------------------------------------------------
+
+    def addSingleResult(self, rc: ResultsDict) -> None:
+        """Append the row of one results dict (whose results are a dict, not a list)."""
+        self._check_unlocked()
+        if not Experiment.isResultsDict(rc):
+            raise ResultsStructureException(
+                "a results dict needs dicts under 'parameters', 'metadata' and 'results'; "
+                f"got {_describe(rc)}"
+            )
+        params, meta, res = rc[Experiment.PARAMETERS], rc[Experiment.METADATA], rc[Experiment.RESULTS]
+        if not isinstance(res, dict):
+            raise ResultsStructureException(
+                "addSingleResult takes a results dict whose results are a dict; "
+                "add a list of results with LabNotebook.addResult"
+            )
+        if self._row_check is not None:
+            self._row_check(params, res, meta)
+        pcols, rcols, mcols = self._params, self._results, self._meta
+        # The common case, a row with the keys seen before, is checked by three
+        # set comparisons done in C; only new keys need the slower checks.
+        if not (params.keys() <= pcols.keys() and res.keys() <= rcols.keys() and meta.keys() <= mcols.keys()):
+            self._add_columns(params, res, meta)
+        for k, v in params.items():
+            pcols[k].append(v)
+        for k, v in res.items():
+            rcols[k].append(v)
+        for k, v in meta.items():
+            mcols[k].append(v)
+        exc_col = mcols.get(Experiment.EXCEPTION)
+        if exc_col is not None and len(exc_col) > self._n_buffered:
+            # Exceptions are stored as text, so a notebook reads back the same
+            # whether or not it went through a file.
+            exc = exc_col[-1]
+            if exc is None:
+                exc_col[-1] = ""
+            elif not isinstance(exc, str):
+                exc_col[-1] = exception_text(exc)
+        self._n_buffered += 1
+        if len(params) + len(res) + len(meta) != len(pcols) + len(rcols) + len(mcols):
+            self._pad_row()
+        self._frame = None
+
+    def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Create the columns for keys not seen before, refusing a key in two roles."""
+        roles = [(params, self._params, PARAMETER), (res, self._results, RESULT), (meta, self._meta, METADATA)]
+        seen: dict[str, str] = {}
+        for part, _, role in roles:
+            for k in part:
+                if not isinstance(k, str):
+                    raise ResultsStructureException(f"{role} names must be strings, got {k!r}")
+                if k in seen:
+                    raise ResultsStructureException(
+                        f"{k!r} is both a {seen[k]} and a {role} in this results dict; "
+                        f"rename one of them"
+                    )
+                seen[k] = role
+        for part, cols, role in roles:
+            for k in part:
+                if k in cols:
+                    continue
+                for _, other, other_role in roles:
+                    if other is not cols and k in other:
+                        raise ResultsStructureException(
+                            f"{k!r} is a {other_role} column of this result set and cannot "
+                            f"also be a {role}; rename one of them"
+                        )
+        for part, cols, _ in roles:
+            for k in part:
+                if k not in cols:
+                    cols[k] = [MISSING] * self._n_buffered
+                    self._n_missing[k] = self._n_buffered
+
+    def _pad_row(self) -> None:
+        """Give the columns the last row did not have a missing cell."""
+        n = self._n_buffered
+        for cols in (self._params, self._results, self._meta):
+            for k, col in cols.items():
+                if len(col) < n:
+                    col.append(MISSING)
+                    self._n_missing[k] += 1
+
+    # ---- reading results ----------------------------------------------------------
+
+    def numberOfResults(self) -> int:
+        """The number of rows (successful or failed; pending results not included)."""
+        return self._n_buffered + (0 if self._base is None else len(self._base))
+
+    def __len__(self) -> int:
+        return self.numberOfResults()
+
+    def dataframe(self, only_successful: bool = False) -> pd.DataFrame:
+        """The results as a DataFrame, one row per run.
+
+        The frame is built on demand and cached until the result set changes;
+        each call returns a new (copy-on-write) DataFrame, so changing it does
+        not change the result set.
+        """
+        df = self._dataframe()
+        if only_successful and Experiment.STATUS in df.columns and len(df):
+            df = df[df[Experiment.STATUS].astype(bool)].reset_index(drop=True)
+            return df
+        return df.copy(deep=False)
+
+    def _dataframe(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = self._build_frame()
+        return self._frame
+
+    def _build_frame(self) -> pd.DataFrame:
+        base = self._base
+        order = self.names()
+        if self._n_buffered == 0 and base is not None:
+            return base[[c for c in order if c in base.columns]] if order else base
+        new = {}
+        for cols in (self._params, self._results, self._meta):
+            for k, values in cols.items():
+                like = base[k].dtype if base is not None and k in base.columns else None
+                new[k] = build_column(values, self._n_missing[k], like)
+        df = pd.DataFrame(new, columns=order) if order else pd.DataFrame(index=range(self._n_buffered))
+        if base is None or len(base) == 0:
+            return df
+        base = base.copy(deep=False)
+        for k in order:
+            if k not in base.columns:
+                base[k] = empty_column(len(base), df[k].dtype)
+        return pd.concat([base[order], df], ignore_index=True)
+
+    def results(self) -> list[ResultsDict]:
+        """Every row as a results dict (failed rows have empty results)."""
+        return self._rows_to_results(self._dataframe())
+
+    def resultsFor(self, params: Mapping[str, Any]) -> list[ResultsDict]:
+        """The results dicts of the rows matching ``params`` (see :meth:`dataframeFor`)."""
+        return self._rows_to_results(self.dataframeFor(params))
+
+    def _rows_to_results(self, df: pd.DataFrame) -> list[ResultsDict]:
+        pnames, rnames, mnames = list(self._params), list(self._results), list(self._meta)
+        out = []
+        for row in df.to_dict("records"):
+            meta = {k: row[k] for k in mnames}
+            ok = bool(meta.get(Experiment.STATUS, True))
+            out.append({
+                Experiment.PARAMETERS: {k: row[k] for k in pnames},
+                Experiment.METADATA: meta,
+                Experiment.RESULTS: {k: row[k] for k in rnames} if ok else {},
+            })
+        return out
+
+    def dataframeFor(self, params: Mapping[str, Any], only_successful: bool = False) -> pd.DataFrame:
+        """The rows whose named parameters have the given values.
+
+        A list (or tuple, set, range) value selects any of its values. Only the
+        named parameters' columns are compared; other columns are not looked at.
+        """
+        df = self.dataframe(only_successful=only_successful)
+        if len(df) == 0:
+            return df
+        mask = None
+        for k, v in params.items():
+            if k not in df.columns:
+                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(df.columns)})")
+            col = df[k]
+            m = col.isin(list(v)) if _is_value_list(v) else (col == v)
+            mask = m if mask is None else (mask & m)
+        return df if mask is None else df[mask].reset_index(drop=True)
+
+    def parameterRange(self, p: str) -> set[Any]:
+        """The distinct values parameter ``p`` takes in the results and pending results."""
+        values: set[Any] = set()
+        if p in self._params:
+            values.update(self._dataframe()[p].tolist())
+        values.update(params[p] for params in self._pending.values() if p in params)
+        return values
+
+    def parameterSpace(self) -> dict[str, set[Any]]:
+        """Each parameter's distinct values."""
+        return {p: self.parameterRange(p) for p in self.parameterNames()}
+
+    def parameterCombinations(self) -> list[dict[str, Any]]:
+        """The distinct points (parameter combinations) that have results."""
+        names = list(self._params)
+        if not names or self.numberOfResults() == 0:
+            return []
+        distinct = self._dataframe()[names].drop_duplicates()
+        return distinct.to_dict("records")
+
+    # ---- pending results ------------------------------------------------------------
+
+    def addSinglePendingResult(self, params: Mapping[str, Any], jobid: str) -> None:
+        """Record that a job for ``params`` has been submitted and will give a result."""
+        self._check_unlocked()
+        if jobid in self._pending:
+            raise PendingResultException(jobid, f"job id {jobid!r} is already pending in this result set")
+        self._pending[jobid] = dict(params)
+        self._pending_version += 1
+
+    def pendingResults(self) -> list[str]:
+        """The job ids of the pending results."""
+        return list(self._pending)
+
+    def numberOfPendingResults(self) -> int:
+        """How many results are pending."""
+        return len(self._pending)
+
+    def pendingResultsFor(self, params: Mapping[str, Any]) -> list[str]:
+        """The job ids pending for points matching ``params`` (list values select any)."""
+        return [
+            jobid
+            for jobid, p in self._pending.items()
+            if all(
+                k in p and (p[k] in v if _is_value_list(v) else p[k] == v)
+                for k, v in params.items()
+            )
+        ]
+
+    def pendingResultParameters(self, jobid: str) -> dict[str, Any]:
+        """The parameters of a pending job."""
+        try:
+            return self._pending[jobid]
+        except KeyError:
+            raise PendingResultException(jobid) from None
+
+    def resolveSinglePendingResult(self, jobid: str) -> None:
+        """Forget a pending job whose result has been (or is being) added."""
+        self._check_unlocked()
+        if jobid not in self._pending:
+            raise PendingResultException(jobid)
+        del self._pending[jobid]
+        self._pending_version += 1
+
+    def cancelSinglePendingResult(self, jobid: str) -> None:
+        """Cancel a pending job: it becomes a failed result carrying a :class:`CancelledException`."""
+        params = self.pendingResultParameters(jobid)
+        self._check_unlocked()
+        rc = failed_results_dict(params, CancelledException(f"job {jobid} was cancelled"))
+        del self._pending[jobid]
+        self._pending_version += 1
+        self.addSingleResult(rc)
+
+    def ready(self) -> bool:
+        """True when no result is pending."""
+        return not self._pending
+
+    # ---- hooks for persistent notebooks ---------------------------------------------
+
+    def _set_row_check(self, check: RowCheck | None) -> None:
+        self._row_check = check
+
+    def _load(
+        self,
+        frame: pd.DataFrame,
+        roles: Mapping[str, Iterable[str]],
+        pending: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Make ``frame`` the rows already stored; ``roles`` maps role to column names."""
+        self._base = frame.reset_index(drop=True)
+        self._params = {k: [] for k in roles.get(PARAMETER, ())}
+        self._results = {k: [] for k in roles.get(RESULT, ())}
+        self._meta = {k: [] for k in roles.get(METADATA, ())}
+        self._n_missing = dict.fromkeys(self.names(), 0)
+        self._n_buffered = 0
+        self._pending = {j: dict(p) for j, p in pending.items()}
+        self._frame = None
+
+    def _buffered_rows(self, start: int) -> dict[str, list[Any]]:
+        """The raw cells of rows ``start`` onwards, by column; MISSING marks absent cells.
+
+        ``start`` counts all rows, and must not reach back into loaded rows.
+        """
+        base_len = 0 if self._base is None else len(self._base)
+        if start < base_len:
+            raise ValueError(f"rows before {base_len} were loaded, not buffered")
+        lo = start - base_len
+        return {k: col[lo:] for cols in (self._params, self._results, self._meta) for k, col in cols.items()}
+
+    def _roles(self) -> dict[str, list[str]]:
+        """Column names by role."""
+        return {PARAMETER: list(self._params), RESULT: list(self._results), METADATA: list(self._meta)}
+
+
+def failed_results_dict(params: Mapping[str, Any], exc: BaseException, trace: str = "") -> ResultsDict:
+    """A results dict recording that the run at ``params`` failed with ``exc`` without running."""
+    now = datetime.now()
+    rc = Experiment.resultsdict()
+    rc[Experiment.PARAMETERS] = dict(params)
+    rc[Experiment.METADATA] = {
+        Experiment.START_TIME: now,
+        Experiment.END_TIME: now,
+        Experiment.ELAPSED_TIME: 0.0,
+        Experiment.SETUP_TIME: 0.0,
+        Experiment.EXPERIMENT_TIME: 0.0,
+        Experiment.TEARDOWN_TIME: 0.0,
+        Experiment.STATUS: False,
+        Experiment.EXCEPTION: exc,
+        Experiment.TRACEBACK: trace,
+    }
+    return rc
+
+
+def _is_value_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple, set, frozenset, range))
+
+
+def _describe(rc: Any) -> str:
+    if isinstance(rc, dict):
+        return f"a dict with keys {sorted(map(str, rc))}"
+    return f"a {type(rc).__name__}"
