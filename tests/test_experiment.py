@@ -1,0 +1,360 @@
+"""The experiment lifecycle: set, run (setUp, do, tearDown), timing, failures as data."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from datetime import datetime
+
+import pytest
+
+from epyclab.errors import ResultsStructureException
+from epyclab.experiment import Experiment
+
+# ---- experiments used below ---------------------------------------------------
+
+
+class Square(Experiment):
+    def do(self, params):
+        return {"y": params["x"] ** 2}
+
+
+class Recording(Experiment):
+    """Records which lifecycle calls happened, and raises where asked."""
+
+    def __init__(self, fail_in: str | None = None, exc: BaseException | None = None) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.fail_in = fail_in
+        self.exc = exc if exc is not None else ValueError(f"boom in {fail_in}")
+
+    def _maybe_fail(self, phase: str) -> None:
+        self.calls.append(phase)
+        if self.fail_in == phase:
+            raise self.exc
+
+    def configure(self, params):
+        super().configure(params)
+        self.calls.append(f"configure {dict(params)}")
+
+    def deconfigure(self):
+        super().deconfigure()
+        self.calls.append("deconfigure")
+
+    def setUp(self, params):
+        super().setUp(params)
+        self._maybe_fail("setUp")
+
+    def do(self, params):
+        self._maybe_fail("do")
+        return {"y": params.get("x", 0) + 1}
+
+    def tearDown(self):
+        super().tearDown()
+        self._maybe_fail("tearDown")
+
+
+class Returns(Experiment):
+    """do() returns whatever it was given."""
+
+    def __init__(self, value) -> None:
+        super().__init__()
+        self.value = value
+
+    def do(self, params):
+        return self.value
+
+
+# ---- results dicts ------------------------------------------------------------------
+
+
+def test_resultsdict_is_empty_and_well_formed():
+    rc = Experiment.resultsdict()
+    assert rc == {"parameters": {}, "metadata": {}, "results": {}}
+    assert Experiment.isResultsDict(rc)
+
+
+def test_resultsdict_returns_a_new_dict_each_time():
+    a = Experiment.resultsdict()
+    a[Experiment.PARAMETERS]["x"] = 1
+    assert Experiment.resultsdict()[Experiment.PARAMETERS] == {}
+
+
+def test_part_keys_are_the_documented_strings():
+    assert (Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS) == ("parameters", "metadata", "results")
+
+
+@pytest.mark.parametrize(
+    "rc",
+    [
+        None,
+        [],
+        {"parameters": {}, "metadata": {}},
+        {"parameters": {}, "metadata": {}, "results": 3},
+        {"parameters": [], "metadata": {}, "results": {}},
+    ],
+)
+def test_is_results_dict_rejects_malformed(rc):
+    assert not Experiment.isResultsDict(rc)
+
+
+def test_standard_metadata_is_the_set_of_typed_keys():
+    assert Experiment.StandardMetadata == set(Experiment.StandardMetadataTypes)
+    for k in (Experiment.EXPERIMENT, Experiment.START_TIME, Experiment.END_TIME, Experiment.ELAPSED_TIME,
+              Experiment.SETUP_TIME, Experiment.EXPERIMENT_TIME, Experiment.TEARDOWN_TIME,
+              Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK):
+        assert k in Experiment.StandardMetadata
+        assert k.startswith("epyc.experiment.")
+
+
+def test_host_and_pid_are_standard_metadata_in_the_epyclab_namespace():
+    assert Experiment.HOST in Experiment.StandardMetadata
+    assert Experiment.PID in Experiment.StandardMetadata
+    assert Experiment.HOST.startswith("epyclab.")
+    assert Experiment.PID.startswith("epyclab.")
+    assert Experiment.StandardMetadataTypes[Experiment.HOST] is str
+    assert Experiment.StandardMetadataTypes[Experiment.PID] is int
+
+
+# ---- configuration ---------------------------------------------------------------------
+
+
+def test_set_returns_the_experiment_and_configures_it():
+    e = Square()
+    assert e.set({"x": 3}) is e
+    assert e.parameters() == {"x": 3}
+
+
+def test_set_deconfigures_the_old_point_before_configuring_the_new():
+    e = Recording()
+    e.set({"x": 1})
+    e.set({"x": 2})
+    assert e.calls == ["configure {'x': 1}", "deconfigure", "configure {'x': 2}"]
+    assert e.parameters() == {"x": 2}
+
+
+def test_set_copies_the_parameters():
+    point = {"x": 1}
+    e = Square().set(point)
+    point["x"] = 99
+    assert e.run()[Experiment.RESULTS] == {"y": 1}
+
+
+# ---- a successful run -----------------------------------------------------------------------
+
+
+def test_run_calls_the_phases_in_order_and_returns_the_results():
+    e = Recording()
+    rc = e.set({"x": 4}).run()
+    assert e.calls[1:] == ["setUp", "do", "tearDown"]
+    assert rc[Experiment.PARAMETERS] == {"x": 4}
+    assert rc[Experiment.RESULTS] == {"y": 5}
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+
+
+def test_run_records_every_standard_metadata_key_with_its_type():
+    rc = Square().set({"x": 2}).run()
+    meta = rc[Experiment.METADATA]
+    assert Experiment.StandardMetadata <= set(meta)
+    for k, t in Experiment.StandardMetadataTypes.items():
+        if k == Experiment.EXCEPTION:
+            continue  # None on success: there is no exception to record
+        assert isinstance(meta[k], t), k
+    assert meta[Experiment.EXCEPTION] is None
+    assert meta[Experiment.TRACEBACK] == ""
+
+
+def test_run_timing_is_consistent():
+    before = datetime.now()
+    meta = Square().set({"x": 2}).run()[Experiment.METADATA]
+    after = datetime.now()
+    assert before <= meta[Experiment.START_TIME] <= meta[Experiment.END_TIME] <= after
+    phases = [meta[Experiment.SETUP_TIME], meta[Experiment.EXPERIMENT_TIME], meta[Experiment.TEARDOWN_TIME]]
+    assert all(t >= 0 for t in phases)
+    assert meta[Experiment.ELAPSED_TIME] >= sum(phases) - 1e-9
+
+
+def test_run_names_the_experiment_class_with_its_module():
+    meta = Square().set({"x": 2}).run()[Experiment.METADATA]
+    assert meta[Experiment.EXPERIMENT] == f"{__name__}.Square"
+
+
+def test_run_records_host_and_pid():
+    meta = Square().set({"x": 2}).run()[Experiment.METADATA]
+    assert meta[Experiment.HOST] == socket.gethostname()
+    assert meta[Experiment.PID] == os.getpid()
+
+
+def _run_in_child(conn):
+    rc = Square().set({"x": 1}).run()
+    conn.send((os.getpid(), rc[Experiment.METADATA][Experiment.PID]))
+    conn.close()
+
+
+def test_pid_is_that_of_the_process_that_ran_the_experiment():
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_run_in_child, args=(child,))
+    p.start()
+    try:
+        child_pid, recorded = parent.recv()
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert recorded == child_pid == p.pid
+    assert recorded != os.getpid()
+
+
+def test_access_to_the_last_run():
+    e = Square()
+    assert e.results() is None
+    assert e.experimentalResults() is None
+    assert e.metadata() is None
+    assert not e.success() and not e.failed()
+    rc = e.set({"x": 3}).run()
+    assert e.results() is rc
+    assert e.experimentalResults() == {"y": 9}
+    assert e.metadata() is rc[Experiment.METADATA]
+    assert e["y"] == 9
+    assert e.success() and not e.failed()
+    with pytest.raises(KeyError):
+        e["z"]
+
+
+def test_results_are_those_of_the_latest_run():
+    e = Square()
+    e.set({"x": 2}).run()
+    e.set({"x": 5}).run()
+    assert e["y"] == 25
+    assert e.parameters() == {"x": 5}
+
+
+def test_report_override_adds_metadata():
+    class Tagged(Square):
+        def report(self, params, meta, res):
+            rc = super().report(params, meta, res)
+            rc[Experiment.METADATA]["who"] = "me"
+            return rc
+
+    rc = Tagged().set({"x": 1}).run()
+    assert rc[Experiment.METADATA]["who"] == "me"
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+
+
+def test_do_may_return_a_list_of_results_dicts():
+    inner = Square().set({"x": 2}).run()
+    rc = Returns([inner, inner]).set({"x": 2}).run()
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+    assert rc[Experiment.RESULTS] == [inner, inner]
+
+
+# ---- failures ---------------------------------------------------------------------------------
+
+
+def _assert_failed(rc, exc_type, text):
+    meta = rc[Experiment.METADATA]
+    assert meta[Experiment.STATUS] is False
+    assert isinstance(meta[Experiment.EXCEPTION], exc_type)
+    assert text in str(meta[Experiment.EXCEPTION])
+    assert exc_type.__name__ in meta[Experiment.TRACEBACK]
+    assert rc[Experiment.RESULTS] == {}
+
+
+def test_exception_in_setup_is_recorded_and_teardown_is_not_called():
+    e = Recording("setUp")
+    rc = e.set({"x": 1}).run()
+    _assert_failed(rc, ValueError, "boom in setUp")
+    assert e.calls[1:] == ["setUp"]
+    assert e.failed() and not e.success()
+
+
+def test_exception_in_do_is_recorded_and_teardown_still_runs():
+    e = Recording("do")
+    rc = e.set({"x": 1}).run()
+    _assert_failed(rc, ValueError, "boom in do")
+    assert e.calls[1:] == ["setUp", "do", "tearDown"]
+    assert "_maybe_fail" in rc[Experiment.METADATA][Experiment.TRACEBACK]
+
+
+def test_exception_in_teardown_is_recorded_and_discards_the_results():
+    e = Recording("tearDown")
+    rc = e.set({"x": 1}).run()
+    _assert_failed(rc, ValueError, "boom in tearDown")
+    assert e.calls[1:] == ["setUp", "do", "tearDown"]
+
+
+def test_a_failed_do_is_reported_rather_than_a_later_teardown_failure():
+    class Both(Recording):
+        def tearDown(self):
+            raise RuntimeError("teardown too")
+
+    rc = Both("do").set({"x": 1}).run()
+    _assert_failed(rc, ValueError, "boom in do")
+
+
+def test_failed_run_keeps_parameters_and_metadata():
+    rc = Recording("do").set({"x": 7, "s": "a"}).run()
+    assert rc[Experiment.PARAMETERS] == {"x": 7, "s": "a"}
+    meta = rc[Experiment.METADATA]
+    assert Experiment.StandardMetadata <= set(meta)
+    assert meta[Experiment.PID] == os.getpid()
+    assert meta[Experiment.END_TIME] >= meta[Experiment.START_TIME]
+
+
+@pytest.mark.parametrize("phase", ["setUp", "do", "tearDown"])
+def test_fatal_reraises_after_recording(phase):
+    e = Recording(phase)
+    with pytest.raises(ValueError, match=f"boom in {phase}"):
+        e.set({"x": 1}).run(fatal=True)
+    assert e.failed()
+    assert str(e.metadata()[Experiment.EXCEPTION]) == f"boom in {phase}"
+    if phase != "setUp":
+        assert e.calls[-1] == "tearDown"
+
+
+def test_fatal_does_nothing_on_success():
+    assert Square().set({"x": 3}).run(fatal=True)[Experiment.RESULTS] == {"y": 9}
+
+
+def test_keyboard_interrupt_is_not_turned_into_a_failed_result():
+    e = Recording("do", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        e.set({"x": 1}).run()
+
+
+def test_an_experiment_without_do_fails_with_a_clear_message():
+    rc = Experiment().set({"x": 1}).run()
+    meta = rc[Experiment.METADATA]
+    assert meta[Experiment.STATUS] is False
+    assert isinstance(meta[Experiment.EXCEPTION], NotImplementedError)
+    assert "must override do" in str(meta[Experiment.EXCEPTION])
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [(None, "NoneType"), (42, "int"), ("y", "str"), ((1, 2), "tuple"), ([{"y": 1}], "not all results dicts")],
+)
+def test_do_returning_a_non_dict_is_a_failed_result_naming_the_class(value, what):
+    rc = Returns(value).set({"x": 1}).run()
+    exc = rc[Experiment.METADATA][Experiment.EXCEPTION]
+    assert rc[Experiment.METADATA][Experiment.STATUS] is False
+    assert isinstance(exc, ResultsStructureException)
+    assert "Returns.do()" in str(exc)
+    assert what in str(exc)
+    assert rc[Experiment.RESULTS] == {}
+
+
+def test_do_returning_a_non_dict_with_fatal_raises_naming_the_class():
+    with pytest.raises(ResultsStructureException, match=r"Returns\.do\(\) returned int"):
+        Returns(42).set({"x": 1}).run(fatal=True)
+
+
+def test_a_result_named_like_a_parameter_is_a_failed_result():
+    rc = Returns({"x": 2, "y": 3}).set({"x": 1}).run()
+    exc = rc[Experiment.METADATA][Experiment.EXCEPTION]
+    assert isinstance(exc, ResultsStructureException)
+    assert "'x'" in str(exc) and "parameter" in str(exc)
+    assert rc[Experiment.PARAMETERS] == {"x": 1}
