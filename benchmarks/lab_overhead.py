@@ -1,0 +1,107 @@
+"""The cost the sequential Lab adds per experiment, and the cost of dataframe().
+
+Runs a trivial experiment (``do`` returns ``{'y': 2 * x}``) at 20,000 points of
+two parameters on a ``Lab`` with the in-memory notebook and, in the same run,
+the floor: a plain loop calling the same ``do`` and appending dicts. The
+overhead per experiment is (Lab time - floor time) / points. With
+``--epyc-python PATH`` the same measurement is also made with epyc (the
+package epyclab replaces) in the interpreter at PATH, e.g. a venv with
+``pip install epyc==1.7.2``.
+
+    python benchmarks/lab_overhead.py [--repeat 3] [--epyc-python PATH] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+POINTS_X, POINTS_Z = 200, 100  # 20,000 points
+
+
+def measure(package: str, repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` timings of the Lab sweep, the plain loop and dataframe()."""
+    pkg = importlib.import_module(package)
+
+    class Trivial(pkg.Experiment):
+        def do(self, params):
+            return {"y": 2 * params["x"]}
+
+    lab_t, floor_t, df_t = [], [], []
+    for _ in range(repeat):
+        lab = pkg.Lab()
+        lab["x"] = range(POINTS_X)
+        lab["z"] = range(POINTS_Z)
+        kwargs = {"progress": False} if package == "epyclab" else {}
+        t0 = time.perf_counter()
+        lab.runExperiment(Trivial(), **kwargs)
+        lab_t.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        df = lab.notebook().dataframe()
+        df_t.append(time.perf_counter() - t0)
+        assert len(df) == POINTS_X * POINTS_Z
+
+        e, rows = Trivial(), []
+        t0 = time.perf_counter()
+        for x in range(POINTS_X):
+            for z in range(POINTS_Z):
+                params = {"x": x, "z": z}
+                rows.append({**params, **e.do(params)})
+        floor_t.append(time.perf_counter() - t0)
+    return {"lab": min(lab_t), "floor": min(floor_t), "dataframe": min(df_t)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--epyc-python", help="a Python interpreter with epyc installed, to compare with")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.worker, args.repeat)))
+        return
+
+    from _report import machine, table, write_section
+
+    n = POINTS_X * POINTS_Z
+    runs = {"epyclab": measure("epyclab", args.repeat)}
+    if args.epyc_python:
+        out = subprocess.run(
+            [args.epyc_python, __file__, "--worker", "epyc", "--repeat", "1"],
+            check=True, capture_output=True, text=True,
+        )
+        runs["epyc"] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    rows = []
+    for name, r in runs.items():
+        overhead = (r["lab"] - r["floor"]) / n * 1e6
+        rows.append([
+            name, f"{r['lab']:.3f}", f"{r['floor']:.3f}", f"{overhead:.1f}", f"{r['dataframe'] * 1e3:.1f}",
+        ])
+    headers = ["package", "Lab sweep (s)", "plain loop (s)", "overhead per experiment (µs)", "dataframe() (ms)"]
+    text = table(headers, rows)
+    print(text)
+    if not args.no_write:
+        write_section(
+            "lab_overhead",
+            "## Sequential Lab overhead (`benchmarks/lab_overhead.py`)\n\n"
+            f"{n:,} points of a trivial experiment (two parameters, `do` returns `{{'y': 2*x}}`), "
+            "in-memory notebook, best of "
+            f"{args.repeat} runs (epyc, when present, one run of epyc 1.7.2 from PyPI in its own venv); "
+            "the plain loop calls the same `do` and appends dicts. "
+            "Targets: overhead at most 20 µs per experiment, `dataframe()` of 20,000 rows within 50 ms.\n\n"
+            f"{text}\n\n{machine()}",
+        )
+
+
+if __name__ == "__main__":
+    main()
