@@ -1,13 +1,271 @@
-"""The ``epyclab`` command: inspect notebooks and set up clusters."""
+"""The ``epyclab`` command: inspect and edit notebooks, and set up clusters.
+
+Notebook commands address result sets as ``NOTEBOOK:TAG``. Commands that
+change a file take ``--dry-run``, check everything before they write, and
+write through the notebook's own commit (or a temporary file renamed into
+place), so an error never leaves a half-written file.
+"""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
 from epyclab import __version__
+from epyclab.errors import EpyclabError, UnknownResultSetError
+from epyclab.experiment import Experiment
+from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.notebooks.resultset import ResultSet
 
 
 @click.group()
 @click.version_option(__version__, prog_name="epyclab")
 def main() -> None:
-    """epyclab: computational experiments over parameter spaces."""
+    """epyclab: computational experiments over parameter spaces.
+
+    Inspect notebooks (show, export), edit them (copy, remove, select), and set
+    up ipyparallel clusters (cluster ...).
+    """
+
+
+# ---- opening notebooks -----------------------------------------------------------------
+
+
+def _notebook_class(path: Path) -> type[LabNotebook]:
+    """The notebook class for a file, by its content (HDF5 signature) or its suffix."""
+    from epyclab.notebooks.hdf5 import HDF5LabNotebook
+    from epyclab.notebooks.json_notebook import JSONLabNotebook
+
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head == b"\x89HDF\r\n\x1a\n":
+            return HDF5LabNotebook
+        if head.lstrip()[:1] == b"{":
+            return JSONLabNotebook
+        raise click.ClickException(f"{path} is not an epyclab notebook (neither HDF5 nor JSON)")
+    if path.suffix.lower() == ".json":
+        return JSONLabNotebook
+    return HDF5LabNotebook
+
+
+@contextmanager
+def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
+    """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
+    p = Path(path)
+    if not create and not p.exists():
+        raise click.ClickException(f"no notebook at {path}: check the path")
+    cls = _notebook_class(p)
+    try:
+        kwargs = {} if write or create else {"readonly": True}
+        nb = cls(str(p), **kwargs)
+    except EpyclabError as e:
+        raise click.ClickException(f"cannot open {path}: {e}") from e
+    try:
+        yield nb
+    finally:
+        nb.close()
+
+
+def _split(spec: str) -> tuple[str, str]:
+    """Split ``NOTEBOOK:TAG`` at its last colon."""
+    path, sep, tag = spec.rpartition(":")
+    if not sep or not path or not tag:
+        raise click.BadParameter(f"{spec!r} is not NOTEBOOK:TAG")
+    return path, tag
+
+
+def _resultset(nb: LabNotebook, tag: str) -> ResultSet:
+    try:
+        return nb.resultSet(tag)
+    except UnknownResultSetError as e:
+        raise click.ClickException(f"{nb.name()}: {e}") from e
+
+
+# ---- show ----------------------------------------------------------------------------------
+
+
+def _failed_rows(rs: ResultSet) -> int:
+    if rs.numberOfResults() == 0:
+        return 0
+    df = rs.dataframe()
+    if Experiment.STATUS not in df.columns:
+        return 0
+    return int((~df[Experiment.STATUS].astype(bool)).sum())
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("--long", "long_", is_flag=True, help="List every column of every result set.")
+def show(notebook: str, long_: bool) -> None:
+    """Summarise NOTEBOOK: its description and each result set."""
+    with _opened(notebook) as nb:
+        click.echo(f"{notebook}: {nb.description()}")
+        click.echo(f"{nb.numberOfResultSets()} result set(s){', locked' if nb.isLocked() else ''}")
+        for tag in nb.resultSets():
+            rs = nb.resultSet(tag)
+            flags = [f for f, on in (("current", tag == nb.currentTag()), ("locked", rs.isLocked())) if on]
+            click.echo("")
+            click.echo(f"{tag}{' (' + ', '.join(flags) + ')' if flags else ''}")
+            click.echo(f"  description: {rs.description()}")
+            click.echo(
+                f"  rows: {rs.numberOfResults()}  failed: {_failed_rows(rs)}  "
+                f"pending: {rs.numberOfPendingResults()}"
+            )
+            for label, names in (
+                ("parameters", rs.parameterNames()),
+                ("results", rs.resultNames()),
+                ("metadata", rs.metadataNames()),
+            ):
+                if label == "metadata" and not long_:
+                    click.echo(f"  metadata: {len(names)} column(s) (--long lists them)")
+                    continue
+                click.echo(f"  {label}: {', '.join(names) if names else '-'}")
+            if long_ and rs.keys():
+                for k in rs.keys():
+                    click.echo(f"  attribute {k}: {rs[k]!r}")
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("source")
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@click.option("--only-successful", is_flag=True, help="Leave out failed runs.")
+@click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
+def export(source: str, csv_file: str, only_successful: bool, dry_run: bool) -> None:
+    """Write result set SOURCE (NOTEBOOK:TAG) to CSV_FILE."""
+    path, tag = _split(source)
+    with _opened(path) as nb:
+        df = _resultset(nb, tag).dataframe(only_successful=only_successful)
+    if dry_run:
+        click.echo(f"would write {len(df)} row(s) x {len(df.columns)} column(s) to {csv_file}")
+        return
+    target = Path(csv_file)
+    # Write beside the target and rename, so the CSV is whole or absent.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            df.to_csv(f, index=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    click.echo(f"wrote {len(df)} row(s) to {csv_file}")
+
+
+# ---- copy, remove, select ----------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Say what would be copied, change nothing.")
+def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
+    """Copy result sets SOURCES (each NOTEBOOK:TAG) into notebook DEST (created if missing).
+
+    Results, pending results, description and attributes are copied; a set
+    that was locked is locked in DEST too. A tag already in DEST is an error.
+    """
+    specs = [_split(s) for s in sources]
+    wanted = {}
+    for path, tag in specs:
+        with _opened(path) as src:
+            rs = _resultset(src, tag)
+            wanted[tag] = (path, rs.description(), rs.results(), dict(_pending(rs)), _attrs(rs), rs.isLocked())
+    if len(wanted) != len(specs):
+        raise click.ClickException("the same tag is named twice; copy them into different notebooks")
+    if Path(dest).exists():
+        with _opened(dest) as d:
+            clash = [t for t in wanted if t in d]
+            if d.isLocked():
+                raise click.ClickException(f"{dest} is locked (finished): nothing can be copied into it")
+        if clash:
+            raise click.ClickException(f"{dest} already has result set(s) {clash}: remove them first")
+    for tag, (path, _, results, pending, _, _) in wanted.items():
+        click.echo(f"{'would copy' if dry_run else 'copying'} {path}:{tag} -> {dest} "
+                   f"({len(results)} row(s), {len(pending)} pending)")
+    if dry_run:
+        return
+    with _opened(dest, write=True, create=not Path(dest).exists()) as d:
+        previous = d.currentTag()
+        for tag, (_, description, results, pending, attrs, locked) in wanted.items():
+            rs = d.addResultSet(tag, description)
+            for rc in results:
+                rs.addSingleResult(rc)
+            for jobid, params in pending.items():
+                rs.addSinglePendingResult(params, jobid)
+            for k, v in attrs.items():
+                rs[k] = v
+            if locked:
+                rs.finish()
+        d.select(previous)
+        d.commit()
+
+
+def _pending(rs: ResultSet) -> Iterator[tuple[str, dict]]:
+    for jobid in rs.pendingResults():
+        yield jobid, rs.pendingResultParameters(jobid)
+
+
+def _attrs(rs: ResultSet) -> dict:
+    return {k: rs[k] for k in rs.keys()}
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, change nothing.")
+@click.option("--force", is_flag=True, help="Also remove locked result sets and sets with pending results.")
+def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
+    """Remove result sets TARGETS (each NOTEBOOK:TAG)."""
+    by_file: dict[str, list[str]] = {}
+    for spec in targets:
+        path, tag = _split(spec)
+        by_file.setdefault(path, []).append(tag)
+    # Check every file before changing any, so a bad name changes nothing.
+    for path, tags in by_file.items():
+        with _opened(path) as nb:
+            if nb.isLocked():
+                raise click.ClickException(f"{path} is locked (finished): nothing can be removed from it")
+            for tag in tags:
+                rs = _resultset(nb, tag)
+                if not force and rs.isLocked():
+                    raise click.ClickException(f"{path}:{tag} is locked (finished); use --force to remove it")
+                if not force and rs.numberOfPendingResults():
+                    raise click.ClickException(
+                        f"{path}:{tag} has {rs.numberOfPendingResults()} pending result(s) that would be "
+                        f"lost; collect them first, or use --force"
+                    )
+    for path, tags in by_file.items():
+        for tag in tags:
+            click.echo(f"{'would remove' if dry_run else 'removing'} {path}:{tag}")
+        if dry_run:
+            continue
+        with _opened(path, write=True) as nb:
+            for tag in tags:
+                nb.deleteResultSet(tag)
+            nb.commit()
+
+
+@main.command()
+@click.argument("target")
+@click.option("--dry-run", is_flag=True, help="Say what would be selected, change nothing.")
+def select(target: str, dry_run: bool) -> None:
+    """Make result set TARGET (NOTEBOOK:TAG) the notebook's current one."""
+    path, tag = _split(target)
+    with _opened(path) as nb:
+        _resultset(nb, tag)
+        before = nb.currentTag()
+    if dry_run:
+        click.echo(f"would select {tag} in {path} (current: {before})")
+        return
+    with _opened(path, write=True) as nb:
+        nb.select(tag)
+        nb.commit()
+    click.echo(f"selected {tag} in {path} (was {before})")
