@@ -46,6 +46,14 @@ def exception_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+def _well_formed(rc: Any) -> bool:
+    """True if ``rc`` is a results dict whose nested results lists hold only results dicts."""
+    if not Experiment.isResultsDict(rc):
+        return False
+    res = rc[Experiment.RESULTS]
+    return isinstance(res, dict) or all(_well_formed(r) for r in res)
+
+
 class Experiment:
     """A computational experiment, run by a lab at each point of a parameter space.
 
@@ -205,8 +213,15 @@ class Experiment:
                     f"{self._classname()}.do() returned result(s) {clash} with the same "
                     f"name as a parameter; rename the result(s)"
                 )
+            unnamed = [k for k in res if not isinstance(k, str)]
+            if unnamed:
+                # Caught here, the run fails; caught by the notebook, the sweep would stop.
+                raise ResultsStructureException(
+                    f"{self._classname()}.do() returned result name(s) {unnamed!r} that are "
+                    f"not strings; name every result with a string"
+                )
             return res
-        if isinstance(res, list) and all(Experiment.isResultsDict(r) for r in res):
+        if isinstance(res, list) and all(_well_formed(r) for r in res):
             return res
         what = type(res).__name__
         if isinstance(res, list):

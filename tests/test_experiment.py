@@ -352,6 +352,29 @@ def test_do_returning_a_non_dict_with_fatal_raises_naming_the_class():
         Returns(42).set({"x": 1}).run(fatal=True)
 
 
+def test_do_returning_non_string_result_names_is_a_failed_result_naming_the_class():
+    rc = Returns({1: 2.0}).set({"x": 1}).run()
+    exc = rc[Experiment.METADATA][Experiment.EXCEPTION]
+    assert isinstance(exc, ResultsStructureException)
+    assert "Returns.do()" in str(exc) and "1" in str(exc)
+
+
+def test_do_returning_nested_results_lists_is_accepted():
+    leaf = Square().set({"x": 2}).run()
+    nested = {**Experiment.resultsdict(), Experiment.RESULTS: [leaf, leaf]}
+    rc = Returns([nested, leaf]).set({"x": 2}).run()
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+
+
+def test_do_returning_a_malformed_nested_results_list_is_a_failed_result():
+    nested = {**Experiment.resultsdict(), Experiment.RESULTS: [42]}
+    rc = Returns([nested]).set({"x": 1}).run()
+    exc = rc[Experiment.METADATA][Experiment.EXCEPTION]
+    assert rc[Experiment.METADATA][Experiment.STATUS] is False
+    assert isinstance(exc, ResultsStructureException)
+    assert "Returns.do()" in str(exc)
+
+
 def test_a_result_named_like_a_parameter_is_a_failed_result():
     rc = Returns({"x": 2, "y": 3}).set({"x": 1}).run()
     exc = rc[Experiment.METADATA][Experiment.EXCEPTION]

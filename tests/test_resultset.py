@@ -184,6 +184,17 @@ def test_failed_rows_keep_parameters_and_metadata_with_default_results(rs, make_
     assert row["i"] == 0 and math.isnan(row["f"]) and row["t"] == "" and row["b"] == False  # noqa: E712
 
 
+def test_a_failed_row_in_a_column_of_ints_and_floats_gets_nan(rs, make_rc):
+    # A result that is sometimes an int (0) and sometimes a float is a float
+    # column: a failed run there must not read as 0.
+    rs.addSingleResult(make_rc({"x": 1}, {"f": 0}))
+    rs.addSingleResult(make_rc({"x": 2}, ok=False))
+    rs.addSingleResult(make_rc({"x": 3}, {"f": 2.5}))
+    f = rs.dataframe()["f"]
+    assert f.iloc[0] == 0 and math.isnan(f.iloc[1]) and f.iloc[2] == 2.5
+    assert f.mean() == pytest.approx(1.25)
+
+
 def test_failed_first_row_then_results_appear(rs, make_rc):
     rs.addSingleResult(make_rc({"x": 1}, ok=False))
     rs.addSingleResult(make_rc({"x": 2}, {"f": 2.5}))
@@ -257,6 +268,14 @@ def test_dataframe_for_a_list_of_values_selects_any(filled):
     assert filled.dataframeFor({"x": [1, 4]})["y"].tolist() == [10, 40]
     assert filled.dataframeFor({"x": (2, 4)})["x"].tolist() == [2, 4]
     assert filled.dataframeFor({"x": range(1, 3)})["x"].tolist() == [1, 2]
+
+
+def test_dataframe_for_a_numpy_array_of_values_selects_any(rs, make_rc):
+    for p in np.linspace(0.0, 1.0, 5):
+        rs.addSingleResult(make_rc({"p": p}, {"y": 1}))
+    assert rs.dataframeFor({"p": np.array([0.25, 1.0])})["p"].tolist() == [0.25, 1.0]
+    rs.addSinglePendingResult({"p": 2.0}, "j")
+    assert rs.pendingResultsFor({"p": np.array([2.0, 3.0])}) == ["j"]
 
 
 def test_dataframe_for_several_parameters_is_a_conjunction(rs, make_rc):

@@ -96,7 +96,18 @@ def build_column(values: list[Any], n_missing: int, like: Any = None) -> Any:
         default = default_for_dtype(like) if like is not None else None
     else:
         default = default_for_value(first)
+        if default == 0 and type(default) is int and _holds_float(values, like):
+            # A column of ints and floats is a float column: its missing cells are NaN, not 0.
+            default = float("nan")
     return _infer([default if v is MISSING else v for v in values])
+
+
+def _holds_float(values: list[Any], like: Any) -> bool:
+    if getattr(like, "kind", "") == "f":
+        return True
+    return any(
+        isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) for v in values if v is not MISSING
+    )
 
 
 def empty_column(length: int, like: Any) -> pd.Series:

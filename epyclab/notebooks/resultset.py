@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from epyclab.errors import (
@@ -454,7 +455,8 @@ def failed_results_dict(params: Mapping[str, Any], exc: BaseException, trace: st
 
 
 def _is_value_list(v: Any) -> bool:
-    return isinstance(v, (list, tuple, set, frozenset, range))
+    # A numpy array of values is as natural here as a list (lab['p'] = numpy.linspace(...)).
+    return isinstance(v, (list, tuple, set, frozenset, range)) or (isinstance(v, np.ndarray) and v.ndim == 1)
 
 
 def _describe(rc: Any) -> str:
