@@ -1,0 +1,161 @@
+"""The public surface: every name of the contract importable from `epyclab`, epyc's key strings kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import pytest
+
+import epyclab
+from epyclab.errors import EpyclabError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "epyc-1.7.2-notebook.h5"
+
+# The names API.md promises at the top level of the package.
+FOUNDATION_NAMES = [
+    "Experiment",
+    "ExperimentCombinator",
+    "RepeatedExperiment",
+    "SummaryExperiment",
+    "Design",
+    "FactorialDesign",
+    "PointwiseDesign",
+    "DesignException",
+    "Lab",
+    "LabNotebook",
+    "ResultSet",
+    "LabNotebookLockedException",
+    "ResultSetLockedException",
+    "ResultsStructureException",
+    "PendingResultException",
+    "CancelledException",
+    "NotebookVersionException",
+    "Logger",
+    "ResultsDict",
+    "ExperimentalParameters",
+    "ExperimentalConfiguration",
+]
+
+# Names of the contract that later issues provide (parallel and cluster labs, persistent
+# notebooks). Strict: once one is exported this fails, and its marker must go.
+LATER_NAMES = ["ParallelLab", "ClusterLab", "HDF5LabNotebook", "JSONLabNotebook"]
+
+# The methods API.md names, per class.
+METHODS = {
+    "Experiment": [
+        "set", "configure", "deconfigure", "setUp", "do", "tearDown", "run", "report", "resultsdict",
+        "success", "failed", "results", "experimentalResults", "parameters", "metadata", "__getitem__",
+    ],
+    "ExperimentCombinator": ["experiment"],
+    "RepeatedExperiment": ["repetitions"],
+    "SummaryExperiment": ["summarise"],
+    "Design": ["experiments"],
+    "Lab": [
+        "addParameter", "__setitem__", "__getitem__", "__delitem__", "deleteParameter", "deleteAllParameters",
+        "parameters", "__contains__", "__len__", "experiments", "notebook", "design", "open", "close",
+        "updateResults", "recreate", "runExperiment", "createWith", "dataframe", "results", "ready",
+        "readyFraction",
+    ],
+    "LabNotebook": [
+        "name", "description", "setDescription", "isPersistent", "commit", "addResultSet", "deleteResultSet",
+        "resultSets", "resultSet", "resultSetTag", "select", "current", "currentTag", "numberOfResultSets",
+        "__len__", "keys", "__contains__", "already", "finish", "isLocked", "addResult", "dataframe",
+        "dataframeFor", "results", "resultsFor", "numberOfResults", "addPendingResult", "resolvePendingResult",
+        "cancelPendingResult", "ready", "readyFraction", "pendingResults", "numberOfPendingResults",
+        "pendingResultParameters", "allPendingResults", "numberOfAllPendingResults", "__enter__", "__exit__",
+    ],
+    "ResultSet": [
+        "description", "setDescription", "names", "metadataNames", "parameterNames", "resultNames",
+        "__setitem__", "__getitem__", "__delitem__", "__contains__", "keys", "setAttribute", "getAttribute",
+        "finish", "isLocked", "addSingleResult", "dataframe", "dataframeFor", "results", "resultsFor",
+        "numberOfResults", "__len__", "parameterRange", "parameterSpace", "parameterCombinations",
+        "addSinglePendingResult", "pendingResults", "numberOfPendingResults", "pendingResultsFor",
+        "resolveSinglePendingResult", "cancelSinglePendingResult", "ready", "pendingResultParameters",
+    ],
+}
+
+
+def test_contract_names_are_exported():
+    assert [n for n in FOUNDATION_NAMES if not hasattr(epyclab, n)] == []
+    assert [n for n in FOUNDATION_NAMES if n not in epyclab.__all__] == []
+
+
+@pytest.mark.parametrize("name", LATER_NAMES)
+@pytest.mark.xfail(strict=True, reason="provided by a later issue; remove this marker when it is exported")
+def test_later_contract_name_is_exported(name):
+    assert hasattr(epyclab, name)
+    assert name in epyclab.__all__
+
+
+def test_everything_in_all_is_importable():
+    missing = [n for n in epyclab.__all__ if not hasattr(epyclab, n)]
+    assert missing == []
+    assert len(set(epyclab.__all__)) == len(epyclab.__all__)
+
+
+def test_star_import_gives_the_contract():
+    namespace: dict = {}
+    exec("from epyclab import *", namespace)
+    assert set(FOUNDATION_NAMES) <= set(namespace)
+
+
+def test_logger_name_and_version():
+    assert epyclab.Logger == "epyclab"
+    assert isinstance(epyclab.__version__, str) and epyclab.__version__
+
+
+@pytest.mark.parametrize("cls", list(METHODS))
+def test_documented_methods_exist(cls):
+    missing = [m for m in METHODS[cls] if not callable(getattr(getattr(epyclab, cls), m, None))]
+    assert missing == []
+
+
+def test_every_exported_exception_is_an_epyclab_error():
+    exported = [getattr(epyclab, n) for n in epyclab.__all__]
+    exceptions = [x for x in exported if isinstance(x, type) and issubclass(x, BaseException)]
+    assert epyclab.CancelledException in exceptions
+    assert [x.__name__ for x in exceptions if not issubclass(x, EpyclabError)] == []
+
+
+def test_lab_notebook_default_tag():
+    assert epyclab.LabNotebook.DEFAULT_RESULTSET == "epyc.resultset.default"
+
+
+# ---- epyc's key strings, read from a notebook written by epyc 1.7.2 itself ------------------------
+
+
+@pytest.fixture(scope="module")
+def epyc_names() -> dict[str, set[str]]:
+    """Column names by role, over every result set of the epyc fixture notebook."""
+    names: dict[str, set[str]] = {"parameters": set(), "results": set(), "metadata": set(), "pending": set(),
+                                  "groups": set()}
+    with h5py.File(FIXTURE, "r") as f:
+        for tag, group in f.items():
+            names["groups"].add(tag)
+            if "results" in group:
+                for role in ("parameters", "results", "metadata"):
+                    names[role].update(str(n) for n in group["results"].attrs[role])
+            if "pending" in group:
+                names["pending"].update(group["pending"].dtype.names)
+    return names
+
+
+def test_standard_metadata_keys_match_epyc(epyc_names):
+    e = epyclab.Experiment
+    epyc_standard = {e.EXPERIMENT, e.START_TIME, e.END_TIME, e.ELAPSED_TIME, e.SETUP_TIME, e.EXPERIMENT_TIME,
+                     e.TEARDOWN_TIME, e.STATUS, e.EXCEPTION, e.TRACEBACK}
+    written_by_epyc = epyc_names["metadata"] - {epyclab.RepeatedExperiment.I, epyclab.RepeatedExperiment.REPETITIONS}
+    assert written_by_epyc == epyc_standard
+    # epyclab adds only its own namespace to epyc's standard metadata.
+    assert e.StandardMetadata - epyc_standard == {e.HOST, e.PID}
+
+
+def test_repetition_metadata_keys_match_epyc(epyc_names):
+    assert epyclab.RepeatedExperiment.I in epyc_names["metadata"]
+    assert epyclab.RepeatedExperiment.REPETITIONS in epyc_names["metadata"]
+
+
+def test_pending_job_id_key_and_default_tag_match_epyc(epyc_names):
+    assert epyclab.ResultSet.JOBID in epyc_names["pending"]
+    assert epyclab.LabNotebook.DEFAULT_RESULTSET in epyc_names["groups"]
