@@ -29,6 +29,13 @@ def test_factorial_is_the_cross_product():
     assert sorted(points, key=lambda p: (p["a"], p["b"])) == expected
 
 
+def test_factorial_order_is_reproducible_first_parameter_slowest():
+    params = {"a": [1, 2], "b": ["u", "v", "w"]}
+    points = _points(FactorialDesign().experiments(None, params))
+    assert [(p["a"], p["b"]) for p in points] == [(a, b) for a in [1, 2] for b in ["u", "v", "w"]]
+    assert _points(FactorialDesign().experiments(None, params)) == points
+
+
 def test_factorial_pairs_every_point_with_the_experiment():
     e = Echo()
     config = FactorialDesign().experiments(e, {"x": [1, 2]})

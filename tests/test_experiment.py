@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -186,26 +187,25 @@ def test_run_records_host_and_pid():
     assert meta[Experiment.PID] == os.getpid()
 
 
-def _run_in_child(conn):
-    rc = Square().set({"x": 1}).run()
-    conn.send((os.getpid(), rc[Experiment.METADATA][Experiment.PID]))
-    conn.close()
+CHILD = """
+import os
+from epyclab.experiment import Experiment
+
+class Square(Experiment):
+    def do(self, params):
+        return {"y": params["x"] ** 2}
+
+rc = Square().set({"x": 1}).run()
+print(os.getpid(), rc[Experiment.METADATA][Experiment.PID], rc[Experiment.METADATA][Experiment.HOST])
+"""
 
 
 def test_pid_is_that_of_the_process_that_ran_the_experiment():
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe()
-    p = ctx.Process(target=_run_in_child, args=(child,))
-    p.start()
-    try:
-        child_pid, recorded = parent.recv()
-    finally:
-        p.join(timeout=30)
-        if p.is_alive():
-            p.kill()
-            p.join()
-    assert recorded == child_pid == p.pid
-    assert recorded != os.getpid()
+    child = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, timeout=60, check=True)
+    child_pid, recorded, host = child.stdout.split()
+    assert recorded == child_pid
+    assert int(recorded) != os.getpid()
+    assert host == socket.gethostname()
 
 
 def test_access_to_the_last_run():
