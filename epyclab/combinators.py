@@ -135,6 +135,14 @@ class SummaryExperiment(ExperimentCombinator):
                 dtype=float,
             )
             if len(values) == 0:
+                if self._summarised is not None:
+                    # A name the user asked for that no run produced is most
+                    # likely a typo: say so rather than leave it out silently.
+                    available = sorted({n for rc in results for n in rc[Experiment.RESULTS]})
+                    raise SummaryError(
+                        f"summarised result {k!r} has no numeric value in any successful run "
+                        f"(results are: {available})"
+                    )
                 continue
             summary[k + SummaryExperiment.MEAN_SUFFIX] = float(np.mean(values))
             summary[k + SummaryExperiment.MEDIAN_SUFFIX] = float(np.median(values))

@@ -218,3 +218,18 @@ def test_summary_in_a_lab_stores_one_row_per_point():
     assert list(df["y_mean"]) == [10.0, 20.0, 30.0]
     assert (df["y_variance"] == 0.0).all()
     assert (df[SummaryExperiment.UNDERLYING_RESULTS] == 4).all()
+
+
+def test_summarising_a_result_no_run_produced_fails_naming_it():
+    from epyclab.combinators import RepeatedExperiment, SummaryExperiment
+    from epyclab.experiment import Experiment
+
+    class Heads(Experiment):
+        def do(self, params):
+            return {"heads": 3}
+
+    ex = SummaryExperiment(RepeatedExperiment(Heads(), 2), summarised_results=["head"])
+    rc = ex.set({}).run()
+    assert rc[Experiment.METADATA][Experiment.STATUS] is False
+    assert "'head'" in rc[Experiment.METADATA][Experiment.TRACEBACK]
+    assert "heads" in str(rc[Experiment.METADATA][Experiment.EXCEPTION])
