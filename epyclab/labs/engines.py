@@ -1,0 +1,511 @@
+"""Running points on ipyparallel engines: the machinery ParallelLab and ClusterLab share.
+
+The pieces, in the order a sweep uses them:
+
+- :func:`package` serializes each distinct experiment of a configuration once,
+  with dill (so classes defined in a script's ``__main__`` or in Jupyter, and
+  the module-level helpers and constants they use, travel by value), and
+  fails with :class:`~epyclab.errors.ExperimentSerializationError` naming the
+  class and the offending attribute before anything is submitted.
+- :func:`ship_experiment` sends those bytes once to each engine, where
+  :func:`epyclab.labs.worker.load_experiment` keeps the experiment under a key
+  unique to the sweep; tasks then carry only their points.
+- :class:`ChunkSizer` decides how many points go in each task (the rule is
+  documented there).
+- :func:`submit_chunk` submits one chunk to a load-balanced view, and
+  :func:`chunk_results` turns what came back (or the error) into one results
+  dict per point.
+- :class:`Sweep` drives a live sweep: it keeps a few chunks per engine in
+  flight, yields results as they arrive, resubmits the chunks of an engine that
+  died, and never retries an experiment that raised (that is a failed result).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+import dill
+from ipyparallel import AsyncResult, Client, LoadBalancedView
+from ipyparallel.error import CompositeError, EngineError, RemoteError
+
+from epyclab.designs import ExperimentalConfiguration
+from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
+from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.labs import worker
+from epyclab.log import logger
+
+__all__ = [
+    "Payload",
+    "package",
+    "serialize_experiment",
+    "ship_experiment",
+    "forget_experiment",
+    "submit_chunk",
+    "chunk_results",
+    "is_engine_death",
+    "unloadable",
+    "ChunkSizer",
+    "Sweep",
+    "client_paths",
+]
+
+
+# ---- serialization ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payload:
+    """An experiment serialized for engines: the sweep key it is loaded under, its bytes, its class."""
+
+    key: str
+    blob: bytes
+    classname: str
+
+
+def _classname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _dumps(obj: Any) -> bytes:
+    # recurse=True sends only the globals a function uses (a helper, a
+    # constant), not the whole of __main__, which may hold unpicklable things.
+    return dill.dumps(obj, recurse=True)
+
+
+def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseException]]:
+    """The attributes of ``obj`` (recursively, through attributes that fail) that dill cannot pack."""
+    try:
+        attrs = vars(obj)
+    except TypeError:
+        return []
+    found = []
+    for name, value in attrs.items():
+        try:
+            _dumps(value)
+        except Exception as exc:
+            deeper = _culprits(value, f"{path}.{name}", depth - 1) if depth > 1 else []
+            found.extend(deeper or [(f"{path}.{name}", type(value).__name__, exc)])
+    return found
+
+
+def serialize_experiment(e: Experiment) -> bytes:
+    """The dill bytes of ``e``, or an ExperimentSerializationError naming what cannot be packed."""
+    try:
+        return _dumps(e)
+    except Exception as exc:
+        cls = type(e).__qualname__
+        culprits = _culprits(e, "self")
+        if culprits:
+            what = "; ".join(f"attribute {p} ({t}): {exception_text(x)}" for p, t, x in culprits)
+            raise ExperimentSerializationError(
+                f"experiment {cls} cannot be serialized to send it to the engines: {what}. "
+                f"Create such objects on the engine instead (in configure() or setUp()), "
+                f"or keep only what is needed to re-create them"
+            ) from exc
+        raise ExperimentSerializationError(
+            f"experiment {cls} cannot be serialized to send it to the engines: {exception_text(exc)}. "
+            f"No single attribute is at fault, so check the class itself (and what its methods use)"
+        ) from exc
+
+
+def package(points: ExperimentalConfiguration) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Payload]]:
+    """Serialize each distinct experiment of ``points`` once; pair every point with its experiment's key."""
+    payloads: dict[int, Payload] = {}
+    items = []
+    for ex, p in points:
+        pl = payloads.get(id(ex))
+        if pl is None:
+            pl = payloads[id(ex)] = Payload(
+                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex)
+            )
+        items.append((pl.key, p))
+    return items, {pl.key: pl for pl in payloads.values()}
+
+
+def client_paths() -> list[str]:
+    """The directories this process imports from, for engines on the same machine.
+
+    ``''`` (the current directory, for ``python -c`` or an interactive session) is made absolute.
+    """
+    return [os.path.abspath(p or os.curdir) for p in sys.path if os.path.isdir(p or os.curdir)]
+
+
+# ---- shipping ---------------------------------------------------------------------
+
+
+def ship_experiment(
+    client: Client, payload: Payload, targets: list[int] | None = None, paths: list[str] | None = None
+) -> dict[int, int]:
+    """Load ``payload`` on the engines ``targets`` (all by default); return engine id -> pid.
+
+    An engine that cannot unpack the experiment (a module it imports is not
+    installed there, say) raises ExperimentSerializationError naming the
+    class, the engine and the remote error, before any point is submitted.
+    """
+    targets = list(client.ids) if targets is None else list(targets)
+    if not targets:
+        return {}
+    view = client.direct_view(targets)
+    try:
+        pids = view.apply_sync(worker.load_experiment, payload.key, payload.blob, paths)
+    except (CompositeError, RemoteError) as exc:
+        errors = exc.elist if isinstance(exc, CompositeError) else [(exc.ename, exc.evalue, exc.traceback, None)]
+        ename, evalue, _, info = errors[0]
+        engine = info.get("engine_id", "?") if isinstance(info, dict) else "?"
+        raise unloadable(payload.classname, engine, f"{ename}: {evalue}") from exc
+    return dict(zip(targets, pids))
+
+
+def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializationError:
+    """The error for an experiment that an engine could not unpack."""
+    return ExperimentSerializationError(
+        f"experiment {classname} could not be loaded on engine {engine}: {error}. "
+        f"Every module the experiment imports must be importable on the engines "
+        f"(installed in their Python environment, or on their sys.path)"
+    )
+
+
+def forget_experiment(client: Client, key: str, targets: list[int] | None = None) -> None:
+    """Ask the engines to drop the experiment of sweep ``key`` (without waiting)."""
+    targets = list(client.ids) if targets is None else list(targets)
+    if targets:
+        client.direct_view(targets).apply_async(worker.forget_experiment, key)
+
+
+# ---- chunks -----------------------------------------------------------------------
+
+
+def submit_chunk(
+    view: LoadBalancedView,
+    key: str,
+    points: list[dict[str, Any]],
+    blob: bytes | None = None,
+    paths: list[str] | None = None,
+) -> AsyncResult:
+    """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
+
+    With ``blob`` (the experiment's dill bytes) an engine that lacks the
+    experiment loads it, adding ``paths`` to its ``sys.path`` first.
+    """
+    return view.apply_async(worker.run_points, key, points, blob, paths)
+
+
+def is_engine_death(exc: BaseException) -> bool:
+    """True if a task failed because its engine died (not because of what it ran)."""
+    if isinstance(exc, EngineError):
+        return True
+    return isinstance(exc, RemoteError) and exc.ename == "EngineError"
+
+
+def chunk_results(
+    reply: tuple[str, float, bytes], points: list[dict[str, Any]], classname: str = ""
+) -> list[ResultsDict]:
+    """One results dict per point from an engine's reply to :func:`submit_chunk`.
+
+    A reply that cannot be decoded here (a result of a class this process
+    cannot import, say) becomes a failed result for each point, saying why.
+    """
+    codec, _, payload = reply
+    try:
+        rcs = worker.decode_results(codec, payload)
+    except Exception as exc:
+        logger.warning("could not decode the results of %d points: %s", len(points), exception_text(exc))
+        return [worker.failed_result(p, exc, "", classname) for p in points]
+    return rcs
+
+
+class ChunkSizer:
+    """How many points go in each task.
+
+    The rule: the first task to each engine holds one point (a probe). Each
+    finished chunk reports the time its engine spent per point (an
+    exponentially weighted average, so a sweep whose points grow costlier is
+    followed); later chunks hold as many points as run in
+    :attr:`TargetSeconds` (0.1 s) at that rate, at least 1 and at most
+    ``total // (ChunksPerEngine * engines)``, so that every engine gets at
+    least :attr:`ChunksPerEngine` chunks and the sweep ends evenly.
+
+    So cheap points are batched until a task's fixed cost (about 3 ms for a
+    load-balanced task on this kind of machine) is a few percent of its
+    work, and points costing 0.1 s or more go one per task: none is held
+    back behind another, and load stays balanced.
+    """
+
+    #: Seconds of work a chunk aims at.
+    TargetSeconds = 0.1
+    #: Every engine gets at least this many chunks (when there are enough points).
+    ChunksPerEngine = 4
+    #: Weight of the newest chunk in the per-point time estimate.
+    Smoothing = 0.5
+
+    def __init__(self, total: int, engines: int, target: float | None = None, largest: int | None = None) -> None:
+        self.total = max(0, int(total))
+        self.engines = max(1, int(engines))
+        self.target = self.TargetSeconds if target is None else float(target)
+        cap = max(1, self.total // (self.ChunksPerEngine * self.engines))
+        self.largest = cap if largest is None else max(1, min(cap, int(largest)))
+        self.per_point: float | None = None
+
+    def record(self, points: int, seconds: float) -> None:
+        """Learn from a finished chunk of ``points`` points that took ``seconds`` on its engine."""
+        if points <= 0:
+            return
+        t = max(seconds, 0.0) / points
+        self.per_point = t if self.per_point is None else self.Smoothing * t + (1 - self.Smoothing) * self.per_point
+
+    def estimated(self) -> bool:
+        """True once a chunk has reported its time."""
+        return self.per_point is not None
+
+    def size(self) -> int:
+        """The number of points for the next chunk."""
+        if self.per_point is None:
+            return 1
+        if self.per_point <= 0:
+            return self.largest
+        return max(1, min(self.largest, int(self.target / self.per_point)))
+
+
+# ---- a live sweep -----------------------------------------------------------------------
+
+
+@dataclass
+class _Chunk:
+    key: str
+    points: list[dict[str, Any]]
+    deaths: int = 0
+    missing: int = 0
+    blob: bool = False
+
+
+class Sweep:
+    """Runs points on a client's engines and yields their results dicts as they arrive.
+
+    ``items`` and ``payloads`` come from :func:`package`. :meth:`results` ships
+    the experiments to every engine, keeps at most :attr:`Window` chunks per
+    engine in flight (one probe per engine until a chunk has been timed),
+    sized by ``sizer``, and yields exactly one results dict per point:
+
+    - a chunk whose engine died is resubmitted to the others; a chunk that
+      kills :attr:`MaxDeaths` engines is split into single points, and a
+      point that does is recorded as a failed run (an ``EngineError``);
+    - a task that fails for any other reason gives failed results for its
+      points, and is never retried;
+    - an engine that joined after the start gets the experiment when it
+      first asks, and the chunk is resubmitted;
+    - with no engine left for :attr:`EngineGrace` seconds, or when
+      ``health()`` raises, the sweep stops with that error.
+
+    Use it as a context manager: on exit, chunks not yet started are aborted
+    and (with ``forget=True``) the engines drop the experiment.
+    """
+
+    #: Chunks in flight per engine once chunks are timed (the scheduler hands them out as engines
+    #: free up; enough of them hide the round trip when chunks are short).
+    Window = 4
+    #: A chunk that was running on this many engines that died is split (a point: failed).
+    MaxDeaths = 2
+    #: Seconds without any engine before the sweep gives up.
+    EngineGrace = 10.0
+    #: Seconds between checks while waiting for results.
+    PollSeconds = 0.25
+
+    def __init__(
+        self,
+        client: Client,
+        items: list[tuple[str, dict[str, Any]]],
+        payloads: dict[str, Payload],
+        sizer: ChunkSizer | None = None,
+        paths: list[str] | None = None,
+        forget: bool = True,
+        health: Callable[[], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._items = items
+        self._payloads = payloads
+        self._sizer = sizer if sizer is not None else ChunkSizer(len(items), max(1, len(client.ids)))
+        self._paths = paths
+        self._forget = forget
+        self._health = health
+        self._view = client.load_balanced_view()
+        # Engine death is handled here, by resubmitting the chunk: ipyparallel's
+        # retries would also re-run tasks that raised, and can hang.
+        self._view.retries = 0
+        self._next = 0
+        self._retry: deque[_Chunk] = deque()
+        self._pending: dict[str, tuple[AsyncResult, _Chunk]] = {}
+        self._arrived: queue.SimpleQueue[AsyncResult] = queue.SimpleQueue()
+        self._no_engines_since: float | None = None
+        #: The largest chunk submitted so far (for reports).
+        self.largest_chunk = 0
+        #: How many chunks were resubmitted because their engine died.
+        self.resubmitted = 0
+
+    def __enter__(self) -> "Sweep":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ---- the loop --------------------------------------------------------------------
+
+    def results(self) -> Iterator[ResultsDict]:
+        """Yield one results dict per point, in the order they finish."""
+        while self._next < len(self._items) or self._retry or self._pending:
+            self._fill()
+            try:
+                ar = self._arrived.get(timeout=self.PollSeconds)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            ar_and_chunk = self._pending.pop(ar.msg_ids[0], None)
+            if ar_and_chunk is None:
+                continue
+            yield from self._collect(*ar_and_chunk)
+
+    def _fill(self) -> None:
+        engines = max(1, len(self._client.ids))
+        limit = engines * (self.Window if self._sizer.estimated() else 1)
+        while len(self._pending) < limit:
+            if self._retry:
+                chunk = self._retry.popleft()
+            elif self._next < len(self._items):
+                chunk = self._take(self._sizer.size())
+                # Until chunks are timed, each engine gets one probe, which brings the
+                # experiment along: no separate round trip to ship it first.
+                chunk.blob = not self._sizer.estimated()
+            else:
+                return
+            self._submit(chunk)
+
+    def _take(self, n: int) -> _Chunk:
+        """The next ``n`` points, or fewer where the experiment changes."""
+        items = self._items
+        start = self._next
+        key = items[start][0]
+        stop = min(start + n, len(items))
+        points = []
+        for i in range(start, stop):
+            k, p = items[i]
+            if k != key:
+                stop = i
+                break
+            points.append(p)
+        self._next = stop
+        return _Chunk(key, points)
+
+    def _submit(self, chunk: _Chunk) -> None:
+        if chunk.blob:
+            ar = submit_chunk(self._view, chunk.key, chunk.points, self._payloads[chunk.key].blob, self._paths)
+        else:
+            ar = submit_chunk(self._view, chunk.key, chunk.points)
+        self._pending[ar.msg_ids[0]] = (ar, chunk)
+        self.largest_chunk = max(self.largest_chunk, len(chunk.points))
+        ar.add_done_callback(self._arrived.put)
+
+    def _collect(self, ar: AsyncResult, chunk: _Chunk) -> Iterator[ResultsDict]:
+        classname = self._payloads[chunk.key].classname
+        try:
+            reply = ar.get()
+        except Exception as exc:
+            if is_engine_death(exc):
+                yield from self._engine_died(chunk, exc, classname)
+            else:
+                logger.warning("a task of %d points failed on the engine: %s", len(chunk.points), exc)
+                yield from (worker.failed_result(p, exc, _remote_traceback(exc), classname) for p in chunk.points)
+            self._purge(ar)
+            return
+        self._purge(ar)
+        if reply[0] == worker.MISSING:
+            yield from self._missing(ar, chunk, classname)
+            return
+        if reply[0] == worker.UNLOADABLE:
+            raise unloadable(classname, ar.engine_id, reply[2].decode(errors="replace"))
+        self._sizer.record(len(chunk.points), reply[1])
+        yield from chunk_results(reply, chunk.points, classname)
+
+    def _engine_died(self, chunk: _Chunk, exc: BaseException, classname: str) -> Iterator[ResultsDict]:
+        chunk.deaths += 1
+        if chunk.deaths < self.MaxDeaths:
+            logger.warning("an engine died running %d points; resubmitting them", len(chunk.points))
+            self.resubmitted += 1
+            self._retry.append(chunk)
+        elif len(chunk.points) > 1:
+            logger.warning("%d points killed %d engines; resubmitting them one by one", len(chunk.points),
+                           chunk.deaths)
+            self.resubmitted += 1
+            self._retry.extend(_Chunk(chunk.key, [p], deaths=self.MaxDeaths - 1) for p in chunk.points)
+        else:
+            logger.error("point %r killed %d engines; recording it as failed", chunk.points[0], chunk.deaths)
+            died = EngineError(f"the engine running this point died {chunk.deaths} times ({exc})")
+            yield worker.failed_result(chunk.points[0], died, "", classname)
+
+    def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[ResultsDict]:
+        chunk.missing += 1
+        engine = ar.engine_id
+        if chunk.missing > 2 or engine is None:
+            why = ClusterConnectionError(f"engine {engine} never received experiment {classname}")
+            yield from (worker.failed_result(p, why, "", classname) for p in chunk.points)
+            return
+        ship_experiment(self._client, self._payloads[chunk.key], [engine], self._paths)
+        self._retry.append(chunk)
+
+    def _purge(self, ar: AsyncResult) -> None:
+        # The client caches every result; a long sweep would keep them all twice.
+        try:
+            self._client.purge_local_results(ar)
+        except RuntimeError as exc:
+            logger.debug("could not purge a finished task from the client cache: %s", exc)
+
+    def _check_alive(self) -> None:
+        if self._health is not None:
+            self._health()
+        if self._client.ids:
+            self._no_engines_since = None
+            return
+        now = monotonic()
+        if self._no_engines_since is None:
+            self._no_engines_since = now
+        elif now - self._no_engines_since > self.EngineGrace:
+            raise ClusterConnectionError(
+                f"no engine has been running for {self.EngineGrace:.0f} s, so the sweep cannot go on; "
+                f"{self.remaining()} points have no result. Start engines (or a new lab) and run the sweep "
+                f"again with resume=True"
+            )
+
+    def remaining(self) -> int:
+        """Points not yet returned (queued, in flight or waiting to be resubmitted)."""
+        return (
+            len(self._items) - self._next
+            + sum(len(c.points) for c in self._retry)
+            + sum(len(c.points) for _, c in self._pending.values())
+        )
+
+    def close(self) -> None:
+        """Abort the chunks not yet started and (if asked) make the engines drop the experiments."""
+        pending = [ar for ar, _ in self._pending.values() if not ar.done()]
+        self._pending.clear()
+        try:
+            if pending:
+                self._client.abort(pending, block=False)
+            if self._forget:
+                for key in self._payloads:
+                    forget_experiment(self._client, key)
+        except Exception as exc:
+            # Cleaning up must not hide why the sweep ended; the engines only keep
+            # a little memory (or a chunk) longer.
+            logger.warning("could not abort the sweep's remaining tasks on the engines: %s", exc)
+
+
+def _remote_traceback(exc: BaseException) -> str:
+    tb = getattr(exc, "traceback", None)
+    return tb if isinstance(tb, str) else ""

@@ -1,0 +1,301 @@
+"""A local ipyparallel cluster that epyclab starts, stops, and cleans up after a crash.
+
+:class:`LocalCluster` starts a controller and ``n`` engines on 127.0.0.1, with
+the hub's heartbeat at 500 ms so that engines register in about 2 s instead of
+6-7 s. It stops the engines first and then the controller (stopping both at
+once leaves the engines' nannies behind for a few seconds), then checks that
+every process it started (recorded with psutil, children included) is gone,
+killing by PID any that is not.
+
+If the process that started a cluster is killed (SIGKILL, a crashed kernel),
+nothing stops the ~13 processes of a 2-engine cluster. So each cluster records
+itself in a small state file, ``<profile_dir>/epyclab/local-<cluster id>.json``
+(the owner's PID and the PIDs it started, each with its start time so that a
+reused PID is never mistaken for ours). The next :meth:`LocalCluster.start` in
+the same profile directory stops every cluster whose owner is gone; clusters
+of live owners (another sweep running at the same time) are left alone. By
+hand: ``ipcluster stop --profile-dir=DIR --cluster-id=ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ipyparallel as ipp
+import psutil
+
+from epyclab.errors import ClusterConnectionError
+from epyclab.log import logger
+
+__all__ = ["LocalCluster", "cleanup_orphans", "default_profile_dir", "process_alive"]
+
+# The name of the IPython profile epyclab's local clusters use by default, so
+# that they never mix with the user's own profiles and clusters.
+PROFILE_NAME = "epyclab-parallel"
+
+
+def default_profile_dir() -> str:
+    """``$IPYTHONDIR/profile_epyclab-parallel`` (``~/.ipython/...`` by default)."""
+    from IPython.paths import get_ipython_dir
+
+    return os.path.join(get_ipython_dir(), f"profile_{PROFILE_NAME}")
+
+
+def _state_dir(profile_dir: str) -> Path:
+    return Path(profile_dir) / "epyclab"
+
+
+def _identity(pid: int) -> dict[str, Any] | None:
+    """A PID with its start time, which together name one process for ever."""
+    try:
+        return {"pid": pid, "created": psutil.Process(pid).create_time()}
+    except psutil.Error:
+        return None
+
+
+def process_alive(ident: dict[str, Any]) -> bool:
+    """True if the process recorded as ``{'pid', 'created'}`` still runs (a zombie does not)."""
+    try:
+        p = psutil.Process(int(ident["pid"]))
+        if abs(p.create_time() - float(ident["created"])) > 0.01:
+            return False
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _with_descendants(pids: list[int]) -> list[dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for pid in pids:
+        try:
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+        except psutil.Error:
+            continue
+        for p in procs:
+            ident = _identity(p.pid)
+            if ident is not None:
+                found[p.pid] = ident
+    return list(found.values())
+
+
+def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
+    """Stop the recorded processes still alive (TERM, then KILL after ``timeout``); return those killed."""
+    alive = [i for i in idents if process_alive(i)]
+    if not alive:
+        return []
+    for ident in alive:
+        _signal(ident, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [i for i in alive if process_alive(i)]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    for ident in alive:
+        _signal(ident, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(process_alive(i) for i in alive):
+        time.sleep(0.05)
+    return [int(i["pid"]) for i in alive]
+
+
+def _signal(ident: dict[str, Any], sig: int) -> None:
+    # Re-check identity right before signalling: the PID must still be ours.
+    if process_alive(ident):
+        try:
+            os.kill(int(ident["pid"]), sig)
+        except ProcessLookupError:
+            pass
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> list[str]:
+    """Stop the clusters in ``profile_dir`` whose starting process is gone; return their ids.
+
+    A cluster whose owner still runs is left alone.
+    """
+    profile_dir = os.path.abspath(profile_dir or default_profile_dir())
+    cleaned = []
+    for path in sorted(_state_dir(profile_dir).glob("local-*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable cluster state file %s: %s", path, exc)
+            continue
+        if process_alive(state["owner"]):
+            continue
+        cluster_id = state["cluster_id"]
+        logger.warning(
+            "stopping cluster %s in %s, left running by process %s that is gone",
+            cluster_id, profile_dir, state["owner"]["pid"],
+        )
+        _stop_recorded(profile_dir, cluster_id, state.get("engines", []), state.get("controller", []), timeout)
+        path.unlink(missing_ok=True)
+        cleaned.append(cluster_id)
+    return cleaned
+
+
+def _stop_recorded(
+    profile_dir: str, cluster_id: str, engines: list[dict[str, Any]], controller: list[dict[str, Any]], timeout: float
+) -> None:
+    """Stop an orphaned cluster as ``ipcluster stop`` would, then make sure its processes are gone."""
+    try:
+        cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log_level=logging.WARNING)
+    except FileNotFoundError:
+        cluster = None  # killed before ipyparallel wrote its cluster file: the PIDs are all there is
+    if cluster is not None:
+        for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
+            try:
+                step()
+            except Exception as exc:
+                logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+        cluster.remove_cluster_file()
+    killed = _terminate(engines, timeout) + _terminate(controller, timeout)
+    if killed:
+        logger.warning("killed processes %s of orphaned cluster %s that did not stop", killed, cluster_id)
+
+
+class LocalCluster:
+    """A controller and ``n`` engines on this machine, started by :meth:`start` and stopped by :meth:`stop`.
+
+    ``profile_dir`` defaults to :func:`default_profile_dir`; tests give each
+    run its own. ``timeout`` bounds the wait for the engines to register.
+    Use it as a context manager, which yields the connected ``Client``.
+    """
+
+    #: Heartbeat period of the hub in ms (ipyparallel's default, 3000, makes start-up take ~6 s).
+    PingMs = 500
+    #: Seconds a process may take to stop on TERM before it is killed.
+    StopTimeout = 5.0
+
+    def __init__(self, n: int, profile_dir: str | None = None, timeout: float = 60.0) -> None:
+        if n < 1:
+            raise ValueError(f"a local cluster needs at least one engine, not {n}")
+        self.n = int(n)
+        self.profile_dir = os.path.abspath(profile_dir or default_profile_dir())
+        self.timeout = float(timeout)
+        self.cluster_id = f"epyclab-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.cluster: ipp.Cluster | None = None
+        self.client: ipp.Client | None = None
+        self._controller: list[dict[str, Any]] = []
+        self._engines: list[dict[str, Any]] = []
+        self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
+
+    # ---- the state file ----------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        owner = _identity(os.getpid())
+        _write_json(self._state_file, {
+            "cluster_id": self.cluster_id,
+            "profile_dir": self.profile_dir,
+            "owner": owner,
+            "controller": self._controller,
+            "engines": self._engines,
+        })
+
+    def _record(self) -> None:
+        """Record the controller's and engines' processes, children included."""
+        cluster = self.cluster
+        assert cluster is not None
+        if cluster.controller is not None and cluster.controller.pid:
+            self._controller = _with_descendants([cluster.controller.pid])
+        engine_pids = [
+            launcher.pid
+            for engine_set in cluster.engines.values()
+            for launcher in getattr(engine_set, "launchers", {}).values()
+            if launcher.pid
+        ]
+        self._engines = _with_descendants(engine_pids)
+        self._save_state()
+
+    def pids(self) -> list[int]:
+        """The PIDs of every process this cluster started (controller, schedulers, engines, nannies)."""
+        return [int(i["pid"]) for i in self._controller + self._engines]
+
+    def processes(self) -> list[dict[str, Any]]:
+        """The recorded processes as ``{'pid', 'created'}`` (see :func:`process_alive`)."""
+        return list(self._controller + self._engines)
+
+    # ---- start and stop -------------------------------------------------------------------
+
+    def start(self) -> ipp.Client:
+        """Clean up orphaned clusters, start this one, and return a client once all engines registered."""
+        if self.cluster is not None:
+            raise RuntimeError(f"local cluster {self.cluster_id} is already started")
+        cleanup_orphans(self.profile_dir, self.StopTimeout)
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        self._save_state()
+        self.cluster = ipp.Cluster(
+            n=self.n,
+            profile_dir=self.profile_dir,
+            cluster_id=self.cluster_id,
+            controller_ip="127.0.0.1",
+            controller_args=[f"--ping={self.PingMs}"],
+            engine_timeout=int(self.timeout),
+            log_level=logging.WARNING,
+        )
+        try:
+            self.cluster.start_controller_sync()
+            self._record()
+            self.cluster.start_engines_sync()
+            self._record()
+            self.client = self.cluster.connect_client_sync()
+            try:
+                self.client.wait_for_engines(self.n, timeout=self.timeout)
+            except TimeoutError as exc:
+                raise ClusterConnectionError(
+                    f"only {len(self.client.ids)} of {self.n} engines of local cluster {self.cluster_id} "
+                    f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
+                ) from exc
+            # The engines' nannies exist by now: record them too.
+            self._record()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("started local cluster %s with %d engines", self.cluster_id, self.n)
+        return self.client
+
+    def check(self) -> None:
+        """Raise ClusterConnectionError if the controller has died."""
+        if self._controller and not process_alive(self._controller[0]):
+            raise ClusterConnectionError(
+                f"the controller of local cluster {self.cluster_id} (pid {self._controller[0]['pid']}) has died"
+            )
+
+    def stop(self) -> None:
+        """Stop the engines, then the controller; make sure every recorded process is gone."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            # Engines first: stopping both at once leaves the nannies running for seconds.
+            for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
+                try:
+                    step()
+                except Exception as exc:
+                    logger.warning("stopping local cluster %s: %s failed: %s", self.cluster_id, step.__name__, exc)
+        killed = _terminate(self._engines, self.StopTimeout) + _terminate(self._controller, self.StopTimeout)
+        if killed:
+            logger.warning("killed processes %s of cluster %s that outlived its stop", killed, self.cluster_id)
+        self._state_file.unlink(missing_ok=True)
+        logger.info("stopped local cluster %s", self.cluster_id)
+
+    def __enter__(self) -> ipp.Client:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()

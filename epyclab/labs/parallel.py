@@ -1,0 +1,180 @@
+"""The parallel lab: a sweep on every core of this machine, on a local ipyparallel cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import ipyparallel as ipp
+
+from epyclab.designs import Design, ExperimentalConfiguration
+from epyclab.errors import ClusterConnectionError
+from epyclab.labs.engines import ChunkSizer, Sweep, client_paths, package
+from epyclab.labs.lab import Committer, Lab
+from epyclab.labs.localcluster import LocalCluster
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.progress import Progress
+
+__all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_cores(cores: int, available: int | None = None) -> int:
+    """Engines for a ``cores`` request: 0 all, +n n (capped), -n all but n; at least 1."""
+    if isinstance(cores, bool) or not isinstance(cores, int):
+        raise TypeError(f"cores must be an int (0 all, n > 0 that many, -n all but n), not {cores!r}")
+    available = machine_cores() if available is None else available
+    if cores == 0:
+        n = available
+    elif cores > 0:
+        n = min(cores, available)
+    else:
+        n = available + cores
+    return max(1, n)
+
+
+class ParallelLab(Lab):
+    """A lab that runs the points of a sweep in parallel on this machine.
+
+    ``cores`` says how many engines to use: 0 (the default) all cores, ``n > 0``
+    that many (at most the machine's), ``-n`` all but ``n``; always at least
+    one. :meth:`runExperiment` returns when every point is done, with the
+    results added to the notebook and committed as they arrived (every
+    ``commitEvery`` results or ``commitInterval`` seconds).
+
+    Where the engines come from, three ways:
+
+    - By default each :meth:`runExperiment` starts its own local ipyparallel
+      cluster (a controller and the engines, on 127.0.0.1, in the profile
+      directory ``profile_dir``; about 2 s) and stops it when the sweep ends,
+      however it ends: finished, experiment failing, notebook raising, Ctrl-C
+      (the results that finished are committed, then KeyboardInterrupt
+      propagates). No process it started remains. A cluster left behind by a
+      killed Python process is stopped by the next start. Use this for a
+      script that runs one sweep, or sweeps that take more than a few seconds.
+    - ``cluster=``: an ``ipyparallel.Cluster`` you started (e.g.
+      ``cluster = ipyparallel.Cluster(n=4); cluster.start_cluster_sync()``).
+      The lab connects to it for each sweep and leaves it running; you stop
+      it (``cluster.stop_cluster_sync()``). Use it for many short sweeps, in
+      Jupyter, or to choose the cluster's settings yourself.
+    - ``client=``: an ``ipyparallel.Client`` already connected (e.g. from
+      ``with ipyparallel.Cluster(n=4) as client:``). The lab uses all of its
+      engines and neither closes it nor stops them. Use it when you already
+      hold a client for other work.
+
+    An experiment travels to the engines with dill (classes defined in a
+    script or in Jupyter work), once per sweep; each task carries only its
+    points, which are batched when cheap (see
+    :class:`~epyclab.labs.engines.ChunkSizer`). An experiment that raises is
+    a failed result; an engine that dies has its points run by the others.
+    """
+
+    def __init__(
+        self,
+        notebook: LabNotebook | None = None,
+        cores: int = 0,
+        design: Design | None = None,
+        commitEvery: int | None = None,
+        commitInterval: float | None = None,
+        cluster: ipp.Cluster | None = None,
+        client: ipp.Client | None = None,
+        profile_dir: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
+        if cluster is not None and client is not None:
+            raise ValueError("give ParallelLab a cluster or a client, not both")
+        self._cores = cores
+        self._n = resolve_cores(cores)
+        self._cluster = cluster
+        self._client = client
+        self._profile_dir = profile_dir
+        self._timeout = timeout
+        #: The local cluster of the sweep running now (None otherwise); tests read its PIDs.
+        self.localCluster: LocalCluster | None = None
+        #: What the last sweep did: engines, largest chunk, chunks resubmitted.
+        self.lastSweep: dict[str, int] = {}
+
+    def numberOfCores(self) -> int:
+        """The number of engines the sweeps use."""
+        if self._client is not None:
+            return len(self._client.ids)
+        if self._cluster is not None:
+            return sum(getattr(es, "n", 0) or 0 for es in self._cluster.engines.values()) or self._n
+        return self._n
+
+    def recreate(self) -> tuple[str, dict[str, Any]]:
+        cls = type(self)
+        return (
+            f"{cls.__module__}.{cls.__qualname__}",
+            {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir},
+        )
+
+    # ---- the engines ----------------------------------------------------------------------
+
+    @contextmanager
+    def _engines(self) -> Iterator[tuple[ipp.Client, Callable[[], None] | None, bool]]:
+        """A client on the sweep's engines, a health check, and whether the engines are ours."""
+        if self._client is not None:
+            yield self._client, None, False
+            return
+        if self._cluster is not None:
+            if self._cluster.controller is None:
+                raise ClusterConnectionError(
+                    "the ipyparallel.Cluster given to ParallelLab is not running; start it first "
+                    "(cluster.start_cluster_sync()) or let the lab start its own (no cluster=)"
+                )
+            client = self._cluster.connect_client_sync()
+            try:
+                if not client.ids:
+                    client.wait_for_engines(1, timeout=self._timeout)
+                yield client, None, False
+            finally:
+                client.close()
+            return
+        local = LocalCluster(self._n, self._profile_dir, self._timeout)
+        self.localCluster = local
+        try:
+            client = local.start()
+            yield client, local.check, True
+        finally:
+            local.stop()
+            self.localCluster = None
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def _run_points(self, points: ExperimentalConfiguration, progress: bool | None) -> None:
+        """Run the points on the engines, adding and committing results as they arrive."""
+        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
+        if not points:
+            committer.commit()
+            return
+        # Serialize first: an experiment that cannot travel fails before any process starts.
+        items, payloads = package(points)
+        add = self._notebook.addResult
+        with self._engines() as (client, health, ours):
+            engines = max(1, len(client.ids))
+            sizer = ChunkSizer(len(items), engines)
+            with Progress(len(items), progress, desc=type(self).__name__) as bar, self._committing(committer):
+                with Sweep(client, items, payloads, sizer, client_paths(), forget=not ours, health=health) as sweep:
+                    for rc in sweep.results():
+                        add(rc)
+                        bar.record(rc)
+                        committer.added()
+                    self.lastSweep = {
+                        "engines": engines,
+                        "largest_chunk": sweep.largest_chunk,
+                        "resubmitted": sweep.resubmitted,
+                    }
+        logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
+                    self.lastSweep["largest_chunk"])
