@@ -38,6 +38,7 @@ from epyclab.errors import (
 )
 from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
 from epyclab.labs.lab import Lab
+from epyclab.labs.parallel import ParallelLab
 from epyclab.log import Logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.resultset import ResultSet
@@ -58,6 +59,7 @@ __all__ = [
     "FactorialDesign",
     "PointwiseDesign",
     "Lab",
+    "ParallelLab",
     "LabNotebook",
     "ResultSet",
     "EpyclabError",
