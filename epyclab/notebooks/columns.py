@@ -24,12 +24,20 @@ from __future__ import annotations
 
 import numbers
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["MISSING", "default_for_value", "default_for_dtype", "build_column", "empty_column"]
+__all__ = [
+    "MISSING",
+    "default_for_value",
+    "default_for_dtype",
+    "missing_default",
+    "is_float_value",
+    "build_column",
+    "empty_column",
+]
 
 
 class _Missing:
@@ -92,22 +100,30 @@ def build_column(values: list[Any], n_missing: int, like: Any = None) -> Any:
     if n_missing == 0:
         return _infer(values)
     first = next((v for v in values if v is not MISSING), MISSING)
-    if first is MISSING:
-        default = default_for_dtype(like) if like is not None else None
-    else:
-        default = default_for_value(first)
-        if default == 0 and type(default) is int and _holds_float(values, like):
-            # A column of ints and floats is a float column: its missing cells are NaN, not 0.
-            default = float("nan")
+    default = missing_default(first, lambda: any(is_float_value(v) for v in values), like)
     return _infer([default if v is MISSING else v for v in values])
 
 
-def _holds_float(values: list[Any], like: Any) -> bool:
-    if getattr(like, "kind", "") == "f":
-        return True
-    return any(
-        isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) for v in values if v is not MISSING
-    )
+def missing_default(first: Any, holds_float: Callable[[], bool], like: Any = None) -> Any:
+    """The fill for the missing cells of a column (the rule :func:`build_column` applies).
+
+    ``first`` is the column's first value present (:data:`MISSING` if none),
+    ``holds_float()`` says whether any value is a non-integral real, ``like``
+    is the dtype of the column's rows loaded earlier (or None). Persistent
+    notebooks call this with what they track, to store the same fill.
+    """
+    if first is MISSING:
+        return default_for_dtype(like) if like is not None else None
+    default = default_for_value(first)
+    if default == 0 and type(default) is int and (getattr(like, "kind", "") == "f" or holds_float()):
+        # A column of ints and floats is a float column: its missing cells are NaN, not 0.
+        return float("nan")
+    return default
+
+
+def is_float_value(v: Any) -> bool:
+    """True for a real number that is not an integer (a value that makes a column float)."""
+    return v is not MISSING and isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral)
 
 
 def empty_column(length: int, like: Any) -> pd.Series:
