@@ -86,7 +86,8 @@ def default_for_dtype(dtype: Any) -> Any:
         return complex(float("nan"), 0.0)
     if kind == "M":
         return pd.NaT
-    if pd.api.types.is_string_dtype(dtype) and not kind == "O":
+    if isinstance(dtype, pd.StringDtype) or (pd.api.types.is_string_dtype(dtype) and not kind == "O"):
+        # pandas' str dtype reports kind 'O', like object columns: tell them apart by type.
         return ""
     return None
 
