@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from epyclab import __version__
+from epyclab.cluster.cli import cluster
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -31,6 +32,9 @@ def main() -> None:
     Inspect notebooks (show, export), edit them (copy, remove, select), and set
     up ipyparallel clusters (cluster ...).
     """
+
+
+main.add_command(cluster)
 
 
 # ---- opening notebooks -----------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Starting the controller (here or on another host), waiting until it answers, and connecting to it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import stat
+import sys
+from pathlib import Path
+from time import monotonic, sleep
+
+import ipyparallel
+
+from epyclab.cluster import processes
+from epyclab.cluster.errors import ClusterSetupError, RemoteCommandError
+from epyclab.cluster.hosts import Host
+from epyclab.cluster.profile import CLIENT_FILE, ENGINE_FILE
+from epyclab.cluster.ssh import Remote, shellPath
+from epyclab.log import logger
+
+__all__ = ["startController", "waitForController", "connect", "controllerLog"]
+
+_LOG = "log/epyclab-controller.log"
+
+
+def controllerLog(host: Host, profileDirectory: Path, remoteProfile: str) -> str:
+    """Where the controller on ``host`` writes its log (a path on that host)."""
+    return str(profileDirectory / _LOG) if host.isLocal else f"{remoteProfile}/{_LOG}"
+
+
+def startController(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str, venv: str) -> int:
+    """Start the controller of the profile on ``host`` (detached, its own process group); return its PID."""
+    if host.isLocal:
+        where = shlex.quote(str(profileDirectory))
+        command = f"{shlex.quote(sys.executable)} -m ipyparallel.controller --profile-dir={where}"
+    else:
+        where = shellPath(remoteProfile)
+        command = f"{shellPath(venv)}/bin/ipcontroller --profile-dir={where}"
+    pids = processes.launch(remote, host, command, f"{where}/{_LOG}")
+    if remote.dryRun:
+        return 0
+    if len(pids) != 1:
+        raise ClusterSetupError(f"{host}: starting the controller printed no PID")
+    logger.info("%s: controller started, PID %d", host, pids[0])
+    return pids[0]
+
+
+def waitForController(
+    remote: Remote, host: Host, pid: int, profileDirectory: Path, remoteProfile: str, timeout: float = 60.0
+) -> ipyparallel.Client:
+    """Wait until the controller answers and return a client connected to it.
+
+    A controller on another host writes its connection files there: they are
+    fetched into this profile (mode 0600) so that clients here can connect.
+    Raises :class:`ClusterSetupError` with the end of its log if it exits, or
+    if it does not answer within ``timeout`` seconds.
+    """
+    deadline = monotonic() + timeout
+    while True:
+        if not host.isLocal:
+            _fetch_connection_files(remote, host, profileDirectory, remoteProfile)
+        # Probe the port before making a client: a client that times out
+        # leaves a socket with an unsent request behind.
+        if (profileDirectory / CLIENT_FILE).exists() and _listening(profileDirectory / CLIENT_FILE):
+            return connect(profileDirectory, timeout=max(5.0, deadline - monotonic()))
+        if not processes.alive(remote, host, [pid]):
+            log = controllerLog(host, profileDirectory, remoteProfile)
+            tail = _log_tail(remote, host, profileDirectory, remoteProfile)
+            raise ClusterSetupError(f"{host}: the controller (PID {pid}) exited; the end of its log {log}:\n{tail}")
+        if monotonic() > deadline:
+            raise ClusterSetupError(
+                f"{host}: the controller (PID {pid}) did not answer within {timeout:.0f} s; "
+                f"see its log {controllerLog(host, profileDirectory, remoteProfile)}"
+            )
+        sleep(0.5)
+
+
+def connect(profileDirectory: Path, timeout: float = 10.0) -> ipyparallel.Client:
+    """A client of the profile's controller, or :class:`ClusterSetupError` saying how to start one."""
+    path = profileDirectory / CLIENT_FILE
+    profile = profileDirectory.name.removeprefix("profile_")
+    if not path.exists():
+        raise ClusterSetupError(
+            f"no controller connection file {path}: start the cluster with `epyclab cluster start {profile}`"
+        )
+    try:
+        # The file goes as the positional argument: ipyparallel 9.2 ignores url_file=.
+        return ipyparallel.Client(str(path), timeout=timeout)
+    except (TimeoutError, OSError) as error:
+        raise ClusterSetupError(
+            f"the controller of profile {profile!r} did not answer within {timeout:.0f} s ({error}); "
+            f"is it running? `epyclab cluster status {profile}` tells, `epyclab cluster start {profile}` starts it"
+        ) from error
+
+
+def _listening(clientFile: Path) -> bool:
+    """True if something accepts TCP connections at the controller's registration address."""
+    info = json.loads(clientFile.read_text())
+    transport, _, address = info["interface"].partition("://")
+    if transport != "tcp":
+        return True
+    if address in ("0.0.0.0", "*", "::"):
+        address = info.get("location") or "127.0.0.1"
+    try:
+        with socket.create_connection((address.strip("[]"), int(info["registration"])), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _fetch_connection_files(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> None:
+    """Copy the controller's connection files from ``host`` here, private; quietly wait if not written yet."""
+    security = profileDirectory / "security"
+    sources = [f"{remoteProfile}/{ENGINE_FILE}", f"{remoteProfile}/{CLIENT_FILE}"]
+    try:
+        remote.rsyncFrom(host, sources, f"{security}/", ["--times", "--chmod=Fu=rw,Fgo="])
+    except RemoteCommandError as error:
+        # rsync exits 23 for files that do not exist yet; anything else is a real failure.
+        if error.returncode != 23:
+            raise
+        logger.debug("%s: connection files not written yet", host)
+        return
+    for name in (ENGINE_FILE, CLIENT_FILE):
+        (profileDirectory / name).chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def _log_tail(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> str:
+    if host.isLocal:
+        path = profileDirectory / _LOG
+        return "\n".join(path.read_text(errors="replace").splitlines()[-15:]) if path.exists() else "(no log)"
+    return remote.ssh(host, f"tail -n 15 {shellPath(remoteProfile)}/{_LOG} 2>&1 || true", timeout=30)

@@ -1,0 +1,104 @@
+"""Starting engines on workers and waiting until they have registered with the controller.
+
+Each engine is started with ``EPYCLAB_WORKER`` set to the worker it was
+started for, so that once it registers, asking it (``os.getenv``) tells which
+worker it is on, even when several workers share a machine name.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from time import monotonic, sleep
+from typing import Any
+
+import ipyparallel
+
+from epyclab.cluster import processes
+from epyclab.cluster.errors import ClusterSetupError
+from epyclab.cluster.hosts import Host
+from epyclab.cluster.profile import ENGINE_FILE
+from epyclab.cluster.ssh import Remote, shellPath
+from epyclab.log import logger
+
+__all__ = ["WORKER_VARIABLE", "startEngines", "engineCount", "waitForEngines", "pushEngineFile"]
+
+#: The environment variable naming, on each engine, the worker it was started for.
+WORKER_VARIABLE = "EPYCLAB_WORKER"
+_LOG = "log/epyclab-engine-$i.log"
+
+
+def engineCount(enginesPerWorker: int | None, leaveFree: int = 1) -> str:
+    """The shell arithmetic giving the number of engines on a worker: N, or its cores minus ``leaveFree``."""
+    if enginesPerWorker is not None:
+        if enginesPerWorker < 1:
+            raise ClusterSetupError(f"--engines-per-worker must be at least 1, not {enginesPerWorker}")
+        return str(int(enginesPerWorker))
+    if leaveFree < 0:
+        raise ClusterSetupError(f"--leave-free must be 0 or more, not {leaveFree}")
+    return f"$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN) - {int(leaveFree)}"
+
+
+def pushEngineFile(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> None:
+    """Copy the engine connection file to the worker, private to its user (it holds the key)."""
+    if host.isLocal:
+        return
+    source = f"{profileDirectory}/./{ENGINE_FILE}"
+    remote.rsyncTo(host, [source], remoteProfile + "/", ["--relative", "--times", "--chmod=Du=rwx,Dgo=,Fu=rw,Fgo="])
+
+
+def startEngines(
+    remote: Remote, host: Host, count: str, profileDirectory: Path, remoteProfile: str, venv: str
+) -> list[int]:
+    """Start ``count`` engines (a shell arithmetic expression, see :func:`engineCount`) on ``host``; return PIDs."""
+    if host.isLocal:
+        where = shlex.quote(str(profileDirectory))
+        program = f"{shlex.quote(sys.executable)} -m ipyparallel.engine"
+    else:
+        where = shellPath(remoteProfile)
+        program = f"{shellPath(venv)}/bin/ipengine"
+    command = f"{program} --profile-dir={where} --file={where}/{ENGINE_FILE}"
+    pids = processes.launch(remote, host, command, f"{where}/{_LOG}", count, {WORKER_VARIABLE: str(host)})
+    if not remote.dryRun:
+        logger.info("%s: started %d engine(s), PIDs %s", host, len(pids), " ".join(map(str, pids)))
+    return pids
+
+
+def waitForEngines(
+    client: ipyparallel.Client, expected: Mapping[str, int], timeout: float = 60.0, logHint: str = ""
+) -> dict[int, str]:
+    """Wait until every worker in ``expected`` (spec -> engines) has that many engines answering.
+
+    Returns engine id -> worker spec. Raises :class:`ClusterSetupError` naming
+    the workers whose engines did not come within ``timeout`` seconds.
+    """
+    deadline = monotonic() + timeout
+    asked: dict[int, Any] = {}
+    hosts: dict[int, str] = {}
+    while True:
+        for eid in client.ids:
+            if eid not in asked:
+                asked[eid] = client[eid].apply_async(os.getenv, WORKER_VARIABLE, "")
+        for eid, result in list(asked.items()):
+            if eid in hosts or not result.ready():
+                continue
+            try:
+                hosts[eid] = result.get(0) or "(unknown)"
+            except ipyparallel.error.RemoteError as error:
+                logger.warning("engine %d did not say where it runs: %s", eid, error)
+                del asked[eid]
+            except ipyparallel.error.EngineError as error:
+                logger.warning("engine %d died while registering: %s", eid, error)
+                hosts[eid] = "(dead)"
+        counts = Counter(hosts.values())
+        missing = {spec: n for spec, n in expected.items() if counts[spec] < n}
+        if not missing:
+            return {eid: spec for eid, spec in hosts.items() if spec != "(dead)"}
+        if monotonic() > deadline:
+            which = ", ".join(f"{spec} ({counts[spec]} of {n})" for spec, n in missing.items())
+            raise ClusterSetupError(f"engines did not register within {timeout:.0f} s on: {which}. {logHint}".strip())
+        sleep(0.2)

@@ -1,0 +1,90 @@
+"""What epyclab remembers in a profile between commands: the workers, and the processes it started.
+
+Two JSON files in the profile directory:
+
+- ``epyclab-cluster.json``, the *settings*: the workers, venv, remote profile
+  directory and ssh options that ``sync`` and ``start`` were last given, so
+  that later commands need only the profile name;
+- ``pid/epyclab-processes.json``, the *processes*: the controller's host and
+  PID and every engine's host and PID, so that ``stop`` kills exactly those
+  (by PID and process group, never by name), and the engine id to host map
+  that ``status`` reports from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses"]
+
+_SETTINGS = "epyclab-cluster.json"
+_PROCESSES = "pid/epyclab-processes.json"
+
+
+@dataclass
+class ClusterSettings:
+    """The workers and how to reach them, as last given to ``sync`` or ``start``."""
+
+    workers: list[str] = field(default_factory=list)
+    controllerHost: str | None = None
+    venv: str = "~/epyclab-venv"
+    python: str = "python3"
+    remoteProfile: str | None = None
+    sshOptions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Processes:
+    """The controller and engines a ``start`` launched, and where."""
+
+    #: ``{"host": spec or "(local)", "pid": n}`` or None when no controller was started.
+    controller: dict[str, object] | None = None
+    #: host spec (or "(local)") -> PIDs of the engines started there.
+    engines: dict[str, list[int]] = field(default_factory=dict)
+    #: engine id (as text, JSON keys are text) -> host spec it runs on.
+    engineHosts: dict[str, str] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        """True when nothing is recorded as running."""
+        return self.controller is None and not any(self.engines.values())
+
+
+def loadSettings(directory: Path) -> ClusterSettings:
+    """The profile's settings (defaults when none were saved)."""
+    data = _read(directory / _SETTINGS)
+    return ClusterSettings(**{k: v for k, v in data.items() if k in ClusterSettings.__dataclass_fields__})
+
+
+def saveSettings(directory: Path, settings: ClusterSettings) -> None:
+    """Save the profile's settings."""
+    _write(directory / _SETTINGS, asdict(settings))
+
+
+def loadProcesses(directory: Path) -> Processes:
+    """The processes recorded as started from this profile."""
+    data = _read(directory / _PROCESSES)
+    return Processes(**{k: v for k, v in data.items() if k in Processes.__dataclass_fields__})
+
+
+def saveProcesses(directory: Path, processes: Processes) -> None:
+    """Record the processes started; an empty record removes the file."""
+    path = directory / _PROCESSES
+    if processes.empty():
+        path.unlink(missing_ok=True)
+        return
+    _write(path, asdict(processes))
+
+
+def _read(path: Path) -> dict[str, object]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write(path: Path, data: dict[str, object]) -> None:
+    """Write by rename, so that a crash never leaves half a file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
