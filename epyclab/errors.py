@@ -14,6 +14,8 @@ __all__ = [
     "NotebookVersionException",
     "NotebookFormatError",
     "NotebookInUseError",
+    "NotebookReadOnlyError",
+    "NotebookOverwriteError",
     "UnstorableValueError",
     "LabNotebookLockedException",
     "ResultSetLockedException",
@@ -57,6 +59,14 @@ class NotebookFormatError(EpyclabError):
 
 class NotebookInUseError(EpyclabError):
     """Another process holds the notebook open for writing."""
+
+
+class NotebookReadOnlyError(EpyclabError):
+    """A change cannot be saved: the notebook was opened read-only, or has been closed."""
+
+
+class NotebookOverwriteError(EpyclabError, FileExistsError):
+    """Creating a notebook would overwrite one that holds work not yet collected (pending results)."""
 
 
 class UnstorableValueError(EpyclabError, TypeError):
