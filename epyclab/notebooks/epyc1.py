@@ -1,0 +1,112 @@
+"""Reading HDF5 notebooks written by epyc 1.x (format version '1').
+
+epyc's layout: one group per result set at the root, named by its tag, with
+string attributes ``description`` and ``locked`` (and the user's attributes);
+a compound dataset ``results`` with one field per column, its attributes
+``parameters``, ``results`` and ``metadata`` listing the names by role; and a
+compound dataset ``pending`` of the pending results' parameters plus a
+job-id field. The root carries ``version`` ('1'), ``description``,
+``current-resultset``, ``locked`` and ``creator``. Strings are variable-length
+UTF-8, datetimes ISO text, list results variable-length float arrays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from epyclab.experiment import Experiment
+from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.types import StoredColumn, from_storage
+
+__all__ = ["VERSION", "read_epyc1"]
+
+VERSION = "1"
+
+_TIME_COLUMNS = {k for k, t in Experiment.StandardMetadataTypes.items() if t.__name__ == "datetime"}
+_GROUP_ATTRIBUTES = {"description", "locked"}
+
+
+def read_epyc1(f: h5py.File) -> StoredNotebook:
+    """The notebook in an open epyc 1.x file."""
+    sets = [_read_resultset(tag, g) for tag, g in f.items() if isinstance(g, h5py.Group)]
+    current = _text(f.attrs.get("current-resultset")) if "current-resultset" in f.attrs else None
+    return StoredNotebook(
+        version=VERSION,
+        description=_text(f.attrs.get("description", "")),
+        locked=bool(f.attrs.get("locked", False)),
+        current=current,
+        resultsets=sets,
+    )
+
+
+def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
+    attributes = {k: _python(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRIBUTES}
+    roles: dict[str, list[str]] = {"parameter": [], "result": [], "metadata": []}
+    columns: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+    if "results" in g:
+        ds = g["results"]
+        for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
+            roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
+        data = ds[...]
+        for name in roles["parameter"] + roles["result"] + roles["metadata"]:
+            columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(next(iter(columns.values()), []))))
+    pending: dict[str, dict[str, Any]] = {}
+    if "pending" in g:
+        rows = g["pending"][...]
+        names = [n for n in rows.dtype.names if n != ResultSet.JOBID]
+        for row in rows:
+            pending[_text(row[ResultSet.JOBID])] = {n: _python(row[n]) for n in names}
+    return StoredResultSet(
+        tag=tag,
+        uid=uuid.uuid4().hex,
+        description=_text(g.attrs.get("description", "")),
+        locked=bool(g.attrs.get("locked", False)),
+        attributes=attributes,
+        roles=roles,
+        frame=frame,
+        kinds=kinds,
+        pending=pending,
+    )
+
+
+def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, str]:
+    """A typed column and its kind from one field of epyc's compound dataset."""
+    if h5py.check_string_dtype(dtype) is not None:
+        text = [_text(v) for v in values]
+        if name in _TIME_COLUMNS:
+            times = pd.to_datetime(pd.Series(text, dtype=object).replace("", None), format="ISO8601")
+            return times.to_numpy().astype("datetime64[us]"), "datetime"
+        return pd.array(text, dtype="str"), "str"
+    if h5py.check_vlen_dtype(dtype) is not None:
+        shapes = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            shapes[i] = np.asarray(np.shape(v), dtype=np.int64)
+        return from_storage(StoredColumn("list", values, shapes=shapes)), "list"
+    arr = np.asarray(values)
+    kind = {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}.get(arr.dtype.kind, "str")
+    return arr, kind
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    return str(v)
+
+
+def _python(v: Any) -> Any:
+    """A plain Python value from what h5py gives back."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return [_python(x) for x in v.tolist()]
+    return v

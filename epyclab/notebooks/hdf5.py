@@ -1,0 +1,480 @@
+"""The HDF5 notebook: results kept in an HDF5 file that a crash never damages.
+
+How a notebook ``results.h5`` is kept (docs/hdf5-layout.md has the details):
+
+* :meth:`HDF5LabNotebook.commit` appends what changed since the last commit
+  (new rows, pending-result and state changes) as one record to the journal
+  ``results.h5.journal``: one ``write``, whatever the size of the notebook.
+* A *checkpoint* folds the journal into ``results.h5``: it appends the new
+  rows to the column datasets, then empties the journal. It runs when the
+  journal has grown (:attr:`HDF5LabNotebook.CheckpointRows`,
+  :attr:`~HDF5LabNotebook.CheckpointBytes`,
+  :attr:`~HDF5LabNotebook.CheckpointInterval`) and on :meth:`close`. Every
+  byte it overwrites is first saved in ``results.h5.undo``
+  (:mod:`epyclab.notebooks.undo`), so a kill in the middle is undone.
+* Opening a notebook undoes an unfinished checkpoint, then replays the
+  journal records the file lacks: every commit that returned is there.
+* ``results.h5.lock`` keeps a second writer out; the file itself is locked
+  while a checkpoint changes it, so readers never see half a change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
+
+import h5py
+
+from epyclab.errors import NotebookFormatError
+from epyclab.log import logger
+from epyclab.notebooks.columns import MISSING
+from epyclab.notebooks.hdf5layout import (
+    VERSION,
+    create_empty,
+    escape,
+    read_notebook,
+    resultset_group,
+    write_pending,
+    write_resultset_attributes,
+)
+from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, fill_for_like, write_base, write_rows
+from epyclab.notebooks.journal import Journal, read_file_id, read_records
+from epyclab.notebooks.jsonvalues import decode_value, encode_value
+from epyclab.notebooks.locks import DataLock
+from epyclab.notebooks.persistent import PersistentLabNotebook
+from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.rowcheck import RowCheck
+from epyclab.notebooks.stored import StoredNotebook
+from epyclab.notebooks.undo import UndoFile, recover
+
+__all__ = ["HDF5LabNotebook"]
+
+
+@dataclass
+class _Committed:
+    """What the journal (or the file) already holds of one result set."""
+
+    rows: int
+    roles: tuple[int, int, int]
+    pending_version: int
+    #: Job id -> parameters as JSON, as last committed.
+    pending: dict[str, str] = field(default_factory=dict)
+    #: ``_pending_version`` when the pending results were last written to the file.
+    pending_stored: int = -1
+
+
+class HDF5LabNotebook(PersistentLabNotebook):
+    """A notebook persisted to an HDF5 file, crash-safe, that commits in time proportional to what changed.
+
+    ``HDF5LabNotebook(name, create=False, description=None)`` opens the
+    notebook in file ``name``, creating it if it does not exist (or if
+    ``create=True``, which refuses to drop pending results unless
+    ``force=True``). Notebooks written by epyc 1.x open too; the first
+    commit that changes one converts it to this format, keeping the original
+    as ``<name>.epyc1.bak``. ``readonly=True`` reads a notebook, also while
+    another process writes it.
+    """
+
+    #: Fold the journal into the file once this many rows are in it...
+    CheckpointRows = 20_000
+    #: ...or once it is this large (bytes)...
+    CheckpointBytes = 32 * 2**20
+    #: ...or when a commit comes this many seconds after the last checkpoint.
+    CheckpointInterval = 60.0
+
+    def __init__(
+        self,
+        name: str | os.PathLike[str],
+        create: bool = False,
+        description: str | None = None,
+        readonly: bool = False,
+        force: bool = False,
+    ) -> None:
+        self._journal: Journal | None = None
+        self._replay: list[Any] = []
+        self._rows: dict[int, RowsTrack] = {}
+        self._commits: dict[int, _Committed] = {}
+        self._file_stored: dict[str, Any] = {}
+        self._file_id = ""
+        self._seq = 0
+        self._from_epyc = False
+        self._saved: Any = None
+        self._committed_state: Any = None
+        self._last_checkpoint = monotonic()
+        super().__init__(name, create, description, readonly, force)
+
+    def _side(self, suffix: str) -> str:
+        return f"{self._path}.{suffix}"
+
+    # ---- reading the file ------------------------------------------------------------------
+
+    def _read_file(self, writer: bool) -> StoredNotebook:
+        lock = DataLock(self._path)
+        lock.acquire_or_fail(exclusive=writer)
+        try:
+            if not writer and os.path.exists(self._side("undo")):
+                # A writer was killed in a checkpoint: the file must be restored before reading.
+                lock.release()
+                lock.acquire_or_fail(exclusive=True)
+            try:
+                recover(self._path, self._side("undo"))
+            except PermissionError:
+                raise NotebookFormatError(
+                    f"{self._path} was left in the middle of a change by a writer that was killed, "
+                    f"and this process may not write it to undo the change; open it once for writing"
+                ) from None
+            stored = read_notebook(self._path)
+            self._replay = self._journal_records(stored, writer)
+        finally:
+            lock.release()
+        return stored
+
+    def _journal_records(self, stored: StoredNotebook, writer: bool) -> list[Any]:
+        """The journal records the file does not include yet."""
+        path = self._side("journal")
+        file_id = read_file_id(path)
+        if file_id is None:
+            return []
+        if stored.version != VERSION or file_id != stored.file_id:
+            # The journal belongs to another file that had this name: never replay it here.
+            if writer:
+                aside = f"{path}.orphaned-{uuid.uuid4().hex[:8]}"
+                os.replace(path, aside)
+                logger.warning("%s belongs to another notebook file; moved it to %s", path, aside)
+            else:
+                logger.warning("ignoring %s: it belongs to another notebook file", path)
+            return []
+        return [r for r in read_records(path) if r["seq"] > stored.seq]
+
+    def _create_file(self, description: str) -> None:
+        for suffix in ("journal", "undo"):
+            if os.path.exists(self._side(suffix)):
+                logger.warning("removing %s, left by an earlier notebook of that name", self._side(suffix))
+                os.unlink(self._side(suffix))
+        self._file_id = uuid.uuid4().hex
+        self._seq = 0
+        self._from_epyc = False
+        self._replay = []
+        self._file_stored = {}
+        create_empty(self._path, self._file_id, description)
+
+    def _load(self, stored: StoredNotebook) -> None:
+        self._file_id, self._seq = stored.file_id, stored.seq
+        self._from_epyc = stored.version != VERSION
+        self._file_stored = {s.uid: s for s in stored.resultsets}
+        super()._load(stored)
+
+    def _loaded(self) -> None:
+        """Track what the file holds, replay the journal, and get ready to commit."""
+        self._rows, self._commits = {}, {}
+        for rs in self._resultsets.values():
+            self._track(rs, self._file_stored.get(self._uid(rs)))
+        self._file_stored = {}
+        replayed = bool(self._replay)
+        for record in self._replay:
+            self._apply(record)
+        self._replay = []
+        self._committed_state = self._state_record_key()
+        self._saved = self._state_signature()
+        if self._readonly:
+            return
+        self._journal = Journal(self._side("journal"), self._file_id)
+        self._last_checkpoint = monotonic()
+        if replayed:
+            self._checkpoint(wait=DataLock.Timeout)
+
+    def _track(self, rs: ResultSet, stored: Any = None) -> None:
+        """Start tracking a result set (``stored``: what the file holds of it, if anything)."""
+        n = rs.numberOfResults()
+        rows = RowsTrack(base_len=n, stored_rows=n if stored is not None else 0)
+        if stored is not None:
+            for name in stored.frame.columns:
+                like = stored.frame[name].dtype
+                dtype = stored.dtypes.get(name, like)
+                rows.columns[name] = ColumnTrack(stored.kinds[name], dtype, like=like, fill=fill_for_like(like))
+            rows.base_written = not self._from_epyc
+        sizes = (len(rs._params), len(rs._results), len(rs._meta))
+        pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
+        self._rows[id(rs)] = rows
+        self._commits[id(rs)] = _Committed(
+            n, sizes, rs._pending_version, pending, rs._pending_version if stored is not None else -1
+        )
+
+    def _new_resultset(self, description: str | None) -> ResultSet:
+        rs = super()._new_resultset(description)
+        self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
+        self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
+        return rs
+
+    # ---- replaying the journal --------------------------------------------------------------
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        """Make the notebook in memory what it was after the commit that wrote ``record``."""
+        by_uid = {self._uid(rs): rs for rs in self._resultsets.values()}
+        state = record.get("state")
+        sets: dict[str, ResultSet] = {}
+        if state is not None:
+            for uid, tag, description, _, _ in state["sets"]:
+                rs = by_uid.get(uid)
+                if rs is None:
+                    rs = ResultSet(description)
+                    self._attach(rs, RowCheck(), uid)
+                    self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
+                    self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
+                    by_uid[uid] = rs
+                sets[tag] = rs
+        for uid, start, roles, columns in record["rows"]:
+            if uid in by_uid:
+                _replay_rows(by_uid[uid], start, roles, columns)
+        for uid, added, removed in record["pending"]:
+            rs = by_uid[uid]
+            for jobid in removed:
+                rs._pending.pop(jobid, None)
+            for jobid, params in added.items():
+                rs._pending[jobid] = decode_value(json.loads(params))
+            rs._pending_version += 1
+        if state is not None:
+            self._resultsets = sets
+            for _, tag, description, locked, attributes in state["sets"]:
+                rs = sets[tag]
+                rs._description, rs._locked = description, locked
+                rs._attributes = decode_value(json.loads(attributes))
+            self._description, self._locked = state["description"], state["locked"]
+            self._current = state["current"]
+        self._seq = record["seq"]
+        for rs in self._resultsets.values():
+            c = self._commits[id(rs)]
+            c.rows = rs.numberOfResults()
+            c.roles = (len(rs._params), len(rs._results), len(rs._meta))
+            c.pending_version = rs._pending_version
+            c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
+
+    # ---- committing ---------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Save what changed since the last commit (it costs what changed, not what the file holds)."""
+        signature = self._state_signature()
+        if signature == self._saved:
+            return
+        self._check_writable()
+        if self._from_epyc:
+            self._convert()
+        else:
+            record, after = self._record()
+            assert self._journal is not None
+            self._journal.append(record)
+            after()
+            self._seq = record["seq"]
+        self._saved = signature
+        if self._checkpoint_due():
+            self._checkpoint(wait=0)
+
+    def _state_record_key(self) -> Any:
+        return (
+            self._state_version,
+            self._current,
+            tuple((tag, self._uid(rs), rs._state_version) for tag, rs in self._resultsets.items()),
+        )
+
+    def _record(self) -> tuple[dict[str, Any], Any]:
+        """The journal record of what changed since the last commit, and what to note once it is written.
+
+        Everything that could be refused (a pending result's parameters, an
+        attribute) is encoded here, before anything is written.
+        """
+        key = self._state_record_key()
+        state = None
+        if key != self._committed_state:
+            state = {
+                "description": self._description,
+                "locked": self._locked,
+                "current": self._current,
+                "sets": [
+                    (self._uid(rs), tag, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
+                    for tag, rs in self._resultsets.items()
+                ],
+            }
+        rows, pending, notes = [], [], []
+        for rs in self._resultsets.values():
+            c = self._commits[id(rs)]
+            n = rs.numberOfResults()
+            sizes = (len(rs._params), len(rs._results), len(rs._meta))
+            if n > c.rows:
+                roles = rs._roles() if sizes != c.roles else None
+                rows.append((self._uid(rs), c.rows, roles, rs._buffered_rows(c.rows)))
+            change = None
+            if rs._pending_version != c.pending_version:
+                current = rs._pending
+                added = {j: _pending_json(j, current[j]) for j in current.keys() - c.pending.keys()}
+                removed = list(c.pending.keys() - current.keys())
+                pending.append((self._uid(rs), added, removed))
+                change = (added, removed)
+            notes.append((c, n, sizes, rs._pending_version, change))
+        record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
+
+        def after() -> None:
+            self._committed_state = key
+            for c, n, sizes, version, change in notes:
+                c.rows, c.roles, c.pending_version = n, sizes, version
+                if change is not None:
+                    for jobid in change[1]:
+                        del c.pending[jobid]
+                    c.pending.update(change[0])
+
+        return record, after
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Fold the journal into the HDF5 file now (so plain h5py sees every commit).
+
+        Waits up to :attr:`DataLock.Timeout` for readers of the file; returns
+        False (and keeps the journal, losing nothing) if they do not finish.
+        """
+        self.commit()
+        self._check_writable()
+        return self._checkpoint(wait=DataLock.Timeout)
+
+    def _checkpoint_due(self) -> bool:
+        assert self._journal is not None
+        unstored = sum(c.rows for c in self._commits.values()) - sum(r.stored_rows for r in self._rows.values())
+        return (
+            unstored >= self.CheckpointRows
+            or self._journal.size() >= self.CheckpointBytes
+            or monotonic() - self._last_checkpoint >= self.CheckpointInterval
+        )
+
+    def _checkpoint(self, wait: float) -> bool:
+        """Fold the journal into the file, waiting up to ``wait`` s for readers; False if they stayed."""
+        assert self._journal is not None
+        if self._journal.empty():
+            return True
+        lock = DataLock(self._path)
+        if not lock.acquire(exclusive=True, wait=wait):
+            logger.info("checkpoint of %s postponed: the file is being read", self._path)
+            return False
+        try:
+            rows = copy.deepcopy(self._rows)
+            undo = UndoFile(self._path, self._side("undo"))
+            try:
+                with h5py.File(undo, "r+") as f:
+                    pending_stored = self._write_changes(f, rows)
+            except BaseException:
+                undo.rollback()
+                raise
+            undo.commit()
+            self._rows = rows
+            for c in pending_stored:
+                c.pending_stored = c.pending_version
+            self._journal.reset(self._file_id)
+            self._last_checkpoint = monotonic()
+        finally:
+            lock.release()
+        return True
+
+    def _write_changes(self, f: h5py.File, tracks: dict[int, RowsTrack]) -> list[_Committed]:
+        """Write everything committed that ``f`` lacks; returns the result sets whose pending were written."""
+        f.attrs["description"] = self._description
+        f.attrs["locked"] = self._locked
+        f.attrs["current-resultset"] = self._current or ""
+        links = set()
+        pending_written = []
+        for tag, rs in self._resultsets.items():
+            uid, track, c = self._uid(rs), tracks[id(rs)], self._commits[id(rs)]
+            g = resultset_group(f, tag, uid)
+            links.add(escape(tag))
+            kinds = self._checks[id(rs)].kinds
+            if not track.base_written:
+                write_base(g, rs, track, kinds)
+                g.attrs["rows"] = track.stored_rows
+            write_rows(g, rs, track, kinds)
+            g.attrs["roles"] = json.dumps(rs._roles())
+            write_resultset_attributes(g, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
+            if c.pending_stored != c.pending_version:
+                write_pending(g, c.pending)
+                pending_written.append(c)
+        for link in list(f["resultsets"]):
+            if link not in links:
+                del f["resultsets"][link]
+        f.attrs["journal-seq"] = self._seq
+        return pending_written
+
+    def _convert(self) -> None:
+        """Write this notebook, loaded from an epyc 1.x file, as a new file in this format."""
+        backup = f"{self._path}.epyc1.bak"
+        n = 0
+        while os.path.exists(backup):
+            n += 1
+            backup = f"{self._path}.epyc1.bak{n}"
+        tmp = f"{self._path}.converting-{os.getpid()}"
+        file_id = uuid.uuid4().hex
+        for rs in self._resultsets.values():
+            c = self._commits[id(rs)]
+            c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
+            c.pending_version, c.pending_stored = rs._pending_version, -1
+        rows = copy.deepcopy(self._rows)
+        create_empty(tmp, file_id, self._description)
+        try:
+            with h5py.File(tmp, "r+", locking=False) as f:
+                self._write_changes(f, rows)
+            os.link(self._path, backup)
+            os.replace(tmp, self._path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        logger.warning(
+            "%s was an epyc 1.x notebook; it is now in epyclab's format (the original is kept as %s)",
+            self._path,
+            backup,
+        )
+        self._rows, self._file_id, self._from_epyc = rows, file_id, False
+        for rs in self._resultsets.values():
+            c = self._commits[id(rs)]
+            c.rows, c.pending_stored = rs.numberOfResults(), c.pending_version
+            c.roles = (len(rs._params), len(rs._results), len(rs._meta))
+        self._committed_state = self._state_record_key()
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = Journal(self._side("journal"), file_id)
+        self._journal.reset(file_id)
+
+    def _close_file(self) -> None:
+        if self._journal is None:
+            return
+        done = self._checkpoint(wait=DataLock.Timeout)
+        if not done:
+            logger.warning(
+                "%s was being read for too long to fold its journal in; the journal stays and is read "
+                "with it (nothing is lost)",
+                self._path,
+            )
+        self._journal.close(remove=done)
+        self._journal = None
+
+
+def _replay_rows(rs: ResultSet, start: int, roles: Any, columns: dict[str, list[Any]]) -> None:
+    """Add to ``rs`` the rows of a journal record it does not have yet."""
+    roles = roles if roles is not None else rs._roles()
+    names = [roles["parameter"], roles["result"], roles["metadata"]]
+    n = len(next(iter(columns.values()))) if columns else 0
+    have = rs.numberOfResults()
+    if have < start:
+        raise NotebookFormatError(
+            f"the journal of this notebook skips rows {have} to {start - 1}; it does not match the file"
+        )
+    for i in range(have - start, n):
+        p, r, m = ({k: columns[k][i] for k in part if columns[k][i] is not MISSING} for part in names)
+        rs.addSingleResult({"parameters": p, "results": r, "metadata": m})
+
+
+def _pending_json(jobid: str, params: dict[str, Any]) -> str:
+    return json.dumps(encode_value(params, what=f"the parameters of pending job {jobid!r}"))
+
+
+def _attributes_json(tag: str, rs: ResultSet) -> str:
+    return json.dumps(encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"))

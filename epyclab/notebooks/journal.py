@@ -1,0 +1,162 @@
+"""An append-only file of commit records beside a notebook: what makes a commit cheap and safe.
+
+A commit appends one record (the rows, pending-result changes and state added
+since the previous commit) with a single ``write``. The notebook file itself
+is brought up to date less often, at a *checkpoint*; until then the records
+are replayed by whoever opens the notebook.
+
+Each record is framed as ``b"REC1" | length (8 bytes) | CRC-32 (4 bytes) |
+payload``. A writer killed in the middle of a ``write`` leaves a torn last
+record, which fails its length or checksum and is ignored: every commit that
+returned is in a complete record before it. Payloads are pickles, read back
+with an unpickler that only builds the value types a notebook stores, so a
+journal cannot make its reader run code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from epyclab.errors import NotebookFormatError
+
+__all__ = ["Journal", "read_records", "read_file_id"]
+
+_MAGIC = b"EPYCLABJ"
+_VERSION = 1
+_HEADER = struct.Struct("<8sI32s")  # magic, version, file id (ascii hex uuid)
+_FRAME = struct.Struct("<4sQI")  # tag, payload length, crc32
+_TAG = b"REC1"
+
+# The globals a journal's pickles may name: the value types a notebook stores.
+_ALLOWED = {
+    ("builtins", "complex"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("datetime", "datetime"),
+    ("datetime", "timedelta"),
+    ("epyclab.notebooks.columns", "MISSING"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
+}
+
+
+class _ValuesUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a notebook journal may not refer to {module}.{name}")
+
+
+def _loads(payload: bytes) -> Any:
+    return _ValuesUnpickler(io.BytesIO(payload)).load()
+
+
+class Journal:
+    """The journal of one notebook, open for appending by its (single) writer."""
+
+    def __init__(self, path: str, file_id: str) -> None:
+        self._path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._file_id = file_id
+        if os.fstat(self._fd).st_size < _HEADER.size:
+            self.reset(file_id)
+        else:
+            # A writer killed mid-append left a torn record: cut it off, or the
+            # records appended from now on would follow it and never be read.
+            end = _valid_end(os.pread(self._fd, os.fstat(self._fd).st_size, 0))
+            if end < self.size():
+                os.ftruncate(self._fd, end)
+
+    def path(self) -> str:
+        """The journal's file name."""
+        return self._path
+
+    def size(self) -> int:
+        """The journal's size in bytes."""
+        return os.fstat(self._fd).st_size
+
+    def empty(self) -> bool:
+        """True if the journal holds no record."""
+        return self.size() <= _HEADER.size
+
+    def append(self, record: Any) -> None:
+        """Append one record; when this returns, the record survives the death of this process."""
+        payload = pickle.dumps(record, protocol=5)
+        frame = _FRAME.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
+        view = memoryview(frame)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def reset(self, file_id: str) -> None:
+        """Forget every record (they are in the notebook file now) and tie the journal to ``file_id``."""
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, _HEADER.pack(_MAGIC, _VERSION, file_id.encode("ascii")))
+        self._file_id = file_id
+
+    def close(self, remove: bool = False) -> None:
+        """Close the journal, deleting it if ``remove`` (once its records are in the notebook file)."""
+        if self._fd < 0:
+            return
+        if remove:
+            os.unlink(self._path)
+        os.close(self._fd)
+        self._fd = -1
+
+
+def read_file_id(path: str) -> str | None:
+    """The file id a journal belongs to (None if there is no journal, or it has no header)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER.size)
+    except FileNotFoundError:
+        return None
+    if len(head) < _HEADER.size:
+        return None
+    magic, version, file_id = _HEADER.unpack(head)
+    if magic != _MAGIC:
+        raise NotebookFormatError(f"{path} is not an epyclab journal (it lies beside a notebook of that name)")
+    if version != _VERSION:
+        raise NotebookFormatError(f"journal {path} has version {version}; this epyclab reads version {_VERSION}")
+    return file_id.decode("ascii")
+
+
+def read_records(path: str) -> Iterator[Any]:
+    """The complete records of a journal, in order; a torn record at the end is skipped."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    for start, end in _frames(data):
+        yield _loads(data[start:end])
+
+
+def _frames(data: bytes) -> Iterator[tuple[int, int]]:
+    """The (start, end) of the payload of each complete, intact record."""
+    pos = _HEADER.size
+    while pos + _FRAME.size <= len(data):
+        tag, length, crc = _FRAME.unpack_from(data, pos)
+        start, end = pos + _FRAME.size, pos + _FRAME.size + length
+        if tag != _TAG or end > len(data) or zlib.crc32(memoryview(data)[start:end]) != crc:
+            return
+        yield start, end
+        pos = end
+
+
+def _valid_end(data: bytes) -> int:
+    ends = [end for _, end in _frames(data)]
+    return ends[-1] if ends else _HEADER.size

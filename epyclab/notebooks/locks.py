@@ -1,0 +1,146 @@
+"""Who may write a notebook, and when its file may be read.
+
+Two kinds of lock, both ``flock`` locks, which the kernel drops when their
+holder dies (SIGKILL included), so a dead holder never blocks anyone:
+
+* the *writer lock*, on a small file ``<notebook>.lock`` held for as long as a
+  notebook is open for writing. A second writer fails at once with a
+  :class:`~epyclab.errors.NotebookInUseError` naming the holder (its process
+  id, host and program, written in the lock file).
+* the *data lock*, on the notebook file itself: shared while a reader reads
+  it, exclusive while a writer changes it. HDF5 takes the same kind of lock
+  when it opens a file, so plain h5py readers are kept out of a change too.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from datetime import datetime
+
+from epyclab.errors import NotebookInUseError
+
+__all__ = ["WriterLock", "DataLock"]
+
+
+class WriterLock:
+    """The exclusive right to write the notebook at ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self._notebook = path
+        self._path = path + ".lock"
+        self._fd = -1
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`NotebookInUseError` naming the process that has it."""
+        while True:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise NotebookInUseError(
+                    f"notebook {self._notebook} is open for writing by {holder}; close it there "
+                    f"(close() or end that program), or open it here with readonly=True to read it"
+                ) from None
+            # The previous holder may have deleted the lock file after we opened
+            # it: then our lock is on a file nobody else will look at. Start over.
+            try:
+                current = os.stat(self._path)
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            mine = os.fstat(fd)
+            if (mine.st_dev, mine.st_ino) != (current.st_dev, current.st_ino):
+                os.close(fd)
+                continue
+            break
+        self._fd = fd
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "program": " ".join(sys.argv)[:200],
+            "since": datetime.now().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+
+    def held(self) -> bool:
+        """True while this object holds the lock."""
+        return self._fd >= 0
+
+    def release(self) -> None:
+        """Give the lock up (and remove the lock file, which only the holder may do)."""
+        if self._fd < 0:
+            return
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    program = f" ({info['program']})" if info.get("program") else ""
+    return f"process {info.get('pid')} on host {info.get('host')}{program} since {info.get('since')}"
+
+
+class DataLock:
+    """A shared or exclusive lock on the notebook file itself, taken for a read or a change."""
+
+    #: How long a reader waits for a change to finish before giving up.
+    Timeout = 60.0
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def acquire(self, exclusive: bool, wait: float | None = None) -> bool:
+        """Take the lock, waiting up to ``wait`` seconds (``Timeout`` if None); False if not taken."""
+        wait = self.Timeout if wait is None else wait
+        fd = os.open(self._path, os.O_RDONLY)
+        mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+        deadline = time.monotonic() + wait
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, mode)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            self._fd = fd
+            return True
+
+    def acquire_or_fail(self, exclusive: bool, wait: float | None = None) -> None:
+        """Take the lock or raise :class:`NotebookInUseError` after waiting."""
+        if not self.acquire(exclusive, wait):
+            what = "changed by its writer" if not exclusive else "read by another process"
+            raise NotebookInUseError(
+                f"notebook {self._path} has been {what} for more than "
+                f"{self.Timeout if wait is None else wait:.0f} s; try again later"
+            )
+
+    def release(self) -> None:
+        """Release the lock."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

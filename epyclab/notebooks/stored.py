@@ -1,0 +1,51 @@
+"""What a notebook file holds, as read: the common currency of the file formats and the notebooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["StoredResultSet", "StoredNotebook"]
+
+
+@dataclass
+class StoredResultSet:
+    """One result set as a file holds it.
+
+    ``frame`` holds the rows (typed as a result set's DataFrame types them),
+    ``roles`` the column names by role (``'parameter'``, ``'result'``,
+    ``'metadata'``), ``kinds`` each column's kind (see
+    :mod:`epyclab.notebooks.types`), ``pending`` job id -> parameters.
+    """
+
+    tag: str
+    uid: str
+    description: str
+    locked: bool
+    attributes: dict[str, Any]
+    roles: dict[str, list[str]]
+    frame: pd.DataFrame
+    kinds: dict[str, str]
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each column's storage dtype (see :func:`epyclab.notebooks.types.storage_dtype`), when known.
+    dtypes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoredNotebook:
+    """A whole notebook as a file holds it.
+
+    ``version`` is the file's format version ('1' for epyc files), ``file_id``
+    the identity a journal is tied to, ``seq`` the last journal record the
+    file includes.
+    """
+
+    version: str
+    description: str
+    locked: bool
+    current: str | None
+    resultsets: list[StoredResultSet]
+    file_id: str = ""
+    seq: int = 0

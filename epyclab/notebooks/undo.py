@@ -1,0 +1,191 @@
+"""Changing an HDF5 file so that a killed process leaves it as it was before, or as it is after.
+
+HDF5 updates a file in place, in many writes; a process killed between two of
+them leaves a file HDF5 may not open again. :class:`UndoFile` is the file
+object h5py writes through (``h5py.File(UndoFile(...), 'r+')``): before it
+overwrites, or cuts off, any byte the file held when the change began, it
+appends the original page to an *undo log* beside the file. Bytes beyond the
+original end need no saving. When the change is complete, :meth:`UndoFile.commit`
+deletes the log: that deletion is the moment the change takes effect.
+
+If the process dies before, the log is still there, and :func:`recover` (run
+by whoever opens the notebook next) writes the saved pages back and cuts the
+file to its original length: the file is again byte for byte what it was.
+
+A page is saved by a ``write`` that returns before the file is touched, so the
+order holds when the process is killed (the kernel keeps what was written).
+Surviving a power cut would also need ``fsync`` calls, which cost milliseconds
+each; this protects against process death only (see docs/hdf5-layout.md).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Any
+
+from epyclab.errors import NotebookFormatError
+from epyclab.log import logger
+
+__all__ = ["UndoFile", "recover"]
+
+_PAGE = 4096
+_MAGIC = b"EPYCLABU"
+_HEADER = struct.Struct("<8sQ")  # magic, original size of the file
+_RECORD = struct.Struct("<QII")  # offset, length, crc32 of the saved bytes
+
+
+class UndoFile:
+    """A writable file object that keeps an undo log of every original byte it changes."""
+
+    def __init__(self, path: str, undo_path: str) -> None:
+        if os.path.exists(undo_path):
+            raise NotebookFormatError(
+                f"{undo_path} exists: an earlier change to {path} was not finished; "
+                f"recover it first (opening the notebook does)"
+            )
+        self._path = path
+        self._undo_path = undo_path
+        self._fd = os.open(path, os.O_RDWR)
+        self._size0 = os.fstat(self._fd).st_size
+        self._undo = os.open(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        _write_all(self._undo, _HEADER.pack(_MAGIC, self._size0))
+        self._saved: set[int] = set()
+        self._pos = 0
+
+    # ---- the file object h5py uses ---------------------------------------------
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pos = offset
+        elif whence == 1:
+            self._pos += offset
+        else:
+            self._pos = os.fstat(self._fd).st_size + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = max(0, os.fstat(self._fd).st_size - self._pos)
+        data = os.pread(self._fd, n, self._pos)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._pos)
+        view[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._save(self._pos, self._pos + len(view))
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], self._pos + done)
+        self._pos += done
+        return done
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._pos if size is None else size
+        self._save(size, self._size0)
+        os.ftruncate(self._fd, size)
+        return size
+
+    def flush(self) -> None:
+        """Nothing is buffered here: every write went to the kernel already."""
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    # ---- ending the change ---------------------------------------------------------
+
+    def commit(self) -> None:
+        """Make the change final (call after h5py closed the file)."""
+        os.close(self._fd)
+        os.close(self._undo)
+        os.unlink(self._undo_path)
+
+    def rollback(self) -> None:
+        """Undo the change now (call after h5py closed, or gave up on, the file)."""
+        os.close(self._fd)
+        os.close(self._undo)
+        recover(self._path, self._undo_path)
+
+    def _save(self, start: int, end: int) -> None:
+        """Append to the undo log the original pages of [start, end) not saved yet."""
+        end = min(end, self._size0)
+        if start >= end:
+            return
+        first, last = start // _PAGE, (end - 1) // _PAGE
+        pages = [p for p in range(first, last + 1) if p not in self._saved]
+        # Consecutive pages go in one record: fewer system calls.
+        run: list[int] = []
+        for p in pages:
+            if run and p != run[-1] + 1:
+                self._save_run(run)
+                run = []
+            run.append(p)
+        if run:
+            self._save_run(run)
+
+    def _save_run(self, run: list[int]) -> None:
+        offset = run[0] * _PAGE
+        data = os.pread(self._fd, min(len(run) * _PAGE, self._size0 - offset), offset)
+        _write_all(self._undo, _RECORD.pack(offset, len(data), zlib.crc32(data)) + data)
+        self._saved.update(run)
+
+
+def recover(path: str, undo_path: str) -> bool:
+    """Undo an unfinished change to ``path`` if its undo log is there; True if there was one."""
+    try:
+        with open(undo_path, "rb") as f:
+            log = f.read()
+    except FileNotFoundError:
+        return False
+    if len(log) >= _HEADER.size:
+        magic, size0 = _HEADER.unpack_from(log, 0)
+        if magic != _MAGIC:
+            raise NotebookFormatError(f"{undo_path} is not an epyclab undo log; move it away to open {path}")
+        fd = os.open(path, os.O_RDWR)
+        try:
+            pos = _HEADER.size
+            while pos + _RECORD.size <= len(log):
+                offset, length, crc = _RECORD.unpack_from(log, pos)
+                data = log[pos + _RECORD.size : pos + _RECORD.size + length]
+                if len(data) < length or zlib.crc32(data) != crc:
+                    # A torn record: the write it was to protect never happened.
+                    break
+                _pwrite_all(fd, data, offset)
+                pos += _RECORD.size + length
+            os.ftruncate(fd, size0)
+        finally:
+            os.close(fd)
+    # Without a complete header nothing was changed yet: the log just goes.
+    os.unlink(undo_path)
+    logger.warning("undid an unfinished change to %s", path)
+    return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
