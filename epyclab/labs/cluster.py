@@ -1,0 +1,365 @@
+"""The cluster lab: submit a sweep to a running ipyparallel controller, disconnect, collect later."""
+
+from __future__ import annotations
+
+import threading
+import time
+from time import monotonic
+from typing import Any
+
+import ipyparallel as ipp
+
+from epyclab.designs import Design, ExperimentalConfiguration
+from epyclab.errors import ClusterConnectionError
+from epyclab.experiment import Experiment
+from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, OwnTask, Tally
+from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
+from epyclab.labs.hub import Connection, Hub, NoAnswer
+from epyclab.labs.jobs import chunk_size, job_id, split
+from epyclab.labs.lab import Committer, Lab
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.progress import Progress
+
+__all__ = ["ClusterLab"]
+
+
+class ClusterLab(Lab):
+    """A lab whose points run on a remote ipyparallel cluster, collected now or days later.
+
+    **Connecting.** The connection arguments are those of
+    ``ipyparallel.Client``: a ``profile`` name (``~/.ipython/profile_<name>``),
+    a ``profile_dir``, or the controller's client connection file
+    (``url_file``), with ``cluster_id``, ``ipython_dir``, ``timeout`` and the
+    ssh options as there. The lab connects when it is made (trying
+    :attr:`Reconnections` times); if no controller answers it raises
+    :class:`~epyclab.errors.ClusterConnectionError` naming the profile or file
+    and the command that starts a controller (``epyclab cluster start
+    PROFILE``).
+
+    **Submitting.** :meth:`runExperiment` serializes the experiment once (with
+    dill, so classes from a script or Jupyter work), submits the points in
+    chunks, one task per chunk, without waiting, records each point as a
+    pending result in the notebook's current result set, commits, and
+    returns. A point's job id is ``"<task id>/<index in chunk>"``: collecting
+    one task resolves its whole chunk, and the ids are plain text that
+    survive reopening the notebook. Every task carries the experiment's
+    bytes, so an engine that joins later, or restarts, can run it (each
+    engine unpacks it once). Chunks hold ``chunkSize`` points, or by default
+    ``ceil(points / (8 * engines))`` capped at 50 (see
+    :func:`epyclab.labs.jobs.chunk_size`); give ``chunkSize=1`` when each
+    point takes seconds or more.
+
+    **Collecting.** :meth:`updateResults` collects every finished task (from
+    this process, or any other process that opens the notebook later and
+    connects to the same controller), resolves its points in whichever result
+    set holds them, commits, and purges the task from the hub. A failed task
+    never blocks the others. :meth:`wait` collects until nothing is pending
+    (or ``timeout`` seconds), with a progress bar; it returns within a
+    fraction of a second of the last job finishing (the futures of tasks
+    this process submitted wake it; other tasks are polled every
+    :attr:`WaitingTime` seconds).
+
+    **Nothing is lost silently** (see :mod:`epyclab.labs.collect`): a task
+    whose engine died is resubmitted; a task the hub no longer knows (culled
+    from its store, or lost when the controller stopped), or knows but can
+    never finish (the controller restarted while it was queued or running),
+    is resubmitted with ``lost='resubmit'`` (the default) or recorded as
+    failed results that say why with ``lost='fail'``. A chunk is resubmitted
+    at most :attr:`Retries` times. A task that the hub knows but this
+    process did not submit is resubmitted by the hub from the request it
+    stored; a task missing from the hub can only be resubmitted by the
+    process that has the experiment, otherwise its points become failed
+    results, which ``runExperiment(e, resume=True)`` runs again. A task
+    missing from the hub is only declared lost :attr:`LostGrace` seconds
+    after it was submitted (the hub records tasks a moment after they are
+    sent). ``updateResults(purge=True)`` cancels dead and lost tasks instead
+    of resubmitting them; it never drops one that is queued, running, or
+    finished.
+
+    **Controller settings that keep results.** ipyparallel's default task
+    store keeps 1024 records in memory and culls the oldest 10% (finished or
+    not) when a task is submitted past that, and it loses everything when
+    the controller stops. Profiles made by ``epyclab cluster init`` use
+    :class:`epyclab.cluster.taskstore.TaskStore`, an SQLite store that a
+    restarted controller reads again, and start the controller with
+    ``--reuse`` and ``--restore`` so clients and engines reconnect. By hand::
+
+        ipcontroller --profile=P --reuse --restore \\
+            --IPController.db_class=epyclab.cluster.taskstore.TaskStore
+
+    With the default store, raise ``c.DictDB.record_limit`` above the number of
+    tasks a sweep has outstanding; the lab purges tasks as it collects them,
+    and the process that submitted a task reads its result from its own
+    future, so culling does not lose it there.
+
+    Engine-side code never raises because of the experiment (a failure is a
+    failed result), and the lab's view does not use ipyparallel's
+    ``retries``: those would re-run ordinary errors too.
+    """
+
+    #: Seconds between checks for finished jobs of other processes in :meth:`wait`.
+    WaitingTime = 0.25
+    #: Attempts at connecting (or reconnecting) before giving up.
+    Reconnections = 5
+    #: Times a chunk whose engine died, or that was lost, is resubmitted before its points fail.
+    Retries = 2
+    #: Seconds after submission before a task missing from the hub is declared lost.
+    LostGrace = 20.0
+    #: Seconds between full checks (tasks of this process included) in :meth:`wait`.
+    CheckSeconds = 2.0
+    #: Seconds between attempts at reconnecting.
+    ReconnectDelay = 1.0
+    #: Seconds between checks of which tasks the controller still runs (finds tasks it lost).
+    OrphanCheckSeconds = 5.0
+
+    def __init__(
+        self,
+        notebook: LabNotebook | None = None,
+        url_file: str | None = None,
+        profile: str | None = None,
+        profile_dir: str | None = None,
+        ipython_dir: str | None = None,
+        context: Any = None,
+        debug: bool = False,
+        sshserver: str | None = None,
+        sshkey: str | None = None,
+        password: str | None = None,
+        paramiko: bool | None = None,
+        timeout: float = 10,
+        cluster_id: str | None = None,
+        *,
+        design: Design | None = None,
+        lost: str = "resubmit",
+        chunkSize: int | None = None,
+        commitEvery: int | None = None,
+        commitInterval: float | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
+        if chunkSize is not None and (isinstance(chunkSize, bool) or not isinstance(chunkSize, int) or chunkSize < 1):
+            raise ValueError(f"chunkSize must be a positive int or None (the lab chooses), not {chunkSize!r}")
+        self._connection = Connection(
+            url_file=url_file, profile=profile, profile_dir=profile_dir, ipython_dir=ipython_dir, context=context,
+            debug=debug, sshserver=sshserver, sshkey=sshkey, password=password, paramiko=paramiko,
+            timeout=timeout, cluster_id=cluster_id, extra=dict(extra),
+        )
+        self._chunk_size = chunkSize
+        self._hub_: Hub | None = None
+        self._view: Any = None
+        self._paths = client_paths()
+        self._own: dict[str, OwnTask] = {}
+        self._payloads: dict[str, Payload] = {}
+        self._wakeup = threading.Event()
+        self._collector = Collector(
+            self._notebook, self._hub, self._own, self._payloads, self._submit,
+            lost=lost, retries=self.Retries, grace=self.LostGrace,
+        )
+        self.open()
+
+    # ---- connection ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect to the controller (a no-op when connected); ClusterConnectionError if none answers."""
+        if self._hub_ is not None:
+            return
+        client = self._connection.open(self.Reconnections, self.ReconnectDelay)
+        self._hub_ = Hub(client, self._connection.timeout)
+        view = client.load_balanced_view()
+        # Engine death is handled by the lab (resubmission); retries would re-run ordinary errors too.
+        view.retries = 0
+        self._view = view
+        logger.info("connected to %s: %d engines", self._connection.where(), len(client.ids))
+
+    def _hub(self) -> Hub:
+        self.connect()
+        assert self._hub_ is not None
+        return self._hub_
+
+    def _disconnect(self) -> None:
+        hub, self._hub_ = self._hub_, None
+        self._view = None
+        # The old client's futures will never fire: tasks of this lab are now followed through the hub.
+        for own in self._own.values():
+            own.ar = None
+        if hub is not None:
+            hub.close()
+
+    def _reconnect(self, why: BaseException) -> None:
+        logger.warning("%s; reconnecting to %s", why, self._connection.where())
+        self._disconnect()
+        self.connect()
+
+    def open(self) -> None:
+        """Open the notebook and connect to the controller."""
+        super().open()
+        self.connect()
+
+    def close(self) -> None:
+        """Purge what was collected from the hub, disconnect (the cluster keeps running), and close the notebook."""
+        try:
+            if self._hub_ is not None and self._collector.purgesOutstanding():
+                self._collector._flush_purges(self._hub_)
+        except Exception as exc:
+            logger.warning("could not purge collected tasks from the hub before closing: %s", exc)
+        finally:
+            self._disconnect()
+            super().close()
+
+    def client(self) -> ipp.Client:
+        """The ipyparallel client (connecting if needed)."""
+        return self._hub().client
+
+    def numberOfEngines(self) -> int:
+        """How many engines the controller has now."""
+        return len(self._hub().client.ids)
+
+    def engines(self) -> ipp.DirectView:
+        """A direct view on every engine."""
+        return self._hub().client[:]
+
+    def sync_imports(self, quiet: bool = False) -> Any:
+        """A context manager importing modules here and on every engine (ipyparallel's ``sync_imports``)."""
+        return self.engines().sync_imports(quiet=quiet)
+
+    def activate(self) -> None:
+        """Make the engines the target of the ``%px`` magics in IPython."""
+        self.engines().activate()
+
+    def recreate(self) -> tuple[str, dict[str, Any]]:
+        cls = type(self)
+        c = self._connection
+        kwargs: dict[str, Any] = {"design": self._design}
+        for name in ("url_file", "profile", "profile_dir", "ipython_dir", "sshserver", "sshkey", "cluster_id"):
+            if getattr(c, name) is not None:
+                kwargs[name] = getattr(c, name)
+        kwargs["timeout"] = c.timeout
+        return (f"{cls.__module__}.{cls.__qualname__}", kwargs)
+
+    # ---- submitting ------------------------------------------------------------------------
+
+    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+        """Submit ``e`` at every point (or, with ``resume=True``, at those with no result yet) and return.
+
+        Each point becomes a pending result of the current result set; the
+        notebook is committed before this returns. Collect with
+        :meth:`updateResults` or :meth:`wait`. ``progress`` is accepted for
+        symmetry with the other labs (submission shows no bar).
+        """
+        points = self._points_to_run(e, resume)
+        self._submit_points(points)
+
+    def _submit_points(self, points: ExperimentalConfiguration) -> None:
+        nb = self._notebook
+        if not points:
+            nb.commit()
+            return
+        # Serialize first: an experiment that cannot travel fails before anything is submitted.
+        items, payloads = package(points)
+        hub = self._hub()
+        engines = len(hub.client.ids)
+        if engines == 0:
+            logger.warning("no engines are registered yet; the tasks wait at the controller until some join")
+        size = self._chunk_size or chunk_size(len(items), engines)
+        self._payloads.update(payloads)
+        tag = nb.currentTag()
+        rs = nb.current()
+        submitted = 0
+        try:
+            for key, chunk in split(items, size):
+                msg_id = self._submit(key, chunk)
+                for i, p in enumerate(chunk):
+                    nb.addPendingResult(p, job_id(msg_id, i), tag)
+                submitted += len(chunk)
+        finally:
+            if submitted:
+                rs[SUBMITTED_ATTRIBUTE] = time.time()
+            nb.commit()
+        try:
+            # A round trip: every task has left this process before we return.
+            hub.sync()
+        except NoAnswer as exc:
+            logger.warning("submitted %d points, but the controller did not confirm: %s", submitted, exc)
+        logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
+
+    def _submit(self, key: str, points: list[dict[str, Any]]) -> str:
+        """Submit one chunk of experiment ``key``; return its task id."""
+        self._hub()
+        payload = self._payloads[key]
+        ar = submit_chunk(self._view, key, points, payload.blob, self._paths)
+        msg_id = ar.msg_ids[0]
+        self._own[msg_id] = OwnTask(key, monotonic(), ar)
+        ar.add_done_callback(self._wake)
+        return msg_id
+
+    def _wake(self, _: Any) -> None:
+        self._wakeup.set()
+
+    # ---- collecting ------------------------------------------------------------------------
+
+    def _update(self, purge: bool, full: bool) -> Tally:
+        """One collection pass, reconnecting if the controller stops answering."""
+        c = self._collector
+        c.retries, c.grace, c.OrphanCheckSeconds = self.Retries, self.LostGrace, self.OrphanCheckSeconds
+        attempts = max(1, self.Reconnections)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._collector.update(purge=purge, full=full)
+            except NoAnswer as exc:
+                if attempt == attempts:
+                    raise ClusterConnectionError(
+                        f"{self._connection.where()} stopped answering ({exc}); the pending results stay in the "
+                        f"notebook: collect them once it runs again. {self._connection.how_to_start()}. "
+                        f"The results collected so far can be read with lab.notebook().dataframe()"
+                    ) from exc
+                self._reconnect(exc)
+        raise AssertionError("unreachable")
+
+    def updateResults(self, purge: bool = False) -> int:
+        """Collect the results of finished jobs into the notebook; return how many were added.
+
+        ``purge=True`` cancels jobs whose engine died or that the controller
+        lost, instead of resubmitting them (see the class docstring).
+        """
+        if self._notebook.numberOfAllPendingResults() == 0:
+            return 0
+        tally = self._update(purge, full=True)
+        if tally.changed:
+            self._notebook.commit()
+        return tally.collected
+
+    def wait(self, timeout: float = -1, progress: bool | None = None) -> bool:
+        """Collect until nothing is pending in the notebook; False if ``timeout`` seconds pass first.
+
+        ``timeout < 0`` waits for as long as it takes. ``progress`` shows a
+        progress bar (True), hides it (False), or shows it when someone is
+        watching (None).
+        """
+        nb = self._notebook
+        total = nb.numberOfAllPendingResults()
+        if total == 0:
+            return True
+        deadline = None if timeout is None or timeout < 0 else monotonic() + float(timeout)
+        committer = Committer(nb, self._commit_every, self._commit_interval)
+        last_full = -float("inf")
+        with Progress(total, progress, desc=type(self).__name__) as bar, self._committing(committer):
+            while True:
+                now = monotonic()
+                full = now - last_full >= self.CheckSeconds
+                if full:
+                    last_full = now
+                self._wakeup.clear()
+                tally = self._update(False, full)
+                bar.add(tally.collected, tally.failed)
+                if tally.changed:
+                    committer.added(max(1, tally.collected))
+                if nb.numberOfAllPendingResults() == 0:
+                    return True
+                left = None if deadline is None else deadline - monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._wakeup.wait(self.WaitingTime if left is None else min(self.WaitingTime, left))
+
+    def lostPolicy(self) -> str:
+        """What happens to jobs the cluster lost: ``'resubmit'`` or ``'fail'``."""
+        return self._collector.lost

@@ -1,0 +1,435 @@
+"""Collecting a notebook's pending cluster jobs: results in, lost jobs found, dead engines' work run again.
+
+:class:`Collector` does one pass over every pending job of a notebook (see
+:meth:`Collector.update`). It works from any process: what it needs is the
+job ids in the notebook and the hub's task records. The process that
+submitted a task knows a little more (the task's future, and the experiment),
+and uses it: a finished future is read without asking the hub, and a lost task
+can be submitted again from the experiment it holds.
+
+Each task ends in exactly one of these ways, so every point gets one result:
+
+- its reply holds the chunk's results dicts, which resolve the points;
+- it failed on the engine for another reason (it never fails because of the
+  experiment, whose failures are results): failed results carrying the error;
+- its engine died: it is resubmitted (up to ``retries`` times, then failed
+  results carrying the EngineError);
+- the hub knows it but it can never finish (the controller restarted while it
+  was queued or running), or the hub has no record of it and is not running
+  it (culled from the task store, or lost with the controller) once the
+  grace period has passed: by the lab's ``lost`` policy, resubmitted or
+  recorded as failed results carrying a :class:`~epyclab.labs.jobs.LostJobError`
+  that says why and how to re-run it;
+- someone else resubmitted it: its points follow the new task.
+
+``purge=True`` cancels (instead of resubmitting) tasks that died or were lost;
+a task that is queued, running, or finished but not yet read is never
+dropped. Collected tasks are purged from the hub, so a long sweep does not
+fill its task store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+from ipyparallel import AsyncResult
+from ipyparallel.error import EngineError
+
+from epyclab.errors import ClusterConnectionError, ResultsStructureException
+from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.labs import worker
+from epyclab.labs.engines import Payload, unloadable
+from epyclab.labs.hub import Hub, NoAnswer
+from epyclab.labs.jobs import (
+    JobRef,
+    LostJobError,
+    Observation,
+    TaskState,
+    group_by_task,
+    job_id,
+    observe_error,
+    observe_record,
+    record_keys,
+)
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+
+__all__ = ["OwnTask", "Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
+
+#: The result set attribute holding when points were last submitted into it (seconds since the epoch).
+SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"
+
+#: What the lab's ``lost`` option accepts.
+LOST_POLICIES = ("resubmit", "fail")
+
+_WHY = {
+    TaskState.DIED: "the engine running it died",
+    TaskState.ORPHAN: "the controller restarted while it was queued or running, so it can never finish",
+    TaskState.MISSING: (
+        "the controller has no record of it and is not running it: it was culled from the hub's task store "
+        "(the default in-memory store keeps only 1024 tasks) or lost when the controller stopped"
+    ),
+}
+
+
+@dataclass
+class OwnTask:
+    """A task this lab submitted: its experiment's key, when, and its future (None once unusable)."""
+
+    key: str
+    submitted: float
+    ar: AsyncResult | None = None
+
+
+@dataclass
+class Tally:
+    """What one pass did: results added (of which failed), and whether the notebook changed."""
+
+    collected: int = 0
+    failed: int = 0
+    changed: bool = False
+
+    def add(self, other: "Tally") -> None:
+        """Add another pass's counts to these."""
+        self.collected += other.collected
+        self.failed += other.failed
+        self.changed = self.changed or other.changed
+
+
+class Collector:
+    """One pass at a time over a notebook's pending cluster jobs (see the module docstring).
+
+    :param hub: returns the connected :class:`Hub` (the lab may reconnect between passes)
+    :param own: the tasks this lab submitted, by task id (shared with the lab)
+    :param payloads: the experiments this lab submitted, by key
+    :param submit: submits a chunk of points of an experiment key; returns the new task id
+    """
+
+    #: Seconds between checks of which tasks the hub is still running (the query lists every task it finished).
+    OrphanCheckSeconds = 5.0
+    #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
+    PurgeAttempts = 20
+
+    def __init__(
+        self,
+        notebook: LabNotebook,
+        hub: Callable[[], Hub],
+        own: dict[str, OwnTask],
+        payloads: dict[str, Payload],
+        submit: Callable[[str, list[dict[str, Any]]], str],
+        lost: str = "resubmit",
+        retries: int = 2,
+        grace: float = 20.0,
+    ) -> None:
+        if lost not in LOST_POLICIES:
+            raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
+        self._nb = notebook
+        self._hub = hub
+        self._own = own
+        self._payloads = payloads
+        self._submit = submit
+        self.lost = lost
+        self.retries = int(retries)
+        self.grace = float(grace)
+        self._missing_since: dict[str, float] = {}
+        self._to_purge: dict[str, int] = {}
+        self._last_live_check: float | None = None
+        self._where: dict[str, str] | None = None
+
+    # ---- one pass --------------------------------------------------------------------------
+
+    def update(self, purge: bool = False, full: bool = True) -> Tally:
+        """Collect every finished job, deal with dead and lost ones; return what changed.
+
+        ``full=False`` skips asking the hub about tasks this process submitted
+        whose futures have not finished (their futures will say when they do);
+        the lab's ``wait()`` makes a full pass every few seconds.
+        """
+        tally = Tally()
+        hub = self._hub()
+        pending = self._nb.allPendingResults()
+        self._where = None
+        if pending:
+            tasks = group_by_task(pending)
+            observations = self._observe(hub, tasks, full)
+            for msg_id, ob in observations.items():
+                self._apply(hub, msg_id, tasks[msg_id], ob, purge, tally)
+        self._flush_purges(hub)
+        return tally
+
+    def _observe(self, hub: Hub, tasks: dict[str, list[JobRef]], full: bool) -> dict[str, Observation]:
+        observations: dict[str, Observation] = {}
+        query = []
+        for msg_id in tasks:
+            own = self._own.get(msg_id)
+            if own is not None and own.ar is not None:
+                if own.ar.done():
+                    observations[msg_id] = _from_future(own.ar)
+                    continue
+                if not full:
+                    continue
+            query.append(msg_id)
+        if not query:
+            return observations
+        records = hub.records(query, record_keys())
+        waiting = []
+        for msg_id in query:
+            ob = observe_record(records.get(msg_id))
+            observations[msg_id] = ob
+            if ob.state is TaskState.PENDING or (ob.state is TaskState.MISSING and self._past_grace(msg_id, tasks)):
+                waiting.append(msg_id)
+            elif ob.state is TaskState.MISSING:
+                # Within the grace period a missing record may just not be written yet.
+                observations[msg_id] = Observation(TaskState.PENDING)
+        if waiting:
+            self._find_stranded(hub, waiting, observations)
+        return observations
+
+    def _find_stranded(self, hub: Hub, waiting: list[str], observations: dict[str, Observation]) -> None:
+        """Mark the tasks the hub is not running: incomplete records are orphans, absent ones lost.
+
+        Asked at most every :attr:`OrphanCheckSeconds`. The hub's list of running
+        tasks is read after the records, and the candidates' records are read
+        again after it, so a task that finished in between is not mistaken for
+        a stranded one.
+        """
+        now = monotonic()
+        if self._last_live_check is not None and now - self._last_live_check < self.OrphanCheckSeconds:
+            for msg_id in waiting:
+                if observations[msg_id].state is TaskState.MISSING:
+                    observations[msg_id] = Observation(TaskState.PENDING)
+            return
+        self._last_live_check = now
+        live = hub.live()
+        candidates = [m for m in waiting if m not in live]
+        again = hub.records(candidates, ["completed", "resubmitted"]) if candidates else {}
+        for msg_id in waiting:
+            ob = observations[msg_id]
+            own = self._own.get(msg_id)
+            if msg_id in live or (own is not None and own.ar is not None and own.ar.done()):
+                # Still running (a missing record was culled while queued), or just finished here.
+                observations[msg_id] = Observation(TaskState.PENDING)
+                continue
+            rec = again.get(msg_id)
+            if ob.state is TaskState.PENDING:
+                if rec is not None and rec.get("completed") is None and not rec.get("resubmitted"):
+                    observations[msg_id] = Observation(TaskState.ORPHAN)
+            elif rec is not None:
+                observations[msg_id] = Observation(TaskState.PENDING)  # it appeared: read it next pass
+
+    def _past_grace(self, msg_id: str, tasks: dict[str, list[JobRef]]) -> bool:
+        """True once a task missing from the hub cannot be one the hub has not recorded yet."""
+        now = monotonic()
+        own = self._own.get(msg_id)
+        if own is not None:
+            return now - own.submitted > self.grace
+        first = self._missing_since.setdefault(msg_id, now)
+        if now - first > self.grace:
+            return True
+        # Another process submitted it: the notebook says when the result set last got points.
+        tag = self._tag(tasks[msg_id][0].jobid)
+        rs = self._nb.resultSet(tag)
+        stamp = rs[SUBMITTED_ATTRIBUTE] if SUBMITTED_ATTRIBUTE in rs else None
+        return isinstance(stamp, (int, float)) and time.time() - float(stamp) > self.grace
+
+    # ---- acting on what was seen -----------------------------------------------------------
+
+    def _apply(self, hub: Hub, msg_id: str, refs: list[JobRef], ob: Observation, purge: bool, tally: Tally) -> None:
+        state = ob.state
+        if state is TaskState.PENDING:
+            return
+        self._missing_since.pop(msg_id, None)
+        if state is TaskState.DONE:
+            self._resolve(msg_id, refs, ob.reply, tally)
+        elif state is TaskState.FAILED:
+            exc = ob.error
+            assert exc is not None
+            logger.warning("task %s (%d points) failed on the engine: %s", msg_id, len(refs), exc)
+            self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)
+        elif state is TaskState.MOVED:
+            assert ob.moved_to is not None
+            self._rename(refs, ob.moved_to, keep_index=True)
+            tally.changed = True
+            self._forget(msg_id, moved_to=ob.moved_to)
+        else:
+            self._recover(hub, msg_id, refs, ob, purge, tally)
+            return
+        if state is not TaskState.MOVED:
+            self._forget(msg_id)
+
+    def _resolve(self, msg_id: str, refs: list[JobRef], reply: Any, tally: Tally) -> None:
+        classname = self._classname(msg_id)
+        try:
+            rcs = _decode(reply, classname)
+        except Exception as exc:
+            logger.warning("could not read the results of task %s: %s", msg_id, exception_text(exc))
+            self._fail(msg_id, refs, exc, "", tally)
+            return
+        for ref in refs:
+            if 0 <= ref.index < len(rcs):
+                rc = rcs[ref.index]
+            else:
+                why = ResultsStructureException(
+                    f"task {msg_id} returned {len(rcs)} results, so job {ref.jobid} has none"
+                )
+                rc = worker.failed_result(self._nb.pendingResultParameters(ref.jobid), why, "", classname)
+            self._nb.resolvePendingResult(rc, ref.jobid)
+            tally.collected += 1
+            tally.failed += not _succeeded(rc)
+        tally.changed = True
+
+    def _fail(self, msg_id: str, refs: list[JobRef], exc: BaseException, trace: str, tally: Tally) -> None:
+        classname = self._classname(msg_id)
+        for ref in refs:
+            rc = worker.failed_result(self._nb.pendingResultParameters(ref.jobid), exc, trace, classname)
+            self._nb.resolvePendingResult(rc, ref.jobid)
+            tally.collected += 1
+            tally.failed += 1
+        tally.changed = True
+
+    def _recover(self, hub: Hub, msg_id: str, refs: list[JobRef], ob: Observation, purge: bool, tally: Tally) -> None:
+        """A task that died or was lost: cancel it, run it again, or record why its points failed."""
+        state = ob.state
+        why = _WHY[state] + (f" ({ob.error})" if ob.error is not None else "")
+        if purge:
+            logger.warning("cancelling %d jobs of task %s: %s", len(refs), msg_id, why)
+            for ref in refs:
+                self._nb.cancelPendingResult(ref.jobid)
+                tally.collected += 1
+                tally.failed += 1
+            tally.changed = True
+            self._forget(msg_id)
+            return
+        attempt = max(r.attempt for r in refs)
+        if state is not TaskState.DIED and self.lost == "fail":
+            reason = "the lab was told not to resubmit lost jobs (lost='fail')"
+        elif attempt >= self.retries:
+            reason = f"it was already resubmitted {attempt} times (the lab's Retries)"
+        else:
+            new = self._resubmit(hub, msg_id, refs, state)
+            if new is not None:
+                logger.warning("task %s (%d points): %s; resubmitted as %s", msg_id, len(refs), why, new)
+                tally.changed = True
+                return
+            reason = "this process does not have the experiment to submit it again"
+        message = (
+            f"task {msg_id} did not complete: {why}. It was not run again because {reason}. "
+            f"Run the sweep again with runExperiment(e, resume=True) to re-run the points that failed"
+        )
+        logger.error("%s (%d points)", message, len(refs))
+        exc: BaseException = EngineError(message) if state is TaskState.DIED else LostJobError(message)
+        self._fail(msg_id, refs, exc, "", tally)
+        self._forget(msg_id)
+
+    def _resubmit(self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState) -> str | None:
+        """Run a task again: by the hub from its stored request if it has it, else from our experiment."""
+        own = self._own.pop(msg_id, None)
+        if state is not TaskState.MISSING:
+            try:
+                new = hub.resubmit([msg_id])[msg_id]
+            except NoAnswer:
+                if own is not None:
+                    self._own[msg_id] = own
+                raise
+            except Exception as exc:
+                logger.info("the hub could not resubmit task %s (%s); trying from the experiment", msg_id, exc)
+            else:
+                self._rename(refs, new, keep_index=True)
+                self._purge_later(msg_id)
+                if own is not None:
+                    self._own[new] = OwnTask(own.key, monotonic(), None)
+                return new
+        if own is None or own.key not in self._payloads:
+            if own is not None:
+                self._own[msg_id] = own
+            return None
+        ordered = sorted(refs, key=lambda r: r.index)
+        points = [self._nb.pendingResultParameters(r.jobid) for r in ordered]
+        new = self._submit(own.key, points)
+        self._rename(ordered, new, keep_index=False)
+        self._purge_later(msg_id)
+        return new
+
+    def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool) -> None:
+        """Move pending points to the task that now runs them (its id counts one more attempt)."""
+        for i, ref in enumerate(refs):
+            tag = self._tag(ref.jobid)
+            rs = self._nb.resultSet(tag)
+            params = rs.pendingResultParameters(ref.jobid)
+            rs.resolveSinglePendingResult(ref.jobid)
+            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + 1)
+            self._nb.addPendingResult(params, new, tag)
+            if self._where is not None:
+                self._where.pop(ref.jobid, None)
+                self._where[new] = tag
+
+    def _forget(self, msg_id: str, moved_to: str | None = None) -> None:
+        own = self._own.pop(msg_id, None)
+        if moved_to is not None and own is not None:
+            self._own[moved_to] = OwnTask(own.key, monotonic(), None)
+        self._purge_later(msg_id)
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+
+    def _tag(self, jobid: str) -> str:
+        if self._where is None or jobid not in self._where:
+            self._where = {j: tag for tag in self._nb.keys() for j in self._nb.pendingResults(tag)}
+        return self._where[jobid]
+
+    def _classname(self, msg_id: str) -> str:
+        own = self._own.get(msg_id)
+        payload = self._payloads.get(own.key) if own is not None else None
+        return payload.classname if payload is not None else ""
+
+    def _purge_later(self, msg_id: str) -> None:
+        self._to_purge.setdefault(msg_id, 0)
+
+    def _flush_purges(self, hub: Hub) -> None:
+        """Drop collected tasks from the hub; one it still calls pending (it just finished) is tried again later."""
+        if not self._to_purge:
+            return
+        ids = list(self._to_purge)
+        still = set(hub.purge(ids))
+        for msg_id in ids:
+            if msg_id not in still:
+                del self._to_purge[msg_id]
+                continue
+            self._to_purge[msg_id] += 1
+            if self._to_purge[msg_id] >= self.PurgeAttempts:
+                logger.debug("giving up purging task %s from the hub: it stays pending there", msg_id)
+                del self._to_purge[msg_id]
+
+    def purgesOutstanding(self) -> int:
+        """How many collected tasks are still to be purged from the hub."""
+        return len(self._to_purge)
+
+
+def _from_future(ar: AsyncResult) -> Observation:
+    try:
+        reply = ar.get(0)
+    except Exception as exc:
+        return observe_error(exc)
+    return Observation(TaskState.DONE, reply=reply)
+
+
+def _decode(reply: Any, classname: str) -> list[ResultsDict]:
+    """The results dicts in a task's reply (a :func:`worker.run_points` reply, or a bare results dict)."""
+    if isinstance(reply, tuple) and len(reply) == 3 and isinstance(reply[0], str):
+        codec, _, payload = reply
+        if codec == worker.UNLOADABLE:
+            raise unloadable(classname or "of this sweep", "?", bytes(payload).decode(errors="replace"))
+        if codec == worker.MISSING:
+            raise ClusterConnectionError("the engine was not given the experiment to run")
+        return worker.decode_results(codec, payload)
+    # A job submitted by something else than ClusterLab (epyc ran one point per task).
+    if Experiment.isResultsDict(reply):
+        return [reply]
+    raise ResultsStructureException(f"the task's reply is not a results dict but a {type(reply).__name__}")
+
+
+def _succeeded(rc: ResultsDict) -> bool:
+    return bool(rc[Experiment.METADATA].get(Experiment.STATUS, True))

@@ -1,0 +1,239 @@
+"""Talking to an ipyparallel controller's hub: connecting, and the few queries a ClusterLab makes.
+
+Every query here is bounded by a timeout. ipyparallel's own ``Client.db_query``
+and friends wait for ever for an answer, so a controller that died (or is
+restarting) would hang ``wait()``; here a query that goes unanswered raises
+:class:`NoAnswer`, and the lab reconnects or gives up with a clear error.
+
+Results are read with ``db_query`` and ``deserialize_object``, task by task:
+``result_status(status_only=False)``, ``get_result(list)`` and
+``AsyncHubResult`` raise a CompositeError for a whole batch when any one task
+in it failed (measured with ipyparallel 9.2), which would let one failed job
+block all the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ipyparallel as ipp
+from ipyparallel import util
+from IPython.paths import get_ipython_dir
+
+from epyclab.errors import ClusterConnectionError
+from epyclab.log import logger
+
+__all__ = ["Connection", "Hub", "NoAnswer"]
+
+
+class NoAnswer(ClusterConnectionError):
+    """The controller did not answer a query in time."""
+
+
+@dataclass
+class Connection:
+    """How to reach a controller: the arguments of ``ipyparallel.Client`` that ClusterLab accepts."""
+
+    url_file: str | None = None
+    profile: str | None = None
+    profile_dir: str | None = None
+    ipython_dir: str | None = None
+    context: Any = None
+    debug: bool = False
+    sshserver: str | None = None
+    sshkey: str | None = None
+    password: str | None = None
+    paramiko: bool | None = None
+    timeout: float = 10
+    cluster_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def connection_file(self) -> Path:
+        """The controller's client connection file these arguments point to."""
+        if self.url_file is not None:
+            return Path(self.url_file).expanduser()
+        name = f"ipcontroller-{self.cluster_id}-client.json" if self.cluster_id else "ipcontroller-client.json"
+        if self.profile_dir is not None:
+            directory = Path(self.profile_dir).expanduser()
+        else:
+            base = Path(self.ipython_dir or get_ipython_dir()).expanduser()
+            directory = base / f"profile_{self.profile or 'default'}"
+        return directory / "security" / name
+
+    def where(self) -> str:
+        """The controller these arguments name, for messages."""
+        path = self.connection_file()
+        if self.url_file is not None:
+            return f"the controller of connection file {path}"
+        if self.profile_dir is not None:
+            return f"the controller of profile directory {self.profile_dir} (connection file {path})"
+        return f"the controller of profile {self.profile or 'default'!r} (connection file {path})"
+
+    def how_to_start(self) -> str:
+        """The commands that start a controller for these arguments."""
+        cid = f" --cluster-id={self.cluster_id}" if self.cluster_id else ""
+        if self.url_file is not None:
+            return (
+                "start the controller that wrote this file (for an epyclab profile: `epyclab cluster start PROFILE`), "
+                "or give ClusterLab the right url_file"
+            )
+        if self.profile_dir is not None:
+            return f"start one with `ipcluster start --profile-dir={self.profile_dir}{cid}`"
+        profile = self.profile or "default"
+        return (
+            f"start one with `epyclab cluster start {profile}` "
+            f"(or `ipcluster start --profile={profile}{cid}`)"
+        )
+
+    def open(self, attempts: int, delay: float) -> ipp.Client:
+        """A client connected to the controller, trying ``attempts`` times ``delay`` seconds apart.
+
+        Raises :class:`ClusterConnectionError` naming the controller and how to
+        start one when the connection file is missing, or when no controller
+        answers.
+        """
+        path = self.connection_file()
+        deadline = time.monotonic() + float(self.timeout)
+        # ipyparallel would print while it waits for the file; wait here, quietly.
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not path.exists():
+            raise ClusterConnectionError(
+                f"no ipyparallel controller to connect to: {self.where()} does not exist "
+                f"(waited {self.timeout:g} s). Is a controller running? {self.how_to_start()}"
+            )
+        last: BaseException | None = None
+        attempts = max(1, int(attempts))
+        for attempt in range(1, attempts + 1):
+            try:
+                return ipp.Client(
+                    str(path),
+                    context=self.context,
+                    debug=self.debug,
+                    sshserver=self.sshserver,
+                    sshkey=self.sshkey,
+                    password=self.password,
+                    paramiko=self.paramiko,
+                    timeout=self.timeout,
+                    **self.extra,
+                )
+            except (TimeoutError, OSError) as exc:
+                last = exc
+                logger.warning("connecting to %s: attempt %d of %d failed: %s", self.where(), attempt, attempts, exc)
+                if attempt < attempts:
+                    time.sleep(delay)
+        raise ClusterConnectionError(
+            f"{self.where()} did not answer ({attempts} attempts, {self.timeout:g} s each): {last}. "
+            f"The controller is probably not running (its connection file stays behind when it stops); "
+            f"{self.how_to_start()}"
+        ) from last
+
+
+class Hub:
+    """A connected client, and the hub queries a ClusterLab needs, each bounded by ``timeout`` seconds."""
+
+    #: Task ids per query: the SQLite task store turns ``$in`` into a chain of ORs, limited in depth.
+    Batch = 200
+
+    def __init__(self, client: ipp.Client, timeout: float) -> None:
+        self.client = client
+        self.timeout = float(timeout)
+
+    def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        """Send a query to the hub; return the reply's content and buffers (NoAnswer if none comes)."""
+        client = self.client
+        # Client._send is what the public queries use; they then wait without a timeout.
+        future = client._send(client._query_stream, msg_type, content=content)
+        if not future.wait(self.timeout):
+            client._futures.pop(future.msg_id, None)
+            raise NoAnswer(f"the controller did not answer a {msg_type} within {self.timeout:g} s")
+        reply = future.result()
+        answer = reply["content"]
+        if answer.get("status") != "ok":
+            raise client._unwrap_exception(answer)
+        return answer, reply.get("buffers") or []
+
+    def records(self, msg_ids: list[str], keys: list[str], query: dict[str, Any] | None = None) -> dict[str, dict]:
+        """The hub's task records of ``msg_ids`` that exist (fields ``keys``), in batches."""
+        found: dict[str, dict] = {}
+        for start in range(0, len(msg_ids), self.Batch):
+            batch = msg_ids[start:start + self.Batch]
+            check = {"msg_id": {"$in": batch}}
+            if query:
+                check.update(query)
+            content, buffers = self.request("db_request", {"query": check, "keys": keys})
+            lens = content.get("result_buffer_lens")
+            blens = content.get("buffer_lens")
+            for i, rec in enumerate(content["records"]):
+                # Buffers come back concatenated, in record order (request buffers first).
+                if blens is not None:
+                    buffers = buffers[blens[i]:]
+                if lens is not None:
+                    rec["result_buffers"], buffers = buffers[:lens[i]], buffers[lens[i]:]
+                if rec.get("completed") is not None:
+                    rec["completed"] = util._parse_date(rec["completed"])
+                found[rec["msg_id"]] = rec
+        return found
+
+    def live(self) -> set[str]:
+        """The tasks the hub is waiting for: not yet assigned, or assigned to a registered engine."""
+        content, _ = self.request("queue_request", {"targets": None, "verbose": True})
+        live = set(content.get("unassigned") or [])
+        for value in content.values():
+            if isinstance(value, dict):
+                live.update(value.get("tasks") or [])
+                live.update(value.get("queue") or [])
+        return live
+
+    def purge(self, msg_ids: list[str]) -> list[str]:
+        """Drop finished tasks' records from the hub; return the ids it still had pending (not dropped)."""
+        left = list(msg_ids)
+        pending: list[str] = []
+        while left:
+            try:
+                self.request("purge_request", {"msg_ids": left[: self.Batch], "engine_ids": []})
+            except NoAnswer:
+                raise
+            except Exception as exc:
+                # The hub refuses a whole batch if one task in it is pending; it names that one.
+                culprit = _pending_id(exc, left[: self.Batch])
+                if culprit is None:
+                    raise
+                pending.append(culprit)
+                left.remove(culprit)
+                continue
+            left = left[self.Batch:]
+        return pending
+
+    def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
+        """Ask the hub to run tasks again from the requests it stored; return old id -> new id."""
+        content, _ = self.request("resubmit_request", {"msg_ids": list(msg_ids)})
+        return dict(content["resubmitted"])
+
+    def sync(self) -> None:
+        """Return once everything sent before has left this process (a round trip to the hub)."""
+        self.request("queue_request", {"targets": None, "verbose": False})
+
+    def engines(self) -> int:
+        """How many engines are registered."""
+        return len(self.client.ids)
+
+    def close(self) -> None:
+        """Close the client's sockets, letting messages still queued go first."""
+        try:
+            self.client.close(linger=int(self.timeout * 1000))
+        except Exception as exc:
+            logger.warning("closing the connection to the controller: %s", exc)
+
+
+def _pending_id(exc: BaseException, batch: list[str]) -> str | None:
+    text = str(exc)
+    if "msg pending" not in text:
+        return None
+    for msg_id in batch:
+        if msg_id in text:
+            return msg_id
+    return None

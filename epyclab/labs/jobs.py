@@ -1,0 +1,181 @@
+"""Cluster jobs: their ids, how points are grouped into tasks, and what a hub record says about a task.
+
+A :class:`~epyclab.labs.cluster.ClusterLab` submits points in chunks, one
+ipyparallel task per chunk. Each point becomes a pending result in the
+notebook under a *job id* that names its task and its place in the chunk:
+``"<msg_id>/<index>"``, or ``"<msg_id>/<index>/<attempt>"`` once the chunk has
+been resubmitted (after its engine died, or the controller lost it). The id is
+plain text, so it survives reopening the notebook, and collecting one task
+resolves every point of its chunk. Ids of another form (epyc used the bare
+task id) are read as index 0 of their task.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from ipyparallel.error import RemoteError
+from ipyparallel.serialize import deserialize_object
+
+from epyclab.errors import EpyclabError
+from epyclab.labs.engines import is_engine_death
+
+__all__ = [
+    "JobRef",
+    "LostJobError",
+    "job_id",
+    "parse_job_id",
+    "group_by_task",
+    "chunk_size",
+    "split",
+    "TaskState",
+    "Observation",
+    "record_keys",
+    "observe_record",
+    "observe_error",
+]
+
+
+class LostJobError(EpyclabError):
+    """Recorded as the exception of a point whose job the cluster lost and that was not run again."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """One pending point: its job id, its task, its place in the task's chunk, and its attempt."""
+
+    jobid: str
+    msg_id: str
+    index: int
+    attempt: int = 0
+
+
+def job_id(msg_id: str, index: int, attempt: int = 0) -> str:
+    """The job id of point ``index`` of task ``msg_id`` (``attempt`` counts resubmissions)."""
+    return f"{msg_id}/{index}" if attempt == 0 else f"{msg_id}/{index}/{attempt}"
+
+
+def parse_job_id(jobid: str) -> JobRef:
+    """The task, index and attempt named by ``jobid`` (see the module docstring)."""
+    parts = jobid.split("/")
+    if len(parts) in (2, 3) and all(p.isdigit() for p in parts[1:]) and parts[0]:
+        return JobRef(jobid, parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+    return JobRef(jobid, jobid, 0, 0)
+
+
+def group_by_task(jobids: Iterable[str]) -> dict[str, list[JobRef]]:
+    """Pending job ids grouped by the task that will give their results."""
+    tasks: dict[str, list[JobRef]] = defaultdict(list)
+    for j in jobids:
+        ref = parse_job_id(j)
+        tasks[ref.msg_id].append(ref)
+    return dict(tasks)
+
+
+# ---- chunks ----------------------------------------------------------------------------------
+
+#: The most points in one task when the lab chooses.
+LARGEST_CHUNK = 50
+#: Aim for at least this many tasks per engine, so the load stays balanced.
+CHUNKS_PER_ENGINE = 8
+
+
+def chunk_size(total: int, engines: int, largest: int = LARGEST_CHUNK) -> int:
+    """Points per task for a cluster sweep of ``total`` points on ``engines`` engines.
+
+    The rule: at least :data:`CHUNKS_PER_ENGINE` tasks per engine, and at most
+    ``largest`` points per task, so ``ceil(total / (8 * engines))`` capped at
+    50. A cluster sweep is submitted before any point has run, so unlike
+    ParallelLab it cannot time points first: the cap keeps a task of cheap
+    points well above the per-task cost (a few ms) while bounding what an
+    engine's death costs (one chunk is run again) and how coarse progress is.
+    Points that take seconds each are best run one per task (``chunkSize=1``).
+    """
+    per_engine = max(1, engines) * CHUNKS_PER_ENGINE
+    return max(1, min(int(largest), -(-int(total) // per_engine)))
+
+
+def split(items: list[tuple[str, dict[str, Any]]], size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Consecutive chunks of at most ``size`` points that share an experiment key."""
+    size = max(1, int(size))
+    chunk: list[dict[str, Any]] = []
+    key = None
+    for k, p in items:
+        if chunk and (k != key or len(chunk) >= size):
+            yield key, chunk  # type: ignore[misc]
+            chunk = []
+        key = k
+        chunk.append(p)
+    if chunk:
+        yield key, chunk  # type: ignore[misc]
+
+
+# ---- what the hub knows about a task --------------------------------------------------------
+
+
+class TaskState(Enum):
+    """What became of a task, as far as the hub (or this client) can tell."""
+
+    #: Still queued or running.
+    PENDING = "pending"
+    #: Finished; its reply holds the chunk's results.
+    DONE = "done"
+    #: Failed on the engine for another reason than the experiment (which never raises there).
+    FAILED = "failed"
+    #: Its engine died while running it.
+    DIED = "died"
+    #: The hub has its record but it can never finish (the controller restarted while it was queued or running).
+    ORPHAN = "orphan"
+    #: The hub has no record of it (not recorded yet, culled from the store, or lost with the controller).
+    MISSING = "missing"
+    #: Someone resubmitted it; the work continues under another task id.
+    MOVED = "moved"
+
+
+@dataclass
+class Observation:
+    """A task's state, with the reply (DONE), the error (FAILED, DIED) or the new id (MOVED)."""
+
+    state: TaskState
+    reply: Any = None
+    error: BaseException | None = None
+    moved_to: str | None = None
+
+
+def record_keys(with_results: bool = True) -> list[str]:
+    """The hub record fields :func:`observe_record` reads."""
+    keys = ["completed", "resubmitted", "result_content"]
+    return keys + ["result_buffers"] if with_results else keys
+
+
+def observe_record(rec: dict[str, Any] | None) -> Observation:
+    """What a hub task record (from ``db_query`` with :func:`record_keys`) says about its task."""
+    if rec is None:
+        return Observation(TaskState.MISSING)
+    if rec.get("resubmitted"):
+        return Observation(TaskState.MOVED, moved_to=rec["resubmitted"])
+    if rec.get("completed") is None:
+        return Observation(TaskState.PENDING)
+    content = rec.get("result_content") or {}
+    if content.get("status") == "ok":
+        reply, _ = deserialize_object(list(rec.get("result_buffers") or []))
+        return Observation(TaskState.DONE, reply=reply)
+    status = content.get("status")
+    trace = content.get("traceback") or ""
+    if isinstance(trace, list):
+        trace = "\n".join(trace)
+    exc = RemoteError(
+        content.get("ename", "TaskAborted" if status == "aborted" else "UnknownError"),
+        content.get("evalue", f"the task ended with status {status!r}"),
+        trace,
+    )
+    return observe_error(exc)
+
+
+def observe_error(exc: BaseException) -> Observation:
+    """The state of a task that ended with ``exc``: DIED for an engine's death, FAILED otherwise."""
+    return Observation(TaskState.DIED if is_engine_death(exc) else TaskState.FAILED, error=exc)
