@@ -28,6 +28,8 @@ from epyclab.errors import (
     LabNotebookLockedException,
     NotebookFormatError,
     NotebookInUseError,
+    NotebookOverwriteError,
+    NotebookReadOnlyError,
     NotebookVersionException,
     PendingResultException,
     ResultSetLockedException,
@@ -40,6 +42,8 @@ from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
 from epyclab.log import Logger
+from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.json_notebook import JSONLabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.resultset import ResultSet
 
@@ -61,6 +65,8 @@ __all__ = [
     "Lab",
     "ParallelLab",
     "LabNotebook",
+    "HDF5LabNotebook",
+    "JSONLabNotebook",
     "ResultSet",
     "EpyclabError",
     "DesignException",
@@ -68,6 +74,8 @@ __all__ = [
     "NotebookVersionException",
     "NotebookFormatError",
     "NotebookInUseError",
+    "NotebookReadOnlyError",
+    "NotebookOverwriteError",
     "UnstorableValueError",
     "LabNotebookLockedException",
     "ResultSetLockedException",

@@ -1,0 +1,202 @@
+"""The JSON notebook: the same content as an HDF5 notebook, in one readable JSON file.
+
+Each commit that changed something writes the whole notebook to a temporary
+file beside it and renames that over the notebook, so the file is always
+either the old notebook or the new one, whatever happens. That costs the size
+of the notebook per commit: JSON notebooks suit small notebooks (thousands of
+rows); use :class:`~epyclab.HDF5LabNotebook` for large ones.
+
+Layout (``version`` '2')::
+
+    {"format": "epyclab-notebook", "version": "2", "description": ..., "locked": false,
+     "current": "<tag>",
+     "resultsets": [
+        {"tag": ..., "description": ..., "locked": false, "attributes": {...},
+         "roles": {"parameter": [...], "result": [...], "metadata": [...]},
+         "rows": 3,
+         "columns": {"<name>": {"kind": "float", "dtype": "<f8", "values": [...]}, ...},
+         "pending": {"<jobid>": {<parameters>}, ...}}]}
+
+Column values by kind: bool, int and str as JSON values; float as numbers,
+with NaN and infinities as ``{"__float__": "nan"}`` (``"inf"``, ``"-inf"``);
+complex as ``[re, im]`` pairs; datetime as ISO 8601 text (``null`` for a
+missing one) with the column's ``unit``; array, list and tuple cells as
+tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from epyclab.errors import NotebookFormatError, NotebookVersionException
+from epyclab.notebooks.jsonvalues import decode_float, decode_value, encode_float, encode_value
+from epyclab.notebooks.persistent import PersistentLabNotebook
+from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.types import CELL_KINDS, kind_of_column, storage_dtype, to_storage
+
+__all__ = ["JSONLabNotebook"]
+
+FORMAT = "epyclab-notebook"
+VERSION = "2"
+
+
+class JSONLabNotebook(PersistentLabNotebook):
+    """A notebook persisted as JSON, rewritten atomically (temporary file, then rename) on each commit.
+
+    Arguments as :class:`~epyclab.HDF5LabNotebook`.
+    """
+
+    def __init__(
+        self,
+        name: str | os.PathLike[str],
+        create: bool = False,
+        description: str | None = None,
+        readonly: bool = False,
+        force: bool = False,
+    ) -> None:
+        self._saved: Any = None
+        super().__init__(name, create, description, readonly, force)
+
+    def _read_file(self, writer: bool) -> StoredNotebook:
+        try:
+            with open(self._path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise NotebookFormatError(
+                f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
+                f"give the name of a JSON notebook, or a new file name"
+            )
+        if doc.get("version") != VERSION:
+            raise NotebookVersionException(f"'{VERSION}'", str(doc.get("version")), self._path)
+        return StoredNotebook(
+            version=VERSION,
+            description=doc["description"],
+            locked=doc["locked"],
+            current=doc["current"],
+            resultsets=[_read_resultset(s) for s in doc["resultsets"]],
+        )
+
+    def _create_file(self, description: str) -> None:
+        self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
+                     "current": None, "resultsets": []})
+
+    def _loaded(self) -> None:
+        self._saved = self._state_signature()
+
+    def commit(self) -> None:
+        """Write the notebook if anything changed since the last commit."""
+        signature = self._state_signature()
+        if signature == self._saved:
+            return
+        self._check_writable()
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "description": self._description,
+            "locked": self._locked,
+            "current": self._current,
+            "resultsets": [self._resultset_doc(tag, rs) for tag, rs in self._resultsets.items()],
+        }
+        self._write(doc)
+        self._saved = signature
+
+    def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
+        frame = rs.dataframe(only_successful=False)
+        kinds = self._checks[id(rs)].kinds
+        return {
+            "tag": tag,
+            "description": rs.description(),
+            "locked": rs.isLocked(),
+            "attributes": encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"),
+            "roles": rs._roles(),
+            "rows": len(frame),
+            "columns": {name: _column_doc(frame[name].array, kinds.get(name)) for name in frame.columns},
+            "pending": {
+                j: encode_value(p, what=f"the parameters of pending job {j!r}") for j, p in rs._pending.items()
+            },
+        }
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        """Replace the file with ``doc`` in one step (a temporary file renamed over it)."""
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
+        tmp = f"{self._path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, self._path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _column_doc(col: Any, learned: str | None) -> dict[str, Any]:
+    kind = learned if learned in CELL_KINDS else kind_of_column(col)
+    stored = to_storage(col, kind)
+    doc: dict[str, Any] = {"kind": kind}
+    if kind in CELL_KINDS:
+        doc["values"] = [encode_value(v) for v in np.asarray(col, dtype=object)]
+        return doc
+    doc["dtype"] = storage_dtype(stored).str
+    data = stored.data
+    if kind == "float":
+        doc["values"] = [encode_float(x) for x in data.tolist()]
+    elif kind == "complex":
+        doc["values"] = [[encode_float(x.real), encode_float(x.imag)] for x in data.tolist()]
+    elif kind == "datetime":
+        times = data.view(f"datetime64[{stored.unit}]")
+        doc["unit"] = stored.unit
+        doc["values"] = [None if np.isnat(t) else str(t) for t in times]
+    else:
+        doc["values"] = data.tolist()
+    return doc
+
+
+def _read_column(doc: dict[str, Any]) -> tuple[Any, str, Any]:
+    """The typed column, kind and storage dtype of a column's JSON."""
+    kind, values = doc["kind"], doc["values"]
+    if kind in CELL_KINDS:
+        out = np.empty(len(values), dtype=object)
+        for i, v in enumerate(values):
+            out[i] = decode_value(v)
+        present = [np.asarray(v) for v in out if v is not None]
+        element = np.result_type(*{a.dtype for a in present}) if present else np.dtype(np.float64)
+        return out, kind, element
+    dtype = np.dtype(doc["dtype"])
+    if kind == "str":
+        return pd.array(values, dtype="str"), kind, dtype
+    if kind == "datetime":
+        col = np.array([v if v is not None else "NaT" for v in values], dtype=dtype)
+        return col, kind, dtype
+    if kind == "float":
+        return np.array([decode_float(v) for v in values], dtype=dtype), kind, dtype
+    if kind == "complex":
+        return np.array([complex(decode_float(r), decode_float(i)) for r, i in values], dtype=dtype), kind, dtype
+    return np.array(values, dtype=dtype), kind, dtype
+
+
+def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
+    columns, kinds, dtypes = {}, {}, {}
+    for name, col in doc["columns"].items():
+        columns[name], kinds[name], dtypes[name] = _read_column(col)
+    frame = pd.DataFrame(columns, index=pd.RangeIndex(doc["rows"]))
+    return StoredResultSet(
+        tag=doc["tag"],
+        uid=uuid.uuid4().hex,
+        description=doc["description"],
+        locked=doc["locked"],
+        attributes=decode_value(doc["attributes"]),
+        roles=doc["roles"],
+        frame=frame,
+        kinds=kinds,
+        pending={j: decode_value(p) for j, p in doc["pending"].items()},
+        dtypes=dtypes,
+    )
