@@ -295,9 +295,11 @@ class Sweep:
     engine in flight (one probe per engine until a chunk has been timed),
     sized by ``sizer``, and yields exactly one results dict per point:
 
-    - a chunk whose engine died is resubmitted to the others; a chunk that
-      kills :attr:`MaxDeaths` engines is split into single points, and a
-      point that does is recorded as a failed run (an ``EngineError``);
+    - the points of a chunk whose engine died are resubmitted to the others,
+      one per task; a point that was running on :attr:`MaxDeaths` engines
+      that died (in its chunk or alone) is recorded as a failed run (an
+      ``EngineError``), so a point that crashes its process cannot take
+      every engine with it;
     - a task that fails for any other reason gives failed results for its
       points, and is never retried;
     - an engine that joined after the start gets the experiment when it
@@ -312,7 +314,7 @@ class Sweep:
     #: Chunks in flight per engine once chunks are timed (the scheduler hands them out as engines
     #: free up; enough of them hide the round trip when chunks are short).
     Window = 4
-    #: A chunk that was running on this many engines that died is split (a point: failed).
+    #: A point that was running on this many engines that died is recorded as failed.
     MaxDeaths = 2
     #: Seconds without any engine before the sweep gives up.
     EngineGrace = 10.0
@@ -434,20 +436,22 @@ class Sweep:
         yield from chunk_results(reply, chunk.points, classname)
 
     def _engine_died(self, chunk: _Chunk, exc: BaseException, classname: str) -> Iterator[ResultsDict]:
+        if len(chunk.points) > 1:
+            # Run them one by one: if one of them kills its engine, the others still get done.
+            logger.warning("an engine died running %d points; resubmitting them one per task", len(chunk.points))
+            self.resubmitted += 1
+            self._retry.extend(_Chunk(chunk.key, [p], deaths=chunk.deaths + 1) for p in chunk.points)
+            return
         chunk.deaths += 1
         if chunk.deaths < self.MaxDeaths:
-            logger.warning("an engine died running %d points; resubmitting them", len(chunk.points))
+            logger.warning("an engine died running point %r; resubmitting it", chunk.points[0])
             self.resubmitted += 1
             self._retry.append(chunk)
-        elif len(chunk.points) > 1:
-            logger.warning("%d points killed %d engines; resubmitting them one by one", len(chunk.points),
-                           chunk.deaths)
-            self.resubmitted += 1
-            self._retry.extend(_Chunk(chunk.key, [p], deaths=self.MaxDeaths - 1) for p in chunk.points)
-        else:
-            logger.error("point %r killed %d engines; recording it as failed", chunk.points[0], chunk.deaths)
-            died = EngineError(f"the engine running this point died {chunk.deaths} times ({exc})")
-            yield worker.failed_result(chunk.points[0], died, "", classname)
+            return
+        logger.error("point %r was running on %d engines that died; recording it as failed",
+                     chunk.points[0], chunk.deaths)
+        died = EngineError(f"the engines running this point died {chunk.deaths} times (last: {exc})")
+        yield worker.failed_result(chunk.points[0], died, "", classname)
 
     def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[ResultsDict]:
         chunk.missing += 1

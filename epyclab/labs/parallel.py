@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
-
-import ipyparallel as ipp
+from typing import TYPE_CHECKING, Any, Callable
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.engines import ChunkSizer, Sweep, client_paths, package
 from epyclab.labs.lab import Committer, Lab
-from epyclab.labs.localcluster import LocalCluster
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
+
+if TYPE_CHECKING:
+    # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
+    import ipyparallel as ipp
+
+    from epyclab.labs.localcluster import LocalCluster
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -86,8 +88,8 @@ class ParallelLab(Lab):
         design: Design | None = None,
         commitEvery: int | None = None,
         commitInterval: float | None = None,
-        cluster: ipp.Cluster | None = None,
-        client: ipp.Client | None = None,
+        cluster: "ipp.Cluster | None" = None,
+        client: "ipp.Client | None" = None,
         profile_dir: str | None = None,
         timeout: float = 60.0,
     ) -> None:
@@ -101,7 +103,7 @@ class ParallelLab(Lab):
         self._profile_dir = profile_dir
         self._timeout = timeout
         #: The local cluster of the sweep running now (None otherwise); tests read its PIDs.
-        self.localCluster: LocalCluster | None = None
+        self.localCluster: "LocalCluster | None" = None
         #: What the last sweep did: engines, largest chunk, chunks resubmitted.
         self.lastSweep: dict[str, int] = {}
 
@@ -123,7 +125,7 @@ class ParallelLab(Lab):
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
-    def _engines(self) -> Iterator[tuple[ipp.Client, Callable[[], None] | None, bool]]:
+    def _engines(self) -> Iterator[tuple["ipp.Client", Callable[[], None] | None, bool]]:
         """A client on the sweep's engines, a health check, and whether the engines are ours."""
         if self._client is not None:
             yield self._client, None, False
@@ -142,6 +144,8 @@ class ParallelLab(Lab):
             finally:
                 client.close()
             return
+        from epyclab.labs.localcluster import LocalCluster
+
         local = LocalCluster(self._n, self._profile_dir, self._timeout)
         self.localCluster = local
         try:
@@ -159,6 +163,8 @@ class ParallelLab(Lab):
         if not points:
             committer.commit()
             return
+        from epyclab.labs.engines import ChunkSizer, Sweep, client_paths, package
+
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
         add = self._notebook.addResult

@@ -1,0 +1,154 @@
+"""Helpers for the ParallelLab tests: experiments engines can import, notebooks that record, process checks.
+
+Not a pytest conftest (pytest does not load it by itself): the parallel test
+modules import it. The experiments live here, in an importable module, so
+that they also work when pickled by reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from epyclab.experiment import Experiment
+from epyclab.labs.localcluster import process_alive
+from epyclab.notebooks.labnotebook import LabNotebook
+
+
+class Square(Experiment):
+    """y = x * x; raises ValueError at the points whose x is in ``fail_at``."""
+
+    def __init__(self, fail_at: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.fail_at = set(fail_at)
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] in self.fail_at:
+            raise ValueError(f"x={params['x']} is bad")
+        return {"y": params["x"] * params["x"]}
+
+
+class Sleepy(Experiment):
+    """Sleeps ``seconds`` at each point (an expensive point that costs no CPU)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.seconds)
+        return {"y": params["x"]}
+
+
+class Logged(Experiment):
+    """Appends one line per run to ``runs/<x>`` (so a test can count runs across engines); fails at ``fail_at``."""
+
+    def __init__(self, logdir: str, fail_at: tuple[int, ...] = (), seconds: float = 0.0) -> None:
+        super().__init__()
+        self.logdir = logdir
+        self.fail_at = set(fail_at)
+        self.seconds = seconds
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        with open(os.path.join(self.logdir, str(params["x"])), "a") as f:
+            f.write(f"{os.getpid()}\n")
+        if self.seconds:
+            time.sleep(self.seconds)
+        if params["x"] in self.fail_at:
+            raise RuntimeError(f"failing at x={params['x']}")
+        return {"y": params["x"], "pid": os.getpid()}
+
+
+class Announces(Experiment):
+    """At x == ``at`` (the first time only), writes its engine's pid to ``marker`` and waits to be killed."""
+
+    def __init__(self, marker: str, at: int, seconds: float = 0.02) -> None:
+        super().__init__()
+        self.marker = marker
+        self.at = at
+        self.seconds = seconds
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at and not os.path.exists(self.marker):
+            tmp = self.marker + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(tmp, self.marker)
+            time.sleep(60)  # the test kills this engine long before
+        time.sleep(self.seconds)
+        return {"y": params["x"], "pid": os.getpid()}
+
+
+class KillsItsEngine(Experiment):
+    """SIGKILLs the engine it runs on at x == ``at``, every time (a point that crashes its process)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"y": params["x"]}
+
+
+class RecordingNotebook(LabNotebook):
+    """An in-memory notebook that records the number of results at each commit.
+
+    With ``fail_after=n``, adding a result once ``n`` are held raises OSError
+    (as a full disk would). ``on_add`` is called before each add (tests use it
+    to look at the lab while the sweep runs).
+    """
+
+    def __init__(self, fail_after: int | None = None, on_add: Any = None) -> None:
+        self.commits: list[int] = []
+        self.fail_after = fail_after
+        self.on_add = on_add
+        super().__init__("recording")
+
+    def addResult(self, rc: Any, tag: str | None = None) -> None:
+        if self.on_add is not None:
+            self.on_add()
+        if self.fail_after is not None and self.numberOfResults() >= self.fail_after:
+            raise OSError("no space left on device (simulated by the test notebook)")
+        super().addResult(rc, tag)
+
+    def commit(self) -> None:
+        super().commit()
+        self.commits.append(self.numberOfResults())
+
+
+def still_running(procs: list[dict[str, Any]], grace: float = 10.0) -> list[int]:
+    """The PIDs among ``procs`` ({'pid', 'created'}) still running after at most ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    alive = [p for p in procs if process_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if process_alive(p)]
+    return [int(p["pid"]) for p in alive]
+
+
+def descendants(pid: int) -> list[dict[str, Any]]:
+    """Every running descendant of ``pid`` as {'pid', 'created'}."""
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            out.append({"pid": p.pid, "created": p.create_time()})
+        except psutil.Error:
+            continue
+    return out
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> str:
+    """The content of ``path`` once it exists (fails the test after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+    return path.read_text()

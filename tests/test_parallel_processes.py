@@ -1,0 +1,400 @@
+"""ParallelLab's processes: started and stopped however a sweep ends, orphans cleaned, engines dying.
+
+Every test here starts real clusters (each in its own profile directory under
+tmp_path) and checks, by the PIDs it recorded, that every process is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipyparallel as ipp
+import pytest
+from conftest_parallel import (
+    Announces,
+    KillsItsEngine,
+    Logged,
+    RecordingNotebook,
+    Square,
+    descendants,
+    still_running,
+    wait_for_file,
+)
+
+from epyclab.errors import ClusterConnectionError
+from epyclab.experiment import Experiment
+from epyclab.labs.localcluster import LocalCluster, cleanup_orphans, process_alive
+from epyclab.labs.parallel import ParallelLab
+
+STATUS = Experiment.STATUS
+
+
+def spying_lab(profile: Path, **nb_kwargs: Any) -> tuple[ParallelLab, RecordingNotebook, list[dict[str, Any]]]:
+    """A ParallelLab on its own cluster whose notebook records the cluster's processes during the sweep."""
+    seen: list[dict[str, Any]] = []
+    lab: ParallelLab
+
+    def look() -> None:
+        if not seen and lab.localCluster is not None:
+            seen.extend(lab.localCluster.processes())
+
+    nb = RecordingNotebook(on_add=look, **nb_kwargs)
+    lab = ParallelLab(nb, cores=2, profile_dir=str(profile))
+    return lab, nb, seen
+
+
+def state_files(profile: Path) -> list[Path]:
+    """epyclab's record of the clusters started in ``profile`` and ipyparallel's connection files."""
+    return sorted((profile / "epyclab").glob("*.json")) + sorted((profile / "security").glob("*.json"))
+
+
+def run_script(path: Path, *args: str, cwd: Path | None = None, **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(path), *args], cwd=cwd or path.parent, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs,
+    )
+
+
+# ---- a cluster of its own, stopped however the sweep ends ---------------------------------------
+
+
+def test_own_cluster_is_started_and_every_process_stopped(tmp_path: Path) -> None:
+    lab, nb, seen = spying_lab(tmp_path / "profile")
+    lab["x"] = range(50)
+    lab.runExperiment(Square(), progress=False)
+    assert nb.numberOfResults() == 50
+    # A controller (and its schedulers), two engines and their nannies.
+    assert len(seen) >= 5
+    assert still_running(seen) == []
+    assert lab.localCluster is None
+    assert state_files(tmp_path / "profile") == []
+
+
+def test_processes_are_stopped_when_the_experiment_fails(tmp_path: Path) -> None:
+    lab, nb, seen = spying_lab(tmp_path / "profile")
+    lab["x"] = range(20)
+    lab.runExperiment(Square(fail_at=tuple(range(20))), progress=False)
+    assert nb.numberOfResults() == 20
+    assert seen
+    assert still_running(seen) == []
+
+
+def test_processes_are_stopped_and_results_committed_when_the_notebook_raises(tmp_path: Path) -> None:
+    lab, nb, seen = spying_lab(tmp_path / "profile", fail_after=7)
+    lab["x"] = range(200)
+    with pytest.raises(OSError, match="no space left"):
+        lab.runExperiment(Square(), progress=False)
+    assert nb.numberOfResults() == 7
+    assert nb.commits[-1] == 7
+    assert seen
+    assert still_running(seen) == []
+    assert state_files(tmp_path / "profile") == []
+
+
+CTRL_C_SCRIPT = """
+import json, os, sys, time
+from epyclab import Experiment, LabNotebook, ParallelLab
+
+PROFILE, RUNNING, OUT = sys.argv[1:4]
+
+class Slow(Experiment):
+    def do(self, params):
+        time.sleep(0.05)
+        return {"y": params["x"]}
+
+class Notebook(LabNotebook):
+    committed = 0
+    def addResult(self, rc, tag=None):
+        super().addResult(rc, tag)
+        if self.numberOfResults() == 5:
+            open(RUNNING, "w").close()   # tell the test that results are arriving
+    def commit(self):
+        super().commit()
+        self.committed = self.numberOfResults()
+
+nb = Notebook()
+lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, commitEvery=10**9, commitInterval=3600)
+lab["x"] = range(100000)
+try:
+    lab.runExperiment(Slow(), progress=False)
+except KeyboardInterrupt:
+    with open(OUT, "w") as f:
+        json.dump({"added": nb.numberOfResults(), "committed": nb.committed}, f)
+    raise
+"""
+
+
+def test_ctrl_c_commits_finished_results_stops_everything_and_propagates(tmp_path: Path) -> None:
+    script = tmp_path / "sweep.py"
+    script.write_text(CTRL_C_SCRIPT)
+    profile, running, out = tmp_path / "profile", tmp_path / "running", tmp_path / "out.json"
+    proc = run_script(script, str(profile), str(running), str(out))
+    try:
+        wait_for_file(running)
+        procs = descendants(proc.pid)
+        assert len(procs) >= 5
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in err
+    counts = json.loads(out.read_text())
+    assert counts["added"] >= 5
+    assert counts["committed"] == counts["added"]
+    assert still_running(procs) == []
+    assert state_files(profile) == []
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from epyclab import Experiment, ParallelLab
+
+PROFILE, RUNNING = sys.argv[1:3]
+
+class Slow(Experiment):
+    def do(self, params):
+        if not os.path.exists(RUNNING):
+            open(RUNNING, "w").close()
+        time.sleep(0.05)
+        return {"y": params["x"]}
+
+lab = ParallelLab(cores=2, profile_dir=PROFILE)
+lab["x"] = range(100000)
+lab.runExperiment(Slow(), progress=False)
+"""
+
+
+def test_cluster_orphaned_by_a_killed_parent_is_stopped_by_the_next_start(tmp_path: Path) -> None:
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    profile, running = tmp_path / "profile", tmp_path / "running"
+    proc = run_script(script, str(profile), str(running))
+    try:
+        wait_for_file(running)
+        orphans = descendants(proc.pid)
+        proc.kill()  # SIGKILL: the lab gets no chance to clean up
+        proc.wait(timeout=30)
+        assert len(orphans) >= 5
+        assert all(process_alive(p) for p in orphans), "the cluster should outlive its killed parent"
+        assert len(list((profile / "epyclab").glob("*.json"))) == 1
+
+        lab, nb, seen = spying_lab(profile)
+        lab["x"] = range(10)
+        lab.runExperiment(Square(), progress=False)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Whatever failed above, leave no orphan behind on the shared machine.
+        cleanup_orphans(str(profile))
+    assert still_running(orphans) == []
+    assert nb.numberOfResults() == 10
+    assert still_running(seen) == []
+    assert state_files(profile) == []
+
+
+def test_cluster_of_a_live_owner_is_left_alone(tmp_path: Path) -> None:
+    profile = tmp_path / "profile"
+    with LocalCluster(1, str(profile)) as client:
+        assert cleanup_orphans(str(profile)) == []
+        assert client[:].apply_sync(os.getpid)
+
+
+MAIN_SCRIPT = """
+import json, sys
+from epyclab import Experiment, ParallelLab
+from besides import OFFSET   # a module next to the script, not installed anywhere
+
+SCALE = 3
+
+def helper(x):
+    return x * SCALE + OFFSET
+
+class Scaled(Experiment):
+    def do(self, params):
+        return {"y": helper(params["x"])}
+
+if __name__ == "__main__":
+    lab = ParallelLab(cores=2, profile_dir=sys.argv[1])
+    lab["x"] = range(30)
+    lab.runExperiment(Scaled(), progress=False)
+    df = lab.dataframe(only_successful=False)
+    print(json.dumps({
+        "ok": bool(df["epyc.experiment.status"].all()),
+        "y": sorted(int(v) for v in df["y"]),
+        "pids": sorted({int(p) for p in df["epyclab.experiment.pid"]}),
+        "classname": df["epyc.experiment.classname"].iloc[0],
+    }))
+"""
+
+
+def test_experiment_defined_in_a_scripts_main_runs_on_the_engines(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "besides.py").write_text("OFFSET = 100\n")
+    script = scripts / "main.py"
+    script.write_text(MAIN_SCRIPT)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run_script(script, str(tmp_path / "profile"), cwd=elsewhere)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["ok"], err
+    assert report["y"] == [3 * x + 100 for x in range(30)]
+    assert report["classname"] == "__main__.Scaled"
+    assert proc.pid not in report["pids"]
+
+
+# ---- engines dying ---------------------------------------------------------------------------------
+
+
+def test_an_engine_sigkilled_mid_sweep_loses_no_point(tmp_path: Path) -> None:
+    marker = tmp_path / "engine-pid"
+    killed: list[int] = []
+
+    def kill_the_engine() -> None:
+        pid = int(wait_for_file(marker))
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_engine, daemon=True)
+    killer.start()
+    lab, nb, seen = spying_lab(tmp_path / "profile")
+    lab["x"] = range(60)
+    lab.runExperiment(Announces(str(marker), at=20), progress=False)
+    killer.join(timeout=30)
+    assert killed
+    df = nb.dataframe(only_successful=False)
+    assert sorted(df["x"]) == list(range(60))
+    assert df[STATUS].all()
+    # Point 20 was running on the engine that was killed: it was run again on the other one.
+    assert df.set_index("x").loc[20, "pid"] != killed[0]
+    assert lab.lastSweep["resubmitted"] >= 1
+    assert still_running(seen) == []
+
+
+def test_a_point_that_kills_every_engine_it_runs_on_fails_without_a_hang(tmp_path: Path) -> None:
+    local = LocalCluster(3, str(tmp_path / "profile"))
+    client = local.start()
+    procs = local.processes()
+    try:
+        lab = ParallelLab(client=client)
+        lab["x"] = range(30)
+        lab.runExperiment(KillsItsEngine(at=7), progress=False)
+        df = lab.dataframe(only_successful=False).set_index("x")
+        assert sorted(df.index) == list(range(30))
+        assert not df.loc[7, STATUS]
+        assert "EngineError" in df.loc[7, Experiment.EXCEPTION]
+        assert df.drop(index=7)[STATUS].all()
+        # Two engines died for it (once in a chunk, once alone); one remains.
+        assert len(client.ids) == 1
+    finally:
+        local.stop()
+    assert still_running(procs) == []
+
+
+def test_an_engine_that_joins_mid_sweep_gets_the_experiment(tmp_path: Path) -> None:
+    local = LocalCluster(1, str(tmp_path / "profile"))
+    client = local.start()
+    gate = tmp_path / "gate"
+    logdir = tmp_path / "runs"
+    logdir.mkdir()
+
+    def add_an_engine() -> None:
+        assert local.cluster is not None
+        local.cluster.start_engines_sync(1)
+        while len(client.ids) < 2:
+            threading.Event().wait(0.05)
+        gate.touch()
+
+    helper = threading.Thread(target=add_an_engine, daemon=True)
+    helper.start()
+    try:
+        lab = ParallelLab(client=client)
+        lab["x"] = range(30)
+        lab.runExperiment(WaitsForGate(str(gate), str(logdir)), progress=False)
+        helper.join(timeout=60)
+        df = lab.dataframe(only_successful=False)
+        assert sorted(df["x"]) == list(range(30))
+        assert df[STATUS].all()
+        assert len(set(df["pid"])) == 2
+        runs = {int(f.name): len(f.read_text().splitlines()) for f in logdir.iterdir()}
+        assert runs == {x: 1 for x in range(30)}
+        assert local.cluster is not None
+        procs = [p for p in descendants(os.getpid()) if p["pid"] in _cluster_pids_of(local.cluster)]
+    finally:
+        local.stop()
+    assert procs
+    assert still_running(procs) == []
+
+
+class WaitsForGate(Logged):
+    """Holds every point until ``gate`` exists (the test opens it once a second engine has joined)."""
+
+    def __init__(self, gate: str, logdir: str) -> None:
+        super().__init__(logdir)
+        self.gate = gate
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        while not os.path.exists(self.gate):
+            threading.Event().wait(0.02)
+        return super().do(params)
+
+
+# ---- a cluster given to the lab ----------------------------------------------------------------------
+
+
+def test_a_given_cluster_is_used_and_left_running(tmp_path: Path) -> None:
+    cluster = ipp.Cluster(
+        n=2, profile_dir=str(tmp_path / "profile"), controller_ip="127.0.0.1",
+        controller_args=["--ping=500"], log_level=40,
+    )
+    cluster.start_cluster_sync()
+    try:
+        procs = descendants(os.getpid())
+        procs = [p for p in procs if p["pid"] in _cluster_pids_of(cluster)]
+        lab = ParallelLab(cluster=cluster)
+        lab["x"] = range(40)
+        lab.runExperiment(Square(), progress=False)
+        assert lab.numberOfCores() == 2
+        assert len(lab.dataframe()) == 40
+        assert all(process_alive(p) for p in procs)
+        lab["x"] = range(40, 50)
+        lab.runExperiment(Square(), progress=False)
+        assert len(lab.dataframe()) == 50
+    finally:
+        # Stopped by the API that started it: engines first, then the controller.
+        cluster.stop_engines_sync()
+        cluster.stop_controller_sync()
+    assert procs
+    assert still_running(procs) == []
+
+
+def _cluster_pids_of(cluster: ipp.Cluster) -> set[int]:
+    """Every process of a cluster, engines started after it included (found from its launchers)."""
+    pids = {cluster.controller.pid}
+    for engine_set in cluster.engines.values():
+        pids |= {launcher.pid for launcher in engine_set.launchers.values()}
+    family = set(pids)
+    for pid in pids:
+        family |= {p["pid"] for p in descendants(pid)}
+    return family
+
+
+def test_a_given_cluster_that_is_not_running_is_refused(tmp_path: Path) -> None:
+    cluster = ipp.Cluster(n=1, profile_dir=str(tmp_path / "profile"), log_level=40)
+    lab = ParallelLab(cluster=cluster)
+    lab["x"] = range(3)
+    with pytest.raises(ClusterConnectionError, match="not running; start it first"):
+        lab.runExperiment(Square(), progress=False)
