@@ -1,7 +1,10 @@
 """Quickstart: a Monte Carlo estimate of the volume of the unit ball in d dimensions.
 
-Sweeps the dimension ``d`` and the number of random samples ``n``, and prints,
-for each point, the estimate, the exact volume and the relative error.
+Sweeps the dimension ``d`` and the number of random samples ``n`` on every
+core of this machine (a ``ParallelLab``, which starts and stops a local
+ipyparallel cluster), keeps the results in an HDF5 notebook, and prints, for
+each point, the estimate, the exact volume and the relative error, read back
+from the notebook file.
 
 Run it with ``python examples/quickstart.py`` (``--help`` lists the options).
 """
@@ -13,7 +16,7 @@ import math
 
 import numpy as np
 
-from epyclab import Experiment, Lab
+from epyclab import Experiment, HDF5LabNotebook, ParallelLab
 
 
 class BallVolume(Experiment):
@@ -33,16 +36,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3, 5, 8])
     parser.add_argument("--samples", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
+    parser.add_argument("--seeds", type=int, default=4, help="independent estimates per point")
+    parser.add_argument("--cores", type=int, default=0, help="0 all, n that many, -n all but n")
+    parser.add_argument("--notebook", default="quickstart.h5")
     args = parser.parse_args(argv)
 
-    lab = Lab()
-    lab["d"] = args.dims
-    lab["n"] = args.samples
-    lab.runExperiment(BallVolume())
+    with HDF5LabNotebook(args.notebook, create=True, description="volume of the unit d-ball") as nb:
+        lab = ParallelLab(nb, cores=args.cores)
+        lab["d"] = args.dims
+        lab["n"] = args.samples
+        lab["seed"] = range(args.seeds)
+        lab.runExperiment(BallVolume())
 
-    df = lab.dataframe()
-    print(df[["d", "n", "estimate", "exact", "error"]].to_string(index=False, float_format="%.5f"))
-
+    # Read the results back from the file, as a later analysis would.
+    with HDF5LabNotebook(args.notebook) as nb:
+        df = nb.dataframe()
+    table = df.groupby(["d", "n"]).agg(
+        estimate=("estimate", "mean"), exact=("exact", "first"), error=("error", "mean"), runs=("seed", "count")
+    )
+    print(table.reset_index().to_string(index=False, float_format="%.5f"))
+    print(f"{len(df)} runs on {lab.numberOfCores()} cores, saved in {args.notebook}")
 
 if __name__ == "__main__":
     main()
