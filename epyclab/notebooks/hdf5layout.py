@@ -168,7 +168,8 @@ def create_empty(path: str, file_id: str, description: str) -> None:
             f.attrs["current-resultset"] = ""
             f.attrs["file-id"] = file_id
             f.attrs["journal-seq"] = 0
-            f.create_group("resultsets")
+            # Creation order is kept, so result sets read back in the order they were added.
+            f.create_group("resultsets", track_order=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -268,12 +269,23 @@ def append_column(g: h5py.Group, name: str, start: int, col: StoredColumn) -> No
 
 
 def _write(ds: h5py.Dataset, start: int, data: np.ndarray) -> None:
-    if data.dtype == object and h5py.check_vlen_dtype(ds.dtype) not in (None, str, bytes):
+    if data.dtype == object and isinstance(h5py.check_vlen_dtype(ds.dtype), np.dtype):
         # h5py turns an object array of equal-length arrays into a 2-D array
         # when assigned with [], and refuses it; write_direct keeps the cells.
         ds.write_direct(data, dest_sel=np.s_[start : start + len(data)])
     else:
-        ds[start : start + len(data)] = data
+        try:
+            ds[start : start + len(data)] = data
+        except (ValueError, UnicodeEncodeError):
+            if h5py.check_string_dtype(ds.dtype) is None:
+                raise
+            # Exception text is stored unchecked: make it storable rather than
+            # leave a row that no checkpoint can ever write.
+            ds[start : start + len(data)] = np.array([_storable_text(t) for t in data], dtype=object)
+
+
+def _storable_text(text: str) -> str:
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _text(v: Any) -> str:

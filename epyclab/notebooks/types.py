@@ -121,6 +121,8 @@ def value_problem(v: Any, kind: str) -> str | None:
             return "it does not fit in 64 bits; store it as a float or a str"
         return None
     if kind == "str":
+        if "\x00" in v:
+            return "it holds NUL characters ('\\x00'), which HDF5 text cannot; remove them"
         if v.isascii():
             return None
         try:
@@ -235,7 +237,8 @@ def to_storage(col: Any, kind: str | None = None) -> StoredColumn:
         shapes = np.empty(len(cells), dtype=object)
         arrays = [None if c is None else np.asarray(c) for c in cells]
         present = [a for a in arrays if a is not None]
-        element = np.result_type(*{a.dtype for a in present}) if present else np.dtype(np.float64)
+        # With no array to go by, bool: it widens to whatever the column's arrays are.
+        element = np.result_type(*{a.dtype for a in present}) if present else np.dtype(bool)
         empty = np.empty(0, dtype=element)
         for i, a in enumerate(arrays):
             if a is None:
