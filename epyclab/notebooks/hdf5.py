@@ -174,12 +174,18 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._rows, self._commits = {}, {}
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
+        stored_uids = set(self._file_stored)
         self._file_stored = {}
         replayed = bool(self._replay)
         for record in self._replay:
             self._apply(record)
+            stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
         self._replay = []
-        self._committed_state = self._state_record_key()
+        # Result sets made in memory (a new notebook's default one) are not in
+        # the file yet: the next commit must record them, or its rows would
+        # refer to a result set that a later reader does not know.
+        in_file = all(self._uid(rs) in stored_uids for rs in self._resultsets.values())
+        self._committed_state = self._state_record_key() if in_file and not self._from_epyc else None
         self._saved = self._state_signature()
         if self._readonly:
             return
@@ -228,9 +234,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
                     self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
                     by_uid[uid] = rs
                 sets[tag] = rs
+        unknown = [u for u, *_ in record["rows"] + record["pending"] if u not in by_uid]
+        if unknown:
+            raise NotebookFormatError(
+                f"journal record {record['seq']} of {self._path} refers to result sets the notebook "
+                f"does not have ({unknown}); the journal does not match the file"
+            )
         for uid, start, roles, columns in record["rows"]:
-            if uid in by_uid:
-                _replay_rows(by_uid[uid], start, roles, columns)
+            _replay_rows(by_uid[uid], start, roles, columns)
         for uid, added, removed in record["pending"]:
             rs = by_uid[uid]
             for jobid in removed:
