@@ -128,6 +128,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
                     f"{self._path} was left in the middle of a change by a writer that was killed, "
                     f"and this process may not write it to undo the change; open it once for writing"
                 ) from None
+            # Reading needs no more than a shared lock, and HDF5 takes a shared lock of its own.
+            lock.share()
             stored = read_notebook(self._path)
             self._replay = self._journal_records(stored, writer)
         finally:
@@ -431,7 +433,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         rows = copy.deepcopy(self._rows)
         create_empty(tmp, file_id, self._description)
         try:
-            with h5py.File(tmp, "r+", locking=False) as f:
+            with h5py.File(tmp, "r+") as f:
                 self._write_changes(f, rows)
             os.link(self._path, backup)
             os.replace(tmp, self._path)

@@ -70,14 +70,16 @@ def escape(name: str) -> str:
 def open_file(path: str) -> h5py.File:
     """Open ``path`` for reading, with a clear error if it is not an HDF5 file."""
     try:
-        return h5py.File(path, "r", locking=False)
+        return h5py.File(path, "r")
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise NotebookFormatError(
-            f"{path} is not a notebook: it is not an HDF5 file ({exc}); "
-            f"give the name of an epyclab or epyc notebook, or a new file name"
-        ) from None
+        if not h5py.is_hdf5(path):
+            raise NotebookFormatError(
+                f"{path} is not a notebook: it is not an HDF5 file; "
+                f"give the name of an epyclab or epyc notebook, or a new file name"
+            ) from None
+        raise NotebookFormatError(f"cannot open notebook {path}: {exc}") from None
 
 
 def read_notebook(path: str) -> StoredNotebook:
@@ -160,7 +162,7 @@ def create_empty(path: str, file_id: str, description: str) -> None:
     """Write a new notebook file with no result sets, replacing ``path`` in one step."""
     tmp = f"{path}.new-{os.getpid()}"
     try:
-        with h5py.File(tmp, "w", locking=False) as f:
+        with h5py.File(tmp, "w") as f:
             f.attrs["version"] = VERSION
             f.attrs["creator"] = CREATOR
             f.attrs["description"] = description

@@ -139,6 +139,10 @@ class DataLock:
                 f"{self.Timeout if wait is None else wait:.0f} s; try again later"
             )
 
+    def share(self) -> None:
+        """Turn an exclusive lock into a shared one (HDF5 takes a shared lock of its own to read)."""
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
     def release(self) -> None:
         """Release the lock."""
         if self._fd >= 0:
