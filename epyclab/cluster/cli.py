@@ -17,7 +17,7 @@ import click
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import readWorkersFile
 from epyclab.cluster.manage import clusterStatus, initCluster, startCluster, stopCluster
-from epyclab.cluster.profile import CLIENT_FILE
+from epyclab.cluster.profile import CLIENT_FILE, profileDir
 from epyclab.cluster.sync import syncWorkers
 from epyclab.log import logger
 
@@ -280,6 +280,6 @@ def status(obj: dict, profile: str, timeout: float) -> None:
             click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
     if state.answering:
         click.echo(f"tasks: {state.queued} queued, {state.running} running, {state.finished} finished")
-        click.echo(f"client connection file: {CLIENT_FILE} in the profile")
+        click.echo(f"client connection file: {profileDir(profile, obj['ipython_dir']) / CLIENT_FILE}")
     else:
         raise SystemExit(1)

@@ -57,14 +57,17 @@ def waitForController(
     if it does not answer within ``timeout`` seconds.
     """
     deadline = monotonic() + timeout
+    checks, fetched = 0, host.isLocal
     while True:
-        if not host.isLocal:
-            _fetch_connection_files(remote, host, profileDirectory, remoteProfile)
+        checks += 1
+        if not fetched:
+            fetched = _fetch_connection_files(remote, host, profileDirectory, remoteProfile)
         # Probe the port before making a client: a client that times out
         # leaves a socket with an unsent request behind.
         if (profileDirectory / CLIENT_FILE).exists() and _listening(profileDirectory / CLIENT_FILE):
             return connect(profileDirectory, timeout=max(5.0, deadline - monotonic()))
-        if not processes.alive(remote, host, [pid]):
+        # Is it still there? Not at every poll: each check is a command (over ssh for a remote controller).
+        if checks % 4 == 1 and not processes.alive(remote, host, [pid]):
             log = controllerLog(host, profileDirectory, remoteProfile)
             tail = _log_tail(remote, host, profileDirectory, remoteProfile)
             raise ClusterSetupError(f"{host}: the controller (PID {pid}) exited; the end of its log {log}:\n{tail}")
@@ -109,8 +112,8 @@ def _listening(clientFile: Path) -> bool:
         return False
 
 
-def _fetch_connection_files(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> None:
-    """Copy the controller's connection files from ``host`` here, private; quietly wait if not written yet."""
+def _fetch_connection_files(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> bool:
+    """Copy the controller's connection files from ``host`` here, private; False if not written yet."""
     security = profileDirectory / "security"
     sources = [f"{remoteProfile}/{ENGINE_FILE}", f"{remoteProfile}/{CLIENT_FILE}"]
     try:
@@ -120,9 +123,10 @@ def _fetch_connection_files(remote: Remote, host: Host, profileDirectory: Path, 
         if error.returncode != 23:
             raise
         logger.debug("%s: connection files not written yet", host)
-        return
+        return False
     for name in (ENGINE_FILE, CLIENT_FILE):
         (profileDirectory / name).chmod(stat.S_IRUSR | stat.S_IWUSR)
+    return True
 
 
 def _log_tail(remote: Remote, host: Host, profileDirectory: Path, remoteProfile: str) -> str:

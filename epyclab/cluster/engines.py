@@ -30,6 +30,8 @@ __all__ = ["WORKER_VARIABLE", "startEngines", "engineCount", "waitForEngines", "
 #: The environment variable naming, on each engine, the worker it was started for.
 WORKER_VARIABLE = "EPYCLAB_WORKER"
 _LOG = "log/epyclab-engine-$i.log"
+# Seconds before an engine that has not answered is asked again.
+_ASK_AGAIN = 3.0
 
 
 def engineCount(enginesPerWorker: int | None, leaveFree: int = 1) -> str:
@@ -77,13 +79,16 @@ def waitForEngines(
     the workers whose engines did not come within ``timeout`` seconds.
     """
     deadline = monotonic() + timeout
-    asked: dict[int, Any] = {}
+    asked: dict[int, tuple[Any, float]] = {}
     hosts: dict[int, str] = {}
     while True:
         for eid in client.ids:
-            if eid not in asked:
-                asked[eid] = client[eid].apply_async(os.getenv, WORKER_VARIABLE, "")
-        for eid, result in list(asked.items()):
+            # Ask again if unanswered for a while: right after a controller
+            # restart, a request that reaches the controller before the
+            # engine has reconnected is dropped without a word.
+            if eid not in asked or (not asked[eid][0].ready() and monotonic() - asked[eid][1] > _ASK_AGAIN):
+                asked[eid] = (client[eid].apply_async(os.getenv, WORKER_VARIABLE, ""), monotonic())
+        for eid, (result, _) in list(asked.items()):
             if eid in hosts or not result.ready():
                 continue
             try:

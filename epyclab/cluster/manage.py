@@ -260,7 +260,18 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     started = {host: len(pids) for host, pids in recorded.engines.items()}
     if recorded.controller is None:
         return ClusterStatus("not started", False, started=started)
-    where = f"PID {recorded.controller['pid']} on {recorded.controller['host']}"
+    host = _host(str(recorded.controller["host"]))
+    pid = int(str(recorded.controller["pid"]))
+    where = f"PID {pid} on {host}"
+    remote = Remote(loadSettings(directory).sshOptions)
+    try:
+        running = processes.alive(remote, host, [pid])
+    except ClusterSetupError as error:
+        return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started)
+    if not running:
+        return ClusterStatus(
+            f"{where}, exited: restart it with `epyclab cluster start {profile}`", False, started=started
+        )
     try:
         client = connect(directory, timeout=timeout)
     except ClusterSetupError as error:

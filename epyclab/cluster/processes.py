@@ -19,10 +19,16 @@ from epyclab.cluster.ssh import Remote
 
 __all__ = ["launch", "stop", "alive"]
 
-# True if PID $1 runs and is an ipyparallel controller or engine.
-_ALIVE = (
-    'alive() { kill -0 "$1" 2>/dev/null && ps -o args= -p "$1" 2>/dev/null'
-    " | grep -q -e ipengine -e ipcontroller -e ipyparallel; }"
+# alive PID: true if PID runs (not a zombie) an ipyparallel controller or engine.
+# group_alive PGID: true if a process of that group runs (zombies left for init to reap do not count).
+# children PID: the PIDs of its children.
+_FUNCTIONS = "\n".join(
+    [
+        'alive() { ps -o stat=,args= -p "$1" 2>/dev/null | grep -v "^ *Z" | grep -q -e ipengine -e ipcontroller'
+        " -e ipyparallel; }",
+        "group_alive() { ps -eo pgid=,stat= | awk -v g=\"$1\" '$1 == g && $2 !~ /^Z/ {f = 1} END {exit !f}'; }",
+        "children() { ps -eo pid=,ppid= | awk -v p=\"$1\" '$2 == p {print $1}'; }",
+    ]
 )
 
 
@@ -61,27 +67,31 @@ def launch(
 def stop(remote: Remote, host: Host, pids: Sequence[int], grace: float = 10.0) -> list[int]:
     """Stop the process groups of ``pids`` on ``host`` (SIGTERM, then SIGKILL after ``grace`` s).
 
-    Returns the PIDs that were running and were stopped; the others had already exited.
+    The children of each process (an engine's nanny runs in a session of its
+    own) are stopped with it. Returns the PIDs that were running and were
+    stopped, children included; the others had already exited.
     """
     if not pids:
         return []
     rounds = max(1, int(grace / 0.2))
     script = "\n".join(
         [
-            _ALIVE,
-            "mine=''",
+            _FUNCTIONS,
+            "mine=''; kids=''",
             f"for p in {' '.join(str(int(p)) for p in pids)}; do",
-            '  if alive "$p"; then',
-            '    mine="$mine $p"; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true',
-            "  fi",
+            # An engine's nanny is its child, in a session of its own: stop it too.
+            '  if alive "$p"; then mine="$mine $p"; kids="$kids $(children "$p")"; fi',
             "done",
-            "left=$mine; i=0",
-            f'while [ -n "$left" ] && [ "$i" -lt {rounds} ]; do',
+            "for p in $mine $kids; do",
+            '  if alive "$p"; then kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || true; fi',
+            "done",
+            'left="$mine $kids"; i=0',
+            f'while [ -n "$(echo $left)" ] && [ "$i" -lt {rounds} ]; do',
             "  sleep 0.2; i=$((i + 1)); next=''",
-            '  for p in $left; do if kill -0 -- "-$p" 2>/dev/null; then next="$next $p"; fi; done',
+            '  for p in $left; do if group_alive "$p" || alive "$p"; then next="$next $p"; fi; done',
             "  left=$next",
             "done",
-            'for p in $left; do kill -KILL -- "-$p" 2>/dev/null || true; done',
+            'for p in $left; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true; done',
             'for p in $mine; do echo "stopped $p"; done',
         ]
     )
@@ -94,7 +104,12 @@ def alive(remote: Remote, host: Host, pids: Sequence[int]) -> list[int]:
     if not pids:
         return []
     script = "\n".join(
-        [_ALIVE, f'for p in {" ".join(str(int(p)) for p in pids)}; do if alive "$p"; then echo "alive $p"; fi; done']
+        [
+            _FUNCTIONS,
+            f"for p in {' '.join(str(int(p)) for p in pids)}; do",
+            '  if alive "$p"; then echo "alive $p"; fi',
+            "done",
+        ]
     )
     output = remote.ssh(host, script, timeout=60)
     return [int(line.split()[1]) for line in output.splitlines() if line.startswith("alive ")]

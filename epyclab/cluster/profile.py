@@ -134,8 +134,8 @@ def initProfile(
     if keys is not None:
         controller += [
             "c.IPController.enable_curve = True",
-            f"c.IPController.curve_publickey = {keys['public']!r}",
-            f"c.IPController.curve_secretkey = {keys['secret']!r}",
+            f"c.IPController.curve_publickey = {keys['public'].encode('ascii')!r}",
+            f"c.IPController.curve_secretkey = {keys['secret'].encode('ascii')!r}",
         ]
     engine = [
         "# wait this many missed heartbeats (about a second each) for a restarting controller",

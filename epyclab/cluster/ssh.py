@@ -112,7 +112,7 @@ class Remote:
 
     def run(self, label: str, argv: Sequence[str], timeout: float | None = None, cwd: str | Path | None = None) -> str:
         """Run ``argv`` for ``label`` (a host, or "local"); return its stdout or raise :class:`RemoteCommandError`."""
-        line = shlex.join(argv)
+        line = _display(argv)
         self.commands.append(line)
         if self.dryRun:
             logger.info("%s: would run: %s", label, line)
@@ -174,6 +174,13 @@ class Remote:
                 action, {str(h): e for h, e in failures.items()}, {str(h): o for h, o in outcomes.items()}
             )
         return outcomes
+
+
+def _display(argv: Sequence[str]) -> str:
+    """A command line as one would type it; ssh's remote command is shown as ssh passes it on, quoted once."""
+    if argv and argv[0] == "ssh" and argv[-1].startswith("sh -c "):
+        return shlex.join(argv[:-1]) + " " + argv[-1]
+    return shlex.join(argv)
 
 
 def _text(data: str | bytes | None) -> str:

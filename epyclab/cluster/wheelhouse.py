@@ -101,7 +101,7 @@ def buildWheelhouse(directory: str | Path, requirements: str, remote: Remote | N
     argv = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(directory), "-r", str(directory / _REQUIREMENTS)]
     remote.run("local", [*argv, target], cwd=directory.parent if not remote.dryRun else None)
     if remote.dryRun:
-        return Wheelhouse(directory, _python_version(), "(dry run)", ())
+        return Wheelhouse(directory, _python_version(), "dry-run", ())
     return _finish(directory)
 
 

@@ -1,0 +1,159 @@
+"""A real single-machine cluster from an epyclab profile: start, results, a controller killed and
+restarted (results kept, engines back), status, stop with nothing left behind. No ssh needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ipyparallel
+import pytest
+from click.testing import CliRunner, Result
+
+from epyclab.cli import main
+from epyclab.cluster.manage import clusterStatus, stopCluster
+from epyclab.cluster.state import loadProcesses
+
+
+def cluster(ipdir: Path, *args: str) -> Result:
+    """Run ``epyclab cluster ARGS`` in this process, as a user would from the shell."""
+    return CliRunner().invoke(main, ["cluster", "--ipython-dir", str(ipdir), *args])
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
+    """Wait for ``pids`` (and their process groups) to end; return those still there after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for p in pids if running(p) or group_members(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ipdir(tmp_path: Path) -> Iterator[Path]:
+    """An IPython directory of its own; whatever a test leaves running in it is stopped afterwards."""
+    directory = tmp_path / "ipython"
+    yield directory
+    for profile in directory.glob("profile_*"):
+        recorded = loadProcesses(profile)
+        if not recorded.empty():
+            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+
+
+def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
+    assert cluster(ipdir, "-q", "init", "loc").exit_code == 0
+    started = cluster(ipdir, "-q", "start", "loc", "--local", "-n", "1")
+    assert started.exit_code == 0, started.output
+    assert "(local): 1" in started.stdout
+
+    profile = ipdir / "profile_loc"
+    for name in ("ipcontroller-client.json", "ipcontroller-engine.json"):
+        assert stat.S_IMODE((profile / "security" / name).stat().st_mode) == 0o600
+    recorded = loadProcesses(profile)
+    controller = int(recorded.controller["pid"])
+    engine = recorded.engines["(local)"][0]
+
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        view = client.load_balanced_view()
+        submitted = [view.apply_async(pow, x, 2) for x in range(5)]
+        assert [r.get(30) for r in submitted] == [0, 1, 4, 9, 16]
+        ids = [r.msg_ids[0] for r in submitted]
+        assert view.apply_async(os.getpid).get(30) == engine
+    finally:
+        client.close()
+    time.sleep(1.0)  # the task store commits every 0.5 s
+
+    # The controller dies with its schedulers (its whole process group), as in a crash.
+    os.killpg(controller, signal.SIGKILL)
+    assert wait_gone([controller]) == []
+    down = cluster(ipdir, "status", "loc")
+    assert down.exit_code == 1
+    assert "exited" in down.stdout
+    assert running(engine)  # engines wait for their controller
+
+    restarted = cluster(ipdir, "-q", "start", "loc")
+    assert restarted.exit_code == 0, restarted.output
+    assert "(local): 1" in restarted.stdout
+    after = loadProcesses(profile)
+    assert int(after.controller["pid"]) != controller
+    assert after.engines == {"(local)": [engine]}  # no new engine: the old one came back
+
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        # Results of tasks finished before the crash, fetched from the restarted controller's store.
+        assert [client.get_result(i).get(10) for i in ids] == [0, 1, 4, 9, 16]
+        # And the engine that registered again takes new work.
+        assert client.load_balanced_view().apply_async(os.getpid).get(30) == engine
+    finally:
+        client.close()
+
+    state = clusterStatus("loc", ipython_dir=ipdir)
+    assert state.answering
+    assert state.engines == {"(local)": 1}
+    assert (state.queued, state.running, state.finished) == (0, 0, 7)
+
+    stopped = cluster(ipdir, "-q", "stop", "loc")
+    assert stopped.exit_code == 0, stopped.output
+    assert "(local): stopped 1 engine(s), stopped the controller" in stopped.stdout
+    assert wait_gone([engine, int(after.controller["pid"])]) == []
+    assert loadProcesses(profile).empty()
+    assert not (profile / "pid" / "epyclab-processes.json").exists()
+
+
+def test_start_refuses_a_running_cluster_and_stop_is_idempotent(ipdir: Path) -> None:
+    cluster(ipdir, "-q", "init", "twice")
+    assert cluster(ipdir, "-q", "start", "twice", "--local", "-n", "1").exit_code == 0
+    again = cluster(ipdir, "start", "twice", "--local", "-n", "1")
+    assert again.exit_code == 1
+    assert "is running" in again.output and "epyclab cluster stop twice" in again.output
+    recorded = loadProcesses(ipdir / "profile_twice")
+    pids = [int(recorded.controller["pid"]), *recorded.engines["(local)"]]
+    assert cluster(ipdir, "-q", "stop", "twice").exit_code == 0
+    assert wait_gone(pids) == []
+    second = cluster(ipdir, "stop", "twice")
+    assert second.exit_code == 0
+    assert "nothing was running" in second.stdout
+
+
+def test_a_controller_that_cannot_start_is_reported_with_its_log(ipdir: Path) -> None:
+    cluster(ipdir, "-q", "init", "broken")
+    profile = ipdir / "profile_broken"
+    config = profile / "ipcontroller_config.py"
+    config.write_text(config.read_text() + "c.IPController.db_class = 'no.such.module.Store'\n")
+    result = cluster(ipdir, "-q", "start", "broken", "--local", "-n", "1", "--timeout", "30")
+    assert result.exit_code == 1
+    assert "the controller (PID" in result.output and "exited" in result.output
+    assert "No module named 'no'" in result.output  # the end of its log says why
+    assert json.loads((profile / "pid" / "epyclab-processes.json").read_text())["engines"] == {}
+    assert cluster(ipdir, "-q", "stop", "broken").exit_code == 0
