@@ -39,6 +39,7 @@ from epyclab.errors import (
     UnstorableValueError,
 )
 from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
+from epyclab.labs.cluster import ClusterLab
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
 from epyclab.log import Logger
@@ -64,6 +65,7 @@ __all__ = [
     "PointwiseDesign",
     "Lab",
     "ParallelLab",
+    "ClusterLab",
     "LabNotebook",
     "HDF5LabNotebook",
     "JSONLabNotebook",

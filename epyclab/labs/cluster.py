@@ -165,6 +165,7 @@ class ClusterLab(Lab):
             return
         client = self._connection.open(self.Reconnections, self.ReconnectDelay)
         self._hub_ = Hub(client, self._connection.timeout)
+        self._collector.reset()
         view = client.load_balanced_view()
         # Engine death is handled by the lab (resubmission); retries would re-run ordinary errors too.
         view.retries = 0
@@ -261,6 +262,7 @@ class ClusterLab(Lab):
         if engines == 0:
             logger.warning("no engines are registered yet; the tasks wait at the controller until some join")
         size = self._chunk_size or chunk_size(len(items), engines)
+        hub.settle()
         self._payloads.update(payloads)
         tag = nb.currentTag()
         rs = nb.current()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
@@ -69,6 +69,10 @@ LOST_POLICIES = ("resubmit", "fail")
 _WHY = {
     TaskState.DIED: "the engine running it died",
     TaskState.ORPHAN: "the controller restarted while it was queued or running, so it can never finish",
+    TaskState.STUCK: (
+        "the controller assigned it to an engine that never received it (a message lost while the engine "
+        "reconnected, as happens right after a controller restart)"
+    ),
     TaskState.MISSING: (
         "the controller has no record of it and is not running it: it was culled from the hub's task store "
         "(the default in-memory store keeps only 1024 tasks) or lost when the controller stopped"
@@ -92,12 +96,16 @@ class Tally:
     collected: int = 0
     failed: int = 0
     changed: bool = False
+    #: Points resubmitted, by reason.
+    resubmitted: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "Tally") -> None:
         """Add another pass's counts to these."""
         self.collected += other.collected
         self.failed += other.failed
         self.changed = self.changed or other.changed
+        for why, n in other.resubmitted.items():
+            self.resubmitted[why] = self.resubmitted.get(why, 0) + n
 
 
 class Collector:
@@ -138,6 +146,8 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_live_check: float | None = None
+        self._seen_on: dict[str, int] = {}
+        self._probes: dict[int, tuple[AsyncResult, set[str]]] = {}
         self._where: dict[str, str] | None = None
 
     # ---- one pass --------------------------------------------------------------------------
@@ -158,6 +168,8 @@ class Collector:
             observations = self._observe(hub, tasks, full)
             for msg_id, ob in observations.items():
                 self._apply(hub, msg_id, tasks[msg_id], ob, purge, tally)
+            for why, n in tally.resubmitted.items():
+                logger.warning("resubmitted %d points: %s", n, why)
         self._flush_purges(hub)
         return tally
 
@@ -190,12 +202,17 @@ class Collector:
         return observations
 
     def _find_stranded(self, hub: Hub, waiting: list[str], observations: dict[str, Observation]) -> None:
-        """Mark the tasks the hub is not running: incomplete records are orphans, absent ones lost.
+        """Mark the tasks the hub will never finish: orphans, lost ones, and those stuck on an engine.
 
-        Asked at most every :attr:`OrphanCheckSeconds`. The hub's list of running
-        tasks is read after the records, and the candidates' records are read
-        again after it, so a task that finished in between is not mistaken for
-        a stranded one.
+        Asked at most every :attr:`OrphanCheckSeconds`. The hub's lists of
+        tasks it waits for are read after the records, and the candidates'
+        records are read again after that, so a task that finished in between
+        is not mistaken for a stranded one. An incomplete record the hub does
+        not wait for is an orphan; a missing one (past the grace period) is
+        lost. A task the hub has had assigned to the same engine at two checks
+        in a row is *probed*: the engine is sent a trivial task, which it runs
+        only after everything it received before; if that comes back while
+        the task is still assigned to the engine, the engine never got it.
         """
         now = monotonic()
         if self._last_live_check is not None and now - self._last_live_check < self.OrphanCheckSeconds:
@@ -204,7 +221,9 @@ class Collector:
                     observations[msg_id] = Observation(TaskState.PENDING)
             return
         self._last_live_check = now
-        live = hub.live()
+        unassigned, by_engine = hub.live()
+        engine_of = {m: e for e, tasks in by_engine.items() for m in tasks}
+        live = unassigned | set(engine_of)
         candidates = [m for m in waiting if m not in live]
         again = hub.records(candidates, ["completed", "resubmitted"]) if candidates else {}
         for msg_id in waiting:
@@ -220,6 +239,38 @@ class Collector:
                     observations[msg_id] = Observation(TaskState.ORPHAN)
             elif rec is not None:
                 observations[msg_id] = Observation(TaskState.PENDING)  # it appeared: read it next pass
+        self._probe(hub, waiting, engine_of, observations)
+
+    def _probe(self, hub: Hub, waiting: list[str], engine_of: dict[str, int],
+               observations: dict[str, Observation]) -> None:
+        """Find tasks stuck on engines that never received them (see :meth:`_find_stranded`)."""
+        for engine, (ar, tasks) in list(self._probes.items()):
+            if not ar.done():
+                continue
+            del self._probes[engine]
+            self._purge_later(ar.msg_ids[0])
+            for msg_id in tasks:
+                ob = observations.get(msg_id)
+                if engine_of.get(msg_id) == engine and ob is not None and ob.state is TaskState.PENDING:
+                    observations[msg_id] = Observation(TaskState.STUCK)
+        suspects: dict[int, set[str]] = {}
+        for msg_id in waiting:
+            engine = engine_of.get(msg_id)
+            if engine is not None and self._seen_on.get(msg_id) == engine and engine not in self._probes:
+                suspects.setdefault(engine, set()).add(msg_id)
+        for engine, tasks in suspects.items():
+            try:
+                self._probes[engine] = (hub.probe(engine), tasks)
+            except NoAnswer:
+                raise
+            except Exception as exc:
+                logger.debug("could not probe engine %s: %s", engine, exc)
+        self._seen_on = {m: engine_of[m] for m in waiting if m in engine_of}
+
+    def reset(self) -> None:
+        """Forget what belongs to a client that is gone (probes in flight)."""
+        self._probes.clear()
+        self._seen_on.clear()
 
     def _past_grace(self, msg_id: str, tasks: dict[str, list[JobRef]]) -> bool:
         """True once a task missing from the hub cannot be one the hub has not recorded yet."""
@@ -245,11 +296,13 @@ class Collector:
         self._missing_since.pop(msg_id, None)
         if state is TaskState.DONE:
             self._resolve(msg_id, refs, ob.reply, tally)
+            self._forget(msg_id)
         elif state is TaskState.FAILED:
             exc = ob.error
             assert exc is not None
             logger.warning("task %s (%d points) failed on the engine: %s", msg_id, len(refs), exc)
             self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)
+            self._forget(msg_id)
         elif state is TaskState.MOVED:
             assert ob.moved_to is not None
             self._rename(refs, ob.moved_to, keep_index=True)
@@ -257,9 +310,6 @@ class Collector:
             self._forget(msg_id, moved_to=ob.moved_to)
         else:
             self._recover(hub, msg_id, refs, ob, purge, tally)
-            return
-        if state is not TaskState.MOVED:
-            self._forget(msg_id)
 
     def _resolve(self, msg_id: str, refs: list[JobRef], reply: Any, tally: Tally) -> None:
         classname = self._classname(msg_id)
@@ -310,10 +360,12 @@ class Collector:
         elif attempt >= self.retries:
             reason = f"it was already resubmitted {attempt} times (the lab's Retries)"
         else:
+            hub.settle()
             new = self._resubmit(hub, msg_id, refs, state)
             if new is not None:
-                logger.warning("task %s (%d points): %s; resubmitted as %s", msg_id, len(refs), why, new)
+                logger.info("task %s (%d points): %s; resubmitted (now %s)", msg_id, len(refs), why, new)
                 tally.changed = True
+                tally.resubmitted[_WHY[state]] = tally.resubmitted.get(_WHY[state], 0) + len(refs)
                 return
             reason = "this process does not have the experiment to submit it again"
         message = (
@@ -326,32 +378,40 @@ class Collector:
         self._forget(msg_id)
 
     def _resubmit(self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState) -> str | None:
-        """Run a task again: by the hub from its stored request if it has it, else from our experiment."""
-        own = self._own.pop(msg_id, None)
+        """Run a task again: by the hub from its stored request if it has it, else from our experiment.
+
+        A chunk whose engine died, if this process has its experiment, runs
+        again one point per task, so that a point that kills its engine takes
+        no other point with it.
+        """
+        own = self._own.get(msg_id)
+        key = own.key if own is not None and own.key in self._payloads else None
+        if state is TaskState.DIED and key is not None and len(refs) > 1:
+            return self._resubmit_here(msg_id, refs, key, one_by_one=True)
         if state is not TaskState.MISSING:
             try:
                 new = hub.resubmit([msg_id])[msg_id]
             except NoAnswer:
-                if own is not None:
-                    self._own[msg_id] = own
                 raise
             except Exception as exc:
-                logger.info("the hub could not resubmit task %s (%s); trying from the experiment", msg_id, exc)
+                logger.info("the hub could not resubmit task %s (%s)", msg_id, exc)
             else:
                 self._rename(refs, new, keep_index=True)
-                self._purge_later(msg_id)
-                if own is not None:
-                    self._own[new] = OwnTask(own.key, monotonic(), None)
+                self._forget(msg_id, moved_to=new)
                 return new
-        if own is None or own.key not in self._payloads:
-            if own is not None:
-                self._own[msg_id] = own
-            return None
+        if key is not None:
+            return self._resubmit_here(msg_id, refs, key, one_by_one=False)
+        return None
+
+    def _resubmit_here(self, msg_id: str, refs: list[JobRef], key: str, one_by_one: bool) -> str:
+        """Submit a task's pending points again from the experiment this process holds."""
         ordered = sorted(refs, key=lambda r: r.index)
-        points = [self._nb.pendingResultParameters(r.jobid) for r in ordered]
-        new = self._submit(own.key, points)
-        self._rename(ordered, new, keep_index=False)
-        self._purge_later(msg_id)
+        groups = [[r] for r in ordered] if one_by_one else [ordered]
+        new = ""
+        for group in groups:
+            new = self._submit(key, [self._nb.pendingResultParameters(r.jobid) for r in group])
+            self._rename(group, new, keep_index=False)
+        self._forget(msg_id)
         return new
 
     def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool) -> None:

@@ -137,10 +137,15 @@ class Hub:
 
     #: Task ids per query: the SQLite task store turns ``$in`` into a chain of ORs, limited in depth.
     Batch = 200
+    #: Seconds to leave a restarted controller before submitting to it: its schedulers drop tasks
+    #: sent to engines whose connections have not come back yet.
+    SettleSeconds = 3.0
 
     def __init__(self, client: ipp.Client, timeout: float) -> None:
         self.client = client
         self.timeout = float(timeout)
+        self._session: str | None = None
+        self._restarted: float | None = None
 
     def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         """Send a query to the hub; return the reply's content and buffers (NoAnswer if none comes)."""
@@ -151,6 +156,12 @@ class Hub:
             client._futures.pop(future.msg_id, None)
             raise NoAnswer(f"the controller did not answer a {msg_type} within {self.timeout:g} s")
         reply = future.result()
+        session = reply.get("header", {}).get("session")
+        if session is not None and session != self._session:
+            if self._session is not None:
+                logger.warning("the controller was restarted (new hub session %s)", session)
+                self._restarted = time.monotonic()
+            self._session = session
         answer = reply["content"]
         if answer.get("status") != "ok":
             raise client._unwrap_exception(answer)
@@ -178,15 +189,29 @@ class Hub:
                 found[rec["msg_id"]] = rec
         return found
 
-    def live(self) -> set[str]:
-        """The tasks the hub is waiting for: not yet assigned, or assigned to a registered engine."""
+    def live(self) -> tuple[set[str], dict[int, set[str]]]:
+        """The tasks the hub is waiting for: those not yet assigned, and those of each registered engine."""
         content, _ = self.request("queue_request", {"targets": None, "verbose": True})
-        live = set(content.get("unassigned") or [])
-        for value in content.values():
-            if isinstance(value, dict):
-                live.update(value.get("tasks") or [])
-                live.update(value.get("queue") or [])
-        return live
+        unassigned = set(content.get("unassigned") or [])
+        engines: dict[int, set[str]] = {}
+        for key, value in content.items():
+            if isinstance(value, dict) and str(key).isdigit():
+                engines[int(key)] = set(value.get("tasks") or []) | set(value.get("queue") or [])
+        return unassigned, engines
+
+    def probe(self, engine: int) -> Any:
+        """Send engine ``engine`` a trivial task; its future finishes once the engine ran all it had before."""
+        return self.client[engine].apply_async(_engine_pid)
+
+    def settle(self) -> None:
+        """Wait until a controller seen restarting has been up :attr:`SettleSeconds`."""
+        if self._restarted is None:
+            return
+        left = self._restarted + self.SettleSeconds - time.monotonic()
+        if left > 0:
+            logger.info("waiting %.1f s for the engines to reconnect to the restarted controller", left)
+            time.sleep(left)
+        self._restarted = None
 
     def purge(self, msg_ids: list[str]) -> list[str]:
         """Drop finished tasks' records from the hub; return the ids it still had pending (not dropped)."""
@@ -227,6 +252,12 @@ class Hub:
             self.client.close(linger=int(self.timeout * 1000))
         except Exception as exc:
             logger.warning("closing the connection to the controller: %s", exc)
+
+
+def _engine_pid() -> int:
+    import os
+
+    return os.getpid()
 
 
 def _pending_id(exc: BaseException, batch: list[str]) -> str | None:

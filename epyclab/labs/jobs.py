@@ -130,6 +130,8 @@ class TaskState(Enum):
     DIED = "died"
     #: The hub has its record but it can never finish (the controller restarted while it was queued or running).
     ORPHAN = "orphan"
+    #: Assigned to an engine that has run everything it received since, without it (lost in transit).
+    STUCK = "stuck"
     #: The hub has no record of it (not recorded yet, culled from the store, or lost with the controller).
     MISSING = "missing"
     #: Someone resubmitted it; the work continues under another task id.
