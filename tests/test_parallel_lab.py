@@ -104,16 +104,21 @@ def test_cheap_points_are_batched(cluster: LocalCluster) -> None:
     lab = lab_on(cluster)
     lab["x"] = range(400)
     lab.runExperiment(Square(), progress=False)
-    assert 1 < lab.lastSweep["largest_chunk"] <= 400 // (4 * 2)
+    assert lab.lastSweep["largest_chunk"] == 400 // (4 * 2)
+    assert lab.lastSweep["most_run_by_a_task"] > 1
     assert len(lab.dataframe()) == 400
 
 
-def test_expensive_points_go_one_per_task(cluster: LocalCluster) -> None:
+def test_expensive_points_are_not_held_back_in_chunks(cluster: LocalCluster) -> None:
     lab = lab_on(cluster)
-    lab["x"] = range(6)
-    lab.runExperiment(Sleepy(0.15), progress=False)
-    assert lab.lastSweep["largest_chunk"] == 1
-    assert sorted(lab.dataframe()["y"]) == list(range(6))
+    lab["x"] = range(24)
+    lab.runExperiment(Sleepy(0.1), progress=False)
+    # The first chunks hold 3 points (24 // (4 * 2)), but a task starts no point after 0.2 s.
+    assert lab.lastSweep["largest_chunk"] == 3
+    assert lab.lastSweep["most_run_by_a_task"] <= 2
+    df = lab.dataframe()
+    assert sorted(df["y"]) == list(range(24))
+    assert df[Experiment.PID].nunique() == 2
 
 
 def test_progress_bar_shows_done_and_failed(cluster: LocalCluster, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest_parallel import Square
+from conftest_parallel import Sleepy, Square
 
 from epyclab.combinators import RepeatedExperiment
 from epyclab.errors import ExperimentSerializationError
@@ -85,10 +85,11 @@ def test_cluster_and_client_are_exclusive() -> None:
 # ---- chunk sizes ----------------------------------------------------------------------------
 
 
-def test_first_chunks_are_single_point_probes() -> None:
+def test_first_chunks_have_the_largest_size_and_a_time_budget() -> None:
     sizer = ChunkSizer(10_000, 2)
     assert not sizer.estimated()
-    assert sizer.size() == 1
+    assert sizer.size() == 10_000 // (4 * 2)
+    assert sizer.budget == ChunkSizer.BudgetSeconds
 
 
 def test_cheap_points_fill_the_target_time_up_to_a_quarter_share_per_engine() -> None:
@@ -192,6 +193,19 @@ def test_run_points_returns_one_result_per_point_in_order() -> None:
     assert [rc["metadata"][Experiment.STATUS] for rc in rcs] == [True, False, True]
     assert rcs[2]["results"] == {"y": 9}
     assert "x=2 is bad" in rcs[1]["metadata"][Experiment.TRACEBACK]
+
+
+def test_a_chunk_with_a_time_budget_stops_starting_points_when_it_is_spent() -> None:
+    worker.load_experiment("unit-budget", serialize_experiment(Sleepy(0.05)))
+    try:
+        points = [{"x": x} for x in range(10)]
+        codec, _, payload = worker.run_points("unit-budget", points, budget=0.08)
+        # 0.05 s per point: the second point ends past the budget, and no third starts.
+        assert [rc["parameters"]["x"] for rc in worker.decode_results(codec, payload)] == [0, 1]
+        codec, _, payload = worker.run_points("unit-budget", points, budget=0.0)
+        assert len(worker.decode_results(codec, payload)) == 1  # the first point always runs
+    finally:
+        worker.forget_experiment("unit-budget")
 
 
 def test_engine_without_the_experiment_says_so_instead_of_raising() -> None:

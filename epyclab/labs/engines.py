@@ -190,13 +190,16 @@ def submit_chunk(
     points: list[dict[str, Any]],
     blob: bytes | None = None,
     paths: list[str] | None = None,
+    budget: float | None = None,
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
 
     With ``blob`` (the experiment's dill bytes) an engine that lacks the
-    experiment loads it, adding ``paths`` to its ``sys.path`` first.
+    experiment loads it, adding ``paths`` to its ``sys.path`` first. With
+    ``budget`` the engine stops starting points after that many seconds and
+    the reply holds fewer results than points.
     """
-    return view.apply_async(worker.run_points, key, points, blob, paths)
+    return view.apply_async(worker.run_points, key, points, blob, paths, budget)
 
 
 def is_engine_death(exc: BaseException) -> bool:
@@ -209,10 +212,12 @@ def is_engine_death(exc: BaseException) -> bool:
 def chunk_results(
     reply: tuple[str, float, bytes], points: list[dict[str, Any]], classname: str = ""
 ) -> list[ResultsDict]:
-    """One results dict per point from an engine's reply to :func:`submit_chunk`.
+    """The results dicts of an engine's reply to :func:`submit_chunk`, one per point run.
 
-    A reply that cannot be decoded here (a result of a class this process
-    cannot import, say) becomes a failed result for each point, saying why.
+    They are for the first points of ``points``, in order (all of them unless
+    the chunk had a time budget). A reply that cannot be decoded here (a
+    result of a class this process cannot import, say) becomes a failed
+    result for each point, saying why.
     """
     codec, _, payload = reply
     try:
@@ -224,33 +229,46 @@ def chunk_results(
 
 
 class ChunkSizer:
-    """How many points go in each task.
+    """How many points go in each task, and how long a task may run.
 
-    The rule: the first task to each engine holds one point (a probe). Each
-    finished chunk reports the time its engine spent per point (an
-    exponentially weighted average, so a sweep whose points grow costlier is
-    followed); later chunks hold as many points as run in
-    :attr:`TargetSeconds` (0.1 s) at that rate, at least 1 and at most
-    ``total // (ChunksPerEngine * engines)``, so that every engine gets at
-    least :attr:`ChunksPerEngine` chunks and the sweep ends evenly.
+    The rule: a chunk holds at most ``largest = total // (ChunksPerEngine *
+    engines)`` points (at least 1), so every engine gets at least
+    :attr:`ChunksPerEngine` chunks and the sweep ends evenly. Before anything
+    is known, chunks have that largest size. Every chunk is bounded in time on
+    its engine: it starts no new point after :attr:`BudgetSeconds` (0.2 s) and
+    gives the rest back, to be queued again. Each finished chunk reports its
+    engine's time per point (an exponentially weighted average, so a sweep
+    whose points grow costlier is followed), and later chunks hold as many
+    points as run in :attr:`TargetSeconds` (0.1 s), at least 1.
 
-    So cheap points are batched until a task's fixed cost (about 3 ms for a
+    So cheap points are batched until a task's fixed cost (a few ms for a
     load-balanced task on this kind of machine) is a few percent of its
-    work, and points costing 0.1 s or more go one per task: none is held
-    back behind another, and load stays balanced.
+    work, no round trip is spent on a probe before the real work, and points
+    costing 0.1 s or more end up one per task: a point is never held back
+    behind more than 0.2 s of other points, and load stays balanced.
     """
 
     #: Seconds of work a chunk aims at.
     TargetSeconds = 0.1
+    #: A chunk starts no new point after this many seconds on its engine.
+    BudgetSeconds = 0.2
     #: Every engine gets at least this many chunks (when there are enough points).
     ChunksPerEngine = 4
     #: Weight of the newest chunk in the per-point time estimate.
     Smoothing = 0.5
 
-    def __init__(self, total: int, engines: int, target: float | None = None, largest: int | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        engines: int,
+        target: float | None = None,
+        largest: int | None = None,
+        budget: float | None = None,
+    ) -> None:
         self.total = max(0, int(total))
         self.engines = max(1, int(engines))
         self.target = self.TargetSeconds if target is None else float(target)
+        self.budget = self.BudgetSeconds if budget is None else float(budget)
         cap = max(1, self.total // (self.ChunksPerEngine * self.engines))
         self.largest = cap if largest is None else max(1, min(cap, int(largest)))
         self.per_point: float | None = None
@@ -268,9 +286,7 @@ class ChunkSizer:
 
     def size(self) -> int:
         """The number of points for the next chunk."""
-        if self.per_point is None:
-            return 1
-        if self.per_point <= 0:
+        if self.per_point is None or self.per_point <= 0:
             return self.largest
         return max(1, min(self.largest, int(self.target / self.per_point)))
 
@@ -290,10 +306,11 @@ class _Chunk:
 class Sweep:
     """Runs points on a client's engines and yields their results dicts as they arrive.
 
-    ``items`` and ``payloads`` come from :func:`package`. :meth:`results` ships
-    the experiments to every engine, keeps at most :attr:`Window` chunks per
-    engine in flight (one probe per engine until a chunk has been timed),
-    sized by ``sizer``, and yields exactly one results dict per point:
+    ``items`` and ``payloads`` come from :func:`package`. :meth:`results` keeps
+    :attr:`Window` chunks per engine in flight, sized and time-bounded by
+    ``sizer`` (the points a chunk had no time for are queued again), sends
+    the experiment with the first chunk for each engine, and yields exactly
+    one results dict per point:
 
     - the points of a chunk whose engine died are resubmitted to the others,
       one per task; a point that was running on :attr:`MaxDeaths` engines
@@ -311,8 +328,9 @@ class Sweep:
     and (with ``forget=True``) the engines drop the experiment.
     """
 
-    #: Chunks in flight per engine once chunks are timed (the scheduler hands them out as engines
-    #: free up; enough of them hide the round trip when chunks are short).
+    #: Chunks in flight per engine: the scheduler hands them out as engines free up, and enough
+    #: of them hide the round trip when chunks are short. A chunk waiting in the scheduler's
+    #: queue holds no point back, since the first engine to free up takes it.
     Window = 4
     #: A point that was running on this many engines that died is recorded as failed.
     MaxDeaths = 2
@@ -343,12 +361,14 @@ class Sweep:
         # retries would also re-run tasks that raised, and can hang.
         self._view.retries = 0
         self._next = 0
+        self._firsts = dict.fromkeys(payloads, 0)
         self._retry: deque[_Chunk] = deque()
         self._pending: dict[str, tuple[AsyncResult, _Chunk]] = {}
         self._arrived: queue.SimpleQueue[AsyncResult] = queue.SimpleQueue()
         self._no_engines_since: float | None = None
-        #: The largest chunk submitted so far (for reports).
+        #: The largest chunk submitted, and the most points one task ran (for reports).
         self.largest_chunk = 0
+        self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their engine died.
         self.resubmitted = 0
 
@@ -376,15 +396,16 @@ class Sweep:
 
     def _fill(self) -> None:
         engines = max(1, len(self._client.ids))
-        limit = engines * (self.Window if self._sizer.estimated() else 1)
-        while len(self._pending) < limit:
+        while len(self._pending) < engines * self.Window:
             if self._retry:
                 chunk = self._retry.popleft()
             elif self._next < len(self._items):
                 chunk = self._take(self._sizer.size())
-                # Until chunks are timed, each engine gets one probe, which brings the
-                # experiment along: no separate round trip to ship it first.
-                chunk.blob = not self._sizer.estimated()
+                # The first chunk to each engine brings the experiment along: no separate
+                # round trip to ship it first. (An engine that gets another chunk first
+                # says so, and is sent the experiment then.)
+                chunk.blob = self._firsts[chunk.key] < engines
+                self._firsts[chunk.key] += 1
             else:
                 return
             self._submit(chunk)
@@ -406,10 +427,9 @@ class Sweep:
         return _Chunk(key, points)
 
     def _submit(self, chunk: _Chunk) -> None:
-        if chunk.blob:
-            ar = submit_chunk(self._view, chunk.key, chunk.points, self._payloads[chunk.key].blob, self._paths)
-        else:
-            ar = submit_chunk(self._view, chunk.key, chunk.points)
+        blob = self._payloads[chunk.key].blob if chunk.blob else None
+        ar = submit_chunk(self._view, chunk.key, chunk.points, blob, self._paths if blob else None,
+                          self._sizer.budget)
         self._pending[ar.msg_ids[0]] = (ar, chunk)
         self.largest_chunk = max(self.largest_chunk, len(chunk.points))
         ar.add_done_callback(self._arrived.put)
@@ -432,8 +452,16 @@ class Sweep:
             return
         if reply[0] == worker.UNLOADABLE:
             raise unloadable(classname, ar.engine_id, reply[2].decode(errors="replace"))
-        self._sizer.record(len(chunk.points), reply[1])
-        yield from chunk_results(reply, chunk.points, classname)
+        rcs = chunk_results(reply, chunk.points, classname)
+        done = len(rcs)
+        self._sizer.record(done, reply[1])
+        self.most_run_by_a_task = max(self.most_run_by_a_task, done)
+        if done < len(chunk.points):
+            # The chunk ran out of time: the rest go next, sized by what was just learnt.
+            rest, size = chunk.points[done:], self._sizer.size()
+            pieces = [rest[i:i + size] for i in range(0, len(rest), size)]
+            self._retry.extendleft(_Chunk(chunk.key, piece, deaths=chunk.deaths) for piece in reversed(pieces))
+        yield from rcs
 
     def _engine_died(self, chunk: _Chunk, exc: BaseException, classname: str) -> Iterator[ResultsDict]:
         if len(chunk.points) > 1:

@@ -104,7 +104,8 @@ class ParallelLab(Lab):
         self._timeout = timeout
         #: The local cluster of the sweep running now (None otherwise); tests read its PIDs.
         self.localCluster: "LocalCluster | None" = None
-        #: What the last sweep did: engines, largest chunk, chunks resubmitted.
+        #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
+        #: chunks resubmitted because their engine died.
         self.lastSweep: dict[str, int] = {}
 
     def numberOfCores(self) -> int:
@@ -180,6 +181,7 @@ class ParallelLab(Lab):
                     self.lastSweep = {
                         "engines": engines,
                         "largest_chunk": sweep.largest_chunk,
+                        "most_run_by_a_task": sweep.most_run_by_a_task,
                         "resubmitted": sweep.resubmitted,
                     }
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,

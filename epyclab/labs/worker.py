@@ -129,20 +129,28 @@ def forget_experiment(key: str) -> bool:
 
 
 def run_points(
-    key: str, points: list[dict[str, Any]], blob: bytes | None = None, paths: list[str] | None = None
+    key: str,
+    points: list[dict[str, Any]],
+    blob: bytes | None = None,
+    paths: list[str] | None = None,
+    budget: float | None = None,
 ) -> tuple[str, float, bytes]:
-    """Run the experiment of sweep ``key`` at each point; return ``(codec, seconds, payload)``.
+    """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
 
-    ``payload`` holds one results dict per point, in order, encoded by
-    :func:`encode_results`; ``seconds`` is the time this engine spent on the
-    chunk (the lab sizes later chunks with it). If this engine has not been
-    given the experiment (it joined after the sweep started) and ``blob`` is
-    None, the reply is ``(MISSING, 0.0, b'')`` so that the client can send it
-    and resubmit; with ``blob`` (the dill bytes) the experiment is loaded here,
-    (with ``paths`` as in :func:`load_experiment`), and if that fails the
-    reply is ``(UNLOADABLE, 0.0, error text)``.
+    ``payload`` holds one results dict per point run, in order, encoded by
+    :func:`encode_results`; ``seconds`` is the time this engine spent running
+    and encoding them (the lab sizes later chunks with it). With ``budget``
+    (seconds), no point is started once that much time has passed (the first
+    always runs): the results are then fewer than the points, and the lab
+    runs the rest elsewhere, so a chunk never holds expensive points back.
+
+    If this engine has not been given the experiment (it joined after the
+    sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
+    so that the client can send it and resubmit; with ``blob`` (the dill
+    bytes) the experiment is loaded here (with ``paths`` as in
+    :func:`load_experiment`), and if that fails the reply is
+    ``(UNLOADABLE, 0.0, error text)``.
     """
-    t0 = perf_counter()
     experiment = _experiments.get(key)
     if experiment is None:
         if blob is None:
@@ -152,7 +160,15 @@ def run_points(
         except Exception as exc:
             return UNLOADABLE, 0.0, exception_text(exc).encode()
         experiment = _experiments[key]
-    results = [run_safely(experiment, p) for p in points]
+    t0 = perf_counter()
+    if budget is None:
+        results = [run_safely(experiment, p) for p in points]
+    else:
+        results = []
+        for p in points:
+            results.append(run_safely(experiment, p))
+            if perf_counter() - t0 >= budget:
+                break
     codec, payload = encode_results(results)
     return codec, perf_counter() - t0, payload
 

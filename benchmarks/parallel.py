@@ -1,0 +1,198 @@
+"""ParallelLab against raw ipyparallel and the sequential Lab, and its cluster's start and stop.
+
+In one run, on a local cluster of ``--engines`` engines (default: every core):
+
+(a) 2,000 trivial points (``do`` returns ``{'y': 2*x}``): points/s of a
+    ParallelLab sweep on a running cluster, against two floors on the same
+    engines with the same chunk size as the lab chose: ``map_async`` of the
+    same experiment runs (``functools.partial(worker.run, e)`` over the points:
+    what a hand-written ipyparallel sweep does, without a notebook), and
+    ``map_async`` of a bare ``2*x``; and against the sequential ``Lab``.
+    Best and median of ``--repeat`` interleaved runs.
+(b) 40 CPU-bound points of ~0.25 s each (pure Python, calibrated here): the
+    speedup of ParallelLab over the sequential Lab, on a running cluster (best
+    of ``--cpu-repeat`` interleaved runs of each) and end to end (starting and
+    stopping its own cluster, one run).
+(c) the local cluster's start (until every engine is registered) and stop.
+
+    python benchmarks/parallel.py [--repeat 5] [--cpu-repeat 2] [--engines N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
+
+from epyclab.labs import worker  # noqa: E402
+from epyclab.labs.lab import Lab  # noqa: E402
+from epyclab.labs.localcluster import LocalCluster  # noqa: E402
+from epyclab.labs.parallel import ParallelLab, resolve_cores  # noqa: E402
+
+TRIVIAL_POINTS = 2000
+CPU_POINTS = 40
+CPU_SECONDS = 0.25
+
+
+def timed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    t0 = time.perf_counter()
+    f(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def map_and_get(view: Any, f: Callable[..., Any], seq: Any, chunk: int) -> list[Any]:
+    return view.map_async(f, seq, chunksize=chunk).get()
+
+
+def calibrate(seconds: float) -> int:
+    """Iterations of :func:`burn` that take about ``seconds`` here."""
+    n = 100_000
+    while True:
+        t = min(timed(burn, n) for _ in range(3))
+        if t > 0.05:
+            return int(n * seconds / t)
+        n *= 4
+
+
+def trivial(client: Any, repeat: int) -> dict[str, Any]:
+    """(a): ParallelLab vs map_async floors vs Lab on 2,000 trivial points."""
+    view = client.load_balanced_view()
+    points = [{"x": x} for x in range(TRIVIAL_POINTS)]
+    lab_t, floor_t, bare_t, seq_t, chunks = [], [], [], [], []
+    for _ in range(repeat):
+        lab = ParallelLab(client=client)
+        lab["x"] = range(TRIVIAL_POINTS)
+        lab_t.append(timed(lab.runExperiment, Trivial(), progress=False))
+        assert len(lab.dataframe()) == TRIVIAL_POINTS
+        chunk = lab.lastSweep["largest_chunk"]
+        chunks.append(chunk)
+        floor_t.append(timed(map_and_get, view, partial(worker.run, Trivial()), points, chunk))
+        bare_t.append(timed(map_and_get, view, double, range(TRIVIAL_POINTS), chunk))
+        seq = Lab()
+        seq["x"] = range(TRIVIAL_POINTS)
+        seq_t.append(timed(seq.runExperiment, Trivial(), progress=False))
+    return {"lab": lab_t, "floor": floor_t, "bare": bare_t, "seq": seq_t, "chunk": max(chunks)}
+
+
+def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> dict[str, float]:
+    """(b): 40 CPU-bound points, sequential vs parallel (running cluster; best of ``repeat``), and end to end."""
+    t_seq, t_par = [], []
+    for _ in range(repeat):
+        seq = Lab()
+        seq["x"] = range(CPU_POINTS)
+        t_seq.append(timed(seq.runExperiment, CpuBound(n), progress=False))
+        lab = ParallelLab(client=client)
+        lab["x"] = range(CPU_POINTS)
+        t_par.append(timed(lab.runExperiment, CpuBound(n), progress=False))
+        assert len(lab.dataframe()) == CPU_POINTS
+    own = ParallelLab(cores=engines, profile_dir=profile)
+    own["x"] = range(CPU_POINTS)
+    t_own = timed(own.runExperiment, CpuBound(n), progress=False)
+    return {"seq": min(t_seq), "par": min(t_par), "own": t_own, "per_point": min(t_seq) / CPU_POINTS}
+
+
+def start_stop(engines: int, profile: str, repeat: int) -> dict[str, list[float]]:
+    """(c): start (engines registered) and stop of a local cluster."""
+    starts, stops = [], []
+    for _ in range(repeat):
+        local = LocalCluster(engines, profile)
+        starts.append(timed(local.start))
+        stops.append(timed(local.stop))
+    return {"start": starts, "stop": stops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cpu-repeat", type=int, default=2, help="interleaved runs of (b)")
+    parser.add_argument("--engines", type=int, default=0, help="as ParallelLab's cores (0: every core)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    args = parser.parse_args()
+    engines = resolve_cores(args.engines)
+
+    from _report import machine, table, write_section
+
+    with tempfile.TemporaryDirectory(prefix="epyclab-bench-") as tmp:
+        profile = str(Path(tmp) / "profile")
+        n = calibrate(CPU_SECONDS)
+        cs = start_stop(engines, profile, 3)
+        local = LocalCluster(engines, profile)
+        client = local.start()
+        try:
+            client[:].execute(f"import sys; sys.path.insert(0, {str(HERE)!r})", block=True)
+            a = trivial(client, args.repeat)
+            b = cpu_bound(client, n, profile, engines, args.cpu_repeat)
+        finally:
+            local.stop()
+
+    def rate(ts: list[float], f: Callable[[list[float]], float]) -> float:
+        return TRIVIAL_POINTS / f(ts)
+
+    rows_a = []
+    for name, key in [
+        ("ParallelLab (running cluster)", "lab"),
+        ("raw `map_async` of the same experiment runs (floor)", "floor"),
+        ("raw `map_async` of a bare `2*x`", "bare"),
+        ("sequential `Lab`", "seq"),
+    ]:
+        rows_a.append([name, f"{rate(a[key], min):,.0f}", f"{rate(a[key], statistics.median):,.0f}"])
+    ratio_best = min(a["floor"]) / min(a["lab"])
+    ratio_med = statistics.median(a["floor"]) / statistics.median(a["lab"])
+    bare_best = min(a["bare"]) / min(a["lab"])
+    bare_med = statistics.median(a["bare"]) / statistics.median(a["lab"])
+    text_a = table(["(a) 2,000 trivial points", "points/s (best)", "points/s (median)"], rows_a)
+    text_a += (
+        f"\n\nChunk size chosen by ParallelLab: {a['chunk']}. ParallelLab reaches {ratio_best:.0%} (best) / "
+        f"{ratio_med:.0%} (median) of the floor (target: at least 70%), and {bare_best:.0%} / {bare_med:.0%} "
+        f"of the bare-function map."
+    )
+
+    text_b = table(
+        ["(b) 40 CPU-bound points", "seconds", "speedup over Lab"],
+        [
+            [f"sequential `Lab` ({b['per_point']:.2f} s per point)", f"{b['seq']:.2f}", "1.00"],
+            [f"ParallelLab, running cluster of {engines}", f"{b['par']:.2f}", f"{b['seq'] / b['par']:.2f}"],
+            ["ParallelLab, own cluster (start and stop included)", f"{b['own']:.2f}", f"{b['seq'] / b['own']:.2f}"],
+        ],
+    )
+    text_b += f"\n\nTarget: speedup at least 1.8 on 2 cores (limit {engines:.1f})."
+
+    text_c = table(
+        [f"(c) local cluster, {engines} engines", "best (s)", "median (s)", "worst (s)"],
+        [
+            ["start (until every engine is registered)", *(f"{f(cs['start']):.2f}" for f in (min, statistics.median,
+                                                                                          max))],
+            ["stop (engines, then controller; all processes gone)", *(f"{f(cs['stop']):.2f}" for f in (
+                min, statistics.median, max))],
+        ],
+    )
+    text_c += "\n\nTarget: start at most 3 s."
+
+    body = f"{text_a}\n\n{text_b}\n\n{text_c}"
+    print(body)
+    if not args.no_write:
+        write_section(
+            "parallel",
+            "## ParallelLab (`benchmarks/parallel.py`)\n\n"
+            f"A local cluster of {engines} engines on this machine; {args.repeat} interleaved runs of (a). "
+            "The floor of (a) is a hand-written ipyparallel sweep of the same experiment runs "
+            "(`view.map_async(partial(worker.run, e), points, chunksize=...)` with the chunk size ParallelLab "
+            "chose), without notebook, progress or commits; ParallelLab adds shipping the experiment, a "
+            "probe to time the points, adding every result to the notebook and committing. The client and "
+            "the engines share the machine's cores, so work done by the client slows the engines.\n\n"
+            f"{body}\n\n{machine()}",
+        )
+
+
+if __name__ == "__main__":
+    main()
