@@ -11,7 +11,7 @@ import uuid
 import pytest
 from clusterhub import AlwaysRaises, HubProcesses, Square
 
-from epyclab.errors import CancelledException, ClusterConnectionError, EpyclabError
+from epyclab.errors import CancelledException, ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE
@@ -228,7 +228,7 @@ def test_an_experiment_that_cannot_be_serialized_fails_before_anything_is_submit
     class Holding(Experiment):
         def __init__(self):
             super().__init__()
-            self.lock = __import__("threading").Lock()
+            self.source = (i for i in range(3))
 
         def do(self, params):
             return {}
@@ -236,9 +236,11 @@ def test_an_experiment_that_cannot_be_serialized_fails_before_anything_is_submit
     nb = LabNotebook()
     lab = ClusterLab(nb, profile_dir=str(hub.profile_dir))
     lab["x"] = range(3)
-    with pytest.raises(EpyclabError, match="Holding.*lock"):
+    submitted = len(lab.client().history)
+    with pytest.raises(ExperimentSerializationError, match=r"Holding.*self\.source"):
         lab.runExperiment(Holding())
     assert nb.numberOfPendingResults() == 0
+    assert len(lab.client().history) == submitted
     lab.close()
 
 

@@ -469,11 +469,11 @@ class Collector:
 
 
 def _from_future(ar: AsyncResult) -> Observation:
-    try:
-        reply = ar.get(0)
-    except Exception as exc:
+    # The Future's own result: AsyncResult.get() can still say "not ready" for a moment after done().
+    exc = ar.exception(timeout=0)
+    if exc is not None:
         return observe_error(exc)
-    return Observation(TaskState.DONE, reply=reply)
+    return Observation(TaskState.DONE, reply=ar.result(timeout=0))
 
 
 def _decode(reply: Any, classname: str) -> list[ResultsDict]:

@@ -1,0 +1,168 @@
+"""ClusterLab when things go wrong: engines killed, the controller restarted, the hub's store overflowing.
+
+Each test starts its own controller and engines (they are damaged on purpose)
+and stops them; every process is checked to be gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clusterhub import HubProcesses, Square
+
+from epyclab.experiment import Experiment
+from epyclab.labs.cluster import ClusterLab
+from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.labnotebook import LabNotebook
+
+STATUS = Experiment.STATUS
+EXCEPTION = Experiment.EXCEPTION
+
+
+class QuickLab(ClusterLab):
+    """Shorter periods than the defaults, so that a test sees lost jobs in seconds."""
+
+    LostGrace = 3.0
+    OrphanCheckSeconds = 1.0
+    CheckSeconds = 0.5
+    ReconnectDelay = 0.5
+
+
+def hub_processes(path: Path, **kwargs) -> Iterator[HubProcesses]:
+    procs = HubProcesses(path, **kwargs)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+    assert procs.alive() == []
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[HubProcesses]:
+    """Two engines and a controller with epyclab's SQLite task store."""
+    yield from hub_processes(tmp_path / "profile", engines=2, durable=True)
+
+
+@pytest.fixture
+def volatile(tmp_path: Path) -> Iterator[HubProcesses]:
+    """Two engines and a controller with ipyparallel's default in-memory store (1024 records)."""
+    yield from hub_processes(tmp_path / "profile", engines=2, durable=False)
+
+
+def one_result_per_point(nb: LabNotebook, n: int) -> None:
+    df = nb.dataframe(only_successful=False)
+    assert sorted(df["x"]) == list(range(n))
+    assert df[STATUS].all(), df.loc[~df[STATUS], EXCEPTION].tolist()[:3]
+    assert (df["y"] == df["x"] ** 2).all()
+    assert nb.numberOfAllPendingResults() == 0
+
+
+def wait_for_results(lab: ClusterLab, n: int) -> None:
+    """Collect until at least ``n`` results are in (the sweep is under way)."""
+    while lab.notebook().numberOfResults() < n:
+        lab.wait(timeout=0.2, progress=False)
+
+
+def test_an_engine_killed_mid_sweep_loses_no_point(durable: HubProcesses, caplog: pytest.LogCaptureFixture):
+    durable.start()
+    nb = LabNotebook()
+    lab = QuickLab(nb, profile_dir=str(durable.profile_dir), chunkSize=3)
+    lab["x"] = range(90)
+    lab.runExperiment(Square(0.1))  # 30 tasks of 0.3 s: both engines always busy
+    wait_for_results(lab, 6)
+    victim = durable.engine_pids()[0]
+    durable.kill_engine(victim)
+
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        assert lab.wait(timeout=300, progress=False)
+    one_result_per_point(nb, 90)
+    assert any("resubmitted" in r.getMessage() for r in caplog.records)
+    lab.close()
+
+
+def test_a_controller_restarted_mid_sweep_loses_no_point(durable: HubProcesses):
+    durable.start()
+    nb = LabNotebook()
+    lab = QuickLab(nb, profile_dir=str(durable.profile_dir), chunkSize=4, timeout=3)
+    lab["x"] = range(200)
+    lab.runExperiment(Square(0.02))
+    wait_for_results(lab, 20)
+    durable.kill_controller()
+    assert durable.alive() != []  # the engines live on, waiting for a controller
+    durable.start_controller()  # the same ports and files, --restore: the engines come back
+
+    assert lab.wait(timeout=300, progress=False)
+    one_result_per_point(nb, 200)
+    lab.close()
+
+
+def test_engines_that_join_after_submission_get_the_experiment_with_the_tasks(tmp_path: Path):
+    for procs in hub_processes(tmp_path / "profile", engines=0):
+        procs.start_controller()
+        nb = LabNotebook()
+        lab = ClusterLab(nb, profile_dir=str(procs.profile_dir))
+        assert lab.numberOfEngines() == 0
+        lab["x"] = range(40)
+        lab.runExperiment(Square())
+        procs.start_engine()
+        assert lab.wait(timeout=300, progress=False)
+        one_result_per_point(nb, 40)
+        lab.close()
+
+
+def test_more_tasks_than_the_default_hub_store_keeps_are_all_collected_by_the_submitter(volatile: HubProcesses):
+    volatile.start()
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile_dir=str(volatile.profile_dir), chunkSize=1)
+    lab["x"] = range(1100)  # 1100 tasks: the hub culls its oldest records past 1024
+    lab.runExperiment(Square())
+    assert lab.wait(timeout=600, progress=False)
+    one_result_per_point(nb, 1100)
+    lab.close()
+
+
+def test_tasks_culled_by_the_hub_are_failed_with_the_reason_and_rerun_by_resume(volatile: HubProcesses,
+                                                                                 tmp_path: Path):
+    """Another process collects: what the hub culled is reported, never left pending or lost silently."""
+    volatile.start()
+    path = tmp_path / "culled.h5"
+    script = tmp_path / "submit.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from clusterhub import Square
+        from epyclab import ClusterLab, HDF5LabNotebook
+
+        nb = HDF5LabNotebook({str(path)!r}, create=True)
+        lab = ClusterLab(nb, profile_dir={str(volatile.profile_dir)!r}, chunkSize=1)
+        lab["x"] = range(1100)
+        lab.runExperiment(Square())
+        lab.close()
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300, cwd=tmp_path)
+
+    nb = HDF5LabNotebook(str(path))
+    lab = QuickLab(nb, profile_dir=str(volatile.profile_dir))
+    assert lab.wait(timeout=600, progress=False)
+    df = nb.dataframe(only_successful=False)
+    assert sorted(df["x"]) == list(range(1100))  # one result per point, some of them failures
+    failed = df[~df[STATUS]]
+    assert len(failed) >= 100  # the hub culls 102 records when it passes 1024
+    reasons = set(failed[EXCEPTION])
+    assert len(reasons) >= 1
+    reason = next(iter(reasons))
+    assert "LostJobError" in reason and "culled" in reason and "resume=True" in reason
+
+    lab["x"] = range(1100)
+    lab.runExperiment(Square(), resume=True)
+    assert nb.numberOfPendingResults() == len(failed)
+    assert lab.wait(timeout=600, progress=False)
+    ok = nb.dataframe()
+    assert sorted(ok["x"]) == list(range(1100))
+    lab.close()
