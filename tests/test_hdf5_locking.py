@@ -71,11 +71,23 @@ def test_a_second_writer_gets_a_clear_error_naming_the_first(cls, tmp_path):
 
 def test_two_writers_in_one_process_are_refused_too(tmp_path):
     nb = HDF5LabNotebook(tmp_path / "nb.h5", create=True)
-    with pytest.raises(NotebookInUseError):
+    with pytest.raises(NotebookInUseError, match="already open for writing in this process"):
         HDF5LabNotebook(tmp_path / "nb.h5")
     nb.close()
     HDF5LabNotebook(tmp_path / "nb.h5").close()
     assert not os.path.exists(tmp_path / "nb.h5.lock")
+
+
+def test_a_notebook_dropped_without_close_frees_its_lock_and_keeps_its_commits(tmp_path):
+    # As when a Jupyter cell that opens a notebook runs again.
+    nb = HDF5LabNotebook(tmp_path / "nb.h5", create=True)
+    nb.addResult(results_dict(0, y=1.0))
+    nb.commit()
+    nb.addResult(results_dict(1, y=2.0))  # never committed
+    del nb
+    nb = HDF5LabNotebook(tmp_path / "nb.h5")
+    assert nb.numberOfResults() == 1
+    nb.close()
 
 
 def test_readers_see_whole_commits_while_a_writer_commits(tmp_path):

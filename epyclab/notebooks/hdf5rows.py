@@ -96,9 +96,8 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, kinds: dict[str, 
         new = col is None
         if col is None:
             col = ColumnTrack(kind="", dtype=np.dtype(object))
-        _note_values(col, values)
-        fill = missing_default(col.first, lambda c=col: c.has_float, col.like)
-        stored = to_storage(typed_column(values, fill), _kind(values, fill, kinds.get(name)))
+        fill, typed = _typed(col, values)
+        stored = to_storage(typed, _kind(values, fill, kinds.get(name)))
         if new:
             kind, dtype = stored.kind, storage_dtype(stored)
         else:
@@ -117,13 +116,21 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, kinds: dict[str, 
     g.attrs["rows"] = n
 
 
-def _note_values(col: ColumnTrack, values: list[Any]) -> None:
-    """Update what the session's values so far decide about the column's fill."""
+def _typed(col: ColumnTrack, values: list[Any]) -> tuple[Any, Any]:
+    """The fill of the column's missing cells and the typed batch; notes what the values decide."""
     if col.first is MISSING:
         col.first = next((v for v in values if v is not MISSING), MISSING)
-    # Only a column whose first value is an int has its fill decided by later floats.
-    if not col.has_float and col.first is not MISSING and _int_fill(missing_default(col.first, lambda: False)):
-        col.has_float = any(is_float_value(v) for v in values)
+    fill = missing_default(col.first, lambda: col.has_float, col.like)
+    typed = typed_column(values, fill)
+    if not col.has_float and _int_fill(fill):
+        # An int column's fill turns NaN once a float comes: pandas made the batch
+        # float (or complex, where only a look tells whether a float did it).
+        kind = typed.dtype.kind
+        if kind == "f" or (kind == "c" and any(is_float_value(v) for v in values)):
+            col.has_float = True
+            fill = missing_default(col.first, lambda: True, col.like)
+            typed = typed_column(values, fill)
+    return fill, typed
 
 
 def _int_fill(fill: Any) -> bool:

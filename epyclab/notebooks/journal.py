@@ -19,6 +19,7 @@ import io
 import os
 import pickle
 import struct
+import weakref
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +71,7 @@ class Journal:
     def __init__(self, path: str, file_id: str) -> None:
         self._path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._closer = weakref.finalize(self, os.close, self._fd)
         self._file_id = file_id
         if os.fstat(self._fd).st_size < _HEADER.size:
             self.reset(file_id)
@@ -113,7 +115,7 @@ class Journal:
             return
         if remove:
             os.unlink(self._path)
-        os.close(self._fd)
+        self._closer()
         self._fd = -1
 
 

@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 from datetime import datetime
 
 from epyclab.errors import NotebookInUseError
@@ -47,6 +48,11 @@ class WriterLock:
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
+                if os.path.realpath(self._path) in _HELD_HERE:
+                    raise NotebookInUseError(
+                        f"notebook {self._notebook} is already open for writing in this process (by "
+                        f"another notebook object); use that one, or close() it before opening it again"
+                    ) from None
                 raise NotebookInUseError(
                     f"notebook {self._notebook} is open for writing by {holder}; close it there "
                     f"(close() or end that program), or open it here with readonly=True to read it"
@@ -64,6 +70,10 @@ class WriterLock:
                 continue
             break
         self._fd = fd
+        held = os.path.realpath(self._path)
+        _HELD_HERE.add(held)
+        # A notebook dropped without close() must not keep its lock for the life of the process.
+        self._finalizer = weakref.finalize(self, _drop, fd, held)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -85,8 +95,17 @@ class WriterLock:
             os.unlink(self._path)
         except FileNotFoundError:
             pass
-        os.close(self._fd)
+        self._finalizer()
         self._fd = -1
+
+
+#: The lock files this process holds (real paths), to tell a second writer in this process why it failed.
+_HELD_HERE: set[str] = set()
+
+
+def _drop(fd: int, held: str) -> None:
+    _HELD_HERE.discard(held)
+    os.close(fd)
 
 
 def _read_holder(fd: int) -> str:

@@ -25,6 +25,7 @@ from epyclab.notebooks.types import kind_of_type, merge_kinds, needs_value_check
 __all__ = ["RowCheck"]
 
 _ROLES = ("parameter", "result", "metadata")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _STORABLE = (
     "a notebook stores str, int, float, complex, bool, datetime, numeric numpy arrays "
     "and lists of numbers"
@@ -39,20 +40,37 @@ class RowCheck:
 
     def __init__(self, kinds: Mapping[str, str] | None = None) -> None:
         self.kinds: dict[str, str] = dict(kinds or {})
-        # signature -> the keys (with their kind) whose values need a look.
-        self._seen: dict[tuple[tuple[str, ...], tuple[type, ...]], tuple[tuple[str, str], ...]] = {}
+        # signature -> the keys whose values need a look: text, Python ints, (key, kind) of the rest.
+        self._seen: dict[Any, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+        self._last: list[Any] = [None, None, None]
 
     def __call__(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        seen = self._seen
-        for role, part in zip(_ROLES, (params, results, metadata)):
-            sig = (tuple(part), tuple(map(type, part.values())))
-            deep = seen.get(sig)
-            if deep is None:
-                deep = self._learn(role, part, sig)
-            for k, kind in deep:
+        last = self._last
+        for i, part in enumerate((params, results, metadata)):
+            keys, types = tuple(part), tuple(map(type, part.values()))
+            # Rows of a sweep repeat the previous row's signature: compare with it (no hashing).
+            previous = last[i]
+            if previous is not None and keys == previous[0] and types == previous[1]:
+                deep = previous[2]
+            else:
+                sig = (keys, types)
+                deep = self._seen.get(sig)
+                if deep is None:
+                    deep = self._learn(_ROLES[i], part, sig)
+                last[i] = (keys, types, deep)
+            texts, ints, others = deep
+            role = _ROLES[i]
+            # The common values pass two C-level tests; only the others get the full check.
+            for k in texts:
                 v = part[k]
-                if value_problem(v, kind) is not None:
-                    raise UnstorableValueError(_message(role, k, v, value_problem(v, kind)))
+                if not v.isascii() or "\x00" in v:
+                    _refuse_if_unstorable(role, k, v, "str")
+            for k in ints:
+                v = part[k]
+                if not _INT64_MIN <= v <= _INT64_MAX:
+                    _refuse_if_unstorable(role, k, v, "int")
+            for k, kind in others:
+                _refuse_if_unstorable(role, k, part[k], kind)
 
     def _learn(self, role: str, part: Mapping[str, Any], sig: Any) -> tuple[tuple[str, str], ...]:
         """Check a signature not seen before, type by type, and remember it."""
@@ -83,9 +101,21 @@ class RowCheck:
             kinds[k] = merged
             if check:
                 deep.append((k, kind))
+            _refuse_if_unstorable(role, k, v, kind if check else "")
         self.kinds = kinds
-        self._seen[sig] = tuple(deep)
+        texts = tuple(k for k, kind in deep if kind == "str")
+        ints = tuple(k for k, kind in deep if kind == "int")
+        others = tuple((k, kind) for k, kind in deep if kind not in ("str", "int"))
+        self._seen[sig] = (texts, ints, others)
         return self._seen[sig]
+
+
+def _refuse_if_unstorable(role: str, k: str, v: Any, kind: str) -> None:
+    if not kind:
+        return
+    why = value_problem(v, kind)
+    if why is not None:
+        raise UnstorableValueError(_message(role, k, v, why))
 
 
 def _hint(v: Any) -> str:

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -156,7 +158,7 @@ def typed_column(values: list[Any], default: Any) -> Any:
     This is what a result set's DataFrame holds for the same cells, so what is
     stored reads back to the same DataFrame.
     """
-    if any(v is MISSING for v in values):
+    if any(map(is_, values, repeat(MISSING))):
         values = [default if v is MISSING else v for v in values]
     first = next((v for v in values if v is not None), None)
     if isinstance(first, (list, tuple, np.ndarray)) or (first is None and values):

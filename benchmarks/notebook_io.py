@@ -1,0 +1,168 @@
+"""How fast HDF5 notebooks write and read, and how much memory reading takes.
+
+Measures, in one run:
+
+* writing 100,000 results (two parameters, three results, the standard
+  metadata of ``Experiment.run``) into an ``HDF5LabNotebook``, committing every
+  1,000, then closing it;
+* 20,000 results committed after every result, against the same committed
+  once (the ratio is what matters: a commit must cost what it adds);
+* opening the 100,000-row notebook in a new process and getting its
+  DataFrame, and that process's peak memory while doing it, against the
+  DataFrame's own size (``df.memory_usage(deep=True).sum()``);
+* the file's size.
+
+Targets: 100,000 results in under 5 s, open + DataFrame under 1 s,
+commit-every-result at most 5x commit-once, reader peak memory at most 3x the
+DataFrame. The results dicts are made before timing (by a real
+``Experiment.run``): the figures are the notebook's own cost.
+
+    python benchmarks/notebook_io.py [--repeat 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from epyclab import Experiment, HDF5LabNotebook, LabNotebook  # noqa: E402
+
+ROWS, COMMIT_EVERY, SMALL = 100_000, 1_000, 20_000
+
+
+class Walk(Experiment):
+    """A stand-in for a real experiment: two parameters in, three results out."""
+
+    def do(self, params):
+        return {"final": params["n"] % 17 - 8, "mean": params["n"] / 3.0, "label": f"walk {params['seed']}"}
+
+
+def results(n: int) -> list[dict]:
+    e = Walk()
+    return [e.set({"n": i, "seed": i % 10}).run() for i in range(n)]
+
+
+def add_only(nb: LabNotebook, rcs: list[dict]) -> float:
+    """Microseconds per result to add ``rcs`` to ``nb`` (no commit)."""
+    t0 = time.perf_counter()
+    for rc in rcs:
+        nb.addResult(rc)
+    elapsed = time.perf_counter() - t0
+    nb.close()
+    return elapsed / len(rcs) * 1e6
+
+
+def write(path: str, rcs: list[dict], every: int) -> float:
+    """Seconds to add ``rcs`` committing every ``every`` results, then close."""
+    t0 = time.perf_counter()
+    nb = HDF5LabNotebook(path, create=True)
+    for i, rc in enumerate(rcs, 1):
+        nb.addResult(rc)
+        if i % every == 0:
+            nb.commit()
+    nb.close()
+    return time.perf_counter() - t0
+
+
+READER = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+from epyclab import HDF5LabNotebook
+t1 = time.perf_counter()
+
+def status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+
+# Forget the peak the imports made: from here on VmHWM is the reader's own peak.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = status("VmRSS:")
+t2 = time.perf_counter()
+nb = HDF5LabNotebook(sys.argv[1], readonly=True)
+df = nb.dataframe(only_successful=False)
+t3 = time.perf_counter()
+print(json.dumps({
+    "import": t1 - t0, "open": t3 - t2, "rows": len(df), "peak": status("VmHWM:") - base,
+    "frame": int(df.memory_usage(deep=True).sum()),
+}))
+"""
+
+
+def read_in_new_process(path: str) -> dict:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", READER, path], check=True, capture_output=True, text=True)
+    figures = json.loads(out.stdout)
+    figures["process"] = time.perf_counter() - t0
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    args = parser.parse_args()
+
+    from _report import machine, table, write_section
+
+    rcs = results(ROWS)
+    with tempfile.TemporaryDirectory() as tmp:
+        big = os.path.join(tmp, "big.h5")
+        write_times = [write(big, rcs, COMMIT_EVERY) for _ in range(args.repeat)]
+        size = os.path.getsize(big)
+        small = rcs[:SMALL]
+        each = min(write(os.path.join(tmp, "each.h5"), small, 1) for _ in range(args.repeat))
+        once = min(write(os.path.join(tmp, "once.h5"), small, SMALL) for _ in range(args.repeat))
+        reads = [read_in_new_process(big) for _ in range(args.repeat)]
+        memory = min(add_only(LabNotebook(), small) for _ in range(args.repeat))
+        checked = min(add_only(HDF5LabNotebook(os.path.join(tmp, "add.h5"), create=True), small)
+                      for _ in range(args.repeat))
+    read = min(reads, key=lambda r: r["open"])
+    assert read["rows"] == ROWS
+    peak = max(r["peak"] for r in reads)
+    mb = 1024 * 1024
+
+    rows = [
+        [f"write {ROWS:,} results, commit every {COMMIT_EVERY:,}, close", f"{min(write_times):.2f} s",
+         "< 5 s"],
+        [f"{SMALL:,} results, commit after each", f"{each:.2f} s", ""],
+        [f"{SMALL:,} results, commit once", f"{once:.2f} s", ""],
+        ["commit-every-result / commit-once", f"{each / once:.2f}x", "<= 5x"],
+        ["addResult per result: in-memory notebook / HDF5 (row check)",
+         f"{memory:.1f} µs / {checked:.1f} µs", ""],
+        [f"open the {ROWS:,}-row notebook in a new process + dataframe()", f"{read['open']:.2f} s", "< 1 s"],
+        ["... the whole new process (imports included)", f"{read['process']:.2f} s "
+         f"(imports {read['import']:.2f} s)", ""],
+        ["reader peak memory (RSS growth while opening)",
+         f"{peak / mb:.1f} MiB = {peak / read['frame']:.2f}x the DataFrame ({read['frame'] / mb:.1f} MiB)",
+         "<= 3x"],
+        ["file size", f"{size / mb:.1f} MiB ({size / ROWS:.0f} bytes per result)", ""],
+    ]
+    text = table(["measure", "result", "target"], rows)
+    print(text)
+    if not args.no_write:
+        write_section(
+            "notebook_io",
+            "## HDF5 notebook I/O (`benchmarks/notebook_io.py`)\n\n"
+            "Results dicts made beforehand by a real `Experiment.run` (two parameters, three results, "
+            "the standard metadata), added to an `HDF5LabNotebook` and committed; best of "
+            f"{args.repeat} runs (memory: the largest of the runs). The reader is a new Python process "
+            "that opens the notebook read-only and builds its DataFrame; its time excludes importing "
+            "epyclab, shown on the next line. For comparison, the issue measured epyc 1.7.2 on this "
+            "machine at 315 s to write the 100,000 results and 304 s to open them.\n\n"
+            f"{text}\n\n{machine()}",
+        )
+
+
+if __name__ == "__main__":
+    main()
