@@ -1,38 +1,80 @@
-"""Every Python code block of the tutorial and cookbook runs, so the docs cannot rot.
+"""Every code block of the tutorial and cookbook runs, so the docs cannot rot.
 
-The blocks of one page run in order in one namespace, in a fresh working
-directory, as a reader following the page would run them.
+The blocks of one page run in order, as a reader following the page would run
+them: ``python`` blocks in one namespace, ``bash`` blocks (the ``epyclab``
+commands a page tells the reader to type) in a shell, all in a fresh working
+directory with an IPython directory of the test's own.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(
     p for sub in ("tutorial", "cookbook") for p in (DOCS / sub).glob("*.md") if p.name != "index.md"
 )
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+_BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
+_START = re.compile(r"epyclab cluster start (\S+)")
 
 
-def python_blocks(page: Path) -> list[str]:
-    """The ```python blocks of a Markdown page, in order."""
+def code_blocks(page: Path) -> list[tuple[str, str]]:
+    """The (language, code) of a Markdown page's python and bash blocks, in order."""
     return _BLOCK.findall(page.read_text())
+
+
+def _processes_under(path: Path) -> list[psutil.Process]:
+    """Processes whose command line mentions ``path`` (the test's own IPython directory)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["environ"] or {}).get("IPYTHONDIR", "")
+        except (psutil.Error, TypeError):
+            continue
+        if str(path) in text and proc.pid != os.getpid():
+            found.append(proc)
+    return found
 
 
 def test_every_page_has_code() -> None:
     assert PAGES, "no tutorial pages found"
-    without = [p.name for p in PAGES if not python_blocks(p)]
+    without = [p.name for p in PAGES if not any(lang == "python" for lang, _ in code_blocks(p))]
     assert not without, f"pages with no python block to run: {without}"
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("page", PAGES, ids=[f"{p.parent.name}/{p.stem}" for p in PAGES])
 def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
+    work, ipython_dir = tmp_path / "work", tmp_path / "ipython"
+    work.mkdir()
+    ipython_dir.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("IPYTHONDIR", str(ipython_dir))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for i, block in enumerate(python_blocks(page)):
-        code = compile(block, f"{page.relative_to(DOCS)}[block {i + 1}]", "exec")
-        exec(code, namespace)  # noqa: S102 - running the documentation is the point
+    started: list[str] = []
+    try:
+        for i, (lang, block) in enumerate(code_blocks(page)):
+            where = f"{page.relative_to(DOCS)}[block {i + 1}]"
+            if lang == "python":
+                exec(compile(block, where, "exec"), namespace)  # noqa: S102 - running the docs is the point
+                continue
+            started += _START.findall(block)
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"
+    finally:
+        for profile in started:
+            subprocess.run(["bash", "-c", f"epyclab cluster stop {shlex.quote(profile)}"], env=env,
+                           capture_output=True, timeout=120)
+    if started:
+        left = _processes_under(ipython_dir)
+        assert not left, f"processes left running: {[p.cmdline() for p in left]}"
