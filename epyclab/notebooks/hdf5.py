@@ -280,9 +280,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
         else:
             record, after = self._record()
             assert self._journal is not None
-            self._journal.append(record)
-            after()
-            self._seq = record["seq"]
+            written = False
+            try:
+                self._journal.append(record)
+                written = True
+            finally:
+                # Even if an interrupt comes right after the write: the record is in.
+                if written:
+                    after()
+                    self._seq = record["seq"]
         self._saved = signature
         if self._checkpoint_due():
             self._checkpoint(wait=0)
@@ -371,7 +377,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if not lock.acquire(exclusive=True, wait=wait):
             logger.info("checkpoint of %s postponed: the file is being read", self._path)
             return False
+        done = False
         try:
+            # An earlier checkpoint of this process may have been interrupted while undoing itself.
+            recover(self._path, self._side("undo"))
             rows = copy.deepcopy(self._rows)
             undo = UndoFile(self._path, self._side("undo"))
             try:
@@ -381,13 +390,17 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 undo.rollback()
                 raise
             undo.commit()
-            self._rows = rows
-            for c in pending_stored:
-                c.pending_stored = c.pending_version
-            self._journal.reset(self._file_id)
-            self._last_checkpoint = monotonic()
+            done = True
         finally:
+            if done:
+                # The file has changed: note it even if an interrupt comes now.
+                self._rows = rows
+                for c in pending_stored:
+                    c.pending_stored = c.pending_version
+                self._last_checkpoint = monotonic()
             lock.release()
+        # Emptying the journal can wait: its records are in the file, and replaying skips them.
+        self._journal.reset(self._file_id)
         return True
 
     def _write_changes(self, f: h5py.File, tracks: dict[int, RowsTrack]) -> list[_Committed]:

@@ -98,10 +98,16 @@ class Journal:
         """Append one record; when this returns, the record survives the death of this process."""
         payload = pickle.dumps(record, protocol=5)
         frame = _FRAME.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
+        size = self.size()
         view = memoryview(frame)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except BaseException:
+            # Interrupted (Ctrl-C, disk full): take the torn record back out, or
+            # the records appended after it would never be read.
+            os.ftruncate(self._fd, size)
+            raise
 
     def reset(self, file_id: str) -> None:
         """Forget every record (they are in the notebook file now) and tie the journal to ``file_id``."""
