@@ -22,6 +22,7 @@ from conftest_parallel import (
     KillsItsEngine,
     Logged,
     RecordingNotebook,
+    Sleepy,
     Square,
     descendants,
     still_running,
@@ -282,6 +283,26 @@ def test_an_engine_sigkilled_mid_sweep_loses_no_point(tmp_path: Path) -> None:
     assert df.set_index("x").loc[20, "pid"] != killed[0]
     assert lab.lastSweep["resubmitted"] >= 1
     assert still_running(seen) == []
+
+
+def test_a_controller_that_dies_mid_sweep_ends_it_with_an_error(tmp_path: Path) -> None:
+    lab, nb, seen = spying_lab(tmp_path / "profile")
+
+    def kill_the_controller() -> None:
+        while not seen:
+            threading.Event().wait(0.02)
+        os.kill(seen[0]["pid"], signal.SIGKILL)  # the first recorded process is the controller
+
+    killer = threading.Thread(target=kill_the_controller, daemon=True)
+    killer.start()
+    lab["x"] = range(400)
+    with pytest.raises(ClusterConnectionError, match="controller .* has died"):
+        lab.runExperiment(Sleepy(0.05), progress=False)
+    killer.join(timeout=30)
+    assert 0 < nb.numberOfResults() < 400
+    assert nb.commits[-1] == nb.numberOfResults()
+    assert still_running(seen) == []
+    assert state_files(tmp_path / "profile") == []
 
 
 def test_a_point_that_kills_every_engine_it_runs_on_fails_without_a_hang(tmp_path: Path) -> None:

@@ -322,7 +322,12 @@ class Sweep:
     - an engine that joined after the start gets the experiment when it
       first asks, and the chunk is resubmitted;
     - with no engine left for :attr:`EngineGrace` seconds, or when
-      ``health()`` raises, the sweep stops with that error.
+      ``health()`` (called every :attr:`PollSeconds`) raises, the sweep stops
+      with that error.
+
+    ipyparallel's scheduler reports the tasks of an engine that died 5 s
+    after the death (to let results in flight arrive), so an engine's death
+    costs its chunks about that much time.
 
     Use it as a context manager: on exit, chunks not yet started are aborted
     and (with ``forget=True``) the engines drop the experiment.
@@ -382,12 +387,15 @@ class Sweep:
 
     def results(self) -> Iterator[ResultsDict]:
         """Yield one results dict per point, in the order they finish."""
+        checked = monotonic()
         while self._next < len(self._items) or self._retry or self._pending:
             self._fill()
+            if monotonic() - checked >= self.PollSeconds:
+                self._check_alive()
+                checked = monotonic()
             try:
                 ar = self._arrived.get(timeout=self.PollSeconds)
             except queue.Empty:
-                self._check_alive()
                 continue
             ar_and_chunk = self._pending.pop(ar.msg_ids[0], None)
             if ar_and_chunk is None:

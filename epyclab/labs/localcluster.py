@@ -292,10 +292,17 @@ class LocalCluster:
         return self.client
 
     def check(self) -> None:
-        """Raise ClusterConnectionError if the controller has died."""
-        if self._controller and not process_alive(self._controller[0]):
+        """Raise ClusterConnectionError if a process of the controller has died.
+
+        The hub and the schedulers are separate processes: tasks may still flow
+        without the hub, but then nobody notices an engine's death, and a task
+        on a dead scheduler never returns. Either way the cluster is broken.
+        """
+        dead = [int(p["pid"]) for p in self._controller if not process_alive(p)]
+        if dead:
             raise ClusterConnectionError(
-                f"the controller of local cluster {self.cluster_id} (pid {self._controller[0]['pid']}) has died"
+                f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
+                f"the results so far are kept: run the sweep again with resume=True"
             )
 
     def stop(self) -> None:
