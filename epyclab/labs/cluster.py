@@ -200,7 +200,7 @@ class ClusterLab(Lab):
         """Purge what was collected from the hub, disconnect (the cluster keeps running), and close the notebook."""
         try:
             if self._hub_ is not None and self._collector.purgesOutstanding():
-                self._collector._flush_purges(self._hub_)
+                self._collector.flushPurges(self._hub_)
         except Exception as exc:
             logger.warning("could not purge collected tasks from the hub before closing: %s", exc)
         finally:
@@ -299,14 +299,14 @@ class ClusterLab(Lab):
 
     # ---- collecting ------------------------------------------------------------------------
 
-    def _update(self, purge: bool, full: bool) -> Tally:
+    def _update(self, purge: bool, full: bool, flush: bool = True) -> Tally:
         """One collection pass, reconnecting if the controller stops answering."""
         c = self._collector
         c.retries, c.grace, c.OrphanCheckSeconds = self.Retries, self.LostGrace, self.OrphanCheckSeconds
         attempts = max(1, self.Reconnections)
         for attempt in range(1, attempts + 1):
             try:
-                return self._collector.update(purge=purge, full=full)
+                return self._collector.update(purge=purge, full=full, flush=flush)
             except NoAnswer as exc:
                 if attempt == attempts:
                     raise ClusterConnectionError(
@@ -343,7 +343,8 @@ class ClusterLab(Lab):
             return True
         deadline = None if timeout is None or timeout < 0 else monotonic() + float(timeout)
         committer = Committer(nb, self._commit_every, self._commit_interval)
-        last_full = -float("inf")
+        # Tasks this lab submitted report through their futures; the hub is asked about them every CheckSeconds.
+        last_full = monotonic() if self._own else -float("inf")
         with Progress(total, progress, desc=type(self).__name__) as bar, self._committing(committer):
             while True:
                 now = monotonic()
@@ -351,11 +352,12 @@ class ClusterLab(Lab):
                 if full:
                     last_full = now
                 self._wakeup.clear()
-                tally = self._update(False, full)
+                tally = self._update(False, full, flush=False)
                 bar.add(tally.collected, tally.failed)
                 if tally.changed:
                     committer.added(max(1, tally.collected))
                 if nb.numberOfAllPendingResults() == 0:
+                    self._update(False, False)  # purge what was collected from the hub
                     return True
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:

@@ -121,6 +121,10 @@ class Collector:
     OrphanCheckSeconds = 5.0
     #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
     PurgeAttempts = 20
+    #: Purge collected tasks from the hub in batches: when this many are waiting...
+    PurgeBatch = 100
+    #: ...or this many seconds after the last purge.
+    PurgeSeconds = 2.0
 
     def __init__(
         self,
@@ -145,6 +149,7 @@ class Collector:
         self.grace = float(grace)
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
+        self._last_purge = monotonic()
         self._last_live_check: float | None = None
         self._seen_on: dict[str, int] = {}
         self._probes: dict[int, tuple[AsyncResult, set[str]]] = {}
@@ -152,12 +157,14 @@ class Collector:
 
     # ---- one pass --------------------------------------------------------------------------
 
-    def update(self, purge: bool = False, full: bool = True) -> Tally:
+    def update(self, purge: bool = False, full: bool = True, flush: bool = True) -> Tally:
         """Collect every finished job, deal with dead and lost ones; return what changed.
 
         ``full=False`` skips asking the hub about tasks this process submitted
         whose futures have not finished (their futures will say when they do);
         the lab's ``wait()`` makes a full pass every few seconds.
+        ``flush=False`` purges collected tasks from the hub only once enough
+        of them wait (see :attr:`PurgeBatch`), not at every pass.
         """
         tally = Tally()
         hub = self._hub()
@@ -170,7 +177,8 @@ class Collector:
                 self._apply(hub, msg_id, tasks[msg_id], ob, purge, tally)
             for why, n in tally.resubmitted.items():
                 logger.warning("resubmitted %d points: %s", n, why)
-        self._flush_purges(hub)
+        if flush or len(self._to_purge) >= self.PurgeBatch or monotonic() - self._last_purge >= self.PurgeSeconds:
+            self.flushPurges(hub)
         return tally
 
     def _observe(self, hub: Hub, tasks: dict[str, list[JobRef]], full: bool) -> dict[str, Observation]:
@@ -448,8 +456,9 @@ class Collector:
     def _purge_later(self, msg_id: str) -> None:
         self._to_purge.setdefault(msg_id, 0)
 
-    def _flush_purges(self, hub: Hub) -> None:
+    def flushPurges(self, hub: Hub) -> None:
         """Drop collected tasks from the hub; one it still calls pending (it just finished) is tried again later."""
+        self._last_purge = monotonic()
         if not self._to_purge:
             return
         ids = list(self._to_purge)

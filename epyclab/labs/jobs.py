@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from ipyparallel.error import RemoteError
@@ -59,11 +60,15 @@ def job_id(msg_id: str, index: int, attempt: int = 0) -> str:
     return f"{msg_id}/{index}" if attempt == 0 else f"{msg_id}/{index}/{attempt}"
 
 
+@lru_cache(maxsize=1 << 17)
 def parse_job_id(jobid: str) -> JobRef:
     """The task, index and attempt named by ``jobid`` (see the module docstring)."""
-    parts = jobid.split("/")
-    if len(parts) in (2, 3) and all(p.isdigit() for p in parts[1:]) and parts[0]:
-        return JobRef(jobid, parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
+    # Called for every pending job at every collection pass: kept cheap, and cached.
+    msg_id, sep, rest = jobid.partition("/")
+    if sep and msg_id:
+        index, sep, attempt = rest.partition("/")
+        if index.isdigit() and (not sep or attempt.isdigit()):
+            return JobRef(jobid, msg_id, int(index), int(attempt) if sep else 0)
     return JobRef(jobid, jobid, 0, 0)
 
 
