@@ -32,7 +32,6 @@ import h5py
 
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
-from epyclab.notebooks.columns import MISSING
 from epyclab.notebooks.hdf5layout import (
     VERSION,
     create_empty,
@@ -44,9 +43,10 @@ from epyclab.notebooks.hdf5layout import (
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, fill_for_like, write_base, write_rows
 from epyclab.notebooks.journal import Journal, read_file_id, read_records
-from epyclab.notebooks.jsonvalues import decode_value, encode_value
+from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import DataLock
 from epyclab.notebooks.persistent import PersistentLabNotebook
+from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.stored import StoredNotebook
@@ -180,9 +180,17 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._file_stored = {}
         replayed = bool(self._replay)
         for record in self._replay:
-            self._apply(record)
+            apply_record(self, record)
             stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
         self._replay = []
+        if replayed:
+            # What was replayed is committed (it is in the journal), not yet in the file.
+            for rs in self._resultsets.values():
+                c = self._commits[id(rs)]
+                c.rows = rs.numberOfResults()
+                c.roles = (len(rs._params), len(rs._results), len(rs._meta))
+                c.pending_version = rs._pending_version
+                c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
         # Result sets made in memory (a new notebook's default one) are not in
         # the file yet: the next commit must record them, or its rows would
         # refer to a result set that a later reader does not know.
@@ -219,53 +227,13 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
         return rs
 
-    # ---- replaying the journal --------------------------------------------------------------
-
-    def _apply(self, record: dict[str, Any]) -> None:
-        """Make the notebook in memory what it was after the commit that wrote ``record``."""
-        by_uid = {self._uid(rs): rs for rs in self._resultsets.values()}
-        state = record.get("state")
-        sets: dict[str, ResultSet] = {}
-        if state is not None:
-            for uid, tag, description, _, _ in state["sets"]:
-                rs = by_uid.get(uid)
-                if rs is None:
-                    rs = ResultSet(description)
-                    self._attach(rs, RowCheck(), uid)
-                    self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
-                    self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
-                    by_uid[uid] = rs
-                sets[tag] = rs
-        unknown = [u for u, *_ in record["rows"] + record["pending"] if u not in by_uid]
-        if unknown:
-            raise NotebookFormatError(
-                f"journal record {record['seq']} of {self._path} refers to result sets the notebook "
-                f"does not have ({unknown}); the journal does not match the file"
-            )
-        for uid, start, roles, columns in record["rows"]:
-            _replay_rows(by_uid[uid], start, roles, columns)
-        for uid, added, removed in record["pending"]:
-            rs = by_uid[uid]
-            for jobid in removed:
-                rs._pending.pop(jobid, None)
-            for jobid, params in added.items():
-                rs._pending[jobid] = decode_value(json.loads(params))
-            rs._pending_version += 1
-        if state is not None:
-            self._resultsets = sets
-            for _, tag, description, locked, attributes in state["sets"]:
-                rs = sets[tag]
-                rs._description, rs._locked = description, locked
-                rs._attributes = decode_value(json.loads(attributes))
-            self._description, self._locked = state["description"], state["locked"]
-            self._current = state["current"]
-        self._seq = record["seq"]
-        for rs in self._resultsets.values():
-            c = self._commits[id(rs)]
-            c.rows = rs.numberOfResults()
-            c.roles = (len(rs._params), len(rs._results), len(rs._meta))
-            c.pending_version = rs._pending_version
-            c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
+    def _adopt(self, uid: str, description: str) -> ResultSet:
+        """A new, empty result set known (to the journal) as ``uid``."""
+        rs = ResultSet(description)
+        self._attach(rs, RowCheck(), uid)
+        self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
+        self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
+        return rs
 
     # ---- committing ---------------------------------------------------------------------------
 
@@ -481,21 +449,6 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         self._journal.close(remove=done)
         self._journal = None
-
-
-def _replay_rows(rs: ResultSet, start: int, roles: Any, columns: dict[str, list[Any]]) -> None:
-    """Add to ``rs`` the rows of a journal record it does not have yet."""
-    roles = roles if roles is not None else rs._roles()
-    names = [roles["parameter"], roles["result"], roles["metadata"]]
-    n = len(next(iter(columns.values()))) if columns else 0
-    have = rs.numberOfResults()
-    if have < start:
-        raise NotebookFormatError(
-            f"the journal of this notebook skips rows {have} to {start - 1}; it does not match the file"
-        )
-    for i in range(have - start, n):
-        p, r, m = ({k: columns[k][i] for k in part if columns[k][i] is not MISSING} for part in names)
-        rs.addSingleResult({"parameters": p, "results": r, "metadata": m})
 
 
 def _pending_json(jobid: str, params: dict[str, Any]) -> str:

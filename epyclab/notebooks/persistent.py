@@ -158,11 +158,10 @@ class PersistentLabNotebook(LabNotebook):
             rs._locked = s.locked
             self._resultsets[s.tag] = rs
         self._description = stored.description
-        self._locked = stored.locked
+        self._locked = False
         if not self._resultsets:
-            self._locked, locked = False, stored.locked
             self.addResultSet(LabNotebook.DEFAULT_RESULTSET)
-            self._locked = locked
+        self._locked = stored.locked
         if stored.current in self._resultsets:
             self._current = stored.current
         elif LabNotebook.DEFAULT_RESULTSET in self._resultsets:
