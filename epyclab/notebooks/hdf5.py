@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from time import monotonic
@@ -197,8 +198,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
         in_file = all(self._uid(rs) in stored_uids for rs in self._resultsets.values())
         self._committed_state = self._state_record_key() if in_file and not self._from_epyc else None
         self._saved = self._state_signature()
-        if self._readonly:
-            return
+        if self._readonly or self._from_epyc:
+            return  # an epyc file gets a journal when its first change converts it
         self._journal = Journal(self._side("journal"), self._file_id)
         self._last_checkpoint = monotonic()
         if replayed:
@@ -416,7 +417,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         try:
             with h5py.File(tmp, "r+") as f:
                 self._write_changes(f, rows)
-            os.link(self._path, backup)
+            try:
+                os.link(self._path, backup)
+            except OSError:  # a file system without hard links
+                shutil.copy2(self._path, backup)
             os.replace(tmp, self._path)
         finally:
             if os.path.exists(tmp):
