@@ -152,3 +152,22 @@ def wait_for_file(path: Path, timeout: float = 60.0) -> str:
             raise AssertionError(f"{path} did not appear within {timeout} s")
         time.sleep(0.05)
     return path.read_text()
+
+
+class Escape(BaseException):
+    """Not an Exception: Experiment.run does not catch it, so it fails the engine's whole task."""
+
+
+class EscapesAt(Experiment):
+    """Raises :class:`Escape` at the points whose x is in ``at`` (after ``delay`` seconds); else y = x."""
+
+    def __init__(self, at: tuple[int, ...], delay: float = 0.0) -> None:
+        super().__init__()
+        self.at = set(at)
+        self.delay = delay
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] in self.at:
+            time.sleep(self.delay)
+            raise Escape(f"escaping at x={params['x']}")
+        return {"y": params["x"]}

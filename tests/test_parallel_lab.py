@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_parallel import Logged, RecordingNotebook, Sleepy, Square, still_running
+from conftest_parallel import EscapesAt, Logged, RecordingNotebook, Sleepy, Square, still_running
 
-from epyclab.errors import ExperimentSerializationError
+from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.localcluster import LocalCluster, process_alive
 from epyclab.labs.parallel import ParallelLab
@@ -184,6 +184,31 @@ def test_a_borrowed_client_is_left_running(cluster: LocalCluster) -> None:
     assert lab.numberOfCores() == 2
     assert all(process_alive(p) for p in cluster.processes())
     assert len(set(cluster.client[:].apply_sync(os.getpid))) == 2
+
+
+def test_a_task_failing_outside_the_experiment_fails_only_its_points(cluster: LocalCluster) -> None:
+    lab = lab_on(cluster)
+    lab["x"] = range(80)
+    # x=70 fails its whole task (late, once other tasks have worked): its chunk's points fail, once.
+    lab.runExperiment(EscapesAt(at=(70,), delay=0.5), progress=False)
+    df = lab.dataframe(only_successful=False)
+    assert sorted(df["x"]) == list(range(80))
+    failed = df[~df[STATUS]]
+    assert 70 in set(failed["x"])
+    assert failed[Experiment.EXCEPTION].str.contains("Escape").all()
+    assert len(failed) <= 80 // (4 * 2)  # at most the points of that one chunk
+    assert df[df[STATUS]]["y"].tolist() == df[df[STATUS]]["x"].tolist()
+
+
+def test_when_no_task_works_the_sweep_stops_with_a_clear_error(cluster: LocalCluster) -> None:
+    nb = RecordingNotebook()
+    lab = lab_on(cluster, nb)
+    lab["x"] = range(40)
+    with pytest.raises(ClusterConnectionError, match="engines could not run epyclab's worker.*Escape"):
+        lab.runExperiment(EscapesAt(at=tuple(range(40))), progress=False)
+    # Nothing recorded as failed, so a later run with resume=True runs every point.
+    assert nb.numberOfResults() == 0
+    assert nb.commits == [0]
 
 
 def test_an_empty_sweep_commits_and_returns(cluster: LocalCluster) -> None:

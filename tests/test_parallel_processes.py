@@ -156,6 +156,60 @@ def test_ctrl_c_commits_finished_results_stops_everything_and_propagates(tmp_pat
     assert state_files(profile) == []
 
 
+HDF5_CTRL_C_SCRIPT = """
+import os, sys, time
+from epyclab import Experiment, HDF5LabNotebook, ParallelLab
+
+PROFILE, RUNNING, OUT, NOTEBOOK = sys.argv[1:5]
+
+class Slow(Experiment):
+    def do(self, params):
+        time.sleep(0.05)
+        return {"y": params["x"]}
+
+class Notebook(HDF5LabNotebook):
+    def addResult(self, rc, tag=None):
+        super().addResult(rc, tag)
+        if self.numberOfResults() == 5:
+            open(RUNNING, "w").close()
+
+nb = Notebook(NOTEBOOK, create=True)
+lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, commitEvery=10**9, commitInterval=3600)
+lab["x"] = range(100000)
+try:
+    lab.runExperiment(Slow(), progress=False)
+except KeyboardInterrupt:
+    with open(OUT, "w") as f:
+        f.write(str(nb.numberOfResults()))
+    os._exit(3)   # no close, no exit handlers: the file holds what the lab committed, nothing more
+"""
+
+
+def test_ctrl_c_leaves_every_finished_result_in_an_hdf5_notebook(tmp_path: Path) -> None:
+    from epyclab import HDF5LabNotebook
+
+    script = tmp_path / "sweep.py"
+    script.write_text(HDF5_CTRL_C_SCRIPT)
+    profile, running, out, notebook = tmp_path / "profile", tmp_path / "running", tmp_path / "n", tmp_path / "nb.h5"
+    proc = run_script(script, str(profile), str(running), str(out), str(notebook))
+    try:
+        wait_for_file(running)
+        procs = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    added = int(out.read_text())
+    assert added >= 5
+    nb = HDF5LabNotebook(str(notebook), readonly=True)
+    assert nb.numberOfResults() == added
+    assert sorted(nb.dataframe()["y"]) == sorted(set(nb.dataframe()["y"]))
+    assert still_running(procs) == []
+
+
 ORPHAN_SCRIPT = """
 import os, sys, time
 from epyclab import Experiment, ParallelLab

@@ -318,7 +318,10 @@ class Sweep:
       ``EngineError``), so a point that crashes its process cannot take
       every engine with it;
     - a task that fails for any other reason gives failed results for its
-      points, and is never retried;
+      points, and is never retried (an experiment's own failures never fail
+      a task: they are failed results already); if that happens before any
+      task has worked, the engines cannot run the worker at all, and the
+      sweep stops with ClusterConnectionError;
     - an engine that joined after the start gets the experiment when it
       first asks, and the chunk is resubmitted;
     - with no engine left for :attr:`EngineGrace` seconds, or when
@@ -371,6 +374,7 @@ class Sweep:
         self._pending: dict[str, tuple[AsyncResult, _Chunk]] = {}
         self._arrived: queue.SimpleQueue[AsyncResult] = queue.SimpleQueue()
         self._no_engines_since: float | None = None
+        self._replies = 0
         #: The largest chunk submitted, and the most points one task ran (for reports).
         self.largest_chunk = 0
         self.most_run_by_a_task = 0
@@ -447,14 +451,24 @@ class Sweep:
         try:
             reply = ar.get()
         except Exception as exc:
+            self._purge(ar)
             if is_engine_death(exc):
                 yield from self._engine_died(chunk, exc, classname)
-            else:
-                logger.warning("a task of %d points failed on the engine: %s", len(chunk.points), exc)
-                yield from (worker.failed_result(p, exc, _remote_traceback(exc), classname) for p in chunk.points)
-            self._purge(ar)
+                return
+            if not self._replies:
+                # Not one task has worked: the engines cannot run epyclab's worker at all
+                # (another environment, a broken install). Recording every point as failed
+                # would only fill the notebook; stop, and let resume run them later.
+                raise ClusterConnectionError(
+                    f"the engines could not run epyclab's worker: {exc}. If that is an import error, "
+                    f"the engines must run the same Python environment as this process, with epyclab "
+                    f"installed; if the experiment raised it, it must raise an Exception, not a BaseException"
+                ) from exc
+            logger.warning("a task of %d points failed on the engine: %s", len(chunk.points), exc)
+            yield from (worker.failed_result(p, exc, _remote_traceback(exc), classname) for p in chunk.points)
             return
         self._purge(ar)
+        self._replies += 1
         if reply[0] == worker.MISSING:
             yield from self._missing(ar, chunk, classname)
             return

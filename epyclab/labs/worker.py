@@ -95,10 +95,13 @@ def _classname(experiment: Experiment) -> str:
 
 
 def run_safely(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
-    """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too."""
+    """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too.
+
+    So is ``sys.exit()`` called by an experiment: it ends that run, not the engine's task.
+    """
     try:
         return experiment.set(point).run()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 
 
