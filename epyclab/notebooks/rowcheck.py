@@ -40,8 +40,8 @@ class RowCheck:
 
     def __init__(self, kinds: Mapping[str, str] | None = None) -> None:
         self.kinds: dict[str, str] = dict(kinds or {})
-        # signature -> the keys whose values need a look: text, Python ints, (key, kind) of the rest.
-        self._seen: dict[Any, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+        # signature -> the keys whose values need a look: text, Python ints, datetimes, (key, kind) of the rest.
+        self._seen: dict[Any, tuple[Any, ...]] = {}
         self._last: list[Any] = [None, None, None]
 
     def __call__(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
@@ -58,21 +58,23 @@ class RowCheck:
                 if deep is None:
                     deep = self._learn(_ROLES[i], part, sig)
                 last[i] = (keys, types, deep)
-            texts, ints, others = deep
-            role = _ROLES[i]
-            # The common values pass two C-level tests; only the others get the full check.
+            texts, ints, times, others = deep
+            # The common values pass quick tests; only the others get the full check.
             for k in texts:
                 v = part[k]
                 if not v.isascii() or "\x00" in v:
-                    _refuse_if_unstorable(role, k, v, "str")
+                    _refuse_if_unstorable(_ROLES[i], k, v, "str")
             for k in ints:
                 v = part[k]
                 if not _INT64_MIN <= v <= _INT64_MAX:
-                    _refuse_if_unstorable(role, k, v, "int")
+                    _refuse_if_unstorable(_ROLES[i], k, v, "int")
+            for k in times:
+                if part[k].tzinfo is not None:
+                    _refuse_if_unstorable(_ROLES[i], k, part[k], "datetime")
             for k, kind in others:
-                _refuse_if_unstorable(role, k, part[k], kind)
+                _refuse_if_unstorable(_ROLES[i], k, part[k], kind)
 
-    def _learn(self, role: str, part: Mapping[str, Any], sig: Any) -> tuple[tuple[str, str], ...]:
+    def _learn(self, role: str, part: Mapping[str, Any], sig: Any) -> tuple[Any, ...]:
         """Check a signature not seen before, type by type, and remember it."""
         kinds = dict(self.kinds)
         deep = []
@@ -105,8 +107,9 @@ class RowCheck:
         self.kinds = kinds
         texts = tuple(k for k, kind in deep if kind == "str")
         ints = tuple(k for k, kind in deep if kind == "int")
-        others = tuple((k, kind) for k, kind in deep if kind not in ("str", "int"))
-        self._seen[sig] = (texts, ints, others)
+        times = tuple(k for k, kind in deep if kind == "datetime")
+        others = tuple((k, kind) for k, kind in deep if kind not in ("str", "int", "datetime"))
+        self._seen[sig] = (texts, ints, times, others)
         return self._seen[sig]
 
 
