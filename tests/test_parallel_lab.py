@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from conftest_parallel import EscapesAt, Logged, RecordingNotebook, Sleepy, Square, still_running
 
+from epyclab.combinators import RepeatedExperiment
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.localcluster import LocalCluster, process_alive
@@ -209,6 +210,16 @@ def test_when_no_task_works_the_sweep_stops_with_a_clear_error(cluster: LocalClu
     # Nothing recorded as failed, so a later run with resume=True runs every point.
     assert nb.numberOfResults() == 0
     assert nb.commits == [0]
+
+
+def test_repeated_experiments_give_a_row_per_repetition(cluster: LocalCluster) -> None:
+    lab = lab_on(cluster)
+    lab["x"] = range(5)
+    lab.runExperiment(RepeatedExperiment(Square(), 3), progress=False)
+    df = lab.dataframe()
+    assert len(df) == 15
+    assert sorted(df.groupby("x")[RepeatedExperiment.I].apply(sorted).tolist()) == [[0, 1, 2]] * 5
+    assert (df["y"] == df["x"] ** 2).all()
 
 
 def test_an_empty_sweep_commits_and_returns(cluster: LocalCluster) -> None:
