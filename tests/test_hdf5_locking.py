@@ -192,3 +192,9 @@ def test_lock_waits_are_bounded(tmp_path, monkeypatch):
         assert time.monotonic() - start < 10
     finally:
         blocker.release()
+
+
+def test_a_notebook_in_a_directory_that_does_not_exist_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="directory .*missing does not exist"):
+        HDF5LabNotebook(tmp_path / "missing" / "nb.h5")
+    assert not (tmp_path / "missing").exists()

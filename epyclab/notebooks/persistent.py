@@ -87,6 +87,9 @@ class PersistentLabNotebook(LabNotebook):
             self._load(self._read_file(writer=False))
             self._is_open = True
             return
+        directory = os.path.dirname(os.path.abspath(self._path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"cannot open notebook {self._path}: directory {directory} does not exist")
         self._lock.acquire()
         try:
             exists = os.path.exists(self._path)
