@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ipyparallel as ipp
+import psutil
 import pytest
 from conftest_parallel import (
     Announces,
@@ -255,6 +256,35 @@ def test_cluster_orphaned_by_a_killed_parent_is_stopped_by_the_next_start(tmp_pa
     assert still_running(orphans) == []
     assert nb.numberOfResults() == 10
     assert still_running(seen) == []
+    assert state_files(profile) == []
+
+
+def test_orphan_killed_before_its_pids_were_recorded_is_stopped_from_ipyparallels_file(tmp_path: Path) -> None:
+    # As if the owner died right after ipyparallel started the processes: the state file
+    # names the cluster and its dead owner, but no PID.
+    profile = tmp_path / "profile"
+    cluster = ipp.Cluster(
+        n=1, profile_dir=str(profile), cluster_id="epyclab-early-death", controller_ip="127.0.0.1",
+        log_level=40, shutdown_atexit=False,
+    )
+    cluster.start_cluster_sync()
+    procs = [p for p in descendants(os.getpid()) if p["pid"] in _cluster_pids_of(cluster)]
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    created = psutil.Process(owner.pid).create_time()
+    owner.wait()
+    (profile / "epyclab").mkdir(parents=True)
+    (profile / "epyclab" / "local-epyclab-early-death.json").write_text(json.dumps({
+        "cluster_id": "epyclab-early-death", "profile_dir": str(profile),
+        "owner": {"pid": owner.pid, "created": created}, "controller": [], "engines": [],
+    }))
+    try:
+        assert cleanup_orphans(str(profile)) == ["epyclab-early-death"]
+    finally:
+        if any(process_alive(p) for p in procs):
+            cluster.stop_engines_sync()
+            cluster.stop_controller_sync()
+    assert len(procs) >= 3
+    assert still_running(procs) == []
     assert state_files(profile) == []
 
 

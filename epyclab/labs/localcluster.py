@@ -13,10 +13,9 @@ itself in a small state file, ``<profile_dir>/epyclab/local-<cluster id>.json``
 (the owner's PID and the PIDs it started, each with its start time so that a
 reused PID is never mistaken for ours). The next :meth:`LocalCluster.start` in
 the same profile directory stops every cluster whose owner is gone; clusters
-of live owners (another sweep running at the same time) are left alone. By
-hand: ``ipcluster stop --profile-dir=DIR --cluster-id=ID``.
-
-Their files (cluster and connection files, logs) are removed with them.
+of live owners (another sweep running at the same time) are left alone, and
+the files of those stopped (cluster and connection files, logs) are removed.
+By hand: ``ipcluster stop --profile-dir=DIR --cluster-id=ID``.
 """
 
 from __future__ import annotations
@@ -178,6 +177,19 @@ def _stop_recorded(
     killed = _terminate(engines, timeout) + _terminate(controller, timeout)
     if killed:
         logger.warning("killed processes %s of orphaned cluster %s that did not stop on TERM", killed, cluster_id)
+    if not controller:
+        # Killed after ipyparallel started the controller but before its PIDs were
+        # recorded: ipyparallel's own cluster file (if written) still knows them.
+        try:
+            cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log_level=logging.WARNING)
+        except FileNotFoundError:
+            cluster = None
+        if cluster is not None:
+            for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
+                try:
+                    step()
+                except Exception as exc:
+                    logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
     _remove_files(profile_dir, cluster_id)
 
 
