@@ -244,6 +244,33 @@ def test_an_experiment_that_cannot_be_serialized_fails_before_anything_is_submit
     lab.close()
 
 
+def test_wait_shows_a_progress_bar_when_asked(hub, capsys):
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile_dir=str(hub.profile_dir))
+    lab["x"] = range(30)
+    lab.runExperiment(Square())
+    assert lab.wait(timeout=120, progress=True)
+    bar = capsys.readouterr().err
+    assert "ClusterLab" in bar and "30/30" in bar
+    lab.close()
+
+
+def test_the_engines_and_a_lab_recreated_from_its_arguments(hub):
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile_dir=str(hub.profile_dir))
+    with lab.sync_imports(quiet=True):
+        import math  # noqa: F401
+    engines = lab.engines()
+    engines.execute("root = math.sqrt(16.0)", block=True)  # math was imported there too
+    assert engines.pull("root", block=True) == [4.0, 4.0]
+    classname, kwargs = lab.recreate()
+    assert classname == "epyclab.labs.cluster.ClusterLab"
+    again = ClusterLab(LabNotebook(), **kwargs)
+    assert again.numberOfEngines() == 2
+    again.close()
+    lab.close()
+
+
 # ---- connecting ------------------------------------------------------------------------------------
 
 

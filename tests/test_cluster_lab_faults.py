@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from clusterhub import HubProcesses, Square
 
+from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
@@ -99,6 +100,29 @@ def test_a_controller_restarted_mid_sweep_loses_no_point(durable: HubProcesses):
 
     assert lab.wait(timeout=300, progress=False)
     one_result_per_point(nb, 200)
+    lab.close()
+
+
+def test_a_controller_that_stops_answering_is_an_error_that_keeps_the_pending_jobs(durable: HubProcesses):
+    class Impatient(QuickLab):
+        Reconnections = 2
+
+    durable.start()
+    nb = LabNotebook()
+    lab = Impatient(nb, profile_dir=str(durable.profile_dir), chunkSize=1, timeout=1)
+    lab["x"] = range(12)
+    lab.runExperiment(Square(0.5))
+    durable.kill_controller()
+    with pytest.raises(ClusterConnectionError) as err:
+        lab.wait(timeout=120, progress=False)
+    assert "not running" in str(err.value) and str(durable.profile_dir) in str(err.value)
+    pending = nb.numberOfPendingResults()
+    assert pending + nb.numberOfResults() == 12 and pending > 0
+
+    # Once a controller runs again, the same lab picks up where it stopped.
+    durable.start_controller()
+    assert lab.wait(timeout=300, progress=False)
+    one_result_per_point(nb, 12)
     lab.close()
 
 

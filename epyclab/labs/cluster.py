@@ -146,6 +146,7 @@ class ClusterLab(Lab):
         )
         self._chunk_size = chunkSize
         self._hub_: Hub | None = None
+        self._session: str | None = None  # the hub session last seen, to notice a restart across reconnections
         self._view: Any = None
         self._paths = client_paths()
         self._own: dict[str, OwnTask] = {}
@@ -164,7 +165,7 @@ class ClusterLab(Lab):
         if self._hub_ is not None:
             return
         client = self._connection.open(self.Reconnections, self.ReconnectDelay)
-        self._hub_ = Hub(client, self._connection.timeout)
+        self._hub_ = Hub(client, self._connection.timeout, self._session)
         self._collector.reset()
         view = client.load_balanced_view()
         # Engine death is handled by the lab (resubmission); retries would re-run ordinary errors too.
@@ -179,6 +180,8 @@ class ClusterLab(Lab):
 
     def _disconnect(self) -> None:
         hub, self._hub_ = self._hub_, None
+        if hub is not None and hub.session is not None:
+            self._session = hub.session
         self._view = None
         # The old client's futures will never fire: tasks of this lab are now followed through the hub.
         for own in self._own.values():

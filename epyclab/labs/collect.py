@@ -68,7 +68,10 @@ LOST_POLICIES = ("resubmit", "fail")
 
 _WHY = {
     TaskState.DIED: "the engine running it died",
-    TaskState.ORPHAN: "the controller restarted while it was queued or running, so it can never finish",
+    TaskState.ORPHAN: (
+        "the controller is not running it and never will (it restarted while the task was queued or running, "
+        "or dropped it with the engine it was on)"
+    ),
     TaskState.STUCK: (
         "the controller assigned it to an engine that never received it (a message lost while the engine "
         "reconnected, as happens right after a controller restart)"
@@ -106,6 +109,15 @@ class Tally:
         self.changed = self.changed or other.changed
         for why, n in other.resubmitted.items():
             self.resubmitted[why] = self.resubmitted.get(why, 0) + n
+
+
+@dataclass
+class _Probe:
+    """A trivial task sent to an engine to learn whether it holds ``tasks`` (see Collector._probe)."""
+
+    ar: AsyncResult
+    tasks: set[str]
+    finished: bool = False
 
 
 class Collector:
@@ -152,7 +164,8 @@ class Collector:
         self._last_purge = monotonic()
         self._last_live_check: float | None = None
         self._seen_on: dict[str, int] = {}
-        self._probes: dict[int, tuple[AsyncResult, set[str]]] = {}
+        # Per engine: the probe's future, the tasks it tests, and whether it was seen finished at a check.
+        self._probes: dict[int, _Probe] = {}
         self._where: dict[str, str] | None = None
 
     # ---- one pass --------------------------------------------------------------------------
@@ -219,8 +232,9 @@ class Collector:
         not wait for is an orphan; a missing one (past the grace period) is
         lost. A task the hub has had assigned to the same engine at two checks
         in a row is *probed*: the engine is sent a trivial task, which it runs
-        only after everything it received before; if that comes back while
-        the task is still assigned to the engine, the engine never got it.
+        only after everything it received before; if that has come back and,
+        at the next check, the task is still assigned to the engine, the
+        engine never got it (the task is *stuck*).
         """
         now = monotonic()
         if self._last_live_check is not None and now - self._last_live_check < self.OrphanCheckSeconds:
@@ -252,12 +266,15 @@ class Collector:
     def _probe(self, hub: Hub, waiting: list[str], engine_of: dict[str, int],
                observations: dict[str, Observation]) -> None:
         """Find tasks stuck on engines that never received them (see :meth:`_find_stranded`)."""
-        for engine, (ar, tasks) in list(self._probes.items()):
-            if not ar.done():
+        for engine, probe in list(self._probes.items()):
+            if not probe.finished:
+                # Judged only at the next check: the hub records a task's end a moment after the engine
+                # has moved on, so a task that ran just before the probe may still be listed now.
+                probe.finished = probe.ar.done()
                 continue
             del self._probes[engine]
-            self._purge_later(ar.msg_ids[0])
-            for msg_id in tasks:
+            self._purge_later(probe.ar.msg_ids[0])
+            for msg_id in probe.tasks:
                 ob = observations.get(msg_id)
                 if engine_of.get(msg_id) == engine and ob is not None and ob.state is TaskState.PENDING:
                     observations[msg_id] = Observation(TaskState.STUCK)
@@ -268,7 +285,7 @@ class Collector:
                 suspects.setdefault(engine, set()).add(msg_id)
         for engine, tasks in suspects.items():
             try:
-                self._probes[engine] = (hub.probe(engine), tasks)
+                self._probes[engine] = _Probe(hub.probe(engine), tasks)
             except NoAnswer:
                 raise
             except Exception as exc:

@@ -139,12 +139,18 @@ class Hub:
     Batch = 200
     #: Seconds to leave a restarted controller before submitting to it: its schedulers drop tasks
     #: sent to engines whose connections have not come back yet.
-    SettleSeconds = 3.0
+    SettleSeconds = 1.0
+    #: At most this many seconds (after the restart was seen) waiting for the engines to answer.
+    SettleTimeout = 30.0
+    #: Seconds left after every engine answered, for its other connections to come back too.
+    SettleMargin = 0.5
 
-    def __init__(self, client: ipp.Client, timeout: float) -> None:
+    def __init__(self, client: ipp.Client, timeout: float, session: str | None = None) -> None:
         self.client = client
         self.timeout = float(timeout)
-        self._session: str | None = None
+        #: The hub's session id (a new one on each controller start); given the previous one, a new
+        #: connection notices that the controller restarted.
+        self.session = session
         self._restarted: float | None = None
 
     def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -157,11 +163,11 @@ class Hub:
             raise NoAnswer(f"the controller did not answer a {msg_type} within {self.timeout:g} s")
         reply = future.result()
         session = reply.get("header", {}).get("session")
-        if session is not None and session != self._session:
-            if self._session is not None:
+        if session is not None and session != self.session:
+            if self.session is not None:
                 logger.warning("the controller was restarted (new hub session %s)", session)
                 self._restarted = time.monotonic()
-            self._session = session
+            self.session = session
         answer = reply["content"]
         if answer.get("status") != "ok":
             raise client._unwrap_exception(answer)
@@ -204,14 +210,38 @@ class Hub:
         return self.client[engine].apply_async(_engine_pid)
 
     def settle(self) -> None:
-        """Wait until a controller seen restarting has been up :attr:`SettleSeconds`."""
+        """After a controller restart, wait until its engines are back before submitting anything.
+
+        A restarted controller's schedulers silently drop tasks sent to an
+        engine whose connection has not come back yet, and then count that
+        engine as busy for ever. So: wait :attr:`SettleSeconds`, then until
+        every engine answers a trivial task (asked again every second, for at
+        most :attr:`SettleTimeout` seconds), then a moment more for its other
+        connections.
+        """
         if self._restarted is None:
             return
-        left = self._restarted + self.SettleSeconds - time.monotonic()
+        restarted, self._restarted = self._restarted, None
+        left = restarted + self.SettleSeconds - time.monotonic()
         if left > 0:
-            logger.info("waiting %.1f s for the engines to reconnect to the restarted controller", left)
             time.sleep(left)
-        self._restarted = None
+        deadline = restarted + self.SettleTimeout
+        waiting = set(self.client.ids)
+        probes = []
+        while waiting and time.monotonic() < deadline:
+            sent = {e: self.probe(e) for e in waiting}
+            probes.extend(sent.values())
+            end = min(deadline, time.monotonic() + 1.0)
+            while waiting and time.monotonic() < end:
+                waiting -= {e for e, ar in sent.items() if ar.done()}
+                time.sleep(0.05)
+        if waiting:
+            logger.warning("engines %s did not answer the restarted controller within %g s; submitting anyway",
+                           sorted(waiting), self.SettleTimeout)
+        time.sleep(self.SettleMargin)
+        done = [ar.msg_ids[0] for ar in probes if ar.done()]
+        if done:
+            self.purge(done)
 
     def purge(self, msg_ids: list[str]) -> list[str]:
         """Drop finished tasks' records from the hub; return the ids it still had pending (not dropped)."""
