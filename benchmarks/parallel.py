@@ -8,19 +8,20 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     same experiment runs (``functools.partial(worker.run, e)`` over the points:
     what a hand-written ipyparallel sweep does, without a notebook), and
     ``map_async`` of a bare ``2*x``; and against the sequential ``Lab``.
-    Best and median of ``--repeat`` interleaved runs.
+    Best and median of ``--repeat`` interleaved runs, after a warm-up.
 (b) 40 CPU-bound points of ~0.25 s each (pure Python, calibrated here): the
     speedup of ParallelLab over the sequential Lab, on a running cluster (best
     of ``--cpu-repeat`` interleaved runs of each) and end to end (starting and
     stopping its own cluster, one run).
 (c) the local cluster's start (until every engine is registered) and stop.
 
-    python benchmarks/parallel.py [--repeat 5] [--cpu-repeat 2] [--engines N] [--no-write]
+    python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--engines N] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,11 @@ def trivial(client: Any, repeat: int) -> dict[str, Any]:
     view = client.load_balanced_view()
     points = [{"x": x} for x in range(TRIVIAL_POINTS)]
     lab_t, floor_t, bare_t, seq_t, chunks = [], [], [], [], []
+    # Warm up: the engines import epyclab's worker and dill the first time.
+    warm = ParallelLab(client=client)
+    warm["x"] = range(100)
+    warm.runExperiment(Trivial(), progress=False)
+    map_and_get(view, partial(worker.run, Trivial()), points[:100], 10)
     for _ in range(repeat):
         lab = ParallelLab(client=client)
         lab["x"] = range(TRIVIAL_POINTS)
@@ -113,7 +119,7 @@ def start_stop(engines: int, profile: str, repeat: int) -> dict[str, list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9, help="interleaved runs of (a)")
     parser.add_argument("--cpu-repeat", type=int, default=2, help="interleaved runs of (b)")
     parser.add_argument("--engines", type=int, default=0, help="as ParallelLab's cores (0: every core)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
@@ -122,6 +128,7 @@ def main() -> None:
 
     from _report import machine, table, write_section
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="epyclab-bench-") as tmp:
         profile = str(Path(tmp) / "profile")
         n = calibrate(CPU_SECONDS)
@@ -178,7 +185,8 @@ def main() -> None:
     )
     text_c += "\n\nTarget: start at most 3 s."
 
-    body = f"{text_a}\n\n{text_b}\n\n{text_c}"
+    load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
+    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{load}"
     print(body)
     if not args.no_write:
         write_section(
