@@ -141,6 +141,17 @@ def test_unserializable_attribute_is_found_inside_a_combinator() -> None:
         serialize_experiment(RepeatedExperiment(HoldsStream(), 2))
 
 
+def test_unserializable_experiment_fails_before_a_cluster_is_started(tmp_path: Path) -> None:
+    before = psutil.Process().children(recursive=True)
+    lab = ParallelLab(cores=1, profile_dir=str(tmp_path / "profile"))
+    lab["x"] = range(3)
+    with pytest.raises(ExperimentSerializationError, match=r"HoldsStream.*self\.stream"):
+        lab.runExperiment(HoldsStream(), progress=False)
+    assert psutil.Process().children(recursive=True) == before
+    assert not (tmp_path / "profile").exists()
+    assert lab.notebook().numberOfResults() == 0
+
+
 def test_each_distinct_experiment_is_serialized_once() -> None:
     e, f = Square(), Square(fail_at=(1,))
     items, payloads = package([(e, {"x": 1}), (e, {"x": 2}), (f, {"x": 3})])

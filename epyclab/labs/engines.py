@@ -241,9 +241,11 @@ class ChunkSizer:
     whose points grow costlier is followed), and later chunks hold as many
     points as run in :attr:`TargetSeconds` (0.1 s), at least 1.
 
-    So cheap points are batched until a task's fixed cost (a few ms for a
-    load-balanced task on this kind of machine) is a few percent of its
-    work, no round trip is spent on a probe before the real work, and points
+    So cheap points are batched until a task's fixed cost is a few percent
+    of its work (measured on a 2-core machine with ipyparallel 9.2: one
+    load-balanced ``apply_async`` per point gives only 300-380 trivial
+    points/s, while ``map_async`` with chunks of 50 gives 14-21k points/s);
+    no round trip is spent on a probe before the real work; and points
     costing 0.1 s or more end up one per task: a point is never held back
     behind more than 0.2 s of other points, and load stays balanced.
     """
