@@ -170,6 +170,29 @@ def test_create_refuses_to_drop_pending_results_unless_forced(tmp_path):
     assert HDF5LabNotebook(path, readonly=True).numberOfAllPendingResults() == 0
 
 
+PENDING_THEN_KILLED = """
+import sys, time
+from epyclab import HDF5LabNotebook
+nb = HDF5LabNotebook(sys.argv[1], create=True)
+nb.addPendingResult({"n": 1}, "job-1")
+nb.commit()  # into the journal only: the process is killed before any checkpoint
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_create_counts_pending_results_a_killed_writer_left_in_its_journal(tmp_path):
+    path = tmp_path / "nb.h5"
+    proc = subprocess.Popen([sys.executable, "-c", PENDING_THEN_KILLED, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        stop(proc)
+    with pytest.raises(NotebookOverwriteError, match="1 pending"):
+        HDF5LabNotebook(path, create=True)
+    assert HDF5LabNotebook(path, readonly=True).pendingResults() == ["job-1"]
+
+
 def test_create_without_pending_results_starts_afresh(tmp_path):
     path = tmp_path / "nb.h5"
     with HDF5LabNotebook(path, create=True) as nb:

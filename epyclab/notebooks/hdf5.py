@@ -155,9 +155,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         return [r for r in read_records(path) if r["seq"] > stored.seq]
 
     def _create_file(self, description: str) -> None:
+        if self._journal is not None:
+            self._journal.close()  # the journal of the notebook being replaced
+            self._journal = None
         for suffix in ("journal", "undo"):
             if os.path.exists(self._side(suffix)):
-                logger.warning("removing %s, left by an earlier notebook of that name", self._side(suffix))
+                logger.info("removing %s, left by the notebook being replaced", self._side(suffix))
                 os.unlink(self._side(suffix))
         self._file_id = uuid.uuid4().hex
         self._seq = 0

@@ -94,21 +94,21 @@ class PersistentLabNotebook(LabNotebook):
         try:
             exists = os.path.exists(self._path)
             if exists:
-                stored = self._read_file(writer=True)
+                # Loaded even when about to be replaced: what it holds must be known
+                # (its pending results, including those only its journal records).
+                self._load(self._read_file(writer=True))
                 if create:
-                    self._refuse_to_drop_pending(stored, force)
+                    self._refuse_to_drop_pending(force)
             if create or not exists:
                 self._create_file(self._description if description is None else description)
                 self._reset_to_empty(description)
-            else:
-                self._load(stored)
         except BaseException:
             self._lock.release()
             raise
         self._is_open = True
 
-    def _refuse_to_drop_pending(self, stored: StoredNotebook, force: bool) -> None:
-        pending = sum(len(rs.pending) for rs in stored.resultsets)
+    def _refuse_to_drop_pending(self, force: bool) -> None:
+        pending = self.numberOfAllPendingResults()
         if pending and not force:
             raise NotebookOverwriteError(
                 f"{self._path} holds {pending} pending result(s) (submitted jobs not yet collected); "
