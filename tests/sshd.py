@@ -80,20 +80,21 @@ class SshWorkers:
             if user in self.removed:
                 continue
             # sshd's per-session processes may take a moment to go after sshd itself.
-            for _ in range(50):
-                found = user_processes(user)
-                if not found:
-                    break
-                time.sleep(0.1)
-            else:
+            found = _wait_no_processes(user, 5.0)
+            if found:
                 leftovers += [f"{user}: {line}" for line in found]
                 for line in found:
-                    pid = int(line.split()[0])
                     try:
-                        os.kill(pid, 9)
+                        os.kill(int(line.split()[0]), 9)
                     except ProcessLookupError:
                         pass
-            subprocess.run(["userdel", "-r", user], capture_output=True, check=False)
+                # userdel refuses a user who still runs something.
+                still = _wait_no_processes(user, 10.0)
+                leftovers += [f"{user}: {line} (survived SIGKILL)" for line in still]
+            done = subprocess.run(["userdel", "-r", user], capture_output=True, text=True, check=False)
+            # userdel -r warns (status 12) when the user has no mail spool; the user is gone anyway.
+            if done.returncode not in (0, 12):
+                leftovers.append(f"{user}: userdel -r failed: {done.stderr.strip()}")
             self.removed.append(user)
         if self.made_run_dir:
             shutil.rmtree("/run/sshd", ignore_errors=True)
@@ -165,6 +166,15 @@ def start_sshd(directory: Path, count: int = 2) -> SshWorkers:
         workers.close()
         raise
     return workers
+
+
+def _wait_no_processes(user: str, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = user_processes(user)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,11 +98,14 @@ def buildWheelhouse(directory: str | Path, requirements: str, remote: Remote | N
         directory.mkdir(parents=True)
         (directory / _REQUIREMENTS).write_text(requirements)
     source = epyclabSource()
-    target = str(source) if source is not None else f"epyclab=={epyclab.__version__}"
     argv = [sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(directory), "-r", str(directory / _REQUIREMENTS)]
-    remote.run("local", [*argv, target], cwd=directory.parent if not remote.dryRun else None)
     if remote.dryRun:
+        remote.run("local", [*argv, str(source) if source is not None else f"epyclab=={epyclab.__version__}"])
         return Wheelhouse(directory, _python_version(), "dry-run", ())
+    with tempfile.TemporaryDirectory(prefix="epyclab-build-") as scratch:
+        # Build from a copy: setuptools leaves a build/ directory in the tree it builds.
+        target = _copy_source(source, Path(scratch)) if source is not None else f"epyclab=={epyclab.__version__}"
+        remote.run("local", [*argv, target], cwd=scratch)
     return _finish(directory)
 
 
@@ -115,6 +119,17 @@ def loadWheelhouse(directory: str | Path) -> Wheelhouse:
         )
     data = json.loads(manifest.read_text())
     return Wheelhouse(directory, data["python"], data["fingerprint"], tuple(data["wheels"]))
+
+
+def _copy_source(source: Path, scratch: Path) -> str:
+    """Copy what building epyclab needs (metadata files and the package) into ``scratch``; return the copy."""
+    copy = scratch / "epyclab-source"
+    copy.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        if (source / name).exists():
+            shutil.copy2(source / name, copy / name)
+    shutil.copytree(source / "epyclab", copy / "epyclab", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(copy)
 
 
 def _finish(directory: Path) -> Wheelhouse:

@@ -1,0 +1,232 @@
+"""The cluster commands for real, over ssh: a private sshd on 127.0.0.1 and two fresh local users
+as the workers (see tests/sshd.py). init, sync from a wheelhouse (twice: the second changes nothing),
+start with one engine per worker, a sweep of epyclab.labs.worker.run on those engines through a plain
+ipyparallel client, status, stop, and nothing left running; then an unreachable worker.
+
+The workers' venvs are made with Debian's Python of the same minor version as
+the one running the tests: the users cannot run root's interpreter (under
+/root, mode 0700), and the wheelhouse built here fits any CPython of the same
+minor version. Skipped, with the reason, without root, sshd, rsync or that Python.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import ipyparallel
+import pytest
+import sshd
+from click.testing import CliRunner, Result
+
+from epyclab.cli import main
+from epyclab.cluster.manage import stopCluster
+from epyclab.cluster.state import loadProcesses
+from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
+from epyclab.experiment import Experiment
+from epyclab.labs import worker
+
+pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=sshd.why_not() or "")
+
+
+def cluster(ipdir: Path, *args: str) -> Result:
+    """Run ``epyclab cluster ARGS`` in this process, as a user would from the shell."""
+    return CliRunner().invoke(main, ["cluster", "--ipython-dir", str(ipdir), *args])
+
+
+@pytest.fixture(scope="module")
+def worker_python() -> str:
+    """A Python the workers' users can run, of this Python's minor version (the wheelhouse's)."""
+    candidate = f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}"
+    if not os.access(candidate, os.X_OK):
+        pytest.skip(f"{candidate} is missing: the worker venvs need it (.ci/run installs python3-venv)")
+    done = subprocess.run([candidate, "-c", "import venv, ensurepip"], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"{candidate} cannot make venvs: install Debian's python3-venv")
+    return candidate
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sshd.SshWorkers]:
+    """The sshd and its two users; afterwards sshd is stopped by PID and the users are removed."""
+    running = sshd.start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield running
+    finally:
+        leftovers = running.close()
+        assert running.process is not None and running.process.poll() is not None, "sshd still runs"
+        for user in running.users:
+            with pytest.raises(KeyError):
+                pwd.getpwnam(user)
+            assert not Path(f"/home/{user}").exists()
+        assert not leftovers, f"processes of the test users were left running: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
+    """The wheelhouse, built once: the project's requirements-cluster.txt plus epyclab."""
+    source = epyclabSource()
+    assert source is not None, "the tests run from epyclab's source tree"
+    requirements = requirementsText(source / "requirements-cluster.txt")
+    return buildWheelhouse(tmp_path_factory.mktemp("wheels") / "wheelhouse", requirements)
+
+
+@pytest.fixture
+def ipdir(tmp_path: Path) -> Iterator[Path]:
+    """An IPython directory of its own; whatever a failed test left running from it is stopped."""
+    directory = tmp_path / "ipython"
+    yield directory
+    for profile in directory.glob("profile_*"):
+        if not loadProcesses(profile).empty():
+            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+
+
+# The experiment as a user's script defines it. Run as a script's __main__, its
+# class travels by value with dill; a class of this test module would travel by
+# reference, and the workers' venvs have no tests to import it from.
+EXPERIMENT_SCRIPT = """
+from epyclab.experiment import Experiment
+
+
+class SquareWhere(Experiment):
+    def do(self, params):
+        import getpass
+
+        return {"y": params["x"] ** 2, "user": getpass.getuser()}
+"""
+
+
+def make_experiment() -> Experiment:
+    """An instance of the script's experiment class."""
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(EXPERIMENT_SCRIPT, namespace)  # noqa: S102 - it stands for the user's script
+    return namespace["SquareWhere"]()  # type: ignore[operator]
+
+
+def process_owner(pid: int) -> str:
+    return pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+
+
+def wait_no_processes(users: list[str], pids: list[int], timeout: float = 20.0) -> list[str]:
+    """Wait until the users run nothing and ``pids`` are gone (zombies reaped); return what is left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [f"{u}: {line}" for u in users for line in sshd.user_processes(u)]
+        left += [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def test_init_sync_start_sweep_status_stop(
+    ipdir: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
+) -> None:
+    w1, w2 = workers.aliases
+    u1, u2 = workers.users
+
+    # init
+    assert cluster(ipdir, "-q", "init", "lab").exit_code == 0
+
+    # sync: venvs made, wheels installed, profile files copied; all without a package index
+    args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
+    args += ["--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
+    first = cluster(ipdir, "sync", "lab", *args)
+    assert first.exit_code == 0, first.output
+    for alias in (w1, w2):
+        assert f"{alias}: created venv ~/epyclab-venv, installed {len(wheelhouse.wheels)} wheels" in first.stdout
+    assert "--no-index --find-links" in first.stderr  # every remote command is logged
+    for user in (u1, u2):
+        venv = workers.home(user) / "epyclab-venv"
+        assert process_owner_of_path(venv) == user
+        assert (venv / ".epyclab-sync").read_text().strip() == wheelhouse.fingerprint
+
+    # sync again, remembered workers and options: nothing to do, and it says so per worker
+    second = cluster(ipdir, "-q", "sync", "lab", "--wheelhouse", str(wheelhouse.directory), "--no-rebuild")
+    assert second.exit_code == 0, second.output
+    assert second.stdout.splitlines() == [f"{w1}: unchanged", f"{w2}: unchanged"]
+
+    # start: the controller here, one engine per worker, each running as its worker's user
+    started = cluster(ipdir, "-q", "start", "lab", "--engines-per-worker", "1")
+    assert started.exit_code == 0, started.output
+    assert f"  {w1}: 1" in started.stdout and f"  {w2}: 1" in started.stdout
+    profile = ipdir / "profile_lab"
+    recorded = loadProcesses(profile)
+    controller = int(recorded.controller["pid"])
+    engines = {alias: recorded.engines[alias][0] for alias in (w1, w2)}
+    assert {process_owner(engines[w1]), process_owner(engines[w2])} == {u1, u2}
+    assert process_owner(engines[w1]) == u1
+    for user in (u1, u2):  # the engine connection file holds the key: private to its user
+        copied = workers.home(user) / ".ipython" / "profile_lab" / "security" / "ipcontroller-engine.json"
+        assert oct(copied.stat().st_mode & 0o777) == oct(0o600)
+        assert process_owner_of_path(copied) == user
+    assert oct((profile / "security" / "ipcontroller-client.json").stat().st_mode & 0o777) == oct(0o600)
+
+    # a sweep through that controller, by a plain ipyparallel client
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        client[:].use_dill().get(30)
+        view = client.load_balanced_view()
+        experiment = make_experiment()
+        results = [view.apply_async(worker.run, experiment, {"x": x}) for x in range(6)]
+        rcs = [r.get(60) for r in results]
+    finally:
+        client.close()
+    assert [rc[Experiment.RESULTS]["y"] for rc in rcs] == [x * x for x in range(6)]
+    assert all(rc[Experiment.METADATA][Experiment.STATUS] for rc in rcs)
+    assert {rc[Experiment.METADATA][Experiment.PID] for rc in rcs} <= set(engines.values())
+    assert {rc[Experiment.RESULTS]["user"] for rc in rcs} <= {u1, u2}
+
+    # status: engines per worker, the sweep's tasks finished
+    status = cluster(ipdir, "status", "lab")
+    assert status.exit_code == 0, status.output
+    assert f"  {w1}: 1 / 1" in status.stdout and f"  {w2}: 1 / 1" in status.stdout
+    assert "tasks: 0 queued, 0 running, 6 finished" in status.stdout
+
+    # stop: engines on every worker, then the controller; nothing of theirs is left
+    stopped = cluster(ipdir, "-q", "stop", "lab")
+    assert stopped.exit_code == 0, stopped.output
+    assert f"{w1}: stopped 1 engine(s)" in stopped.stdout
+    assert f"{w2}: stopped 1 engine(s)" in stopped.stdout
+    assert "(local): stopped the controller" in stopped.stdout
+    assert wait_no_processes([u1, u2], [controller, *engines.values()]) == []
+    assert loadProcesses(profile).empty()
+
+
+def process_owner_of_path(path: Path) -> str:
+    return pwd.getpwuid(path.stat().st_uid).pw_name
+
+
+def test_an_unreachable_worker_is_named_and_the_others_finish(
+    ipdir: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
+) -> None:
+    cluster(ipdir, "-q", "init", "half")
+    dead = f"nobody@127.0.0.1:{sshd.free_port()}"  # nothing listens there
+    args = ["--workers", workers.aliases[0], "--workers", dead, "--ssh-option", workers.ssh_option]
+    args += ["--python", worker_python, "--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
+
+    synced = cluster(ipdir, "-q", "sync", "half", *args)
+    assert synced.exit_code == 1
+    good = [line for line in synced.stdout.splitlines() if line.startswith(f"{workers.aliases[0]}: ")]
+    assert good and "failed" not in good[0]  # installed, or unchanged if the other test ran first
+    assert "sync failed on 1 of 2 host(s)" in synced.stderr
+    assert f"{dead}: `ssh -n " in synced.stderr  # the host, and the command that failed
+    assert "exited with status 255" in synced.stderr
+
+    # start: the reachable worker's engine starts and registers; the dead one is named
+    started = cluster(ipdir, "-q", "start", "half", "--engines-per-worker", "1", "--timeout", "30")
+    assert started.exit_code == 1
+    assert f"{workers.aliases[0]}: 1" in started.stdout
+    assert "start engines failed on 1 of 2 host(s)" in started.stderr
+    assert dead in started.stderr
+    recorded = loadProcesses(ipdir / "profile_half")
+    pids = [int(recorded.controller["pid"]), *recorded.engines[workers.aliases[0]]]
+    assert dead not in recorded.engines
+
+    stopped = cluster(ipdir, "-q", "stop", "half")
+    assert stopped.exit_code == 0, stopped.output
+    assert wait_no_processes(workers.users[:1], pids) == []
