@@ -157,3 +157,19 @@ def test_a_controller_that_cannot_start_is_reported_with_its_log(ipdir: Path) ->
     assert "No module named 'no'" in result.output  # the end of its log says why
     assert json.loads((profile / "pid" / "epyclab-processes.json").read_text())["engines"] == {}
     assert cluster(ipdir, "-q", "stop", "broken").exit_code == 0
+
+
+def test_engines_that_do_not_register_are_named(ipdir: Path) -> None:
+    cluster(ipdir, "-q", "init", "mute")
+    profile = ipdir / "profile_mute"
+    # Engines with a broken config exit at once and never register.
+    config = profile / "ipengine_config.py"
+    config.write_text(config.read_text() + "c.IPEngine.timeout = 'soon'\n")
+    result = cluster(ipdir, "-q", "start", "mute", "--local", "-n", "1", "--timeout", "5")
+    assert result.exit_code == 1
+    assert "engines did not register within 5 s on: (local) (0 of 1)" in result.output
+    recorded = loadProcesses(profile)  # what did start is recorded, so stop finds it
+    pids = [int(recorded.controller["pid"]), *recorded.engines["(local)"]]
+    assert len(pids) == 2
+    assert cluster(ipdir, "-q", "stop", "mute").exit_code == 0
+    assert wait_gone(pids) == []

@@ -230,3 +230,46 @@ def test_an_unreachable_worker_is_named_and_the_others_finish(
     stopped = cluster(ipdir, "-q", "stop", "half")
     assert stopped.exit_code == 0, stopped.output
     assert wait_no_processes(workers.users[:1], pids) == []
+
+
+def test_controller_on_a_worker(
+    ipdir: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
+) -> None:
+    """--controller-host: the controller runs as the first worker's user, its connection files come back here."""
+    w1, w2 = workers.aliases
+    u1, u2 = workers.users
+    cluster(ipdir, "-q", "init", "remote")
+    args = ["--workers", w2, "--controller-host", w1, "--ssh-option", workers.ssh_option, "--python", worker_python]
+    synced = cluster(ipdir, "-q", "sync", "remote", *args, "--wheelhouse", str(wheelhouse.directory), "--no-rebuild")
+    assert synced.exit_code == 0, synced.output
+    assert sorted(line.split(":")[0] for line in synced.stdout.splitlines()) == [w1, w2]
+    assert (workers.home(u1) / ".ipython" / "profile_remote" / "ipcontroller_config.py").exists()
+    assert not (workers.home(u2) / ".ipython" / "profile_remote" / "ipcontroller_config.py").exists()
+
+    started = cluster(ipdir, "-q", "start", "remote", "-n", "1")
+    assert started.exit_code == 0, started.output
+    assert f"  {w2}: 1" in started.stdout
+    profile = ipdir / "profile_remote"
+    recorded = loadProcesses(profile)
+    assert recorded.controller["host"] == w1
+    controller = int(recorded.controller["pid"])
+    assert process_owner(controller) == u1
+    engine = recorded.engines[w2][0]
+    for name in ("ipcontroller-client.json", "ipcontroller-engine.json"):  # fetched from the controller's host
+        assert oct((profile / "security" / name).stat().st_mode & 0o777) == oct(0o600)
+    assert (workers.home(u1) / ".ipython" / "profile_remote" / "tasks.db").exists()  # its store is there
+
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        assert client.load_balanced_view().apply_async(os.getpid).get(60) == engine
+    finally:
+        client.close()
+    status = cluster(ipdir, "status", "remote")
+    assert status.exit_code == 0, status.output
+    assert f"PID {controller} on {w1}, answering" in status.stdout
+
+    stopped = cluster(ipdir, "-q", "stop", "remote")
+    assert stopped.exit_code == 0, stopped.output
+    assert f"{w1}: stopped the controller" in stopped.stdout
+    assert f"{w2}: stopped 1 engine(s)" in stopped.stdout
+    assert wait_no_processes([u1, u2], [controller, engine]) == []

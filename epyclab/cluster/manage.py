@@ -22,12 +22,14 @@ from epyclab.cluster.engines import engineCount, pushEngineFile, startEngines, w
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts
 from epyclab.cluster.profile import initProfile, profileSettings, requireProfile
-from epyclab.cluster.ssh import Remote
+from epyclab.cluster.ssh import Remote, shellPath
 from epyclab.cluster.state import ClusterSettings, Processes, loadProcesses, loadSettings, saveProcesses, saveSettings
 from epyclab.cluster.sync import checkHosts, remoteProfileDir
 from epyclab.log import logger
 
 __all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def initCluster(
@@ -89,16 +91,24 @@ def startCluster(
     hosts = [LOCAL] if local else parseHosts(settings.workers)
     checkHosts(hosts)
     controller_host = parseHost(settings.controllerHost) if settings.controllerHost and not local else LOCAL
-    if not controller_host.isLocal and profileSettings(directory).get("ip") in ("127.0.0.1", "localhost", "::1"):
+    # A controller on 127.0.0.1 is reachable only from its own machine (a host alias for this one will do).
+    if (
+        not controller_host.isLocal
+        and profileSettings(directory).get("ip") in _LOOPBACK
+        and remote.hostname(controller_host) not in _LOOPBACK
+    ):
         raise ClusterSetupError(
             f"profile {profile!r} listens on 127.0.0.1, which engines and clients cannot reach on "
             f"{controller_host}: run `epyclab cluster init {profile} --ip ADDRESS` and `sync` again"
         )
     if not dryRun:
         saveSettings(directory, settings)
-        # Engine state from an earlier run would make the controller wait for engines that are gone.
-        for stale in (directory / "log").glob("engines*.json"):
+    # Engine state from an earlier run would make the controller wait for engines that are gone.
+    if controller_host.isLocal:
+        for stale in [] if dryRun else (directory / "log").glob("engines*.json"):
             stale.unlink()
+    else:
+        remote.ssh(controller_host, f"rm -f {shellPath(where)}/log/engines*.json", timeout=60)
 
     started = Processes()
     pid = startController(remote, controller_host, directory, where, settings.venv)

@@ -110,11 +110,21 @@ class Remote:
 
     # -- running ---------------------------------------------------------------------
 
-    def run(self, label: str, argv: Sequence[str], timeout: float | None = None, cwd: str | Path | None = None) -> str:
-        """Run ``argv`` for ``label`` (a host, or "local"); return its stdout or raise :class:`RemoteCommandError`."""
+    def run(
+        self,
+        label: str,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        cwd: str | Path | None = None,
+        readOnly: bool = False,
+    ) -> str:
+        """Run ``argv`` for ``label`` (a host, or "local"); return its stdout or raise :class:`RemoteCommandError`.
+
+        ``readOnly`` marks a local query that changes nothing: it runs even in dry-run mode.
+        """
         line = _display(argv)
         self.commands.append(line)
-        if self.dryRun:
+        if self.dryRun and not readOnly:
             logger.info("%s: would run: %s", label, line)
             if self.echo is not None:
                 self.echo(f"[{label}] {line}")
@@ -142,6 +152,15 @@ class Remote:
         """Run the shell ``script`` on ``host`` (with ``sh`` here for the local pseudo-host); return its stdout."""
         argv = ["sh", "-c", script] if host.isLocal else self.sshCommand(host, script)
         return self.run(str(host), argv, timeout=timeout)
+
+    def hostname(self, host: Host) -> str:
+        """The address ssh connects to for ``host``, after the user's ssh config (``ssh -G``; no connection)."""
+        output = self.run(str(host), ["ssh", "-G", *self._options(host), host.destination], timeout=30, readOnly=True)
+        for line in output.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "hostname":
+                return value.strip()
+        return host.host.strip("[]")
 
     def rsyncTo(self, host: Host, sources: Sequence[str | Path], dest: str, options: Sequence[str] = ()) -> str:
         """Copy local ``sources`` to ``dest`` on ``host`` with rsync; return rsync's output."""
