@@ -1,1 +1,33 @@
-"""Setting up ipyparallel clusters for epyclab (profiles, workers, controller and engines)."""
+"""Setting up ipyparallel clusters for epyclab (profiles, workers, controller and engines).
+
+The ``epyclab cluster ...`` commands, as functions::
+
+    from epyclab.cluster import initCluster, syncWorkers, startCluster, clusterStatus, stopCluster
+
+    initCluster("lab")
+    syncWorkers("lab", ["node1", "alice@node2:2222"])
+    startCluster("lab", enginesPerWorker=4)
+    print(clusterStatus("lab"))
+    stopCluster("lab")
+
+Each runs every remote step with plain ssh and rsync, logs each command at
+INFO on the ``epyclab`` logger, and, when some hosts fail, finishes the others
+before raising :class:`~epyclab.cluster.errors.HostFailures`.
+"""
+
+from epyclab.cluster.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
+from epyclab.cluster.manage import ClusterStatus, clusterStatus, initCluster, startCluster, stopCluster
+from epyclab.cluster.sync import syncWorkers
+
+__all__ = [
+    "initCluster",
+    "syncWorkers",
+    "startCluster",
+    "stopCluster",
+    "clusterStatus",
+    "ClusterStatus",
+    "ClusterSetupError",
+    "HostFailures",
+    "HostSpecError",
+    "RemoteCommandError",
+]
