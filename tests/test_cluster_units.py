@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import sys
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -16,11 +17,12 @@ from click.testing import CliRunner
 from epyclab.cli import main
 from epyclab.cluster.engines import engineCount
 from epyclab.cluster.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
-from epyclab.cluster.hosts import Host, parseHost, parseHosts, readWorkersFile
+from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts, readWorkersFile
 from epyclab.cluster.profile import CONTROLLER_CONFIG, ENGINE_CONFIG, initProfile, requireProfile
 from epyclab.cluster.ssh import Remote, rsyncPath, shellPath
+from epyclab.cluster.sync import syncHost
 from epyclab.cluster.taskstore import TaskStore
-from epyclab.cluster.wheelhouse import _content_hash, requirementsText
+from epyclab.cluster.wheelhouse import Wheelhouse, _content_hash, requirementsText
 
 # ---- hosts -----------------------------------------------------------------------------------
 
@@ -340,3 +342,15 @@ def test_cli_refuses_contradictory_or_missing_input(tmp_path: Path) -> None:
     result = runner.invoke(main, ["cluster", "--ipython-dir", ipdir, "sync", "p", "--workers", "a b:x", "--dry-run"])
     assert result.exit_code == 1
     assert "b:x" in result.output
+
+
+def test_sync_refuses_a_worker_python_of_another_version(tmp_path: Path) -> None:
+    # The probe is the same shell script sync runs over ssh; here it runs with sh, on this machine.
+    house = Wheelhouse(tmp_path / "wheels", "2.7", "f" * 32, ("epyclab-0-py3-none-any.whl",))
+    with pytest.raises(ClusterSetupError) as info:
+        syncHost(Remote(), LOCAL, house, tmp_path / "profile", str(tmp_path / "remote-profile"), str(tmp_path / "venv"))
+    message = str(info.value)
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    assert message.startswith(f"{LOCAL}: `python3` is Python {here}, but the wheelhouse was built for Python 2.7")
+    assert "pass --python with a Python 2.7" in message
+    assert not (tmp_path / "venv").exists()  # refused before anything was made
