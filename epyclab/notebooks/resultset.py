@@ -390,9 +390,10 @@ class ResultSet:
         params = self.pendingResultParameters(jobid)
         self._check_unlocked()
         rc = failed_results_dict(params, CancelledException(f"job {jobid} was cancelled"))
+        # Record the failed row first: if it is refused, the job stays pending, not lost.
+        self.addSingleResult(rc)
         del self._pending[jobid]
         self._pending_version += 1
-        self.addSingleResult(rc)
 
     def ready(self) -> bool:
         """True when no result is pending."""
