@@ -47,6 +47,19 @@ class AlwaysRaises(Experiment):
         raise ArithmeticError(f"no result at x={params['x']}")
 
 
+class Killer(Experiment):
+    """y = x * x, but the process running x == ``fatal`` dies on the spot."""
+
+    def __init__(self, fatal: int) -> None:
+        super().__init__()
+        self.fatal = fatal
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.fatal:
+            os._exit(3)
+        return {"y": params["x"] * params["x"]}
+
+
 def _identity(pid: int) -> dict[str, Any] | None:
     try:
         return {"pid": pid, "created": psutil.Process(pid).create_time()}

@@ -16,7 +16,7 @@ from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE
 from epyclab.labs.hub import Hub
-from epyclab.labs.jobs import parse_job_id
+from epyclab.labs.jobs import chunk_size, parse_job_id, split
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -309,6 +309,18 @@ def test_bad_options_are_refused_with_the_fix(hub):
         ClusterLab(LabNotebook(), profile_dir=str(hub.profile_dir), chunkSize=0)
     with pytest.raises(ValueError, match="lost must be one of"):
         ClusterLab(LabNotebook(), profile_dir=str(hub.profile_dir), lost="ignore")
+
+
+def test_chunks_keep_every_engine_busy_and_stay_small():
+    assert chunk_size(2000, 2) == 50  # capped
+    assert chunk_size(100, 2) == 7  # ceil(100 / 16): 15 tasks for 2 engines
+    assert chunk_size(5, 4) == 1
+    assert chunk_size(0, 0) == 1
+    items = [("a", {"x": i}) for i in range(5)] + [("b", {"x": i}) for i in range(3)]
+    chunks = list(split(items, 2))
+    assert [(k, [p["x"] for p in ps]) for k, ps in chunks] == [
+        ("a", [0, 1]), ("a", [2, 3]), ("a", [4]), ("b", [0, 1]), ("b", [2])
+    ]
 
 
 def test_job_ids_name_the_task_and_the_place_in_its_chunk():

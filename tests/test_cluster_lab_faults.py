@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clusterhub import HubProcesses, Square
+from clusterhub import HubProcesses, Killer, Square
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
@@ -85,6 +85,25 @@ def test_an_engine_killed_mid_sweep_loses_no_point(durable: HubProcesses, caplog
     one_result_per_point(nb, 90)
     assert any("resubmitted" in r.getMessage() for r in caplog.records)
     lab.close()
+
+
+def test_a_point_that_kills_its_engine_fails_alone_and_costs_two_engines(tmp_path: Path):
+    for procs in hub_processes(tmp_path / "profile", engines=3):
+        procs.start()
+        nb = LabNotebook()
+        lab = QuickLab(nb, profile_dir=str(procs.profile_dir), chunkSize=4)
+        lab["x"] = range(12)
+        lab.runExperiment(Killer(fatal=5))
+        assert lab.wait(timeout=300, progress=False)
+        df = nb.dataframe(only_successful=False)
+        assert sorted(df["x"]) == list(range(12))
+        ok = df[df[STATUS]]
+        assert sorted(ok["x"]) == [x for x in range(12) if x != 5]  # its chunk-mates were run again alone
+        assert (ok["y"] == ok["x"] ** 2).all()
+        killer = df[df["x"] == 5]
+        assert not killer[STATUS].iloc[0] and "EngineError" in killer[EXCEPTION].iloc[0]
+        assert len(procs.engine_pids()) == 1
+        lab.close()
 
 
 def test_a_controller_restarted_mid_sweep_loses_no_point(durable: HubProcesses):

@@ -60,30 +60,43 @@ class ClusterLab(Lab):
     this process submitted wake it; other tasks are polled every
     :attr:`WaitingTime` seconds).
 
-    **Nothing is lost silently** (see :mod:`epyclab.labs.collect`): a task
-    whose engine died is resubmitted; a task the hub no longer knows (culled
-    from its store, or lost when the controller stopped), or knows but can
-    never finish (the controller restarted while it was queued or running),
-    is resubmitted with ``lost='resubmit'`` (the default) or recorded as
-    failed results that say why with ``lost='fail'``. A chunk is resubmitted
-    at most :attr:`Retries` times. A task that the hub knows but this
-    process did not submit is resubmitted by the hub from the request it
-    stored; a task missing from the hub can only be resubmitted by the
-    process that has the experiment, otherwise its points become failed
-    results, which ``runExperiment(e, resume=True)`` runs again. A task
-    missing from the hub is only declared lost :attr:`LostGrace` seconds
-    after it was submitted (the hub records tasks a moment after they are
-    sent). ``updateResults(purge=True)`` cancels dead and lost tasks instead
-    of resubmitting them; it never drops one that is queued, running, or
-    finished.
+    **Nothing is lost silently** (see :mod:`epyclab.labs.collect`). A task
+    whose engine died is resubmitted, one point per task when this process
+    has the experiment, at most :attr:`Retries` times (so a point that kills
+    its engine costs at most ``Retries + 1`` engines, then is a failed result
+    carrying the EngineError). A task the controller lost is found and, with
+    ``lost='resubmit'`` (the default), resubmitted at most
+    :attr:`LostRetries` times, or, with ``lost='fail'``, recorded as failed
+    results carrying a :class:`~epyclab.labs.jobs.LostJobError` that says
+    why. Lost means: the hub has no record of it and is not running it
+    (culled from its store, or gone with a controller that stopped), declared
+    only :attr:`LostGrace` seconds after submission since the hub records a
+    task a moment after it is sent; or the hub knows it but is not running it
+    (the controller restarted while it was queued or running); or it was
+    given to an engine that never received it (found by sending that engine
+    a trivial task, which it runs only after all it received before). The
+    hub resubmits a task it knows from the request it stored, so any process
+    can; a task missing from the hub can only be resubmitted by the process
+    that has the experiment, and otherwise becomes failed results, which
+    ``runExperiment(e, resume=True)`` runs again. After seeing a controller
+    restart the lab waits until the engines answer again before submitting
+    anything (a restarted controller drops tasks sent to engines that have
+    not reconnected). ``updateResults(purge=True)`` cancels dead and lost
+    tasks instead of resubmitting them; it never drops one that is queued,
+    running, or finished. If the controller stops answering, the lab
+    reconnects (:attr:`Reconnections` attempts, so ``wait(timeout)`` can
+    overrun its timeout by that much) and otherwise raises
+    :class:`~epyclab.errors.ClusterConnectionError`; the pending results stay
+    in the notebook.
 
     **Controller settings that keep results.** ipyparallel's default task
     store keeps 1024 records in memory and culls the oldest 10% (finished or
     not) when a task is submitted past that, and it loses everything when
     the controller stops. Profiles made by ``epyclab cluster init`` use
     :class:`epyclab.cluster.taskstore.TaskStore`, an SQLite store that a
-    restarted controller reads again, and start the controller with
-    ``--reuse`` and ``--restore`` so clients and engines reconnect. By hand::
+    restarted controller reads again, and make the controller reuse its
+    connection files and restore its engines, so that clients and engines
+    reconnect to a restarted controller. By hand::
 
         ipcontroller --profile=P --reuse --restore \\
             --IPController.db_class=epyclab.cluster.taskstore.TaskStore
@@ -102,14 +115,19 @@ class ClusterLab(Lab):
     WaitingTime = 0.25
     #: Attempts at connecting (or reconnecting) before giving up.
     Reconnections = 5
-    #: Times a chunk whose engine died, or that was lost, is resubmitted before its points fail.
-    Retries = 2
+    #: Times a point whose engine died is resubmitted before it fails (so a point that kills its
+    #: engine costs at most Retries + 1 engines).
+    Retries = 1
+    #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
+    LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.
     LostGrace = 20.0
     #: Seconds between full checks (tasks of this process included) in :meth:`wait`.
     CheckSeconds = 2.0
     #: Seconds between attempts at reconnecting.
     ReconnectDelay = 1.0
+    #: Seconds wait() lets other tasks finish after one did, before collecting (fewer, larger passes).
+    CoalesceSeconds = 0.02
     #: Seconds between checks of which tasks the controller still runs (finds tasks it lost).
     OrphanCheckSeconds = 5.0
 
@@ -305,7 +323,8 @@ class ClusterLab(Lab):
     def _update(self, purge: bool, full: bool, flush: bool = True) -> Tally:
         """One collection pass, reconnecting if the controller stops answering."""
         c = self._collector
-        c.retries, c.grace, c.OrphanCheckSeconds = self.Retries, self.LostGrace, self.OrphanCheckSeconds
+        c.retries, c.lost_retries, c.grace = self.Retries, self.LostRetries, self.LostGrace
+        c.OrphanCheckSeconds = self.OrphanCheckSeconds
         attempts = max(1, self.Reconnections)
         for attempt in range(1, attempts + 1):
             try:
@@ -365,7 +384,9 @@ class ClusterLab(Lab):
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
                     return False
-                self._wakeup.wait(self.WaitingTime if left is None else min(self.WaitingTime, left))
+                if self._wakeup.wait(self.WaitingTime if left is None else min(self.WaitingTime, left)):
+                    # A task finished: let the ones finishing with it arrive too, and collect them in one pass.
+                    time.sleep(self.CoalesceSeconds)
 
     def lostPolicy(self) -> str:
         """What happens to jobs the cluster lost: ``'resubmit'`` or ``'fail'``."""

@@ -12,12 +12,16 @@ Each task ends in exactly one of these ways, so every point gets one result:
 - its reply holds the chunk's results dicts, which resolve the points;
 - it failed on the engine for another reason (it never fails because of the
   experiment, whose failures are results): failed results carrying the error;
-- its engine died: it is resubmitted (up to ``retries`` times, then failed
-  results carrying the EngineError);
+- its engine died: it is resubmitted (up to ``retries`` times, counting
+  every resubmission of its points; then failed results carrying the
+  EngineError), one point per task if this process has the experiment, so a
+  point that kills its engine takes no other point with it;
 - the hub knows it but it can never finish (the controller restarted while it
   was queued or running), or the hub has no record of it and is not running
   it (culled from the task store, or lost with the controller) once the
-  grace period has passed: by the lab's ``lost`` policy, resubmitted or
+  grace period has passed, or it was assigned to an engine that never
+  received it: by the lab's ``lost`` policy, resubmitted (up to
+  ``lost_retries`` times) or
   recorded as failed results carrying a :class:`~epyclab.labs.jobs.LostJobError`
   that says why and how to re-run it;
 - someone else resubmitted it: its points follow the new task.
@@ -42,7 +46,7 @@ from ipyparallel.error import EngineError
 from epyclab.errors import ClusterConnectionError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import worker
-from epyclab.labs.engines import Payload, unloadable
+from epyclab.labs.engines import Payload, is_engine_death, unloadable
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import (
     JobRef,
@@ -146,8 +150,9 @@ class Collector:
         payloads: dict[str, Payload],
         submit: Callable[[str, list[dict[str, Any]]], str],
         lost: str = "resubmit",
-        retries: int = 2,
+        retries: int = 1,
         grace: float = 20.0,
+        lost_retries: int = 3,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -158,6 +163,7 @@ class Collector:
         self._submit = submit
         self.lost = lost
         self.retries = int(retries)
+        self.lost_retries = int(lost_retries)
         self.grace = float(grace)
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
@@ -229,7 +235,8 @@ class Collector:
         tasks it waits for are read after the records, and the candidates'
         records are read again after that, so a task that finished in between
         is not mistaken for a stranded one. An incomplete record the hub does
-        not wait for is an orphan; a missing one (past the grace period) is
+        not wait for is an orphan (or, if the engine it was given to is gone,
+        a task whose engine died); a missing one (past the grace period) is
         lost. A task the hub has had assigned to the same engine at two checks
         in a row is *probed*: the engine is sent a trivial task, which it runs
         only after everything it received before; if that has come back and,
@@ -247,10 +254,17 @@ class Collector:
         engine_of = {m: e for e, tasks in by_engine.items() for m in tasks}
         live = unassigned | set(engine_of)
         candidates = [m for m in waiting if m not in live]
-        again = hub.records(candidates, ["completed", "resubmitted"]) if candidates else {}
+        again = hub.records(candidates, ["completed", "resubmitted", "engine_uuid"]) if candidates else {}
+        registered = hub.engine_uuids() if candidates else set()
+        alive = set(hub.client.ids)  # the hub lists a dead engine's tasks until its scheduler fails them
         for msg_id in waiting:
             ob = observations[msg_id]
             own = self._own.get(msg_id)
+            engine = engine_of.get(msg_id)
+            if engine is not None and engine not in alive and not (own is not None and own.ar is not None
+                                                                     and own.ar.done()):
+                observations[msg_id] = Observation(TaskState.DIED, error=EngineError(f"engine {engine} died"))
+                continue
             if msg_id in live or (own is not None and own.ar is not None and own.ar.done()):
                 # Still running (a missing record was culled while queued), or just finished here.
                 observations[msg_id] = Observation(TaskState.PENDING)
@@ -258,7 +272,13 @@ class Collector:
             rec = again.get(msg_id)
             if ob.state is TaskState.PENDING:
                 if rec is not None and rec.get("completed") is None and not rec.get("resubmitted"):
-                    observations[msg_id] = Observation(TaskState.ORPHAN)
+                    engine = rec.get("engine_uuid")
+                    if engine and engine not in registered:
+                        # Its engine is gone (the scheduler says so a few seconds later): it died.
+                        gone = EngineError(f"engine {engine} is gone")
+                        observations[msg_id] = Observation(TaskState.DIED, error=gone)
+                    else:
+                        observations[msg_id] = Observation(TaskState.ORPHAN)
             elif rec is not None:
                 observations[msg_id] = Observation(TaskState.PENDING)  # it appeared: read it next pass
         self._probe(hub, waiting, engine_of, observations)
@@ -274,10 +294,14 @@ class Collector:
                 continue
             del self._probes[engine]
             self._purge_later(probe.ar.msg_ids[0])
+            failure = probe.ar.exception(timeout=0)
+            # A probe that failed because the engine died says the engine died, not that tasks are stuck.
+            verdict = (Observation(TaskState.DIED, error=failure) if failure is not None and is_engine_death(failure)
+                       else Observation(TaskState.STUCK))
             for msg_id in probe.tasks:
                 ob = observations.get(msg_id)
                 if engine_of.get(msg_id) == engine and ob is not None and ob.state is TaskState.PENDING:
-                    observations[msg_id] = Observation(TaskState.STUCK)
+                    observations[msg_id] = verdict
         suspects: dict[int, set[str]] = {}
         for msg_id in waiting:
             engine = engine_of.get(msg_id)
@@ -380,10 +404,12 @@ class Collector:
             self._forget(msg_id)
             return
         attempt = max(r.attempt for r in refs)
-        if state is not TaskState.DIED and self.lost == "fail":
+        died = state is TaskState.DIED
+        limit = self.retries if died else self.lost_retries
+        if not died and self.lost == "fail":
             reason = "the lab was told not to resubmit lost jobs (lost='fail')"
-        elif attempt >= self.retries:
-            reason = f"it was already resubmitted {attempt} times (the lab's Retries)"
+        elif attempt >= limit:
+            reason = f"it was already resubmitted {attempt} times (the lab's {'Retries' if died else 'LostRetries'})"
         else:
             hub.settle()
             new = self._resubmit(hub, msg_id, refs, state)

@@ -276,6 +276,11 @@ class Hub:
         """How many engines are registered."""
         return len(self.client.ids)
 
+    def engine_uuids(self) -> set[str]:
+        """The identities of the registered engines (as task records name them)."""
+        # The client keeps this map current from the hub's registration notifications.
+        return set(getattr(self.client, "_engines", {}).values())
+
     def close(self) -> None:
         """Close the client's sockets, letting messages still queued go first."""
         try:
