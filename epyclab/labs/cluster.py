@@ -12,10 +12,10 @@ import ipyparallel as ipp
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, OwnTask, Tally
+from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
-from epyclab.labs.jobs import chunk_size, job_id, split
+from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
 from epyclab.labs.lab import Committer, Lab
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -324,7 +324,7 @@ class ClusterLab(Lab):
         """One collection pass, reconnecting if the controller stops answering."""
         c = self._collector
         c.retries, c.lost_retries, c.grace = self.Retries, self.LostRetries, self.LostGrace
-        c.OrphanCheckSeconds = self.OrphanCheckSeconds
+        c.stranded.interval = self.OrphanCheckSeconds
         attempts = max(1, self.Reconnections)
         for attempt in range(1, attempts + 1):
             try:

@@ -46,12 +46,13 @@ from ipyparallel.error import EngineError
 from epyclab.errors import ClusterConnectionError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import worker
-from epyclab.labs.engines import Payload, is_engine_death, unloadable
+from epyclab.labs.engines import Payload, unloadable
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import (
     JobRef,
     LostJobError,
     Observation,
+    OwnTask,
     TaskState,
     group_by_task,
     job_id,
@@ -59,10 +60,11 @@ from epyclab.labs.jobs import (
     observe_record,
     record_keys,
 )
+from epyclab.labs.stranded import StrandedFinder
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
-__all__ = ["OwnTask", "Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
+__all__ = ["Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
 
 #: The result set attribute holding when points were last submitted into it (seconds since the epoch).
 SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"
@@ -88,15 +90,6 @@ _WHY = {
 
 
 @dataclass
-class OwnTask:
-    """A task this lab submitted: its experiment's key, when, and its future (None once unusable)."""
-
-    key: str
-    submitted: float
-    ar: AsyncResult | None = None
-
-
-@dataclass
 class Tally:
     """What one pass did: results added (of which failed), and whether the notebook changed."""
 
@@ -115,15 +108,6 @@ class Tally:
             self.resubmitted[why] = self.resubmitted.get(why, 0) + n
 
 
-@dataclass
-class _Probe:
-    """A trivial task sent to an engine to learn whether it holds ``tasks`` (see Collector._probe)."""
-
-    ar: AsyncResult
-    tasks: set[str]
-    finished: bool = False
-
-
 class Collector:
     """One pass at a time over a notebook's pending cluster jobs (see the module docstring).
 
@@ -133,8 +117,6 @@ class Collector:
     :param submit: submits a chunk of points of an experiment key; returns the new task id
     """
 
-    #: Seconds between checks of which tasks the hub is still running (the query lists every task it finished).
-    OrphanCheckSeconds = 5.0
     #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
     PurgeAttempts = 20
     #: Purge collected tasks from the hub in batches: when this many are waiting...
@@ -168,10 +150,8 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_purge = monotonic()
-        self._last_live_check: float | None = None
-        self._seen_on: dict[str, int] = {}
-        # Per engine: the probe's future, the tasks it tests, and whether it was seen finished at a check.
-        self._probes: dict[int, _Probe] = {}
+        #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.stranded.StrandedFinder`).
+        self.stranded = StrandedFinder(self._finished_here, self._purge_later)
         self._where: dict[str, str] | None = None
 
     # ---- one pass --------------------------------------------------------------------------
@@ -225,101 +205,17 @@ class Collector:
                 # Within the grace period a missing record may just not be written yet.
                 observations[msg_id] = Observation(TaskState.PENDING)
         if waiting:
-            self._find_stranded(hub, waiting, observations)
+            self.stranded.find(hub, waiting, observations)
         return observations
 
-    def _find_stranded(self, hub: Hub, waiting: list[str], observations: dict[str, Observation]) -> None:
-        """Mark the tasks the hub will never finish: orphans, lost ones, and those stuck on an engine.
-
-        Asked at most every :attr:`OrphanCheckSeconds`. The hub's lists of
-        tasks it waits for are read after the records, and the candidates'
-        records are read again after that, so a task that finished in between
-        is not mistaken for a stranded one. An incomplete record the hub does
-        not wait for is an orphan (or, if the engine it was given to is gone,
-        a task whose engine died); a missing one (past the grace period) is
-        lost. A task the hub has had assigned to the same engine at two checks
-        in a row is *probed*: the engine is sent a trivial task, which it runs
-        only after everything it received before; if that has come back and,
-        at the next check, the task is still assigned to the engine, the
-        engine never got it (the task is *stuck*).
-        """
-        now = monotonic()
-        if self._last_live_check is not None and now - self._last_live_check < self.OrphanCheckSeconds:
-            for msg_id in waiting:
-                if observations[msg_id].state is TaskState.MISSING:
-                    observations[msg_id] = Observation(TaskState.PENDING)
-            return
-        self._last_live_check = now
-        unassigned, by_engine = hub.live()
-        engine_of = {m: e for e, tasks in by_engine.items() for m in tasks}
-        live = unassigned | set(engine_of)
-        candidates = [m for m in waiting if m not in live]
-        again = hub.records(candidates, ["completed", "resubmitted", "engine_uuid"]) if candidates else {}
-        registered = hub.engine_uuids() if candidates else set()
-        alive = set(hub.client.ids)  # the hub lists a dead engine's tasks until its scheduler fails them
-        for msg_id in waiting:
-            ob = observations[msg_id]
-            own = self._own.get(msg_id)
-            engine = engine_of.get(msg_id)
-            if engine is not None and engine not in alive and not (own is not None and own.ar is not None
-                                                                     and own.ar.done()):
-                observations[msg_id] = Observation(TaskState.DIED, error=EngineError(f"engine {engine} died"))
-                continue
-            if msg_id in live or (own is not None and own.ar is not None and own.ar.done()):
-                # Still running (a missing record was culled while queued), or just finished here.
-                observations[msg_id] = Observation(TaskState.PENDING)
-                continue
-            rec = again.get(msg_id)
-            if ob.state is TaskState.PENDING:
-                if rec is not None and rec.get("completed") is None and not rec.get("resubmitted"):
-                    engine = rec.get("engine_uuid")
-                    if engine and engine not in registered:
-                        # Its engine is gone (the scheduler says so a few seconds later): it died.
-                        gone = EngineError(f"engine {engine} is gone")
-                        observations[msg_id] = Observation(TaskState.DIED, error=gone)
-                    else:
-                        observations[msg_id] = Observation(TaskState.ORPHAN)
-            elif rec is not None:
-                observations[msg_id] = Observation(TaskState.PENDING)  # it appeared: read it next pass
-        self._probe(hub, waiting, engine_of, observations)
-
-    def _probe(self, hub: Hub, waiting: list[str], engine_of: dict[str, int],
-               observations: dict[str, Observation]) -> None:
-        """Find tasks stuck on engines that never received them (see :meth:`_find_stranded`)."""
-        for engine, probe in list(self._probes.items()):
-            if not probe.finished:
-                # Judged only at the next check: the hub records a task's end a moment after the engine
-                # has moved on, so a task that ran just before the probe may still be listed now.
-                probe.finished = probe.ar.done()
-                continue
-            del self._probes[engine]
-            self._purge_later(probe.ar.msg_ids[0])
-            failure = probe.ar.exception(timeout=0)
-            # A probe that failed because the engine died says the engine died, not that tasks are stuck.
-            verdict = (Observation(TaskState.DIED, error=failure) if failure is not None and is_engine_death(failure)
-                       else Observation(TaskState.STUCK))
-            for msg_id in probe.tasks:
-                ob = observations.get(msg_id)
-                if engine_of.get(msg_id) == engine and ob is not None and ob.state is TaskState.PENDING:
-                    observations[msg_id] = verdict
-        suspects: dict[int, set[str]] = {}
-        for msg_id in waiting:
-            engine = engine_of.get(msg_id)
-            if engine is not None and self._seen_on.get(msg_id) == engine and engine not in self._probes:
-                suspects.setdefault(engine, set()).add(msg_id)
-        for engine, tasks in suspects.items():
-            try:
-                self._probes[engine] = _Probe(hub.probe(engine), tasks)
-            except NoAnswer:
-                raise
-            except Exception as exc:
-                logger.debug("could not probe engine %s: %s", engine, exc)
-        self._seen_on = {m: engine_of[m] for m in waiting if m in engine_of}
+    def _finished_here(self, msg_id: str) -> bool:
+        """True if this process holds the task's future and it has finished."""
+        own = self._own.get(msg_id)
+        return own is not None and own.ar is not None and own.ar.done()
 
     def reset(self) -> None:
         """Forget what belongs to a client that is gone (probes in flight)."""
-        self._probes.clear()
-        self._seen_on.clear()
+        self.stranded.reset()
 
     def _past_grace(self, msg_id: str, tasks: dict[str, list[JobRef]]) -> bool:
         """True once a task missing from the hub cannot be one the hub has not recorded yet."""

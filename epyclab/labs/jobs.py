@@ -19,6 +19,7 @@ from enum import Enum
 from functools import lru_cache
 from typing import Any
 
+from ipyparallel import AsyncResult
 from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
@@ -27,6 +28,7 @@ from epyclab.labs.engines import is_engine_death
 
 __all__ = [
     "JobRef",
+    "OwnTask",
     "LostJobError",
     "job_id",
     "parse_job_id",
@@ -79,6 +81,16 @@ def group_by_task(jobids: Iterable[str]) -> dict[str, list[JobRef]]:
         ref = parse_job_id(j)
         tasks[ref.msg_id].append(ref)
     return dict(tasks)
+
+
+@dataclass
+class OwnTask:
+    """A task this lab submitted: its experiment's key, when, and its future (None once unusable)."""
+
+    key: str
+    submitted: float
+    ar: AsyncResult | None = None
+
 
 
 # ---- chunks ----------------------------------------------------------------------------------
