@@ -37,6 +37,12 @@ class ClusterLab(Lab):
     and the command that starts a controller (``epyclab cluster start
     PROFILE``).
 
+    Keyword-only options: ``design`` (as for :class:`Lab`), ``lost``
+    (``'resubmit'`` or ``'fail'``, see below), ``chunkSize`` (points per task;
+    None lets the lab choose), ``commitEvery`` / ``commitInterval`` (how often
+    :meth:`wait` commits the notebook). Other keywords go to
+    ``ipyparallel.Client``.
+
     **Submitting.** :meth:`runExperiment` serializes the experiment once (with
     dill, so classes from a script or Jupyter work), submits the points in
     chunks, one task per chunk, without waiting, records each point as a
