@@ -139,6 +139,10 @@ def test_start_refuses_a_running_cluster_and_stop_is_idempotent(ipdir: Path) -> 
     assert "is running" in again.output and "epyclab cluster stop twice" in again.output
     recorded = loadProcesses(ipdir / "profile_twice")
     pids = [int(recorded.controller["pid"]), *recorded.engines["(local)"]]
+    dry = cluster(ipdir, "-q", "stop", "twice", "--dry-run")
+    assert dry.exit_code == 0
+    assert f"(local): would stop 1 engine(s), would stop the controller (PID {pids[0]})" in dry.stdout
+    assert all(running(p) for p in pids) and loadProcesses(ipdir / "profile_twice") == recorded
     assert cluster(ipdir, "-q", "stop", "twice").exit_code == 0
     assert wait_gone(pids) == []
     second = cluster(ipdir, "stop", "twice")

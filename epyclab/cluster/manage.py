@@ -219,10 +219,12 @@ def stopCluster(
     lock = threading.Lock()
 
     def stop_engines(host: Host) -> str:
-        stopped = processes.stop(remote, host, recorded.engines[str(host)])
-        if not dryRun:
-            with lock:
-                del recorded.engines[str(host)]
+        pids = recorded.engines[str(host)]
+        stopped = processes.stop(remote, host, pids)
+        if dryRun:
+            return f"would stop {len(pids)} engine(s)"
+        with lock:
+            del recorded.engines[str(host)]
         return f"stopped {len(stopped)} engine(s)"
 
     failures: HostFailures | None = None
@@ -237,7 +239,10 @@ def stopCluster(
         host = _host(str(recorded.controller["host"]))
         pid = int(str(recorded.controller["pid"]))
         stopped = processes.stop(remote, host, [pid])
-        what = "stopped the controller" if stopped else "the controller had already exited"
+        if dryRun:
+            what = f"would stop the controller (PID {pid})"
+        else:
+            what = "stopped the controller" if stopped else "the controller had already exited"
         report[str(host)] = f"{report[str(host)]}, {what}" if str(host) in report else what
         recorded.controller = None
     if not dryRun:
