@@ -58,7 +58,6 @@ class SshWorkers:
     users: list[str]
     aliases: list[str]
     process: subprocess.Popen[bytes] | None = None
-    made_run_dir: bool = False
     removed: list[str] = field(default_factory=list)
 
     @property
@@ -96,8 +95,6 @@ class SshWorkers:
             if done.returncode not in (0, 12):
                 leftovers.append(f"{user}: userdel -r failed: {done.stderr.strip()}")
             self.removed.append(user)
-        if self.made_run_dir:
-            shutil.rmtree("/run/sshd", ignore_errors=True)
         return leftovers
 
 
@@ -156,10 +153,9 @@ def start_sshd(directory: Path, count: int = 2) -> SshWorkers:
                 for alias, user in zip(aliases, users)
             )
         )
-        if not Path("/run/sshd").exists():
-            # Debian's sshd insists on its privilege separation directory.
-            Path("/run/sshd").mkdir(mode=0o755)
-            workers.made_run_dir = True
+        # Debian's sshd insists on its privilege separation directory. It is
+        # left in place afterwards: another test run's sshd may be using it.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         workers.process = subprocess.Popen([SSHD, "-D", "-f", str(sshd_config), "-E", str(directory / "sshd.log")])
         _wait_listening(port, workers.process, directory / "sshd.log")
     except BaseException:
