@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import ipyparallel as ipp
-from ipyparallel import util
 from IPython.paths import get_ipython_dir
 
 from epyclab.errors import ClusterConnectionError
@@ -190,8 +189,6 @@ class Hub:
                     buffers = buffers[blens[i]:]
                 if lens is not None:
                     rec["result_buffers"], buffers = buffers[:lens[i]], buffers[lens[i]:]
-                if rec.get("completed") is not None:
-                    rec["completed"] = util._parse_date(rec["completed"])
                 found[rec["msg_id"]] = rec
         return found
 
