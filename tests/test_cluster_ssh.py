@@ -1,7 +1,7 @@
 """The cluster commands for real, over ssh: a private sshd on 127.0.0.1 and two fresh local users
 as the workers (see tests/sshd.py). init, sync from a wheelhouse (twice: the second changes nothing),
-start with one engine per worker, a sweep of epyclab.labs.worker.run on those engines through a plain
-ipyparallel client, status, stop, and nothing left running; then an unreachable worker.
+start with one engine per worker, a ClusterLab sweep through that cluster (submitted, then collected
+by a second lab on the reopened notebook), status, stop, and nothing left running; then an unreachable worker.
 
 The workers' venvs are made with Debian's Python of the same minor version as
 the one running the tests: the users cannot run root's interpreter (under
@@ -29,7 +29,8 @@ from epyclab.cluster.manage import stopCluster
 from epyclab.cluster.state import loadProcesses
 from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
 from epyclab.experiment import Experiment
-from epyclab.labs import worker
+from epyclab.labs.cluster import ClusterLab
+from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=sshd.why_not() or "")
 
@@ -166,26 +167,33 @@ def test_init_sync_start_sweep_status_stop(
         assert process_owner_of_path(copied) == user
     assert oct((profile / "security" / "ipcontroller-client.json").stat().st_mode & 0o777) == oct(0o600)
 
-    # a sweep through that controller, by a plain ipyparallel client
-    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
-    try:
-        client[:].use_dill().get(30)
-        view = client.load_balanced_view()
-        experiment = make_experiment()
-        results = [view.apply_async(worker.run, experiment, {"x": x}) for x in range(6)]
-        rcs = [r.get(60) for r in results]
-    finally:
-        client.close()
-    assert [rc[Experiment.RESULTS]["y"] for rc in rcs] == [x * x for x in range(6)]
-    assert all(rc[Experiment.METADATA][Experiment.STATUS] for rc in rcs)
-    assert {rc[Experiment.METADATA][Experiment.PID] for rc in rcs} <= set(engines.values())
-    assert {rc[Experiment.RESULTS]["user"] for rc in rcs} <= {u1, u2}
+    # a ClusterLab sweep through that controller: submit, then collect from a fresh lab on the notebook
+    notebook = ipdir.parent / "sweep.h5"
+    nb = HDF5LabNotebook(str(notebook), create=True)
+    lab = ClusterLab(nb, profile="lab", ipython_dir=str(ipdir), chunkSize=1)
+    lab["x"] = range(12)
+    lab.runExperiment(make_experiment(), progress=False)
+    assert nb.numberOfPendingResults() == 12
+    lab.close()
+    nb.close()
+    nb = HDF5LabNotebook(str(notebook))
+    lab = ClusterLab(nb, profile="lab", ipython_dir=str(ipdir))
+    assert lab.numberOfEngines() == 2
+    assert lab.wait(timeout=120, progress=False)
+    df = nb.dataframe(only_successful=False)
+    lab.close()
+    nb.close()
+    assert sorted(df["x"]) == list(range(12))  # exactly one result per point
+    assert df[Experiment.STATUS].all()
+    assert list(df.sort_values("x")["y"]) == [x * x for x in range(12)]
+    assert set(df[Experiment.PID]) <= set(engines.values())
+    assert set(df["user"]) <= {u1, u2}
 
-    # status: engines per worker, the sweep's tasks finished
+    # status: engines per worker; the sweep's tasks are done (collected tasks are purged from the hub)
     status = cluster(ipdir, "status", "lab")
     assert status.exit_code == 0, status.output
     assert f"  {w1}: 1 / 1" in status.stdout and f"  {w2}: 1 / 1" in status.stdout
-    assert "tasks: 0 queued, 0 running, 6 finished" in status.stdout
+    assert "tasks: 0 queued, 0 running" in status.stdout
 
     # stop: engines on every worker, then the controller; nothing of theirs is left
     stopped = cluster(ipdir, "-q", "stop", "lab")
