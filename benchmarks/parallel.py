@@ -207,9 +207,9 @@ def main() -> None:
             f"A local cluster of {engines} engines on this machine; {args.repeat} interleaved runs of (a). "
             "The floor of (a) is a hand-written ipyparallel sweep of the same experiment runs "
             "(`view.map_async(partial(worker.run, e), points, chunksize=...)` with the chunk size ParallelLab "
-            "chose), without notebook, progress or commits; ParallelLab adds shipping the experiment, a "
-            "probe to time the points, adding every result to the notebook and committing. The client and "
-            "the engines share the machine's cores, so work done by the client slows the engines.\n\n"
+            "chose), without notebook, progress or commits; ParallelLab adds serializing and shipping the "
+            "experiment, timing the chunks, adding every result to the notebook and committing. The client "
+            "and the engines share the machine's cores, so work done by the client slows the engines.\n\n"
             f"{body}\n\n{machine()}",
         )
 
