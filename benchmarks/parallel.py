@@ -21,6 +21,7 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -54,6 +55,12 @@ def timed(f: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
 
 def map_and_get(view: Any, f: Callable[..., Any], seq: Any, chunk: int) -> list[Any]:
     return view.map_async(f, seq, chunksize=chunk).get()
+
+
+def pool_map(f: Callable[[int], Any], args: list[int], processes: int) -> list[Any]:
+    """``f`` over ``args`` on a multiprocessing pool: what the hardware allows, with no framework."""
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return pool.map(f, args, chunksize=1)
 
 
 def calibrate(seconds: float) -> int:
@@ -93,7 +100,9 @@ def trivial(client: Any, repeat: int) -> dict[str, Any]:
 
 def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> dict[str, float]:
     """(b): 40 CPU-bound points, sequential vs parallel (running cluster; best of ``repeat``), and end to end."""
-    t_seq, t_par, busy = [], [], []
+    t_seq, t_par, t_raw, t_pool, busy = [], [], [], [], []
+    view = client.load_balanced_view()
+    points = [{"x": x} for x in range(CPU_POINTS)]
     for _ in range(repeat):
         seq = Lab()
         seq["x"] = range(CPU_POINTS)
@@ -103,12 +112,17 @@ def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> d
         t_par.append(timed(lab.runExperiment, CpuBound(n), progress=False))
         assert len(lab.dataframe()) == CPU_POINTS
         busy.append(lab.dataframe()[Experiment.ELAPSED_TIME].sum())
+        # The same runs by hand on the same engines, and the machine's own ceiling:
+        # the bare work on a process pool of as many processes, no ipyparallel at all.
+        t_raw.append(timed(map_and_get, view, partial(worker.run, CpuBound(n)), points, 1))
+        t_pool.append(timed(pool_map, burn, [n] * CPU_POINTS, engines))
     own = ParallelLab(cores=engines, profile_dir=profile)
     own["x"] = range(CPU_POINTS)
     t_own = timed(own.runExperiment, CpuBound(n), progress=False)
     best = t_par.index(min(t_par))
     return {
         "seq": min(t_seq), "par": min(t_par), "own": t_own, "per_point": min(t_seq) / CPU_POINTS,
+        "raw": min(t_raw), "pool": min(t_pool),
         # The fraction of the sweep's wall time the engines spent inside experiments: how
         # well ParallelLab keeps them busy, whatever else the machine is doing.
         "occupancy": busy[best] / (t_par[best] * engines),
@@ -178,6 +192,10 @@ def main() -> None:
             [f"sequential `Lab` ({b['per_point']:.2f} s per point)", f"{b['seq']:.2f}", "1.00"],
             [f"ParallelLab, running cluster of {engines}", f"{b['par']:.2f}", f"{b['seq'] / b['par']:.2f}"],
             ["ParallelLab, own cluster (start and stop included)", f"{b['own']:.2f}", f"{b['seq'] / b['own']:.2f}"],
+            ["raw `map_async` of the same runs, chunk 1, same engines", f"{b['raw']:.2f}",
+             f"{b['seq'] / b['raw']:.2f}"],
+            [f"the bare work on `multiprocessing.Pool({engines})` (the machine's ceiling)", f"{b['pool']:.2f}",
+             f"{b['seq'] / b['pool']:.2f}"],
         ],
     )
     text_b += (

@@ -24,6 +24,7 @@ __all__ = [
     "ResultsDict",
     "ExperimentalParameters",
     "exception_text",
+    "failed_result",
 ]
 
 #: A point of the parameter space: parameter name to value.
@@ -290,3 +291,30 @@ class Experiment:
         if not isinstance(res, dict):
             raise KeyError(k)
         return res[k]
+
+
+def failed_result(
+    point: dict[str, Any], exc: BaseException | str, trace: str = "", classname: str = ""
+) -> ResultsDict:
+    """A results dict recording that the run at ``point`` failed with ``exc``.
+
+    Used where :meth:`Experiment.run` cannot record the failure itself: the
+    experiment's ``configure`` raised, its results could not be sent back, or
+    the engine running it died.
+    """
+    now = datetime.now()
+    meta: dict[str, Any] = {
+        Experiment.EXPERIMENT: classname,
+        Experiment.START_TIME: now,
+        Experiment.END_TIME: now,
+        Experiment.ELAPSED_TIME: 0.0,
+        Experiment.SETUP_TIME: 0.0,
+        Experiment.EXPERIMENT_TIME: 0.0,
+        Experiment.TEARDOWN_TIME: 0.0,
+        Experiment.STATUS: False,
+        Experiment.EXCEPTION: exc,
+        Experiment.TRACEBACK: trace,
+        Experiment.HOST: _HOST,
+        Experiment.PID: os.getpid(),
+    }
+    return {Experiment.PARAMETERS: dict(point), Experiment.METADATA: meta, Experiment.RESULTS: {}}

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import sys
 import traceback
-from datetime import datetime
 from time import perf_counter
 from typing import Any
 
 import dill
 
 from epyclab.errors import ResultsStructureException
-from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
 
 __all__ = [
     "run",
@@ -60,33 +58,6 @@ _experiments: dict[str, Experiment] = {}
 def run(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
     """Configure ``experiment`` for ``point``, run it, and return its results dict."""
     return experiment.set(point).run()
-
-
-def failed_result(
-    point: dict[str, Any], exc: BaseException | str, trace: str = "", classname: str = ""
-) -> ResultsDict:
-    """A results dict recording that the run at ``point`` failed with ``exc``.
-
-    Used where :meth:`Experiment.run` cannot record the failure itself: the
-    experiment's ``configure`` raised, its results could not be sent back, or
-    the engine running it died.
-    """
-    now = datetime.now()
-    meta: dict[str, Any] = {
-        Experiment.EXPERIMENT: classname,
-        Experiment.START_TIME: now,
-        Experiment.END_TIME: now,
-        Experiment.ELAPSED_TIME: 0.0,
-        Experiment.SETUP_TIME: 0.0,
-        Experiment.EXPERIMENT_TIME: 0.0,
-        Experiment.TEARDOWN_TIME: 0.0,
-        Experiment.STATUS: False,
-        Experiment.EXCEPTION: exc,
-        Experiment.TRACEBACK: trace,
-        Experiment.HOST: socket.gethostname(),
-        Experiment.PID: os.getpid(),
-    }
-    return {Experiment.PARAMETERS: dict(point), Experiment.METADATA: meta, Experiment.RESULTS: {}}
 
 
 def _classname(experiment: Experiment) -> str:

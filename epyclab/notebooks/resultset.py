@@ -21,7 +21,7 @@ from epyclab.errors import (
     ResultSetLockedException,
     ResultsStructureException,
 )
-from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
 from epyclab.notebooks.columns import MISSING, build_column, empty_column
 
 __all__ = ["ResultSet"]
@@ -389,7 +389,7 @@ class ResultSet:
         """Cancel a pending job: it becomes a failed result carrying a :class:`CancelledException`."""
         params = self.pendingResultParameters(jobid)
         self._check_unlocked()
-        rc = failed_results_dict(params, CancelledException(f"job {jobid} was cancelled"))
+        rc = failed_result(params, CancelledException(f"job {jobid} was cancelled"))
         # Record the failed row first: if it is refused, the job stays pending, not lost.
         self.addSingleResult(rc)
         del self._pending[jobid]
@@ -434,25 +434,6 @@ class ResultSet:
     def _roles(self) -> dict[str, list[str]]:
         """Column names by role."""
         return {PARAMETER: list(self._params), RESULT: list(self._results), METADATA: list(self._meta)}
-
-
-def failed_results_dict(params: Mapping[str, Any], exc: BaseException, trace: str = "") -> ResultsDict:
-    """A results dict recording that the run at ``params`` failed with ``exc`` without running."""
-    now = datetime.now()
-    rc = Experiment.resultsdict()
-    rc[Experiment.PARAMETERS] = dict(params)
-    rc[Experiment.METADATA] = {
-        Experiment.START_TIME: now,
-        Experiment.END_TIME: now,
-        Experiment.ELAPSED_TIME: 0.0,
-        Experiment.SETUP_TIME: 0.0,
-        Experiment.EXPERIMENT_TIME: 0.0,
-        Experiment.TEARDOWN_TIME: 0.0,
-        Experiment.STATUS: False,
-        Experiment.EXCEPTION: exc,
-        Experiment.TRACEBACK: trace,
-    }
-    return rc
 
 
 def _is_value_list(v: Any) -> bool:
