@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -45,7 +46,7 @@ def cluster(ctx: click.Context, ipython_dir: str | None, quiet: bool) -> None:
     """
     ctx.obj = {"ipython_dir": ipython_dir}
     # A handler per invocation, bound to this invocation's stderr, removed when it ends.
-    handler = logging.StreamHandler(click.get_text_stream("stderr"))
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     level = logger.level
