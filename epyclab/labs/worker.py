@@ -26,6 +26,7 @@ import dill
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
+from epyclab.log import logger
 
 __all__ = [
     "run",
@@ -176,12 +177,12 @@ def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
             _portable_exception(rc)
     try:
         return PICKLE, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
+    except Exception:  # not an error: a value pickle cannot handle; dill is tried next
+        logger.debug("results of %d runs need dill", len(results))
     try:
         return DILL, dill.dumps(results, recurse=True)
-    except Exception:
-        pass
+    except Exception:  # not an error yet: find the runs at fault, below, and fail only those
+        logger.debug("results of %d runs cannot all be serialized; checking each", len(results))
     safe = []
     for rc in results:
         try:
