@@ -185,11 +185,11 @@ class Lab:
             return points
         names = sorted(points[0][1])
         done: set[tuple[Any, ...]] = set()
-        if rs.numberOfResults() and all(n in rs.parameterNames() for n in names):
-            df = rs.dataframe(only_successful=True)
-            if all(n in df.columns for n in names):
-                for values in df[names].itertuples(index=False, name=None):
-                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+        df = rs.dataframe(only_successful=True) if rs.numberOfResults() else None
+        # Results without one of the point's parameters cannot be that point.
+        if df is not None and set(names) <= set(df.columns):
+            for values in df[names].itertuples(index=False, name=None):
+                done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
         for jobid in rs.pendingResults():
             params = rs.pendingResultParameters(jobid)
             if all(n in params for n in names):
