@@ -269,10 +269,6 @@ class Hub:
         """Return once everything sent before has left this process (a round trip to the hub)."""
         self.request("queue_request", {"targets": None, "verbose": False})
 
-    def engines(self) -> int:
-        """How many engines are registered."""
-        return len(self.client.ids)
-
     def engine_uuids(self) -> set[str]:
         """The identities of the registered engines (as task records name them)."""
         # The client keeps this map current from the hub's registration notifications.
