@@ -117,6 +117,7 @@ def _signal(ident: dict[str, Any], sig: int) -> None:
         try:
             os.kill(int(ident["pid"]), sig)
         except ProcessLookupError:
+            # It exited between the check and the signal: it is stopped, which is what we wanted.
             pass
 
 
