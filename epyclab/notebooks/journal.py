@@ -82,10 +82,6 @@ class Journal:
             if end < self.size():
                 os.ftruncate(self._fd, end)
 
-    def path(self) -> str:
-        """The journal's file name."""
-        return self._path
-
     def size(self) -> int:
         """The journal's size in bytes."""
         return os.fstat(self._fd).st_size

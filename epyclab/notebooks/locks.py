@@ -83,10 +83,6 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
 
-    def held(self) -> bool:
-        """True while this object holds the lock."""
-        return self._fd >= 0
-
     def release(self) -> None:
         """Give the lock up (and remove the lock file, which only the holder may do)."""
         if self._fd < 0:

@@ -41,7 +41,6 @@ import pandas as pd
 from epyclab.notebooks.columns import MISSING, default_for_dtype
 
 __all__ = [
-    "KINDS",
     "CELL_KINDS",
     "StoredColumn",
     "kind_of_type",
@@ -51,7 +50,6 @@ __all__ = [
     "kind_of_column",
     "to_storage",
     "from_storage",
-    "common_dtype",
     "needs_value_check",
     "storage_dtype",
     "cast",
@@ -60,7 +58,6 @@ __all__ = [
     "fill_for",
 ]
 
-KINDS = ("bool", "int", "float", "complex", "str", "datetime", "array", "list", "tuple")
 #: Kinds whose cells are numeric arrays of their own (object columns in pandas).
 CELL_KINDS = frozenset({"array", "list", "tuple"})
 
@@ -275,16 +272,6 @@ def from_storage(stored: StoredColumn) -> Any:
                 out[i] = tuple(a.tolist())
         return out
     return data
-
-
-def common_dtype(kind: str, a: np.dtype, b: np.dtype) -> np.dtype:
-    """The dtype a stored column of dtype ``a`` takes when rows of dtype ``b`` are appended.
-
-    For datetime columns the dtypes are datetime64 dtypes; for cell kinds, the
-    element dtypes. pandas follows numpy's promotion when it concatenates, so
-    this is numpy's.
-    """
-    return np.result_type(a, b)
 
 
 def storage_dtype(col: StoredColumn) -> np.dtype:
