@@ -20,12 +20,18 @@ from typing import Any
 
 from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment
-from epyclab.notebooks.types import kind_of_type, merge_kinds, needs_value_check, value_problem
+from epyclab.notebooks.types import (
+    INT64_MAX,
+    INT64_MIN,
+    kind_of_type,
+    merge_kinds,
+    needs_value_check,
+    value_problem,
+)
 
 __all__ = ["RowCheck"]
 
 _ROLES = ("parameter", "result", "metadata")
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _STORABLE = (
     "a notebook stores str, int, float, complex, bool, datetime, numeric numpy arrays "
     "and lists of numbers"
@@ -66,7 +72,7 @@ class RowCheck:
                     _refuse_if_unstorable(_ROLES[i], k, v, "str")
             for k in ints:
                 v = part[k]
-                if not _INT64_MIN <= v <= _INT64_MAX:
+                if not INT64_MIN <= v <= INT64_MAX:
                     _refuse_if_unstorable(_ROLES[i], k, v, "int")
             for k in times:
                 if part[k].tzinfo is not None:

@@ -42,6 +42,8 @@ from epyclab.notebooks.columns import MISSING, default_for_dtype
 
 __all__ = [
     "CELL_KINDS",
+    "INT64_MIN",
+    "INT64_MAX",
     "StoredColumn",
     "kind_of_type",
     "merge_kinds",
@@ -110,13 +112,14 @@ def needs_value_check(t: type, kind: str) -> bool:
     return kind in ("str", "datetime", "array", "list", "tuple") or (kind == "int" and issubclass(t, int))
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: The ints a notebook stores as ints.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def value_problem(v: Any, kind: str) -> str | None:
     """Why value ``v`` of ``kind`` cannot be stored, or None if it can."""
     if kind == "int":
-        if isinstance(v, int) and not _INT64_MIN <= v <= _INT64_MAX:
+        if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:
             return "it does not fit in 64 bits; store it as a float or a str"
         return None
     if kind == "str":
