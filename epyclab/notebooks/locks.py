@@ -90,7 +90,7 @@ class WriterLock:
         try:
             os.unlink(self._path)
         except FileNotFoundError:
-            pass
+            pass  # someone removed it already: there is nothing left to remove
         self._finalizer()
         self._fd = -1
 

@@ -69,10 +69,8 @@ _TYPE_KINDS: dict[type, str | None] = {}
 
 def kind_of_type(t: type) -> str | None:
     """The kind of values of type ``t``, or None if such values cannot be stored."""
-    try:
+    if t in _TYPE_KINDS:
         return _TYPE_KINDS[t]
-    except KeyError:
-        pass
     kind: str | None
     if issubclass(t, (bool, np.bool_)):
         kind = "bool"
