@@ -192,7 +192,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             for rs in self._resultsets.values():
                 c = self._commits[id(rs)]
                 c.rows = rs.numberOfResults()
-                c.roles = (len(rs._params), len(rs._results), len(rs._meta))
+                c.roles = _sizes(rs)
                 c.pending_version = rs._pending_version
                 c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
         # Result sets made in memory (a new notebook's default one) are not in
@@ -218,7 +218,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 dtype = stored.dtypes.get(name, like)
                 rows.columns[name] = ColumnTrack(stored.kinds[name], dtype, like=like, fill=fill_for_like(like))
             rows.base_written = not self._from_epyc
-        sizes = (len(rs._params), len(rs._results), len(rs._meta))
+        sizes = _sizes(rs)
         pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
         self._rows[id(rs)] = rows
         self._commits[id(rs)] = _Committed(
@@ -227,16 +227,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _new_resultset(self, description: str | None) -> ResultSet:
         rs = super()._new_resultset(description)
-        self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
-        self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
+        self._track(rs)
         return rs
 
     def _adopt(self, uid: str, description: str) -> ResultSet:
         """A new, empty result set known (to the journal) as ``uid``."""
         rs = ResultSet(description)
         self._attach(rs, RowCheck(), uid)
-        self._rows[id(rs)] = RowsTrack(base_len=0, stored_rows=0)
-        self._commits[id(rs)] = _Committed(0, (0, 0, 0), rs._pending_version, {}, -1)
+        self._track(rs)
         return rs
 
     # ---- committing ---------------------------------------------------------------------------
@@ -294,7 +292,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for rs in self._resultsets.values():
             c = self._commits[id(rs)]
             n = rs.numberOfResults()
-            sizes = (len(rs._params), len(rs._results), len(rs._meta))
+            sizes = _sizes(rs)
             if n > c.rows:
                 roles = rs._roles() if sizes != c.roles else None
                 rows.append((self._uid(rs), c.rows, roles, rs._buffered_rows(c.rows)))
@@ -437,7 +435,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for rs in self._resultsets.values():
             c = self._commits[id(rs)]
             c.rows, c.pending_stored = rs.numberOfResults(), c.pending_version
-            c.roles = (len(rs._params), len(rs._results), len(rs._meta))
+            c.roles = _sizes(rs)
         self._committed_state = self._state_record_key()
         if self._journal is not None:
             self._journal.close()
@@ -456,6 +454,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         self._journal.close(remove=done)
         self._journal = None
+
+
+def _sizes(rs: ResultSet) -> tuple[int, int, int]:
+    """How many parameter, result and metadata columns ``rs`` has (a new one changes its roles)."""
+    return (len(rs._params), len(rs._results), len(rs._meta))
 
 
 def _pending_json(jobid: str, params: dict[str, Any]) -> str:
