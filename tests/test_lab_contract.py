@@ -291,3 +291,51 @@ class TestClusterLab(LabContract):
     @given(_sizes_and_failures())
     def test_every_point_gives_exactly_one_row_and_failures_are_rows(self, case: tuple[int, set[int]]) -> None:
         self.check_every_point_once(*case)
+
+
+# ---- a value no format can store (Lab and ParallelLab; ClusterLab collects through its collector) ----
+
+
+class Unstorable(Experiment):
+    """y = x, except a None at x == 5 and a dict (which no format stores) at x == 17."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        x = params["x"]
+        if x == 5:
+            return {"y": None}
+        if x == 17:
+            return {"y": {"a": 1}}
+        return {"y": float(x)}
+
+
+@pytest.mark.parametrize("kind", ["Lab", "ParallelLab"])
+def test_an_unstorable_value_is_a_failed_row_and_the_sweep_goes_on(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from epyclab.notebooks.hdf5 import HDF5LabNotebook
+
+    nb = HDF5LabNotebook(str(tmp_path / "values.h5"), create=True)
+    if kind == "Lab":
+        lab: Lab = Lab(nb)
+    else:
+        lab = ParallelLab(nb, client=request.getfixturevalue("local_cluster").client)
+    lab["x"] = range(40)
+    lab.runExperiment(Unstorable(), progress=False)
+    nb.commit()
+    df = nb.dataframe(only_successful=False)
+    assert df["x"].tolist() == list(range(40))
+    status = df[Experiment.STATUS].astype(bool)
+    bad = df[df["x"] == 17].iloc[0]
+    assert not bad[Experiment.STATUS]
+    assert "UnstorableValueError" in bad[Experiment.EXCEPTION]
+    assert "'y'" in bad[Experiment.EXCEPTION] and "dict" in bad[Experiment.EXCEPTION]
+    # Its metadata is kept (which experiment, how long it ran), not replaced.
+    assert bad[Experiment.EXPERIMENT].endswith("Unstorable")
+    assert bad[Experiment.ELAPSED_TIME] > 0
+    others = df[~df["x"].isin([5, 17])]
+    assert status[others.index].all()
+    assert (others["y"] == others["x"]).all()
+    none_row = df[df["x"] == 5].iloc[0]
+    # None is a missing cell where the table of kinds says so, otherwise a failed row naming the key.
+    assert none_row[Experiment.STATUS] or "'y'" in none_row[Experiment.EXCEPTION]
+    nb.close()
