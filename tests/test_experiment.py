@@ -360,7 +360,7 @@ def test_an_experiment_without_do_fails_with_a_clear_message():
 
 @pytest.mark.parametrize(
     ("value", "what"),
-    [(None, "NoneType"), (42, "int"), ("y", "str"), ((1, 2), "tuple"), ([{"y": 1}], "not all results dicts")],
+    [(42, "int"), ("y", "str"), ((1, 2), "tuple"), ([{"y": 1}], "not all results dicts")],
 )
 def test_do_returning_a_non_dict_is_a_failed_result_naming_the_class(value, what):
     rc = Returns(value).set({"x": 1}).run()
@@ -369,6 +369,13 @@ def test_do_returning_a_non_dict_is_a_failed_result_naming_the_class(value, what
     assert isinstance(exc, ResultsStructureException)
     assert "Returns.do()" in str(exc)
     assert what in str(exc)
+    assert rc[Experiment.RESULTS] == {}
+
+
+def test_do_returning_none_is_a_successful_run_with_no_results():
+    rc = Returns(None).set({"x": 1}).run()
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+    assert rc[Experiment.METADATA][Experiment.EXCEPTION] is None
     assert rc[Experiment.RESULTS] == {}
 
 
