@@ -34,6 +34,16 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# "mutation" (benchmarks/mutation.py): the same few examples for every mutant, so
+# that a mutant's fate does not depend on the draw, and no example database.
+settings.register_profile(
+    "mutation",
+    derandomize=True,
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 # In CI a skipped test is a failure unless it is on the allow-list, whose every

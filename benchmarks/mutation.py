@@ -1,0 +1,450 @@
+"""Mutation testing of the modules where a bug loses data: does a planted bug fail a test?
+
+For each target module below, every mutant that mutmut (2.x) makes of the
+chosen code (an operator, comparison, constant, keyword, string, or an
+assignment replaced by ``None``; one at a time) is written into a private copy
+of the working tree, and the target's own fast subset of the tests is run
+against it. A mutant is *killed* when a test fails (or the run times out, or
+the module no longer imports); it *survives* when every test passes. The score
+is killed / mutants. Each surviving mutant must be listed in ``REASONS`` with a
+one-line reason (an equivalent mutant, or the test that now kills it);
+the script exits 1 below ``--target`` percent or with a survivor left unexplained.
+
+Not mutated, by design: lines inside a logger call or inside the message of a
+raised exception (the tests check the parts of a message a user acts on, the
+culprit and the fix, not every character), docstrings, and type annotations.
+
+To be quick each mutant runs in a child forked from a parent that has already
+imported the heavy third-party libraries (never epyclab), so a mutant costs
+its tests, not an interpreter start. Subprocesses the tests start import the
+copy too (PYTHONPATH). Nothing is changed in the working tree except
+``benchmarks/mutation-results.json`` and ``docs/mutation.md``.
+
+    nice -n 10 python benchmarks/mutation.py [--module journal ...] [--jobs 2] [--no-write] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_JSON = ROOT / "benchmarks" / "mutation-results.json"
+MUTATION_MD = ROOT / "docs" / "mutation.md"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module (or the named functions/classes of it) and the tests that must catch its mutants."""
+
+    name: str
+    path: str
+    tests: tuple[str, ...]
+    scope: tuple[str, ...] = ()  # qualified names ("Sweep._collect", "Collector"); empty: the whole module
+    why: str = ""
+
+
+TARGETS: list[Target] = [
+    Target(
+        "journal",
+        "epyclab/notebooks/journal.py",
+        ("tests/test_journal_records.py",),
+        why="a commit that returned must survive a crash; a torn tail must not hide the records before it",
+    ),
+    Target(
+        "undo",
+        "epyclab/notebooks/undo.py",
+        ("tests/test_undo_log.py",),
+        why="a checkpoint killed half-way must be rolled back to the file as it was",
+    ),
+    Target(
+        "locks",
+        "epyclab/notebooks/locks.py",
+        ("tests/test_hdf5_locking.py",),
+        why="two writers on one file corrupt it",
+    ),
+    Target(
+        "kinds",
+        "epyclab/notebooks/types.py",
+        ("tests/test_hdf5_roundtrip.py", "tests/test_json_notebook.py", "tests/test_resultset.py"),
+        why="a value stored as the wrong kind is lost or changed on reload",
+    ),
+    Target(
+        "lab",
+        "epyclab/labs/lab.py",
+        ("tests/test_lab.py", "tests/test_lab_contract.py"),
+        why="resume and the commit loop decide which finished runs reach the notebook",
+    ),
+    Target(
+        "parallel-retry",
+        "epyclab/labs/engines.py",
+        ("tests/test_parallel_units.py", "tests/test_parallel_lab.py"),
+        scope=("is_engine_death", "chunk_results", "ChunkSizer", "Sweep"),
+        why="a point whose engine died must be run again, once, and never dropped",
+    ),
+    Target(
+        "cluster-jobs",
+        "epyclab/labs/jobs.py",
+        ("tests/test_cluster_units.py", "tests/test_cluster_lab.py"),
+        why="job ids and task states decide which pending result a reply fills",
+    ),
+    Target(
+        "cluster-collect",
+        "epyclab/labs/collect.py",
+        ("tests/test_cluster_units.py", "tests/test_cluster_lab.py"),
+        why="a task reported lost, moved or culled must end as a result or a failed row, never pending forever",
+    ),
+    Target(
+        "cli-copy",
+        "epyclab/cli.py",
+        ("tests/test_cli_notebooks.py",),
+        scope=("_notebook_class", "_opened", "_split", "_resultset", "copy", "_pending", "_attrs"),
+        why="copying result sets between notebooks must neither drop nor change a row",
+    ),
+]
+
+# Surviving mutants that are equivalent (no behaviour differs), keyed by
+# (target, original line, mutated line), stripped; each with its one-line reason.
+REASONS: dict[tuple[str, str, str], str] = {}
+
+# Third-party modules the parent imports once, so that a forked child only imports epyclab.
+PREWARM = (
+    "numpy", "pandas", "h5py", "dill", "cloudpickle", "tqdm", "click", "click.testing", "psutil",
+    "ipyparallel", "zmq", "hypothesis", "hypothesis.strategies", "pytest", "_pytest.python",
+)  # fmt: skip
+
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+@dataclass
+class Outcome:
+    """What became of one mutant."""
+
+    line: int  # 1-based
+    original: str
+    mutated: str
+    status: str  # "killed", "timeout", "survived"
+    seconds: float
+
+
+@dataclass
+class Report:
+    """One target's run."""
+
+    target: str
+    path: str
+    tests: list[str]
+    scope: list[str]
+    baseline: float
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def killed(self) -> int:
+        return sum(o.status != "survived" for o in self.outcomes)
+
+
+# ---- which lines to mutate --------------------------------------------------------------------------
+
+
+def scope_lines(source: str, scope: tuple[str, ...]) -> set[int] | None:
+    """The 1-based lines of the named functions/classes (``Class.method`` allowed); None for all."""
+    if not scope:
+        return None
+    tree = ast.parse(source)
+    found: dict[str, ast.AST] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                found[name] = child
+                visit(child, name + ".")
+
+    visit(tree, "")
+    missing = [s for s in scope if s not in found]
+    if missing:
+        raise SystemExit(f"scope names not found: {missing}; fix TARGETS in {__file__}")
+    lines: set[int] = set()
+    for name in scope:
+        node = found[name]
+        lines.update(range(node.lineno, node.end_lineno + 1))  # type: ignore[attr-defined]
+    return lines
+
+
+def excluded_lines(source: str) -> set[int]:
+    """Lines inside logger calls and inside the exception built by a ``raise`` (see the module docstring)."""
+    lines: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        spans: list[ast.AST] = []
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _LOG_METHODS:
+            if isinstance(node.func.value, ast.Name) and node.func.value.id in {"logger", "log", "_log"}:
+                spans.append(node)
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            spans += [*node.exc.args, *(k.value for k in node.exc.keywords)]
+        for span in spans:
+            lines.update(range(span.lineno, span.end_lineno + 1))  # type: ignore[attr-defined]
+    return lines
+
+
+def mutants(path: Path, scope: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """Every mutant of ``path`` within ``scope``: (1-based line, original line, whole mutated source)."""
+    from mutmut import Context, list_mutations, mutate
+
+    source = path.read_text()
+    wanted = scope_lines(source, scope)
+    skip = excluded_lines(source)
+    out = []
+    for mid in list_mutations(Context(source=source, filename=str(path))):
+        line = mid.line_number + 1
+        if (wanted is not None and line not in wanted) or line in skip:
+            continue
+        mutated, count = mutate(Context(source=source, mutation_id=mid, filename=str(path)))
+        assert count == 1, mid
+        out.append((line, mid.line, mutated))
+    return out
+
+
+# ---- running tests against a mutant -----------------------------------------------------------------
+
+
+def make_copy(workdir: Path) -> None:
+    """The working tree's files (tracked and new, as they are now) in ``workdir``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        src = ROOT / name
+        if src.is_file():
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, workdir / name)
+
+
+def run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
+    """Run ``tests`` in a forked child in ``workdir``: ('passed'|'failed'|'timeout', seconds)."""
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: its own process group, so a timeout kills what it started too
+        code = 3
+        try:
+            os.setpgid(0, 0)
+            os.chdir(workdir)
+            sys.path.insert(0, str(workdir))
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            import pytest
+
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]))
+        finally:
+            os._exit(code)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            seconds = time.monotonic() - started
+            code = os.waitstatus_to_exitcode(status)
+            return ("passed" if code == 0 else "failed"), seconds
+        if time.monotonic() - started > timeout:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return "timeout", time.monotonic() - started
+        time.sleep(0.02)
+
+
+def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
+    """Every mutant of ``target``, tested in ``workdir`` (the file is restored afterwards)."""
+    path = workdir / target.path
+    original = path.read_text()
+    status, baseline = run_tests(workdir, target.tests, timeout=900)
+    if status != "passed":
+        raise SystemExit(f"{target.name}: the tests {list(target.tests)} fail without a mutant; fix them first")
+    report = Report(target.name, target.path, list(target.tests), list(target.scope), round(baseline, 2))
+    # A mutant that makes the tests hang (a loop that never ends) is killed by the timeout.
+    timeout = 3 * baseline + 15
+    found = mutants(path, target.scope)
+    try:
+        for i, (line, before, source) in enumerate(found, 1):
+            path.write_text(source)
+            after = source.split("\n")[line - 1]
+            result, seconds = run_tests(workdir, target.tests, timeout)
+            status = {"failed": "killed", "passed": "survived", "timeout": "timeout"}[result]
+            report.outcomes.append(Outcome(line, before.strip(), after.strip(), status, round(seconds, 2)))
+            if log:
+                mark = {"killed": ".", "timeout": "T", "survived": "S"}[status]
+                print(mark, end="" if i % 80 else f" {i}/{len(found)}\n", flush=True)
+    finally:
+        path.write_text(original)
+    if log:
+        print()
+    return report
+
+
+# ---- the report ----------------------------------------------------------------------------------------
+
+
+def reason(target: str, o: dict) -> str | None:
+    return REASONS.get((target, o["original"], o["mutated"]))
+
+
+def render(results: dict[str, dict], load: str) -> str:
+    """docs/mutation.md from every target's latest run."""
+    total = sum(len(r["outcomes"]) for r in results.values())
+    killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
+    lines = [
+        "# Mutation testing",
+        "",
+        "Written by `benchmarks/mutation.py`; run it again (`nice -n 10 python benchmarks/mutation.py`)",
+        "when one of these modules changes. Each mutant is one small planted bug (mutmut's operators,",
+        "comparisons, constants, keywords, strings, assignments to `None`) in the named module, tested",
+        "with that module's own fast subset of the tests. *Killed* means a test failed (or timed out);",
+        "every surviving mutant is listed below with why it survives. Lines inside logger calls and",
+        "inside the message of a raised exception are not mutated.",
+        "",
+        "| module | code mutated | tests | mutants | killed | survived | score | run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        n = len(r["outcomes"])
+        k = sum(o["status"] != "survived" for o in r["outcomes"])
+        scope = ", ".join(f"`{s}`" for s in r["scope"]) or "all"
+        tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in r["tests"])
+        run = sum(o["seconds"] for o in r["outcomes"])
+        lines.append(
+            f"| `{r['path']}` ({name}) | {scope} | {tests} | {n} | {k} | {n - k} | "
+            f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min |"
+        )
+    lines += [
+        f"| **all** | | | {total} | {killed} | {total - killed} | **{100 * killed / max(total, 1):.1f}%** | |",
+        "",
+        f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, mutmut 2; load average at the start: {load}.",
+        "",
+        "## Surviving mutants",
+        "",
+    ]
+    any_left = False
+    for name, r in results.items():
+        for o in r["outcomes"]:
+            if o["status"] == "survived":
+                any_left = True
+                why = reason(name, o) or "**no reason recorded yet**"
+                lines.append(f"- {name}, `{r['path']}` line {o['line']}: `{o['original']}` → `{o['mutated']}`: {why}")
+    if not any_left:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--module", action="append", choices=[t.name for t in TARGETS], help="only these targets")
+    parser.add_argument("--jobs", type=int, default=2, help="targets run side by side (default 2)")
+    parser.add_argument("--target", type=float, default=90.0, help="the least score in percent (default 90)")
+    parser.add_argument("--no-write", action="store_true", help="print the report, write nothing")
+    parser.add_argument("--list", action="store_true", help="count the mutants of each target and stop")
+    args = parser.parse_args()
+    chosen = [t for t in TARGETS if not args.module or t.name in args.module]
+    if args.list:
+        for t in chosen:
+            print(f"{t.name:16} {len(mutants(ROOT / t.path, t.scope)):5} mutants  {t.path}")
+        return 0
+
+    load = "{:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+    print(f"load average: {load}", flush=True)
+    os.environ.update(PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="mutation")
+    os.environ.pop("CI", None)
+    for name in PREWARM:
+        __import__(name)
+    assert "epyclab" not in sys.modules, "the parent must not import epyclab: the children import the mutants"
+
+    reports: list[Report] = []
+    with tempfile.TemporaryDirectory(prefix="epyclab-mutation-") as tmp:
+        # One copy per job; a job forks a worker that takes targets one by one.
+        queue = list(chosen)
+        workers: dict[int, Path] = {}
+        outputs: dict[int, Path] = {}
+        for j in range(max(1, min(args.jobs, len(queue)))):
+            workdir = Path(tmp) / f"copy{j}"
+            make_copy(workdir)
+            mine = queue[j :: max(1, min(args.jobs, len(queue)))]
+            out = Path(tmp) / f"result{j}.json"
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.environ["PYTHONPATH"] = str(workdir)
+                    done = []
+                    for t in mine:
+                        started = time.monotonic()
+                        print(f"[{t.name}] {len(mutants(workdir / t.path, t.scope))} mutants", flush=True)
+                        rep = run_target(t, workdir)
+                        print(f"[{t.name}] {rep.killed}/{len(rep.outcomes)} killed in "
+                              f"{(time.monotonic() - started) / 60:.1f} min", flush=True)  # fmt: skip
+                        done.append(rep)
+                    out.write_text(json.dumps([_as_dict(r) for r in done]))
+                    code = 0
+                finally:
+                    os._exit(code)
+            workers[pid] = workdir
+            outputs[pid] = out
+        failed = False
+        for pid in workers:
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0 or not outputs[pid].exists():
+                failed = True
+                continue
+            reports += [_from_dict(d) for d in json.loads(outputs[pid].read_text())]
+        if failed:
+            print("a worker failed; nothing written", file=sys.stderr)
+            return 1
+
+    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    for r in reports:
+        results[r.target] = _as_dict(r)
+    results = {t.name: results[t.name] for t in TARGETS if t.name in results}
+    text = render(results, load)
+    print(text)
+    if not args.no_write:
+        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+        MUTATION_MD.write_text(text)
+    total = sum(len(r["outcomes"]) for r in results.values())
+    killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
+    unexplained = [
+        (n, o["line"])
+        for n, r in results.items()
+        for o in r["outcomes"]
+        if o["status"] == "survived" and not reason(n, o)
+    ]
+    score = 100 * killed / max(total, 1)
+    if score < args.target or unexplained:
+        print(f"score {score:.1f}% (target {args.target}%); survivors without a reason: {unexplained}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _as_dict(r: Report) -> dict:
+    d = dict(r.__dict__)
+    d["outcomes"] = [o.__dict__ for o in r.outcomes]
+    return d
+
+
+def _from_dict(d: dict) -> Report:
+    return Report(**{**d, "outcomes": [Outcome(**o) for o in d["outcomes"]]})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
