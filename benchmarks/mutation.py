@@ -72,7 +72,7 @@ TARGETS: list[Target] = [
     Target(
         "locks",
         "epyclab/notebooks/locks.py",
-        ("tests/test_hdf5_locking.py",),
+        ("tests/test_notebook_locks.py",),
         why="two writers on one file corrupt it",
     ),
     Target(
