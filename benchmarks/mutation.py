@@ -97,7 +97,7 @@ TARGETS: list[Target] = [
     Target(
         "cluster-jobs",
         "epyclab/labs/jobs.py",
-        ("tests/test_cluster_units.py", "tests/test_cluster_lab.py"),
+        ("tests/test_job_ids.py",),
         why="job ids and task states decide which pending result a reply fills",
     ),
     Target(
