@@ -16,7 +16,9 @@ culprit and the fix, not every character), docstrings, and type annotations.
 
 To be quick each mutant runs in a child forked from a parent that has already
 imported the heavy third-party libraries (never epyclab), so a mutant costs
-its tests, not an interpreter start. Subprocesses the tests start import the
+its tests, not an interpreter start; and only the tests that ran the mutated
+line in an unmutated run (traced), or all of the target's tests for a line
+run at import time or in no test of that process (a subprocess may run it). Subprocesses the tests start import the
 copy too (PYTHONPATH). Nothing is changed in the working tree except
 ``benchmarks/mutation-results.json`` and ``docs/mutation.md``.
 
@@ -84,14 +86,14 @@ TARGETS: list[Target] = [
     Target(
         "lab",
         "epyclab/labs/lab.py",
-        ("tests/test_lab.py", "tests/test_lab_contract.py"),
+        ("tests/test_lab.py",),
         why="resume and the commit loop decide which finished runs reach the notebook",
     ),
     Target(
         "parallel-retry",
         "epyclab/labs/engines.py",
-        ("tests/test_parallel_units.py", "tests/test_parallel_lab.py"),
-        scope=("is_engine_death", "chunk_results", "ChunkSizer", "Sweep"),
+        ("tests/test_parallel_units.py", "tests/test_job_ids.py"),
+        scope=("is_engine_death", "chunk_results", "ChunkSizer"),
         why="a point whose engine died must be run again, once, and never dropped",
     ),
     Target(
@@ -109,7 +111,7 @@ TARGETS: list[Target] = [
     Target(
         "cli-copy",
         "epyclab/cli.py",
-        ("tests/test_cli_notebooks.py",),
+        ("tests/test_cli_notebooks.py", "-k", "copy"),
         scope=("_notebook_class", "_opened", "_split", "_resultset", "copy", "_pending", "_attrs"),
         why="copying result sets between notebooks must neither drop nor change a row",
     ),
@@ -232,9 +234,49 @@ def make_copy(workdir: Path) -> None:
             shutil.copy2(src, workdir / name)
 
 
-def run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
-    """Run ``tests`` in a forked child in ``workdir``: ('passed'|'failed'|'timeout', seconds)."""
+class _LineRecorder:
+    """A pytest plugin that notes which test ran each line of one file ("" for lines run at import)."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.current = ""
+        self.hits: dict[int, set[str]] = {}
+
+    def _local(self, frame, event, arg):  # noqa: ANN001, ANN202 - sys.settrace's signature
+        if event == "line":
+            self.hits.setdefault(frame.f_lineno, set()).add(self.current)
+        return self._local
+
+    def _global(self, frame, event, arg):  # noqa: ANN001, ANN202
+        if frame.f_code.co_filename == self.filename:
+            self.hits.setdefault(frame.f_lineno, set()).add(self.current)
+            return self._local
+        return None
+
+    def start(self) -> None:
+        import threading
+
+        sys.settrace(self._global)
+        threading.settrace(self._global)
+
+    def pytest_runtest_protocol(self, item, nextitem):  # noqa: ANN001, ANN201
+        self.current = item.nodeid
+
+    def pytest_runtest_logfinish(self, nodeid, location):  # noqa: ANN001, ANN201
+        self.current = "(between tests)"
+
+
+def run_tests(
+    workdir: Path, tests: tuple[str, ...], timeout: float, record: str | None = None
+) -> tuple[str, float, dict[int, list[str]]]:
+    """Run ``tests`` in a forked child in ``workdir``: ('passed'|'failed'|'timeout', seconds, lines).
+
+    With ``record`` (a path under ``workdir``), ``lines`` maps each line of that
+    file run in this process to the tests that ran it ("" for import time).
+    """
     started = time.monotonic()
+    out = workdir / ".mutation-lines.json"
+    out.unlink(missing_ok=True)
     pid = os.fork()
     if pid == 0:  # the child: its own process group, so a timeout kills what it started too
         code = 3
@@ -247,7 +289,16 @@ def run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[st
             os.dup2(devnull, 2)
             import pytest
 
-            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]))
+            plugins = []
+            if record is not None:
+                recorder = _LineRecorder(str(workdir / record))
+                recorder.start()
+                plugins.append(recorder)
+            args = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *tests]
+            code = int(pytest.main(args, plugins=plugins))
+            if record is not None:
+                sys.settrace(None)
+                out.write_text(json.dumps({n: sorted(t) for n, t in recorder.hits.items()}))
         finally:
             os._exit(code)
     while True:
@@ -255,14 +306,15 @@ def run_tests(workdir: Path, tests: tuple[str, ...], timeout: float) -> tuple[st
         if done:
             seconds = time.monotonic() - started
             code = os.waitstatus_to_exitcode(status)
-            return ("passed" if code == 0 else "failed"), seconds
+            lines = {int(n): t for n, t in json.loads(out.read_text()).items()} if out.exists() else {}
+            return ("passed" if code == 0 else "failed"), seconds, lines
         if time.monotonic() - started > timeout:
             try:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             os.waitpid(pid, 0)
-            return "timeout", time.monotonic() - started
+            return "timeout", time.monotonic() - started, {}
         time.sleep(0.02)
 
 
@@ -270,7 +322,7 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
     """Every mutant of ``target``, tested in ``workdir`` (the file is restored afterwards)."""
     path = workdir / target.path
     original = path.read_text()
-    status, baseline = run_tests(workdir, target.tests, timeout=900)
+    status, baseline, lines = run_tests(workdir, target.tests, timeout=900, record=target.path)
     if status != "passed":
         raise SystemExit(f"{target.name}: the tests {list(target.tests)} fail without a mutant; fix them first")
     report = Report(target.name, target.path, list(target.tests), list(target.scope), round(baseline, 2))
@@ -281,7 +333,7 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
         for i, (line, before, source) in enumerate(found, 1):
             path.write_text(source)
             after = source.split("\n")[line - 1]
-            result, seconds = run_tests(workdir, target.tests, timeout)
+            result, seconds, _ = run_tests(workdir, _tests_for(line, lines, target.tests), timeout)
             status = {"failed": "killed", "passed": "survived", "timeout": "timeout"}[result]
             report.outcomes.append(Outcome(line, before.strip(), after.strip(), status, round(seconds, 2)))
             if log:
@@ -292,6 +344,15 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
     if log:
         print()
     return report
+
+
+def _tests_for(line: int, lines: dict[int, list[str]], tests: tuple[str, ...]) -> tuple[str, ...]:
+    """The tests that ran ``line`` in the baseline; all of ``tests`` if it ran at import time, or in no
+    test of this process (a subprocess may run it), or between tests."""
+    ran = lines.get(line, [])
+    if not ran or any(not t.startswith("tests/") for t in ran):
+        return tests
+    return tuple(ran)
 
 
 # ---- the report ----------------------------------------------------------------------------------------
