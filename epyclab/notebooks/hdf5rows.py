@@ -51,7 +51,7 @@ class RowsTrack:
 def write_base(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str, ColumnState]) -> None:
     """Write the rows ``rs`` loaded (from another file) as the first rows of its columns."""
     if track.base_len:
-        frame = rs.dataframe(only_successful=False)
+        frame = rs.storedFrame()
         for name in frame.columns:
             st = states.get(name, _MISSING)
             mask = rs.missingMask(name)[: track.base_len] if st.kind.masks_missing else None
@@ -78,7 +78,7 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str,
         else:
             # A new or widened column: write it whole, as the DataFrame shows it.
             if frame is None:
-                frame = rs.dataframe(only_successful=False)
+                frame = rs.storedFrame()
             mask = rs.missingMask(name)[:n] if st.kind.masks_missing else None
             write_column(g, name, st.kind.to_storage(frame[name].array[:n], st), mask)
         track.columns[name] = ColumnTrack(st.key())

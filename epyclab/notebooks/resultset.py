@@ -34,6 +34,7 @@ from epyclab.notebooks.kinds import (
     state_of_value,
 )
 from epyclab.notebooks.rowcheck import RowCheck, value_message
+from epyclab.order import in_design_order
 
 __all__ = ["ResultSet", "with_results"]
 
@@ -69,6 +70,7 @@ class ResultSet:
         self._n_buffered = 0
         self._base: pd.DataFrame | None = None
         self._frame: pd.DataFrame | None = None
+        self._stored_frame: pd.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
         # Every row is checked against the table of kinds before it is stored, in
         # memory as in a file, so every notebook accepts and shows the same values.
@@ -83,6 +85,9 @@ class ResultSet:
         # Counters that tell a persistent notebook what changed since it last wrote.
         self._state_version = 0
         self._pending_version = 0
+        # The exceptions of cancelled jobs, by their stored text: results() gives the instance
+        # back while this session lasts (as epyc does); a file keeps only the text.
+        self._cancelled: dict[str, CancelledException] = {}
 
     # ---- description and attributes --------------------------------------
 
@@ -220,7 +225,7 @@ class ResultSet:
             self._pad_row()
         if check.changes:
             self._widened(check.changes)
-        self._frame = None
+        self._frame = self._stored_frame = None
         self._dirty = True
 
     def _widened(self, changes: list[tuple[str, ColumnState | None, ColumnState]]) -> None:
@@ -292,9 +297,16 @@ class ResultSet:
             return df
         return df.copy(deep=False)
 
+    def storedFrame(self) -> pd.DataFrame:
+        """Every row in the order rows were added (the order files keep), typed as :meth:`dataframe` types them."""
+        if self._stored_frame is None:
+            self._stored_frame = self._build_frame()
+        return self._stored_frame.copy(deep=False)
+
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = self._build_frame()
+            # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
+            self._frame = in_design_order(self.storedFrame())
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:
@@ -348,6 +360,8 @@ class ResultSet:
         out = []
         for row in df.to_dict("records"):
             meta = {k: row[k] for k in mnames}
+            if self._cancelled and meta.get(Experiment.EXCEPTION) in self._cancelled:
+                meta[Experiment.EXCEPTION] = self._cancelled[meta[Experiment.EXCEPTION]]
             ok = bool(meta.get(Experiment.STATUS, True))
             out.append({
                 Experiment.PARAMETERS: {k: row[k] for k in pnames},
@@ -449,9 +463,11 @@ class ResultSet:
         """Cancel a pending job: it becomes a failed result carrying a :class:`CancelledException`."""
         params = self.pendingResultParameters(jobid)
         self._check_unlocked()
-        rc = failed_result(params, CancelledException(f"job {jobid} was cancelled"))
+        exc = CancelledException(f"job {jobid} was cancelled")
+        rc = failed_result(params, exc)
         # Record the failed row first: if it is refused, the job stays pending, not lost.
         self.addSingleResult(rc)
+        self._cancelled[exception_text(exc)] = exc
         del self._pending[jobid]
         self._pending_version += 1
 
@@ -572,7 +588,7 @@ class ResultSet:
         if changes:
             self._row_check.states = states
             self._widened(changes)
-            self._frame = None
+            self._frame = self._stored_frame = None
 
     def pendingdtype(self) -> np.dtype:
         """The structured dtype of a pending result: its job id (text) and its parameters."""
@@ -676,7 +692,7 @@ class ResultSet:
         self._pending = {j: dict(p) for j, p in pending.items()}
         self._base_states = {k: st for k, st in self._row_check.states.items() if k in frame.columns}
         self._base_missing = {k: np.asarray(m, dtype=bool) for k, m in (missing or {}).items()}
-        self._frame = None
+        self._frame = self._stored_frame = None
 
     def _buffered_rows(self, start: int) -> dict[str, list[Any]]:
         """The raw cells of rows ``start`` onwards, by column; MISSING marks absent cells.
