@@ -123,6 +123,12 @@ class ParallelLab(Lab):
             {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir},
         )
 
+    def shutdown(self) -> None:
+        """Stop the local cluster this lab started, if one is running (a borrowed one is left alone)."""
+        local, self.localCluster = self.localCluster, None
+        if local is not None:
+            local.stop()
+
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
