@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -166,14 +167,38 @@ def test_run_records_every_standard_metadata_key_with_its_type():
     assert meta[Experiment.TRACEBACK] == ""
 
 
+class Phased(Experiment):
+    """Each phase takes a known least time (seconds), all different, so a swapped phase shows."""
+
+    SETUP, DO, TEARDOWN = 0.01, 0.04, 0.02
+
+    def setUp(self, params):
+        super().setUp(params)
+        time.sleep(self.SETUP)
+
+    def do(self, params):
+        time.sleep(self.DO)
+        return {"y": params["x"]}
+
+    def tearDown(self):
+        time.sleep(self.TEARDOWN)
+        super().tearDown()
+
+
 def test_run_timing_is_consistent():
     before = datetime.now()
-    meta = Square().set({"x": 2}).run()[Experiment.METADATA]
+    meta = Phased().set({"x": 2}).run()[Experiment.METADATA]
     after = datetime.now()
     assert before <= meta[Experiment.START_TIME] <= meta[Experiment.END_TIME] <= after
+    assert meta[Experiment.SETUP_TIME] >= Phased.SETUP
+    assert meta[Experiment.EXPERIMENT_TIME] >= Phased.DO
+    assert meta[Experiment.TEARDOWN_TIME] >= Phased.TEARDOWN
     phases = [meta[Experiment.SETUP_TIME], meta[Experiment.EXPERIMENT_TIME], meta[Experiment.TEARDOWN_TIME]]
-    assert all(t >= 0 for t in phases)
-    assert meta[Experiment.ELAPSED_TIME] >= sum(phases) - 1e-9
+    # The phases follow each other: together they are the elapsed time, which fits between start and end.
+    assert meta[Experiment.ELAPSED_TIME] == pytest.approx(sum(phases), abs=1e-6)
+    # (1 ms for the wall clock's microsecond rounding, against the monotonic clock's phases.)
+    wall = (meta[Experiment.END_TIME] - meta[Experiment.START_TIME]).total_seconds()
+    assert meta[Experiment.ELAPSED_TIME] <= wall + 1e-3
 
 
 def test_run_names_the_experiment_class_with_its_module():

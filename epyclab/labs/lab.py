@@ -332,10 +332,10 @@ class Lab:
             f(self)
         except Exception:
             logger.exception("creating result set %r failed", tag)
-            if delete:
-                nb.deleteResultSet(tag)
             if previous in nb:
                 nb.select(previous)
+            if delete:
+                nb.deleteResultSet(tag)
             nb.commit()
             if propagate:
                 raise

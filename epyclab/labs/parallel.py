@@ -146,7 +146,7 @@ class ParallelLab(Lab):
             client = self._cluster.connect_client_sync()
             try:
                 if not client.ids:
-                    client.wait_for_engines(1, timeout=self._timeout)
+                    client.wait_for_engines(1, timeout=self._timeout, interactive=False)
                 yield client, None, False
             finally:
                 client.close()
