@@ -13,10 +13,10 @@ import ipyparallel as ipp
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
-from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
 from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
+from epyclab.labs.wire import Payload, client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress

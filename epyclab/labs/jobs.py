@@ -24,7 +24,7 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.engines import is_engine_death
+from epyclab.labs.wire import is_engine_death
 
 __all__ = [
     "JobRef",
