@@ -178,7 +178,7 @@ class ClusterLab(Lab):
         self._wakeup = threading.Event()
         self._collector = Collector(
             self._notebook, self._hub, self._own, self._payloads, self._submit,
-            lost=lost, retries=self.Retries, grace=self.LostGrace,
+            lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
         )
         self.open()
 

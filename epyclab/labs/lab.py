@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.labs import worker
+from epyclab.labs import capture, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -67,6 +67,12 @@ class Lab:
     CommitEvery = 1000
     #: ...or after this many seconds, whichever comes first.
     CommitInterval = 5.0
+    #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
+    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    StoreOutput = True
+    #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
+    #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
+    ReplayOutput = True
 
     def __init__(
         self,
@@ -203,10 +209,14 @@ class Lab:
         with Progress(len(points), progress, desc=type(self).__name__) as bar:
             with self._committing(committer):
                 for ex, p in points:
-                    rc = worker.run(ex, p)
+                    rc = self._settle(worker.run(ex, p), replay=False)
                     add(rc)
                     bar.record(rc)
                     committer.added()
+
+    def _settle(self, rc: ResultsDict, replay: bool = True) -> ResultsDict:
+        """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
+        return capture.settle(rc, store=self.StoreOutput, replay=replay and self.ReplayOutput)
 
     def _committing(self, committer: Committer) -> "_CommitOnExit":
         return _CommitOnExit(committer)

@@ -175,7 +175,7 @@ class ParallelLab(Lab):
             with Progress(len(items), progress, desc=type(self).__name__) as bar, self._committing(committer):
                 with Sweep(client, items, payloads, sizer, client_paths(), forget=not ours, health=health) as sweep:
                     for rc in sweep.results():
-                        add(rc)
+                        add(self._settle(rc))
                         bar.record(rc)
                         committer.added()
                     self.lastSweep = {
