@@ -90,3 +90,20 @@ def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     if started:
         left = _processes_under(ipython_dir)
         assert not left, f"processes left running: {[p.cmdline() for p in left]}"
+
+
+def test_installation_page_installs_from_a_checkout_with_extras_that_exist() -> None:
+    import configparser
+
+    page = (DOCS / "installation.md").read_text()
+    commands = "\n".join(code for lang, code in code_blocks(DOCS / "installation.md") if lang == "bash")
+    # Not on a package index: nothing may tell the reader to install it by name.
+    assert "pip install epyclab" not in page
+    assert "pip install -e ." in commands
+    config = configparser.ConfigParser()
+    config.read(DOCS.parent / "setup.cfg")
+    extras = {name: config["options.extras_require"][name] for name in config["options.extras_require"]}
+    named = set(re.findall(r"pip install -e '\.\[(\w+)\]'", page))
+    assert named and named <= set(extras), f"the page names extras setup.cfg lacks: {named - set(extras)}"
+    for package in ("nbclient", "ipykernel", "ipywidgets", "hypothesis"):
+        assert package in extras["dev"] and package in page
