@@ -117,6 +117,8 @@ class ClusterLab(Lab):
     ``retries``: those would re-run ordinary errors too.
     """
 
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+
     #: Seconds between checks for finished jobs of other processes in :meth:`wait`.
     WaitingTime = 0.25
     #: Attempts at connecting (or reconnecting) before giving up.
@@ -178,7 +180,7 @@ class ClusterLab(Lab):
         self._wakeup = threading.Event()
         self._collector = Collector(
             self._notebook, self._hub, self._own, self._payloads, self._submit,
-            lost=lost, retries=self.Retries, grace=self.LostGrace,
+            lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
         )
         self.open()
 

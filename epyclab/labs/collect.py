@@ -135,6 +135,7 @@ class Collector:
         retries: int = 1,
         grace: float = 20.0,
         lost_retries: int = 3,
+        settle: Callable[[ResultsDict], ResultsDict] | None = None,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -143,6 +144,8 @@ class Collector:
         self._own = own
         self._payloads = payloads
         self._submit = submit
+        # What the lab does with a run's captured output (store, replay) as its result arrives.
+        self._settle = settle or (lambda rc: rc)
         self.lost = lost
         self.retries = int(retries)
         self.lost_retries = int(lost_retries)
@@ -272,7 +275,7 @@ class Collector:
                     f"task {msg_id} returned {len(rcs)} results, so job {ref.jobid} has none"
                 )
                 rc = worker.failed_result(self._nb.pendingResultParameters(ref.jobid), why, "", classname)
-            self._nb.resolvePendingResult(rc, ref.jobid)
+            self._nb.resolvePendingResult(self._settle(rc), ref.jobid)
             tally.collected += 1
             tally.failed += not _succeeded(rc)
         tally.changed = True
