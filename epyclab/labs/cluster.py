@@ -15,7 +15,7 @@ from epyclab.experiment import Experiment
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
-from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
+from epyclab.labs.jobs import HUB_RECORD_LIMIT, OwnTask, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -40,7 +40,7 @@ class ClusterLab(Lab):
     Keyword-only options: ``design`` (as for :class:`Lab`), ``lost``
     (``'resubmit'`` or ``'fail'``, see below), ``chunkSize`` (points per task;
     None lets the lab choose), ``commitEvery`` / ``commitInterval`` (how often
-    :meth:`wait` commits the notebook). Other keywords go to
+    :meth:`wait` commits the notebook), ``hubRecordLimit`` (see below). Other keywords go to
     ``ipyparallel.Client``.
 
     **Submitting.** :meth:`runExperiment` serializes the experiment once (with
@@ -107,10 +107,14 @@ class ClusterLab(Lab):
         ipcontroller --profile=P --reuse --restore \\
             --IPController.db_class=epyclab.cluster.taskstore.TaskStore
 
-    With the default store, raise ``c.DictDB.record_limit`` above the number of
-    tasks a sweep has outstanding; the lab purges tasks as it collects them,
-    and the process that submitted a task reads its result from its own
-    future, so culling does not lose it there.
+    On a controller with the default in-memory store the lab sizes its chunks
+    so that a sweep's tasks, with what the hub holds already, stay within 90%
+    of ``hubRecordLimit`` (default 1024, ipyparallel's ``c.DictDB.record_limit``;
+    give the controller's own if it was changed), so that none is culled
+    before it is collected; a ``chunkSize`` given too small for that, or a
+    hub already full, is refused with :class:`~epyclab.labs.jobs.HubCapacityError`
+    saying how to start a durable controller. The store is recognised by the
+    queries it accepts (see :meth:`epyclab.labs.hub.Hub.culls`).
 
     Engine-side code never raises because of the experiment (a failure is a
     failed result), and the lab's view does not use ipyparallel's
@@ -158,6 +162,7 @@ class ClusterLab(Lab):
         chunkSize: int | None = None,
         commitEvery: int | None = None,
         commitInterval: float | None = None,
+        hubRecordLimit: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
@@ -169,6 +174,7 @@ class ClusterLab(Lab):
             timeout=timeout, cluster_id=cluster_id, extra=dict(extra),
         )
         self._chunk_size = chunkSize
+        self._record_limit = HUB_RECORD_LIMIT if hubRecordLimit is None else int(hubRecordLimit)
         self._hub_: Hub | None = None
         self._session: str | None = None  # the hub session last seen, to notice a restart across reconnections
         self._view: Any = None
@@ -289,6 +295,10 @@ class ClusterLab(Lab):
         if engines == 0:
             logger.warning("no engines are registered yet; the tasks wait at the controller until some join")
         size = self._chunk_size or chunk_size(len(items), engines)
+        if hub.culls():
+            # Every task of the sweep must still be at the hub when it is collected.
+            size = fit_to_hub(len(items), size, self._record_limit, hub.recordCount(),
+                              self._chunk_size is not None, self._connection.where())
         hub.settle()
         self._payloads.update(payloads)
         tag = nb.currentTag()

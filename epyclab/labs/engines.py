@@ -3,8 +3,9 @@
 The pieces, in the order a sweep uses them:
 
 - :func:`package` serializes each distinct experiment of a configuration once,
-  with dill (so classes defined in a script's ``__main__`` or in Jupyter, and
-  the module-level helpers and constants they use, travel by value), and
+  with cloudpickle, the user's own modules by value (see
+  :mod:`epyclab.labs.byvalue`: classes from a script's ``__main__``, a notebook,
+  a file beside the script or a package under development travel with it), and
   fails with :class:`~epyclab.errors.ExperimentSerializationError` naming the
   class and the offending attribute before anything is submitted.
 - :func:`ship_experiment` sends those bytes once to each engine, where
@@ -32,14 +33,13 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
-import dill
 from ipyparallel import AsyncResult, Client, LoadBalancedView
 from ipyparallel.error import CompositeError, EngineError, RemoteError
 
 from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import worker
+from epyclab.labs import byvalue, worker
 from epyclab.log import logger
 
 __all__ = [
@@ -76,13 +76,12 @@ def _classname(obj: Any) -> str:
 
 
 def _dumps(obj: Any) -> bytes:
-    # recurse=True sends only the globals a function uses (a helper, a
-    # constant), not the whole of __main__, which may hold unpicklable things.
-    return dill.dumps(obj, recurse=True)
+    # The user's own modules travel by value, installed ones by reference (see epyclab.labs.byvalue).
+    return byvalue.dumps(obj)
 
 
 def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseException]]:
-    """The attributes of ``obj`` (recursively, through attributes that fail) that dill cannot pack."""
+    """The attributes of ``obj`` (recursively, through attributes that fail) that cannot be pickled."""
     try:
         attrs = vars(obj)
     except TypeError:
@@ -98,7 +97,7 @@ def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseE
 
 
 def serialize_experiment(e: Experiment) -> bytes:
-    """The dill bytes of ``e``, or an ExperimentSerializationError naming what cannot be packed."""
+    """The pickled bytes of ``e``, or an ExperimentSerializationError naming what cannot be packed."""
     try:
         return _dumps(e)
     except Exception as exc:
@@ -169,8 +168,8 @@ def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializati
     """The error for an experiment that an engine could not unpack."""
     return ExperimentSerializationError(
         f"experiment {classname} could not be loaded on engine {engine}: {error}. "
-        f"Every module the experiment imports must be importable on the engines "
-        f"(installed in their Python environment, or on their sys.path)"
+        f"The user's own modules travel with the experiment, but installed packages it imports must be "
+        f"installed on the engines too (in their Python environment)"
     )
 
 
@@ -194,7 +193,7 @@ def submit_chunk(
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
 
-    With ``blob`` (the experiment's dill bytes) an engine that lacks the
+    With ``blob`` (the experiment's pickled bytes) an engine that lacks the
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
     the reply holds fewer results than points.
