@@ -11,11 +11,15 @@ __all__ = [
     "EpyclabError",
     "DesignException",
     "ResultsStructureException",
+    "NotebookError",
     "NotebookVersionException",
     "NotebookFormatError",
     "NotebookInUseError",
     "NotebookReadOnlyError",
     "NotebookOverwriteError",
+    "NotebookIOError",
+    "NotebookSideFileError",
+    "NotebookTakenOverError",
     "UnstorableValueError",
     "LabNotebookLockedException",
     "ResultSetLockedException",
@@ -40,7 +44,11 @@ class ResultsStructureException(EpyclabError):
     """A results dict is malformed, or an experiment returned something that is not one."""
 
 
-class NotebookVersionException(EpyclabError):
+class NotebookError(EpyclabError):
+    """Root of the errors about notebooks and their files."""
+
+
+class NotebookVersionException(NotebookError):
     """A notebook file carries a format version this release cannot read."""
 
     def __init__(self, expected: str, actual: str, path: str = "") -> None:
@@ -53,35 +61,56 @@ class NotebookVersionException(EpyclabError):
         self.actualVersion = actual
 
 
-class NotebookFormatError(EpyclabError):
+class NotebookFormatError(NotebookError):
     """A file is not an epyclab (or epyc) notebook, or is damaged."""
 
 
-class NotebookInUseError(EpyclabError):
+class NotebookInUseError(NotebookError):
     """Another process holds the notebook open for writing."""
 
 
-class NotebookReadOnlyError(EpyclabError):
+class NotebookReadOnlyError(NotebookError):
     """A change cannot be saved: the notebook was opened read-only, or has been closed."""
 
 
-class NotebookOverwriteError(EpyclabError, FileExistsError):
+class NotebookOverwriteError(NotebookError, FileExistsError):
     """Creating a notebook would overwrite one that holds work not yet collected (pending results)."""
 
 
-class UnstorableValueError(EpyclabError, TypeError):
+class NotebookIOError(NotebookError, OSError):
+    """A notebook file could not be read or written (disk full, I/O error); the message names it and says what to do.
+
+    ``errno`` is that of the underlying :class:`OSError` (``errno.ENOSPC`` for a full disk).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(code, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class NotebookSideFileError(NotebookError):
+    """A file beside a notebook (journal, undo log, lock) is a link or not epyclab's: it is never written through."""
+
+
+class NotebookTakenOverError(NotebookReadOnlyError):
+    """The notebook object was closed because another object in this process opened its file for writing."""
+
+
+class UnstorableValueError(NotebookError, TypeError):
     """A value in a results dict has a type the notebook cannot store."""
 
 
-class LabNotebookLockedException(EpyclabError):
+class LabNotebookLockedException(NotebookError):
     """A change was attempted on a notebook that has been finished (locked)."""
 
 
-class ResultSetLockedException(EpyclabError):
+class ResultSetLockedException(NotebookError):
     """A change was attempted on a result set that has been finished (locked)."""
 
 
-class PendingResultException(EpyclabError):
+class PendingResultException(NotebookError):
     """A job id is unknown, or already pending, in the result sets searched."""
 
     def __init__(self, jobid: str, message: str | None = None) -> None:
@@ -97,7 +126,7 @@ class CancelledException(EpyclabError):
     """Recorded as the exception of a pending result that was cancelled."""
 
 
-class UnknownResultSetError(EpyclabError, KeyError):
+class UnknownResultSetError(NotebookError, KeyError):
     """A result set tag is not in the notebook."""
 
     def __init__(self, tag: str, known: list[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -67,15 +66,6 @@ def test_a_second_writer_gets_a_clear_error_naming_the_first(cls, tmp_path):
     nb = cls(path)
     assert nb.numberOfResults() == 1
     nb.close()
-
-
-def test_two_writers_in_one_process_are_refused_too(tmp_path):
-    nb = HDF5LabNotebook(tmp_path / "nb.h5", create=True)
-    with pytest.raises(NotebookInUseError, match="already open for writing in this process"):
-        HDF5LabNotebook(tmp_path / "nb.h5")
-    nb.close()
-    HDF5LabNotebook(tmp_path / "nb.h5").close()
-    assert not os.path.exists(tmp_path / "nb.h5.lock")
 
 
 def test_a_notebook_dropped_without_close_frees_its_lock_and_keeps_its_commits(tmp_path):

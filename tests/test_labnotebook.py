@@ -127,16 +127,22 @@ def test_result_set_tag_of_a_foreign_result_set(nb):
 def test_delete_result_set_by_tag_or_object(nb):
     a = nb.addResultSet("a")
     nb.addResultSet("b")
+    nb.select(LabNotebook.DEFAULT_RESULTSET)
     nb.deleteResultSet("b")
     nb.deleteResultSet(a)
     assert nb.resultSets() == [LabNotebook.DEFAULT_RESULTSET]
 
 
-def test_deleting_the_current_set_selects_the_default(nb):
+def test_deleting_the_current_set_is_refused_and_changes_nothing(nb, make_rc):
     nb.addResultSet("a")
     nb.addResultSet("b")
-    nb.deleteResultSet("b")
-    assert nb.currentTag() == LabNotebook.DEFAULT_RESULTSET
+    nb.addResult(make_rc({"x": 1}, {"y": 1}))
+    with pytest.raises(ResultsStructureException, match="'b' is the current one.*select"):
+        nb.deleteResultSet("b")
+    with pytest.raises(ResultsStructureException, match="current one"):
+        nb.deleteResultSet(nb.current())
+    assert nb.resultSets() == [LabNotebook.DEFAULT_RESULTSET, "a", "b"]
+    assert nb.currentTag() == "b" and nb.numberOfResults() == 1
 
 
 def test_deleting_another_set_keeps_the_current_one(nb):
@@ -146,11 +152,13 @@ def test_deleting_another_set_keeps_the_current_one(nb):
     assert nb.currentTag() == "b"
 
 
-def test_deleting_the_only_set_leaves_an_empty_default(nb, make_rc):
+def test_deleting_the_default_set_is_refused_even_when_not_current(nb, make_rc):
     nb.addResult(make_rc({"x": 1}, {"y": 1}))
-    nb.deleteResultSet(LabNotebook.DEFAULT_RESULTSET)
-    assert nb.resultSets() == [LabNotebook.DEFAULT_RESULTSET]
-    assert nb.numberOfResults() == 0
+    nb.addResultSet("a")
+    with pytest.raises(ResultsStructureException, match="default result set .* cannot be deleted"):
+        nb.deleteResultSet(LabNotebook.DEFAULT_RESULTSET)
+    assert nb.resultSets() == [LabNotebook.DEFAULT_RESULTSET, "a"]
+    assert nb.numberOfResults(LabNotebook.DEFAULT_RESULTSET) == 1
 
 
 def test_already_selects_an_existing_set_or_creates_one(nb, make_rc):

@@ -104,7 +104,6 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._file_id = ""
         self._seq = 0
         self._from_epyc = False
-        self._saved: Any = None
         self._committed_state: Any = None
         self._last_checkpoint = monotonic()
         super().__init__(name, create, description, readonly, force)
@@ -239,27 +238,24 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     # ---- committing ---------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Save what changed since the last commit (it costs what changed, not what the file holds)."""
-        signature = self._state_signature()
-        if signature == self._saved:
-            return
-        self._check_writable()
+    def _save(self) -> None:
+        """Append what changed to the journal (an epyc file is converted instead)."""
         if self._from_epyc:
             self._convert()
-        else:
-            record, after = self._record()
-            assert self._journal is not None
-            written = False
-            try:
-                self._journal.append(record)
-                written = True
-            finally:
-                # Even if an interrupt comes right after the write: the record is in.
-                if written:
-                    after()
-                    self._seq = record["seq"]
-        self._saved = signature
+            return
+        record, after = self._record()
+        assert self._journal is not None
+        written = False
+        try:
+            self._journal.append(record)
+            written = True
+        finally:
+            # Even if an interrupt comes right after the write: the record is in.
+            if written:
+                after()
+                self._seq = record["seq"]
+
+    def _saved_hook(self) -> None:
         if self._checkpoint_due():
             self._checkpoint(wait=0)
 

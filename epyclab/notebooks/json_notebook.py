@@ -38,6 +38,7 @@ from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.jsonvalues import decode_float, decode_value, encode_float, encode_value
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.sidefiles import safe_write
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
 from epyclab.notebooks.types import CELL_KINDS, kind_of_column, storage_dtype, to_storage
 
@@ -61,7 +62,6 @@ class JSONLabNotebook(PersistentLabNotebook):
         readonly: bool = False,
         force: bool = False,
     ) -> None:
-        self._saved: Any = None
         super().__init__(name, create, description, readonly, force)
 
     def _read_file(self, writer: bool) -> StoredNotebook:
@@ -89,15 +89,8 @@ class JSONLabNotebook(PersistentLabNotebook):
         self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
                      "current": None, "resultsets": []})
 
-    def _loaded(self) -> None:
-        self._saved = self._state_signature()
-
-    def commit(self) -> None:
-        """Write the notebook if anything changed since the last commit."""
-        signature = self._state_signature()
-        if signature == self._saved:
-            return
-        self._check_writable()
+    def _save(self) -> None:
+        """Write the whole notebook (JSON has no cheaper way)."""
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -107,7 +100,6 @@ class JSONLabNotebook(PersistentLabNotebook):
             "resultsets": [self._resultset_doc(tag, rs) for tag, rs in self._resultsets.items()],
         }
         self._write(doc)
-        self._saved = signature
 
     def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
         frame = rs.dataframe(only_successful=False)
@@ -128,14 +120,9 @@ class JSONLabNotebook(PersistentLabNotebook):
     def _write(self, doc: dict[str, Any]) -> None:
         """Replace the file with ``doc`` in one step (a temporary file renamed over it)."""
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-        tmp = f"{self._path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, self._path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        safe_write(self._path, lambda f: f.write(text), what="saving the notebook")
+        # The file is a new inode now: the writer's lock on the old one is moved to it.
+        self._lock.lock_file()
 
 
 def _column_doc(col: Any, learned: str | None) -> dict[str, Any]:

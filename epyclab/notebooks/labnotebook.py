@@ -62,8 +62,9 @@ class LabNotebook:
     def commit(self) -> None:
         """Save what changed since the last commit (nothing to do in memory)."""
 
-    def open(self) -> None:
-        """Make the notebook ready for use (nothing to do in memory)."""
+    def open(self) -> "LabNotebook":
+        """Make the notebook ready for use (nothing to do in memory); returns the notebook."""
+        return self
 
     def close(self) -> None:
         """Commit and release the notebook (nothing to release in memory)."""
@@ -106,23 +107,28 @@ class LabNotebook:
     def deleteResultSet(self, rs: Union[str, ResultSet]) -> None:
         """Delete a result set, given its tag or itself.
 
-        If it was current, the default result set becomes current (re-created
-        empty if it was the one deleted).
+        Raises:
+            ResultsStructureException: the set is the current one (the next
+                ``addResult`` would silently go elsewhere: select another set
+                first) or the default set (which always exists).
+            UnknownResultSetError: no set has that tag.
         """
         self._check_unlocked()
         tag = rs if isinstance(rs, str) else self.resultSetTag(rs)
         if tag not in self._resultsets:
             raise UnknownResultSetError(tag, self.keys())
+        if tag == LabNotebook.DEFAULT_RESULTSET:
+            raise ResultsStructureException(
+                f"the default result set {tag!r} cannot be deleted; it always exists (delete its "
+                f"results by creating the notebook anew, or leave it empty)"
+            )
+        if tag == self._current:
+            raise ResultsStructureException(
+                f"result set {tag!r} is the current one and cannot be deleted; select() another "
+                f"result set first"
+            )
         del self._resultsets[tag]
         self._state_version += 1
-        if self._current == tag:
-            self._current = None
-            if LabNotebook.DEFAULT_RESULTSET in self._resultsets:
-                self._current = LabNotebook.DEFAULT_RESULTSET
-            elif self._resultsets:
-                self._current = next(reversed(self._resultsets))
-            else:
-                self.addResultSet(LabNotebook.DEFAULT_RESULTSET)
 
     def resultSets(self) -> list[str]:
         """The tags of all result sets."""

@@ -3,10 +3,14 @@
 Two kinds of lock, both ``flock`` locks, which the kernel drops when their
 holder dies (SIGKILL included), so a dead holder never blocks anyone:
 
-* the *writer lock*, on a small file ``<notebook>.lock`` held for as long as a
-  notebook is open for writing. A second writer fails at once with a
+* the *writer lock*, on a small file ``<notebook>.lock`` beside the notebook's
+  resolved path (so a symbolic link leads to the same lock), held for as long
+  as a notebook is open for writing. A second writer fails at once with a
   :class:`~epyclab.errors.NotebookInUseError` naming the holder (its process
-  id, host and program, written in the lock file).
+  id, host and program, written in the lock file). The writer also holds an
+  open-file-description (``F_OFD_SETLK``) write lock on a byte far past the end
+  of the notebook file itself: that lock is on the inode, so a second writer
+  coming through a hard link (another name for the same file) is refused too.
 * the *data lock*, on the notebook file itself: shared while a reader reads
   it, exclusive while a writer changes it. HDF5 takes the same kind of lock
   when it opens a file, so plain h5py readers are kept out of a change too.
@@ -19,12 +23,15 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import sys
 import time
 import weakref
 from datetime import datetime
 
-from epyclab.errors import NotebookInUseError
+from epyclab.errors import NotebookInUseError, NotebookReadOnlyError
+from epyclab.log import logger
+from epyclab.notebooks.sidefiles import notebook_key, open_side, side_path
 
 __all__ = ["WriterLock", "DataLock"]
 
@@ -34,13 +41,15 @@ class WriterLock:
 
     def __init__(self, path: str) -> None:
         self._notebook = path
-        self._path = path + ".lock"
+        self._path = side_path(path, "lock")
         self._fd = -1
+        self._inode_fd = -1
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`NotebookInUseError` naming the process that has it."""
+        self._path = side_path(self._notebook, "lock")
         while True:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_side(self._path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -48,7 +57,7 @@ class WriterLock:
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                if os.path.realpath(self._path) in _HELD_HERE:
+                if self._path in _HELD_HERE:
                     raise NotebookInUseError(
                         f"notebook {self._notebook} is already open for writing in this process (by "
                         f"another notebook object); use that one, or close() it before opening it again"
@@ -70,29 +79,82 @@ class WriterLock:
                 continue
             break
         self._fd = fd
-        held = os.path.realpath(self._path)
+        held = self._path
         _HELD_HERE.add(held)
         # A notebook dropped without close() must not keep its lock for the life of the process.
         self._finalizer = weakref.finalize(self, _drop, fd, held)
+        try:
+            self.lock_file()
+        except BaseException:
+            self.release()
+            raise
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "program": " ".join(sys.argv)[:200],
             "since": datetime.now().isoformat(timespec="seconds"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        except OSError as exc:
+            # The lock holds without the note (a full disk); a refused writer then reads "another process".
+            logger.warning("could not note the writer of %s in %s: %s", self._notebook, self._path, exc)
+
+    def lock_file(self) -> None:
+        """Lock the notebook file itself (its inode), if it exists; again after the file was replaced.
+
+        Raises:
+            NotebookInUseError: another writer holds the file under another name (a hard link).
+        """
+        self._unlock_file()
+        try:
+            fd = os.open(notebook_key(self._notebook), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # not created yet: the lock file alone keeps others out until it is
+        except PermissionError:
+            raise NotebookReadOnlyError(
+                f"notebook {self._notebook} is a read-only file; open it with readonly=True to read it, "
+                f"or make it writable first (chmod u+w {self._notebook}) to change it"
+            ) from None
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise NotebookInUseError(
+                f"notebook {self._notebook} is open for writing by another process under another name "
+                f"(a hard link to the same file); close it there, or open it here with readonly=True"
+            ) from None
+        self._inode_fd = fd
+        self._inode_finalizer = weakref.finalize(self, os.close, fd)
+
+    def _unlock_file(self) -> None:
+        if self._inode_fd >= 0:
+            self._inode_finalizer()
+            self._inode_fd = -1
 
     def release(self) -> None:
         """Give the lock up (and remove the lock file, which only the holder may do)."""
+        self._unlock_file()
         if self._fd < 0:
             return
         try:
             os.unlink(self._path)
         except FileNotFoundError:
-            pass  # someone removed it already: there is nothing left to remove
+            logger.debug("%s was removed already", self._path)
         self._finalizer()
         self._fd = -1
+
+
+#: The byte the writer locks: far past any notebook's end, so it never meets HDF5's own locking.
+_WRITER_BYTE = 2**62
+
+
+def _flock(kind: int) -> bytes:
+    """A ``struct flock`` for ``fcntl``: one byte at :data:`_WRITER_BYTE` (pid 0, as OFD locks require)."""
+    return struct.pack("hh4xqqi4x", kind, os.SEEK_SET, _WRITER_BYTE, 1, 0)
 
 
 #: The lock files this process holds (real paths), to tell a second writer in this process why it failed.

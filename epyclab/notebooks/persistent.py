@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import os
+import traceback
 import uuid
+import weakref
+from datetime import datetime
 from typing import Any
 
-from epyclab.errors import NotebookOverwriteError, NotebookReadOnlyError
+from epyclab.errors import NotebookOverwriteError, NotebookReadOnlyError, NotebookTakenOverError
+from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
+from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
 from epyclab.notebooks.stored import StoredNotebook
 
 __all__ = ["PersistentLabNotebook"]
+
+#: The notebook object of this process that holds each file open for writing, by resolved path.
+_WRITERS: dict[str, weakref.ref[PersistentLabNotebook]] = {}
 
 
 class PersistentLabNotebook(LabNotebook):
@@ -26,6 +34,14 @@ class PersistentLabNotebook(LabNotebook):
     ``create=True`` starts an empty notebook even if the file exists, but
     refuses (:class:`~epyclab.errors.NotebookOverwriteError`) if that would
     drop pending results, unless ``force=True``.
+
+    A second notebook object opening the same file for writing in the same
+    process (a re-run Jupyter cell) takes the file over: the first object is
+    committed and closed, and any later change through it raises
+    :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder.
+    Another *process* is refused (:class:`~epyclab.errors.NotebookInUseError`).
+    A read-only file is refused for writing
+    (:class:`~epyclab.errors.NotebookReadOnlyError`).
     """
 
     def __init__(
@@ -40,6 +56,10 @@ class PersistentLabNotebook(LabNotebook):
         self._path = path
         self._readonly = readonly
         self._is_open = False
+        self._taken_over_by: str | None = None
+        # What the file holds, as a cheap signature of the notebook's state (see _state_signature).
+        self._saved: Any = None
+        self._opened_at = ""
         self._lock = WriterLock(path)
         # Per result set (by id): its row check and its identity in the file.
         self._checks: dict[int, RowCheck] = {}
@@ -63,10 +83,15 @@ class PersistentLabNotebook(LabNotebook):
         """True if the notebook was opened with ``readonly=True``."""
         return self._readonly
 
-    def open(self) -> None:
-        """Open the file again after :meth:`close` (reading what it holds now); no-op if open."""
+    def open(self) -> PersistentLabNotebook:
+        """Open the file again after :meth:`close` (reading what it holds now); no-op if open.
+
+        Returns the notebook, so ``with HDF5LabNotebook(fn, create=True).open() as nb:`` works.
+        """
         if not self._is_open:
+            self._taken_over_by = None
             self._open_file(False, False, None)
+        return self
 
     def close(self) -> None:
         """Commit, then release the file (other processes may now write it)."""
@@ -79,6 +104,41 @@ class PersistentLabNotebook(LabNotebook):
         finally:
             self._is_open = False
             self._lock.release()
+            self._forget_writer()
+
+    def commit(self) -> None:
+        """Save what changed since the last commit; nothing to do (and nothing refused) if nothing did.
+
+        Raises:
+            NotebookReadOnlyError: the notebook was opened read-only, or is closed.
+            NotebookTakenOverError: another object of this process took the file over.
+            NotebookIOError: the disk is full or failed; the changes stay in memory, commit again later.
+            UnstorableValueError: an attribute or pending parameter cannot be stored.
+        """
+        self._check_not_taken_over()
+        signature = self._state_signature()
+        if signature == self._saved:
+            return
+        self._check_writable()
+        self._save()
+        self._saved = signature
+        self._saved_hook()
+
+    def _forget_writer(self) -> None:
+        key = notebook_key(self._path)
+        holder = _WRITERS.get(key)
+        if holder is not None and holder() is self:
+            del _WRITERS[key]
+
+    def _hand_over(self, to: str) -> None:
+        """Commit and close because another object of this process opens the file for writing."""
+        logger.warning(
+            "notebook %s was open for writing in this process by another notebook object (%s); "
+            "that object is committed and closed, and %s takes the file over",
+            self._path, self._opened_at, to,
+        )
+        self.close()
+        self._taken_over_by = to
 
     def _open_file(self, create: bool, force: bool, description: str | None) -> None:
         if self._readonly:
@@ -90,6 +150,13 @@ class PersistentLabNotebook(LabNotebook):
         directory = os.path.dirname(os.path.abspath(self._path))
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"cannot open notebook {self._path}: directory {directory} does not exist")
+        check_writable_file(self._path)
+        self._opened_at = _caller()
+        key = notebook_key(self._path)
+        holder = _WRITERS.get(key)
+        previous = holder() if holder is not None else None
+        if previous is not None and previous is not self and previous.isOpen():
+            previous._hand_over(f"the notebook object opened at {self._opened_at}")
         self._lock.acquire()
         try:
             exists = os.path.exists(self._path)
@@ -101,11 +168,14 @@ class PersistentLabNotebook(LabNotebook):
                     self._refuse_to_drop_pending(force)
             if create or not exists:
                 self._create_file(self._description if description is None else description)
+                # The new file is a new inode: lock it.
+                self._lock.lock_file()
                 self._reset_to_empty(description)
         except BaseException:
             self._lock.release()
             raise
         self._is_open = True
+        _WRITERS[key] = weakref.ref(self)
 
     def _refuse_to_drop_pending(self, force: bool) -> None:
         pending = self.numberOfAllPendingResults()
@@ -117,12 +187,25 @@ class PersistentLabNotebook(LabNotebook):
             )
 
     def _check_writable(self) -> None:
+        self._check_not_taken_over()
         if self._readonly:
             raise NotebookReadOnlyError(
                 f"notebook {self._path} was opened read-only; open it without readonly=True to save changes"
             )
         if not self._is_open:
             raise NotebookReadOnlyError(f"notebook {self._path} is closed; call open() before saving changes")
+
+    def _check_not_taken_over(self) -> None:
+        if self._taken_over_by is not None:
+            raise NotebookTakenOverError(
+                f"this notebook object for {self._path} was closed because {self._taken_over_by} opened the "
+                f"same file for writing; use that object (every row committed here is in it), or call "
+                f"open() on this one to take the file back"
+            )
+
+    def _check_unlocked(self) -> None:
+        self._check_not_taken_over()
+        super()._check_unlocked()
 
     # ---- result sets and their checks --------------------------------------------------------
 
@@ -196,6 +279,23 @@ class PersistentLabNotebook(LabNotebook):
 
     def _loaded(self) -> None:
         """Called once the notebook holds what the file holds: nothing is unsaved."""
+        self._saved = self._state_signature()
+
+    def _save(self) -> None:
+        """Write what changed since the last commit (the backend's save hook; raise to keep it unsaved)."""
+        raise NotImplementedError
+
+    def _saved_hook(self) -> None:
+        """Called after a commit was saved (HDF5 folds its journal here when due)."""
 
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
+
+
+def _caller() -> str:
+    """Where the user's code opened a notebook (the first frame outside epyclab), for messages."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for frame in reversed(traceback.extract_stack()[:-1]):
+        if not os.path.abspath(frame.filename).startswith(package + os.sep):
+            return f"{frame.filename}:{frame.lineno} ({datetime.now().strftime('%H:%M:%S')})"
+    return datetime.now().strftime("%H:%M:%S")

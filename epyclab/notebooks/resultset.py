@@ -23,6 +23,7 @@ from epyclab.errors import (
 )
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
 from epyclab.notebooks.columns import MISSING, build_column, empty_column
+from epyclab.order import in_design_order
 
 __all__ = ["ResultSet"]
 
@@ -64,6 +65,9 @@ class ResultSet:
         # Counters that tell a persistent notebook what changed since it last wrote.
         self._state_version = 0
         self._pending_version = 0
+        # The exceptions of cancelled jobs, by their stored text: results() gives the instance
+        # back while this session lasts (as epyc does); a file keeps only the text.
+        self._cancelled: dict[str, CancelledException] = {}
 
     # ---- description and attributes --------------------------------------
 
@@ -260,7 +264,8 @@ class ResultSet:
 
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = self._build_frame()
+            # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
+            self._frame = in_design_order(self._build_frame())
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:
@@ -295,6 +300,8 @@ class ResultSet:
         out = []
         for row in df.to_dict("records"):
             meta = {k: row[k] for k in mnames}
+            if self._cancelled and meta.get(Experiment.EXCEPTION) in self._cancelled:
+                meta[Experiment.EXCEPTION] = self._cancelled[meta[Experiment.EXCEPTION]]
             ok = bool(meta.get(Experiment.STATUS, True))
             out.append({
                 Experiment.PARAMETERS: {k: row[k] for k in pnames},
@@ -389,9 +396,11 @@ class ResultSet:
         """Cancel a pending job: it becomes a failed result carrying a :class:`CancelledException`."""
         params = self.pendingResultParameters(jobid)
         self._check_unlocked()
-        rc = failed_result(params, CancelledException(f"job {jobid} was cancelled"))
+        exc = CancelledException(f"job {jobid} was cancelled")
+        rc = failed_result(params, exc)
         # Record the failed row first: if it is refused, the job stays pending, not lost.
         self.addSingleResult(rc)
+        self._cancelled[exception_text(exc)] = exc
         del self._pending[jobid]
         self._pending_version += 1
 
