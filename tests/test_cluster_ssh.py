@@ -11,7 +11,9 @@ minor version. Skipped, with the reason, without root, sshd, rsync or that Pytho
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import pwd
 import subprocess
 import sys
@@ -193,8 +195,19 @@ def test_init_sync_start_sweep_status_stop(
     assert lab.numberOfEngines() == 2
     assert lab.wait(timeout=120, progress=False)
     df = nb.dataframe(only_successful=False)
+    rs = nb.current()
+    engines_seen = json.loads(rs["epyclab.provenance.engines"])
+    differ = rs["epyclab.provenance.engines.differ"] if "epyclab.provenance.engines.differ" in rs else ""
     lab.close()
     nb.close()
+    # Provenance: the workers' Python is Debian's (worker_python), recorded, and any difference named.
+    workers_python = subprocess.run([worker_python, "-c", "import platform; print(platform.python_version())"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+    assert [(k["engines"], k["python"]) for k in engines_seen] == [(2, workers_python)]
+    if workers_python != platform.python_version():
+        assert f"python: {workers_python} on engines, {platform.python_version()} here" in differ
+    else:
+        assert "python:" not in differ
     assert sorted(df["x"]) == list(range(12))  # exactly one result per point
     assert df[Experiment.STATUS].all()
     assert list(df.sort_values("x")["y"]) == [x * x for x in range(12)]

@@ -12,6 +12,7 @@ import ipyparallel as ipp
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
@@ -255,6 +256,19 @@ class ClusterLab(Lab):
     def sync_imports(self, quiet: bool = False) -> Any:
         """A context manager importing modules here and on every engine (ipyparallel's ``sync_imports``)."""
         return self.engines().sync_imports(quiet=quiet)
+
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The Python, platform and package versions of every engine answering within the lab's timeout."""
+        client = self._hub().client
+        if not client.ids:
+            return []
+        ar = client[:].apply_async(provenance.environment)
+        try:
+            return list(ar.get(timeout=self._connection.timeout))
+        except (TimeoutError, ipp.error.CompositeError, ipp.error.RemoteError) as exc:
+            logger.warning("could not ask the engines for their versions (%s); provenance records this process's",
+                           exc)
+            return []
 
     def activate(self) -> None:
         """Make the engines the target of the ``%px`` magics in IPython."""
