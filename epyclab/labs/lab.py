@@ -240,9 +240,12 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
-        provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
         with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
-            for i, outcome in self._dispatch(points, sweep):
+            for n, (i, outcome) in enumerate(self._dispatch(points, sweep)):
+                if n == 0:
+                    # Once the first point is out: an experiment the dispatch
+                    # refuses (it cannot travel) sends nothing to any engine.
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                 if isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
