@@ -17,14 +17,27 @@ from pathlib import Path
 import click
 
 from epyclab import __version__
-from epyclab.cluster.cli import cluster
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.resultset import ResultSet
 
 
-@click.group()
+class _Commands(click.Group):
+    """The notebook commands, and ``cluster``, whose tooling (ipyparallel) is imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "cluster"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "cluster":
+            from epyclab.cluster.cli import cluster
+
+            return cluster
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="epyclab")
 def main() -> None:
     """epyclab: computational experiments over parameter spaces.
@@ -33,8 +46,6 @@ def main() -> None:
     up ipyparallel clusters (cluster ...).
     """
 
-
-main.add_command(cluster)
 
 
 # ---- opening notebooks -----------------------------------------------------------------
@@ -239,6 +250,8 @@ def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
                 raise click.ClickException(f"{path} is locked (finished): nothing can be removed from it")
             for tag in tags:
                 rs = _resultset(nb, tag)
+                if tag == nb.DEFAULT_RESULTSET:
+                    raise click.ClickException(f"{path}:{tag} is the default result set, which always exists")
                 if not force and rs.isLocked():
                     raise click.ClickException(f"{path}:{tag} is locked (finished); use --force to remove it")
                 if not force and rs.numberOfPendingResults():
@@ -253,6 +266,12 @@ def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
             continue
         with _opened(path, write=True) as nb:
             for tag in tags:
+                if tag == nb.currentTag():
+                    # A notebook refuses to delete its current set (a later
+                    # addResult would silently go elsewhere); naming it here is
+                    # an explicit request, so the default set becomes current.
+                    nb.select(nb.DEFAULT_RESULTSET)
+                    click.echo(f"{path}: the current result set is now {nb.DEFAULT_RESULTSET}")
                 nb.deleteResultSet(tag)
             nb.commit()
 
