@@ -33,6 +33,7 @@ import h5py
 
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
+from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     VERSION,
     create_empty,
@@ -50,6 +51,7 @@ from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
+from epyclab.notebooks.sidefiles import side_path
 from epyclab.notebooks.stored import StoredNotebook
 from epyclab.notebooks.undo import UndoFile, recover
 
@@ -106,10 +108,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._from_epyc = False
         self._committed_state: Any = None
         self._last_checkpoint = monotonic()
+        self._hard_linked = False
         super().__init__(name, create, description, readonly, force)
 
     def _side(self, suffix: str) -> str:
-        return f"{self._path}.{suffix}"
+        # Beside the file the name resolves to: a symbolic link leads to the same journal.
+        return side_path(self._path, suffix)
 
     # ---- reading the file ------------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 ) from None
             # Reading needs no more than a shared lock, and HDF5 takes a shared lock of its own.
             lock.share()
+            refuse_foreign_storage(self._path)
             stored = read_notebook(self._path)
             self._replay = self._journal_records(stored, writer)
         finally:
@@ -204,6 +209,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return  # an epyc file gets a journal when its first change converts it
         self._journal = Journal(self._side("journal"), self._file_id)
         self._last_checkpoint = monotonic()
+        # A journal lies beside one name of the file: through another hard link it is not found.
+        # So a notebook with several names is folded at every commit: the file alone holds them.
+        self._hard_linked = os.stat(self._path).st_nlink > 1
+        if self._hard_linked:
+            logger.warning(
+                "%s has %d names (hard links); every commit is folded into the file at once, so that "
+                "each name sees it (slower commits)", self._path, os.stat(self._path).st_nlink,
+            )
         if replayed:
             self._checkpoint(wait=DataLock.Timeout)
 
@@ -257,7 +270,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _saved_hook(self) -> None:
         if self._checkpoint_due():
-            self._checkpoint(wait=0)
+            self._checkpoint(wait=DataLock.Timeout if self._hard_linked else 0)
 
     def _state_record_key(self) -> Any:
         return (
@@ -329,7 +342,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
         assert self._journal is not None
         unstored = sum(c.rows for c in self._commits.values()) - sum(r.stored_rows for r in self._rows.values())
         return (
-            unstored >= self.CheckpointRows
+            self._hard_linked
+            or unstored >= self.CheckpointRows
             or self._journal.size() >= self.CheckpointBytes
             or monotonic() - self._last_checkpoint >= self.CheckpointInterval
         )
@@ -419,6 +433,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
             except OSError:  # a file system without hard links
                 shutil.copy2(self._path, backup)
             os.replace(tmp, self._path)
+            # A new inode now holds the notebook: the writer's lock moves to it.
+            self._lock.lock_file()
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from epyclab.errors import NotebookFormatError
+from epyclab.notebooks.sidefiles import open_side, read_side
 
 __all__ = ["Journal", "read_records", "read_file_id"]
 
@@ -70,7 +71,8 @@ class Journal:
 
     def __init__(self, path: str, file_id: str) -> None:
         self._path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # Never through a link: a planted journal link must not make a commit write elsewhere.
+        self._fd = open_side(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._closer = weakref.finalize(self, os.close, self._fd)
         self._file_id = file_id
         if os.fstat(self._fd).st_size < _HEADER.size:
@@ -124,8 +126,7 @@ class Journal:
 def read_file_id(path: str) -> str | None:
     """The file id a journal belongs to (None if there is no journal, or it has no header)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_HEADER.size)
+        head = read_side(path, _HEADER.size)
     except FileNotFoundError:
         return None
     if len(head) < _HEADER.size:
@@ -141,8 +142,7 @@ def read_file_id(path: str) -> str | None:
 def read_records(path: str) -> Iterator[Any]:
     """The complete records of a journal, in order; a torn record at the end is skipped."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_side(path)
     except FileNotFoundError:
         return
     for start, end in _frames(data):

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from epyclab.errors import NotebookFormatError, NotebookVersionException
+from epyclab.errors import NotebookFormatError, NotebookReadOnlyError, NotebookVersionException
 from epyclab.notebooks.jsonvalues import decode_float, decode_value, encode_float, encode_value
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.sidefiles import safe_write
+from epyclab.notebooks.sidefiles import notebook_key, safe_write
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
 from epyclab.notebooks.types import CELL_KINDS, kind_of_column, storage_dtype, to_storage
 
@@ -64,7 +64,7 @@ class JSONLabNotebook(PersistentLabNotebook):
     ) -> None:
         super().__init__(name, create, description, readonly, force)
 
-    def _read_file(self, writer: bool) -> StoredNotebook:
+    def _read_json(self) -> StoredNotebook:
         try:
             with open(self._path, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -88,6 +88,19 @@ class JSONLabNotebook(PersistentLabNotebook):
     def _create_file(self, description: str) -> None:
         self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
                      "current": None, "resultsets": []})
+
+    def _read_file(self, writer: bool) -> StoredNotebook:
+        if writer:
+            names = os.stat(self._path).st_nlink
+            if names > 1:
+                # Each commit writes a new file renamed over this name: the other names would keep
+                # the old one, and two writers could each think they write "the" notebook.
+                raise NotebookReadOnlyError(
+                    f"JSON notebook {self._path} has {names} names (hard links); a commit replaces the file, "
+                    f"which would split them into separate notebooks. Copy it to a file of its own "
+                    f"(cp {self._path} NEW.json) and write that, or open it with readonly=True"
+                )
+        return self._read_json()
 
     def _save(self) -> None:
         """Write the whole notebook (JSON has no cheaper way)."""
@@ -120,7 +133,8 @@ class JSONLabNotebook(PersistentLabNotebook):
     def _write(self, doc: dict[str, Any]) -> None:
         """Replace the file with ``doc`` in one step (a temporary file renamed over it)."""
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-        safe_write(self._path, lambda f: f.write(text), what="saving the notebook")
+        # Into the file a symbolic link names, so the link stays a link.
+        safe_write(notebook_key(self._path), lambda f: f.write(text), what="saving the notebook")
         # The file is a new inode now: the writer's lock on the old one is moved to it.
         self._lock.lock_file()
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
 
-__all__ = ["notebook_key", "side_path", "open_side", "safe_write", "check_writable_file", "io_error"]
+__all__ = ["notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error"]
 
 
 def notebook_key(path: str) -> str:
@@ -66,6 +66,21 @@ def open_side(path: str, flags: int, mode: int = 0o644) -> int:
             f"Move it away and open the notebook again"
         )
     return fd
+
+
+def read_side(path: str, size: int = -1) -> bytes:
+    """The content of a side file (its first ``size`` bytes if ``size >= 0``), never read through a link.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        NotebookSideFileError: as :func:`open_side`.
+    """
+    fd = open_side(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(size)
+    finally:
+        os.close(fd)
 
 
 def check_writable_file(path: str) -> None:

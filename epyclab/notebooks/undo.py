@@ -27,6 +27,7 @@ from typing import Any
 
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
+from epyclab.notebooks.sidefiles import open_side, read_side
 
 __all__ = ["UndoFile", "recover"]
 
@@ -49,7 +50,7 @@ class UndoFile:
         self._undo_path = undo_path
         self._fd = os.open(path, os.O_RDWR)
         self._size0 = os.fstat(self._fd).st_size
-        self._undo = os.open(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._undo = open_side(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         _write_all(self._undo, _HEADER.pack(_MAGIC, self._size0))
         self._saved: set[int] = set()
         self._pos = 0
@@ -150,8 +151,7 @@ class UndoFile:
 def recover(path: str, undo_path: str) -> bool:
     """Undo an unfinished change to ``path`` if its undo log is there; True if there was one."""
     try:
-        with open(undo_path, "rb") as f:
-            log = f.read()
+        log = read_side(undo_path)
     except FileNotFoundError:
         return False
     if len(log) >= _HEADER.size:
