@@ -168,9 +168,11 @@ def test_state_reads_back(tmp_path):
     nb.addResultSet("gone")
     nb.addResult(results_dict(0, y=1.0))
     nb.commit()
+    nb.select("a")  # the current set cannot be deleted
     nb.deleteResultSet("gone")
     nb.addResultSet("again")
     nb.addResult(results_dict(0, y=1.0))
+    nb.select("a")
     nb.deleteResultSet("again")
     nb.addResultSet("again", "second incarnation")
     nb.addResult(results_dict(7, y=7.0))

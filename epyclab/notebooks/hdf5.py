@@ -23,15 +23,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from time import monotonic
 from typing import Any
 
 import h5py
 
-from epyclab.errors import NotebookFormatError
+from epyclab.errors import EpyclabError, NotebookFormatError, NotebookIOError
 from epyclab.log import logger
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
@@ -44,7 +46,7 @@ from epyclab.notebooks.hdf5layout import (
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, fill_for_like, write_base, write_rows
-from epyclab.notebooks.journal import Journal, read_file_id, read_records
+from epyclab.notebooks.journal import Journal, decode_frame, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import DataLock
 from epyclab.notebooks.persistent import PersistentLabNotebook
@@ -109,6 +111,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._committed_state: Any = None
         self._last_checkpoint = monotonic()
         self._hard_linked = False
+        self._keep_journal = False
         super().__init__(name, create, description, readonly, force)
 
     def _side(self, suffix: str) -> str:
@@ -141,8 +144,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
             lock.release()
         return stored
 
-    def _journal_records(self, stored: StoredNotebook, writer: bool) -> list[Any]:
-        """The journal records the file does not include yet."""
+    def _journal_records(self, stored: StoredNotebook, writer: bool) -> list[bytes]:
+        """The journal's records as raw frames (decoded, and those the file includes skipped, on replay)."""
         path = self._side("journal")
         file_id = read_file_id(path)
         if file_id is None:
@@ -156,7 +159,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             else:
                 logger.warning("ignoring %s: it belongs to another notebook file", path)
             return []
-        return [r for r in read_records(path) if r["seq"] > stored.seq]
+        return read_frames(path)
 
     def _create_file(self, description: str) -> None:
         if self._journal is not None:
@@ -174,23 +177,106 @@ class HDF5LabNotebook(PersistentLabNotebook):
         create_empty(self._path, self._file_id, description)
 
     def _load(self, stored: StoredNotebook) -> None:
+        """Load ``stored`` and replay the journal; records that cannot be folded are set aside, never fatal."""
+        frames = self._replay
+        while True:
+            self._prepare(stored, frames)
+            try:
+                super()._load(stored)
+                return
+            except _Unfoldable as u:
+                failed = u.index
+                if failed is None:
+                    # The records replay, but the file cannot take them all (the checkpoint was
+                    # undone): fold them one at a time to find the first it cannot take.
+                    if len(frames) > 1:
+                        self._prepare(stored, frames[:1])
+                        # The journal keeps every record meanwhile: the later ones are in it only.
+                        self._keep_journal = True
+                        try:
+                            super()._load(stored)
+                        except _Unfoldable:
+                            failed = 0
+                        else:
+                            stored, frames = self._reread(), frames[1:]
+                            continue
+                        finally:
+                            self._keep_journal = False
+                    else:
+                        failed = 0
+                self._set_aside(frames[failed:], u.cause)
+                frames = frames[:failed]
+
+    def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
+        """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
         self._file_id, self._seq = stored.file_id, stored.seq
         self._from_epyc = stored.version != VERSION
         self._file_stored = {s.uid: s for s in stored.resultsets}
-        super()._load(stored)
+        self._replay = frames
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _reread(self) -> StoredNotebook:
+        """What the file holds now (after a checkpoint of this process), journal left alone."""
+        lock = DataLock(self._path)
+        lock.acquire_or_fail(exclusive=False)
+        try:
+            return read_notebook(self._path)
+        finally:
+            lock.release()
+
+    def _set_aside(self, frames: list[bytes], cause: BaseException) -> None:
+        """Keep journal records that cannot be folded in a file of their own, and say so."""
+        records = [_describe_frame(f) for f in frames]
+        journal = self._side("journal")
+        if self._readonly:
+            logger.warning(
+                "%s: %d journal record(s) of %s cannot be read into the notebook (%s: %s); they are "
+                "left out here, and set aside into a file of their own when the notebook is next "
+                "opened for writing", journal, len(frames), self._path, type(cause).__name__, cause,
+            )
+            return
+        aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        write_aside(aside, self._file_id, frames)
+        # The journal keeps the records before them only: written whole, then renamed over it.
+        kept = read_frames(journal)[: len(read_frames(journal)) - len(frames)]
+        tmp = f"{journal}.rewrite-{uuid.uuid4().hex[:8]}"
+        write_aside(tmp, self._file_id, kept)
+        os.replace(tmp, journal)
+        logger.warning(
+            "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
+            "opens without them; they are kept in %s. To recover them, read that file with "
+            "epyclab.notebooks.journal.read_records(path) (each record holds the rows, by column, "
+            "and the pending-result changes of one commit) and add what you need with addResult()",
+            self._path, len(frames), "; ".join(records), type(cause).__name__, cause, aside,
+        )
 
     def _loaded(self) -> None:
-        """Track what the file holds, replay the journal, and get ready to commit."""
+        """Track what the file holds, replay the journal, and get ready to commit.
+
+        Raises:
+            _Unfoldable: a record cannot be replayed (its index) or the file cannot take them (None).
+        """
         self._rows, self._commits = {}, {}
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
         stored_uids = set(self._file_stored)
         self._file_stored = {}
-        replayed = bool(self._replay)
-        for record in self._replay:
-            apply_record(self, record)
+        replayed = False
+        frames, self._replay = self._replay, []
+        for i, frame in enumerate(frames):
+            try:
+                record = decode_frame(frame)
+                if record["seq"] <= self._seq:
+                    continue  # already in the file
+                apply_record(self, record)
+            except _UNFOLDABLE as exc:
+                if isinstance(exc, NotebookIOError):
+                    raise
+                raise _Unfoldable(i, exc) from exc
+            replayed = True
             stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
-        self._replay = []
         if replayed:
             # What was replayed is committed (it is in the journal), not yet in the file.
             for rs in self._resultsets.values():
@@ -218,7 +304,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 "each name sees it (slower commits)", self._path, os.stat(self._path).st_nlink,
             )
         if replayed:
-            self._checkpoint(wait=DataLock.Timeout)
+            try:
+                self._checkpoint(wait=DataLock.Timeout)
+            except _UNFOLDABLE as exc:
+                if isinstance(exc, NotebookIOError):
+                    raise
+                raise _Unfoldable(None, exc) from exc
 
     def _track(self, rs: ResultSet, stored: Any = None) -> None:
         """Start tracking a result set (``stored``: what the file holds of it, if anything)."""
@@ -380,7 +471,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 self._last_checkpoint = monotonic()
             lock.release()
         # Emptying the journal can wait: its records are in the file, and replaying skips them.
-        self._journal.reset(self._file_id)
+        if not self._keep_journal:
+            self._journal.reset(self._file_id)
         return True
 
     def _write_changes(self, f: h5py.File, tracks: dict[int, RowsTrack]) -> list[_Committed]:
@@ -466,6 +558,29 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         self._journal.close(remove=done)
         self._journal = None
+
+
+#: What a journal record that cannot be folded raises (its value, its shape or its file); not I/O errors.
+_UNFOLDABLE = (EpyclabError, TypeError, ValueError, KeyError, IndexError, pickle.UnpicklingError)
+
+
+class _Unfoldable(Exception):
+    """Journal record ``index`` cannot be replayed (``None``: the file cannot take the records)."""
+
+    def __init__(self, index: int | None, cause: BaseException) -> None:
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+def _describe_frame(frame: bytes) -> str:
+    """What a journal record holds, in a few words, for the warning that sets it aside."""
+    try:
+        record = decode_frame(frame)
+    except _UNFOLDABLE as exc:
+        return f"a record that cannot be read ({exc})"
+    rows = sum(len(next(iter(cols.values()), [])) for _, _, _, cols in record.get("rows", []))
+    pending = sum(len(added) + len(removed) for _, added, removed in record.get("pending", []))
+    return f"commit {record.get('seq')}: {rows} row(s), {pending} pending-result change(s)"
 
 
 def _sizes(rs: ResultSet) -> tuple[int, int, int]:

@@ -27,7 +27,7 @@ from typing import Any
 from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.sidefiles import open_side, read_side
 
-__all__ = ["Journal", "read_records", "read_file_id"]
+__all__ = ["Journal", "read_records", "read_file_id", "read_frames", "decode_frame", "write_aside"]
 
 _MAGIC = b"EPYCLABJ"
 _VERSION = 1
@@ -147,6 +147,39 @@ def read_records(path: str) -> Iterator[Any]:
         return
     for start, end in _frames(data):
         yield _loads(data[start:end])
+
+
+def read_frames(path: str) -> list[bytes]:
+    """The complete, intact records of a journal as raw frames (framing included), in order."""
+    try:
+        data = read_side(path)
+    except FileNotFoundError:
+        return []
+    return [data[start - _FRAME.size : end] for start, end in _frames(data)]
+
+
+def decode_frame(frame: bytes) -> Any:
+    """The record a raw frame (from :func:`read_frames`) holds.
+
+    Raises:
+        pickle.UnpicklingError: the record refers to something a journal may not hold.
+    """
+    return _loads(frame[_FRAME.size :])
+
+
+def write_aside(path: str, file_id: str, frames: list[bytes]) -> None:
+    """Write ``frames`` as a journal file of their own at ``path`` (which must not exist).
+
+    The file reads back with :func:`read_records`, as any journal does.
+    """
+    fd = open_side(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        data = _HEADER.pack(_MAGIC, _VERSION, file_id.encode("ascii")) + b"".join(frames)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, int]]:
