@@ -239,6 +239,8 @@ def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
                 raise click.ClickException(f"{path} is locked (finished): nothing can be removed from it")
             for tag in tags:
                 rs = _resultset(nb, tag)
+                if tag == nb.DEFAULT_RESULTSET:
+                    raise click.ClickException(f"{path}:{tag} is the default result set, which always exists")
                 if not force and rs.isLocked():
                     raise click.ClickException(f"{path}:{tag} is locked (finished); use --force to remove it")
                 if not force and rs.numberOfPendingResults():
@@ -253,6 +255,12 @@ def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
             continue
         with _opened(path, write=True) as nb:
             for tag in tags:
+                if tag == nb.currentTag():
+                    # A notebook refuses to delete its current set (a later
+                    # addResult would silently go elsewhere); naming it here is
+                    # an explicit request, so the default set becomes current.
+                    nb.select(nb.DEFAULT_RESULTSET)
+                    click.echo(f"{path}: the current result set is now {nb.DEFAULT_RESULTSET}")
                 nb.deleteResultSet(tag)
             nb.commit()
 

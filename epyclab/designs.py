@@ -41,13 +41,16 @@ class FactorialDesign(Design):
     Points come in a fixed order, the first parameter varying slowest, so a
     sweep is reproducible. (epyc shuffled the points; epyclab's parallel labs
     balance load by themselves, so the order is kept.) With no parameters
-    there is one point, the empty one.
+    there are no points.
     """
 
     def experiments(
         self, e: "Experiment" | None, params: dict[str, list[Any]]
     ) -> ExperimentalConfiguration:
         names = list(params)
+        if not names:
+            # No parameters, no points (as in epyc): runExperiment then does nothing.
+            return []
         return [
             (e, dict(zip(names, values)))
             for values in itertools.product(*(params[n] for n in names))
@@ -72,6 +75,8 @@ class PointwiseDesign(Design):
                 f"a pointwise design needs ranges of equal length (or single values); "
                 f"got {described}"
             )
+        if not params:
+            return []
         n_points = next(iter(longer.values()), 1)
         columns = {n: (r * n_points if len(r) == 1 else r) for n, r in params.items()}
         return [(e, {n: columns[n][i] for n in columns}) for i in range(n_points)]

@@ -207,6 +207,9 @@ class Experiment:
 
     def _checked(self, res: Any, params: Mapping[str, Any]) -> Any:
         """Check what ``do`` returned, naming the experiment class when it is wrong."""
+        if res is None:
+            # As in epyc: a do() that returns nothing ran successfully and has no results.
+            return {}
         if isinstance(res, dict):
             clash = [k for k in res if k in params]
             if clash:

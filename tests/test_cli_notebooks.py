@@ -82,7 +82,10 @@ def test_show_summarises_every_result_set(runner, nbfile):
     assert "more (locked)" in text
     assert "rows: 5  failed: 1  pending: 1" in text
     assert "parameters: x" in text and "results: y" in text
-    assert "metadata: 12 column(s)" in text
+    with HDF5LabNotebook(nbfile, readonly=True) as nb:
+        n_metadata = len(nb.resultSet("squares").metadataNames())
+    assert n_metadata >= 12  # epyc's standard metadata and more
+    assert f"metadata: {n_metadata} column(s)" in text
 
 
 def test_show_long_lists_metadata_and_attributes(runner, nbfile):
@@ -212,6 +215,14 @@ def test_remove_deletes_result_sets(runner, tmp_path):
     assert out.exit_code == 0
     with HDF5LabNotebook(str(path), readonly=True) as nb:
         assert "scratch" not in nb and "squares" in nb
+
+
+def test_remove_refuses_the_default_set(runner, nbfile):
+    before = digest(nbfile)
+    out = runner.invoke(main, ["remove", "--force", f"{nbfile}:epyc.resultset.default"])
+    assert out.exit_code == 1
+    assert "is the default result set" in out.output and "Traceback" not in out.output
+    assert digest(nbfile) == before
 
 
 def test_remove_refuses_locked_and_pending_sets_unless_forced(runner, nbfile):

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import crash_writer
 import pytest
 
 from epyclab import HDF5LabNotebook, JSONLabNotebook
@@ -64,11 +65,24 @@ class Writer:
         return found[-1].split(" ", 1)[1] if found else None
 
 
+# The line each targeted phase ends with (see crash_writer.py).
+PHASE_ENDS = {"opening": "ready", "commit-start": "committed", "checkpoint-start": "checkpoint-end"}
+
+
+def landed_inside(lines: list[str], target: str) -> bool:
+    """Whether the writer was killed after ``target`` began and before that phase ended."""
+    marks = [line.split(" ", 1)[0] for line in lines]
+    marks = [m for m in marks if m in (target, PHASE_ENDS[target])]
+    return bool(marks) and marks[-1] == target
+
+
 def run_trials(cls: type, path: Path, trials: int, batch: int, targets: list[str]) -> dict[str, int]:
     """Kill writers ``trials`` times; check each time that the next process finds every committed row.
 
     ``targets`` cycle: a marker to kill the writer just after ('opening',
     'commit-start', 'checkpoint-start'), or 'random' (any time once it runs).
+    Returns, per marker, how many kills landed inside that phase (before its
+    end line), and as 'undone' how many unfinished checkpoints were undone.
     """
     rng = random.Random(20261121)
     committed = 0
@@ -100,9 +114,10 @@ def run_trials(cls: type, path: Path, trials: int, batch: int, targets: list[str
                 else:
                     assert w.wait_for(target), f"trial {trial}: never saw {target}"
                     time.sleep(rng.uniform(0.0, 0.02))
-            hits[target] = hits.get(target, 0) + 1
         finally:
             w.kill()
+        if target != "random" and landed_inside(w.lines, target):
+            hits[target] = hits.get(target, 0) + 1
         # The writer logs (to stderr) each unfinished checkpoint it had to undo.
         hits["undone"] = hits.get("undone", 0) + w.stderr.count("undid an unfinished change")
         last = w.last("committed")
@@ -127,7 +142,9 @@ def test_hdf5_writer_killed_at_random_moments_loses_no_committed_row(tmp_path):
     hits = run_trials(HDF5LabNotebook, path, trials=24, batch=1500, targets=targets)
     # Some kills landed inside a checkpoint's change of the file, which the next process undid.
     assert hits.pop("undone") >= 1
-    assert hits == dict.fromkeys(targets, 6)
+    # And some inside each targeted phase (a kill after the phase ended tests nothing new).
+    missed = [t for t in targets if t != "random" and hits.get(t, 0) == 0]
+    assert not missed, f"no kill landed inside {missed}: {hits}"
     # No debris: the side files are the journal and lock of the last (killed) writer at most.
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("crash.h5."))
     assert set(leftovers) <= {"crash.h5.journal", "crash.h5.lock", "crash.h5.undo"}
@@ -135,7 +152,9 @@ def test_hdf5_writer_killed_at_random_moments_loses_no_committed_row(tmp_path):
 
 def test_json_writer_killed_at_random_moments_loses_no_committed_row(tmp_path):
     path = tmp_path / "crash.json"
-    run_trials(JSONLabNotebook, path, trials=9, batch=400, targets=["commit-start", "opening", "random"])
+    hits = run_trials(JSONLabNotebook, path, trials=9, batch=400, targets=["commit-start", "opening", "random"])
+    # Opening a JSON notebook is too quick to be hit reliably; a commit is not.
+    assert hits.get("commit-start", 0) >= 1, f"no kill landed inside a commit: {hits}"
 
 
 @pytest.mark.parametrize("cls", [HDF5LabNotebook])
@@ -149,7 +168,12 @@ def test_a_notebook_left_by_a_killed_writer_opens_for_writing_and_keeps_going(cl
         w.kill()
     committed = int(w.last("committed"))
     nb = cls(path)
-    assert nb.numberOfResults() >= committed
+    # Every returned commit is there; the one killed in its checkpoint is all there or not at all.
     before = nb.numberOfResults()
+    assert before in (committed, committed + 1000)
+    nb.addResult(crash_writer.results(before))
+    nb.commit()
     nb.close()
-    assert cls(path, readonly=True).numberOfResults() == before
+    reopened = cls(path, readonly=True)
+    assert reopened.dataframe(only_successful=False)["i"].tolist() == list(range(before + 1))
+    reopened.close()

@@ -53,8 +53,10 @@ def test_factorial_points_are_independent_dicts():
     assert points[1]["x"] == 2
 
 
-def test_factorial_of_no_parameters_is_one_empty_point():
-    assert _points(FactorialDesign().experiments(None, {})) == [{}]
+def test_no_parameters_give_no_points_in_either_design():
+    # As in epyc: an empty parameter space has no points, so runExperiment does nothing.
+    assert FactorialDesign().experiments(None, {}) == []
+    assert PointwiseDesign().experiments(None, {}) == []
 
 
 def test_factorial_with_an_empty_range_has_no_points():

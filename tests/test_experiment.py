@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -166,14 +167,38 @@ def test_run_records_every_standard_metadata_key_with_its_type():
     assert meta[Experiment.TRACEBACK] == ""
 
 
+class Phased(Experiment):
+    """Each phase takes a known least time (seconds), all different, so a swapped phase shows."""
+
+    SETUP, DO, TEARDOWN = 0.01, 0.04, 0.02
+
+    def setUp(self, params):
+        super().setUp(params)
+        time.sleep(self.SETUP)
+
+    def do(self, params):
+        time.sleep(self.DO)
+        return {"y": params["x"]}
+
+    def tearDown(self):
+        time.sleep(self.TEARDOWN)
+        super().tearDown()
+
+
 def test_run_timing_is_consistent():
     before = datetime.now()
-    meta = Square().set({"x": 2}).run()[Experiment.METADATA]
+    meta = Phased().set({"x": 2}).run()[Experiment.METADATA]
     after = datetime.now()
     assert before <= meta[Experiment.START_TIME] <= meta[Experiment.END_TIME] <= after
+    assert meta[Experiment.SETUP_TIME] >= Phased.SETUP
+    assert meta[Experiment.EXPERIMENT_TIME] >= Phased.DO
+    assert meta[Experiment.TEARDOWN_TIME] >= Phased.TEARDOWN
     phases = [meta[Experiment.SETUP_TIME], meta[Experiment.EXPERIMENT_TIME], meta[Experiment.TEARDOWN_TIME]]
-    assert all(t >= 0 for t in phases)
-    assert meta[Experiment.ELAPSED_TIME] >= sum(phases) - 1e-9
+    # The phases follow each other: together they are the elapsed time, which fits between start and end.
+    assert meta[Experiment.ELAPSED_TIME] == pytest.approx(sum(phases), abs=1e-6)
+    # (1 ms for the wall clock's microsecond rounding, against the monotonic clock's phases.)
+    wall = (meta[Experiment.END_TIME] - meta[Experiment.START_TIME]).total_seconds()
+    assert meta[Experiment.ELAPSED_TIME] <= wall + 1e-3
 
 
 def test_run_names_the_experiment_class_with_its_module():
@@ -335,7 +360,7 @@ def test_an_experiment_without_do_fails_with_a_clear_message():
 
 @pytest.mark.parametrize(
     ("value", "what"),
-    [(None, "NoneType"), (42, "int"), ("y", "str"), ((1, 2), "tuple"), ([{"y": 1}], "not all results dicts")],
+    [(42, "int"), ("y", "str"), ((1, 2), "tuple"), ([{"y": 1}], "not all results dicts")],
 )
 def test_do_returning_a_non_dict_is_a_failed_result_naming_the_class(value, what):
     rc = Returns(value).set({"x": 1}).run()
@@ -344,6 +369,13 @@ def test_do_returning_a_non_dict_is_a_failed_result_naming_the_class(value, what
     assert isinstance(exc, ResultsStructureException)
     assert "Returns.do()" in str(exc)
     assert what in str(exc)
+    assert rc[Experiment.RESULTS] == {}
+
+
+def test_do_returning_none_is_a_successful_run_with_no_results():
+    rc = Returns(None).set({"x": 1}).run()
+    assert rc[Experiment.METADATA][Experiment.STATUS] is True
+    assert rc[Experiment.METADATA][Experiment.EXCEPTION] is None
     assert rc[Experiment.RESULTS] == {}
 
 

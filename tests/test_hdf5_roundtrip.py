@@ -168,7 +168,7 @@ def test_state_reads_back(tmp_path):
     nb.addResultSet("gone")
     nb.addResult(results_dict(0, y=1.0))
     nb.commit()
-    nb.select("a")  # the current set cannot be deleted
+    nb.select("a")  # the current set cannot be deleted (as in epyc)
     nb.deleteResultSet("gone")
     nb.addResultSet("again")
     nb.addResult(results_dict(0, y=1.0))

@@ -261,7 +261,7 @@ class ReturnsBadly(Experiment):
 
 @pytest.mark.parametrize(
     "bad",
-    [None, 7, {2: "non-string name"}, [{"parameters": {}, "metadata": {}, "results": ["not a results dict"]}]],
+    [7, {2: "non-string name"}, [{"parameters": {}, "metadata": {}, "results": ["not a results dict"]}]],
 )
 def test_a_point_returning_a_bad_structure_is_a_failed_row_and_the_sweep_goes_on(bad):
     lab = Lab()
@@ -281,14 +281,20 @@ def test_results_are_the_results_dicts_of_the_current_set():
     assert [rc[Experiment.RESULTS] for rc in lab.results()] == [{"y": 4}, {"y": 9}]
 
 
-def test_a_lab_without_parameters_runs_once():
+def test_a_lab_without_parameters_runs_nothing():
+    # As in epyc: an empty parameter space has no points.
+    ran = []
+
     class Constant(Experiment):
         def do(self, params):
+            ran.append(params)
             return {"y": 1}
 
     lab = Lab()
+    assert len(lab) == 0
     lab.runExperiment(Constant(), progress=False)
-    assert lab.dataframe()["y"].tolist() == [1]
+    assert ran == []
+    assert lab.notebook().numberOfResults() == 0
 
 
 def test_a_sweep_into_a_locked_result_set_is_refused():

@@ -12,6 +12,7 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic, sleep
 from typing import Any
@@ -25,13 +26,26 @@ from epyclab.cluster.profile import ENGINE_FILE
 from epyclab.cluster.ssh import Remote, shellPath
 from epyclab.log import logger
 
-__all__ = ["WORKER_VARIABLE", "startEngines", "engineCount", "waitForEngines", "pushEngineFile"]
+__all__ = ["WORKER_VARIABLE", "Registered", "startEngines", "engineCount", "waitForEngines", "pushEngineFile"]
 
 #: The environment variable naming, on each engine, the worker it was started for.
 WORKER_VARIABLE = "EPYCLAB_WORKER"
 _LOG = "log/epyclab-engine-$i.log"
 # Seconds before an engine that has not answered is asked again.
 _ASK_AGAIN = 3.0
+
+
+@dataclass(frozen=True)
+class Registered:
+    """An engine that answered: the worker it was started for, and its process and parent PIDs there."""
+
+    host: str
+    pids: tuple[int, ...] = ()
+
+
+def whereAmI() -> tuple[str, int, int]:
+    """Run on an engine: the worker it was started for, its PID and its parent's (a nanny or launcher)."""
+    return os.getenv(WORKER_VARIABLE, ""), os.getpid(), os.getppid()
 
 
 def engineCount(enginesPerWorker: int | None, leaveFree: int = 1) -> str:
@@ -72,37 +86,40 @@ def startEngines(
 
 def waitForEngines(
     client: ipyparallel.Client, expected: Mapping[str, int], timeout: float = 60.0, logHint: str = ""
-) -> dict[int, str]:
+) -> dict[int, Registered]:
     """Wait until every worker in ``expected`` (spec -> engines) has that many engines answering.
 
-    Returns engine id -> worker spec. Raises :class:`ClusterSetupError` naming
+    Only engines that answer count: the records a restarted controller
+    restores for engines that are gone never do. Returns engine id ->
+    :class:`Registered` (worker spec and PIDs). Raises :class:`ClusterSetupError` naming
     the workers whose engines did not come within ``timeout`` seconds.
     """
     deadline = monotonic() + timeout
     asked: dict[int, tuple[Any, float]] = {}
-    hosts: dict[int, str] = {}
+    hosts: dict[int, Registered] = {}
     while True:
         for eid in client.ids:
             # Ask again if unanswered for a while: right after a controller
             # restart, a request that reaches the controller before the
             # engine has reconnected is dropped without a word.
             if eid not in asked or (not asked[eid][0].ready() and monotonic() - asked[eid][1] > _ASK_AGAIN):
-                asked[eid] = (client[eid].apply_async(os.getenv, WORKER_VARIABLE, ""), monotonic())
+                asked[eid] = (client[eid].apply_async(whereAmI), monotonic())
         for eid, (result, _) in list(asked.items()):
             if eid in hosts or not result.ready():
                 continue
             try:
-                hosts[eid] = result.get(0) or "(unknown)"
+                spec, pid, parent = result.get(0)
+                hosts[eid] = Registered(spec or "(unknown)", (int(pid), int(parent)))
             except ipyparallel.error.RemoteError as error:
                 logger.warning("engine %d did not say where it runs: %s", eid, error)
                 del asked[eid]
             except ipyparallel.error.EngineError as error:
                 logger.warning("engine %d died while registering: %s", eid, error)
-                hosts[eid] = "(dead)"
-        counts = Counter(hosts.values())
+                hosts[eid] = Registered("(dead)")
+        counts = Counter(r.host for r in hosts.values())
         missing = {spec: n for spec, n in expected.items() if counts[spec] < n}
         if not missing:
-            return {eid: spec for eid, spec in hosts.items() if spec != "(dead)"}
+            return {eid: r for eid, r in hosts.items() if r.host != "(dead)"}
         if monotonic() > deadline:
             which = ", ".join(f"{spec} ({counts[spec]} of {n})" for spec, n in missing.items())
             raise ClusterSetupError(f"engines did not register within {timeout:.0f} s on: {which}. {logHint}".strip())

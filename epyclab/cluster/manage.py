@@ -10,17 +10,21 @@ worker, then the controller, by PID. ``clusterStatus`` asks the controller.
 
 from __future__ import annotations
 
+import json
+import shlex
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from epyclab.cluster import processes
 from epyclab.cluster.controller import connect, startController, waitForController
 from epyclab.cluster.engines import engineCount, pushEngineFile, startEngines, waitForEngines
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts
+from epyclab.cluster.private import privateTree, writePrivate
 from epyclab.cluster.profile import initProfile, profileSettings, requireProfile
 from epyclab.cluster.ssh import Remote, shellPath
 from epyclab.cluster.state import ClusterSettings, Processes, loadProcesses, loadSettings, saveProcesses, saveSettings
@@ -80,7 +84,8 @@ def startCluster(
     where = remoteProfileDir(profile, settings.remoteProfile)
     recorded = loadProcesses(directory)
     if recorded.controller is not None:
-        return _restart_controller(remote, directory, where, settings, recorded, timeout)
+        hosts = [LOCAL] if local else parseHosts(settings.workers) if settings.workers else []
+        return _restart_controller(remote, directory, where, settings, recorded, timeout, enginesPerWorker, hosts)
     if any(recorded.engines.values()):
         hosts = ", ".join(h for h, pids in recorded.engines.items() if pids)
         raise ClusterSetupError(
@@ -121,38 +126,81 @@ def startCluster(
     saveProcesses(directory, started)
     client = waitForController(remote, controller_host, pid, directory, where, timeout)
     try:
-        lock = threading.Lock()
-
-        def launch(host: Host) -> int:
-            pushEngineFile(remote, host, directory, where)
-            pids = startEngines(remote, host, count, directory, where, settings.venv)
-            with lock:
-                # Recorded as soon as known, so that `stop` finds them whatever happens next.
-                started.engines[str(host)] = pids
-                saveProcesses(directory, started)
-            return len(pids)
-
-        failures: HostFailures | None = None
-        try:
-            expected = {str(h): n for h, n in remote.forEachHost("start engines", hosts, launch).items()}
-        except HostFailures as error:
-            failures, expected = error, {h: int(n) for h, n in error.outcomes.items()}
         hint = (
             f"Their logs: {where}/log/epyclab-engine-*.log on each worker; `epyclab cluster stop {profile}` stops all"
         )
-        started.engineHosts = {str(k): v for k, v in waitForEngines(client, expected, timeout, hint).items()}
-        saveProcesses(directory, started)
-        if failures is not None:
-            raise failures
-        return dict(sorted(Counter(started.engineHosts.values()).items()))
+        return _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
+                                started, timeout, hint)
     finally:
         client.close()
 
 
-def _restart_controller(
-    remote: Remote, directory: Path, where: str, settings: ClusterSettings, recorded: Processes, timeout: float
+def _launch_and_wait(
+    remote: Remote,
+    client: Any,
+    launch: dict[Host, str],
+    running: dict[str, int],
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    started: Processes,
+    timeout: float,
+    hint: str,
 ) -> dict[str, int]:
-    """Start the recorded controller again if it died; the engines still running register again."""
+    """Start ``launch[host]`` engines on each host (besides ``running[host]`` still there); wait for all of them.
+
+    Engines are recorded in ``started`` as soon as their PIDs are known, so
+    that ``stop`` finds them whatever happens next. Raises
+    :class:`ClusterSetupError` naming the hosts whose engines did not register,
+    :class:`HostFailures` naming those where starting failed.
+    """
+    lock = threading.Lock()
+
+    def start(host: Host) -> int:
+        pushEngineFile(remote, host, directory, where)
+        pids = startEngines(remote, host, launch[host], directory, where, settings.venv)
+        with lock:
+            started.engines[str(host)] = [*started.engines.get(str(host), []), *pids]
+            saveProcesses(directory, started)
+        return len(pids)
+
+    failures: HostFailures | None = None
+    try:
+        expected = {str(h): n for h, n in remote.forEachHost("start engines", list(launch), start).items()}
+    except HostFailures as error:
+        failures, expected = error, {h: int(n) for h, n in error.outcomes.items()}
+    for spec, n in running.items():
+        expected[spec] = expected.get(spec, 0) + n
+    if not any(expected.values()) and failures is None:
+        raise ClusterSetupError("no engines were started or are still running; " + hint)
+    try:
+        started.register(waitForEngines(client, expected, timeout, hint))
+    finally:
+        saveProcesses(directory, started)
+        privateTree(directory)
+    if failures is not None:
+        raise failures
+    return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _restart_controller(
+    remote: Remote,
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    recorded: Processes,
+    timeout: float,
+    enginesPerWorker: int | None,
+    hosts: Sequence[Host],
+) -> dict[str, int]:
+    """Start the recorded controller again if it died; engines still running register again, dead ones are replaced.
+
+    After a reboot (controller and engines gone) the controller is told to
+    restore only the engines that still run (its engine state file is pruned
+    of the others, which would otherwise be listed as engines for ever), and
+    new engines are started where old ones died: ``enginesPerWorker`` per
+    worker, or as many as were started there before.
+    """
     assert recorded.controller is not None
     host = _host(str(recorded.controller["host"]))
     pid = int(str(recorded.controller["pid"]))
@@ -166,33 +214,85 @@ def _restart_controller(
             f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
         )
     logger.warning("%s: the controller (PID %d) is gone; restarting it; running engines will register again", host, pid)
+    workers = _engine_hosts(recorded) or list(hosts)
+    wanted = {
+        str(w): enginesPerWorker if enginesPerWorker is not None else len(recorded.engines.get(str(w), [])) or 1
+        for w in workers
+    }
     lock = threading.Lock()
 
     def survivors(worker: Host) -> int:
-        pids = processes.alive(remote, worker, recorded.engines[str(worker)])
+        pids = processes.alive(remote, worker, recorded.engines.get(str(worker), []))
         with lock:
             recorded.engines[str(worker)] = pids
         return len(pids)
 
     failures: HostFailures | None = None
     try:
-        found = remote.forEachHost("check engines", _engine_hosts(recorded), survivors)
-        expected = {str(h): n for h, n in found.items()}
+        found = remote.forEachHost("check engines", workers, survivors)
+        alive = {str(h): n for h, n in found.items()}
     except HostFailures as error:
-        failures, expected = error, {h: int(n) for h, n in error.outcomes.items()}
+        failures, alive = error, {h: int(n) for h, n in error.outcomes.items()}
+    keep = {
+        eid for eid, pids in recorded.enginePids.items()
+        if set(pids) & set(recorded.engines.get(recorded.engineHosts.get(eid, ""), []))
+    }
+    _prune_engine_state(remote, host, directory, where, settings.venv, keep)
+    dead = len(recorded.enginePids) - len(keep)
+    if dead:
+        logger.warning("%d engine(s) of the last start are gone; the controller will not wait for them", dead)
+    recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
+    recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
     pid = startController(remote, host, directory, where, settings.venv)
     recorded.controller = {"host": str(host), "pid": pid}
     saveProcesses(directory, recorded)
     client = waitForController(remote, host, pid, directory, where, timeout)
     try:
-        hint = "Engines wait about two minutes for a silent controller; after that, stop and start the cluster"
-        recorded.engineHosts = {str(k): v for k, v in waitForEngines(client, expected, timeout, hint).items()}
-        saveProcesses(directory, recorded)
+        launch = {
+            w: engineCount(wanted[str(w)] - alive.get(str(w), 0))
+            for w in workers
+            if str(w) in alive and wanted[str(w)] > alive[str(w)]
+        }
+        if launch:
+            logger.warning("starting engines to replace those that died: %s",
+                           ", ".join(f"{w} ({launch[w]})" for w in launch))
+        hint = (
+            f"Engines wait about two minutes for a silent controller; new ones log to {where}/log/; "
+            f"`epyclab cluster stop {profile}` stops all"
+        )
+        counts = _launch_and_wait(remote, client, launch, alive, directory, where, settings, recorded, timeout, hint)
     finally:
         client.close()
     if failures is not None:
         raise failures
-    return dict(sorted(Counter(recorded.engineHosts.values()).items()))
+    return counts
+
+
+def _prune_engine_state(
+    remote: Remote, host: Host, directory: Path, where: str, venv: str, keep: set[str]
+) -> None:
+    """Leave in the controller's engine state file (``log/engines.json``) only the engines in ``keep``.
+
+    A controller started with ``restore_engines`` lists every engine of that
+    file as registered, whether or not it still runs: a dead one would be an
+    engine for ever, to which tasks are sent and never run.
+    """
+    if host.isLocal:
+        for path in (directory / "log").glob("engines*.json"):
+            state = json.loads(path.read_text())
+            state["engines"] = {e: u for e, u in state.get("engines", {}).items() if e in keep}
+            writePrivate(path, json.dumps(state))
+        return
+    program = (
+        "import glob, json, os, sys\n"
+        "keep = set(sys.argv[1:])\n"
+        "for path in glob.glob(os.path.expanduser(os.environ['P']) + '/log/engines*.json'):\n"
+        "    state = json.load(open(path))\n"
+        "    state['engines'] = {e: u for e, u in state.get('engines', {}).items() if e in keep}\n"
+        "    json.dump(state, open(path, 'w'))\n"
+    )
+    command = f"umask 077; P={shellPath(where)} {shellPath(venv)}/bin/python -c {shlex.quote(program)}"
+    remote.ssh(host, " ".join([command, *sorted(keep)]), timeout=60)
 
 
 def stopCluster(

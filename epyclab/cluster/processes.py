@@ -50,6 +50,8 @@ def launch(
     script = "\n".join(
         [
             "set -e",
+            # What the controller and engines write (task store, logs, state) is private to the user.
+            "umask 077",
             f'mkdir -p "$(dirname {log.replace("$i", "0")})"',
             f'n=$(( {count} )); [ "$n" -ge 1 ] || n=1',
             "i=0",

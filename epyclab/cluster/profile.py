@@ -28,6 +28,7 @@ from IPython.core.profiledir import ProfileDir
 from IPython.paths import get_ipython_dir
 
 from epyclab.cluster.errors import ClusterSetupError
+from epyclab.cluster.private import privateDirectory, privateTree, writePrivate
 from epyclab.log import logger
 
 __all__ = [
@@ -109,6 +110,8 @@ def initProfile(
     """
     directory = profileDir(profile, ipython_dir)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    # Created private: between here and privateTree() below nothing in it may be readable by others.
+    privateDirectory(directory)
     ProfileDir.create_profile_dir(str(directory))
     security = directory / "security"
     security.chmod(stat.S_IRWXU)
@@ -141,22 +144,23 @@ def initProfile(
         "# wait this many missed heartbeats (about a second each) for a restarting controller",
         f"c.IPEngine.max_heartbeat_misses = {int(heartbeatMisses)}",
     ]
-    _write_block(directory / CONTROLLER_CONFIG, controller, private=curve)
-    _write_block(directory / ENGINE_CONFIG, engine, private=False)
+    _write_block(directory / CONTROLLER_CONFIG, controller)
+    _write_block(directory / ENGINE_CONFIG, engine)
     settings = {"profile": profile, "ip": ip, "ping": int(ping), "curve": bool(curve)}
-    (directory / "epyclab-profile.json").write_text(json.dumps(settings, indent=2) + "\n")
+    writePrivate(directory / "epyclab-profile.json", json.dumps(settings, indent=2) + "\n")
+    # Everything under the profile is the user's alone (IPython creates it world-readable).
+    privateTree(directory)
     logger.info("profile %s ready in %s", profile, directory)
     return directory
 
 
-def _write_block(path: Path, lines: list[str], private: bool) -> None:
+def _write_block(path: Path, lines: list[str]) -> None:
     """Put ``lines`` in epyclab's block of the config file ``path``, keeping the rest of the file."""
     block = "\n".join([_BEGIN, *lines, _END]) + "\n"
     old = path.read_text() if path.exists() else "c = get_config()\n"
     new = _BLOCK.sub(lambda _: block, old) if _BEGIN in old else old.rstrip("\n") + "\n\n" + block
-    path.write_text(new)
-    # A config holding the CurveZMQ secret key is as secret as a connection file.
-    path.chmod(stat.S_IRUSR | stat.S_IWUSR if private else 0o644)
+    # Private (0600) like everything in the profile; a config holding the CurveZMQ secret key must be.
+    writePrivate(path, new)
 
 
 def _curve_keys(directory: Path) -> dict[str, str]:

@@ -14,9 +14,12 @@ Two JSON files in the profile directory:
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from epyclab.cluster.private import writePrivate
 
 __all__ = ["ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses"]
 
@@ -46,6 +49,14 @@ class Processes:
     engines: dict[str, list[int]] = field(default_factory=dict)
     #: engine id (as text, JSON keys are text) -> host spec it runs on.
     engineHosts: dict[str, str] = field(default_factory=dict)
+    #: engine id (as text) -> the PIDs it answered with (its own and its parent's), so that after a
+    #: restart the controller is told to restore only the engines still running.
+    enginePids: dict[str, list[int]] = field(default_factory=dict)
+
+    def register(self, registered: Mapping[int, Any]) -> None:
+        """Record the engines that answered (engine id -> an object with ``host`` and ``pids``)."""
+        self.engineHosts = {str(eid): r.host for eid, r in registered.items()}
+        self.enginePids = {str(eid): list(r.pids) for eid, r in registered.items()}
 
     def empty(self) -> bool:
         """True when nothing is recorded as running."""
@@ -83,8 +94,5 @@ def _read(path: Path) -> dict[str, object]:
 
 
 def _write(path: Path, data: dict[str, object]) -> None:
-    """Write by rename, so that a crash never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    """Write by rename (a crash never leaves half a file), private to the user (0600)."""
+    writePrivate(path, json.dumps(data, indent=2) + "\n")

@@ -148,7 +148,8 @@ def _probe(remote: Remote, host: Host, venv: str, python: str, remoteProfile: st
     script = "\n".join(
         [
             "set -e",
-            f"mkdir -p {p}/security {p}/log && chmod 700 {p}/security",
+            "umask 077",
+            f"mkdir -p {p}/security {p}/log && chmod 700 {p} {p}/security {p}/log",
             f"if [ -x {v}/bin/python ]; then PY={v}/bin/python; echo venv; else PY={_command(python)}; fi",
             '"$PY" -c \'import sys; print("python %d.%d" % sys.version_info[:2])\'',
             f"if [ -f {v}/{FINGERPRINT_FILE} ]; then echo fingerprint $(cat {v}/{FINGERPRINT_FILE}); fi",

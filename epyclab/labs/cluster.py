@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from time import monotonic
 from typing import Any
 
@@ -11,12 +12,11 @@ import ipyparallel as ipp
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
-from epyclab.experiment import Experiment
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
 from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
-from epyclab.labs.lab import Committer, Lab
+from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -266,22 +266,13 @@ class ClusterLab(Lab):
 
     # ---- submitting ------------------------------------------------------------------------
 
-    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
-        """Submit ``e`` at every point (or, with ``resume=True``, at those with no result yet) and return.
+    def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, Submitted]]:
+        """Submit the points in chunks without waiting; yield each as Submitted under its job id.
 
-        Each point becomes a pending result of the current result set; the
-        notebook is committed before this returns. Collect with
-        :meth:`updateResults` or :meth:`wait`. ``progress`` is accepted for
-        symmetry with the other labs (submission shows no bar).
+        :meth:`Lab.runExperiment` records each as a pending result of the
+        current result set and commits before returning. Collect with
+        :meth:`updateResults` or :meth:`wait`.
         """
-        points = self._points_to_run(e, resume)
-        self._submit_points(points)
-
-    def _submit_points(self, points: ExperimentalConfiguration) -> None:
-        nb = self._notebook
-        if not points:
-            nb.commit()
-            return
         # Serialize first: an experiment that cannot travel fails before anything is submitted.
         items, payloads = package(points)
         hub = self._hub()
@@ -291,19 +282,18 @@ class ClusterLab(Lab):
         size = self._chunk_size or chunk_size(len(items), engines)
         hub.settle()
         self._payloads.update(payloads)
-        tag = nb.currentTag()
-        rs = nb.current()
+        rs = self._notebook.current()
         submitted = 0
         try:
             for key, chunk in split(items, size):
-                msg_id = self._submit(key, chunk)
+                marks = [sweep.mark(submitted + i) for i in range(len(chunk))]
+                msg_id = self._submit(key, chunk, marks)
                 for i, p in enumerate(chunk):
-                    nb.addPendingResult(p, job_id(msg_id, i), tag)
+                    yield submitted + i, Submitted(p, job_id(msg_id, i))
                 submitted += len(chunk)
         finally:
             if submitted:
                 rs[SUBMITTED_ATTRIBUTE] = time.time()
-            nb.commit()
         try:
             # A round trip: every task has left this process before we return.
             hub.sync()
@@ -311,11 +301,11 @@ class ClusterLab(Lab):
             logger.warning("submitted %d points, but the controller did not confirm: %s", submitted, exc)
         logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
 
-    def _submit(self, key: str, points: list[dict[str, Any]]) -> str:
-        """Submit one chunk of experiment ``key``; return its task id."""
+    def _submit(self, key: str, points: list[dict[str, Any]], marks: list[dict[str, Any]] | None = None) -> str:
+        """Submit one chunk of experiment ``key`` (``marks``: metadata for each point's row); return its task id."""
         self._hub()
         payload = self._payloads[key]
-        ar = submit_chunk(self._view, key, points, payload.blob, self._paths)
+        ar = submit_chunk(self._view, key, points, payload.blob, self._paths, marks=marks)
         msg_id = ar.msg_ids[0]
         self._own[msg_id] = OwnTask(key, monotonic(), ar)
         ar.add_done_callback(self._wake)

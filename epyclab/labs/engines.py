@@ -191,15 +191,16 @@ def submit_chunk(
     blob: bytes | None = None,
     paths: list[str] | None = None,
     budget: float | None = None,
+    marks: list[dict[str, Any]] | None = None,
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
 
     With ``blob`` (the experiment's dill bytes) an engine that lacks the
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
-    the reply holds fewer results than points.
+    the reply holds fewer results than points. ``marks`` go into each run's metadata.
     """
-    return view.apply_async(worker.run_points, key, points, blob, paths, budget)
+    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks)
 
 
 def is_engine_death(exc: BaseException) -> bool:
@@ -300,6 +301,7 @@ class ChunkSizer:
 class _Chunk:
     key: str
     points: list[dict[str, Any]]
+    positions: list[int]
     deaths: int = 0
     missing: int = 0
     blob: bool = False
@@ -391,8 +393,8 @@ class Sweep:
 
     # ---- the loop --------------------------------------------------------------------
 
-    def results(self) -> Iterator[ResultsDict]:
-        """Yield one results dict per point, in the order they finish."""
+    def results(self) -> Iterator[tuple[int, ResultsDict]]:
+        """Yield ``(position in items, results dict)`` once per point, in the order they finish."""
         checked = monotonic()
         while self._next < len(self._items) or self._retry or self._pending:
             self._fill()
@@ -438,7 +440,7 @@ class Sweep:
                 break
             points.append(p)
         self._next = stop
-        return _Chunk(key, points)
+        return _Chunk(key, points, list(range(start, stop)))
 
     def _submit(self, chunk: _Chunk) -> None:
         blob = self._payloads[chunk.key].blob if chunk.blob else None
@@ -448,7 +450,7 @@ class Sweep:
         self.largest_chunk = max(self.largest_chunk, len(chunk.points))
         ar.add_done_callback(self._arrived.put)
 
-    def _collect(self, ar: AsyncResult, chunk: _Chunk) -> Iterator[ResultsDict]:
+    def _collect(self, ar: AsyncResult, chunk: _Chunk) -> Iterator[tuple[int, ResultsDict]]:
         classname = self._payloads[chunk.key].classname
         try:
             reply = ar.get()
@@ -467,7 +469,9 @@ class Sweep:
                     f"installed; if the experiment raised it, it must raise an Exception, not a BaseException"
                 ) from exc
             logger.warning("a task of %d points failed on the engine: %s", len(chunk.points), exc)
-            yield from (worker.failed_result(p, exc, _remote_traceback(exc), classname) for p in chunk.points)
+            trace = _remote_traceback(exc)
+            yield from ((i, worker.failed_result(p, exc, trace, classname))
+                        for i, p in zip(chunk.positions, chunk.points))
             return
         self._purge(ar)
         self._replies += 1
@@ -482,17 +486,21 @@ class Sweep:
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
         if done < len(chunk.points):
             # The chunk ran out of time: the rest go next, sized by what was just learnt.
-            rest, size = chunk.points[done:], self._sizer.size()
-            pieces = [rest[i:i + size] for i in range(0, len(rest), size)]
-            self._retry.extendleft(_Chunk(chunk.key, piece, deaths=chunk.deaths) for piece in reversed(pieces))
-        yield from rcs
+            rest, where, size = chunk.points[done:], chunk.positions[done:], self._sizer.size()
+            pieces = [(rest[i:i + size], where[i:i + size]) for i in range(0, len(rest), size)]
+            self._retry.extendleft(
+                _Chunk(chunk.key, piece, at, deaths=chunk.deaths) for piece, at in reversed(pieces)
+            )
+        yield from zip(chunk.positions, rcs)
 
-    def _engine_died(self, chunk: _Chunk, exc: BaseException, classname: str) -> Iterator[ResultsDict]:
+    def _engine_died(self, chunk: _Chunk, exc: BaseException, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         if len(chunk.points) > 1:
             # Run them one by one: if one of them kills its engine, the others still get done.
             logger.warning("an engine died running %d points; resubmitting them one per task", len(chunk.points))
             self.resubmitted += 1
-            self._retry.extend(_Chunk(chunk.key, [p], deaths=chunk.deaths + 1) for p in chunk.points)
+            self._retry.extend(
+                _Chunk(chunk.key, [p], [i], deaths=chunk.deaths + 1) for p, i in zip(chunk.points, chunk.positions)
+            )
             return
         chunk.deaths += 1
         if chunk.deaths < self.MaxDeaths:
@@ -503,14 +511,14 @@ class Sweep:
         logger.error("point %r was running on %d engines that died; recording it as failed",
                      chunk.points[0], chunk.deaths)
         died = EngineError(f"the engines running this point died {chunk.deaths} times (last: {exc})")
-        yield worker.failed_result(chunk.points[0], died, "", classname)
+        yield chunk.positions[0], worker.failed_result(chunk.points[0], died, "", classname)
 
-    def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[ResultsDict]:
+    def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         chunk.missing += 1
         engine = ar.engine_id
         if chunk.missing > 2 or engine is None:
             why = ClusterConnectionError(f"engine {engine} never received experiment {classname}")
-            yield from (worker.failed_result(p, why, "", classname) for p in chunk.points)
+            yield from ((i, worker.failed_result(p, why, "", classname)) for i, p in zip(chunk.positions, chunk.points))
             return
         ship_experiment(self._client, self._payloads[chunk.key], [engine], self._paths)
         self._retry.append(chunk)

@@ -2,18 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from time import monotonic
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
+from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.labs import worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.order import POINT, SWEEP, stamp
 from epyclab.progress import Progress
 
-__all__ = ["Lab", "Committer", "point_key"]
+__all__ = ["Lab", "Committer", "Submitted", "SweepMarks", "point_key", "unstorable_result"]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A point handed to a cluster, whose result is collected later under ``jobid``."""
+
+    point: dict[str, Any]
+    jobid: str
+
+
+#: What a lab's dispatch hook hands back for a point: its results dict, or a submission record.
+Outcome = Union[ResultsDict, Submitted]
+
+
+class SweepMarks:
+    """The marks that keep one sweep's rows in the design's order (see :mod:`epyclab.order`).
+
+    ``indices[i]`` is the design position of the sweep's ``i``-th point (they
+    differ when ``resume=True`` dropped points).
+    """
+
+    def __init__(self, indices: list[int]) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self._indices = indices
+
+    def mark(self, i: int) -> dict[str, Any]:
+        """The metadata values of the ``i``-th point of the sweep."""
+        return {SWEEP: self.id, POINT: self._indices[i]}
+
+    def stamp(self, rc: ResultsDict, i: int) -> None:
+        """Put the ``i``-th point's marks in ``rc`` (and in every results dict nested in it)."""
+        stamp(rc, self.mark(i))
+
+
+def unstorable_result(rc: ResultsDict, exc: BaseException) -> ResultsDict:
+    """``rc`` as a failed run: its parameters and metadata, no results, ``exc`` as the exception."""
+    meta = dict(rc[Experiment.METADATA])
+    meta[Experiment.STATUS] = False
+    meta[Experiment.EXCEPTION] = exc
+    meta[Experiment.TRACEBACK] = ""
+    return {Experiment.PARAMETERS: dict(rc[Experiment.PARAMETERS]), Experiment.METADATA: meta,
+            Experiment.RESULTS: {}}
 
 
 class Committer:
@@ -160,29 +206,81 @@ class Lab:
     def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
         """Run ``e`` at every point and add the results to the current result set.
 
-        ``resume=True`` skips the points that already have a successful (or a
-        pending) result in the current result set, so a killed sweep can be
-        re-run to completion. ``progress`` shows a progress bar (True), hides it
+        The template of every lab: the design gives the points, ``resume=True``
+        drops those that already have a successful (or a pending) result in
+        the current result set, so a killed sweep can be re-run to completion;
+        the lab's dispatch hook (:meth:`_dispatch`) runs or submits the rest,
+        and this loop adds what it hands back, advances the progress bar and
+        commits (every ``commitEvery`` results or ``commitInterval`` seconds,
+        and when the sweep ends, however it ends: Ctrl-C commits what finished
+        and re-raises). ``progress`` shows a progress bar (True), hides it
         (False) or shows it when a terminal or Jupyter is watching (None).
-        Results are committed as they come; Ctrl-C commits what finished and
-        re-raises.
+
+        A results value that no notebook format can store makes that point a
+        failed result (its parameters and metadata kept); the sweep goes on.
         """
-        points = self._points_to_run(e, resume)
-        self._run_points(points, progress)
-
-    def _points_to_run(self, e: Experiment, resume: bool) -> ExperimentalConfiguration:
-        points = self.experiments(e)
+        design = self.experiments(e)
+        indices = list(range(len(design)))
         if resume:
-            before = len(points)
-            points = self.unfinishedPoints(points)
-            logger.info("resuming: %d of %d points already done or pending", before - len(points), before)
-        return points
+            indices = self.unfinishedIndices(design)
+            logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
+        points = [design[i] for i in indices]
+        sweep = SweepMarks(indices)
+        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
+        if not points:
+            committer.commit()
+            return
+        nb = self._notebook
+        tag = nb.currentTag()
+        with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
+            for i, outcome in self._dispatch(points, sweep):
+                if isinstance(outcome, Submitted):
+                    nb.addPendingResult(outcome.point, outcome.jobid, tag)
+                    bar.add(1, 0)
+                else:
+                    sweep.stamp(outcome, i)
+                    self._add(outcome)
+                    bar.record(outcome)
+                committer.added()
 
-    def unfinishedPoints(self, points: ExperimentalConfiguration) -> ExperimentalConfiguration:
-        """The points that have no successful and no pending result in the current result set."""
+    def _dispatch(self, points: ExperimentalConfiguration, sweep: "SweepMarks") -> Iterator[tuple[int, Outcome]]:
+        """The hook each lab implements: run (or submit) ``points``; yield ``(position, outcome)`` pairs.
+
+        ``position`` indexes ``points``; every position is yielded exactly once,
+        in any order. An outcome is a results dict (a failure is a failed
+        results dict, never an exception) or a :class:`Submitted` record for a
+        point whose result will be collected later. ``sweep`` carries the
+        marks that put rows in the design's order (see :class:`SweepMarks`);
+        the loop stamps the results dicts yielded here, so only a lab whose
+        results reach the notebook another way needs it. The sequential lab
+        runs each point here, in this process.
+        """
+        for i, (ex, p) in enumerate(points):
+            yield i, worker.run(ex, p)
+
+    def _committing(self, committer: Committer) -> "_CommitOnExit":
+        """A context that commits when the block ends, however it ends (for loops that collect later)."""
+        return _CommitOnExit(committer)
+
+    def _add(self, rc: ResultsDict) -> None:
+        """Add one results dict; a value no format can store makes that run a failed result instead."""
+        add = self._notebook.addResult
+        if type(rc.get(Experiment.RESULTS)) is not list:
+            try:
+                add(rc)
+            except UnstorableValueError as exc:
+                logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
+                add(unstorable_result(rc, exc))
+            return
+        # Repetitions: each is a row of its own, and fails on its own.
+        for leaf in rc[Experiment.RESULTS]:
+            self._add(leaf)
+
+    def unfinishedIndices(self, points: ExperimentalConfiguration) -> list[int]:
+        """The positions in ``points`` of those with no successful and no pending result in the current set."""
         rs = self._notebook.current()
         if not points:
-            return points
+            return []
         names = sorted(points[0][1])
         done: set[tuple[Any, ...]] = set()
         df = rs.dataframe(only_successful=True) if rs.numberOfResults() else None
@@ -194,22 +292,11 @@ class Lab:
             params = rs.pendingResultParameters(jobid)
             if all(n in params for n in names):
                 done.add(point_key(params, names))
-        return [(ex, p) for ex, p in points if point_key(p, sorted(p)) not in done]
+        return [i for i, (_, p) in enumerate(points) if point_key(p, sorted(p)) not in done]
 
-    def _run_points(self, points: ExperimentalConfiguration, progress: bool | None) -> None:
-        """Run the points one after another in this process."""
-        add = self._notebook.addResult
-        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
-        with Progress(len(points), progress, desc=type(self).__name__) as bar:
-            with self._committing(committer):
-                for ex, p in points:
-                    rc = worker.run(ex, p)
-                    add(rc)
-                    bar.record(rc)
-                    committer.added()
-
-    def _committing(self, committer: Committer) -> "_CommitOnExit":
-        return _CommitOnExit(committer)
+    def unfinishedPoints(self, points: ExperimentalConfiguration) -> ExperimentalConfiguration:
+        """The points that have no successful and no pending result in the current result set."""
+        return [points[i] for i in self.unfinishedIndices(points)]
 
     # ---- result sets -------------------------------------------------------------------
 

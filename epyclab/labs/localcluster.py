@@ -36,6 +36,7 @@ import ipyparallel as ipp
 import psutil
 
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs.clusterlog import cluster_logger, release_logger
 from epyclab.log import logger
 
 __all__ = ["LocalCluster", "cleanup_orphans", "default_profile_dir", "process_alive"]
@@ -229,6 +230,7 @@ class LocalCluster:
         self._controller: list[dict[str, Any]] = []
         self._engines: list[dict[str, Any]] = []
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
+        self._log: logging.Logger | None = None
 
     # ---- the state file ----------------------------------------------------------------
 
@@ -274,6 +276,7 @@ class LocalCluster:
         cleanup_orphans(self.profile_dir, self.StopTimeout)
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         self._save_state()
+        self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self.cluster = ipp.Cluster(
             n=self.n,
             profile_dir=self.profile_dir,
@@ -281,7 +284,8 @@ class LocalCluster:
             controller_ip="127.0.0.1",
             controller_args=[f"--ping={self.PingMs}"],
             engine_timeout=int(self.timeout),
-            log_level=logging.WARNING,
+            # Its messages (and, on stop, the engines' output) go to a file, never to the user's cell.
+            log=self._log,
         )
         try:
             self.cluster.start_controller_sync()
@@ -290,7 +294,7 @@ class LocalCluster:
             self._record()
             self.client = self.cluster.connect_client_sync()
             try:
-                self.client.wait_for_engines(self.n, timeout=self.timeout)
+                self.client.wait_for_engines(self.n, timeout=self.timeout, interactive=False)
             except TimeoutError as exc:
                 raise ClusterConnectionError(
                     f"only {len(self.client.ids)} of {self.n} engines of local cluster {self.cluster_id} "
@@ -344,6 +348,9 @@ class LocalCluster:
             logger.warning("killed processes %s of cluster %s that outlived its stop", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
         self._state_file.unlink(missing_ok=True)
+        if self._log is not None:
+            release_logger(self._log)
+            self._log = None
         logger.info("stopped local cluster %s", self.cluster_id)
 
     def __enter__(self) -> ipp.Client:

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.lab import Committer, Lab
+from epyclab.experiment import ResultsDict
+from epyclab.labs.lab import Lab, SweepMarks
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
-from epyclab.progress import Progress
 
 if TYPE_CHECKING:
     # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
@@ -140,7 +140,7 @@ class ParallelLab(Lab):
             client = self._cluster.connect_client_sync()
             try:
                 if not client.ids:
-                    client.wait_for_engines(1, timeout=self._timeout)
+                    client.wait_for_engines(1, timeout=self._timeout, interactive=False)
                 yield client, None, False
             finally:
                 client.close()
@@ -158,31 +158,22 @@ class ParallelLab(Lab):
 
     # ---- running ------------------------------------------------------------------------------
 
-    def _run_points(self, points: ExperimentalConfiguration, progress: bool | None) -> None:
-        """Run the points on the engines, adding and committing results as they arrive."""
-        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
-        if not points:
-            committer.commit()
-            return
+    def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
+        """Run the points on the engines; yield each result as it arrives."""
         from epyclab.labs.engines import ChunkSizer, Sweep, client_paths, package
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        add = self._notebook.addResult
         with self._engines() as (client, health, ours):
             engines = max(1, len(client.ids))
             sizer = ChunkSizer(len(items), engines)
-            with Progress(len(items), progress, desc=type(self).__name__) as bar, self._committing(committer):
-                with Sweep(client, items, payloads, sizer, client_paths(), forget=not ours, health=health) as sweep:
-                    for rc in sweep.results():
-                        add(rc)
-                        bar.record(rc)
-                        committer.added()
-                    self.lastSweep = {
-                        "engines": engines,
-                        "largest_chunk": sweep.largest_chunk,
-                        "most_run_by_a_task": sweep.most_run_by_a_task,
-                        "resubmitted": sweep.resubmitted,
-                    }
+            with Sweep(client, items, payloads, sizer, client_paths(), forget=not ours, health=health) as run:
+                yield from run.results()
+                self.lastSweep = {
+                    "engines": engines,
+                    "largest_chunk": run.largest_chunk,
+                    "most_run_by_a_task": run.most_run_by_a_task,
+                    "resubmitted": run.resubmitted,
+                }
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
                     self.lastSweep["largest_chunk"])

@@ -27,6 +27,7 @@ import dill
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
 from epyclab.log import logger
+from epyclab.order import stamp
 
 __all__ = [
     "run",
@@ -109,6 +110,7 @@ def run_points(
     blob: bytes | None = None,
     paths: list[str] | None = None,
     budget: float | None = None,
+    marks: list[dict[str, Any]] | None = None,
 ) -> tuple[str, float, bytes]:
     """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
 
@@ -118,6 +120,8 @@ def run_points(
     (seconds), no point is started once that much time has passed (the first
     always runs): the results are then fewer than the points, and the lab
     runs the rest elsewhere, so a chunk never holds expensive points back.
+    ``marks`` (one dict per point) are added to each run's metadata, for a lab
+    whose results reach the notebook without passing through its own loop.
 
     If this engine has not been given the experiment (it joined after the
     sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
@@ -144,6 +148,9 @@ def run_points(
             results.append(run_safely(experiment, p))
             if perf_counter() - t0 >= budget:
                 break
+    if marks is not None:
+        for rc, mark in zip(results, marks):
+            stamp(rc, mark)
     codec, payload = encode_results(results)
     return codec, perf_counter() - t0, payload
 

@@ -23,6 +23,7 @@ from epyclab.errors import (
 )
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
 from epyclab.notebooks.columns import MISSING, build_column, empty_column
+from epyclab.order import in_design_order
 
 __all__ = ["ResultSet"]
 
@@ -263,7 +264,8 @@ class ResultSet:
 
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = self._build_frame()
+            # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
+            self._frame = in_design_order(self._build_frame())
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:

@@ -1,0 +1,195 @@
+"""A cluster that survives its controller's death, and a full reboot, with a sweep in flight.
+
+Real processes throughout: `epyclab cluster start --local` starts a controller
+and engines; a sweep is submitted by one process that then exits; the
+controller (and, for a reboot, every engine) is killed with SIGKILL by PID;
+`start` brings the cluster back; and another process collects. Every point
+must end with exactly one successful row. Everything under the profile is
+private to the user.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_cluster_local import cluster, wait_gone
+
+from epyclab.cluster.manage import clusterStatus, stopCluster
+from epyclab.cluster.state import loadProcesses
+from epyclab.experiment import Experiment
+from epyclab.labs.cluster import ClusterLab
+from epyclab.notebooks.hdf5 import HDF5LabNotebook
+
+POINTS = 40
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def ipdir(tmp_path: Path) -> Iterator[Path]:
+    """An IPython directory of its own; whatever a test leaves running in it is stopped afterwards."""
+    directory = tmp_path / "ipython"
+    yield directory
+    for profile in directory.glob("profile_*"):
+        if not loadProcesses(profile).empty():
+            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+
+
+def submit_in_another_process(ipdir: Path, profile: str, notebook: Path) -> None:
+    """Submit a sweep of POINTS slow points, one per task, from a process that then exits."""
+    script = notebook.with_suffix(".submit.py")
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from clusterhub import Square
+        from epyclab import ClusterLab, HDF5LabNotebook
+
+        nb = HDF5LabNotebook({str(notebook)!r}, create=True)
+        lab = ClusterLab(nb, profile={profile!r}, ipython_dir={str(ipdir)!r}, chunkSize=1)
+        lab["x"] = range({POINTS})
+        lab.runExperiment(Square(0.25))
+        lab.close()
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, timeout=300, cwd=notebook.parent)
+
+
+def wait_finished(ipdir: Path, profile: str, at_least: int, timeout: float = 120) -> None:
+    """Wait until the controller reports ``at_least`` finished tasks (so the sweep is mid-way)."""
+    deadline = time.monotonic() + timeout
+    while clusterStatus(profile, ipython_dir=ipdir).finished < at_least:
+        assert time.monotonic() < deadline, f"fewer than {at_least} tasks finished within {timeout} s"
+        time.sleep(0.2)
+
+
+def kill(profile_dir: Path, engines: bool) -> list[int]:
+    """SIGKILL the controller's process group (and every engine's, for a reboot); return the PIDs killed."""
+    recorded = loadProcesses(profile_dir)
+    groups = [int(recorded.controller["pid"])]
+    if engines:
+        groups += [pid for pids in recorded.engines.values() for pid in pids]
+    for pgid in groups:
+        os.killpg(pgid, signal.SIGKILL)
+    if engines:
+        # An engine's kernel runs apart from its launcher (the nanny's session): kill it by its own PID.
+        for pids in recorded.enginePids.values():
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # already gone with its group
+    assert wait_gone(groups) == []
+    return groups
+
+
+def assert_private(root: Path) -> None:
+    """Every directory under ``root`` is 0700 and every file 0600 (symlinks none)."""
+    for top, _dirs, files in os.walk(root):
+        assert stat.S_IMODE(os.lstat(top).st_mode) == 0o700, top
+        for name in files:
+            path = os.path.join(top, name)
+            assert not os.path.islink(path), path
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600, path
+
+
+def one_successful_row_per_point(notebook: Path) -> None:
+    nb = HDF5LabNotebook(str(notebook))
+    try:
+        assert nb.numberOfPendingResults() == 0
+        df = nb.dataframe(only_successful=False)
+        failed = df[~df[Experiment.STATUS]]
+        assert failed.empty, list(failed[Experiment.EXCEPTION])
+        assert sorted(df["x"]) == list(range(POINTS))
+        assert list(df["y"]) == [x * x for x in df["x"]]
+    finally:
+        nb.close()
+
+
+@pytest.mark.parametrize("what", ["controller", "reboot"])
+def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir: Path, tmp_path: Path,
+                                                                           what: str) -> None:
+    """Issue 13.4 (a reboot: controller and every engine killed) and 14.2 (the controller alone)."""
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    first = cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2")
+    assert first.exit_code == 0, first.output
+    profile = ipdir / "profile_rb"
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    before = loadProcesses(profile)
+    old_engines = [pid for pids in before.engines.values() for pid in pids]
+    killed = kill(profile, engines=what == "reboot")
+
+    again = cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2")
+    assert again.exit_code == 0, again.output
+    assert "(local): 2" in again.stdout and "2 engine(s) ready" in again.stdout
+    after = loadProcesses(profile)
+    engines = after.engines["(local)"]
+    if what == "reboot":
+        assert not set(engines) & set(old_engines)  # two new engines
+    else:
+        assert engines == old_engines  # the same two came back
+    state = clusterStatus("rb", ipython_dir=ipdir)
+    # Stale records of dead engines do not count: exactly the two engines that answer.
+    assert state.answering and state.engines == {"(local)": 2}
+
+    # This process never submitted anything: it collects from the notebook's job ids alone.
+    nb = HDF5LabNotebook(str(notebook))
+    lab = ClusterLab(nb, profile="rb", ipython_dir=str(ipdir))
+    assert lab.numberOfEngines() == 2
+    assert lab.wait(timeout=300, progress=False)
+    lab.close()
+    one_successful_row_per_point(notebook)
+
+    assert_private(profile)
+    assert (profile / "tasks.db").exists()
+    stopped = cluster(ipdir, "-q", "stop", "rb")
+    assert stopped.exit_code == 0, stopped.output
+    assert wait_gone([*killed, *engines, int(after.controller["pid"])]) == []
+
+
+def test_start_after_a_reboot_fails_naming_the_host_when_engines_do_not_register(ipdir: Path) -> None:
+    assert cluster(ipdir, "-q", "init", "mute").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "mute", "--local", "-n", "1").exit_code == 0
+    profile = ipdir / "profile_mute"
+    kill(profile, engines=True)
+    # Engines with a broken config exit at once and never register.
+    config = profile / "ipengine_config.py"
+    config.write_text(config.read_text() + "c.IPEngine.timeout = 'soon'\n")
+    result = cluster(ipdir, "-q", "start", "mute", "--local", "-n", "1", "--timeout", "10")
+    assert result.exit_code == 1
+    assert "engines did not register within 10 s on: (local) (0 of 1)" in result.output
+    assert cluster(ipdir, "-q", "stop", "mute").exit_code == 0
+
+
+def test_everything_under_a_profile_is_private(ipdir: Path) -> None:
+    old = os.umask(0o022)  # a usual umask: files would be world-readable if epyclab did not see to it
+    try:
+        assert cluster(ipdir, "-q", "init", "priv").exit_code == 0
+        profile = ipdir / "profile_priv"
+        assert_private(profile)
+        assert cluster(ipdir, "-q", "start", "priv", "--local", "-n", "1").exit_code == 0
+        lab = ClusterLab(HDF5LabNotebook(str(ipdir.parent / "p.h5"), create=True), profile="priv",
+                         ipython_dir=str(ipdir))
+        lab["x"] = range(3)
+        lab.runExperiment(_Double())
+        assert lab.wait(timeout=120, progress=False)
+        lab.close()
+        assert (profile / "tasks.db").exists() and list((profile / "log").glob("*.log"))
+        assert_private(profile)
+        assert cluster(ipdir, "-q", "stop", "priv").exit_code == 0
+        assert_private(profile)
+    finally:
+        os.umask(old)
+
+
+class _Double(Experiment):
+    def do(self, params: dict) -> dict:
+        return {"y": 2 * params["x"]}
