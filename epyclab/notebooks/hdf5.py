@@ -25,11 +25,12 @@ import json
 import os
 import pickle
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import monotonic
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 
@@ -38,8 +39,8 @@ from epyclab.log import logger
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     VERSION,
-    create_empty,
     escape,
+    init_empty,
     read_notebook,
     resultset_group,
     write_pending,
@@ -53,9 +54,9 @@ from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
-from epyclab.notebooks.sidefiles import side_path
+from epyclab.notebooks.sidefiles import io_error, new_file_mode, notebook_key, side_path
 from epyclab.notebooks.stored import StoredNotebook
-from epyclab.notebooks.undo import UndoFile, recover
+from epyclab.notebooks.undo import GuardedFile, UndoFile, recover
 
 __all__ = ["HDF5LabNotebook"]
 
@@ -169,12 +170,51 @@ class HDF5LabNotebook(PersistentLabNotebook):
             if os.path.exists(self._side(suffix)):
                 logger.info("removing %s, left by the notebook being replaced", self._side(suffix))
                 os.unlink(self._side(suffix))
-        self._file_id = uuid.uuid4().hex
+        file_id = uuid.uuid4().hex
+        tmp = self._write_new(lambda f: init_empty(f, file_id, description), "creating it")
+        try:
+            os.replace(tmp, notebook_key(self._path))
+        except OSError as exc:
+            os.unlink(tmp)
+            raise io_error(self._path, exc, "creating it") from exc
+        self._file_id = file_id
         self._seq = 0
         self._from_epyc = False
         self._replay = []
         self._file_stored = {}
-        create_empty(self._path, self._file_id, description)
+
+    def _write_new(self, build: Callable[[h5py.File], None], doing: str) -> str:
+        """Write a whole new HDF5 file beside the notebook through ``build(f)``; its temporary name.
+
+        The caller renames it into place. h5py writes through a :class:`GuardedFile`, so a
+        full disk is an error naming the notebook, never a crash, and leaves nothing behind.
+
+        Raises:
+            NotebookIOError: the disk is full, or another I/O error.
+        """
+        target = notebook_key(self._path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".new",
+                                       dir=os.path.dirname(target))
+        except OSError as exc:
+            raise io_error(self._path, exc, doing) from exc
+        guard = GuardedFile(tmp, fd)
+        try:
+            try:
+                with h5py.File(guard, "w") as f:
+                    build(f)
+            except BaseException:
+                if guard.failure is None:
+                    raise
+            if guard.failure is not None:
+                raise io_error(self._path, guard.failure, doing) from guard.failure
+            os.fchmod(fd, new_file_mode(target))
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
 
     def _load(self, stored: StoredNotebook) -> None:
         """Load ``stored`` and replay the journal; records that cannot be folded are set aside, never fatal."""
@@ -293,7 +333,13 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._saved = self._state_signature()
         if self._readonly or self._from_epyc:
             return  # an epyc file gets a journal when its first change converts it
-        self._journal = Journal(self._side("journal"), self._file_id)
+        try:
+            self._journal = Journal(self._side("journal"), self._file_id)
+        except OSError as exc:
+            raise io_error(
+                self._path, exc, "opening its journal for writing",
+                kept="nothing was changed; open it with readonly=True to read it",
+            ) from exc
         self._last_checkpoint = monotonic()
         # A journal lies beside one name of the file: through another hard link it is not found.
         # So a notebook with several names is folded at every commit: the file alone holds them.
@@ -306,9 +352,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if replayed:
             try:
                 self._checkpoint(wait=DataLock.Timeout)
+            except NotebookIOError as exc:
+                # The notebook opens all the same: the journal holds what the file lacks.
+                logger.warning("%s", exc)
             except _UNFOLDABLE as exc:
-                if isinstance(exc, NotebookIOError):
-                    raise
                 raise _Unfoldable(None, exc) from exc
 
     def _track(self, rs: ResultSet, stored: Any = None) -> None:
@@ -353,6 +400,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
         try:
             self._journal.append(record)
             written = True
+        except OSError as exc:
+            raise io_error(
+                self._path, exc, "committing",
+                kept="this commit's changes are still in memory, and every earlier commit is in the notebook",
+            ) from exc
         finally:
             # Even if an interrupt comes right after the write: the record is in.
             if written:
@@ -453,13 +505,22 @@ class HDF5LabNotebook(PersistentLabNotebook):
             # An earlier checkpoint of this process may have been interrupted while undoing itself.
             recover(self._path, self._side("undo"))
             rows = copy.deepcopy(self._rows)
-            undo = UndoFile(self._path, self._side("undo"))
+            try:
+                undo = UndoFile(self._path, self._side("undo"))
+            except OSError as exc:
+                raise self._fold_error(exc) from exc
             try:
                 with h5py.File(undo, "r+") as f:
                     pending_stored = self._write_changes(f, rows)
             except BaseException:
                 undo.rollback()
+                if undo.failure is not None:
+                    raise self._fold_error(undo.failure) from undo.failure
                 raise
+            if undo.failure is not None:
+                # h5py finished in memory after a write failed: the file is put back as it was.
+                undo.rollback()
+                raise self._fold_error(undo.failure) from undo.failure
             undo.commit()
             done = True
         finally:
@@ -474,6 +535,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if not self._keep_journal:
             self._journal.reset(self._file_id)
         return True
+
+    def _fold_error(self, exc: OSError) -> NotebookIOError:
+        return io_error(
+            self._path, exc, "folding its journal into it",
+            kept=f"every committed row is kept in {self._side('journal')}, and the file is as it was",
+        )
 
     def _write_changes(self, f: h5py.File, tracks: dict[int, RowsTrack]) -> list[_Committed]:
         """Write everything committed that ``f`` lacks; returns the result sets whose pending were written."""
@@ -504,32 +571,36 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _convert(self) -> None:
         """Write this notebook, loaded from an epyc 1.x file, as a new file in this format."""
-        backup = f"{self._path}.epyc1.bak"
+        backup = f"{notebook_key(self._path)}.epyc1.bak"
         n = 0
         while os.path.exists(backup):
             n += 1
-            backup = f"{self._path}.epyc1.bak{n}"
-        tmp = f"{self._path}.converting-{os.getpid()}"
+            backup = f"{notebook_key(self._path)}.epyc1.bak{n}"
         file_id = uuid.uuid4().hex
         for rs in self._resultsets.values():
             c = self._commits[id(rs)]
             c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
             c.pending_version, c.pending_stored = rs._pending_version, -1
         rows = copy.deepcopy(self._rows)
-        create_empty(tmp, file_id, self._description)
+
+        def build(f: h5py.File) -> None:
+            init_empty(f, file_id, self._description)
+            self._write_changes(f, rows)
+
+        tmp = self._write_new(build, "converting it from epyc's format")
         try:
-            with h5py.File(tmp, "r+") as f:
-                self._write_changes(f, rows)
             try:
-                os.link(self._path, backup)
+                os.link(notebook_key(self._path), backup)
             except OSError:  # a file system without hard links
-                shutil.copy2(self._path, backup)
-            os.replace(tmp, self._path)
-            # A new inode now holds the notebook: the writer's lock moves to it.
-            self._lock.lock_file()
+                shutil.copy2(notebook_key(self._path), backup)
+            os.replace(tmp, notebook_key(self._path))
+        except OSError as exc:
+            raise io_error(self._path, exc, "converting it from epyc's format") from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        # A new inode now holds the notebook: the writer's lock moves to it.
+        self._lock.lock_file()
         logger.warning(
             "%s was an epyc 1.x notebook; it is now in epyclab's format (the original is kept as %s)",
             self._path,
@@ -549,7 +620,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
     def _close_file(self) -> None:
         if self._journal is None:
             return
-        done = self._checkpoint(wait=DataLock.Timeout)
+        try:
+            done = self._checkpoint(wait=DataLock.Timeout)
+        except NotebookIOError as exc:
+            self._journal.close()
+            self._journal = None
+            raise NotebookIOError(
+                f"{exc} (the notebook is closed; opening it again folds the journal in)", exc.errno
+            ) from exc
         if not done:
             logger.warning(
                 "%s was being read for too long to fold its journal in; the journal stays and is read "

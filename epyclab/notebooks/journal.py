@@ -94,6 +94,9 @@ class Journal:
 
     def append(self, record: Any) -> None:
         """Append one record; when this returns, the record survives the death of this process."""
+        if self.size() < _HEADER.size:
+            # A reset that could not write the header (a full disk): without it no record would be read.
+            self.reset(self._file_id)
         payload = pickle.dumps(record, protocol=5)
         frame = _FRAME.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
         size = self.size()

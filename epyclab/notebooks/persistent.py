@@ -9,7 +9,7 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from epyclab.errors import NotebookOverwriteError, NotebookReadOnlyError, NotebookTakenOverError
+from epyclab.errors import NotebookIOError, NotebookOverwriteError, NotebookReadOnlyError, NotebookTakenOverError
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
@@ -97,9 +97,14 @@ class PersistentLabNotebook(LabNotebook):
         """Commit, then release the file (other processes may now write it)."""
         if not self._is_open:
             return
+        if not self._readonly:
+            try:
+                self.commit()
+            except NotebookIOError as exc:
+                # Closing now would drop the changes: the notebook stays open to be closed again.
+                raise NotebookIOError(f"{exc}. The notebook stays open: close() it again then", exc.errno) from exc
         try:
             if not self._readonly:
-                self.commit()
                 self._close_file()
         finally:
             self._is_open = False
