@@ -111,6 +111,7 @@ def show(notebook: str, long_: bool) -> None:
     with _opened(notebook) as nb:
         click.echo(f"{notebook}: {nb.description()}")
         click.echo(f"{nb.numberOfResultSets()} result set(s){', locked' if nb.isLocked() else ''}")
+        _say_waiting_journal(notebook)
         for tag in nb.resultSets():
             rs = nb.resultSet(tag)
             flags = [f for f, on in (("current", tag == nb.currentTag()), ("locked", rs.isLocked())) if on]
@@ -133,6 +134,21 @@ def show(notebook: str, long_: bool) -> None:
             if long_ and rs.keys():
                 for k in rs.keys():
                     click.echo(f"  attribute {k}: {rs[k]!r}")
+
+
+def _say_waiting_journal(path: str) -> None:
+    """Say when commits wait in a journal beside the file (shown above, but not in the file alone)."""
+    from epyclab.notebooks.journal import read_frames
+    from epyclab.notebooks.sidefiles import side_path
+
+    journal = side_path(path, "journal")
+    waiting = len(read_frames(journal)) if os.path.exists(journal) else 0
+    if waiting:
+        click.echo(
+            f"journal: {waiting} commit(s) wait in {journal}: they are shown here but not yet in the "
+            f"file itself (plain h5py does not see them); opening the notebook for writing, or closing "
+            f"the program that writes it, folds them in"
+        )
 
 
 # ---- export ----------------------------------------------------------------------------------

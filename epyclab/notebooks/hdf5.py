@@ -27,6 +27,7 @@ import pickle
 import shutil
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import monotonic
@@ -49,8 +50,8 @@ from epyclab.notebooks.hdf5layout import (
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, fill_for_like, write_base, write_rows
 from epyclab.notebooks.journal import Journal, decode_frame, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
-from epyclab.notebooks.locks import DataLock
-from epyclab.notebooks.persistent import PersistentLabNotebook
+from epyclab.notebooks.locks import DataLock, WriterLock
+from epyclab.notebooks.persistent import PersistentLabNotebook, forget_writer
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
@@ -113,6 +114,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._last_checkpoint = monotonic()
         self._hard_linked = False
         self._keep_journal = False
+        self._folder: weakref.finalize | None = None
+        # The journal the finalizer closes (a list, as the journal is replaced on conversion).
+        self._open_journal: list[Journal | None] = [None]
         super().__init__(name, create, description, readonly, force)
 
     def _side(self, suffix: str) -> str:
@@ -341,6 +345,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 kept="nothing was changed; open it with readonly=True to read it",
             ) from exc
         self._last_checkpoint = monotonic()
+        # Left open (never closed) at exit or when dropped: the journal is folded in then.
+        if self._folder is None or not self._folder.alive:
+            self._folder = weakref.finalize(self, _fold_left_open, self._path, self._lock, self._open_journal)
+        self._open_journal[0] = self._journal
         # A journal lies beside one name of the file: through another hard link it is not found.
         # So a notebook with several names is folded at every commit: the file alone holds them.
         self._hard_linked = os.stat(self._path).st_nlink > 1
@@ -616,8 +624,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
             self._journal.close()
         self._journal = Journal(self._side("journal"), file_id)
         self._journal.reset(file_id)
+        self._open_journal[0] = self._journal
 
     def _close_file(self) -> None:
+        if self._folder is not None:
+            self._folder.detach()
+            self._folder = None
         if self._journal is None:
             return
         try:
@@ -636,6 +648,27 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         self._journal.close(remove=done)
         self._journal = None
+
+
+def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) -> None:
+    """Fold the journal of a notebook left open (at exit, or when dropped) so the file alone holds every commit."""
+    waiting = journal[0] is not None and not journal[0].empty()
+    if journal[0] is not None:
+        journal[0].close()
+    lock.release()
+    # At exit the object left open is still alive: it must not be handed over (it has let go).
+    forget_writer(path)
+    if not waiting:
+        return
+    try:
+        HDF5LabNotebook(path).close()
+    except (EpyclabError, OSError) as exc:
+        logger.warning(
+            "notebook %s was left open; folding its journal into the file failed (%s): the journal stays "
+            "beside it, and opening the notebook folds it in", path, exc,
+        )
+    else:
+        logger.info("notebook %s was left open: its journal was folded into the file", path)
 
 
 #: What a journal record that cannot be folded raises (its value, its shape or its file); not I/O errors.

@@ -18,7 +18,7 @@ from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
 from epyclab.notebooks.stored import StoredNotebook
 
-__all__ = ["PersistentLabNotebook"]
+__all__ = ["PersistentLabNotebook", "forget_writer"]
 
 #: The notebook object of this process that holds each file open for writing, by resolved path.
 _WRITERS: dict[str, weakref.ref[PersistentLabNotebook]] = {}
@@ -295,6 +295,11 @@ class PersistentLabNotebook(LabNotebook):
 
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
+
+
+def forget_writer(path: str) -> None:
+    """Forget which object of this process writes ``path`` (it is being folded after being left open)."""
+    _WRITERS.pop(notebook_key(path), None)
 
 
 def _caller() -> str:
