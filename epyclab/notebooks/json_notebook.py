@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from typing import Any, Callable
 
@@ -35,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from epyclab.errors import NotebookFormatError, NotebookReadOnlyError, NotebookVersionException
+from epyclab.log import logger
+from epyclab.notebooks.epyc1json import is_epyc_json, read_epyc_json
 from epyclab.notebooks.jsonvalues import decode_value, encode_value
 from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
 from epyclab.notebooks.persistent import PersistentLabNotebook
@@ -62,6 +65,8 @@ class JSONLabNotebook(PersistentLabNotebook):
         readonly: bool = False,
         force: bool = False,
     ) -> None:
+        self._from_epyc = False
+        self._backup = ""
         super().__init__(name, create, description, readonly, force)
 
     def _read_json(self) -> StoredNotebook:
@@ -70,6 +75,9 @@ class JSONLabNotebook(PersistentLabNotebook):
                 doc = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None
+        self._from_epyc = is_epyc_json(doc)
+        if self._from_epyc:
+            return read_epyc_json(doc, self._path)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NotebookFormatError(
                 f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
@@ -86,6 +94,7 @@ class JSONLabNotebook(PersistentLabNotebook):
         )
 
     def _create_file(self, description: str) -> None:
+        self._from_epyc = False
         self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
                      "current": None, "resultsets": []})
 
@@ -103,7 +112,9 @@ class JSONLabNotebook(PersistentLabNotebook):
         return self._read_json()
 
     def _save(self) -> None:
-        """Write the whole notebook (JSON has no cheaper way)."""
+        """Write the whole notebook (JSON has no cheaper way); an epyc file is kept aside first."""
+        if self._from_epyc:
+            self._keep_epyc_original()
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -113,6 +124,24 @@ class JSONLabNotebook(PersistentLabNotebook):
             "resultsets": [self._resultset_doc(tag, rs) for tag, rs in self._resultsets.items()],
         }
         self._write(doc)
+        if self._from_epyc:
+            self._from_epyc = False
+            logger.warning(
+                "%s was an epyc 1.x JSON notebook; it is now in epyclab's format (the original is kept as %s)",
+                self._path, self._backup,
+            )
+
+    def _keep_epyc_original(self) -> None:
+        target = notebook_key(self._path)
+        backup, n = f"{target}.epyc1.bak", 0
+        while os.path.exists(backup):
+            n += 1
+            backup = f"{target}.epyc1.bak{n}"
+        try:
+            os.link(target, backup)
+        except OSError:  # a file system without hard links
+            shutil.copy2(target, backup)
+        self._backup = backup
 
     def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
         frame = rs.storedFrame()

@@ -16,7 +16,7 @@ from epyclab.notebooks.locks import WriterLock
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
-from epyclab.notebooks.stored import StoredNotebook
+from epyclab.notebooks.stored import StoredNotebook, StoredResults
 
 __all__ = ["PersistentLabNotebook", "forget_writer"]
 
@@ -242,9 +242,16 @@ class PersistentLabNotebook(LabNotebook):
         self._resultsets = {}
         self._checks, self._uids = {}, {}
         for s in stored.resultsets:
-            rs = ResultSet(s.description)
-            self._attach(rs, RowCheck(s.kinds), s.uid)
-            rs._load(s.frame, s.roles, s.pending, s.missing)
+            if isinstance(s, StoredResults):
+                rs = self._new_resultset(s.description)
+                for rc in s.results:
+                    rs.addSingleResult(rc)
+                for jobid, params in s.pending.items():
+                    rs.addSinglePendingResult(params, jobid)
+            else:
+                rs = ResultSet(s.description)
+                self._attach(rs, RowCheck(s.kinds), s.uid)
+                rs._load(s.frame, s.roles, s.pending, s.missing)
             rs._attributes = dict(s.attributes)
             rs._locked = s.locked
             self._resultsets[s.tag] = rs
