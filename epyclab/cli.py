@@ -20,6 +20,7 @@ from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
 
 
@@ -51,31 +52,16 @@ def main() -> None:
 # ---- opening notebooks -----------------------------------------------------------------
 
 
-def _notebook_class(path: Path) -> type[LabNotebook]:
-    """The notebook class for a file, by its content (HDF5 signature) or its suffix."""
-    from epyclab.notebooks.hdf5 import HDF5LabNotebook
-    from epyclab.notebooks.json_notebook import JSONLabNotebook
-
-    if path.exists():
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head == b"\x89HDF\r\n\x1a\n":
-            return HDF5LabNotebook
-        if head.lstrip()[:1] == b"{":
-            return JSONLabNotebook
-        raise click.ClickException(f"{path} is not an epyclab notebook (neither HDF5 nor JSON)")
-    if path.suffix.lower() == ".json":
-        return JSONLabNotebook
-    return HDF5LabNotebook
-
-
 @contextmanager
 def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
     """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
     p = Path(path)
     if not create and not p.exists():
         raise click.ClickException(f"no notebook at {path}: check the path")
-    cls = _notebook_class(p)
+    try:
+        cls = notebookClass(p)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
     try:
         kwargs = {} if write or create else {"readonly": True}
         nb = cls(str(p), **kwargs)
