@@ -624,6 +624,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._journal.reset(file_id)
         self._open_journal[0] = self._journal
 
+    def _drop_file(self) -> None:
+        # What earlier commits journalled stays in the journal (folded when next opened); nothing is written.
+        if self._folder is not None:
+            self._folder.detach()
+            self._folder = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
     def _close_file(self) -> None:
         if self._folder is not None:
             self._folder.detach()

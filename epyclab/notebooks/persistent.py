@@ -129,6 +129,21 @@ class PersistentLabNotebook(LabNotebook):
         self._saved = signature
         self._saved_hook()
 
+    def abandon(self) -> None:
+        """Release the file without saving what changed since the last commit (those changes are dropped).
+
+        For a command that found a problem half-way: the file stays as its last commit left it.
+        """
+        if not self._is_open:
+            return
+        try:
+            if not self._readonly:
+                self._drop_file()
+        finally:
+            self._is_open = False
+            self._lock.release()
+            self._forget_writer()
+
     def _forget_writer(self) -> None:
         key = notebook_key(self._path)
         holder = _WRITERS.get(key)
@@ -299,6 +314,9 @@ class PersistentLabNotebook(LabNotebook):
 
     def _saved_hook(self) -> None:
         """Called after a commit was saved (HDF5 folds its journal here when due)."""
+
+    def _drop_file(self) -> None:
+        """Release what the open file holds without writing anything (see :meth:`abandon`)."""
 
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
