@@ -18,6 +18,7 @@ import click
 
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import readWorkersFile
+from epyclab.cluster.launchers import BATCH_LAUNCHERS, LAUNCHERS, BatchOptions
 from epyclab.cluster.manage import clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.cluster.profile import CLIENT_FILE, profileDir
 from epyclab.cluster.sync import syncWorkers
@@ -237,6 +238,31 @@ def sync(
 @click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
 @click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
+@click.option(
+    "--engines",
+    "launcher",
+    type=click.Choice(LAUNCHERS),
+    default="ssh",
+    show_default=True,
+    help="How engines start: on the workers over ssh, here (local), or as a slurm/pbs job or under mpiexec "
+    "(then -n is the number of engines in all).",
+)
+@click.option("--engines-per-node", type=int, help="slurm/pbs/mpi: engines on each node.")
+@click.option("--queue", default="", help="slurm/pbs: the partition (slurm) or queue (pbs).")
+@click.option("--account", default="", help="slurm/pbs: the account charged for the job.")
+@click.option("--walltime", default="", help="slurm/pbs: the job's time limit (HH:MM:SS).")
+@click.option(
+    "--directive",
+    "directives",
+    multiple=True,
+    metavar="LINE",
+    help="slurm/pbs: an extra scheduler line (e.g. --mem=4G); mpi: an extra mpiexec argument. Repeatable.",
+)
+@click.option(
+    "--job-template",
+    type=click.Path(dir_okay=False, exists=True),
+    help="slurm/pbs: a job script template ({n}, {program_and_args}, {queue}, ... as in ipyparallel).",
+)
 @_venv_option
 @_remote_profile_option
 @_ssh_option
@@ -252,6 +278,13 @@ def start(
     leave_free: int | None,
     local: bool,
     timeout: float,
+    launcher: str,
+    engines_per_node: int | None,
+    queue: str,
+    account: str,
+    walltime: str,
+    directives: tuple[str, ...],
+    job_template: str | None,
     venv: str | None,
     remote_profile: str | None,
     ssh_options: tuple[str, ...],
@@ -264,6 +297,14 @@ def start(
     """
     if engines_per_worker is not None and leave_free is not None:
         raise click.UsageError("give --engines-per-worker or --leave-free, not both")
+    batch = None
+    if launcher in BATCH_LAUNCHERS:
+        if engines_per_worker is None:
+            raise click.UsageError(f"--engines {launcher} needs -n, the number of engines to start")
+        batch = BatchOptions(
+            engines=engines_per_worker, enginesPerNode=engines_per_node, queue=queue, account=account,
+            walltime=walltime, directives=list(directives), template=job_template,
+        )
     with _reporting():
         counts = startCluster(
             profile,
@@ -279,6 +320,8 @@ def start(
             dryRun=dry_run,
             echo=_echo,
             ipython_dir=obj["ipython_dir"],
+            engines=launcher,
+            batch=batch,
         )
     if dry_run:
         return
@@ -320,6 +363,8 @@ def status(obj: dict, profile: str, timeout: float) -> None:
         click.echo("engines per host (registered / started):")
         for host in hosts:
             click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
+    for job, what in state.jobs.items():
+        click.echo(f"{job}: {what}")
     if state.answering:
         click.echo(f"tasks: {state.queued} queued, {state.running} running, {state.finished} finished")
         click.echo(f"client connection file: {profileDir(profile, obj['ipython_dir']) / CLIENT_FILE}")

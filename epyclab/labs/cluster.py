@@ -12,11 +12,12 @@ import ipyparallel as ipp
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
-from epyclab.labs.engines import Payload, client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
-from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
+from epyclab.labs.jobs import HUB_RECORD_LIMIT, OwnTask, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
+from epyclab.labs.wire import Payload, client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -40,7 +41,7 @@ class ClusterLab(Lab):
     Keyword-only options: ``design`` (as for :class:`Lab`), ``lost``
     (``'resubmit'`` or ``'fail'``, see below), ``chunkSize`` (points per task;
     None lets the lab choose), ``commitEvery`` / ``commitInterval`` (how often
-    :meth:`wait` commits the notebook). Other keywords go to
+    :meth:`wait` commits the notebook), ``hubRecordLimit`` (see below). Other keywords go to
     ``ipyparallel.Client``.
 
     **Submitting.** :meth:`runExperiment` serializes the experiment once (with
@@ -107,10 +108,14 @@ class ClusterLab(Lab):
         ipcontroller --profile=P --reuse --restore \\
             --IPController.db_class=epyclab.cluster.taskstore.TaskStore
 
-    With the default store, raise ``c.DictDB.record_limit`` above the number of
-    tasks a sweep has outstanding; the lab purges tasks as it collects them,
-    and the process that submitted a task reads its result from its own
-    future, so culling does not lose it there.
+    On a controller with the default in-memory store the lab sizes its chunks
+    so that a sweep's tasks, with what the hub holds already, stay within 90%
+    of ``hubRecordLimit`` (default 1024, ipyparallel's ``c.DictDB.record_limit``;
+    give the controller's own if it was changed), so that none is culled
+    before it is collected; a ``chunkSize`` given too small for that, or a
+    hub already full, is refused with :class:`~epyclab.labs.jobs.HubCapacityError`
+    saying how to start a durable controller. The store is recognised by the
+    queries it accepts (see :meth:`epyclab.labs.hub.Hub.culls`).
 
     Engine-side code never raises because of the experiment (a failure is a
     failed result), and the lab's view does not use ipyparallel's
@@ -160,6 +165,7 @@ class ClusterLab(Lab):
         chunkSize: int | None = None,
         commitEvery: int | None = None,
         commitInterval: float | None = None,
+        hubRecordLimit: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
@@ -171,6 +177,7 @@ class ClusterLab(Lab):
             timeout=timeout, cluster_id=cluster_id, extra=dict(extra),
         )
         self._chunk_size = chunkSize
+        self._record_limit = HUB_RECORD_LIMIT if hubRecordLimit is None else int(hubRecordLimit)
         self._hub_: Hub | None = None
         self._session: str | None = None  # the hub session last seen, to notice a restart across reconnections
         self._view: Any = None
@@ -252,6 +259,19 @@ class ClusterLab(Lab):
         """A context manager importing modules here and on every engine (ipyparallel's ``sync_imports``)."""
         return self.engines().sync_imports(quiet=quiet)
 
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The Python, platform and package versions of every engine answering within the lab's timeout."""
+        client = self._hub().client
+        if not client.ids:
+            return []
+        ar = client[:].apply_async(provenance.environment)
+        try:
+            return list(ar.get(timeout=self._connection.timeout))
+        except (TimeoutError, ipp.error.CompositeError, ipp.error.RemoteError) as exc:
+            logger.warning("could not ask the engines for their versions (%s); provenance records this process's",
+                           exc)
+            return []
+
     def activate(self) -> None:
         """Make the engines the target of the ``%px`` magics in IPython."""
         self.engines().activate()
@@ -282,6 +302,10 @@ class ClusterLab(Lab):
         if engines == 0:
             logger.warning("no engines are registered yet; the tasks wait at the controller until some join")
         size = self._chunk_size or chunk_size(len(items), engines)
+        if hub.culls():
+            # Every task of the sweep must still be at the hub when it is collected.
+            size = fit_to_hub(len(items), size, self._record_limit, hub.recordCount(),
+                              self._chunk_size is not None, self._connection.where())
         hub.settle()
         self._payloads.update(payloads)
         rs = self._notebook.current()

@@ -43,10 +43,9 @@ from typing import Any
 from ipyparallel import AsyncResult
 from ipyparallel.error import EngineError
 
-from epyclab.errors import ClusterConnectionError, ResultsStructureException
+from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import worker
-from epyclab.labs.engines import Payload, unloadable
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import (
     JobRef,
@@ -61,6 +60,7 @@ from epyclab.labs.jobs import (
     record_keys,
 )
 from epyclab.labs.stranded import StrandedFinder
+from epyclab.labs.wire import Payload, decode_reply
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -262,7 +262,7 @@ class Collector:
     def _resolve(self, msg_id: str, refs: list[JobRef], reply: Any, tally: Tally) -> None:
         classname = self._classname(msg_id)
         try:
-            rcs = _decode(reply, classname)
+            rcs, _ = decode_reply(reply, classname)
         except Exception as exc:
             logger.warning("could not read the results of task %s: %s", msg_id, exception_text(exc))
             self._fail(msg_id, refs, exc, "", tally)
@@ -425,21 +425,6 @@ def _from_future(ar: AsyncResult) -> Observation:
     if exc is not None:
         return observe_error(exc)
     return Observation(TaskState.DONE, reply=ar.result(timeout=0))
-
-
-def _decode(reply: Any, classname: str) -> list[ResultsDict]:
-    """The results dicts in a task's reply (a :func:`worker.run_points` reply, or a bare results dict)."""
-    if isinstance(reply, tuple) and len(reply) == 3 and isinstance(reply[0], str):
-        codec, _, payload = reply
-        if codec == worker.UNLOADABLE:
-            raise unloadable(classname or "of this sweep", "?", bytes(payload).decode(errors="replace"))
-        if codec == worker.MISSING:
-            raise ClusterConnectionError("the engine was not given the experiment to run")
-        return worker.decode_results(codec, payload)
-    # A job submitted by something else than ClusterLab (epyc ran one point per task).
-    if Experiment.isResultsDict(reply):
-        return [reply]
-    raise ResultsStructureException(f"the task's reply is not a results dict but a {type(reply).__name__}")
 
 
 def _succeeded(rc: ResultsDict) -> bool:

@@ -164,6 +164,7 @@ class Hub:
         #: connection notices that the controller restarted.
         self.session = session
         self._restarted: float | None = None
+        self._culls: bool | None = None
 
     def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         """Send a query to the hub; return the reply's content and buffers (NoAnswer if none comes)."""
@@ -277,6 +278,34 @@ class Hub:
         """Ask the hub to run tasks again from the requests it stored; return old id -> new id."""
         content, _ = self.request("resubmit_request", {"msg_ids": list(msg_ids)})
         return dict(content["resubmitted"])
+
+    def culls(self) -> bool:
+        """True if the hub keeps task records in ipyparallel's in-memory ``DictDB``, which culls old ones.
+
+        Asked once per connection. The client cannot read the controller's
+        configuration, so the store is told by what it accepts: ``DictDB``
+        answers a query with the ``$exists`` operator, while the SQLite store
+        (epyclab's durable :class:`~epyclab.cluster.taskstore.TaskStore`)
+        refuses the operator and ``NoDB`` refuses every query. (MongoDB,
+        long deprecated in ipyparallel, would be taken for a culling store.)
+        """
+        if self._culls is None:
+            try:
+                self.request("db_request", {"query": {"msg_id": {"$exists": False}}, "keys": ["msg_id"]})
+            except NoAnswer:
+                raise
+            except Exception as exc:
+                # The refusal is the answer: this store does not take $exists, so it is not DictDB.
+                logger.debug("the hub's task store refused $exists (%s): not the culling in-memory store", exc)
+                self._culls = False
+            else:
+                self._culls = True
+        return self._culls
+
+    def recordCount(self) -> int:
+        """How many task records the hub holds now (finished or not, of every client)."""
+        content, _ = self.request("history_request", {})
+        return len(content.get("history") or [])
 
     def sync(self) -> None:
         """Return once everything sent before has left this process (a round trip to the hub)."""

@@ -24,12 +24,15 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.engines import is_engine_death
+from epyclab.labs.wire import is_engine_death
 
 __all__ = [
     "JobRef",
     "OwnTask",
     "LostJobError",
+    "HubCapacityError",
+    "HUB_RECORD_LIMIT",
+    "fit_to_hub",
     "job_id",
     "parse_job_id",
     "group_by_task",
@@ -45,6 +48,10 @@ __all__ = [
 
 class LostJobError(EpyclabError):
     """Recorded as the exception of a point whose job the cluster lost and that was not run again."""
+
+
+class HubCapacityError(EpyclabError, ValueError):
+    """A sweep would submit more tasks than the controller's culling task store keeps until collection."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,49 @@ def chunk_size(total: int, engines: int, largest: int = LARGEST_CHUNK) -> int:
     """
     per_engine = max(1, engines) * CHUNKS_PER_ENGINE
     return max(1, min(int(largest), -(-int(total) // per_engine)))
+
+
+#: The records ipyparallel's in-memory task store (DictDB) keeps by default (``c.DictDB.record_limit``).
+HUB_RECORD_LIMIT = 1024
+#: The share of a culling store a sweep leaves free: for probes, resubmissions and other clients.
+HUB_MARGIN = 0.1
+
+
+def fit_to_hub(points: int, size: int, limit: int, used: int, explicit: bool, where: str) -> int:
+    """The chunk size that keeps a sweep of ``points`` within a culling task store; refuse if none does.
+
+    The in-memory store culls its oldest records (finished or not) once it
+    holds more than ``limit``; it holds ``used`` now. A sweep's tasks all wait
+    there until collected, so they must fit in ``limit * (1 - HUB_MARGIN) -
+    used``. A chunk size the lab chose (``explicit=False``) is raised to fit;
+    one the user gave is kept if it fits. Raises :class:`HubCapacityError`
+    (naming the controller ``where`` and the ways out) otherwise.
+    """
+    free = int(limit * (1 - HUB_MARGIN)) - int(used)
+    tasks = -(-int(points) // max(1, int(size)))
+    if tasks <= free:
+        return size
+    durable = (
+        "start a controller with a durable task store instead: `epyclab cluster init PROFILE` and "
+        "`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand "
+        "`ipcontroller --reuse --restore --IPController.db_class=epyclab.cluster.taskstore.TaskStore`"
+    )
+    told = f"if its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"
+    if free < 1:
+        raise HubCapacityError(
+            f"{where} keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or "
+            f"not) beyond {limit} records, and it holds {used} already: a sweep submitted now could lose its "
+            f"tasks before they are collected. Collect or purge what is there, or {durable}; {told}"
+        )
+    needed = -(-int(points) // free)
+    if explicit:
+        raise HubCapacityError(
+            f"{where} keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or "
+            f"not) beyond {limit} records ({used} held now): {points} points in chunks of {size} are {tasks} "
+            f"tasks, more than the {free} it can keep until they are collected. Give chunkSize={needed} or more "
+            f"(or chunkSize=None to let the lab choose), or {durable}; {told}"
+        )
+    return needed
 
 
 def split(items: list[tuple[str, dict[str, Any]]], size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:

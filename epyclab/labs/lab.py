@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.labs import capture, worker
+from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
@@ -241,7 +241,11 @@ class Lab:
         nb = self._notebook
         tag = nb.currentTag()
         with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
-            for i, outcome in self._dispatch(points, sweep):
+            for n, (i, outcome) in enumerate(self._dispatch(points, sweep)):
+                if n == 0:
+                    # Once the first point is out: an experiment the dispatch
+                    # refuses (it cannot travel) sends nothing to any engine.
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                 if isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
@@ -250,6 +254,10 @@ class Lab:
                     self._add(self._settle(outcome))
                     bar.record(outcome)
                 committer.added()
+
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
+        return []
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: "SweepMarks") -> Iterator[tuple[int, Outcome]]:
         """The hook each lab implements: run (or submit) ``points``; yield ``(position, outcome)`` pairs.
