@@ -232,9 +232,9 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
-        provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
         with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
-            for i, outcome in self._dispatch(points, sweep):
+            for i, outcome in provenance.recordingFirst(self._dispatch(points, sweep), nb.current(), e,
+                                                        self.engineEnvironments):
                 if isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
