@@ -17,14 +17,27 @@ from pathlib import Path
 import click
 
 from epyclab import __version__
-from epyclab.cluster.cli import cluster
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.resultset import ResultSet
 
 
-@click.group()
+class _Commands(click.Group):
+    """The notebook commands, and ``cluster``, whose tooling (ipyparallel) is imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), "cluster"})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "cluster":
+            from epyclab.cluster.cli import cluster
+
+            return cluster
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="epyclab")
 def main() -> None:
     """epyclab: computational experiments over parameter spaces.
@@ -33,8 +46,6 @@ def main() -> None:
     up ipyparallel clusters (cluster ...).
     """
 
-
-main.add_command(cluster)
 
 
 # ---- opening notebooks -----------------------------------------------------------------

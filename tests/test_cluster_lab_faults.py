@@ -243,10 +243,9 @@ def test_tasks_culled_by_the_hub_are_failed_with_the_reason_and_rerun_by_resume(
     assert sorted(df["x"]) == list(range(1100))  # one result per point, some of them failures
     failed = df[~df[STATUS]]
     assert len(failed) >= 100  # the hub culls 102 records when it passes 1024
+    # Every failure is a culled task, saying so and how to run it again.
     reasons = set(failed[EXCEPTION])
-    assert len(reasons) >= 1
-    reason = next(iter(reasons))
-    assert "LostJobError" in reason and "culled" in reason and "resume=True" in reason
+    assert [r for r in reasons if not ("LostJobError" in r and "culled" in r and "resume=True" in r)] == []
 
     lab["x"] = range(1100)
     lab.runExperiment(Square(), resume=True)

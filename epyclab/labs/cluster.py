@@ -14,11 +14,11 @@ from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
-from epyclab.labs.engines import client_paths, package, submit_chunk
 from epyclab.labs.hub import Connection, Hub, NoAnswer
 from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.placement import Placement, engineHost
+from epyclab.labs.wire import client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -134,6 +134,8 @@ class ClusterLab(Lab):
     ``retries``: those would re-run ordinary errors too.
     """
 
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+
     #: Seconds between checks for finished jobs of other processes in :meth:`wait`.
     WaitingTime = 0.25
     #: Attempts at connecting (or reconnecting) before giving up.
@@ -204,7 +206,7 @@ class ClusterLab(Lab):
         self._wakeup = threading.Event()
         self._collector = Collector(
             self._notebook, self._hub, self._submit,
-            lost=lost, retries=self.Retries, grace=self.LostGrace,
+            lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
         )
         self.open()
 

@@ -43,10 +43,9 @@ from typing import Any
 from ipyparallel import AsyncResult
 from ipyparallel.error import EngineError
 
-from epyclab.errors import ClusterConnectionError, ResultsStructureException
+from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import worker
-from epyclab.labs.engines import unloadable
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import (
     JobRef,
@@ -61,6 +60,7 @@ from epyclab.labs.jobs import (
     record_keys,
 )
 from epyclab.labs.stranded import StrandedFinder
+from epyclab.labs.wire import decode_reply
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -134,6 +134,7 @@ class Collector:
         retries: int = 1,
         grace: float = 20.0,
         lost_retries: int = 3,
+        settle: Callable[[ResultsDict], ResultsDict] | None = None,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -142,6 +143,8 @@ class Collector:
         #: The tasks this process submitted and the experiments it holds.
         self.tasks = TaskTable()
         self._submit = submit
+        # What the lab does with a run's captured output (store, replay) as its result arrives.
+        self._settle = settle or (lambda rc: rc)
         self.lost = lost
         self.retries = int(retries)
         self.lost_retries = int(lost_retries)
@@ -258,7 +261,7 @@ class Collector:
     def _resolve(self, msg_id: str, refs: list[JobRef], reply: Any, tally: Tally) -> None:
         classname = self._classname(msg_id)
         try:
-            rcs = _decode(reply, classname)
+            rcs, _ = decode_reply(reply, classname)
         except Exception as exc:
             logger.warning("could not read the results of task %s: %s", msg_id, exception_text(exc))
             self._fail(msg_id, refs, exc, "", tally)
@@ -271,7 +274,7 @@ class Collector:
                     f"task {msg_id} returned {len(rcs)} results, so job {ref.jobid} has none"
                 )
                 rc = worker.failed_result(self._nb.pendingResultParameters(ref.jobid), why, "", classname)
-            self._nb.resolvePendingResult(rc, ref.jobid)
+            self._nb.resolvePendingResult(self._settle(rc), ref.jobid)
             tally.collected += 1
             tally.failed += not _succeeded(rc)
         tally.changed = True
@@ -416,21 +419,6 @@ def _from_future(ar: AsyncResult) -> Observation:
     if exc is not None:
         return observe_error(exc)
     return Observation(TaskState.DONE, reply=ar.result(timeout=0))
-
-
-def _decode(reply: Any, classname: str) -> list[ResultsDict]:
-    """The results dicts in a task's reply (a :func:`worker.run_points` reply, or a bare results dict)."""
-    if isinstance(reply, tuple) and len(reply) == 3 and isinstance(reply[0], str):
-        codec, _, payload = reply
-        if codec == worker.UNLOADABLE:
-            raise unloadable(classname or "of this sweep", "?", bytes(payload).decode(errors="replace"))
-        if codec == worker.MISSING:
-            raise ClusterConnectionError("the engine was not given the experiment to run")
-        return worker.decode_results(codec, payload)
-    # A job submitted by something else than ClusterLab (epyc ran one point per task).
-    if Experiment.isResultsDict(reply):
-        return [reply]
-    raise ResultsStructureException(f"the task's reply is not a results dict but a {type(reply).__name__}")
 
 
 def _succeeded(rc: ResultsDict) -> bool:

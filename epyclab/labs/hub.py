@@ -23,6 +23,7 @@ import ipyparallel as ipp
 from IPython.paths import get_ipython_dir
 
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs.probe import controller_absent
 from epyclab.log import logger
 
 __all__ = ["Connection", "Hub", "NoAnswer"]
@@ -49,6 +50,8 @@ class Connection:
     timeout: float = 10
     cluster_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether a controller has answered these arguments (then a reconnection does not probe first).
+    _answered: bool = field(default=False, repr=False, compare=False)
 
     def connection_file(self) -> Path:
         """The controller's client connection file these arguments point to."""
@@ -104,11 +107,19 @@ class Connection:
                 f"no ipyparallel controller to connect to: {self.where()} does not exist "
                 f"(waited {self.timeout:g} s). Is a controller running? {self.how_to_start()}"
             )
+        # A connection file left behind by a stopped controller: say so now, not after every attempt timed out.
+        # Not once connected: a controller being restarted is absent for a moment and gets the full patience.
+        absent = None if self._answered else controller_absent(path, self.sshserver)
+        if absent is not None:
+            raise ClusterConnectionError(
+                f"{self.where()} did not answer ({absent}). The controller is probably not running "
+                f"(its connection file stays behind when it stops); {self.how_to_start()}"
+            )
         last: BaseException | None = None
         attempts = max(1, int(attempts))
         for attempt in range(1, attempts + 1):
             try:
-                return ipp.Client(
+                client = ipp.Client(
                     str(path),
                     context=self.context,
                     debug=self.debug,
@@ -119,6 +130,8 @@ class Connection:
                     timeout=self.timeout,
                     **self.extra,
                 )
+                self._answered = True
+                return client
             except (TimeoutError, OSError) as exc:
                 last = exc
                 logger.warning("connecting to %s: attempt %d of %d failed: %s", self.where(), attempt, attempts, exc)

@@ -25,7 +25,7 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.engines import Payload, is_engine_death
+from epyclab.labs.wire import Payload, is_engine_death
 
 __all__ = [
     "JobRef",

@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.labs import provenance, worker
+from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
@@ -113,6 +113,14 @@ class Lab:
     CommitEvery = 1000
     #: ...or after this many seconds, whichever comes first.
     CommitInterval = 5.0
+    #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
+    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    StoreOutput = True
+    #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
+    #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
+    ReplayOutput = True
+    # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
+    _runs_elsewhere = False
 
     def __init__(
         self,
@@ -233,14 +241,17 @@ class Lab:
         nb = self._notebook
         tag = nb.currentTag()
         with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
-            for i, outcome in provenance.recordingFirst(self._dispatch(points, sweep), nb.current(), e,
-                                                        self.engineEnvironments):
+            for n, (i, outcome) in enumerate(self._dispatch(points, sweep)):
+                if n == 0:
+                    # Once the first point is out: an experiment the dispatch
+                    # refuses (it cannot travel) sends nothing to any engine.
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                 if isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
                 else:
                     sweep.stamp(outcome, i)
-                    self._add(outcome)
+                    self._add(self._settle(outcome))
                     bar.record(outcome)
                 committer.added()
 
@@ -262,6 +273,10 @@ class Lab:
         """
         for i, (ex, p) in enumerate(points):
             yield i, worker.run(ex, p)
+
+    def _settle(self, rc: ResultsDict) -> ResultsDict:
+        """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
+        return capture.settle(rc, store=self.StoreOutput, replay=self._runs_elsewhere and self.ReplayOutput)
 
     def _committing(self, committer: Committer) -> "_CommitOnExit":
         """A context that commits when the block ends, however it ends (for loops that collect later)."""

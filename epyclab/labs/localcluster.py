@@ -217,6 +217,8 @@ class LocalCluster:
     PingMs = 250
     #: Seconds a process may take to stop on TERM before it is killed.
     StopTimeout = 5.0
+    #: Engines started over a cluster's life to replace engines that died.
+    MaxReplacements = 64
 
     def __init__(self, n: int, profile_dir: str | None = None, timeout: float = 60.0) -> None:
         if n < 1:
@@ -229,6 +231,8 @@ class LocalCluster:
         self.client: ipp.Client | None = None
         self._controller: list[dict[str, Any]] = []
         self._engines: list[dict[str, Any]] = []
+        #: Engines started so far to replace engines that died.
+        self.replaced = 0
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
 
@@ -250,13 +254,11 @@ class LocalCluster:
         assert cluster is not None
         if cluster.controller is not None and cluster.controller.pid:
             self._controller = _with_descendants([cluster.controller.pid])
-        engine_pids = [
-            launcher.pid
-            for engine_set in cluster.engines.values()
-            for launcher in getattr(engine_set, "launchers", {}).values()
-            if launcher.pid
-        ]
-        self._engines = _with_descendants(engine_pids)
+        # Dead engines stay recorded (their PIDs are checked with their start times, so never mistaken).
+        known = {int(i["pid"]): i for i in self._engines}
+        for ident in _with_descendants(self._engine_pids()):
+            known[int(ident["pid"])] = ident
+        self._engines = list(known.values())
         self._save_state()
 
     def pids(self) -> list[int]:
@@ -309,11 +311,13 @@ class LocalCluster:
         return self.client
 
     def check(self) -> None:
-        """Raise ClusterConnectionError if a process of the controller has died.
+        """Raise ClusterConnectionError if a process of the controller has died; replace dead engines.
 
         The hub and the schedulers are separate processes: tasks may still flow
         without the hub, but then nobody notices an engine's death, and a task
         on a dead scheduler never returns. Either way the cluster is broken.
+        An engine that died (a point that crashed its process) is replaced, so
+        that a point that kills engines cannot take the whole cluster with it.
         """
         dead = [int(p["pid"]) for p in self._controller if not process_alive(p)]
         if dead:
@@ -321,6 +325,43 @@ class LocalCluster:
                 f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
                 f"the results so far are kept: run the sweep again with resume=True"
             )
+        self.replace_dead_engines()
+
+    def _engine_pids(self) -> list[int]:
+        cluster = self.cluster
+        if cluster is None:
+            return []
+        return [
+            launcher.pid
+            for engine_set in cluster.engines.values()
+            for launcher in getattr(engine_set, "launchers", {}).values()
+            if launcher.pid
+        ]
+
+    def replace_dead_engines(self) -> int:
+        """Start an engine for each of this cluster's engines whose process has died; return how many.
+
+        At most :attr:`MaxReplacements` engines are started over the cluster's
+        life, so engines that die as they start (a broken environment) are not
+        restarted for ever.
+        """
+        if self.cluster is None:
+            return 0
+        alive = 0
+        for pid in self._engine_pids():
+            try:
+                alive += psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                continue
+        missing = min(self.n - alive, self.MaxReplacements - self.replaced)
+        if missing <= 0:
+            return 0
+        logger.warning("%d engine(s) of local cluster %s died; starting %d new one(s)",
+                       self.n - alive, self.cluster_id, missing)
+        self.replaced += missing
+        self.cluster.start_engines_sync(n=missing)
+        self._record()
+        return missing
 
     def stop(self) -> None:
         """Stop the engines, then the controller; make sure every recorded process is gone.

@@ -77,9 +77,11 @@ class ParallelLab(Lab):
     An experiment travels to the engines with dill (classes defined in a
     script or in Jupyter work), once per sweep; each task carries only its
     points, which are batched when cheap (see
-    :class:`~epyclab.labs.engines.ChunkSizer`). An experiment that raises is
+    :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
     """
+
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
 
     def __init__(
         self,
@@ -123,6 +125,12 @@ class ParallelLab(Lab):
             {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir},
         )
 
+    def shutdown(self) -> None:
+        """Stop the local cluster this lab started, if one is running (a borrowed one is left alone)."""
+        local, self.localCluster = self.localCluster, None
+        if local is not None:
+            local.stop()
+
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
@@ -160,7 +168,8 @@ class ParallelLab(Lab):
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
         """Run the points on the engines; yield each result as it arrives."""
-        from epyclab.labs.engines import ChunkSizer, Sweep, client_paths, package
+        from epyclab.labs.scheduler import ChunkSizer, Sweep
+        from epyclab.labs.wire import client_paths, package
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)

@@ -23,19 +23,18 @@ import platform
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from epyclab.log import logger
 
-__all__ = ["PREFIX", "environment", "recordFirstRun", "recordingFirst", "gitState"]
+__all__ = ["PREFIX", "environment", "recordFirstRun", "gitState"]
 
 #: Every provenance attribute's name starts with this.
 PREFIX = "epyclab.provenance."
 _PACKAGES = ("epyclab", "numpy", "pandas")
-T = TypeVar("T")
 
 
 def environment() -> dict[str, str]:
@@ -117,19 +116,3 @@ def recordFirstRun(
     for key, value in attributes.items():
         rs[key] = value
     return True
-
-
-def recordingFirst(
-    outcomes: Iterator[T], rs: Any, experiment: Any, engines: Callable[[], Sequence[dict[str, str]]] | None = None
-) -> Iterator[T]:
-    """Pass ``outcomes`` through, recording provenance (:func:`recordFirstRun`) as the first one arrives.
-
-    So a sweep that fails before anything runs (an experiment that cannot be
-    serialized) asks no engine anything and leaves the result set untouched.
-    """
-    first = True
-    for outcome in outcomes:
-        if first:
-            recordFirstRun(rs, experiment, engines)
-            first = False
-        yield outcome

@@ -42,7 +42,7 @@ from epyclab.notebooks.hdf5layout import (
     write_pending,
     write_resultset_attributes,
 )
-from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, fill_for_like, write_base, write_rows
+from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
 from epyclab.notebooks.journal import Journal, read_file_id, read_records
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import DataLock
@@ -213,9 +213,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         rows = RowsTrack(base_len=n, stored_rows=n if stored is not None else 0)
         if stored is not None:
             for name in stored.frame.columns:
-                like = stored.frame[name].dtype
-                dtype = stored.dtypes.get(name, like)
-                rows.columns[name] = ColumnTrack(stored.kinds[name], dtype, like=like, fill=fill_for_like(like))
+                rows.columns[name] = ColumnTrack(stored.kinds[name].key())
             rows.base_written = not self._from_epyc
         sizes = _sizes(rs)
         pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
@@ -380,7 +378,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             uid, track, c = self._uid(rs), tracks[id(rs)], self._commits[id(rs)]
             g = resultset_group(f, tag, uid)
             links.add(escape(tag))
-            kinds = self._checks[id(rs)].kinds
+            kinds = rs.columnStates()
             if not track.base_written:
                 write_base(g, rs, track, kinds)
                 g.attrs["rows"] = track.stored_rows

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from epyclab.errors import NotebookFormatError
+from epyclab.notebooks.kinds import journal_globals
 
 __all__ = ["Journal", "read_records", "read_file_id"]
 
@@ -34,24 +35,9 @@ _HEADER = struct.Struct("<8sI32s")  # magic, version, file id (ascii hex uuid)
 _FRAME = struct.Struct("<4sQI")  # tag, payload length, crc32
 _TAG = b"REC1"
 
-# The globals a journal's pickles may name: the value types a notebook stores.
-_ALLOWED = {
-    ("builtins", "complex"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("datetime", "datetime"),
-    ("datetime", "timedelta"),
-    ("epyclab.notebooks.columns", "MISSING"),
-    ("numpy", "dtype"),
-    ("numpy", "ndarray"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
-}
+# The globals a journal's pickles may name: those the table of kinds lists for
+# the values it stores, and the containers of a record.
+_ALLOWED = journal_globals() | {("builtins", "set"), ("builtins", "frozenset")}
 
 
 class _ValuesUnpickler(pickle.Unpickler):

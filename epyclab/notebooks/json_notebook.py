@@ -29,18 +29,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from epyclab.errors import NotebookFormatError, NotebookVersionException
-from epyclab.notebooks.jsonvalues import decode_float, decode_value, encode_float, encode_value
+from epyclab.notebooks.jsonvalues import decode_value, encode_value
+from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import safe_write
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
-from epyclab.notebooks.types import CELL_KINDS, kind_of_column, storage_dtype, to_storage
 
 __all__ = ["JSONLabNotebook"]
 
@@ -102,8 +102,8 @@ class JSONLabNotebook(PersistentLabNotebook):
         self._write(doc)
 
     def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
-        frame = rs.dataframe(only_successful=False)
-        kinds = self._checks[id(rs)].kinds
+        frame = rs.storedFrame()
+        states = rs.columnStates()
         return {
             "tag": tag,
             "description": rs.description(),
@@ -111,7 +111,10 @@ class JSONLabNotebook(PersistentLabNotebook):
             "attributes": encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"),
             "roles": rs._roles(),
             "rows": len(frame),
-            "columns": {name: _column_doc(frame[name].array, kinds.get(name)) for name in frame.columns},
+            "columns": {
+                name: _column_doc(frame[name].array, states.get(name), lambda n=name: rs.missingMask(n))
+                for name in frame.columns
+            },
             "pending": {
                 j: encode_value(p, what=f"the parameters of pending job {j!r}") for j, p in rs._pending.items()
             },
@@ -125,55 +128,40 @@ class JSONLabNotebook(PersistentLabNotebook):
         self._lock.lock_file()
 
 
-def _column_doc(col: Any, learned: str | None) -> dict[str, Any]:
-    kind = learned if learned in CELL_KINDS else kind_of_column(col)
-    stored = to_storage(col, kind)
-    doc: dict[str, Any] = {"kind": kind}
-    if kind in CELL_KINDS:
-        doc["values"] = [encode_value(v) for v in np.asarray(col, dtype=object)]
-        return doc
-    doc["dtype"] = storage_dtype(stored).str
-    data = stored.data
-    if kind == "float":
-        doc["values"] = [encode_float(x) for x in data.tolist()]
-    elif kind == "complex":
-        doc["values"] = [[encode_float(x.real), encode_float(x.imag)] for x in data.tolist()]
-    elif kind == "datetime":
-        times = data.view(f"datetime64[{stored.unit}]")
+def _column_doc(col: Any, state: ColumnState | None, missing_mask: Callable[[], np.ndarray]) -> dict[str, Any]:
+    """A column's JSON: its kind, the dtype its values keep, and its cells as the table of kinds encodes them."""
+    if state is None:
+        state = KINDS["missing"].state(None)
+    stored = state.kind.to_storage(col, state)
+    dtype = state.kind.storage_dtype(stored)
+    doc: dict[str, Any] = {"kind": state.kind.name, "dtype": None if dtype is None else dtype.str}
+    if stored.unit is not None:
         doc["unit"] = stored.unit
-        doc["values"] = [None if np.isnat(t) else str(t) for t in times]
-    else:
-        doc["values"] = data.tolist()
+    doc["values"] = state.kind.json_values(stored)
+    if state.kind.masks_missing:
+        # The rows whose 0 is a fill, not a value (they become NaN if the column widens).
+        doc["missing"] = np.flatnonzero(missing_mask()).tolist()
     return doc
 
 
-def _read_column(doc: dict[str, Any]) -> tuple[Any, str, Any]:
-    """The typed column, kind and storage dtype of a column's JSON."""
-    kind, values = doc["kind"], doc["values"]
-    if kind in CELL_KINDS:
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            out[i] = decode_value(v)
-        present = [np.asarray(v) for v in out if v is not None]
-        element = np.result_type(*{a.dtype for a in present}) if present else np.dtype(np.float64)
-        return out, kind, element
-    dtype = np.dtype(doc["dtype"])
-    if kind == "str":
-        return pd.array(values, dtype="str"), kind, dtype
-    if kind == "datetime":
-        col = np.array([v if v is not None else "NaT" for v in values], dtype=dtype)
-        return col, kind, dtype
-    if kind == "float":
-        return np.array([decode_float(v) for v in values], dtype=dtype), kind, dtype
-    if kind == "complex":
-        return np.array([complex(decode_float(r), decode_float(i)) for r, i in values], dtype=dtype), kind, dtype
-    return np.array(values, dtype=dtype), kind, dtype
+def _read_column(doc: dict[str, Any]) -> tuple[Any, ColumnState, Any]:
+    """The typed column, state and storage dtype of a column's JSON (its ``"missing"`` rows apart)."""
+    kind = kind_named(doc["kind"])
+    dtype = doc.get("dtype")
+    stored = kind.json_column(doc["values"], None if dtype is None else np.dtype(dtype), doc.get("unit"))
+    col = kind.from_storage(stored)
+    state = kind.stored_state(stored, col)
+    return col, state, state.dtype
 
 
 def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
-    columns, kinds, dtypes = {}, {}, {}
+    columns, kinds, dtypes, missing = {}, {}, {}, {}
     for name, col in doc["columns"].items():
         columns[name], kinds[name], dtypes[name] = _read_column(col)
+        if col.get("missing"):
+            mask = np.zeros(doc["rows"], dtype=bool)
+            mask[col["missing"]] = True
+            missing[name] = mask
     frame = pd.DataFrame(columns, index=pd.RangeIndex(doc["rows"]))
     return StoredResultSet(
         tag=doc["tag"],
@@ -186,4 +174,5 @@ def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
         kinds=kinds,
         pending={j: decode_value(p) for j, p in doc["pending"].items()},
         dtypes=dtypes,
+        missing=missing,
     )

@@ -14,7 +14,8 @@ from epyclab.errors import (
     UnknownResultSetError,
 )
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.kinds import check_name
+from epyclab.notebooks.resultset import ResultSet, with_results
 
 __all__ = ["LabNotebook"]
 
@@ -93,6 +94,7 @@ class LabNotebook:
         self._check_unlocked()
         if not isinstance(tag, str) or not tag:
             raise ValueError(f"a result set tag is a non-empty string, got {tag!r}")
+        check_name(tag, "result set tag")
         if tag in self._resultsets:
             raise ResultsStructureException(
                 f"the notebook already has a result set tagged {tag!r}; "
@@ -324,6 +326,7 @@ def _leaves(rc: Union[ResultsDict, list[Any]]) -> Iterator[ResultsDict]:
         for item in rc:
             yield from _leaves(item)
         return
+    rc = with_results(rc)
     if not Experiment.isResultsDict(rc):
         raise ResultsStructureException(
             "a result to add must be a results dict ({'parameters': ..., 'metadata': ..., "

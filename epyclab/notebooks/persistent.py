@@ -239,7 +239,7 @@ class PersistentLabNotebook(LabNotebook):
         for s in stored.resultsets:
             rs = ResultSet(s.description)
             self._attach(rs, RowCheck(s.kinds), s.uid)
-            rs._load(s.frame, s.roles, s.pending)
+            rs._load(s.frame, s.roles, s.pending, s.missing)
             rs._attributes = dict(s.attributes)
             rs._locked = s.locked
             self._resultsets[s.tag] = rs

@@ -16,8 +16,8 @@ class StoredResultSet:
 
     ``frame`` holds the rows (typed as a result set's DataFrame types them),
     ``roles`` the column names by role (``'parameter'``, ``'result'``,
-    ``'metadata'``), ``kinds`` each column's kind (see
-    :mod:`epyclab.notebooks.types`), ``pending`` job id -> parameters.
+    ``'metadata'``), ``kinds`` each column's state (see
+    :mod:`epyclab.notebooks.kinds`), ``pending`` job id -> parameters.
     """
 
     tag: str
@@ -29,8 +29,10 @@ class StoredResultSet:
     frame: pd.DataFrame
     kinds: dict[str, str]
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Each column's storage dtype (see :func:`epyclab.notebooks.types.storage_dtype`), when known.
+    #: Each column's storage dtype (the dtype of its state in the table of kinds), when known.
     dtypes: dict[str, Any] = field(default_factory=dict)
+    #: For int columns: which cells are missing (bool arrays; see :mod:`epyclab.notebooks.kinds`).
+    missing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
