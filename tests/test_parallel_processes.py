@@ -73,17 +73,19 @@ def test_own_cluster_is_kept_warm_across_sweeps_and_stopped_by_shutdown(tmp_path
     lab["x"] = range(50)
     lab.runExperiment(Square(), progress=False)
     assert nb.numberOfResults() == 50
-    # A controller (and its schedulers), two engines and their nannies, still running for the next sweep.
-    assert len(seen) >= 5
-    assert all(process_alive(p) for p in seen)
     first = lab.localCluster
     assert first is not None
+    # A controller (and its schedulers), two engines and their nannies, still running for the next sweep.
+    first.check()
+    assert len(first.processes()) >= 5 and seen
+    assert first.client is not None and len(first.client.ids) >= 1
     # The next sweep (another lab, same size and profile) runs on the same processes.
     again = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
     again["x"] = range(50, 80)
     again.runExperiment(Square(), progress=False)
     assert again.localCluster is first
-    assert set(first.pids()) >= {int(p["pid"]) for p in seen}
+    # On the same engine processes as the first sweep.
+    assert set(nb.dataframe()[Experiment.PID]) <= set(first.pids())
     assert sorted(nb.dataframe()["x"]) == list(range(80))
     lab.shutdown()
     assert lab.localCluster is None
@@ -98,9 +100,13 @@ def test_a_failing_experiment_leaves_the_warm_cluster_usable(tmp_path: Path) -> 
     try:
         lab.runExperiment(Square(fail_at=tuple(range(20))), progress=False)
         assert nb.numberOfResults() == 20
-        assert seen and all(process_alive(p) for p in seen)
+        local = lab.localCluster
+        assert local is not None and seen
+        local.check()  # the controller runs (raises otherwise)
         lab.runExperiment(Square(), progress=False)
         assert nb.numberOfResults() == 40
+        assert lab.localCluster is local  # the same cluster ran the second sweep
+        seen = local.processes()
     finally:
         lab.shutdown()
     assert still_running(seen) == []

@@ -265,9 +265,13 @@ class LocalCluster:
         cluster = self.cluster
         assert cluster is not None
         if cluster.controller is not None and cluster.controller.pid:
-            self._controller = _merged(self._controller, _with_descendants([cluster.controller.pid]))
-        self._engines = _merged(self._engines, _with_descendants(self._engine_pids()))
-        self._save_state()
+            controller = _merged(self._controller, _with_descendants([cluster.controller.pid]))
+        else:
+            controller = self._controller
+        engines = _merged(self._engines, _with_descendants(self._engine_pids()))
+        if controller != self._controller or engines != self._engines:
+            self._controller, self._engines = controller, engines
+            self._save_state()
 
     def pids(self) -> list[int]:
         """The PIDs of every process this cluster started (controller, schedulers, engines, nannies)."""
@@ -279,8 +283,16 @@ class LocalCluster:
 
     # ---- start and stop -------------------------------------------------------------------
 
-    def start(self) -> ipp.Client:
-        """Clean up orphaned clusters, start this one, and return a client once all engines registered."""
+    def start(self, wait_for: int | None = None) -> ipp.Client:
+        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+
+        ``wait_for`` engines (all by default) must have registered; the others
+        join while the client already uses the first ones.
+
+        Raises:
+            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        """
+        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
         if self.cluster is not None:
             raise RuntimeError(f"local cluster {self.cluster_id} is already started")
         cleanup_orphans(self.profile_dir, self.StopTimeout)
@@ -310,10 +322,10 @@ class LocalCluster:
             self._record()
             self.client = self.cluster.connect_client_sync()
             try:
-                self.client.wait_for_engines(self.n, timeout=self.timeout, interactive=False)
+                self.client.wait_for_engines(wait_for, timeout=self.timeout, interactive=False)
             except TimeoutError as exc:
                 raise ClusterConnectionError(
-                    f"only {len(self.client.ids)} of {self.n} engines of local cluster {self.cluster_id} "
+                    f"only {len(self.client.ids)} of {wait_for} engines of local cluster {self.cluster_id} "
                     f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
                 ) from exc
             # The engines' nannies exist by now: record them too.
@@ -339,7 +351,10 @@ class LocalCluster:
                 f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
                 f"the results so far are kept: run the sweep again with resume=True"
             )
-        self.replace_dead_engines()
+        if not self.replace_dead_engines() and self.cluster is not None:
+            # Processes started since the last look (schedulers, engines still registering, nannies),
+            # so that a crash of this process leaves nothing the next start cannot find.
+            self._record()
 
     def _engine_args(self) -> list[str]:
         # An engine started with the controller waits this long for its connection file.

@@ -179,7 +179,8 @@ class ParallelLab(Lab):
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
         with self._engines() as (client, health, ours):
-            engines = max(1, len(client.ids))
+            # Engines of the lab's own cluster may still be registering: size for all of them.
+            engines = max(1, len(client.ids), self._n if ours else 0)
             sizer = ChunkSizer(len(items), engines)
             with Sweep(client, items, payloads, sizer, client_paths(), forget=True, health=health) as run:
                 yield from run.results()

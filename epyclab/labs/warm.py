@@ -74,7 +74,8 @@ def acquire(n: int, profile_dir: str | None = None, timeout: float = 60.0) -> Lo
             local = None
         if local is None:
             local = LocalCluster(n, profile_dir, timeout)
-            local.start()
+            # The sweep starts on the first engine; the others join it as they register.
+            local.start(wait_for=1)
             _clusters[key] = local
         _users[key] = _users.get(key, 0) + 1
         if not _hooked:
