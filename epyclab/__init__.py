@@ -17,8 +17,9 @@ parameter ranges, run it, and read the results back as a pandas DataFrame::
 
 from __future__ import annotations
 
-from epyclab.combinators import ExperimentCombinator, RepeatedExperiment, SummaryExperiment
-from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign, PointwiseDesign
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from epyclab.errors import (
     CancelledException,
     ClusterConnectionError,
@@ -42,15 +43,59 @@ from epyclab.errors import (
     UnknownResultSetError,
     UnstorableValueError,
 )
-from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
-from epyclab.labs.cluster import ClusterLab
-from epyclab.labs.lab import Lab
-from epyclab.labs.parallel import ParallelLab
 from epyclab.log import Logger
-from epyclab.notebooks.hdf5 import HDF5LabNotebook
-from epyclab.notebooks.json_notebook import JSONLabNotebook
-from epyclab.notebooks.labnotebook import LabNotebook
-from epyclab.notebooks.resultset import ResultSet
+
+# The rest is imported on first use (the model is concurrent.futures' __init__): a
+# lab or a notebook pulls in pandas, h5py or ipyparallel (about a second in all), and
+# `import epyclab` or `epyclab show` should not pay for what they do not use.
+_LAZY = {
+    "ExperimentCombinator": "epyclab.combinators",
+    "RepeatedExperiment": "epyclab.combinators",
+    "SummaryExperiment": "epyclab.combinators",
+    "Design": "epyclab.designs",
+    "ExperimentalConfiguration": "epyclab.designs",
+    "FactorialDesign": "epyclab.designs",
+    "PointwiseDesign": "epyclab.designs",
+    "Experiment": "epyclab.experiment",
+    "ExperimentalParameters": "epyclab.experiment",
+    "ResultsDict": "epyclab.experiment",
+    "Lab": "epyclab.labs.lab",
+    "ParallelLab": "epyclab.labs.parallel",
+    "ClusterLab": "epyclab.labs.cluster",
+    "LabNotebook": "epyclab.notebooks.labnotebook",
+    "HDF5LabNotebook": "epyclab.notebooks.hdf5",
+    "JSONLabNotebook": "epyclab.notebooks.json_notebook",
+    "ResultSet": "epyclab.notebooks.resultset",
+    "openNotebook": "epyclab.notebooks.registry",
+    "registerNotebookFormat": "epyclab.notebooks.registry",
+}
+
+if TYPE_CHECKING:
+    from epyclab.combinators import ExperimentCombinator, RepeatedExperiment, SummaryExperiment
+    from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign, PointwiseDesign
+    from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
+    from epyclab.labs.cluster import ClusterLab
+    from epyclab.labs.lab import Lab
+    from epyclab.labs.parallel import ParallelLab
+    from epyclab.notebooks.hdf5 import HDF5LabNotebook
+    from epyclab.notebooks.json_notebook import JSONLabNotebook
+    from epyclab.notebooks.labnotebook import LabNotebook
+    from epyclab.notebooks.registry import openNotebook, registerNotebookFormat
+    from epyclab.notebooks.resultset import ResultSet
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'epyclab' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
@@ -74,6 +119,8 @@ __all__ = [
     "HDF5LabNotebook",
     "JSONLabNotebook",
     "ResultSet",
+    "openNotebook",
+    "registerNotebookFormat",
     "EpyclabError",
     "DesignException",
     "ResultsStructureException",

@@ -171,3 +171,16 @@ class EscapesAt(Experiment):
             time.sleep(self.delay)
             raise Escape(f"escaping at x={params['x']}")
         return {"y": params["x"]}
+
+
+class ExitsAt(Experiment):
+    """y = x, but the process running x == ``at`` exits on the spot (``os._exit(1)``), every time."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            os._exit(1)
+        return {"y": params["x"], "pid": os.getpid()}

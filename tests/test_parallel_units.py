@@ -17,8 +17,9 @@ from epyclab.combinators import RepeatedExperiment
 from epyclab.errors import ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs import worker
-from epyclab.labs.engines import ChunkSizer, package, serialize_experiment
 from epyclab.labs.parallel import ParallelLab, machine_cores, resolve_cores
+from epyclab.labs.scheduler import ChunkSizer
+from epyclab.labs.wire import package, serialize_experiment
 
 
 class HoldsStream(Experiment):
@@ -168,7 +169,7 @@ def test_experiment_defined_in_a_script_travels_with_its_helper_and_constant(tmp
     script.write_text(
         "import sys\n"
         "from epyclab.experiment import Experiment\n"
-        "from epyclab.labs.engines import serialize_experiment\n"
+        "from epyclab.labs.wire import serialize_experiment\n"
         "SCALE = 7\n"
         "def helper(x):\n"
         "    return x * SCALE\n"

@@ -157,3 +157,42 @@ def test_repetition_metadata_keys_match_epyc(epyc_names):
 def test_pending_job_id_key_and_default_tag_match_epyc(epyc_names):
     assert epyclab.ResultSet.JOBID in epyc_names["pending"]
     assert epyclab.LabNotebook.DEFAULT_RESULTSET in epyc_names["groups"]
+
+
+def _modules_after(code: str) -> set[str]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        check=True, capture_output=True, text=True, timeout=120,
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+HEAVY = {"ipyparallel", "h5py", "pandas", "IPython", "zmq", "dill", "epyclab.cluster", "epyclab.labs.cluster"}
+
+
+def test_import_epyclab_loads_no_heavy_module_until_a_name_needs_it():
+    assert _modules_after("import epyclab") & HEAVY == set()
+    # Names that need nothing heavy stay light.
+    assert _modules_after("from epyclab import Experiment, EpyclabError, Logger") & HEAVY == set()
+    # A notebook needs pandas, not the cluster tooling; a lab's module loads ipyparallel only when it runs.
+    after_notebook = _modules_after("from epyclab import LabNotebook, Lab")
+    assert "pandas" in after_notebook
+    assert after_notebook & {"ipyparallel", "h5py", "epyclab.cluster"} == set()
+    assert "h5py" in _modules_after("from epyclab import HDF5LabNotebook")
+
+
+def test_the_cli_loads_the_cluster_tooling_only_for_cluster_commands():
+    assert _modules_after("import epyclab.cli") & {"ipyparallel", "epyclab.cluster"} == set()
+
+
+def test_lazy_names_are_the_real_objects_and_listed_by_dir():
+    from epyclab.labs.parallel import ParallelLab
+
+    assert epyclab.ParallelLab is ParallelLab
+    assert set(epyclab.__all__) <= set(dir(epyclab))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        epyclab.NoSuchThing  # noqa: B018

@@ -16,9 +16,9 @@ from time import monotonic
 from ipyparallel import AsyncResult
 from ipyparallel.error import EngineError
 
-from epyclab.labs.engines import is_engine_death
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import Observation, TaskState
+from epyclab.labs.wire import is_engine_death
 from epyclab.log import logger
 
 __all__ = ["StrandedFinder"]

@@ -1,232 +1,40 @@
-"""Running points on ipyparallel engines: the machinery ParallelLab and ClusterLab share.
+"""ParallelLab's scheduling: how many points go in a task, and a live sweep on local engines.
 
-The pieces, in the order a sweep uses them:
-
-- :func:`package` serializes each distinct experiment of a configuration once,
-  with dill (so classes defined in a script's ``__main__`` or in Jupyter, and
-  the module-level helpers and constants they use, travel by value), and
-  fails with :class:`~epyclab.errors.ExperimentSerializationError` naming the
-  class and the offending attribute before anything is submitted.
-- :func:`ship_experiment` sends those bytes once to each engine, where
-  :func:`epyclab.labs.worker.load_experiment` keeps the experiment under a key
-  unique to the sweep; tasks then carry only their points.
-- :class:`ChunkSizer` decides how many points go in each task (the rule is
-  documented there).
-- :func:`submit_chunk` submits one chunk to a load-balanced view, and
-  :func:`chunk_results` turns what came back (or the error) into one results
-  dict per point.
-- :class:`Sweep` drives a live sweep: it keeps a few chunks per engine in
-  flight, yields results as they arrive, resubmits the chunks of an engine that
-  died, and never retries an experiment that raised (that is a failed result).
+:class:`ChunkSizer` decides how many points go in each task (the rule is
+documented there); :class:`Sweep` keeps a few chunks per engine in flight,
+yields results as they arrive, resubmits the points of an engine that died,
+and never retries an experiment that raised (that is a failed result). What
+travels (packaging, submitting a chunk, decoding a reply) is in
+:mod:`epyclab.labs.wire`.
 """
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
-import dill
-from ipyparallel import AsyncResult, Client, LoadBalancedView
-from ipyparallel.error import CompositeError, EngineError, RemoteError
+from ipyparallel import AsyncResult, Client
+from ipyparallel.error import EngineError
 
-from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
-from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.experiment import ResultsDict, exception_text
 from epyclab.labs import worker
+from epyclab.labs.wire import (
+    MissingExperiment,
+    Payload,
+    decode_reply,
+    forget_experiment,
+    is_engine_death,
+    ship_experiment,
+    submit_chunk,
+)
 from epyclab.log import logger
 
-__all__ = [
-    "Payload",
-    "package",
-    "serialize_experiment",
-    "ship_experiment",
-    "forget_experiment",
-    "submit_chunk",
-    "chunk_results",
-    "is_engine_death",
-    "unloadable",
-    "ChunkSizer",
-    "Sweep",
-    "client_paths",
-]
-
-
-# ---- serialization ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Payload:
-    """An experiment serialized for engines: the sweep key it is loaded under, its bytes, its class."""
-
-    key: str
-    blob: bytes
-    classname: str
-
-
-def _classname(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _dumps(obj: Any) -> bytes:
-    # recurse=True sends only the globals a function uses (a helper, a
-    # constant), not the whole of __main__, which may hold unpicklable things.
-    return dill.dumps(obj, recurse=True)
-
-
-def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseException]]:
-    """The attributes of ``obj`` (recursively, through attributes that fail) that dill cannot pack."""
-    try:
-        attrs = vars(obj)
-    except TypeError:
-        return []
-    found = []
-    for name, value in attrs.items():
-        try:
-            _dumps(value)
-        except Exception as exc:
-            deeper = _culprits(value, f"{path}.{name}", depth - 1) if depth > 1 else []
-            found.extend(deeper or [(f"{path}.{name}", type(value).__name__, exc)])
-    return found
-
-
-def serialize_experiment(e: Experiment) -> bytes:
-    """The dill bytes of ``e``, or an ExperimentSerializationError naming what cannot be packed."""
-    try:
-        return _dumps(e)
-    except Exception as exc:
-        cls = type(e).__qualname__
-        culprits = _culprits(e, "self")
-        if culprits:
-            what = "; ".join(f"attribute {p} ({t}): {exception_text(x)}" for p, t, x in culprits)
-            raise ExperimentSerializationError(
-                f"experiment {cls} cannot be serialized to send it to the engines: {what}. "
-                f"Create such objects on the engine instead (in configure() or setUp()), "
-                f"or keep only what is needed to re-create them"
-            ) from exc
-        raise ExperimentSerializationError(
-            f"experiment {cls} cannot be serialized to send it to the engines: {exception_text(exc)}. "
-            f"No single attribute is at fault, so check the class itself (and what its methods use)"
-        ) from exc
-
-
-def package(points: ExperimentalConfiguration) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Payload]]:
-    """Serialize each distinct experiment of ``points`` once; pair every point with its experiment's key."""
-    payloads: dict[int, Payload] = {}
-    items = []
-    for ex, p in points:
-        pl = payloads.get(id(ex))
-        if pl is None:
-            pl = payloads[id(ex)] = Payload(
-                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex)
-            )
-        items.append((pl.key, p))
-    return items, {pl.key: pl for pl in payloads.values()}
-
-
-def client_paths() -> list[str]:
-    """The directories this process imports from, for engines on the same machine.
-
-    ``''`` (the current directory, for ``python -c`` or an interactive session) is made absolute.
-    """
-    return [os.path.abspath(p or os.curdir) for p in sys.path if os.path.isdir(p or os.curdir)]
-
-
-# ---- shipping ---------------------------------------------------------------------
-
-
-def ship_experiment(
-    client: Client, payload: Payload, targets: list[int] | None = None, paths: list[str] | None = None
-) -> dict[int, int]:
-    """Load ``payload`` on the engines ``targets`` (all by default); return engine id -> pid.
-
-    An engine that cannot unpack the experiment (a module it imports is not
-    installed there, say) raises ExperimentSerializationError naming the
-    class, the engine and the remote error, before any point is submitted.
-    """
-    targets = list(client.ids) if targets is None else list(targets)
-    if not targets:
-        return {}
-    view = client.direct_view(targets)
-    try:
-        pids = view.apply_sync(worker.load_experiment, payload.key, payload.blob, paths)
-    except (CompositeError, RemoteError) as exc:
-        errors = exc.elist if isinstance(exc, CompositeError) else [(exc.ename, exc.evalue, exc.traceback, None)]
-        ename, evalue, _, info = errors[0]
-        engine = info.get("engine_id", "?") if isinstance(info, dict) else "?"
-        raise unloadable(payload.classname, engine, f"{ename}: {evalue}") from exc
-    return dict(zip(targets, pids))
-
-
-def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializationError:
-    """The error for an experiment that an engine could not unpack."""
-    return ExperimentSerializationError(
-        f"experiment {classname} could not be loaded on engine {engine}: {error}. "
-        f"Every module the experiment imports must be importable on the engines "
-        f"(installed in their Python environment, or on their sys.path)"
-    )
-
-
-def forget_experiment(client: Client, key: str, targets: list[int] | None = None) -> None:
-    """Ask the engines to drop the experiment of sweep ``key`` (without waiting)."""
-    targets = list(client.ids) if targets is None else list(targets)
-    if targets:
-        client.direct_view(targets).apply_async(worker.forget_experiment, key)
-
-
-# ---- chunks -----------------------------------------------------------------------
-
-
-def submit_chunk(
-    view: LoadBalancedView,
-    key: str,
-    points: list[dict[str, Any]],
-    blob: bytes | None = None,
-    paths: list[str] | None = None,
-    budget: float | None = None,
-    marks: list[dict[str, Any]] | None = None,
-) -> AsyncResult:
-    """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
-
-    With ``blob`` (the experiment's dill bytes) an engine that lacks the
-    experiment loads it, adding ``paths`` to its ``sys.path`` first. With
-    ``budget`` the engine stops starting points after that many seconds and
-    the reply holds fewer results than points. ``marks`` go into each run's metadata.
-    """
-    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks)
-
-
-def is_engine_death(exc: BaseException) -> bool:
-    """True if a task failed because its engine died (not because of what it ran)."""
-    if isinstance(exc, EngineError):
-        return True
-    return isinstance(exc, RemoteError) and exc.ename == "EngineError"
-
-
-def chunk_results(
-    reply: tuple[str, float, bytes], points: list[dict[str, Any]], classname: str = ""
-) -> list[ResultsDict]:
-    """The results dicts of an engine's reply to :func:`submit_chunk`, one per point run.
-
-    They are for the first points of ``points``, in order (all of them unless
-    the chunk had a time budget). A reply that cannot be decoded here (a
-    result of a class this process cannot import, say) becomes a failed
-    result for each point, saying why.
-    """
-    codec, _, payload = reply
-    try:
-        rcs = worker.decode_results(codec, payload)
-    except Exception as exc:
-        logger.warning("could not decode the results of %d points: %s", len(points), exception_text(exc))
-        return [worker.failed_result(p, exc, "", classname) for p in points]
-    return rcs
+__all__ = ["ChunkSizer", "Sweep"]
 
 
 class ChunkSizer:
@@ -249,6 +57,11 @@ class ChunkSizer:
     no round trip is spent on a probe before the real work; and points
     costing 0.1 s or more end up one per task: a point is never held back
     behind more than 0.2 s of other points, and load stays balanced.
+
+    ClusterLab keeps a rule of its own (:func:`epyclab.labs.jobs.chunk_size`),
+    and must: it submits the whole sweep before any point has run, so it
+    cannot time points, cannot bound a task in time (nobody is there to take
+    back the rest), and sizes chunks from the point count alone.
     """
 
     #: Seconds of work a chunk aims at.
@@ -420,7 +233,7 @@ class Sweep:
                 # The first chunk to each engine brings the experiment along: no separate
                 # round trip to ship it first. (An engine that gets another chunk first
                 # says so, and is sent the experiment then.)
-                chunk.blob = self._firsts[chunk.key] < engines
+                chunk.blob = self._firsts[chunk.key] < max(engines, self._sizer.engines)
                 self._firsts[chunk.key] += 1
             else:
                 return
@@ -475,14 +288,20 @@ class Sweep:
             return
         self._purge(ar)
         self._replies += 1
-        if reply[0] == worker.MISSING:
+        try:
+            rcs, seconds = decode_reply(reply, classname, ar.engine_id)
+        except MissingExperiment:
             yield from self._missing(ar, chunk, classname)
             return
-        if reply[0] == worker.UNLOADABLE:
-            raise unloadable(classname, ar.engine_id, reply[2].decode(errors="replace"))
-        rcs = chunk_results(reply, chunk.points, classname)
+        except ExperimentSerializationError:
+            raise
+        except Exception as exc:
+            logger.warning("could not decode the results of %d points: %s", len(chunk.points), exception_text(exc))
+            yield from ((i, worker.failed_result(p, exc, "", classname))
+                        for i, p in zip(chunk.positions, chunk.points))
+            return
         done = len(rcs)
-        self._sizer.record(done, reply[1])
+        self._sizer.record(done, seconds)
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
         if done < len(chunk.points):
             # The chunk ran out of time: the rest go next, sized by what was just learnt.
