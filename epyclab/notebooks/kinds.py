@@ -725,9 +725,8 @@ class DatetimeKind(Kind):
         return state.dtype
 
     def column(self, values: list[Any], state: ColumnState) -> Any:
-        if state.dtype == self._NS:
-            return pd.DatetimeIndex(_filled(values, pd.NaT), dtype=state.dtype).to_numpy()
-        return np.array(_filled(values, np.datetime64("NaT")), dtype=state.dtype)
+        # pandas converts datetime objects many times faster than numpy does.
+        return pd.array(_filled(values, pd.NaT), dtype=state.dtype).to_numpy()
 
     def cast(self, col: Any, old: ColumnState, state: ColumnState) -> Any:
         if old.kind is MISSING_KIND:
