@@ -92,7 +92,7 @@ NS_MAX = datetime(2262, 4, 11)
 _LONG = {np.dtype(np.longdouble), np.dtype(np.clongdouble)} - {np.dtype(np.float64), np.dtype(np.complex128)}
 
 
-class NotStorable(Exception):
+class NotStorable(ValueError):
     """Raised inside the table: why a value cannot be stored (the caller names key and role)."""
 
 

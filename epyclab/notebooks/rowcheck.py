@@ -167,10 +167,6 @@ class RowCheck:
             new = self._admit(role, k, v, new)
         return new
 
-    def signature_kinds(self) -> dict[str, str]:
-        """Each column's kind name."""
-        return {k: st.kind.name for k, st in self.states.items()}
-
 
 class _Deep:
     """For one signature: the keys whose values need a look each time, and getters for them (C speed)."""
