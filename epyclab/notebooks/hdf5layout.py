@@ -287,7 +287,11 @@ def append_column(
         shapes.resize((end,))
         _write(shapes, start, col.shapes)
     if missing is not None:
-        mask = g["missing"][link]
+        masks = g.require_group("missing")
+        if link not in masks:
+            # Written by an epyclab that kept no mask: its cells were values (0 is what it showed).
+            masks.create_dataset(link, shape=(start,), maxshape=(None,), chunks=(_chunk(start),), dtype=np.uint8)
+        mask = masks[link]
         mask.resize((end,))
         mask[start:end] = missing.astype(np.uint8)
 

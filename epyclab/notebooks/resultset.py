@@ -183,7 +183,8 @@ class ResultSet:
     def addSingleResult(self, rc: ResultsDict) -> None:
         """Append the row of one results dict (whose results are a dict, not a list)."""
         self._check_unlocked()
-        rc = with_results(rc)
+        if type(rc) is dict and Experiment.RESULTS not in rc:
+            rc = with_results(rc)
         if not Experiment.isResultsDict(rc):
             raise ResultsStructureException(
                 "a results dict needs dicts under 'parameters', 'metadata' and 'results'; "
