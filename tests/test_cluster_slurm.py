@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -113,6 +114,18 @@ def test_engines_in_a_slurm_job(ipdir: Path, tmp_path: Path, slurm: slurm_fixtur
 
     notebook = tmp_path / "sweep.h5"
     submit_in_another_process(ipdir, "sl", notebook)
+
+    # The controller dies (SIGKILL, its whole group); `start` restarts it, and the job's engines, still
+    # running, register again: no second job.
+    os.killpg(int(recorded.controller["pid"]), signal.SIGKILL)
+    assert wait_gone([int(recorded.controller["pid"])]) == []
+    again = cluster(ipdir, "-q", "start", "sl", "--timeout", "120")
+    assert again.exit_code == 0, again.output
+    assert "  slurm: 2" in again.stdout
+    assert slurm.jobs() == [job]
+    recorded = loadProcesses(profile)
+    assert engine_pids(profile) == engines
+
     assert set(collect_here(ipdir, "sl", notebook)) <= set(engines)
 
     stopped = cluster(ipdir, "-q", "stop", "sl")
@@ -179,3 +192,35 @@ def test_engines_under_mpiexec(ipdir: Path, tmp_path: Path, mpi: None) -> None:
     assert f"stopped mpiexec (PID {mpiexec}) and its engines" in stopped.stdout
     assert wait_gone([mpiexec, *engines, int(recorded.controller["pid"])], 30) == []
     assert loadProcesses(profile).empty()
+
+
+def test_pbs_and_slurm_job_scripts_carry_the_options(tmp_path: Path) -> None:
+    """The scripts ipyparallel's PBS and Slurm launchers write from epyclab's options (no scheduler needed)."""
+    from epyclab.cluster.launchers import BatchOptions, _configure
+
+    options = BatchOptions(engines=8, enginesPerNode=4, queue="batch", account="proj1", walltime="01:00:00",
+                           directives=["-l mem=8gb", "#PBS -m abe"])
+    pbs = _configure("pbs", tmp_path, options)
+    pbs.write_batch_script(8)
+    script = Path(pbs.batch_file).read_text()
+    for line in ("#PBS -l nodes=2:ppn=4", "#PBS -A proj1", "#PBS -l walltime=01:00:00", "#PBS -q batch",
+                 "#PBS -l mem=8gb", "#PBS -m abe", "#PBS -t 1-8"):
+        assert line in script, script
+    assert f"--profile-dir={tmp_path}" in script and "ipyparallel.engine" in script
+
+    slurm_options = BatchOptions(engines=8, enginesPerNode=4, queue="compute", account="proj1",
+                                 walltime="01:00:00", directives=["--mem-per-cpu=2G"])
+    sl = _configure("slurm", tmp_path, slurm_options)
+    sl.write_batch_script(8)
+    script = Path(sl.batch_file).read_text()
+    for line in ("#SBATCH --ntasks=8", "#SBATCH --ntasks-per-node=4", "#SBATCH --partition=compute",
+                 "#SBATCH --account=proj1", "#SBATCH --time=01:00:00", "#SBATCH --mem-per-cpu=2G"):
+        assert line in script, script
+    assert os.stat(sl.batch_file).st_mode & 0o077 == 0  # the script is the user's alone
+
+    template = tmp_path / "job.tmpl"
+    template.write_text("#!/bin/sh\n#SBATCH --ntasks={n}\n#SBATCH --constraint=bigmem\nsrun {program_and_args}\n")
+    own = _configure("slurm", tmp_path, BatchOptions(engines=3, template=str(template)))
+    own.write_batch_script(3)
+    script = Path(own.batch_file).read_text()
+    assert "#SBATCH --ntasks=3" in script and "#SBATCH --constraint=bigmem" in script

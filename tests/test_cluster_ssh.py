@@ -30,9 +30,12 @@ from epyclab.cli import main
 from epyclab.cluster.manage import stopCluster
 from epyclab.cluster.state import loadProcesses
 from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
+from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.placement import mapfilePoints, readMapfile
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.labnotebook import LabNotebook
 
 pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=sshd.why_not() or "")
 
@@ -150,7 +153,7 @@ def test_init_sync_start_sweep_status_stop(
     # sync: venvs made, wheels installed, profile files copied; all without a package index
     args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
     args += ["--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
-    first = cluster(ipdir, "sync", "lab", *args)
+    first = cluster(ipdir, "sync", "lab", "-v", *args)  # -v: every remote command is shown
     assert first.exit_code == 0, first.output
     for alias in (w1, w2):
         assert f"{alias}: created venv ~/epyclab-venv, installed {len(wheelhouse.wheels)} wheels" in first.stdout
@@ -232,6 +235,58 @@ def test_init_sync_start_sweep_status_stop(
 
 def process_owner_of_path(path: Path) -> str:
     return pwd.getpwuid(path.stat().st_uid).pw_name
+
+
+class WhereAndWhen(Experiment):
+    """Says which worker ran the point (its engine's EPYCLAB_WORKER), and when."""
+
+    def do(self, params):
+        start = time.time()
+        time.sleep(0.3)
+        return {"worker": os.environ.get("EPYCLAB_WORKER", ""), "start": start, "end": time.time()}
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_points_run_on_the_host_their_mapfile_names_within_the_cap(
+    ipdir: Path, tmp_path: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
+) -> None:
+    """Issue 13.7: the LOFAR mapfile pattern on two real workers, two engines each, at most one point at once."""
+    w1, w2 = workers.aliases
+    cluster(ipdir, "-q", "init", "data")
+    args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
+    synced = cluster(ipdir, "-q", "sync", "data", *args, "--wheelhouse", str(wheelhouse.directory), "--no-rebuild")
+    assert synced.exit_code == 0, synced.output
+    started = cluster(ipdir, "-q", "start", "data", "--engines-per-worker", "2")
+    assert started.exit_code == 0, started.output
+    assert f"  {w1}: 2" in started.stdout and f"  {w2}: 2" in started.stdout
+
+    mapfile = tmp_path / "inputs.map"
+    mapfile.write_text("".join(f"{w} /data/{w}/SB{i:03d}.MS\n" for w in (w1, w2) for i in range(5)))
+    hosts, files = mapfilePoints(readMapfile(mapfile))
+    lab = ClusterLab(LabNotebook(), profile="data", ipython_dir=str(ipdir), design=PointwiseDesign(),
+                     maxPerNode=1, chunkSize=1)
+    lab["host"], lab["file"] = hosts, files
+    lab.runExperiment(WhereAndWhen(), progress=False)
+    assert lab.wait(timeout=300, progress=False)
+    df = lab.dataframe(only_successful=False)
+    lab.close()
+    assert df[Experiment.STATUS].all()
+    assert sorted(df["file"]) == sorted(files)
+    assert (df["worker"] == df["host"]).all()  # each point ran on the host its mapfile names
+    for w in (w1, w2):
+        mine = df[df["host"] == w]
+        assert most_at_once(list(zip(mine["start"], mine["end"]))) == 1  # never more than maxPerNode
+
+    stopped = cluster(ipdir, "-q", "stop", "data")
+    assert stopped.exit_code == 0, stopped.output
 
 
 def test_an_unreachable_worker_is_named_and_the_others_finish(

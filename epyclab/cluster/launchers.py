@@ -102,6 +102,8 @@ def _directive_lines(kind: str, options: BatchOptions) -> list[str]:
     prefix = {"slurm": "#SBATCH", "pbs": "#PBS"}[kind]
     lines = []
     if kind == "slurm" and options.enginesPerNode:
+        # ipyparallel adds --ntasks only when no line matches its pattern, which --ntasks-per-node does.
+        lines.append(f"#SBATCH --ntasks={int(options.engines)}")
         lines.append(f"#SBATCH --ntasks-per-node={int(options.enginesPerNode)}")
     if kind == "pbs":
         if options.enginesPerNode:

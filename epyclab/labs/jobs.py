@@ -13,10 +13,11 @@ task id) are read as index 0 of their task.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 from ipyparallel import AsyncResult
@@ -24,11 +25,12 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.wire import is_engine_death
+from epyclab.labs.wire import Payload, is_engine_death
 
 __all__ = [
     "JobRef",
     "OwnTask",
+    "TaskTable",
     "LostJobError",
     "HubCapacityError",
     "HUB_RECORD_LIMIT",
@@ -97,6 +99,59 @@ class OwnTask:
     key: str
     submitted: float
     ar: AsyncResult | None = None
+
+
+class TaskTable:
+    """What this process knows beyond the hub: the tasks it submitted (with futures) and the experiments it holds.
+
+    Owned by the :class:`~epyclab.labs.collect.Collector`; the lab records
+    what it submits here through these methods. A collector in another
+    process has an empty table and works from the hub's records alone.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, OwnTask] = {}
+        self._payloads: dict[str, Payload] = {}
+
+    def addPayloads(self, payloads: Mapping[str, Payload]) -> None:
+        """Hold these experiments (by sweep key), so their points can be submitted again from here."""
+        self._payloads.update(payloads)
+
+    def payload(self, key: str) -> Payload:
+        """The experiment held under ``key`` (KeyError if this process does not hold it)."""
+        return self._payloads[key]
+
+    def submitted(self, msg_id: str, key: str, ar: AsyncResult | None) -> None:
+        """Record a task just submitted from here, with its future."""
+        self._tasks[msg_id] = OwnTask(key, monotonic(), ar)
+
+    def get(self, msg_id: str) -> OwnTask | None:
+        """The task ``msg_id`` if this process submitted it (or follows it since a resubmission)."""
+        return self._tasks.get(msg_id)
+
+    def keyHeld(self, msg_id: str) -> str | None:
+        """The experiment key of task ``msg_id`` if this process holds that experiment, else None."""
+        own = self._tasks.get(msg_id)
+        return own.key if own is not None and own.key in self._payloads else None
+
+    def classname(self, msg_id: str) -> str:
+        """The experiment class of task ``msg_id``, or '' when this process does not know it."""
+        key = self.keyHeld(msg_id)
+        return self._payloads[key].classname if key is not None else ""
+
+    def forget(self, msg_id: str, moved_to: str | None = None) -> None:
+        """Stop following ``msg_id``; follow ``moved_to`` instead (no future) if the hub resubmitted it."""
+        own = self._tasks.pop(msg_id, None)
+        if moved_to is not None and own is not None:
+            self._tasks[moved_to] = OwnTask(own.key, monotonic(), None)
+
+    def detach(self) -> None:
+        """The client is gone: its futures will never fire, so follow every task through the hub."""
+        for own in self._tasks.values():
+            own.ar = None
+
+    def __len__(self) -> int:
+        return len(self._tasks)
 
 
 
