@@ -767,7 +767,15 @@ class ResultSet:
         given only when a column was added. ``mark`` is not changed: the result's
         ``mark`` is where the result set stands now.
         """
-        now = self.changeMark()
+        same_pending = self._pending_version == mark.pending_version
+        now = ChangeMark(
+            rows=self.numberOfResults(),
+            sizes=self.roleSizes(),
+            pending_version=self._pending_version,
+            # Unchanged pending results are not copied again: a commit costs what changed.
+            pending=mark.pending if same_pending else dict(self._pending),
+            state_version=self._state_version,
+        )
         rows = self._buffered_rows(mark.rows) if now.rows > mark.rows else {}
         added: dict[str, dict[str, Any]] = {}
         removed: list[str] = []
