@@ -183,8 +183,7 @@ class PersistentLabNotebook(LabNotebook):
         check_writable_file(self._path)
         self._opened_at = _caller()
         key = notebook_key(self._path)
-        holder = _WRITERS.get(key)
-        previous = holder() if holder is not None else None
+        previous = _writer_of(key)
         if previous is not None and previous is not self and previous.isOpen():
             previous._hand_over(f"the notebook object opened at {self._opened_at}")
         self._lock.acquire()
@@ -341,6 +340,25 @@ class PersistentLabNotebook(LabNotebook):
 
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
+
+
+def _writer_of(key: str) -> PersistentLabNotebook | None:
+    """The object of this process writing the file at ``key``, by its resolved path or, for a hard link, its inode."""
+    holder = _WRITERS.get(key)
+    if holder is not None and holder() is not None:
+        return holder()
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        return None
+    for other, ref in list(_WRITERS.items()):
+        try:
+            o = os.stat(other)
+        except FileNotFoundError:
+            continue
+        if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
+            return ref()
+    return None
 
 
 def forget_writer(path: str) -> None:
