@@ -24,7 +24,6 @@ with plain h5py.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import h5py
@@ -42,7 +41,6 @@ from epyclab.notebooks.types import StoredColumn
 __all__ = [
     "VERSION",
     "read_notebook",
-    "create_empty",
     "escape",
     "write_column",
     "append_column",
@@ -167,18 +165,6 @@ def read_stored(g: h5py.Group, name: str, rows: int) -> StoredColumn:
 
 
 # ---- writing -------------------------------------------------------------------------------
-
-
-def create_empty(path: str, file_id: str, description: str) -> None:
-    """Write a new notebook file with no result sets, replacing ``path`` in one step."""
-    tmp = f"{path}.new-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            init_empty(f, file_id, description)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def init_empty(f: h5py.File, file_id: str, description: str) -> None:
