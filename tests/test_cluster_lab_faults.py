@@ -19,6 +19,7 @@ from clusterhub import HubProcesses, Killer, Square
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.jobs import HubCapacityError, parse_job_id
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -159,14 +160,57 @@ def test_engines_that_join_after_submission_get_the_experiment_with_the_tasks(tm
         lab.close()
 
 
-def test_more_tasks_than_the_default_hub_store_keeps_are_all_collected_by_the_submitter(volatile: HubProcesses):
-    volatile.start()
+@pytest.fixture
+def small_store(tmp_path: Path) -> Iterator[HubProcesses]:
+    """Two engines and a controller whose in-memory store keeps only 100 records (culling past that)."""
+    yield from hub_processes(tmp_path / "profile", engines=2, durable=False, record_limit=100)
+
+
+def test_on_a_culling_store_a_too_small_chunk_size_is_refused_before_anything_is_submitted(
+        small_store: HubProcesses) -> None:
+    small_store.start()
     nb = LabNotebook()
-    lab = ClusterLab(nb, profile_dir=str(volatile.profile_dir), chunkSize=1)
-    lab["x"] = range(1100)  # 1100 tasks: the hub culls its oldest records past 1024
+    lab = ClusterLab(nb, profile_dir=str(small_store.profile_dir), chunkSize=1, hubRecordLimit=100)
+    lab["x"] = range(300)
+    with pytest.raises(HubCapacityError) as refused:
+        lab.runExperiment(Square())
+    message = str(refused.value)
+    assert "in-memory store" in message and "beyond 100 records" in message
+    assert "300 points in chunks of 1 are 300 tasks, more than the 90" in message
+    assert "chunkSize=4 or more" in message
+    assert "--IPController.db_class=epyclab.cluster.taskstore.TaskStore" in message
+    assert "epyclab cluster start PROFILE" in message
+    assert nb.numberOfAllPendingResults() == 0 and nb.numberOfResults() == 0
+    client = small_store.connect()
+    try:
+        assert client.hub_history() == []  # nothing reached the hub
+    finally:
+        client.close()
+    lab.close()
+
+
+def test_on_a_culling_store_the_lab_sizes_chunks_so_that_no_task_is_culled(small_store: HubProcesses) -> None:
+    small_store.start()
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile_dir=str(small_store.profile_dir), hubRecordLimit=100)
+    lab["x"] = range(5000)  # 100 tasks of 50 by the usual rule: more than the store keeps
     lab.runExperiment(Square())
-    assert lab.wait(timeout=600, progress=False)
-    one_result_per_point(nb, 1100)
+    tasks = {parse_job_id(j).msg_id for j in nb.pendingResults()}
+    assert len(tasks) <= 90
+    assert lab.wait(timeout=300, progress=False)
+    one_result_per_point(nb, 5000)
+    lab.close()
+
+
+def test_a_durable_store_is_not_taken_for_a_culling_one(durable: HubProcesses) -> None:
+    durable.start()
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile_dir=str(durable.profile_dir), chunkSize=1, hubRecordLimit=100)
+    lab["x"] = range(300)
+    lab.runExperiment(Square())  # 300 tasks: fine on SQLite, which never culls
+    assert len({parse_job_id(j).msg_id for j in nb.pendingResults()}) == 300
+    assert lab.wait(timeout=300, progress=False)
+    one_result_per_point(nb, 300)
     lab.close()
 
 
@@ -183,7 +227,9 @@ def test_tasks_culled_by_the_hub_are_failed_with_the_reason_and_rerun_by_resume(
         from epyclab import ClusterLab, HDF5LabNotebook
 
         nb = HDF5LabNotebook({str(path)!r}, create=True)
-        lab = ClusterLab(nb, profile_dir={str(volatile.profile_dir)!r}, chunkSize=1)
+        # Told the store keeps more than it does (as if other clients filled it meanwhile), the lab
+        # submits more tasks than it keeps: what the hub culls must still be reported, never lost.
+        lab = ClusterLab(nb, profile_dir={str(volatile.profile_dir)!r}, chunkSize=1, hubRecordLimit=100000)
         lab["x"] = range(1100)
         lab.runExperiment(Square())
         lab.close()
@@ -197,10 +243,9 @@ def test_tasks_culled_by_the_hub_are_failed_with_the_reason_and_rerun_by_resume(
     assert sorted(df["x"]) == list(range(1100))  # one result per point, some of them failures
     failed = df[~df[STATUS]]
     assert len(failed) >= 100  # the hub culls 102 records when it passes 1024
+    # Every failure is a culled task, saying so and how to run it again.
     reasons = set(failed[EXCEPTION])
-    assert len(reasons) >= 1
-    reason = next(iter(reasons))
-    assert "LostJobError" in reason and "culled" in reason and "resume=True" in reason
+    assert [r for r in reasons if not ("LostJobError" in r and "culled" in r and "resume=True" in r)] == []
 
     lab["x"] = range(1100)
     lab.runExperiment(Square(), resume=True)

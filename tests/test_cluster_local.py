@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import ipyparallel
 import pytest
 from click.testing import CliRunner, Result
+from waiting import wait_until
 
 from epyclab.cli import main
 from epyclab.cluster.manage import clusterStatus, stopCluster
@@ -47,6 +50,16 @@ def group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 found.append(int(entry))
     return found
+
+
+def stored_tasks(profile: Path) -> set[str]:
+    """The ids of the finished tasks that the controller's task store has committed to its tasks.db."""
+    try:
+        with closing(sqlite3.connect(f"file:{profile / 'tasks.db'}?mode=ro", uri=True, timeout=1)) as db:
+            rows = db.execute('SELECT msg_id FROM "ipython-tasks" WHERE completed IS NOT NULL').fetchall()
+    except sqlite3.OperationalError:  # not created yet, or locked by a commit right now
+        return set()
+    return {row[0] for row in rows}
 
 
 def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
@@ -89,10 +102,13 @@ def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
         submitted = [view.apply_async(pow, x, 2) for x in range(5)]
         assert [r.get(30) for r in submitted] == [0, 1, 4, 9, 16]
         ids = [r.msg_ids[0] for r in submitted]
-        assert view.apply_async(os.getpid).get(30) == engine
+        whose = view.apply_async(os.getpid)
+        assert whose.get(30) == engine
     finally:
         client.close()
-    time.sleep(1.0)  # the task store commits every 0.5 s
+    # The task store commits every 0.5 s: kill the controller only once all six are on disk.
+    done = [*ids, whose.msg_ids[0]]
+    wait_until(lambda: stored_tasks(profile) >= set(done), 30, "the task store to commit the finished tasks")
 
     # The controller dies with its schedulers (its whole process group), as in a crash.
     os.killpg(controller, signal.SIGKILL)

@@ -11,7 +11,9 @@ minor version. Skipped, with the reason, without root, sshd, rsync or that Pytho
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import pwd
 import subprocess
 import sys
@@ -28,9 +30,12 @@ from epyclab.cli import main
 from epyclab.cluster.manage import stopCluster
 from epyclab.cluster.state import loadProcesses
 from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
+from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
 from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.placement import mapfilePoints, readMapfile
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.labnotebook import LabNotebook
 
 pytestmark = pytest.mark.skipif(sshd.why_not() is not None, reason=sshd.why_not() or "")
 
@@ -87,26 +92,38 @@ def ipdir(tmp_path: Path) -> Iterator[Path]:
             stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
-# The experiment as a user's script defines it. Run as a script's __main__, its
-# class travels by value with dill; a class of this test module would travel by
-# reference, and the workers' venvs have no tests to import it from.
-EXPERIMENT_SCRIPT = """
+# The experiment as a user writes it: a module beside the script, with a helper in a second
+# module. The workers' venvs have neither (and their users cannot read this machine's temporary
+# directory): the modules travel by value with the experiment (epyclab.labs.byvalue).
+EXPERIMENT_MODULE = """
 from epyclab.experiment import Experiment
+from sshhelpers import square
 
 
 class SquareWhere(Experiment):
     def do(self, params):
         import getpass
 
-        return {"y": params["x"] ** 2, "user": getpass.getuser()}
+        return {"y": square(params["x"]), "user": getpass.getuser()}
+"""
+HELPER_MODULE = """
+def square(x):
+    return x ** 2
 """
 
 
-def make_experiment() -> Experiment:
-    """An instance of the script's experiment class."""
-    namespace: dict[str, object] = {"__name__": "__main__"}
-    exec(EXPERIMENT_SCRIPT, namespace)  # noqa: S102 - it stands for the user's script
-    return namespace["SquareWhere"]()  # type: ignore[operator]
+def make_experiment(directory: Path) -> Experiment:
+    """An instance of the user's experiment class, imported from files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sshmodel.py").write_text(EXPERIMENT_MODULE)
+    (directory / "sshhelpers.py").write_text(HELPER_MODULE)
+    sys.path.insert(0, str(directory))
+    try:
+        import sshmodel  # type: ignore[import-not-found]
+
+        return sshmodel.SquareWhere()
+    finally:
+        sys.path.remove(str(directory))
 
 
 def process_owner(pid: int) -> str:
@@ -136,7 +153,7 @@ def test_init_sync_start_sweep_status_stop(
     # sync: venvs made, wheels installed, profile files copied; all without a package index
     args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
     args += ["--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
-    first = cluster(ipdir, "sync", "lab", *args)
+    first = cluster(ipdir, "sync", "lab", "-v", *args)  # -v: every remote command is shown
     assert first.exit_code == 0, first.output
     for alias in (w1, w2):
         assert f"{alias}: created venv ~/epyclab-venv, installed {len(wheelhouse.wheels)} wheels" in first.stdout
@@ -172,7 +189,7 @@ def test_init_sync_start_sweep_status_stop(
     nb = HDF5LabNotebook(str(notebook), create=True)
     lab = ClusterLab(nb, profile="lab", ipython_dir=str(ipdir), chunkSize=1)
     lab["x"] = range(12)
-    lab.runExperiment(make_experiment(), progress=False)
+    lab.runExperiment(make_experiment(ipdir.parent / "usercode"), progress=False)
     assert nb.numberOfPendingResults() == 12
     lab.close()
     nb.close()
@@ -181,8 +198,19 @@ def test_init_sync_start_sweep_status_stop(
     assert lab.numberOfEngines() == 2
     assert lab.wait(timeout=120, progress=False)
     df = nb.dataframe(only_successful=False)
+    rs = nb.current()
+    engines_seen = json.loads(rs["epyclab.provenance.engines"])
+    differ = rs["epyclab.provenance.engines.differ"] if "epyclab.provenance.engines.differ" in rs else ""
     lab.close()
     nb.close()
+    # Provenance: the workers' Python is Debian's (worker_python), recorded, and any difference named.
+    workers_python = subprocess.run([worker_python, "-c", "import platform; print(platform.python_version())"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+    assert [(k["engines"], k["python"]) for k in engines_seen] == [(2, workers_python)]
+    if workers_python != platform.python_version():
+        assert f"python: {workers_python} on engines, {platform.python_version()} here" in differ
+    else:
+        assert "python:" not in differ
     assert sorted(df["x"]) == list(range(12))  # exactly one result per point
     assert df[Experiment.STATUS].all()
     assert list(df.sort_values("x")["y"]) == [x * x for x in range(12)]
@@ -209,6 +237,58 @@ def process_owner_of_path(path: Path) -> str:
     return pwd.getpwuid(path.stat().st_uid).pw_name
 
 
+class WhereAndWhen(Experiment):
+    """Says which worker ran the point (its engine's EPYCLAB_WORKER), and when."""
+
+    def do(self, params):
+        start = time.time()
+        time.sleep(0.3)
+        return {"worker": os.environ.get("EPYCLAB_WORKER", ""), "start": start, "end": time.time()}
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_points_run_on_the_host_their_mapfile_names_within_the_cap(
+    ipdir: Path, tmp_path: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
+) -> None:
+    """Issue 13.7: the LOFAR mapfile pattern on two real workers, two engines each, at most one point at once."""
+    w1, w2 = workers.aliases
+    cluster(ipdir, "-q", "init", "data")
+    args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
+    synced = cluster(ipdir, "-q", "sync", "data", *args, "--wheelhouse", str(wheelhouse.directory), "--no-rebuild")
+    assert synced.exit_code == 0, synced.output
+    started = cluster(ipdir, "-q", "start", "data", "--engines-per-worker", "2")
+    assert started.exit_code == 0, started.output
+    assert f"  {w1}: 2" in started.stdout and f"  {w2}: 2" in started.stdout
+
+    mapfile = tmp_path / "inputs.map"
+    mapfile.write_text("".join(f"{w} /data/{w}/SB{i:03d}.MS\n" for w in (w1, w2) for i in range(5)))
+    hosts, files = mapfilePoints(readMapfile(mapfile))
+    lab = ClusterLab(LabNotebook(), profile="data", ipython_dir=str(ipdir), design=PointwiseDesign(),
+                     maxPerNode=1, chunkSize=1)
+    lab["host"], lab["file"] = hosts, files
+    lab.runExperiment(WhereAndWhen(), progress=False)
+    assert lab.wait(timeout=300, progress=False)
+    df = lab.dataframe(only_successful=False)
+    lab.close()
+    assert df[Experiment.STATUS].all()
+    assert sorted(df["file"]) == sorted(files)
+    assert (df["worker"] == df["host"]).all()  # each point ran on the host its mapfile names
+    for w in (w1, w2):
+        mine = df[df["host"] == w]
+        assert most_at_once(list(zip(mine["start"], mine["end"]))) == 1  # never more than maxPerNode
+
+    stopped = cluster(ipdir, "-q", "stop", "data")
+    assert stopped.exit_code == 0, stopped.output
+
+
 def test_an_unreachable_worker_is_named_and_the_others_finish(
     ipdir: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str
 ) -> None:
@@ -217,10 +297,16 @@ def test_an_unreachable_worker_is_named_and_the_others_finish(
     args = ["--workers", workers.aliases[0], "--workers", dead, "--ssh-option", workers.ssh_option]
     args += ["--python", worker_python, "--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
 
+    # The workers are the module's: the other test may have installed the wheelhouse on this one
+    # already; this profile's files are new there either way.
+    stamp = workers.home(workers.users[0]) / "epyclab-venv" / ".epyclab-sync"
+    changes = ["profile files updated"]
+    if not (stamp.exists() and stamp.read_text().strip() == wheelhouse.fingerprint):
+        changes = ["created venv ~/epyclab-venv", f"installed {len(wheelhouse.wheels)} wheels", *changes]
+    expected = f"{workers.aliases[0]}: {', '.join(changes)}"
     synced = cluster(ipdir, "-q", "sync", "half", *args)
     assert synced.exit_code == 1
-    good = [line for line in synced.stdout.splitlines() if line.startswith(f"{workers.aliases[0]}: ")]
-    assert good and "failed" not in good[0]  # installed, or unchanged if the other test ran first
+    assert [line for line in synced.stdout.splitlines() if line.startswith(f"{workers.aliases[0]}: ")] == [expected]
     assert "sync failed on 1 of 2 host(s)" in synced.stderr
     assert f"{dead}: `ssh -n " in synced.stderr  # the host, and the command that failed
     assert "exited with status 255" in synced.stderr

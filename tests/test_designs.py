@@ -134,6 +134,6 @@ def test_a_lab_with_a_pointwise_design_reports_mismatched_ranges():
     lab = Lab(design=PointwiseDesign())
     lab["x"] = [1, 2, 3]
     lab["z"] = [7, 8]
-    with pytest.raises(DesignException):
+    with pytest.raises(DesignException, match="got x: 3, z: 2$"):
         lab.runExperiment(Echo(), progress=False)
     assert lab.notebook().numberOfResults() == 0

@@ -245,7 +245,7 @@ def test_access_to_the_last_run():
     assert e.metadata() is rc[Experiment.METADATA]
     assert e["y"] == 9
     assert e.success() and not e.failed()
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"^'z'$"):
         e["z"]
 
 

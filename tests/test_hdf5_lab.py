@@ -5,8 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from waiting import wait_until
 
 from epyclab import HDF5LabNotebook, NotebookInUseError
 
@@ -53,9 +54,7 @@ def test_a_killed_sweep_resumes_to_exactly_one_result_per_point(tmp_path):
     proc = sweep(path, "run")
     try:
         assert proc.stdout.readline().strip() == "start"
-        deadline = time.monotonic() + 60
-        while committed_rows(path) < 40 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: committed_rows(path) >= 40, 60, "40 committed rows", interval=0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)

@@ -132,18 +132,39 @@ def test_a_key_that_appears_after_1000_rows_gets_missing_values_before(tmp_path)
     assert df["late_time"].isna().sum() == 1001
 
 
-def test_missing_cells_follow_a_float_that_comes_after_a_checkpoint(tmp_path):
-    # In memory the missing cell of an int column becomes NaN once a float
-    # arrives; the stored cell, written earlier as 0, must follow.
+def test_missing_cells_of_an_int_column_become_nan_when_a_float_comes_after_a_checkpoint(tmp_path):
+    # An int column's missing cell is 0 while the column is int; a float that
+    # widens it later makes the cell NaN, in memory as in the file written
+    # before the float came (the file keeps which cells are missing), and in a
+    # later session too.
     nb = HDF5LabNotebook(tmp_path / "nb.h5", create=True)
     nb.addResult(results_dict(0, v=1))
     nb.addResult(results_dict(1, ok=False))
     nb.checkpoint()
     nb.addResult(results_dict(2, v=2.5))
+    nb.addResult(results_dict(3, ok=False))
     nb.checkpoint()
     before = snapshot(nb)
-    assert math.isnan(before["sets"][nb.currentTag()]["frame"]["v"][1])
+    v = before["sets"][nb.currentTag()]["frame"]["v"]
+    assert v[0] == 1.0 and math.isnan(v[1]) and v[2] == 2.5 and math.isnan(v[3])
     assert_same_snapshot(before, snapshot(reopened(nb)))
+
+
+@pytest.mark.parametrize("cls", [HDF5LabNotebook, JSONLabNotebook])
+def test_a_missing_int_cell_becomes_nan_when_a_later_session_widens_the_column(cls, tmp_path):
+    path = tmp_path / f"nb.{'h5' if cls is HDF5LabNotebook else 'json'}"
+    nb = cls(path, create=True)
+    nb.addResult(results_dict(0, v=1))
+    nb.addResult(results_dict(1, ok=False))
+    nb.addResult(results_dict(2, v=None))
+    nb.close()
+    nb = cls(path)
+    assert nb.dataframe(only_successful=False)["v"].tolist() == [1, 0, 0]
+    nb.addResult(results_dict(3, v=2.5))
+    before = snapshot(nb)
+    v = before["sets"][nb.currentTag()]["frame"]["v"]
+    assert v[0] == 1.0 and math.isnan(v[1]) and math.isnan(v[2]) and v[3] == 2.5
+    assert_same_snapshot(before, snapshot(reopened(nb, cls)))
 
 
 def test_a_column_widens_in_a_later_session_and_reads_back_the_same(tmp_path):
@@ -196,7 +217,6 @@ def test_a_value_that_cannot_be_stored_is_refused_before_anything_is_written(tmp
     size, data = journal.stat().st_size, path.read_bytes()
     cases = [
         ({"x": {"a": 1}}, "result 'x'", "dict"),
-        ({"x": None}, "result 'x'", "NoneType"),
         ({"x": object()}, "result 'x'", "object"),
         ({"x": "a string"}, "result 'x'", "str"),
         ({"x": 2**64}, "result 'x'", "int"),
@@ -219,16 +239,21 @@ def test_a_value_that_cannot_be_stored_is_refused_before_anything_is_written(tmp
     assert reopened(nb).numberOfResults() == 1
 
 
-def test_pending_parameters_that_cannot_be_stored_are_refused_by_commit(tmp_path):
+def test_pending_parameters_that_cannot_be_stored_are_refused_when_added(tmp_path):
     path = tmp_path / "nb.h5"
     nb = HDF5LabNotebook(path, create=True)
     nb.addResult(results_dict(0, x=1))
-    nb.addPendingResult({"n": object()}, "job-7")
+    nb.commit()
     journal = Path(f"{path}.journal")
     size = journal.stat().st_size
-    with pytest.raises(UnstorableValueError, match="job-7"):
-        nb.commit()
+    with pytest.raises(UnstorableValueError, match="parameter 'n'.*object"):
+        nb.addPendingResult({"n": object()}, "job-7")
+    with pytest.raises(UnstorableValueError, match="NUL"):
+        nb.addPendingResult({"n\x00": 1}, "job-8")
+    assert nb.pendingResults() == []
+    nb.commit()
     assert journal.stat().st_size == size
+    nb.addPendingResult({"n": 7}, "job-7")
     nb.resolvePendingResult(results_dict(7, x=7), "job-7")
     nb.commit()
     nb = reopened(nb)

@@ -91,3 +91,58 @@ def test_without_ipywidgets_one_clean_text_bar(jupyter: Path) -> None:
         assert counts == sorted(set(counts)), f"a redraw was printed twice: {counts}"
         assert counts[-1] == 20
         assert streams(cell, "stdout") == "20\n"
+
+
+# ---- re-running cells that open a notebook (same-process hand-over, issue 11.1) ------------------
+
+OPEN_AND_SWEEP = """
+nb = HDF5LabNotebook('study.h5')
+lab = ParallelLab(notebook=nb, cores=2)
+lab['x'] = range(6)
+lab.runExperiment(Square(), progress=False)
+print(nb.numberOfResults())
+"""
+
+
+def test_re_running_the_cell_that_opens_the_notebook_works(jupyter: Path) -> None:
+    setup = SETUP + "from epyclab import HDF5LabNotebook\n"
+    outputs = run_notebook([setup, OPEN_AND_SWEEP, OPEN_AND_SWEEP, OPEN_AND_SWEEP], jupyter)
+    # Each run of the cell took the file over from the last one, saw every row, and added its sweep.
+    assert [streams(cell, "stdout") for cell in outputs[1:]] == ["6\n", "12\n", "18\n"]
+    for cell in outputs[1:]:
+        assert not [o for o in cell if o["output_type"] == "error"]
+        assert "NotebookInUseError" not in all_text(cell)
+    for cell in outputs[2:]:
+        assert "takes the file over" in streams(cell, "stderr")  # the warning the hand-over logs
+    from epyclab import HDF5LabNotebook
+
+    stored = HDF5LabNotebook(jupyter / "study.h5", readonly=True)
+    assert stored.numberOfResults() == 18
+    stored.close()
+
+
+EPYC_PATTERN = """
+from epyclab import HDF5LabNotebook, Lab
+
+def first(lab):
+    lab['x'] = range(4)
+    lab.runExperiment(Square(), progress=False)
+
+nb = HDF5LabNotebook('epyc.h5', create=True)
+lab = Lab(nb)
+lab.createWith('first', first)
+
+# Later, on a second object for the same file: is the set there already?
+nb2 = HDF5LabNotebook('epyc.h5')
+print(nb2.already('first'), nb2.currentTag(), nb2.numberOfResults())
+lab2 = Lab(nb2)
+print(lab2.createWith('first', first), sorted(lab2.dataframe()['y']))
+nb2.close()
+"""
+
+
+def test_epyc_create_with_then_already_on_a_second_object(jupyter: Path) -> None:
+    outputs = run_notebook([SETUP, EPYC_PATTERN], jupyter)
+    cell = outputs[1]
+    assert not [o for o in cell if o["output_type"] == "error"]
+    assert streams(cell, "stdout") == "True first 4\nTrue [0, 1, 4, 9]\n"

@@ -188,7 +188,7 @@ def test_delete_all_parameters():
 
 
 def test_reading_an_absent_parameter_is_a_key_error():
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"^'x'$"):
         Lab()["x"]
 
 
@@ -508,7 +508,7 @@ def test_create_with_does_not_propagate_when_told_not_to():
 
 def test_create_with_can_keep_the_partial_set():
     lab = Lab()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^analysis crashed$"):
         lab.createWith("partial", _fail_half_way, delete=False)
     assert "partial" in lab.notebook()
     assert lab.notebook().numberOfResults("partial") == 3

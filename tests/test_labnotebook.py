@@ -120,7 +120,7 @@ def test_an_unknown_tag_does_not_change_the_current_set(nb):
 
 
 def test_result_set_tag_of_a_foreign_result_set(nb):
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="the result set is not in this notebook"):
         nb.resultSetTag(ResultSet())
 
 
@@ -252,7 +252,7 @@ def test_context_manager_commits_on_exit():
 
 
 def test_context_manager_commits_when_the_block_raises(make_rc):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^stop$"):
         with CountingNotebook() as nb:
             nb.addResult(make_rc({"x": 1}, {"y": 1}))
             raise RuntimeError("stop")

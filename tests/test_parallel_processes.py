@@ -29,6 +29,7 @@ from conftest_parallel import (
     still_running,
     wait_for_file,
 )
+from waiting import wait_until
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
@@ -457,8 +458,7 @@ def test_a_controller_that_dies_mid_sweep_ends_it_with_an_error(tmp_path: Path) 
     lab, nb, seen = spying_lab(tmp_path / "profile")
 
     def kill_the_controller() -> None:
-        while not seen:
-            threading.Event().wait(0.02)
+        wait_until(lambda: seen, 60, "the lab to start its cluster", interval=0.02)
         os.kill(seen[0]["pid"], signal.SIGKILL)  # the first recorded process is the controller
 
     killer = threading.Thread(target=kill_the_controller, daemon=True)
@@ -503,8 +503,7 @@ def test_an_engine_that_joins_mid_sweep_gets_the_experiment(tmp_path: Path) -> N
     def add_an_engine() -> None:
         assert local.cluster is not None
         local.cluster.start_engines_sync(1)
-        while len(client.ids) < 2:
-            threading.Event().wait(0.05)
+        wait_until(lambda: len(client.ids) == 2, 60, "the second engine to register")
         gate.touch()
 
     helper = threading.Thread(target=add_an_engine, daemon=True)

@@ -52,7 +52,7 @@ def test_attributes_behave_like_a_dict(rs):
     assert sorted(rs.keys()) == ["seed", "who"]
     del rs["seed"]
     assert "seed" not in rs
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"^'seed'$"):
         rs["seed"]
 
 

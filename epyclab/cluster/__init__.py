@@ -7,6 +7,7 @@ The ``epyclab cluster ...`` commands, as functions::
     initCluster("lab")
     syncWorkers("lab", ["node1", "alice@node2:2222"])
     startCluster("lab", enginesPerWorker=4)
+    startCluster("hpc", engines="slurm", batch=BatchOptions(engines=64, queue="compute", walltime="12:00:00"))
     print(clusterStatus("lab"))
     stopCluster("lab")
 
@@ -16,6 +17,7 @@ before raising :class:`~epyclab.cluster.errors.HostFailures`.
 """
 
 from epyclab.cluster.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
+from epyclab.cluster.launchers import LAUNCHERS, BatchOptions
 from epyclab.cluster.manage import ClusterStatus, clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.cluster.sync import syncWorkers
 
@@ -26,6 +28,8 @@ __all__ = [
     "stopCluster",
     "clusterStatus",
     "ClusterStatus",
+    "BatchOptions",
+    "LAUNCHERS",
     "ClusterSetupError",
     "HostFailures",
     "HostSpecError",

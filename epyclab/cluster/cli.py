@@ -1,6 +1,6 @@
 """``epyclab cluster ...``: init, sync, start, stop and status, over the functions of :mod:`epyclab.cluster`.
 
-Every remote command is logged (shown on stderr unless ``--quiet``); each
+Every remote command is logged at DEBUG (shown on stderr with ``-v``); each
 host's outcome is printed on its own line; a failure on some hosts is printed
 after the others finish, and the exit status is then 1.
 """
@@ -12,17 +12,50 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import readWorkersFile
+from epyclab.cluster.launchers import BATCH_LAUNCHERS, LAUNCHERS, BatchOptions
 from epyclab.cluster.manage import clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.cluster.profile import CLIENT_FILE, profileDir
 from epyclab.cluster.sync import syncWorkers
 from epyclab.log import logger
 
 __all__ = ["cluster"]
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Callback of -q/-v, wherever they are given: sets the level of this invocation's log handler."""
+    if not value:
+        return
+    # ctx.meta is shared by the group's and the subcommand's contexts.
+    ctx.meta[f"epyclab.{param.name}"] = True
+    obj = ctx.find_object(dict)
+    if obj is not None and "log_handler" in obj:
+        _apply_verbosity(obj["log_handler"], ctx.meta)
+    # On the group itself the handler does not exist yet: the group's callback applies the flag.
+
+
+def _apply_verbosity(handler: logging.Handler, meta: dict[str, Any]) -> None:
+    """INFO by default; DEBUG (every command run) with -v; WARNING with -q, which wins over -v."""
+    if meta.get("epyclab.quiet"):
+        handler.setLevel(logging.WARNING)
+    elif meta.get("epyclab.verbose"):
+        handler.setLevel(logging.DEBUG)
+        if not logger.isEnabledFor(logging.DEBUG):
+            logger.setLevel(logging.DEBUG)
+
+
+def _verbosity_options(f: Any) -> Any:
+    """-q/--quiet and -v/--verbose, accepted before the subcommand and after it."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Also show every command as it runs (the generated scripts).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Show only warnings and errors.")(f)
+    return f
 
 
 @click.group()
@@ -32,9 +65,9 @@ __all__ = ["cluster"]
     default=None,
     help="The IPython directory holding the profiles (default: $IPYTHONDIR or ~/.ipython).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Do not show each command as it runs.")
+@_verbosity_options
 @click.pass_context
-def cluster(ctx: click.Context, ipython_dir: str | None, quiet: bool) -> None:
+def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
     """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
 
     \b
@@ -43,16 +76,20 @@ def cluster(ctx: click.Context, ipython_dir: str | None, quiet: bool) -> None:
     epyclab cluster start PROFILE                     controller here, engines on the workers
     epyclab cluster status PROFILE                    engines per worker, task counts
     epyclab cluster stop PROFILE                      engines, then the controller
+
+    Each command says what it did; -v also shows every command it runs, -q
+    only warnings and errors (both accepted before or after the subcommand).
     """
-    ctx.obj = {"ipython_dir": ipython_dir}
     # A handler per invocation, bound to this invocation's stderr, removed when it ends.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setLevel(logging.INFO)
+    ctx.obj = {"ipython_dir": ipython_dir, "log_handler": handler}
     level = logger.level
     logger.addHandler(handler)
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
+    _apply_verbosity(handler, ctx.meta)
 
     def restore() -> None:
         logger.removeHandler(handler)
@@ -119,6 +156,7 @@ def _echo(line: str) -> None:
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @click.option("--ip", default="127.0.0.1", show_default=True, help="The address the controller listens on.")
 @click.option("--curve", is_flag=True, help="Encrypt and authenticate all cluster traffic with CurveZMQ.")
@@ -132,6 +170,7 @@ def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_workers_option
 @_workers_file_option
@@ -190,6 +229,7 @@ def sync(
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_workers_option
 @_workers_file_option
@@ -198,6 +238,31 @@ def sync(
 @click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
 @click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
+@click.option(
+    "--engines",
+    "launcher",
+    type=click.Choice(LAUNCHERS),
+    default="ssh",
+    show_default=True,
+    help="How engines start: on the workers over ssh, here (local), or as a slurm/pbs job or under mpiexec "
+    "(then -n is the number of engines in all).",
+)
+@click.option("--engines-per-node", type=int, help="slurm/pbs/mpi: engines on each node.")
+@click.option("--queue", default="", help="slurm/pbs: the partition (slurm) or queue (pbs).")
+@click.option("--account", default="", help="slurm/pbs: the account charged for the job.")
+@click.option("--walltime", default="", help="slurm/pbs: the job's time limit (HH:MM:SS).")
+@click.option(
+    "--directive",
+    "directives",
+    multiple=True,
+    metavar="LINE",
+    help="slurm/pbs: an extra scheduler line (e.g. --mem=4G); mpi: an extra mpiexec argument. Repeatable.",
+)
+@click.option(
+    "--job-template",
+    type=click.Path(dir_okay=False, exists=True),
+    help="slurm/pbs: a job script template ({n}, {program_and_args}, {queue}, ... as in ipyparallel).",
+)
 @_venv_option
 @_remote_profile_option
 @_ssh_option
@@ -213,6 +278,13 @@ def start(
     leave_free: int | None,
     local: bool,
     timeout: float,
+    launcher: str,
+    engines_per_node: int | None,
+    queue: str,
+    account: str,
+    walltime: str,
+    directives: tuple[str, ...],
+    job_template: str | None,
     venv: str | None,
     remote_profile: str | None,
     ssh_options: tuple[str, ...],
@@ -225,6 +297,14 @@ def start(
     """
     if engines_per_worker is not None and leave_free is not None:
         raise click.UsageError("give --engines-per-worker or --leave-free, not both")
+    batch = None
+    if launcher in BATCH_LAUNCHERS:
+        if engines_per_worker is None:
+            raise click.UsageError(f"--engines {launcher} needs -n, the number of engines to start")
+        batch = BatchOptions(
+            engines=engines_per_worker, enginesPerNode=engines_per_node, queue=queue, account=account,
+            walltime=walltime, directives=list(directives), template=job_template,
+        )
     with _reporting():
         counts = startCluster(
             profile,
@@ -240,6 +320,8 @@ def start(
             dryRun=dry_run,
             echo=_echo,
             ipython_dir=obj["ipython_dir"],
+            engines=launcher,
+            batch=batch,
         )
     if dry_run:
         return
@@ -250,6 +332,7 @@ def start(
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_ssh_option
 @_dry_run_option
@@ -266,6 +349,7 @@ def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
 @click.pass_obj
@@ -279,6 +363,8 @@ def status(obj: dict, profile: str, timeout: float) -> None:
         click.echo("engines per host (registered / started):")
         for host in hosts:
             click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
+    for job, what in state.jobs.items():
+        click.echo(f"{job}: {what}")
     if state.answering:
         click.echo(f"tasks: {state.queued} queued, {state.running} running, {state.finished} finished")
         click.echo(f"client connection file: {profileDir(profile, obj['ipython_dir']) / CLIENT_FILE}")

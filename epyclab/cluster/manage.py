@@ -24,6 +24,15 @@ from epyclab.cluster.controller import connect, startController, waitForControll
 from epyclab.cluster.engines import engineCount, pushEngineFile, startEngines, waitForEngines
 from epyclab.cluster.errors import ClusterSetupError, HostFailures
 from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts
+from epyclab.cluster.launchers import (
+    BATCH_LAUNCHERS,
+    LAUNCHERS,
+    BatchOptions,
+    batchStatus,
+    recordName,
+    startBatchEngines,
+    stopBatchEngines,
+)
 from epyclab.cluster.private import privateTree, writePrivate
 from epyclab.cluster.profile import initProfile, profileSettings, requireProfile
 from epyclab.cluster.ssh import Remote, shellPath
@@ -69,8 +78,15 @@ def startCluster(
     dryRun: bool = False,
     echo: Callable[[str], None] | None = None,
     ipython_dir: str | Path | None = None,
+    engines: str = "ssh",
+    batch: BatchOptions | None = None,
 ) -> dict[str, int]:
     """Start the controller and the engines; return the number of engines answering per worker.
+
+    ``engines`` names the launcher (see :mod:`epyclab.cluster.launchers`):
+    ``ssh`` (the workers), ``local`` (this machine, as ``local=True``), or
+    ``slurm``, ``pbs``, ``mpi``, which start ``batch.engines`` engines in one
+    job through ipyparallel's launchers (the controller runs here).
 
     Engines start on ``workers`` (default: those of the last ``sync``), or
     only here with ``local=True`` (no ssh at all): ``enginesPerWorker`` each,
@@ -86,12 +102,17 @@ def startCluster(
     if recorded.controller is not None:
         hosts = [LOCAL] if local else parseHosts(settings.workers) if settings.workers else []
         return _restart_controller(remote, directory, where, settings, recorded, timeout, enginesPerWorker, hosts)
-    if any(recorded.engines.values()):
-        hosts = ", ".join(h for h, pids in recorded.engines.items() if pids)
+    if any(recorded.engines.values()) or recorded.launchers:
+        hosts = ", ".join([*(h for h, pids in recorded.engines.items() if pids), *map(recordName, recorded.launchers)])
         raise ClusterSetupError(
             f"engines of an earlier start may still run on {hosts} (stopping them failed): "
             f"run `epyclab cluster stop {profile}` again first"
         )
+    if engines in BATCH_LAUNCHERS:
+        return _start_batch(remote, directory, where, settings, engines, batch or BatchOptions(), timeout)
+    if engines not in LAUNCHERS:
+        raise ClusterSetupError(f"unknown engine launcher {engines!r}: use one of {', '.join(LAUNCHERS)}")
+    local = local or engines == "local"
     count = engineCount(enginesPerWorker, leaveFree)
     hosts = [LOCAL] if local else parseHosts(settings.workers)
     checkHosts(hosts)
@@ -133,6 +154,57 @@ def startCluster(
                                 started, timeout, hint)
     finally:
         client.close()
+
+
+def _start_batch(
+    remote: Remote,
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    kind: str,
+    options: BatchOptions,
+    timeout: float,
+) -> dict[str, int]:
+    """The controller here, the engines in a batch (or MPI) job; wait until they all registered."""
+    profile = directory.name.removeprefix("profile_")
+    if remote.dryRun:
+        startController(remote, LOCAL, directory, where, settings.venv)
+        logger.info("%s: would submit %d engine(s) with ipyparallel's %s", kind, options.engines,
+                    BATCH_LAUNCHERS[kind])
+        return {}
+    saveSettings(directory, settings)
+    for stale in (directory / "log").glob("engines*.json"):
+        stale.unlink()
+    started = Processes()
+    pid = startController(remote, LOCAL, directory, where, settings.venv)
+    started.controller = {"host": str(LOCAL), "pid": pid}
+    saveProcesses(directory, started)
+    client = waitForController(remote, LOCAL, pid, directory, where, timeout)
+    try:
+        return _submit_and_wait(client, directory, started, kind, options, timeout, profile)
+    finally:
+        client.close()
+
+
+def _submit_and_wait(
+    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str
+) -> dict[str, int]:
+    record = startBatchEngines(directory, kind, options)
+    started.launchers.append(record)
+    saveProcesses(directory, started)
+    running = {r["kind"]: 0 for r in started.launchers}
+    for r in started.launchers:
+        running[r["kind"]] += int(r["engines"])
+    hint = (
+        f"The {recordName(record)} is {batchStatus(record)}; its output is in {directory / 'log'}. "
+        f"`epyclab cluster stop {profile}` cancels it"
+    )
+    try:
+        started.register(waitForEngines(client, running, timeout, hint))
+    finally:
+        saveProcesses(directory, started)
+        privateTree(directory)
+    return dict(sorted(Counter(started.engineHosts.values()).items()))
 
 
 def _launch_and_wait(
@@ -214,6 +286,8 @@ def _restart_controller(
             f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
         )
     logger.warning("%s: the controller (PID %d) is gone; restarting it; running engines will register again", host, pid)
+    if recorded.launchers:
+        return _restart_batch(remote, directory, where, settings, recorded, host, timeout)
     workers = _engine_hosts(recorded) or list(hosts)
     wanted = {
         str(w): enginesPerWorker if enginesPerWorker is not None else len(recorded.engines.get(str(w), [])) or 1
@@ -265,6 +339,41 @@ def _restart_controller(
         client.close()
     if failures is not None:
         raise failures
+    return counts
+
+
+def _restart_batch(
+    remote: Remote, directory: Path, where: str, settings: ClusterSettings, recorded: Processes, host: Host,
+    timeout: float,
+) -> dict[str, int]:
+    """Restart the controller of a cluster whose engines a batch job holds; resubmit jobs that ended."""
+    profile = directory.name.removeprefix("profile_")
+    live = [r for r in recorded.launchers if batchStatus(r) != "gone"]
+    ended = [r for r in recorded.launchers if r not in live]
+    kinds = {r["kind"] for r in live}
+    keep = {eid for eid, spec in recorded.engineHosts.items() if spec in kinds}
+    _prune_engine_state(remote, host, directory, where, settings.venv, keep)
+    recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
+    recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
+    recorded.launchers = live
+    pid = startController(remote, host, directory, where, settings.venv)
+    recorded.controller = {"host": str(host), "pid": pid}
+    saveProcesses(directory, recorded)
+    client = waitForController(remote, host, pid, directory, where, timeout)
+    try:
+        counts: dict[str, int] = {}
+        for record in ended:
+            logger.warning("%s has ended; submitting its engines again", recordName(record))
+            options = BatchOptions(**record.get("options", {"engines": record["engines"]}))
+            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile)
+        if not ended:
+            expected = {k: sum(int(r["engines"]) for r in live if r["kind"] == k) for k in kinds}
+            hint = f"Jobs: {', '.join(recordName(r) for r in live)}; `epyclab cluster stop {profile}` cancels them"
+            recorded.register(waitForEngines(client, expected, timeout, hint))
+            saveProcesses(directory, recorded)
+            counts = dict(sorted(Counter(recorded.engineHosts.values()).items()))
+    finally:
+        client.close()
     return counts
 
 
@@ -335,6 +444,19 @@ def stopCluster(
     except HostFailures as error:
         failures = error
         report.update({h: str(o) for h, o in error.outcomes.items()})
+    for record in list(recorded.launchers):
+        name = recordName(record)
+        if dryRun:
+            report[name] = "would stop it"
+            continue
+        try:
+            report[name] = stopBatchEngines(record)
+        except ClusterSetupError as error:
+            report[name] = f"failed: {error}"
+            failures = HostFailures("stop", {**(failures.failures if failures else {}), name: error}, {})
+            continue
+        recorded.launchers.remove(record)
+        saveProcesses(directory, recorded)
     if recorded.controller is not None:
         host = _host(str(recorded.controller["host"]))
         pid = int(str(recorded.controller["pid"]))
@@ -346,7 +468,8 @@ def stopCluster(
         report[str(host)] = f"{report[str(host)]}, {what}" if str(host) in report else what
         recorded.controller = None
     if not dryRun:
-        recorded.engineHosts = {} if not recorded.engines else recorded.engineHosts
+        if not recorded.engines and not recorded.launchers:
+            recorded.engineHosts, recorded.enginePids = {}, {}
         saveProcesses(directory, recorded)
     if failures is not None:
         raise HostFailures("stop", failures.failures, report)
@@ -366,6 +489,8 @@ class ClusterStatus:
     queued: int = 0
     running: int = 0
     finished: int = 0
+    #: batch job or mpiexec (e.g. "slurm job 12") -> what the scheduler says of it now
+    jobs: dict[str, str] = field(default_factory=dict)
 
 
 def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None) -> ClusterStatus:
@@ -373,8 +498,11 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     directory = requireProfile(profile, ipython_dir)
     recorded = loadProcesses(directory)
     started = {host: len(pids) for host, pids in recorded.engines.items()}
+    for record in recorded.launchers:
+        started[str(record["kind"])] = started.get(str(record["kind"]), 0) + int(record["engines"])
+    jobs = {recordName(r): batchStatus(r) for r in recorded.launchers}
     if recorded.controller is None:
-        return ClusterStatus("not started", False, started=started)
+        return ClusterStatus("not started", False, started=started, jobs=jobs)
     host = _host(str(recorded.controller["host"]))
     pid = int(str(recorded.controller["pid"]))
     where = f"PID {pid} on {host}"
@@ -382,16 +510,16 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     try:
         running = processes.alive(remote, host, [pid])
     except ClusterSetupError as error:
-        return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started)
+        return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started, jobs=jobs)
     if not running:
         return ClusterStatus(
-            f"{where}, exited: restart it with `epyclab cluster start {profile}`", False, started=started
+            f"{where}, exited: restart it with `epyclab cluster start {profile}`", False, started=started, jobs=jobs
         )
     try:
         client = connect(directory, timeout=timeout)
     except ClusterSetupError as error:
         logger.info("%s", error)
-        return ClusterStatus(f"{where}, not answering", False, started=started)
+        return ClusterStatus(f"{where}, not answering", False, started=started, jobs=jobs)
     try:
         ids = client.ids
         engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
@@ -408,6 +536,7 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
         queued=len(records) - finished - running,
         running=running,
         finished=finished,
+        jobs=jobs,
     )
 
 

@@ -24,7 +24,8 @@ __all__ = ["launch", "stop", "alive"]
 # children PID: the PIDs of its children.
 _FUNCTIONS = "\n".join(
     [
-        'alive() { ps -o stat=,args= -p "$1" 2>/dev/null | grep -v "^ *Z" | grep -q -e ipengine -e ipcontroller'
+        # -ww: the whole command line, however long (ps cuts it to the terminal's width otherwise).
+        'alive() { ps -ww -o stat=,args= -p "$1" 2>/dev/null | grep -v "^ *Z" | grep -q -e ipengine -e ipcontroller'
         " -e ipyparallel; }",
         "group_alive() { ps -eo pgid=,stat= | awk -v g=\"$1\" '$1 == g && $2 !~ /^Z/ {f = 1} END {exit !f}'; }",
         "children() { ps -eo pid=,ppid= | awk -v p=\"$1\" '$2 == p {print $1}'; }",

@@ -52,6 +52,9 @@ class Processes:
     #: engine id (as text) -> the PIDs it answered with (its own and its parent's), so that after a
     #: restart the controller is told to restore only the engines still running.
     enginePids: dict[str, list[int]] = field(default_factory=dict)
+    #: Engines started by a batch or MPI launcher: each ``{"kind", "class", "engines", "options",
+    #: "launcher"}``, the last being ipyparallel's ``to_dict()`` of the launcher (job id or PID).
+    launchers: list[dict[str, Any]] = field(default_factory=list)
 
     def register(self, registered: Mapping[int, Any]) -> None:
         """Record the engines that answered (engine id -> an object with ``host`` and ``pids``)."""
@@ -60,7 +63,7 @@ class Processes:
 
     def empty(self) -> bool:
         """True when nothing is recorded as running."""
-        return self.controller is None and not any(self.engines.values())
+        return self.controller is None and not any(self.engines.values()) and not self.launchers
 
 
 def loadSettings(directory: Path) -> ClusterSettings:

@@ -12,11 +12,13 @@ import ipyparallel as ipp
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.hub import Connection, Hub, NoAnswer
-from epyclab.labs.jobs import OwnTask, chunk_size, job_id, split
+from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
-from epyclab.labs.wire import Payload, client_paths, package, submit_chunk
+from epyclab.labs.placement import Placement, engineHost
+from epyclab.labs.wire import client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -40,7 +42,8 @@ class ClusterLab(Lab):
     Keyword-only options: ``design`` (as for :class:`Lab`), ``lost``
     (``'resubmit'`` or ``'fail'``, see below), ``chunkSize`` (points per task;
     None lets the lab choose), ``commitEvery`` / ``commitInterval`` (how often
-    :meth:`wait` commits the notebook). Other keywords go to
+    :meth:`wait` commits the notebook), ``hubRecordLimit`` (see below),
+    ``hostParameter`` and ``maxPerNode`` (see *Data locality*). Other keywords go to
     ``ipyparallel.Client``.
 
     **Submitting.** :meth:`runExperiment` serializes the experiment once (with
@@ -107,15 +110,31 @@ class ClusterLab(Lab):
         ipcontroller --profile=P --reuse --restore \\
             --IPController.db_class=epyclab.cluster.taskstore.TaskStore
 
-    With the default store, raise ``c.DictDB.record_limit`` above the number of
-    tasks a sweep has outstanding; the lab purges tasks as it collects them,
-    and the process that submitted a task reads its result from its own
-    future, so culling does not lose it there.
+    On a controller with the default in-memory store the lab sizes its chunks
+    so that a sweep's tasks, with what the hub holds already, stay within 90%
+    of ``hubRecordLimit`` (default 1024, ipyparallel's ``c.DictDB.record_limit``;
+    give the controller's own if it was changed), so that none is culled
+    before it is collected; a ``chunkSize`` given too small for that, or a
+    hub already full, is refused with :class:`~epyclab.labs.jobs.HubCapacityError`
+    saying how to start a durable controller. The store is recognised by the
+    queries it accepts (see :meth:`epyclab.labs.hub.Hub.culls`).
+
+    **Data locality.** A point whose parameters include ``hostParameter``
+    (default ``'host'``) runs only on engines of that host (an engine started
+    for that worker by ``epyclab cluster start``, or on a machine of that host
+    name), through ipyparallel ``targets``, and on at most ``maxPerNode`` of
+    them, so no host runs more than ``maxPerNode`` of those points at once;
+    resubmitted points keep their host. A host no engine runs on is refused
+    (:class:`~epyclab.labs.placement.PlacementError`) before anything is
+    submitted. :func:`~epyclab.labs.placement.readMapfile` reads a LOFAR-style
+    mapfile (host -> input files) into the ranges of a pointwise design.
 
     Engine-side code never raises because of the experiment (a failure is a
     failed result), and the lab's view does not use ipyparallel's
     ``retries``: those would re-run ordinary errors too.
     """
+
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
 
     #: Seconds between checks for finished jobs of other processes in :meth:`wait`.
     WaitingTime = 0.25
@@ -158,6 +177,9 @@ class ClusterLab(Lab):
         chunkSize: int | None = None,
         commitEvery: int | None = None,
         commitInterval: float | None = None,
+        hubRecordLimit: int | None = None,
+        hostParameter: str = "host",
+        maxPerNode: int | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
@@ -169,16 +191,22 @@ class ClusterLab(Lab):
             timeout=timeout, cluster_id=cluster_id, extra=dict(extra),
         )
         self._chunk_size = chunkSize
+        self._host_parameter = hostParameter
+        self._max_per_node = maxPerNode
+        if maxPerNode is not None:
+            Placement({}, maxPerNode)  # checks the value now, not at the first sweep
+        self._placement_: Placement | None = None
+        self._environments: Any = None
+        self._views: dict[tuple[int, ...], Any] = {}
+        self._record_limit = HUB_RECORD_LIMIT if hubRecordLimit is None else int(hubRecordLimit)
         self._hub_: Hub | None = None
         self._session: str | None = None  # the hub session last seen, to notice a restart across reconnections
         self._view: Any = None
         self._paths = client_paths()
-        self._own: dict[str, OwnTask] = {}
-        self._payloads: dict[str, Payload] = {}
         self._wakeup = threading.Event()
         self._collector = Collector(
-            self._notebook, self._hub, self._own, self._payloads, self._submit,
-            lost=lost, retries=self.Retries, grace=self.LostGrace,
+            self._notebook, self._hub, self._submit,
+            lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
         )
         self.open()
 
@@ -207,9 +235,10 @@ class ClusterLab(Lab):
         if hub is not None and hub.session is not None:
             self._session = hub.session
         self._view = None
+        self._views.clear()
+        self._placement_ = None
         # The old client's futures will never fire: tasks of this lab are now followed through the hub.
-        for own in self._own.values():
-            own.ar = None
+        self._collector.tasks.detach()
         if hub is not None:
             hub.close()
 
@@ -250,6 +279,18 @@ class ClusterLab(Lab):
         """A context manager importing modules here and on every engine (ipyparallel's ``sync_imports``)."""
         return self.engines().sync_imports(quiet=quiet)
 
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The Python, platform and package versions of every engine (asked as the sweep was submitted)."""
+        asked, self._environments = self._environments, None
+        if asked is None:
+            return []
+        try:
+            return list(asked.get(timeout=self._connection.timeout))
+        except (TimeoutError, ipp.error.CompositeError, ipp.error.RemoteError) as exc:
+            logger.warning("could not ask the engines for their versions (%s); provenance records this process's",
+                           exc)
+            return []
+
     def activate(self) -> None:
         """Make the engines the target of the ``%px`` magics in IPython."""
         self.engines().activate()
@@ -280,16 +321,23 @@ class ClusterLab(Lab):
         if engines == 0:
             logger.warning("no engines are registered yet; the tasks wait at the controller until some join")
         size = self._chunk_size or chunk_size(len(items), engines)
+        if hub.culls():
+            # Every task of the sweep must still be at the hub when it is collected.
+            size = fit_to_hub(len(items), size, self._record_limit, hub.recordCount(),
+                              self._chunk_size is not None, self._connection.where())
         hub.settle()
-        self._payloads.update(payloads)
+        if engines and f"{provenance.PREFIX}python" not in self._notebook.current():
+            # Asked before the sweep's tasks, so the engines answer at once (see engineEnvironments).
+            self._environments = hub.client[:].apply_async(provenance.environment)
+        self._collector.tasks.addPayloads(payloads)
         rs = self._notebook.current()
         submitted = 0
         try:
-            for key, chunk in split(items, size):
-                marks = [sweep.mark(submitted + i) for i in range(len(chunk))]
+            for key, positions, chunk in self._chunks(items, size):
+                marks = [sweep.mark(i) for i in positions]
                 msg_id = self._submit(key, chunk, marks)
-                for i, p in enumerate(chunk):
-                    yield submitted + i, Submitted(p, job_id(msg_id, i))
+                for i, (position, p) in enumerate(zip(positions, chunk)):
+                    yield position, Submitted(p, job_id(msg_id, i))
                 submitted += len(chunk)
         finally:
             if submitted:
@@ -301,13 +349,52 @@ class ClusterLab(Lab):
             logger.warning("submitted %d points, but the controller did not confirm: %s", submitted, exc)
         logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
 
+    def _chunks(
+        self, items: list[tuple[str, dict[str, Any]]], size: int
+    ) -> Iterator[tuple[str, list[int], list[dict[str, Any]]]]:
+        """Chunks of at most ``size`` points sharing an experiment (and a host, for placed points), with positions."""
+        hosts: dict[Any, list[int]] = {}
+        for position, (_, p) in enumerate(items):
+            hosts.setdefault(p.get(self._host_parameter) if isinstance(p, dict) else None, []).append(position)
+        if len(hosts) > 1 or None not in hosts:
+            placement = self._placement()
+            for host in hosts:
+                if host is not None:
+                    placement.targets(host)  # no engine there: refused before anything is submitted
+        for positions in hosts.values():
+            done = 0
+            for key, chunk in split([items[i] for i in positions], size):
+                yield key, positions[done:done + len(chunk)], chunk
+                done += len(chunk)
+
+    def _placement(self) -> Placement:
+        """Which engines run on which host (asked once per connection; see :mod:`epyclab.labs.placement`)."""
+        if self._placement_ is None:
+            client = self._hub().client
+            ids = list(client.ids)
+            where = client[ids].apply_async(engineHost).get(timeout=max(30.0, self._connection.timeout)) if ids else []
+            self._placement_ = Placement(dict(zip(ids, map(tuple, where))), self._max_per_node)
+        return self._placement_
+
+    def _view_for(self, points: list[dict[str, Any]]) -> Any:
+        """The load-balanced view for a chunk: all engines, or the capped engines of the chunk's host."""
+        host = points[0].get(self._host_parameter) if points and isinstance(points[0], dict) else None
+        if host is None:
+            return self._view
+        targets = tuple(self._placement().targets(host))
+        view = self._views.get(targets)
+        if view is None:
+            view = self._views[targets] = self._hub().client.load_balanced_view(list(targets))
+            view.retries = 0
+        return view
+
     def _submit(self, key: str, points: list[dict[str, Any]], marks: list[dict[str, Any]] | None = None) -> str:
         """Submit one chunk of experiment ``key`` (``marks``: metadata for each point's row); return its task id."""
         self._hub()
-        payload = self._payloads[key]
-        ar = submit_chunk(self._view, key, points, payload.blob, self._paths, marks=marks)
+        payload = self._collector.tasks.payload(key)
+        ar = submit_chunk(self._view_for(points), key, points, payload.blob, self._paths, marks=marks)
         msg_id = ar.msg_ids[0]
-        self._own[msg_id] = OwnTask(key, monotonic(), ar)
+        self._collector.tasks.submitted(msg_id, key, ar)
         ar.add_done_callback(self._wake)
         return msg_id
 
@@ -362,7 +449,7 @@ class ClusterLab(Lab):
         deadline = None if timeout is None or timeout < 0 else monotonic() + float(timeout)
         committer = Committer(nb, self._commit_every, self._commit_interval)
         # Tasks this lab submitted report through their futures; the hub is asked about them every CheckSeconds.
-        last_full = monotonic() if self._own else -float("inf")
+        last_full = monotonic() if len(self._collector.tasks) else -float("inf")
         with Progress(total, progress, desc=type(self).__name__) as bar, self._committing(committer):
             while True:
                 now = monotonic()

@@ -51,8 +51,8 @@ from epyclab.labs.jobs import (
     JobRef,
     LostJobError,
     Observation,
-    OwnTask,
     TaskState,
+    TaskTable,
     group_by_task,
     job_id,
     observe_error,
@@ -60,7 +60,7 @@ from epyclab.labs.jobs import (
     record_keys,
 )
 from epyclab.labs.stranded import StrandedFinder
-from epyclab.labs.wire import Payload, decode_reply
+from epyclab.labs.wire import decode_reply
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -112,9 +112,10 @@ class Collector:
     """One pass at a time over a notebook's pending cluster jobs (see the module docstring).
 
     :param hub: returns the connected :class:`Hub` (the lab may reconnect between passes)
-    :param own: the tasks this lab submitted, by task id (shared with the lab)
-    :param payloads: the experiments this lab submitted, by key
     :param submit: submits a chunk of points of an experiment key; returns the new task id
+
+    The collector owns :attr:`tasks`, the :class:`~epyclab.labs.jobs.TaskTable`
+    of what this process submitted; the lab records its submissions there.
     """
 
     #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
@@ -128,21 +129,22 @@ class Collector:
         self,
         notebook: LabNotebook,
         hub: Callable[[], Hub],
-        own: dict[str, OwnTask],
-        payloads: dict[str, Payload],
         submit: Callable[[str, list[dict[str, Any]]], str],
         lost: str = "resubmit",
         retries: int = 1,
         grace: float = 20.0,
         lost_retries: int = 3,
+        settle: Callable[[ResultsDict], ResultsDict] | None = None,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
         self._nb = notebook
         self._hub = hub
-        self._own = own
-        self._payloads = payloads
+        #: The tasks this process submitted and the experiments it holds.
+        self.tasks = TaskTable()
         self._submit = submit
+        # What the lab does with a run's captured output (store, replay) as its result arrives.
+        self._settle = settle or (lambda rc: rc)
         self.lost = lost
         self.retries = int(retries)
         self.lost_retries = int(lost_retries)
@@ -184,7 +186,7 @@ class Collector:
         observations: dict[str, Observation] = {}
         query = []
         for msg_id in tasks:
-            own = self._own.get(msg_id)
+            own = self.tasks.get(msg_id)
             if own is not None and own.ar is not None:
                 if own.ar.done():
                     observations[msg_id] = _from_future(own.ar)
@@ -210,7 +212,7 @@ class Collector:
 
     def _finished_here(self, msg_id: str) -> bool:
         """True if this process holds the task's future and it has finished."""
-        own = self._own.get(msg_id)
+        own = self.tasks.get(msg_id)
         return own is not None and own.ar is not None and own.ar.done()
 
     def reset(self) -> None:
@@ -220,7 +222,7 @@ class Collector:
     def _past_grace(self, msg_id: str, tasks: dict[str, list[JobRef]]) -> bool:
         """True once a task missing from the hub cannot be one the hub has not recorded yet."""
         now = monotonic()
-        own = self._own.get(msg_id)
+        own = self.tasks.get(msg_id)
         if own is not None:
             return now - own.submitted > self.grace
         first = self._missing_since.setdefault(msg_id, now)
@@ -272,7 +274,7 @@ class Collector:
                     f"task {msg_id} returned {len(rcs)} results, so job {ref.jobid} has none"
                 )
                 rc = worker.failed_result(self._nb.pendingResultParameters(ref.jobid), why, "", classname)
-            self._nb.resolvePendingResult(rc, ref.jobid)
+            self._nb.resolvePendingResult(self._settle(rc), ref.jobid)
             tally.collected += 1
             tally.failed += not _succeeded(rc)
         tally.changed = True
@@ -331,8 +333,7 @@ class Collector:
         again one point per task, so that a point that kills its engine takes
         no other point with it.
         """
-        own = self._own.get(msg_id)
-        key = own.key if own is not None and own.key in self._payloads else None
+        key = self.tasks.keyHeld(msg_id)
         if state is TaskState.DIED and key is not None and len(refs) > 1:
             return self._resubmit_here(msg_id, refs, key, one_by_one=True)
         if state is not TaskState.MISSING:
@@ -375,9 +376,7 @@ class Collector:
                 self._where[new] = tag
 
     def _forget(self, msg_id: str, moved_to: str | None = None) -> None:
-        own = self._own.pop(msg_id, None)
-        if moved_to is not None and own is not None:
-            self._own[moved_to] = OwnTask(own.key, monotonic(), None)
+        self.tasks.forget(msg_id, moved_to)
         self._purge_later(msg_id)
 
     # ---- bookkeeping ------------------------------------------------------------------------
@@ -388,9 +387,7 @@ class Collector:
         return self._where[jobid]
 
     def _classname(self, msg_id: str) -> str:
-        own = self._own.get(msg_id)
-        payload = self._payloads.get(own.key) if own is not None else None
-        return payload.classname if payload is not None else ""
+        return self.tasks.classname(msg_id)
 
     def _purge_later(self, msg_id: str) -> None:
         self._to_purge.setdefault(msg_id, 0)

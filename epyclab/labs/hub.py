@@ -23,6 +23,7 @@ import ipyparallel as ipp
 from IPython.paths import get_ipython_dir
 
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs.probe import controller_absent
 from epyclab.log import logger
 
 __all__ = ["Connection", "Hub", "NoAnswer"]
@@ -49,6 +50,8 @@ class Connection:
     timeout: float = 10
     cluster_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Whether a controller has answered these arguments (then a reconnection does not probe first).
+    _answered: bool = field(default=False, repr=False, compare=False)
 
     def connection_file(self) -> Path:
         """The controller's client connection file these arguments point to."""
@@ -104,11 +107,19 @@ class Connection:
                 f"no ipyparallel controller to connect to: {self.where()} does not exist "
                 f"(waited {self.timeout:g} s). Is a controller running? {self.how_to_start()}"
             )
+        # A connection file left behind by a stopped controller: say so now, not after every attempt timed out.
+        # Not once connected: a controller being restarted is absent for a moment and gets the full patience.
+        absent = None if self._answered else controller_absent(path, self.sshserver)
+        if absent is not None:
+            raise ClusterConnectionError(
+                f"{self.where()} did not answer ({absent}). The controller is probably not running "
+                f"(its connection file stays behind when it stops); {self.how_to_start()}"
+            )
         last: BaseException | None = None
         attempts = max(1, int(attempts))
         for attempt in range(1, attempts + 1):
             try:
-                return ipp.Client(
+                client = ipp.Client(
                     str(path),
                     context=self.context,
                     debug=self.debug,
@@ -119,6 +130,8 @@ class Connection:
                     timeout=self.timeout,
                     **self.extra,
                 )
+                self._answered = True
+                return client
             except (TimeoutError, OSError) as exc:
                 last = exc
                 logger.warning("connecting to %s: attempt %d of %d failed: %s", self.where(), attempt, attempts, exc)
@@ -151,6 +164,7 @@ class Hub:
         #: connection notices that the controller restarted.
         self.session = session
         self._restarted: float | None = None
+        self._culls: bool | None = None
 
     def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         """Send a query to the hub; return the reply's content and buffers (NoAnswer if none comes)."""
@@ -264,6 +278,34 @@ class Hub:
         """Ask the hub to run tasks again from the requests it stored; return old id -> new id."""
         content, _ = self.request("resubmit_request", {"msg_ids": list(msg_ids)})
         return dict(content["resubmitted"])
+
+    def culls(self) -> bool:
+        """True if the hub keeps task records in ipyparallel's in-memory ``DictDB``, which culls old ones.
+
+        Asked once per connection. The client cannot read the controller's
+        configuration, so the store is told by what it accepts: ``DictDB``
+        answers a query with the ``$exists`` operator, while the SQLite store
+        (epyclab's durable :class:`~epyclab.cluster.taskstore.TaskStore`)
+        refuses the operator and ``NoDB`` refuses every query. (MongoDB,
+        long deprecated in ipyparallel, would be taken for a culling store.)
+        """
+        if self._culls is None:
+            try:
+                self.request("db_request", {"query": {"msg_id": {"$exists": False}}, "keys": ["msg_id"]})
+            except NoAnswer:
+                raise
+            except Exception as exc:
+                # The refusal is the answer: this store does not take $exists, so it is not DictDB.
+                logger.debug("the hub's task store refused $exists (%s): not the culling in-memory store", exc)
+                self._culls = False
+            else:
+                self._culls = True
+        return self._culls
+
+    def recordCount(self) -> int:
+        """How many task records the hub holds now (finished or not, of every client)."""
+        content, _ = self.request("history_request", {})
+        return len(content.get("history") or [])
 
     def sync(self) -> None:
         """Return once everything sent before has left this process (a round trip to the hub)."""

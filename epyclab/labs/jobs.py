@@ -13,10 +13,11 @@ task id) are read as index 0 of their task.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 from ipyparallel import AsyncResult
@@ -24,12 +25,16 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.wire import is_engine_death
+from epyclab.labs.wire import Payload, is_engine_death
 
 __all__ = [
     "JobRef",
     "OwnTask",
+    "TaskTable",
     "LostJobError",
+    "HubCapacityError",
+    "HUB_RECORD_LIMIT",
+    "fit_to_hub",
     "job_id",
     "parse_job_id",
     "group_by_task",
@@ -45,6 +50,10 @@ __all__ = [
 
 class LostJobError(EpyclabError):
     """Recorded as the exception of a point whose job the cluster lost and that was not run again."""
+
+
+class HubCapacityError(EpyclabError, ValueError):
+    """A sweep would submit more tasks than the controller's culling task store keeps until collection."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,59 @@ class OwnTask:
     ar: AsyncResult | None = None
 
 
+class TaskTable:
+    """What this process knows beyond the hub: the tasks it submitted (with futures) and the experiments it holds.
+
+    Owned by the :class:`~epyclab.labs.collect.Collector`; the lab records
+    what it submits here through these methods. A collector in another
+    process has an empty table and works from the hub's records alone.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, OwnTask] = {}
+        self._payloads: dict[str, Payload] = {}
+
+    def addPayloads(self, payloads: Mapping[str, Payload]) -> None:
+        """Hold these experiments (by sweep key), so their points can be submitted again from here."""
+        self._payloads.update(payloads)
+
+    def payload(self, key: str) -> Payload:
+        """The experiment held under ``key`` (KeyError if this process does not hold it)."""
+        return self._payloads[key]
+
+    def submitted(self, msg_id: str, key: str, ar: AsyncResult | None) -> None:
+        """Record a task just submitted from here, with its future."""
+        self._tasks[msg_id] = OwnTask(key, monotonic(), ar)
+
+    def get(self, msg_id: str) -> OwnTask | None:
+        """The task ``msg_id`` if this process submitted it (or follows it since a resubmission)."""
+        return self._tasks.get(msg_id)
+
+    def keyHeld(self, msg_id: str) -> str | None:
+        """The experiment key of task ``msg_id`` if this process holds that experiment, else None."""
+        own = self._tasks.get(msg_id)
+        return own.key if own is not None and own.key in self._payloads else None
+
+    def classname(self, msg_id: str) -> str:
+        """The experiment class of task ``msg_id``, or '' when this process does not know it."""
+        key = self.keyHeld(msg_id)
+        return self._payloads[key].classname if key is not None else ""
+
+    def forget(self, msg_id: str, moved_to: str | None = None) -> None:
+        """Stop following ``msg_id``; follow ``moved_to`` instead (no future) if the hub resubmitted it."""
+        own = self._tasks.pop(msg_id, None)
+        if moved_to is not None and own is not None:
+            self._tasks[moved_to] = OwnTask(own.key, monotonic(), None)
+
+    def detach(self) -> None:
+        """The client is gone: its futures will never fire, so follow every task through the hub."""
+        for own in self._tasks.values():
+            own.ar = None
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
 
 # ---- chunks ----------------------------------------------------------------------------------
 
@@ -114,6 +176,49 @@ def chunk_size(total: int, engines: int, largest: int = LARGEST_CHUNK) -> int:
     """
     per_engine = max(1, engines) * CHUNKS_PER_ENGINE
     return max(1, min(int(largest), -(-int(total) // per_engine)))
+
+
+#: The records ipyparallel's in-memory task store (DictDB) keeps by default (``c.DictDB.record_limit``).
+HUB_RECORD_LIMIT = 1024
+#: The share of a culling store a sweep leaves free: for probes, resubmissions and other clients.
+HUB_MARGIN = 0.1
+
+
+def fit_to_hub(points: int, size: int, limit: int, used: int, explicit: bool, where: str) -> int:
+    """The chunk size that keeps a sweep of ``points`` within a culling task store; refuse if none does.
+
+    The in-memory store culls its oldest records (finished or not) once it
+    holds more than ``limit``; it holds ``used`` now. A sweep's tasks all wait
+    there until collected, so they must fit in ``limit * (1 - HUB_MARGIN) -
+    used``. A chunk size the lab chose (``explicit=False``) is raised to fit;
+    one the user gave is kept if it fits. Raises :class:`HubCapacityError`
+    (naming the controller ``where`` and the ways out) otherwise.
+    """
+    free = int(limit * (1 - HUB_MARGIN)) - int(used)
+    tasks = -(-int(points) // max(1, int(size)))
+    if tasks <= free:
+        return size
+    durable = (
+        "start a controller with a durable task store instead: `epyclab cluster init PROFILE` and "
+        "`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand "
+        "`ipcontroller --reuse --restore --IPController.db_class=epyclab.cluster.taskstore.TaskStore`"
+    )
+    told = f"if its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"
+    if free < 1:
+        raise HubCapacityError(
+            f"{where} keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or "
+            f"not) beyond {limit} records, and it holds {used} already: a sweep submitted now could lose its "
+            f"tasks before they are collected. Collect or purge what is there, or {durable}; {told}"
+        )
+    needed = -(-int(points) // free)
+    if explicit:
+        raise HubCapacityError(
+            f"{where} keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or "
+            f"not) beyond {limit} records ({used} held now): {points} points in chunks of {size} are {tasks} "
+            f"tasks, more than the {free} it can keep until they are collected. Give chunkSize={needed} or more "
+            f"(or chunkSize=None to let the lab choose), or {durable}; {told}"
+        )
+    return needed
 
 
 def split(items: list[tuple[str, dict[str, Any]]], size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:

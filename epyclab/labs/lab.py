@@ -12,7 +12,7 @@ from typing import Any, Callable, Union
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.labs import worker
+from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
@@ -114,6 +114,14 @@ class Lab:
     CommitEvery = 1000
     #: ...or after this many seconds, whichever comes first.
     CommitInterval = 5.0
+    #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
+    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    StoreOutput = True
+    #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
+    #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
+    ReplayOutput = True
+    # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
+    _runs_elsewhere = False
 
     def __init__(
         self,
@@ -238,15 +246,23 @@ class Lab:
         outcomes = self._dispatch(points, sweep)
         with closing(outcomes), Progress(len(points), progress, desc=type(self).__name__) as bar, \
                 _CommitOnExit(committer):
-            for i, outcome in outcomes:
+            for n, (i, outcome) in enumerate(outcomes):
+                if n == 0:
+                    # Once the first point is out: an experiment the dispatch
+                    # refuses (it cannot travel) sends nothing to any engine.
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                 if isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
                 else:
                     sweep.stamp(outcome, i)
-                    self._add(outcome)
+                    self._add(self._settle(outcome))
                     bar.record(outcome)
                 committer.added()
+
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
+        return []
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: "SweepMarks") -> Iterator[tuple[int, Outcome]]:
         """The hook each lab implements: run (or submit) ``points``; yield ``(position, outcome)`` pairs.
@@ -262,6 +278,10 @@ class Lab:
         """
         for i, (ex, p) in enumerate(points):
             yield i, worker.run(ex, p)
+
+    def _settle(self, rc: ResultsDict) -> ResultsDict:
+        """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
+        return capture.settle(rc, store=self.StoreOutput, replay=self._runs_elsewhere and self.ReplayOutput)
 
     def _committing(self, committer: Committer) -> "_CommitOnExit":
         """A context that commits when the block ends, however it ends (for loops that collect later)."""

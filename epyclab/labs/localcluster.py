@@ -194,16 +194,20 @@ def _stop_recorded(
     if not controller:
         # Killed after ipyparallel started the controller but before its PIDs were
         # recorded: ipyparallel's own cluster file (if written) still knows them.
+        log = cluster_logger(profile_dir, cluster_id)
         try:
-            cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log_level=logging.WARNING)
-        except FileNotFoundError:
-            cluster = None
-        if cluster is not None:
-            for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                try:
-                    step()
-                except Exception as exc:
-                    logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+            try:
+                cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log=log)
+            except FileNotFoundError:
+                cluster = None
+            if cluster is not None:
+                for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
+                    try:
+                        step()
+                    except Exception as exc:
+                        logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+        finally:
+            release_logger(log)
     _remove_files(profile_dir, cluster_id)
 
 

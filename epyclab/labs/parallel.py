@@ -84,6 +84,8 @@ class ParallelLab(Lab):
     a failed result; an engine that dies has its points run by the others.
     """
 
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+
     def __init__(
         self,
         notebook: LabNotebook | None = None,

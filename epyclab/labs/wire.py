@@ -3,8 +3,9 @@
 - :func:`package` serializes each distinct experiment of a configuration once
   (:func:`serialize_experiment`, the one place an experiment is turned into
   bytes), after refusing process-bound attributes (:mod:`epyclab.labs.portable`);
-  with dill, so classes defined in a script's ``__main__`` or in Jupyter, and
-  the module-level helpers and constants they use, travel by value. An
+  with cloudpickle, the user's own modules by value (see
+  :mod:`epyclab.labs.byvalue`: classes from a script's ``__main__``, a notebook,
+  a file beside the script or a package under development travel with it). An
   experiment that cannot travel fails with
   :class:`~epyclab.errors.ExperimentSerializationError` naming the class and
   the offending attribute before anything is submitted.
@@ -24,14 +25,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import dill
 from ipyparallel import AsyncResult, Client, LoadBalancedView
 from ipyparallel.error import CompositeError, EngineError, RemoteError
 
 from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import worker
+from epyclab.labs import byvalue, worker
 from epyclab.labs.portable import refuse_process_bound
 
 __all__ = [
@@ -67,13 +67,12 @@ def _classname(obj: Any) -> str:
 
 
 def _dumps(obj: Any) -> bytes:
-    # recurse=True sends only the globals a function uses (a helper, a
-    # constant), not the whole of __main__, which may hold unpicklable things.
-    return dill.dumps(obj, recurse=True)
+    # The user's own modules travel by value, installed ones by reference (see epyclab.labs.byvalue).
+    return byvalue.dumps(obj)
 
 
 def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseException]]:
-    """The attributes of ``obj`` (recursively, through attributes that fail) that dill cannot pack."""
+    """The attributes of ``obj`` (recursively, through attributes that fail) that cannot be pickled."""
     try:
         attrs = vars(obj)
     except TypeError:
@@ -167,8 +166,8 @@ def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializati
     """The error for an experiment that an engine could not unpack."""
     return ExperimentSerializationError(
         f"experiment {classname} could not be loaded on engine {engine}: {error}. "
-        f"Every module the experiment imports must be importable on the engines "
-        f"(installed in their Python environment, or on their sys.path)"
+        f"The user's own modules travel with the experiment, but installed packages it imports must be "
+        f"installed on the engines too (in their Python environment)"
     )
 
 
@@ -193,7 +192,7 @@ def submit_chunk(
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
 
-    With ``blob`` (the experiment's dill bytes) an engine that lacks the
+    With ``blob`` (the experiment's pickled bytes) an engine that lacks the
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
     the reply holds fewer results than points. ``marks`` go into each run's metadata.

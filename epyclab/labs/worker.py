@@ -26,6 +26,7 @@ import dill
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
+from epyclab.labs import capture
 from epyclab.log import logger
 from epyclab.order import stamp
 
@@ -58,8 +59,8 @@ _experiments: dict[str, Experiment] = {}
 
 
 def run(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
-    """Configure ``experiment`` for ``point``, run it, and return its results dict."""
-    return experiment.set(point).run()
+    """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded)."""
+    return capture.captured(lambda: experiment.set(point).run(), tee=True)
 
 
 def _classname(experiment: Experiment) -> str:
@@ -73,7 +74,7 @@ def run_safely(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
     So is ``sys.exit()`` called by an experiment: it ends that run, not the engine's task.
     """
     try:
-        return experiment.set(point).run()
+        return capture.captured(lambda: experiment.set(point).run())  # output recorded, not shown
     except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from epyclab.experiment import Experiment
+from epyclab.notebooks.kinds import ColumnState, column_state
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
 from epyclab.notebooks.types import StoredColumn, from_storage
@@ -49,14 +50,15 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
     attributes = {k: _python(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRIBUTES}
     roles: dict[str, list[str]] = {"parameter": [], "result": [], "metadata": []}
     columns: dict[str, Any] = {}
-    kinds: dict[str, str] = {}
+    kinds: dict[str, ColumnState] = {}
     if "results" in g:
         ds = g["results"]
         for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
             roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
-            columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
+            columns[name], kind = _column(name, data[name], ds.dtype.fields[name][0])
+            kinds[name] = column_state(kind, columns[name])
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(next(iter(columns.values()), []))))
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:

@@ -10,13 +10,14 @@
     /resultsets/<tag>/columns/<name>    one 1-D chunked, resizable dataset per column,
                                         ``rows`` long; attributes name, kind (, unit)
     /resultsets/<tag>/shapes/<name>     for array and list columns: each cell's shape
+    /resultsets/<tag>/missing/<name>    for int columns: 1 where the cell is missing (its 0 is a fill)
     /resultsets/<tag>/pending/jobid     pending results: job ids (text) and
     /resultsets/<tag>/pending/parameters    their parameters (JSON text)
 
 A tag or column name holding ``/`` (or ``%``, or starting with ``.``) is
 escaped in the group or dataset name (``%2F``); the ``tag`` and ``name``
 attributes hold it as it is. How each kind of value is stored is decided in
-:mod:`epyclab.notebooks.types`. docs/hdf5-layout.md shows how to read a file
+:mod:`epyclab.notebooks.kinds` (the table of kinds). docs/hdf5-layout.md shows how to read a file
 with plain h5py.
 """
 
@@ -34,8 +35,9 @@ from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
 from epyclab.notebooks.jsonvalues import decode_value
+from epyclab.notebooks.kinds import ColumnState, kind_named
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
-from epyclab.notebooks.types import CELL_KINDS, StoredColumn, from_storage, storage_dtype
+from epyclab.notebooks.types import StoredColumn
 
 __all__ = [
     "VERSION",
@@ -46,6 +48,7 @@ __all__ = [
     "append_column",
     "read_stored",
     "write_pending",
+    "init_empty",
     "write_resultset_attributes",
     "resultset_group",
 ]
@@ -115,12 +118,20 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
     rows = int(g.attrs["rows"])
     roles = json.loads(_text(g.attrs["roles"]))
     columns: dict[str, Any] = {}
-    kinds: dict[str, str] = {}
+    kinds: dict[str, ColumnState] = {}
     dtypes: dict[str, Any] = {}
     for name in (n for role in _ROLE_NAMES for n in roles[role]):
         stored = read_stored(g, name, rows)
-        kinds[name], dtypes[name] = stored.kind, storage_dtype(stored)
-        columns[name] = from_storage(stored)
+        kind = kind_named(stored.kind)
+        columns[name] = kind.from_storage(stored)
+        kinds[name] = kind.stored_state(stored, columns[name])
+        dtypes[name] = kinds[name].dtype
+    missing = {}
+    if "missing" in g:
+        for name in kinds:
+            link = escape(name)
+            if kinds[name].kind.masks_missing and link in g["missing"]:
+                missing[name] = g["missing"][link][:rows].astype(bool)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
     pending = {}
     if "pending" in g:
@@ -138,6 +149,7 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
         kinds=kinds,
         pending=pending,
         dtypes=dtypes,
+        missing=missing,
     )
 
 
@@ -145,14 +157,13 @@ def read_stored(g: h5py.Group, name: str, rows: int) -> StoredColumn:
     """The first ``rows`` cells of column ``name`` of result set group ``g``."""
     ds = g["columns"][escape(name)]
     kind = _text(ds.attrs["kind"])
-    if kind == "str":
+    if h5py.check_string_dtype(ds.dtype) is not None:
         return StoredColumn(kind, ds.asstr()[:rows])
-    if kind == "datetime":
-        return StoredColumn(kind, ds[:rows], unit=_text(ds.attrs["unit"]))
-    if kind in CELL_KINDS:
-        element = h5py.check_vlen_dtype(ds.dtype)
+    element = h5py.check_vlen_dtype(ds.dtype)
+    if element is not None:
         return StoredColumn(kind, ds[:rows], shapes=g["shapes"][escape(name)][:rows], element=element)
-    return StoredColumn(kind, ds[:rows])
+    unit = ds.attrs.get("unit")
+    return StoredColumn(kind, ds[:rows], unit=None if unit is None else _text(unit))
 
 
 # ---- writing -------------------------------------------------------------------------------
@@ -163,19 +174,24 @@ def create_empty(path: str, file_id: str, description: str) -> None:
     tmp = f"{path}.new-{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["version"] = VERSION
-            f.attrs["creator"] = CREATOR
-            f.attrs["description"] = description
-            f.attrs["locked"] = False
-            f.attrs["current-resultset"] = ""
-            f.attrs["file-id"] = file_id
-            f.attrs["journal-seq"] = 0
-            # Creation order is kept, so result sets read back in the order they were added.
-            f.create_group("resultsets", track_order=True)
+            init_empty(f, file_id, description)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def init_empty(f: h5py.File, file_id: str, description: str) -> None:
+    """Make the new, empty HDF5 file ``f`` a notebook with no result sets."""
+    f.attrs["version"] = VERSION
+    f.attrs["creator"] = CREATOR
+    f.attrs["description"] = description
+    f.attrs["locked"] = False
+    f.attrs["current-resultset"] = ""
+    f.attrs["file-id"] = file_id
+    f.attrs["journal-seq"] = 0
+    # Creation order is kept, so result sets read back in the order they were added.
+    f.create_group("resultsets", track_order=True)
 
 
 def resultset_group(f: h5py.File, tag: str, uid: str) -> h5py.Group:
@@ -189,6 +205,7 @@ def resultset_group(f: h5py.File, tag: str, uid: str) -> h5py.Group:
         g = parent.create_group(link)
         g.create_group("columns")
         g.create_group("shapes")
+        g.create_group("missing")
         g.attrs["tag"] = tag
         g.attrs["uid"] = uid
         g.attrs["rows"] = 0
@@ -225,23 +242,16 @@ def _chunk(n: int) -> int:
     return size
 
 
-def _h5_dtype(col: StoredColumn) -> Any:
-    if col.kind == "str":
-        return h5py.string_dtype()
-    if col.kind in CELL_KINDS:
-        return h5py.vlen_dtype(col.element)
-    return col.data.dtype
-
-
-def write_column(g: h5py.Group, name: str, col: StoredColumn) -> None:
-    """Create (or replace) column ``name`` holding ``col``."""
+def write_column(g: h5py.Group, name: str, col: StoredColumn, missing: np.ndarray | None = None) -> None:
+    """Create (or replace) column ``name`` holding ``col`` (``missing``: its missing cells, if kept)."""
     link = escape(name)
-    for sub in ("columns", "shapes"):
+    g.require_group("missing")
+    for sub in ("columns", "shapes", "missing"):
         if link in g[sub]:
             del g[sub][link]
     n = len(col)
     ds = g["columns"].create_dataset(
-        link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=_h5_dtype(col)
+        link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=kind_named(col.kind).h5_dtype(col)
     )
     if n:
         _write(ds, 0, col.data)
@@ -249,25 +259,37 @@ def write_column(g: h5py.Group, name: str, col: StoredColumn) -> None:
     ds.attrs["kind"] = col.kind
     if col.unit is not None:
         ds.attrs["unit"] = col.unit
-    if col.kind in CELL_KINDS:
+    if col.shapes is not None:
         shapes = g["shapes"].create_dataset(
             link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=h5py.vlen_dtype(np.int64)
         )
         if n:
             _write(shapes, 0, col.shapes)
+    if missing is not None:
+        mask = g["missing"].create_dataset(
+            link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=np.uint8
+        )
+        if n:
+            mask[:] = missing.astype(np.uint8)
 
 
-def append_column(g: h5py.Group, name: str, start: int, col: StoredColumn) -> None:
-    """Write ``col`` as rows ``start`` onwards of column ``name`` (of the same stored type)."""
+def append_column(
+    g: h5py.Group, name: str, start: int, col: StoredColumn, missing: np.ndarray | None = None
+) -> None:
+    """Write ``col`` (and ``missing``, if kept) as rows ``start`` onwards of column ``name``."""
     link = escape(name)
     ds = g["columns"][link]
     end = start + len(col)
     ds.resize((end,))
     _write(ds, start, col.data)
-    if col.kind in CELL_KINDS:
+    if col.shapes is not None:
         shapes = g["shapes"][link]
         shapes.resize((end,))
         _write(shapes, start, col.shapes)
+    if missing is not None:
+        mask = g["missing"][link]
+        mask.resize((end,))
+        mask[start:end] = missing.astype(np.uint8)
 
 
 def _write(ds: h5py.Dataset, start: int, data: np.ndarray) -> None:

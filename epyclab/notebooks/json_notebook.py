@@ -21,26 +21,32 @@ Column values by kind: bool, int and str as JSON values; float as numbers,
 with NaN and infinities as ``{"__float__": "nan"}`` (``"inf"``, ``"-inf"``);
 complex as ``[re, im]`` pairs; datetime as ISO 8601 text (``null`` for a
 missing one) with the column's ``unit``; array, list and tuple cells as
-tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing.
+tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing;
+``"dtype"`` is the column's dtype (the element dtype for cells), and an int
+column's ``"missing"`` lists the rows whose 0 is a missing cell. Each kind's
+encoding is its entry in the table of kinds (:mod:`epyclab.notebooks.kinds`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from epyclab.errors import NotebookFormatError, NotebookVersionException
-from epyclab.notebooks.jsonvalues import decode_float, decode_value, encode_float, encode_value
+from epyclab.errors import NotebookFormatError, NotebookReadOnlyError, NotebookVersionException
+from epyclab.log import logger
+from epyclab.notebooks.epyc1json import is_epyc_json, read_epyc_json
+from epyclab.notebooks.jsonvalues import decode_value, encode_value
+from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.sidefiles import safe_write
+from epyclab.notebooks.sidefiles import notebook_key, safe_write
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
-from epyclab.notebooks.types import CELL_KINDS, kind_of_column, storage_dtype, to_storage
 
 __all__ = ["JSONLabNotebook"]
 
@@ -62,14 +68,19 @@ class JSONLabNotebook(PersistentLabNotebook):
         readonly: bool = False,
         force: bool = False,
     ) -> None:
+        self._from_epyc = False
+        self._backup = ""
         super().__init__(name, create, description, readonly, force)
 
-    def _read_file(self, writer: bool) -> StoredNotebook:
+    def _read_json(self) -> StoredNotebook:
         try:
             with open(self._path, encoding="utf-8") as f:
                 doc = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None
+        self._from_epyc = is_epyc_json(doc)
+        if self._from_epyc:
+            return read_epyc_json(doc, self._path)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NotebookFormatError(
                 f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
@@ -86,11 +97,27 @@ class JSONLabNotebook(PersistentLabNotebook):
         )
 
     def _create_file(self, description: str) -> None:
+        self._from_epyc = False
         self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
                      "current": None, "resultsets": []})
 
+    def _read_file(self, writer: bool) -> StoredNotebook:
+        if writer:
+            names = os.stat(self._path).st_nlink
+            if names > 1:
+                # Each commit writes a new file renamed over this name: the other names would keep
+                # the old one, and two writers could each think they write "the" notebook.
+                raise NotebookReadOnlyError(
+                    f"JSON notebook {self._path} has {names} names (hard links); a commit replaces the file, "
+                    f"which would split them into separate notebooks. Copy it to a file of its own "
+                    f"(cp {self._path} NEW.json) and write that, or open it with readonly=True"
+                )
+        return self._read_json()
+
     def _save(self) -> None:
-        """Write the whole notebook (JSON has no cheaper way)."""
+        """Write the whole notebook (JSON has no cheaper way); an epyc file is kept aside first."""
+        if self._from_epyc:
+            self._keep_epyc_original()
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -100,10 +127,28 @@ class JSONLabNotebook(PersistentLabNotebook):
             "resultsets": [self._resultset_doc(tag, rs) for tag, rs in self._resultsets.items()],
         }
         self._write(doc)
+        if self._from_epyc:
+            self._from_epyc = False
+            logger.warning(
+                "%s was an epyc 1.x JSON notebook; it is now in epyclab's format (the original is kept as %s)",
+                self._path, self._backup,
+            )
+
+    def _keep_epyc_original(self) -> None:
+        target = notebook_key(self._path)
+        backup, n = f"{target}.epyc1.bak", 0
+        while os.path.exists(backup):
+            n += 1
+            backup = f"{target}.epyc1.bak{n}"
+        try:
+            os.link(target, backup)
+        except OSError:  # a file system without hard links
+            shutil.copy2(target, backup)
+        self._backup = backup
 
     def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
-        frame = rs.dataframe(only_successful=False)
-        kinds = self._checks[id(rs)].kinds
+        frame = rs.storedFrame()
+        states = rs.columnStates()
         return {
             "tag": tag,
             "description": rs.description(),
@@ -111,7 +156,10 @@ class JSONLabNotebook(PersistentLabNotebook):
             "attributes": encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"),
             "roles": rs._roles(),
             "rows": len(frame),
-            "columns": {name: _column_doc(frame[name].array, kinds.get(name)) for name in frame.columns},
+            "columns": {
+                name: _column_doc(frame[name].array, states.get(name), lambda n=name: rs.missingMask(n))
+                for name in frame.columns
+            },
             "pending": {
                 j: encode_value(p, what=f"the parameters of pending job {j!r}") for j, p in rs._pending.items()
             },
@@ -120,60 +168,46 @@ class JSONLabNotebook(PersistentLabNotebook):
     def _write(self, doc: dict[str, Any]) -> None:
         """Replace the file with ``doc`` in one step (a temporary file renamed over it)."""
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-        safe_write(self._path, lambda f: f.write(text), what="saving the notebook")
+        # Into the file a symbolic link names, so the link stays a link.
+        safe_write(notebook_key(self._path), lambda f: f.write(text), what="saving the notebook")
         # The file is a new inode now: the writer's lock on the old one is moved to it.
         self._lock.lock_file()
 
 
-def _column_doc(col: Any, learned: str | None) -> dict[str, Any]:
-    kind = learned if learned in CELL_KINDS else kind_of_column(col)
-    stored = to_storage(col, kind)
-    doc: dict[str, Any] = {"kind": kind}
-    if kind in CELL_KINDS:
-        doc["values"] = [encode_value(v) for v in np.asarray(col, dtype=object)]
-        return doc
-    doc["dtype"] = storage_dtype(stored).str
-    data = stored.data
-    if kind == "float":
-        doc["values"] = [encode_float(x) for x in data.tolist()]
-    elif kind == "complex":
-        doc["values"] = [[encode_float(x.real), encode_float(x.imag)] for x in data.tolist()]
-    elif kind == "datetime":
-        times = data.view(f"datetime64[{stored.unit}]")
+def _column_doc(col: Any, state: ColumnState | None, missing_mask: Callable[[], np.ndarray]) -> dict[str, Any]:
+    """A column's JSON: its kind, the dtype its values keep, and its cells as the table of kinds encodes them."""
+    if state is None:
+        state = KINDS["missing"].state(None)
+    stored = state.kind.to_storage(col, state)
+    dtype = state.kind.storage_dtype(stored)
+    doc: dict[str, Any] = {"kind": state.kind.name, "dtype": None if dtype is None else dtype.str}
+    if stored.unit is not None:
         doc["unit"] = stored.unit
-        doc["values"] = [None if np.isnat(t) else str(t) for t in times]
-    else:
-        doc["values"] = data.tolist()
+    doc["values"] = state.kind.json_values(stored)
+    if state.kind.masks_missing:
+        # The rows whose 0 is a fill, not a value (they become NaN if the column widens).
+        doc["missing"] = np.flatnonzero(missing_mask()).tolist()
     return doc
 
 
-def _read_column(doc: dict[str, Any]) -> tuple[Any, str, Any]:
-    """The typed column, kind and storage dtype of a column's JSON."""
-    kind, values = doc["kind"], doc["values"]
-    if kind in CELL_KINDS:
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            out[i] = decode_value(v)
-        present = [np.asarray(v) for v in out if v is not None]
-        element = np.result_type(*{a.dtype for a in present}) if present else np.dtype(np.float64)
-        return out, kind, element
-    dtype = np.dtype(doc["dtype"])
-    if kind == "str":
-        return pd.array(values, dtype="str"), kind, dtype
-    if kind == "datetime":
-        col = np.array([v if v is not None else "NaT" for v in values], dtype=dtype)
-        return col, kind, dtype
-    if kind == "float":
-        return np.array([decode_float(v) for v in values], dtype=dtype), kind, dtype
-    if kind == "complex":
-        return np.array([complex(decode_float(r), decode_float(i)) for r, i in values], dtype=dtype), kind, dtype
-    return np.array(values, dtype=dtype), kind, dtype
+def _read_column(doc: dict[str, Any]) -> tuple[Any, ColumnState, Any]:
+    """The typed column, state and storage dtype of a column's JSON (its ``"missing"`` rows apart)."""
+    kind = kind_named(doc["kind"])
+    dtype = doc.get("dtype")
+    stored = kind.json_column(doc["values"], None if dtype is None else np.dtype(dtype), doc.get("unit"))
+    col = kind.from_storage(stored)
+    state = kind.stored_state(stored, col)
+    return col, state, state.dtype
 
 
 def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
-    columns, kinds, dtypes = {}, {}, {}
+    columns, kinds, dtypes, missing = {}, {}, {}, {}
     for name, col in doc["columns"].items():
         columns[name], kinds[name], dtypes[name] = _read_column(col)
+        if col.get("missing"):
+            mask = np.zeros(doc["rows"], dtype=bool)
+            mask[col["missing"]] = True
+            missing[name] = mask
     frame = pd.DataFrame(columns, index=pd.RangeIndex(doc["rows"]))
     return StoredResultSet(
         tag=doc["tag"],
@@ -186,4 +220,5 @@ def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
         kinds=kinds,
         pending={j: decode_value(p) for j, p in doc["pending"].items()},
         dtypes=dtypes,
+        missing=missing,
     )

@@ -14,7 +14,8 @@ from epyclab.errors import (
     UnknownResultSetError,
 )
 from epyclab.experiment import Experiment, ResultsDict
-from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.kinds import check_name
+from epyclab.notebooks.resultset import ResultSet, with_results
 
 __all__ = ["LabNotebook"]
 
@@ -70,6 +71,9 @@ class LabNotebook:
         """Commit and release the notebook (nothing to release in memory)."""
         self.commit()
 
+    def abandon(self) -> None:
+        """Release the notebook without saving changes since the last commit (nothing to release in memory)."""
+
     def isOpen(self) -> bool:
         """True while the notebook can be used."""
         return True
@@ -93,6 +97,7 @@ class LabNotebook:
         self._check_unlocked()
         if not isinstance(tag, str) or not tag:
             raise ValueError(f"a result set tag is a non-empty string, got {tag!r}")
+        check_name(tag, "result set tag")
         if tag in self._resultsets:
             raise ResultsStructureException(
                 f"the notebook already has a result set tagged {tag!r}; "
@@ -324,6 +329,7 @@ def _leaves(rc: Union[ResultsDict, list[Any]]) -> Iterator[ResultsDict]:
         for item in rc:
             yield from _leaves(item)
         return
+    rc = with_results(rc)
     if not Experiment.isResultsDict(rc):
         raise ResultsStructureException(
             "a result to add must be a results dict ({'parameters': ..., 'metadata': ..., "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,17 +20,27 @@ from epyclab.errors import (
     PendingResultException,
     ResultSetLockedException,
     ResultsStructureException,
+    UnstorableValueError,
 )
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
-from epyclab.notebooks.columns import MISSING, build_column, empty_column
+from epyclab.notebooks.columns import MISSING
+from epyclab.notebooks.kinds import (
+    KINDS,
+    ColumnState,
+    NotStorable,
+    check_name,
+    kind_of_dtype,
+    kind_of_type,
+    state_of_value,
+)
+from epyclab.notebooks.rowcheck import RowCheck, value_message
 from epyclab.order import in_design_order
 
-__all__ = ["ResultSet"]
+__all__ = ["ResultSet", "with_results"]
 
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
 
-#: A check run on every row before it is stored (raises to refuse the row).
-RowCheck = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], None]
+_MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
 
 
 class ResultSet:
@@ -60,8 +70,18 @@ class ResultSet:
         self._n_buffered = 0
         self._base: pd.DataFrame | None = None
         self._frame: pd.DataFrame | None = None
+        self._stored_frame: pd.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
-        self._row_check: RowCheck | None = None
+        # Every row is checked against the table of kinds before it is stored, in
+        # memory as in a file, so every notebook accepts and shows the same values.
+        self._row_check = RowCheck()
+        #: The state of each column of the loaded rows (the base), as they are held.
+        self._base_states: dict[str, ColumnState] = {}
+        #: Which loaded cells of int columns are missing (0 while the column is int, NaN if it widens).
+        self._base_missing: dict[str, np.ndarray] = {}
+        self._dirty = False
+        self._typechanged = False
+        self._pending_dtype: np.dtype | None = None
         # Counters that tell a persistent notebook what changed since it last wrote.
         self._state_version = 0
         self._pending_version = 0
@@ -163,6 +183,7 @@ class ResultSet:
     def addSingleResult(self, rc: ResultsDict) -> None:
         """Append the row of one results dict (whose results are a dict, not a list)."""
         self._check_unlocked()
+        rc = with_results(rc)
         if not Experiment.isResultsDict(rc):
             raise ResultsStructureException(
                 "a results dict needs dicts under 'parameters', 'metadata' and 'results'; "
@@ -174,12 +195,15 @@ class ResultSet:
                 "addSingleResult takes a results dict whose results are a dict; "
                 "add a list of results with LabNotebook.addResult"
             )
-        if self._row_check is not None:
-            self._row_check(params, res, meta)
         pcols, rcols, mcols = self._params, self._results, self._meta
         # The common case, a row with the keys seen before, is checked by three
         # set comparisons done in C; only new keys need the slower checks.
-        if not (params.keys() <= pcols.keys() and res.keys() <= rcols.keys() and meta.keys() <= mcols.keys()):
+        known = params.keys() <= pcols.keys() and res.keys() <= rcols.keys() and meta.keys() <= mcols.keys()
+        if not known:
+            self._check_roles(params, res, meta)
+        check = self._row_check
+        check(params, res, meta)
+        if not known:
             self._add_columns(params, res, meta)
         for k, v in params.items():
             pcols[k].append(v)
@@ -199,10 +223,17 @@ class ResultSet:
         self._n_buffered += 1
         if len(params) + len(res) + len(meta) != len(pcols) + len(rcols) + len(mcols):
             self._pad_row()
-        self._frame = None
+        if check.changes:
+            self._widened(check.changes)
+        self._frame = self._stored_frame = None
+        self._dirty = True
 
-    def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        """Create the columns for keys not seen before, refusing a key in two roles."""
+    def _widened(self, changes: list[tuple[str, ColumnState | None, ColumnState]]) -> None:
+        """Columns changed state (a new column, or one that widened)."""
+        self._typechanged = True
+
+    def _check_roles(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Refuse a key in two roles (in this row, or against the columns)."""
         roles = [(params, self._params, PARAMETER), (res, self._results, RESULT), (meta, self._meta, METADATA)]
         seen: dict[str, str] = {}
         for part, _, role in roles:
@@ -225,7 +256,11 @@ class ResultSet:
                             f"{k!r} is a {other_role} column of this result set and cannot "
                             f"also be a {role}; rename one of them"
                         )
-        for part, cols, _ in roles:
+
+    def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Create the columns for keys not seen before."""
+        roles = [(params, self._params), (res, self._results), (meta, self._meta)]
+        for part, cols in roles:
             for k in part:
                 if k not in cols:
                     cols[k] = [MISSING] * self._n_buffered
@@ -262,10 +297,16 @@ class ResultSet:
             return df
         return df.copy(deep=False)
 
+    def storedFrame(self) -> pd.DataFrame:
+        """Every row in the order rows were added (the order files keep), typed as :meth:`dataframe` types them."""
+        if self._stored_frame is None:
+            self._stored_frame = self._build_frame()
+        return self._stored_frame.copy(deep=False)
+
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
             # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
-            self._frame = in_design_order(self._build_frame())
+            self._frame = in_design_order(self.storedFrame())
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:
@@ -273,19 +314,38 @@ class ResultSet:
         order = self.names()
         if self._n_buffered == 0 and base is not None:
             return base[[c for c in order if c in base.columns]] if order else base
+        states = self._row_check.states
         new = {}
         for cols in (self._params, self._results, self._meta):
             for k, values in cols.items():
-                like = base[k].dtype if base is not None and k in base.columns else None
-                new[k] = build_column(values, self._n_missing[k], like)
+                st = states.get(k, _MISSING_STATE)
+                new[k] = st.kind.column(values, st)
         df = pd.DataFrame(new, columns=order) if order else pd.DataFrame(index=range(self._n_buffered))
         if base is None or len(base) == 0:
             return df
-        base = base.copy(deep=False)
+        return pd.concat([self._typed_base(order), df], ignore_index=True)
+
+    def _typed_base(self, order: list[str]) -> pd.DataFrame:
+        """The loaded rows, every column as its current state says (widened, or missing cells)."""
+        base = self._base
+        assert base is not None
+        states = self._row_check.states
+        cols = {}
         for k in order:
+            st = states.get(k, _MISSING_STATE)
             if k not in base.columns:
-                base[k] = empty_column(len(base), df[k].dtype)
-        return pd.concat([base[order], df], ignore_index=True)
+                cols[k] = st.kind.column([None] * len(base), st)
+            elif self._base_states.get(k, st) != st:
+                col = st.kind.cast(base[k].array, self._base_states[k], st)
+                mask = self._base_missing.get(k)
+                if mask is not None and mask.any():
+                    # Cells missing in an int column show the fill of the kind it widened to (NaN).
+                    col = np.array(col, copy=True)
+                    col[mask] = st.kind.fill(st)
+                cols[k] = col
+            else:
+                cols[k] = base[k]
+        return pd.DataFrame(cols, index=base.index, columns=order)
 
     def results(self) -> list[ResultsDict]:
         """Every row as a results dict (failed rows have empty results)."""
@@ -355,6 +415,13 @@ class ResultSet:
         self._check_unlocked()
         if jobid in self._pending:
             raise PendingResultException(jobid, f"job id {jobid!r} is already pending in this result set")
+        check_name(jobid, "job id")
+        for k, v in params.items():
+            check_name(k, "parameter name")
+            try:
+                state_of_value(v)
+            except NotStorable as exc:
+                raise UnstorableValueError(value_message("parameter", k, v, str(exc))) from None
         self._pending[jobid] = dict(params)
         self._pending_version += 1
 
@@ -408,18 +475,214 @@ class ResultSet:
         """True when no result is pending."""
         return not self._pending
 
+    # ---- types (epyc's type API, answered from the table of kinds) -------------------
+
+    #: Python type -> the numpy dtype a column of such values has (text, cells: object).
+    TypeMapping: dict[type, np.dtype] = {
+        bool: np.dtype(bool),
+        int: np.dtype(np.int64),
+        float: np.dtype(np.float64),
+        complex: np.dtype(np.complex128),
+        str: np.dtype(object),
+        datetime: np.dtype("datetime64[us]"),
+        list: np.dtype(object),
+        tuple: np.dtype(object),
+        np.ndarray: np.dtype(object),
+    }
+
+    @staticmethod
+    def zero(dtype: Any) -> Any:
+        """The value of a missing cell in a column of numpy ``dtype`` (NaN for floats, as documented).
+
+        Raises:
+            TypeError: ``dtype`` is not a numpy dtype.
+        """
+        dtype = np.dtype(dtype)
+        if dtype.kind in "biufc":
+            kind = kind_of_dtype(dtype)
+            return kind.fill(ColumnState(kind, dtype))
+        if dtype.kind == "M":
+            return pd.NaT
+        if dtype.kind in "OUS":
+            return ""
+        raise TypeError(f"no notebook column has dtype {dtype}")
+
+    @classmethod
+    def typeToDtype(cls, t: type) -> np.dtype:
+        """The numpy dtype of a column of values of type ``t`` (numpy scalar types keep their width).
+
+        Raises:
+            TypeError: no notebook can store values of type ``t``.
+        """
+        if isinstance(t, type) and issubclass(t, np.generic) and not issubclass(t, np.str_):
+            return np.dtype(t)
+        kind = kind_of_type(t)
+        if kind is None or kind is KINDS["missing"]:
+            raise TypeError(f"a notebook cannot store values of type {t.__name__}")
+        for base, dtype in cls.TypeMapping.items():
+            if issubclass(t, base):
+                return dtype
+        return np.dtype(object)
+
+    @staticmethod
+    def valueToDtype(v: Any) -> np.dtype:
+        """The numpy dtype of a column holding ``v`` (a Python int as narrow as int64 allows).
+
+        Raises:
+            UnstorableValueError: no notebook can store ``v``.
+        """
+        try:
+            st = state_of_value(v)
+        except NotStorable as exc:
+            raise UnstorableValueError(value_message("value", "", v, str(exc))) from None
+        return st.kind.numpy_dtype(st)
+
+    def dtype(self) -> np.dtype:
+        """The structured numpy dtype of a row: one field per column, as the columns are stored."""
+        states = self._row_check.states
+        fields = []
+        for k in self.names():
+            st = states.get(k, _MISSING_STATE)
+            fields.append((k, st.kind.numpy_dtype(st)))
+        return np.dtype(fields)
+
+    def inferDtype(self, rc: ResultsDict) -> np.dtype:
+        """The row dtype this result set would have once ``rc`` is added (nothing is added).
+
+        Raises:
+            UnstorableValueError: ``rc`` holds a value the result set would refuse.
+        """
+        rc = with_results(rc)
+        trial = RowCheck(self._row_check.states)
+        trial(rc[Experiment.PARAMETERS], rc.get(Experiment.RESULTS) or {}, rc[Experiment.METADATA])
+        names = self.names() + [
+            k
+            for part in (rc[Experiment.PARAMETERS], rc.get(Experiment.RESULTS) or {}, rc[Experiment.METADATA])
+            for k in part
+            if k not in self.names()
+        ]
+        return np.dtype([(k, trial.states[k].kind.numpy_dtype(trial.states[k])) for k in names])
+
+    def setDtype(self, dtype: np.dtype) -> None:
+        """Widen the columns to the fields of structured ``dtype`` (new fields make no column until a value comes).
+
+        Raises:
+            UnstorableValueError: a field's dtype cannot hold a column's values exactly.
+        """
+        states = dict(self._row_check.states)
+        changes = []
+        for name in dtype.names or ():
+            ft = dtype.fields[name][0]
+            if ft.kind not in "biufc":
+                continue  # text, objects and datetimes take their values' kind
+            kind = kind_of_dtype(ft)
+            wanted = ColumnState(kind, ft)
+            old = states.get(name)
+            try:
+                new = wanted if old is None else old.kind.widen(old, wanted)
+            except NotStorable as exc:
+                raise UnstorableValueError(f"cannot give column {name!r} dtype {ft}: {exc}") from None
+            if new != old:
+                changes.append((name, old, new))
+                states[name] = new
+        if changes:
+            self._row_check.states = states
+            self._widened(changes)
+            self._frame = self._stored_frame = None
+
+    def pendingdtype(self) -> np.dtype:
+        """The structured dtype of a pending result: its job id (text) and its parameters."""
+        if self._pending_dtype is not None:
+            return self._pending_dtype
+        fields: dict[str, np.dtype] = {}
+        for params in self._pending.values():
+            for k, v in params.items():
+                d = self.valueToDtype(v)
+                fields[k] = d if k not in fields else np.result_type(fields[k], d)
+        return np.dtype([(self.JOBID, np.dtype(object))] + list(fields.items()))
+
+    def inferPendingResultDtype(self, params: Mapping[str, Any]) -> np.dtype:
+        """The pending dtype once a job for ``params`` is pending (nothing is added).
+
+        Raises:
+            UnstorableValueError: a parameter value cannot be stored.
+        """
+        fields = dict((n, self.pendingdtype().fields[n][0]) for n in self.pendingdtype().names)
+        for k, v in params.items():
+            d = self.valueToDtype(v)
+            fields[k] = d if k not in fields else np.result_type(fields[k], d)
+        return np.dtype(list(fields.items()))
+
+    def setPendingResultDtype(self, dtype: np.dtype) -> None:
+        """Fix the dtype :meth:`pendingdtype` reports."""
+        self._pending_dtype = np.dtype(dtype)
+
+    def typechanged(self, f: bool = True) -> None:
+        """Set (or clear, with ``f=False``) the flag saying a column's type changed."""
+        self._typechanged = f
+
+    def isTypeChanged(self) -> bool:
+        """True if a column's type widened (or a column came) since the flag was cleared."""
+        return self._typechanged
+
+    def dirty(self, f: bool = True) -> None:
+        """Set (or clear, with ``f=False``) the flag saying the result set changed."""
+        self._dirty = f
+
+    def isDirty(self) -> bool:
+        """True if a row was added since the flag was cleared."""
+        return self._dirty
+
+    def checkResult(self, rc: ResultsDict) -> ResultsDict | None:
+        """None if ``rc`` can be added; else the failed results dict to add in its place.
+
+        The failed row keeps the parameters and the storable metadata, has
+        status False and, as its exception, the
+        :class:`~epyclab.errors.UnstorableValueError` naming the key, value and
+        type. Labs call this so that a value no notebook can keep makes a
+        failed row, never a stopped sweep. Nothing is added.
+        """
+        rc = with_results(rc)
+        params, meta = rc.get(Experiment.PARAMETERS, {}), rc.get(Experiment.METADATA, {})
+        trial = RowCheck(self._row_check.states)
+        try:
+            trial(params, rc.get(Experiment.RESULTS) or {}, meta)
+            return None
+        except UnstorableValueError as exc:
+            error = exc
+        kept = {}
+        for k, v in meta.items():
+            if k in (Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK):
+                continue
+            try:
+                RowCheck(self._row_check.states)({}, {}, {k: v})
+            except UnstorableValueError:
+                continue
+            kept[k] = v
+        failed = failed_result(dict(params), error)
+        failed[Experiment.METADATA] = {**failed[Experiment.METADATA], **kept}
+        return failed
+
     # ---- hooks for persistent notebooks ---------------------------------------------
 
-    def _set_row_check(self, check: RowCheck | None) -> None:
+    def _set_row_check(self, check: RowCheck) -> None:
         self._row_check = check
+
+    def columnStates(self) -> dict[str, ColumnState]:
+        """Each column's state (kind and dtype), as the table of kinds keeps it."""
+        return dict(self._row_check.states)
 
     def _load(
         self,
         frame: pd.DataFrame,
         roles: Mapping[str, Iterable[str]],
         pending: Mapping[str, Mapping[str, Any]],
+        missing: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Make ``frame`` the rows already stored; ``roles`` maps role to column names."""
+        """Make ``frame`` the rows already stored; ``roles`` maps role to column names.
+
+        ``missing`` marks, for int columns, the cells that were missing (stored as 0).
+        """
         self._base = frame.reset_index(drop=True)
         self._params = {k: [] for k in roles.get(PARAMETER, ())}
         self._results = {k: [] for k in roles.get(RESULT, ())}
@@ -427,7 +690,9 @@ class ResultSet:
         self._n_missing = dict.fromkeys(self.names(), 0)
         self._n_buffered = 0
         self._pending = {j: dict(p) for j, p in pending.items()}
-        self._frame = None
+        self._base_states = {k: st for k, st in self._row_check.states.items() if k in frame.columns}
+        self._base_missing = {k: np.asarray(m, dtype=bool) for k, m in (missing or {}).items()}
+        self._frame = self._stored_frame = None
 
     def _buffered_rows(self, start: int) -> dict[str, list[Any]]:
         """The raw cells of rows ``start`` onwards, by column; MISSING marks absent cells.
@@ -440,9 +705,33 @@ class ResultSet:
         lo = start - base_len
         return {k: col[lo:] for cols in (self._params, self._results, self._meta) for k, col in cols.items()}
 
+    def missingMask(self, name: str) -> np.ndarray:
+        """Which cells of column ``name`` are missing (a row without the key, or None), over every row."""
+        base = self._base
+        n_base = 0 if base is None else len(base)
+        if base is None or name not in base.columns:
+            head = np.ones(n_base, dtype=bool)
+        else:
+            head = self._base_missing.get(name, np.zeros(n_base, dtype=bool))
+        col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
+        tail = np.fromiter((v is None or v is MISSING for v in col), dtype=bool, count=len(col))
+        return np.concatenate([head, tail])
+
     def _roles(self) -> dict[str, list[str]]:
         """Column names by role."""
         return {PARAMETER: list(self._params), RESULT: list(self._results), METADATA: list(self._meta)}
+
+
+def with_results(rc: Any) -> Any:
+    """``rc`` with empty results if it is a failed results dict with no ``results`` key (epyc writes those)."""
+    if (
+        type(rc) is dict
+        and Experiment.RESULTS not in rc
+        and isinstance(rc.get(Experiment.METADATA), dict)
+        and rc[Experiment.METADATA].get(Experiment.STATUS) is False
+    ):
+        return {**rc, Experiment.RESULTS: {}}
+    return rc
 
 
 def _is_value_list(v: Any) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["StoredResultSet", "StoredNotebook"]
+__all__ = ["StoredResultSet", "StoredResults", "StoredNotebook"]
 
 
 @dataclass
@@ -16,8 +16,8 @@ class StoredResultSet:
 
     ``frame`` holds the rows (typed as a result set's DataFrame types them),
     ``roles`` the column names by role (``'parameter'``, ``'result'``,
-    ``'metadata'``), ``kinds`` each column's kind (see
-    :mod:`epyclab.notebooks.types`), ``pending`` job id -> parameters.
+    ``'metadata'``), ``kinds`` each column's state (see
+    :mod:`epyclab.notebooks.kinds`), ``pending`` job id -> parameters.
     """
 
     tag: str
@@ -29,8 +29,25 @@ class StoredResultSet:
     frame: pd.DataFrame
     kinds: dict[str, str]
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: Each column's storage dtype (see :func:`epyclab.notebooks.types.storage_dtype`), when known.
+    #: Each column's storage dtype (the dtype of its state in the table of kinds), when known.
     dtypes: dict[str, Any] = field(default_factory=dict)
+    #: For int columns: which cells are missing (bool arrays; see :mod:`epyclab.notebooks.kinds`).
+    missing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoredResults:
+    """A result set a file holds as results dicts (epyc's JSON files), to be added row by row.
+
+    Adding them through the result set checks and types each value as any new result is.
+    """
+
+    tag: str
+    description: str
+    locked: bool
+    attributes: dict[str, Any]
+    results: list[dict[str, Any]]
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,6 +63,6 @@ class StoredNotebook:
     description: str
     locked: bool
     current: str | None
-    resultsets: list[StoredResultSet]
+    resultsets: list[StoredResultSet | StoredResults]
     file_id: str = ""
     seq: int = 0

@@ -1,0 +1,283 @@
+"""What a run prints and logs: captured while it runs, stored with its result, replayed on collection.
+
+Every lab runs a point through :mod:`epyclab.labs.worker`, which wraps the run
+in :func:`captured`. While the run's thread is inside it:
+
+- what it writes to ``sys.stdout`` and ``sys.stderr`` (``print``, warnings,
+  tracebacks it prints) is recorded; with ``tee=True`` (the sequential
+  :class:`~epyclab.labs.lab.Lab`, where the user watches the run) it also goes
+  on to the console as usual, without it (engines) only to the record;
+- every log record at WARNING or above that reaches the root logger from that
+  thread is recorded (with its traceback, if any), by a handler added to the
+  root logger for the run. The other handlers see the record as before; where
+  none is configured, Python prints WARNINGs to stderr as a last resort: with
+  ``tee`` that still happens, without it (engines) it does not.
+
+Other threads' output is left alone. Output written straight to the file
+descriptors (a C library, a subprocess) is not seen.
+
+The record travels in the results dict's metadata under :data:`CAPTURE` (a
+JSON string, so it crosses any wire and any notebook), capped at
+:data:`Limit` bytes, oldest output dropped first. The lab then calls
+:func:`settle` on each results dict it receives, which removes :data:`CAPTURE`
+and, as the lab's settings say,
+
+- stores the text (stdout, stderr and the log records, in the order they
+  happened, each record as ``LEVEL:logger:message``) under :data:`OUTPUT`,
+  the last :data:`Limit` bytes of it;
+- replays it: stdout to ``sys.stdout`` and stderr to ``sys.stderr``, each
+  line prefixed with the point (``[x=3, y=0.5] ``), and each log record to
+  the ``epyclab`` logger at its own level, as ``[x=3, y=0.5] logger: message``.
+
+A run that printed and logged nothing gets no :data:`OUTPUT` key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from epyclab.experiment import Experiment, ResultsDict
+from epyclab.log import Logger
+
+__all__ = ["OUTPUT", "CAPTURE", "Limit", "captured", "settle", "point_prefix"]
+
+#: The metadata key of a run's stored output (a str, at most :data:`Limit` bytes of UTF-8).
+OUTPUT = "epyclab.experiment.output"
+#: The metadata key that carries the captured output from the run to the lab (removed by :func:`settle`).
+CAPTURE = "epyclab.experiment.capture"
+#: Bytes of output kept per run (the last ones).
+Limit = 64 * 1024
+
+_DROPPED = "[... earlier output dropped ...]\n"
+
+# One chunk of output: ("stdout" | "stderr", text) or ("log", levelno, logger name, text).
+_Chunk = list[Any]
+
+
+class _Record:
+    """The chunks of output of one run, the oldest dropped once they hold far more than :data:`Limit`."""
+
+    def __init__(self) -> None:
+        self.chunks: list[_Chunk] = []
+        self.size = 0
+        self.dropped = False
+
+    def add(self, chunk: _Chunk) -> None:
+        last = self.chunks[-1] if self.chunks else None
+        if last is not None and last[0] == chunk[0] != "log":
+            # print() writes its arguments and the newline separately: one chunk per stream stretch.
+            last[1] += chunk[1]
+        else:
+            self.chunks.append(chunk)
+        self.size += len(chunk[-1])
+        # Characters, not bytes, here (cheap); the exact cap in bytes is applied to the text.
+        while self.size > 2 * Limit and len(self.chunks) > 1:
+            self.size -= len(self.chunks.pop(0)[-1])
+            self.dropped = True
+
+
+class _Stream:
+    """Stands in for sys.stdout or sys.stderr: records what the capturing thread writes.
+
+    Writes from other threads, and with ``tee`` the capturing thread's too, go
+    to the stream it replaced; everything else (encoding, fileno, ...) is that
+    stream's.
+    """
+
+    def __init__(self, name: str, original: TextIO, record: _Record, thread: int, tee: bool) -> None:
+        self._name = name
+        self._original = original
+        self._record = record
+        self._thread = thread
+        self._tee = tee
+
+    def write(self, text: str) -> int:
+        if threading.get_ident() != self._thread:
+            return self._original.write(text)
+        if text:
+            self._record.add([self._name, str(text)])
+        if self._tee:
+            self._original.write(text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def isatty(self) -> bool:
+        return bool(self._tee and self._original.isatty())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+def _formatted(record: logging.LogRecord) -> str:
+    text = record.getMessage()
+    if record.exc_info:
+        text += "\n" + logging.Formatter().formatException(record.exc_info)
+    elif record.exc_text:
+        text += "\n" + record.exc_text
+    return text
+
+
+class _Handler(logging.Handler):
+    """On the root logger while a run is captured: records the run's thread's records at WARNING and above.
+
+    Its presence keeps Python's last-resort handler (which prints WARNINGs to
+    stderr when no handler is configured) from firing, so with ``tee`` it
+    prints those records itself, as that handler would have.
+    """
+
+    def __init__(self, record: _Record, thread: int, tee: bool, stderr: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self._record = record
+        self._thread = thread
+        self._tee = tee
+        self._stderr = stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if threading.get_ident() == self._thread:
+            self._record.add(["log", record.levelno, record.name, _formatted(record)])
+        if self._tee and logging.lastResort is not None and self._alone(record):
+            self._stderr.write(logging.lastResort.format(record) + "\n")
+
+    def _alone(self, record: logging.LogRecord) -> bool:
+        """True if no other handler saw ``record`` (then the last-resort handler would have printed it)."""
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return False
+            if not logger.propagate:
+                return True
+            logger = logger.parent  # type: ignore[assignment]
+        return True
+
+
+def captured(run: Callable[[], ResultsDict], tee: bool = False) -> ResultsDict:
+    """``run()``, its output recorded under :data:`CAPTURE` in the results dict it returns.
+
+    ``tee=True`` lets the output reach the console as it is written, too. An
+    exception from ``run`` propagates (what was recorded is then lost; with
+    ``tee`` it was shown).
+    """
+    record = _Record()
+    thread = threading.get_ident()
+    stdout, stderr = sys.stdout, sys.stderr
+    handler = _Handler(record, thread, tee, stderr)
+    root = logging.getLogger()
+    sys.stdout = _Stream("stdout", stdout, record, thread, tee)  # type: ignore[assignment]
+    sys.stderr = _Stream("stderr", stderr, record, thread, tee)  # type: ignore[assignment]
+    root.addHandler(handler)
+    try:
+        rc = run()
+    finally:
+        root.removeHandler(handler)
+        sys.stdout, sys.stderr = stdout, stderr
+    if record.chunks:
+        chunks, cut = _capped(record.chunks)
+        rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
+    return rc
+
+
+def _capped(chunks: list[_Chunk]) -> tuple[list[_Chunk], bool]:
+    """The last chunks whose texts hold at most :data:`Limit` characters (the oldest kept one cut to fit).
+
+    Also whether anything was cut or dropped.
+    """
+    kept: list[_Chunk] = []
+    size = 0
+    for chunk in reversed(chunks):
+        text = chunk[-1]
+        room = Limit - size
+        if len(text) > room:
+            kept.append([*chunk[:-1], text[len(text) - room:]])
+            return list(reversed(kept)), True
+        kept.append(chunk)
+        size += len(text)
+    return list(reversed(kept)), False
+
+
+def _text(chunks: list[_Chunk], dropped: bool) -> str:
+    """The stored text: the output in the order it came, the last :data:`Limit` bytes of it."""
+    parts = []
+    for chunk in chunks:
+        if chunk[0] == "log":
+            _, level, name, message = chunk
+            parts.append(f"{logging.getLevelName(level)}:{name}:{message}\n")
+        else:
+            parts.append(chunk[1])
+    text = "".join(parts)
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= Limit and not dropped:
+        return text
+    mark = _DROPPED.encode()
+    tail = data[-(Limit - len(mark)):]
+    # Cutting bytes may split a character: drop the broken start.
+    return _DROPPED + tail.decode("utf-8", errors="ignore")
+
+
+def point_prefix(params: dict[str, Any]) -> str:
+    """``[k=v, ...] ``: the point a replayed line came from."""
+    return "[" + ", ".join(f"{k}={params[k]!r}" for k in sorted(params)) + "] "
+
+
+def _replay(chunks: list[_Chunk], prefix: str) -> None:
+    log = logging.getLogger(Logger)
+    for chunk in chunks:
+        if chunk[0] == "log":
+            _, level, name, message = chunk
+            log.log(level, "%s%s: %s", prefix, name, message)
+            continue
+        stream = sys.stdout if chunk[0] == "stdout" else sys.stderr
+        lines = chunk[1].splitlines()
+        if not lines:
+            continue
+        text = "".join(f"{prefix}{line}\n" for line in lines)
+        # A text progress bar on the console is cleared while we write, and redrawn after.
+        from tqdm.std import tqdm
+
+        with tqdm.external_write_mode(file=stream):
+            stream.write(text)
+            stream.flush()
+
+
+def settle(rc: ResultsDict, store: bool = True, replay: bool = False) -> ResultsDict:
+    """Take the captured output out of ``rc``; store it under :data:`OUTPUT` and/or replay it.
+
+    With ``store``, the text goes into the metadata of ``rc`` (and of each
+    results dict in its results, if those are a list: they are the rows the
+    notebook keeps). With ``replay``, it is written to the console and the
+    ``epyclab`` logger, prefixed with the point (see the module's docstring).
+    Returns ``rc``. A results dict without captured output is returned as it is.
+    """
+    meta = rc.get(Experiment.METADATA)
+    if not isinstance(meta, dict) or CAPTURE not in meta:
+        return rc
+    wire = meta.pop(CAPTURE)
+    try:
+        data = json.loads(wire)
+        chunks, dropped = data["chunks"], bool(data["dropped"])
+    except (TypeError, ValueError, KeyError) as exc:
+        logging.getLogger(Logger).warning("the captured output of a run could not be read (%s); dropped", exc)
+        return rc
+    if not chunks:
+        return rc
+    if replay:
+        _replay(chunks, point_prefix(rc.get(Experiment.PARAMETERS) or {}))
+    if store:
+        text = _text(chunks, dropped)
+        inner = rc.get(Experiment.RESULTS)
+        targets = [meta]
+        if isinstance(inner, list):
+            targets += [r[Experiment.METADATA] for r in inner if isinstance(r, dict) and Experiment.METADATA in r]
+        for m in targets:
+            m[OUTPUT] = text
+    return rc

@@ -1,0 +1,169 @@
+"""A real one-node Slurm for the tests: munged, slurmctld and slurmd in a temporary directory.
+
+Not a test module. :func:`start_slurm` (run as root, with Debian's
+``slurm-wlm`` and ``munge`` installed, as .ci/run does) writes a munge key and
+a ``slurm.conf`` into the directory: this machine's host name and CPU count,
+``proctrack/linuxproc`` and ``task/none`` (no cgroups), free ports on
+127.0.0.1, state, spool, PID and log files all in the directory. It starts the
+three daemons in the foreground, each in its own session, waits until the
+node is idle, and returns a :class:`Slurm` whose :meth:`Slurm.close` stops
+them by PID (never by name) and waits until they are gone. Commands find this
+Slurm through ``SLURM_CONF`` (see :attr:`Slurm.env`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DAEMONS = ("munged", "slurmctld", "slurmd")
+COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
+
+
+def why_not() -> str | None:
+    """Why a real Slurm cannot run here (None if it can)."""
+    if os.geteuid() != 0:
+        return "needs root to run slurmd (CI runs as root)"
+    for tool in DAEMONS + COMMANDS:
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return f"{tool} is not installed (.ci/run installs Debian's slurm-wlm and munge)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _program(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+@dataclass
+class Slurm:
+    """The running daemons, and the environment that points Slurm's commands at them."""
+
+    directory: Path
+    conf: Path
+    node: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def run(self, *argv: str, check: bool = True) -> str:
+        """Run a Slurm command against this Slurm; return its output."""
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, **self.env})
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def jobs(self) -> list[str]:
+        """The ids of the jobs squeue lists (any state)."""
+        return self.run("squeue", "-h", "-o", "%i").split()
+
+    def log(self, name: str) -> str:
+        path = self.directory / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> list[int]:
+        """Stop the daemons by PID (TERM, then KILL); return the PIDs still alive after that (none)."""
+        for p in reversed(self.processes):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass  # exited meanwhile
+        for p in reversed(self.processes):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+        return [p.pid for p in self.processes if p.poll() is None]
+
+
+def start_slurm(directory: Path, timeout: float = 60.0) -> Slurm:
+    """Write the configuration, start munged, slurmctld and slurmd, and wait until the node is idle."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for sub in ("state", "spool", "munge"):
+        (directory / sub).mkdir(mode=0o700, exist_ok=True)
+    node = socket.gethostname().split(".")[0]
+    cpus = os.cpu_count() or 1
+    key = directory / "munge" / "munge.key"
+    sock = directory / "munge" / "munge.socket"
+    subprocess.run([_program("mungekey"), "--create", f"--keyfile={key}"], check=True, capture_output=True)
+    conf = directory / "slurm.conf"
+    conf.write_text("\n".join([
+        "ClusterName=epyclabtest",
+        f"SlurmctldHost={node}(127.0.0.1)",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        f"SlurmctldPort={_free_port()}",
+        f"SlurmdPort={_free_port()}",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={sock}",
+        f"StateSaveLocation={directory / 'state'}",
+        f"SlurmdSpoolDir={directory / 'spool'}",
+        f"SlurmctldPidFile={directory / 'slurmctld.pid'}",
+        f"SlurmdPidFile={directory / 'slurmd.pid'}",
+        f"SlurmctldLogFile={directory / 'slurmctld.log'}",
+        f"SlurmdLogFile={directory / 'slurmd.log'}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "SchedulerType=sched/backfill",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_CPU",
+        "ReturnToService=2",
+        "MpiDefault=none",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=30",
+        "KillWait=5",
+        f"NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN",
+        f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4",
+        "",
+    ]))
+    slurm = Slurm(directory, conf, node)
+    env = {**os.environ, **slurm.env}
+    try:
+        for argv in (
+            [_program("munged"), "-F", "--force", f"--socket={sock}", f"--key-file={key}",
+             f"--pid-file={directory / 'munge' / 'munged.pid'}", f"--log-file={directory / 'munged.log'}",
+             f"--seed-file={directory / 'munge' / 'munged.seed'}"],
+            [_program("slurmctld"), "-D", "-i", "-f", str(conf)],
+            [_program("slurmd"), "-D", "-f", str(conf)],
+        ):
+            with open(directory / f"{Path(argv[0]).name}.out", "ab") as out:
+                slurm.processes.append(subprocess.Popen(argv, start_new_session=True, stdout=out,
+                                                        stderr=subprocess.STDOUT, env=env))
+            if argv[0].endswith("munged"):
+                _wait(lambda: sock.exists(), timeout, "munged did not create its socket", slurm)
+        _wait(lambda: "idle" in slurm.run("sinfo", "-h", "-o", "%T", check=False), timeout,
+              "the node did not become idle", slurm)
+    except BaseException:
+        slurm.close()
+        raise
+    return slurm
+
+
+def _wait(ready, timeout: float, what: str, slurm: Slurm) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not ready():
+        dead = [p.args[0] for p in slurm.processes if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n}:\n{slurm.log(n)[-2000:]}" for n in ("slurmctld", "slurmd", "munged"))
+            raise RuntimeError(f"{what} (exited: {dead}); logs:\n{logs}")
+        time.sleep(0.2)

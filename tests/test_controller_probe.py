@@ -1,0 +1,114 @@
+"""A ClusterLab fails fast on a controller that is not running, and waits for one that is merely slow.
+
+Real controllers (tests/clusterhub.py), started and killed by the tests; the
+probe itself on real sockets of this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from clusterhub import HubProcesses
+
+from epyclab.errors import ClusterConnectionError
+from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.probe import controller_absent
+from epyclab.notebooks.labnotebook import LabNotebook
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def stale(tmp_path: Path) -> HubProcesses:
+    """The profile of a controller that was started, then SIGKILLed: its connection file stays behind."""
+    procs = HubProcesses(tmp_path / "profile", engines=0)
+    try:
+        procs.start_controller()
+        procs.kill_controller()
+    finally:
+        procs.stop()
+    assert procs.alive() == []
+    assert procs.client_file.exists()
+    # A killed multi-threaded process shows as a zombie while its last threads still exit and hold
+    # its sockets; the controller is gone for good once its port refuses connections.
+    port = json.loads(procs.client_file.read_text())["registration"]
+    deadline = time.monotonic() + 10
+    while _accepts(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _accepts(port), f"port {port} of the killed controller still accepts connections"
+    return procs
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_a_killed_controller_fails_within_10_s_with_the_usual_message(stale: HubProcesses) -> None:
+    started = time.monotonic()
+    with pytest.raises(ClusterConnectionError) as err:
+        ClusterLab(LabNotebook(), profile_dir=str(stale.profile_dir))  # default timeout and reconnections
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"took {elapsed:.1f} s to say the controller is not running"
+    message = str(err.value)
+    port = json.loads(stale.client_file.read_text())["registration"]
+    assert "did not answer" in message and "probably not running" in message
+    assert f"127.0.0.1:{port}" in message
+    assert str(stale.client_file) in message
+    assert f"ipcluster start --profile-dir={stale.profile_dir}" in message
+
+
+def test_a_paused_controller_gets_the_patience_and_answers(tmp_path: Path) -> None:
+    # Alive but not answering for 4 s (SIGSTOP): the lab must wait, not declare it dead.
+    # No engines: a paused hub would count their missed heartbeats as deaths, which is not the point here.
+    procs = HubProcesses(tmp_path / "profile", engines=0)
+    try:
+        procs.start()
+        assert procs.controller is not None
+        group = procs.controller.pid
+        os.killpg(group, signal.SIGSTOP)
+        resume = threading.Timer(4.0, os.killpg, (group, signal.SIGCONT))
+        resume.start()
+        try:
+            started = time.monotonic()
+            lab = ClusterLab(LabNotebook(), profile_dir=str(procs.profile_dir))
+            waited = time.monotonic() - started
+        finally:
+            resume.join()
+            os.killpg(group, signal.SIGCONT)
+        assert waited >= 3.5
+        # Connected, and the hub answers queries.
+        assert lab.numberOfEngines() == 0
+        lab.close()
+    finally:
+        procs.stop()
+    assert procs.alive() == []
+
+
+def test_probe_answers_only_for_a_refused_port(tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        path = tmp_path / "client.json"
+        path.write_text(json.dumps({"interface": "tcp://127.0.0.1", "registration": port, "ssh": ""}))
+        assert controller_absent(path) is None  # someone listens: it may be a slow controller
+        listener.close()
+        reason = controller_absent(path, patience=0.5)
+        assert reason is not None and f"127.0.0.1:{port}" in reason
+        # Through ssh the port is not ours to probe; nor is a file we cannot read.
+        assert controller_absent(path, sshserver="somehost") is None
+        path.write_text("{ not json")
+        assert controller_absent(path) is None
+        assert controller_absent(tmp_path / "missing.json") is None
+    finally:
+        listener.close()
