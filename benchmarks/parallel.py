@@ -14,13 +14,22 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     of ``--cpu-repeat`` interleaved runs of each) and end to end (starting and
     stopping its own cluster, one run).
 (c) the local cluster's start (until every engine is registered) and stop.
+(d) cold: each case a new Python process, as a user's script is. ``ParallelLab()``
+    with defaults (it starts its cluster on first use and stops it at exit)
+    against a sequential ``Lab`` and joblib ``Parallel(n_jobs=engines)`` running
+    the same experiment runs: 40 CPU-bound points, and 2,000 trivial points; the
+    time inside the process (``runExperiment`` or ``Parallel(...)``) and the whole
+    process (start to exit). And a second ``runExperiment`` in the same process
+    (a Jupyter user's next cell), on the cluster the first one left warm.
 
-    python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--engines N] [--no-write]
+    python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--cold-repeat 2] [--engines N]
+                                  [--only-cold] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -36,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
+from _report import machine, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs import worker  # noqa: E402
@@ -142,6 +152,7 @@ def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> d
     own = ParallelLab(cores=engines, profile_dir=profile)
     own["x"] = range(CPU_POINTS)
     t_own = timed(own.runExperiment, CpuBound(n), progress=False)
+    own.shutdown()
     best = t_par.index(min(t_par))
     return {
         "seq": min(t_seq), "par": min(t_par), "own": t_own, "per_point": min(t_seq) / CPU_POINTS,
@@ -162,18 +173,112 @@ def start_stop(engines: int, profile: str, repeat: int) -> dict[str, list[float]
     return {"start": starts, "stop": stops}
 
 
+COLD_SCRIPT = """
+import json, sys, time
+T0 = time.perf_counter()
+sys.path.insert(0, {here!r})
+from _parallel_experiments import CpuBound, Trivial
+case, points, n, engines = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+e = CpuBound(n) if n else Trivial()
+out = {{}}
+if case == "lab":
+    from epyclab import Lab
+    lab = Lab()
+    lab["x"] = range(points)
+    t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
+    assert len(lab.dataframe()) == points
+elif case in ("parallel", "twice"):
+    from epyclab import ParallelLab
+    lab = ParallelLab(cores=engines)
+    lab["x"] = range(points)
+    t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
+    assert len(lab.dataframe()) == points
+    if case == "twice":
+        lab2 = ParallelLab(cores=engines)
+        lab2["x"] = range(points)
+        t = time.perf_counter(); lab2.runExperiment(e, progress=False); out["second"] = time.perf_counter() - t
+        assert len(lab2.dataframe()) == points
+elif case == "joblib":
+    from joblib import Parallel, delayed
+    from epyclab.labs.worker import run
+    t = time.perf_counter()
+    rcs = Parallel(n_jobs=engines)(delayed(run)(e, {{"x": x}}) for x in range(points))
+    out["inside"] = time.perf_counter() - t
+    assert len(rcs) == points
+out["import"] = t - T0
+print(json.dumps(out))
+"""
+
+
+def cold_case(case: str, points: int, n: int, engines: int) -> dict[str, float]:
+    """One cold case in a new process: times inside it, and the whole process from start to exit."""
+    code = COLD_SCRIPT.format(here=str(HERE))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, case, str(points), str(n), str(engines)],
+                         check=True, capture_output=True, text=True, timeout=600)
+    whole = time.perf_counter() - t0
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report["whole"] = whole
+    return report
+
+
+def cold(n: int, engines: int, repeat: int) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """(d): every case in a new process, interleaved, ``repeat`` times."""
+    results: dict[str, dict[str, list[dict[str, float]]]] = {"cpu": {}, "trivial": {}}
+    for _ in range(repeat):
+        for case in ("lab", "parallel", "joblib", "twice"):
+            results["cpu"].setdefault(case, []).append(cold_case(case, CPU_POINTS, n, engines))
+        for case in ("lab", "parallel", "joblib"):
+            results["trivial"].setdefault(case, []).append(cold_case(case, TRIVIAL_POINTS, 0, engines))
+    return results
+
+
+def cold_text(d: dict[str, dict[str, list[dict[str, float]]]], engines: int) -> str:
+    cpu, triv = d["cpu"], d["trivial"]
+
+    def best(rows: list[dict[str, float]], key: str) -> float:
+        return min(r[key] for r in rows)
+
+    seq_in, seq_whole = best(cpu["lab"], "inside"), best(cpu["lab"], "whole")
+    rows = []
+    for name, case in [("sequential `Lab`", "lab"), ("`ParallelLab()`, cold (starts its own cluster)", "parallel"),
+                       (f"joblib `Parallel(n_jobs={engines})`, cold", "joblib")]:
+        t_in, t_whole = best(cpu[case], "inside"), best(cpu[case], "whole")
+        rows.append([name, f"{t_in:.2f}", f"{seq_in / t_in:.2f}", f"{t_whole:.2f}", f"{seq_whole / t_whole:.2f}"])
+    second = best(cpu["twice"], "second")
+    rows.append(["`ParallelLab()`, second sweep in the same process (warm cluster)", f"{second:.2f}",
+                 f"{seq_in / second:.2f}", "", ""])
+    text = table(["(d) cold, 40 CPU-bound points", "inside (s)", "speedup", "whole process (s)", "speedup"], rows)
+    par, job = best(cpu["parallel"], "inside"), best(cpu["joblib"], "inside")
+    text += (
+        f"\n\nTargets: cold speedup at least 1.7 (measured {seq_in / par:.2f}) and within 10% of joblib's "
+        f"({(seq_in / par) / (seq_in / job):.0%} of it); second sweep at least 1.85 (measured {seq_in / second:.2f})."
+    )
+    rows_t = []
+    for name, case in [("sequential `Lab`", "lab"), ("`ParallelLab()`, cold", "parallel"),
+                       (f"joblib `Parallel(n_jobs={engines})`, cold", "joblib")]:
+        rows_t.append([name, f"{best(triv[case], 'inside'):.2f}", f"{best(triv[case], 'whole'):.2f}"])
+    text += "\n\n" + table(["(d) cold, 2,000 trivial points", "inside (s)", "whole process (s)"], rows_t)
+    text += f"\n\nTarget: `ParallelLab()` cold at most 1.5 s inside (measured {best(triv['parallel'], 'inside'):.2f})."
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9, help="interleaved runs of (a)")
     parser.add_argument("--cpu-repeat", type=int, default=2, help="interleaved runs of (b)")
+    parser.add_argument("--cold-repeat", type=int, default=2, help="interleaved runs of (d)")
+    parser.add_argument("--only-cold", action="store_true", help="run (d) only (print; never write)")
     parser.add_argument("--engines", type=int, default=0, help="as ParallelLab's cores (0: every core)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
     engines = resolve_cores(args.engines)
 
-    from _report import machine, table, write_section
-
     load_before = os.getloadavg()[0]
+    if args.only_cold:
+        text_d = cold_text(cold(calibrate(CPU_SECONDS), engines, args.cold_repeat), engines)
+        print(f"{text_d}\n\nLoad average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+        return
     with tempfile.TemporaryDirectory(prefix="epyclab-bench-") as tmp:
         profile = str(Path(tmp) / "profile")
         n = calibrate(CPU_SECONDS)
@@ -186,6 +291,7 @@ def main() -> None:
             b = cpu_bound(client, n, profile, engines, args.cpu_repeat)
         finally:
             local.stop()
+    d = cold(n, engines, args.cold_repeat)
 
     def rate(ts: list[float], f: Callable[[list[float]], float]) -> float:
         return TRIVIAL_POINTS / f(ts)
@@ -215,7 +321,8 @@ def main() -> None:
             [f"sequential `Lab`, in its own process ({b['per_point']:.2f} s per point)", f"{b['seq']:.2f}",
              "1.00"],
             [f"ParallelLab, running cluster of {engines}", f"{b['par']:.2f}", f"{b['seq'] / b['par']:.2f}"],
-            ["ParallelLab, own cluster (start and stop included)", f"{b['own']:.2f}", f"{b['seq'] / b['own']:.2f}"],
+            ["ParallelLab, own cluster (start included; left warm, stopped after)", f"{b['own']:.2f}",
+             f"{b['seq'] / b['own']:.2f}"],
             ["raw `map_async` of the same runs, chunk 1, same engines", f"{b['raw']:.2f}",
              f"{b['seq'] / b['raw']:.2f}"],
             [f"the bare work on `multiprocessing.Pool({engines})` (the machine's ceiling)", f"{b['pool']:.2f}",
@@ -240,7 +347,7 @@ def main() -> None:
     text_c += "\n\nTarget: start at most 3 s."
 
     load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
-    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{load}"
+    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{cold_text(d, engines)}\n\n{load}"
     print(body)
     if not args.no_write:
         write_section(

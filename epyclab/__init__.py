@@ -66,6 +66,8 @@ _LAZY = {
     "HDF5LabNotebook": "epyclab.notebooks.hdf5",
     "JSONLabNotebook": "epyclab.notebooks.json_notebook",
     "ResultSet": "epyclab.notebooks.resultset",
+    "openNotebook": "epyclab.notebooks.registry",
+    "registerNotebookFormat": "epyclab.notebooks.registry",
 }
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
     from epyclab.notebooks.hdf5 import HDF5LabNotebook
     from epyclab.notebooks.json_notebook import JSONLabNotebook
     from epyclab.notebooks.labnotebook import LabNotebook
+    from epyclab.notebooks.registry import openNotebook, registerNotebookFormat
     from epyclab.notebooks.resultset import ResultSet
 
 
@@ -116,6 +119,8 @@ __all__ = [
     "HDF5LabNotebook",
     "JSONLabNotebook",
     "ResultSet",
+    "openNotebook",
+    "registerNotebookFormat",
     "EpyclabError",
     "DesignException",
     "ResultsStructureException",

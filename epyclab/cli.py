@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
 
 
@@ -51,31 +53,16 @@ def main() -> None:
 # ---- opening notebooks -----------------------------------------------------------------
 
 
-def _notebook_class(path: Path) -> type[LabNotebook]:
-    """The notebook class for a file, by its content (HDF5 signature) or its suffix."""
-    from epyclab.notebooks.hdf5 import HDF5LabNotebook
-    from epyclab.notebooks.json_notebook import JSONLabNotebook
-
-    if path.exists():
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head == b"\x89HDF\r\n\x1a\n":
-            return HDF5LabNotebook
-        if head.lstrip()[:1] == b"{":
-            return JSONLabNotebook
-        raise click.ClickException(f"{path} is not an epyclab notebook (neither HDF5 nor JSON)")
-    if path.suffix.lower() == ".json":
-        return JSONLabNotebook
-    return HDF5LabNotebook
-
-
 @contextmanager
 def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
     """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
     p = Path(path)
     if not create and not p.exists():
         raise click.ClickException(f"no notebook at {path}: check the path")
-    cls = _notebook_class(p)
+    try:
+        cls = notebookClass(p)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
     try:
         kwargs = {} if write or create else {"readonly": True}
         nb = cls(str(p), **kwargs)
@@ -83,16 +70,32 @@ def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[La
         raise click.ClickException(f"cannot open {path}: {e}") from e
     try:
         yield nb
-    finally:
+    except BaseException:
+        # A command that failed half-way saves nothing: the file stays as it was.
+        nb.abandon()
+        raise
+    try:
         nb.close()
+    except EpyclabError as e:
+        raise click.ClickException(f"cannot save {path}: {e}") from e
 
 
 def _split(spec: str) -> tuple[str, str]:
-    """Split ``NOTEBOOK:TAG`` at its last colon."""
+    """Split ``NOTEBOOK:TAG``: at the first colon after which an existing file ends, so tags may hold colons."""
+    for i, c in enumerate(spec):
+        if c == ":" and i and os.path.isfile(spec[:i]) and spec[i + 1 :]:
+            return spec[:i], spec[i + 1 :]
     path, sep, tag = spec.rpartition(":")
     if not sep or not path or not tag:
         raise click.BadParameter(f"{spec!r} is not NOTEBOOK:TAG")
     return path, tag
+
+
+def _split_optional(spec: str) -> tuple[str, str | None]:
+    """``NOTEBOOK`` (its current set: tag None) or ``NOTEBOOK:TAG``."""
+    if os.path.isfile(spec):
+        return spec, None
+    return _split(spec)
 
 
 def _resultset(nb: LabNotebook, tag: str) -> ResultSet:
@@ -122,6 +125,7 @@ def show(notebook: str, long_: bool) -> None:
     with _opened(notebook) as nb:
         click.echo(f"{notebook}: {nb.description()}")
         click.echo(f"{nb.numberOfResultSets()} result set(s){', locked' if nb.isLocked() else ''}")
+        _say_waiting_journal(notebook)
         for tag in nb.resultSets():
             rs = nb.resultSet(tag)
             flags = [f for f, on in (("current", tag == nb.currentTag()), ("locked", rs.isLocked())) if on]
@@ -146,6 +150,21 @@ def show(notebook: str, long_: bool) -> None:
                     click.echo(f"  attribute {k}: {rs[k]!r}")
 
 
+def _say_waiting_journal(path: str) -> None:
+    """Say when commits wait in a journal beside the file (shown above, but not in the file alone)."""
+    from epyclab.notebooks.journal import read_frames
+    from epyclab.notebooks.sidefiles import side_path
+
+    journal = side_path(path, "journal")
+    waiting = len(read_frames(journal)) if os.path.exists(journal) else 0
+    if waiting:
+        click.echo(
+            f"journal: {waiting} commit(s) wait in {journal}: they are shown here but not yet in the "
+            f"file itself (plain h5py does not see them); opening the notebook for writing, or closing "
+            f"the program that writes it, folds them in"
+        )
+
+
 # ---- export ----------------------------------------------------------------------------------
 
 
@@ -155,10 +174,10 @@ def show(notebook: str, long_: bool) -> None:
 @click.option("--only-successful", is_flag=True, help="Leave out failed runs.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
 def export(source: str, csv_file: str, only_successful: bool, dry_run: bool) -> None:
-    """Write result set SOURCE (NOTEBOOK:TAG) to CSV_FILE."""
-    path, tag = _split(source)
+    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to CSV_FILE."""
+    path, tag = _split_optional(source)
     with _opened(path) as nb:
-        df = _resultset(nb, tag).dataframe(only_successful=only_successful)
+        df = _resultset(nb, nb.currentTag() if tag is None else tag).dataframe(only_successful=only_successful)
     if dry_run:
         click.echo(f"would write {len(df)} row(s) x {len(df.columns)} column(s) to {csv_file}")
         return
@@ -189,16 +208,22 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
     that was locked is locked in DEST too. A tag already in DEST is an error.
     """
     specs = [_split(s) for s in sources]
+    tags = [tag for _, tag in specs]
+    twice = sorted({t for t in tags if tags.count(t) > 1})
+    if twice:
+        raise click.ClickException(
+            f"result set tag(s) {twice} are named more than once; a notebook holds one set per tag: "
+            f"copy them into different notebooks"
+        )
     wanted = {}
     for path, tag in specs:
         with _opened(path) as src:
             rs = _resultset(src, tag)
-            wanted[tag] = (path, rs.description(), rs.results(), dict(_pending(rs)), _attrs(rs), rs.isLocked())
-    if len(wanted) != len(specs):
-        raise click.ClickException("the same tag is named twice; copy them into different notebooks")
-    if Path(dest).exists():
+            wanted[tag] = (path, rs.description(), _typed_rows(rs), dict(_pending(rs)), _attrs(rs), rs.isLocked())
+    exists = Path(dest).exists()
+    if exists:
         with _opened(dest) as d:
-            clash = [t for t in wanted if t in d]
+            clash = [t for t in wanted if t in d and not _replaceable(d, t)]
             if d.isLocked():
                 raise click.ClickException(f"{dest} is locked (finished): nothing can be copied into it")
         if clash:
@@ -208,20 +233,87 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
                    f"({len(results)} row(s), {len(pending)} pending)")
     if dry_run:
         return
-    with _opened(dest, write=True, create=not Path(dest).exists()) as d:
-        previous = d.currentTag()
-        for tag, (_, description, results, pending, attrs, locked) in wanted.items():
-            rs = d.addResultSet(tag, description)
+    if exists:
+        with _opened(dest, write=True) as d:
+            _fill(d, wanted)
+        return
+    # A new notebook is made under a temporary name and given its name only when whole.
+    target = Path(dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent or Path("."))
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        with _opened(tmp, write=True, create=True) as d:
+            d.setDescription(f"Notebook {target.name}")
+            _fill(d, wanted)
+        try:
+            os.link(tmp, target)  # never over a file that appeared meanwhile
+        except FileExistsError:
+            raise click.ClickException(f"{dest} was created by someone else meanwhile; nothing was copied") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _typed_rows(rs: ResultSet) -> list[dict]:
+    """Every row of ``rs`` as a results dict whose values keep their column's type (an int8 stays an int8).
+
+    A missing cell (pandas' NA, NaT, None) is given as None, so the copy has it missing too.
+    """
+    df = rs.dataframe(only_successful=False)
+    roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
+             (Experiment.METADATA, rs.metadataNames())]
+    arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}
+    out = []
+    for i in range(len(df)):
+        rc: dict = {}
+        for part, names in roles:
+            cells = {}
+            for k in names:
+                if k in arrays:
+                    v = arrays[k][i]
+                    cells[k] = None if (v is pd.NA or v is pd.NaT) else v
+            rc[part] = cells
+        out.append(rc)
+    return out
+
+
+def _replaceable(d: LabNotebook, tag: str) -> bool:
+    """True for the default set when it is empty: copying a default set fills it."""
+    rs = d.resultSet(tag)
+    return (
+        tag == LabNotebook.DEFAULT_RESULTSET
+        and rs.numberOfResults() == 0
+        and rs.numberOfPendingResults() == 0
+        and not rs.keys()
+    )
+
+
+def _fill(d: LabNotebook, wanted: dict) -> None:
+    """Add the wanted result sets to ``d``, keeping its current set; any error leaves ``d`` unsaved."""
+    previous = d.currentTag()
+    for tag, (path, description, results, pending, attrs, locked) in wanted.items():
+        try:
+            if tag in d:  # the empty default set
+                rs = d.select(tag)
+                rs.setDescription(description)
+            else:
+                rs = d.addResultSet(tag, description)
             for rc in results:
                 rs.addSingleResult(rc)
             for jobid, params in pending.items():
-                rs.addSinglePendingResult(params, jobid)
+                # Through the notebook: a job id is pending in one set of a notebook at most.
+                d.addPendingResult(params, jobid, tag=tag)
             for k, v in attrs.items():
                 rs[k] = v
             if locked:
                 rs.finish()
-        d.select(previous)
+        except EpyclabError as e:
+            raise click.ClickException(f"cannot copy {path}:{tag} into {d.name()}: {e}; nothing was copied") from e
+    d.select(previous)
+    try:
         d.commit()
+    except EpyclabError as e:
+        raise click.ClickException(f"cannot save {d.name()}: {e}; nothing was copied") from e
 
 
 def _pending(rs: ResultSet) -> Iterator[tuple[str, dict]]:

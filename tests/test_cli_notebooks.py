@@ -125,7 +125,7 @@ def test_a_file_that_is_not_a_notebook_is_a_clear_error(runner, tmp_path):
     junk = tmp_path / "junk.h5"
     junk.write_text("hello")
     out = runner.invoke(main, ["show", str(junk)])
-    assert out.exit_code != 0 and "not an epyclab notebook" in out.output
+    assert out.exit_code != 0 and "junk.h5 is not a notebook in any format epyclab knows" in out.output
     assert junk.read_text() == "hello"
 
 

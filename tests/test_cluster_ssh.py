@@ -153,7 +153,7 @@ def test_init_sync_start_sweep_status_stop(
     # sync: venvs made, wheels installed, profile files copied; all without a package index
     args = ["--workers", f"{w1},{w2}", "--ssh-option", workers.ssh_option, "--python", worker_python]
     args += ["--wheelhouse", str(wheelhouse.directory), "--no-rebuild"]
-    first = cluster(ipdir, "sync", "lab", *args)
+    first = cluster(ipdir, "sync", "lab", "-v", *args)  # -v: every remote command is shown
     assert first.exit_code == 0, first.output
     for alias in (w1, w2):
         assert f"{alias}: created venv ~/epyclab-venv, installed {len(wheelhouse.wheels)} wheels" in first.stdout

@@ -33,6 +33,7 @@ from waiting import wait_until
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
+from epyclab.labs import warm
 from epyclab.labs.localcluster import LocalCluster, cleanup_orphans, process_alive
 from epyclab.labs.parallel import ParallelLab
 
@@ -68,25 +69,104 @@ def run_script(path: Path, *args: str, cwd: Path | None = None, **kwargs: Any) -
 # ---- a cluster of its own, stopped however the sweep ends ---------------------------------------
 
 
-def test_own_cluster_is_started_and_every_process_stopped(tmp_path: Path) -> None:
+def test_own_cluster_is_kept_warm_across_sweeps_and_stopped_by_shutdown(tmp_path: Path) -> None:
     lab, nb, seen = spying_lab(tmp_path / "profile")
     lab["x"] = range(50)
     lab.runExperiment(Square(), progress=False)
     assert nb.numberOfResults() == 50
-    # A controller (and its schedulers), two engines and their nannies.
-    assert len(seen) >= 5
-    assert still_running(seen) == []
+    first = lab.localCluster
+    assert first is not None
+    # A controller (and its schedulers), two engines and their nannies, still running for the next sweep.
+    first.check()
+    assert len(first.processes()) >= 5 and seen
+    assert first.client is not None and len(first.client.ids) >= 1
+    # The next sweep (another lab, same size and profile) runs on the same processes.
+    again = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
+    again["x"] = range(50, 80)
+    again.runExperiment(Square(), progress=False)
+    assert again.localCluster is first
+    # On the same engine processes as the first sweep.
+    assert set(nb.dataframe()[Experiment.PID]) <= set(first.pids())
+    assert sorted(nb.dataframe()["x"]) == list(range(80))
+    lab.shutdown()
     assert lab.localCluster is None
+    assert still_running(first.processes()) == []
     assert state_files(tmp_path / "profile") == []
+    assert warm.running() == []
 
 
-def test_processes_are_stopped_when_the_experiment_fails(tmp_path: Path) -> None:
+def test_a_failing_experiment_leaves_the_warm_cluster_usable(tmp_path: Path) -> None:
     lab, nb, seen = spying_lab(tmp_path / "profile")
     lab["x"] = range(20)
-    lab.runExperiment(Square(fail_at=tuple(range(20))), progress=False)
-    assert nb.numberOfResults() == 20
-    assert seen
+    try:
+        lab.runExperiment(Square(fail_at=tuple(range(20))), progress=False)
+        assert nb.numberOfResults() == 20
+        local = lab.localCluster
+        assert local is not None and seen
+        local.check()  # the controller runs (raises otherwise)
+        lab.runExperiment(Square(), progress=False)
+        assert nb.numberOfResults() == 40
+        assert lab.localCluster is local  # the same cluster ran the second sweep
+        seen = local.processes()
+    finally:
+        lab.shutdown()
     assert still_running(seen) == []
+
+
+def test_an_idle_warm_cluster_stops_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warm, "IDLE_SECONDS", 1.0)
+    lab, nb, seen = spying_lab(tmp_path / "profile")
+    lab["x"] = range(10)
+    try:
+        lab.runExperiment(Square(), progress=False)
+        assert seen
+        assert still_running(seen, grace=30) == []
+        assert warm.running() == []
+        assert state_files(tmp_path / "profile") == []
+    finally:
+        lab.shutdown()
+
+
+EXIT_SCRIPT = """
+import json, sys
+from epyclab import Experiment, ParallelLab
+
+class Square(Experiment):
+    def do(self, params):
+        return {"y": params["x"] ** 2}
+
+lab = ParallelLab(cores=2, profile_dir=sys.argv[1])
+lab["x"] = range(40)
+lab.runExperiment(Square(), progress=False)
+# What the lab recorded: every process its cluster started, with start times.
+print(json.dumps(lab.localCluster.processes()))
+"""
+
+
+def test_a_script_that_runs_a_sweep_and_exits_leaves_no_process(tmp_path: Path) -> None:
+    script = tmp_path / "sweep.py"
+    script.write_text(EXIT_SCRIPT)
+    proc = run_script(script, str(tmp_path / "profile"))
+    tree: dict[int, dict[str, Any]] = {}
+    try:
+        # The process tree while it runs, too: anything it started, recorded or not.
+        while proc.poll() is None:
+            for p in descendants(proc.pid):
+                tree[int(p["pid"])] = p
+            threading.Event().wait(0.1)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    recorded = json.loads(out.strip().splitlines()[-1])
+    assert len(recorded) >= 5
+    assert {p["pid"] for p in recorded} <= set(tree)
+    # At exit the cluster was stopped: nothing it recorded, nothing in its process tree, remains.
+    assert still_running(recorded, grace=5) == []
+    assert still_running(list(tree.values()), grace=5) == []
+    assert state_files(tmp_path / "profile") == []
 
 
 def test_processes_are_stopped_and_results_committed_when_the_notebook_raises(tmp_path: Path) -> None:
@@ -248,6 +328,7 @@ def test_cluster_orphaned_by_a_killed_parent_is_stopped_by_the_next_start(tmp_pa
         lab, nb, seen = spying_lab(profile)
         lab["x"] = range(10)
         lab.runExperiment(Square(), progress=False)
+        lab.shutdown()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -358,7 +439,10 @@ def test_an_engine_sigkilled_mid_sweep_loses_no_point(tmp_path: Path) -> None:
     killer.start()
     lab, nb, seen = spying_lab(tmp_path / "profile")
     lab["x"] = range(60)
-    lab.runExperiment(Announces(str(marker), at=20), progress=False)
+    try:
+        lab.runExperiment(Announces(str(marker), at=20), progress=False)
+    finally:
+        lab.shutdown()
     killer.join(timeout=30)
     assert killed
     df = nb.dataframe(only_successful=False)

@@ -1,6 +1,6 @@
 """``epyclab cluster ...``: init, sync, start, stop and status, over the functions of :mod:`epyclab.cluster`.
 
-Every remote command is logged (shown on stderr unless ``--quiet``); each
+Every remote command is logged at DEBUG (shown on stderr with ``-v``); each
 host's outcome is printed on its own line; a failure on some hosts is printed
 after the others finish, and the exit status is then 1.
 """
@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -26,6 +27,37 @@ from epyclab.log import logger
 __all__ = ["cluster"]
 
 
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Callback of -q/-v, wherever they are given: sets the level of this invocation's log handler."""
+    if not value:
+        return
+    # ctx.meta is shared by the group's and the subcommand's contexts.
+    ctx.meta[f"epyclab.{param.name}"] = True
+    obj = ctx.find_object(dict)
+    if obj is not None and "log_handler" in obj:
+        _apply_verbosity(obj["log_handler"], ctx.meta)
+    # On the group itself the handler does not exist yet: the group's callback applies the flag.
+
+
+def _apply_verbosity(handler: logging.Handler, meta: dict[str, Any]) -> None:
+    """INFO by default; DEBUG (every command run) with -v; WARNING with -q, which wins over -v."""
+    if meta.get("epyclab.quiet"):
+        handler.setLevel(logging.WARNING)
+    elif meta.get("epyclab.verbose"):
+        handler.setLevel(logging.DEBUG)
+        if not logger.isEnabledFor(logging.DEBUG):
+            logger.setLevel(logging.DEBUG)
+
+
+def _verbosity_options(f: Any) -> Any:
+    """-q/--quiet and -v/--verbose, accepted before the subcommand and after it."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Also show every command as it runs (the generated scripts).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Show only warnings and errors.")(f)
+    return f
+
+
 @click.group()
 @click.option(
     "--ipython-dir",
@@ -33,9 +65,9 @@ __all__ = ["cluster"]
     default=None,
     help="The IPython directory holding the profiles (default: $IPYTHONDIR or ~/.ipython).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Do not show each command as it runs.")
+@_verbosity_options
 @click.pass_context
-def cluster(ctx: click.Context, ipython_dir: str | None, quiet: bool) -> None:
+def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
     """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
 
     \b
@@ -44,16 +76,20 @@ def cluster(ctx: click.Context, ipython_dir: str | None, quiet: bool) -> None:
     epyclab cluster start PROFILE                     controller here, engines on the workers
     epyclab cluster status PROFILE                    engines per worker, task counts
     epyclab cluster stop PROFILE                      engines, then the controller
+
+    Each command says what it did; -v also shows every command it runs, -q
+    only warnings and errors (both accepted before or after the subcommand).
     """
-    ctx.obj = {"ipython_dir": ipython_dir}
     # A handler per invocation, bound to this invocation's stderr, removed when it ends.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setLevel(logging.INFO)
+    ctx.obj = {"ipython_dir": ipython_dir, "log_handler": handler}
     level = logger.level
     logger.addHandler(handler)
     if not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
+    _apply_verbosity(handler, ctx.meta)
 
     def restore() -> None:
         logger.removeHandler(handler)
@@ -120,6 +156,7 @@ def _echo(line: str) -> None:
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @click.option("--ip", default="127.0.0.1", show_default=True, help="The address the controller listens on.")
 @click.option("--curve", is_flag=True, help="Encrypt and authenticate all cluster traffic with CurveZMQ.")
@@ -133,6 +170,7 @@ def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_workers_option
 @_workers_file_option
@@ -191,6 +229,7 @@ def sync(
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_workers_option
 @_workers_file_option
@@ -293,6 +332,7 @@ def start(
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @_ssh_option
 @_dry_run_option
@@ -309,6 +349,7 @@ def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -
 
 
 @cluster.command()
+@_verbosity_options
 @click.argument("profile")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
 @click.pass_obj

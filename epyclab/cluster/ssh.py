@@ -125,11 +125,11 @@ class Remote:
         line = _display(argv)
         self.commands.append(line)
         if self.dryRun and not readOnly:
-            logger.info("%s: would run: %s", label, line)
+            logger.debug("%s: would run: %s", label, line)
             if self.echo is not None:
                 self.echo(f"[{label}] {line}")
             return ""
-        logger.info("%s: %s", label, line)
+        logger.debug("%s: %s", label, line)  # shown by `epyclab cluster -v`
         try:
             done = subprocess.run(
                 list(argv),

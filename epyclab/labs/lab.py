@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Callable, Union
@@ -240,8 +241,12 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
-        with Progress(len(points), progress, desc=type(self).__name__) as bar, _CommitOnExit(committer):
-            for n, (i, outcome) in enumerate(self._dispatch(points, sweep)):
+        # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
+        # stop processes: slow, so it comes after the results are safe).
+        outcomes = self._dispatch(points, sweep)
+        with closing(outcomes), Progress(len(points), progress, desc=type(self).__name__) as bar, \
+                _CommitOnExit(committer):
+            for n, (i, outcome) in enumerate(outcomes):
                 if n == 0:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.

@@ -91,6 +91,18 @@ def _with_descendants(pids: list[int]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
+def _merged(known: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``known`` and ``found`` together: a process once recorded stays recorded, even after its parent died.
+
+    (A dead controller's schedulers live on, re-parented; a stop must still find them. PIDs are
+    checked with their start times, so a reused PID is never mistaken for one of ours.)
+    """
+    out = {int(i["pid"]): i for i in known}
+    for ident in found:
+        out[int(ident["pid"])] = ident
+    return list(out.values())
+
+
 def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
     """Stop the recorded processes still alive (TERM, then KILL after ``timeout``); return those killed."""
     alive = [i for i in idents if process_alive(i)]
@@ -182,16 +194,20 @@ def _stop_recorded(
     if not controller:
         # Killed after ipyparallel started the controller but before its PIDs were
         # recorded: ipyparallel's own cluster file (if written) still knows them.
+        log = cluster_logger(profile_dir, cluster_id)
         try:
-            cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log_level=logging.WARNING)
-        except FileNotFoundError:
-            cluster = None
-        if cluster is not None:
-            for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                try:
-                    step()
-                except Exception as exc:
-                    logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+            try:
+                cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log=log)
+            except FileNotFoundError:
+                cluster = None
+            if cluster is not None:
+                for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
+                    try:
+                        step()
+                    except Exception as exc:
+                        logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+        finally:
+            release_logger(log)
     _remove_files(profile_dir, cluster_id)
 
 
@@ -253,13 +269,13 @@ class LocalCluster:
         cluster = self.cluster
         assert cluster is not None
         if cluster.controller is not None and cluster.controller.pid:
-            self._controller = _with_descendants([cluster.controller.pid])
-        # Dead engines stay recorded (their PIDs are checked with their start times, so never mistaken).
-        known = {int(i["pid"]): i for i in self._engines}
-        for ident in _with_descendants(self._engine_pids()):
-            known[int(ident["pid"])] = ident
-        self._engines = list(known.values())
-        self._save_state()
+            controller = _merged(self._controller, _with_descendants([cluster.controller.pid]))
+        else:
+            controller = self._controller
+        engines = _merged(self._engines, _with_descendants(self._engine_pids()))
+        if controller != self._controller or engines != self._engines:
+            self._controller, self._engines = controller, engines
+            self._save_state()
 
     def pids(self) -> list[int]:
         """The PIDs of every process this cluster started (controller, schedulers, engines, nannies)."""
@@ -271,8 +287,16 @@ class LocalCluster:
 
     # ---- start and stop -------------------------------------------------------------------
 
-    def start(self) -> ipp.Client:
-        """Clean up orphaned clusters, start this one, and return a client once all engines registered."""
+    def start(self, wait_for: int | None = None) -> ipp.Client:
+        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+
+        ``wait_for`` engines (all by default) must have registered; the others
+        join while the client already uses the first ones.
+
+        Raises:
+            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        """
+        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
         if self.cluster is not None:
             raise RuntimeError(f"local cluster {self.cluster_id} is already started")
         cleanup_orphans(self.profile_dir, self.StopTimeout)
@@ -288,18 +312,24 @@ class LocalCluster:
             engine_timeout=int(self.timeout),
             # Its messages (and, on stop, the engines' output) go to a file, never to the user's cell.
             log=self._log,
+            # Engines are started with the controller, not after it: they wait for its connection
+            # file themselves (see _engine_args), so their start-up (imports) overlaps the controller's.
+            send_engines_connection_env=False,
+            # This class stops what it started (by PID, at once); ipyparallel's own exit hook would
+            # stop it again, slowly.
+            shutdown_atexit=False,
         )
         try:
             self.cluster.start_controller_sync()
             self._record()
-            self.cluster.start_engines_sync()
+            self.cluster.start_engines_sync(engine_args=self._engine_args())
             self._record()
             self.client = self.cluster.connect_client_sync()
             try:
-                self.client.wait_for_engines(self.n, timeout=self.timeout, interactive=False)
+                self.client.wait_for_engines(wait_for, timeout=self.timeout, interactive=False)
             except TimeoutError as exc:
                 raise ClusterConnectionError(
-                    f"only {len(self.client.ids)} of {self.n} engines of local cluster {self.cluster_id} "
+                    f"only {len(self.client.ids)} of {wait_for} engines of local cluster {self.cluster_id} "
                     f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
                 ) from exc
             # The engines' nannies exist by now: record them too.
@@ -325,7 +355,14 @@ class LocalCluster:
                 f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
                 f"the results so far are kept: run the sweep again with resume=True"
             )
-        self.replace_dead_engines()
+        if not self.replace_dead_engines() and self.cluster is not None:
+            # Processes started since the last look (schedulers, engines still registering, nannies),
+            # so that a crash of this process leaves nothing the next start cannot find.
+            self._record()
+
+    def _engine_args(self) -> list[str]:
+        # An engine started with the controller waits this long for its connection file.
+        return [f"--IPEngine.wait_for_url_file={max(5, int(self.timeout))}"]
 
     def _engine_pids(self) -> list[int]:
         cluster = self.cluster
@@ -359,7 +396,7 @@ class LocalCluster:
         logger.warning("%d engine(s) of local cluster %s died; starting %d new one(s)",
                        self.n - alive, self.cluster_id, missing)
         self.replaced += missing
-        self.cluster.start_engines_sync(n=missing)
+        self.cluster.start_engines_sync(n=missing, engine_args=self._engine_args())
         self._record()
         return missing
 
@@ -373,20 +410,20 @@ class LocalCluster:
             self._stop()
 
     def _stop(self) -> None:
+        if self.cluster is not None:
+            try:
+                self._record()  # engines started to replace dead ones, and their nannies
+            except psutil.Error as exc:
+                logger.debug("could not record the processes of cluster %s: %s", self.cluster_id, exc)
         if self.client is not None:
             self.client.close()
             self.client = None
-        cluster, self.cluster = self.cluster, None
-        if cluster is not None:
-            # Engines first: stopping both at once leaves the nannies running for seconds.
-            for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                try:
-                    step()
-                except Exception as exc:
-                    logger.warning("stopping local cluster %s: %s failed: %s", self.cluster_id, step.__name__, exc)
+        self.cluster = None
+        # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
+        # and their nannies, then the controller and its schedulers, and wait until each is gone.
         killed = _terminate(self._engines, self.StopTimeout) + _terminate(self._controller, self.StopTimeout)
         if killed:
-            logger.warning("killed processes %s of cluster %s that outlived its stop", killed, self.cluster_id)
+            logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
         self._state_file.unlink(missing_ok=True)
         if self._log is not None:

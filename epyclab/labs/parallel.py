@@ -56,14 +56,17 @@ class ParallelLab(Lab):
 
     Where the engines come from, three ways:
 
-    - By default each :meth:`runExperiment` starts its own local ipyparallel
-      cluster (a controller and the engines, on 127.0.0.1, in the profile
-      directory ``profile_dir``; about 2 s) and stops it when the sweep ends,
-      however it ends: finished, experiment failing, notebook raising, Ctrl-C
-      (the results that finished are committed, then KeyboardInterrupt
-      propagates). No process it started remains. A cluster left behind by a
-      killed Python process is stopped by the next start. Use this for a
-      script that runs one sweep, or sweeps that take more than a few seconds.
+    - By default the lab runs on this process's local ipyparallel cluster (a
+      controller and the engines, on 127.0.0.1, in the profile directory
+      ``profile_dir``), started on the first sweep (a few seconds) and kept
+      warm for the next ones, so a Jupyter user's next cell starts at once
+      (see :mod:`epyclab.labs.warm`). It is stopped at interpreter exit, after
+      :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
+      :meth:`shutdown`, and when a sweep ends with an error (the controller
+      died, the notebook raised, Ctrl-C: the results that finished are
+      committed, then the error propagates). Engines that die are replaced. No
+      process it started outlives this one; a cluster left behind by a killed
+      Python process is stopped by the next start.
     - ``cluster=``: an ``ipyparallel.Cluster`` you started (e.g.
       ``cluster = ipyparallel.Cluster(n=4); cluster.start_cluster_sync()``).
       The lab connects to it for each sweep and leaves it running; you stop
@@ -126,10 +129,12 @@ class ParallelLab(Lab):
         )
 
     def shutdown(self) -> None:
-        """Stop the local cluster this lab started, if one is running (a borrowed one is left alone)."""
+        """Stop the local cluster this lab started (kept warm for the next sweep); a borrowed one is left alone."""
         local, self.localCluster = self.localCluster, None
         if local is not None:
-            local.stop()
+            from epyclab.labs import warm
+
+            warm.shutdown(local)
 
     # ---- the engines ----------------------------------------------------------------------
 
@@ -153,16 +158,18 @@ class ParallelLab(Lab):
             finally:
                 client.close()
             return
-        from epyclab.labs.localcluster import LocalCluster
+        from epyclab.labs import warm
 
-        local = LocalCluster(self._n, self._profile_dir, self._timeout)
+        local = warm.acquire(self._n, self._profile_dir, self._timeout)
         self.localCluster = local
+        broken = True
         try:
-            client = local.start()
-            yield client, local.check, True
+            assert local.client is not None
+            yield local.client, local.check, True
+            broken = False
         finally:
-            local.stop()
-            self.localCluster = None
+            # A sweep that ended with an error may leave a point running on an engine: start afresh.
+            warm.release(local, broken=broken)
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -174,9 +181,10 @@ class ParallelLab(Lab):
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
         with self._engines() as (client, health, ours):
-            engines = max(1, len(client.ids))
+            # Engines of the lab's own cluster may still be registering: size for all of them.
+            engines = max(1, len(client.ids), self._n if ours else 0)
             sizer = ChunkSizer(len(items), engines)
-            with Sweep(client, items, payloads, sizer, client_paths(), forget=not ours, health=health) as run:
+            with Sweep(client, items, payloads, sizer, client_paths(), forget=True, health=health) as run:
                 yield from run.results()
                 self.lastSweep = {
                     "engines": engines,

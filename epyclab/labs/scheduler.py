@@ -233,7 +233,7 @@ class Sweep:
                 # The first chunk to each engine brings the experiment along: no separate
                 # round trip to ship it first. (An engine that gets another chunk first
                 # says so, and is sent the experiment then.)
-                chunk.blob = self._firsts[chunk.key] < engines
+                chunk.blob = self._firsts[chunk.key] < max(engines, self._sizer.engines)
                 self._firsts[chunk.key] += 1
             else:
                 return

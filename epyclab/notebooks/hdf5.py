@@ -23,35 +23,41 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pickle
 import shutil
+import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass, field
+from datetime import datetime
 from time import monotonic
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 
-from epyclab.errors import NotebookFormatError
+from epyclab.errors import EpyclabError, NotebookFormatError, NotebookIOError
 from epyclab.log import logger
+from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     VERSION,
-    create_empty,
     escape,
+    init_empty,
     read_notebook,
     resultset_group,
     write_pending,
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
-from epyclab.notebooks.journal import Journal, read_file_id, read_records
+from epyclab.notebooks.journal import Journal, decode_frame, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
-from epyclab.notebooks.locks import DataLock
-from epyclab.notebooks.persistent import PersistentLabNotebook
+from epyclab.notebooks.locks import DataLock, WriterLock
+from epyclab.notebooks.persistent import PersistentLabNotebook, forget_writer
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
+from epyclab.notebooks.sidefiles import io_error, new_file_mode, notebook_key, side_path
 from epyclab.notebooks.stored import StoredNotebook
-from epyclab.notebooks.undo import UndoFile, recover
+from epyclab.notebooks.undo import GuardedFile, UndoFile, recover
 
 __all__ = ["HDF5LabNotebook"]
 
@@ -106,10 +112,16 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._from_epyc = False
         self._committed_state: Any = None
         self._last_checkpoint = monotonic()
+        self._hard_linked = False
+        self._keep_journal = False
+        self._folder: weakref.finalize | None = None
+        # The journal the finalizer closes (a list, as the journal is replaced on conversion).
+        self._open_journal: list[Journal | None] = [None]
         super().__init__(name, create, description, readonly, force)
 
     def _side(self, suffix: str) -> str:
-        return f"{self._path}.{suffix}"
+        # Beside the file the name resolves to: a symbolic link leads to the same journal.
+        return side_path(self._path, suffix)
 
     # ---- reading the file ------------------------------------------------------------------
 
@@ -130,14 +142,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 ) from None
             # Reading needs no more than a shared lock, and HDF5 takes a shared lock of its own.
             lock.share()
+            refuse_foreign_storage(self._path)
             stored = read_notebook(self._path)
             self._replay = self._journal_records(stored, writer)
         finally:
             lock.release()
         return stored
 
-    def _journal_records(self, stored: StoredNotebook, writer: bool) -> list[Any]:
-        """The journal records the file does not include yet."""
+    def _journal_records(self, stored: StoredNotebook, writer: bool) -> list[bytes]:
+        """The journal's records as raw frames (decoded, and those the file includes skipped, on replay)."""
         path = self._side("journal")
         file_id = read_file_id(path)
         if file_id is None:
@@ -151,7 +164,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             else:
                 logger.warning("ignoring %s: it belongs to another notebook file", path)
             return []
-        return [r for r in read_records(path) if r["seq"] > stored.seq]
+        return read_frames(path)
 
     def _create_file(self, description: str) -> None:
         if self._journal is not None:
@@ -161,31 +174,153 @@ class HDF5LabNotebook(PersistentLabNotebook):
             if os.path.exists(self._side(suffix)):
                 logger.info("removing %s, left by the notebook being replaced", self._side(suffix))
                 os.unlink(self._side(suffix))
-        self._file_id = uuid.uuid4().hex
+        file_id = uuid.uuid4().hex
+        tmp = self._write_new(lambda f: init_empty(f, file_id, description), "creating it")
+        try:
+            os.replace(tmp, notebook_key(self._path))
+        except OSError as exc:
+            os.unlink(tmp)
+            raise io_error(self._path, exc, "creating it") from exc
+        self._file_id = file_id
         self._seq = 0
         self._from_epyc = False
         self._replay = []
         self._file_stored = {}
-        create_empty(self._path, self._file_id, description)
+
+    def _write_new(self, build: Callable[[h5py.File], None], doing: str) -> str:
+        """Write a whole new HDF5 file beside the notebook through ``build(f)``; its temporary name.
+
+        The caller renames it into place. h5py writes through a :class:`GuardedFile`, so a
+        full disk is an error naming the notebook, never a crash, and leaves nothing behind.
+
+        Raises:
+            NotebookIOError: the disk is full, or another I/O error.
+        """
+        target = notebook_key(self._path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".new",
+                                       dir=os.path.dirname(target))
+        except OSError as exc:
+            raise io_error(self._path, exc, doing) from exc
+        guard = GuardedFile(tmp, fd)
+        try:
+            try:
+                with h5py.File(guard, "w") as f:
+                    build(f)
+            except BaseException:
+                if guard.failure is None:
+                    raise
+            if guard.failure is not None:
+                raise io_error(self._path, guard.failure, doing) from guard.failure
+            os.fchmod(fd, new_file_mode(target))
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
 
     def _load(self, stored: StoredNotebook) -> None:
+        """Load ``stored`` and replay the journal; records that cannot be folded are set aside, never fatal."""
+        frames = self._replay
+        while True:
+            self._prepare(stored, frames)
+            try:
+                super()._load(stored)
+                return
+            except _Unfoldable as u:
+                failed = u.index
+                if failed is None:
+                    # The records replay, but the file cannot take them all (the checkpoint was
+                    # undone): fold them one at a time to find the first it cannot take.
+                    if len(frames) > 1:
+                        self._prepare(stored, frames[:1])
+                        # The journal keeps every record meanwhile: the later ones are in it only.
+                        self._keep_journal = True
+                        try:
+                            super()._load(stored)
+                        except _Unfoldable:
+                            failed = 0
+                        else:
+                            stored, frames = self._reread(), frames[1:]
+                            continue
+                        finally:
+                            self._keep_journal = False
+                    else:
+                        failed = 0
+                self._set_aside(frames[failed:], u.cause)
+                frames = frames[:failed]
+
+    def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
+        """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
         self._file_id, self._seq = stored.file_id, stored.seq
         self._from_epyc = stored.version != VERSION
         self._file_stored = {s.uid: s for s in stored.resultsets}
-        super()._load(stored)
+        self._replay = frames
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _reread(self) -> StoredNotebook:
+        """What the file holds now (after a checkpoint of this process), journal left alone."""
+        lock = DataLock(self._path)
+        lock.acquire_or_fail(exclusive=False)
+        try:
+            return read_notebook(self._path)
+        finally:
+            lock.release()
+
+    def _set_aside(self, frames: list[bytes], cause: BaseException) -> None:
+        """Keep journal records that cannot be folded in a file of their own, and say so."""
+        records = [_describe_frame(f) for f in frames]
+        journal = self._side("journal")
+        if self._readonly:
+            logger.warning(
+                "%s: %d journal record(s) of %s cannot be read into the notebook (%s: %s); they are "
+                "left out here, and set aside into a file of their own when the notebook is next "
+                "opened for writing", journal, len(frames), self._path, type(cause).__name__, cause,
+            )
+            return
+        aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        write_aside(aside, self._file_id, frames)
+        # The journal keeps the records before them only: written whole, then renamed over it.
+        kept = read_frames(journal)[: len(read_frames(journal)) - len(frames)]
+        tmp = f"{journal}.rewrite-{uuid.uuid4().hex[:8]}"
+        write_aside(tmp, self._file_id, kept)
+        os.replace(tmp, journal)
+        logger.warning(
+            "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
+            "opens without them; they are kept in %s. To recover them, read that file with "
+            "epyclab.notebooks.journal.read_records(path) (each record holds the rows, by column, "
+            "and the pending-result changes of one commit) and add what you need with addResult()",
+            self._path, len(frames), "; ".join(records), type(cause).__name__, cause, aside,
+        )
 
     def _loaded(self) -> None:
-        """Track what the file holds, replay the journal, and get ready to commit."""
+        """Track what the file holds, replay the journal, and get ready to commit.
+
+        Raises:
+            _Unfoldable: a record cannot be replayed (its index) or the file cannot take them (None).
+        """
         self._rows, self._commits = {}, {}
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
         stored_uids = set(self._file_stored)
         self._file_stored = {}
-        replayed = bool(self._replay)
-        for record in self._replay:
-            apply_record(self, record)
+        replayed = False
+        frames, self._replay = self._replay, []
+        for i, frame in enumerate(frames):
+            try:
+                record = decode_frame(frame)
+                if record["seq"] <= self._seq:
+                    continue  # already in the file
+                apply_record(self, record)
+            except _UNFOLDABLE as exc:
+                if isinstance(exc, NotebookIOError):
+                    raise
+                raise _Unfoldable(i, exc) from exc
+            replayed = True
             stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
-        self._replay = []
         if replayed:
             # What was replayed is committed (it is in the journal), not yet in the file.
             for rs in self._resultsets.values():
@@ -202,10 +337,34 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._saved = self._state_signature()
         if self._readonly or self._from_epyc:
             return  # an epyc file gets a journal when its first change converts it
-        self._journal = Journal(self._side("journal"), self._file_id)
+        try:
+            self._journal = Journal(self._side("journal"), self._file_id)
+        except OSError as exc:
+            raise io_error(
+                self._path, exc, "opening its journal for writing",
+                kept="nothing was changed; open it with readonly=True to read it",
+            ) from exc
         self._last_checkpoint = monotonic()
+        # Left open (never closed) at exit or when dropped: the journal is folded in then.
+        if self._folder is None or not self._folder.alive:
+            self._folder = weakref.finalize(self, _fold_left_open, self._path, self._lock, self._open_journal)
+        self._open_journal[0] = self._journal
+        # A journal lies beside one name of the file: through another hard link it is not found.
+        # So a notebook with several names is folded at every commit: the file alone holds them.
+        self._hard_linked = os.stat(self._path).st_nlink > 1
+        if self._hard_linked:
+            logger.warning(
+                "%s has %d names (hard links); every commit is folded into the file at once, so that "
+                "each name sees it (slower commits)", self._path, os.stat(self._path).st_nlink,
+            )
         if replayed:
-            self._checkpoint(wait=DataLock.Timeout)
+            try:
+                self._checkpoint(wait=DataLock.Timeout)
+            except NotebookIOError as exc:
+                # The notebook opens all the same: the journal holds what the file lacks.
+                logger.warning("%s", exc)
+            except _UNFOLDABLE as exc:
+                raise _Unfoldable(None, exc) from exc
 
     def _track(self, rs: ResultSet, stored: Any = None) -> None:
         """Start tracking a result set (``stored``: what the file holds of it, if anything)."""
@@ -247,6 +406,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
         try:
             self._journal.append(record)
             written = True
+        except OSError as exc:
+            raise io_error(
+                self._path, exc, "committing",
+                kept="this commit's changes are still in memory, and every earlier commit is in the notebook",
+            ) from exc
         finally:
             # Even if an interrupt comes right after the write: the record is in.
             if written:
@@ -255,7 +419,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _saved_hook(self) -> None:
         if self._checkpoint_due():
-            self._checkpoint(wait=0)
+            self._checkpoint(wait=DataLock.Timeout if self._hard_linked else 0)
 
     def _state_record_key(self) -> Any:
         return (
@@ -327,7 +491,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
         assert self._journal is not None
         unstored = sum(c.rows for c in self._commits.values()) - sum(r.stored_rows for r in self._rows.values())
         return (
-            unstored >= self.CheckpointRows
+            self._hard_linked
+            or unstored >= self.CheckpointRows
             or self._journal.size() >= self.CheckpointBytes
             or monotonic() - self._last_checkpoint >= self.CheckpointInterval
         )
@@ -346,13 +511,22 @@ class HDF5LabNotebook(PersistentLabNotebook):
             # An earlier checkpoint of this process may have been interrupted while undoing itself.
             recover(self._path, self._side("undo"))
             rows = copy.deepcopy(self._rows)
-            undo = UndoFile(self._path, self._side("undo"))
+            try:
+                undo = UndoFile(self._path, self._side("undo"))
+            except OSError as exc:
+                raise self._fold_error(exc) from exc
             try:
                 with h5py.File(undo, "r+") as f:
                     pending_stored = self._write_changes(f, rows)
             except BaseException:
                 undo.rollback()
+                if undo.failure is not None:
+                    raise self._fold_error(undo.failure) from undo.failure
                 raise
+            if undo.failure is not None:
+                # h5py finished in memory after a write failed: the file is put back as it was.
+                undo.rollback()
+                raise self._fold_error(undo.failure) from undo.failure
             undo.commit()
             done = True
         finally:
@@ -364,8 +538,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 self._last_checkpoint = monotonic()
             lock.release()
         # Emptying the journal can wait: its records are in the file, and replaying skips them.
-        self._journal.reset(self._file_id)
+        if not self._keep_journal:
+            self._journal.reset(self._file_id)
         return True
+
+    def _fold_error(self, exc: OSError) -> NotebookIOError:
+        return io_error(
+            self._path, exc, "folding its journal into it",
+            kept=f"every committed row is kept in {self._side('journal')}, and the file is as it was",
+        )
 
     def _write_changes(self, f: h5py.File, tracks: dict[int, RowsTrack]) -> list[_Committed]:
         """Write everything committed that ``f`` lacks; returns the result sets whose pending were written."""
@@ -396,30 +577,36 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _convert(self) -> None:
         """Write this notebook, loaded from an epyc 1.x file, as a new file in this format."""
-        backup = f"{self._path}.epyc1.bak"
+        backup = f"{notebook_key(self._path)}.epyc1.bak"
         n = 0
         while os.path.exists(backup):
             n += 1
-            backup = f"{self._path}.epyc1.bak{n}"
-        tmp = f"{self._path}.converting-{os.getpid()}"
+            backup = f"{notebook_key(self._path)}.epyc1.bak{n}"
         file_id = uuid.uuid4().hex
         for rs in self._resultsets.values():
             c = self._commits[id(rs)]
             c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
             c.pending_version, c.pending_stored = rs._pending_version, -1
         rows = copy.deepcopy(self._rows)
-        create_empty(tmp, file_id, self._description)
+
+        def build(f: h5py.File) -> None:
+            init_empty(f, file_id, self._description)
+            self._write_changes(f, rows)
+
+        tmp = self._write_new(build, "converting it from epyc's format")
         try:
-            with h5py.File(tmp, "r+") as f:
-                self._write_changes(f, rows)
             try:
-                os.link(self._path, backup)
+                os.link(notebook_key(self._path), backup)
             except OSError:  # a file system without hard links
-                shutil.copy2(self._path, backup)
-            os.replace(tmp, self._path)
+                shutil.copy2(notebook_key(self._path), backup)
+            os.replace(tmp, notebook_key(self._path))
+        except OSError as exc:
+            raise io_error(self._path, exc, "converting it from epyc's format") from exc
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        # A new inode now holds the notebook: the writer's lock moves to it.
+        self._lock.lock_file()
         logger.warning(
             "%s was an epyc 1.x notebook; it is now in epyclab's format (the original is kept as %s)",
             self._path,
@@ -435,11 +622,31 @@ class HDF5LabNotebook(PersistentLabNotebook):
             self._journal.close()
         self._journal = Journal(self._side("journal"), file_id)
         self._journal.reset(file_id)
+        self._open_journal[0] = self._journal
+
+    def _drop_file(self) -> None:
+        # What earlier commits journalled stays in the journal (folded when next opened); nothing is written.
+        if self._folder is not None:
+            self._folder.detach()
+            self._folder = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
 
     def _close_file(self) -> None:
+        if self._folder is not None:
+            self._folder.detach()
+            self._folder = None
         if self._journal is None:
             return
-        done = self._checkpoint(wait=DataLock.Timeout)
+        try:
+            done = self._checkpoint(wait=DataLock.Timeout)
+        except NotebookIOError as exc:
+            self._journal.close()
+            self._journal = None
+            raise NotebookIOError(
+                f"{exc} (the notebook is closed; opening it again folds the journal in)", exc.errno
+            ) from exc
         if not done:
             logger.warning(
                 "%s was being read for too long to fold its journal in; the journal stays and is read "
@@ -448,6 +655,50 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         self._journal.close(remove=done)
         self._journal = None
+
+
+def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) -> None:
+    """Fold the journal of a notebook left open (at exit, or when dropped) so the file alone holds every commit."""
+    waiting = journal[0] is not None and not journal[0].empty()
+    if journal[0] is not None:
+        journal[0].close()
+    lock.release()
+    # At exit the object left open is still alive: it must not be handed over (it has let go).
+    forget_writer(path)
+    if not waiting:
+        return
+    try:
+        HDF5LabNotebook(path).close()
+    except (EpyclabError, OSError) as exc:
+        logger.warning(
+            "notebook %s was left open; folding its journal into the file failed (%s): the journal stays "
+            "beside it, and opening the notebook folds it in", path, exc,
+        )
+    else:
+        logger.info("notebook %s was left open: its journal was folded into the file", path)
+
+
+#: What a journal record that cannot be folded raises (its value, its shape or its file); not I/O errors.
+_UNFOLDABLE = (EpyclabError, TypeError, ValueError, KeyError, IndexError, pickle.UnpicklingError)
+
+
+class _Unfoldable(Exception):
+    """Journal record ``index`` cannot be replayed (``None``: the file cannot take the records)."""
+
+    def __init__(self, index: int | None, cause: BaseException) -> None:
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+def _describe_frame(frame: bytes) -> str:
+    """What a journal record holds, in a few words, for the warning that sets it aside."""
+    try:
+        record = decode_frame(frame)
+    except _UNFOLDABLE as exc:
+        return f"a record that cannot be read ({exc})"
+    rows = sum(len(next(iter(cols.values()), [])) for _, _, _, cols in record.get("rows", []))
+    pending = sum(len(added) + len(removed) for _, added, removed in record.get("pending", []))
+    return f"commit {record.get('seq')}: {rows} row(s), {pending} pending-result change(s)"
 
 
 def _sizes(rs: ResultSet) -> tuple[int, int, int]:

@@ -48,6 +48,7 @@ __all__ = [
     "append_column",
     "read_stored",
     "write_pending",
+    "init_empty",
     "write_resultset_attributes",
     "resultset_group",
 ]
@@ -173,19 +174,24 @@ def create_empty(path: str, file_id: str, description: str) -> None:
     tmp = f"{path}.new-{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:
-            f.attrs["version"] = VERSION
-            f.attrs["creator"] = CREATOR
-            f.attrs["description"] = description
-            f.attrs["locked"] = False
-            f.attrs["current-resultset"] = ""
-            f.attrs["file-id"] = file_id
-            f.attrs["journal-seq"] = 0
-            # Creation order is kept, so result sets read back in the order they were added.
-            f.create_group("resultsets", track_order=True)
+            init_empty(f, file_id, description)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def init_empty(f: h5py.File, file_id: str, description: str) -> None:
+    """Make the new, empty HDF5 file ``f`` a notebook with no result sets."""
+    f.attrs["version"] = VERSION
+    f.attrs["creator"] = CREATOR
+    f.attrs["description"] = description
+    f.attrs["locked"] = False
+    f.attrs["current-resultset"] = ""
+    f.attrs["file-id"] = file_id
+    f.attrs["journal-seq"] = 0
+    # Creation order is kept, so result sets read back in the order they were added.
+    f.create_group("resultsets", track_order=True)
 
 
 def resultset_group(f: h5py.File, tag: str, uid: str) -> h5py.Group:

@@ -26,8 +26,9 @@ from typing import Any
 
 from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.kinds import journal_globals
+from epyclab.notebooks.sidefiles import open_side, read_side
 
-__all__ = ["Journal", "read_records", "read_file_id"]
+__all__ = ["Journal", "read_records", "read_file_id", "read_frames", "decode_frame", "write_aside"]
 
 _MAGIC = b"EPYCLABJ"
 _VERSION = 1
@@ -56,7 +57,8 @@ class Journal:
 
     def __init__(self, path: str, file_id: str) -> None:
         self._path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # Never through a link: a planted journal link must not make a commit write elsewhere.
+        self._fd = open_side(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._closer = weakref.finalize(self, os.close, self._fd)
         self._file_id = file_id
         if os.fstat(self._fd).st_size < _HEADER.size:
@@ -78,6 +80,9 @@ class Journal:
 
     def append(self, record: Any) -> None:
         """Append one record; when this returns, the record survives the death of this process."""
+        if self.size() < _HEADER.size:
+            # A reset that could not write the header (a full disk): without it no record would be read.
+            self.reset(self._file_id)
         payload = pickle.dumps(record, protocol=5)
         frame = _FRAME.pack(_TAG, len(payload), zlib.crc32(payload)) + payload
         size = self.size()
@@ -110,8 +115,7 @@ class Journal:
 def read_file_id(path: str) -> str | None:
     """The file id a journal belongs to (None if there is no journal, or it has no header)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(_HEADER.size)
+        head = read_side(path, _HEADER.size)
     except FileNotFoundError:
         return None
     if len(head) < _HEADER.size:
@@ -127,12 +131,44 @@ def read_file_id(path: str) -> str | None:
 def read_records(path: str) -> Iterator[Any]:
     """The complete records of a journal, in order; a torn record at the end is skipped."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_side(path)
     except FileNotFoundError:
         return
     for start, end in _frames(data):
         yield _loads(data[start:end])
+
+
+def read_frames(path: str) -> list[bytes]:
+    """The complete, intact records of a journal as raw frames (framing included), in order."""
+    try:
+        data = read_side(path)
+    except FileNotFoundError:
+        return []
+    return [data[start - _FRAME.size : end] for start, end in _frames(data)]
+
+
+def decode_frame(frame: bytes) -> Any:
+    """The record a raw frame (from :func:`read_frames`) holds.
+
+    Raises:
+        pickle.UnpicklingError: the record refers to something a journal may not hold.
+    """
+    return _loads(frame[_FRAME.size :])
+
+
+def write_aside(path: str, file_id: str, frames: list[bytes]) -> None:
+    """Write ``frames`` as a journal file of their own at ``path`` (which must not exist).
+
+    The file reads back with :func:`read_records`, as any journal does.
+    """
+    fd = open_side(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        data = _HEADER.pack(_MAGIC, _VERSION, file_id.encode("ascii")) + b"".join(frames)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, int]]:

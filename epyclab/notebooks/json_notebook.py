@@ -21,25 +21,31 @@ Column values by kind: bool, int and str as JSON values; float as numbers,
 with NaN and infinities as ``{"__float__": "nan"}`` (``"inf"``, ``"-inf"``);
 complex as ``[re, im]`` pairs; datetime as ISO 8601 text (``null`` for a
 missing one) with the column's ``unit``; array, list and tuple cells as
-tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing.
+tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing;
+``"dtype"`` is the column's dtype (the element dtype for cells), and an int
+column's ``"missing"`` lists the rows whose 0 is a missing cell. Each kind's
+encoding is its entry in the table of kinds (:mod:`epyclab.notebooks.kinds`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from epyclab.errors import NotebookFormatError, NotebookVersionException
+from epyclab.errors import NotebookFormatError, NotebookReadOnlyError, NotebookVersionException
+from epyclab.log import logger
+from epyclab.notebooks.epyc1json import is_epyc_json, read_epyc_json
 from epyclab.notebooks.jsonvalues import decode_value, encode_value
 from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.sidefiles import safe_write
+from epyclab.notebooks.sidefiles import notebook_key, safe_write
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
 
 __all__ = ["JSONLabNotebook"]
@@ -62,14 +68,19 @@ class JSONLabNotebook(PersistentLabNotebook):
         readonly: bool = False,
         force: bool = False,
     ) -> None:
+        self._from_epyc = False
+        self._backup = ""
         super().__init__(name, create, description, readonly, force)
 
-    def _read_file(self, writer: bool) -> StoredNotebook:
+    def _read_json(self) -> StoredNotebook:
         try:
             with open(self._path, encoding="utf-8") as f:
                 doc = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None
+        self._from_epyc = is_epyc_json(doc)
+        if self._from_epyc:
+            return read_epyc_json(doc, self._path)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NotebookFormatError(
                 f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
@@ -86,11 +97,27 @@ class JSONLabNotebook(PersistentLabNotebook):
         )
 
     def _create_file(self, description: str) -> None:
+        self._from_epyc = False
         self._write({"format": FORMAT, "version": VERSION, "description": description, "locked": False,
                      "current": None, "resultsets": []})
 
+    def _read_file(self, writer: bool) -> StoredNotebook:
+        if writer:
+            names = os.stat(self._path).st_nlink
+            if names > 1:
+                # Each commit writes a new file renamed over this name: the other names would keep
+                # the old one, and two writers could each think they write "the" notebook.
+                raise NotebookReadOnlyError(
+                    f"JSON notebook {self._path} has {names} names (hard links); a commit replaces the file, "
+                    f"which would split them into separate notebooks. Copy it to a file of its own "
+                    f"(cp {self._path} NEW.json) and write that, or open it with readonly=True"
+                )
+        return self._read_json()
+
     def _save(self) -> None:
-        """Write the whole notebook (JSON has no cheaper way)."""
+        """Write the whole notebook (JSON has no cheaper way); an epyc file is kept aside first."""
+        if self._from_epyc:
+            self._keep_epyc_original()
         doc = {
             "format": FORMAT,
             "version": VERSION,
@@ -100,6 +127,24 @@ class JSONLabNotebook(PersistentLabNotebook):
             "resultsets": [self._resultset_doc(tag, rs) for tag, rs in self._resultsets.items()],
         }
         self._write(doc)
+        if self._from_epyc:
+            self._from_epyc = False
+            logger.warning(
+                "%s was an epyc 1.x JSON notebook; it is now in epyclab's format (the original is kept as %s)",
+                self._path, self._backup,
+            )
+
+    def _keep_epyc_original(self) -> None:
+        target = notebook_key(self._path)
+        backup, n = f"{target}.epyc1.bak", 0
+        while os.path.exists(backup):
+            n += 1
+            backup = f"{target}.epyc1.bak{n}"
+        try:
+            os.link(target, backup)
+        except OSError:  # a file system without hard links
+            shutil.copy2(target, backup)
+        self._backup = backup
 
     def _resultset_doc(self, tag: str, rs: ResultSet) -> dict[str, Any]:
         frame = rs.storedFrame()
@@ -123,7 +168,8 @@ class JSONLabNotebook(PersistentLabNotebook):
     def _write(self, doc: dict[str, Any]) -> None:
         """Replace the file with ``doc`` in one step (a temporary file renamed over it)."""
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False)
-        safe_write(self._path, lambda f: f.write(text), what="saving the notebook")
+        # Into the file a symbolic link names, so the link stays a link.
+        safe_write(notebook_key(self._path), lambda f: f.write(text), what="saving the notebook")
         # The file is a new inode now: the writer's lock on the old one is moved to it.
         self._lock.lock_file()
 

@@ -16,20 +16,9 @@ the dtype of their elements. Every format and the DataFrame builder ask the
 kind; none compares kind names itself. Adding a kind is one class and one
 :func:`register_kind` call.
 
-=========  ===========================================  ==================  ==========  ==========================
-kind       accepts                                      DataFrame dtype     missing     widens to
-=========  ===========================================  ==================  ==========  ==========================
-missing    ``None`` (a missing cell)                    object (None)       None        any kind
-bool       ``bool``, ``numpy.bool_``                    bool                False       bool only
-int        ``int`` (-2**63 .. 2**64-1), numpy integers  its integer dtype   0           wider ints, float, complex
-float      ``float``, numpy float16/32/64               its float dtype     NaN         wider floats, complex
-complex    ``complex``, numpy complex64/128             its complex dtype   NaN+0j      wider complex
-str        ``str`` (no NUL, valid Unicode)              str                 ''          str only
-datetime   ``datetime.datetime`` (naive), ``Timestamp``  datetime64[us|ns]   NaT         us -> ns when every value fits
-array      numeric ``numpy.ndarray``, any shape         object (arrays)     None        element dtype widens
-list       regular (nested) list of numbers             object (lists)      None        element dtype widens
-tuple      regular (nested) tuple of numbers            object (tuples)     None        element dtype widens
-=========  ===========================================  ==================  ==========  ==========================
+The kinds, in the order a value's type is matched: missing (``None``), bool,
+int, float, complex, str, datetime, array, list, tuple. :func:`kinds_table`
+renders each kind's documentation as the table in docs/hdf5-layout.md.
 
 Numbers widen as numpy promotes them, except where no dtype keeps both values
 exactly: bool never mixes with numbers, and ``uint64`` never meets a signed int
@@ -84,6 +73,7 @@ __all__ = [
     "promote",
     "check_name",
     "column_state",
+    "kinds_table",
     "journal_globals",
     "NotStorable",
     "INT64_MIN",
@@ -137,8 +127,13 @@ class Kind:
     checks_values: ClassVar[bool] = False
     #: (module, name) globals the journal's unpickler may build for values of this kind.
     journal: ClassVar[frozenset[tuple[str, str]]] = frozenset()
-    #: One line for the docs: how the kind is stored in HDF5.
+    #: For the docs (docs/hdf5-layout.md's table is made of these, see :func:`kinds_table`):
+    #: what it accepts, its DataFrame dtype, its HDF5 dataset, its missing cell, how it widens.
+    accepts_doc: ClassVar[str] = ""
+    frame_doc: ClassVar[str] = ""
     h5_doc: ClassVar[str] = ""
+    missing_doc: ClassVar[str] = ""
+    widens_doc: ClassVar[str] = ""
     #: Files keep which cells are missing: the stored fill (0) is a value of the kind, and
     #: a missing cell must become the wider kind's fill (NaN) if the column widens later.
     masks_missing: ClassVar[bool] = False
@@ -164,6 +159,10 @@ class Kind:
         if b.kind is not self:
             raise NotStorable(_mixed(a, b))
         return a if a.dtype == b.dtype else replace(a, dtype=b.dtype)
+
+    def absorbs(self, other: "Kind") -> bool:
+        """True if values of kind ``other`` join a column of this kind as values of this kind."""
+        return False
 
     # ---- columns --------------------------------------------------------------------
 
@@ -292,9 +291,9 @@ def admit(state: ColumnState | None, v: Any) -> ColumnState:
         return kind.state(v)
     if kind is state.kind or kind is MISSING_KIND:
         return state.kind.admit(state, v) if kind is state.kind else state
-    if kind.name == "int" and state.kind.name in ("float", "complex"):
-        # A Python int or numpy int in a float column: it widens as numpy promotes.
-        return state.kind.admit(state, v)
+    if state.kind.absorbs(kind):
+        # An int in a float or complex column: the int kind says how it fits (a Python int keeps the dtype).
+        return kind.admit(state, v)
     return state.kind.widen(state, kind.state(v))
 
 
@@ -319,6 +318,18 @@ def column_state(kind: "str | ColumnState", col: Any) -> ColumnState:
     if isinstance(kind, ColumnState):
         return kind
     return kind_named(kind).typed_state(col)
+
+
+def kinds_table() -> str:
+    """The table of kinds as Markdown (docs/hdf5-layout.md holds it; a test keeps the two equal)."""
+    lines = [
+        "| kind | accepts | DataFrame dtype | HDF5 dataset | missing cell | widens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS.values():
+        cells = [f"`{kind.name}`", kind.accepts_doc, kind.frame_doc, kind.h5_doc, kind.missing_doc, kind.widens_doc]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def check_name(name: Any, what: str) -> None:
@@ -393,9 +404,12 @@ class MissingKind(Kind):
     """``None``: a missing cell. A column of missing cells only takes the kind of its first value."""
 
     name = "missing"
+    accepts_doc = '`None` (a missing cell)'
+    frame_doc = 'object (None)'
+    h5_doc = 'uint8 zeros (only the row count matters)'
+    missing_doc = '`None`'
+    widens_doc = 'to the kind of the first value'
     types = (type(None), type(MISSING))
-    h5_doc = "uint8 zeros (only the row count matters)"
-
     def state(self, v: Any) -> ColumnState:
         return ColumnState(self, _OBJECT)
 
@@ -432,7 +446,6 @@ class NumberKind(Kind):
         ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
     })
-    h5_doc = "the column's numpy dtype"
 
     def state(self, v: Any) -> ColumnState:
         dtype = getattr(v, "dtype", None)
@@ -487,6 +500,11 @@ class BoolKind(NumberKind):
     """True or False."""
 
     name = "bool"
+    accepts_doc = '`bool`, `numpy.bool_`'
+    frame_doc = 'bool'
+    h5_doc = 'bool (HDF5 enum)'
+    missing_doc = '`False`'
+    widens_doc = 'never (bools do not mix with numbers)'
     types = (bool, np.bool_)
     missing = False
 
@@ -498,6 +516,13 @@ class IntKind(NumberKind):
     """Integers, signed or unsigned, of the width numpy gives them (Python ints: as narrow as the column)."""
 
     name = "int"
+    accepts_doc = '`int` (-2\\*\\*63 .. 2\\*\\*64-1), numpy integers of every width and sign'
+    frame_doc = 'its integer dtype (int64 for Python ints; int8 stays int8)'
+    h5_doc = "the column's integer dtype; `missing/<name>` marks missing cells"
+    missing_doc = '`0` (NaN if the column widens to float)'
+    widens_doc = (
+        "to a wider int that holds both (uint32 and -1: int64), float, complex; uint64 never meets a signed int"
+    )
     types = (int, np.integer)
     missing = 0
     checks_values = True
@@ -544,8 +569,16 @@ class FloatKind(NumberKind):
     """Real numbers, NaN and infinities included, of the float width numpy gives them."""
 
     name = "float"
+    accepts_doc = '`float`, numpy float16/32/64, NaN, inf'
+    frame_doc = 'its float dtype (float32 stays float32)'
+    h5_doc = "the column's float dtype"
+    missing_doc = 'NaN'
+    widens_doc = 'to a wider float, complex'
     types = (float, np.floating)
     missing = math.nan
+
+    def absorbs(self, other: Kind) -> bool:
+        return isinstance(other, IntKind)
 
     def json_values(self, stored: StoredColumn) -> list[Any]:
         return [_encode_float(x) for x in stored.data.tolist()]
@@ -558,8 +591,16 @@ class ComplexKind(NumberKind):
     """Complex numbers of the width numpy gives them."""
 
     name = "complex"
+    accepts_doc = '`complex`, numpy complex64/128'
+    frame_doc = 'its complex dtype'
+    h5_doc = "the column's complex dtype (`r`, `i` compound)"
+    missing_doc = 'NaN'
+    widens_doc = 'to a wider complex'
     types = (complex, np.complexfloating)
     missing = complex(math.nan, 0.0)
+
+    def absorbs(self, other: Kind) -> bool:
+        return isinstance(other, IntKind)
 
     def json_values(self, stored: StoredColumn) -> list[Any]:
         return [[_encode_float(x.real), _encode_float(x.imag)] for x in stored.data.tolist()]
@@ -573,10 +614,14 @@ class StrKind(Kind):
     """Text: any length, any Unicode except NUL and lone surrogates."""
 
     name = "str"
+    accepts_doc = '`str`: any length, any Unicode but NUL and lone surrogates'
+    frame_doc = 'str'
+    h5_doc = 'variable-length UTF-8'
+    missing_doc = "`''`"
+    widens_doc = 'never'
     types = (str,)
     checks_values = True
     journal = frozenset({("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")})
-    h5_doc = "variable-length UTF-8 text"
 
     def state(self, v: Any) -> ColumnState:
         if not v.isascii() or "\x00" in v:
@@ -623,13 +668,17 @@ class DatetimeKind(Kind):
     """Naive dates and times: microseconds for years 1 to 9999, or nanoseconds in 1677..2262."""
 
     name = "datetime"
+    accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`'
+    frame_doc = 'datetime64[us] (years 1..9999), datetime64[ns] once a value has nanoseconds'
+    h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
+    missing_doc = 'NaT'
+    widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
     types = (datetime,)
     checks_values = True
     journal = frozenset({
         ("datetime", "datetime"),
         ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
     })
-    h5_doc = "int64 ticks since 1970-01-01 of the column's ``unit`` (us or ns)"
     _US = np.dtype("datetime64[us]")
     _NS = np.dtype("datetime64[ns]")
 
@@ -730,7 +779,6 @@ class CellKind(Kind):
         ("numpy._core.multiarray", "scalar"),
         ("builtins", "complex"),
     })
-    h5_doc = "variable-length arrays of the element dtype, flattened, with each cell's shape in ``shapes/``"
 
     def elements(self, v: Any) -> tuple[np.ndarray, np.dtype | None]:
         """The value as an array, and its element dtype (None: it has no element to say). Raises NotStorable."""
@@ -844,6 +892,11 @@ class ArrayKind(CellKind):
     """A numeric numpy array of any shape; it reads back with the column's element dtype."""
 
     name = "array"
+    accepts_doc = 'numeric `numpy.ndarray` of any shape (bool, int, float, complex)'
+    frame_doc = 'object: arrays of the element dtype'
+    h5_doc = 'variable-length arrays of the element dtype, flattened; shape in `shapes/`'
+    missing_doc = '`None` (shape `[-1]`)'
+    widens_doc = 'the element dtype widens as numbers do'
     types = (np.ndarray,)
 
     def elements(self, v: Any) -> tuple[np.ndarray, np.dtype | None]:
@@ -862,6 +915,11 @@ class ListKind(CellKind):
     """A regular (nested) list of numbers, all bools or all numbers; it reads back as a list."""
 
     name = "list"
+    accepts_doc = 'regular (nested) `list` of numbers: all bools, or all numbers'
+    frame_doc = 'object: lists'
+    h5_doc = 'as `array`; read back as lists'
+    missing_doc = '`None`'
+    widens_doc = 'the element dtype widens as numbers do; `[]` says nothing about it'
     types = (list,)
     _what = "list"
 
@@ -909,6 +967,11 @@ class TupleKind(ListKind):
     """A regular (nested) tuple of numbers; it reads back as a tuple."""
 
     name = "tuple"
+    accepts_doc = 'regular (nested) `tuple` of numbers'
+    frame_doc = 'object: tuples'
+    h5_doc = 'as `array`; read back as tuples'
+    missing_doc = '`None`'
+    widens_doc = 'as `list`'
     types = (tuple,)
     _what = "tuple"
 

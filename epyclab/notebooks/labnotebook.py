@@ -71,6 +71,9 @@ class LabNotebook:
         """Commit and release the notebook (nothing to release in memory)."""
         self.commit()
 
+    def abandon(self) -> None:
+        """Release the notebook without saving changes since the last commit (nothing to release in memory)."""
+
     def isOpen(self) -> bool:
         """True while the notebook can be used."""
         return True

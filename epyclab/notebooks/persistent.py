@@ -9,16 +9,16 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from epyclab.errors import NotebookOverwriteError, NotebookReadOnlyError, NotebookTakenOverError
+from epyclab.errors import NotebookIOError, NotebookOverwriteError, NotebookReadOnlyError, NotebookTakenOverError
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
-from epyclab.notebooks.stored import StoredNotebook
+from epyclab.notebooks.stored import StoredNotebook, StoredResults
 
-__all__ = ["PersistentLabNotebook"]
+__all__ = ["PersistentLabNotebook", "forget_writer"]
 
 #: The notebook object of this process that holds each file open for writing, by resolved path.
 _WRITERS: dict[str, weakref.ref[PersistentLabNotebook]] = {}
@@ -97,9 +97,14 @@ class PersistentLabNotebook(LabNotebook):
         """Commit, then release the file (other processes may now write it)."""
         if not self._is_open:
             return
+        if not self._readonly:
+            try:
+                self.commit()
+            except NotebookIOError as exc:
+                # Closing now would drop the changes: the notebook stays open to be closed again.
+                raise NotebookIOError(f"{exc}. The notebook stays open: close() it again then", exc.errno) from exc
         try:
             if not self._readonly:
-                self.commit()
                 self._close_file()
         finally:
             self._is_open = False
@@ -123,6 +128,21 @@ class PersistentLabNotebook(LabNotebook):
         self._save()
         self._saved = signature
         self._saved_hook()
+
+    def abandon(self) -> None:
+        """Release the file without saving what changed since the last commit (those changes are dropped).
+
+        For a command that found a problem half-way: the file stays as its last commit left it.
+        """
+        if not self._is_open:
+            return
+        try:
+            if not self._readonly:
+                self._drop_file()
+        finally:
+            self._is_open = False
+            self._lock.release()
+            self._forget_writer()
 
     def _forget_writer(self) -> None:
         key = notebook_key(self._path)
@@ -237,9 +257,16 @@ class PersistentLabNotebook(LabNotebook):
         self._resultsets = {}
         self._checks, self._uids = {}, {}
         for s in stored.resultsets:
-            rs = ResultSet(s.description)
-            self._attach(rs, RowCheck(s.kinds), s.uid)
-            rs._load(s.frame, s.roles, s.pending, s.missing)
+            if isinstance(s, StoredResults):
+                rs = self._new_resultset(s.description)
+                for rc in s.results:
+                    rs.addSingleResult(rc)
+                for jobid, params in s.pending.items():
+                    rs.addSinglePendingResult(params, jobid)
+            else:
+                rs = ResultSet(s.description)
+                self._attach(rs, RowCheck(s.kinds), s.uid)
+                rs._load(s.frame, s.roles, s.pending, s.missing)
             rs._attributes = dict(s.attributes)
             rs._locked = s.locked
             self._resultsets[s.tag] = rs
@@ -288,8 +315,16 @@ class PersistentLabNotebook(LabNotebook):
     def _saved_hook(self) -> None:
         """Called after a commit was saved (HDF5 folds its journal here when due)."""
 
+    def _drop_file(self) -> None:
+        """Release what the open file holds without writing anything (see :meth:`abandon`)."""
+
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
+
+
+def forget_writer(path: str) -> None:
+    """Forget which object of this process writes ``path`` (it is being folded after being left open)."""
+    _WRITERS.pop(notebook_key(path), None)
 
 
 def _caller() -> str:

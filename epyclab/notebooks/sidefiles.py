@@ -28,7 +28,10 @@ from typing import IO, Any
 
 from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
 
-__all__ = ["notebook_key", "side_path", "open_side", "safe_write", "check_writable_file", "io_error"]
+__all__ = [
+    "notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error",
+    "new_file_mode",
+]
 
 
 def notebook_key(path: str) -> str:
@@ -68,6 +71,21 @@ def open_side(path: str, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
+def read_side(path: str, size: int = -1) -> bytes:
+    """The content of a side file (its first ``size`` bytes if ``size >= 0``), never read through a link.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        NotebookSideFileError: as :func:`open_side`.
+    """
+    fd = open_side(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(size)
+    finally:
+        os.close(fd)
+
+
 def check_writable_file(path: str) -> None:
     """Refuse to write a notebook file that is read-only (its owner's write bit is off, or no access).
 
@@ -87,7 +105,7 @@ def check_writable_file(path: str) -> None:
         )
 
 
-def _new_file_mode(like: str) -> int:
+def new_file_mode(like: str) -> int:
     """The mode a rewritten file gets: that of the file it replaces, else the usual default."""
     try:
         return stat.S_IMODE(os.stat(like).st_mode)
@@ -107,7 +125,7 @@ def safe_write(path: str, write: Callable[[IO[Any]], None], binary: bool = False
         NotebookIOError: the disk is full, or another I/O error (naming ``path``).
     """
     directory = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
+    mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, mode)
@@ -133,8 +151,8 @@ def io_error(path: str, exc: OSError, doing: str, kept: str = "the file is as it
     """A :class:`NotebookIOError` naming the file, what failed and what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = "the disk is full"
-        fix = f"free some space on the disk holding {path}, then try again"
+        fix = f"Free some space on the disk holding {path}, then try again"
     else:
         reason = exc.strerror or str(exc)
-        fix = "check the disk and the file's permissions, then try again"
+        fix = "Check the disk and the file's permissions, then try again"
     return NotebookIOError(f"{path}: {reason} while {doing}; {kept}. {fix}", exc.errno)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["StoredResultSet", "StoredNotebook"]
+__all__ = ["StoredResultSet", "StoredResults", "StoredNotebook"]
 
 
 @dataclass
@@ -36,6 +36,21 @@ class StoredResultSet:
 
 
 @dataclass
+class StoredResults:
+    """A result set a file holds as results dicts (epyc's JSON files), to be added row by row.
+
+    Adding them through the result set checks and types each value as any new result is.
+    """
+
+    tag: str
+    description: str
+    locked: bool
+    attributes: dict[str, Any]
+    results: list[dict[str, Any]]
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class StoredNotebook:
     """A whole notebook as a file holds it.
 
@@ -48,6 +63,6 @@ class StoredNotebook:
     description: str
     locked: bool
     current: str | None
-    resultsets: list[StoredResultSet]
+    resultsets: list[StoredResultSet | StoredResults]
     file_id: str = ""
     seq: int = 0

@@ -27,8 +27,9 @@ from typing import Any
 
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
+from epyclab.notebooks.sidefiles import open_side, read_side
 
-__all__ = ["UndoFile", "recover"]
+__all__ = ["GuardedFile", "UndoFile", "recover"]
 
 _PAGE = 4096
 _MAGIC = b"EPYCLABU"
@@ -36,23 +37,22 @@ _HEADER = struct.Struct("<8sQ")  # magic, original size of the file
 _RECORD = struct.Struct("<QII")  # offset, length, crc32 of the saved bytes
 
 
-class UndoFile:
-    """A writable file object that keeps an undo log of every original byte it changes."""
+class GuardedFile:
+    """A file object for h5py that never raises from a write: a failed write is noted, not thrown.
 
-    def __init__(self, path: str, undo_path: str) -> None:
-        if os.path.exists(undo_path):
-            raise NotebookFormatError(
-                f"{undo_path} exists: an earlier change to {path} was not finished; "
-                f"recover it first (opening the notebook does)"
-            )
+    h5py is left in a broken state (and can crash in ``File.close``) when a write
+    fails under it, as on a full disk. So from the first failed write on, this
+    object keeps the file's content in memory and goes on there, h5py finishes
+    normally, and the caller then finds :attr:`failure` set and undoes the change.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
         self._path = path
-        self._undo_path = undo_path
-        self._fd = os.open(path, os.O_RDWR)
-        self._size0 = os.fstat(self._fd).st_size
-        self._undo = os.open(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        _write_all(self._undo, _HEADER.pack(_MAGIC, self._size0))
-        self._saved: set[int] = set()
+        self._fd = fd
         self._pos = 0
+        #: The first error a write met (None while every write went to the file).
+        self.failure: OSError | None = None
+        self._memory: bytearray | None = None
 
     # ---- the file object h5py uses ---------------------------------------------
 
@@ -62,40 +62,74 @@ class UndoFile:
         elif whence == 1:
             self._pos += offset
         else:
-            self._pos = os.fstat(self._fd).st_size + offset
+            self._pos = self._size() + offset
         return self._pos
 
     def tell(self) -> int:
         return self._pos
 
+    def _size(self) -> int:
+        return len(self._memory) if self._memory is not None else os.fstat(self._fd).st_size
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        if self._memory is not None:
+            return bytes(self._memory[offset : offset + n])
+        return os.pread(self._fd, n, offset)
+
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            n = max(0, os.fstat(self._fd).st_size - self._pos)
-        data = os.pread(self._fd, n, self._pos)
+            n = max(0, self._size() - self._pos)
+        data = self._pread(n, self._pos)
         self._pos += len(data)
         return data
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        data = os.pread(self._fd, len(view), self._pos)
+        data = self._pread(len(view), self._pos)
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._save(self._pos, self._pos + len(view))
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self._fd, view[done:], self._pos + done)
-        self._pos += done
-        return done
+        if self._memory is None:
+            try:
+                self._write_file(view, self._pos)
+            except OSError as exc:
+                self._fail(exc)
+        if self._memory is not None:
+            end = self._pos + len(view)
+            if end > len(self._memory):
+                self._memory.extend(bytes(end - len(self._memory)))
+            self._memory[self._pos : end] = view
+        self._pos += len(view)
+        return len(view)
+
+    def _write_file(self, view: memoryview, offset: int) -> None:
+        _pwrite_all(self._fd, view, offset)
+
+    def _fail(self, exc: OSError) -> None:
+        """Go on in memory from now on (reading what the file holds so far)."""
+        self.failure = exc
+        size = os.fstat(self._fd).st_size
+        self._memory = bytearray(os.pread(self._fd, size, 0)) if size else bytearray()
 
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else size
-        self._save(size, self._size0)
-        os.ftruncate(self._fd, size)
+        if self._memory is None:
+            try:
+                self._truncate_file(size)
+            except OSError as exc:
+                self._fail(exc)
+        if self._memory is not None:
+            if size < len(self._memory):
+                del self._memory[size:]
+            else:
+                self._memory.extend(bytes(size - len(self._memory)))
         return size
+
+    def _truncate_file(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
 
     def flush(self) -> None:
         """Nothing is buffered here: every write went to the kernel already."""
@@ -109,10 +143,52 @@ class UndoFile:
     def seekable(self) -> bool:
         return True
 
+
+class UndoFile(GuardedFile):
+    """A writable file object that keeps an undo log of every original byte it changes.
+
+    A write that fails (disk full) is noted in :attr:`failure` rather than raised
+    (see :class:`GuardedFile`); the caller then calls :meth:`rollback`.
+    """
+
+    def __init__(self, path: str, undo_path: str) -> None:
+        if os.path.exists(undo_path):
+            raise NotebookFormatError(
+                f"{undo_path} exists: an earlier change to {path} was not finished; "
+                f"recover it first (opening the notebook does)"
+            )
+        super().__init__(path, os.open(path, os.O_RDWR))
+        self._undo_path = undo_path
+        self._size0 = os.fstat(self._fd).st_size
+        try:
+            self._undo = open_side(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        try:
+            _write_all(self._undo, _HEADER.pack(_MAGIC, self._size0))
+        except BaseException:
+            # Without a complete header the log means nothing: it just goes.
+            os.close(self._undo)
+            os.close(self._fd)
+            os.unlink(undo_path)
+            raise
+        self._saved: set[int] = set()
+
+    def _write_file(self, view: memoryview, offset: int) -> None:
+        # The original bytes are saved before they are overwritten; if saving fails, the file is untouched.
+        self._save(offset, offset + len(view))
+        super()._write_file(view, offset)
+
+    def _truncate_file(self, size: int) -> None:
+        self._save(size, self._size0)
+        super()._truncate_file(size)
+
     # ---- ending the change ---------------------------------------------------------
 
     def commit(self) -> None:
-        """Make the change final (call after h5py closed the file)."""
+        """Make the change final (call after h5py closed the file, and only if no write failed)."""
+        assert self.failure is None
         os.close(self._fd)
         os.close(self._undo)
         os.unlink(self._undo_path)
@@ -150,8 +226,7 @@ class UndoFile:
 def recover(path: str, undo_path: str) -> bool:
     """Undo an unfinished change to ``path`` if its undo log is there; True if there was one."""
     try:
-        with open(undo_path, "rb") as f:
-            log = f.read()
+        log = read_side(undo_path)
     except FileNotFoundError:
         return False
     if len(log) >= _HEADER.size:
@@ -184,7 +259,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
