@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import json
 import os
 import platform
@@ -79,8 +80,8 @@ TARGETS: list[Target] = [
     ),
     Target(
         "kinds",
-        "epyclab/notebooks/types.py",
-        ("tests/test_hdf5_roundtrip.py", "tests/test_json_notebook.py", "tests/test_resultset.py"),
+        "epyclab/notebooks/kinds.py",
+        ("tests/test_kinds.py", "tests/test_resultset.py", "tests/test_json_notebook.py"),
         why="a value stored as the wrong kind is lost or changed on reload",
     ),
     Target(
@@ -91,9 +92,9 @@ TARGETS: list[Target] = [
     ),
     Target(
         "parallel-retry",
-        "epyclab/labs/engines.py",
-        ("tests/test_parallel_units.py", "tests/test_job_ids.py"),
-        scope=("is_engine_death", "chunk_results", "ChunkSizer"),
+        "epyclab/labs/scheduler.py",
+        ("tests/test_parallel_units.py",),
+        scope=("ChunkSizer",),
         why="a point whose engine died must be run again, once, and never dropped",
     ),
     Target(
@@ -112,7 +113,7 @@ TARGETS: list[Target] = [
         "cli-copy",
         "epyclab/cli.py",
         ("tests/test_cli_notebooks.py", "-k", "copy"),
-        scope=("_notebook_class", "_opened", "_split", "_resultset", "copy", "_pending", "_attrs"),
+        scope=("_opened", "_split", "_resultset", "copy", "_typed_rows", "_replaceable", "_fill", "_pending", "_attrs"),
         why="copying result sets between notebooks must neither drop nor change a row",
     ),
 ]
@@ -473,15 +474,18 @@ def main() -> int:
             print("a worker failed; nothing written", file=sys.stderr)
             return 1
 
-    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    for r in reports:
-        results[r.target] = _as_dict(r)
-    results = {t.name: results[t.name] for t in TARGETS if t.name in results}
-    text = render(results, load)
-    print(text)
-    if not args.no_write:
-        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-        MUTATION_MD.write_text(text)
+    # Runs of other targets may end at the same time: read, merge and write under a lock.
+    with open(RESULTS_JSON.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        for r in reports:
+            results[r.target] = _as_dict(r)
+        results = {t.name: results[t.name] for t in TARGETS if t.name in results}
+        text = render(results, load)
+        print(text)
+        if not args.no_write:
+            RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+            MUTATION_MD.write_text(text)
     total = sum(len(r["outcomes"]) for r in results.values())
     killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
     unexplained = [
