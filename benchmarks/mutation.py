@@ -152,6 +152,8 @@ class Report:
     scope: list[str]
     baseline: float
     outcomes: list[Outcome] = field(default_factory=list)
+    total: int = 0  # mutants made; the outcomes may be fewer while the run goes on
+    load: str = ""  # the load average when the run started
 
     @property
     def killed(self) -> int:
@@ -319,7 +321,22 @@ def run_tests(
         time.sleep(0.02)
 
 
-def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
+def save(reports: list[Report], write: bool = True) -> dict[str, dict]:
+    """Merge ``reports`` into benchmarks/mutation-results.json and rewrite docs/mutation.md (under a lock:
+    runs of other targets may save at the same time); return every target's latest results."""
+    with open(RESULTS_JSON.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        for r in reports:
+            results[r.target] = _as_dict(r)
+        results = {t.name: results[t.name] for t in TARGETS if t.name in results}
+        if write:
+            RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+            MUTATION_MD.write_text(render(results))
+    return results
+
+
+def run_target(target: Target, workdir: Path, log: bool = True, write: bool = True) -> Report:
     """Every mutant of ``target``, tested in ``workdir`` (the file is restored afterwards)."""
     path = workdir / target.path
     original = path.read_text()
@@ -327,9 +344,11 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
     if status != "passed":
         raise SystemExit(f"{target.name}: the tests {list(target.tests)} fail without a mutant; fix them first")
     report = Report(target.name, target.path, list(target.tests), list(target.scope), round(baseline, 2))
+    report.load = "{:.1f}, {:.1f}, {:.1f}".format(*os.getloadavg())
     # A mutant that makes the tests hang (a loop that never ends) is killed by the timeout.
     timeout = 3 * baseline + 15
     found = mutants(path, target.scope)
+    report.total = len(found)
     try:
         for i, (line, before, source) in enumerate(found, 1):
             path.write_text(source)
@@ -337,6 +356,8 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
             result, seconds, _ = run_tests(workdir, _tests_for(line, lines, target.tests), timeout)
             status = {"failed": "killed", "passed": "survived", "timeout": "timeout"}[result]
             report.outcomes.append(Outcome(line, before.strip(), after.strip(), status, round(seconds, 2)))
+            if i % 10 == 0:
+                save([report], write)  # a run cut short still shows what it found
             if log:
                 mark = {"killed": ".", "timeout": "T", "survived": "S"}[status]
                 print(mark, end="" if i % 80 else f" {i}/{len(found)}\n", flush=True)
@@ -363,7 +384,7 @@ def reason(target: str, o: dict) -> str | None:
     return REASONS.get((target, o["original"], o["mutated"]))
 
 
-def render(results: dict[str, dict], load: str) -> str:
+def render(results: dict[str, dict]) -> str:
     """docs/mutation.md from every target's latest run."""
     total = sum(len(r["outcomes"]) for r in results.values())
     killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
@@ -386,15 +407,18 @@ def render(results: dict[str, dict], load: str) -> str:
         scope = ", ".join(f"`{s}`" for s in r["scope"]) or "all"
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in r["tests"])
         run = sum(o["seconds"] for o in r["outcomes"])
+        made = r.get("total", n)
+        count = f"{n}" if n == made else f"{n} of {made} (cut short)"
         lines.append(
-            f"| `{r['path']}` ({name}) | {scope} | {tests} | {n} | {k} | {n - k} | "
-            f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min |"
+            f"| `{r['path']}` ({name}) | {scope} | {tests} | {count} | {k} | {n - k} | "
+            f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min, load {r.get('load', '?')} |"
         )
     lines += [
         f"| **all** | | | {total} | {killed} | {total - killed} | **{100 * killed / max(total, 1):.1f}%** | |",
         "",
         f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, mutmut 2; load average at the start: {load}.",
+        f"Python {platform.python_version()}, mutmut 2, under `nice -n 10`; the load average (1, 5, 15 min)"
+        " at the start of each target's run is in its row: the machine was shared.",
         "",
         "## Surviving mutants",
         "",
@@ -453,7 +477,7 @@ def main() -> int:
                     for t in mine:
                         started = time.monotonic()
                         print(f"[{t.name}] {len(mutants(workdir / t.path, t.scope))} mutants", flush=True)
-                        rep = run_target(t, workdir)
+                        rep = run_target(t, workdir, write=not args.no_write)
                         print(f"[{t.name}] {rep.killed}/{len(rep.outcomes)} killed in "
                               f"{(time.monotonic() - started) / 60:.1f} min", flush=True)  # fmt: skip
                         done.append(rep)
@@ -474,18 +498,8 @@ def main() -> int:
             print("a worker failed; nothing written", file=sys.stderr)
             return 1
 
-    # Runs of other targets may end at the same time: read, merge and write under a lock.
-    with open(RESULTS_JSON.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-        for r in reports:
-            results[r.target] = _as_dict(r)
-        results = {t.name: results[t.name] for t in TARGETS if t.name in results}
-        text = render(results, load)
-        print(text)
-        if not args.no_write:
-            RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-            MUTATION_MD.write_text(text)
+    results = save(reports, write=not args.no_write)
+    print(render(results))
     total = sum(len(r["outcomes"]) for r in results.values())
     killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
     unexplained = [
