@@ -93,7 +93,7 @@ TARGETS: list[Target] = [
     Target(
         "parallel-retry",
         "epyclab/labs/scheduler.py",
-        ("tests/test_parallel_units.py",),
+        ("tests/test_chunk_sizes.py", "tests/test_parallel_units.py"),
         scope=("ChunkSizer",),
         why="a point whose engine died must be run again, once, and never dropped",
     ),
