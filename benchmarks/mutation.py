@@ -87,7 +87,7 @@ TARGETS: list[Target] = [
     Target(
         "lab",
         "epyclab/labs/lab.py",
-        ("tests/test_lab.py",),
+        ("tests/test_lab_commit_loop.py", "tests/test_lab.py"),
         why="resume and the commit loop decide which finished runs reach the notebook",
     ),
     Target(
@@ -121,6 +121,9 @@ TARGETS: list[Target] = [
 # Surviving mutants that are equivalent (no behaviour differs), keyed by
 # (target, original line, mutated line), stripped; each with its one-line reason.
 REASONS: dict[tuple[str, str, str], str] = {}
+
+# Whole functions whose survivors share one reason, keyed by (target, qualified name).
+REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {}
 
 # Third-party modules the parent imports once, so that a forked child only imports epyclab.
 PREWARM = (
@@ -380,8 +383,32 @@ def _tests_for(line: int, lines: dict[int, list[str]], tests: tuple[str, ...]) -
 # ---- the report ----------------------------------------------------------------------------------------
 
 
-def reason(target: str, o: dict) -> str | None:
-    return REASONS.get((target, o["original"], o["mutated"]))
+def _function_at(path: str, line: int) -> str:
+    """The qualified name of the innermost function or class of ``path`` holding ``line`` ("" at module level)."""
+    best, best_size = "", None
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        nonlocal best, best_size
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                if first <= line <= child.end_lineno:  # type: ignore[operator]
+                    size = child.end_lineno - first  # type: ignore[operator]
+                    if best_size is None or size < best_size:
+                        best, best_size = name, size
+                visit(child, name + ".")
+
+    visit(ast.parse((ROOT / path).read_text()), "")
+    return best
+
+
+def reason(target: str, o: dict, path: str = "") -> str | None:
+    """Why a surviving mutant survives, if known: its own entry, or its function's."""
+    own = REASONS.get((target, o["original"], o["mutated"]))
+    if own or not path:
+        return own
+    return REASONS_BY_FUNCTION.get((target, _function_at(path, o["line"])))
 
 
 def render(results: dict[str, dict]) -> str:
@@ -428,7 +455,7 @@ def render(results: dict[str, dict]) -> str:
         for o in r["outcomes"]:
             if o["status"] == "survived":
                 any_left = True
-                why = reason(name, o) or "**no reason recorded yet**"
+                why = reason(name, o, r["path"]) or "**no reason recorded yet**"
                 lines.append(f"- {name}, `{r['path']}` line {o['line']}: `{o['original']}` → `{o['mutated']}`: {why}")
     if not any_left:
         lines.append("None.")
@@ -442,8 +469,12 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=90.0, help="the least score in percent (default 90)")
     parser.add_argument("--no-write", action="store_true", help="print the report, write nothing")
     parser.add_argument("--list", action="store_true", help="count the mutants of each target and stop")
+    parser.add_argument("--report", action="store_true", help="rewrite docs/mutation.md from the saved results")
     args = parser.parse_args()
     chosen = [t for t in TARGETS if not args.module or t.name in args.module]
+    if args.report:
+        MUTATION_MD.write_text(render(save([], write=False)))
+        return 0
     if args.list:
         for t in chosen:
             print(f"{t.name:16} {len(mutants(ROOT / t.path, t.scope)):5} mutants  {t.path}")
@@ -506,7 +537,7 @@ def main() -> int:
         (n, o["line"])
         for n, r in results.items()
         for o in r["outcomes"]
-        if o["status"] == "survived" and not reason(n, o)
+        if o["status"] == "survived" and not reason(n, o, r["path"])
     ]
     score = 100 * killed / max(total, 1)
     if score < args.target or unexplained:
