@@ -55,6 +55,26 @@ def arrays() -> Any:
     )
 
 
+#: Every dtype numpy has: its scalar types (aliases too), hypothesis's scalar, byte and text dtypes
+#: (datetime64 and timedelta64 of every unit), extended precision, byte-swapped and record dtypes.
+_FIXED = sorted({np.dtype(t) for t in np.sctypeDict.values() if np.dtype(t).itemsize}, key=str)
+EVERY_DTYPE = st.one_of(
+    st.sampled_from(_FIXED + [np.dtype(">f8"), np.dtype(">i4"), np.dtype(">c8"), np.dtype([("x", "i4")])]),
+    hnp.scalar_dtypes(),
+    hnp.byte_string_dtypes(max_len=3),
+    hnp.unicode_string_dtypes(max_len=3),
+)
+
+
+def numpy_scalars() -> Any:
+    # from_dtype draws Python values for many dtypes: make each a numpy scalar of its dtype.
+    return EVERY_DTYPE.flatmap(lambda d: hnp.from_dtype(d).map(lambda x: np.array(x, dtype=d)[()]))
+
+
+def arrays_of_every_dtype() -> Any:
+    return EVERY_DTYPE.flatmap(lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=0, max_dims=2, max_side=2)))
+
+
 NUMBERS = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False, width=32), st.booleans())
 
 VALUES = st.one_of(
@@ -83,7 +103,10 @@ VALUES = st.one_of(
     st.tuples(st.floats(-4, 4).map(lambda x: x + 0.5)),
     st.sampled_from([[], [[]], (), [True, 2], ["x"], [None]]),
     arrays(),
-    st.sampled_from([{"k": 1}, {1, 2}, object(), date(2020, 1, 2), np.longdouble(1), np.array(["s"])]),
+    numpy_scalars(),
+    arrays_of_every_dtype(),
+    st.sampled_from([{"k": 1}, {1, 2}, object(), date(2020, 1, 2), np.longdouble(1), np.array(["s"]),
+                     np.ma.masked_array([1, 2], mask=[0, 1]), np.array([1, "x"], dtype=object)]),
 )
 
 
@@ -166,7 +189,7 @@ def _leaves(v: Any) -> list[Any]:
 
 def _natural_dtype(v: Any) -> np.dtype | None:
     """The dtype a value asks for, when it alone says (numpy scalars, Python floats, bools)."""
-    if isinstance(v, np.generic):
+    if isinstance(v, np.generic) and not isinstance(v, np.str_):  # numpy text is a str column
         return v.dtype
     if type(v) is float:
         return np.dtype(np.float64)
@@ -210,6 +233,12 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
 
 @given(sessions=SESSIONS)
 def test_every_format_keeps_what_addresult_accepts(sessions, tmp_path_factory):
+    _check_sessions(sessions, tmp_path_factory)
+
+
+@given(sessions=sessions_of(st.one_of(st.none(), numpy_scalars(), arrays_of_every_dtype())))
+def test_numpy_values_of_every_dtype(sessions, tmp_path_factory):
+    # Every numpy dtype, as scalars and arrays: each is kept through every format, or refused at addResult.
     _check_sessions(sessions, tmp_path_factory)
 
 

@@ -34,9 +34,12 @@ An int column's missing cells are 0, and files keep which cells are missing
 (HDF5 ``missing/<name>``, JSON ``"missing"``), so that if the column later
 widens to float, in this session or a later one, every missing cell is NaN.
 
+Acceptance is an allow-list: each kind lists exactly the types it takes (not
+their subclasses), and numpy values only of the dtypes in :data:`NUMERIC_DTYPES`.
 Anything else (dicts, sets, objects, ``datetime.date``, ``numpy.longdouble``,
-text arrays, ragged lists, lists mixing bools and numbers, time-zone aware
-datetimes, ints beyond 64 bits) is refused at ``addResult`` with an
+``numpy.timedelta64``, ``numpy.datetime64``, bytes, records, byte-swapped or
+masked arrays, text arrays, ragged lists, lists mixing bools and numbers,
+time-zone aware datetimes, ints beyond 64 bits) is refused at ``addResult`` with an
 :class:`~epyclab.errors.UnstorableValueError` naming the key, value and type.
 """
 
@@ -88,8 +91,28 @@ _OBJECT = np.dtype(object)
 #: The dates a datetime64[ns] holds.
 NS_MIN = datetime(1677, 9, 22)
 NS_MAX = datetime(2262, 4, 11)
-#: numpy's extended precision floats: no other format keeps them exactly.
-_LONG = {np.dtype(np.longdouble), np.dtype(np.clongdouble)} - {np.dtype(np.float64), np.dtype(np.complex128)}
+#: The numpy dtypes every format keeps exactly (native byte order): an allow-list, so that a
+#: dtype numpy adds, or one no format keeps (timedelta64, extended precision, bytes, records,
+#: objects, byte-swapped data), is refused at addResult instead of failing at a commit.
+NUMERIC_DTYPES = frozenset(np.dtype(c) for c in ("?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8",
+                                                 "f2", "f4", "f8", "c8", "c16"))
+
+
+def _numpy_types(dtype_kinds: str) -> tuple[type, ...]:
+    """Every numpy scalar type whose dtype is allowed and of one of ``dtype_kinds`` (aliases included)."""
+    found = {t for t in np.sctypeDict.values() if np.dtype(t) in NUMERIC_DTYPES and np.dtype(t).kind in dtype_kinds}
+    return tuple(sorted(found, key=lambda t: t.__name__))
+
+
+def _dtype_problem(dtype: np.dtype) -> str:
+    if dtype.kind in "biufc" and dtype.byteorder not in "=|" and dtype.newbyteorder("=") in NUMERIC_DTYPES:
+        return f"its dtype {dtype.str} is byte-swapped; convert it with .astype({dtype.newbyteorder('=').str!r})"
+    if dtype.kind in "fc":
+        return f"its dtype is {dtype}, which no notebook format keeps exactly; convert it to float64 or complex128"
+    return (
+        f"its dtype is {dtype}; only bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128 "
+        f"can be stored (store a timedelta as a float of seconds, text as str)"
+    )
 
 
 class NotStorable(ValueError):
@@ -154,8 +177,12 @@ class Kind:
     # ---- values ----------------------------------------------------------------------
 
     def accepts_type(self, t: type) -> bool:
-        """True if values of type ``t`` are of this kind (checked in registry order)."""
-        return issubclass(t, self.types)
+        """True if values of type ``t`` are of this kind (checked in registry order).
+
+        An allow-list: exactly the types listed, not their subclasses (a subclass may
+        carry what no format keeps, as a masked array carries its mask).
+        """
+        return t in self.types
 
     def state(self, v: Any) -> ColumnState:
         """The state a new column would take for value ``v``. Raises NotStorable."""
@@ -375,6 +402,10 @@ _STORABLE = (
 
 
 def _hint(v: Any) -> str:
+    if isinstance(v, np.generic):
+        return "; " + _dtype_problem(v.dtype)
+    if isinstance(v, np.ndarray):
+        return "; a subclass of numpy.ndarray (its extra state would be lost): store np.asarray(value)"
     if isinstance(v, dict):
         return "; store each entry under a key of its own"
     if isinstance(v, (set, frozenset)):
@@ -464,8 +495,8 @@ class NumberKind(Kind):
         dtype = getattr(v, "dtype", None)
         if dtype is None:
             dtype = _PYTHON_DTYPES[self.name]
-        elif dtype in _LONG:
-            raise NotStorable(f"its dtype is {dtype}, which no notebook format keeps exactly; convert it to float64")
+        elif dtype not in NUMERIC_DTYPES:
+            raise NotStorable(_dtype_problem(dtype))
         return ColumnState(self, dtype)
 
     def widen(self, a: ColumnState, b: ColumnState) -> ColumnState:
@@ -518,7 +549,7 @@ class BoolKind(NumberKind):
     h5_doc = 'bool (HDF5 enum)'
     missing_doc = '`False`'
     widens_doc = 'never (bools do not mix with numbers)'
-    types = (bool, np.bool_)
+    types = (bool, *_numpy_types("b"))
     missing = False
 
     def column(self, values: list[Any], state: ColumnState) -> Any:
@@ -536,13 +567,10 @@ class IntKind(NumberKind):
     widens_doc = (
         "to a wider int that holds both (uint32 and -1: int64), float, complex; uint64 never meets a signed int"
     )
-    types = (int, np.integer)
+    types = (int, *_numpy_types("iu"))
     missing = 0
     checks_values = True
     masks_missing = True
-
-    def accepts_type(self, t: type) -> bool:
-        return issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_))
 
     def state(self, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
@@ -587,7 +615,7 @@ class FloatKind(NumberKind):
     h5_doc = "the column's float dtype"
     missing_doc = 'NaN'
     widens_doc = 'to a wider float, complex'
-    types = (float, np.floating)
+    types = (float, *_numpy_types("f"))
     missing = math.nan
 
     def absorbs(self, other: Kind) -> bool:
@@ -609,7 +637,7 @@ class ComplexKind(NumberKind):
     h5_doc = "the column's complex dtype (`r`, `i` compound)"
     missing_doc = 'NaN'
     widens_doc = 'to a wider complex'
-    types = (complex, np.complexfloating)
+    types = (complex, *_numpy_types("c"))
     missing = complex(math.nan, 0.0)
 
     def absorbs(self, other: Kind) -> bool:
@@ -632,7 +660,7 @@ class StrKind(Kind):
     h5_doc = 'variable-length UTF-8'
     missing_doc = "`''`"
     widens_doc = 'never'
-    types = (str,)
+    types = (str, np.str_)
     checks_values = True
     journal = frozenset({("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")})
 
@@ -686,7 +714,7 @@ class DatetimeKind(Kind):
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
     missing_doc = 'NaT'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
-    types = (datetime,)
+    types = (datetime, pd.Timestamp, type(pd.NaT))
     checks_values = True
     journal = frozenset({
         ("datetime", "datetime"),
@@ -916,11 +944,8 @@ class ArrayKind(CellKind):
     types = (np.ndarray,)
 
     def elements(self, v: Any) -> tuple[np.ndarray, np.dtype | None]:
-        if v.dtype.kind not in "biufc" or v.dtype in _LONG:
-            raise NotStorable(
-                f"its dtype is {v.dtype}; only numeric arrays (bool, int, float, complex up to 128 bits) "
-                f"can be stored"
-            )
+        if v.dtype not in NUMERIC_DTYPES:
+            raise NotStorable(_dtype_problem(v.dtype))
         return v, v.dtype
 
     def one(self, v: Any, dtype: np.dtype | None) -> Any:
@@ -939,9 +964,6 @@ class ListKind(CellKind):
     types = (list,)
     _what = "list"
 
-    def accepts_type(self, t: type) -> bool:
-        return t is list
-
     def elements(self, v: Any) -> tuple[np.ndarray, np.dtype | None]:
         try:
             a = np.asarray(v)
@@ -949,7 +971,7 @@ class ListKind(CellKind):
             raise NotStorable(f"it is ragged; only regular {self._what}s of numbers can be stored") from None
         if a.size == 0:
             return a, None
-        if a.dtype.kind not in "biufc" or a.dtype in _LONG:
+        if a.dtype not in NUMERIC_DTYPES:
             raise NotStorable(
                 f"only {self._what}s of numbers (or regular nested {self._what}s of numbers) can be stored"
             )
@@ -990,9 +1012,6 @@ class TupleKind(ListKind):
     widens_doc = 'as `list`'
     types = (tuple,)
     _what = "tuple"
-
-    def accepts_type(self, t: type) -> bool:
-        return t is tuple
 
     def one(self, v: Any, dtype: np.dtype | None) -> Any:
         if dtype is None:
