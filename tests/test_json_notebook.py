@@ -41,7 +41,7 @@ def test_everything_reads_back_across_sessions(tmp_path):
     nb = reopened(nb)
     for rc in late_key_rows(5):
         nb.addResult(rc, tag="every")
-    nb.addResult(results_dict(10, int=2.5), tag="every")
+    nb.addResult(results_dict(10, i8=2.5), tag="every")  # int8 widens to float64 exactly
     before = snapshot(nb)
     assert_same_snapshot(before, snapshot(reopened(nb)))
 

@@ -75,6 +75,19 @@ def arrays_of_every_dtype() -> Any:
     return EVERY_DTYPE.flatmap(lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=0, max_dims=2, max_side=2)))
 
 
+#: Ints around the largest a float16, float32 and float64 keep exactly, and floats to meet them.
+EDGE_INTS = st.one_of(
+    st.tuples(st.sampled_from([53, 24, 11, 62]), st.sampled_from([1, 0, -1]), st.booleans()).map(
+        lambda t: ((1 << t[0]) + t[1]) * (-1 if t[2] else 1)),
+    st.sampled_from([np.int64(2**62 + 1), np.uint64(2**64 - 1), np.int32(2**24 + 1), np.int16(2**11 + 1),
+                     np.int64(2**53 + 1), np.uint32(2**32 - 1)]),
+)
+EDGE_NUMBERS = st.one_of(
+    EDGE_INTS,
+    st.sampled_from([0.5, np.float32(0.5), np.float16(0.5), 1j, np.complex64(1j), None]),
+    st.one_of(EDGE_INTS.map(lambda n: [int(n)]), st.just([0.5])),
+)
+
 NUMBERS = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False, width=32), st.booleans())
 
 VALUES = st.one_of(
@@ -200,6 +213,13 @@ def _natural_dtype(v: Any) -> np.dtype | None:
     return None
 
 
+def _assert_exact(cell: Any, v: Any, key: str) -> None:
+    """``cell`` holds ``v`` exactly, compared as Python numbers (NaN holds NaN)."""
+    x = cell.item() if isinstance(cell, np.generic) else cell
+    y = v.item() if isinstance(v, np.generic) else v
+    assert x == y or (x != x and y != y), (key, cell, v)
+
+
 def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -> None:
     """Each column's dtype is its values' own dtype when they share one; each value is kept as its column says."""
     results = [rc[Experiment.RESULTS] for rc in added]
@@ -221,14 +241,18 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
                     # Elements keep their kind: numbers never come back as bools, fractions never as ints.
                     for x, y in zip(_leaves(cell), _leaves(v)):
                         assert isinstance(x, bool) == isinstance(y, (bool, np.bool_)), (key, cell, v)
-                        assert x == y, (key, cell, v)
+                        _assert_exact(x, y, key)
+                else:
+                    for x, y in zip(np.asarray(cell).reshape(-1).tolist(), v.reshape(-1).tolist()):
+                        _assert_exact(x, y, key)
             elif isinstance(v, datetime):
                 assert pd.Timestamp(cell) == pd.Timestamp(v), (key, cell, v)
             elif isinstance(v, str):
                 assert cell == v
             else:
-                expected = np.asarray(v).astype(col.dtype)[()]
-                assert (cell == expected) or (cell != cell and expected != expected), (key, cell, v)
+                # Compared as Python numbers, exactly: 2**53+1 is not 2**53 (numpy would compare them
+                # as float64 and call them equal).
+                _assert_exact(cell, v, key)
 
 
 @given(sessions=SESSIONS)
@@ -239,6 +263,12 @@ def test_every_format_keeps_what_addresult_accepts(sessions, tmp_path_factory):
 @given(sessions=sessions_of(st.one_of(st.none(), numpy_scalars(), arrays_of_every_dtype())))
 def test_numpy_values_of_every_dtype(sessions, tmp_path_factory):
     # Every numpy dtype, as scalars and arrays: each is kept through every format, or refused at addResult.
+    _check_sessions(sessions, tmp_path_factory)
+
+
+@given(sessions=sessions_of(EDGE_NUMBERS))
+def test_ints_never_round_when_floats_join(sessions, tmp_path_factory):
+    # Ints at the edge of what each float keeps exactly, meeting floats in one column across sessions.
     _check_sessions(sessions, tmp_path_factory)
 
 

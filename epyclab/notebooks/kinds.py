@@ -131,11 +131,14 @@ class ColumnState:
     kind: "Kind"
     dtype: np.dtype | None
     fits_ns: bool = True
+    #: For ints (int columns, cells of int elements): the fewest mantissa bits of a float
+    #: that holds every int of the column exactly (11, 24, 53, or 64: none); 0 with no int.
+    span: int = 0
 
     def _fields(self) -> tuple[Any, ...]:
         # numpy takes None for float64 (np.dtype(None) == float64), so dtypes are compared by
         # their string: a list column with no element yet must never equal a float64 one.
-        return (self.kind, None if self.dtype is None else self.dtype.str, self.fits_ns)
+        return (self.kind, None if self.dtype is None else self.dtype.str, self.fits_ns, self.span)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ColumnState):
@@ -353,6 +356,45 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype | None:
     return r
 
 
+#: Mantissa bits (with the implicit one) of each float width: ints up to 2**bits are exact.
+_MANTISSA = {2: 11, 4: 24, 8: 53, 16: 53}
+_SPANS = (11, 24, 53)
+
+
+def int_span(lo: int, hi: int) -> int:
+    """The fewest mantissa bits keeping every int in ``lo..hi`` exact (11, 24, 53; 64: no float does)."""
+    m = max(-int(lo), int(hi))
+    for bits in _SPANS:
+        if m <= 1 << bits:
+            return bits
+    return 64
+
+
+def mantissa(dtype: np.dtype) -> int:
+    """The ints a float or complex dtype holds exactly: up to 2**mantissa(dtype)."""
+    return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize // 2]
+
+
+def join_ints(a: ColumnState, b: ColumnState, dtype: np.dtype) -> int:
+    """The span of a column of ``dtype`` holding the ints of ``a`` and ``b``. Raises NotStorable.
+
+    Ints widen to a float (or complex) only if the float keeps every int of the
+    column, and the new one, exactly: no value ever changes silently.
+    """
+    if dtype.kind in "iu":
+        return max(a.span, b.span)
+    if dtype.kind in "fc":
+        bits = mantissa(dtype)
+        for st in (a, b):
+            if st.span > bits:
+                raise NotStorable(
+                    f"the column would become {dtype}, which does not hold every int of it (or this value) "
+                    f"exactly (only up to 2**{bits}); convert the ints to float yourself if rounding is "
+                    f"acceptable, or use another key"
+                )
+    return 0
+
+
 def column_state(kind: "str | ColumnState", col: Any) -> ColumnState:
     """The state of typed column ``col`` whose kind is named ``kind`` (a state is returned as it is)."""
     if isinstance(kind, ColumnState):
@@ -512,9 +554,10 @@ class NumberKind(Kind):
                 f"exactly (bools never mix with numbers; uint64 never meets a signed int); convert the "
                 f"value, or use another key"
             )
-        if dtype == a.dtype:
+        span = join_ints(a, b, dtype)
+        if dtype == a.dtype and span == a.span:
             return a
-        return ColumnState(kind_of_dtype(dtype), dtype)
+        return ColumnState(kind_of_dtype(dtype), dtype, span=span)
 
     def fill(self, state: ColumnState) -> Any:
         return self.missing
@@ -565,7 +608,9 @@ class IntKind(NumberKind):
     h5_doc = "the column's integer dtype; `missing/<name>` marks missing cells"
     missing_doc = '`0` (NaN if the column widens to float)'
     widens_doc = (
-        "to a wider int that holds both (uint32 and -1: int64), float, complex; uint64 never meets a signed int"
+        "to a wider int that holds both (uint32 and -1: int64); to float or complex only while that keeps "
+        "every int of the column exactly (float32: \\|v\\| ≤ 2\\*\\*24, float64: 2\\*\\*53), else the value is "
+        "refused; uint64 never meets a signed int"
     )
     types = (int, *_numpy_types("iu"))
     missing = 0
@@ -574,23 +619,24 @@ class IntKind(NumberKind):
 
     def state(self, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
-            return ColumnState(self, v.dtype)
+            return ColumnState(self, v.dtype, span=int_span(v, v))
         if INT64_MIN <= v <= INT64_MAX:
-            return ColumnState(self, INT64)
+            return ColumnState(self, INT64, span=int_span(v, v))
         if 0 <= v <= UINT64_MAX:
-            return ColumnState(self, np.dtype(np.uint64))
+            return ColumnState(self, np.dtype(np.uint64), span=64)
         raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
-            return self.widen(state, ColumnState(self, v.dtype))
+            return self.widen(state, self.state(v))
         # A Python int keeps the column's dtype if it fits, else widens it as little as it can.
         dtype = state.dtype
         assert dtype is not None
+        span = int_span(v, v) if INT64_MIN <= v <= UINT64_MAX else 64
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
             if info.min <= v <= info.max:
-                return state
+                return state if span <= state.span else replace(state, span=span)
             if not INT64_MIN <= v <= UINT64_MAX:
                 raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
             wider = promote(dtype, np.min_scalar_type(v))
@@ -599,11 +645,17 @@ class IntKind(NumberKind):
                     f"the column holds {dtype} values and no integer dtype holds both those and {v}; "
                     f"convert the value (or the column's values) to float, or use another key"
                 )
-            return ColumnState(self, wider)
-        # A float or complex column: the int becomes a number of that dtype.
+            return ColumnState(self, wider, span=max(span, state.span))
+        # A float or complex column: the int becomes a number of that dtype, if it stays exact.
         if not INT64_MIN <= v <= UINT64_MAX:
             raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
+        join_ints(state, ColumnState(self, INT64, span=span), dtype)
         return state
+
+    def typed_state(self, col: Any) -> ColumnState:
+        col = np.asarray(col)
+        span = int_span(col.min(), col.max()) if len(col) else 11
+        return ColumnState(self, col.dtype, span=span)
 
 
 class FloatKind(NumberKind):
@@ -825,7 +877,10 @@ class CellKind(Kind):
         raise NotImplementedError
 
     def state(self, v: Any) -> ColumnState:
-        return ColumnState(self, self.elements(v)[1])
+        a, dtype = self.elements(v)
+        if dtype is not None and dtype.kind in "iu" and a.size:
+            return ColumnState(self, dtype, span=int_span(a.min(), a.max()))
+        return ColumnState(self, dtype)
 
     def widen(self, a: ColumnState, b: ColumnState) -> ColumnState:
         if b.kind is MISSING_KIND:
@@ -837,15 +892,14 @@ class CellKind(Kind):
             return a
         if a.dtype is None:
             return b
-        if a.dtype == b.dtype:
-            return a
         dtype = promote(a.dtype, b.dtype)
         if dtype is None:
             raise NotStorable(
                 f"the column's cells hold {a.dtype} elements and no dtype keeps both those and {b.dtype} "
                 f"elements exactly; convert the value, or use another key"
             )
-        return a if dtype == a.dtype else replace(a, dtype=dtype)
+        span = join_ints(a, b, dtype)
+        return a if dtype == a.dtype and span == a.span else replace(a, dtype=dtype, span=span)
 
     def one(self, v: Any, dtype: np.dtype | None) -> Any:
         """A cell as the column shows it (elements of the column's dtype)."""
@@ -899,7 +953,15 @@ class CellKind(Kind):
     def stored_state(self, stored: StoredColumn, col: Any) -> ColumnState:
         if stored.element is None:
             return self.typed_state(col)
-        return ColumnState(self, np.dtype(stored.element))
+        element = np.dtype(stored.element)
+        return ColumnState(self, element, span=self._span(col) if element.kind in "iu" else 0)
+
+    def _span(self, col: Any) -> int:
+        flat = [np.asarray(c).reshape(-1) for c in col if c is not None]
+        flat = [f for f in flat if f.size]
+        if not flat:
+            return 0
+        return max(int_span(f.min(), f.max()) for f in flat)
 
     def typed_state(self, col: Any) -> ColumnState:
         dtype = None
@@ -907,7 +969,7 @@ class CellKind(Kind):
             if c is not None:
                 d = self.elements(c)[1]
                 dtype = d if dtype is None else (dtype if d is None else promote(dtype, d) or dtype)
-        return ColumnState(self, dtype)
+        return ColumnState(self, dtype, span=self._span(col) if dtype is not None and dtype.kind in "iu" else 0)
 
     def h5_dtype(self, stored: StoredColumn) -> Any:
         import h5py

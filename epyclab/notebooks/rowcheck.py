@@ -29,7 +29,6 @@ from epyclab.experiment import Experiment
 from epyclab.notebooks.kinds import (
     INT64,
     INT64_MAX,
-    INT64_MIN,
     KINDS,
     NS_MAX,
     NS_MIN,
@@ -108,7 +107,10 @@ class RowCheck:
                 ints = deep.ints(part)
                 if type(ints) is not tuple:
                     ints = (ints,)
-                if not (INT64_MIN <= min(ints) and max(ints) <= INT64_MAX):
+                # Within the span the columns already have: no state changes (a column's ints
+                # decide which float may later hold them exactly).
+                limit = deep.int_limit
+                if not (-limit <= min(ints) and max(ints) <= limit):
                     new = self._check_each(_ROLES[i], part, deep.int_keys, new)
             if deep.times is not None:
                 times = deep.times(part)
@@ -173,6 +175,7 @@ class _Deep:
 
     def __init__(self, part: Mapping[str, Any]) -> None:
         texts, ints, times, others = [], [], [], []
+        numpy_ints: list[tuple[str, np.dtype]] = []
         plain_times = True
         for k, v in part.items():
             t = type(v)
@@ -184,8 +187,9 @@ class _Deep:
             if kind is _STR:
                 texts.append(k)
             elif kind is _INT:
-                if not issubclass(t, np.integer):
-                    ints.append(k)
+                ints.append(k)
+                if issubclass(t, np.integer):
+                    numpy_ints.append((k, np.dtype(t)))
             elif kind is _DATETIME:
                 times.append(k)
                 # Only a pandas.Timestamp can have nanoseconds.
@@ -199,14 +203,22 @@ class _Deep:
         self.texts = itemgetter(*texts) if texts else None
         self.ints = itemgetter(*ints) if ints else None
         self.times = itemgetter(*times) if times else None
+        self.numpy_ints = tuple(numpy_ints)
         self.empty = not (texts or ints or times or others)
         self.verified = -1
+        self.int_limit = 0
 
     def verify(self, states: Mapping[str, ColumnState]) -> bool:
-        """True if the quick checks hold for ``states``: int columns are int64, datetime columns us within ns range."""
-        return all(states[k].dtype is INT64 for k in self.int_keys) and all(
-            states[k].dtype is _US and states[k].fits_ns for k in self.time_keys
-        )
+        """True if the quick checks hold for ``states``: Python ints go to int64 columns, numpy ints to
+        columns of their dtype, datetime columns are us within ns range. Sets :attr:`int_limit`."""
+        numpy_keys = {k for k, _ in self.numpy_ints}
+        ok = all(states[k].dtype is INT64 for k in self.int_keys if k not in numpy_keys) and all(
+            states[k].dtype == dtype for k, dtype in self.numpy_ints
+        ) and all(states[k].dtype is _US and states[k].fits_ns for k in self.time_keys)
+        if ok and self.int_keys:
+            spans = [states[k].span for k in self.int_keys]
+            self.int_limit = min(INT64_MAX if span >= 64 else 1 << span for span in spans)
+        return ok
 
 
 def value_message(role: str, k: str, v: Any, why: str) -> str:
