@@ -106,6 +106,7 @@ VALUES = st.one_of(
     st.sampled_from(["", "é✓ 日本", "a\x00b", "\ud800"]),
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
     timestamps_ns(),
+    st.just(pd.NaT),
     st.lists(NUMBERS, max_size=3),
     st.lists(st.lists(st.integers(-9, 9), min_size=2, max_size=2), max_size=2),
     st.lists(st.lists(st.integers(-9, 9), max_size=2), min_size=2, max_size=2),  # often ragged
@@ -245,6 +246,8 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
                 else:
                     for x, y in zip(np.asarray(cell).reshape(-1).tolist(), v.reshape(-1).tolist()):
                         _assert_exact(x, y, key)
+            elif v is pd.NaT:
+                assert cell is pd.NaT, (key, cell, v)  # a missing datetime
             elif isinstance(v, datetime):
                 assert pd.Timestamp(cell) == pd.Timestamp(v), (key, cell, v)
             elif isinstance(v, str):
@@ -269,6 +272,15 @@ def test_numpy_values_of_every_dtype(sessions, tmp_path_factory):
 @given(sessions=sessions_of(EDGE_NUMBERS))
 def test_ints_never_round_when_floats_join(sessions, tmp_path_factory):
     # Ints at the edge of what each float keeps exactly, meeting floats in one column across sessions.
+    _check_sessions(sessions, tmp_path_factory)
+
+
+@given(sessions=sessions_of(st.one_of(
+    st.none(), st.just(pd.NaT), timestamps_ns(),
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)),
+)))
+def test_datetime_columns_with_missing_dates(sessions, tmp_path_factory):
+    # NaT and None are missing datetimes, first or later, in any session.
     _check_sessions(sessions, tmp_path_factory)
 
 

@@ -761,10 +761,10 @@ class DatetimeKind(Kind):
     """Naive dates and times: microseconds for years 1 to 9999, or nanoseconds in 1677..2262."""
 
     name = "datetime"
-    accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`'
+    accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`, `pandas.NaT` (a missing datetime)'
     frame_doc = 'datetime64[us] (years 1..9999), datetime64[ns] once a value has nanoseconds'
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
-    missing_doc = 'NaT'
+    missing_doc = 'NaT (`None` or `pandas.NaT`; NaT alone makes a datetime64[us] column)'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
     types = (datetime, pd.Timestamp, type(pd.NaT))
     checks_values = True
@@ -776,6 +776,9 @@ class DatetimeKind(Kind):
     _NS = np.dtype("datetime64[ns]")
 
     def state(self, v: Any) -> ColumnState:
+        if v is pd.NaT:
+            # A missing datetime: it says nothing of the unit or the range (alone, a us column of NaT).
+            return ColumnState(self, self._US, True)
         if v.tzinfo is not None:
             raise NotStorable(
                 "it has a time zone; store naive datetimes (e.g. converted to UTC with .replace(tzinfo=None))"
@@ -786,6 +789,8 @@ class DatetimeKind(Kind):
         return ColumnState(self, self._US, fits)
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
+        if v is pd.NaT:
+            return state
         if v.tzinfo is None and state.fits_ns and state.dtype is self._US and NS_MIN <= v <= NS_MAX \
                 and not getattr(v, "nanosecond", 0):
             return state
