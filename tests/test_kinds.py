@@ -328,3 +328,60 @@ def test_promotion_refuses_what_no_dtype_keeps_exactly():
     assert promote(np.dtype(bool), np.dtype(np.int8)) is None
     assert promote(np.dtype(np.float32), np.dtype(np.complex64)) == np.complex64
     assert set(KINDS) >= {"missing", "bool", "int", "float", "complex", "str", "datetime", "array", "list", "tuple"}
+
+
+# ---- a fresh user's trial: values that were silently changed or accepted then lost -------------
+
+
+def _cells(store: Store, key: str) -> list[Any]:
+    return store.reopen() and store.frame()[key].tolist()
+
+
+@pytest.mark.parametrize("first, then", [([], [0.25, 0.75]), ([], [0.0, 7.0]), ((), (1.5, 2.5)), ([[]], [[1.5]])])
+def test_an_empty_list_first_does_not_decide_the_elements(store, first, then):
+    store.nb.addResult(rc(0, l=first))
+    store.nb.addResult(rc(1, l=then))
+    store.nb.addResult(rc(2, l=type(then)([7]) if not isinstance(then[0], list) else [[7]]))
+    cells = _cells(store, "l")
+    assert cells[:2] == [first, then]
+    assert all(type(x) is float for x in np.asarray(cells[1], dtype=object).reshape(-1))
+
+
+@pytest.mark.parametrize("value", [np.timedelta64(3, "s"), np.datetime64("2020-01-01"), np.array([1, 2], dtype="m8[s]"),
+                                   np.ma.masked_array([1, 2], mask=[0, 1]), np.array([1.5], dtype=">f8"),
+                                   np.longdouble(1), np.bytes_(b"x")])
+def test_numpy_values_no_format_keeps_are_refused_at_addresult(store, value):
+    store.nb.addResult(rc(0, t=1.0))
+    with pytest.raises(UnstorableValueError, match=r"(?s)result 't' = .*\(a numpy"):
+        store.nb.addResult(rc(1, t=value))
+    assert _cells(store, "t") == [1.0]  # nothing stored is lost, and the file still closes
+
+
+@pytest.mark.parametrize("first, then", [
+    (2**53 + 1, 0.5), (np.uint64(2**64 - 1), 0.5), (np.int64(2**62 + 1), np.float32(0.5)),
+    ([2**53 + 1], [0.5]), (0.5, 2**53 + 1), (np.float32(0.5), 2**24 + 1),
+])
+def test_a_float_never_rounds_the_ints_of_its_column(store, first, then):
+    store.nb.addResult(rc(0, x=first))
+    store.reopen()  # the column's ints are known again from the file
+    with pytest.raises(UnstorableValueError, match=r"result 'x'.*exactly"):
+        store.nb.addResult(rc(1, x=then))
+    assert _cells(store, "x") == [first]
+
+
+def test_ints_that_floats_keep_exactly_still_widen(store):
+    store.nb.addResult(rc(0, x=2**53))
+    store.nb.addResult(rc(1, x=0.5))
+    store.nb.addResult(rc(2, y=np.float32(0.5)))
+    store.nb.addResult(rc(3, y=2**24))
+    assert _cells(store, "x")[:2] == [2.0**53, 0.5] and store.frame()["y"].dtype == np.float32
+
+
+def test_nat_is_a_missing_datetime(store):
+    store.nb.addResult(rc(0, t=pd.NaT))
+    store.nb.addResult(rc(1, t=datetime(2020, 1, 1)))
+    store.reopen()
+    store.nb.addResult(rc(2, t=pd.NaT))
+    col = store.reopen() and store.frame()["t"]
+    assert col.dtype == "datetime64[us]"
+    assert col.isna().tolist() == [True, False, True] and col[1] == datetime(2020, 1, 1)
