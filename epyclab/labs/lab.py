@@ -280,8 +280,11 @@ class Lab:
         results reach the notebook another way needs it. The sequential lab
         runs each point here, in this process.
         """
-        for i, (ex, p) in enumerate(points):
-            yield i, worker.run(ex, p)
+        # The output capture is installed once for the sweep; between runs (while the loop adds
+        # results) output passes through it untouched.
+        with capture.Capturing(tee=True) as capturing:
+            for i, (ex, p) in enumerate(points):
+                yield i, worker.run(ex, p, capturing)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
