@@ -118,6 +118,8 @@ TARGETS: list[Target] = [
     ),
 ]
 
+_PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
+
 # Surviving mutants that are equivalent (no behaviour differs), keyed by
 # (target, original line, mutated line), stripped; each with its one-line reason.
 REASONS: dict[tuple[str, str, str], str] = {
@@ -137,6 +139,11 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
         "equivalent: a type alias used in annotations only",
 }  # fmt: skip
+
+# Every mutant of one line sharing one reason, keyed by (target, original line), stripped.
+REASONS_BY_LINE: dict[tuple[str, str], str] = {
+    ("journal", '_ALLOWED = journal_globals() | {("builtins", "set"), ("builtins", "frozenset")}'): _PROTOCOL_5_SETS,
+}
 
 # Whole functions whose survivors share one reason, keyed by (target, qualified name).
 REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {
@@ -424,7 +431,7 @@ def _function_at(path: str, line: int) -> str:
 
 def reason(target: str, o: dict, path: str = "") -> str | None:
     """Why a surviving mutant survives, if known: its own entry, or its function's."""
-    own = REASONS.get((target, o["original"], o["mutated"]))
+    own = REASONS.get((target, o["original"], o["mutated"])) or REASONS_BY_LINE.get((target, o["original"]))
     if own or not path:
         return own
     return REASONS_BY_FUNCTION.get((target, _function_at(path, o["line"])))
