@@ -33,6 +33,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -429,9 +430,15 @@ def _function_at(path: str, line: int) -> str:
     return best
 
 
+# An annotated assignment whose annotation is a union: ``name: A | None = value``.
+_ANNOTATED = re.compile(r"^[\w.]+\s*:\s*[^=]*\|[^=]*=")
+
+
 def reason(target: str, o: dict, path: str = "") -> str | None:
     """Why a surviving mutant survives, if known: its own entry, or its function's."""
     own = REASONS.get((target, o["original"], o["mutated"])) or REASONS_BY_LINE.get((target, o["original"]))
+    if not own and _ANNOTATED.match(o["original"]) and o["original"].replace(" | ", " & ") == o["mutated"]:
+        own = "equivalent: only the annotation changed, and annotations are never evaluated here"
     if own or not path:
         return own
     return REASONS_BY_FUNCTION.get((target, _function_at(path, o["line"])))
