@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
@@ -23,6 +22,7 @@ from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.sidefiles import safe_write
 
 
 class _Commands(click.Group):
@@ -181,16 +181,13 @@ def export(source: str, csv_file: str, only_successful: bool, dry_run: bool) -> 
     if dry_run:
         click.echo(f"would write {len(df)} row(s) x {len(df.columns)} column(s) to {csv_file}")
         return
-    target = Path(csv_file)
-    # Write beside the target and rename, so the CSV is whole or absent.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    # Written beside the target and renamed, so the CSV is whole or absent.
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, index=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        safe_write(csv_file, lambda f: df.to_csv(f, index=False), what="exporting to it")
+    except FileNotFoundError as e:
+        raise click.ClickException(f"cannot write {csv_file}: {e.strerror}: check the directory") from e
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
     click.echo(f"wrote {len(df)} row(s) to {csv_file}")
 
 
@@ -259,6 +256,8 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
 
     A missing cell (pandas' NA, NaT, None) is given as None, so the copy has it missing too.
     """
+    import pandas as pd  # here: the command line starts without pandas
+
     df = rs.dataframe(only_successful=False)
     roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
              (Experiment.METADATA, rs.metadataNames())]

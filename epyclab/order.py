@@ -24,12 +24,11 @@ POINT = "epyclab.lab.point"
 
 def stamp(rc: dict[str, Any], mark: dict[str, Any]) -> None:
     """Add ``mark`` to the metadata of results dict ``rc`` and of every results dict nested in it."""
-    stack = [rc]
-    while stack:
-        r = stack.pop()
-        r["metadata"].update(mark)
-        if isinstance(r.get("results"), list):
-            stack.extend(r["results"])
+    rc["metadata"].update(mark)
+    res = rc.get("results")
+    if type(res) is list:  # repetitions (rare): each is a row of its own
+        for r in res:
+            stamp(r, mark)
 
 
 def in_design_order(df: Any) -> Any:

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -144,6 +146,25 @@ def test_a_failing_copy_into_an_existing_file_adds_no_empty_result_set(tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "job-1" in done.stderr
     assert HDF5LabNotebook(dest, readonly=True).keys() == before
+
+
+@pytest.mark.parametrize("dest_name", ["dest.h5", "dest.json"])
+def test_copy_keeps_missing_array_cells_missing(tmp_path, dest_name):
+    src = tmp_path / "src.h5"
+    with HDF5LabNotebook(src, create=True) as nb:
+        nb.addResultSet("arrays")
+        nb.addResult({"parameters": {"x": 0}, "metadata": {}, "results": {"v": np.arange(3.0)}})
+        nb.addResult({"parameters": {"x": 1}, "metadata": {}, "results": {}})  # no array in this row
+        nb.addResult({"parameters": {"x": 2}, "metadata": {}, "results": {"v": None}})  # a missing cell
+        nb.addResult({"parameters": {"x": 3}, "metadata": {}, "results": {"v": np.eye(2, dtype=np.int8)}})
+    done = run("copy", f"{src}:arrays", str(tmp_path / dest_name))
+    assert done.returncode == 0, done.stderr
+    cls = HDF5LabNotebook if dest_name.endswith(".h5") else JSONLabNotebook
+    got = cls(tmp_path / dest_name, readonly=True).dataframe("arrays", only_successful=False)
+    want = HDF5LabNotebook(src, readonly=True).dataframe("arrays", only_successful=False)
+    _frames_equal(got, want)
+    assert got["v"][1] is None and got["v"][2] is None
+    assert got["v"][3].tolist() == [[1, 0], [0, 1]] and got["v"][0].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_export_without_a_tag_exports_the_current_set(tmp_path):

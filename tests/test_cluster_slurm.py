@@ -224,3 +224,13 @@ def test_pbs_and_slurm_job_scripts_carry_the_options(tmp_path: Path) -> None:
     own.write_batch_script(3)
     script = Path(own.batch_file).read_text()
     assert "#SBATCH --ntasks=3" in script and "#SBATCH --constraint=bigmem" in script
+
+
+def test_a_dry_run_prints_the_job_script_and_starts_nothing(ipdir: Path) -> None:
+    assert cluster(ipdir, "-q", "init", "dry").exit_code == 0
+    result = cluster(ipdir, "start", "dry", "--engines", "slurm", "-n", "4", "--queue", "short", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "ipyparallel.controller --profile-dir=" in result.stdout  # the controller's command, not run
+    assert "sbatch " in result.stdout and "slurm_engine.sbatch" in result.stdout
+    assert "#SBATCH --ntasks=4" in result.stdout and "#SBATCH --partition=short" in result.stdout
+    assert loadProcesses(ipdir / "profile_dry").empty()

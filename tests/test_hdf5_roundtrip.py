@@ -265,3 +265,26 @@ def test_the_context_manager_commits_on_exit(tmp_path):
         nb.addResult(results_dict(0, y=1.0))
     assert not nb.isOpen()
     assert HDF5LabNotebook(tmp_path / "nb.h5", readonly=True).numberOfResults() == 1
+
+
+def test_a_file_without_missing_masks_takes_new_missing_cells(tmp_path):
+    # Files written before masks were kept have no missing/ group: appending an
+    # int column's missing cell must still work, and the old cells stay values.
+    import h5py
+
+    path = tmp_path / "old.h5"
+    nb = HDF5LabNotebook(path, create=True)
+    nb.addResult(results_dict(0, v=1))
+    nb.close()
+    with h5py.File(path, "r+") as f:
+        for g in f["resultsets"].values():
+            del g["missing"]
+    nb = HDF5LabNotebook(path)
+    nb.addResult(results_dict(1, ok=False))
+    nb.close()
+    nb = HDF5LabNotebook(path)
+    assert nb.dataframe(only_successful=False)["v"].tolist() == [1, 0]
+    nb.addResult(results_dict(2, v=0.5))
+    nb.close()
+    v = HDF5LabNotebook(path, readonly=True).dataframe(only_successful=False)["v"].tolist()
+    assert v[0] == 1.0 and math.isnan(v[1]) and v[2] == 0.5

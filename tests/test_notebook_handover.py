@@ -85,6 +85,17 @@ def test_epyc_createWith_then_already_on_a_second_object(tmp_path):
     nb2.close()
 
 
+def test_a_second_object_through_a_hard_link_takes_the_file_over_too(tmp_path):
+    path = tmp_path / "study.h5"
+    first = HDF5LabNotebook(path, create=True)
+    first.addResult(results_dict(0, y=1.0))
+    first.commit()
+    os.link(path, tmp_path / "alias.h5")
+    second = HDF5LabNotebook(tmp_path / "alias.h5")
+    assert second.numberOfResults() == 1 and not first.isOpen()
+    second.close()
+
+
 def test_taking_a_file_back_with_open(tmp_path):
     path = tmp_path / "study.h5"
     first = HDF5LabNotebook(path, create=True)

@@ -49,6 +49,7 @@ __all__ = [
     "batchStatus",
     "stopBatchEngines",
     "recordName",
+    "describeBatch",
 ]
 
 #: Every kind of engine launcher ``start --engines`` accepts.
@@ -196,6 +197,21 @@ def startBatchEngines(directory: Path, kind: str, options: BatchOptions) -> dict
               "options": asdict(options), "launcher": _plain(launcher.to_dict())}
     logger.info("%s: started %d engine(s): %s", kind, options.engines, _what(record) or started)
     return record
+
+
+def describeBatch(directory: Path, kind: str, options: BatchOptions) -> str:
+    """What :func:`startBatchEngines` would run, for a dry run: the command and the job script it writes."""
+    launcher = _configure(kind, directory, options)
+    if kind == "mpi":
+        launcher.n = int(options.engines)
+        return " ".join(map(str, launcher.find_args()))
+    old = os.umask(0o077)
+    try:
+        launcher.write_batch_script(int(options.engines))
+    finally:
+        os.umask(old)
+    script = Path(launcher.batch_file)
+    return f"{' '.join(launcher.submit_command)} {script}\n" + script.read_text()
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from epyclab.cluster.launchers import (
     LAUNCHERS,
     BatchOptions,
     batchStatus,
+    describeBatch,
     recordName,
     startBatchEngines,
     stopBatchEngines,
@@ -169,8 +170,8 @@ def _start_batch(
     profile = directory.name.removeprefix("profile_")
     if remote.dryRun:
         startController(remote, LOCAL, directory, where, settings.venv)
-        logger.info("%s: would submit %d engine(s) with ipyparallel's %s", kind, options.engines,
-                    BATCH_LAUNCHERS[kind])
+        if remote.echo is not None:
+            remote.echo(describeBatch(directory, kind, options))
         return {}
     saveSettings(directory, settings)
     for stale in (directory / "log").glob("engines*.json"):

@@ -235,6 +235,8 @@ class LocalCluster:
     StopTimeout = 5.0
     #: Engines started over a cluster's life to replace engines that died.
     MaxReplacements = 64
+    #: Seconds between looks for processes the cluster started since the last look.
+    RecordSeconds = 1.0
 
     def __init__(self, n: int, profile_dir: str | None = None, timeout: float = 60.0) -> None:
         if n < 1:
@@ -249,6 +251,7 @@ class LocalCluster:
         self._engines: list[dict[str, Any]] = []
         #: Engines started so far to replace engines that died.
         self.replaced = 0
+        self._next_record = 0.0
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
 
@@ -355,10 +358,12 @@ class LocalCluster:
                 f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
                 f"the results so far are kept: run the sweep again with resume=True"
             )
-        if not self.replace_dead_engines() and self.cluster is not None:
+        if not self.replace_dead_engines() and self.cluster is not None and time.monotonic() >= self._next_record:
             # Processes started since the last look (schedulers, engines still registering, nannies),
-            # so that a crash of this process leaves nothing the next start cannot find.
+            # so that a crash of this process leaves nothing the next start cannot find. Not at every
+            # check: listing a process's children reads the whole process table.
             self._record()
+            self._next_record = time.monotonic() + self.RecordSeconds
 
     def _engine_args(self) -> list[str]:
         # An engine started with the controller waits this long for its connection file.

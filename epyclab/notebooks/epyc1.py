@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from epyclab.experiment import Experiment
-from epyclab.notebooks.kinds import ColumnState, column_state
+from epyclab.notebooks.kinds import ColumnState, column_state, kind_of_dtype
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
 from epyclab.notebooks.types import StoredColumn, from_storage
@@ -93,7 +93,7 @@ def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, str]:
             shapes[i] = np.asarray(np.shape(v), dtype=np.int64)
         return from_storage(StoredColumn("list", values, shapes=shapes)), "list"
     arr = np.asarray(values)
-    kind = {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}.get(arr.dtype.kind, "str")
+    kind = kind_of_dtype(arr.dtype).name if arr.dtype.kind in "biufc" else "str"
     return arr, kind
 
 

@@ -51,9 +51,9 @@ from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write
 from epyclab.notebooks.journal import Journal, decode_frame, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import DataLock, WriterLock
-from epyclab.notebooks.persistent import PersistentLabNotebook, forget_writer
+from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
 from epyclab.notebooks.replay import apply_record
-from epyclab.notebooks.resultset import ResultSet
+from epyclab.notebooks.resultset import ChangeMark, ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import io_error, new_file_mode, notebook_key, side_path
 from epyclab.notebooks.stored import StoredNotebook
@@ -66,13 +66,20 @@ __all__ = ["HDF5LabNotebook"]
 class _Committed:
     """What the journal (or the file) already holds of one result set."""
 
-    rows: int
-    roles: tuple[int, int, int]
-    pending_version: int
+    #: Where the result set stood at the last commit.
+    mark: ChangeMark
     #: Job id -> parameters as JSON, as last committed.
     pending: dict[str, str] = field(default_factory=dict)
-    #: ``_pending_version`` when the pending results were last written to the file.
+    #: The mark's pending version when the pending results were last written to the file.
     pending_stored: int = -1
+
+
+@dataclass
+class _Record(SetRecord):
+    """What the HDF5 notebook keeps for one result set: also what its file and journal hold of it."""
+
+    rows: RowsTrack = field(default_factory=lambda: RowsTrack(base_len=0, stored_rows=0))
+    committed: _Committed | None = None
 
 
 class HDF5LabNotebook(PersistentLabNotebook):
@@ -104,8 +111,6 @@ class HDF5LabNotebook(PersistentLabNotebook):
     ) -> None:
         self._journal: Journal | None = None
         self._replay: list[Any] = []
-        self._rows: dict[int, RowsTrack] = {}
-        self._commits: dict[int, _Committed] = {}
         self._file_stored: dict[str, Any] = {}
         self._file_id = ""
         self._seq = 0
@@ -302,7 +307,6 @@ class HDF5LabNotebook(PersistentLabNotebook):
         Raises:
             _Unfoldable: a record cannot be replayed (its index) or the file cannot take them (None).
         """
-        self._rows, self._commits = {}, {}
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
         stored_uids = set(self._file_stored)
@@ -314,7 +318,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 record = decode_frame(frame)
                 if record["seq"] <= self._seq:
                     continue  # already in the file
-                apply_record(self, record)
+                self._apply(record)
             except _UNFOLDABLE as exc:
                 if isinstance(exc, NotebookIOError):
                     raise
@@ -324,11 +328,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if replayed:
             # What was replayed is committed (it is in the journal), not yet in the file.
             for rs in self._resultsets.values():
-                c = self._commits[id(rs)]
-                c.rows = rs.numberOfResults()
-                c.roles = _sizes(rs)
-                c.pending_version = rs._pending_version
-                c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
+                c = self._committed(rs)
+                c.mark = rs.changeMark()
+                c.pending = {j: _pending_json(j, p) for j, p in c.mark.pending.items()}
         # Result sets made in memory (a new notebook's default one) are not in
         # the file yet: the next commit must record them, or its rows would
         # refer to a result set that a later reader does not know.
@@ -366,6 +368,19 @@ class HDF5LabNotebook(PersistentLabNotebook):
             except _UNFOLDABLE as exc:
                 raise _Unfoldable(None, exc) from exc
 
+    def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
+        return _Record(check, uid)
+
+    def _hdf5_record(self, rs: ResultSet) -> _Record:
+        record = self._record_of(rs)
+        assert isinstance(record, _Record)
+        return record
+
+    def _committed(self, rs: ResultSet) -> _Committed:
+        committed = self._hdf5_record(rs).committed
+        assert committed is not None
+        return committed
+
     def _track(self, rs: ResultSet, stored: Any = None) -> None:
         """Start tracking a result set (``stored``: what the file holds of it, if anything)."""
         n = rs.numberOfResults()
@@ -374,12 +389,24 @@ class HDF5LabNotebook(PersistentLabNotebook):
             for name in stored.frame.columns:
                 rows.columns[name] = ColumnTrack(stored.kinds[name].key())
             rows.base_written = not self._from_epyc
-        sizes = _sizes(rs)
-        pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
-        self._rows[id(rs)] = rows
-        self._commits[id(rs)] = _Committed(
-            n, sizes, rs._pending_version, pending, rs._pending_version if stored is not None else -1
-        )
+        mark = rs.changeMark()
+        pending = {j: _pending_json(j, p) for j, p in mark.pending.items()}
+        record = self._hdf5_record(rs)
+        record.rows = rows
+        record.committed = _Committed(mark, pending, mark.pending_version if stored is not None else -1)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        """Replay one journal record into the notebook in memory."""
+        by_uid = {self._uid(rs): rs for rs in self._resultsets.values()}
+        state = apply_record(record, by_uid, self._adopt, self._path)
+        if state is not None:
+            live = {id(rs) for rs in state.sets.values()}
+            for rs in self._resultsets.values():
+                if id(rs) not in live:
+                    self._records.pop(id(rs), None)  # deleted by this commit
+            self._resultsets = state.sets
+            self._description, self._locked, self._current = state.description, state.locked, state.current
+        self._seq = record["seq"]
 
     def _new_resultset(self, description: str | None) -> ResultSet:
         rs = super()._new_resultset(description)
@@ -425,7 +452,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         return (
             self._state_version,
             self._current,
-            tuple((tag, self._uid(rs), rs._state_version) for tag, rs in self._resultsets.items()),
+            tuple((tag, self._uid(rs), rs.versions()[0]) for tag, rs in self._resultsets.items()),
         )
 
     def _record(self) -> tuple[dict[str, Any], Any]:
@@ -448,30 +475,24 @@ class HDF5LabNotebook(PersistentLabNotebook):
             }
         rows, pending, notes = [], [], []
         for rs in self._resultsets.values():
-            c = self._commits[id(rs)]
-            n = rs.numberOfResults()
-            sizes = _sizes(rs)
-            if n > c.rows:
-                roles = rs._roles() if sizes != c.roles else None
-                rows.append((self._uid(rs), c.rows, roles, rs._buffered_rows(c.rows)))
-            change = None
-            if rs._pending_version != c.pending_version:
-                current = rs._pending
-                added = {j: _pending_json(j, current[j]) for j in current.keys() - c.pending.keys()}
-                removed = list(c.pending.keys() - current.keys())
-                pending.append((self._uid(rs), added, removed))
-                change = (added, removed)
-            notes.append((c, n, sizes, rs._pending_version, change))
+            c = self._committed(rs)
+            changes = rs.changesSince(c.mark)
+            if changes.rows:
+                rows.append((self._uid(rs), changes.start, changes.roles, changes.rows))
+            added: dict[str, str] = {}
+            if changes.pending_changed:
+                added = {j: _pending_json(j, p) for j, p in changes.pending_added.items()}
+                pending.append((self._uid(rs), added, changes.pending_removed))
+            notes.append((c, changes, added))
         record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
 
         def after() -> None:
             self._committed_state = key
-            for c, n, sizes, version, change in notes:
-                c.rows, c.roles, c.pending_version = n, sizes, version
-                if change is not None:
-                    for jobid in change[1]:
-                        del c.pending[jobid]
-                    c.pending.update(change[0])
+            for c, changes, added in notes:
+                c.mark = changes.mark
+                for jobid in changes.pending_removed:
+                    c.pending.pop(jobid, None)
+                c.pending.update(added)
 
         return record, after
 
@@ -489,7 +510,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _checkpoint_due(self) -> bool:
         assert self._journal is not None
-        unstored = sum(c.rows for c in self._commits.values()) - sum(r.stored_rows for r in self._rows.values())
+        # One record per live result set: a deleted set's rows no longer count.
+        records = [self._hdf5_record(rs) for rs in self._resultsets.values()]
+        unstored = sum(r.committed.mark.rows - r.rows.stored_rows for r in records if r.committed is not None)
         return (
             self._hard_linked
             or unstored >= self.CheckpointRows
@@ -510,7 +533,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         try:
             # An earlier checkpoint of this process may have been interrupted while undoing itself.
             recover(self._path, self._side("undo"))
-            rows = copy.deepcopy(self._rows)
+            rows = copy.deepcopy({id(rs): self._hdf5_record(rs).rows for rs in self._resultsets.values()})
             try:
                 undo = UndoFile(self._path, self._side("undo"))
             except OSError as exc:
@@ -532,9 +555,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         finally:
             if done:
                 # The file has changed: note it even if an interrupt comes now.
-                self._rows = rows
+                for rs in self._resultsets.values():
+                    self._hdf5_record(rs).rows = rows[id(rs)]
                 for c in pending_stored:
-                    c.pending_stored = c.pending_version
+                    c.pending_stored = c.mark.pending_version
                 self._last_checkpoint = monotonic()
             lock.release()
         # Emptying the journal can wait: its records are in the file, and replaying skips them.
@@ -556,7 +580,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         links = set()
         pending_written = []
         for tag, rs in self._resultsets.items():
-            uid, track, c = self._uid(rs), tracks[id(rs)], self._commits[id(rs)]
+            uid, track, c = self._uid(rs), tracks[id(rs)], self._committed(rs)
             g = resultset_group(f, tag, uid)
             links.add(escape(tag))
             kinds = rs.columnStates()
@@ -564,9 +588,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 write_base(g, rs, track, kinds)
                 g.attrs["rows"] = track.stored_rows
             write_rows(g, rs, track, kinds)
-            g.attrs["roles"] = json.dumps(rs._roles())
+            g.attrs["roles"] = json.dumps(rs.roles())
             write_resultset_attributes(g, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
-            if c.pending_stored != c.pending_version:
+            if c.pending_stored != c.mark.pending_version:
                 write_pending(g, c.pending)
                 pending_written.append(c)
         for link in list(f["resultsets"]):
@@ -584,10 +608,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
             backup = f"{notebook_key(self._path)}.epyc1.bak{n}"
         file_id = uuid.uuid4().hex
         for rs in self._resultsets.values():
-            c = self._commits[id(rs)]
-            c.pending = {j: _pending_json(j, p) for j, p in rs._pending.items()}
-            c.pending_version, c.pending_stored = rs._pending_version, -1
-        rows = copy.deepcopy(self._rows)
+            c = self._committed(rs)
+            c.mark = rs.changeMark()
+            c.pending = {j: _pending_json(j, p) for j, p in c.mark.pending.items()}
+            c.pending_stored = -1
+        rows = copy.deepcopy({id(rs): self._hdf5_record(rs).rows for rs in self._resultsets.values()})
 
         def build(f: h5py.File) -> None:
             init_empty(f, file_id, self._description)
@@ -612,11 +637,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
             self._path,
             backup,
         )
-        self._rows, self._file_id, self._from_epyc = rows, file_id, False
+        self._file_id, self._from_epyc = file_id, False
         for rs in self._resultsets.values():
-            c = self._commits[id(rs)]
-            c.rows, c.pending_stored = rs.numberOfResults(), c.pending_version
-            c.roles = _sizes(rs)
+            self._hdf5_record(rs).rows = rows[id(rs)]
+            c = self._committed(rs)
+            c.pending_stored = c.mark.pending_version
         self._committed_state = self._state_record_key()
         if self._journal is not None:
             self._journal.close()
@@ -701,14 +726,9 @@ def _describe_frame(frame: bytes) -> str:
     return f"commit {record.get('seq')}: {rows} row(s), {pending} pending-result change(s)"
 
 
-def _sizes(rs: ResultSet) -> tuple[int, int, int]:
-    """How many parameter, result and metadata columns ``rs`` has (a new one changes its roles)."""
-    return (len(rs._params), len(rs._results), len(rs._meta))
-
-
 def _pending_json(jobid: str, params: dict[str, Any]) -> str:
     return json.dumps(encode_value(params, what=f"the parameters of pending job {jobid!r}"))
 
 
 def _attributes_json(tag: str, rs: ResultSet) -> str:
-    return json.dumps(encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"))
+    return json.dumps(encode_value(rs.attributes(), what=f"an attribute of result set {tag!r}"))

@@ -24,7 +24,6 @@ with plain h5py.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import h5py
@@ -42,7 +41,6 @@ from epyclab.notebooks.types import StoredColumn
 __all__ = [
     "VERSION",
     "read_notebook",
-    "create_empty",
     "escape",
     "write_column",
     "append_column",
@@ -169,18 +167,6 @@ def read_stored(g: h5py.Group, name: str, rows: int) -> StoredColumn:
 # ---- writing -------------------------------------------------------------------------------
 
 
-def create_empty(path: str, file_id: str, description: str) -> None:
-    """Write a new notebook file with no result sets, replacing ``path`` in one step."""
-    tmp = f"{path}.new-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            init_empty(f, file_id, description)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def init_empty(f: h5py.File, file_id: str, description: str) -> None:
     """Make the new, empty HDF5 file ``f`` a notebook with no result sets."""
     f.attrs["version"] = VERSION
@@ -287,7 +273,11 @@ def append_column(
         shapes.resize((end,))
         _write(shapes, start, col.shapes)
     if missing is not None:
-        mask = g["missing"][link]
+        masks = g.require_group("missing")
+        if link not in masks:
+            # Written by an epyclab that kept no mask: its cells were values (0 is what it showed).
+            masks.create_dataset(link, shape=(start,), maxshape=(None,), chunks=(_chunk(start),), dtype=np.uint8)
+        mask = masks[link]
         mask.resize((end,))
         mask[start:end] = missing.astype(np.uint8)
 

@@ -15,6 +15,8 @@ rewritten from the DataFrame. That is rare, and costs the column, not the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import h5py
@@ -87,4 +89,6 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str,
 
 
 def _missing(values: list[Any]) -> np.ndarray:
+    if not (any(map(is_, values, repeat(None))) or any(map(is_, values, repeat(MISSING)))):
+        return np.zeros(len(values), dtype=bool)
     return np.fromiter((v is None or v is MISSING for v in values), dtype=bool, count=len(values))

@@ -153,15 +153,15 @@ class JSONLabNotebook(PersistentLabNotebook):
             "tag": tag,
             "description": rs.description(),
             "locked": rs.isLocked(),
-            "attributes": encode_value(rs._attributes, what=f"an attribute of result set {tag!r}"),
-            "roles": rs._roles(),
+            "attributes": encode_value(rs.attributes(), what=f"an attribute of result set {tag!r}"),
+            "roles": rs.roles(),
             "rows": len(frame),
             "columns": {
                 name: _column_doc(frame[name].array, states.get(name), lambda n=name: rs.missingMask(n))
                 for name in frame.columns
             },
             "pending": {
-                j: encode_value(p, what=f"the parameters of pending job {j!r}") for j, p in rs._pending.items()
+                j: encode_value(p, what=f"the parameters of pending job {j!r}") for j, p in rs.pendingItems().items()
             },
         }
 

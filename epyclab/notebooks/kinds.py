@@ -92,7 +92,7 @@ NS_MAX = datetime(2262, 4, 11)
 _LONG = {np.dtype(np.longdouble), np.dtype(np.clongdouble)} - {np.dtype(np.float64), np.dtype(np.complex128)}
 
 
-class NotStorable(Exception):
+class NotStorable(ValueError):
     """Raised inside the table: why a value cannot be stored (the caller names key and role)."""
 
 
@@ -725,9 +725,8 @@ class DatetimeKind(Kind):
         return state.dtype
 
     def column(self, values: list[Any], state: ColumnState) -> Any:
-        if state.dtype == self._NS:
-            return pd.DatetimeIndex(_filled(values, pd.NaT), dtype=state.dtype).to_numpy()
-        return np.array(_filled(values, np.datetime64("NaT")), dtype=state.dtype)
+        # pandas converts datetime objects many times faster than numpy does.
+        return pd.array(_filled(values, pd.NaT), dtype=state.dtype).to_numpy()
 
     def cast(self, col: Any, old: ColumnState, state: ColumnState) -> Any:
         if old.kind is MISSING_KIND:

@@ -265,7 +265,7 @@ class LabNotebook:
         """Record a submitted job that will give the result for ``params``."""
         self._check_unlocked()
         for other_tag, rs in self._resultsets.items():
-            if jobid in rs._pending:
+            if rs.hasPendingResult(jobid):
                 raise PendingResultException(
                     jobid, f"job id {jobid!r} is already pending in result set {other_tag!r}"
                 )
@@ -273,7 +273,7 @@ class LabNotebook:
 
     def _resultset_pending(self, jobid: str) -> ResultSet:
         for rs in self._resultsets.values():
-            if jobid in rs._pending:
+            if rs.hasPendingResult(jobid):
                 return rs
         raise PendingResultException(jobid, f"no result set has a pending result with job id {jobid!r}")
 

@@ -6,6 +6,7 @@ import os
 import traceback
 import uuid
 import weakref
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,15 @@ from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
 from epyclab.notebooks.stored import StoredNotebook, StoredResults
 
 __all__ = ["PersistentLabNotebook", "forget_writer"]
+
+@dataclass
+class SetRecord:
+    """What a persistent notebook keeps for one of its result sets."""
+
+    check: RowCheck
+    #: The result set's identity in the file (a deleted and re-created tag is another set).
+    uid: str
+
 
 #: The notebook object of this process that holds each file open for writing, by resolved path.
 _WRITERS: dict[str, weakref.ref[PersistentLabNotebook]] = {}
@@ -61,9 +71,9 @@ class PersistentLabNotebook(LabNotebook):
         self._saved: Any = None
         self._opened_at = ""
         self._lock = WriterLock(path)
-        # Per result set (by id): its row check and its identity in the file.
-        self._checks: dict[int, RowCheck] = {}
-        self._uids: dict[int, str] = {}
+        # One record per result set (by id): its row check, its identity in the file, and what
+        # the backend tracks of it. Dropped when the set is deleted.
+        self._records: dict[int, SetRecord] = {}
         super().__init__(path, description)
         if readonly and create:
             raise ValueError("a notebook cannot be both created and opened read-only")
@@ -173,8 +183,7 @@ class PersistentLabNotebook(LabNotebook):
         check_writable_file(self._path)
         self._opened_at = _caller()
         key = notebook_key(self._path)
-        holder = _WRITERS.get(key)
-        previous = holder() if holder is not None else None
+        previous = _writer_of(key)
         if previous is not None and previous is not self and previous.isOpen():
             previous._hand_over(f"the notebook object opened at {self._opened_at}")
         self._lock.acquire()
@@ -236,16 +245,28 @@ class PersistentLabNotebook(LabNotebook):
 
     def _attach(self, rs: ResultSet, check: RowCheck, uid: str) -> None:
         rs._set_row_check(check)
-        self._checks[id(rs)] = check
-        self._uids[id(rs)] = uid
+        self._records[id(rs)] = self._new_record(check, uid)
+
+    def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
+        """The record kept for a result set (backends keep more in a subclass)."""
+        return SetRecord(check, uid)
+
+    def _record_of(self, rs: ResultSet) -> SetRecord:
+        return self._records[id(rs)]
 
     def _uid(self, rs: ResultSet) -> str:
-        return self._uids[id(rs)]
+        return self._records[id(rs)].uid
+
+    def deleteResultSet(self, rs: str | ResultSet) -> None:
+        """Delete a result set (see :meth:`LabNotebook.deleteResultSet`); its record here goes with it."""
+        target = self.resultSet(rs) if isinstance(rs, str) else rs
+        super().deleteResultSet(rs)
+        self._records.pop(id(target), None)
 
     def _reset_to_empty(self, description: str | None) -> None:
         """Forget everything: the notebook is new (its file was just created)."""
         self._resultsets = {}
-        self._checks, self._uids = {}, {}
+        self._records = {}
         self._locked = False
         if description is not None:
             self._description = description
@@ -255,7 +276,7 @@ class PersistentLabNotebook(LabNotebook):
     def _load(self, stored: StoredNotebook) -> None:
         """Make the notebook what ``stored`` holds."""
         self._resultsets = {}
-        self._checks, self._uids = {}, {}
+        self._records = {}
         for s in stored.resultsets:
             if isinstance(s, StoredResults):
                 rs = self._new_resultset(s.description)
@@ -267,8 +288,7 @@ class PersistentLabNotebook(LabNotebook):
                 rs = ResultSet(s.description)
                 self._attach(rs, RowCheck(s.kinds), s.uid)
                 rs._load(s.frame, s.roles, s.pending, s.missing)
-            rs._attributes = dict(s.attributes)
-            rs._locked = s.locked
+            rs.restoreState(s.description, s.locked, s.attributes)
             self._resultsets[s.tag] = rs
         self._description = stored.description
         self._locked = False
@@ -289,7 +309,7 @@ class PersistentLabNotebook(LabNotebook):
             self._state_version,
             self._current,
             tuple(
-                (tag, id(rs), rs._state_version, rs._pending_version, rs.numberOfResults())
+                (tag, id(rs), rs.versions(), rs.numberOfResults())
                 for tag, rs in self._resultsets.items()
             ),
         )
@@ -320,6 +340,25 @@ class PersistentLabNotebook(LabNotebook):
 
     def _close_file(self) -> None:
         """Release what the open file holds (called after a commit, writers only)."""
+
+
+def _writer_of(key: str) -> PersistentLabNotebook | None:
+    """The object of this process writing the file at ``key``, by its resolved path or, for a hard link, its inode."""
+    holder = _WRITERS.get(key)
+    if holder is not None and holder() is not None:
+        return holder()
+    try:
+        st = os.stat(key)
+    except FileNotFoundError:
+        return None
+    for other, ref in list(_WRITERS.items()):
+        try:
+            o = os.stat(other)
+        except FileNotFoundError:
+            continue
+        if (o.st_dev, o.st_ino) == (st.st_dev, st.st_ino):
+            return ref()
+    return None
 
 
 def forget_writer(path: str) -> None:

@@ -5,63 +5,80 @@ records the file does not include yet (see :mod:`epyclab.notebooks.hdf5`). A
 record holds what one commit changed: the notebook's state (result sets,
 descriptions, attributes, locks, selection) when it changed, the rows added to
 each result set, and the pending results added and removed.
+
+This module knows result sets and records only, not the notebook that replays
+them: the notebook gives its result sets by identity and a way to adopt new
+ones, and applies the state a record returns.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.columns import MISSING
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.resultset import ResultSet
 
-if TYPE_CHECKING:
-    from epyclab.notebooks.hdf5 import HDF5LabNotebook
-
-__all__ = ["apply_record"]
+__all__ = ["NotebookState", "apply_record"]
 
 
-def apply_record(nb: HDF5LabNotebook, record: dict[str, Any]) -> None:
-    """Make ``nb`` in memory what it was after the commit that wrote ``record``."""
-    by_uid = {nb._uid(rs): rs for rs in nb._resultsets.values()}
+@dataclass
+class NotebookState:
+    """A notebook's state as a record gives it: its result sets by tag (in order), description, lock, selection."""
+
+    sets: dict[str, ResultSet]
+    description: str
+    locked: bool
+    current: str | None
+
+
+def apply_record(
+    record: dict[str, Any],
+    by_uid: dict[str, ResultSet],
+    adopt: Callable[[str, str], ResultSet],
+    where: str,
+) -> NotebookState | None:
+    """Apply to the result sets ``by_uid`` what the commit that wrote ``record`` changed.
+
+    ``adopt(uid, description)`` makes a new, empty result set for a uid first met
+    here (it is added to ``by_uid``). Returns the notebook's new state if the
+    record changed it, else None. ``where`` names the notebook in errors.
+
+    Raises:
+        NotebookFormatError: the record refers to result sets or rows the notebook does not have.
+    """
     state = record.get("state")
     sets: dict[str, ResultSet] = {}
     if state is not None:
         for uid, tag, description, _, _ in state["sets"]:
             if uid not in by_uid:
-                by_uid[uid] = nb._adopt(uid, description)
+                by_uid[uid] = adopt(uid, description)
             sets[tag] = by_uid[uid]
     unknown = [u for u, *_ in record["rows"] + record["pending"] if u not in by_uid]
     if unknown:
         raise NotebookFormatError(
-            f"journal record {record['seq']} of {nb.name()} refers to result sets the notebook "
+            f"journal record {record['seq']} of {where} refers to result sets the notebook "
             f"does not have ({unknown}); the journal does not match the file"
         )
     # Rows before locks: a result set finished in this commit got its last rows first.
     for uid, start, roles, columns in record["rows"]:
         _add_rows(by_uid[uid], start, roles, columns)
     for uid, added, removed in record["pending"]:
-        rs = by_uid[uid]
-        for jobid in removed:
-            rs._pending.pop(jobid, None)
-        for jobid, params in added.items():
-            rs._pending[jobid] = decode_value(json.loads(params))
-        rs._pending_version += 1
-    if state is not None:
-        nb._resultsets = sets
-        for _, tag, description, locked, attributes in state["sets"]:
-            rs = sets[tag]
-            rs._description, rs._locked = description, locked
-            rs._attributes = decode_value(json.loads(attributes))
-        nb._description, nb._locked, nb._current = state["description"], state["locked"], state["current"]
-    nb._seq = record["seq"]
+        by_uid[uid].applyPendingChanges({j: decode_value(json.loads(p)) for j, p in added.items()}, removed)
+    if state is None:
+        return None
+    for _, tag, description, locked, attributes in state["sets"]:
+        sets[tag].restoreState(description, locked, decode_value(json.loads(attributes)))
+    return NotebookState(sets, state["description"], state["locked"], state["current"])
 
 
 def _add_rows(rs: ResultSet, start: int, roles: Any, columns: dict[str, list[Any]]) -> None:
     """Add to ``rs`` the rows of a record it does not have yet."""
-    roles = roles if roles is not None else rs._roles()
+    roles = roles if roles is not None else rs.roles()
     names = [roles["parameter"], roles["result"], roles["metadata"]]
     n = len(next(iter(columns.values()))) if columns else 0
     have = rs.numberOfResults()

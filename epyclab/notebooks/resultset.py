@@ -9,6 +9,7 @@ until the next change. Rows loaded from a file are kept as a typed DataFrame
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,31 @@ __all__ = ["ResultSet", "with_results"]
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
 
 _MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
+
+
+@dataclass(frozen=True)
+class ChangeMark:
+    """Where a result set stood: rows, column counts by role, pending results and state counters."""
+
+    rows: int
+    sizes: tuple[int, int, int]
+    pending_version: int
+    pending: dict[str, dict[str, Any]]
+    state_version: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a result set since a :class:`ChangeMark` (see :meth:`ResultSet.changesSince`)."""
+
+    start: int
+    rows: dict[str, list[Any]]
+    roles: dict[str, list[str]] | None
+    pending_added: dict[str, dict[str, Any]]
+    pending_removed: list[str]
+    pending_changed: bool
+    state_changed: bool
+    mark: ChangeMark
 
 
 class ResultSet:
@@ -183,7 +209,8 @@ class ResultSet:
     def addSingleResult(self, rc: ResultsDict) -> None:
         """Append the row of one results dict (whose results are a dict, not a list)."""
         self._check_unlocked()
-        rc = with_results(rc)
+        if type(rc) is dict and Experiment.RESULTS not in rc:
+            rc = with_results(rc)
         if not Experiment.isResultsDict(rc):
             raise ResultsStructureException(
                 "a results dict needs dicts under 'parameters', 'metadata' and 'results'; "
@@ -720,6 +747,89 @@ class ResultSet:
     def _roles(self) -> dict[str, list[str]]:
         """Column names by role."""
         return {PARAMETER: list(self._params), RESULT: list(self._results), METADATA: list(self._meta)}
+
+
+    # ---- change feed: what persistent notebooks save through (instead of reading private state) ----
+
+    def changeMark(self) -> ChangeMark:
+        """Where the result set stands now; :meth:`changesSince` tells what changed after it."""
+        return ChangeMark(
+            rows=self.numberOfResults(),
+            sizes=self.roleSizes(),
+            pending_version=self._pending_version,
+            pending=dict(self._pending),
+            state_version=self._state_version,
+        )
+
+    def changesSince(self, mark: ChangeMark) -> Changes:
+        """The rows, new columns, pending jobs added and removed, and state changes since ``mark``.
+
+        Rows are raw cells by column (``MISSING`` marks an absent cell); ``roles`` is
+        given only when a column was added. ``mark`` is not changed: the result's
+        ``mark`` is where the result set stands now.
+        """
+        same_pending = self._pending_version == mark.pending_version
+        now = ChangeMark(
+            rows=self.numberOfResults(),
+            sizes=self.roleSizes(),
+            pending_version=self._pending_version,
+            # Unchanged pending results are not copied again: a commit costs what changed.
+            pending=mark.pending if same_pending else dict(self._pending),
+            state_version=self._state_version,
+        )
+        rows = self._buffered_rows(mark.rows) if now.rows > mark.rows else {}
+        added: dict[str, dict[str, Any]] = {}
+        removed: list[str] = []
+        if now.pending_version != mark.pending_version:
+            added = {j: p for j, p in now.pending.items() if j not in mark.pending}
+            removed = [j for j in mark.pending if j not in now.pending]
+        return Changes(
+            start=mark.rows,
+            rows=rows,
+            roles=self.roles() if now.sizes != mark.sizes else None,
+            pending_added=added,
+            pending_removed=removed,
+            pending_changed=now.pending_version != mark.pending_version,
+            state_changed=now.state_version != mark.state_version,
+            mark=now,
+        )
+
+    def roles(self) -> dict[str, list[str]]:
+        """Column names by role (``'parameter'``, ``'result'``, ``'metadata'``)."""
+        return self._roles()
+
+    def roleSizes(self) -> tuple[int, int, int]:
+        """How many parameter, result and metadata columns there are (a new column changes them)."""
+        return (len(self._params), len(self._results), len(self._meta))
+
+    def attributes(self) -> dict[str, Any]:
+        """A copy of the result set's attributes."""
+        return dict(self._attributes)
+
+    def pendingItems(self) -> dict[str, dict[str, Any]]:
+        """Job id -> parameters of every pending result (a copy)."""
+        return dict(self._pending)
+
+    def hasPendingResult(self, jobid: str) -> bool:
+        """True if ``jobid`` is pending here."""
+        return jobid in self._pending
+
+    def versions(self) -> tuple[int, int]:
+        """Counters that change whenever the state, or the pending results, change (for cheap signatures)."""
+        return (self._state_version, self._pending_version)
+
+    def restoreState(self, description: str, locked: bool, attributes: Mapping[str, Any]) -> None:
+        """Set what a file recorded of the result set (its description, lock and attributes), unchecked."""
+        self._description, self._locked = description, locked
+        self._attributes = dict(attributes)
+
+    def applyPendingChanges(self, added: Mapping[str, Mapping[str, Any]], removed: Iterable[str]) -> None:
+        """Replay a recorded change of the pending results (jobs added and removed), unchecked."""
+        for jobid in removed:
+            self._pending.pop(jobid, None)
+        for jobid, params in added.items():
+            self._pending[jobid] = dict(params)
+        self._pending_version += 1
 
 
 def with_results(rc: Any) -> Any:

@@ -18,6 +18,8 @@ datetimes, arrays, lists) are looked at again.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,8 @@ from epyclab.notebooks.kinds import (
     INT64_MAX,
     INT64_MIN,
     KINDS,
+    NS_MAX,
+    NS_MIN,
     ColumnState,
     NotStorable,
     admit,
@@ -42,6 +46,7 @@ _ROLES = ("parameter", "result", "metadata")
 _STR = KINDS["str"]
 _INT = KINDS["int"]
 _DATETIME = KINDS["datetime"]
+_US = _DATETIME.state(datetime(2000, 1, 1)).dtype
 
 
 class RowCheck:
@@ -56,15 +61,16 @@ class RowCheck:
         self.states: dict[str, ColumnState] = dict(states or {})
         self.changes: list[tuple[str, ColumnState | None, ColumnState]] = []
         # signature -> the keys whose values need a look: (text, Python ints, datetimes, other keys).
-        self._seen: dict[Any, tuple[Any, ...]] = {}
+        self._seen: dict[Any, _Deep] = {}
         self._last: list[Any] = [None, None, None]
+        # Changes whenever a column's state does: a signature's quick checks assume the states they saw.
+        self._version = 0
 
     def __call__(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         """Check one row; raise :class:`UnstorableValueError` (changing nothing) if it cannot be stored."""
         last = self._last
-        states = self.states
         new: dict[str, ColumnState] | None = None
-        learned = []
+        learned = None
         if self.changes:
             self.changes = []
         for i, part in enumerate((params, results, metadata)):
@@ -80,34 +86,61 @@ class RowCheck:
                     # Every value of a new signature is checked here, in full.
                     new = self._learn(_ROLES[i], part, new)
                     # Remembered once the whole row is accepted.
-                    learned.append((sig, _deep(part)))
+                    learned = learned or []
+                    learned.append((sig, _Deep(part)))
                     continue
                 last[i] = (keys, types, deep)
-            texts, ints, times, others = deep
-            # The common values pass quick tests; only the others get the full check.
-            for k in texts:
-                v = part[k]
-                if not v.isascii() or "\x00" in v:
-                    new = self._admit(_ROLES[i], k, v, new)
-            for k in ints:
-                v = part[k]
-                if not (states[k].dtype is INT64 and INT64_MIN <= v <= INT64_MAX):
-                    new = self._admit(_ROLES[i], k, v, new)
-            for k in times:
-                v = part[k]
-                st = states[k]
-                if v.tzinfo is not None or _DATETIME.admit(st, v) is not st:
-                    new = self._admit(_ROLES[i], k, v, new)
-            for k in others:
+            if deep.empty:
+                continue
+            # The common values pass quick tests, a few C calls for the whole part;
+            # only when one fails does each value get the full check.
+            if deep.verified != self._version:
+                if not deep.verify(self.states):
+                    new = self._check_each(_ROLES[i], part, deep.all_keys + deep.others, new)
+                    continue
+                deep.verified = self._version
+            if deep.texts is not None:
+                text = deep.texts(part)
+                text = text if type(text) is str else "".join(text)
+                if not text.isascii() or "\x00" in text:
+                    new = self._check_each(_ROLES[i], part, deep.text_keys, new)
+            if deep.ints is not None:
+                ints = deep.ints(part)
+                if type(ints) is not tuple:
+                    ints = (ints,)
+                if not (INT64_MIN <= min(ints) and max(ints) <= INT64_MAX):
+                    new = self._check_each(_ROLES[i], part, deep.int_keys, new)
+            if deep.times is not None:
+                times = deep.times(part)
+                if type(times) is not tuple:
+                    times = (times,)
+                try:
+                    # Aware datetimes do not compare with naive ones: they take the full check.
+                    fits = NS_MIN <= min(times) and max(times) <= NS_MAX
+                except TypeError:
+                    fits = False
+                if not fits or not deep.plain_times:
+                    new = self._check_each(_ROLES[i], part, deep.time_keys, new)
+            for k in deep.others:
                 new = self._admit(_ROLES[i], k, part[k], new)
-        for sig, deep in learned:
-            self._seen[sig] = deep
+        if learned:
+            for sig, deep in learned:
+                self._seen[sig] = deep
         if new:
+            states = self.states
             for k, st in new.items():
                 old = states.get(k)
                 if old != st:
                     self.changes.append((k, old, st))
                 states[k] = st
+            self._version += 1
+
+    def _check_each(
+        self, role: str, part: Mapping[str, Any], keys: tuple[str, ...], new: dict[str, ColumnState] | None
+    ) -> dict[str, ColumnState] | None:
+        for k in keys:
+            new = self._admit(role, k, part[k], new)
+        return new
 
     def _admit(self, role: str, k: str, v: Any, new: dict[str, ColumnState] | None) -> dict[str, ColumnState] | None:
         """Fit ``v`` into column ``k``, noting a changed state in ``new`` (returned)."""
@@ -134,31 +167,46 @@ class RowCheck:
             new = self._admit(role, k, v, new)
         return new
 
-    def signature_kinds(self) -> dict[str, str]:
-        """Each column's kind name."""
-        return {k: st.kind.name for k, st in self.states.items()}
 
+class _Deep:
+    """For one signature: the keys whose values need a look each time, and getters for them (C speed)."""
 
-def _deep(part: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The keys of a part whose values need a look each time: by kind."""
-    texts, ints, times, others = [], [], [], []
-    for k, v in part.items():
-        t = type(v)
-        kind = kind_of_type(t)
-        if kind is None or not kind.checks_values:
-            continue
-        if k == Experiment.EXCEPTION and (v is None or isinstance(v, BaseException)):
-            continue
-        if kind is _STR:
-            texts.append(k)
-        elif kind is _INT:
-            if not issubclass(t, np.integer):
-                ints.append(k)
-        elif kind is _DATETIME:
-            times.append(k)
-        else:
-            others.append(k)
-    return tuple(texts), tuple(ints), tuple(times), tuple(others)
+    def __init__(self, part: Mapping[str, Any]) -> None:
+        texts, ints, times, others = [], [], [], []
+        plain_times = True
+        for k, v in part.items():
+            t = type(v)
+            kind = kind_of_type(t)
+            if kind is None or not kind.checks_values:
+                continue
+            if k == Experiment.EXCEPTION and (v is None or isinstance(v, BaseException)):
+                continue
+            if kind is _STR:
+                texts.append(k)
+            elif kind is _INT:
+                if not issubclass(t, np.integer):
+                    ints.append(k)
+            elif kind is _DATETIME:
+                times.append(k)
+                # Only a pandas.Timestamp can have nanoseconds.
+                plain_times = plain_times and t is datetime
+            else:
+                others.append(k)
+        self.text_keys, self.int_keys, self.time_keys = tuple(texts), tuple(ints), tuple(times)
+        self.others = tuple(others)
+        self.all_keys = self.text_keys + self.int_keys + self.time_keys
+        self.plain_times = plain_times
+        self.texts = itemgetter(*texts) if texts else None
+        self.ints = itemgetter(*ints) if ints else None
+        self.times = itemgetter(*times) if times else None
+        self.empty = not (texts or ints or times or others)
+        self.verified = -1
+
+    def verify(self, states: Mapping[str, ColumnState]) -> bool:
+        """True if the quick checks hold for ``states``: int columns are int64, datetime columns us within ns range."""
+        return all(states[k].dtype is INT64 for k in self.int_keys) and all(
+            states[k].dtype is _US and states[k].fits_ns for k in self.time_keys
+        )
 
 
 def value_message(role: str, k: str, v: Any, why: str) -> str:
