@@ -149,8 +149,11 @@ def test_reset_forgets_the_records_and_takes_the_new_file_id(tmp_path: Path) -> 
 def test_reopening_an_empty_journal_keeps_its_file_id(tmp_path: Path) -> None:
     path = tmp_path / "j"
     make(path, []).close()
-    Journal(str(path), OTHER_ID).close()
+    journal = Journal(str(path), OTHER_ID)
+    journal.append("first")
+    journal.close()
     assert read_file_id(str(path)) == FILE_ID
+    assert list(read_records(str(path))) == ["first"]
 
 
 def test_reopening_keeps_the_records_and_the_file_id(tmp_path: Path) -> None:
