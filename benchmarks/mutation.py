@@ -500,8 +500,11 @@ def render(results: dict[str, dict]) -> str:
             f"| `{r['path']}` ({name}) | {scope} | {tests} | {count} | {k} | {n - k} | "
             f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min, load {r.get('load', '?')} |"
         )
+    missing = [f"{t.name} (`{t.path}`)" for t in TARGETS if t.name not in results]
     lines += [
         f"| **all** | | | {total} | {killed} | {total - killed} | **{100 * killed / max(total, 1):.1f}%** | |",
+        "",
+        f"Not run yet: {', '.join(missing)}." if missing else "Every target was run.",
         "",
         f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, mutmut 2, under `nice -n 10`; the load average (1, 5, 15 min)"
