@@ -241,6 +241,9 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
+        # A set that cannot take the results (read-only notebook, taken over, finished) is
+        # refused before any point runs.
+        nb.current().checkChangeable()
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)

@@ -74,7 +74,10 @@ class PersistentLabNotebook(LabNotebook):
         # One record per result set (by id): its row check, its identity in the file, and what
         # the backend tracks of it. Dropped when the set is deleted.
         self._records: dict[int, SetRecord] = {}
+        # True while the notebook is made what its file holds: that is no change to refuse.
+        self._loading = True
         super().__init__(path, description)
+        self._loading = False
         if readonly and create:
             raise ValueError("a notebook cannot be both created and opened read-only")
         self._open_file(create, force, description)
@@ -232,9 +235,23 @@ class PersistentLabNotebook(LabNotebook):
                 f"open() on this one to take the file back"
             )
 
-    def _check_unlocked(self) -> None:
+    def checkWritable(self) -> None:
+        """Raise if this notebook refuses changes (read-only, or taken over); see :meth:`LabNotebook.checkWritable`.
+
+        A closed notebook takes changes in memory (they are refused at the next commit).
+
+        Raises:
+            NotebookTakenOverError: another object of this process took the file over.
+            NotebookReadOnlyError: the notebook was opened with ``readonly=True``.
+        """
+        if self._loading:
+            return
         self._check_not_taken_over()
-        super()._check_unlocked()
+        if self._readonly:
+            raise NotebookReadOnlyError(
+                f"notebook {self._path} was opened read-only and cannot change; open it without "
+                f"readonly=True to change it"
+            )
 
     # ---- result sets and their checks --------------------------------------------------------
 
@@ -245,6 +262,7 @@ class PersistentLabNotebook(LabNotebook):
 
     def _attach(self, rs: ResultSet, check: RowCheck, uid: str) -> None:
         rs._set_row_check(check)
+        rs.setNotebook(self)
         self._records[id(rs)] = self._new_record(check, uid)
 
     def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
@@ -275,6 +293,13 @@ class PersistentLabNotebook(LabNotebook):
 
     def _load(self, stored: StoredNotebook) -> None:
         """Make the notebook what ``stored`` holds."""
+        loading, self._loading = self._loading, True
+        try:
+            self._load_stored(stored)
+        finally:
+            self._loading = loading
+
+    def _load_stored(self, stored: StoredNotebook) -> None:
         self._resultsets = {}
         self._records = {}
         for s in stored.resultsets:
