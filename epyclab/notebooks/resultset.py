@@ -203,8 +203,8 @@ class ResultSet:
         self._check_notebook()
         if self._locked:
             raise ResultSetLockedException(
-                "the result set is finished (locked) and cannot change; "
-                "add a new result set for further results"
+                f"{self._where()} is finished (locked) and cannot change; "
+                "add a new result set for further results (addResultSet)"
             )
 
     def _check_unlocked(self) -> None:
