@@ -14,6 +14,7 @@ from epyclab.errors import NotebookIOError, NotebookOverwriteError, NotebookRead
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
+from epyclab.notebooks.registry import otherFormat, refuseOtherFormat
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
@@ -174,6 +175,11 @@ class PersistentLabNotebook(LabNotebook):
         self._taken_over_by = to
 
     def _open_file(self, create: bool, force: bool, description: str | None) -> None:
+        # Another format's file gets an error saying what it is, not the reader's confusion
+        # (unless it is to be replaced: create=True, force=True).
+        foreign = create and force and otherFormat(self._path, type(self)) is not None
+        if not foreign:
+            refuseOtherFormat(self._path, type(self))
         if self._readonly:
             if not os.path.exists(self._path):
                 raise FileNotFoundError(f"no notebook {self._path} to open read-only")
@@ -192,7 +198,7 @@ class PersistentLabNotebook(LabNotebook):
         self._lock.acquire()
         try:
             exists = os.path.exists(self._path)
-            if exists:
+            if exists and not foreign:
                 # Loaded even when about to be replaced: what it holds must be known
                 # (its pending results, including those only its journal records).
                 self._load(self._read_file(writer=True))
