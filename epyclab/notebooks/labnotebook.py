@@ -232,12 +232,20 @@ class LabNotebook:
         """True once :meth:`finish` has been called."""
         return self._locked
 
-    def _check_unlocked(self) -> None:
-        self.checkWritable()
+    def assertUnlocked(self) -> None:
+        """Raise if the notebook is finished (locked); nothing happens if it is not (as in epyc).
+
+        Raises:
+            LabNotebookLockedException: :meth:`finish` was called, naming the notebook.
+        """
         if self._locked:
             raise LabNotebookLockedException(
                 f"notebook {self._name!r} is finished (locked) and cannot change"
             )
+
+    def _check_unlocked(self) -> None:
+        self.checkWritable()
+        self.assertUnlocked()
 
     def _resultset_for(self, tag: str | None) -> ResultSet:
         return self.current() if tag is None else self.resultSet(tag)
