@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,13 @@ def test_stored_value_types_round_trip(tmp_path: Path) -> None:
     assert back["missing"] is MISSING
     same = ("when", "stamp", "day", "dtype", "dtype class", "c", "s", "f")
     assert {k: back[k] for k in same} == {k: record[k] for k in same}
+
+
+def test_a_value_no_notebook_stores_is_refused_in_a_journal(tmp_path: Path) -> None:
+    # timedelta is no kind of the table of kinds: a journal never holds one, so reading one is refused.
+    make(tmp_path / "j", [{"took": timedelta(seconds=1.5)}]).close()
+    with pytest.raises(pickle.UnpicklingError, match="datetime.timedelta"):
+        list(read_records(str(tmp_path / "j")))
 
 
 def test_a_new_journal_has_only_its_header(tmp_path: Path) -> None:
