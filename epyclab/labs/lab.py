@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import product
 from time import monotonic
 from typing import Any, Callable, Union
 
@@ -93,6 +94,9 @@ def point_key(point: Mapping[str, Any], names: Iterable[str] | None = None) -> t
 
 
 def _hashable(v: Any) -> Any:
+    # A missing cell (None) reads back as NaN in a float column: both are the same "no value" key.
+    if v is None or (isinstance(v, float) and v != v):
+        return None
     try:
         hash(v)
     except TypeError:
@@ -279,8 +283,11 @@ class Lab:
         results reach the notebook another way needs it. The sequential lab
         runs each point here, in this process.
         """
-        for i, (ex, p) in enumerate(points):
-            yield i, worker.run(ex, p)
+        # The output capture is installed once for the sweep; between runs (while the loop adds
+        # results) output passes through it untouched.
+        with capture.Capturing(tee=True) as capturing:
+            for i, (ex, p) in enumerate(points):
+                yield i, worker.run(ex, p, capturing)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
@@ -311,11 +318,26 @@ class Lab:
             return []
         names = sorted(points[0][1])
         done: set[tuple[Any, ...]] = set()
-        df = rs.dataframe(only_successful=True) if rs.numberOfResults() else None
+        df = rs.storedFrame() if rs.numberOfResults() else None
         # Results without one of the point's parameters cannot be that point.
         if df is not None and set(names) <= set(df.columns):
-            for values in df[names].itertuples(index=False, name=None):
-                done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+            ok = df[Experiment.STATUS].astype(bool).tolist() if Experiment.STATUS in df.columns else [True] * len(df)
+            columns = []
+            for n in names:
+                # A missing cell (a None parameter) reads as the column's fill (0, '', NaN): it is None again here.
+                values = df[n].tolist()
+                columns.append([None if gone else v for v, gone in zip(values, rs.missingMask(n))])
+            for success, values in zip(ok, zip(*columns)):
+                if not success:
+                    continue
+                if "" not in values:
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+                    continue
+                # A file keeps no mark of a missing str cell: reopened, it reads as ''. Such a cell
+                # stands for None as well as for '' (a None point then counts as done if '' is).
+                choices = [(v, None) if v == "" else (v,) for v in values]
+                for combo in product(*choices):
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, combo)))
         for jobid in rs.pendingResults():
             params = rs.pendingResultParameters(jobid)
             if all(n in params for n in names):
