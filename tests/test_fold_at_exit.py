@@ -149,3 +149,28 @@ def test_a_notebook_left_open_folds_at_exit_whatever_order_its_objects_were_made
     assert sorted(os.listdir(tmp_path)) == ["nb.h5"]
     assert plain_h5py_rows(path) == list(range(30))
 
+
+
+def test_a_fold_at_exit_that_cannot_happen_keeps_the_journal_whole_for_the_next_opening(tmp_path):
+    # The file is made read-only before the script exits: the fold refuses to write it, says so,
+    # and leaves the journal whole; the next opening for writing replays it.
+    path = tmp_path / "nb.h5"
+    script = (
+        "import os, sys\nfrom epyclab import HDF5LabNotebook\n"
+        "nb = HDF5LabNotebook(sys.argv[1], create=True)\n"
+        "for i in range(30):\n"
+        "    nb.addResult({'parameters': {'i': i}, 'metadata': {}, 'results': {'y': i}})\n"
+        "nb.commit()\n"
+        "os.chmod(sys.argv[1], 0o444)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "the journal stays" in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["nb.h5", "nb.h5.journal"]  # the lock went; the journal stayed
+    os.chmod(path, 0o644)
+    from epyclab import HDF5LabNotebook
+
+    HDF5LabNotebook(path).close()
+    assert plain_h5py_rows(path) == list(range(30))
+    assert sorted(os.listdir(tmp_path)) == ["nb.h5"]
