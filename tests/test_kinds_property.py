@@ -77,24 +77,45 @@ VALUES = st.one_of(
     st.lists(st.lists(st.integers(-9, 9), min_size=2, max_size=2), max_size=2),
     st.lists(st.lists(st.integers(-9, 9), max_size=2), min_size=2, max_size=2),  # often ragged
     st.tuples(st.integers(-9, 9), st.floats(allow_nan=False, width=32)),
+    # Lists, nested lists and tuples of fractions: an earlier empty cell must not decide their elements.
+    st.lists(st.floats(-4, 4).map(lambda x: x + 0.25), min_size=1, max_size=3),
+    st.lists(st.lists(st.floats(-4, 4).map(lambda x: x + 0.5), min_size=1, max_size=1), min_size=1, max_size=1),
+    st.tuples(st.floats(-4, 4).map(lambda x: x + 0.5)),
     st.sampled_from([[], [[]], (), [True, 2], ["x"], [None]]),
     arrays(),
     st.sampled_from([{"k": 1}, {1, 2}, object(), date(2020, 1, 2), np.longdouble(1), np.array(["s"])]),
 )
 
 
+#: Cells only (lists, tuples, arrays, their empty forms, None): columns where an empty cell comes first.
+CELLS = st.one_of(
+    st.none(),
+    st.sampled_from([[], (), [[]], np.zeros(0)]),
+    st.lists(st.one_of(st.integers(-9, 9), st.floats(-4, 4).map(lambda x: x + 0.25)), max_size=3),
+    st.lists(st.lists(st.floats(-4, 4).map(lambda x: x + 0.5), min_size=1, max_size=1), min_size=1, max_size=1),
+    st.tuples(st.floats(-4, 4).map(lambda x: x + 0.5)),
+    st.tuples(),
+    st.lists(st.booleans(), max_size=2),
+    arrays(),
+)
+
+
 @st.composite
-def rows(draw: Any) -> dict[str, Any]:
+def rows(draw: Any, values: Any = VALUES) -> dict[str, Any]:
     keys = draw(st.lists(st.sampled_from(KEYS), unique=True, max_size=len(KEYS)))
     ok = draw(st.booleans().map(lambda b: b or draw(st.integers(0, 4)) > 0))
     return {
         Experiment.PARAMETERS: {"p": draw(st.one_of(st.integers(0, 3), st.sampled_from(["x", "y"])))},
         Experiment.METADATA: {Experiment.STATUS: ok, Experiment.EXCEPTION: "" if ok else "boom"},
-        Experiment.RESULTS: {k: draw(VALUES) for k in keys} if ok else {},
+        Experiment.RESULTS: {k: draw(values) for k in keys} if ok else {},
     }
 
 
-SESSIONS = st.lists(st.lists(rows(), min_size=1, max_size=4), min_size=1, max_size=3)
+def sessions_of(values: Any) -> Any:
+    return st.lists(st.lists(rows(values), min_size=1, max_size=4), min_size=1, max_size=3)
+
+
+SESSIONS = sessions_of(VALUES)
 
 
 def _add_everywhere(notebooks: list[Any], rc: dict[str, Any]) -> bool:
@@ -117,17 +138,30 @@ def _add_everywhere(notebooks: list[Any], rc: dict[str, Any]) -> bool:
     return accepted
 
 
+def _assert_same_cell(x: Any, y: Any, what: Any) -> None:
+    """``x`` is ``y``: same type all the way down (a list of floats is not a list of bools), same values."""
+    assert type(x) is type(y), (what, x, y)
+    if isinstance(y, np.ndarray):
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True), (what, x, y)
+    elif isinstance(y, (list, tuple)):
+        assert len(x) == len(y), (what, x, y)
+        for a, b in zip(x, y):
+            _assert_same_cell(a, b, what)
+    elif y is not None:
+        assert x == y or (x != x and y != y), (what, x, y)
+
+
 def _assert_same_frame(got: pd.DataFrame, want: pd.DataFrame, what: str) -> None:
     pd.testing.assert_frame_equal(got, want, obj=what)
     for name in want.columns:
         if want[name].dtype != object:
             continue
         for x, y in zip(got[name], want[name]):
-            assert type(x) is type(y), (what, name, x, y)
-            if isinstance(y, np.ndarray):
-                assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y, equal_nan=True)
-            elif y is not None:
-                assert x == y, (what, name, x, y)
+            _assert_same_cell(x, y, (what, name))
+
+
+def _leaves(v: Any) -> list[Any]:
+    return [x for c in v for x in _leaves(c)] if isinstance(v, (list, tuple)) else [v]
 
 
 def _natural_dtype(v: Any) -> np.dtype | None:
@@ -160,6 +194,11 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
                 assert np.array_equal(np.asarray(cell), np.asarray(v), equal_nan=v is not None and np.asarray(
                     v).dtype.kind in "fc"), (key, cell, v)
                 assert np.shape(cell) == np.shape(v)
+                if isinstance(v, (list, tuple)):
+                    # Elements keep their kind: numbers never come back as bools, fractions never as ints.
+                    for x, y in zip(_leaves(cell), _leaves(v)):
+                        assert isinstance(x, bool) == isinstance(y, (bool, np.bool_)), (key, cell, v)
+                        assert x == y, (key, cell, v)
             elif isinstance(v, datetime):
                 assert pd.Timestamp(cell) == pd.Timestamp(v), (key, cell, v)
             elif isinstance(v, str):
@@ -171,6 +210,16 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
 
 @given(sessions=SESSIONS)
 def test_every_format_keeps_what_addresult_accepts(sessions, tmp_path_factory):
+    _check_sessions(sessions, tmp_path_factory)
+
+
+@given(sessions=sessions_of(CELLS))
+def test_cell_columns_keep_their_elements(sessions, tmp_path_factory):
+    # Cells only, so that empty cells often come before the ones that say the element dtype.
+    _check_sessions(sessions, tmp_path_factory)
+
+
+def _check_sessions(sessions: list[list[dict[str, Any]]], tmp_path_factory: Any) -> None:
     d = tmp_path_factory.mktemp("nb")
     paths = {HDF5LabNotebook: d / "nb.h5", JSONLabNotebook: d / "nb.json"}
     memory = LabNotebook()

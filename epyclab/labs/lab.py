@@ -11,7 +11,7 @@ from time import monotonic
 from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
-from epyclab.errors import UnstorableValueError
+from epyclab.errors import NotebookReadOnlyError, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
@@ -245,6 +245,9 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
+        # A set that cannot take the results (read-only notebook, taken over, finished) is
+        # refused before any point runs.
+        nb.current().checkChangeable()
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
@@ -427,6 +430,10 @@ class _CommitOnExit:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self._committer.commit()
+            return
+        if isinstance(exc, NotebookReadOnlyError):
+            # The notebook refuses every save (read-only, closed, taken over): a commit would only
+            # fail again for the reason being raised, so the user sees that one error alone.
             return
         try:
             self._committer.commit()

@@ -96,7 +96,7 @@ class NotStorable(ValueError):
     """Raised inside the table: why a value cannot be stored (the caller names key and role)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColumnState:
     """A column's kind and dtype (see the module docstring for what the dtype means per kind).
 
@@ -109,9 +109,22 @@ class ColumnState:
     dtype: np.dtype | None
     fits_ns: bool = True
 
+    def _fields(self) -> tuple[Any, ...]:
+        # numpy takes None for float64 (np.dtype(None) == float64), so dtypes are compared by
+        # their string: a list column with no element yet must never equal a float64 one.
+        return (self.kind, None if self.dtype is None else self.dtype.str, self.fits_ns)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ColumnState):
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
     def key(self) -> tuple[str, Any]:
         """What decides whether stored data of this column can be appended to as it is."""
-        return (self.kind.name, self.dtype)
+        return (self.kind.name, None if self.dtype is None else self.dtype.str)
 
 
 class Kind:
@@ -791,10 +804,13 @@ class CellKind(Kind):
             return a
         if b.kind is not self:
             raise NotStorable(_mixed(a, b))
-        if b.dtype is None or a.dtype == b.dtype:
+        # Test None first: numpy compares None equal to float64.
+        if b.dtype is None:
             return a
         if a.dtype is None:
             return b
+        if a.dtype == b.dtype:
+            return a
         dtype = promote(a.dtype, b.dtype)
         if dtype is None:
             raise NotStorable(
@@ -821,7 +837,8 @@ class CellKind(Kind):
         return self.column(list(col), state)
 
     def to_storage(self, col: Any, state: ColumnState) -> StoredColumn:
-        cells = np.asarray(col, dtype=object)
+        # One cell per element: np.asarray(col, dtype=object) would nest a list of lists.
+        cells = list(col)
         # With no element yet, bool: the smallest element type, and it reads back as empty cells.
         element = state.dtype if state.dtype is not None else np.dtype(bool)
         flats = np.empty(len(cells), dtype=object)
@@ -861,7 +878,7 @@ class CellKind(Kind):
         for c in col:
             if c is not None:
                 d = self.elements(c)[1]
-                dtype = d if dtype is None else (d if d is None else promote(dtype, d) or dtype)
+                dtype = d if dtype is None else (dtype if d is None else promote(dtype, d) or dtype)
         return ColumnState(self, dtype)
 
     def h5_dtype(self, stored: StoredColumn) -> Any:
