@@ -6,7 +6,9 @@ in :func:`captured`. While the run's thread is inside it:
 - what it writes to ``sys.stdout`` and ``sys.stderr`` (``print``, warnings,
   tracebacks it prints) is recorded; with ``tee=True`` (the sequential
   :class:`~epyclab.labs.lab.Lab`, where the user watches the run) it also goes
-  on to the console as usual, without it (engines) only to the record;
+  on to the console as usual (while a text progress bar is shown, in whole
+  lines, the bar cleared first: :func:`epyclab.progress.bar_cleared`),
+  without it (engines) only to the record;
 - every log record at WARNING or above that reaches the root logger from that
   thread is recorded (with its traceback, if any), by a handler added to the
   root logger for the run. The other handlers see the record as before; where
@@ -43,6 +45,7 @@ from typing import Any, TextIO
 
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.log import Logger
+from epyclab.progress import bar_cleared, text_bar_shown
 
 __all__ = ["OUTPUT", "CAPTURE", "Limit", "captured", "settle", "point_prefix"]
 
@@ -95,6 +98,8 @@ class _Stream:
         self._record = record
         self._thread = thread
         self._tee = tee
+        # The start of a line not yet shown (while a text bar is on the console).
+        self._pending = ""
 
     def write(self, text: str) -> int:
         if threading.get_ident() != self._thread:
@@ -102,8 +107,27 @@ class _Stream:
         if text:
             self._record.add([self._name, str(text)])
         if self._tee:
-            self._original.write(text)
+            self._show(str(text))
         return len(text)
+
+    def _show(self, text: str) -> None:
+        """Pass ``text`` on to the console; while a text bar is shown, whole lines only, the bar cleared first."""
+        text, self._pending = self._pending + text, ""
+        if not text_bar_shown():
+            self._original.write(text)
+            return
+        # The bar is redrawn from the start of its line: a part line written now would be overwritten.
+        head, newline, self._pending = text.rpartition("\n")
+        if newline:
+            with bar_cleared(self._original):
+                self._original.write(head + newline)
+                self._original.flush()
+
+    def finish(self) -> None:
+        """Show what is left of a last line without its newline (ended by one if a bar is shown)."""
+        text, self._pending = self._pending, ""
+        if text:
+            self._show(text + ("\n" if text_bar_shown() else ""))
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -147,7 +171,9 @@ class _Handler(logging.Handler):
         if threading.get_ident() == self._thread:
             self._record.add(["log", record.levelno, record.name, _formatted(record)])
         if self._tee and logging.lastResort is not None and self._alone(record):
-            self._stderr.write(logging.lastResort.format(record) + "\n")
+            # Clearing a text progress bar on the console while we write (see epyclab.progress).
+            with bar_cleared(self._stderr):
+                self._stderr.write(logging.lastResort.format(record) + "\n")
 
     def _alone(self, record: logging.LogRecord) -> bool:
         """True if no other handler saw ``record`` (then the last-resort handler would have printed it)."""
@@ -173,14 +199,17 @@ def captured(run: Callable[[], ResultsDict], tee: bool = False) -> ResultsDict:
     stdout, stderr = sys.stdout, sys.stderr
     handler = _Handler(record, thread, tee, stderr)
     root = logging.getLogger()
-    sys.stdout = _Stream("stdout", stdout, record, thread, tee)  # type: ignore[assignment]
-    sys.stderr = _Stream("stderr", stderr, record, thread, tee)  # type: ignore[assignment]
+    out = _Stream("stdout", stdout, record, thread, tee)
+    err = _Stream("stderr", stderr, record, thread, tee)
+    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
     root.addHandler(handler)
     try:
         rc = run()
     finally:
         root.removeHandler(handler)
         sys.stdout, sys.stderr = stdout, stderr
+        out.finish()
+        err.finish()
     if record.chunks:
         chunks, cut = _capped(record.chunks)
         rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
@@ -242,9 +271,7 @@ def _replay(chunks: list[_Chunk], prefix: str) -> None:
             continue
         text = "".join(f"{prefix}{line}\n" for line in lines)
         # A text progress bar on the console is cleared while we write, and redrawn after.
-        from tqdm.std import tqdm
-
-        with tqdm.external_write_mode(file=stream):
+        with bar_cleared(stream):
             stream.write(text)
             stream.flush()
 
