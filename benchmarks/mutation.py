@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fcntl
 import json
 import os
 import platform
@@ -79,21 +80,21 @@ TARGETS: list[Target] = [
     ),
     Target(
         "kinds",
-        "epyclab/notebooks/types.py",
-        ("tests/test_hdf5_roundtrip.py", "tests/test_json_notebook.py", "tests/test_resultset.py"),
+        "epyclab/notebooks/kinds.py",
+        ("tests/test_kinds.py", "tests/test_resultset.py", "tests/test_json_notebook.py"),
         why="a value stored as the wrong kind is lost or changed on reload",
     ),
     Target(
         "lab",
         "epyclab/labs/lab.py",
-        ("tests/test_lab.py",),
+        ("tests/test_lab_commit_loop.py", "tests/test_lab.py"),
         why="resume and the commit loop decide which finished runs reach the notebook",
     ),
     Target(
         "parallel-retry",
-        "epyclab/labs/engines.py",
-        ("tests/test_parallel_units.py", "tests/test_job_ids.py"),
-        scope=("is_engine_death", "chunk_results", "ChunkSizer"),
+        "epyclab/labs/scheduler.py",
+        ("tests/test_chunk_sizes.py", "tests/test_parallel_units.py"),
+        scope=("ChunkSizer",),
         why="a point whose engine died must be run again, once, and never dropped",
     ),
     Target(
@@ -112,7 +113,7 @@ TARGETS: list[Target] = [
         "cli-copy",
         "epyclab/cli.py",
         ("tests/test_cli_notebooks.py", "-k", "copy"),
-        scope=("_notebook_class", "_opened", "_split", "_resultset", "copy", "_pending", "_attrs"),
+        scope=("_opened", "_split", "_resultset", "copy", "_typed_rows", "_replaceable", "_fill", "_pending", "_attrs"),
         why="copying result sets between notebooks must neither drop nor change a row",
     ),
 ]
@@ -120,6 +121,9 @@ TARGETS: list[Target] = [
 # Surviving mutants that are equivalent (no behaviour differs), keyed by
 # (target, original line, mutated line), stripped; each with its one-line reason.
 REASONS: dict[tuple[str, str, str], str] = {}
+
+# Whole functions whose survivors share one reason, keyed by (target, qualified name).
+REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {}
 
 # Third-party modules the parent imports once, so that a forked child only imports epyclab.
 PREWARM = (
@@ -151,6 +155,8 @@ class Report:
     scope: list[str]
     baseline: float
     outcomes: list[Outcome] = field(default_factory=list)
+    total: int = 0  # mutants made; the outcomes may be fewer while the run goes on
+    load: str = ""  # the load average when the run started
 
     @property
     def killed(self) -> int:
@@ -318,7 +324,22 @@ def run_tests(
         time.sleep(0.02)
 
 
-def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
+def save(reports: list[Report], write: bool = True) -> dict[str, dict]:
+    """Merge ``reports`` into benchmarks/mutation-results.json and rewrite docs/mutation.md (under a lock:
+    runs of other targets may save at the same time); return every target's latest results."""
+    with open(RESULTS_JSON.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        for r in reports:
+            results[r.target] = _as_dict(r)
+        results = {t.name: results[t.name] for t in TARGETS if t.name in results}
+        if write:
+            RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+            MUTATION_MD.write_text(render(results))
+    return results
+
+
+def run_target(target: Target, workdir: Path, log: bool = True, write: bool = True) -> Report:
     """Every mutant of ``target``, tested in ``workdir`` (the file is restored afterwards)."""
     path = workdir / target.path
     original = path.read_text()
@@ -326,9 +347,11 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
     if status != "passed":
         raise SystemExit(f"{target.name}: the tests {list(target.tests)} fail without a mutant; fix them first")
     report = Report(target.name, target.path, list(target.tests), list(target.scope), round(baseline, 2))
+    report.load = "{:.1f}, {:.1f}, {:.1f}".format(*os.getloadavg())
     # A mutant that makes the tests hang (a loop that never ends) is killed by the timeout.
     timeout = 3 * baseline + 15
     found = mutants(path, target.scope)
+    report.total = len(found)
     try:
         for i, (line, before, source) in enumerate(found, 1):
             path.write_text(source)
@@ -336,6 +359,8 @@ def run_target(target: Target, workdir: Path, log: bool = True) -> Report:
             result, seconds, _ = run_tests(workdir, _tests_for(line, lines, target.tests), timeout)
             status = {"failed": "killed", "passed": "survived", "timeout": "timeout"}[result]
             report.outcomes.append(Outcome(line, before.strip(), after.strip(), status, round(seconds, 2)))
+            if i % 10 == 0:
+                save([report], write)  # a run cut short still shows what it found
             if log:
                 mark = {"killed": ".", "timeout": "T", "survived": "S"}[status]
                 print(mark, end="" if i % 80 else f" {i}/{len(found)}\n", flush=True)
@@ -358,11 +383,35 @@ def _tests_for(line: int, lines: dict[int, list[str]], tests: tuple[str, ...]) -
 # ---- the report ----------------------------------------------------------------------------------------
 
 
-def reason(target: str, o: dict) -> str | None:
-    return REASONS.get((target, o["original"], o["mutated"]))
+def _function_at(path: str, line: int) -> str:
+    """The qualified name of the innermost function or class of ``path`` holding ``line`` ("" at module level)."""
+    best, best_size = "", None
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        nonlocal best, best_size
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                if first <= line <= child.end_lineno:  # type: ignore[operator]
+                    size = child.end_lineno - first  # type: ignore[operator]
+                    if best_size is None or size < best_size:
+                        best, best_size = name, size
+                visit(child, name + ".")
+
+    visit(ast.parse((ROOT / path).read_text()), "")
+    return best
 
 
-def render(results: dict[str, dict], load: str) -> str:
+def reason(target: str, o: dict, path: str = "") -> str | None:
+    """Why a surviving mutant survives, if known: its own entry, or its function's."""
+    own = REASONS.get((target, o["original"], o["mutated"]))
+    if own or not path:
+        return own
+    return REASONS_BY_FUNCTION.get((target, _function_at(path, o["line"])))
+
+
+def render(results: dict[str, dict]) -> str:
     """docs/mutation.md from every target's latest run."""
     total = sum(len(r["outcomes"]) for r in results.values())
     killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
@@ -385,15 +434,18 @@ def render(results: dict[str, dict], load: str) -> str:
         scope = ", ".join(f"`{s}`" for s in r["scope"]) or "all"
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in r["tests"])
         run = sum(o["seconds"] for o in r["outcomes"])
+        made = r.get("total", n)
+        count = f"{n}" if n == made else f"{n} of {made} (cut short)"
         lines.append(
-            f"| `{r['path']}` ({name}) | {scope} | {tests} | {n} | {k} | {n - k} | "
-            f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min |"
+            f"| `{r['path']}` ({name}) | {scope} | {tests} | {count} | {k} | {n - k} | "
+            f"{100 * k / max(n, 1):.1f}% | {run / 60:.1f} min, load {r.get('load', '?')} |"
         )
     lines += [
         f"| **all** | | | {total} | {killed} | {total - killed} | **{100 * killed / max(total, 1):.1f}%** | |",
         "",
         f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, mutmut 2; load average at the start: {load}.",
+        f"Python {platform.python_version()}, mutmut 2, under `nice -n 10`; the load average (1, 5, 15 min)"
+        " at the start of each target's run is in its row: the machine was shared.",
         "",
         "## Surviving mutants",
         "",
@@ -403,7 +455,7 @@ def render(results: dict[str, dict], load: str) -> str:
         for o in r["outcomes"]:
             if o["status"] == "survived":
                 any_left = True
-                why = reason(name, o) or "**no reason recorded yet**"
+                why = reason(name, o, r["path"]) or "**no reason recorded yet**"
                 lines.append(f"- {name}, `{r['path']}` line {o['line']}: `{o['original']}` → `{o['mutated']}`: {why}")
     if not any_left:
         lines.append("None.")
@@ -417,8 +469,12 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=90.0, help="the least score in percent (default 90)")
     parser.add_argument("--no-write", action="store_true", help="print the report, write nothing")
     parser.add_argument("--list", action="store_true", help="count the mutants of each target and stop")
+    parser.add_argument("--report", action="store_true", help="rewrite docs/mutation.md from the saved results")
     args = parser.parse_args()
     chosen = [t for t in TARGETS if not args.module or t.name in args.module]
+    if args.report:
+        MUTATION_MD.write_text(render(save([], write=False)))
+        return 0
     if args.list:
         for t in chosen:
             print(f"{t.name:16} {len(mutants(ROOT / t.path, t.scope)):5} mutants  {t.path}")
@@ -452,7 +508,7 @@ def main() -> int:
                     for t in mine:
                         started = time.monotonic()
                         print(f"[{t.name}] {len(mutants(workdir / t.path, t.scope))} mutants", flush=True)
-                        rep = run_target(t, workdir)
+                        rep = run_target(t, workdir, write=not args.no_write)
                         print(f"[{t.name}] {rep.killed}/{len(rep.outcomes)} killed in "
                               f"{(time.monotonic() - started) / 60:.1f} min", flush=True)  # fmt: skip
                         done.append(rep)
@@ -473,22 +529,15 @@ def main() -> int:
             print("a worker failed; nothing written", file=sys.stderr)
             return 1
 
-    results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    for r in reports:
-        results[r.target] = _as_dict(r)
-    results = {t.name: results[t.name] for t in TARGETS if t.name in results}
-    text = render(results, load)
-    print(text)
-    if not args.no_write:
-        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-        MUTATION_MD.write_text(text)
+    results = save(reports, write=not args.no_write)
+    print(render(results))
     total = sum(len(r["outcomes"]) for r in results.values())
     killed = sum(sum(o["status"] != "survived" for o in r["outcomes"]) for r in results.values())
     unexplained = [
         (n, o["line"])
         for n, r in results.items()
         for o in r["outcomes"]
-        if o["status"] == "survived" and not reason(n, o)
+        if o["status"] == "survived" and not reason(n, o, r["path"])
     ]
     score = 100 * killed / max(total, 1)
     if score < args.target or unexplained:

@@ -39,7 +39,7 @@ settings.register_profile(
 settings.register_profile(
     "mutation",
     derandomize=True,
-    max_examples=20,
+    max_examples=10,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -1,0 +1,67 @@
+"""ParallelLab's chunk sizes on their own (ChunkSizer in epyclab/labs/scheduler.py), as its docstring states them.
+
+A chunk holds at most ``total // (4 * engines)`` points (at least 1), at first
+exactly that; each chunk's engine time teaches a per-point estimate (each new
+chunk weighs half), and later chunks hold as many points as run in 0.1 s, at
+least 1; a chunk starts no new point after 0.2 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from epyclab.labs.scheduler import ChunkSizer
+
+
+def test_the_documented_constants() -> None:
+    assert (ChunkSizer.TargetSeconds, ChunkSizer.BudgetSeconds) == (0.1, 0.2)
+    assert (ChunkSizer.ChunksPerEngine, ChunkSizer.Smoothing) == (4, 0.5)
+    sizer = ChunkSizer(100, 2)
+    assert (sizer.target, sizer.budget) == (0.1, 0.2)
+    other = ChunkSizer(100, 2, target=0.5, budget=3)
+    assert (other.target, other.budget) == (0.5, 3.0)
+
+
+@given(total=st.integers(-5, 10_000), engines=st.integers(-2, 64))
+def test_the_first_chunks_have_the_largest_size(total: int, engines: int) -> None:
+    sizer = ChunkSizer(total, engines)
+    expected = max(1, max(0, total) // (4 * max(1, engines)))
+    assert sizer.size() == sizer.largest == expected
+    assert isinstance(sizer.size(), int)
+    assert not sizer.estimated()
+
+
+@pytest.mark.parametrize("total, engines, largest", [(7, 1, 1), (8, 1, 2), (9, 1, 2), (99, 3, 8), (1000, 1, 250)])
+def test_largest_examples(total: int, engines: int, largest: int) -> None:
+    assert ChunkSizer(total, engines).largest == largest
+
+
+def test_an_explicit_largest_is_capped_by_the_rule() -> None:
+    assert ChunkSizer(1000, 1, largest=10).largest == 10
+    assert ChunkSizer(1000, 1, largest=500).largest == 250
+    assert ChunkSizer(1000, 1, largest=0).largest == 1
+
+
+def test_later_chunks_hold_what_runs_in_the_target_time() -> None:
+    sizer = ChunkSizer(10_000, 1)  # largest 2500
+    sizer.record(10, 0.01)  # 1 ms per point
+    assert sizer.estimated() and sizer.per_point == pytest.approx(0.001)
+    assert sizer.size() == 100
+    sizer.record(10, 0.03)  # 3 ms per point, weighing half: 2 ms
+    assert sizer.per_point == pytest.approx(0.002)
+    assert sizer.size() == 50
+    sizer.record(1, 1.0)  # an expensive point: one per chunk
+    assert sizer.size() == 1
+
+
+def test_nothing_is_learned_from_an_empty_chunk_or_a_negative_time() -> None:
+    sizer = ChunkSizer(10_000, 1)
+    sizer.record(0, 5.0)
+    assert not sizer.estimated() and sizer.size() == 2500
+    sizer.record(10, -1.0)
+    assert sizer.per_point == 0.0
+    assert sizer.size() == 2500  # no time measured: the largest size
+    sizer.record(10, 0.0001)
+    assert sizer.size() == 2500  # capped by the rule
