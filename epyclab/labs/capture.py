@@ -7,7 +7,9 @@ engine). While the run's thread is inside a run:
 - what it writes to ``sys.stdout`` and ``sys.stderr`` (``print``, warnings,
   tracebacks it prints) is recorded; with ``tee=True`` (the sequential
   :class:`~epyclab.labs.lab.Lab`, where the user watches the run) it also goes
-  on to the console as usual, without it (engines) only to the record;
+  on to the console as usual (while a text progress bar is shown, in whole
+  lines, the bar cleared first: :func:`epyclab.progress.bar_cleared`),
+  without it (engines) only to the record;
 - every log record at WARNING or above that reaches the root logger from that
   thread is recorded (with its traceback, if any), by a handler added to the
   root logger for the run. The other handlers see the record as before; where
@@ -44,6 +46,7 @@ from typing import Any, TextIO
 
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.log import Logger
+from epyclab.progress import bar_cleared, text_bar_shown
 
 __all__ = ["OUTPUT", "CAPTURE", "Limit", "Capturing", "captured", "settle", "point_prefix"]
 
@@ -95,6 +98,8 @@ class _Stream:
         self._name = name
         self._original = original
         self._owner = owner
+        # The start of a line not yet shown (while a text bar is on the console).
+        self._pending = ""
 
     def write(self, text: str) -> int:
         owner = self._owner
@@ -104,8 +109,27 @@ class _Stream:
         if text:
             record.add([self._name, str(text)])
         if owner.tee:
-            self._original.write(text)
+            self._show(str(text))
         return len(text)
+
+    def _show(self, text: str) -> None:
+        """Pass ``text`` on to the console; while a text bar is shown, whole lines only, the bar cleared first."""
+        text, self._pending = self._pending + text, ""
+        if not text_bar_shown():
+            self._original.write(text)
+            return
+        # The bar is redrawn from the start of its line: a part line written now would be overwritten.
+        head, newline, self._pending = text.rpartition("\n")
+        if newline:
+            with bar_cleared(self._original):
+                self._original.write(head + newline)
+                self._original.flush()
+
+    def finish(self) -> None:
+        """Show what is left of a last line without its newline (ended by one if a bar is shown)."""
+        text, self._pending = self._pending, ""
+        if text:
+            self._show(text + ("\n" if text_bar_shown() else ""))
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -153,7 +177,9 @@ class _Handler(logging.Handler):
         if recorded:
             run.add(["log", record.levelno, record.name, _formatted(record)])
         if (owner.tee or not recorded) and logging.lastResort is not None and self._alone(record):
-            self._stderr.write(logging.lastResort.format(record) + "\n")
+            # Clearing a text progress bar on the console while we write (see epyclab.progress).
+            with bar_cleared(self._stderr):
+                self._stderr.write(logging.lastResort.format(record) + "\n")
 
     def _alone(self, record: logging.LogRecord) -> bool:
         """True if no other handler saw ``record`` (then the last-resort handler would have printed it)."""
@@ -188,8 +214,9 @@ class Capturing:
         self.thread = threading.get_ident()
         self._stdout, self._stderr = sys.stdout, sys.stderr
         self._handler = _Handler(self, self._stderr)
-        sys.stdout = _Stream("stdout", self._stdout, self)  # type: ignore[assignment]
-        sys.stderr = _Stream("stderr", self._stderr, self)  # type: ignore[assignment]
+        self._out = _Stream("stdout", self._stdout, self)
+        self._err = _Stream("stderr", self._stderr, self)
+        sys.stdout, sys.stderr = self._out, self._err  # type: ignore[assignment]
         logging.getLogger().addHandler(self._handler)
         return self
 
@@ -208,6 +235,10 @@ class Capturing:
             rc = run()
         finally:
             self.record = None
+            if self.tee:
+                # A last line the run left without its newline is shown now.
+                self._out.finish()
+                self._err.finish()
         if record.chunks:
             chunks, cut = _capped(record.chunks)
             rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
@@ -280,9 +311,7 @@ def _replay(chunks: list[_Chunk], prefix: str) -> None:
             continue
         text = "".join(f"{prefix}{line}\n" for line in lines)
         # A text progress bar on the console is cleared while we write, and redrawn after.
-        from tqdm.std import tqdm
-
-        with tqdm.external_write_mode(file=stream):
+        with bar_cleared(stream):
             stream.write(text)
             stream.flush()
 

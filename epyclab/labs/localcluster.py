@@ -429,8 +429,11 @@ class LocalCluster:
             self._next_record = time.monotonic() + self.RecordSeconds
 
     def _engine_args(self) -> list[str]:
-        # An engine started with the controller waits this long for its connection file.
-        return [f"--IPEngine.wait_for_url_file={max(5, int(self.timeout))}"]
+        wait = max(5, int(self.timeout))
+        # An engine started with the controller waits this long for its connection file, and then
+        # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
+        # machine, and an engine that gives up exits (then counted dead, and replaced).
+        return [f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}"]
 
     def _engine_pids(self) -> list[int]:
         cluster = self.cluster
