@@ -309,3 +309,41 @@ def test_cluster_lab_collecting_in_a_later_process_replays_there(hub: HubProcess
         assert f"[x={x}] err {x}\n" in done.stderr
         assert f"[x={x}] mystudy: warn {x}\n" in done.stderr  # the epyclab logger, printed as a last resort
     assert done.stdout.splitlines()[-1] == repr(sorted(expected(x) for x in range(3)))
+
+
+class _ChattyNotebook(LabNotebook):
+    """Prints when a result is added: output of the lab's own loop, between runs."""
+
+    def addResult(self, rc: Any, tag: str | None = None) -> None:
+        print("between runs")
+        super().addResult(rc, tag)
+
+
+def test_output_between_runs_of_a_sweep_passes_through_and_is_not_stored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lab = Lab(_ChattyNotebook("chatty"))
+    lab["x"] = range(3)
+    lab.runExperiment(Noisy(), progress=False)
+    assert outputs(lab) == {x: expected(x) for x in range(3)}
+    out, _ = capsys.readouterr()
+    assert out.count("between runs\n") == 3
+
+
+class _Stops(Experiment):
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == 2:
+            raise KeyboardInterrupt
+        print("ran", params["x"])
+        return {"y": params["x"]}
+
+
+def test_a_sweep_interrupted_mid_way_puts_back_streams_and_logging() -> None:
+    stdout, stderr, handlers = sys.stdout, sys.stderr, list(logging.getLogger().handlers)
+    lab = Lab()
+    lab["x"] = range(5)
+    with pytest.raises(KeyboardInterrupt):
+        lab.runExperiment(_Stops(), progress=False)
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)
+    assert logging.getLogger().handlers == handlers
+    assert sorted(outputs(lab)) == [0, 1]

@@ -148,9 +148,9 @@ def test_a_change_converts_the_epyc_file_and_keeps_the_original(epyc_file):
 def test_a_read_only_epyc_notebook_is_never_written(epyc_file):
     original = epyc_file.read_bytes()
     nb = HDF5LabNotebook(epyc_file, readonly=True)
-    nb.addResult(results_dict(99, final=1))
-    with pytest.raises(NotebookReadOnlyError):
-        nb.commit()
+    with pytest.raises(NotebookReadOnlyError, match=str(epyc_file)):
+        nb.addResult(results_dict(99, final=1))  # refused at once, not at commit
+    nb.commit()
     assert epyc_file.read_bytes() == original
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import h5py
+import pytest
 from click.testing import CliRunner
 from test_unfoldable_journal import killed_writer
 
@@ -29,6 +30,7 @@ nb.addResult({{"parameters": {{"i": -1}}, "metadata": {{}}, "results": {{"y": -1
 DROPPED = f"""
 import gc, sys
 import h5py
+import pytest
 from epyclab import HDF5LabNotebook
 nb = HDF5LabNotebook(sys.argv[1], create=True)
 for i in range({ROWS}):
@@ -78,3 +80,97 @@ def test_show_says_when_a_journal_waits_beside_the_file(tmp_path):
     HDF5LabNotebook(path).close()
     result = CliRunner().invoke(main, ["show", str(path)])
     assert result.exit_code == 0 and "wait in" not in result.output and "rows: 3" in result.output
+
+
+PARALLEL_NEVER_CLOSED = """
+import sys
+from epyclab import Experiment, HDF5LabNotebook, ParallelLab
+
+class Twice(Experiment):
+    def do(self, params):
+        return {"y": 2 * params["i"]}
+
+nb = HDF5LabNotebook(sys.argv[1], create=True)  # over the file of the run before: a new journal object
+lab = ParallelLab(nb, cores=2)
+lab["i"] = range(20)
+lab.runExperiment(Twice())
+# no close(): the fold at exit must put every row in the file
+"""
+
+
+def test_a_parallel_sweep_never_closed_is_in_the_file_alone_run_after_run(tmp_path):
+    # Run after run over the same file (create=True replaces it, making a journal after the fold's
+    # finalizer): every time the .h5 alone holds every row, and nothing is left beside it.
+    path = tmp_path / "nb.h5"
+    for run in range(5):
+        done = subprocess.run([sys.executable, "-c", PARALLEL_NEVER_CLOSED, str(path)], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr, (run, done.stderr)
+        assert sorted(os.listdir(tmp_path)) == ["nb.h5"], (run, done.stderr)
+        assert sorted(plain_h5py_rows(path)) == list(range(20)), run
+
+
+ORDERS = {
+    # the journal object is made after the notebook's fold finalizer
+    "create over an existing file": """
+nb = HDF5LabNotebook(path, create=True)
+""",
+    # a closed notebook opened again: a new journal and a new finalizer
+    "reopened after close": """
+nb = HDF5LabNotebook(path)
+nb.close()
+nb.open()
+""",
+    # another object of this process takes the file over, then the first takes it back
+    "taken over and back": """
+old = HDF5LabNotebook(path)
+nb = HDF5LabNotebook(path)
+old.open()
+nb = old
+""",
+}
+
+
+@pytest.mark.parametrize("order", sorted(ORDERS))
+def test_a_notebook_left_open_folds_at_exit_whatever_order_its_objects_were_made(tmp_path, order):
+    path = tmp_path / "nb.h5"
+    script = (
+        "import sys\nfrom epyclab import HDF5LabNotebook\npath = sys.argv[1]\n"
+        "HDF5LabNotebook(path, create=True).close()\n"
+        + ORDERS[order]
+        + "for i in range(30):\n"
+        "    nb.addResult({'parameters': {'i': i}, 'metadata': {}, 'results': {'y': i}})\n"
+        "nb.commit()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["nb.h5"]
+    assert plain_h5py_rows(path) == list(range(30))
+
+
+
+def test_a_fold_at_exit_that_cannot_happen_keeps_the_journal_whole_for_the_next_opening(tmp_path):
+    # The file is made read-only before the script exits: the fold refuses to write it, says so,
+    # and leaves the journal whole; the next opening for writing replays it.
+    path = tmp_path / "nb.h5"
+    script = (
+        "import os, sys\nfrom epyclab import HDF5LabNotebook\n"
+        "nb = HDF5LabNotebook(sys.argv[1], create=True)\n"
+        "for i in range(30):\n"
+        "    nb.addResult({'parameters': {'i': i}, 'metadata': {}, 'results': {'y': i}})\n"
+        "nb.commit()\n"
+        "os.chmod(sys.argv[1], 0o444)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "the journal stays" in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["nb.h5", "nb.h5.journal"]  # the lock went; the journal stayed
+    os.chmod(path, 0o644)
+    from epyclab import HDF5LabNotebook
+
+    HDF5LabNotebook(path).close()
+    assert plain_h5py_rows(path) == list(range(30))
+    assert sorted(os.listdir(tmp_path)) == ["nb.h5"]

@@ -105,9 +105,9 @@ def test_a_read_only_notebook_cannot_be_saved(tmp_path):
     ro = HDF5LabNotebook(path, readonly=True)
     assert ro.isReadOnly()
     ro.commit()  # nothing changed: nothing to refuse
-    ro.addResult(results_dict(1, y=2.0))
     with pytest.raises(NotebookReadOnlyError, match="read-only"):
-        ro.commit()
+        ro.addResult(results_dict(1, y=2.0))  # refused at once, not at commit
+    ro.commit()
     assert HDF5LabNotebook(path, readonly=True).numberOfResults() == 1
     with pytest.raises(FileNotFoundError):
         HDF5LabNotebook(tmp_path / "absent.h5", readonly=True)

@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,13 @@ def test_stored_value_types_round_trip(tmp_path: Path) -> None:
     assert back["missing"] is MISSING
     same = ("when", "stamp", "day", "dtype", "dtype class", "c", "s", "f")
     assert {k: back[k] for k in same} == {k: record[k] for k in same}
+
+
+def test_a_value_no_notebook_stores_is_refused_in_a_journal(tmp_path: Path) -> None:
+    # timedelta is no kind of the table of kinds: a journal never holds one, so reading one is refused.
+    make(tmp_path / "j", [{"took": timedelta(seconds=1.5)}]).close()
+    with pytest.raises(pickle.UnpicklingError, match="datetime.timedelta"):
+        list(read_records(str(tmp_path / "j")))
 
 
 def test_a_new_journal_has_only_its_header(tmp_path: Path) -> None:
@@ -149,8 +156,11 @@ def test_reset_forgets_the_records_and_takes_the_new_file_id(tmp_path: Path) -> 
 def test_reopening_an_empty_journal_keeps_its_file_id(tmp_path: Path) -> None:
     path = tmp_path / "j"
     make(path, []).close()
-    Journal(str(path), OTHER_ID).close()
+    journal = Journal(str(path), OTHER_ID)
+    journal.append("first")
+    journal.close()
     assert read_file_id(str(path)) == FILE_ID
+    assert list(read_records(str(path))) == ["first"]
 
 
 def test_reopening_keeps_the_records_and_the_file_id(tmp_path: Path) -> None:

@@ -163,3 +163,37 @@ def test_the_lock_file_goes_when_the_last_object_closes(tmp_path):
     HDF5LabNotebook(path, create=True)
     HDF5LabNotebook(path).close()
     assert not os.path.exists(f"{path}.lock")
+
+
+TAKEN_OVER_RUN = """
+import sys
+from epyclab import Experiment, HDF5LabNotebook, JSONLabNotebook, Lab, ParallelLab
+from epyclab.errors import NotebookTakenOverError
+
+class Echo(Experiment):
+    def do(self, params):
+        return {"y": params["i"]}
+
+cls = {"h5": HDF5LabNotebook, "json": JSONLabNotebook}[sys.argv[2]]
+old = cls(sys.argv[1], create=True)
+new = cls(sys.argv[1])  # takes the file over
+lab = Lab(old) if sys.argv[3] == "Lab" else ParallelLab(old, cores=2)
+lab["i"] = range(4)
+try:
+    lab.runExperiment(Echo())
+except NotebookTakenOverError as exc:
+    print("refused:", exc)
+new.close()
+"""
+
+
+@pytest.mark.parametrize("lab", ["Lab", "ParallelLab"])
+@pytest.mark.parametrize("fmt", ["h5", "json"])
+def test_a_run_through_a_taken_over_object_raises_one_clear_error_and_logs_no_traceback(tmp_path, fmt, lab):
+    path = tmp_path / f"nb.{fmt}"
+    done = subprocess.run([sys.executable, "-c", TAKEN_OVER_RUN, str(path), fmt, lab], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: this notebook object for"), done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "could not commit" not in done.stderr, done.stderr

@@ -71,6 +71,7 @@ def notebook(tmp_path: Path) -> Iterator[str]:
 
 def test_the_writer_lock_notes_its_holder_and_goes_with_release(notebook: str) -> None:
     lock = WriterLock(notebook)
+    lock.release()  # never acquired: nothing to give up, nothing removed
     lock.acquire()
     lock_file = Path(side_path(notebook, "lock"))
     info = json.loads(lock_file.read_text())

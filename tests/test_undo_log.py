@@ -199,3 +199,11 @@ def test_the_log_is_not_world_writable(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     f.commit()
+
+
+def test_seek_without_whence_is_from_the_start(tmp_path: Path) -> None:
+    # h5py's file-object driver calls seek(offset) alone.
+    path, undo, f, _ = change(tmp_path, b"0123456789", [("seek", 4, 0)])
+    assert f.seek(2) == 2 and f.read(3) == b"234"
+    assert f.read() == b"56789"  # read() without a size reads to the end
+    f.commit()

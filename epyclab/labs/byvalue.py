@@ -60,6 +60,12 @@ def isUsersOwn(module: ModuleType) -> bool:
     file = getattr(module, "__file__", None)
     if not isinstance(file, str) or not file.endswith(".py"):
         return False  # built-in, frozen, a namespace package or an extension module: never by value
+    return _outside_installed(file)
+
+
+@lru_cache(maxsize=8192)
+def _outside_installed(file: str) -> bool:
+    # Cached by path: each sweep asks about every loaded module, and resolving ~1,000 paths costs ~0.3 s.
     try:
         where = Path(file).resolve()
     except OSError:

@@ -1,12 +1,15 @@
 """What a run prints and logs: captured while it runs, stored with its result, replayed on collection.
 
-Every lab runs a point through :mod:`epyclab.labs.worker`, which wraps the run
-in :func:`captured`. While the run's thread is inside it:
+Every lab runs a point through :mod:`epyclab.labs.worker`, which runs it in a
+:class:`Capturing` installed once per sweep (per chunk of points on an
+engine). While the run's thread is inside a run:
 
 - what it writes to ``sys.stdout`` and ``sys.stderr`` (``print``, warnings,
   tracebacks it prints) is recorded; with ``tee=True`` (the sequential
   :class:`~epyclab.labs.lab.Lab`, where the user watches the run) it also goes
-  on to the console as usual, without it (engines) only to the record;
+  on to the console as usual (while a text progress bar is shown, in whole
+  lines, the bar cleared first: :func:`epyclab.progress.bar_cleared`),
+  without it (engines) only to the record;
 - every log record at WARNING or above that reaches the root logger from that
   thread is recorded (with its traceback, if any), by a handler added to the
   root logger for the run. The other handlers see the record as before; where
@@ -43,8 +46,9 @@ from typing import Any, TextIO
 
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.log import Logger
+from epyclab.progress import bar_cleared, text_bar_shown
 
-__all__ = ["OUTPUT", "CAPTURE", "Limit", "captured", "settle", "point_prefix"]
+__all__ = ["OUTPUT", "CAPTURE", "Limit", "Capturing", "captured", "settle", "point_prefix"]
 
 #: The metadata key of a run's stored output (a str, at most :data:`Limit` bytes of UTF-8).
 OUTPUT = "epyclab.experiment.output"
@@ -82,28 +86,50 @@ class _Record:
 
 
 class _Stream:
-    """Stands in for sys.stdout or sys.stderr: records what the capturing thread writes.
+    """Stands in for sys.stdout or sys.stderr while a :class:`Capturing` is installed.
 
-    Writes from other threads, and with ``tee`` the capturing thread's too, go
-    to the stream it replaced; everything else (encoding, fileno, ...) is that
-    stream's.
+    What the capturing thread writes during a run is recorded (and with
+    ``tee`` also written on); everything else (other threads, the lab's own
+    writes between runs) goes to the stream it replaced, as do encoding,
+    fileno and the rest.
     """
 
-    def __init__(self, name: str, original: TextIO, record: _Record, thread: int, tee: bool) -> None:
+    def __init__(self, name: str, original: TextIO, owner: Capturing) -> None:
         self._name = name
         self._original = original
-        self._record = record
-        self._thread = thread
-        self._tee = tee
+        self._owner = owner
+        # The start of a line not yet shown (while a text bar is on the console).
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        if threading.get_ident() != self._thread:
+        owner = self._owner
+        record = owner.record
+        if record is None or threading.get_ident() != owner.thread:
             return self._original.write(text)
         if text:
-            self._record.add([self._name, str(text)])
-        if self._tee:
-            self._original.write(text)
+            record.add([self._name, str(text)])
+        if owner.tee:
+            self._show(str(text))
         return len(text)
+
+    def _show(self, text: str) -> None:
+        """Pass ``text`` on to the console; while a text bar is shown, whole lines only, the bar cleared first."""
+        text, self._pending = self._pending + text, ""
+        if not text_bar_shown():
+            self._original.write(text)
+            return
+        # The bar is redrawn from the start of its line: a part line written now would be overwritten.
+        head, newline, self._pending = text.rpartition("\n")
+        if newline:
+            with bar_cleared(self._original):
+                self._original.write(head + newline)
+                self._original.flush()
+
+    def finish(self) -> None:
+        """Show what is left of a last line without its newline (ended by one if a bar is shown)."""
+        text, self._pending = self._pending, ""
+        if text:
+            self._show(text + ("\n" if text_bar_shown() else ""))
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -113,7 +139,9 @@ class _Stream:
         self._original.flush()
 
     def isatty(self) -> bool:
-        return bool(self._tee and self._original.isatty())
+        if self._owner.record is None:
+            return bool(self._original.isatty())
+        return bool(self._owner.tee and self._original.isatty())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
@@ -129,25 +157,29 @@ def _formatted(record: logging.LogRecord) -> str:
 
 
 class _Handler(logging.Handler):
-    """On the root logger while a run is captured: records the run's thread's records at WARNING and above.
+    """On the root logger while a :class:`Capturing` is installed: records a run's records at WARNING and above.
 
     Its presence keeps Python's last-resort handler (which prints WARNINGs to
-    stderr when no handler is configured) from firing, so with ``tee`` it
-    prints those records itself, as that handler would have.
+    stderr when no handler is configured) from firing, so it prints those
+    records itself, as that handler would have: always outside a run, and
+    during one only with ``tee``.
     """
 
-    def __init__(self, record: _Record, thread: int, tee: bool, stderr: TextIO) -> None:
+    def __init__(self, owner: Capturing, stderr: TextIO) -> None:
         super().__init__(logging.WARNING)
-        self._record = record
-        self._thread = thread
-        self._tee = tee
+        self._owner = owner
         self._stderr = stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        if threading.get_ident() == self._thread:
-            self._record.add(["log", record.levelno, record.name, _formatted(record)])
-        if self._tee and logging.lastResort is not None and self._alone(record):
-            self._stderr.write(logging.lastResort.format(record) + "\n")
+        owner = self._owner
+        run = owner.record
+        recorded = run is not None and threading.get_ident() == owner.thread
+        if recorded:
+            run.add(["log", record.levelno, record.name, _formatted(record)])
+        if (owner.tee or not recorded) and logging.lastResort is not None and self._alone(record):
+            # Clearing a text progress bar on the console while we write (see epyclab.progress).
+            with bar_cleared(self._stderr):
+                self._stderr.write(logging.lastResort.format(record) + "\n")
 
     def _alone(self, record: logging.LogRecord) -> bool:
         """True if no other handler saw ``record`` (then the last-resort handler would have printed it)."""
@@ -161,30 +193,67 @@ class _Handler(logging.Handler):
         return True
 
 
+class Capturing:
+    """The redirection of output, installed once for many runs: ``with Capturing(tee) as c: c.run(f)``.
+
+    Entering replaces ``sys.stdout``/``sys.stderr`` and adds a handler to the
+    root logger; leaving puts them back. Only what the entering thread writes
+    or logs inside :meth:`run` is recorded; output between runs passes
+    through unchanged. Installing once per sweep (or per chunk of points on an
+    engine) rather than per run keeps the per-point cost to a few attribute
+    assignments.
+    """
+
+    def __init__(self, tee: bool = False) -> None:
+        self.tee = tee
+        self.thread = threading.get_ident()
+        #: The record of the run in progress (None between runs).
+        self.record: _Record | None = None
+
+    def __enter__(self) -> Capturing:
+        self.thread = threading.get_ident()
+        self._stdout, self._stderr = sys.stdout, sys.stderr
+        self._handler = _Handler(self, self._stderr)
+        self._out = _Stream("stdout", self._stdout, self)
+        self._err = _Stream("stderr", self._stderr, self)
+        sys.stdout, sys.stderr = self._out, self._err  # type: ignore[assignment]
+        logging.getLogger().addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        logging.getLogger().removeHandler(self._handler)
+        sys.stdout, sys.stderr = self._stdout, self._stderr
+        self.record = None
+
+    def run(self, run: Callable[[], ResultsDict]) -> ResultsDict:
+        """``run()``, its output recorded under :data:`CAPTURE` in the results dict it returns (if any).
+
+        An exception from ``run`` propagates (what was recorded is then lost).
+        """
+        record = self.record = _Record()
+        try:
+            rc = run()
+        finally:
+            self.record = None
+            if self.tee:
+                # A last line the run left without its newline is shown now.
+                self._out.finish()
+                self._err.finish()
+        if record.chunks:
+            chunks, cut = _capped(record.chunks)
+            rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
+        return rc
+
+
 def captured(run: Callable[[], ResultsDict], tee: bool = False) -> ResultsDict:
     """``run()``, its output recorded under :data:`CAPTURE` in the results dict it returns.
 
     ``tee=True`` lets the output reach the console as it is written, too. An
     exception from ``run`` propagates (what was recorded is then lost; with
-    ``tee`` it was shown).
+    ``tee`` it was shown). For many runs, install a :class:`Capturing` once.
     """
-    record = _Record()
-    thread = threading.get_ident()
-    stdout, stderr = sys.stdout, sys.stderr
-    handler = _Handler(record, thread, tee, stderr)
-    root = logging.getLogger()
-    sys.stdout = _Stream("stdout", stdout, record, thread, tee)  # type: ignore[assignment]
-    sys.stderr = _Stream("stderr", stderr, record, thread, tee)  # type: ignore[assignment]
-    root.addHandler(handler)
-    try:
-        rc = run()
-    finally:
-        root.removeHandler(handler)
-        sys.stdout, sys.stderr = stdout, stderr
-    if record.chunks:
-        chunks, cut = _capped(record.chunks)
-        rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
-    return rc
+    with Capturing(tee) as capturing:
+        return capturing.run(run)
 
 
 def _capped(chunks: list[_Chunk]) -> tuple[list[_Chunk], bool]:
@@ -242,9 +311,7 @@ def _replay(chunks: list[_Chunk], prefix: str) -> None:
             continue
         text = "".join(f"{prefix}{line}\n" for line in lines)
         # A text progress bar on the console is cleared while we write, and redrawn after.
-        from tqdm.std import tqdm
-
-        with tqdm.external_write_mode(file=stream):
+        with bar_cleared(stream):
             stream.write(text)
             stream.flush()
 

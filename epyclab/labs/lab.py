@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
+from itertools import product
 from time import monotonic
 from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
-from epyclab.errors import UnstorableValueError
+from epyclab.errors import NotebookReadOnlyError, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
@@ -93,6 +94,9 @@ def point_key(point: Mapping[str, Any], names: Iterable[str] | None = None) -> t
 
 
 def _hashable(v: Any) -> Any:
+    # A missing cell (None) reads back as NaN in a float column: both are the same "no value" key.
+    if v is None or (isinstance(v, float) and v != v):
+        return None
     try:
         hash(v)
     except TypeError:
@@ -241,6 +245,9 @@ class Lab:
             return
         nb = self._notebook
         tag = nb.currentTag()
+        # A set that cannot take the results (read-only notebook, taken over, finished) is
+        # refused before any point runs.
+        nb.current().checkChangeable()
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
@@ -276,8 +283,11 @@ class Lab:
         results reach the notebook another way needs it. The sequential lab
         runs each point here, in this process.
         """
-        for i, (ex, p) in enumerate(points):
-            yield i, worker.run(ex, p)
+        # The output capture is installed once for the sweep; between runs (while the loop adds
+        # results) output passes through it untouched.
+        with capture.Capturing(tee=True) as capturing:
+            for i, (ex, p) in enumerate(points):
+                yield i, worker.run(ex, p, capturing)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
@@ -308,11 +318,26 @@ class Lab:
             return []
         names = sorted(points[0][1])
         done: set[tuple[Any, ...]] = set()
-        df = rs.dataframe(only_successful=True) if rs.numberOfResults() else None
+        df = rs.storedFrame() if rs.numberOfResults() else None
         # Results without one of the point's parameters cannot be that point.
         if df is not None and set(names) <= set(df.columns):
-            for values in df[names].itertuples(index=False, name=None):
-                done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+            ok = df[Experiment.STATUS].astype(bool).tolist() if Experiment.STATUS in df.columns else [True] * len(df)
+            columns = []
+            for n in names:
+                # A missing cell (a None parameter) reads as the column's fill (0, '', NaN): it is None again here.
+                values = df[n].tolist()
+                columns.append([None if gone else v for v, gone in zip(values, rs.missingMask(n))])
+            for success, values in zip(ok, zip(*columns)):
+                if not success:
+                    continue
+                if "" not in values:
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+                    continue
+                # A file keeps no mark of a missing str cell: reopened, it reads as ''. Such a cell
+                # stands for None as well as for '' (a None point then counts as done if '' is).
+                choices = [(v, None) if v == "" else (v,) for v in values]
+                for combo in product(*choices):
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, combo)))
         for jobid in rs.pendingResults():
             params = rs.pendingResultParameters(jobid)
             if all(n in params for n in names):
@@ -405,6 +430,10 @@ class _CommitOnExit:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self._committer.commit()
+            return
+        if isinstance(exc, NotebookReadOnlyError):
+            # The notebook refuses every save (read-only, closed, taken over): a commit would only
+            # fail again for the reason being raised, so the user sees that one error alone.
             return
         try:
             self._committer.commit()

@@ -7,8 +7,10 @@ once leaves the engines' nannies behind for a few seconds), then checks that
 every process it started (recorded with psutil, children included) is gone,
 killing by PID any that is not.
 
-If the process that started a cluster is killed (SIGKILL, a crashed kernel),
-nothing stops the ~13 processes of a 2-engine cluster. So each cluster records
+If the process that started a cluster is killed (SIGTERM, SIGKILL, a crashed
+kernel), nothing it runs stops the ~13 processes of a 2-engine cluster. So each
+cluster starts a reaper (:mod:`epyclab.labs.reaper`), a small process that
+stops the cluster when its owner dies, however it dies. And each cluster records
 itself in a small state file, ``<profile_dir>/epyclab/local-<cluster id>.json``
 (the owner's PID and the PIDs it started, each with its start time so that a
 reused PID is never mistaken for ours). The next :meth:`LocalCluster.start` in
@@ -24,9 +26,12 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,6 +155,42 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+# The write ends of the reapers' pipes (see :mod:`epyclab.labs.reaper`). A child forked from this
+# process (multiprocessing) closes its copies, so that the owner's death still closes every write end.
+_reaper_pipes: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _close_reaper_pipes_in_child() -> None:
+    for pipe in list(_reaper_pipes):
+        try:
+            os.close(pipe.fileno())
+        except (OSError, ValueError):
+            continue
+
+
+os.register_at_fork(after_in_child=_close_reaper_pipes_in_child)
+
+
+def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
+    """Start the process that stops this cluster when this process dies (see :mod:`epyclab.labs.reaper`)."""
+    import epyclab
+
+    env = dict(os.environ)
+    # The reaper imports epyclab from where this process did, installed or not.
+    root = str(Path(epyclab.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    reaper = subprocess.Popen(
+        [sys.executable, "-m", "epyclab.labs.reaper", str(state_file)],
+        # The pipe's write end is not inheritable (PEP 446) and close_fds is on: this process holds the only one.
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, env=env,
+        # Its own session: a Ctrl-C (or SIGHUP) sent to the user's process group does not reach it.
+        start_new_session=True,
+    )
+    _reaper_pipes.add(reaper.stdin)
+    return reaper
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -176,10 +217,27 @@ def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> lis
             "stopping cluster %s in %s, left running by process %s that is gone",
             cluster_id, profile_dir, state["owner"]["pid"],
         )
-        _stop_recorded(profile_dir, cluster_id, state.get("engines", []), state.get("controller", []), timeout)
-        path.unlink(missing_ok=True)
+        stop_recorded_state(path, state, timeout)
         cleaned.append(cluster_id)
     return cleaned
+
+
+def stop_recorded_state(path: Path, state: dict[str, Any], timeout: float = 5.0) -> None:
+    """Stop the cluster recorded as ``state`` in the file ``path`` (its processes, their children); remove its files.
+
+    Children started since the last record (an engine's nanny, say) are found
+    from the recorded processes still running.
+    """
+    engines = _with_live_descendants(state.get("engines", []))
+    controller = _with_live_descendants(state.get("controller", []))
+    profile_dir = str(state.get("profile_dir") or path.parent.parent)
+    _stop_recorded(profile_dir, state["cluster_id"], engines, controller, timeout)
+    path.unlink(missing_ok=True)
+
+
+def _with_live_descendants(idents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Only processes that are still the recorded ones: a reused PID's children are not ours.
+    return _merged(idents, _with_descendants([int(i["pid"]) for i in idents if process_alive(i)]))
 
 
 def _stop_recorded(
@@ -254,6 +312,7 @@ class LocalCluster:
         self._next_record = 0.0
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     # ---- the state file ----------------------------------------------------------------
 
@@ -265,6 +324,7 @@ class LocalCluster:
             "owner": owner,
             "controller": self._controller,
             "engines": self._engines,
+            "reaper": _identity(self._reaper.pid) if self._reaper is not None else None,
         })
 
     def _record(self) -> None:
@@ -304,6 +364,9 @@ class LocalCluster:
             raise RuntimeError(f"local cluster {self.cluster_id} is already started")
         cleanup_orphans(self.profile_dir, self.StopTimeout)
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        self._save_state()
+        # Started before the controller, so that from its first process on this cluster cannot outlive us.
+        self._reaper = _start_reaper(self._state_file)
         self._save_state()
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self.cluster = ipp.Cluster(
@@ -366,8 +429,11 @@ class LocalCluster:
             self._next_record = time.monotonic() + self.RecordSeconds
 
     def _engine_args(self) -> list[str]:
-        # An engine started with the controller waits this long for its connection file.
-        return [f"--IPEngine.wait_for_url_file={max(5, int(self.timeout))}"]
+        wait = max(5, int(self.timeout))
+        # An engine started with the controller waits this long for its connection file, and then
+        # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
+        # machine, and an engine that gives up exits (then counted dead, and replaced).
+        return [f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}"]
 
     def _engine_pids(self) -> list[int]:
         cluster = self.cluster
@@ -431,10 +497,29 @@ class LocalCluster:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
         self._state_file.unlink(missing_ok=True)
+        self._stop_reaper()
         if self._log is not None:
             release_logger(self._log)
             self._log = None
         logger.info("stopped local cluster %s", self.cluster_id)
+
+    def _stop_reaper(self) -> None:
+        """Close the reaper's pipe; with the state file gone it exits at once."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        assert reaper.stdin is not None
+        reaper.stdin.close()
+        try:
+            reaper.wait(timeout=self.StopTimeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("the reaper %d of cluster %s did not exit; killing it", reaper.pid, self.cluster_id)
+            reaper.kill()
+            reaper.wait()
+
+    def reaper_pid(self) -> int | None:
+        """The PID of the process that stops this cluster if this process dies (None when stopped)."""
+        return self._reaper.pid if self._reaper is not None else None
 
     def __enter__(self) -> ipp.Client:
         return self.start()

@@ -14,9 +14,10 @@ since) and gives it back with :func:`release`. It is stopped:
   exiting takes milliseconds, not the seconds of ipyparallel's stop);
 - by :func:`shutdown` (``ParallelLab.shutdown()``), at any time.
 
-Nothing outlives the process that started it: a process killed with SIGKILL
-leaves its cluster behind, and the next start in the same profile directory
-stops it (see :mod:`epyclab.labs.localcluster`). A process forked from the
+Nothing outlives the process that started it: if it dies without stopping its
+cluster (SIGTERM, SIGKILL, a crashed kernel), the cluster's reaper stops it
+(see :mod:`epyclab.labs.reaper`); were the reaper killed too, the next start in
+the same profile directory stops it (see :mod:`epyclab.labs.localcluster`). A process forked from the
 owner (multiprocessing) never stops the owner's clusters.
 """
 

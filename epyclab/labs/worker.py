@@ -58,9 +58,14 @@ UNLOADABLE = "unloadable"
 _experiments: dict[str, Experiment] = {}
 
 
-def run(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
-    """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded)."""
-    return capture.captured(lambda: experiment.set(point).run(), tee=True)
+def run(experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None) -> ResultsDict:
+    """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded).
+
+    ``capturing`` is the output capture installed for the whole sweep; without it one is installed for this run.
+    """
+    if capturing is None:
+        return capture.captured(lambda: experiment.set(point).run(), tee=True)
+    return capturing.run(lambda: experiment.set(point).run())
 
 
 def _classname(experiment: Experiment) -> str:
@@ -68,13 +73,18 @@ def _classname(experiment: Experiment) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def run_safely(experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
+def run_safely(
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None
+) -> ResultsDict:
     """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too.
 
-    So is ``sys.exit()`` called by an experiment: it ends that run, not the engine's task.
+    So is ``sys.exit()`` called by an experiment: it ends that run, not the engine's task. The output is
+    recorded, not shown (by ``capturing``, installed for a whole chunk, or else by one for this run).
     """
     try:
-        return capture.captured(lambda: experiment.set(point).run())  # output recorded, not shown
+        if capturing is None:
+            return capture.captured(lambda: experiment.set(point).run())
+        return capturing.run(lambda: experiment.set(point).run())
     except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 
@@ -141,14 +151,16 @@ def run_points(
             return UNLOADABLE, 0.0, exception_text(exc).encode()
         experiment = _experiments[key]
     t0 = perf_counter()
-    if budget is None:
-        results = [run_safely(experiment, p) for p in points]
-    else:
-        results = []
-        for p in points:
-            results.append(run_safely(experiment, p))
-            if perf_counter() - t0 >= budget:
-                break
+    # The output capture is installed once for the chunk, not once per point.
+    with capture.Capturing() as capturing:
+        if budget is None:
+            results = [run_safely(experiment, p, capturing) for p in points]
+        else:
+            results = []
+            for p in points:
+                results.append(run_safely(experiment, p, capturing))
+                if perf_counter() - t0 >= budget:
+                    break
     if marks is not None:
         for rc, mark in zip(results, marks):
             stamp(rc, mark)

@@ -48,7 +48,7 @@ from epyclab.notebooks.hdf5layout import (
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
-from epyclab.notebooks.journal import Journal, decode_frame, read_file_id, read_frames, write_aside
+from epyclab.notebooks.journal import Journal, decode_frame, has_records, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import DataLock, WriterLock
 from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
@@ -349,7 +349,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._last_checkpoint = monotonic()
         # Left open (never closed) at exit or when dropped: the journal is folded in then.
         if self._folder is None or not self._folder.alive:
-            self._folder = weakref.finalize(self, _fold_left_open, self._path, self._lock, self._open_journal)
+            # By absolute path: the program may change directory before it exits.
+            self._folder = weakref.finalize(
+                self, _fold_left_open, os.path.abspath(self._path), self._lock, self._open_journal
+            )
         self._open_journal[0] = self._journal
         # A journal lies beside one name of the file: through another hard link it is not found.
         # So a notebook with several names is folded at every commit: the file alone holds them.
@@ -683,16 +686,25 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
 
 def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) -> None:
-    """Fold the journal of a notebook left open (at exit, or when dropped) so the file alone holds every commit."""
-    waiting = journal[0] is not None and not journal[0].empty()
-    if journal[0] is not None:
-        journal[0].close()
-    lock.release()
+    """Fold the journal of a notebook left open (at exit, or when dropped) so the file alone holds every commit.
+
+    Never raises, whatever other finalizers ran before it: it reads the journal by its path (never
+    through a link), not through a descriptor that may be closed (or reused) by now, and folds by
+    opening the notebook again by path. When the fold cannot happen the journal stays as it is, and
+    the next opening of the notebook replays it.
+    """
+    try:
+        if journal[0] is not None:
+            journal[0].close()
+        lock.release()
+    except OSError as exc:
+        # Its descriptors were closed already: releasing is all that is wanted.
+        logger.debug("releasing notebook %s left open: %s", path, exc)
     # At exit the object left open is still alive: it must not be handed over (it has let go).
     forget_writer(path)
-    if not waiting:
-        return
     try:
+        if not has_records(side_path(path, "journal")):
+            return
         HDF5LabNotebook(path).close()
     except (EpyclabError, OSError) as exc:
         logger.warning(

@@ -28,7 +28,7 @@ from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.kinds import journal_globals
 from epyclab.notebooks.sidefiles import open_side, read_side
 
-__all__ = ["Journal", "read_records", "read_file_id", "read_frames", "decode_frame", "write_aside"]
+__all__ = ["Journal", "has_records", "read_records", "read_file_id", "read_frames", "decode_frame", "write_aside"]
 
 _MAGIC = b"EPYCLABJ"
 _VERSION = 1
@@ -60,6 +60,9 @@ class Journal:
         # Never through a link: a planted journal link must not make a commit write elsewhere.
         self._fd = open_side(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._closer = weakref.finalize(self, os.close, self._fd)
+        # Not at exit: the OS closes it then, and closing it earlier (finalizers run in an order
+        # no one controls) would pull it from under the notebook's own fold at exit.
+        self._closer.atexit = False
         self._file_id = file_id
         if os.fstat(self._fd).st_size < _HEADER.size:
             self.reset(file_id)
@@ -110,6 +113,18 @@ class Journal:
             os.unlink(self._path)
         self._closer()
         self._fd = -1
+
+
+def has_records(path: str) -> bool:
+    """True if the journal at ``path`` holds anything past its header (read by path, never through a link).
+
+    Raises:
+        NotebookSideFileError: ``path`` is a link or not a regular file.
+    """
+    try:
+        return len(read_side(path, _HEADER.size + 1)) > _HEADER.size
+    except FileNotFoundError:
+        return False
 
 
 def read_file_id(path: str) -> str | None:

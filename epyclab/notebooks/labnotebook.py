@@ -63,6 +63,16 @@ class LabNotebook:
     def commit(self) -> None:
         """Save what changed since the last commit (nothing to do in memory)."""
 
+    def checkWritable(self) -> None:
+        """Raise if this notebook refuses changes; an in-memory notebook never does.
+
+        Every change (to the notebook or to one of its result sets) asks this first, so a
+        change that could never be saved is refused at once, not later at commit.
+
+        Raises:
+            NotebookReadOnlyError: (persistent notebooks) opened read-only, or taken over.
+        """
+
     def open(self) -> "LabNotebook":
         """Make the notebook ready for use (nothing to do in memory); returns the notebook."""
         return self
@@ -90,7 +100,9 @@ class LabNotebook:
 
     def _new_resultset(self, description: str | None) -> ResultSet:
         """Create an empty result set (persistent subclasses attach their checks here)."""
-        return ResultSet(description)
+        rs = ResultSet(description)
+        rs.setNotebook(self)
+        return rs
 
     def addResultSet(self, tag: str, description: str | None = None) -> ResultSet:
         """Create a result set, select it, and return it (error if the tag exists)."""
@@ -158,7 +170,11 @@ class LabNotebook:
         raise KeyError("the result set is not in this notebook")
 
     def select(self, tag: str) -> ResultSet:
-        """Make the result set ``tag`` current and return it."""
+        """Make the result set ``tag`` current and return it.
+
+        Allowed on a read-only notebook: it changes only which set reads default to
+        (nothing is saved), so a read-only notebook can read every set.
+        """
         rs = self.resultSet(tag)
         if self._current != tag:
             self._current = tag
@@ -199,7 +215,12 @@ class LabNotebook:
     # ---- locking -------------------------------------------------------------------
 
     def finish(self, commit: bool = True) -> None:
-        """Lock every result set and the notebook itself, then commit (unless told not to)."""
+        """Lock every result set and the notebook itself, then commit (unless told not to).
+
+        Raises:
+            NotebookReadOnlyError: the notebook refuses changes (see :meth:`checkWritable`).
+        """
+        self.checkWritable()
         for rs in self._resultsets.values():
             rs.finish()
         self._locked = True
@@ -211,11 +232,20 @@ class LabNotebook:
         """True once :meth:`finish` has been called."""
         return self._locked
 
-    def _check_unlocked(self) -> None:
+    def assertUnlocked(self) -> None:
+        """Raise if the notebook is finished (locked); nothing happens if it is not (as in epyc).
+
+        Raises:
+            LabNotebookLockedException: :meth:`finish` was called, naming the notebook.
+        """
         if self._locked:
             raise LabNotebookLockedException(
                 f"notebook {self._name!r} is finished (locked) and cannot change"
             )
+
+    def _check_unlocked(self) -> None:
+        self.checkWritable()
+        self.assertUnlocked()
 
     def _resultset_for(self, tag: str | None) -> ResultSet:
         return self.current() if tag is None else self.resultSet(tag)

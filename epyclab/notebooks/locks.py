@@ -83,6 +83,8 @@ class WriterLock:
         _HELD_HERE.add(held)
         # A notebook dropped without close() must not keep its lock for the life of the process.
         self._finalizer = weakref.finalize(self, _drop, fd, held)
+        # Not at exit (the OS releases it then): the fold of a notebook left open releases it itself.
+        self._finalizer.atexit = False
         try:
             self.lock_file()
         except BaseException:
@@ -129,6 +131,7 @@ class WriterLock:
             ) from None
         self._inode_fd = fd
         self._inode_finalizer = weakref.finalize(self, os.close, fd)
+        self._inode_finalizer.atexit = False
 
     def _unlock_file(self) -> None:
         if self._inode_fd >= 0:

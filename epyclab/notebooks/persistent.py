@@ -14,6 +14,7 @@ from epyclab.errors import NotebookIOError, NotebookOverwriteError, NotebookRead
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
+from epyclab.notebooks.registry import otherFormat, refuseOtherFormat
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
@@ -74,7 +75,10 @@ class PersistentLabNotebook(LabNotebook):
         # One record per result set (by id): its row check, its identity in the file, and what
         # the backend tracks of it. Dropped when the set is deleted.
         self._records: dict[int, SetRecord] = {}
+        # True while the notebook is made what its file holds: that is no change to refuse.
+        self._loading = True
         super().__init__(path, description)
+        self._loading = False
         if readonly and create:
             raise ValueError("a notebook cannot be both created and opened read-only")
         self._open_file(create, force, description)
@@ -171,6 +175,11 @@ class PersistentLabNotebook(LabNotebook):
         self._taken_over_by = to
 
     def _open_file(self, create: bool, force: bool, description: str | None) -> None:
+        # Another format's file gets an error saying what it is, not the reader's confusion
+        # (unless it is to be replaced: create=True, force=True).
+        foreign = create and force and otherFormat(self._path, type(self)) is not None
+        if not foreign:
+            refuseOtherFormat(self._path, type(self))
         if self._readonly:
             if not os.path.exists(self._path):
                 raise FileNotFoundError(f"no notebook {self._path} to open read-only")
@@ -189,7 +198,7 @@ class PersistentLabNotebook(LabNotebook):
         self._lock.acquire()
         try:
             exists = os.path.exists(self._path)
-            if exists:
+            if exists and not foreign:
                 # Loaded even when about to be replaced: what it holds must be known
                 # (its pending results, including those only its journal records).
                 self._load(self._read_file(writer=True))
@@ -232,9 +241,23 @@ class PersistentLabNotebook(LabNotebook):
                 f"open() on this one to take the file back"
             )
 
-    def _check_unlocked(self) -> None:
+    def checkWritable(self) -> None:
+        """Raise if this notebook refuses changes (read-only, or taken over); see :meth:`LabNotebook.checkWritable`.
+
+        A closed notebook takes changes in memory (they are refused at the next commit).
+
+        Raises:
+            NotebookTakenOverError: another object of this process took the file over.
+            NotebookReadOnlyError: the notebook was opened with ``readonly=True``.
+        """
+        if self._loading:
+            return
         self._check_not_taken_over()
-        super()._check_unlocked()
+        if self._readonly:
+            raise NotebookReadOnlyError(
+                f"notebook {self._path} was opened read-only and cannot change; open it without "
+                f"readonly=True to change it"
+            )
 
     # ---- result sets and their checks --------------------------------------------------------
 
@@ -245,6 +268,7 @@ class PersistentLabNotebook(LabNotebook):
 
     def _attach(self, rs: ResultSet, check: RowCheck, uid: str) -> None:
         rs._set_row_check(check)
+        rs.setNotebook(self)
         self._records[id(rs)] = self._new_record(check, uid)
 
     def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
@@ -275,6 +299,13 @@ class PersistentLabNotebook(LabNotebook):
 
     def _load(self, stored: StoredNotebook) -> None:
         """Make the notebook what ``stored`` holds."""
+        loading, self._loading = self._loading, True
+        try:
+            self._load_stored(stored)
+        finally:
+            self._loading = loading
+
+    def _load_stored(self, stored: StoredNotebook) -> None:
         self._resultsets = {}
         self._records = {}
         for s in stored.resultsets:

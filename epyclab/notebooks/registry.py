@@ -18,7 +18,10 @@ from typing import Any
 
 from epyclab.errors import NotebookFormatError
 
-__all__ = ["NotebookFormat", "registerNotebookFormat", "notebookFormat", "notebookClass", "openNotebook"]
+__all__ = [
+    "NotebookFormat", "recognisedFormat", "otherFormat", "refuseOtherFormat",
+    "registerNotebookFormat", "notebookFormat", "notebookClass", "openNotebook",
+]
 
 #: How many bytes of a file a signature test is given.
 SNIFF_BYTES = 64
@@ -92,6 +95,43 @@ def notebookFormat(path: str | os.PathLike[str]) -> NotebookFormat:
         if suffix in fmt.suffixes:
             return fmt
     return next(iter(_FORMATS.values()))
+
+
+def recognisedFormat(path: str | os.PathLike[str]) -> NotebookFormat | None:
+    """The format whose signature the existing file at ``path`` carries; None if none does or there is no file."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return next((fmt for fmt in _FORMATS.values() if fmt.sniff(head)), None)
+
+
+def otherFormat(path: str | os.PathLike[str], cls: type) -> NotebookFormat | None:
+    """The format of the file at ``path`` if it is one that ``cls`` does not read (else None)."""
+    fmt = recognisedFormat(path)
+    if fmt is None or issubclass(cls, fmt.load()):
+        return None
+    return fmt
+
+
+def refuseOtherFormat(path: str | os.PathLike[str], cls: type) -> None:
+    """Refuse to open ``path`` with ``cls`` if the file is a notebook of another format, saying which.
+
+    Raises:
+        NotebookFormatError: naming the file, its format and the classes that open it.
+    """
+    fmt = otherFormat(path, cls)
+    if fmt is None:
+        return  # its own format, or unknown: the class's own reader says what is wrong with it
+    right = fmt.load()
+    shown = fmt.name.upper()
+    article = "an" if shown[:1] in "AEFHILMNORSX" else "a"
+    raise NotebookFormatError(
+        f"{os.fspath(path)} is {article} {shown} notebook, not one {cls.__name__} reads: open it with "
+        f"{right.__name__} or openNotebook"
+    )
 
 
 def notebookClass(path: str | os.PathLike[str]) -> type:

@@ -8,6 +8,7 @@ until the next change. Rows loaded from a file are kept as a typed DataFrame
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,6 +115,8 @@ class ResultSet:
         # The exceptions of cancelled jobs, by their stored text: results() gives the instance
         # back while this session lasts (as epyc does); a file keeps only the text.
         self._cancelled: dict[str, CancelledException] = {}
+        # The notebook holding this set (weakly: a dropped notebook must go at once, to be folded).
+        self._notebook: weakref.ref[Any] | None = None
 
     # ---- description and attributes --------------------------------------
 
@@ -164,9 +167,14 @@ class ResultSet:
     # ---- locking ------------------------------------------------------------
 
     def finish(self) -> None:
-        """Lock the result set; pending results still outstanding are cancelled first."""
+        """Lock the result set; pending results still outstanding are cancelled first.
+
+        Raises:
+            NotebookReadOnlyError: the notebook holding the set refuses changes (read-only, taken over).
+        """
         if self._locked:
             return
+        self._check_notebook()
         for jobid in list(self._pending):
             self.cancelSinglePendingResult(jobid)
         self._locked = True
@@ -176,12 +184,48 @@ class ResultSet:
         """True once :meth:`finish` has been called."""
         return self._locked
 
-    def _check_unlocked(self) -> None:
+    def setNotebook(self, notebook: Any) -> None:
+        """Tie the set to the notebook holding it (called by the notebook, not by users).
+
+        From then on a change is refused at once when the notebook refuses changes
+        (opened read-only, taken over), and errors name the set's tag and the notebook.
+        """
+        self._notebook = weakref.ref(notebook)
+
+    def checkChangeable(self) -> None:
+        """Raise if the set cannot change now; nothing happens if it can.
+
+        Raises:
+            NotebookReadOnlyError: the notebook holding the set refuses changes (read-only,
+                taken over: :class:`~epyclab.errors.NotebookTakenOverError`).
+            ResultSetLockedException: the set is finished (locked).
+        """
+        self._check_notebook()
         if self._locked:
             raise ResultSetLockedException(
-                "the result set is finished (locked) and cannot change; "
-                "add a new result set for further results"
+                f"{self._where()} is finished (locked) and cannot change; "
+                "add a new result set for further results (addResultSet)"
             )
+
+    def _check_unlocked(self) -> None:
+        self.checkChangeable()
+
+    def _check_notebook(self) -> None:
+        notebook = self._notebook() if self._notebook is not None else None
+        if notebook is not None:
+            notebook.checkWritable()
+
+    def _where(self) -> str:
+        """The set, named for a message: its tag and its notebook's name when it has them."""
+        notebook = self._notebook() if self._notebook is not None else None
+        if notebook is None:
+            return "the result set"
+        try:
+            tag = notebook.resultSetTag(self)
+        except KeyError:
+            return f"a result set deleted from notebook {notebook.name()!r}"
+        name = notebook.name()
+        return f"result set {tag!r} of notebook {name!r}" if name else f"result set {tag!r}"
 
     # ---- column names -------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""A ParallelLab's cluster dies with the script that started it, however the script dies.
+
+Each test runs a real script that starts a real local cluster, kills the script
+(SIGTERM as a job scheduler sends it, or SIGKILL) while its sweep runs or after
+it, and checks by PID that every process the script had started (controller,
+schedulers, engines, nannies and the reaper) is gone within a bounded wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest_parallel import descendants, still_running, wait_for_file
+
+from epyclab.labs.localcluster import cleanup_orphans, process_alive
+
+SCRIPT = """
+import os, sys, time
+from epyclab import Experiment, ParallelLab
+
+PROFILE, RUNNING, PHASE = sys.argv[1:4]
+
+class Slow(Experiment):
+    def do(self, params):
+        if PHASE == "mid" and not os.path.exists(RUNNING):
+            open(RUNNING, "w").close()
+        time.sleep(0.05)
+        return {"y": params["x"]}
+
+lab = ParallelLab(cores=2, profile_dir=PROFILE)
+lab["x"] = range(100000 if PHASE == "mid" else 20)
+lab.runExperiment(Slow(), progress=False)
+open(RUNNING, "w").close()   # after the sweep: the warm cluster waits for the next one
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("phase", ["mid", "after"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_script_leaves_no_cluster_process(tmp_path: Path, sig: int, phase: str) -> None:
+    script = tmp_path / "sweep.py"
+    script.write_text(SCRIPT)
+    profile, running = tmp_path / "profile", tmp_path / "running"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(profile), str(running), phase],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    procs: list[dict[str, float]] = []
+    try:
+        wait_for_file(running, timeout=120)
+        (state_file,) = (profile / "epyclab").glob("local-*.json")
+        state = json.loads(state_file.read_text())
+        procs = descendants(proc.pid)
+        reaper = state["reaper"]
+        assert reaper is not None and process_alive(reaper)
+        assert int(reaper["pid"]) in [int(p["pid"]) for p in procs]
+        # In a session of its own: a Ctrl-C to the script's process group does not reach it.
+        assert os.getsid(int(reaper["pid"])) != os.getsid(proc.pid)
+        recorded = {int(p["pid"]) for p in state["controller"] + state["engines"]}
+        assert len(recorded) >= 3 and recorded <= {int(p["pid"]) for p in procs}
+        assert all(process_alive(p) for p in procs)
+
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+        assert still_running(procs, grace=60) == []
+        assert list((profile / "epyclab").glob("*.json")) == []
+        assert list((profile / "security").glob("*.json")) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cleanup_orphans(str(profile))
+        for p in procs:
+            if process_alive(p):
+                os.kill(int(p["pid"]), signal.SIGKILL)
