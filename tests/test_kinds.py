@@ -385,3 +385,11 @@ def test_nat_is_a_missing_datetime(store):
     col = store.reopen() and store.frame()["t"]
     assert col.dtype == "datetime64[us]"
     assert col.isna().tolist() == [True, False, True] and col[1] == datetime(2020, 1, 1)
+
+
+def test_nat_alone_is_a_missing_cell_and_never_joins_other_kinds(store):
+    store.nb.addResult(rc(0, t=pd.NaT))
+    assert _cells(store, "t") == [None]  # as None alone: no kind yet
+    store.nb.addResult(rc(1, n=1))
+    with pytest.raises(UnstorableValueError, match="result 'n'"):
+        store.nb.addResult(rc(2, n=pd.NaT))

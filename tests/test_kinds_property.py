@@ -247,7 +247,7 @@ def _assert_user_values_kept(frame: pd.DataFrame, added: list[dict[str, Any]]) -
                     for x, y in zip(np.asarray(cell).reshape(-1).tolist(), v.reshape(-1).tolist()):
                         _assert_exact(x, y, key)
             elif v is pd.NaT:
-                assert cell is pd.NaT, (key, cell, v)  # a missing datetime
+                assert cell is pd.NaT or cell is None, (key, cell, v)  # a missing datetime
             elif isinstance(v, datetime):
                 assert pd.Timestamp(cell) == pd.Timestamp(v), (key, cell, v)
             elif isinstance(v, str):

@@ -332,6 +332,9 @@ def admit(state: ColumnState | None, v: Any) -> ColumnState:
         raise NotStorable(_STORABLE + _hint(v))
     if state is None or state.kind is MISSING_KIND:
         return kind.state(v)
+    if v is pd.NaT and state.kind is not kind:
+        # NaT is missing only where a datetime could be.
+        raise NotStorable(_mixed(state, ColumnState(kind, np.dtype("datetime64[us]"))))
     if kind is state.kind or kind is MISSING_KIND:
         return state.kind.admit(state, v) if kind is state.kind else state
     if state.kind.absorbs(kind):
@@ -764,7 +767,7 @@ class DatetimeKind(Kind):
     accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`, `pandas.NaT` (a missing datetime)'
     frame_doc = 'datetime64[us] (years 1..9999), datetime64[ns] once a value has nanoseconds'
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
-    missing_doc = 'NaT (`None` or `pandas.NaT`; NaT alone makes a datetime64[us] column)'
+    missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is missing cells, as of None)'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
     types = (datetime, pd.Timestamp, type(pd.NaT))
     checks_values = True
@@ -777,8 +780,8 @@ class DatetimeKind(Kind):
 
     def state(self, v: Any) -> ColumnState:
         if v is pd.NaT:
-            # A missing datetime: it says nothing of the unit or the range (alone, a us column of NaT).
-            return ColumnState(self, self._US, True)
+            # A missing datetime, as None is: it says nothing of the unit or the range.
+            return MISSING_KIND.state(None)
         if v.tzinfo is not None:
             raise NotStorable(
                 "it has a time zone; store naive datetimes (e.g. converted to UTC with .replace(tzinfo=None))"
