@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from test_cluster_local import cluster, wait_gone
 
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
-from epyclab.clustersetup.state import loadProcesses
+from epyclab.cluster.manage import clusterStatus, stopCluster
+from epyclab.cluster.state import loadProcesses
 from epyclab.experiment import Experiment
-from epyclab.labs.clusterlab import ClusterLab
+from epyclab.labs.cluster import ClusterLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 POINTS = 40

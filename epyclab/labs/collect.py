@@ -67,7 +67,7 @@ from epyclab.notebooks.labnotebook import LabNotebook
 __all__ = ["Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
 
 #: The result set attribute holding when points were last submitted into it (seconds since the epoch).
-SUBMITTED_ATTRIBUTE = "epyclab.clustersetup.submitted"
+SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"
 
 #: What the lab's ``lost`` option accepts.
 LOST_POLICIES = ("resubmit", "fail")

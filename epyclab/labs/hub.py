@@ -285,7 +285,7 @@ class Hub:
         Asked once per connection. The client cannot read the controller's
         configuration, so the store is told by what it accepts: ``DictDB``
         answers a query with the ``$exists`` operator, while the SQLite store
-        (epyclab's durable :class:`~epyclab.clustersetup.taskstore.TaskStore`)
+        (epyclab's durable :class:`~epyclab.cluster.taskstore.TaskStore`)
         refuses the operator and ``NoDB`` refuses every query. (MongoDB,
         long deprecated in ipyparallel, would be taken for a culling store.)
         """

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from epyclab.clustersetup.private import writePrivate
+from epyclab.cluster.private import writePrivate
 
 __all__ = ["ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses"]
 

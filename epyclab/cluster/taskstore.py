@@ -13,7 +13,7 @@ records not yet committed are lost if the controller is killed, and the
 shorter the window, the fewer tasks a client has to resubmit.
 
 Profiles made by ``epyclab cluster init`` select it with
-``c.IPController.db_class = 'epyclab.clustersetup.taskstore.TaskStore'``.
+``c.IPController.db_class = 'epyclab.cluster.taskstore.TaskStore'``.
 """
 
 from __future__ import annotations
