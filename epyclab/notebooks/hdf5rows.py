@@ -69,7 +69,7 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str,
     start = track.stored_rows
     if n == start:
         return
-    batch = rs._buffered_rows(start)
+    batch = rs.bufferedRows(start)
     frame = None
     for name, values in batch.items():
         st = states.get(name, _MISSING)

@@ -267,7 +267,7 @@ class PersistentLabNotebook(LabNotebook):
         return rs
 
     def _attach(self, rs: ResultSet, check: RowCheck, uid: str) -> None:
-        rs._set_row_check(check)
+        rs.setRowCheck(check)
         rs.setNotebook(self)
         self._records[id(rs)] = self._new_record(check, uid)
 
@@ -318,7 +318,7 @@ class PersistentLabNotebook(LabNotebook):
             else:
                 rs = ResultSet(s.description)
                 self._attach(rs, RowCheck(s.kinds), s.uid)
-                rs._load(s.frame, s.roles, s.pending, s.missing)
+                rs.loadStored(s.frame, s.roles, s.pending, s.missing)
             rs.restoreState(s.description, s.locked, s.attributes)
             self._resultsets[s.tag] = rs
         self._description = stored.description

@@ -736,14 +736,15 @@ class ResultSet:
 
     # ---- hooks for persistent notebooks ---------------------------------------------
 
-    def _set_row_check(self, check: RowCheck) -> None:
+    def setRowCheck(self, check: RowCheck) -> None:
+        """Check every row added from now on with ``check`` (a persistent notebook's format rules)."""
         self._row_check = check
 
     def columnStates(self) -> dict[str, ColumnState]:
         """Each column's state (kind and dtype), as the table of kinds keeps it."""
         return dict(self._row_check.states)
 
-    def _load(
+    def loadStored(
         self,
         frame: pd.DataFrame,
         roles: Mapping[str, Iterable[str]],
@@ -765,7 +766,7 @@ class ResultSet:
         self._base_missing = {k: np.asarray(m, dtype=bool) for k, m in (missing or {}).items()}
         self._frame = self._stored_frame = None
 
-    def _buffered_rows(self, start: int) -> dict[str, list[Any]]:
+    def bufferedRows(self, start: int) -> dict[str, list[Any]]:
         """The raw cells of rows ``start`` onwards, by column; MISSING marks absent cells.
 
         ``start`` counts all rows, and must not reach back into loaded rows.
@@ -821,7 +822,7 @@ class ResultSet:
             pending=mark.pending if same_pending else dict(self._pending),
             state_version=self._state_version,
         )
-        rows = self._buffered_rows(mark.rows) if now.rows > mark.rows else {}
+        rows = self.bufferedRows(mark.rows) if now.rows > mark.rows else {}
         added: dict[str, dict[str, Any]] = {}
         removed: list[str] = []
         if now.pending_version != mark.pending_version:
