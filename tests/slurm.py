@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
 
@@ -75,8 +77,37 @@ class Slurm:
         path = self.directory / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def _job_processes(self) -> list[psutil.Process]:
+        """The processes of this Slurm's jobs (slurmstepd and what it started), found by their spool directory."""
+        spool = str(self.directory / "spool")
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline", "name"]):
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or ())
+                ours = proc.info["name"] == "slurmstepd" and proc.environ().get("SLURM_CONF") == str(self.conf)
+                if spool in cmdline or ours:
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
     def close(self) -> list[int]:
-        """Stop the daemons by PID (TERM, then KILL); return the PIDs still alive after that (none)."""
+        """Cancel the jobs, stop the daemons by PID (TERM, then KILL); return the PIDs still alive (none).
+
+        A test that failed mid-job leaves its job queued or running: it is
+        cancelled here, and its step daemons (which detach from slurmd) and
+        their children are stopped by PID, so no test leaves a process behind.
+        """
+        try:
+            jobs = self.jobs() if all(p.poll() is None for p in self.processes) else []
+        except RuntimeError:  # squeue failed: slurmctld is not answering, nothing to cancel through it
+            jobs = []
+        if jobs:
+            self.run("scancel", *jobs, check=False)
+            deadline = time.monotonic() + 30
+            while self.jobs() and time.monotonic() < deadline:
+                time.sleep(0.2)  # polling squeue: Slurm offers no wait for a cancelled job
+        steps = [p for p in self._job_processes() if p.pid not in {d.pid for d in self.processes}]
         for p in reversed(self.processes):
             if p.poll() is None:
                 try:
@@ -89,7 +120,13 @@ class Slurm:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait(10)
-        return [p.pid for p in self.processes if p.poll() is None]
+        for proc in steps:
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue  # gone meanwhile
+        psutil.wait_procs(steps, timeout=10)
+        return [p.pid for p in self.processes if p.poll() is None] + [p.pid for p in steps if p.is_running()]
 
 
 def start_slurm(directory: Path, timeout: float = 60.0) -> Slurm:
