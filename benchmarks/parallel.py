@@ -241,7 +241,8 @@ def cold_text(d: dict[str, dict[str, list[dict[str, float]]]], engines: int) -> 
 
     seq_in, seq_whole = best(cpu["lab"], "inside"), best(cpu["lab"], "whole")
     rows = []
-    for name, case in [("sequential `Lab`", "lab"), ("`ParallelLab()`, cold (starts its own cluster)", "parallel"),
+    for name, case in [("sequential `Lab`", "lab"),
+                       ("`ParallelLab()`, cold (starts the process's local cluster)", "parallel"),
                        (f"joblib `Parallel(n_jobs={engines})`, cold", "joblib")]:
         t_in, t_whole = best(cpu[case], "inside"), best(cpu[case], "whole")
         rows.append([name, f"{t_in:.2f}", f"{seq_in / t_in:.2f}", f"{t_whole:.2f}", f"{seq_whole / t_whole:.2f}"])
