@@ -14,6 +14,7 @@ Two JSON files in the profile directory:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,26 +67,26 @@ class Processes:
         return self.controller is None and not any(self.engines.values()) and not self.launchers
 
 
-def loadSettings(directory: Path) -> ClusterSettings:
-    """The profile's settings (defaults when none were saved)."""
-    data = _read(directory / _SETTINGS)
+def loadSettings(directory: str | os.PathLike[str]) -> ClusterSettings:
+    """The profile's settings (defaults when none were saved); ``directory`` is the profile directory."""
+    data = _read(Path(directory) / _SETTINGS)
     return ClusterSettings(**{k: v for k, v in data.items() if k in ClusterSettings.__dataclass_fields__})
 
 
-def saveSettings(directory: Path, settings: ClusterSettings) -> None:
+def saveSettings(directory: str | os.PathLike[str], settings: ClusterSettings) -> None:
     """Save the profile's settings."""
-    _write(directory / _SETTINGS, asdict(settings))
+    _write(Path(directory) / _SETTINGS, asdict(settings))
 
 
-def loadProcesses(directory: Path) -> Processes:
-    """The processes recorded as started from this profile."""
-    data = _read(directory / _PROCESSES)
+def loadProcesses(directory: str | os.PathLike[str]) -> Processes:
+    """The processes recorded as started from this profile (``directory``: the profile directory)."""
+    data = _read(Path(directory) / _PROCESSES)
     return Processes(**{k: v for k, v in data.items() if k in Processes.__dataclass_fields__})
 
 
-def saveProcesses(directory: Path, processes: Processes) -> None:
+def saveProcesses(directory: str | os.PathLike[str], processes: Processes) -> None:
     """Record the processes started; an empty record removes the file."""
-    path = directory / _PROCESSES
+    path = Path(directory) / _PROCESSES
     if processes.empty():
         path.unlink(missing_ok=True)
         return

@@ -332,10 +332,12 @@ class ClusterLab(Lab):
         self._collector.tasks.addPayloads(payloads)
         rs = self._notebook.current()
         submitted = 0
+        sent: list[str] = []
         try:
             for key, positions, chunk in self._chunks(items, size):
                 marks = [sweep.mark(i) for i in positions]
                 msg_id = self._submit(key, chunk, marks)
+                sent.append(msg_id)
                 for i, (position, p) in enumerate(zip(positions, chunk)):
                     yield position, Submitted(p, job_id(msg_id, i))
                 submitted += len(chunk)
@@ -343,10 +345,15 @@ class ClusterLab(Lab):
             if submitted:
                 rs[SUBMITTED_ATTRIBUTE] = time.time()
         try:
-            # A round trip: every task has left this process before we return.
-            hub.sync()
+            # Every task is in the hub's store before we return: the submitting process may exit at
+            # once, and a controller killed now must not take tasks no one else can submit again.
+            missing = hub.recorded(sent)
         except NoAnswer as exc:
             logger.warning("submitted %d points, but the controller did not confirm: %s", submitted, exc)
+        else:
+            if missing:
+                logger.warning("submitted %d points, but after %g s the controller had not yet recorded %d of "
+                               "its tasks; they are lost if it stops now", submitted, hub.timeout, len(missing))
         logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
 
     def _chunks(

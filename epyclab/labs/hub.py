@@ -311,6 +311,38 @@ class Hub:
         """Return once everything sent before has left this process (a round trip to the hub)."""
         self.request("queue_request", {"targets": None, "verbose": False})
 
+    def recorded(self, msg_ids: list[str]) -> set[str]:
+        """Wait (at most :attr:`timeout` seconds) until the hub's task store holds every task of ``msg_ids``.
+
+        The hub records a task when its scheduler reports it, on a socket
+        other than the one queries use, so a round trip (:meth:`sync`) does
+        not prove it: the store is asked, again every 50 ms. Once a durable
+        store (:class:`~epyclab.cluster.taskstore.TaskStore`) holds a task,
+        a killed controller no longer loses it, and a process that submitted
+        a sweep can exit.
+
+        Returns:
+            The ids the store still lacks at the deadline (empty when all are held).
+
+        Raises:
+            NoAnswer: the controller did not answer a query.
+        """
+        missing = set(msg_ids)
+        deadline = time.monotonic() + self.timeout
+        while missing:
+            try:
+                missing -= set(self.records(sorted(missing), ["msg_id"]))
+            except NoAnswer:
+                raise
+            except Exception as exc:
+                # ipyparallel's NoDB refuses every query: there is no store to wait for.
+                logger.debug("the hub's task store cannot be asked for records (%s)", exc)
+                return set()
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return missing
+
     def engine_uuids(self) -> set[str]:
         """The identities of the registered engines (as task records name them)."""
         # The client keeps this map current from the hub's registration notifications.
