@@ -1,7 +1,7 @@
 """ClusterLab: submission time, end-to-end throughput against raw ipyparallel, and wait() latency.
 
 In one run, on a controller with epyclab's durable task store
-(:class:`epyclab.cluster.taskstore.TaskStore`) and ``--engines`` engines on
+(:class:`epyclab.clustersetup.taskstore.TaskStore`) and ``--engines`` engines on
 127.0.0.1 (started here with ``ipyparallel.Cluster`` and stopped at the end):
 
 (a) submission: the time ``runExperiment`` takes to submit 1,000 and 10,000
@@ -46,12 +46,12 @@ from _report import machine, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs import worker  # noqa: E402
-from epyclab.labs.cluster import ClusterLab  # noqa: E402
+from epyclab.labs.clusterlab import ClusterLab  # noqa: E402
 from epyclab.labs.jobs import chunk_size  # noqa: E402
 from epyclab.notebooks.hdf5 import HDF5LabNotebook  # noqa: E402
 from epyclab.notebooks.labnotebook import LabNotebook  # noqa: E402
 
-TASKSTORE = "epyclab.cluster.taskstore.TaskStore"
+TASKSTORE = "epyclab.clustersetup.taskstore.TaskStore"
 END_TO_END_POINTS = 2000
 LATENCY_POINTS = 20
 LATENCY_SECONDS = 0.2

@@ -50,8 +50,8 @@ from _report import machine, table, write_section  # noqa: E402
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs import worker  # noqa: E402
 from epyclab.labs.lab import Lab  # noqa: E402
-from epyclab.labs.localcluster import LocalCluster  # noqa: E402
 from epyclab.labs.parallel import ParallelLab, resolve_cores  # noqa: E402
+from epyclab.labs.parallelcluster import LocalCluster  # noqa: E402
 
 TRIVIAL_POINTS = 2000
 CPU_POINTS = 40

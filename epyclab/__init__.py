@@ -61,7 +61,7 @@ _LAZY = {
     "ResultsDict": "epyclab.experiment",
     "Lab": "epyclab.labs.lab",
     "ParallelLab": "epyclab.labs.parallel",
-    "ClusterLab": "epyclab.labs.cluster",
+    "ClusterLab": "epyclab.labs.clusterlab",
     "LabNotebook": "epyclab.notebooks.labnotebook",
     "HDF5LabNotebook": "epyclab.notebooks.hdf5",
     "JSONLabNotebook": "epyclab.notebooks.json_notebook",
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from epyclab.combinators import ExperimentCombinator, RepeatedExperiment, SummaryExperiment
     from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign, PointwiseDesign
     from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
-    from epyclab.labs.cluster import ClusterLab
+    from epyclab.labs.clusterlab import ClusterLab
     from epyclab.labs.lab import Lab
     from epyclab.labs.parallel import ParallelLab
     from epyclab.notebooks.hdf5 import HDF5LabNotebook

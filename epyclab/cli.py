@@ -33,7 +33,7 @@ class _Commands(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "cluster":
-            from epyclab.cluster.cli import cluster
+            from epyclab.clustersetup.cli import cluster
 
             return cluster
         return super().get_command(ctx, name)

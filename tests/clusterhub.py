@@ -22,9 +22,9 @@ import ipyparallel as ipp
 import psutil
 
 from epyclab.experiment import Experiment
-from epyclab.labs.localcluster import process_alive
+from epyclab.labs.parallelcluster import process_alive
 
-TASKSTORE = "epyclab.cluster.taskstore.TaskStore"
+TASKSTORE = "epyclab.clustersetup.taskstore.TaskStore"
 
 
 class Square(Experiment):

@@ -27,10 +27,10 @@ from epyclab.combinators import RepeatedExperiment
 from epyclab.experiment import Experiment
 from epyclab.labs import capture
 from epyclab.labs.capture import CAPTURE, OUTPUT, Limit
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
-from epyclab.labs.localcluster import LocalCluster
 from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.parallelcluster import LocalCluster
 from epyclab.notebooks.labnotebook import LabNotebook
 
 log = logging.getLogger("mystudy")

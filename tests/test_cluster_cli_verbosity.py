@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from epyclab.cluster.manage import stopCluster
-from epyclab.cluster.state import loadProcesses
+from epyclab.clustersetup.manage import stopCluster
+from epyclab.clustersetup.state import loadProcesses
 
 EPYCLAB = str(Path(sys.executable).parent / "epyclab")
 

@@ -13,7 +13,7 @@ from clusterhub import AlwaysRaises, HubProcesses, Square
 
 from epyclab.errors import CancelledException, ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE
 from epyclab.labs.hub import Hub
 from epyclab.labs.jobs import chunk_size, parse_job_id, split
@@ -264,7 +264,7 @@ def test_the_engines_and_a_lab_recreated_from_its_arguments(hub):
     engines.execute("root = math.sqrt(16.0)", block=True)  # math was imported there too
     assert engines.pull("root", block=True) == [4.0, 4.0]
     classname, kwargs = lab.recreate()
-    assert classname == "epyclab.labs.cluster.ClusterLab"
+    assert classname == "epyclab.labs.clusterlab.ClusterLab"
     again = ClusterLab(LabNotebook(), **kwargs)
     assert again.numberOfEngines() == 2
     again.close()

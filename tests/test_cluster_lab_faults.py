@@ -18,7 +18,7 @@ from clusterhub import HubProcesses, Killer, Square
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.jobs import HubCapacityError, parse_job_id
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -178,7 +178,7 @@ def test_on_a_culling_store_a_too_small_chunk_size_is_refused_before_anything_is
     assert "in-memory store" in message and "beyond 100 records" in message
     assert "300 points in chunks of 1 are 300 tasks, more than the 90" in message
     assert "chunkSize=4 or more" in message
-    assert "--IPController.db_class=epyclab.cluster.taskstore.TaskStore" in message
+    assert "--IPController.db_class=epyclab.clustersetup.taskstore.TaskStore" in message
     assert "epyclab cluster start PROFILE" in message
     assert nb.numberOfAllPendingResults() == 0 and nb.numberOfResults() == 0
     client = small_store.connect()

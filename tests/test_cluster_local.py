@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 from waiting import wait_until
 
 from epyclab.cli import main
-from epyclab.cluster.manage import clusterStatus, stopCluster
-from epyclab.cluster.state import loadProcesses
+from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.state import loadProcesses
 
 
 def cluster(ipdir: Path, *args: str) -> Result:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from clusterhub import HubProcesses, Square
 
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
 from epyclab.labs.provenance import PREFIX
 from epyclab.notebooks.hdf5 import HDF5LabNotebook

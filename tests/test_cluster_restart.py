@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from test_cluster_local import cluster, wait_gone
 
-from epyclab.cluster.manage import clusterStatus, stopCluster
-from epyclab.cluster.state import loadProcesses
+from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 POINTS = 40
@@ -55,7 +55,7 @@ def submit_in_another_process(ipdir: Path, profile: str, notebook: Path, kill_co
         sys.path.insert(0, {str(TESTS)!r})
         from clusterhub import Square
         from epyclab import ClusterLab, HDF5LabNotebook
-        from epyclab.cluster.state import loadProcesses
+        from epyclab.clustersetup.state import loadProcesses
 
         nb = HDF5LabNotebook({str(notebook)!r}, create=True)
         lab = ClusterLab(nb, profile={profile!r}, ipython_dir={str(ipdir)!r}, chunkSize=1)

@@ -18,10 +18,10 @@ import pytest
 import slurm as slurm_fixture
 from test_cluster_local import cluster, running, wait_gone
 
-from epyclab.cluster.manage import stopCluster
-from epyclab.cluster.state import loadProcesses
+from epyclab.clustersetup.manage import stopCluster
+from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 TESTS = Path(__file__).parent
@@ -196,7 +196,7 @@ def test_engines_under_mpiexec(ipdir: Path, tmp_path: Path, mpi: None) -> None:
 
 def test_pbs_and_slurm_job_scripts_carry_the_options(tmp_path: Path) -> None:
     """The scripts ipyparallel's PBS and Slurm launchers write from epyclab's options (no scheduler needed)."""
-    from epyclab.cluster.launchers import BatchOptions, _configure
+    from epyclab.clustersetup.launchers import BatchOptions, _configure
 
     options = BatchOptions(engines=8, enginesPerNode=4, queue="batch", account="proj1", walltime="01:00:00",
                            directives=["-l mem=8gb", "#PBS -m abe"])

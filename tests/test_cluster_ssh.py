@@ -27,12 +27,12 @@ import sshd
 from click.testing import CliRunner, Result
 
 from epyclab.cli import main
-from epyclab.cluster.manage import stopCluster
-from epyclab.cluster.state import loadProcesses
-from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
+from epyclab.clustersetup.manage import stopCluster
+from epyclab.clustersetup.state import loadProcesses
+from epyclab.clustersetup.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
 from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.placement import mapfilePoints, readMapfile
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook

@@ -15,14 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from epyclab.cli import main
-from epyclab.cluster.engines import engineCount
-from epyclab.cluster.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
-from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts, readWorkersFile
-from epyclab.cluster.profile import CONTROLLER_CONFIG, ENGINE_CONFIG, initProfile, requireProfile
-from epyclab.cluster.ssh import Remote, rsyncPath, shellPath
-from epyclab.cluster.sync import syncHost
-from epyclab.cluster.taskstore import TaskStore
-from epyclab.cluster.wheelhouse import Wheelhouse, _content_hash, requirementsText
+from epyclab.clustersetup.engines import engineCount
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
+from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts, readWorkersFile
+from epyclab.clustersetup.profile import CONTROLLER_CONFIG, ENGINE_CONFIG, initProfile, requireProfile
+from epyclab.clustersetup.ssh import Remote, rsyncPath, shellPath
+from epyclab.clustersetup.sync import syncHost
+from epyclab.clustersetup.taskstore import TaskStore
+from epyclab.clustersetup.wheelhouse import Wheelhouse, _content_hash, requirementsText
 
 # ---- hosts -----------------------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ def test_init_writes_the_settings_and_keeps_user_lines(tmp_path: Path) -> None:
         "c.IPController.ip = '127.0.0.1'",
         "c.IPController.reuse_files = True",
         "c.IPController.restore_engines = True",
-        "c.IPController.db_class = 'epyclab.cluster.taskstore.TaskStore'",
+        "c.IPController.db_class = 'epyclab.clustersetup.taskstore.TaskStore'",
         "c.HeartMonitor.period = 500",
     ):
         assert line in config

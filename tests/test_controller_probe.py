@@ -18,7 +18,7 @@ import pytest
 from clusterhub import HubProcesses
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.probe import controller_absent
 from epyclab.notebooks.labnotebook import LabNotebook
 

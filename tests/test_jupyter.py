@@ -15,7 +15,7 @@ import pytest
 from kernels import CLUSTER_NOISE, all_text, install_kernel, processes_under, run_notebook, streams, text_bar_draws
 
 from epyclab.labs.clusterlog import cluster_log_path
-from epyclab.labs.localcluster import default_profile_dir
+from epyclab.labs.parallelcluster import default_profile_dir
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 
 from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
-from epyclab.labs.cluster import ClusterLab
+from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
-from epyclab.labs.localcluster import LocalCluster
 from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.parallelcluster import LocalCluster
 from epyclab.notebooks.labnotebook import LabNotebook
 
 # Sweeps on engines cost a fraction of a second each: fewer examples there.

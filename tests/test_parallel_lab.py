@@ -18,8 +18,8 @@ from conftest_parallel import EscapesAt, Logged, RecordingNotebook, Sleepy, Squa
 from epyclab.combinators import RepeatedExperiment
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
-from epyclab.labs.localcluster import LocalCluster, process_alive
 from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.parallelcluster import LocalCluster, process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 # Commit only when the count says so: a slow moment on a busy machine must not add commits.

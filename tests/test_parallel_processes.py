@@ -34,8 +34,8 @@ from waiting import wait_until
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs import warm
-from epyclab.labs.localcluster import LocalCluster, cleanup_orphans, process_alive
 from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.parallelcluster import LocalCluster, cleanup_orphans, process_alive
 
 STATUS = Experiment.STATUS
 

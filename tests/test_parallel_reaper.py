@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest_parallel import descendants, still_running, wait_for_file
 
-from epyclab.labs.localcluster import cleanup_orphans, process_alive
+from epyclab.labs.parallelcluster import cleanup_orphans, process_alive
 
 SCRIPT = """
 import os, sys, time

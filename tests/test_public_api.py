@@ -171,7 +171,7 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-HEAVY = {"ipyparallel", "h5py", "pandas", "IPython", "zmq", "dill", "epyclab.cluster", "epyclab.labs.cluster"}
+HEAVY = {"ipyparallel", "h5py", "pandas", "IPython", "zmq", "dill", "epyclab.clustersetup", "epyclab.labs.clusterlab"}
 
 
 def test_import_epyclab_loads_no_heavy_module_until_a_name_needs_it():
@@ -181,12 +181,12 @@ def test_import_epyclab_loads_no_heavy_module_until_a_name_needs_it():
     # A notebook needs pandas, not the cluster tooling; a lab's module loads ipyparallel only when it runs.
     after_notebook = _modules_after("from epyclab import LabNotebook, Lab")
     assert "pandas" in after_notebook
-    assert after_notebook & {"ipyparallel", "h5py", "epyclab.cluster"} == set()
+    assert after_notebook & {"ipyparallel", "h5py", "epyclab.clustersetup"} == set()
     assert "h5py" in _modules_after("from epyclab import HDF5LabNotebook")
 
 
 def test_the_cli_loads_the_cluster_tooling_only_for_cluster_commands():
-    assert _modules_after("import epyclab.cli") & {"ipyparallel", "epyclab.cluster"} == set()
+    assert _modules_after("import epyclab.cli") & {"ipyparallel", "epyclab.clustersetup"} == set()
 
 
 def test_lazy_names_are_the_real_objects_and_listed_by_dir():

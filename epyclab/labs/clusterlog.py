@@ -54,7 +54,7 @@ def cluster_logger(profile_dir: str | os.PathLike[str], cluster_id: str) -> logg
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handler = _PrivateRotatingFileHandler(path, maxBytes=_MAX_BYTES, backupCount=_BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(f"%(asctime)s {cluster_id} %(levelname)s %(message)s"))
-    log = logging.getLogger(f"epyclab.localcluster.{cluster_id}")
+    log = logging.getLogger(f"epyclab.parallelcluster.{cluster_id}")
     log.handlers = [handler]
     # INFO, not DEBUG: at DEBUG ipyparallel's launchers copy the processes' output to stderr as it comes.
     log.setLevel(logging.INFO)

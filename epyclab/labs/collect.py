@@ -67,7 +67,7 @@ from epyclab.notebooks.labnotebook import LabNotebook
 __all__ = ["Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
 
 #: The result set attribute holding when points were last submitted into it (seconds since the epoch).
-SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"
+SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"  # stored in notebooks: never renamed
 
 #: What the lab's ``lost`` option accepts.
 LOST_POLICIES = ("resubmit", "fail")

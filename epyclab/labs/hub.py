@@ -285,7 +285,7 @@ class Hub:
         Asked once per connection. The client cannot read the controller's
         configuration, so the store is told by what it accepts: ``DictDB``
         answers a query with the ``$exists`` operator, while the SQLite store
-        (epyclab's durable :class:`~epyclab.cluster.taskstore.TaskStore`)
+        (epyclab's durable :class:`~epyclab.clustersetup.taskstore.TaskStore`)
         refuses the operator and ``NoDB`` refuses every query. (MongoDB,
         long deprecated in ipyparallel, would be taken for a culling store.)
         """
@@ -317,7 +317,7 @@ class Hub:
         The hub records a task when its scheduler reports it, on a socket
         other than the one queries use, so a round trip (:meth:`sync`) does
         not prove it: the store is asked, again every 50 ms. Once a durable
-        store (:class:`~epyclab.cluster.taskstore.TaskStore`) holds a task,
+        store (:class:`~epyclab.clustersetup.taskstore.TaskStore`) holds a task,
         a killed controller no longer loses it, and a process that submitted
         a sweep can exit.
 

@@ -1,6 +1,6 @@
 """Cluster jobs: their ids, how points are grouped into tasks, and what a hub record says about a task.
 
-A :class:`~epyclab.labs.cluster.ClusterLab` submits points in chunks, one
+A :class:`~epyclab.labs.clusterlab.ClusterLab` submits points in chunks, one
 ipyparallel task per chunk. Each point becomes a pending result in the
 notebook under a *job id* that names its task and its place in the chunk:
 ``"<msg_id>/<index>"``, or ``"<msg_id>/<index>/<attempt>"`` once the chunk has
@@ -201,7 +201,7 @@ def fit_to_hub(points: int, size: int, limit: int, used: int, explicit: bool, wh
     durable = (
         "start a controller with a durable task store instead: `epyclab cluster init PROFILE` and "
         "`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand "
-        "`ipcontroller --reuse --restore --IPController.db_class=epyclab.cluster.taskstore.TaskStore`"
+        "`ipcontroller --reuse --restore --IPController.db_class=epyclab.clustersetup.taskstore.TaskStore`"
     )
     told = f"if its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"
     if free < 1:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
     import ipyparallel as ipp
 
-    from epyclab.labs.localcluster import LocalCluster
+    from epyclab.labs.parallelcluster import LocalCluster
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 

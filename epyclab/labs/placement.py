@@ -10,7 +10,7 @@ of a sweep then carry a ``host`` parameter (by default; see
     lab = ClusterLab(nb, profile="lofar", design=PointwiseDesign(), maxPerNode=2)
     lab["host"], lab["file"] = hosts, paths
 
-A :class:`~epyclab.labs.cluster.ClusterLab` sends each such point only to the
+A :class:`~epyclab.labs.clusterlab.ClusterLab` sends each such point only to the
 engines on its host (ipyparallel ``targets``), and to at most ``maxPerNode``
 of them, so no host runs more than ``maxPerNode`` points at once (an engine
 runs one task at a time, and a task's points one after another). An engine is

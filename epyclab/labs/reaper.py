@@ -1,6 +1,6 @@
 """A tiny process that stops a local cluster when the process that started it dies, however it dies.
 
-:class:`~epyclab.labs.localcluster.LocalCluster` starts one reaper per cluster,
+:class:`~epyclab.labs.parallelcluster.LocalCluster` starts one reaper per cluster,
 in its own session (a Ctrl-C sent to the user's process group never reaches
 it), with its stdin a pipe whose only write end the user's process holds. The
 reaper just waits on that pipe. The kernel closes the write end when the user's
@@ -10,7 +10,7 @@ SIGKILL, a crashed kernel), so the reaper reads end-of-file and then:
 - if the cluster's state file is gone, the cluster was stopped normally: it exits;
 - else, once the owner recorded in it is gone, it stops every recorded process
   (and their children) by PID with the same clean-up as
-  :func:`~epyclab.labs.localcluster.cleanup_orphans`, removes the cluster's
+  :func:`~epyclab.labs.parallelcluster.cleanup_orphans`, removes the cluster's
   files, and exits.
 
 Run as ``python -m epyclab.labs.reaper STATE_FILE``; only the standard library
@@ -38,7 +38,7 @@ def wait_for_eof() -> None:
 
 def reap(state_file: Path) -> bool:
     """Stop the cluster recorded in ``state_file`` if its owner is gone; True if there was one to stop."""
-    from epyclab.labs import localcluster
+    from epyclab.labs import parallelcluster
 
     deadline = time.monotonic() + OWNER_GRACE
     while True:
@@ -46,13 +46,13 @@ def reap(state_file: Path) -> bool:
             state = json.loads(state_file.read_text())
         except FileNotFoundError:
             return False  # stopped normally by its owner
-        if not localcluster.process_alive(state["owner"]):
+        if not parallelcluster.process_alive(state["owner"]):
             break
         if time.monotonic() > deadline:
             # The pipe was closed by a live owner: its own stop, or the next start, is in charge.
             return False
         time.sleep(0.05)
-    localcluster.stop_recorded_state(state_file, state)
+    parallelcluster.stop_recorded_state(state_file, state)
     return True
 
 

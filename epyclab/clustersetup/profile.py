@@ -8,7 +8,7 @@ outside it. The settings:
 - the controller keeps its connection files (``reuse_files``) and reloads its
   engines' state (``restore_engines``), so after a restart the same files work
   and running engines register again;
-- task results go to :class:`epyclab.cluster.taskstore.TaskStore` (SQLite in
+- task results go to :class:`epyclab.clustersetup.taskstore.TaskStore` (SQLite in
   the profile directory), which survives restarts;
 - heartbeats every 500 ms, so a lost host is noticed in seconds; engines wait
   for a silent controller for ``heartbeatMisses`` checks (about two minutes)
@@ -27,8 +27,8 @@ from pathlib import Path
 from IPython.core.profiledir import ProfileDir
 from IPython.paths import get_ipython_dir
 
-from epyclab.cluster.errors import ClusterSetupError
-from epyclab.cluster.private import privateDirectory, privateTree, writePrivate
+from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.private import privateDirectory, privateTree, writePrivate
 from epyclab.log import logger
 
 __all__ = [
@@ -131,7 +131,7 @@ def initProfile(
         "c.IPController.reuse_files = True",
         "c.IPController.restore_engines = True",
         "# task results in SQLite (tasks.db here), kept over restarts",
-        "c.IPController.db_class = 'epyclab.cluster.taskstore.TaskStore'",
+        "c.IPController.db_class = 'epyclab.clustersetup.taskstore.TaskStore'",
         f"c.HeartMonitor.period = {int(ping)}",
     ]
     if keys is not None:

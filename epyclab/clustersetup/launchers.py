@@ -2,7 +2,7 @@
 
 ``epyclab cluster start PROFILE --engines KIND`` starts engines with one of:
 
-- ``local``: processes on this machine (:mod:`epyclab.cluster.engines`, no ssh);
+- ``local``: processes on this machine (:mod:`epyclab.clustersetup.engines`, no ssh);
 - ``ssh``: processes on the workers, over ssh (the same module);
 - ``slurm``, ``pbs``: one batch job holding all the engines, submitted with
   ipyparallel's :class:`~ipyparallel.cluster.launcher.SlurmEngineSetLauncher` or
@@ -32,13 +32,13 @@ from typing import Any
 
 from ipyparallel.cluster import launcher as ipp_launchers
 
-from epyclab.cluster import processes
-from epyclab.cluster.engines import WORKER_VARIABLE
-from epyclab.cluster.errors import ClusterSetupError
-from epyclab.cluster.hosts import LOCAL
-from epyclab.cluster.private import privateDirectory, privateTree
-from epyclab.cluster.profile import ENGINE_FILE
-from epyclab.cluster.ssh import Remote
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.engines import WORKER_VARIABLE
+from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.hosts import LOCAL
+from epyclab.clustersetup.private import privateDirectory, privateTree
+from epyclab.clustersetup.profile import ENGINE_FILE
+from epyclab.clustersetup.ssh import Remote
 from epyclab.log import logger
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The ``epyclab cluster ...`` commands, as functions::
 
-    from epyclab.cluster import initCluster, syncWorkers, startCluster, clusterStatus, stopCluster
+    from epyclab.clustersetup import initCluster, syncWorkers, startCluster, clusterStatus, stopCluster
 
     initCluster("lab")
     syncWorkers("lab", ["node1", "alice@node2:2222"])
@@ -13,13 +13,13 @@ The ``epyclab cluster ...`` commands, as functions::
 
 Each runs every remote step with plain ssh and rsync, logs each command at
 INFO on the ``epyclab`` logger, and, when some hosts fail, finishes the others
-before raising :class:`~epyclab.cluster.errors.HostFailures`.
+before raising :class:`~epyclab.clustersetup.errors.HostFailures`.
 """
 
-from epyclab.cluster.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
-from epyclab.cluster.launchers import LAUNCHERS, BatchOptions
-from epyclab.cluster.manage import ClusterStatus, clusterStatus, initCluster, startCluster, stopCluster
-from epyclab.cluster.sync import syncWorkers
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
+from epyclab.clustersetup.launchers import LAUNCHERS, BatchOptions
+from epyclab.clustersetup.manage import ClusterStatus, clusterStatus, initCluster, startCluster, stopCluster
+from epyclab.clustersetup.sync import syncWorkers
 
 __all__ = [
     "initCluster",

@@ -19,11 +19,11 @@ from typing import Any
 
 import ipyparallel
 
-from epyclab.cluster import processes
-from epyclab.cluster.errors import ClusterSetupError
-from epyclab.cluster.hosts import Host
-from epyclab.cluster.profile import ENGINE_FILE
-from epyclab.cluster.ssh import Remote, shellPath
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.hosts import Host
+from epyclab.clustersetup.profile import ENGINE_FILE
+from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.log import logger
 
 __all__ = ["WORKER_VARIABLE", "Registered", "startEngines", "engineCount", "waitForEngines", "pushEngineFile"]

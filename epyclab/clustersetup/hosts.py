@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from epyclab.cluster.errors import HostSpecError
+from epyclab.clustersetup.errors import HostSpecError
 
 __all__ = ["Host", "parseHost", "parseHosts", "readWorkersFile", "LOCAL"]
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from epyclab.cluster.hosts import Host
-from epyclab.cluster.ssh import Remote
+from epyclab.clustersetup.hosts import Host
+from epyclab.clustersetup.ssh import Remote
 
 __all__ = ["launch", "stop", "alive"]
 

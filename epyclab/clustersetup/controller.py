@@ -12,11 +12,11 @@ from time import monotonic, sleep
 
 import ipyparallel
 
-from epyclab.cluster import processes
-from epyclab.cluster.errors import ClusterSetupError, RemoteCommandError
-from epyclab.cluster.hosts import Host
-from epyclab.cluster.profile import CLIENT_FILE, ENGINE_FILE
-from epyclab.cluster.ssh import Remote, shellPath
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.errors import ClusterSetupError, RemoteCommandError
+from epyclab.clustersetup.hosts import Host
+from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE
+from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.log import logger
 
 __all__ = ["startController", "waitForController", "connect", "controllerLog"]

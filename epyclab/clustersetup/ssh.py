@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from epyclab.cluster.errors import HostFailures, RemoteCommandError
-from epyclab.cluster.hosts import Host
+from epyclab.clustersetup.errors import HostFailures, RemoteCommandError
+from epyclab.clustersetup.hosts import Host
 from epyclab.log import logger
 
 __all__ = ["Remote", "shellPath", "rsyncPath"]

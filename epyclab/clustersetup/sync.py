@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from epyclab.cluster.errors import ClusterSetupError
-from epyclab.cluster.hosts import Host, parseHost, parseHosts
-from epyclab.cluster.profile import CLIENT_FILE, CONTROLLER_CONFIG, ENGINE_CONFIG, ENGINE_FILE, requireProfile
-from epyclab.cluster.ssh import Remote, shellPath
-from epyclab.cluster.state import loadSettings, saveSettings
-from epyclab.cluster.wheelhouse import Wheelhouse, buildWheelhouse, loadWheelhouse, requirementsText
+from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.hosts import Host, parseHost, parseHosts
+from epyclab.clustersetup.profile import CLIENT_FILE, CONTROLLER_CONFIG, ENGINE_CONFIG, ENGINE_FILE, requireProfile
+from epyclab.clustersetup.ssh import Remote, shellPath
+from epyclab.clustersetup.state import loadSettings, saveSettings
+from epyclab.clustersetup.wheelhouse import Wheelhouse, buildWheelhouse, loadWheelhouse, requirementsText
 
 __all__ = ["syncWorkers", "syncHost", "syncProfileFiles", "remoteProfileDir", "FINGERPRINT_FILE"]
 
@@ -59,7 +59,7 @@ def syncWorkers(
     given is remembered for next time. ``wheelhouse`` is where the wheels are
     built (default: ``wheelhouse`` in the profile directory); with
     ``rebuild=False`` the wheels already there are used as they are.
-    Raises :class:`~epyclab.cluster.errors.HostFailures` once every host is
+    Raises :class:`~epyclab.clustersetup.errors.HostFailures` once every host is
     done if any failed.
     """
     directory = requireProfile(profile, ipython_dir)

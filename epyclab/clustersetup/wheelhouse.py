@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import epyclab
-from epyclab.cluster.errors import ClusterSetupError
-from epyclab.cluster.ssh import Remote
+from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.ssh import Remote
 from epyclab.log import logger
 
 __all__ = ["Wheelhouse", "buildWheelhouse", "loadWheelhouse", "requirementsText", "epyclabSource"]

@@ -6,7 +6,7 @@ local user able to read them could read results or use the cluster. So every
 file epyclab writes there is created 0600 (by ``O_NOFOLLOW`` and a rename, so a
 symlink planted in its place is replaced, never written through), the
 processes it starts run under ``umask 077`` (see
-:mod:`epyclab.cluster.processes`), and :func:`privateTree` tightens what
+:mod:`epyclab.clustersetup.processes`), and :func:`privateTree` tightens what
 others (IPython's profile creation, an older epyclab) left readable.
 """
 

@@ -17,7 +17,7 @@ NORMAL``, so a commit costs no ``fsync``; a committed record survives the
 controller being killed (only a power loss can take the last few).
 
 Profiles made by ``epyclab cluster init`` select it with
-``c.IPController.db_class = 'epyclab.cluster.taskstore.TaskStore'``.
+``c.IPController.db_class = 'epyclab.clustersetup.taskstore.TaskStore'``.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from epyclab.cluster import processes
-from epyclab.cluster.controller import connect, startController, waitForController
-from epyclab.cluster.engines import engineCount, pushEngineFile, startEngines, waitForEngines
-from epyclab.cluster.errors import ClusterSetupError, HostFailures
-from epyclab.cluster.hosts import LOCAL, Host, parseHost, parseHosts
-from epyclab.cluster.launchers import (
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.controller import connect, startController, waitForController
+from epyclab.clustersetup.engines import engineCount, pushEngineFile, startEngines, waitForEngines
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
+from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts
+from epyclab.clustersetup.launchers import (
     BATCH_LAUNCHERS,
     LAUNCHERS,
     BatchOptions,
@@ -34,11 +34,18 @@ from epyclab.cluster.launchers import (
     startBatchEngines,
     stopBatchEngines,
 )
-from epyclab.cluster.private import privateTree, writePrivate
-from epyclab.cluster.profile import initProfile, profileSettings, requireProfile
-from epyclab.cluster.ssh import Remote, shellPath
-from epyclab.cluster.state import ClusterSettings, Processes, loadProcesses, loadSettings, saveProcesses, saveSettings
-from epyclab.cluster.sync import checkHosts, remoteProfileDir
+from epyclab.clustersetup.private import privateTree, writePrivate
+from epyclab.clustersetup.profile import initProfile, profileSettings, requireProfile
+from epyclab.clustersetup.ssh import Remote, shellPath
+from epyclab.clustersetup.state import (
+    ClusterSettings,
+    Processes,
+    loadProcesses,
+    loadSettings,
+    saveProcesses,
+    saveSettings,
+)
+from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
 from epyclab.log import logger
 
 __all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
@@ -49,7 +56,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def initCluster(
     profile: str, ip: str = "127.0.0.1", curve: bool = False, ipython_dir: str | Path | None = None
 ) -> Path:
-    """Create or update the profile (see :func:`epyclab.cluster.profile.initProfile`); refuse while it runs."""
+    """Create or update the profile (see :func:`epyclab.clustersetup.profile.initProfile`); refuse while it runs."""
     try:
         directory = requireProfile(profile, ipython_dir)
     except ClusterSetupError:
@@ -84,7 +91,7 @@ def startCluster(
 ) -> dict[str, int]:
     """Start the controller and the engines; return the number of engines answering per worker.
 
-    ``engines`` names the launcher (see :mod:`epyclab.cluster.launchers`):
+    ``engines`` names the launcher (see :mod:`epyclab.clustersetup.launchers`):
     ``ssh`` (the workers), ``local`` (this machine, as ``local=True``), or
     ``slurm``, ``pbs``, ``mpi``, which start ``batch.engines`` engines in one
     job through ipyparallel's launchers (the controller runs here).

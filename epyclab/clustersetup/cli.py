@@ -1,4 +1,4 @@
-"""``epyclab cluster ...``: init, sync, start, stop and status, over the functions of :mod:`epyclab.cluster`.
+"""``epyclab cluster ...``: init, sync, start, stop and status, over the functions of :mod:`epyclab.clustersetup`.
 
 Every remote command is logged at DEBUG (shown on stderr with ``-v``); each
 host's outcome is printed on its own line; a failure on some hosts is printed
@@ -16,12 +16,12 @@ from typing import Any
 
 import click
 
-from epyclab.cluster.errors import ClusterSetupError, HostFailures
-from epyclab.cluster.hosts import readWorkersFile
-from epyclab.cluster.launchers import BATCH_LAUNCHERS, LAUNCHERS, BatchOptions
-from epyclab.cluster.manage import clusterStatus, initCluster, startCluster, stopCluster
-from epyclab.cluster.profile import CLIENT_FILE, profileDir
-from epyclab.cluster.sync import syncWorkers
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
+from epyclab.clustersetup.hosts import readWorkersFile
+from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, LAUNCHERS, BatchOptions
+from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
+from epyclab.clustersetup.profile import CLIENT_FILE, profileDir
+from epyclab.clustersetup.sync import syncWorkers
 from epyclab.log import logger
 
 __all__ = ["cluster"]

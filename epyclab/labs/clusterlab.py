@@ -102,13 +102,13 @@ class ClusterLab(Lab):
     store keeps 1024 records in memory and culls the oldest 10% (finished or
     not) when a task is submitted past that, and it loses everything when
     the controller stops. Profiles made by ``epyclab cluster init`` use
-    :class:`epyclab.cluster.taskstore.TaskStore`, an SQLite store that a
+    :class:`epyclab.clustersetup.taskstore.TaskStore`, an SQLite store that a
     restarted controller reads again, and make the controller reuse its
     connection files and restore its engines, so that clients and engines
     reconnect to a restarted controller. By hand::
 
         ipcontroller --profile=P --reuse --restore \\
-            --IPController.db_class=epyclab.cluster.taskstore.TaskStore
+            --IPController.db_class=epyclab.clustersetup.taskstore.TaskStore
 
     On a controller with the default in-memory store the lab sizes its chunks
     so that a sweep's tasks, with what the hub holds already, stay within 90%
