@@ -88,6 +88,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 INT64 = np.dtype(np.int64)
 _OBJECT = np.dtype(object)
+_SIGNED = tuple(np.dtype(c) for c in ("i1", "i2", "i4", "i8"))
 #: The dates a datetime64[ns] holds.
 NS_MIN = datetime(1677, 9, 22)
 NS_MAX = datetime(2262, 4, 11)
@@ -642,7 +643,12 @@ class IntKind(NumberKind):
                 return state if span <= state.span else replace(state, span=span)
             if not INT64_MIN <= v <= UINT64_MAX:
                 raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
-            wider = promote(dtype, np.min_scalar_type(v))
+            least = np.min_scalar_type(v)
+            if dtype.kind == "i" and least.kind == "u" and v <= INT64_MAX:
+                # A signed column takes a positive int as the narrowest signed dtype holding it: numpy
+                # pairs int8 with uint64 (for 2**32) as float64, which would refuse what int64 holds.
+                least = next(d for d in _SIGNED if v <= np.iinfo(d).max)
+            wider = promote(dtype, least)
             if wider is None:
                 raise NotStorable(
                     f"the column holds {dtype} values and no integer dtype holds both those and {v}; "
