@@ -70,13 +70,13 @@ TARGETS: list[Target] = [
     Target(
         "journal",
         "epyclab/notebooks/journal.py",
-        ("tests/test_journal_records.py",),
+        ("tests/test_journal_records.py", "tests/test_journal_mutants.py"),
         why="a commit that returned must survive a crash; a torn tail must not hide the records before it",
     ),
     Target(
         "undo",
         "epyclab/notebooks/undo.py",
-        ("tests/test_undo_log.py",),
+        ("tests/test_undo_log.py", "tests/test_undo_mutants.py"),
         why="a checkpoint killed half-way must be rolled back to the file as it was",
     ),
     Target(
