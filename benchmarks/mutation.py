@@ -82,7 +82,7 @@ TARGETS: list[Target] = [
     Target(
         "locks",
         "epyclab/notebooks/locks.py",
-        ("tests/test_notebook_locks.py",),
+        ("tests/test_notebook_locks.py", "tests/test_locks_mutants.py"),
         why="two writers on one file corrupt it",
     ),
     Target(
