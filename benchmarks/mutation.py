@@ -144,7 +144,8 @@ TARGETS: list[Target] = [
     Target(
         "cli-copy",
         "epyclab/cli.py",
-        ("tests/test_copy_reads_sources_only.py", "tests/test_cli_notebooks.py", "-k", "copy"),
+        ("tests/test_cli_copy_mutants.py", "tests/test_copy_reads_sources_only.py", "tests/test_cli_notebooks.py",
+         "-k", "copy"),
         scope=("_opened", "_split", "_resultset", "copy", "_typed_rows", "_replaceable", "_fill", "_pending", "_attrs"),
         why="copying result sets between notebooks must neither drop nor change a row",
     ),

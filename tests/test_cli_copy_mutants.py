@@ -1,0 +1,111 @@
+"""``epyclab copy`` in this process (click's runner), quick enough to run against every planted bug.
+
+How ``NOTEBOOK:TAG`` is split (a tag may hold colons, a file name too: the
+split is after the first prefix that is an existing file), what a dry run
+says, and which copies are refused (a tag named twice, a tag the destination
+has) with the destination left as it was. tests/test_cli_copy.py runs the
+same command as a real subprocess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+from test_cli_notebooks import digest
+
+from epyclab import HDF5LabNotebook, LabNotebook
+from epyclab.cli import _split, main
+
+# Parts of names: no "/" (a path), no NUL; colons wanted.
+parts = st.text(alphabet="ab:.", min_size=1, max_size=6)
+
+
+@given(name=parts.filter(lambda s: s not in (".", "..") and not s.startswith(":")), tag=parts)
+def test_a_spec_splits_after_the_existing_file_whatever_colons_tag_and_name_hold(tmp_path_factory, name, tag):
+    where = tmp_path_factory.mktemp("split")
+    path = where / name
+    path.write_bytes(b"")
+    # No shorter prefix of "<path>:<tag>" ending before a colon may be another existing file.
+    spec = f"{path}:{tag}"
+    earlier = [spec[:i] for i, c in enumerate(spec) if c == ":" and i < len(str(path)) and Path(spec[:i]).is_file()]
+    if earlier:
+        return
+    assert _split(spec) == (str(path), tag)
+
+
+@given(path=parts.filter(lambda s: not s.startswith(":") and not s.endswith(":")), tag=parts)
+def test_a_spec_of_a_file_not_there_splits_at_its_last_colon(tmp_path_factory, path, tag):
+    where = tmp_path_factory.mktemp("missing")
+    spec = f"{where}/{path}:{tag}"
+    head, _, last = spec.rpartition(":")
+    if not last:
+        with pytest.raises(click.BadParameter):
+            _split(spec)
+        return
+    assert _split(spec) == (head, last)
+
+
+@pytest.mark.parametrize("spec", ["nocolon", ":tag", "{nb}:", "{missing}:"])
+def test_a_spec_without_a_notebook_or_a_tag_is_refused(tmp_path: Path, spec: str) -> None:
+    nb = tmp_path / "nb.h5"
+    nb.write_bytes(b"")
+    with pytest.raises(click.BadParameter, match="is not NOTEBOOK:TAG"):
+        _split(spec.format(nb=nb, missing=tmp_path / "missing.h5"))
+
+
+def notebook(path: Path, *tags: str) -> Path:
+    with HDF5LabNotebook(str(path), create=True) as nb:
+        for i, tag in enumerate(tags):
+            nb.addResultSet(tag)
+            for x in range(i + 1):
+                nb.addResult({"parameters": {"x": x}, "metadata": {}, "results": {"y": x * x}})
+        nb.select(LabNotebook.DEFAULT_RESULTSET)
+    return path
+
+
+def test_a_dry_run_says_what_it_would_copy_and_changes_nothing(tmp_path: Path) -> None:
+    src = notebook(tmp_path / "src.h5", "a", "b")
+    dest = notebook(tmp_path / "dest.h5", "mine")
+    before = digest(dest)
+    done = CliRunner().invoke(main, ["copy", "--dry-run", f"{src}:b", str(dest)])
+    assert done.exit_code == 0, done.output
+    assert done.output == f"would copy {src}:b -> {dest} (2 row(s), 0 pending)\n"
+    assert digest(dest) == before
+    done = CliRunner().invoke(main, ["copy", f"{src}:b", str(dest)])
+    assert done.exit_code == 0, done.output
+    assert done.output == f"copying {src}:b -> {dest} (2 row(s), 0 pending)\n"
+
+
+def test_a_set_is_added_to_an_existing_destination_keeping_its_current_set(tmp_path: Path) -> None:
+    src = notebook(tmp_path / "src.h5", "a", "b")
+    dest = notebook(tmp_path / "dest.h5", "mine")
+    with HDF5LabNotebook(str(dest)) as nb:
+        nb.select("mine")
+    done = CliRunner().invoke(main, ["copy", f"{src}:a", f"{src}:b", str(dest)])
+    assert done.exit_code == 0, done.output
+    nb = HDF5LabNotebook(str(dest), readonly=True)
+    assert nb.keys() == [LabNotebook.DEFAULT_RESULTSET, "mine", "a", "b"]
+    assert nb.currentTag() == "mine"
+    assert nb.resultSet("b").dataframe()["y"].tolist() == [0, 1]
+
+
+def test_a_tag_named_twice_or_already_in_the_destination_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    one = notebook(tmp_path / "one.h5", "x")
+    two = notebook(tmp_path / "two.h5", "x", "y")
+    dest = notebook(tmp_path / "dest.h5", "y")
+    before = digest(dest)
+    done = CliRunner().invoke(main, ["copy", f"{one}:x", f"{two}:x", str(tmp_path / "new.h5")])
+    assert done.exit_code == 1 and "['x'] are named more than once" in done.output
+    assert not (tmp_path / "new.h5").exists()
+    done = CliRunner().invoke(main, ["copy", f"{two}:x", f"{two}:y", str(dest)])
+    assert done.exit_code == 1 and "already has result set(s) ['y']" in done.output
+    assert digest(dest) == before
+    # Three times is as wrong as twice; a tag once is fine.
+    done = CliRunner().invoke(main, ["copy", f"{one}:x", f"{two}:x", f"{one}:x", str(dest)])
+    assert done.exit_code == 1 and "['x'] are named more than once" in done.output
+    assert CliRunner().invoke(main, ["copy", f"{one}:x", str(dest)]).exit_code == 0
