@@ -102,7 +102,7 @@ TARGETS: list[Target] = [
     Target(
         "lab",
         "epyclab/labs/lab.py",
-        ("tests/test_lab_commit_loop.py", "tests/test_lab.py"),
+        ("tests/test_lab_commit_loop.py", "tests/test_lab.py", "tests/test_lab_mutants.py"),
         why="resume and the commit loop decide which finished runs reach the notebook",
     ),
     Target(
