@@ -130,9 +130,9 @@ TARGETS: list[Target] = [
     Target(
         "cluster-collect",
         "epyclab/labs/collect.py",
-        # test_cluster_lab.py runs a real controller and 2 engines once per module (about 10 s); the fault
+        # Each file runs a real controller and 2 engines once per module (about 10 s each); the fault
         # tests (engines and controllers killed: minutes) are left to the suite.
-        ("tests/test_cluster_lab.py",),
+        ("tests/test_collect_mutants.py", "tests/test_cluster_lab.py"),
         # The job policy: what each task state becomes (result, failed row, resubmission, rename).
         scope=(
             "Collector._past_grace", "Collector._apply", "Collector._resolve", "Collector._fail",
