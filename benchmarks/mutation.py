@@ -115,9 +115,9 @@ TARGETS: list[Target] = [
     Target(
         "parallel-retry",
         "epyclab/labs/scheduler.py",
-        # Each test starts a 2-engine local cluster and kills an engine (ipyparallel reports the death
-        # 5 s later): the poison point in the first chunk, and an expensive point alone in its task.
-        ("tests/test_parallel_deaths.py", "-k", "first or expensive"),
+        # Each test starts a 2-engine local cluster whose engines die under chosen points (ipyparallel
+        # reports a death 5 s later): points alone in their tasks, and a point in a chunk of several.
+        ("tests/test_parallel_retry_mutants.py",),
         scope=("Sweep._engine_died",),
         why="a point whose engine died must be run again, and one that kills every engine fails alone",
     ),
