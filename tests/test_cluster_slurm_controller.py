@@ -176,3 +176,75 @@ def test_a_controller_in_a_job_needs_engines_in_jobs(ipdir: Path) -> None:
     lone = cluster(ipdir, "-q", "start", "mix", "--local", "--controller-template", __file__)
     assert lone.exit_code == 2 and "--controller-template needs --controller slurm or pbs" in lone.output
     assert loadProcesses(ipdir / "profile_mix").empty()
+
+
+def test_both_jobs_ended_start_submits_both_afresh(ipdir: Path, tmp_path: Path, slurm: slurm_fixture.Slurm,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Controller and engines at their time limit, the user back later: `start` submits both jobs again, with
+    new connection files, and the sweep submitted before is collected."""
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    assert cluster(ipdir, "-q", "init", "both").exit_code == 0
+    profile = ipdir / "profile_both"
+    started = cluster(ipdir, "-q", "start", "both", "--controller", "slurm", "--engines", "slurm", "-n", "2",
+                      "--timeout", "120")
+    assert started.exit_code == 0, started.output
+    recorded = loadProcesses(profile)
+    old = {recorded.controller["launcher"]["job_id"], recorded.launchers[0]["launcher"]["job_id"]}
+    key = (profile / CLIENT_FILE).read_text()
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "both", notebook)
+
+    slurm.run("scancel", *old)
+    assert wait_for(lambda: slurm.jobs() == [])
+    again = cluster(ipdir, "-q", "start", "both", "--timeout", "120")
+    assert again.exit_code == 0, again.output
+    assert "  slurm: 2" in again.stdout
+    recorded = loadProcesses(profile)
+    new = {recorded.controller["launcher"]["job_id"], recorded.launchers[0]["launcher"]["job_id"]}
+    assert sorted(slurm.jobs()) == sorted(new) and not new & old
+    assert (profile / CLIENT_FILE).read_text() != key  # a fresh controller, not pinned to the old node
+    assert "--nodelist" not in (profile / "batch" / "slurm_controller.sbatch").read_text()
+    collect_here(ipdir, "both", notebook)
+
+    assert cluster(ipdir, "-q", "stop", "both").exit_code == 0
+    assert wait_for(lambda: slurm.jobs() == [])
+    assert wait_for(lambda: profile_processes(profile) == []), profile_processes(profile)
+
+
+def test_a_controller_job_that_waits_too_long_is_cancelled(ipdir: Path, slurm: slurm_fixture.Slurm,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    assert cluster(ipdir, "-q", "init", "late").exit_code == 0
+    # A job the scheduler holds back (as in a busy queue).
+    result = cluster(ipdir, "-q", "start", "late", "--controller", "slurm", "--engines", "slurm", "-n", "1",
+                     "--directive", "--begin=now+1hour", "--timeout", "5")
+    assert result.exit_code == 1
+    found = re.search(r"the controller's slurm job (\d+) \(controller\) is PENDING and did not answer within 5 s",
+                      result.output)
+    assert found, result.output
+    assert "did not appear" in result.output and "needs a longer --timeout" in result.output
+    assert f"(slurm job {found.group(1)} (controller): cancelled job {found.group(1)})" in result.output
+    assert wait_for(lambda: slurm.jobs() == [])
+    assert loadProcesses(ipdir / "profile_late").empty()
+
+
+def test_a_loopback_controller_on_another_node_is_refused(ipdir: Path, slurm: slurm_fixture.Slurm,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile listening on 127.0.0.1 whose controller job lands on another node: refused, the job cancelled.
+    The one node here is this machine, so "another node" is the one thing pretended (the job itself is real)."""
+    from epyclab.clustersetup import manage
+
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(manage, "_this_machine", lambda node: False)
+    assert cluster(ipdir, "-q", "init", "far").exit_code == 0
+    result = cluster(ipdir, "-q", "start", "far", "--controller", "slurm", "--engines", "slurm", "-n", "1",
+                     "--timeout", "60")
+    assert result.exit_code == 1
+    assert f"runs on node {slurm.node}, but profile 'far' listens on 127.0.0.1" in result.output
+    assert "epyclab cluster init far --ip 0.0.0.0" in result.output and "cancelled job" in result.output
+    assert wait_for(lambda: slurm.jobs() == [])
+    assert wait_for(lambda: profile_processes(ipdir / "profile_far") == [])
+    assert loadProcesses(ipdir / "profile_far").empty()

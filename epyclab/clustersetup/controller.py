@@ -108,17 +108,23 @@ def waitForControllerJob(
     files = [profileDirectory / CLIENT_FILE, profileDirectory / ENGINE_FILE]
     deadline = monotonic() + timeout
     checks, state = 0, "not asked yet"
+
+    def learn_node() -> None:
+        if not record.get("node"):
+            record["node"] = batchNode(record)
+            if record["node"] and checkNode is not None:
+                checkNode(record["node"])
+
     while True:
         checks += 1
         if all(f.exists() for f in files) and _listening(files[0]):
+            learn_node()  # it runs, so the scheduler names its node
             return connect(profileDirectory, timeout=max(5.0, deadline - monotonic()))
         # Asking the scheduler is a command: not at every poll.
         if checks % 4 == 1:
             state = batchStatus(record)
-            if not record.get("node") and not batchEnded(state):
-                record["node"] = batchNode(record)
-                if record["node"] and checkNode is not None:
-                    checkNode(record["node"])
+            if not batchEnded(state):
+                learn_node()
             if batchEnded(state):
                 raise ClusterSetupError(
                     f"the controller's {job} ended ({state}) before the controller answered; the end of its "
