@@ -91,6 +91,9 @@ def test_controller_and_engines_in_two_slurm_jobs(ipdir: Path, tmp_path: Path, s
     assert wait_for(lambda: first not in slurm.jobs())
     ended = cluster(ipdir, "status", "slc")
     assert ended.exit_code == 1 and f"slurm job {first} (controller) on node {slurm.node}, ended" in ended.stdout
+    dry = cluster(ipdir, "start", "slc", "--dry-run")  # what start would submit, and nothing submitted
+    assert dry.exit_code == 0 and f"#SBATCH --nodelist={slurm.node}" in dry.stdout, dry.output
+    assert slurm.jobs() == [engines]
     again = cluster(ipdir, "-q", "start", "slc", "--timeout", "120")
     assert again.exit_code == 0, again.output
     assert "  slurm: 2" in again.stdout

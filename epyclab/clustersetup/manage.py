@@ -6,8 +6,9 @@ all engines answer. Started again after the controller died, it restarts only
 the controller: the engines, still running, register again and the durable
 task store still holds the results. With ``controller="slurm"`` (or ``pbs``)
 the controller runs in a batch job of its own, recorded like the engines'
-jobs; started again after that job ended, ``start`` submits a new one. ``stopCluster`` stops the engines on every
-worker, then the controller, by PID. ``clusterStatus`` asks the controller.
+jobs; started again after that job ended, ``start`` submits a new one.
+``stopCluster`` stops the engines on every worker (or cancels their jobs),
+then the controller, by PID or job id. ``clusterStatus`` asks the controller.
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def startCluster(
     where = remoteProfileDir(profile, settings.remoteProfile)
     recorded = loadProcesses(directory)
     if recorded.controller is not None and _is_job(recorded.controller):
+        if dryRun:
+            job = recorded.controller
+            if echo is not None:
+                echo(describeBatchController(directory, str(job["kind"]), BatchOptions(**job.get("options", {})),
+                                             job.get("node")))
+            return {}
         return _restart_batch(remote, directory, where, settings, recorded, LOCAL, timeout)
     if recorded.controller is not None:
         hosts = [LOCAL] if local else parseHosts(settings.workers) if settings.workers else []
@@ -132,8 +139,8 @@ def startCluster(
     if any(recorded.engines.values()) or recorded.launchers:
         hosts = ", ".join([*(h for h, pids in recorded.engines.items() if pids), *map(recordName, recorded.launchers)])
         raise ClusterSetupError(
-            f"engines of an earlier start may still run on {hosts} (stopping them failed): "
-            f"run `epyclab cluster stop {profile}` again first"
+            f"engines of an earlier start may still run on {hosts}, with no controller recorded (a stop or a "
+            f"restart of the controller failed): run `epyclab cluster stop {profile}` first"
         )
     if controller not in CONTROLLER_LAUNCHERS:
         raise ClusterSetupError(
@@ -292,7 +299,11 @@ def _submit_controller(
     try:
         client = waitForControllerJob(directory, record, timeout, reachable)
     except ClusterSetupError as error:
-        outcome = stopBatchJob(record)
+        try:
+            outcome = stopBatchJob(record)
+        except ClusterSetupError as cancelling:
+            # Still recorded, so that `stop` can cancel it later.
+            raise ClusterSetupError(f"{error}\nand then {cancelling}") from error
         started.controller = None
         saveProcesses(directory, started)
         raise ClusterSetupError(f"{error} ({recordName(record)}: {outcome})") from error
@@ -535,7 +546,7 @@ def stopCluster(
     echo: Callable[[str], None] | None = None,
     ipython_dir: str | Path | None = None,
 ) -> dict[str, str]:
-    """Stop the engines on every worker, then the controller, by their recorded PIDs; say what was done per host.
+    """Stop the engines on every worker, then the controller, by their recorded PIDs or job ids; say what was done.
 
     A worker that cannot be reached keeps its record (so ``stop`` can be run
     again); the others are stopped anyway, and :class:`HostFailures` names it.
