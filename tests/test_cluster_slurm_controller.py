@@ -92,14 +92,14 @@ def test_controller_and_engines_in_two_slurm_jobs(ipdir: Path, tmp_path: Path, s
     ended = cluster(ipdir, "status", "slc")
     assert ended.exit_code == 1 and f"slurm job {first} (controller) on node {slurm.node}, ended" in ended.stdout
     dry = cluster(ipdir, "start", "slc", "--dry-run")  # what start would submit, and nothing submitted
-    assert dry.exit_code == 0 and f"#SBATCH --nodelist={slurm.node}" in dry.stdout, dry.output
+    assert dry.exit_code == 0 and f"sbatch --nodelist={slurm.node} " in dry.stdout, dry.output
     assert slurm.jobs() == [engines]
     again = cluster(ipdir, "-q", "start", "slc", "--timeout", "120")
     assert again.exit_code == 0, again.output
     assert "  slurm: 2" in again.stdout
     second = loadProcesses(profile).controller["launcher"]["job_id"]
     assert second != first and sorted(slurm.jobs()) == sorted([second, engines])
-    assert f"#SBATCH --nodelist={slurm.node}" in (profile / "batch" / "slurm_controller.sbatch").read_text()
+    assert slurm.run("squeue", "-h", "-j", second, "-o", "%n").strip() == slurm.node  # the node it asked for
     assert engine_pids(profile) == pids
 
     assert set(collect_here(ipdir, "slc", notebook)) <= set(pids)
@@ -158,16 +158,14 @@ def test_the_pbs_controller_job_carries_the_options_set(ipdir: Path) -> None:
     assert loadProcesses(profile).empty()  # a dry run starts nothing
 
     # A restarted controller is pinned to the node the running engines know; a template of the user's is used.
-    pinned = _configure_controller("pbs", profile, BatchOptions(walltime="01:00:00"), node="n17")
-    pinned.write_batch_script(1)
-    assert "#PBS -l nodes=n17" in Path(pinned.batch_file).read_text()
     template = profile / "mine.pbs"
     template.write_text("#!/bin/sh\n#PBS -l select=1:ncpus=1\n#PBS -q {queue}\n{program_and_args}\n")
-    own = _configure_controller("pbs", profile, BatchOptions(queue="long", template=str(template)))
+    own = _configure_controller("pbs", profile, BatchOptions(queue="long", template=str(template)), node="n17")
     own.write_batch_script(1)
     script = Path(own.batch_file).read_text()
     assert "#PBS -l select=1:ncpus=1" in script and "#PBS -q long" in script
     assert f"ipyparallel.controller --profile-dir={profile}" in script
+    assert own.args == ["qsub", "-l", "nodes=n17", own.batch_file]
 
 
 def test_a_controller_in_a_job_needs_engines_in_jobs(ipdir: Path) -> None:
@@ -207,7 +205,7 @@ def test_both_jobs_ended_start_submits_both_afresh(ipdir: Path, tmp_path: Path, 
     new = {recorded.controller["launcher"]["job_id"], recorded.launchers[0]["launcher"]["job_id"]}
     assert sorted(slurm.jobs()) == sorted(new) and not new & old
     assert (profile / CLIENT_FILE).read_text() != key  # a fresh controller, not pinned to the old node
-    assert "--nodelist" not in (profile / "batch" / "slurm_controller.sbatch").read_text()
+    assert slurm.run("squeue", "-h", "-j", recorded.controller["launcher"]["job_id"], "-o", "%n").strip() == ""
     collect_here(ipdir, "both", notebook)
 
     assert cluster(ipdir, "-q", "stop", "both").exit_code == 0

@@ -163,8 +163,8 @@ def _configure(kind: str, directory: Path, options: BatchOptions) -> Any:
 def _configure_controller(kind: str, directory: Path, options: BatchOptions, node: str | None = None) -> Any:
     """An ipyparallel controller launcher of ``kind`` (slurm, pbs) for the profile in ``directory``, configured.
 
-    ``node``, when given, pins the job to that node (Slurm ``--nodelist``,
-    PBS ``-l nodes``): a restarted controller must run where the engines
+    ``node``, when given, pins the job to that node (``sbatch --nodelist``,
+    ``qsub -l nodes``): a restarted controller must run where the engines
     still running look for it.
     """
     name = CONTROLLER_LAUNCHERS.get(kind)
@@ -181,9 +181,11 @@ def _configure_controller(kind: str, directory: Path, options: BatchOptions, nod
     # The controller is one process: engines-per-node means nothing to its job.
     lines = _directive_lines(kind, BatchOptions(engines=1, account=options.account, walltime=options.walltime,
                                                 directives=options.directives))
-    if node:
-        lines.append(f"#SBATCH --nodelist={node}" if kind == "slurm" else f"#PBS -l nodes={node}")
     _apply_options(launcher, kind, options, lines)
+    if node:
+        # On the submit command, so that it holds for a template of the user's too (and overrides its lines).
+        pin = [f"--nodelist={node}"] if kind == "slurm" else ["-l", f"nodes={node}"]
+        launcher.submit_command = [*launcher.submit_command, *pin]
     return launcher
 
 
