@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 import slurm as slurm_fixture
+from hypothesis import given
+from hypothesis import strategies as st
 from test_cluster_local import cluster
 from test_cluster_slurm import collect_here, engine_pids, ipdir, slurm, submit_in_another_process
 
@@ -249,3 +251,36 @@ def test_a_loopback_controller_on_another_node_is_refused(ipdir: Path, slurm: sl
     assert wait_for(lambda: slurm.jobs() == [])
     assert wait_for(lambda: profile_processes(ipdir / "profile_far") == [])
     assert loadProcesses(ipdir / "profile_far").empty()
+
+
+_NAME = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
+# Any printable value, braces included (the job script is a format template: they must come through as typed).
+_VALUE = st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1,
+                 max_size=20).filter(lambda v: v == v.strip())
+
+
+@given(kind=st.sampled_from(["slurm", "pbs"]), queue=_NAME, account=_NAME,
+       walltime=st.from_regex(r"[0-9]{2}:[0-5][0-9]:[0-5][0-9]", fullmatch=True),
+       directives=st.lists(st.tuples(_NAME, _VALUE), max_size=4), node=st.none() | _NAME)
+def test_every_option_set_is_in_the_controller_job(tmp_path_factory: pytest.TempPathFactory, kind: str,
+                                                   queue: str, account: str, walltime: str,
+                                                   directives: list[tuple[str, str]], node: str | None) -> None:
+    """Whatever the user sets for the controller's job is in the script ipyparallel writes, exactly as typed."""
+    profile = tmp_path_factory.mktemp("profile")
+    # Names that cannot be taken for the queue, account or time lines ipyparallel looks for.
+    lines = [f"--x-{name}={value}" if kind == "slurm" else f"-l x-{name}={value}" for name, value in directives]
+    options = BatchOptions(queue=queue, account=account, walltime=walltime, directives=lines)
+    launcher = _configure_controller(kind, profile, options, node)
+    launcher.write_batch_script(1)
+    script = Path(launcher.batch_file).read_text().splitlines()
+    prefix = "#SBATCH" if kind == "slurm" else "#PBS"
+    for line in lines:
+        assert f"{prefix} {line}" in script
+    if kind == "slurm":
+        expected = [f"#SBATCH --partition={queue}", f"#SBATCH --account={account}", f"#SBATCH --time={walltime}"]
+    else:
+        expected = [f"#PBS -q {queue}", f"#PBS -A {account}", f"#PBS -l walltime={walltime}"]
+    assert set(expected) <= set(script), script
+    assert script[-1].endswith(f"ipyparallel.controller --profile-dir={profile}")
+    pin = ([f"--nodelist={node}"] if kind == "slurm" else ["-l", f"nodes={node}"]) if node else []
+    assert launcher.args == [("sbatch" if kind == "slurm" else "qsub"), *pin, launcher.batch_file]

@@ -203,9 +203,11 @@ def _apply_options(launcher: Any, kind: str, options: BatchOptions, lines: list[
         launcher.batch_template = path.read_text()
     elif lines:
         # ipyparallel's default script, with the options it has no setting for inserted after its first
-        # line; ipyparallel then adds its own (engine count, queue, account, time, output) as usual.
+        # line; ipyparallel then adds its own (engine count, queue, account, time, output) as usual. The
+        # script is a format template: braces the user typed are doubled to come through as typed.
         first, rest = launcher.default_template.split("\n", 1)
-        launcher.default_template = "\n".join([first, *lines, rest])
+        typed = [line.replace("{", "{{").replace("}", "}}") for line in lines]
+        launcher.default_template = "\n".join([first, *typed, rest])
 
 
 def _check_command(kind: str) -> None:
