@@ -284,3 +284,36 @@ def test_every_option_set_is_in_the_controller_job(tmp_path_factory: pytest.Temp
     assert script[-1].endswith(f"ipyparallel.controller --profile-dir={profile}")
     pin = ([f"--nodelist={node}"] if kind == "slurm" else ["-l", f"nodes={node}"]) if node else []
     assert launcher.args == [("sbatch" if kind == "slurm" else "qsub"), *pin, launcher.batch_file]
+
+
+def test_a_controller_killed_in_its_job_is_submitted_again(ipdir: Path, tmp_path: Path,
+                                                           slurm: slurm_fixture.Slurm,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's processes SIGKILLed inside their job (a crash, not a cancel): the job ends, `start`
+    submits a new one, the engines register again, and the sweep submitted before is collected in full."""
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    assert cluster(ipdir, "-q", "init", "crash").exit_code == 0
+    profile = ipdir / "profile_crash"
+    started = cluster(ipdir, "-q", "start", "crash", "--controller", "slurm", "--engines", "slurm", "-n", "2",
+                      "--timeout", "120")
+    assert started.exit_code == 0, started.output
+    first = loadProcesses(profile).controller["launcher"]["job_id"]
+    pids = engine_pids(profile)
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "crash", notebook)
+
+    hub = [p for p in profile_processes(profile) if "ipyparallel.controller" in " ".join(p.cmdline())]
+    assert hub
+    for proc in hub:
+        proc.kill()  # SIGKILL, by PID
+    psutil.wait_procs(hub, timeout=30)
+    assert wait_for(lambda: first not in slurm.jobs())
+    again = cluster(ipdir, "-q", "start", "crash", "--timeout", "120")
+    assert again.exit_code == 0, again.output
+    assert "  slurm: 2" in again.stdout and engine_pids(profile) == pids
+    assert set(collect_here(ipdir, "crash", notebook)) <= set(pids)
+
+    assert cluster(ipdir, "-q", "stop", "crash").exit_code == 0
+    assert wait_for(lambda: slurm.jobs() == [])
+    assert wait_for(lambda: profile_processes(profile) == []), profile_processes(profile)
