@@ -1,8 +1,10 @@
 """The controller in a batch job of its own (``start --controller slurm``), on the real one-node Slurm of
 tests/slurm.py: controller and engines in two jobs, status showing both, a ClusterLab sweep submitted in one
 process and collected in another, the controller's job ending and ``start`` submitting a new one that the
-running engines register with, ``stop`` cancelling both, and then no job and no process left. The PBS
-controller's job script is checked as rendered (PBS cannot run here)."""
+running engines register with (after a cancel, after a SIGKILL, and with both jobs gone), ``stop`` cancelling
+both, and then no job and no process left; a failing job, a job held in the queue and a node clients cannot
+reach, each refused with the job named. The PBS controller's job script is checked as rendered (PBS cannot run
+here), and the scripts' options for any values (hypothesis)."""
 
 from __future__ import annotations
 
