@@ -124,7 +124,7 @@ TARGETS: list[Target] = [
     Target(
         "cluster-jobs",
         "epyclab/labs/jobs.py",
-        ("tests/test_job_ids.py",),
+        ("tests/test_job_ids.py", "tests/test_jobs_mutants.py"),
         why="job ids and task states decide which pending result a reply fills",
     ),
     Target(

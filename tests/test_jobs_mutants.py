@@ -1,0 +1,89 @@
+"""What a ClusterLab's collector knows of its own tasks (TaskTable), and what a hub record says of a task.
+
+The table decides whether a lost task can be submitted again from this
+process (it must hold the experiment), follows a task the hub resubmitted
+under its new id, and forgets every future when the client goes; a hub
+record (as ``db_query`` returns it) says whether the task is pending, done,
+failed, moved or missing. Sequences of operations on the table are checked
+against a plain model of those promises (hypothesis).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from ipyparallel.serialize import serialize_object
+
+from epyclab.labs.jobs import TaskState, TaskTable, observe_record
+from epyclab.labs.wire import Payload
+
+ids = st.sampled_from(["t1", "t2", "t3"])
+keys = st.sampled_from(["k1", "k2"])
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("submitted"), ids, keys),
+        st.tuples(st.just("forget"), ids, st.one_of(st.none(), ids)),
+        st.tuples(st.just("hold"), keys),
+        st.tuples(st.just("detach")),
+    ),
+    max_size=12,
+)
+
+
+class Future:
+    """Stands for a task's AsyncResult: the table only keeps it and hands it back."""
+
+
+@given(ops=ops)
+def test_the_task_table_follows_submitted_moved_and_forgotten_tasks(ops: list[tuple[Any, ...]]) -> None:
+    table = TaskTable()
+    tasks: dict[str, tuple[str, Any]] = {}  # msg_id -> (key, future or None)
+    held: set[str] = set()
+    for op in ops:
+        if op[0] == "submitted":
+            future = Future()
+            table.submitted(op[1], op[2], future)
+            tasks[op[1]] = (op[2], future)
+        elif op[0] == "forget":
+            own = tasks.pop(op[1], None)
+            table.forget(op[1], op[2])
+            if op[2] is not None and own is not None:
+                tasks[op[2]] = (own[0], None)  # followed under its new id; its old future is no use there
+        elif op[0] == "hold":
+            table.addPayloads({op[1]: Payload(op[1], b"", f"Experiment{op[1]}")})
+            held.add(op[1])
+        else:
+            table.detach()
+            tasks = {m: (k, None) for m, (k, _) in tasks.items()}
+        assert len(table) == len(tasks)
+        for msg_id in ("t1", "t2", "t3"):
+            own = table.get(msg_id)
+            if msg_id not in tasks:
+                assert own is None and table.keyHeld(msg_id) is None and table.classname(msg_id) == ""
+                continue
+            key, future = tasks[msg_id]
+            assert own is not None and own.key == key and own.ar is future
+            assert table.keyHeld(msg_id) == (key if key in held else None)
+            assert table.classname(msg_id) == (f"Experiment{key}" if key in held else "")
+    for key in held:
+        assert table.payload(key).classname == f"Experiment{key}"
+
+
+def test_a_hub_record_says_what_became_of_its_task() -> None:
+    assert observe_record(None).state is TaskState.MISSING
+    assert observe_record({"completed": None, "resubmitted": None}).state is TaskState.PENDING
+    moved = observe_record({"completed": "2026-01-01", "resubmitted": "new-id"})
+    assert moved.state is TaskState.MOVED and moved.moved_to == "new-id"
+    done = observe_record({"completed": "2026-01-01", "result_content": {"status": "ok"},
+                           "result_buffers": serialize_object({"rows": [1, 2]})})
+    assert done.state is TaskState.DONE and done.reply == {"rows": [1, 2]}
+    failed = observe_record({"completed": "2026-01-01", "result_content": {
+        "status": "error", "ename": "ValueError", "evalue": "bad", "traceback": ["line 1", "line 2"]}})
+    assert failed.state is TaskState.FAILED
+    assert failed.error.ename == "ValueError" and failed.error.evalue == "bad"
+    assert failed.error.traceback == "line 1\nline 2"
+    aborted = observe_record({"completed": "2026-01-01", "result_content": {"status": "aborted"}})
+    assert aborted.state is TaskState.FAILED and aborted.error.ename == "TaskAborted"
+    assert "'aborted'" in aborted.error.evalue
