@@ -227,6 +227,9 @@ REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {
     "too slow for this target's subset",
 }
 
+# Notes on earlier runs, kept on the page (a list of Markdown lines, ending with an empty one).
+HISTORY: list[str] = []
+
 # Third-party modules the parent imports once, so that a forked child only imports epyclab.
 PREWARM = (
     "numpy", "pandas", "h5py", "dill", "cloudpickle", "tqdm", "click", "click.testing", "psutil",
@@ -604,6 +607,11 @@ def render(results: dict[str, dict]) -> str:
         f"Python {platform.python_version()}, mutmut 2, under `nice -n 10`; the load average (1, 5, 15 min)"
         " at the start of each target's run is in its row: the machine was shared.",
         "",
+        "## What each target guards",
+        "",
+        *[f"- {t.name} (`{t.path}`{', ' + ', '.join(t.scope) if t.scope else ''}): {t.why}." for t in TARGETS],
+        "",
+        *HISTORY,
         "## Surviving mutants",
         "",
     ]
