@@ -64,6 +64,9 @@ class Target:
     tests: tuple[str, ...]
     scope: tuple[str, ...] = ()  # qualified names ("Sweep._collect", "Collector"); empty: the whole module
     why: str = ""
+    # Whether a test that starts a process may run the module there (then that test runs for every mutant,
+    # since the trace sees only this process); False where none can.
+    subprocesses: bool = True
 
 
 TARGETS: list[Target] = [
@@ -357,6 +360,7 @@ class _LineRecorder:
         self.current = ""
         self.hits: dict[int, set[str]] = {}
         self.seconds: dict[str, float] = {}  # each test's setup, call and teardown
+        self.spawned: set[str] = set()  # the tests that started a process (it may run the module)
 
     def _local(self, frame, event, arg):  # noqa: ANN001, ANN202 - sys.settrace's signature
         if event == "line":
@@ -374,6 +378,14 @@ class _LineRecorder:
 
         sys.settrace(self._global)
         threading.settrace(self._global)
+        # Note the tests that start processes (only in this forked child: the parent never sees it).
+        popen = subprocess.Popen.__init__
+
+        def noting(popen_self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            self.spawned.add(self.current)
+            return popen(popen_self, *args, **kwargs)
+
+        subprocess.Popen.__init__ = noting  # type: ignore[method-assign]
 
     def pytest_runtest_protocol(self, item, nextitem):  # noqa: ANN001, ANN201
         self.current = item.nodeid
@@ -419,7 +431,8 @@ def run_tests(
             if record is not None:
                 sys.settrace(None)
                 hits = {n: sorted(t) for n, t in recorder.hits.items()}
-                out.write_text(json.dumps({"lines": hits, "seconds": recorder.seconds}))
+                spawned = sorted(t for t in recorder.spawned if t.startswith("tests/"))
+                out.write_text(json.dumps({"lines": hits, "seconds": recorder.seconds, "spawned": spawned}))
         finally:
             os._exit(code)
     while True:
@@ -427,8 +440,10 @@ def run_tests(
         if done:
             seconds = time.monotonic() - started
             code = os.waitstatus_to_exitcode(status)
-            traced = json.loads(out.read_text()) if out.exists() else {"lines": {}, "seconds": {}}
+            traced = json.loads(out.read_text()) if out.exists() else {"lines": {}, "seconds": {}, "spawned": []}
             lines = {int(n): t for n, t in traced["lines"].items()}
+            # A test that started a process counts as running every line (the process may run any).
+            traced["seconds"][""] = traced["spawned"]
             return ("passed" if code == 0 else "failed"), seconds, lines, traced["seconds"]
         if time.monotonic() - started > timeout:
             try:
@@ -490,7 +505,8 @@ def run_target(
                 report.outcomes.append(Outcome(**old))
                 continue
             path.write_text(source)
-            result, seconds, _, _ = run_tests(workdir, _tests_for(line, lines, target.tests, durations), timeout)
+            chosen = _tests_for(line, lines, target.tests, durations, target.subprocesses)
+            result, seconds, _, _ = run_tests(workdir, chosen, timeout)
             status = {"failed": "killed", "passed": "survived", "timeout": "timeout"}[result]
             report.outcomes.append(Outcome(line, before.strip(), after.strip(), status, round(seconds, 2)))
             report.retested += previous is not None
@@ -514,15 +530,20 @@ def source_hash(text: str) -> str:
 
 
 def _tests_for(
-    line: int, lines: dict[int, list[str]], tests: tuple[str, ...], durations: dict[str, float]
+    line: int, lines: dict[int, list[str]], tests: tuple[str, ...], durations: dict, subprocesses: bool = True
 ) -> tuple[str, ...]:
-    """The tests that ran ``line`` in the baseline, quickest first (the first failure ends the run); all
-    of ``tests`` if it ran at import time, or in no test of this process (a subprocess may run it), or
-    between tests."""
+    """The tests that ran ``line`` in the baseline, quickest first (the first failure ends the run), then
+    (with ``subprocesses``) those that started a process, which may run it there; all of ``tests`` if it
+    ran at import time, or in no test of this process (a subprocess may run it), or between tests.
+
+    ``durations`` maps node ids to seconds, and "" to the tests that started a process.
+    """
     ran = lines.get(line, [])
     if not ran or any(not t.startswith("tests/") for t in ran):
         return tests
-    return tuple(sorted(ran, key=lambda t: (durations.get(t, 0.0), t)))
+    quick = sorted(ran, key=lambda t: (durations.get(t, 0.0), t))
+    spawned = [t for t in durations.get("", []) if t not in ran] if subprocesses else []
+    return tuple(quick + sorted(spawned, key=lambda t: (durations.get(t, 0.0), t)))
 
 
 # ---- the report ----------------------------------------------------------------------------------------
