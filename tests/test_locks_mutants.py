@@ -148,3 +148,18 @@ def test_a_lock_on_descriptor_0_is_released(notebook: str, which: str) -> None:
                           text=True, timeout=60, check=True)
     assert done.stdout.split("\n")[:2] == ["released", "taken again"], done.stdout + done.stderr
     assert not os.path.exists(side_path(notebook, "lock"))
+
+
+def test_releasing_twice_never_removes_the_next_writers_lock(notebook: str) -> None:
+    first = WriterLock(notebook)
+    first.acquire()
+    first.release()
+    second = WriterLock(notebook)
+    second.acquire()
+    try:
+        first.release()  # a second close() of the first notebook object
+        assert os.path.exists(side_path(notebook, "lock"))
+        with pytest.raises(NotebookInUseError):
+            WriterLock(notebook).acquire()
+    finally:
+        second.release()
