@@ -188,6 +188,8 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
         "equivalent: a type alias used in annotations only",
     ("journal", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'closed'",
+    ("cluster-jobs", "ar: AsyncResult | None = None", 'ar: AsyncResult | None = ""'):
+        "equivalent: no OwnTask is made without its future (TaskTable.submitted and forget give it)",
     ("locks", "self._inode_fd = -1", "self._inode_fd = +1"):
         "equivalent: the finalizer that closes the descriptor runs once (calling it again does nothing), and "
         "lock_file() sets the descriptor before any other use",
