@@ -218,3 +218,25 @@ def test_datetime_columns_come_back_from_storage_exactly(values):
     back = kind.from_storage(kind.to_storage(kind.column(values, state), state))
     got = [None if np.isnat(t) else pd.Timestamp(t) for t in back]
     assert got == [None if v is None else pd.Timestamp(v) for v in values]
+
+
+# ---- a refused dtype names the fix ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        (np.array([1.0, 2.0], dtype=">f8" if np.little_endian else "<f8"), "byte-swapped; convert it with .astype("),
+        (np.array([1, 2], dtype=">i4" if np.little_endian else "<i4"), "byte-swapped; convert it with .astype("),
+        (np.longdouble(1.5), "which no notebook format keeps exactly; convert it to float64 or complex128"),
+        (np.array([1 + 2j], dtype=np.clongdouble), "convert it to float64 or complex128"),
+        (np.array([1], dtype="m8[s]"), "store a timedelta as a float of seconds"),
+        (np.array([b"ab"]), "only bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128"),
+    ],
+)
+def test_a_refused_dtype_is_told_how_to_convert_it(value, fix):
+    with pytest.raises(NotStorable) as refused:
+        admit(None, value)
+    assert fix in str(refused.value)
+    if "astype" in fix:
+        native = value.dtype.newbyteorder("=").str
+        assert f".astype({native!r})" in str(refused.value)
