@@ -156,6 +156,7 @@ TARGETS: list[Target] = [
 
 _GAP = "not killed (a gap in the tests, not an equivalent mutant): "
 _ADDED = "killed (checked by hand on this mutant) by a test changed after this run: tests/"
+_STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
 # Surviving mutants that are equivalent (no behaviour differs), keyed by
@@ -188,6 +189,12 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
         "equivalent: a type alias used in annotations only",
     ("journal", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'closed'",
+    ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
+        "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
+    ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
+        "equivalent: moved_to is read only for a MOVED observation, which is always made with it",
+    ("cluster-jobs", "key = None", 'key = ""'):
+        "equivalent: the key is compared only once a chunk holds a point, and then it is that point's key",
     ("cluster-jobs", "ar: AsyncResult | None = None", 'ar: AsyncResult | None = ""'):
         "equivalent: no OwnTask is made without its future (TaskTable.submitted and forget give it)",
     ("locks", "self._inode_fd = -1", "self._inode_fd = +1"):
@@ -226,6 +233,14 @@ REASONS_BY_LINE: dict[tuple[str, str], str] = {
     "registered first, so the fold always comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass "
     "with this mutant (checked by hand)",
     ("cluster-jobs", "@lru_cache(maxsize=1 << 17)"): "equivalent: the cache's size, not what it returns",
+    ("cluster-jobs", 'PENDING = "pending"'): _STATE_VALUE,
+    ("cluster-jobs", 'DONE = "done"'): _STATE_VALUE,
+    ("cluster-jobs", 'FAILED = "failed"'): _STATE_VALUE,
+    ("cluster-jobs", 'DIED = "died"'): _STATE_VALUE,
+    ("cluster-jobs", 'ORPHAN = "orphan"'): _STATE_VALUE,
+    ("cluster-jobs", 'STUCK = "stuck"'): _STATE_VALUE,
+    ("cluster-jobs", 'MISSING = "missing"'): _STATE_VALUE,
+    ("cluster-jobs", 'MOVED = "moved"'): _STATE_VALUE,
     ("lab", "CommitInterval = 5.0"): _GAP + "telling the default 5 s from 6 s takes a sweep longer than 5 s, "
     "too slow for this subset",
     ("lab", "ReplayOutput = True"): _GAP + "output is replayed only by labs whose runs happen elsewhere "

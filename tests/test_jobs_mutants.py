@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from ipyparallel.controller.dictdb import DictDB
 from ipyparallel.serialize import serialize_object
 
-from epyclab.labs.jobs import TaskState, TaskTable, observe_record
+from epyclab.labs.jobs import HUB_RECORD_LIMIT, HubCapacityError, TaskState, TaskTable, fit_to_hub, observe_record
 from epyclab.labs.wire import Payload
 
 ids = st.sampled_from(["t1", "t2", "t3"])
@@ -87,3 +89,42 @@ def test_a_hub_record_says_what_became_of_its_task() -> None:
     aborted = observe_record({"completed": "2026-01-01", "result_content": {"status": "aborted"}})
     assert aborted.state is TaskState.FAILED and aborted.error.ename == "TaskAborted"
     assert "'aborted'" in aborted.error.evalue
+    assert aborted.error.traceback == ""  # none came: none is made up
+
+
+# ---- fitting a sweep into a culling task store ----------------------------------------------------------
+
+
+def test_the_assumed_record_limit_is_ipyparallels_default() -> None:
+    assert HUB_RECORD_LIMIT == DictDB.class_traits()["record_limit"].default_value == 1024
+
+
+@given(points=st.integers(1, 5000), size=st.integers(1, 60), limit=st.integers(10, 2000),
+       used=st.integers(0, 2000), explicit=st.booleans())
+def test_a_sweep_is_fitted_into_nine_tenths_of_a_culling_store_or_refused_naming_the_way_out(
+    points: int, size: int, limit: int, used: int, explicit: bool
+) -> None:
+    free = int(limit * 0.9) - used  # a tenth is left for probes, resubmissions and other clients
+
+    def tasks(n: int) -> int:
+        return -(-points // n)
+
+    if tasks(size) <= free:
+        assert fit_to_hub(points, size, limit, used, explicit, "the controller") == size
+        return
+    if free < 1 or explicit:
+        with pytest.raises(HubCapacityError) as refused:
+            fit_to_hub(points, size, limit, used, explicit, "the controller")
+        message = str(refused.value)
+        assert message.startswith("the controller keeps task records")
+        assert "epyclab cluster init PROFILE" in message and "epyclab cluster start PROFILE" in message
+        assert "--IPController.db_class=epyclab.clustersetup.taskstore.TaskStore" in message
+        told = f"c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"
+        assert told in message
+        if free >= 1:
+            least = min(n for n in range(1, points + 1) if tasks(n) <= free)
+            assert f"Give chunkSize={least} or more" in message
+        return
+    got = fit_to_hub(points, size, limit, used, explicit, "the controller")
+    # The least chunk size that fits: fewer, larger tasks only as far as needed.
+    assert tasks(got) <= free and (got == 1 or tasks(got - 1) > free)
