@@ -44,16 +44,26 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcesses]:
     assert procs.alive() == []
 
 
-def unknown_job() -> str:
-    return f"{uuid.uuid4()}_4242_9/0"
+def unknown_job(attempt: int = 0) -> str:
+    return f"{uuid.uuid4()}_4242_9/0" + (f"/{attempt}" if attempt else "")
 
 
-@pytest.mark.parametrize("lost", ["resubmit", "fail"])
-def test_a_job_the_hub_never_heard_of_waits_out_the_grace_then_fails_saying_why(hub, lost: str) -> None:
+@pytest.mark.parametrize(
+    ("lost", "attempt", "why"),
+    [
+        ("fail", 0, "the lab was told not to resubmit lost jobs (lost='fail')"),
+        ("resubmit", 0, "this process does not have the experiment to submit it again"),
+        ("resubmit", 2, "this process does not have the experiment to submit it again"),
+        ("resubmit", 3, "it was already resubmitted 3 times (the lab's LostRetries)"),
+    ],
+)
+def test_a_job_the_hub_never_heard_of_waits_out_the_grace_then_fails_saying_why(
+    hub, lost: str, attempt: int, why: str
+) -> None:
     nb = LabNotebook()
     lab = ClusterLab(nb, profile_dir=str(hub.profile_dir), lost=lost)
     try:
-        nb.addPendingResult({"x": 7}, unknown_job())
+        nb.addPendingResult({"x": 7}, unknown_job(attempt))
         nb.current()[SUBMITTED_ATTRIBUTE] = time.time()  # points went into this set just now
         assert lab.updateResults() == 0
         assert nb.numberOfPendingResults() == 1  # the hub may not have recorded it yet
@@ -64,8 +74,7 @@ def test_a_job_the_hub_never_heard_of_waits_out_the_grace_then_fails_saying_why(
         assert df["x"].tolist() == [7] and not df[STATUS].any()
         message = df[EXCEPTION].iloc[0]
         assert "LostJobError" in message and "no record" in message and "resume=True" in message
-        why = "lost='fail'" if lost == "fail" else "this process does not have the experiment"
-        assert why in message
+        assert f"It was not run again because {why}." in message
     finally:
         lab.close()
 
