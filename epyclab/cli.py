@@ -262,6 +262,8 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
     roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
              (Experiment.METADATA, rs.metadataNames())]
     arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}
+    # A missing int, str or bool cell reads as its column's fill (0, '', False): the mask says which.
+    missing = {k: rs.missingMask(k) for k in arrays}
     out = []
     for i in range(len(df)):
         rc: dict = {}
@@ -270,7 +272,7 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
             for k in names:
                 if k in arrays:
                     v = arrays[k][i]
-                    cells[k] = None if (v is pd.NA or v is pd.NaT) else v
+                    cells[k] = None if (missing[k][i] or v is pd.NA or v is pd.NaT) else v
             rc[part] = cells
         out.append(rc)
     return out

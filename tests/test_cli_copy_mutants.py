@@ -9,6 +9,8 @@ same command as a real subprocess.
 
 from __future__ import annotations
 
+import os
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -109,3 +111,50 @@ def test_a_tag_named_twice_or_already_in_the_destination_is_refused_and_nothing_
     done = CliRunner().invoke(main, ["copy", f"{one}:x", f"{two}:x", f"{one}:x", str(dest)])
     assert done.exit_code == 1 and "['x'] are named more than once" in done.output
     assert CliRunner().invoke(main, ["copy", f"{one}:x", str(dest)]).exit_code == 0
+
+
+def test_a_new_destination_on_another_file_system_than_the_working_directory(tmp_path, monkeypatch) -> None:
+    # The new file is made beside its final name (then linked there): from a working directory on
+    # another file system (a tmpfs here) the link would fail if it were made there.
+    src = notebook(tmp_path / "src.h5", "a")
+    monkeypatch.chdir("/dev/shm")
+    before = sorted(os.listdir("/dev/shm"))
+    done = CliRunner().invoke(main, ["copy", f"{src}:a", str(tmp_path / "new.h5")])
+    assert done.exit_code == 0, done.output
+    nb = HDF5LabNotebook(str(tmp_path / "new.h5"), readonly=True)
+    assert nb.description() == "Notebook new.h5"
+    assert nb.resultSet("a").dataframe()["y"].tolist() == [0]
+    assert sorted(os.listdir("/dev/shm")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.h5", "src.h5"]  # no temporary file left
+
+
+def test_an_empty_default_set_is_filled_and_a_full_one_is_not_replaced(tmp_path: Path) -> None:
+    src = tmp_path / "src.h5"
+    with HDF5LabNotebook(str(src), create=True) as nb:
+        nb.addResult({"parameters": {"x": 1}, "metadata": {}, "results": {"y": 1}})
+    empty = notebook(tmp_path / "empty.h5", "mine")
+    done = CliRunner().invoke(main, ["copy", f"{src}:{LabNotebook.DEFAULT_RESULTSET}", str(empty)])
+    assert done.exit_code == 0, done.output
+    assert HDF5LabNotebook(str(empty), readonly=True).resultSet(LabNotebook.DEFAULT_RESULTSET).numberOfResults() == 1
+    # Now it holds a row: copying a default set into it again is a clash.
+    before = digest(empty)
+    done = CliRunner().invoke(main, ["copy", f"{src}:{LabNotebook.DEFAULT_RESULTSET}", str(empty)])
+    assert done.exit_code == 1 and "already has result set(s)" in done.output
+    assert digest(empty) == before
+
+
+def test_missing_cells_stay_missing_in_the_copy(tmp_path: Path) -> None:
+    src = tmp_path / "src.h5"
+    when = datetime(2026, 11, 30, 3, 40)
+    with HDF5LabNotebook(str(src), create=True) as nb:
+        nb.addResultSet("s")
+        for i, (n, t) in enumerate([(1, when), (None, None), (3, when)]):
+            nb.addResult({"parameters": {"i": i}, "metadata": {}, "results": {"n": n, "t": t}})
+    done = CliRunner().invoke(main, ["copy", f"{src}:s", str(tmp_path / "dest.h5")])
+    assert done.exit_code == 0, done.output
+    rs = HDF5LabNotebook(str(tmp_path / "dest.h5"), readonly=True).resultSet("s")
+    # An int's missing cell was copied as 0, its fill, before (then a float joining the column showed 0.0).
+    assert rs.missingMask("n").tolist() == [False, True, False]
+    df = rs.dataframe()
+    assert df["t"].isna().tolist() == [False, True, False]
+    assert df["n"].iloc[[0, 2]].tolist() == [1, 3] and df["t"].iloc[[0, 2]].tolist() == [when, when]
