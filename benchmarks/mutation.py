@@ -158,6 +158,7 @@ TARGETS: list[Target] = [
 
 _GAP = "not killed (a gap in the tests, not an equivalent mutant): "
 _ADDED = "killed (checked by hand on this mutant) by a test changed after this run: tests/"
+_MKSTEMP = 'fd, tmp = tempfile.mkstemp(prefix=f"{}", suffix=target.suffix, dir=target.parent or Path("{}"))'
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
@@ -191,6 +192,23 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
         "equivalent: a type alias used in annotations only",
     ("journal", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'closed'",
+    ("cli-copy", _MKSTEMP.format(".{target.name}.", "."), _MKSTEMP.format("XX.{target.name}.XX", ".")):
+        "equivalent: the temporary file's name, which is linked to the destination's name and removed before the "
+        "command ends",
+    ("cli-copy", _MKSTEMP.format(".{target.name}.", "."), _MKSTEMP.format(".{target.name}.", "XX.XX")):
+        "equivalent: a Path is never false (Path('new.h5').parent is Path('.')), so the fallback is never used",
+    ("cli-copy", "with _opened(tmp, write=True, create=True) as d:",
+     "with _opened(tmp, write=False, create=True) as d:"):
+        "equivalent: a notebook opened to be created is opened for writing whatever write says",
+    ("cli-copy", "Path(tmp).unlink(missing_ok=True)", "Path(tmp).unlink(missing_ok=False)"):
+        "equivalent in practice: the temporary name is missing only if making the notebook there failed before "
+        "creating the file, which no destination here does (an unknown suffix is made as the default format)",
+    ("cli-copy", "cells[k] = None if (missing[k][i] or v is pd.NA or v is pd.NaT) else v",
+     "cells[k] = None if (missing[k][i] or v is pd.NA and v is pd.NaT) else v"):
+        "equivalent: no column of a notebook's frame holds pd.NA, and a NaT added as it is is a missing datetime too",
+    ("cli-copy", "cells[k] = None if (missing[k][i] or v is pd.NA or v is pd.NaT) else v",
+     "cells[k] = None if (missing[k][i] and v is pd.NA or v is pd.NaT) else v"):
+        "equivalent: no column of a notebook's frame holds pd.NA (the mask alone makes a cell None)",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
