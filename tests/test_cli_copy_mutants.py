@@ -143,6 +143,24 @@ def test_an_empty_default_set_is_filled_and_a_full_one_is_not_replaced(tmp_path:
     assert digest(empty) == before
 
 
+
+@pytest.mark.parametrize("holds", ["a pending result", "an attribute"])
+def test_a_default_set_holding_anything_is_not_replaced(tmp_path: Path, holds: str) -> None:
+    src = tmp_path / "src.h5"
+    with HDF5LabNotebook(str(src), create=True) as nb:
+        nb.addResult({"parameters": {"x": 1}, "metadata": {}, "results": {"y": 1}})
+    dest = tmp_path / "dest.h5"
+    with HDF5LabNotebook(str(dest), create=True) as nb:
+        if holds == "a pending result":
+            nb.addPendingResult({"x": 2}, "job-2")
+        else:
+            nb.current()["note"] = "mine"
+    before = digest(dest)
+    done = CliRunner().invoke(main, ["copy", f"{src}:{LabNotebook.DEFAULT_RESULTSET}", str(dest)])
+    assert done.exit_code == 1 and "already has result set(s)" in done.output
+    assert digest(dest) == before
+
+
 def test_missing_cells_stay_missing_in_the_copy(tmp_path: Path) -> None:
     src = tmp_path / "src.h5"
     when = datetime(2026, 11, 30, 3, 40)
