@@ -209,6 +209,15 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("cli-copy", "cells[k] = None if (missing[k][i] or v is pd.NA or v is pd.NaT) else v",
      "cells[k] = None if (missing[k][i] and v is pd.NA or v is pd.NaT) else v"):
         "equivalent: no column of a notebook's frame holds pd.NA (the mask alone makes a cell None)",
+    ("parallel-retry", "if len(chunk.points) > 1:", "if len(chunk.points) > 2:"):
+        _GAP + "it takes an engine's death in a chunk of exactly 2 points; chunk sizes follow measured times, "
+        "so no test here makes one on purpose",
+    ("parallel-retry", "self.resubmitted += 1", "self.resubmitted = 1"):
+        _GAP + "for chunks of several points the count in lastSweep depends on how many tasks ipyparallel had "
+        "queued on the engine that died, so tests assert it only as at least 1 (exactly, for single points)",
+    ("parallel-retry", "self.resubmitted += 1", "self.resubmitted += 2"):
+        _GAP + "for chunks of several points the count in lastSweep depends on how many tasks ipyparallel had "
+        "queued on the engine that died, so tests assert it only as at least 1 (exactly, for single points)",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
