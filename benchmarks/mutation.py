@@ -159,6 +159,8 @@ TARGETS: list[Target] = [
 _GAP = "not killed (a gap in the tests, not an equivalent mutant): "
 _ADDED = "killed (checked by hand on this mutant) by a test changed after this run: tests/"
 _MKSTEMP = 'fd, tmp = tempfile.mkstemp(prefix=f"{}", suffix=target.suffix, dir=target.parent or Path("{}"))'
+_ONE_CHAR = "equivalent: a one-character code (dtype kind or byte order, never 'X') is in the padded string exactly "\
+    "when it is in the original"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
@@ -218,6 +220,13 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("parallel-retry", "self.resubmitted += 1", "self.resubmitted += 2"):
         _GAP + "for chunks of several points the count in lastSweep depends on how many tasks ipyparallel had "
         "queued on the engine that died, so tests assert it only as at least 1 (exactly, for single points)",
+    ("kinds", 'if dtype.kind in "biufc" and dtype.byteorder not in "=|" and dtype.newbyteorder("=") in NUMERIC_DTYPES:',
+     'if dtype.kind in "XXbiufcXX" and dtype.byteorder not in "=|" and dtype.newbyteorder("=") in NUMERIC_DTYPES:'):
+        _ONE_CHAR,
+    ("kinds", 'if dtype.kind in "biufc" and dtype.byteorder not in "=|" and dtype.newbyteorder("=") in NUMERIC_DTYPES:',
+     'if dtype.kind in "biufc" and dtype.byteorder not in "XX=|XX" and dtype.newbyteorder("=") in NUMERIC_DTYPES:'):
+        _ONE_CHAR,
+    ("kinds", 'if dtype.kind in "fc":', 'if dtype.kind in "XXfcXX":'): _ONE_CHAR,
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
