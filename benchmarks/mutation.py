@@ -227,6 +227,18 @@ REASONS: dict[tuple[str, str, str], str] = {
      'if dtype.kind in "biufc" and dtype.byteorder not in "XX=|XX" and dtype.newbyteorder("=") in NUMERIC_DTYPES:'):
         _ONE_CHAR,
     ("kinds", 'if dtype.kind in "fc":', 'if dtype.kind in "XXfcXX":'): _ONE_CHAR,
+    ("locks", 'return struct.pack("hh4xqqi4x", kind, os.SEEK_SET, _WRITER_BYTE, 1, 0)',
+     'return struct.pack("hh4xqqi4x", kind, os.SEEK_SET, _WRITER_BYTE, 2, 0)'):
+        "equivalent: every writer locks from the same byte, and nothing else locks the byte after it",
+    ("locks", 'info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")',
+     'info = json.loads(os.pread(fd, 4097, 0).decode("utf-8") or "{}")'):
+        "equivalent: a note is far shorter than 4096 bytes (the command line in it is cut at 200 characters)",
+    ("locks", 'info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")',
+     'info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "XX{}XX")'):
+        "equivalent: an empty note then fails to parse, and an unreadable note is read as no note, as '{}' is",
+    ("locks", "info = {}", "info = None"): "equivalent: no note and an empty note both name 'another process'",
+    ("locks", "Timeout = 60.0", "Timeout = 61.0"):
+        _GAP + "telling the documented 60 s from 61 s takes a reader waiting a minute, too slow for this subset",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):

@@ -163,3 +163,20 @@ def test_releasing_twice_never_removes_the_next_writers_lock(notebook: str) -> N
             WriterLock(notebook).acquire()
     finally:
         second.release()
+
+
+DATA_LOCK_TWICE = """
+import os, sys
+from epyclab.notebooks.locks import DataLock
+lock = DataLock(sys.argv[1])
+assert lock.acquire(exclusive=False)  # the default wait (DataLock.Timeout) on a free file
+lock.release()
+lock.release()  # a second release must close nothing (descriptor 1 is this process's stdout)
+print("still writing", flush=True)
+"""
+
+
+def test_a_data_lock_released_twice_closes_nothing_else(notebook: str) -> None:
+    done = subprocess.run([sys.executable, "-c", DATA_LOCK_TWICE, notebook], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "still writing\n", done.stderr
