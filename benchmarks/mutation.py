@@ -299,8 +299,7 @@ REASONS_BY_LINE: dict[tuple[str, str], str] = {
     "and nothing selects another set while runExperiment submits (ClusterLab only; not in this subset)",
     ("locks", "fd = open_side(self._path, os.O_RDWR | os.O_CREAT, 0o644)"): _GAP + "no test checks the lock's mode",
     ("locks", 'self._path = side_path(path, "lock")'): "equivalent: acquire() computes the path again before any use",
-    ("journal", "self._file_id = file_id"): "not killed: read only when a reset could not write the header (a full "
-    "disk during reset); no test makes that write fail yet",
+
     ("journal", '_ALLOWED = journal_globals() | {("builtins", "set"), ("builtins", "frozenset")}'): _PROTOCOL_5_SETS,
 }
 

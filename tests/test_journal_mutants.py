@@ -9,11 +9,13 @@ with its standard input closed gets descriptor 0 for its first file).
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -73,3 +75,36 @@ def test_a_journal_on_descriptor_0_is_closed_and_removed_when_asked(tmp_path: Pa
                           timeout=60, check=True)
     assert done.stdout.split() == ["True", "False"]
     assert not path.exists()
+
+
+AFTER_A_FAILED_RESET = """
+import resource, signal, sys
+from epyclab.notebooks.journal import Journal, read_records
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+path, reopen = sys.argv[1], sys.argv[2] == "reopened"
+ids = ["0" * 32, "1" * 32, "2" * 32]
+if reopen:
+    Journal(path, ids[0]).close()  # a journal already there (its header written)
+    journal = Journal(path, ids[0])
+else:
+    journal = Journal(path, ids[0])
+    journal.reset(ids[1])
+limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))  # a full disk: the new header cannot be written
+try:
+    journal.reset(ids[2])
+except OSError as exc:
+    print("reset failed:", exc.errno)
+resource.setrlimit(resource.RLIMIT_FSIZE, limit)  # space again
+journal.append("kept")
+journal.close()
+print(list(read_records(path)))
+"""
+
+
+@pytest.mark.parametrize("journal", ["reopened", "reset once"])
+def test_a_commit_after_a_reset_that_found_the_disk_full_is_kept(tmp_path: Path, journal: str) -> None:
+    done = subprocess.run([sys.executable, "-c", AFTER_A_FAILED_RESET, str(tmp_path / "j"), journal],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"reset failed: {errno.EFBIG}", "['kept']"]
