@@ -232,6 +232,18 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("locks", "info = {}", "info = None"): "equivalent: no note and an empty note both name 'another process'",
     ("locks", "Timeout = 60.0", "Timeout = 61.0"):
         _GAP + "telling the documented 60 s from 61 s takes a reader waiting a minute, too slow for this subset",
+    ("kinds", 'return f"its dtype {dtype.str} is byte-swapped; convert it with .astype({dtype.newbyteorder(\'=\').str!r})"',  # noqa: E501
+     'return f"XXits dtype {dtype.str} is byte-swapped; convert it with .astype({dtype.newbyteorder(\'=\').str!r})XX"'):
+        _ADDED + "test_kinds_mutants.py::test_a_refused_dtype_is_told_how_to_convert_it (now exact)",
+    ("kinds", 'return f"its dtype is {dtype}, which no notebook format keeps exactly; convert it to float64 or complex128"',  # noqa: E501
+     'return f"XXits dtype is {dtype}, which no notebook format keeps exactly; convert it to float64 or complex128XX"'):
+        _ADDED + "test_kinds_mutants.py::test_a_refused_dtype_is_told_how_to_convert_it (now exact)",
+    ("kinds", 'f"its dtype is {dtype}; only bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128 "',
+     'f"XXits dtype is {dtype}; only bool, int8..int64, uint8..uint64, float16/32/64 and complex64/128 XX"'):
+        _ADDED + "test_kinds_mutants.py::test_a_refused_dtype_is_told_how_to_convert_it (now exact)",
+    ("kinds", 'f"can be stored (store a timedelta as a float of seconds, text as str)"',
+     'f"XXcan be stored (store a timedelta as a float of seconds, text as str)XX"'):
+        _ADDED + "test_kinds_mutants.py::test_a_refused_dtype_is_told_how_to_convert_it (now exact)",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
