@@ -244,6 +244,14 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("kinds", 'f"can be stored (store a timedelta as a float of seconds, text as str)"',
      'f"XXcan be stored (store a timedelta as a float of seconds, text as str)XX"'):
         _ADDED + "test_kinds_mutants.py::test_a_refused_dtype_is_told_how_to_convert_it (now exact)",
+    ("undo", "def read(self, n: int = -1) -> bytes:", "def read(self, n: int = -2) -> bytes:"):
+        "equivalent: any negative size means 'to the end', as for a file",
+    ("undo", "n = max(0, self._size() - self._pos)", "n = max(1, self._size() - self._pos)"):
+        "equivalent: this is the read to the end; asking for one byte at (or past) the end still reads nothing",
+    ("undo", "n = max(0, self._size() - self._pos)", "n = max(0, self._size() + self._pos)"):
+        "equivalent: this is the read to the end; asking for more than is left still reads only what is left",
+    ("undo", "if end > len(self._memory):", "if end >= len(self._memory):"):
+        "equivalent: at end == len the content is extended by nothing",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
