@@ -11,7 +11,7 @@ from time import monotonic
 from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
-from epyclab.errors import NotebookReadOnlyError, UnstorableValueError
+from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
@@ -250,6 +250,7 @@ class Lab:
         nb.reopenForChanges()
         tag = nb.currentTag()
         nb.current().checkChangeable()
+        nb.current().checkParameters([p for _, p in points])
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
@@ -305,7 +306,9 @@ class Lab:
         if type(rc.get(Experiment.RESULTS)) is not list:
             try:
                 add(rc)
-            except UnstorableValueError as exc:
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                # The run's values (or its results' names) are the problem: the row is refused whole
+                # before anything is added, and the point is recorded as failed, naming why.
                 logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
                 add(unstorable_result(rc, exc))
             return

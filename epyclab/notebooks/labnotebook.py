@@ -14,6 +14,7 @@ from epyclab.errors import (
     UnknownResultSetError,
 )
 from epyclab.experiment import Experiment, ResultsDict
+from epyclab.log import logger
 from epyclab.notebooks.kinds import check_name
 from epyclab.notebooks.resultset import ResultSet, with_results
 
@@ -311,10 +312,22 @@ class LabNotebook:
         raise PendingResultException(jobid, f"no result set has a pending result with job id {jobid!r}")
 
     def resolvePendingResult(self, rc: ResultsDict, jobid: str) -> None:
-        """Add the result of a pending job to the result set that holds the job."""
+        """Add the result of a pending job to the result set that holds the job.
+
+        A result whose values the set cannot store (or whose results are named
+        like its metadata) is added as a failed result saying why, as a lab
+        adds it: a job is always resolved, never left pending for ever by a
+        value. Every row is checked before any is added.
+        """
         self._check_unlocked()
         rs = self._resultset_pending(jobid)
-        leaves = list(_leaves(rc))
+        leaves = []
+        for leaf in _leaves(rc):
+            failed = rs.checkResult(leaf)
+            if failed is not None:
+                logger.warning("job %s: %s; recorded as a failed result", jobid,
+                               failed[Experiment.METADATA][Experiment.EXCEPTION])
+            leaves.append(leaf if failed is None else failed)
         for leaf in leaves:
             rs.addSingleResult(leaf)
         rs.resolveSinglePendingResult(jobid)

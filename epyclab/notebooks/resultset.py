@@ -9,7 +9,7 @@ until the next change. Rows loaded from a file are kept as a typed DataFrame
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ import pandas as pd
 
 from epyclab.errors import (
     CancelledException,
+    EpyclabError,
     PendingResultException,
     ResultSetLockedException,
     ResultsStructureException,
@@ -716,10 +717,14 @@ class ResultSet:
         rc = with_results(rc)
         params, meta = rc.get(Experiment.PARAMETERS, {}), rc.get(Experiment.METADATA, {})
         trial = RowCheck(self._row_check.states)
+        error: EpyclabError
         try:
+            # A results key that is also a metadata key (or a column of another role) is the run's
+            # problem as much as an unstorable value is.
+            self._check_roles(params, rc.get(Experiment.RESULTS) or {}, meta)
             trial(params, rc.get(Experiment.RESULTS) or {}, meta)
             return None
-        except UnstorableValueError as exc:
+        except (UnstorableValueError, ResultsStructureException) as exc:
             error = exc
         kept = {}
         for k, v in meta.items():
@@ -733,6 +738,40 @@ class ResultSet:
         failed = failed_result(dict(params), error)
         failed[Experiment.METADATA] = {**failed[Experiment.METADATA], **kept}
         return failed
+
+    def checkParameters(self, points: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse a sweep whose points' parameters this result set cannot store, before anything runs.
+
+        Parameters are known before any point runs, and a failed row keeps
+        them, so a parameter value the set cannot store (one of another kind
+        than its column's, a dict, an aware datetime; see the table of kinds)
+        or a parameter named like a result or metadata column could be
+        recorded neither as a result nor as a failure: the sweep is refused
+        with the first such point named. Nothing is added or changed.
+
+        Raises:
+            UnstorableValueError: a parameter value cannot be stored (the point, key, value and type named).
+            ResultsStructureException: a parameter is named like a result or metadata column.
+        """
+        trial = RowCheck(self._row_check.states)
+        known: dict[Any, None] = {}
+        for n, params in enumerate(points):
+            # Most sweeps repeat a few key sets: roles are checked once per key set.
+            keys = tuple(params)
+            try:
+                if keys not in known:
+                    self._check_roles(params, {}, {})
+                    known[keys] = None
+                trial(params, {}, {})
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                fix = (
+                    "give the parameter values of one kind (see the table of kinds in docs/hdf5-layout.md), "
+                    "or run this sweep into a new result set (notebook.addResultSet(tag))"
+                )
+                raise type(exc)(
+                    f"{self._where()}: point {n + 1} of {len(points)} ({dict(params)!r}): {exc}. Nothing was run: "
+                    f"a parameter is kept with every result, failed ones too; {fix}"
+                ) from None
 
     # ---- hooks for persistent notebooks ---------------------------------------------
 
