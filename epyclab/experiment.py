@@ -34,8 +34,18 @@ ExperimentalParameters = dict[str, Any]
 ResultsDict = dict[str, Any]
 
 # The host name cannot change while a process runs, and looking it up costs a
-# system call: do it once. The process id is read per run, since engines fork.
+# system call: do it once.
 _HOST = socket.gethostname()
+# The process id is asked once, and again in a forked child (engines may fork).
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def exception_text(exc: BaseException) -> str:
@@ -100,6 +110,9 @@ class Experiment:
         PID: int,
     }
     StandardMetadata: set[str] = set(StandardMetadataTypes)
+
+    # The result names of the last run, known to be strings (so the next run's need no new check).
+    _named: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._parameters: ExperimentalParameters = {}
@@ -194,7 +207,7 @@ class Experiment:
             Experiment.EXCEPTION: failure,
             Experiment.TRACEBACK: trace,
             Experiment.HOST: _HOST,
-            Experiment.PID: os.getpid(),
+            Experiment.PID: _PID,
         }
         self._results = self.report(params, meta, res)
         if failure is not None and fatal:
@@ -210,6 +223,9 @@ class Experiment:
         if res is None:
             # As in epyc: a do() that returns nothing ran successfully and has no results.
             return {}
+        if type(res) is dict and res.keys().isdisjoint(params) and tuple(res) == self._named:
+            # The result names of the last run again, none a parameter: checked already.
+            return res
         if isinstance(res, dict):
             clash = [k for k in res if k in params]
             if clash:
@@ -224,6 +240,7 @@ class Experiment:
                     f"{self._classname()}.do() returned result name(s) {unnamed!r} that are "
                     f"not strings; name every result with a string"
                 )
+            self._named = tuple(res)
             return res
         if isinstance(res, list) and all(_well_formed(r) for r in res):
             return res

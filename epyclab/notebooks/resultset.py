@@ -203,7 +203,10 @@ class ResultSet:
                 taken over: :class:`~epyclab.errors.NotebookTakenOverError`).
             ResultSetLockedException: the set is finished (locked).
         """
-        self._check_notebook()
+        # Asked before every change (every row added): inlined, it costs two attribute reads.
+        notebook = self._notebook() if self._notebook is not None else None
+        if notebook is not None:
+            notebook.checkWritable()
         if self._locked:
             raise ResultSetLockedException(
                 f"{self._where()} is finished (locked) and cannot change; "
@@ -262,7 +265,7 @@ class ResultSet:
             ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
             UnstorableValueError: a value (or a name) no notebook format can keep; nothing is added.
         """
-        self._check_unlocked()
+        self.checkChangeable()
         if type(rc) is dict:
             params, meta, res = rc.get(Experiment.PARAMETERS), rc.get(Experiment.METADATA), rc.get(Experiment.RESULTS)
             if type(params) is dict and type(meta) is dict and type(res) is dict:
