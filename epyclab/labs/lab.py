@@ -245,7 +245,7 @@ class Lab:
         if resume:
             indices = self.unfinishedIndices(design)
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
-        points = [design[i] for i in indices]
+        points = [design[i] for i in indices] if resume else design
         sweep = SweepMarks(indices)
         committer = Committer(self._notebook, self._commit_every, self._commit_interval)
         if not points:

@@ -43,6 +43,9 @@ __all__ = ["ResultSet", "with_results"]
 
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
 
+# Runs an iterator to its end, keeping nothing (the appends of a row, done in C).
+_consume = deque(maxlen=0).extend
+
 _MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
 
 
@@ -316,7 +319,7 @@ class ResultSet:
 
     def _append(self, row: _Row, values: tuple[Any, ...]) -> None:
         """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
-        deque(map(list.append, row.columns, values), 0)
+        _consume(map(list.append, row.columns, values))
         if row.exceptions is not None:
             # Exceptions are stored as text, so a notebook reads back the same
             # whether or not it went through a file.
