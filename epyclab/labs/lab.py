@@ -19,7 +19,7 @@ from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
 from epyclab.progress import Progress
 
-_METADATA, _CAPTURE = Experiment.METADATA, capture.CAPTURE
+_METADATA, _RESULTS, _CAPTURE = Experiment.METADATA, Experiment.RESULTS, capture.CAPTURE
 
 __all__ = ["Lab", "Committer", "Submitted", "SweepMarks", "point_key", "unstorable_result"]
 
@@ -53,9 +53,9 @@ class SweepMarks:
 
     def stamp(self, rc: ResultsDict, i: int) -> None:
         """Put the ``i``-th point's marks in ``rc`` (and in every results dict nested in it)."""
-        if type(rc[Experiment.RESULTS]) is dict:
+        if type(rc[_RESULTS]) is dict:
             # One row (the common case): two assignments.
-            meta = rc[Experiment.METADATA]
+            meta = rc[_METADATA]
             meta[SWEEP] = self.id
             meta[POINT] = self._indices[i]
             return
@@ -318,7 +318,7 @@ class Lab:
     def _add(self, rc: ResultsDict) -> None:
         """Add one results dict; a value no format can store makes that run a failed result instead."""
         add = self._notebook.addResult
-        if type(rc.get(Experiment.RESULTS)) is not list:
+        if type(rc.get(_RESULTS)) is not list:
             try:
                 add(rc)
             except UnstorableValueError as exc:

@@ -43,6 +43,7 @@ __all__ = ["ResultSet", "with_results"]
 
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
 
+_PARAMETERS, _METADATA, _RESULTS = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
 # Runs an iterator to its end, keeping nothing (the appends of a row, done in C).
 _consume = deque(maxlen=0).extend
 
@@ -270,7 +271,7 @@ class ResultSet:
         """
         self.checkChangeable()
         if type(rc) is dict:
-            params, meta, res = rc.get(Experiment.PARAMETERS), rc.get(Experiment.METADATA), rc.get(Experiment.RESULTS)
+            params, meta, res = rc.get(_PARAMETERS), rc.get(_METADATA), rc.get(_RESULTS)
             if type(params) is dict and type(meta) is dict and type(res) is dict:
                 row = self._row
                 if row is not None:
