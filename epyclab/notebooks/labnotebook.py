@@ -261,7 +261,19 @@ class LabNotebook:
 
         A results dict whose results are a list (as a repeated experiment
         returns) adds each of those, however deeply nested.
+
+        Raises:
+            NotebookReadOnlyError: the notebook refuses changes (read-only, taken over).
+            LabNotebookLockedException: the notebook is finished.
+            ResultSetLockedException: the result set is finished.
+            ResultsStructureException: ``rc`` is not a results dict (or a list of them).
+            UnstorableValueError: a value no notebook format keeps exactly; nothing is added.
         """
+        if tag is None and not self._locked and type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
+            # One row, the common case: the result set asks this notebook whether it may change
+            # (checkWritable), as it does for every change, so that is not asked twice per row.
+            self.current().addSingleResult(rc)
+            return
         self._check_unlocked()
         rs = self.current() if tag is None else self.resultSet(tag)
         if type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
