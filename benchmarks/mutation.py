@@ -252,6 +252,16 @@ REASONS: dict[tuple[str, str, str], str] = {
         "equivalent: this is the read to the end; asking for more than is left still reads only what is left",
     ("undo", "if end > len(self._memory):", "if end >= len(self._memory):"):
         "equivalent: at end == len the content is extended by nothing",
+    ("undo", "if size < len(self._memory):", "if size <= len(self._memory):"):
+        "equivalent: at size == len the content is cut by nothing",
+    ("undo", "self._memory.extend(bytes(size - len(self._memory)))",
+     "self._memory.extend(bytes(size + len(self._memory)))"):
+        _ADDED + "test_undo_mutants.py::test_truncating_beyond_the_end_extends_with_zeros_on_disk_and_in_memory",
+    ("undo", "if len(data) < length or zlib.crc32(data) != crc:", "if len(data) < length and zlib.crc32(data) != crc:"):
+        _ADDED + "test_undo_mutants.py::test_a_last_record_of_the_right_length_but_zeros_is_not_written_back",
+    ("undo", "view, offset = view[n:], offset + n", "view, offset = view[n:], offset - n"):
+        _GAP + "reached only when pwrite writes part of a buffer (a disk filling up mid-write), which the "
+        "tests in this subset do not produce",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):

@@ -18,8 +18,9 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+from test_undo_log import PAGE, apply, change
 
-from epyclab.notebooks.undo import GuardedFile
+from epyclab.notebooks.undo import GuardedFile, recover
 
 offsets = st.integers(0, 40)
 calls = st.lists(
@@ -117,5 +118,35 @@ def test_a_read_past_the_end_is_short_and_a_write_past_it_fills_with_zeros(tmp_p
             assert f.write(b"XY") == 2 and f.tell() == 7
             assert content(f) == b"abc\0\0XY"
             assert f.truncate(4) == 4 and content(f) == b"abc\0"
+        finally:
+            os.close(fd)
+
+
+def test_a_last_record_of_the_right_length_but_zeros_is_not_written_back(tmp_path: Path) -> None:
+    # After a crash a file can have its new length with zeros where the data never reached the disk.
+    original = b"o" * (2 * PAGE)
+    path, undo, f, _ = change(tmp_path, original, [("write", b"1" * 10)])  # page 0 saved, then changed
+    log = undo.read_bytes()
+    apply(f, ("seek", PAGE, 0))
+    apply(f, ("write", b"2"))  # page 1 saved: as if the writer died before changing it
+    whole = undo.read_bytes()
+    header = 8 + 4 + 4  # offset, length, crc32 of the saved bytes
+    zeroed = whole[: len(log) + header] + bytes(len(whole) - len(log) - header)
+    path.write_bytes(b"1" * 10 + original[10:])
+    undo.write_bytes(zeroed)
+    assert recover(str(path), str(undo)) is True
+    assert path.read_bytes() == original  # page 0 undone; page 1 never had its zeros written
+
+
+def test_truncating_beyond_the_end_extends_with_zeros_on_disk_and_in_memory(tmp_path: Path) -> None:
+    for fail in (False, True):
+        path = tmp_path / f"t{fail}"
+        path.write_bytes(b"abc")
+        fd = os.open(path, os.O_RDONLY if fail else os.O_RDWR)
+        try:
+            f = GuardedFile(str(path), fd)
+            assert f.truncate(6) == 6 and content(f) == b"abc\0\0\0"
+            assert f.truncate(6) == 6 and content(f) == b"abc\0\0\0"
+            assert f.truncate(2) == 2 and content(f) == b"ab"
         finally:
             os.close(fd)
