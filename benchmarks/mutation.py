@@ -301,6 +301,8 @@ REASONS_BY_LINE: dict[tuple[str, str], str] = {
     "exit releases the lock first, and the finalizer then does nothing)",
     ("locks", "self._inode_finalizer.atexit = False"): "equivalent in practice: as for the journal's (the fold "
     "at exit releases the lock first, and the finalizer then does nothing)",
+    ("journal", "self._file_id = file_id"):
+        _ADDED + "test_journal_mutants.py::test_a_commit_after_a_reset_that_found_the_disk_full_is_kept",
     ("journal", "self._closer.atexit = False"): "equivalent in practice: weakref's exit hook is registered (by the "
     "first finalize() of the process, at import) before a notebook's fold-at-exit, and exit hooks run last-"
     "registered first, so the fold always comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass "
