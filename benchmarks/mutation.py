@@ -262,6 +262,12 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("undo", "view, offset = view[n:], offset + n", "view, offset = view[n:], offset - n"):
         _GAP + "reached only when pwrite writes part of a buffer (a disk filling up mid-write), which the "
         "tests in this subset do not produce",
+    ("kinds", 'return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize // 2]',
+     'return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize / 2]'):
+        "equivalent: a complex itemsize is even, and the float half (8.0) finds the same entry as the int (8)",
+    ("kinds", "return 0", "return 1"):
+        "equivalent: a column that is not int keeps no int exactly by itself; its span is only compared with a "
+        "float's mantissa bits (11 and up), which 0 and 1 never exceed, and key() leaves it out",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
