@@ -303,16 +303,16 @@ REASONS: dict[tuple[str, str, str], str] = {
 # Every mutant of one line sharing one reason, keyed by (target, original line), stripped.
 REASONS_BY_LINE: dict[tuple[str, str], str] = {
     ("cluster-jobs", "@dataclass(frozen=True)"): "equivalent: nothing changes a JobRef; frozen only guards against it",
-    ("locks", "self._finalizer.atexit = False"): "equivalent in practice: as for the journal's (the fold at "
-    "exit releases the lock first, and the finalizer then does nothing)",
-    ("locks", "self._inode_finalizer.atexit = False"): "equivalent in practice: as for the journal's (the fold "
-    "at exit releases the lock first, and the finalizer then does nothing)",
+    ("locks", "self._finalizer.atexit = False"): "equivalent in practice (not proven): as for the journal's (the "
+    "fold at exit, a newer finalizer, releases the lock first, and this finalizer then does nothing)",
+    ("locks", "self._inode_finalizer.atexit = False"): "equivalent in practice (not proven): as for the journal's "
+    "(the fold at exit, a newer finalizer, releases the lock first, and this finalizer then does nothing)",
     ("journal", "self._file_id = file_id"):
         _ADDED + "test_journal_mutants.py::test_a_commit_after_a_reset_that_found_the_disk_full_is_kept",
-    ("journal", "self._closer.atexit = False"): "equivalent in practice: weakref's exit hook is registered (by the "
-    "first finalize() of the process, at import) before a notebook's fold-at-exit, and exit hooks run last-"
-    "registered first, so the fold always comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass "
-    "with this mutant (checked by hand)",
+    ("journal", "self._closer.atexit = False"): "equivalent in practice (not proven): the fold of a notebook "
+    "left open is a weakref finalizer too, made after its journal's, and finalizers run at exit newest first, so "
+    "the fold comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass with this mutant (checked by "
+    "hand); None is as false as False",
     ("cluster-jobs", "@lru_cache(maxsize=1 << 17)"): "equivalent: the cache's size, not what it returns",
     ("cluster-jobs", 'PENDING = "pending"'): _STATE_VALUE,
     ("cluster-jobs", 'DONE = "done"'): _STATE_VALUE,
