@@ -161,6 +161,12 @@ _ADDED = "killed (checked by hand on this mutant) by a test changed after this r
 _MKSTEMP = 'fd, tmp = tempfile.mkstemp(prefix=f"{}", suffix=target.suffix, dir=target.parent or Path("{}"))'
 _ONE_CHAR = "equivalent: a one-character code (dtype kind or byte order, never 'X') is in the padded string exactly "\
     "when it is in the original"
+_DATA_LOCK = _ADDED + "test_locks_mutants.py::test_a_data_lock_released_twice_closes_nothing_else " \
+    "(now on descriptor 0 too)"
+_DATA_LOCK_EARLY = _ADDED + "test_locks_mutants.py::test_a_data_lock_released_twice_closes_nothing_else " \
+    "(now released once before it is taken)"
+_POLL = _GAP + "how often a waiting reader tries the lock again (timing, which tests do not assert: a slower " \
+    "poll only takes the lock later, a faster one costs CPU)"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
@@ -268,6 +274,16 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("kinds", "return 0", "return 1"):
         "equivalent: a column that is not int keeps no int exactly by itself; its span is only compared with a "
         "float's mantissa bits (11 and up), which 0 and 1 never exceed, and key() leaves it out",
+    ("locks", "if self._fd >= 0:", "if self._fd > 0:"): _DATA_LOCK,
+    ("locks", "if self._fd >= 0:", "if self._fd >= 1:"): _DATA_LOCK,
+    ("locks", "self._fd = -1", "self._fd = +1"): _DATA_LOCK_EARLY,
+    ("locks", "self._fd = -1", "self._fd = None"): _DATA_LOCK_EARLY,
+    ("locks", "delay = 0.002", "delay = 1.002"): _POLL,
+    ("locks", "delay = min(delay * 2, 0.05)", "delay = min(delay / 2, 0.05)"): _POLL,
+    ("locks", "delay = min(delay * 2, 0.05)", "delay = min(delay * 3, 0.05)"): _POLL,
+    ("locks", "delay = min(delay * 2, 0.05)", "delay = min(delay * 2, 1.05)"): _POLL,
+    ("locks", "if time.monotonic() >= deadline:", "if time.monotonic() > deadline:"):
+        "equivalent in practice: the monotonic clock is never read twice at exactly the deadline",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):

@@ -168,10 +168,15 @@ def test_releasing_twice_never_removes_the_next_writers_lock(notebook: str) -> N
 DATA_LOCK_TWICE = """
 import os, sys
 from epyclab.notebooks.locks import DataLock
+DataLock(sys.argv[1]).release()  # released before it was taken: nothing to close
 lock = DataLock(sys.argv[1])
 assert lock.acquire(exclusive=False)  # the default wait (DataLock.Timeout) on a free file
 lock.release()
 lock.release()  # a second release must close nothing (descriptor 1 is this process's stdout)
+os.close(0)
+assert lock.acquire(exclusive=True, wait=0)  # on descriptor 0 now
+lock.release()
+assert DataLock(sys.argv[1]).acquire(exclusive=True, wait=0)  # so released it is free again
 print("still writing", flush=True)
 """
 
