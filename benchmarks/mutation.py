@@ -166,6 +166,7 @@ _DATA_LOCK = _ADDED + "test_locks_mutants.py::test_a_data_lock_released_twice_cl
     "(now on descriptor 0 too)"
 _DATA_LOCK_EARLY = _ADDED + "test_locks_mutants.py::test_a_data_lock_released_twice_closes_nothing_else " \
     "(now released once before it is taken)"
+_FIT_EDGES = _ADDED + "test_jobs_mutants.py::test_fitting_at_the_edges"
 _POLL = _GAP + "how often a waiting reader tries the lock again (timing, which tests do not assert: a slower " \
     "poll only takes the lock later, a faster one costs CPU)"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
@@ -285,6 +286,26 @@ REASONS: dict[tuple[str, str, str], str] = {
     ("locks", "delay = min(delay * 2, 0.05)", "delay = min(delay * 2, 1.05)"): _POLL,
     ("locks", "if time.monotonic() >= deadline:", "if time.monotonic() > deadline:"):
         "equivalent in practice: the monotonic clock is never read twice at exactly the deadline",
+    ("cluster-jobs", 'tasks = -(-int(points) // max(1, int(size)))',
+     'tasks = -(-int(points) / max(1, int(size)))'): _FIT_EDGES,
+    ("cluster-jobs", 'tasks = -(-int(points) // max(1, int(size)))',
+     'tasks = -(-int(points) // max(2, int(size)))'): _FIT_EDGES,
+    ("cluster-jobs", 'if tasks <= free:',
+     'if tasks < free:'): _FIT_EDGES,
+    ("cluster-jobs", '"start a controller with a durable task store instead: `epyclab cluster init PROFILE` and "',
+     '"XXstart a controller with a durable task store instead: `epyclab cluster init PROFILE` and XX"'): _FIT_EDGES,
+    ("cluster-jobs", '"`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand "',
+     '"XX`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand XX"'): _FIT_EDGES,
+    ("cluster-jobs", '"`ipcontroller --reuse --restore --IPController.db_class=epyclab.clustersetup.taskstore.TaskStore`"',  # noqa: E501
+     '"XX`ipcontroller --reuse --restore --IPController.db_class=epyclab.clustersetup.taskstore.TaskStore`XX"'): _FIT_EDGES,  # noqa: E501
+    ("cluster-jobs", 'told = f"if its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"',  # noqa: E501
+     'told = f"XXif its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)XX"'): _FIT_EDGES,  # noqa: E501
+    ("cluster-jobs", 'if free < 1:',
+     'if free <= 1:'): _FIT_EDGES,
+    ("cluster-jobs", 'if free < 1:',
+     'if free < 2:'): _FIT_EDGES,
+    ("cluster-jobs", 'needed = -(-int(points) // free)',
+     'needed = -(-int(points) / free)'): _FIT_EDGES,
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):

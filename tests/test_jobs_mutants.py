@@ -128,3 +128,49 @@ def test_a_sweep_is_fitted_into_nine_tenths_of_a_culling_store_or_refused_naming
     got = fit_to_hub(points, size, limit, used, explicit, "the controller")
     # The least chunk size that fits: fewer, larger tasks only as far as needed.
     assert tasks(got) <= free and (got == 1 or tasks(got - 1) > free)
+
+
+DURABLE = (
+    "start a controller with a durable task store instead: `epyclab cluster init PROFILE` and "
+    "`epyclab cluster start PROFILE` (SQLite, kept over restarts, never culled), or by hand "
+    "`ipcontroller --reuse --restore --IPController.db_class=epyclab.clustersetup.taskstore.TaskStore`; "
+    "if its c.DictDB.record_limit is not {limit}, give it to the lab as ClusterLab(..., hubRecordLimit=N)"
+)
+
+
+@pytest.mark.parametrize(
+    ("points", "size", "limit", "used", "explicit", "want"),
+    [
+        (900, 1, 1000, 0, True, 1),  # exactly as many tasks as fit: kept
+        (901, 1, 1000, 0, False, 2),  # one task too many: the least larger size
+        (1801, 1, 1000, 0, False, 3),
+        (2, 1, 10, 8, False, 2),  # one record free: a single task of both points
+        (1, 1, 10, 9, False, None),  # nothing free: refused
+        (901, 1, 1000, 0, True, None),  # the user's size does not fit: refused
+        (1802, 4, 1000, 0, True, 4),  # 451 tasks of 4 (the last of 2) fit in 900
+        (3601, 4, 1000, 0, True, None),  # 901 tasks of 4 do not
+    ],
+)
+def test_fitting_at_the_edges(points: int, size: int, limit: int, used: int, explicit: bool, want: int | None) -> None:
+    if want is not None:
+        assert fit_to_hub(points, size, limit, used, explicit, "C") == want
+        return
+    with pytest.raises(HubCapacityError) as refused:
+        fit_to_hub(points, size, limit, used, explicit, "C")
+    message = str(refused.value)
+    free = int(limit * 0.9) - used
+    assert message.endswith(DURABLE.format(limit=limit))
+    if free < 1:
+        assert message == (
+            f"C keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or not) "
+            f"beyond {limit} records, and it holds {used} already: a sweep submitted now could lose its tasks "
+            f"before they are collected. Collect or purge what is there, or " + DURABLE.format(limit=limit)
+        )
+    else:
+        tasks, least = -(-points // size), -(-points // free)
+        assert message == (
+            f"C keeps task records in ipyparallel's in-memory store, which culls the oldest (finished or not) "
+            f"beyond {limit} records ({used} held now): {points} points in chunks of {size} are {tasks} tasks, "
+            f"more than the {free} it can keep until they are collected. Give chunkSize={least} or more "
+            f"(or chunkSize=None to let the lab choose), or " + DURABLE.format(limit=limit)
+        )
