@@ -306,6 +306,10 @@ REASONS: dict[tuple[str, str, str], str] = {
      'if free < 2:'): _FIT_EDGES,
     ("cluster-jobs", 'needed = -(-int(points) // free)',
      'needed = -(-int(points) / free)'): _FIT_EDGES,
+    ("lab", "if type(rc[_RESULTS]) is dict:", "if type(rc[_RESULTS]) is not dict:"):
+        _ADDED + "test_lab_mutants.py::test_every_row_of_a_point_carries_its_sweep_and_place",
+    ("lab", "if v is None or (isinstance(v, float) and v != v):", "if v is None and (isinstance(v, float) and v != v):"):  # noqa: E501
+        _ADDED + "test_lab_mutants.py::test_resume_counts_a_none_parameter_done_though_it_reads_back_as_nan",
     ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
         "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
     ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from epyclab.combinators import RepeatedExperiment
 from epyclab.experiment import Experiment
 from epyclab.labs.capture import OUTPUT
 from epyclab.labs.lab import Lab, point_key
@@ -36,6 +37,11 @@ class Sizes(LabNotebook):
 class Double(Experiment):
     def do(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"y": 2 * params["x"]}
+
+
+class Echo(Experiment):
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"y": 0.0 if params["x"] is None else params["x"]}
 
 
 class Talks(Experiment):
@@ -97,3 +103,33 @@ def test_resume_skips_points_with_list_values_done_before() -> None:
     lab["x"] = [1, 2, 3]
     lab.runExperiment(Double(), resume=True, progress=False)
     assert sorted(nb.dataframe()["x"].tolist()) == [1, 2, 3]
+
+
+def test_every_row_of_a_point_carries_its_sweep_and_place() -> None:
+    from epyclab.order import POINT, SWEEP
+
+    nb = LabNotebook()
+    lab = Lab(nb)
+    lab["x"] = [10, 20]
+    lab.runExperiment(RepeatedExperiment(Double(), 2), progress=False)  # two rows per point
+    df = nb.dataframe()
+    assert len(df) == 4
+    assert df[SWEEP].nunique() == 1 and df[SWEEP].notna().all()
+    assert sorted(zip(df["x"], df[POINT])) == [(10, 0), (10, 0), (20, 1), (20, 1)]
+
+
+def test_resume_counts_a_none_parameter_done_though_it_reads_back_as_nan(tmp_path) -> None:
+    from epyclab import HDF5LabNotebook
+
+    path = str(tmp_path / "nb.h5")
+    nb = HDF5LabNotebook(path, create=True)
+    lab = Lab(nb)
+    lab["x"] = [1.5, None]
+    lab.runExperiment(Echo(), progress=False)
+    nb.close()
+    nb = HDF5LabNotebook(path)
+    lab = Lab(nb)
+    lab["x"] = [1.5, None, 2.5]
+    design = lab.experiments(Echo())
+    assert [design[i][1]["x"] for i in lab.unfinishedIndices(design)] == [2.5]
+    nb.close()
