@@ -338,6 +338,9 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
     ("cluster-collect", "return now - own.submitted > self.grace", "return now + own.submitted > self.grace"): _OWN_GRACE,  # noqa: E501
     ("cluster-collect", "return now - own.submitted > self.grace", "return now - own.submitted >= self.grace"):
         "equivalent in practice: the monotonic clock is never read at exactly the end of the grace",
+    ("cluster-collect", "return isinstance(stamp, (int, float)) and time.time() - float(stamp) > self.grace",
+     "return isinstance(stamp, (int, float)) and time.time() - float(stamp) >= self.grace"):
+        "equivalent in practice: the clock is never read at exactly the end of the grace",
     ("cluster-collect", "if now - first > self.grace:", "if now - first >= self.grace:"):
         "equivalent in practice: the monotonic clock is never read at exactly the end of the grace",
     ("cluster-collect", "return True", "return False"):
