@@ -430,6 +430,13 @@ HISTORY: list[str] = [
     "- 2026-11-30, 03:03-03:45 UTC, the first full runs, before the tests written for their survivors",
     "  (tests/test_*_mutants.py) were in each subset (some were, in a first version): parallel-chunks 42/44,",
     "  journal 74/92, undo 113/136, locks 82/119, cluster-jobs 96/152, cli-copy 64/80, parallel-retry 15/19.",
+    "- The table above: the runs of 2026-11-30 03:03-04:25 UTC on branch `mutation` (main merged at 03:56, with",
+    "  the sequential Lab's overhead work): lab, cli-copy and cluster-collect ran on that code; journal, undo,",
+    "  locks, cluster-jobs, parallel-* on files main has not changed since. kinds was stopped at 60 of 177",
+    "  mutants when main changed `DatetimeKind.state` (its rows are of the file before that change), and",
+    "  cluster-collect was cut short at the deadline: both need a full run (`--module kinds`,",
+    "  `--module cluster-collect`). In the last half hour two or three targets ran side by side (see the load",
+    "  averages), against the one-at-a-time default.",
     "",
 ]
 
