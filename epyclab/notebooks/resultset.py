@@ -221,6 +221,15 @@ class ResultSet:
     def _check_unlocked(self) -> None:
         self.checkChangeable()
 
+    def assertUnlocked(self) -> None:
+        """Raise :class:`~epyclab.errors.ResultSetLockedException` if the set is finished (epyc 1.7's name).
+
+        Raises:
+            ResultSetLockedException: the set is finished (locked).
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+        """
+        self.checkChangeable()
+
     def _check_notebook(self) -> None:
         notebook = self._notebook() if self._notebook is not None else None
         if notebook is not None:
@@ -517,12 +526,12 @@ class ResultSet:
         assert mask is not None
         return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
-    def parameterRange(self, p: str) -> set[Any]:
-        """The distinct values parameter ``p`` takes in the results and pending results."""
+    def parameterRange(self, param: str) -> set[Any]:
+        """The distinct values parameter ``param`` takes in the results and pending results."""
         values: set[Any] = set()
-        if p in self._params:
-            values.update(self._dataframe()[p].tolist())
-        values.update(params[p] for params in self._pending.values() if p in params)
+        if param in self._params:
+            values.update(self._dataframe()[param].tolist())
+        values.update(params[param] for params in self._pending.values() if param in params)
         return values
 
     def parameterSpace(self) -> dict[str, set[Any]]:
