@@ -35,14 +35,17 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ipyparallel as ipp
 import psutil
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlog import cluster_logger, release_logger
 from epyclab.log import logger
+
+if TYPE_CHECKING:
+    # Imported where a cluster is started (about 0.4 s): the reaper and a warm sweep need none of it.
+    import ipyparallel as ipp
 
 __all__ = ["LocalCluster", "cleanup_orphans", "default_profile_dir", "process_alive"]
 
@@ -228,7 +231,7 @@ def stop_recorded_state(path: Path, state: dict[str, Any], timeout: float = 5.0)
     Children started since the last record (an engine's nanny, say) are found
     from the recorded processes still running.
     """
-    engines = _with_live_descendants(state.get("engines", []))
+    engines = _with_live_descendants(state.get("helpers", []) + state.get("engines", []))
     controller = _with_live_descendants(state.get("controller", []))
     profile_dir = str(state.get("profile_dir") or path.parent.parent)
     _stop_recorded(profile_dir, state["cluster_id"], engines, controller, timeout)
@@ -252,6 +255,8 @@ def _stop_recorded(
     if not controller:
         # Killed after ipyparallel started the controller but before its PIDs were
         # recorded: ipyparallel's own cluster file (if written) still knows them.
+        import ipyparallel as ipp
+
         log = cluster_logger(profile_dir, cluster_id)
         try:
             try:
@@ -280,8 +285,14 @@ class LocalCluster:
     """A controller and ``n`` engines on this machine, started by :meth:`start` and stopped by :meth:`stop`.
 
     ``profile_dir`` defaults to :func:`default_profile_dir`; tests give each
-    run its own. ``timeout`` bounds the wait for the engines to register.
-    Use it as a context manager, which yields the connected ``Client``.
+    run its own. ``timeout`` bounds the wait for the controller and the
+    engines. Use it as a context manager, which yields the connected ``Client``.
+
+    Starting comes in two steps, so that a sweep can do useful work meanwhile:
+    :meth:`launch` starts the reaper, the controller and the engines at once
+    and returns (about 0.2 s); :meth:`poll` connects the client once the
+    controller is up and says how many engines registered, without waiting.
+    :meth:`start` does both and waits.
     """
 
     #: Heartbeat period of the hub in ms. Engines register on a heartbeat, so ipyparallel's default
@@ -307,9 +318,13 @@ class LocalCluster:
         self.client: ipp.Client | None = None
         self._controller: list[dict[str, Any]] = []
         self._engines: list[dict[str, Any]] = []
+        # Processes of the lab's that run points for this cluster (see epyclab.labs.interim).
+        self._helpers: list[dict[str, Any]] = []
         #: Engines started so far to replace engines that died.
         self.replaced = 0
         self._next_record = 0.0
+        self._launched_at: float | None = None
+        self._connected_at: float | None = None
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -324,13 +339,15 @@ class LocalCluster:
             "owner": owner,
             "controller": self._controller,
             "engines": self._engines,
+            "helpers": self._helpers,
             "reaper": _identity(self._reaper.pid) if self._reaper is not None else None,
         })
 
     def _record(self) -> None:
         """Record the controller's and engines' processes, children included."""
         cluster = self.cluster
-        assert cluster is not None
+        if cluster is None:
+            return
         if cluster.controller is not None and cluster.controller.pid:
             controller = _merged(self._controller, _with_descendants([cluster.controller.pid]))
         else:
@@ -340,35 +357,57 @@ class LocalCluster:
             self._controller, self._engines = controller, engines
             self._save_state()
 
+    def adopt(self, pid: int) -> None:
+        """Record process ``pid`` (started by this process to run points) as one to stop with this cluster.
+
+        It is stopped with the engines, by :meth:`stop` or, if this process
+        dies, by the reaper. Call it before :meth:`launch` returns control to
+        anything that may fail, so that no window leaves it unrecorded.
+        """
+        ident = _identity(pid)
+        if ident is not None:
+            self._helpers = _merged(self._helpers, [ident])
+            if self._state_file.exists():
+                self._save_state()
+
     def pids(self) -> list[int]:
-        """The PIDs of every process this cluster started (controller, schedulers, engines, nannies)."""
-        return [int(i["pid"]) for i in self._controller + self._engines]
+        """The PIDs of every process this cluster started (controller, schedulers, engines, helpers)."""
+        return [int(i["pid"]) for i in self.processes()]
 
     def processes(self) -> list[dict[str, Any]]:
         """The recorded processes as ``{'pid', 'created'}`` (see :func:`process_alive`)."""
-        return list(self._controller + self._engines)
+        return list(self._controller + self._engines + self._helpers)
 
     # ---- start and stop -------------------------------------------------------------------
 
-    def start(self, wait_for: int | None = None) -> ipp.Client:
-        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+    def prepare(self) -> None:
+        """Clean up orphaned clusters, write this cluster's state file and start its reaper (milliseconds).
 
-        ``wait_for`` engines (all by default) must have registered; the others
-        join while the client already uses the first ones.
-
-        Raises:
-            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        From here on nothing this cluster records can outlive this process.
         """
-        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
-        if self.cluster is not None:
-            raise RuntimeError(f"local cluster {self.cluster_id} is already started")
+        if self._reaper is not None:
+            return
         cleanup_orphans(self.profile_dir, self.StopTimeout)
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         self._save_state()
         # Started before the controller, so that from its first process on this cluster cannot outlive us.
         self._reaper = _start_reaper(self._state_file)
         self._save_state()
+
+    def launch(self) -> None:
+        """Start the controller and the engines, at once, and return without waiting for them.
+
+        Engines wait for the controller's connection file themselves, so their
+        start-up (imports) overlaps the controller's. Call :meth:`poll` (or
+        :meth:`start`) to connect.
+        """
+        if self.cluster is not None:
+            return
+        import ipyparallel as ipp
+
+        self.prepare()
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
+        self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(
             n=self.n,
             profile_dir=self.profile_dir,
@@ -387,24 +426,87 @@ class LocalCluster:
         )
         try:
             self.cluster.start_controller_sync()
-            self._record()
             self.cluster.start_engines_sync(engine_args=self._engine_args())
-            self._record()
-            self.client = self.cluster.connect_client_sync()
-            try:
-                self.client.wait_for_engines(wait_for, timeout=self.timeout, interactive=False)
-            except TimeoutError as exc:
-                raise ClusterConnectionError(
-                    f"only {len(self.client.ids)} of {wait_for} engines of local cluster {self.cluster_id} "
-                    f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
-                ) from exc
-            # The engines' nannies exist by now: record them too.
             self._record()
         except BaseException:
             self.stop()
             raise
+
+    def _connection_file(self) -> Path:
+        # The controller writes the client's file, then the engines': once the latter exists, the former is whole.
+        return Path(self.profile_dir, "security", f"ipcontroller-{self.cluster_id}-engine.json")
+
+    def poll(self) -> int:
+        """Connect the client once the controller is up; return how many engines have registered (0 before).
+
+        Never waits (but for connecting, a few milliseconds once the controller is up).
+
+        Raises:
+            ClusterConnectionError: the controller did not come up, or no engine registered, within
+                ``timeout`` seconds of :meth:`launch`; or the cluster was not launched.
+        """
+        if self.cluster is None or self._launched_at is None:
+            raise ClusterConnectionError(f"local cluster {self.cluster_id} is not running")
+        if self.client is None:
+            if not self._connection_file().exists():
+                if time.monotonic() - self._launched_at > self.timeout:
+                    raise ClusterConnectionError(
+                        f"the controller of local cluster {self.cluster_id} did not start within "
+                        f"{self.timeout:.0f} s; its log is in {self.profile_dir}/log"
+                    )
+                return 0
+            self.client = self.cluster.connect_client_sync()
+            self._connected_at = time.monotonic()
+        registered = len(self.client.ids)
+        if not registered and time.monotonic() - self._launched_at > self.timeout:
+            raise ClusterConnectionError(
+                f"no engine of local cluster {self.cluster_id} registered within {self.timeout:.0f} s; "
+                f"their logs are in {self.profile_dir}/log"
+            )
+        return registered
+
+    def ready(self) -> bool:
+        """True once the client is connected and every engine has registered."""
+        return self.client is not None and len(self.client.ids) >= self.n
+
+    def start(self, wait_for: int | None = None) -> ipp.Client:
+        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+
+        ``wait_for`` engines (all by default) must have registered; the others
+        join while the client already uses the first ones.
+
+        Raises:
+            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        """
+        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
+        if self.cluster is not None:
+            raise RuntimeError(f"local cluster {self.cluster_id} is already started")
+        self.launch()
+        try:
+            self.wait(wait_for)
+        except BaseException:
+            self.stop()
+            raise
         logger.info("started local cluster %s with %d engines", self.cluster_id, self.n)
+        assert self.client is not None
         return self.client
+
+    def wait(self, engines: int) -> None:
+        """Wait until ``engines`` engines have registered.
+
+        Raises:
+            ClusterConnectionError: they did not within ``timeout`` seconds of :meth:`launch`.
+        """
+        assert self._launched_at is not None
+        while self.poll() < engines:
+            if time.monotonic() - self._launched_at > self.timeout:
+                raise ClusterConnectionError(
+                    f"only {self.poll()} of {engines} engines of local cluster {self.cluster_id} "
+                    f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
+                )
+            time.sleep(0.02)
+        # The engines' children exist by now: record them too.
+        self._record()
 
     def check(self) -> None:
         """Raise ClusterConnectionError if a process of the controller has died; replace dead engines.
@@ -422,7 +524,7 @@ class LocalCluster:
                 f"the results so far are kept: run the sweep again with resume=True"
             )
         if not self.replace_dead_engines() and self.cluster is not None and time.monotonic() >= self._next_record:
-            # Processes started since the last look (schedulers, engines still registering, nannies),
+            # Processes started since the last look (schedulers, engines still registering),
             # so that a crash of this process leaves nothing the next start cannot find. Not at every
             # check: listing a process's children reads the whole process table.
             self._record()
@@ -430,10 +532,16 @@ class LocalCluster:
 
     def _engine_args(self) -> list[str]:
         wait = max(5, int(self.timeout))
-        # An engine started with the controller waits this long for its connection file, and then
-        # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
-        # machine, and an engine that gives up exits (then counted dead, and replaced).
-        return [f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}"]
+        return [
+            # An engine started with the controller waits this long for its connection file, and then
+            # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
+            # machine, and an engine that gives up exits (then counted dead, and replaced).
+            f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}",
+            # No nanny: it is one more process per engine (0.2 CPU-s to start, which on 2 cores is
+            # 0.1 s of every cold sweep) and delays registration by 0.3-0.6 s; this class stops
+            # engines by PID, and the hub's heartbeat notices one that died.
+            "--IPEngine.enable_nanny=False",
+        ]
 
     def _engine_pids(self) -> list[int]:
         cluster = self.cluster
@@ -483,7 +591,7 @@ class LocalCluster:
     def _stop(self) -> None:
         if self.cluster is not None:
             try:
-                self._record()  # engines started to replace dead ones, and their nannies
+                self._record()  # engines started to replace dead ones, and their children
             except psutil.Error as exc:
                 logger.debug("could not record the processes of cluster %s: %s", self.cluster_id, exc)
         if self.client is not None:
@@ -491,8 +599,9 @@ class LocalCluster:
             self.client = None
         self.cluster = None
         # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
-        # and their nannies, then the controller and its schedulers, and wait until each is gone.
-        killed = _terminate(self._engines, self.StopTimeout) + _terminate(self._controller, self.StopTimeout)
+        # (and the lab's helpers), then the controller and its schedulers, and wait until each is gone.
+        killed = _terminate(self._helpers + self._engines, self.StopTimeout)
+        killed += _terminate(self._controller, self.StopTimeout)
         if killed:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
@@ -502,6 +611,35 @@ class LocalCluster:
             release_logger(self._log)
             self._log = None
         logger.info("stopped local cluster %s", self.cluster_id)
+
+    def abandon(self) -> None:
+        """At interpreter exit: send every process SIGTERM and leave the rest to the reaper, without waiting.
+
+        Waiting for a dozen processes to go costs a user's script 0.3-0.5 s at
+        exit. The reaper (see :mod:`epyclab.labs.reaper`) sees this process go,
+        finds the state file still there, waits for the processes (killing
+        any that ignored SIGTERM) and removes the cluster's files, so nothing
+        outlives this process for longer than that. Call it only when this
+        process is about to exit.
+        """
+        if self._reaper is None:
+            self.stop()
+            return
+        with _sigint_deferred():
+            if self.cluster is not None:
+                try:
+                    self._record()
+                except psutil.Error as exc:
+                    logger.debug("could not record the processes of cluster %s: %s", self.cluster_id, exc)
+            self.cluster = None
+            # Not client.close(): it waits for its thread; the process is about to end anyway.
+            self.client = None
+            for ident in self._helpers + self._engines + self._controller:
+                _signal(ident, signal.SIGTERM)
+            if self._log is not None:
+                release_logger(self._log)
+                self._log = None
+            logger.info("stopping local cluster %s at exit (its reaper finishes)", self.cluster_id)
 
     def _stop_reaper(self) -> None:
         """Close the reaper's pipe; with the state file gone it exits at once."""
