@@ -58,9 +58,12 @@ class ParallelLab(Lab):
 
     - By default the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
-      ``profile_dir``), started on the first sweep (a few seconds) and kept
+      ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
-      (see :mod:`epyclab.labs.warm`). It is stopped at interpreter exit, after
+      (see :mod:`epyclab.labs.warm`). The first sweep does not wait for it:
+      until every engine has registered, a forked copy of this process runs
+      points (see :mod:`epyclab.labs.interim`; ``UseInterim = False`` turns
+      that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
       :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
       :meth:`shutdown`, and when a sweep ends with an error (the controller
       died, the notebook raised, Ctrl-C: the results that finished are

@@ -1,11 +1,11 @@
 """A local ipyparallel cluster that epyclab starts, stops, and cleans up after a crash.
 
-:class:`LocalCluster` starts a controller and ``n`` engines on 127.0.0.1, with
-the hub's heartbeat at 250 ms so that engines register in 2-3 s instead of
-6-7 s. It stops the engines first and then the controller (stopping both at
-once leaves the engines' nannies behind for a few seconds), then checks that
-every process it started (recorded with psutil, children included) is gone,
-killing by PID any that is not.
+:class:`LocalCluster` starts a controller and ``n`` engines (without nannies)
+on 127.0.0.1, all at once, with the hub's heartbeat at 250 ms so that engines
+register in 1-3 s instead of 6-7 s. It stops the engines first and then the
+controller, then checks that every process it started (recorded with psutil,
+children included) is gone, killing by PID any that is not; at interpreter
+exit it only sends them SIGTERM and leaves the rest to its reaper.
 
 If the process that started a cluster is killed (SIGTERM, SIGKILL, a crashed
 kernel), nothing it runs stops the ~13 processes of a 2-engine cluster. So each
