@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pytest
 from conftest_parallel import ExitsAt, Sleepy, Square, still_running
+from waiting import wait_until
 
+from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs import worker
 from epyclab.labs.interim import Interim, InterimDied
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import process_alive
+from epyclab.labs.parallelcluster import LocalCluster, process_alive
+from epyclab.labs.scheduler import Sweep
 from epyclab.labs.wire import decode_reply, package
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -102,3 +108,24 @@ def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(tmp_path: Pat
     finally:
         lab.shutdown()
     assert still_running(seen) == []
+
+
+def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wait for engines that start with the sweep must not hide an engine-less client.
+    monkeypatch.setattr(Sweep, "EngineGrace", 1.0)
+    local = LocalCluster(1, str(tmp_path / "profile"))
+    client = local.start()
+    procs = local.processes()
+    try:
+        (engine,) = [pid for pid in local.pids() if "ipyparallel.engine" in " ".join(psutil.Process(pid).cmdline())]
+        os.kill(engine, signal.SIGKILL)
+        wait_until(lambda: not client.ids, timeout=60, what="the hub to notice the engine's death")
+        lab = ParallelLab(client=client)
+        lab["x"] = range(5)
+        with pytest.raises(ClusterConnectionError, match="no engine has been running"):
+            lab.runExperiment(Square(), progress=False)
+    finally:
+        local.stop()
+    assert still_running(procs) == []

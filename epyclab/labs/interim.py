@@ -28,6 +28,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -160,5 +161,10 @@ class Interim:
 
 
 def fork_allowed() -> bool:
-    """True where a copy of this process can be forked (POSIX, not from a copy itself)."""
-    return hasattr(os, "fork") and multiprocessing.current_process().name != "epyclab-interim"
+    """True where a copy of this process can safely be forked: Linux, and not from a copy itself.
+
+    Not on macOS, where forking a process that used some system libraries
+    crashes the child (why multiprocessing spawns there), nor Windows (no fork).
+    """
+    return (sys.platform.startswith("linux") and hasattr(os, "fork")
+            and multiprocessing.current_process().name != "epyclab-interim")

@@ -454,7 +454,7 @@ class Sweep:
     def _check_alive(self) -> None:
         if self._health is not None:
             self._health()
-        if self._client is None or not self._engines_seen:
+        if self._client is None or (not self._engines_seen and self._connect is not None):
             return  # still starting: connect() says when that takes too long
         if self._client.ids:
             self._no_engines_since = None
