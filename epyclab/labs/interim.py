@@ -20,11 +20,15 @@ processes, so the cluster's reaper stops it if the user's process dies.
 The copy ignores Ctrl-C (the user's process handles it, and kills the copy),
 never runs the parent's ``atexit`` hooks (multiprocessing ends a forked child
 with ``os._exit``), and closes its copies of the reapers' pipes (see
-:mod:`epyclab.labs.parallelcluster`).
+:mod:`epyclab.labs.parallelcluster`). Like an engine, it is cut off from the
+user's console: the logging handlers it inherited are removed, and its file
+descriptors 1 and 2 go to a log file (what a run prints or logs is captured
+and replayed by the lab, as an engine's is).
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -43,12 +47,42 @@ class InterimDied(Exception):
     """The forked process running a chunk died before replying (its point crashed the process)."""
 
 
-def _serve(requests: Any, replies: Any, parents_ends: list[Any], blobs: dict[str, bytes]) -> None:
+def _like_an_engine(output: str | None) -> None:
+    """Cut the copy off from the user's console, as an engine is: its output is captured and replayed.
+
+    The user's logging handlers (copied by the fork) go, so that a record a
+    run logs reaches the console once, replayed, not also from here; and what
+    is written to the file descriptors (a C library, a stray print between
+    runs) goes to ``output`` (the cluster's log directory) or nowhere.
+    """
+    for logger_ in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if isinstance(logger_, logging.Logger):
+            for handler in list(logger_.handlers):
+                logger_.removeHandler(handler)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(output, flags, 0o600) if output else os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _serve(
+    requests: Any, replies: Any, parents_ends: list[Any], blobs: dict[str, bytes], output: str | None
+) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in parents_ends:
         # Else the copy would hold the write end of its own requests, and never see the parent go.
         end.close()
+    _like_an_engine(output)
     for key, blob in blobs.items():
         # Unpacked as an engine unpacks it: the copy runs exactly what the engines run.
         worker.load_experiment(key, blob)
@@ -67,17 +101,18 @@ class Interim:
     """A forked copy of this process that runs chunks of points, one at a time.
 
     ``blobs`` maps each sweep key to its serialized experiment (see
-    :func:`epyclab.labs.wire.package`). ``deliver`` is called, from a reader thread, with
+    :func:`epyclab.labs.wire.package`). What the copy writes outside the
+    runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
     each reply of :func:`~epyclab.labs.worker.run_points`, or with an
     :class:`InterimDied` if the copy died while it held a chunk.
     """
 
-    def __init__(self, blobs: dict[str, bytes], deliver: Callable[[Any], None]) -> None:
+    def __init__(self, blobs: dict[str, bytes], deliver: Callable[[Any], None], output: str | None = None) -> None:
         ctx = multiprocessing.get_context("fork")
         child_requests, self._requests = ctx.Pipe(duplex=False)
         self._replies, child_replies = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_serve, args=(child_requests, child_replies, [self._requests, self._replies], blobs),
+            target=_serve, args=(child_requests, child_replies, [self._requests, self._replies], blobs, output),
             name="epyclab-interim", daemon=True,
         )
         self._process.start()

@@ -181,7 +181,7 @@ class ParallelLab(Lab):
                 # The engines are not all there yet: a copy of this process runs points meanwhile,
                 # from the start (before the controller is even launched).
                 def make_interim(deliver: Callable[[Any], None]) -> Interim:
-                    copy = Interim(blobs, deliver)
+                    copy = Interim(blobs, deliver, local.log_file("interim"))
                     local.adopt(copy.pid)
                     return copy
 

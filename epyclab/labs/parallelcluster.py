@@ -4,8 +4,8 @@
 on 127.0.0.1, all at once, with the hub's heartbeat at 250 ms so that engines
 register in 1-3 s instead of 6-7 s. It stops the engines first and then the
 controller, then checks that every process it started (recorded with psutil,
-children included) is gone, killing by PID any that is not; at interpreter
-exit it only sends them SIGTERM and leaves the rest to its reaper.
+children included) is gone, killing by PID any that is not (at interpreter
+exit all at once, so that exiting costs only the slowest process's stop).
 
 If the process that started a cluster is killed (SIGTERM, SIGKILL, a crashed
 kernel), nothing it runs stops the ~13 processes of a 2-engine cluster. So each
@@ -381,6 +381,12 @@ class LocalCluster:
             if self._state_file.exists():
                 self._save_state()
 
+    def log_file(self, name: str) -> str:
+        """The path of log file ``name`` of this cluster (in the profile's log directory; removed by :meth:`stop`)."""
+        directory = Path(self.profile_dir, "log")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(directory / f"{name}-{self.cluster_id}.log")
+
     def pids(self) -> list[int]:
         """The PIDs of every process this cluster started (controller, schedulers, engines, helpers)."""
         return [int(i["pid"]) for i in self.processes()]
@@ -590,16 +596,19 @@ class LocalCluster:
         self._record()
         return missing
 
-    def stop(self) -> None:
+    def stop(self, at_once: bool = False) -> None:
         """Stop the engines, then the controller; make sure every recorded process is gone.
 
+        With ``at_once`` (at interpreter exit) every process is sent SIGTERM at
+        the same time and waited for together: the exit costs the slowest
+        process's stop, not the sum of the engines' and the controller's.
         A Ctrl-C while stopping is held until the stop is complete, so that a
         second Ctrl-C cannot leave half a cluster running.
         """
         with _sigint_deferred():
-            self._stop()
+            self._stop(at_once)
 
-    def _stop(self) -> None:
+    def _stop(self, at_once: bool = False) -> None:
         if self.cluster is not None:
             try:
                 self._record()  # engines started to replace dead ones, and their children
@@ -611,8 +620,11 @@ class LocalCluster:
         self.cluster = None
         # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
         # (and the lab's helpers), then the controller and its schedulers, and wait until each is gone.
-        killed = _terminate(self._helpers + self._engines, self.StopTimeout)
-        killed += _terminate(self._controller, self.StopTimeout)
+        if at_once:
+            killed = _terminate(self._helpers + self._engines + self._controller, self.StopTimeout)
+        else:
+            killed = _terminate(self._helpers + self._engines, self.StopTimeout)
+            killed += _terminate(self._controller, self.StopTimeout)
         if killed:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
@@ -622,35 +634,6 @@ class LocalCluster:
             release_logger(self._log)
             self._log = None
         logger.info("stopped local cluster %s", self.cluster_id)
-
-    def abandon(self) -> None:
-        """At interpreter exit: send every process SIGTERM and leave the rest to the reaper, without waiting.
-
-        Waiting for a dozen processes to go costs a user's script 0.3-0.5 s at
-        exit. The reaper (see :mod:`epyclab.labs.reaper`) sees this process go,
-        finds the state file still there, waits for the processes (killing
-        any that ignored SIGTERM) and removes the cluster's files, so nothing
-        outlives this process for longer than that. Call it only when this
-        process is about to exit.
-        """
-        if self._reaper is None:
-            self.stop()
-            return
-        with _sigint_deferred():
-            if self.cluster is not None:
-                try:
-                    self._record()
-                except psutil.Error as exc:
-                    logger.debug("could not record the processes of cluster %s: %s", self.cluster_id, exc)
-            self.cluster = None
-            # Not client.close(): it waits for its thread; the process is about to end anyway.
-            self.client = None
-            for ident in self._helpers + self._engines + self._controller:
-                _signal(ident, signal.SIGTERM)
-            if self._log is not None:
-                release_logger(self._log)
-                self._log = None
-            logger.info("stopping local cluster %s at exit (its reaper finishes)", self.cluster_id)
 
     def _stop_reaper(self) -> None:
         """Close the reaper's pipe; with the state file gone it exits at once."""

@@ -10,9 +10,9 @@ since) and gives it back with :func:`release`. It is stopped:
   notebook raised): an engine may still be running a point, so the next sweep
   starts afresh;
 - after :data:`IDLE_SECONDS` without a sweep (a daemon timer);
-- at interpreter exit (an ``atexit`` hook that sends every process SIGTERM by
-  PID and leaves waiting for them to the cluster's reaper, so exiting takes
-  milliseconds, not the seconds of ipyparallel's stop);
+- at interpreter exit (an ``atexit`` hook that stops every process by PID,
+  all at once, so exiting takes a fraction of a second, not the seconds of
+  ipyparallel's stop);
 - by :func:`shutdown` (``ParallelLab.shutdown()``), at any time.
 
 Nothing outlives the process that started it: if it dies without stopping its
@@ -131,7 +131,7 @@ def running() -> list[LocalCluster]:
 
 
 def _at_exit() -> None:
-    """Stop every warm cluster without waiting: each one's reaper finishes (see LocalCluster.abandon)."""
+    """Stop every warm cluster, each with all its processes at once (see LocalCluster.stop)."""
     if os.getpid() != _owner:
         return
     with _lock:
@@ -140,7 +140,7 @@ def _at_exit() -> None:
             if timer is not None:
                 timer.cancel()
             _users.pop(key, None)
-            _clusters.pop(key).abandon()
+            _clusters.pop(key).stop(at_once=True)
 
 
 def shutdown(local: Any = None) -> None:
