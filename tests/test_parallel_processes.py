@@ -26,6 +26,7 @@ from conftest_parallel import (
     Sleepy,
     Square,
     descendants,
+    processes_of_profile,
     still_running,
     wait_for_file,
 )
@@ -124,6 +125,8 @@ def test_an_idle_warm_cluster_stops_by_itself(tmp_path: Path, monkeypatch: pytes
         lab.runExperiment(Square(), progress=False)
         assert seen
         assert still_running(seen, grace=30) == []
+        # The cluster was stopped as it started (the sweep ended first): not one of its processes is left.
+        assert processes_of_profile(tmp_path / "profile") == []
         assert warm.running() == []
         assert state_files(tmp_path / "profile") == []
     finally:
@@ -171,6 +174,7 @@ def test_a_script_that_runs_a_sweep_and_exits_leaves_no_process(tmp_path: Path) 
     # At exit the cluster was stopped: nothing it recorded, nothing in its process tree, remains.
     assert still_running(recorded, grace=5) == []
     assert still_running(list(tree.values()), grace=5) == []
+    assert processes_of_profile(tmp_path / "profile", grace=5) == []
     assert state_files(tmp_path / "profile") == []
 
 
@@ -385,6 +389,7 @@ def test_orphan_killed_before_its_pids_were_recorded_is_stopped_from_ipyparallel
             cluster.stop_controller_sync()
     assert len(procs) >= 3
     assert still_running(procs) == []
+    assert processes_of_profile(profile) == []
     assert state_files(profile) == []
 
 

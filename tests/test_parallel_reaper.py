@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest_parallel import descendants, still_running, wait_for_file
+from conftest_parallel import descendants, processes_of_profile, still_running, wait_for_file
 
 from epyclab.labs.parallelcluster import cleanup_orphans, process_alive
 
@@ -69,6 +69,8 @@ def test_a_killed_script_leaves_no_cluster_process(tmp_path: Path, sig: int, pha
         os.kill(proc.pid, sig)
         proc.wait(timeout=30)
         assert still_running(procs, grace=60) == []
+        # Nor any process the records missed (a scheduler forked by a controller still starting).
+        assert processes_of_profile(profile) == []
         assert list((profile / "epyclab").glob("*.json")) == []
         assert list((profile / "security").glob("*.json")) == []
     finally:

@@ -111,13 +111,13 @@ def _merged(known: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[di
     return list(out.values())
 
 
-def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
-    """Stop the recorded processes still alive (TERM, then KILL after ``timeout``); return those killed."""
+def _terminate(idents: list[dict[str, Any]], timeout: float, first: int = signal.SIGTERM) -> list[int]:
+    """Stop the recorded processes still alive (``first``, then KILL after ``timeout``); return those killed."""
     alive = [i for i in idents if process_alive(i)]
     if not alive:
         return []
     for ident in alive:
-        _signal(ident, signal.SIGTERM)
+        _signal(ident, first)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = [i for i in alive if process_alive(i)]
@@ -130,6 +130,41 @@ def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
     while time.monotonic() < deadline and any(process_alive(i) for i in alive):
         time.sleep(0.05)
     return [int(i["pid"]) for i in alive]
+
+
+def _freeze(idents: list[dict[str, Any]], timeout: float = 2.0) -> None:
+    """SIGSTOP the recorded processes and wait until each is stopped (or gone): none of them forks any more."""
+    for ident in idents:
+        _signal(ident, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    for ident in idents:
+        while time.monotonic() < deadline and process_alive(ident):
+            try:
+                if psutil.Process(int(ident["pid"])).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+                    break
+            except psutil.Error:
+                break
+            time.sleep(0.005)
+
+
+def _kill_tree(idents: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """SIGKILL the recorded processes and every descendant, however far their start got; return them all.
+
+    A controller that is still starting forks its schedulers: a stop that lists
+    its children and then signals it could miss one forked in between, left
+    running for ever. So each process is frozen first (SIGSTOP: it forks no
+    more), then the whole tree is listed, frozen, and killed. Nothing is lost:
+    the controller keeps its state in memory, and its files are removed by the caller.
+    """
+    tree = [i for i in idents if process_alive(i)]
+    for _ in range(3):  # the roots, their children, grandchildren (schedulers fork no further)
+        _freeze(tree)
+        found = _merged(tree, _with_descendants([int(i["pid"]) for i in tree if process_alive(i)]))
+        if len(found) == len(tree):
+            break
+        tree = found
+    _terminate(tree, timeout, first=signal.SIGKILL)
+    return _merged(idents, tree)
 
 
 def _signal(ident: dict[str, Any], sig: int) -> None:
@@ -249,7 +284,8 @@ def _stop_recorded(
     """Stop an orphaned cluster by PID (engines first, then the controller) and remove its files."""
     # ``ipcluster stop`` would do, but it polls processes that are not its children
     # and takes ~6 s for a 2-engine cluster; TERM by PID takes milliseconds.
-    killed = _terminate(engines, timeout) + _terminate(controller, timeout)
+    killed = _terminate(engines, timeout)
+    _kill_tree(controller, timeout)
     if killed:
         logger.warning("killed processes %s of orphaned cluster %s that did not stop on TERM", killed, cluster_id)
     if not controller:
@@ -264,11 +300,16 @@ def _stop_recorded(
             except FileNotFoundError:
                 cluster = None
             if cluster is not None:
-                for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                    try:
-                        step()
-                    except Exception as exc:
-                        logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+                try:
+                    cluster.stop_engines_sync()
+                except Exception as exc:
+                    logger.warning("stopping orphaned cluster %s: stopping its engines failed: %s", cluster_id, exc)
+                pid = cluster.controller.pid if cluster.controller is not None else None
+                ident = _identity(pid) if pid else None
+                if ident is not None:
+                    # By PID with its whole tree, not ipyparallel's stop: that would miss the
+                    # schedulers of a controller killed as it started them.
+                    _kill_tree([ident], timeout)
         finally:
             release_logger(log)
     _remove_files(profile_dir, cluster_id)
@@ -599,9 +640,11 @@ class LocalCluster:
     def stop(self, at_once: bool = False) -> None:
         """Stop the engines, then the controller; make sure every recorded process is gone.
 
-        With ``at_once`` (at interpreter exit) every process is sent SIGTERM at
-        the same time and waited for together: the exit costs the slowest
-        process's stop, not the sum of the engines' and the controller's.
+        With ``at_once`` (at interpreter exit) the engines are sent SIGKILL, not
+        SIGTERM (they hold nothing to save): exiting takes milliseconds, not
+        the engines' Python shutdown. The controller is always frozen and
+        killed with every process it started (see :func:`_kill_tree`), even
+        mid-start.
         A Ctrl-C while stopping is held until the stop is complete, so that a
         second Ctrl-C cannot leave half a cluster running.
         """
@@ -620,11 +663,11 @@ class LocalCluster:
         self.cluster = None
         # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
         # (and the lab's helpers), then the controller and its schedulers, and wait until each is gone.
-        if at_once:
-            killed = _terminate(self._helpers + self._engines + self._controller, self.StopTimeout)
-        else:
-            killed = _terminate(self._helpers + self._engines, self.StopTimeout)
-            killed += _terminate(self._controller, self.StopTimeout)
+        # (At exit, all at once: the engines and helpers hold nothing to save, so SIGKILL.)
+        killed = _terminate(self._helpers + self._engines, self.StopTimeout,
+                            signal.SIGKILL if at_once else signal.SIGTERM)
+        # The controller and its schedulers, however far its start got (see _kill_tree).
+        self._controller = _kill_tree(self._controller, self.StopTimeout)
         if killed:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
