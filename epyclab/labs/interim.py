@@ -34,6 +34,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -64,14 +65,13 @@ def _like_an_engine(output: str | None) -> None:
         fd = os.open(output, flags, 0o600) if output else os.open(os.devnull, os.O_WRONLY)
     except OSError:
         fd = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            continue
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    # New stream objects: the inherited ones may hold the parent's unwritten output (never to be
+    # written twice) or a lock another thread of the parent held at the fork.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the copy)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
 def _serve(
@@ -115,7 +115,11 @@ class Interim:
             target=_serve, args=(child_requests, child_replies, [self._requests, self._replies], blobs, output),
             name="epyclab-interim", daemon=True,
         )
-        self._process.start()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process with threads may deadlock the child: this
+            # child takes no lock the parent's threads use (see _like_an_engine) before it works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._process.start()
         # The copy's ends go here, so that the copy's death is seen as end-of-file.
         child_requests.close()
         child_replies.close()
