@@ -206,7 +206,13 @@ class Sweep:
         self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._no_engines_since: float | None = None
         # The forked copy that runs points while the engines register, and the chunk it holds.
-        self._interim: Interim | None = interim(self._from_interim) if interim is not None else None
+        self._interim: Interim | None = None
+        if interim is not None:
+            try:
+                self._interim = interim(self._from_interim)
+            except OSError as exc:
+                # No fork (out of memory, a process limit): the sweep waits for the engines instead.
+                logger.warning("could not fork a process to run points while the engines start: %s", exc)
         self._interim_chunk: _Chunk | None = None
         self._replies = 0
         #: The largest chunk submitted, and the most points one task ran (for reports).
