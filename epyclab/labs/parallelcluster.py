@@ -270,7 +270,29 @@ def stop_recorded_state(path: Path, state: dict[str, Any], timeout: float = 5.0)
     controller = _with_live_descendants(state.get("controller", []))
     profile_dir = str(state.get("profile_dir") or path.parent.parent)
     _stop_recorded(profile_dir, state["cluster_id"], engines, controller, timeout)
+    # Its owner may have died between ipyparallel starting a process and the record of it: every
+    # process ipyparallel starts carries the cluster's id in its environment.
+    unrecorded = _started_for(state["cluster_id"], profile_dir)
+    if unrecorded:
+        logger.warning("stopping processes %s of cluster %s that were never recorded",
+                       [int(i["pid"]) for i in unrecorded], state["cluster_id"])
+        _kill_tree(unrecorded, timeout)
     path.unlink(missing_ok=True)
+
+
+def _started_for(cluster_id: str, profile_dir: str) -> list[dict[str, Any]]:
+    """The running processes ipyparallel started for this cluster (``IPP_CLUSTER_ID`` in their environment)."""
+    found = []
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            env = proc.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if env.get("IPP_CLUSTER_ID") == cluster_id and os.path.abspath(env.get("IPP_PROFILE_DIR", "")) == profile_dir:
+            ident = _identity(proc.pid)
+            if ident is not None and proc.pid != os.getpid():
+                found.append(ident)
+    return found
 
 
 def _with_live_descendants(idents: list[dict[str, Any]]) -> list[dict[str, Any]]:
