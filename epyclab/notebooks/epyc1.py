@@ -17,12 +17,11 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from epyclab.experiment import Experiment
 from epyclab.notebooks.kinds import ColumnState, column_state, kind_of_dtype
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.stored import StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn, from_storage
 
 __all__ = ["VERSION", "read_epyc1"]
@@ -59,7 +58,6 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
             columns[name], kind = _column(name, data[name], ds.dtype.fields[name][0])
             kinds[name] = column_state(kind, columns[name])
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(next(iter(columns.values()), []))))
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:
         rows = g["pending"][...]
@@ -73,7 +71,7 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         locked=bool(g.attrs.get("locked", False)),
         attributes=attributes,
         roles=roles,
-        frame=frame,
+        rows=StoredRows(len(next(iter(columns.values()), [])), columns),
         kinds=kinds,
         pending=pending,
     )
@@ -82,6 +80,10 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
 def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, str]:
     """A typed column and its kind from one field of epyc's compound dataset."""
     if h5py.check_string_dtype(dtype) is not None:
+        # epyc's text and ISO times are typed with pandas (imported here: notebooks of this
+        # epyclab are read without it).
+        import pandas as pd
+
         text = [_text(v) for v in values]
         if name in _TIME_COLUMNS:
             times = pd.to_datetime(pd.Series(text, dtype=object).replace("", None), format="ISO8601")

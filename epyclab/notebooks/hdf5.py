@@ -389,7 +389,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         n = rs.numberOfResults()
         rows = RowsTrack(base_len=n, stored_rows=n if stored is not None else 0)
         if stored is not None:
-            for name in stored.frame.columns:
+            for name in stored.rows.names():
                 rows.columns[name] = ColumnTrack(stored.kinds[name].key())
             rows.base_written = not self._from_epyc
         mark = rs.changeMark()
