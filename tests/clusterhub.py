@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,15 @@ def _wait_gone(idents: list[dict[str, Any]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(process_alive(i) for i in idents):
         time.sleep(0.05)
+
+
+@contextmanager
+def running_hub(profile_dir: Path, engines: int = 2, durable: bool = True, **kwargs: Any) -> Iterator[HubProcesses]:
+    """A started controller and ``engines`` engines; on leaving, every process is stopped (and checked gone)."""
+    procs = HubProcesses(profile_dir, engines=engines, durable=durable, **kwargs)
+    try:
+        procs.start()
+        yield procs
+    finally:
+        procs.stop()
+    assert procs.alive() == []

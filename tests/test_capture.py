@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterhub import HubProcesses
+from clusterhub import HubProcesses, running_hub
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -262,13 +262,8 @@ def test_parallel_lab_settings_turn_each_path_off(
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcesses]:
-    procs = HubProcesses(tmp_path_factory.mktemp("hubprofile"), engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path_factory.mktemp("hubprofile")) as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 def test_cluster_lab_stores_and_replays_on_collection(

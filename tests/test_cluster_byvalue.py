@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy
 import pytest
-from clusterhub import HubProcesses
+from clusterhub import HubProcesses, running_hub
 
 from epyclab.labs.byvalue import isUsersOwn, usersModules
 
@@ -98,13 +98,8 @@ def assert_all_ran(rows: list[dict]) -> None:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcesses]:
-    procs = HubProcesses(tmp_path / "profile", engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path / "profile") as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 def test_a_cluster_lab_runs_an_experiment_whose_files_the_engines_never_saw(hub: HubProcesses,

@@ -9,7 +9,7 @@ import textwrap
 import uuid
 
 import pytest
-from clusterhub import AlwaysRaises, HubProcesses, Square
+from clusterhub import AlwaysRaises, HubProcesses, Square, running_hub
 
 from epyclab.errors import CancelledException, ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
@@ -27,13 +27,8 @@ EXCEPTION = Experiment.EXCEPTION
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory):
     """A controller with epyclab's durable task store and two engines, for the whole module."""
-    procs = HubProcesses(tmp_path_factory.mktemp("profile"), engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path_factory.mktemp("profile")) as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 def hub_records(hub: HubProcesses, msg_ids: list[str]) -> dict[str, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterhub import HubProcesses
+from clusterhub import HubProcesses, running_hub
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,13 +59,8 @@ class Where(Experiment):
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcesses]:
-    procs = HubProcesses(tmp_path / "profile", engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path / "profile") as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 def most_at_once(rows: list[tuple[float, float]]) -> int:

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from clusterhub import HubProcesses, Square
+from clusterhub import HubProcesses, Square, running_hub
 
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
@@ -106,13 +106,8 @@ def test_without_a_work_tree_no_commit_is_claimed(tmp_path: Path) -> None:
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[HubProcesses]:
-    procs = HubProcesses(tmp_path / "profile", engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path / "profile") as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 def test_a_cluster_lab_records_its_engines_environment(hub: HubProcesses) -> None:

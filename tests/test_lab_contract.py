@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterhub import HubProcesses
+from clusterhub import HubProcesses, running_hub
 from conftest_parallel import Logged, RecordingNotebook, Square, still_running
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -101,13 +101,8 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcesses]:
-    procs = HubProcesses(tmp_path_factory.mktemp("cluster-profile"), engines=2, durable=True)
-    try:
-        procs.start()
+    with running_hub(tmp_path_factory.mktemp("cluster-profile")) as procs:
         yield procs
-    finally:
-        procs.stop()
-    assert procs.alive() == []
 
 
 class LabContract:
