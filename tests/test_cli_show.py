@@ -140,6 +140,17 @@ def test_show_in_a_fresh_process_imports_neither_pandas_nor_the_cluster_tooling(
         modules, printed = _modules_of_show(tmp_path / name, tmp_path)
         assert modules & NOT_FOR_SHOW == set(), name
         assert _counts(printed)[1] == {LabNotebook.DEFAULT_RESULTSET: (0, 0, 0), "s0": (10, 1, 0), "s1": (10, 0, 1)}
+    # A notebook a program still writes: its commits wait in the journal, which show replays.
+    writer = HDF5LabNotebook(str(tmp_path / "open.h5"), create=True)
+    try:
+        _fill(writer, [(4, 2, 1)])
+        writer.commit()
+        modules, printed = _modules_of_show(tmp_path / "open.h5", tmp_path)
+    finally:
+        writer.close()
+    assert modules & NOT_FOR_SHOW == set()
+    assert "journal: 1 commit(s) wait" in printed
+    assert _counts(printed)[1] == {LabNotebook.DEFAULT_RESULTSET: (0, 0, 0), "s0": (4, 2, 1)}
 
 
 @pytest.mark.parametrize("fixture", [EPYC_H5, _epyc_json()], ids=["hdf5", "json"])
