@@ -1,7 +1,7 @@
 """How long a user waits for `import epyclab` and `epyclab show`, each in a fresh process.
 
 Measures, in one run, the wall time of new processes (best and median of
-``--repeat``, default 5):
+``--repeat``, default 5) and their CPU time (user + system, best):
 
 * ``python -c pass`` (the interpreter alone, for reference) and
   ``python -c "import epyclab"``;
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,14 +84,21 @@ def fixture(name: str) -> Path | None:
     return None
 
 
-def wall(argv: list[str], repeat: int) -> list[float]:
-    """Wall seconds of ``repeat`` fresh processes running ``argv`` (output discarded)."""
-    times = []
+def timed(argv: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds, and CPU seconds (user + system), of ``repeat`` fresh processes running ``argv``.
+
+    The CPU time is what the process itself spent: on a shared machine it varies far less
+    with the load than the wall time does.
+    """
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
-        times.append(time.perf_counter() - t0)
-    return times
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return walls, cpus
 
 
 def imported(code_argv: list[str], out: Path) -> list[str]:
@@ -128,10 +136,12 @@ def main() -> None:
                           [py, "-c", _RUNNER, str(mods), "show", str(path)]))
         rows = []
         for label, argv, probe in cases:
-            times = wall(argv, args.repeat)
+            walls, cpus = timed(argv, args.repeat)
             heavy = imported(probe, mods)
-            rows.append([label, f"{min(times):.3f}", f"{statistics.median(times):.3f}", ", ".join(heavy) or "-"])
-            print(f"{label}: best {min(times):.3f} s, median {statistics.median(times):.3f} s; imports {heavy}")
+            rows.append([label, f"{min(walls):.3f}", f"{statistics.median(walls):.3f}", f"{min(cpus):.3f}",
+                         ", ".join(heavy) or "-"])
+            print(f"{label}: wall best {min(walls):.3f} s, median {statistics.median(walls):.3f} s; "
+                  f"CPU best {min(cpus):.3f} s; imports {heavy}")
     load_after = os.getloadavg()
     from _report import machine, table, write_section
 
@@ -139,11 +149,13 @@ def main() -> None:
     print(load)
     if args.no_write:
         return
-    text = table(["process", f"best of {args.repeat} (s)", "median (s)", "heavy packages it imported"], rows)
+    text = table(["process", f"wall, best of {args.repeat} (s)", "wall, median (s)", "CPU, best (s)",
+                  "heavy packages it imported"], rows)
     write_section(
         "startup",
         "## Start-up: `import epyclab` and `epyclab show` (`benchmarks/startup.py`)\n\n"
-        f"Wall time of fresh processes, best and median of {args.repeat} each, output discarded. The "
+        f"Wall time of fresh processes, best and median of {args.repeat} each, output discarded, and the "
+        "least CPU time (user + system) one of them took, which varies less with the machine's load. The "
         "small notebook holds 2 result sets of 10 rows written by a `Lab` (one failed row, one pending "
         "result). `epyclab show` reads the counts, names and attributes it prints without building a "
         "DataFrame, so it imports neither pandas nor ipyparallel; epyc's own files still type their text "
