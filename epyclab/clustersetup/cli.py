@@ -18,7 +18,7 @@ import click
 
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import readWorkersFile
-from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, LAUNCHERS, BatchOptions
+from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS, LAUNCHERS, BatchOptions
 from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.clustersetup.profile import CLIENT_FILE, profileDir
 from epyclab.clustersetup.sync import syncWorkers
@@ -247,6 +247,15 @@ def sync(
     help="How engines start: on the workers over ssh, here (local), or as a slurm/pbs job or under mpiexec "
     "(then -n is the number of engines in all).",
 )
+@click.option(
+    "--controller",
+    "controller_launcher",
+    type=click.Choice(list(CONTROLLER_LAUNCHERS)),
+    default="local",
+    show_default=True,
+    help="Where the controller runs: here (local), or in a slurm/pbs job of its own (with --engines slurm, pbs "
+    "or mpi; --queue, --account, --walltime and --directive apply to its job too).",
+)
 @click.option("--engines-per-node", type=int, help="slurm/pbs/mpi: engines on each node.")
 @click.option("--queue", default="", help="slurm/pbs: the partition (slurm) or queue (pbs).")
 @click.option("--account", default="", help="slurm/pbs: the account charged for the job.")
@@ -262,6 +271,11 @@ def sync(
     "--job-template",
     type=click.Path(dir_okay=False, exists=True),
     help="slurm/pbs: a job script template ({n}, {program_and_args}, {queue}, ... as in ipyparallel).",
+)
+@click.option(
+    "--controller-template",
+    type=click.Path(dir_okay=False, exists=True),
+    help="--controller slurm/pbs: a job script template for the controller's job ({program_and_args}, ...).",
 )
 @_venv_option
 @_remote_profile_option
@@ -279,12 +293,14 @@ def start(
     local: bool,
     timeout: float,
     launcher: str,
+    controller_launcher: str,
     engines_per_node: int | None,
     queue: str,
     account: str,
     walltime: str,
     directives: tuple[str, ...],
     job_template: str | None,
+    controller_template: str | None,
     venv: str | None,
     remote_profile: str | None,
     ssh_options: tuple[str, ...],
@@ -293,7 +309,8 @@ def start(
     """Start the controller and the engines, and wait until they have all registered.
 
     If the controller has died since the last start, restart only it: the
-    engines still running register again.
+    engines still running register again (a controller job that has ended is
+    submitted again).
     """
     if engines_per_worker is not None and leave_free is not None:
         raise click.UsageError("give --engines-per-worker or --leave-free, not both")
@@ -305,6 +322,12 @@ def start(
             engines=engines_per_worker, enginesPerNode=engines_per_node, queue=queue, account=account,
             walltime=walltime, directives=list(directives), template=job_template,
         )
+    controller_batch = None
+    if controller_launcher != "local":
+        controller_batch = BatchOptions(queue=queue, account=account, walltime=walltime,
+                                        directives=list(directives), template=controller_template)
+    elif controller_template is not None:
+        raise click.UsageError("--controller-template needs --controller slurm or pbs")
     with _reporting():
         counts = startCluster(
             profile,
@@ -322,6 +345,8 @@ def start(
             ipython_dir=obj["ipython_dir"],
             engines=launcher,
             batch=batch,
+            controller=controller_launcher,
+            controllerBatch=controller_batch,
         )
     if dry_run:
         return

@@ -1,4 +1,9 @@
-"""Starting the controller (here or on another host), waiting until it answers, and connecting to it."""
+"""Starting the controller (here or on another host), waiting until it answers, and connecting to it.
+
+A controller in a batch job (``start --controller slurm``) is submitted by
+:mod:`epyclab.clustersetup.launchers`; :func:`waitForControllerJob` waits
+until it runs and answers.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,22 @@ import shlex
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from time import monotonic, sleep
+from typing import Any
 
 import ipyparallel
 
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.errors import ClusterSetupError, RemoteCommandError
 from epyclab.clustersetup.hosts import Host
+from epyclab.clustersetup.launchers import batchEnded, batchNode, batchStatus, recordName
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.log import logger
 
-__all__ = ["startController", "waitForController", "connect", "controllerLog"]
+__all__ = ["startController", "waitForController", "waitForControllerJob", "connect", "controllerLog"]
 
 _LOG = "log/epyclab-controller.log"
 
@@ -77,6 +85,68 @@ def waitForController(
                 f"see its log {controllerLog(host, profileDirectory, remoteProfile)}"
             )
         sleep(0.5)
+
+
+def waitForControllerJob(
+    profileDirectory: Path,
+    record: dict[str, Any],
+    timeout: float = 60.0,
+    checkNode: Callable[[str], None] | None = None,
+) -> ipyparallel.Client:
+    """Wait until the controller in the batch job of ``record`` runs and answers; return a client of it.
+
+    It runs on a node that shares the profile directory with this machine:
+    its connection files appear in the profile once it has started. Raises
+    :class:`ClusterSetupError` naming the job and its output file (with the
+    end of that file) if the job ends first, or naming the job, its state and
+    the files still missing if nothing answers within ``timeout`` seconds.
+    ``checkNode`` is called with the job's node once the scheduler names it
+    (and ``record["node"]`` set): it raises to refuse a node.
+    """
+    profile = profileDirectory.name.removeprefix("profile_")
+    job, output = recordName(record), str(record.get("output", ""))
+    files = [profileDirectory / CLIENT_FILE, profileDirectory / ENGINE_FILE]
+    deadline = monotonic() + timeout
+    checks, state = 0, "not asked yet"
+
+    def learn_node() -> None:
+        if not record.get("node"):
+            record["node"] = batchNode(record)
+            if record["node"] and checkNode is not None:
+                checkNode(record["node"])
+
+    while True:
+        checks += 1
+        if all(f.exists() for f in files) and _listening(files[0]):
+            learn_node()  # it runs, so the scheduler names its node
+            return connect(profileDirectory, timeout=max(5.0, deadline - monotonic()))
+        # Asking the scheduler is a command: not at every poll.
+        if checks % 4 == 1:
+            state = batchStatus(record)
+            if not batchEnded(state):
+                learn_node()
+            if batchEnded(state):
+                raise ClusterSetupError(
+                    f"the controller's {job} ended ({state}) before the controller answered; the end of its "
+                    f"output {output}:\n{_file_tail(Path(output))}\n"
+                    f"Fix what it says, then run `epyclab cluster start {profile}` again"
+                )
+        if monotonic() > deadline:
+            missing = [str(f) for f in files if not f.exists()]
+            what = (f"its connection files {', '.join(missing)} did not appear" if missing
+                    else "it wrote its connection files but does not answer at their address")
+            raise ClusterSetupError(
+                f"the controller's {job} is {state} and did not answer within {timeout:.0f} s: {what}. "
+                f"Its output: {output}. A job waiting in a busy queue needs a longer --timeout"
+            )
+        sleep(0.5)
+
+
+def _file_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) or "(empty)"
+    except FileNotFoundError:
+        return "(no output file: the job did not start, or the scheduler wrote it elsewhere)"
 
 
 def connect(profileDirectory: Path, timeout: float = 10.0) -> ipyparallel.Client:

@@ -14,7 +14,15 @@
 This module configures those classes from :class:`BatchOptions` and records
 each launcher as the dict ipyparallel's ``to_dict`` gives (with its job id or
 PID) in the profile's state, so that ``status`` and ``stop`` rebuild it with
-``from_dict`` in any later shell. The batch commands run on this machine: run
+``from_dict`` in any later shell.
+
+``start --controller slurm`` (or ``pbs``) runs the controller in a batch job
+of its own too, by :class:`~ipyparallel.cluster.launcher.SlurmControllerLauncher`
+or :class:`~ipyparallel.cluster.launcher.PBSControllerLauncher`, configured
+from the same options (:func:`startBatchController`); its record carries
+``"role": "controller"`` and, once it runs, the node it runs on.
+
+The batch commands run on this machine: run
 ``epyclab cluster start`` on the cluster's login node, where ``sbatch`` works
 and the profile directory is on the file system the compute nodes share.
 """
@@ -22,6 +30,7 @@ and the profile directory is on the file system the compute nodes share.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,12 +53,17 @@ from epyclab.log import logger
 __all__ = [
     "LAUNCHERS",
     "BATCH_LAUNCHERS",
+    "CONTROLLER_LAUNCHERS",
     "BatchOptions",
     "startBatchEngines",
+    "startBatchController",
     "batchStatus",
-    "stopBatchEngines",
+    "batchEnded",
+    "batchNode",
+    "stopBatchJob",
     "recordName",
     "describeBatch",
+    "describeBatchController",
 ]
 
 #: Every kind of engine launcher ``start --engines`` accepts.
@@ -60,6 +74,11 @@ BATCH_LAUNCHERS = {
     "pbs": "PBSEngineSetLauncher",
     "mpi": "MPIEngineSetLauncher",
 }
+#: Where ``start --controller`` runs the controller: here, or in a batch job (kind -> ipyparallel class name).
+CONTROLLER_LAUNCHERS = {"local": None, "slurm": "SlurmControllerLauncher", "pbs": "PBSControllerLauncher"}
+# Scheduler states of a job that has ended or is ending (Slurm's squeue %T; anything batchStatus calls gone).
+_ENDED = {"gone", "COMPLETED", "COMPLETING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+          "BOOT_FAIL", "PREEMPTED", "DEADLINE", "SPECIAL_EXIT"}
 # The command that must exist for each kind, for a clear error before anything is tried.
 _COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "mpi": "mpiexec"}
 
@@ -137,6 +156,41 @@ def _configure(kind: str, directory: Path, options: BatchOptions) -> Any:
         return launcher
     launcher.output_file = str(directory / "log" / f"epyclab-engines-{kind}-%j.log" if kind == "slurm"
                                else directory / "log" / f"epyclab-engines-{kind}.log")
+    _apply_options(launcher, kind, options, _directive_lines(kind, options))
+    return launcher
+
+
+def _configure_controller(kind: str, directory: Path, options: BatchOptions, node: str | None = None) -> Any:
+    """An ipyparallel controller launcher of ``kind`` (slurm, pbs) for the profile in ``directory``, configured.
+
+    ``node``, when given, pins the job to that node (``sbatch --nodelist``,
+    ``qsub -l nodes``): a restarted controller must run where the engines
+    still running look for it.
+    """
+    name = CONTROLLER_LAUNCHERS.get(kind)
+    if name is None:
+        raise ClusterSetupError(
+            f"unknown controller launcher {kind!r}: use one of {', '.join(CONTROLLER_LAUNCHERS)}"
+        )
+    work = privateDirectory(directory / "batch")
+    launcher = getattr(ipp_launchers, name)(work_dir=str(work), profile_dir=str(directory), cluster_id="")
+    launcher.controller_cmd = [sys.executable, "-m", "ipyparallel.controller"]
+    launcher.controller_args = [f"--profile-dir={directory}"]
+    launcher.output_file = str(directory / "log" / (f"epyclab-controller-{kind}-%j.log" if kind == "slurm"
+                                                     else f"epyclab-controller-{kind}.log"))
+    # The controller is one process: engines-per-node means nothing to its job.
+    lines = _directive_lines(kind, BatchOptions(engines=1, account=options.account, walltime=options.walltime,
+                                                directives=options.directives))
+    _apply_options(launcher, kind, options, lines)
+    if node:
+        # On the submit command, so that it holds for a template of the user's too (and overrides its lines).
+        pin = [f"--nodelist={node}"] if kind == "slurm" else ["-l", f"nodes={node}"]
+        launcher.submit_command = [*launcher.submit_command, *pin]
+    return launcher
+
+
+def _apply_options(launcher: Any, kind: str, options: BatchOptions, lines: list[str]) -> None:
+    """Queue, account, time limit and extra lines (or the user's template) into a batch launcher."""
     if options.queue:
         launcher.queue = options.queue
     if kind == "slurm":
@@ -147,55 +201,89 @@ def _configure(kind: str, directory: Path, options: BatchOptions) -> Any:
         if not path.is_file():
             raise ClusterSetupError(f"the job script template {path} does not exist: give an existing file")
         launcher.batch_template = path.read_text()
-    else:
+    elif lines:
         # ipyparallel's default script, with the options it has no setting for inserted after its first
-        # line; ipyparallel then adds its own (engine count, queue, account, time, output) as usual.
-        lines = _directive_lines(kind, options)
-        if lines:
-            first, rest = launcher.default_template.split("\n", 1)
-            launcher.default_template = "\n".join([first, *lines, rest])
-    return launcher
+        # line; ipyparallel then adds its own (engine count, queue, account, time, output) as usual. The
+        # script is a format template: braces the user typed are doubled to come through as typed.
+        first, rest = launcher.default_template.split("\n", 1)
+        typed = [line.replace("{", "{{").replace("}", "}}") for line in lines]
+        launcher.default_template = "\n".join([first, *typed, rest])
+
+
+def _check_command(kind: str) -> None:
+    command = _COMMANDS[kind]
+    if shutil.which(command) is None:
+        raise ClusterSetupError(
+            f"`{command}` is not on the PATH of this machine: start the cluster on the {kind} login node "
+            f"(where `{command}` works), or choose another launcher"
+        )
+
+
+def _submit(launcher: Any, kind: str, what: str, n: int, directory: Path) -> None:
+    """Write the job script and submit it (or start ``mpiexec``); errors name the command and the script."""
+    privateDirectory(directory / "log")
+    # The job's files (script, output) are the user's alone; sbatch passes the umask on to the job.
+    old = os.umask(0o077)
+    try:
+        if n:
+            launcher.start(n)
+        else:  # a controller launcher: one process, start() takes no count
+            launcher.start()
+    except subprocess.CalledProcessError as error:
+        # ipyparallel lets the command's stderr through to ours: the scheduler's own words are printed above.
+        raise ClusterSetupError(
+            f"{kind}: starting {what} failed: `{' '.join(map(str, error.cmd))}` exited with "
+            f"status {error.returncode} (its error is printed above). The job script: "
+            f"{launcher.batch_file or directory / 'batch'}"
+        ) from error
+    except (ipp_launchers.LauncherError, OSError) as error:
+        raise ClusterSetupError(f"{kind}: starting {what} failed: {error}") from error
+    finally:
+        os.umask(old)
+    privateTree(directory / "batch")
 
 
 def startBatchEngines(directory: Path, kind: str, options: BatchOptions) -> dict[str, Any]:
     """Start ``options.engines`` engines with the ``kind`` launcher; return its record for the profile's state.
 
-    The record is ``{"kind", "class", "engines", "launcher": to_dict()}``;
+    The record is ``{"kind", "class", "engines", "options", "launcher": to_dict()}``;
     the launcher's dict holds the batch job id (Slurm, PBS) or the PID of
     ``mpiexec`` (MPI). Raises :class:`ClusterSetupError` naming the command
     and its output when submission fails, or when the command is missing.
     """
     if options.engines < 1:
         raise ClusterSetupError(f"the number of engines (-n) must be at least 1, not {options.engines}")
-    command = _COMMANDS[kind] if kind in _COMMANDS else None
-    if command is None:
+    if kind not in _COMMANDS:
         _launcher_class(kind)
-    if command is not None and shutil.which(command) is None:
-        raise ClusterSetupError(
-            f"`{command}` is not on the PATH of this machine: start the cluster on the {kind} login node "
-            f"(where `{command}` works), or choose another launcher with --engines"
-        )
-    privateDirectory(directory / "log")
+    _check_command(kind)
     launcher = _configure(kind, directory, options)
-    work = directory / "batch"
-    # The job's files (script, output) are the user's alone; sbatch passes the umask on to the job.
-    old = os.umask(0o077)
-    try:
-        started = launcher.start(int(options.engines))
-    except subprocess.CalledProcessError as error:
-        # ipyparallel lets the command's stderr through to ours: the scheduler's own words are printed above.
-        raise ClusterSetupError(
-            f"{kind}: starting {options.engines} engine(s) failed: `{' '.join(map(str, error.cmd))}` exited with "
-            f"status {error.returncode} (its error is printed above). The job script: {launcher.batch_file or work}"
-        ) from error
-    except (ipp_launchers.LauncherError, OSError) as error:
-        raise ClusterSetupError(f"{kind}: starting {options.engines} engine(s) failed: {error}") from error
-    finally:
-        os.umask(old)
-    privateTree(directory / "batch")
+    _submit(launcher, kind, f"{options.engines} engine(s)", int(options.engines), directory)
     record = {"kind": kind, "class": type(launcher).__name__, "engines": int(options.engines),
               "options": asdict(options), "launcher": _plain(launcher.to_dict())}
-    logger.info("%s: started %d engine(s): %s", kind, options.engines, _what(record) or started)
+    logger.info("%s: started %d engine(s): %s", kind, options.engines, _what(record))
+    return record
+
+
+def startBatchController(
+    directory: Path, kind: str, options: BatchOptions, node: str | None = None
+) -> dict[str, Any]:
+    """Submit the profile's controller as a batch job of ``kind`` (slurm, pbs); return its record.
+
+    The record is ``{"kind", "role": "controller", "class", "options",
+    "launcher": to_dict(), "output", "node"}``: ``output`` is the job's
+    output file (the controller's log), ``node`` is filled in once it runs.
+    ``node`` given pins the job to that node (see :func:`_configure_controller`).
+    Raises :class:`ClusterSetupError` naming the command and the job script
+    when submission fails, or when the command is missing.
+    """
+    _check_command(kind)
+    launcher = _configure_controller(kind, directory, options, node)
+    _submit(launcher, kind, "the controller", 0, directory)
+    job = str(launcher.job_id)
+    record = {"kind": kind, "role": "controller", "class": type(launcher).__name__,
+              "options": asdict(options), "launcher": _plain(launcher.to_dict()),
+              "output": str(launcher.output_file).replace("%j", job), "node": None}
+    logger.info("%s: submitted the controller as job %s; its log: %s", kind, job, record["output"])
     return record
 
 
@@ -205,9 +293,18 @@ def describeBatch(directory: Path, kind: str, options: BatchOptions) -> str:
     if kind == "mpi":
         launcher.n = int(options.engines)
         return " ".join(map(str, launcher.find_args()))
+    return _describe(launcher, int(options.engines))
+
+
+def describeBatchController(directory: Path, kind: str, options: BatchOptions, node: str | None = None) -> str:
+    """What :func:`startBatchController` would run, for a dry run: the command and the job script it writes."""
+    return _describe(_configure_controller(kind, directory, options, node), 1)
+
+
+def _describe(launcher: Any, n: int) -> str:
     old = os.umask(0o077)
     try:
-        launcher.write_batch_script(int(options.engines))
+        launcher.write_batch_script(n)
     finally:
         os.umask(old)
     script = Path(launcher.batch_file)
@@ -229,8 +326,10 @@ def _what(record: Mapping[str, Any]) -> str:
 
 
 def recordName(record: Mapping[str, Any]) -> str:
-    """How a launcher record is named in messages: ``slurm job 12``, ``mpi mpiexec PID 345``."""
-    return f"{record.get('kind')} {_what(record)}".strip()
+    """How a launcher record is named in messages: ``slurm job 12``, ``mpi mpiexec PID 345``,
+    ``slurm job 11 (controller)``."""
+    name = f"{record.get('kind')} {_what(record)}".strip()
+    return f"{name} (controller)" if record.get("role") == "controller" else name
 
 
 def batchStatus(record: Mapping[str, Any]) -> str:
@@ -253,11 +352,38 @@ def batchStatus(record: Mapping[str, Any]) -> str:
     return done.stdout.strip().splitlines()[-1] if kind == "slurm" else "known to qstat"
 
 
-def stopBatchEngines(record: Mapping[str, Any]) -> str:
+def batchEnded(status: str) -> bool:
+    """True if :func:`batchStatus` said the job has ended (or is ending): it runs nothing any more."""
+    return status in _ENDED
+
+
+def batchNode(record: Mapping[str, Any]) -> str | None:
+    """The node the record's running job runs on (its first, for a job on several), or None if not known yet."""
+    kind = record.get("kind")
+    job = str(record.get("launcher", {}).get("job_id", ""))
+    if kind not in ("slurm", "pbs") or not job:
+        return None
+    command = ["squeue", "-h", "-j", job, "-o", "%N"] if kind == "slurm" else ["qstat", "-f", job]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        logger.debug("%s: %s", " ".join(command), error)
+        return None
+    if done.returncode != 0:
+        return None
+    if kind == "slurm":
+        nodes = done.stdout.strip()
+        # A compressed list (node[1-3]) names its first node by its prefix and first number.
+        match = re.match(r"([^,\[]+)(?:\[(\d+))?", nodes)
+        return (match.group(1) + (match.group(2) or "")) if match and nodes else None
+    match = re.search(r"exec_host\s*=\s*([^/+\s]+)", done.stdout)
+    return match.group(1) if match else None
+
+
+def stopBatchJob(record: Mapping[str, Any]) -> str:
     """Cancel the record's batch job (``scancel`` / ``qdel``) or stop its ``mpiexec``; say what was done."""
     kind = str(record.get("kind"))
     state = dict(record.get("launcher", {}))
-    cls = _launcher_class(kind)
     if kind == "mpi":
         pid = int(state.get("pid", -1))
         if pid <= 0 or not _pid_running(pid):
@@ -267,7 +393,11 @@ def stopBatchEngines(record: Mapping[str, Any]) -> str:
         return f"stopped mpiexec (PID {pid}) and its engines" if stopped else "mpiexec had already exited"
     if batchStatus(record) == "gone":
         return f"job {state.get('job_id')} had already ended"
-    launcher = cls.from_dict(state)
+    name = str(record.get("class", ""))
+    if name not in (*BATCH_LAUNCHERS.values(), *filter(None, CONTROLLER_LAUNCHERS.values())):
+        raise ClusterSetupError(f"the profile's state names an unknown launcher class {name!r} for job "
+                                f"{state.get('job_id')}: cancel it by hand")
+    launcher = getattr(ipp_launchers, name).from_dict(state)
     try:
         launcher.stop()
     except subprocess.CalledProcessError as error:

@@ -4,14 +4,18 @@
 the engines on every worker, records every PID in the profile, and waits until
 all engines answer. Started again after the controller died, it restarts only
 the controller: the engines, still running, register again and the durable
-task store still holds the results. ``stopCluster`` stops the engines on every
-worker, then the controller, by PID. ``clusterStatus`` asks the controller.
+task store still holds the results. With ``controller="slurm"`` (or ``pbs``)
+the controller runs in a batch job of its own, recorded like the engines'
+jobs; started again after that job ended, ``start`` submits a new one.
+``stopCluster`` stops the engines on every worker (or cancels their jobs),
+then the controller, by PID or job id. ``clusterStatus`` asks the controller.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -20,22 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from epyclab.clustersetup import processes
-from epyclab.clustersetup.controller import connect, startController, waitForController
+from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
 from epyclab.clustersetup.engines import engineCount, pushEngineFile, startEngines, waitForEngines
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts
 from epyclab.clustersetup.launchers import (
     BATCH_LAUNCHERS,
+    CONTROLLER_LAUNCHERS,
     LAUNCHERS,
     BatchOptions,
+    batchEnded,
     batchStatus,
     describeBatch,
+    describeBatchController,
     recordName,
+    startBatchController,
     startBatchEngines,
-    stopBatchEngines,
+    stopBatchJob,
 )
 from epyclab.clustersetup.private import privateTree, writePrivate
-from epyclab.clustersetup.profile import initProfile, profileSettings, requireProfile
+from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
     ClusterSettings,
@@ -88,36 +96,65 @@ def startCluster(
     ipython_dir: str | Path | None = None,
     engines: str = "ssh",
     batch: BatchOptions | None = None,
+    controller: str = "local",
+    controllerBatch: BatchOptions | None = None,
 ) -> dict[str, int]:
     """Start the controller and the engines; return the number of engines answering per worker.
 
     ``engines`` names the launcher (see :mod:`epyclab.clustersetup.launchers`):
     ``ssh`` (the workers), ``local`` (this machine, as ``local=True``), or
     ``slurm``, ``pbs``, ``mpi``, which start ``batch.engines`` engines in one
-    job through ipyparallel's launchers (the controller runs here).
+    job through ipyparallel's launchers. ``controller`` says where the
+    controller runs: ``local`` (here, or on ``controllerHost``), or ``slurm``
+    / ``pbs``, in a batch job of its own configured by ``controllerBatch``
+    (queue, account, walltime, directives, template; engine counts do not
+    apply); the engines must then be a batch or MPI launcher too.
 
     Engines start on ``workers`` (default: those of the last ``sync``), or
     only here with ``local=True`` (no ssh at all): ``enginesPerWorker`` each,
     or the machine's cores minus ``leaveFree`` (at least 1). If the cluster was started before and its
     controller has died since, only the controller is restarted, and the
-    engines still running register with it again.
+    engines still running register with it again. If it ran in a batch job
+    that has ended, a new job is submitted (see :func:`_restart_batch`).
+
+    Raises :class:`ClusterSetupError` naming the host or job that failed,
+    with its log or output file; :class:`HostFailures` for some workers.
     """
     directory = requireProfile(profile, ipython_dir)
     settings = _settings(directory, workers, controllerHost, venv, remoteProfile, sshOptions)
     remote = Remote(settings.sshOptions, dryRun=dryRun, echo=echo)
     where = remoteProfileDir(profile, settings.remoteProfile)
     recorded = loadProcesses(directory)
+    if recorded.controller is not None and _is_job(recorded.controller):
+        if dryRun:
+            job = recorded.controller
+            if echo is not None:
+                echo(describeBatchController(directory, str(job["kind"]), BatchOptions(**job.get("options", {})),
+                                             job.get("node")))
+            return {}
+        return _restart_batch(remote, directory, where, settings, recorded, LOCAL, timeout)
     if recorded.controller is not None:
         hosts = [LOCAL] if local else parseHosts(settings.workers) if settings.workers else []
         return _restart_controller(remote, directory, where, settings, recorded, timeout, enginesPerWorker, hosts)
     if any(recorded.engines.values()) or recorded.launchers:
         hosts = ", ".join([*(h for h, pids in recorded.engines.items() if pids), *map(recordName, recorded.launchers)])
         raise ClusterSetupError(
-            f"engines of an earlier start may still run on {hosts} (stopping them failed): "
-            f"run `epyclab cluster stop {profile}` again first"
+            f"engines of an earlier start may still run on {hosts}, with no controller recorded (a stop or a "
+            f"restart of the controller failed): run `epyclab cluster stop {profile}` first"
+        )
+    if controller not in CONTROLLER_LAUNCHERS:
+        raise ClusterSetupError(
+            f"unknown controller launcher {controller!r}: use one of {', '.join(CONTROLLER_LAUNCHERS)}"
+        )
+    if controller != "local" and engines not in BATCH_LAUNCHERS:
+        raise ClusterSetupError(
+            f"--controller {controller} runs the controller in a batch job, where engines started by "
+            f"{engines!r} cannot follow it: start the engines with --engines {controller} (or another of "
+            f"{', '.join(BATCH_LAUNCHERS)}), or keep the controller here (--controller local)"
         )
     if engines in BATCH_LAUNCHERS:
-        return _start_batch(remote, directory, where, settings, engines, batch or BatchOptions(), timeout)
+        return _start_batch(remote, directory, where, settings, engines, batch or BatchOptions(), timeout,
+                            controller, controllerBatch or BatchOptions())
     if engines not in LAUNCHERS:
         raise ClusterSetupError(f"unknown engine launcher {engines!r}: use one of {', '.join(LAUNCHERS)}")
     local = local or engines == "local"
@@ -172,11 +209,17 @@ def _start_batch(
     kind: str,
     options: BatchOptions,
     timeout: float,
+    controller: str = "local",
+    controller_options: BatchOptions | None = None,
 ) -> dict[str, int]:
-    """The controller here, the engines in a batch (or MPI) job; wait until they all registered."""
+    """The controller here (or in a batch job), the engines in a batch (or MPI) job; wait until all registered."""
     profile = directory.name.removeprefix("profile_")
+    controller_options = controller_options or BatchOptions()
     if remote.dryRun:
-        startController(remote, LOCAL, directory, where, settings.venv)
+        if controller == "local":
+            startController(remote, LOCAL, directory, where, settings.venv)
+        elif remote.echo is not None:
+            remote.echo(describeBatchController(directory, controller, controller_options))
         if remote.echo is not None:
             remote.echo(describeBatch(directory, kind, options))
         return {}
@@ -184,10 +227,15 @@ def _start_batch(
     for stale in (directory / "log").glob("engines*.json"):
         stale.unlink()
     started = Processes()
-    pid = startController(remote, LOCAL, directory, where, settings.venv)
-    started.controller = {"host": str(LOCAL), "pid": pid}
-    saveProcesses(directory, started)
-    client = waitForController(remote, LOCAL, pid, directory, where, timeout)
+    if controller == "local":
+        pid = startController(remote, LOCAL, directory, where, settings.venv)
+        started.controller = {"host": str(LOCAL), "pid": pid}
+        saveProcesses(directory, started)
+        client = waitForController(remote, LOCAL, pid, directory, where, timeout)
+    else:
+        # Files of an earlier controller name its node: the new one, wherever it lands, writes its own.
+        _drop_connection_files(directory)
+        client = _submit_controller(directory, started, controller, controller_options, timeout)
     try:
         return _submit_and_wait(client, directory, started, kind, options, timeout, profile)
     finally:
@@ -213,6 +261,60 @@ def _submit_and_wait(
         saveProcesses(directory, started)
         privateTree(directory)
     return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _is_job(controller: dict[str, Any]) -> bool:
+    """True if the recorded controller runs in a batch job (a launcher record), not as a PID."""
+    return controller.get("role") == "controller"
+
+
+def _drop_connection_files(directory: Path) -> None:
+    for name in (CLIENT_FILE, ENGINE_FILE):
+        (directory / name).unlink(missing_ok=True)
+
+
+def _submit_controller(
+    directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, node: str | None = None
+) -> Any:
+    """Submit the controller's batch job, record it, and wait until it answers; return a client of it.
+
+    If it does not answer (its job ended, it waited too long in the queue, or
+    it runs where clients here cannot reach it) the job is cancelled and
+    forgotten, and :class:`ClusterSetupError` says which job, why, and its output file.
+    """
+    profile = directory.name.removeprefix("profile_")
+    record = startBatchController(directory, kind, options, node)
+    started.controller = record
+    saveProcesses(directory, started)
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+
+    def reachable(where: str) -> None:
+        if ip in _LOOPBACK and not _this_machine(where):
+            raise ClusterSetupError(
+                f"the controller's {recordName(record)} runs on node {where}, but profile {profile!r} listens on "
+                f"{ip}, which only that node can reach: run `epyclab cluster init {profile} --ip 0.0.0.0` "
+                "(every interface of the node it lands on) and start again"
+            )
+
+    try:
+        client = waitForControllerJob(directory, record, timeout, reachable)
+    except ClusterSetupError as error:
+        try:
+            outcome = stopBatchJob(record)
+        except ClusterSetupError as cancelling:
+            # Still recorded, so that `stop` can cancel it later.
+            raise ClusterSetupError(f"{error}\nand then {cancelling}") from error
+        started.controller = None
+        saveProcesses(directory, started)
+        raise ClusterSetupError(f"{error} ({recordName(record)}: {outcome})") from error
+    saveProcesses(directory, started)  # with the node it runs on
+    logger.info("%s: the controller answers, on node %s", recordName(record), record.get("node") or "(unknown)")
+    return client
+
+
+def _this_machine(node: str) -> bool:
+    here = socket.gethostname()
+    return node in ("localhost", here, here.split(".")[0])
 
 
 def _launch_and_wait(
@@ -354,9 +456,26 @@ def _restart_batch(
     remote: Remote, directory: Path, where: str, settings: ClusterSettings, recorded: Processes, host: Host,
     timeout: float,
 ) -> dict[str, int]:
-    """Restart the controller of a cluster whose engines a batch job holds; resubmit jobs that ended."""
+    """Restart the controller of a cluster whose engines a batch job holds; resubmit jobs that ended.
+
+    A controller that ran in a batch job is submitted again, as a new job
+    with the same options. If engine jobs still run, it keeps the connection
+    files (same key and ports, see ``reuse_files``) and is pinned to the node
+    the last one ran on, the address those engines know, so they register
+    again as they do with a local controller; if none run, it starts afresh
+    (new connection files, any node) and the engines' jobs are submitted again.
+    """
     profile = directory.name.removeprefix("profile_")
-    live = [r for r in recorded.launchers if batchStatus(r) != "gone"]
+    job = recorded.controller if recorded.controller is not None and _is_job(recorded.controller) else None
+    if job is not None:
+        state = batchStatus(job)
+        if not batchEnded(state):
+            raise ClusterSetupError(
+                f"the cluster of profile {profile!r} is running (the controller's {recordName(job)} is {state}): "
+                f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
+            )
+        logger.warning("the controller's %s has ended (%s); submitting it again", recordName(job), state)
+    live = [r for r in recorded.launchers if not batchEnded(batchStatus(r))]
     ended = [r for r in recorded.launchers if r not in live]
     kinds = {r["kind"] for r in live}
     keep = {eid for eid, spec in recorded.engineHosts.items() if spec in kinds}
@@ -364,10 +483,17 @@ def _restart_batch(
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
     recorded.launchers = live
-    pid = startController(remote, host, directory, where, settings.venv)
-    recorded.controller = {"host": str(host), "pid": pid}
-    saveProcesses(directory, recorded)
-    client = waitForController(remote, host, pid, directory, where, timeout)
+    if job is None:
+        pid = startController(remote, host, directory, where, settings.venv)
+        recorded.controller = {"host": str(host), "pid": pid}
+        saveProcesses(directory, recorded)
+        client = waitForController(remote, host, pid, directory, where, timeout)
+    else:
+        if not live:
+            _drop_connection_files(directory)
+        options = BatchOptions(**job.get("options", {}))
+        client = _submit_controller(directory, recorded, str(job["kind"]), options, timeout,
+                                    node=job.get("node") if live else None)
     try:
         counts: dict[str, int] = {}
         for record in ended:
@@ -420,7 +546,7 @@ def stopCluster(
     echo: Callable[[str], None] | None = None,
     ipython_dir: str | Path | None = None,
 ) -> dict[str, str]:
-    """Stop the engines on every worker, then the controller, by their recorded PIDs; say what was done per host.
+    """Stop the engines on every worker, then the controller, by their recorded PIDs or job ids; say what was done.
 
     A worker that cannot be reached keeps its record (so ``stop`` can be run
     again); the others are stopped anyway, and :class:`HostFailures` names it.
@@ -458,14 +584,25 @@ def stopCluster(
             report[name] = "would stop it"
             continue
         try:
-            report[name] = stopBatchEngines(record)
+            report[name] = stopBatchJob(record)
         except ClusterSetupError as error:
             report[name] = f"failed: {error}"
             failures = HostFailures("stop", {**(failures.failures if failures else {}), name: error}, {})
             continue
         recorded.launchers.remove(record)
         saveProcesses(directory, recorded)
-    if recorded.controller is not None:
+    if recorded.controller is not None and _is_job(recorded.controller):
+        name = recordName(recorded.controller)
+        if dryRun:
+            report[name] = "would stop it"
+        else:
+            try:
+                report[name] = stopBatchJob(recorded.controller)
+                recorded.controller = None
+            except ClusterSetupError as error:
+                report[name] = f"failed: {error}"
+                failures = HostFailures("stop", {**(failures.failures if failures else {}), name: error}, {})
+    if recorded.controller is not None and not _is_job(recorded.controller):
         host = _host(str(recorded.controller["host"]))
         pid = int(str(recorded.controller["pid"]))
         stopped = processes.stop(remote, host, [pid])
@@ -511,6 +648,8 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     jobs = {recordName(r): batchStatus(r) for r in recorded.launchers}
     if recorded.controller is None:
         return ClusterStatus("not started", False, started=started, jobs=jobs)
+    if _is_job(recorded.controller):
+        return _job_status(profile, directory, recorded, recorded.controller, timeout, started, jobs)
     host = _host(str(recorded.controller["host"]))
     pid = int(str(recorded.controller["pid"]))
     where = f"PID {pid} on {host}"
@@ -528,14 +667,23 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     except ClusterSetupError as error:
         logger.info("%s", error)
         return ClusterStatus(f"{where}, not answering", False, started=started, jobs=jobs)
+    return _ask(client, where, recorded, started, jobs)
+
+
+def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], jobs: dict[str, str]) -> ClusterStatus:
+    """The status the controller gives through ``client`` (closed afterwards)."""
     try:
         ids = client.ids
         engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
-        records = client.db_query({"queue": "task"}, keys=["msg_id", "started", "completed"])
+        records = client.db_query({"queue": "task"}, keys=["msg_id", "completed"])
+        # The hub fills a task record's "started" only when its result arrives, so the records cannot
+        # tell running from queued; the schedulers' queues can: an engine holding tasks runs one of them.
+        queues = client.queue_status(verbose=False)
     finally:
         client.close()
     finished = sum(1 for r in records if r["completed"] is not None)
-    running = sum(1 for r in records if r["completed"] is None and r["started"] is not None)
+    busy = sum(1 for q in queues.values() if isinstance(q, dict) and int(q.get("tasks") or 0) > 0)
+    running = min(busy, len(records) - finished)
     return ClusterStatus(
         f"{where}, answering",
         True,
@@ -546,6 +694,26 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
         finished=finished,
         jobs=jobs,
     )
+
+
+def _job_status(
+    profile: str, directory: Path, recorded: Processes, job: dict[str, Any], timeout: float,
+    started: dict[str, int], jobs: dict[str, str],
+) -> ClusterStatus:
+    """The status of a cluster whose controller runs in a batch job."""
+    state = batchStatus(job)
+    jobs = {recordName(job): state, **jobs}
+    where = f"{recordName(job)} on node {job.get('node') or '(not known)'}"
+    if batchEnded(state):
+        return ClusterStatus(f"{where}, ended: submit it again with `epyclab cluster start {profile}`", False,
+                             started=started, jobs=jobs)
+    try:
+        client = connect(directory, timeout=timeout)
+    except ClusterSetupError as error:
+        logger.info("%s", error)
+        return ClusterStatus(f"{where}, not answering ({state}); its output: {job.get('output')}", False,
+                             started=started, jobs=jobs)
+    return _ask(client, where, recorded, started, jobs)
 
 
 def _settings(

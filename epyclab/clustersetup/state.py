@@ -6,7 +6,7 @@ Two JSON files in the profile directory:
   directory and ssh options that ``sync`` and ``start`` were last given, so
   that later commands need only the profile name;
 - ``pid/epyclab-processes.json``, the *processes*: the controller's host and
-  PID and every engine's host and PID, so that ``stop`` kills exactly those
+  PID (or its batch job) and every engine's host and PID (or batch job), so that ``stop`` kills exactly those
   (by PID and process group, never by name), and the engine id to host map
   that ``status`` reports from.
 """
@@ -44,8 +44,10 @@ class ClusterSettings:
 class Processes:
     """The controller and engines a ``start`` launched, and where."""
 
-    #: ``{"host": spec or "(local)", "pid": n}`` or None when no controller was started.
-    controller: dict[str, object] | None = None
+    #: ``{"host": spec or "(local)", "pid": n}``; or, for a controller in a batch job (``start --controller
+    #: slurm``), a launcher record like those of :attr:`launchers` with ``"role": "controller"``, its output
+    #: file and node; None when no controller was started.
+    controller: dict[str, Any] | None = None
     #: host spec (or "(local)") -> PIDs of the engines started there.
     engines: dict[str, list[int]] = field(default_factory=dict)
     #: engine id (as text, JSON keys are text) -> host spec it runs on.
