@@ -84,17 +84,18 @@ def fixture(name: str) -> Path | None:
     return None
 
 
-def timed(argv: list[str], repeat: int) -> tuple[list[float], list[float]]:
+def timed(argv: list[str], repeat: int, checkout: Path = REPO) -> tuple[list[float], list[float]]:
     """Wall seconds, and CPU seconds (user + system), of ``repeat`` fresh processes running ``argv``.
 
     The CPU time is what the process itself spent: on a shared machine it varies far less
-    with the load than the wall time does.
+    with the load than the wall time does. ``checkout``: the epyclab the processes import.
     """
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     walls, cpus = [], []
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=checkout, env=env)
         walls.append(time.perf_counter() - t0)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -112,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    parser.add_argument("--before", type=Path, help="another epyclab checkout (say, main) measured alongside")
     args = parser.parse_args()
     py = sys.executable
     load_before = os.getloadavg()
@@ -138,10 +140,15 @@ def main() -> None:
         for label, argv, probe in cases:
             walls, cpus = timed(argv, args.repeat)
             heavy = imported(probe, mods)
-            rows.append([label, f"{min(walls):.3f}", f"{statistics.median(walls):.3f}", f"{min(cpus):.3f}",
-                         ", ".join(heavy) or "-"])
+            row = [label, f"{min(walls):.3f}", f"{statistics.median(walls):.3f}", f"{min(cpus):.3f}",
+                   ", ".join(heavy) or "-"]
             print(f"{label}: wall best {min(walls):.3f} s, median {statistics.median(walls):.3f} s; "
                   f"CPU best {min(cpus):.3f} s; imports {heavy}")
+            if args.before is not None:
+                walls, cpus = timed(argv, args.repeat, args.before.resolve())
+                row[4:4] = [f"{min(walls):.3f}", f"{min(cpus):.3f}"]
+                print(f"  before ({args.before}): wall best {min(walls):.3f} s, CPU best {min(cpus):.3f} s")
+            rows.append(row)
     load_after = os.getloadavg()
     from _report import machine, table, write_section
 
@@ -149,8 +156,10 @@ def main() -> None:
     print(load)
     if args.no_write:
         return
-    text = table(["process", f"wall, best of {args.repeat} (s)", "wall, median (s)", "CPU, best (s)",
-                  "heavy packages it imported"], rows)
+    headers = ["process", f"wall, best of {args.repeat} (s)", "wall, median (s)", "CPU, best (s)"]
+    if args.before is not None:
+        headers += ["before: wall, best (s)", "before: CPU, best (s)"]
+    text = table(headers + ["heavy packages it imported"], rows)
     write_section(
         "startup",
         "## Start-up: `import epyclab` and `epyclab show` (`benchmarks/startup.py`)\n\n"
@@ -158,9 +167,11 @@ def main() -> None:
         "least CPU time (user + system) one of them took, which varies less with the machine's load. The "
         "small notebook holds 2 result sets of 10 rows written by a `Lab` (one failed row, one pending "
         "result). `epyclab show` reads the counts, names and attributes it prints without building a "
-        "DataFrame, so it imports neither pandas nor ipyparallel; epyc's own files still type their text "
-        "and ISO times with pandas. Target (issue 12.6): `import epyclab` and `epyclab show` on a small "
-        "notebook each under 0.5 s.\n\n"
+        "DataFrame, so it imports neither pandas nor ipyparallel, for epyc's files too (numpy reads their "
+        "plain ISO times). " + ("The *before* columns are the same processes importing the epyclab of "
+        f"`{args.before.name}` (the commit before this change), measured case by case in the same run. "
+        if args.before is not None else "") + "Target (issue 12.6): `import epyclab` and `epyclab show` on "
+        "a small notebook each under 0.5 s.\n\n"
         f"{text}\n\n{machine()} {load[0].upper() + load[1:]}.",
     )
 
