@@ -341,7 +341,7 @@ def admit(state: ColumnState | None, v: Any) -> ColumnState:
         raise NotStorable(_STORABLE + _hint(v))
     if state is None or state.kind is MISSING_KIND:
         return kind.state(v)
-    if state.kind is not kind and _is_nat(v):
+    if state.kind is not kind and is_nat(v):
         # NaT is missing only where a datetime could be.
         raise NotStorable(_mixed(state, ColumnState(kind, np.dtype("datetime64[us]"))))
     if kind is state.kind or kind is MISSING_KIND:
@@ -456,6 +456,10 @@ _STORABLE = (
 
 
 def _hint(v: Any) -> str:
+    if isinstance(v, np.datetime64):
+        return "; datetimes are kept as naive datetime.datetime or pandas.Timestamp: store pandas.Timestamp(value)"
+    if _is_na(v):
+        return "; for a missing value, store None"
     if isinstance(v, np.generic):
         return "; " + _dtype_problem(v.dtype)
     if isinstance(v, np.ndarray):
@@ -493,10 +497,16 @@ def _pandas() -> Any:
     return pandas
 
 
-def _is_nat(v: Any) -> bool:
+def is_nat(v: Any) -> bool:
     """True if ``v`` is ``pandas.NaT`` (which only exists once pandas is imported)."""
     pandas = sys.modules.get("pandas")
     return pandas is not None and v is pandas.NaT
+
+
+def _is_na(v: Any) -> bool:
+    """True if ``v`` is ``pandas.NA`` (which only exists once pandas is imported)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and v is pandas.NA
 
 
 def _pandas_datetime_types() -> tuple[type, ...]:
@@ -800,7 +810,7 @@ class DatetimeKind(Kind):
     accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`, `pandas.NaT` (a missing datetime)'
     frame_doc = 'datetime64[us] (years 1..9999), datetime64[ns] once a value has nanoseconds'
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
-    missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is missing cells, as of None)'
+    missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is a datetime column)'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
     # With pandas.Timestamp and pandas.NaT, once pandas is imported (see accepts_type).
     types = (datetime,)
@@ -816,9 +826,11 @@ class DatetimeKind(Kind):
         return t in self.types or t in _pandas_datetime_types()
 
     def state(self, v: Any) -> ColumnState:
-        if _is_nat(v):
-            # A missing datetime, as None is: it says nothing of the unit or the range.
-            return MISSING_KIND.state(None)
+        if is_nat(v):
+            # A missing datetime: the column can only ever hold datetimes (a later int or str is
+            # refused, as it is after a date), whatever order the values come in and whichever format
+            # keeps them. It fits any unit, so a later date decides the unit.
+            return ColumnState(self, self._US, True)
         if v.tzinfo is not None:
             raise NotStorable(
                 "it has a time zone; store naive datetimes (e.g. converted to UTC with .replace(tzinfo=None))"
@@ -829,7 +841,7 @@ class DatetimeKind(Kind):
         return ColumnState(self, self._US, fits)
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
-        if _is_nat(v):
+        if is_nat(v):
             return state
         if v.tzinfo is None and state.fits_ns and state.dtype is self._US and NS_MIN <= v <= NS_MAX \
                 and not getattr(v, "nanosecond", 0):

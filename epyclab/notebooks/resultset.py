@@ -11,7 +11,8 @@ rows, failed rows and pending results builds no DataFrame and needs no pandas.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import numpy as np
 
 from epyclab.errors import (
     CancelledException,
+    EpyclabError,
     PendingResultException,
     ResultSetLockedException,
     ResultsStructureException,
@@ -32,6 +34,7 @@ from epyclab.notebooks.kinds import (
     ColumnState,
     NotStorable,
     check_name,
+    is_nat,
     kind_of_dtype,
     kind_of_type,
     state_of_value,
@@ -47,6 +50,10 @@ if TYPE_CHECKING:
 __all__ = ["ResultSet", "with_results"]
 
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
+
+_PARAMETERS, _METADATA, _RESULTS = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
+# Runs an iterator to its end, keeping nothing (the appends of a row, done in C).
+_consume = deque(maxlen=0).extend
 
 _MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
 
@@ -101,6 +108,8 @@ class ResultSet:
         self._meta: dict[str, list[Any]] = {}
         self._n_missing: dict[str, int] = {}
         self._n_buffered = 0
+        # The keys of the last complete row and its columns: a row like it is appended in C.
+        self._row: _Row | None = None
         self._base: StoredRows | None = None
         self._frame: pd.DataFrame | None = None
         self._stored_frame: pd.DataFrame | None = None
@@ -206,7 +215,10 @@ class ResultSet:
                 taken over: :class:`~epyclab.errors.NotebookTakenOverError`).
             ResultSetLockedException: the set is finished (locked).
         """
-        self._check_notebook()
+        # Asked before every change (every row added): inlined, it costs two attribute reads.
+        notebook = self._notebook() if self._notebook is not None else None
+        if notebook is not None:
+            notebook.checkWritable()
         if self._locked:
             raise ResultSetLockedException(
                 f"{self._where()} is finished (locked) and cannot change; "
@@ -214,6 +226,15 @@ class ResultSet:
             )
 
     def _check_unlocked(self) -> None:
+        self.checkChangeable()
+
+    def assertUnlocked(self) -> None:
+        """Raise :class:`~epyclab.errors.ResultSetLockedException` if the set is finished (epyc 1.7's name).
+
+        Raises:
+            ResultSetLockedException: the set is finished (locked).
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+        """
         self.checkChangeable()
 
     def _check_notebook(self) -> None:
@@ -257,8 +278,29 @@ class ResultSet:
     # ---- adding results -------------------------------------------------------
 
     def addSingleResult(self, rc: ResultsDict) -> None:
-        """Append the row of one results dict (whose results are a dict, not a list)."""
-        self._check_unlocked()
+        """Append the row of one results dict (whose results are a dict, not a list).
+
+        Raises:
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+            ResultSetLockedException: the set is finished.
+            ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
+            UnstorableValueError: a value (or a name) no notebook format can keep; nothing is added.
+        """
+        self.checkChangeable()
+        if type(rc) is dict:
+            params, meta, res = rc.get(_PARAMETERS), rc.get(_METADATA), rc.get(_RESULTS)
+            if type(params) is dict and type(meta) is dict and type(res) is dict:
+                row = self._row
+                if row is not None:
+                    keys = (*params, None, *res, None, *meta)
+                    if keys == row.keys:
+                        # The common case: a row with the keys (and roles) of the last one, every column
+                        # present. Only its values are checked, then appended in C.
+                        _, values = self._row_check(params, res, meta, keys)
+                        self._append(row, values)
+                        return
+                self._add_row(params, res, meta)
+                return
         if type(rc) is dict and Experiment.RESULTS not in rc:
             rc = with_results(rc)
         if not Experiment.isResultsDict(rc):
@@ -272,36 +314,42 @@ class ResultSet:
                 "addSingleResult takes a results dict whose results are a dict; "
                 "add a list of results with LabNotebook.addResult"
             )
+        self._add_row(params, res, meta)
+
+    def _add_row(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Check and append a row whose keys differ from the last row's (new columns, or some missing)."""
         pcols, rcols, mcols = self._params, self._results, self._meta
-        # The common case, a row with the keys seen before, is checked by three
-        # set comparisons done in C; only new keys need the slower checks.
+        # Rows with only keys seen before are checked by three set comparisons done in C;
+        # only new keys need the slower checks.
         known = params.keys() <= pcols.keys() and res.keys() <= rcols.keys() and meta.keys() <= mcols.keys()
         if not known:
             self._check_roles(params, res, meta)
-        check = self._row_check
-        check(params, res, meta)
+        keys, values = self._row_check(params, res, meta)
         if not known:
             self._add_columns(params, res, meta)
-        for k, v in params.items():
-            pcols[k].append(v)
-        for k, v in res.items():
-            rcols[k].append(v)
-        for k, v in meta.items():
-            mcols[k].append(v)
-        exc_col = mcols.get(Experiment.EXCEPTION)
-        if exc_col is not None and len(exc_col) > self._n_buffered:
+        row = _Row(keys, (pcols, rcols, mcols))
+        complete = len(values) == len(pcols) + len(rcols) + len(mcols)
+        self._append(row, values)
+        if complete:
+            self._row = row
+        else:
+            self._pad_row()
+
+    def _append(self, row: _Row, values: tuple[Any, ...]) -> None:
+        """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
+        _consume(map(list.append, row.columns, values))
+        if row.exceptions is not None:
             # Exceptions are stored as text, so a notebook reads back the same
             # whether or not it went through a file.
-            exc = exc_col[-1]
+            exc = row.exceptions[-1]
             if exc is None:
-                exc_col[-1] = ""
+                row.exceptions[-1] = ""
             elif not isinstance(exc, str):
-                exc_col[-1] = exception_text(exc)
+                row.exceptions[-1] = exception_text(exc)
         self._n_buffered += 1
-        if len(params) + len(res) + len(meta) != len(pcols) + len(rcols) + len(mcols):
-            self._pad_row()
-        if check.changes:
-            self._widened(check.changes)
+        changes = self._row_check.changes
+        if changes:
+            self._widened(changes)
         self._frame = self._stored_frame = None
         self._dirty = True
 
@@ -336,6 +384,7 @@ class ResultSet:
 
     def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Create the columns for keys not seen before."""
+        self._row = None
         roles = [(params, self._params), (res, self._results), (meta, self._meta)]
         for part, cols in roles:
             for k in part:
@@ -486,25 +535,44 @@ class ResultSet:
 
         A list (or tuple, set, range) value selects any of its values. Only the
         named parameters' columns are compared; other columns are not looked at.
+        ``None`` selects the rows where the parameter was None (or absent): such
+        a cell reads as its column's fill (0 in an int column), but it is not
+        that value, so ``{"v": 0}`` does not select it.
         """
-        df = self.dataframe(only_successful=only_successful)
-        if len(df) == 0:
-            return df
+        stored = self.storedFrame()
+        for k in params:
+            if k not in stored.columns:
+                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(stored.columns)})")
+        if len(stored) == 0 or not params:
+            return self.dataframe(only_successful=only_successful)
+        # Which cells are missing is known in the stored order: carried through the reordering.
+        marks = {f"\x00missing {k}": self.missingMask(k) for k in params}
+        df = in_design_order(stored.assign(**marks))
+        if only_successful and Experiment.STATUS in df.columns:
+            df = df[df[Experiment.STATUS].astype(bool)]
         mask = None
         for k, v in params.items():
-            if k not in df.columns:
-                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(df.columns)})")
-            col = df[k]
-            m = col.isin(list(v)) if _is_value_list(v) else (col == v)
+            col, missing = df[k], df[f"\x00missing {k}"]
+            if _is_value_list(v):
+                values = list(v)
+                present = [x for x in values if x is not None]
+                m = col.isin(present) & ~missing
+                if len(present) < len(values):
+                    m = m | missing
+            elif v is None:
+                m = missing
+            else:
+                m = (col == v) & ~missing
             mask = m if mask is None else (mask & m)
-        return df if mask is None else df[mask].reset_index(drop=True)
+        assert mask is not None
+        return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
-    def parameterRange(self, p: str) -> set[Any]:
-        """The distinct values parameter ``p`` takes in the results and pending results."""
+    def parameterRange(self, param: str) -> set[Any]:
+        """The distinct values parameter ``param`` takes in the results and pending results."""
         values: set[Any] = set()
-        if p in self._params:
-            values.update(self._dataframe()[p].tolist())
-        values.update(params[p] for params in self._pending.values() if p in params)
+        if param in self._params:
+            values.update(self._dataframe()[param].tolist())
+        values.update(params[param] for params in self._pending.values() if param in params)
         return values
 
     def parameterSpace(self) -> dict[str, set[Any]]:
@@ -758,10 +826,14 @@ class ResultSet:
         rc = with_results(rc)
         params, meta = rc.get(Experiment.PARAMETERS, {}), rc.get(Experiment.METADATA, {})
         trial = RowCheck(self._row_check.states)
+        error: EpyclabError
         try:
+            # A results key that is also a metadata key (or a column of another role) is the run's
+            # problem as much as an unstorable value is.
+            self._check_roles(params, rc.get(Experiment.RESULTS) or {}, meta)
             trial(params, rc.get(Experiment.RESULTS) or {}, meta)
             return None
-        except UnstorableValueError as exc:
+        except (UnstorableValueError, ResultsStructureException) as exc:
             error = exc
         kept = {}
         for k, v in meta.items():
@@ -775,6 +847,40 @@ class ResultSet:
         failed = failed_result(dict(params), error)
         failed[Experiment.METADATA] = {**failed[Experiment.METADATA], **kept}
         return failed
+
+    def checkParameters(self, points: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse a sweep whose points' parameters this result set cannot store, before anything runs.
+
+        Parameters are known before any point runs, and a failed row keeps
+        them, so a parameter value the set cannot store (one of another kind
+        than its column's, a dict, an aware datetime; see the table of kinds)
+        or a parameter named like a result or metadata column could be
+        recorded neither as a result nor as a failure: the sweep is refused
+        with the first such point named. Nothing is added or changed.
+
+        Raises:
+            UnstorableValueError: a parameter value cannot be stored (the point, key, value and type named).
+            ResultsStructureException: a parameter is named like a result or metadata column.
+        """
+        trial = RowCheck(self._row_check.states)
+        known: dict[Any, None] = {}
+        for n, params in enumerate(points):
+            # Most sweeps repeat a few key sets: roles are checked once per key set.
+            keys = tuple(params)
+            try:
+                if keys not in known:
+                    self._check_roles(params, {}, {})
+                    known[keys] = None
+                trial(params, {}, {})
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                fix = (
+                    "give the parameter values of one kind (see the table of kinds in docs/hdf5-layout.md), "
+                    "or run this sweep into a new result set (notebook.addResultSet(tag))"
+                )
+                raise type(exc)(
+                    f"{self._where()}: point {n + 1} of {len(points)} ({dict(params)!r}): {exc}. Nothing was run: "
+                    f"a parameter is kept with every result, failed ones too; {fix}"
+                ) from None
 
     # ---- hooks for persistent notebooks ---------------------------------------------
 
@@ -799,6 +905,7 @@ class ResultSet:
         rows are typed into a DataFrame only when one is first asked for.
         """
         self._base = rows
+        self._row = None
         self._params = {k: [] for k in roles.get(PARAMETER, ())}
         self._results = {k: [] for k in roles.get(RESULT, ())}
         self._meta = {k: [] for k in roles.get(METADATA, ())}
@@ -826,10 +933,14 @@ class ResultSet:
         n_base = 0 if base is None else len(base)
         if base is None or name not in base:
             head = np.ones(n_base, dtype=bool)
+        elif name in self._base_missing:
+            head = self._base_missing[name]
         else:
-            head = self._base_missing.get(name, np.zeros(n_base, dtype=bool))
+            # Only int columns keep which cells were missing; elsewhere a missing cell reads as the
+            # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
+            head = base.frame()[name].isna().to_numpy()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
-        tail = np.fromiter((v is None or v is MISSING for v in col), dtype=bool, count=len(col))
+        tail = np.fromiter((_missing_cell(v) for v in col), dtype=bool, count=len(col))
         return np.concatenate([head, tail])
 
     def _roles(self) -> dict[str, list[str]]:
@@ -920,6 +1031,27 @@ class ResultSet:
         self._pending_version += 1
 
 
+class _Row:
+    """The keys of a row that has every column (roles apart, as :class:`RowCheck` gives them) and their columns."""
+
+    __slots__ = ("keys", "columns", "exceptions")
+
+    def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
+        self.keys = keys
+        columns = []
+        #: The exception column, if the row has one (its last cell is made text once appended).
+        self.exceptions: list[Any] | None = None
+        role = 0
+        for k in keys:
+            if k is None:
+                role += 1  # the boundary between two roles
+                continue
+            columns.append(by_role[role][k])
+            if role == 2 and k == Experiment.EXCEPTION:
+                self.exceptions = columns[-1]
+        self.columns = tuple(columns)
+
+
 def with_results(rc: Any) -> Any:
     """``rc`` with empty results if it is a failed results dict with no ``results`` key (epyc writes those)."""
     if (
@@ -930,6 +1062,11 @@ def with_results(rc: Any) -> Any:
     ):
         return {**rc, Experiment.RESULTS: {}}
     return rc
+
+
+def _missing_cell(v: Any) -> bool:
+    """True for a value that reads back as a missing cell: None, NaT, NaN (not a value a selection can match)."""
+    return v is None or v is MISSING or is_nat(v) or (isinstance(v, (float, np.floating)) and v != v)
 
 
 def _is_value_list(v: Any) -> bool:
