@@ -108,15 +108,6 @@ def _resultset(nb: LabNotebook, tag: str) -> ResultSet:
 # ---- show ----------------------------------------------------------------------------------
 
 
-def _failed_rows(rs: ResultSet) -> int:
-    if rs.numberOfResults() == 0:
-        return 0
-    df = rs.dataframe()
-    if Experiment.STATUS not in df.columns:
-        return 0
-    return int((~df[Experiment.STATUS].astype(bool)).sum())
-
-
 @main.command()
 @click.argument("notebook", type=click.Path(dir_okay=False))
 @click.option("--long", "long_", is_flag=True, help="List every column of every result set.")
@@ -133,7 +124,7 @@ def show(notebook: str, long_: bool) -> None:
             click.echo(f"{tag}{' (' + ', '.join(flags) + ')' if flags else ''}")
             click.echo(f"  description: {rs.description()}")
             click.echo(
-                f"  rows: {rs.numberOfResults()}  failed: {_failed_rows(rs)}  "
+                f"  rows: {rs.numberOfResults()}  failed: {rs.numberOfFailedResults()}  "
                 f"pending: {rs.numberOfPendingResults()}"
             )
             for label, names in (

@@ -347,6 +347,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 kept="nothing was changed; open it with readonly=True to read it",
             ) from exc
         self._last_checkpoint = monotonic()
+        # The fold at exit may type columns with pandas, which can no longer be imported once the
+        # interpreter shuts down (concurrent.futures refuses new exit hooks): a writer loads it now.
+        # (Readers, `epyclab show` among them, never need it for counts and names.)
+        import pandas  # noqa: F401
+
         # Left open (never closed) at exit or when dropped: the journal is folded in then.
         if self._folder is None or not self._folder.alive:
             # By absolute path: the program may change directory before it exits.
@@ -389,7 +394,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         n = rs.numberOfResults()
         rows = RowsTrack(base_len=n, stored_rows=n if stored is not None else 0)
         if stored is not None:
-            for name in stored.frame.columns:
+            for name in stored.rows.names():
                 rows.columns[name] = ColumnTrack(stored.kinds[name].key())
             rows.base_written = not self._from_epyc
         mark = rs.changeMark()

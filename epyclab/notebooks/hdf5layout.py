@@ -28,14 +28,13 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.kinds import ColumnState, kind_named
-from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn
 
 __all__ = [
@@ -121,8 +120,9 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
     for name in (n for role in _ROLE_NAMES for n in roles[role]):
         stored = read_stored(g, name, rows)
         kind = kind_named(stored.kind)
-        columns[name] = kind.from_storage(stored)
-        kinds[name] = kind.stored_state(stored, columns[name])
+        kinds[name], cells = kind.read_state(stored)
+        # The stored arrays are read now (the file closes); typing them waits for the DataFrame.
+        columns[name] = Later(kind.from_storage, stored) if cells is None else cells
         dtypes[name] = kinds[name].dtype
     missing = {}
     if "missing" in g:
@@ -130,7 +130,6 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
             link = escape(name)
             if kinds[name].kind.masks_missing and link in g["missing"]:
                 missing[name] = g["missing"][link][:rows].astype(bool)
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
     pending = {}
     if "pending" in g:
         jobids = g["pending"]["jobid"].asstr()[...]
@@ -143,7 +142,7 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
         locked=bool(g.attrs["locked"]),
         attributes=decode_value(json.loads(_text(g.attrs["attributes"]))),
         roles=roles,
-        frame=frame,
+        rows=StoredRows(rows, columns),
         kinds=kinds,
         pending=pending,
         dtypes=dtypes,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Union
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Union
 
 from epyclab.errors import (
     LabNotebookLockedException,
@@ -17,6 +15,9 @@ from epyclab.experiment import Experiment, ResultsDict
 from epyclab.log import logger
 from epyclab.notebooks.kinds import check_name
 from epyclab.notebooks.resultset import ResultSet, with_results
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LabNotebook"]
 

@@ -352,7 +352,7 @@ class PersistentLabNotebook(LabNotebook):
             else:
                 rs = ResultSet(s.description)
                 self._attach(rs, RowCheck(s.kinds), s.uid)
-                rs.loadStored(s.frame, s.roles, s.pending, s.missing)
+                rs.loadStored(s.rows, s.roles, s.pending, s.missing)
             rs.restoreState(s.description, s.locked, s.attributes)
             self._resultsets[s.tag] = rs
         self._description = stored.description
