@@ -56,7 +56,7 @@ def main() -> None:
 @contextmanager
 def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
     """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
-    p = Path(path)
+    p = Path(_expand(path))
     if not create and not p.exists():
         raise click.ClickException(f"no notebook at {path}: check the path")
     try:
@@ -80,8 +80,22 @@ def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[La
         raise click.ClickException(f"cannot save {path}: {e}") from e
 
 
+def _expand(path: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded, as a shell would.
+
+    Only on the command line: a path can reach it unexpanded (quoted, or after
+    ``=``), and a user types it as a shell path. The Python API takes paths as
+    ``open()`` and h5py do, literally (as epyc did), so it is not expanded there.
+    """
+    return os.path.expanduser(path)
+
+
 def _split(spec: str) -> tuple[str, str]:
-    """Split ``NOTEBOOK:TAG``: at the first colon after which an existing file ends, so tags may hold colons."""
+    """Split ``NOTEBOOK:TAG``: at the first colon after which an existing file ends, so tags may hold colons.
+
+    A leading ``~`` of NOTEBOOK is expanded.
+    """
+    spec = _expand(spec)
     for i, c in enumerate(spec):
         if c == ":" and i and os.path.isfile(spec[:i]) and spec[i + 1 :]:
             return spec[:i], spec[i + 1 :]
@@ -92,7 +106,8 @@ def _split(spec: str) -> tuple[str, str]:
 
 
 def _split_optional(spec: str) -> tuple[str, str | None]:
-    """``NOTEBOOK`` (its current set: tag None) or ``NOTEBOOK:TAG``."""
+    """``NOTEBOOK`` (its current set: tag None) or ``NOTEBOOK:TAG``; a leading ``~`` is expanded."""
+    spec = _expand(spec)
     if os.path.isfile(spec):
         return spec, None
     return _split(spec)
@@ -170,25 +185,43 @@ def _say_waiting_journal(path: str) -> None:
 
 @main.command()
 @click.argument("source")
-@click.argument("csv_file", type=click.Path(dir_okay=False))
+@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--only-successful", is_flag=True, help="Leave out failed runs.")
+@click.option("--force", is_flag=True, help="Overwrite CSV_FILE if it exists.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
-def export(source: str, csv_file: str, only_successful: bool, dry_run: bool) -> None:
-    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to CSV_FILE."""
+def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_run: bool) -> None:
+    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to CSV_FILE (- for stdout).
+
+    Every cell is written so that it reads back exactly (floats at their
+    shortest exact digits, arrays in full with dtype and shape): see docs/cli.md.
+    """
+    from epyclab.notebooks.csvcells import writeCSV  # here: the command line starts without pandas
+
     path, tag = _split_optional(source)
+    to_stdout = csv_file == "-"
+    target = csv_file if to_stdout else _expand(csv_file)
     with _opened(path) as nb:
-        df = _resultset(nb, nb.currentTag() if tag is None else tag).dataframe(only_successful=only_successful)
+        rs = _resultset(nb, nb.currentTag() if tag is None else tag)
+        df = rs.dataframe(only_successful=only_successful)
+        header = [*rs.parameterNames(), *rs.resultNames(), *rs.metadataNames()]
+    where = "stdout" if to_stdout else target
+    if not to_stdout and not force and os.path.lexists(target):
+        raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
     if dry_run:
-        click.echo(f"would write {len(df)} row(s) x {len(df.columns)} column(s) to {csv_file}")
+        click.echo(f"would write {len(df)} row(s) x {len(df.columns) or len(header)} column(s) to {where}",
+                   err=to_stdout)
+        return
+    if to_stdout:
+        writeCSV(df, click.get_text_stream("stdout"), header)
         return
     # Written beside the target and renamed, so the CSV is whole or absent.
     try:
-        safe_write(csv_file, lambda f: df.to_csv(f, index=False), what="exporting to it")
+        safe_write(target, lambda f: writeCSV(df, f, header), what="exporting to it")
     except FileNotFoundError as e:
-        raise click.ClickException(f"cannot write {csv_file}: {e.strerror}: check the directory") from e
+        raise click.ClickException(f"cannot write {target}: {e.strerror}: check the directory") from e
     except EpyclabError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"wrote {len(df)} row(s) to {csv_file}")
+    click.echo(f"wrote {len(df)} row(s) to {target}")
 
 
 # ---- copy, remove, select ----------------------------------------------------------------------
