@@ -232,24 +232,36 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Say what would be copied, change nothing.")
 def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
-    """Copy result sets SOURCES (each NOTEBOOK:TAG) into notebook DEST (created if missing).
+    """Copy result sets SOURCES (each NOTEBOOK:TAG or NOTEBOOK:TAG=NEWTAG) into notebook DEST (created if missing).
 
     Results, pending results, description and attributes are copied; a set
-    that was locked is locked in DEST too. A tag already in DEST is an error.
+    that was locked is locked in DEST too. TAG=NEWTAG copies the set under the
+    tag NEWTAG (so two notebooks' default sets can go into one file). A tag
+    already in DEST is an error; nothing is written unless every set can be copied.
     """
-    specs = [_split(s) for s in sources]
-    tags = [tag for _, tag in specs]
-    twice = sorted({t for t in tags if tags.count(t) > 1})
+    dest = _expand(dest)
+    wanted: dict[str, tuple] = {}
+    named: list[tuple[str, str, str]] = []
+    renamed: set[str] = set()
+    for spec in sources:
+        path, rest = _split(spec)
+        with _opened(path) as src:
+            tag, new = _renaming(src, path, rest)
+            named.append((path, tag, new))
+            if new in wanted:
+                continue  # refused below, before anything is written
+            if new != tag:
+                renamed.add(new)
+            rs = _resultset(src, tag)
+            wanted[new] = (f"{path}:{tag}", rs.description(), _typed_rows(rs), dict(_pending(rs)), _attrs(rs),
+                           rs.isLocked())
+    news = [new for _, _, new in named]
+    twice = sorted({t for t in news if news.count(t) > 1})
     if twice:
         raise click.ClickException(
-            f"result set tag(s) {twice} are named more than once; a notebook holds one set per tag: "
-            f"copy them into different notebooks"
+            f"result set tag(s) {twice} are named more than once in {dest}; a notebook holds one set per tag: "
+            f"give each its own tag with SOURCE:TAG=NEWTAG"
         )
-    wanted = {}
-    for path, tag in specs:
-        with _opened(path) as src:
-            rs = _resultset(src, tag)
-            wanted[tag] = (path, rs.description(), _typed_rows(rs), dict(_pending(rs)), _attrs(rs), rs.isLocked())
     exists = Path(dest).exists()
     if exists:
         with _opened(dest) as d:
@@ -257,15 +269,17 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
             if d.isLocked():
                 raise click.ClickException(f"{dest} is locked (finished): nothing can be copied into it")
         if clash:
-            raise click.ClickException(f"{dest} already has result set(s) {clash}: remove them first")
-    for tag, (path, _, results, pending, _, _) in wanted.items():
-        click.echo(f"{'would copy' if dry_run else 'copying'} {path}:{tag} -> {dest} "
-                   f"({len(results)} row(s), {len(pending)} pending)")
+            raise click.ClickException(
+                f"{dest} already has result set(s) {clash}: copy under another tag with SOURCE:TAG=NEWTAG, "
+                f"or remove them first"
+            )
     if dry_run:
+        _say_copied(wanted, renamed, dest, "would copy")
         return
     if exists:
         with _opened(dest, write=True) as d:
             _fill(d, wanted)
+        _say_copied(wanted, renamed, dest, "copied")
         return
     # A new notebook is made under a temporary name and given its name only when whole.
     target = Path(dest)
@@ -282,6 +296,42 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
             raise click.ClickException(f"{dest} was created by someone else meanwhile; nothing was copied") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+    _say_copied(wanted, renamed, dest, "copied")
+
+
+def _renaming(src: LabNotebook, path: str, rest: str) -> tuple[str, str]:
+    """The tag named by ``rest`` (``TAG`` or ``TAG=NEWTAG``) in ``src``, and the tag it gets in the destination.
+
+    Tags may hold ``=``: the whole of ``rest`` is a tag when ``src`` has a set
+    of that name (copied under it); otherwise ``rest`` splits at the one ``=``
+    whose left side is a set of ``src``.
+
+    Raises:
+        click.ClickException: no set, or more than one reading, fits.
+    """
+    if rest in src:
+        return rest, rest
+    readings = [(rest[:i], rest[i + 1:]) for i, c in enumerate(rest)
+                if c == "=" and rest[:i] in src and rest[i + 1:]]
+    if len(readings) == 1:
+        return readings[0]
+    if readings:
+        shown = ", ".join(f"{t!r} as {n!r}" for t, n in readings)
+        raise click.ClickException(
+            f"{path}:{rest} can be read as copying {shown}: the tags hold '='; copy the set into a notebook "
+            f"of its own first (under its own tag), then rename it from there"
+        )
+    tried = [rest] + [rest[:i] for i, c in enumerate(rest) if c == "="]
+    raise click.ClickException(
+        f"{path} has no result set {' or '.join(repr(t) for t in tried)} (its sets: {src.resultSets()}): "
+        f"check the tag; NOTEBOOK:TAG=NEWTAG copies TAG under the tag NEWTAG"
+    )
+
+
+def _say_copied(wanted: dict, renamed: set[str], dest: str, verb: str) -> None:
+    for new, (source, _, results, pending, _, _) in wanted.items():
+        shown = f"{dest}:{new}" if new in renamed else dest
+        click.echo(f"{verb} {source} -> {shown} ({len(results)} row(s), {len(pending)} pending)")
 
 
 def _typed_rows(rs: ResultSet) -> list[dict]:
@@ -323,7 +373,7 @@ def _replaceable(d: LabNotebook, tag: str) -> bool:
 def _fill(d: LabNotebook, wanted: dict) -> None:
     """Add the wanted result sets to ``d``, keeping its current set; any error leaves ``d`` unsaved."""
     previous = d.currentTag()
-    for tag, (path, description, results, pending, attrs, locked) in wanted.items():
+    for tag, (source, description, results, pending, attrs, locked) in wanted.items():
         try:
             if tag in d:  # the empty default set
                 rs = d.select(tag)
@@ -340,7 +390,7 @@ def _fill(d: LabNotebook, wanted: dict) -> None:
             if locked:
                 rs.finish()
         except EpyclabError as e:
-            raise click.ClickException(f"cannot copy {path}:{tag} into {d.name()}: {e}; nothing was copied") from e
+            raise click.ClickException(f"cannot copy {source} into {d.name()}:{tag}: {e}; nothing was copied") from e
     d.select(previous)
     try:
         d.commit()
