@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import click
@@ -433,21 +433,47 @@ def remove(targets: tuple[str, ...], dry_run: bool, force: bool) -> None:
                         f"{path}:{tag} has {rs.numberOfPendingResults()} pending result(s) that would be "
                         f"lost; collect them first, or use --force"
                     )
-    for path, tags in by_file.items():
-        for tag in tags:
-            click.echo(f"{'would remove' if dry_run else 'removing'} {path}:{tag}")
-        if dry_run:
-            continue
-        with _opened(path, write=True) as nb:
+    if dry_run:
+        for path, tags in by_file.items():
             for tag in tags:
+                click.echo(f"would remove {path}:{tag}")
+        return
+    reselected: list[str] = []
+    files: dict[str, ExitStack] = {}
+    with ExitStack() as on_error:
+        # Every file opened for writing before any is changed: a read-only or busy one changes none.
+        for path in by_file:
+            files[path] = on_error.enter_context(ExitStack())
+            nb = files[path].enter_context(_opened(path, write=True))
+            for tag in by_file[path]:
                 if tag == nb.currentTag():
                     # A notebook refuses to delete its current set (a later
                     # addResult would silently go elsewhere); naming it here is
                     # an explicit request, so the default set becomes current.
                     nb.select(nb.DEFAULT_RESULTSET)
-                    click.echo(f"{path}: the current result set is now {nb.DEFAULT_RESULTSET}")
+                    reselected.append(path)
                 nb.deleteResultSet(tag)
-            nb.commit()
+        on_error.pop_all()
+    _save_each(files, lambda path: [f"removed {path}:{tag}" for tag in by_file[path]] + (
+        [f"{path}: the current result set is now {LabNotebook.DEFAULT_RESULTSET}"] if path in reselected else []))
+
+
+def _save_each(files: dict[str, ExitStack], said: Callable[[str], list[str]]) -> None:
+    """Save each changed notebook in turn, saying ``said(path)`` only once it is saved.
+
+    A notebook that cannot be saved stops the command; those not saved yet are
+    left unchanged (their changes dropped), those saved already were said so.
+    """
+    paths = list(files)
+    for i, path in enumerate(paths):
+        try:
+            files[path].close()
+        except BaseException as e:
+            for rest in paths[i + 1:]:
+                files[rest].__exit__(type(e), e, e.__traceback__)
+            raise
+        for line in said(path):
+            click.echo(line)
 
 
 @main.command()
