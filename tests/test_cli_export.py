@@ -219,3 +219,30 @@ def test_an_empty_result_set_writes_its_header(tmp_path):
     assert "wrote 0 row(s)" in done.stdout
     got = pd.read_csv(out)
     assert got.empty and list(got.columns) == ["x", "k"]
+
+
+def test_the_docs_recipe_reads_every_cell_back(tmp_path):
+    # docs/cli.md's Python block, run as a reader would, on a notebook of its file names.
+    page = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    block = page.split("```python\n", 1)[1].split("```", 1)[0]
+    with HDF5LabNotebook(tmp_path / "study.h5", create=True) as nb:
+        for i in range(3):
+            nb.addResult({Experiment.PARAMETERS: {"x": i}, Experiment.METADATA: {},
+                          Experiment.RESULTS: {"y": i / 3, "v": np.arange(2000) / (i + 3), "z": [i / 7]}})
+    done = run("export", str(tmp_path / "study.h5"), str(tmp_path / "study.csv"))
+    assert done.returncode == 0, done.stderr
+    namespace: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(block, "docs/cli.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    want = HDF5LabNotebook(tmp_path / "study.h5", readonly=True).dataframe()
+    assert namespace["header"] == list(want.columns)
+    for i, row in enumerate(namespace["cells"]):
+        for name, got in zip(namespace["header"], row):
+            y = want[name].to_numpy()[i] if want[name].dtype.kind in "biufcM" else want[name].array[i]
+            if isinstance(y, np.datetime64):
+                y = pd.Timestamp(y)
+            assert_same_cell(got, y, name)
