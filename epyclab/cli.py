@@ -212,7 +212,12 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
                    err=to_stdout)
         return
     if to_stdout:
-        writeCSV(df, click.get_text_stream("stdout"), header)
+        try:
+            writeCSV(df, click.get_text_stream("stdout"), header)
+        except BrokenPipeError:
+            raise  # the reader stopped (`| head`): click exits quietly
+        except OSError as e:
+            raise click.ClickException(f"cannot write to stdout: {e.strerror or e}") from e
         return
     # Written beside the target and renamed, so the CSV is whole or absent.
     try:

@@ -246,3 +246,14 @@ def test_the_docs_recipe_reads_every_cell_back(tmp_path):
             if isinstance(y, np.datetime64):
                 y = pd.Timestamp(y)
             assert_same_cell(got, y, name)
+
+
+def test_stdout_that_cannot_be_written_is_a_clean_error(tmp_path):
+    src = tmp_path / "nb.h5"
+    with HDF5LabNotebook(src, create=True) as nb:
+        nb.addResult({Experiment.PARAMETERS: {"x": 1}, Experiment.METADATA: {}, Experiment.RESULTS: {"y": 0.5}})
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([EPYCLAB, "export", str(src), "-"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot write to stdout: No space left on device" in done.stderr

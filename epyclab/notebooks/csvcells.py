@@ -94,7 +94,10 @@ def columnTexts(column: pd.Series) -> list[str]:
     if isinstance(dtype, np.dtype) and dtype.kind in "biufc":
         # Numpy scalars of the column's dtype: their str is the shortest text of that dtype.
         return [cellText(v) for v in column.to_numpy()]
-    return [cellText(None if v is pd.NA else v) for v in column.array]
+    if not (isinstance(dtype, np.dtype) and dtype.kind == "O"):
+        # Text columns (pandas' str dtype): a missing value, however pandas marks it, is an empty field.
+        return ["" if v is None or (not isinstance(v, str) and pd.isna(v)) else v for v in column.array]
+    return [cellText(v) for v in column.array]
 
 
 def writeCSV(frame: pd.DataFrame, f: IO[str], columns: Sequence[str] | None = None) -> None:
