@@ -342,7 +342,7 @@ def _say_copied(wanted: dict, renamed: set[str], dest: str, verb: str) -> None:
 def _typed_rows(rs: ResultSet) -> list[dict]:
     """Every row of ``rs`` as a results dict whose values keep their column's type (an int8 stays an int8).
 
-    A missing cell (pandas' NA, NaT, None) is given as None, so the copy has it missing too.
+    A missing cell is given as None (pandas' NA) or NaT (in a datetime column), so the copy has it missing too.
     """
     import pandas as pd  # here: the command line starts without pandas
 
@@ -358,7 +358,8 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
             for k in names:
                 if k in arrays:
                     v = arrays[k][i]
-                    cells[k] = None if (v is pd.NA or v is pd.NaT) else v
+                    # NaT stays NaT: a datetime column of NaT only is a datetime column in the copy too.
+                    cells[k] = None if v is pd.NA else v
             rc[part] = cells
         out.append(rc)
     return out
