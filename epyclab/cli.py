@@ -221,12 +221,37 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
         return
     # Written beside the target and renamed, so the CSV is whole or absent.
     try:
-        safe_write(target, lambda f: writeCSV(df, f, header), what="exporting to it")
+        if force:
+            safe_write(target, lambda f: writeCSV(df, f, header), what="exporting to it")
+        else:
+            _write_new(target, lambda f: writeCSV(df, f, header))
     except FileNotFoundError as e:
         raise click.ClickException(f"cannot write {target}: {e.strerror}: check the directory") from e
     except EpyclabError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {len(df)} row(s) to {target}")
+
+
+def _write_new(target: str, write: Callable) -> None:
+    """Write the new file ``target`` whole through ``write(f)``, never over a file that appeared meanwhile.
+
+    Raises:
+        click.ClickException: ``target`` exists now.
+    """
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".new", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # a free name beside the target: safe_write makes it whole
+    try:
+        safe_write(tmp, write, what="exporting to it")
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise click.ClickException(
+                f"{target} exists (it appeared while exporting): use --force to overwrite it, or name another file"
+            ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 # ---- copy, remove, select ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -251,3 +252,21 @@ def test_stdout_that_cannot_be_written_is_a_clean_error(tmp_path):
                               timeout=120)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "cannot write to stdout: No space left on device" in done.stderr
+
+
+def test_a_file_appearing_while_exporting_is_not_overwritten(tmp_path):
+    # Without --force the CSV is linked into place, which fails if someone made the file meanwhile.
+    import click
+
+    from epyclab.cli import _write_new
+
+    target = tmp_path / "out.csv"
+
+    def write(f):
+        target.write_text("theirs\n")  # another program, between the check and the rename
+        f.write("ours\n")
+
+    with pytest.raises(click.ClickException, match="appeared while exporting"):
+        _write_new(str(target), write)
+    assert target.read_text() == "theirs\n"
+    assert os.listdir(tmp_path) == ["out.csv"]  # no temporary file left
