@@ -39,7 +39,9 @@ from epyclab.errors import EpyclabError, NotebookFormatError, NotebookIOError
 from epyclab.log import logger
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
+    CREATE_OPTIONS,
     VERSION,
+    WRITE_OPTIONS,
     escape,
     init_empty,
     read_notebook,
@@ -210,7 +212,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         guard = GuardedFile(tmp, fd)
         try:
             try:
-                with h5py.File(guard, "w") as f:
+                with h5py.File(guard, "w", **CREATE_OPTIONS) as f:
                     build(f)
             except BaseException:
                 if guard.failure is None:
@@ -542,7 +544,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             except OSError as exc:
                 raise self._fold_error(exc) from exc
             try:
-                with h5py.File(undo, "r+") as f:
+                with h5py.File(undo, "r+", **WRITE_OPTIONS) as f:
                     pending_stored = self._write_changes(f, rows)
             except BaseException:
                 undo.rollback()
