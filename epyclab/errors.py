@@ -20,6 +20,7 @@ __all__ = [
     "NotebookIOError",
     "NotebookSideFileError",
     "NotebookTakenOverError",
+    "NotebookClosedError",
     "UnstorableValueError",
     "LabNotebookLockedException",
     "ResultSetLockedException",
@@ -96,6 +97,10 @@ class NotebookSideFileError(NotebookError):
 
 class NotebookTakenOverError(NotebookReadOnlyError):
     """The notebook object was closed because another object in this process opened its file for writing."""
+
+
+class NotebookClosedError(NotebookReadOnlyError):
+    """A change was attempted on a notebook after close(): call open() first (a lab's sweep reopens it itself)."""
 
 
 class UnstorableValueError(NotebookError, TypeError):

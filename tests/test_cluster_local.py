@@ -106,7 +106,8 @@ def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
         assert whose.get(30) == engine
     finally:
         client.close()
-    # The task store commits every 0.5 s: kill the controller only once all six are on disk.
+    # The hub stores a result when it arrives, after the client has it: kill the controller only once all
+    # six are on disk.
     done = [*ids, whose.msg_ids[0]]
     wait_until(lambda: stored_tasks(profile) >= set(done), 30, "the task store to commit the finished tasks")
 
@@ -138,6 +139,21 @@ def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
     assert state.answering
     assert state.engines == {"(local)": 1}
     assert (state.queued, state.running, state.finished) == (0, 0, 7)
+
+    # Two slow tasks on the one engine: while the first runs, status says one running and one queued.
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        slow = [client.load_balanced_view().apply_async(time.sleep, 2) for _ in range(2)]
+        wait_until(lambda: clusterStatus("loc", ipython_dir=ipdir).running == 1, 30, "status to show a running task")
+        state = clusterStatus("loc", ipython_dir=ipdir)
+        assert (state.queued, state.running, state.finished) in {(1, 1, 7), (0, 1, 8)}
+        for r in slow:
+            r.get(30)
+    finally:
+        client.close()
+    wait_until(lambda: clusterStatus("loc", ipython_dir=ipdir).finished == 9, 30, "the two slow tasks to be stored")
+    state = clusterStatus("loc", ipython_dir=ipdir)
+    assert (state.queued, state.running, state.finished) == (0, 0, 9)
 
     stopped = cluster(ipdir, "-q", "stop", "loc")
     assert stopped.exit_code == 0, stopped.output

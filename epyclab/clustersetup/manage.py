@@ -675,11 +675,15 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
     try:
         ids = client.ids
         engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
-        records = client.db_query({"queue": "task"}, keys=["msg_id", "started", "completed"])
+        records = client.db_query({"queue": "task"}, keys=["msg_id", "completed"])
+        # The hub fills a task record's "started" only when its result arrives, so the records cannot
+        # tell running from queued; the schedulers' queues can: an engine holding tasks runs one of them.
+        queues = client.queue_status(verbose=False)
     finally:
         client.close()
     finished = sum(1 for r in records if r["completed"] is not None)
-    running = sum(1 for r in records if r["completed"] is None and r["started"] is not None)
+    busy = sum(1 for q in queues.values() if isinstance(q, dict) and int(q.get("tasks") or 0) > 0)
+    running = min(busy, len(records) - finished)
     return ClusterStatus(
         f"{where}, answering",
         True,

@@ -244,9 +244,11 @@ class Lab:
             committer.commit()
             return
         nb = self._notebook
+        # A notebook closed since (a `with nb.open():` block that ended) is opened again, as epyc's
+        # reopened its file to commit; a set that still cannot take the results (read-only
+        # notebook, taken over, finished) is refused before any point runs.
+        nb.reopenForChanges()
         tag = nb.currentTag()
-        # A set that cannot take the results (read-only notebook, taken over, finished) is
-        # refused before any point runs.
         nb.current().checkChangeable()
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).

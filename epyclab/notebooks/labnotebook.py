@@ -77,6 +77,9 @@ class LabNotebook:
         """Make the notebook ready for use (nothing to do in memory); returns the notebook."""
         return self
 
+    def reopenForChanges(self) -> None:
+        """Make a notebook that was closed take changes again (nothing to do in memory; see persistent notebooks)."""
+
     def close(self) -> None:
         """Commit and release the notebook (nothing to release in memory)."""
         self.commit()

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from epyclab.errors import (
+    NotebookClosedError,
     NotebookFormatError,
     NotebookIOError,
     NotebookOverwriteError,
@@ -229,7 +230,12 @@ class PersistentLabNotebook(LabNotebook):
                 self._create_file(self._description if description is None else description)
                 # The new file is a new inode: lock it.
                 self._lock.lock_file()
-                self._reset_to_empty(description)
+                # Made what the new file holds: no change to refuse (the notebook is not open yet).
+                self._loading = True
+                try:
+                    self._reset_to_empty(description)
+                finally:
+                    self._loading = False
         except BaseException:
             self._lock.release()
             raise
@@ -252,7 +258,7 @@ class PersistentLabNotebook(LabNotebook):
                 f"notebook {self._path} was opened read-only; open it without readonly=True to save changes"
             )
         if not self._is_open:
-            raise NotebookReadOnlyError(f"notebook {self._path} is closed; call open() before saving changes")
+            raise NotebookClosedError(f"notebook {self._path} is closed; call open() before saving changes")
 
     def _check_not_taken_over(self) -> None:
         if self._taken_over_by is not None:
@@ -265,11 +271,15 @@ class PersistentLabNotebook(LabNotebook):
     def checkWritable(self) -> None:
         """Raise if this notebook refuses changes (read-only, or taken over); see :meth:`LabNotebook.checkWritable`.
 
-        A closed notebook takes changes in memory (they are refused at the next commit).
+        A closed notebook refuses changes at once: taken in memory, they could
+        not be saved, and open() reloads the file (epyc 1.7 reopened its file
+        at every commit, so a lab sweep reopens a closed notebook itself, see
+        :meth:`reopenForChanges`).
 
         Raises:
             NotebookTakenOverError: another object of this process took the file over.
             NotebookReadOnlyError: the notebook was opened with ``readonly=True``.
+            NotebookClosedError: the notebook was closed (``close()``, or the end of a ``with`` block).
         """
         if self._loading:
             return
@@ -279,6 +289,25 @@ class PersistentLabNotebook(LabNotebook):
                 f"notebook {self._path} was opened read-only and cannot change; open it without "
                 f"readonly=True to change it"
             )
+        if not self._is_open:
+            raise NotebookClosedError(
+                f"notebook {self._path} is closed and cannot change; call open() on it first (it reads what "
+                f"the file holds, every committed row included), and close() it when done"
+            )
+
+    def reopenForChanges(self) -> None:
+        """Open again a notebook closed by :meth:`close` (or a ``with`` block), so that it takes changes.
+
+        A lab calls this before a sweep, as epyc 1.7's notebooks reopened their
+        file at every commit. A notebook opened read-only, or taken over by
+        another notebook object of this process, is left as it is (the change
+        is then refused, saying why).
+        """
+        if self._is_open or self._readonly or self._taken_over_by is not None:
+            return
+        logger.info("notebook %s was closed; opening it again for the changes to come (close() it when done)",
+                    self._path)
+        self.open()
 
     # ---- result sets and their checks --------------------------------------------------------
 
