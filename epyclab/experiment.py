@@ -34,8 +34,18 @@ ExperimentalParameters = dict[str, Any]
 ResultsDict = dict[str, Any]
 
 # The host name cannot change while a process runs, and looking it up costs a
-# system call: do it once. The process id is read per run, since engines fork.
+# system call: do it once.
 _HOST = socket.gethostname()
+# The process id is asked once, and again in a forked child (engines may fork).
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def exception_text(exc: BaseException) -> str:
@@ -100,6 +110,9 @@ class Experiment:
         PID: int,
     }
     StandardMetadata: set[str] = set(StandardMetadataTypes)
+
+    # The result names of the last run, known to be strings (so the next run's need no new check).
+    _named: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._parameters: ExperimentalParameters = {}
@@ -182,19 +195,20 @@ class Experiment:
             setup_time, experiment_time, teardown_time = t1 - t0, t2 - t1, t3 - t2
         if failure is not None:
             status = False
+        # The keys as module globals: a class attribute costs a lookup more, on every run.
         meta = {
-            Experiment.EXPERIMENT: self._classname(),
-            Experiment.START_TIME: start,
-            Experiment.END_TIME: datetime.now(),
-            Experiment.ELAPSED_TIME: t3 - t0,
-            Experiment.SETUP_TIME: setup_time,
-            Experiment.EXPERIMENT_TIME: experiment_time,
-            Experiment.TEARDOWN_TIME: teardown_time,
-            Experiment.STATUS: status,
-            Experiment.EXCEPTION: failure,
-            Experiment.TRACEBACK: trace,
-            Experiment.HOST: _HOST,
-            Experiment.PID: os.getpid(),
+            _EXPERIMENT: self._classname(),
+            _START_TIME: start,
+            _END_TIME: datetime.now(),
+            _ELAPSED_TIME: t3 - t0,
+            _SETUP_TIME: setup_time,
+            _EXPERIMENT_TIME: experiment_time,
+            _TEARDOWN_TIME: teardown_time,
+            _STATUS: status,
+            _EXCEPTION: failure,
+            _TRACEBACK: trace,
+            _HOSTNAME: _HOST,
+            _PROCESS: _PID,
         }
         self._results = self.report(params, meta, res)
         if failure is not None and fatal:
@@ -210,6 +224,9 @@ class Experiment:
         if res is None:
             # As in epyc: a do() that returns nothing ran successfully and has no results.
             return {}
+        if type(res) is dict and res.keys().isdisjoint(params) and tuple(res) == self._named:
+            # The result names of the last run again, none a parameter: checked already.
+            return res
         if isinstance(res, dict):
             clash = [k for k in res if k in params]
             if clash:
@@ -224,6 +241,7 @@ class Experiment:
                     f"{self._classname()}.do() returned result name(s) {unnamed!r} that are "
                     f"not strings; name every result with a string"
                 )
+            self._named = tuple(res)
             return res
         if isinstance(res, list) and all(_well_formed(r) for r in res):
             return res
@@ -294,6 +312,13 @@ class Experiment:
         if not isinstance(res, dict):
             raise KeyError(k)
         return res[k]
+
+
+_EXPERIMENT, _START_TIME, _END_TIME = Experiment.EXPERIMENT, Experiment.START_TIME, Experiment.END_TIME
+_ELAPSED_TIME, _SETUP_TIME = Experiment.ELAPSED_TIME, Experiment.SETUP_TIME
+_EXPERIMENT_TIME, _TEARDOWN_TIME = Experiment.EXPERIMENT_TIME, Experiment.TEARDOWN_TIME
+_STATUS, _EXCEPTION, _TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
+_HOSTNAME, _PROCESS = Experiment.HOST, Experiment.PID
 
 
 def failed_result(

@@ -193,6 +193,30 @@ def test_capture_restores_streams_and_logging_even_when_the_run_raises() -> None
     assert logging.getLogger().handlers == handlers
 
 
+def test_output_of_a_run_that_raised_is_not_given_to_the_next() -> None:
+    """Runs of a sweep share one capture: what a raising run wrote goes with it, not into the next row."""
+
+    def raising() -> dict[str, Any]:
+        print("lost with the exception")
+        raise KeyError("configure failed")
+
+    def quiet() -> dict[str, Any]:
+        return {Experiment.PARAMETERS: {}, Experiment.METADATA: {}, Experiment.RESULTS: {}}
+
+    def speaking() -> dict[str, Any]:
+        print("mine")
+        return quiet()
+
+    with capture.Capturing() as capturing:
+        with pytest.raises(KeyError):
+            capturing.run(raising)
+        assert CAPTURE not in capturing.run(quiet)[Experiment.METADATA]
+        first = capture.settle(capturing.run(speaking))[Experiment.METADATA][OUTPUT]
+        assert CAPTURE not in capturing.run(quiet)[Experiment.METADATA]
+        second = capture.settle(capturing.run(speaking))[Experiment.METADATA][OUTPUT]
+    assert first == second == "mine\n"
+
+
 def test_unreadable_capture_is_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     rc = _rc()
     rc[Experiment.METADATA][CAPTURE] = "not json"

@@ -413,3 +413,46 @@ def test_a_result_named_like_a_parameter_is_a_failed_result():
     assert isinstance(exc, ResultsStructureException)
     assert "'x'" in str(exc) and "parameter" in str(exc)
     assert rc[Experiment.PARAMETERS] == {"x": 1}
+
+
+def test_a_forked_child_records_its_own_pid():
+    """The pid is asked once per process: a child forked after a run (as engines may be) records its own."""
+    e = Square()
+    assert e.set({"x": 1}).run()[Experiment.METADATA][Experiment.PID] == os.getpid()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once, whatever happens
+        try:
+            os.write(write, str(e.set({"x": 2}).run()[Experiment.METADATA][Experiment.PID]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        recorded = os.read(read, 100).decode()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert int(recorded) == pid != os.getpid()
+
+
+class Renaming(Experiment):
+    """Returns the result names it is told to, so that a later run can return other (bad) ones."""
+
+    names: list[object] = ["y"]
+
+    def do(self, params):
+        return {k: 1 for k in self.names}
+
+
+def test_result_names_are_checked_again_when_they_change():
+    e = Renaming()
+    assert e.set({"x": 1}).run()[Experiment.METADATA][Experiment.STATUS]
+    assert e.set({"x": 2}).run()[Experiment.METADATA][Experiment.STATUS]
+    e.names = ["x"]  # a parameter's name
+    meta = e.set({"x": 3}).run()[Experiment.METADATA]
+    assert not meta[Experiment.STATUS] and "same name as a parameter" in str(meta[Experiment.EXCEPTION])
+    e.names = [7]
+    meta = e.set({"x": 4}).run()[Experiment.METADATA]
+    assert not meta[Experiment.STATUS] and "not strings" in str(meta[Experiment.EXCEPTION])
+    e.names = ["y"]
+    assert e.set({"y": 5}).run()[Experiment.METADATA][Experiment.STATUS] is False  # now 'y' is a parameter

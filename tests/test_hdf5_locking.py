@@ -120,9 +120,11 @@ def test_a_closed_notebook_refuses_changes_until_opened_again(tmp_path):
     other = HDF5LabNotebook(path)
     other.addResult(results_dict(0, y=1.0))
     other.close()
-    nb.addResult(results_dict(5, y=5.0))
-    with pytest.raises(NotebookReadOnlyError, match="closed"):
-        nb.commit()
+    # Refused at once, before the row is taken: it could never be saved, and open() reads the file again.
+    with pytest.raises(NotebookReadOnlyError, match="is closed and cannot change"):
+        nb.addResult(results_dict(5, y=5.0))
+    assert nb.numberOfResults() == 0
+    nb.commit()  # nothing changed: nothing to refuse
     nb.open()  # reads the file again: what the other writer added
     assert nb.numberOfResults() == 1 and nb.isOpen()
     nb.close()

@@ -387,9 +387,13 @@ def test_nat_is_a_missing_datetime(store):
     assert col.isna().tolist() == [True, False, True] and col[1] == datetime(2020, 1, 1)
 
 
-def test_nat_alone_is_a_missing_cell_and_never_joins_other_kinds(store):
+def test_nat_alone_makes_a_datetime_column_and_never_joins_other_kinds(store):
     store.nb.addResult(rc(0, t=pd.NaT))
-    assert _cells(store, "t") == [None]  # as None alone: no kind yet
+    assert _cells(store, "t") == [pd.NaT]  # a missing datetime: the column is one of datetimes
+    # An int after NaT is refused, as NaT after an int is, in every format and session (a NaT left in an
+    # int column once made the notebook unreadable).
+    with pytest.raises(UnstorableValueError, match="result 't'"):
+        store.nb.addResult(rc(3, t=0))
     store.nb.addResult(rc(1, n=1))
     with pytest.raises(UnstorableValueError, match="result 'n'"):
         store.nb.addResult(rc(2, n=pd.NaT))

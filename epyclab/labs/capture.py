@@ -98,8 +98,8 @@ class _Stream:
         self._name = name
         self._original = original
         self._owner = owner
-        # The start of a line not yet shown (while a text bar is on the console).
-        self._pending = ""
+        #: The start of a line not yet shown (while a text bar is on the console).
+        self.unshown = ""
 
     def write(self, text: str) -> int:
         owner = self._owner
@@ -114,12 +114,12 @@ class _Stream:
 
     def _show(self, text: str) -> None:
         """Pass ``text`` on to the console; while a text bar is shown, whole lines only, the bar cleared first."""
-        text, self._pending = self._pending + text, ""
+        text, self.unshown = self.unshown + text, ""
         if not text_bar_shown():
             self._original.write(text)
             return
         # The bar is redrawn from the start of its line: a part line written now would be overwritten.
-        head, newline, self._pending = text.rpartition("\n")
+        head, newline, self.unshown = text.rpartition("\n")
         if newline:
             with bar_cleared(self._original):
                 self._original.write(head + newline)
@@ -127,7 +127,7 @@ class _Stream:
 
     def finish(self) -> None:
         """Show what is left of a last line without its newline (ended by one if a bar is shown)."""
-        text, self._pending = self._pending, ""
+        text, self.unshown = self.unshown, ""
         if text:
             self._show(text + ("\n" if text_bar_shown() else ""))
 
@@ -209,6 +209,7 @@ class Capturing:
         self.thread = threading.get_ident()
         #: The record of the run in progress (None between runs).
         self.record: _Record | None = None
+        self._fresh = _Record()
 
     def __enter__(self) -> Capturing:
         self.thread = threading.get_ident()
@@ -230,12 +231,15 @@ class Capturing:
 
         An exception from ``run`` propagates (what was recorded is then lost).
         """
-        record = self.record = _Record()
+        # A run that writes nothing (most) leaves its record empty for the next run.
+        record = self.record = self._fresh
         try:
             rc = run()
         finally:
             self.record = None
-            if self.tee:
+            if record.chunks:
+                self._fresh = _Record()
+            if self.tee and (self._out.unshown or self._err.unshown):
                 # A last line the run left without its newline is shown now.
                 self._out.finish()
                 self._err.finish()

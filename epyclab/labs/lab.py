@@ -11,13 +11,15 @@ from time import monotonic
 from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
-from epyclab.errors import NotebookReadOnlyError, UnstorableValueError
+from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
 from epyclab.progress import Progress
+
+_METADATA, _RESULTS, _CAPTURE = Experiment.METADATA, Experiment.RESULTS, capture.CAPTURE
 
 __all__ = ["Lab", "Committer", "Submitted", "SweepMarks", "point_key", "unstorable_result"]
 
@@ -51,6 +53,12 @@ class SweepMarks:
 
     def stamp(self, rc: ResultsDict, i: int) -> None:
         """Put the ``i``-th point's marks in ``rc`` (and in every results dict nested in it)."""
+        if type(rc[_RESULTS]) is dict:
+            # One row (the common case): two assignments.
+            meta = rc[_METADATA]
+            meta[SWEEP] = self.id
+            meta[POINT] = self._indices[i]
+            return
         stamp(rc, self.mark(i))
 
 
@@ -237,7 +245,7 @@ class Lab:
         if resume:
             indices = self.unfinishedIndices(design)
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
-        points = [design[i] for i in indices]
+        points = [design[i] for i in indices] if resume else design
         sweep = SweepMarks(indices)
         committer = Committer(self._notebook, self._commit_every, self._commit_interval)
         if not points:
@@ -250,24 +258,35 @@ class Lab:
         nb.reopenForChanges()
         tag = nb.currentTag()
         nb.current().checkChangeable()
+        nb.current().checkParameters([p for _, p in points])
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
         with closing(outcomes), Progress(len(points), progress, desc=type(self).__name__) as bar, \
                 _CommitOnExit(committer):
-            for n, (i, outcome) in enumerate(outcomes):
-                if n == 0:
+            # Names looked up once for the sweep, not once per point.
+            add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
+            first = True
+            for i, outcome in outcomes:
+                if first:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
                     provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
-                if isinstance(outcome, Submitted):
+                    first = False
+                if type(outcome) is dict:
+                    stamp(outcome, i)
+                    if _CAPTURE in outcome[_METADATA]:
+                        outcome = settle(outcome)
+                    add(outcome)
+                    record(outcome)
+                elif isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
                     bar.add(1, 0)
                 else:
-                    sweep.stamp(outcome, i)
-                    self._add(self._settle(outcome))
-                    bar.record(outcome)
-                committer.added()
+                    stamp(outcome, i)
+                    add(settle(outcome))
+                    record(outcome)
+                added()
 
     def engineEnvironments(self) -> list[dict[str, str]]:
         """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
@@ -302,10 +321,12 @@ class Lab:
     def _add(self, rc: ResultsDict) -> None:
         """Add one results dict; a value no format can store makes that run a failed result instead."""
         add = self._notebook.addResult
-        if type(rc.get(Experiment.RESULTS)) is not list:
+        if type(rc.get(_RESULTS)) is not list:
             try:
                 add(rc)
-            except UnstorableValueError as exc:
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                # The run's values (or its results' names) are the problem: the row is refused whole
+                # before anything is added, and the point is recorded as failed, naming why.
                 logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
                 add(unstorable_result(rc, exc))
             return

@@ -767,7 +767,7 @@ class DatetimeKind(Kind):
     accepts_doc = 'naive `datetime.datetime`, `pandas.Timestamp`, `pandas.NaT` (a missing datetime)'
     frame_doc = 'datetime64[us] (years 1..9999), datetime64[ns] once a value has nanoseconds'
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
-    missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is missing cells, as of None)'
+    missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is a datetime column)'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
     types = (datetime, pd.Timestamp, type(pd.NaT))
     checks_values = True
@@ -780,8 +780,10 @@ class DatetimeKind(Kind):
 
     def state(self, v: Any) -> ColumnState:
         if v is pd.NaT:
-            # A missing datetime, as None is: it says nothing of the unit or the range.
-            return MISSING_KIND.state(None)
+            # A missing datetime: the column can only ever hold datetimes (a later int or str is
+            # refused, as it is after a date), whatever order the values come in and whichever format
+            # keeps them. It fits any unit, so a later date decides the unit.
+            return ColumnState(self, self._US, True)
         if v.tzinfo is not None:
             raise NotStorable(
                 "it has a time zone; store naive datetimes (e.g. converted to UTC with .replace(tzinfo=None))"

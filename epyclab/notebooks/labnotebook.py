@@ -14,6 +14,7 @@ from epyclab.errors import (
     UnknownResultSetError,
 )
 from epyclab.experiment import Experiment, ResultsDict
+from epyclab.log import logger
 from epyclab.notebooks.kinds import check_name
 from epyclab.notebooks.resultset import ResultSet, with_results
 
@@ -260,7 +261,19 @@ class LabNotebook:
 
         A results dict whose results are a list (as a repeated experiment
         returns) adds each of those, however deeply nested.
+
+        Raises:
+            NotebookReadOnlyError: the notebook refuses changes (read-only, taken over).
+            LabNotebookLockedException: the notebook is finished.
+            ResultSetLockedException: the result set is finished.
+            ResultsStructureException: ``rc`` is not a results dict (or a list of them).
+            UnstorableValueError: a value no notebook format keeps exactly; nothing is added.
         """
+        if tag is None and not self._locked and type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
+            # One row, the common case: the result set asks this notebook whether it may change
+            # (checkWritable), as it does for every change, so that is not asked twice per row.
+            self.current().addSingleResult(rc)
+            return
         self._check_unlocked()
         rs = self.current() if tag is None else self.resultSet(tag)
         if type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
@@ -311,10 +324,22 @@ class LabNotebook:
         raise PendingResultException(jobid, f"no result set has a pending result with job id {jobid!r}")
 
     def resolvePendingResult(self, rc: ResultsDict, jobid: str) -> None:
-        """Add the result of a pending job to the result set that holds the job."""
+        """Add the result of a pending job to the result set that holds the job.
+
+        A result whose values the set cannot store (or whose results are named
+        like its metadata) is added as a failed result saying why, as a lab
+        adds it: a job is always resolved, never left pending for ever by a
+        value. Every row is checked before any is added.
+        """
         self._check_unlocked()
         rs = self._resultset_pending(jobid)
-        leaves = list(_leaves(rc))
+        leaves = []
+        for leaf in _leaves(rc):
+            failed = rs.checkResult(leaf)
+            if failed is not None:
+                logger.warning("job %s: %s; recorded as a failed result", jobid,
+                               failed[Experiment.METADATA][Experiment.EXCEPTION])
+            leaves.append(leaf if failed is None else failed)
         for leaf in leaves:
             rs.addSingleResult(leaf)
         rs.resolveSinglePendingResult(jobid)

@@ -9,7 +9,8 @@ until the next change. Rows loaded from a file are kept as a typed DataFrame
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 
 from epyclab.errors import (
     CancelledException,
+    EpyclabError,
     PendingResultException,
     ResultSetLockedException,
     ResultsStructureException,
@@ -41,6 +43,10 @@ from epyclab.order import in_design_order
 __all__ = ["ResultSet", "with_results"]
 
 PARAMETER, RESULT, METADATA = "parameter", "result", "metadata"
+
+_PARAMETERS, _METADATA, _RESULTS = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
+# Runs an iterator to its end, keeping nothing (the appends of a row, done in C).
+_consume = deque(maxlen=0).extend
 
 _MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
 
@@ -95,6 +101,8 @@ class ResultSet:
         self._meta: dict[str, list[Any]] = {}
         self._n_missing: dict[str, int] = {}
         self._n_buffered = 0
+        # The keys of the last complete row and its columns: a row like it is appended in C.
+        self._row: _Row | None = None
         self._base: pd.DataFrame | None = None
         self._frame: pd.DataFrame | None = None
         self._stored_frame: pd.DataFrame | None = None
@@ -200,7 +208,10 @@ class ResultSet:
                 taken over: :class:`~epyclab.errors.NotebookTakenOverError`).
             ResultSetLockedException: the set is finished (locked).
         """
-        self._check_notebook()
+        # Asked before every change (every row added): inlined, it costs two attribute reads.
+        notebook = self._notebook() if self._notebook is not None else None
+        if notebook is not None:
+            notebook.checkWritable()
         if self._locked:
             raise ResultSetLockedException(
                 f"{self._where()} is finished (locked) and cannot change; "
@@ -251,8 +262,29 @@ class ResultSet:
     # ---- adding results -------------------------------------------------------
 
     def addSingleResult(self, rc: ResultsDict) -> None:
-        """Append the row of one results dict (whose results are a dict, not a list)."""
-        self._check_unlocked()
+        """Append the row of one results dict (whose results are a dict, not a list).
+
+        Raises:
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+            ResultSetLockedException: the set is finished.
+            ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
+            UnstorableValueError: a value (or a name) no notebook format can keep; nothing is added.
+        """
+        self.checkChangeable()
+        if type(rc) is dict:
+            params, meta, res = rc.get(_PARAMETERS), rc.get(_METADATA), rc.get(_RESULTS)
+            if type(params) is dict and type(meta) is dict and type(res) is dict:
+                row = self._row
+                if row is not None:
+                    keys = (*params, None, *res, None, *meta)
+                    if keys == row.keys:
+                        # The common case: a row with the keys (and roles) of the last one, every column
+                        # present. Only its values are checked, then appended in C.
+                        _, values = self._row_check(params, res, meta, keys)
+                        self._append(row, values)
+                        return
+                self._add_row(params, res, meta)
+                return
         if type(rc) is dict and Experiment.RESULTS not in rc:
             rc = with_results(rc)
         if not Experiment.isResultsDict(rc):
@@ -266,36 +298,42 @@ class ResultSet:
                 "addSingleResult takes a results dict whose results are a dict; "
                 "add a list of results with LabNotebook.addResult"
             )
+        self._add_row(params, res, meta)
+
+    def _add_row(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+        """Check and append a row whose keys differ from the last row's (new columns, or some missing)."""
         pcols, rcols, mcols = self._params, self._results, self._meta
-        # The common case, a row with the keys seen before, is checked by three
-        # set comparisons done in C; only new keys need the slower checks.
+        # Rows with only keys seen before are checked by three set comparisons done in C;
+        # only new keys need the slower checks.
         known = params.keys() <= pcols.keys() and res.keys() <= rcols.keys() and meta.keys() <= mcols.keys()
         if not known:
             self._check_roles(params, res, meta)
-        check = self._row_check
-        check(params, res, meta)
+        keys, values = self._row_check(params, res, meta)
         if not known:
             self._add_columns(params, res, meta)
-        for k, v in params.items():
-            pcols[k].append(v)
-        for k, v in res.items():
-            rcols[k].append(v)
-        for k, v in meta.items():
-            mcols[k].append(v)
-        exc_col = mcols.get(Experiment.EXCEPTION)
-        if exc_col is not None and len(exc_col) > self._n_buffered:
+        row = _Row(keys, (pcols, rcols, mcols))
+        complete = len(values) == len(pcols) + len(rcols) + len(mcols)
+        self._append(row, values)
+        if complete:
+            self._row = row
+        else:
+            self._pad_row()
+
+    def _append(self, row: _Row, values: tuple[Any, ...]) -> None:
+        """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
+        _consume(map(list.append, row.columns, values))
+        if row.exceptions is not None:
             # Exceptions are stored as text, so a notebook reads back the same
             # whether or not it went through a file.
-            exc = exc_col[-1]
+            exc = row.exceptions[-1]
             if exc is None:
-                exc_col[-1] = ""
+                row.exceptions[-1] = ""
             elif not isinstance(exc, str):
-                exc_col[-1] = exception_text(exc)
+                row.exceptions[-1] = exception_text(exc)
         self._n_buffered += 1
-        if len(params) + len(res) + len(meta) != len(pcols) + len(rcols) + len(mcols):
-            self._pad_row()
-        if check.changes:
-            self._widened(check.changes)
+        changes = self._row_check.changes
+        if changes:
+            self._widened(changes)
         self._frame = self._stored_frame = None
         self._dirty = True
 
@@ -330,6 +368,7 @@ class ResultSet:
 
     def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Create the columns for keys not seen before."""
+        self._row = None
         roles = [(params, self._params), (res, self._results), (meta, self._meta)]
         for part, cols in roles:
             for k in part:
@@ -716,10 +755,14 @@ class ResultSet:
         rc = with_results(rc)
         params, meta = rc.get(Experiment.PARAMETERS, {}), rc.get(Experiment.METADATA, {})
         trial = RowCheck(self._row_check.states)
+        error: EpyclabError
         try:
+            # A results key that is also a metadata key (or a column of another role) is the run's
+            # problem as much as an unstorable value is.
+            self._check_roles(params, rc.get(Experiment.RESULTS) or {}, meta)
             trial(params, rc.get(Experiment.RESULTS) or {}, meta)
             return None
-        except UnstorableValueError as exc:
+        except (UnstorableValueError, ResultsStructureException) as exc:
             error = exc
         kept = {}
         for k, v in meta.items():
@@ -733,6 +776,40 @@ class ResultSet:
         failed = failed_result(dict(params), error)
         failed[Experiment.METADATA] = {**failed[Experiment.METADATA], **kept}
         return failed
+
+    def checkParameters(self, points: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse a sweep whose points' parameters this result set cannot store, before anything runs.
+
+        Parameters are known before any point runs, and a failed row keeps
+        them, so a parameter value the set cannot store (one of another kind
+        than its column's, a dict, an aware datetime; see the table of kinds)
+        or a parameter named like a result or metadata column could be
+        recorded neither as a result nor as a failure: the sweep is refused
+        with the first such point named. Nothing is added or changed.
+
+        Raises:
+            UnstorableValueError: a parameter value cannot be stored (the point, key, value and type named).
+            ResultsStructureException: a parameter is named like a result or metadata column.
+        """
+        trial = RowCheck(self._row_check.states)
+        known: dict[Any, None] = {}
+        for n, params in enumerate(points):
+            # Most sweeps repeat a few key sets: roles are checked once per key set.
+            keys = tuple(params)
+            try:
+                if keys not in known:
+                    self._check_roles(params, {}, {})
+                    known[keys] = None
+                trial(params, {}, {})
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                fix = (
+                    "give the parameter values of one kind (see the table of kinds in docs/hdf5-layout.md), "
+                    "or run this sweep into a new result set (notebook.addResultSet(tag))"
+                )
+                raise type(exc)(
+                    f"{self._where()}: point {n + 1} of {len(points)} ({dict(params)!r}): {exc}. Nothing was run: "
+                    f"a parameter is kept with every result, failed ones too; {fix}"
+                ) from None
 
     # ---- hooks for persistent notebooks ---------------------------------------------
 
@@ -756,6 +833,7 @@ class ResultSet:
         ``missing`` marks, for int columns, the cells that were missing (stored as 0).
         """
         self._base = frame.reset_index(drop=True)
+        self._row = None
         self._params = {k: [] for k in roles.get(PARAMETER, ())}
         self._results = {k: [] for k in roles.get(RESULT, ())}
         self._meta = {k: [] for k in roles.get(METADATA, ())}
@@ -875,6 +953,27 @@ class ResultSet:
         for jobid, params in added.items():
             self._pending[jobid] = dict(params)
         self._pending_version += 1
+
+
+class _Row:
+    """The keys of a row that has every column (roles apart, as :class:`RowCheck` gives them) and their columns."""
+
+    __slots__ = ("keys", "columns", "exceptions")
+
+    def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
+        self.keys = keys
+        columns = []
+        #: The exception column, if the row has one (its last cell is made text once appended).
+        self.exceptions: list[Any] | None = None
+        role = 0
+        for k in keys:
+            if k is None:
+                role += 1  # the boundary between two roles
+                continue
+            columns.append(by_role[role][k])
+            if role == 2 and k == Experiment.EXCEPTION:
+                self.exceptions = columns[-1]
+        self.columns = tuple(columns)
 
 
 def with_results(rc: Any) -> Any:

@@ -7,22 +7,27 @@ its type, so nothing is stored, in memory or on disk, that a commit would later
 fail on; and it keeps each column's state (kind and dtype), widening it as
 values come.
 
-Lab adds a row in a few microseconds, so the check must cost less than that:
-each part of a row (parameters, results, metadata) is reduced to a signature,
-its keys and the types of its values, computed in C. A signature seen before
-was already checked type by type, and a column's state only ever widens, so
-only the values whose type alone does not say how they fit (Python ints, text,
-datetimes, arrays, lists) are looked at again.
+Lab adds a row in a few microseconds, so the check must cost less than that.
+A row is reduced to its signature: its keys (the roles apart) and the types of
+its values, two tuples made in C. The first row of a signature has every value
+checked in full (:meth:`RowCheck.full`). From then on a *plan* for the
+signature, made from the columns' states, says what each value still needs,
+kind by kind rather than value by value: a value whose type alone says how it
+fits its column (a float in a float column, None) needs nothing; the texts of a
+row are joined and tested at once for NUL and non-ASCII; its Python ints are
+compared with the span each column already has; its datetimes with the range of
+datetime64[ns]; only the rest (arrays, lists, an int in a float column) is
+admitted value by value. A value that fails its quick test sends the row to the
+full check, which widens the column or refuses the value. A plan holds while the
+columns' states do; when one changes, each plan is made again when next used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from operator import itemgetter
-from typing import Any
-
-import numpy as np
+from operator import itemgetter, le
+from typing import Any, Callable
 
 from epyclab.errors import UnstorableValueError
 from epyclab.experiment import Experiment
@@ -45,7 +50,14 @@ _ROLES = ("parameter", "result", "metadata")
 _STR = KINDS["str"]
 _INT = KINDS["int"]
 _DATETIME = KINDS["datetime"]
+_MISSING = KINDS["missing"]
 _US = _DATETIME.state(datetime(2000, 1, 1)).dtype
+_EXCEPTION = Experiment.EXCEPTION
+# Signatures remembered per check; a sweep has one or two (successful and failed rows).
+_MAX_PLANS = 256
+
+#: A row's keys, its roles apart: ``(*params, None, *results, None, *metadata)`` (a key is never None).
+Keys = tuple[Any, ...]
 
 
 class RowCheck:
@@ -57,79 +69,179 @@ class RowCheck:
     """
 
     def __init__(self, states: Mapping[str, ColumnState] | None = None) -> None:
-        self.states: dict[str, ColumnState] = dict(states or {})
+        self._states: dict[str, ColumnState] = dict(states or {})
         self.changes: list[tuple[str, ColumnState | None, ColumnState]] = []
-        # signature -> the keys whose values need a look: (text, Python ints, datetimes, other keys).
-        self._seen: dict[Any, _Deep] = {}
-        self._last: list[Any] = [None, None, None]
-        # Changes whenever a column's state does: a signature's quick checks assume the states they saw.
+        # Changes whenever a column's state does: a plan holds for the states it was made from.
         self._version = 0
+        self._plans: dict[tuple[Keys, tuple[type, ...]], _Plan] = {}
+        self._last: _Plan | None = None
 
-    def __call__(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        """Check one row; raise :class:`UnstorableValueError` (changing nothing) if it cannot be stored."""
-        last = self._last
-        new: dict[str, ColumnState] | None = None
-        learned = None
+    @property
+    def states(self) -> dict[str, ColumnState]:
+        """Each column's state (the dict itself: change it only through :meth:`setStates`)."""
+        return self._states
+
+    @states.setter
+    def states(self, states: Mapping[str, ColumnState]) -> None:
+        self.setStates(states)
+
+    def setStates(self, states: Mapping[str, ColumnState]) -> None:
+        """Replace the columns' states (the plans made from the old ones no longer hold)."""
+        self._states = dict(states)
+        self._version += 1
+
+    def __call__(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys | None = None,
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """Check one row; raise :class:`UnstorableValueError` (changing nothing) if it cannot be stored.
+
+        ``keys``, if the caller has them already, are the row's keys as :data:`Keys` says.
+        Returns the row's keys and its values, in that order.
+        """
         if self.changes:
             self.changes = []
-        for i, part in enumerate((params, results, metadata)):
-            keys, types = tuple(part), tuple(map(type, part.values()))
-            # Rows of a sweep repeat the previous row's signature: compare with it (no hashing).
-            previous = last[i]
-            if previous is not None and keys == previous[0] and types == previous[1]:
-                deep = previous[2]
-            else:
-                sig = (keys, types)
-                deep = self._seen.get(sig)
-                if deep is None:
-                    # Every value of a new signature is checked here, in full.
-                    new = self._learn(_ROLES[i], part, new)
-                    # Remembered once the whole row is accepted.
-                    learned = learned or []
-                    learned.append((sig, _Deep(part)))
-                    continue
-                last[i] = (keys, types, deep)
-            if deep.empty:
-                continue
-            # The common values pass quick tests, a few C calls for the whole part;
-            # only when one fails does each value get the full check.
-            if deep.verified != self._version:
-                if not deep.verify(self.states):
-                    new = self._check_each(_ROLES[i], part, deep.all_keys + deep.others, new)
-                    continue
-                deep.verified = self._version
-            if deep.texts is not None:
-                text = deep.texts(part)
-                text = text if type(text) is str else "".join(text)
-                if not text.isascii() or "\x00" in text:
-                    new = self._check_each(_ROLES[i], part, deep.text_keys, new)
-            if deep.ints is not None:
-                ints = deep.ints(part)
-                if type(ints) is not tuple:
-                    ints = (ints,)
-                # Within the span the columns already have: no state changes (a column's ints
-                # decide which float may later hold them exactly).
-                limit = deep.int_limit
-                if not (-limit <= min(ints) and max(ints) <= limit):
-                    new = self._check_each(_ROLES[i], part, deep.int_keys, new)
-            if deep.times is not None:
-                times = deep.times(part)
-                if type(times) is not tuple:
-                    times = (times,)
+        if keys is None:
+            keys = (*params, None, *results, None, *metadata)
+        values = (*params.values(), *results.values(), *metadata.values())
+        types = tuple(map(type, values))
+        plan = self._last
+        if plan is None or plan.types != types or plan.keys != keys:
+            plan = self._plans.get((keys, types))
+            if plan is None:
+                return self._first(params, results, metadata, keys, types, values)
+            self._last = plan
+        if plan.version != self._version:
+            plan = self._replan(plan)
+            if plan is None:
+                return self._first(params, results, metadata, keys, types, values)
+        # The quick tests, a few C calls per kind for the whole row; a value that fails one
+        # sends the row to the full check (which widens a column or refuses the value).
+        if plan.texts is not None:
+            text = "".join(plan.texts(values))
+            if (not text.isascii() or "\x00" in text) and not plan.texts_fit(values):
+                return self._again(params, results, metadata, keys, values)
+        if plan.ints is not None:
+            ints = plan.ints(values)
+            if not (all(map(le, plan.lows, ints)) and all(map(le, ints, plan.highs))):
+                return self._again(params, results, metadata, keys, values)
+        if plan.times is not None:
+            times = plan.times(values)
+            try:
+                # Aware datetimes do not compare with naive ones: they take the full check.
+                fits = NS_MIN <= min(times) and max(times) <= NS_MAX
+            except TypeError:
+                fits = False
+            if not fits:
+                return self._again(params, results, metadata, keys, values)
+        if plan.others:
+            states = self._states
+            for pos, k in plan.others:
+                old = states[k]
                 try:
-                    # Aware datetimes do not compare with naive ones: they take the full check.
-                    fits = NS_MIN <= min(times) and max(times) <= NS_MAX
-                except TypeError:
-                    fits = False
-                if not fits or not deep.plain_times:
-                    new = self._check_each(_ROLES[i], part, deep.time_keys, new)
-            for k in deep.others:
-                new = self._admit(_ROLES[i], k, part[k], new)
-        if learned:
-            for sig, deep in learned:
-                self._seen[sig] = deep
+                    st = admit(old, values[pos])
+                except NotStorable:
+                    return self._again(params, results, metadata, keys, values)
+                if st is not old and st != old:
+                    return self._again(params, results, metadata, keys, values)
+        return keys, values
+
+    # ---- the full check, and plans ------------------------------------------------------
+
+    def _first(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys,
+        types: tuple[type, ...],
+        values: tuple[Any, ...],
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """The first row of a signature: the full check, then a plan for the rows like it."""
+        self.full(params, results, metadata)
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        plan = _Plan(keys, types, -1)
+        self._plans[(keys, types)] = plan
+        self._last = self._replan(plan)
+        return keys, values
+
+    def _again(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys,
+        values: tuple[Any, ...],
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """A value failed its quick test: the full check (plans are made again if a state changed)."""
+        self.full(params, results, metadata)
+        return keys, values
+
+    def _replan(self, plan: _Plan) -> _Plan | None:
+        """Make ``plan`` again for the current states (None if a key has no column: the full check decides)."""
+        states = self._states
+        texts: list[int] = []
+        ints: list[int] = []
+        lows: list[int] = []
+        highs: list[int] = []
+        times: list[int] = []
+        others: list[tuple[int, str]] = []
+        pos = 0
+        for k in plan.keys:
+            if k is None:
+                continue  # the boundary between two roles
+            t = plan.types[pos]
+            st = states.get(k)
+            kind = kind_of_type(t)
+            if k == _EXCEPTION and (t is type(None) or issubclass(t, BaseException)):
+                pass  # the result set stores exceptions (and their absence) as text
+            elif st is None or kind is None:
+                return None
+            elif kind is _MISSING or (not kind.checks_values and kind is st.kind):
+                pass  # the type alone says how it fits, and it did
+            elif kind is _STR and st.kind is _STR:
+                texts.append(pos)
+            elif kind is _INT and st.kind is _INT and st.dtype == (INT64 if t is int else t):
+                # Within the span the column already has: no state change (a column's ints
+                # decide which float may later hold them exactly).
+                limit = INT64_MAX if st.span >= 64 else 1 << st.span
+                ints.append(pos)
+                lows.append(-limit)
+                highs.append(limit)
+            elif t is datetime and st.kind is _DATETIME and st.dtype == _US and st.fits_ns:
+                # Only a pandas.Timestamp can have nanoseconds: those take the value-by-value path.
+                times.append(pos)
+            else:
+                others.append((pos, k))
+            pos += 1
+        plan.version = self._version
+        plan.texts = _getter(texts)
+        plan.text_keys = tuple(texts)
+        plan.ints = _getter(ints)
+        plan.lows, plan.highs = tuple(lows), tuple(highs)
+        plan.times = _getter(times)
+        plan.others = tuple(others)
+        return plan
+
+    def full(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        """Check every value of a row (new names too); raise (changing nothing) or apply the state changes."""
+        if self.changes:
+            self.changes = []
+        new: dict[str, ColumnState] | None = None
+        for role, part in zip(_ROLES, (params, results, metadata)):
+            for k, v in part.items():
+                if k not in self._states and (new is None or k not in new):
+                    check_name(k, f"{role} name")
+                if k == _EXCEPTION and (v is None or isinstance(v, BaseException)):
+                    # The result set stores exceptions (and their absence) as text.
+                    v = ""
+                new = self._admit(role, k, v, new)
         if new:
-            states = self.states
+            states = self._states
             for k, st in new.items():
                 old = states.get(k)
                 if old != st:
@@ -137,16 +249,9 @@ class RowCheck:
                 states[k] = st
             self._version += 1
 
-    def _check_each(
-        self, role: str, part: Mapping[str, Any], keys: tuple[str, ...], new: dict[str, ColumnState] | None
-    ) -> dict[str, ColumnState] | None:
-        for k in keys:
-            new = self._admit(role, k, part[k], new)
-        return new
-
     def _admit(self, role: str, k: str, v: Any, new: dict[str, ColumnState] | None) -> dict[str, ColumnState] | None:
         """Fit ``v`` into column ``k``, noting a changed state in ``new`` (returned)."""
-        old = (new or {}).get(k) or self.states.get(k)
+        old = (new or {}).get(k) or self._states.get(k)
         try:
             st = admit(old, v)
         except NotStorable as exc:
@@ -156,69 +261,40 @@ class RowCheck:
             new[k] = st
         return new
 
-    def _learn(
-        self, role: str, part: Mapping[str, Any], new: dict[str, ColumnState] | None
-    ) -> dict[str, ColumnState] | None:
-        """Check every value of a signature not seen before."""
-        for k, v in part.items():
-            if k not in self.states and (new is None or k not in new):
-                check_name(k, f"{role} name")
-            if k == Experiment.EXCEPTION and (v is None or isinstance(v, BaseException)):
-                # The result set stores exceptions (and their absence) as text.
-                v = ""
-            new = self._admit(role, k, v, new)
-        return new
+
+class _Plan:
+    """For one signature and the states of one version: what each value of a row still needs."""
+
+    __slots__ = ("keys", "types", "version", "texts", "text_keys", "ints", "lows", "highs", "times", "others")
+
+    def __init__(self, keys: Keys, types: tuple[type, ...], version: int) -> None:
+        self.keys, self.types, self.version = keys, types, version
+        self.texts: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.text_keys: tuple[int, ...] = ()
+        self.ints: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.lows: tuple[int, ...] = ()
+        self.highs: tuple[int, ...] = ()
+        self.times: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.others: tuple[tuple[int, str], ...] = ()
+
+    def texts_fit(self, values: tuple[Any, ...]) -> bool:
+        """True if no text of the row is refused (non-ASCII text is fine, NUL and lone surrogates are not)."""
+        for pos in self.text_keys:
+            try:
+                _STR.state(values[pos])
+            except NotStorable:
+                return False
+        return True
 
 
-class _Deep:
-    """For one signature: the keys whose values need a look each time, and getters for them (C speed)."""
-
-    def __init__(self, part: Mapping[str, Any]) -> None:
-        texts, ints, times, others = [], [], [], []
-        numpy_ints: list[tuple[str, np.dtype]] = []
-        plain_times = True
-        for k, v in part.items():
-            t = type(v)
-            kind = kind_of_type(t)
-            if kind is None or not kind.checks_values:
-                continue
-            if k == Experiment.EXCEPTION and (v is None or isinstance(v, BaseException)):
-                continue
-            if kind is _STR:
-                texts.append(k)
-            elif kind is _INT:
-                ints.append(k)
-                if issubclass(t, np.integer):
-                    numpy_ints.append((k, np.dtype(t)))
-            elif kind is _DATETIME:
-                times.append(k)
-                # Only a pandas.Timestamp can have nanoseconds.
-                plain_times = plain_times and t is datetime
-            else:
-                others.append(k)
-        self.text_keys, self.int_keys, self.time_keys = tuple(texts), tuple(ints), tuple(times)
-        self.others = tuple(others)
-        self.all_keys = self.text_keys + self.int_keys + self.time_keys
-        self.plain_times = plain_times
-        self.texts = itemgetter(*texts) if texts else None
-        self.ints = itemgetter(*ints) if ints else None
-        self.times = itemgetter(*times) if times else None
-        self.numpy_ints = tuple(numpy_ints)
-        self.empty = not (texts or ints or times or others)
-        self.verified = -1
-        self.int_limit = 0
-
-    def verify(self, states: Mapping[str, ColumnState]) -> bool:
-        """True if the quick checks hold for ``states``: Python ints go to int64 columns, numpy ints to
-        columns of their dtype, datetime columns are us within ns range. Sets :attr:`int_limit`."""
-        numpy_keys = {k for k, _ in self.numpy_ints}
-        ok = all(states[k].dtype is INT64 for k in self.int_keys if k not in numpy_keys) and all(
-            states[k].dtype == dtype for k, dtype in self.numpy_ints
-        ) and all(states[k].dtype is _US and states[k].fits_ns for k in self.time_keys)
-        if ok and self.int_keys:
-            spans = [states[k].span for k in self.int_keys]
-            self.int_limit = min(INT64_MAX if span >= 64 else 1 << span for span in spans)
-        return ok
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    """A C-speed getter of the values at ``positions``, always a tuple (None if there are none)."""
+    if not positions:
+        return None
+    if len(positions) == 1:
+        # itemgetter of one position gives the value itself; twice, a tuple (the tests do not mind).
+        return itemgetter(positions[0], positions[0])
+    return itemgetter(*positions)
 
 
 def value_message(role: str, k: str, v: Any, why: str) -> str:
