@@ -122,8 +122,9 @@ def main() -> None:
             "The results of a real `Experiment.run` (two parameters, three results, the standard metadata) "
             "written into an `HDF5LabNotebook`, committed after each result set (every 1,000 results for "
             "the large ones), closed; the file's size in bytes (B/row: per result). "
-            f"{epyc_note} Before this was measured, epyclab chunked every column at 1,024 rows or more: "
-            "50 sets x 5 rows took 11.9 MB, 1 set x 1 row 244 KB.\n\n"
+            f"{epyc_note} Before, epyclab chunked every column at 1,024 rows or more; this script measured "
+            "it (2026-11-30, load average 10.4) at 238.8 KB for 1 set x 1 row, 11.31 MB for 50 sets x 5 "
+            "rows, 3.84 MB for 10,000 rows and 29.70 MB (311 B/row) for 100,000 rows.\n\n"
             f"{text}\n\nLoad average (1 min) {load:.1f} at the start (sizes do not depend on it).\n\n{machine()}",
         )
 
