@@ -447,6 +447,10 @@ _STORABLE = (
 
 
 def _hint(v: Any) -> str:
+    if isinstance(v, np.datetime64):
+        return "; datetimes are kept as naive datetime.datetime or pandas.Timestamp: store pandas.Timestamp(value)"
+    if v is pd.NA:
+        return "; for a missing value, store None"
     if isinstance(v, np.generic):
         return "; " + _dtype_problem(v.dtype)
     if isinstance(v, np.ndarray):

@@ -256,7 +256,7 @@ class LabNotebook:
 
     # ---- results --------------------------------------------------------------------
 
-    def addResult(self, rc: Union[ResultsDict, list[ResultsDict]], tag: str | None = None) -> None:
+    def addResult(self, results: Union[ResultsDict, list[ResultsDict]], tag: str | None = None) -> None:
         """Add a results dict, or a list of them, to the current (or tagged) result set.
 
         A results dict whose results are a list (as a repeated experiment
@@ -266,9 +266,10 @@ class LabNotebook:
             NotebookReadOnlyError: the notebook refuses changes (read-only, taken over).
             LabNotebookLockedException: the notebook is finished.
             ResultSetLockedException: the result set is finished.
-            ResultsStructureException: ``rc`` is not a results dict (or a list of them).
+            ResultsStructureException: ``results`` is not a results dict (or a list of them).
             UnstorableValueError: a value no notebook format keeps exactly; nothing is added.
         """
+        rc = results  # the argument keeps epyc 1.7's name: addResult(results=...)
         if tag is None and not self._locked and type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
             # One row, the common case: the result set asks this notebook whether it may change
             # (checkWritable), as it does for every change, so that is not asked twice per row.

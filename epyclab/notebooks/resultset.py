@@ -221,6 +221,15 @@ class ResultSet:
     def _check_unlocked(self) -> None:
         self.checkChangeable()
 
+    def assertUnlocked(self) -> None:
+        """Raise :class:`~epyclab.errors.ResultSetLockedException` if the set is finished (epyc 1.7's name).
+
+        Raises:
+            ResultSetLockedException: the set is finished (locked).
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+        """
+        self.checkChangeable()
+
     def _check_notebook(self) -> None:
         notebook = self._notebook() if self._notebook is not None else None
         if notebook is not None:
@@ -485,25 +494,44 @@ class ResultSet:
 
         A list (or tuple, set, range) value selects any of its values. Only the
         named parameters' columns are compared; other columns are not looked at.
+        ``None`` selects the rows where the parameter was None (or absent): such
+        a cell reads as its column's fill (0 in an int column), but it is not
+        that value, so ``{"v": 0}`` does not select it.
         """
-        df = self.dataframe(only_successful=only_successful)
-        if len(df) == 0:
-            return df
+        stored = self.storedFrame()
+        for k in params:
+            if k not in stored.columns:
+                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(stored.columns)})")
+        if len(stored) == 0 or not params:
+            return self.dataframe(only_successful=only_successful)
+        # Which cells are missing is known in the stored order: carried through the reordering.
+        marks = {f"\x00missing {k}": self.missingMask(k) for k in params}
+        df = in_design_order(stored.assign(**marks))
+        if only_successful and Experiment.STATUS in df.columns:
+            df = df[df[Experiment.STATUS].astype(bool)]
         mask = None
         for k, v in params.items():
-            if k not in df.columns:
-                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(df.columns)})")
-            col = df[k]
-            m = col.isin(list(v)) if _is_value_list(v) else (col == v)
+            col, missing = df[k], df[f"\x00missing {k}"]
+            if _is_value_list(v):
+                values = list(v)
+                present = [x for x in values if x is not None]
+                m = col.isin(present) & ~missing
+                if len(present) < len(values):
+                    m = m | missing
+            elif v is None:
+                m = missing
+            else:
+                m = (col == v) & ~missing
             mask = m if mask is None else (mask & m)
-        return df if mask is None else df[mask].reset_index(drop=True)
+        assert mask is not None
+        return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
-    def parameterRange(self, p: str) -> set[Any]:
-        """The distinct values parameter ``p`` takes in the results and pending results."""
+    def parameterRange(self, param: str) -> set[Any]:
+        """The distinct values parameter ``param`` takes in the results and pending results."""
         values: set[Any] = set()
-        if p in self._params:
-            values.update(self._dataframe()[p].tolist())
-        values.update(params[p] for params in self._pending.values() if p in params)
+        if param in self._params:
+            values.update(self._dataframe()[param].tolist())
+        values.update(params[param] for params in self._pending.values() if param in params)
         return values
 
     def parameterSpace(self) -> dict[str, set[Any]]:
@@ -861,10 +889,14 @@ class ResultSet:
         n_base = 0 if base is None else len(base)
         if base is None or name not in base.columns:
             head = np.ones(n_base, dtype=bool)
+        elif name in self._base_missing:
+            head = self._base_missing[name]
         else:
-            head = self._base_missing.get(name, np.zeros(n_base, dtype=bool))
+            # Only int columns keep which cells were missing; elsewhere a missing cell reads as the
+            # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
+            head = base[name].isna().to_numpy()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
-        tail = np.fromiter((v is None or v is MISSING for v in col), dtype=bool, count=len(col))
+        tail = np.fromiter((_missing_cell(v) for v in col), dtype=bool, count=len(col))
         return np.concatenate([head, tail])
 
     def _roles(self) -> dict[str, list[str]]:
@@ -986,6 +1018,11 @@ def with_results(rc: Any) -> Any:
     ):
         return {**rc, Experiment.RESULTS: {}}
     return rc
+
+
+def _missing_cell(v: Any) -> bool:
+    """True for a value that reads back as a missing cell: None, NaT, NaN (not a value a selection can match)."""
+    return v is None or v is MISSING or v is pd.NaT or (isinstance(v, (float, np.floating)) and v != v)
 
 
 def _is_value_list(v: Any) -> bool:
