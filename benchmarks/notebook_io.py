@@ -78,6 +78,7 @@ READER = r"""
 import json, os, sys, time
 t0 = time.perf_counter()
 from epyclab import HDF5LabNotebook
+import pandas  # counted with the imports: epyclab loads it only for the DataFrame now
 t1 = time.perf_counter()
 
 def status(key):

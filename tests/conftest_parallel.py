@@ -184,3 +184,41 @@ class ExitsAt(Experiment):
         if params["x"] == self.at:
             os._exit(1)
         return {"y": params["x"], "pid": os.getpid()}
+
+
+def processes_of_profile(profile: Path, grace: float = 10.0) -> list[int]:
+    """PIDs of processes still running, after ``grace`` seconds, that ipyparallel started for ``profile``.
+
+    Found by the ``IPP_PROFILE_DIR`` each controller, scheduler and engine
+    inherits, so this sees what no record names (a scheduler forked by a
+    controller as it was stopped, say). A leftover found is SIGKILLed, so
+    that a failing test leaves nothing behind on the shared machine.
+    """
+    want = str(Path(profile).resolve())
+
+    def find() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["environ"]):
+            try:
+                env = proc.info["environ"] or {}
+            except psutil.Error:
+                continue
+            if env.get("IPP_PROFILE_DIR") and str(Path(env["IPP_PROFILE_DIR"]).resolve()) == want:
+                try:
+                    if proc.status() != psutil.STATUS_ZOMBIE:
+                        found.append(proc)
+                except psutil.Error:
+                    continue
+        return found
+
+    deadline = time.monotonic() + grace
+    left = find()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = find()
+    for proc in left:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    return [p.pid for p in left]

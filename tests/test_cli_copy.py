@@ -226,3 +226,18 @@ def test_copy_keeps_every_kind_of_column(data, src_cls, dest_suffix, tmp_path_fa
     got = (HDF5LabNotebook if dest_suffix == ".h5" else JSONLabNotebook)(dest, readonly=True)
     _frames_equal(got.dataframe("swept", only_successful=False), want)
     assert sorted(os.listdir(d)) == sorted(["src", dest.name])  # no temporary file left
+
+
+@pytest.mark.parametrize("src_cls", [HDF5LabNotebook, JSONLabNotebook])
+def test_a_datetime_column_of_nat_only_stays_a_datetime_column(tmp_path, src_cls):
+    # Found by the property test above: NaT was copied as None, which made the column object.
+    src = tmp_path / "src"
+    with src_cls(src, create=True) as nb:
+        nb.addResultSet("swept")
+        nb.addResult({"parameters": {"p": 0}, "metadata": {}, "results": {"c": pd.NaT}})
+    done = run("copy", f"{src}:swept", str(tmp_path / "dest.h5"))
+    assert done.returncode == 0, done.stderr
+    want = src_cls(src, readonly=True).dataframe("swept", only_successful=False)
+    got = HDF5LabNotebook(tmp_path / "dest.h5", readonly=True).dataframe("swept", only_successful=False)
+    assert want["c"].dtype == np.dtype("datetime64[us]")
+    _frames_equal(got, want)

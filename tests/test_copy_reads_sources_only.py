@@ -28,7 +28,7 @@ def test_a_source_open_for_writing_is_copied_and_left_as_it_was(tmp_path: Path) 
         before = hashlib.sha256(src.read_bytes()).hexdigest()
         done = CliRunner().invoke(main, ["copy", f"{src}:a", str(dest)])
         assert done.exit_code == 0, done.output
-        assert done.output == f"copying {src}:a -> {dest} (3 row(s), 0 pending)\n"
+        assert done.output == f"copied {src}:a -> {dest} (3 row(s), 0 pending)\n"
         assert hashlib.sha256(src.read_bytes()).hexdigest() == before
     finally:
         writer.close()

@@ -53,3 +53,29 @@ def test_assertUnlocked_raises_once_finished(kind, tmp_path):
         with pytest.raises(LabNotebookLockedException):
             again.assertUnlocked()
         again.close()
+
+
+def test_epyc_keyword_names_and_result_set_assertunlocked(tmp_path):
+    """epyc 1.7 code that names its arguments: addResult(results=...), parameterRange(param=...)."""
+    from epyclab import Experiment, LabNotebook, ResultSetLockedException
+
+    nb = LabNotebook()
+    nb.addResult(results={Experiment.PARAMETERS: {"k": 3}, Experiment.METADATA: {}, Experiment.RESULTS: {"y": 1}})
+    rs = nb.current()
+    assert rs.parameterRange(param="k") == {3}
+    rs.assertUnlocked()  # an unfinished set: nothing happens
+    rs.finish()
+    with pytest.raises(ResultSetLockedException):
+        rs.assertUnlocked()
+
+
+@pytest.mark.parametrize("value, hint", [
+    (__import__("numpy").datetime64("2020-01-01"), "store pandas.Timestamp(value)"),
+    (__import__("pandas").NA, "for a missing value, store None"),
+])
+def test_refused_values_say_what_to_store_instead(value, hint):
+    from epyclab import Experiment, LabNotebook, UnstorableValueError
+
+    nb = LabNotebook()
+    with pytest.raises(UnstorableValueError, match=hint.replace("(", r"\(").replace(")", r"\)")):
+        nb.addResult({Experiment.PARAMETERS: {}, Experiment.METADATA: {}, Experiment.RESULTS: {"t": value}})

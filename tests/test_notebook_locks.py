@@ -213,12 +213,15 @@ def test_a_reader_waits_for_a_change_then_gives_up_saying_why(notebook: str) -> 
             Patient(notebook).acquire_or_fail(exclusive=False)
         assert time.monotonic() - started >= 0.3  # it waited, as told
         assert str(err.value) == (
-            f"notebook {notebook} has been changed by its writer for more than 0 s; try again later"
+            f"notebook {notebook} has been changed by its writer (this process ({os.getpid()})) for more "
+            f"than 0 s; try again later"
         )
         with pytest.raises(NotebookInUseError) as err:
             DataLock(notebook).acquire_or_fail(exclusive=True, wait=1)
         assert str(err.value) == (
-            f"notebook {notebook} has been read by another process for more than 1 s; try again later"
+            f"notebook {notebook} has been held open for reading by this process ({os.getpid()}) for more "
+            f"than 1 s; close the h5py.File in the process that opened it, or open the notebook there with "
+            f"epyclab's readonly=True, which lets go of the file once it is read, then try again"
         )
     finally:
         writer.release()

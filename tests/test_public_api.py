@@ -178,10 +178,11 @@ def test_import_epyclab_loads_no_heavy_module_until_a_name_needs_it():
     assert _modules_after("import epyclab") & HEAVY == set()
     # Names that need nothing heavy stay light.
     assert _modules_after("from epyclab import Experiment, EpyclabError, Logger") & HEAVY == set()
-    # A notebook needs pandas, not the cluster tooling; a lab's module loads ipyparallel only when it runs.
+    # A notebook needs pandas only for a DataFrame, never the cluster tooling; a lab's module
+    # loads ipyparallel only when it runs.
     after_notebook = _modules_after("from epyclab import LabNotebook, Lab")
-    assert "pandas" in after_notebook
-    assert after_notebook & {"ipyparallel", "h5py", "epyclab.clustersetup"} == set()
+    assert after_notebook & {"pandas", "ipyparallel", "h5py", "epyclab.clustersetup"} == set()
+    assert "pandas" in _modules_after("from epyclab import LabNotebook\nLabNotebook().dataframe()")
     assert "h5py" in _modules_after("from epyclab import HDF5LabNotebook")
 
 

@@ -160,3 +160,29 @@ class _Indexed(Experiment):
     def do(self, params: dict[str, Any]) -> dict[str, Any]:
         self.n += 1
         return self.inner.do({**params, "i": self.n - 1})
+
+
+@pytest.mark.parametrize("kind", ["memory", "hdf5"])
+@given(values=st.lists(st.sampled_from([None, 0, 1, 2.5, None]), min_size=1, max_size=6),
+       wanted=st.one_of(st.sampled_from([None, 0, 1, 2.5]), st.lists(st.sampled_from([None, 0, 1]), max_size=2)))
+def test_dataframefor_tells_a_none_parameter_from_the_fill(kind: str, values: list[Any], wanted: Any,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A None parameter reads as its column's fill (0 in an int column) but selects as None, never as 0."""
+    nb = notebook(kind, tmp_path_factory)
+    lab = Lab(nb, design=PointwiseDesign())
+    lab["v"] = values
+    lab["i"] = range(len(values))
+    lab.runExperiment(Spy([{"y": 1}]))
+
+    def same(a: Any, b: Any) -> bool:
+        return a is None if b is None else (a is not None and a == b)
+
+    targets = wanted if isinstance(wanted, list) else [wanted]
+    expected = sorted(i for i, v in enumerate(values) if any(same(v, t) for t in targets))
+    assert sorted(nb.dataframeFor({"v": wanted})["i"]) == expected
+    if kind == "hdf5":
+        path = nb.name()
+        nb.close()
+        nb = HDF5LabNotebook(path)  # the missing cells are known from the file too
+        assert sorted(nb.dataframeFor({"v": wanted})["i"]) == expected
+    nb.close()

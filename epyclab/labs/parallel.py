@@ -58,9 +58,12 @@ class ParallelLab(Lab):
 
     - By default the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
-      ``profile_dir``), started on the first sweep (a few seconds) and kept
+      ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
-      (see :mod:`epyclab.labs.warm`). It is stopped at interpreter exit, after
+      (see :mod:`epyclab.labs.warm`). The first sweep does not wait for it:
+      until every engine has registered, a forked copy of this process runs
+      points (see :mod:`epyclab.labs.interim`; ``UseInterim = False`` turns
+      that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
       :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
       :meth:`shutdown`, and when a sweep ends with an error (the controller
       died, the notebook raised, Ctrl-C: the results that finished are
@@ -85,6 +88,10 @@ class ParallelLab(Lab):
     """
 
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+
+    #: While the lab's own cluster starts, run points in a forked copy of this process
+    #: (see :mod:`epyclab.labs.interim`). Off, a cold sweep waits for the first engine.
+    UseInterim = True
 
     def __init__(
         self,
@@ -139,10 +146,14 @@ class ParallelLab(Lab):
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
-    def _engines(self) -> Iterator[tuple["ipp.Client", Callable[[], None] | None, bool]]:
-        """A client on the sweep's engines, a health check, and whether the engines are ours."""
+    def _engines(self, blobs: dict[str, bytes]) -> Iterator[dict[str, Any]]:
+        """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
+
+        ``client`` (None while the lab's own cluster starts), ``connect``,
+        ``health``, ``interim``, and ``engines``: how many to size chunks for.
+        """
         if self._client is not None:
-            yield self._client, None, False
+            yield {"client": self._client, "engines": max(1, len(self._client.ids))}
             return
         if self._cluster is not None:
             if self._cluster.controller is None:
@@ -154,18 +165,33 @@ class ParallelLab(Lab):
             try:
                 if not client.ids:
                     client.wait_for_engines(1, timeout=self._timeout, interactive=False)
-                yield client, None, False
+                yield {"client": client, "engines": max(1, len(client.ids))}
             finally:
                 client.close()
             return
         from epyclab.labs import warm
+        from epyclab.labs.interim import Interim, fork_allowed
 
         local = warm.acquire(self._n, self._profile_dir, self._timeout)
         self.localCluster = local
         broken = True
         try:
-            assert local.client is not None
-            yield local.client, local.check, True
+            make_interim: Callable[[Callable[[Any], None]], Interim] | None = None
+            if self.UseInterim and not local.ready() and fork_allowed():
+                # The engines are not all there yet: a copy of this process runs points meanwhile,
+                # from the start (before the controller is even launched).
+                def make_interim(deliver: Callable[[Any], None]) -> Interim:
+                    copy = Interim(blobs, deliver, local.log_file("interim"))
+                    local.adopt(copy.pid)
+                    return copy
+
+            def connect() -> "ipp.Client | None":
+                local.launch()  # once: the controller and the engines start while the copy works
+                local.poll()
+                return local.client
+
+            yield {"client": local.client if local.ready() else None, "connect": connect,
+                   "health": local.check, "interim": make_interim, "engines": self._n}
             broken = False
         finally:
             # A sweep that ended with an error may leave a point running on an engine: start afresh.
@@ -180,17 +206,18 @@ class ParallelLab(Lab):
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        with self._engines() as (client, health, ours):
-            # Engines of the lab's own cluster may still be registering: size for all of them.
-            engines = max(1, len(client.ids), self._n if ours else 0)
+        with self._engines({key: pl.blob for key, pl in payloads.items()}) as on:
+            engines = on.pop("engines")
             sizer = ChunkSizer(len(items), engines)
-            with Sweep(client, items, payloads, sizer, client_paths(), forget=True, health=health) as run:
+            with Sweep(items=items, payloads=payloads, sizer=sizer, paths=client_paths(), forget=True,
+                       **on) as run:
                 yield from run.results()
                 self.lastSweep = {
                     "engines": engines,
                     "largest_chunk": run.largest_chunk,
                     "most_run_by_a_task": run.most_run_by_a_task,
                     "resubmitted": run.resubmitted,
+                    "run_by_interim": run.run_by_interim,
                 }
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
                     self.lastSweep["largest_chunk"])

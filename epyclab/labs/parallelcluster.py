@@ -1,11 +1,11 @@
 """A local ipyparallel cluster that epyclab starts, stops, and cleans up after a crash.
 
-:class:`LocalCluster` starts a controller and ``n`` engines on 127.0.0.1, with
-the hub's heartbeat at 250 ms so that engines register in 2-3 s instead of
-6-7 s. It stops the engines first and then the controller (stopping both at
-once leaves the engines' nannies behind for a few seconds), then checks that
-every process it started (recorded with psutil, children included) is gone,
-killing by PID any that is not.
+:class:`LocalCluster` starts a controller and ``n`` engines (without nannies)
+on 127.0.0.1, all at once, with the hub's heartbeat at 250 ms so that engines
+register in 1-3 s instead of 6-7 s. It stops the engines first and then the
+controller, then checks that every process it started (recorded with psutil,
+children included) is gone, killing by PID any that is not (at interpreter
+exit all at once, so that exiting costs only the slowest process's stop).
 
 If the process that started a cluster is killed (SIGTERM, SIGKILL, a crashed
 kernel), nothing it runs stops the ~13 processes of a 2-engine cluster. So each
@@ -35,14 +35,17 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import ipyparallel as ipp
 import psutil
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlog import cluster_logger, release_logger
 from epyclab.log import logger
+
+if TYPE_CHECKING:
+    # Imported where a cluster is started (about 0.4 s): the reaper and a warm sweep need none of it.
+    import ipyparallel as ipp
 
 __all__ = ["LocalCluster", "cleanup_orphans", "default_profile_dir", "process_alive"]
 
@@ -108,13 +111,13 @@ def _merged(known: list[dict[str, Any]], found: list[dict[str, Any]]) -> list[di
     return list(out.values())
 
 
-def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
-    """Stop the recorded processes still alive (TERM, then KILL after ``timeout``); return those killed."""
+def _terminate(idents: list[dict[str, Any]], timeout: float, first: int = signal.SIGTERM) -> list[int]:
+    """Stop the recorded processes still alive (``first``, then KILL after ``timeout``); return those killed."""
     alive = [i for i in idents if process_alive(i)]
     if not alive:
         return []
     for ident in alive:
-        _signal(ident, signal.SIGTERM)
+        _signal(ident, first)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         alive = [i for i in alive if process_alive(i)]
@@ -127,6 +130,41 @@ def _terminate(idents: list[dict[str, Any]], timeout: float) -> list[int]:
     while time.monotonic() < deadline and any(process_alive(i) for i in alive):
         time.sleep(0.05)
     return [int(i["pid"]) for i in alive]
+
+
+def _freeze(idents: list[dict[str, Any]], timeout: float = 2.0) -> None:
+    """SIGSTOP the recorded processes and wait until each is stopped (or gone): none of them forks any more."""
+    for ident in idents:
+        _signal(ident, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    for ident in idents:
+        while time.monotonic() < deadline and process_alive(ident):
+            try:
+                if psutil.Process(int(ident["pid"])).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+                    break
+            except psutil.Error:
+                break
+            time.sleep(0.005)
+
+
+def _kill_tree(idents: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """SIGKILL the recorded processes and every descendant, however far their start got; return them all.
+
+    A controller that is still starting forks its schedulers: a stop that lists
+    its children and then signals it could miss one forked in between, left
+    running for ever. So each process is frozen first (SIGSTOP: it forks no
+    more), then the whole tree is listed, frozen, and killed. Nothing is lost:
+    the controller keeps its state in memory, and its files are removed by the caller.
+    """
+    tree = [i for i in idents if process_alive(i)]
+    for _ in range(3):  # the roots, their children, grandchildren (schedulers fork no further)
+        _freeze(tree)
+        found = _merged(tree, _with_descendants([int(i["pid"]) for i in tree if process_alive(i)]))
+        if len(found) == len(tree):
+            break
+        tree = found
+    _terminate(tree, timeout, first=signal.SIGKILL)
+    return _merged(idents, tree)
 
 
 def _signal(ident: dict[str, Any], sig: int) -> None:
@@ -228,11 +266,33 @@ def stop_recorded_state(path: Path, state: dict[str, Any], timeout: float = 5.0)
     Children started since the last record (an engine's nanny, say) are found
     from the recorded processes still running.
     """
-    engines = _with_live_descendants(state.get("engines", []))
+    engines = _with_live_descendants(state.get("helpers", []) + state.get("engines", []))
     controller = _with_live_descendants(state.get("controller", []))
     profile_dir = str(state.get("profile_dir") or path.parent.parent)
     _stop_recorded(profile_dir, state["cluster_id"], engines, controller, timeout)
+    # Its owner may have died between ipyparallel starting a process and the record of it: every
+    # process ipyparallel starts carries the cluster's id in its environment.
+    unrecorded = _started_for(state["cluster_id"], profile_dir)
+    if unrecorded:
+        logger.warning("stopping processes %s of cluster %s that were never recorded",
+                       [int(i["pid"]) for i in unrecorded], state["cluster_id"])
+        _kill_tree(unrecorded, timeout)
     path.unlink(missing_ok=True)
+
+
+def _started_for(cluster_id: str, profile_dir: str) -> list[dict[str, Any]]:
+    """The running processes ipyparallel started for this cluster (``IPP_CLUSTER_ID`` in their environment)."""
+    found = []
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            env = proc.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if env.get("IPP_CLUSTER_ID") == cluster_id and os.path.abspath(env.get("IPP_PROFILE_DIR", "")) == profile_dir:
+            ident = _identity(proc.pid)
+            if ident is not None and proc.pid != os.getpid():
+                found.append(ident)
+    return found
 
 
 def _with_live_descendants(idents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -246,12 +306,15 @@ def _stop_recorded(
     """Stop an orphaned cluster by PID (engines first, then the controller) and remove its files."""
     # ``ipcluster stop`` would do, but it polls processes that are not its children
     # and takes ~6 s for a 2-engine cluster; TERM by PID takes milliseconds.
-    killed = _terminate(engines, timeout) + _terminate(controller, timeout)
+    killed = _terminate(engines, timeout)
+    _kill_tree(controller, timeout)
     if killed:
         logger.warning("killed processes %s of orphaned cluster %s that did not stop on TERM", killed, cluster_id)
     if not controller:
         # Killed after ipyparallel started the controller but before its PIDs were
         # recorded: ipyparallel's own cluster file (if written) still knows them.
+        import ipyparallel as ipp
+
         log = cluster_logger(profile_dir, cluster_id)
         try:
             try:
@@ -259,11 +322,16 @@ def _stop_recorded(
             except FileNotFoundError:
                 cluster = None
             if cluster is not None:
-                for step in (cluster.stop_engines_sync, cluster.stop_controller_sync):
-                    try:
-                        step()
-                    except Exception as exc:
-                        logger.warning("stopping orphaned cluster %s: %s failed: %s", cluster_id, step.__name__, exc)
+                try:
+                    cluster.stop_engines_sync()
+                except Exception as exc:
+                    logger.warning("stopping orphaned cluster %s: stopping its engines failed: %s", cluster_id, exc)
+                pid = cluster.controller.pid if cluster.controller is not None else None
+                ident = _identity(pid) if pid else None
+                if ident is not None:
+                    # By PID with its whole tree, not ipyparallel's stop: that would miss the
+                    # schedulers of a controller killed as it started them.
+                    _kill_tree([ident], timeout)
         finally:
             release_logger(log)
     _remove_files(profile_dir, cluster_id)
@@ -276,12 +344,29 @@ def _remove_files(profile_dir: str, cluster_id: str) -> None:
             path.unlink(missing_ok=True)
 
 
+#: The engines' command: ipyparallel's engine, without the debugger's library. ipykernel loads
+#: debugpy (and its pydevd) whenever it can import it, 0.1-0.2 CPU-s per engine; an engine of a
+#: sweep is never debugged, and on 2 cores every CPU-second spent starting processes costs a
+#: cold sweep half a second. A None entry in sys.modules makes ``import debugpy`` raise
+#: ImportError, which ipykernel takes as "no debugger".
+ENGINE_CMD = [
+    sys.executable, "-c",
+    "import sys; sys.modules.setdefault('debugpy', None); from ipyparallel.engine.app import main; main()",
+]
+
+
 class LocalCluster:
     """A controller and ``n`` engines on this machine, started by :meth:`start` and stopped by :meth:`stop`.
 
     ``profile_dir`` defaults to :func:`default_profile_dir`; tests give each
-    run its own. ``timeout`` bounds the wait for the engines to register.
-    Use it as a context manager, which yields the connected ``Client``.
+    run its own. ``timeout`` bounds the wait for the controller and the
+    engines. Use it as a context manager, which yields the connected ``Client``.
+
+    Starting comes in two steps, so that a sweep can do useful work meanwhile:
+    :meth:`launch` starts the reaper, the controller and the engines at once
+    and returns (about 0.2 s); :meth:`poll` connects the client once the
+    controller is up and says how many engines registered, without waiting.
+    :meth:`start` does both and waits.
     """
 
     #: Heartbeat period of the hub in ms. Engines register on a heartbeat, so ipyparallel's default
@@ -307,9 +392,13 @@ class LocalCluster:
         self.client: ipp.Client | None = None
         self._controller: list[dict[str, Any]] = []
         self._engines: list[dict[str, Any]] = []
+        # Processes of the lab's that run points for this cluster (see epyclab.labs.interim).
+        self._helpers: list[dict[str, Any]] = []
         #: Engines started so far to replace engines that died.
         self.replaced = 0
         self._next_record = 0.0
+        self._launched_at: float | None = None
+        self._connected_at: float | None = None
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -324,13 +413,15 @@ class LocalCluster:
             "owner": owner,
             "controller": self._controller,
             "engines": self._engines,
+            "helpers": self._helpers,
             "reaper": _identity(self._reaper.pid) if self._reaper is not None else None,
         })
 
     def _record(self) -> None:
         """Record the controller's and engines' processes, children included."""
         cluster = self.cluster
-        assert cluster is not None
+        if cluster is None:
+            return
         if cluster.controller is not None and cluster.controller.pid:
             controller = _merged(self._controller, _with_descendants([cluster.controller.pid]))
         else:
@@ -340,35 +431,63 @@ class LocalCluster:
             self._controller, self._engines = controller, engines
             self._save_state()
 
+    def adopt(self, pid: int) -> None:
+        """Record process ``pid`` (started by this process to run points) as one to stop with this cluster.
+
+        It is stopped with the engines, by :meth:`stop` or, if this process
+        dies, by the reaper. Call it before :meth:`launch` returns control to
+        anything that may fail, so that no window leaves it unrecorded.
+        """
+        ident = _identity(pid)
+        if ident is not None:
+            self._helpers = _merged(self._helpers, [ident])
+            if self._state_file.exists():
+                self._save_state()
+
+    def log_file(self, name: str) -> str:
+        """The path of log file ``name`` of this cluster (in the profile's log directory; removed by :meth:`stop`)."""
+        directory = Path(self.profile_dir, "log")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(directory / f"{name}-{self.cluster_id}.log")
+
     def pids(self) -> list[int]:
-        """The PIDs of every process this cluster started (controller, schedulers, engines, nannies)."""
-        return [int(i["pid"]) for i in self._controller + self._engines]
+        """The PIDs of every process this cluster started (controller, schedulers, engines, helpers)."""
+        return [int(i["pid"]) for i in self.processes()]
 
     def processes(self) -> list[dict[str, Any]]:
         """The recorded processes as ``{'pid', 'created'}`` (see :func:`process_alive`)."""
-        return list(self._controller + self._engines)
+        return list(self._controller + self._engines + self._helpers)
 
     # ---- start and stop -------------------------------------------------------------------
 
-    def start(self, wait_for: int | None = None) -> ipp.Client:
-        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+    def prepare(self) -> None:
+        """Clean up orphaned clusters, write this cluster's state file and start its reaper (milliseconds).
 
-        ``wait_for`` engines (all by default) must have registered; the others
-        join while the client already uses the first ones.
-
-        Raises:
-            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        From here on nothing this cluster records can outlive this process.
         """
-        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
-        if self.cluster is not None:
-            raise RuntimeError(f"local cluster {self.cluster_id} is already started")
+        if self._reaper is not None:
+            return
         cleanup_orphans(self.profile_dir, self.StopTimeout)
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         self._save_state()
         # Started before the controller, so that from its first process on this cluster cannot outlive us.
         self._reaper = _start_reaper(self._state_file)
         self._save_state()
+
+    def launch(self) -> None:
+        """Start the controller and the engines, at once, and return without waiting for them.
+
+        Engines wait for the controller's connection file themselves, so their
+        start-up (imports) overlaps the controller's. Call :meth:`poll` (or
+        :meth:`start`) to connect.
+        """
+        if self.cluster is not None:
+            return
+        import ipyparallel as ipp
+
+        self.prepare()
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
+        self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(
             n=self.n,
             profile_dir=self.profile_dir,
@@ -387,24 +506,87 @@ class LocalCluster:
         )
         try:
             self.cluster.start_controller_sync()
-            self._record()
-            self.cluster.start_engines_sync(engine_args=self._engine_args())
-            self._record()
-            self.client = self.cluster.connect_client_sync()
-            try:
-                self.client.wait_for_engines(wait_for, timeout=self.timeout, interactive=False)
-            except TimeoutError as exc:
-                raise ClusterConnectionError(
-                    f"only {len(self.client.ids)} of {wait_for} engines of local cluster {self.cluster_id} "
-                    f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
-                ) from exc
-            # The engines' nannies exist by now: record them too.
+            self.cluster.start_engines_sync(engine_cmd=ENGINE_CMD, engine_args=self._engine_args())
             self._record()
         except BaseException:
             self.stop()
             raise
+
+    def _connection_file(self) -> Path:
+        # The controller writes the client's file, then the engines': once the latter exists, the former is whole.
+        return Path(self.profile_dir, "security", f"ipcontroller-{self.cluster_id}-engine.json")
+
+    def poll(self) -> int:
+        """Connect the client once the controller is up; return how many engines have registered (0 before).
+
+        Never waits (but for connecting, a few milliseconds once the controller is up).
+
+        Raises:
+            ClusterConnectionError: the controller did not come up, or no engine registered, within
+                ``timeout`` seconds of :meth:`launch`; or the cluster was not launched.
+        """
+        if self.cluster is None or self._launched_at is None:
+            raise ClusterConnectionError(f"local cluster {self.cluster_id} is not running")
+        if self.client is None:
+            if not self._connection_file().exists():
+                if time.monotonic() - self._launched_at > self.timeout:
+                    raise ClusterConnectionError(
+                        f"the controller of local cluster {self.cluster_id} did not start within "
+                        f"{self.timeout:.0f} s; its log is in {self.profile_dir}/log"
+                    )
+                return 0
+            self.client = self.cluster.connect_client_sync()
+            self._connected_at = time.monotonic()
+        registered = len(self.client.ids)
+        if not registered and time.monotonic() - self._launched_at > self.timeout:
+            raise ClusterConnectionError(
+                f"no engine of local cluster {self.cluster_id} registered within {self.timeout:.0f} s; "
+                f"their logs are in {self.profile_dir}/log"
+            )
+        return registered
+
+    def ready(self) -> bool:
+        """True once the client is connected and every engine has registered."""
+        return self.client is not None and len(self.client.ids) >= self.n
+
+    def start(self, wait_for: int | None = None) -> ipp.Client:
+        """Clean up orphaned clusters, start this one, and return a client once engines registered.
+
+        ``wait_for`` engines (all by default) must have registered; the others
+        join while the client already uses the first ones.
+
+        Raises:
+            ClusterConnectionError: not that many engines registered within ``timeout`` seconds.
+        """
+        wait_for = self.n if wait_for is None else max(1, min(self.n, int(wait_for)))
+        if self.cluster is not None:
+            raise RuntimeError(f"local cluster {self.cluster_id} is already started")
+        self.launch()
+        try:
+            self.wait(wait_for)
+        except BaseException:
+            self.stop()
+            raise
         logger.info("started local cluster %s with %d engines", self.cluster_id, self.n)
+        assert self.client is not None
         return self.client
+
+    def wait(self, engines: int) -> None:
+        """Wait until ``engines`` engines have registered.
+
+        Raises:
+            ClusterConnectionError: they did not within ``timeout`` seconds of :meth:`launch`.
+        """
+        assert self._launched_at is not None
+        while self.poll() < engines:
+            if time.monotonic() - self._launched_at > self.timeout:
+                raise ClusterConnectionError(
+                    f"only {self.poll()} of {engines} engines of local cluster {self.cluster_id} "
+                    f"registered within {self.timeout:.0f} s; their logs are in {self.profile_dir}/log"
+                )
+            time.sleep(0.02)
+        # The engines' children exist by now: record them too.
+        self._record()
 
     def check(self) -> None:
         """Raise ClusterConnectionError if a process of the controller has died; replace dead engines.
@@ -422,7 +604,7 @@ class LocalCluster:
                 f"the results so far are kept: run the sweep again with resume=True"
             )
         if not self.replace_dead_engines() and self.cluster is not None and time.monotonic() >= self._next_record:
-            # Processes started since the last look (schedulers, engines still registering, nannies),
+            # Processes started since the last look (schedulers, engines still registering),
             # so that a crash of this process leaves nothing the next start cannot find. Not at every
             # check: listing a process's children reads the whole process table.
             self._record()
@@ -430,10 +612,16 @@ class LocalCluster:
 
     def _engine_args(self) -> list[str]:
         wait = max(5, int(self.timeout))
-        # An engine started with the controller waits this long for its connection file, and then
-        # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
-        # machine, and an engine that gives up exits (then counted dead, and replaced).
-        return [f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}"]
+        return [
+            # An engine started with the controller waits this long for its connection file, and then
+            # for the controller's answer to its registration: ipyparallel's 5 s is too short on a loaded
+            # machine, and an engine that gives up exits (then counted dead, and replaced).
+            f"--IPEngine.wait_for_url_file={wait}", f"--IPEngine.timeout={wait}",
+            # No nanny: it is one more process per engine (0.2 CPU-s to start, which on 2 cores is
+            # 0.1 s of every cold sweep) and delays registration by 0.3-0.6 s; this class stops
+            # engines by PID, and the hub's heartbeat notices one that died.
+            "--IPEngine.enable_nanny=False",
+        ]
 
     def _engine_pids(self) -> list[int]:
         cluster = self.cluster
@@ -467,23 +655,28 @@ class LocalCluster:
         logger.warning("%d engine(s) of local cluster %s died; starting %d new one(s)",
                        self.n - alive, self.cluster_id, missing)
         self.replaced += missing
-        self.cluster.start_engines_sync(n=missing, engine_args=self._engine_args())
+        self.cluster.start_engines_sync(n=missing, engine_cmd=ENGINE_CMD, engine_args=self._engine_args())
         self._record()
         return missing
 
-    def stop(self) -> None:
+    def stop(self, at_once: bool = False) -> None:
         """Stop the engines, then the controller; make sure every recorded process is gone.
 
+        With ``at_once`` (at interpreter exit) the engines are sent SIGKILL, not
+        SIGTERM (they hold nothing to save): exiting takes milliseconds, not
+        the engines' Python shutdown. The controller is always frozen and
+        killed with every process it started (see :func:`_kill_tree`), even
+        mid-start.
         A Ctrl-C while stopping is held until the stop is complete, so that a
         second Ctrl-C cannot leave half a cluster running.
         """
         with _sigint_deferred():
-            self._stop()
+            self._stop(at_once)
 
-    def _stop(self) -> None:
+    def _stop(self, at_once: bool = False) -> None:
         if self.cluster is not None:
             try:
-                self._record()  # engines started to replace dead ones, and their nannies
+                self._record()  # engines started to replace dead ones, and their children
             except psutil.Error as exc:
                 logger.debug("could not record the processes of cluster %s: %s", self.cluster_id, exc)
         if self.client is not None:
@@ -491,8 +684,12 @@ class LocalCluster:
             self.client = None
         self.cluster = None
         # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
-        # and their nannies, then the controller and its schedulers, and wait until each is gone.
-        killed = _terminate(self._engines, self.StopTimeout) + _terminate(self._controller, self.StopTimeout)
+        # (and the lab's helpers), then the controller and its schedulers, and wait until each is gone.
+        # (At exit, all at once: the engines and helpers hold nothing to save, so SIGKILL.)
+        killed = _terminate(self._helpers + self._engines, self.StopTimeout,
+                            signal.SIGKILL if at_once else signal.SIGTERM)
+        # The controller and its schedulers, however far its start got (see _kill_tree).
+        self._controller = _kill_tree(self._controller, self.StopTimeout)
         if killed:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)

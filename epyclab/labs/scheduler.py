@@ -23,13 +23,13 @@ from ipyparallel.error import EngineError
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import ResultsDict, exception_text
 from epyclab.labs import worker
+from epyclab.labs.interim import Interim, InterimDied
 from epyclab.labs.wire import (
     MissingExperiment,
     Payload,
     decode_reply,
     forget_experiment,
     is_engine_death,
-    ship_experiment,
     submit_chunk,
 )
 from epyclab.log import logger
@@ -139,11 +139,19 @@ class Sweep:
       a task: they are failed results already); if that happens before any
       task has worked, the engines cannot run the worker at all, and the
       sweep stops with ClusterConnectionError;
-    - an engine that joined after the start gets the experiment when it
-      first asks, and the chunk is resubmitted;
+    - an engine that joined after the start and was not sent the experiment
+      says so; the chunk is resubmitted with the experiment;
     - with no engine left for :attr:`EngineGrace` seconds, or when
       ``health()`` (called every :attr:`PollSeconds`) raises, the sweep stops
       with that error.
+
+    A sweep may start before its cluster is up: ``client`` is then None and
+    ``connect()`` (called as the sweep waits) returns the client once the
+    controller is up (None before; it raises when the cluster cannot start).
+    With ``interim`` (makes a forked copy of this process, see
+    :mod:`epyclab.labs.interim`) the sweep meanwhile gives the copy one chunk
+    at a time, and stops giving it chunks once ``sizer.engines`` engines have
+    registered; a copy that dies holding a chunk counts as an engine that died.
 
     ipyparallel's scheduler reports the tasks of an engine that died 5 s
     after the death (to let results in flight arrive), so an engine's death
@@ -166,40 +174,86 @@ class Sweep:
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None,
         items: list[tuple[str, dict[str, Any]]],
         payloads: dict[str, Payload],
         sizer: ChunkSizer | None = None,
         paths: list[str] | None = None,
         forget: bool = True,
         health: Callable[[], None] | None = None,
+        connect: Callable[[], Client | None] | None = None,
+        interim: Callable[[Callable[[Any], None]], Interim] | None = None,
     ) -> None:
-        self._client = client
+        if client is None and connect is None:
+            raise ValueError("a sweep needs a client, or a way to connect one")
+        self._client: Client | None = None
+        self._view: Any = None
+        self._connect = connect
         self._items = items
         self._payloads = payloads
-        self._sizer = sizer if sizer is not None else ChunkSizer(len(items), max(1, len(client.ids)))
+        engines = max(1, len(client.ids)) if client is not None else 1
+        self._sizer = sizer if sizer is not None else ChunkSizer(len(items), engines)
         self._paths = paths
         self._forget = forget
         self._health = health
-        self._view = client.load_balanced_view()
-        # Engine death is handled here, by resubmitting the chunk: ipyparallel's
-        # retries would also re-run tasks that raised, and can hang.
-        self._view.retries = 0
+        if client is not None:
+            self._use(client)
+        self._engines_seen = False
         self._next = 0
         self._firsts = dict.fromkeys(payloads, 0)
         self._retry: deque[_Chunk] = deque()
         self._pending: dict[str, tuple[AsyncResult, _Chunk]] = {}
-        self._arrived: queue.SimpleQueue[AsyncResult] = queue.SimpleQueue()
+        self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._no_engines_since: float | None = None
+        # The forked copy that runs points while the engines register, and the chunk it holds.
+        self._interim: Interim | None = None
+        if interim is not None:
+            try:
+                self._interim = interim(self._from_interim)
+            except OSError as exc:
+                # No fork (out of memory, a process limit): the sweep waits for the engines instead.
+                logger.warning("could not fork a process to run points while the engines start: %s", exc)
+        self._interim_chunk: _Chunk | None = None
         self._replies = 0
         #: The largest chunk submitted, and the most points one task ran (for reports).
         self.largest_chunk = 0
         self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their engine died.
         self.resubmitted = 0
+        #: How many points the forked copy ran while the engines registered.
+        self.run_by_interim = 0
 
     def __enter__(self) -> "Sweep":
         return self
+
+    def _use(self, client: Client) -> None:
+        self._client = client
+        self._view = client.load_balanced_view()
+        # Engine death is handled here, by resubmitting the chunk: ipyparallel's
+        # retries would also re-run tasks that raised, and can hang.
+        self._view.retries = 0
+
+    def interim_pid(self) -> int | None:
+        """The PID of the forked copy running points while the engines register (None without one)."""
+        return self._interim.pid if self._interim is not None else None
+
+    def _from_interim(self, reply: Any) -> None:
+        # From the copy's reader thread: into the same queue as the engines' replies.
+        self._arrived.put(_InterimReply(reply))
+
+    def _engine_count(self) -> int:
+        if self._client is None and self._connect is not None:
+            client = self._connect()
+            if client is not None:
+                self._use(client)
+        if self._client is None:
+            return 0
+        n = len(self._client.ids)
+        if n:
+            self._engines_seen = True
+        elif not self._engines_seen and self._connect is not None:
+            self._connect()  # raises if the engines take too long to register
+        return n
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
@@ -209,35 +263,64 @@ class Sweep:
     def results(self) -> Iterator[tuple[int, ResultsDict]]:
         """Yield ``(position in items, results dict)`` once per point, in the order they finish."""
         checked = monotonic()
-        while self._next < len(self._items) or self._retry or self._pending:
+        while self._next < len(self._items) or self._retry or self._pending or self._interim_chunk:
             self._fill()
             if monotonic() - checked >= self.PollSeconds:
                 self._check_alive()
                 checked = monotonic()
+            starting = self._interim is not None and self._interim.open()
             try:
-                ar = self._arrived.get(timeout=self.PollSeconds)
+                # While the engines register, look for them often: each one takes work at once.
+                arrived = self._arrived.get(timeout=self.PollSeconds / 5 if starting else self.PollSeconds)
             except queue.Empty:
                 continue
-            ar_and_chunk = self._pending.pop(ar.msg_ids[0], None)
+            if isinstance(arrived, _InterimReply):
+                chunk, self._interim_chunk = self._interim_chunk, None
+                if chunk is not None:
+                    yield from self._collect_interim(arrived.reply, chunk)
+                continue
+            ar_and_chunk = self._pending.pop(arrived.msg_ids[0], None)
             if ar_and_chunk is None:
                 continue
             yield from self._collect(*ar_and_chunk)
 
     def _fill(self) -> None:
-        engines = max(1, len(self._client.ids))
-        while len(self._pending) < engines * self.Window:
-            if self._retry:
-                chunk = self._retry.popleft()
-            elif self._next < len(self._items):
-                chunk = self._take(self._sizer.size())
+        interim = self._interim
+        if interim is not None and interim.open() and self._interim_chunk is None and not interim.busy():
+            # First, so that the copy works while this process connects (or launches the cluster).
+            chunk = self._next_chunk(0, blob=False)
+            if chunk is not None:
+                self._interim_chunk = chunk
+                interim.submit(chunk.key, chunk.points, self._sizer.budget)
+        engines = self._engine_count()
+        if interim is not None and interim.open() and engines >= self._sizer.engines:
+            # Every engine is here: the copy finishes its chunk and exits, so that no more
+            # processes than cores run points.
+            interim.close()
+        if self._client is None:
+            return
+        if not engines and interim is not None and interim.open():
+            # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.
+            return
+        while len(self._pending) < max(1, engines) * self.Window:
+            chunk = self._next_chunk(engines, blob=True)
+            if chunk is None:
+                return
+            self._submit(chunk)
+
+    def _next_chunk(self, engines: int, blob: bool) -> _Chunk | None:
+        if self._retry:
+            return self._retry.popleft()
+        if self._next < len(self._items):
+            chunk = self._take(self._sizer.size())
+            if blob:
                 # The first chunk to each engine brings the experiment along: no separate
                 # round trip to ship it first. (An engine that gets another chunk first
                 # says so, and is sent the experiment then.)
                 chunk.blob = self._firsts[chunk.key] < max(engines, self._sizer.engines)
                 self._firsts[chunk.key] += 1
-            else:
-                return
-            self._submit(chunk)
+            return chunk
+        return None
 
     def _take(self, n: int) -> _Chunk:
         """The next ``n`` points, or fewer where the experiment changes."""
@@ -256,6 +339,7 @@ class Sweep:
         return _Chunk(key, points, list(range(start, stop)))
 
     def _submit(self, chunk: _Chunk) -> None:
+        assert self._view is not None
         blob = self._payloads[chunk.key].blob if chunk.blob else None
         ar = submit_chunk(self._view, chunk.key, chunk.points, blob, self._paths if blob else None,
                           self._sizer.budget)
@@ -296,10 +380,32 @@ class Sweep:
         except ExperimentSerializationError:
             raise
         except Exception as exc:
-            logger.warning("could not decode the results of %d points: %s", len(chunk.points), exception_text(exc))
-            yield from ((i, worker.failed_result(p, exc, "", classname))
-                        for i, p in zip(chunk.positions, chunk.points))
+            yield from self._undecodable(chunk, exc, classname)
             return
+        yield from self._accept(chunk, rcs, seconds)
+
+    def _undecodable(self, chunk: _Chunk, exc: Exception, classname: str) -> Iterator[tuple[int, ResultsDict]]:
+        logger.warning("could not decode the results of %d points: %s", len(chunk.points), exception_text(exc))
+        yield from ((i, worker.failed_result(p, exc, "", classname)) for i, p in zip(chunk.positions, chunk.points))
+
+    def _collect_interim(self, reply: Any, chunk: _Chunk) -> Iterator[tuple[int, ResultsDict]]:
+        classname = self._payloads[chunk.key].classname
+        if isinstance(reply, InterimDied):
+            yield from self._engine_died(chunk, EngineError(str(reply)), classname)
+            return
+        try:
+            rcs, seconds = decode_reply(reply, classname, "interim")
+        except ExperimentSerializationError:
+            raise
+        except Exception as exc:
+            yield from self._undecodable(chunk, exc, classname)
+            return
+        self._replies += 1
+        self.run_by_interim += len(rcs)
+        yield from self._accept(chunk, rcs, seconds)
+
+    def _accept(self, chunk: _Chunk, rcs: list[ResultsDict], seconds: float) -> Iterator[tuple[int, ResultsDict]]:
+        """The results of a chunk that ran (perhaps only its first points: out of time); requeue the rest."""
         done = len(rcs)
         self._sizer.record(done, seconds)
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
@@ -335,11 +441,13 @@ class Sweep:
     def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         chunk.missing += 1
         engine = ar.engine_id
-        if chunk.missing > 2 or engine is None:
+        if chunk.missing > 2:
             why = ClusterConnectionError(f"engine {engine} never received experiment {classname}")
             yield from ((i, worker.failed_result(p, why, "", classname)) for i, p in zip(chunk.positions, chunk.points))
             return
-        ship_experiment(self._client, self._payloads[chunk.key], [engine], self._paths)
+        # Again, with the experiment this time. Not shipped to that engine first: that is one more
+        # round trip, and fails the sweep if the engine dies meanwhile (running another point).
+        chunk.blob = True
         self._retry.append(chunk)
 
     def _purge(self, ar: AsyncResult) -> None:
@@ -352,6 +460,8 @@ class Sweep:
     def _check_alive(self) -> None:
         if self._health is not None:
             self._health()
+        if self._client is None or (not self._engines_seen and self._connect is not None):
+            return  # still starting: connect() says when that takes too long
         if self._client.ids:
             self._no_engines_since = None
             return
@@ -371,12 +481,19 @@ class Sweep:
             len(self._items) - self._next
             + sum(len(c.points) for c in self._retry)
             + sum(len(c.points) for _, c in self._pending.values())
+            + (len(self._interim_chunk.points) if self._interim_chunk is not None else 0)
         )
 
     def close(self) -> None:
         """Abort the chunks not yet started and (if asked) make the engines drop the experiments."""
         pending = [ar for ar, _ in self._pending.values() if not ar.done()]
         self._pending.clear()
+        if self._interim is not None:
+            # At once if it still holds a chunk (the sweep ended with an error); else it has exited, or is about to.
+            self._interim.stop()
+            self._interim_chunk = None
+        if self._client is None:
+            return
         try:
             if pending:
                 self._client.abort(pending, block=False)
@@ -387,6 +504,13 @@ class Sweep:
             # Cleaning up must not hide why the sweep ended; the engines only keep
             # a little memory (or a chunk) longer.
             logger.warning("could not abort the sweep's remaining tasks on the engines: %s", exc)
+
+
+@dataclass(frozen=True)
+class _InterimReply:
+    """A reply of the forked copy (see :mod:`epyclab.labs.interim`), as it arrives in the sweep's queue."""
+
+    reply: Any
 
 
 def _remote_traceback(exc: BaseException) -> str:

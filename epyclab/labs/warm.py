@@ -10,8 +10,9 @@ since) and gives it back with :func:`release`. It is stopped:
   notebook raised): an engine may still be running a point, so the next sweep
   starts afresh;
 - after :data:`IDLE_SECONDS` without a sweep (a daemon timer);
-- at interpreter exit (an ``atexit`` hook that stops every process by PID, so
-  exiting takes milliseconds, not the seconds of ipyparallel's stop);
+- at interpreter exit (an ``atexit`` hook that stops every process by PID,
+  all at once, so exiting takes a fraction of a second, not the seconds of
+  ipyparallel's stop);
 - by :func:`shutdown` (``ParallelLab.shutdown()``), at any time.
 
 Nothing outlives the process that started it: if it dies without stopping its
@@ -54,14 +55,17 @@ def _usable(local: LocalCluster) -> bool:
     except Exception as exc:
         logger.warning("local cluster %s cannot be reused (%s); starting a new one", local.cluster_id, exc)
         return False
-    return local.client is not None
+    return local.cluster is not None  # launched (a sweep may have ended before it was connected)
 
 
 def acquire(n: int, profile_dir: str | None = None, timeout: float = 60.0) -> LocalCluster:
-    """The process's running local cluster of ``n`` engines in ``profile_dir``, started if there is none.
+    """The process's local cluster of ``n`` engines in ``profile_dir``: the warm one, or a new one.
 
-    Raises:
-        ClusterConnectionError: the cluster could not be started (its engines did not register).
+    A new one is only prepared (its reaper runs, see
+    :meth:`LocalCluster.prepare`); the caller launches it
+    (:meth:`LocalCluster.launch`) and connects as the engines register
+    (:meth:`LocalCluster.poll`). One a sweep left still starting is returned
+    as it is.
     """
     global _hooked
     key = _key(n, profile_dir)
@@ -75,12 +79,13 @@ def acquire(n: int, profile_dir: str | None = None, timeout: float = 60.0) -> Lo
             local = None
         if local is None:
             local = LocalCluster(n, profile_dir, timeout)
-            # The sweep starts on the first engine; the others join it as they register.
-            local.start(wait_for=1)
+            # Its reaper only: the sweep launches the controller and the engines, and uses them
+            # as they register (see LocalCluster.launch and poll).
+            local.prepare()
             _clusters[key] = local
         _users[key] = _users.get(key, 0) + 1
         if not _hooked:
-            atexit.register(shutdown)
+            atexit.register(_at_exit)
             _hooked = True
         return local
 
@@ -123,6 +128,19 @@ def running() -> list[LocalCluster]:
     """The warm clusters of this process."""
     with _lock:
         return list(_clusters.values())
+
+
+def _at_exit() -> None:
+    """Stop every warm cluster, each with all its processes at once (see LocalCluster.stop)."""
+    if os.getpid() != _owner:
+        return
+    with _lock:
+        for key in list(_clusters):
+            timer = _timers.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            _users.pop(key, None)
+            _clusters.pop(key).stop(at_once=True)
 
 
 def shutdown(local: Any = None) -> None:

@@ -12,17 +12,17 @@ UTF-8, datetimes ISO text, list results variable-length float arrays.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from epyclab.experiment import Experiment
-from epyclab.notebooks.kinds import ColumnState, column_state, kind_of_dtype
+from epyclab.notebooks.kinds import ColumnState, column_state, kind_named, kind_of_dtype
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn, from_storage
 
 __all__ = ["VERSION", "read_epyc1"]
@@ -57,9 +57,7 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
             roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
-            columns[name], kind = _column(name, data[name], ds.dtype.fields[name][0])
-            kinds[name] = column_state(kind, columns[name])
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(len(next(iter(columns.values()), []))))
+            columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:
         rows = g["pending"][...]
@@ -73,28 +71,50 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         locked=bool(g.attrs.get("locked", False)),
         attributes=attributes,
         roles=roles,
-        frame=frame,
+        rows=StoredRows(len(next(iter(columns.values()), [])), columns),
         kinds=kinds,
         pending=pending,
     )
 
 
-def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, str]:
-    """A typed column and its kind from one field of epyc's compound dataset."""
+def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, ColumnState]:
+    """A typed column (or a :class:`Later` making it) and its state from one field of epyc's compound dataset."""
     if h5py.check_string_dtype(dtype) is not None:
         text = [_text(v) for v in values]
         if name in _TIME_COLUMNS:
-            times = pd.to_datetime(pd.Series(text, dtype=object).replace("", None), format="ISO8601")
-            return times.to_numpy().astype("datetime64[us]"), "datetime"
-        return pd.array(text, dtype="str"), "str"
+            times = _times(text)
+            return times, column_state("datetime", times)
+        stored = StoredColumn("str", np.array(text, dtype=object))
+        kind = kind_named("str")
+        state, cells = kind.read_state(stored)
+        return (Later(kind.from_storage, stored) if cells is None else cells), state
     if h5py.check_vlen_dtype(dtype) is not None:
         shapes = np.empty(len(values), dtype=object)
         for i, v in enumerate(values):
             shapes[i] = np.asarray(np.shape(v), dtype=np.int64)
-        return from_storage(StoredColumn("list", values, shapes=shapes)), "list"
+        cells = from_storage(StoredColumn("list", values, shapes=shapes))
+        return cells, column_state("list", cells)
     arr = np.asarray(values)
     kind = kind_of_dtype(arr.dtype).name if arr.dtype.kind in "biufc" else "str"
-    return arr, kind
+    return arr, column_state(kind, arr)
+
+
+#: The ISO times numpy reads exactly as pandas does: no time zone, at most microseconds.
+_PLAIN_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?")
+
+
+def _times(text: list[str]) -> np.ndarray:
+    """epyc's ISO time texts ('' for none) as datetime64[us]."""
+    if all(not t or _PLAIN_ISO.fullmatch(t) for t in text):
+        # What epyc writes (datetime.isoformat()): read without importing pandas.
+        try:
+            return np.array([t or "NaT" for t in text], dtype="datetime64[us]")
+        except ValueError:
+            pass  # not a date (month 13): pandas says which, as it always did
+    import pandas as pd
+
+    times = pd.to_datetime(pd.Series(text, dtype=object).replace("", None), format="ISO8601")
+    return times.to_numpy().astype("datetime64[us]")
 
 
 def _text(v: Any) -> str:

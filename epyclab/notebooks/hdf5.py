@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -35,11 +36,13 @@ from typing import Any, Callable
 
 import h5py
 
-from epyclab.errors import EpyclabError, NotebookFormatError, NotebookIOError
+from epyclab.errors import EpyclabError, NotebookFormatError, NotebookInUseError, NotebookIOError
 from epyclab.log import logger
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
+    CREATE_OPTIONS,
     VERSION,
+    WRITE_OPTIONS,
     escape,
     init_empty,
     read_notebook,
@@ -50,7 +53,7 @@ from epyclab.notebooks.hdf5layout import (
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
 from epyclab.notebooks.journal import Journal, decode_frame, has_records, read_file_id, read_frames, write_aside
 from epyclab.notebooks.jsonvalues import encode_value
-from epyclab.notebooks.locks import DataLock, WriterLock
+from epyclab.notebooks.locks import READER_FIX, DataLock, WriterLock, describe_holders
 from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ChangeMark, ResultSet
@@ -100,6 +103,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
     CheckpointBytes = 32 * 2**20
     #: ...or when a commit comes this many seconds after the last checkpoint.
     CheckpointInterval = 60.0
+    #: How long :meth:`close` (and the fold of a notebook left open at exit) waits for readers
+    #: of the file before leaving the journal to be folded later: long enough for an epyclab
+    #: reader to finish reading, not to wait for a plain ``h5py.File`` left open.
+    CloseWait = 2.0
 
     def __init__(
         self,
@@ -131,22 +138,24 @@ class HDF5LabNotebook(PersistentLabNotebook):
     # ---- reading the file ------------------------------------------------------------------
 
     def _read_file(self, writer: bool) -> StoredNotebook:
+        # Reading needs no more than a shared lock, which readers (plain h5py ones too) share: a
+        # writer opening the notebook waits for no one. Writers are kept out by the writer lock.
         lock = DataLock(self._path)
-        lock.acquire_or_fail(exclusive=writer)
+        lock.acquire_or_fail(exclusive=False)
         try:
-            if not writer and os.path.exists(self._side("undo")):
-                # A writer was killed in a checkpoint: the file must be restored before reading.
+            if os.path.exists(self._side("undo")):
+                # A writer was killed in a checkpoint: the file must be restored before reading,
+                # and no one may read it meanwhile (a plain h5py reader would see half a change).
                 lock.release()
-                lock.acquire_or_fail(exclusive=True)
-            try:
-                recover(self._path, self._side("undo"))
-            except PermissionError:
-                raise NotebookFormatError(
-                    f"{self._path} was left in the middle of a change by a writer that was killed, "
-                    f"and this process may not write it to undo the change; open it once for writing"
-                ) from None
-            # Reading needs no more than a shared lock, and HDF5 takes a shared lock of its own.
-            lock.share()
+                lock.acquire_or_fail(exclusive=True, doing="to undo the unfinished change a killed writer left")
+                try:
+                    recover(self._path, self._side("undo"))
+                except PermissionError:
+                    raise NotebookFormatError(
+                        f"{self._path} was left in the middle of a change by a writer that was killed, "
+                        f"and this process may not write it to undo the change; open it once for writing"
+                    ) from None
+                lock.share()
             refuse_foreign_storage(self._path)
             stored = read_notebook(self._path)
             self._replay = self._journal_records(stored, writer)
@@ -210,7 +219,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         guard = GuardedFile(tmp, fd)
         try:
             try:
-                with h5py.File(guard, "w") as f:
+                with h5py.File(guard, "w", **CREATE_OPTIONS) as f:
                     build(f)
             except BaseException:
                 if guard.failure is None:
@@ -347,6 +356,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 kept="nothing was changed; open it with readonly=True to read it",
             ) from exc
         self._last_checkpoint = monotonic()
+        # The fold at exit may type columns with pandas, which can no longer be imported once the
+        # interpreter shuts down (concurrent.futures refuses new exit hooks): a writer loads it now.
+        # (Readers, `epyclab show` among them, never need it for counts and names.)
+        import pandas  # noqa: F401
+
         # Left open (never closed) at exit or when dropped: the journal is folded in then.
         if self._folder is None or not self._folder.alive:
             # By absolute path: the program may change directory before it exits.
@@ -364,10 +378,20 @@ class HDF5LabNotebook(PersistentLabNotebook):
             )
         if replayed:
             try:
-                self._checkpoint(wait=DataLock.Timeout)
+                # Not waiting for readers: if they hold the file, the journal keeps the records. But
+                # when the records are folded one at a time (to find one the file cannot take), the
+                # next step needs this one in the file: that waits, saying so, or fails saying why.
+                if not self._checkpoint(wait=DataLock.Timeout if self._keep_journal else 0) and self._keep_journal:
+                    raise NotebookInUseError(
+                        f"notebook {self._path} needs its journal folded in to open (a record of it cannot be "
+                        f"folded, and the records before it must be), but {describe_holders(self._path)} "
+                        f"holds it open for reading; {READER_FIX}, then open it again (nothing was lost)"
+                    )
             except NotebookIOError as exc:
                 # The notebook opens all the same: the journal holds what the file lacks.
                 logger.warning("%s", exc)
+            except NotebookInUseError:
+                raise  # not a record that cannot be folded: readers in the way
             except _UNFOLDABLE as exc:
                 raise _Unfoldable(None, exc) from exc
 
@@ -389,7 +413,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         n = rs.numberOfResults()
         rows = RowsTrack(base_len=n, stored_rows=n if stored is not None else 0)
         if stored is not None:
-            for name in stored.frame.columns:
+            for name in stored.rows.names():
                 rows.columns[name] = ColumnTrack(stored.kinds[name].key())
             rows.base_written = not self._from_epyc
         mark = rs.changeMark()
@@ -449,6 +473,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _saved_hook(self) -> None:
         if self._checkpoint_due():
+            # A notebook with several names must fold each commit (its journal lies beside one name):
+            # it waits for readers, saying so at once. Any other commit waits for no one.
             self._checkpoint(wait=DataLock.Timeout if self._hard_linked else 0)
 
     def _state_record_key(self) -> Any:
@@ -504,8 +530,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
     def checkpoint(self) -> bool:
         """Fold the journal into the HDF5 file now (so plain h5py sees every commit).
 
-        Waits up to :attr:`DataLock.Timeout` for readers of the file; returns
-        False (and keeps the journal, losing nothing) if they do not finish.
+        Waits up to :attr:`DataLock.Timeout` for readers of the file (a plain
+        ``h5py.File`` left open holds it), saying at once at WARNING on the
+        ``epyclab`` logger which processes hold it; returns False (and keeps the
+        journal, losing nothing) if they do not let go.
         """
         self.commit()
         self._check_writable()
@@ -529,8 +557,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if self._journal.empty():
             return True
         lock = DataLock(self._path)
-        if not lock.acquire(exclusive=True, wait=wait):
-            logger.info("checkpoint of %s postponed: the file is being read", self._path)
+        if not lock.acquire(exclusive=True, wait=wait, doing="to fold its journal in"):
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "checkpoint of %s postponed: %s holds it open for reading (the commits wait in the "
+                    "journal; epyclab's readonly=True readers see them)", self._path, describe_holders(self._path),
+                )
             return False
         done = False
         try:
@@ -542,7 +574,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             except OSError as exc:
                 raise self._fold_error(exc) from exc
             try:
-                with h5py.File(undo, "r+") as f:
+                with h5py.File(undo, "r+", **WRITE_OPTIONS) as f:
                     pending_stored = self._write_changes(f, rows)
             except BaseException:
                 undo.rollback()
@@ -668,7 +700,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if self._journal is None:
             return
         try:
-            done = self._checkpoint(wait=DataLock.Timeout)
+            done = self._checkpoint(wait=self.CloseWait)
         except NotebookIOError as exc:
             self._journal.close()
             self._journal = None
@@ -677,9 +709,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
             ) from exc
         if not done:
             logger.warning(
-                "%s was being read for too long to fold its journal in; the journal stays and is read "
-                "with it (nothing is lost)",
-                self._path,
+                "%s is held open for reading by %s, so its journal was not folded into it: the journal "
+                "stays beside it and is read with it (nothing is lost; epyclab's readonly=True readers see "
+                "every commit), and the next writer to open and close the notebook folds it in. For plain "
+                "h5py to see the last commits, %s",
+                self._path, describe_holders(self._path), READER_FIX,
             )
         self._journal.close(remove=done)
         self._journal = None

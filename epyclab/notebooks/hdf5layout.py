@@ -7,12 +7,16 @@
     /resultsets/<tag>                   one group per result set: tag, uid,
                                         description, locked, rows, roles (JSON),
                                         attributes (JSON)
-    /resultsets/<tag>/columns/<name>    one 1-D chunked, resizable dataset per column,
-                                        ``rows`` long; attributes name, kind (, unit)
+    /resultsets/<tag>/columns/<name>    one 1-D dataset per column, ``rows`` long (contiguous
+                                        if small, else chunked and resizable); attributes
+                                        name, kind (, unit)
     /resultsets/<tag>/shapes/<name>     for array and list columns: each cell's shape
-    /resultsets/<tag>/missing/<name>    for int columns: 1 where the cell is missing (its 0 is a fill)
-    /resultsets/<tag>/pending/jobid     pending results: job ids (text) and
+    /resultsets/<tag>/missing/<name>    for int columns with missing cells: 1 where the cell
+                                        is missing (its 0 is a fill); none: no cell is missing
+    /resultsets/<tag>/pending/jobid     pending results, if any: job ids (text) and
     /resultsets/<tag>/pending/parameters    their parameters (JSON text)
+
+Every dataset's layout follows its length (:func:`_layout`), so a file is as large as its data.
 
 A tag or column name holding ``/`` (or ``%``, or starting with ``.``) is
 escaped in the group or dataset name (``%2F``); the ``tag`` and ``name``
@@ -28,14 +32,13 @@ from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.kinds import ColumnState, kind_named
-from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn
 
 __all__ = [
@@ -49,12 +52,31 @@ __all__ = [
     "init_empty",
     "write_resultset_attributes",
     "resultset_group",
+    "WRITE_OPTIONS",
+    "CREATE_OPTIONS",
 ]
 
 VERSION = "2"
 CREATOR = "epyclab, computational experiments over parameter spaces"
 _ROLE_NAMES = ("parameter", "result", "metadata")
-_MIN_CHUNK, _MAX_CHUNK = 1024, 16384
+#: A column of at most this many rows is stored contiguous (no chunk index, no padding): small
+#: result sets cost their data, not a chunk each. It is rewritten (a few KB) when rows are added.
+_CONTIGUOUS_ROWS = 256
+#: The rows of a chunk of a larger column: an eighth of its length, rounded up to a power of
+#: two (so the last chunk's unused rows are at most a quarter of the column), at most
+#: _MAX_CHUNK. A column that grows past _MAX_CHUNKS chunks is rewritten with chunks for its
+#: new length (at least 8 times larger: rewriting costs a seventh of the column's writes, and
+#: the space it frees is used again), so reading a column touches at most _MAX_CHUNKS chunks,
+#: or chunks of _MAX_CHUNK rows.
+_MAX_CHUNK, _MAX_CHUNKS = 16384, 64
+
+#: How epyclab opens a notebook file to write it: objects in the HDF5 1.10 format, whose
+#: resizable datasets index their chunks in a few hundred bytes (the 1.8 format's B-tree
+#: takes about 2 KB per dataset). HDF5 1.10 (2016) and later read it; h5py bundles 1.12+.
+WRITE_OPTIONS: dict[str, Any] = {"libver": ("v110", "latest")}
+#: ...and how it creates one: the space of rewritten columns and deleted result sets is
+#: kept track of in the file and used again by later checkpoints, so the file does not grow.
+CREATE_OPTIONS: dict[str, Any] = {**WRITE_OPTIONS, "fs_strategy": "fsm", "fs_persist": True}
 
 
 def escape(name: str) -> str:
@@ -121,8 +143,9 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
     for name in (n for role in _ROLE_NAMES for n in roles[role]):
         stored = read_stored(g, name, rows)
         kind = kind_named(stored.kind)
-        columns[name] = kind.from_storage(stored)
-        kinds[name] = kind.stored_state(stored, columns[name])
+        kinds[name], cells = kind.read_state(stored)
+        # The stored arrays are read now (the file closes); typing them waits for the DataFrame.
+        columns[name] = Later(kind.from_storage, stored) if cells is None else cells
         dtypes[name] = kinds[name].dtype
     missing = {}
     if "missing" in g:
@@ -130,7 +153,6 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
             link = escape(name)
             if kinds[name].kind.masks_missing and link in g["missing"]:
                 missing[name] = g["missing"][link][:rows].astype(bool)
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)
     pending = {}
     if "pending" in g:
         jobids = g["pending"]["jobid"].asstr()[...]
@@ -143,7 +165,7 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
         locked=bool(g.attrs["locked"]),
         attributes=decode_value(json.loads(_text(g.attrs["attributes"]))),
         roles=roles,
-        frame=frame,
+        rows=StoredRows(rows, columns),
         kinds=kinds,
         pending=pending,
         dtypes=dtypes,
@@ -215,6 +237,8 @@ def write_pending(g: h5py.Group, pending_json: dict[str, str]) -> None:
     """Replace the pending results of a result set (job id -> parameters as JSON)."""
     if "pending" in g:
         del g["pending"]
+    if not pending_json:
+        return  # no group for none: a result set without pending results costs nothing for them
     p = g.create_group("pending")
     text = h5py.string_dtype()
     p.create_dataset("jobid", data=np.array(list(pending_json), dtype=object), dtype=text)
@@ -222,23 +246,62 @@ def write_pending(g: h5py.Group, pending_json: dict[str, str]) -> None:
 
 
 def _chunk(n: int) -> int:
-    size = _MIN_CHUNK
-    while size < n and size < _MAX_CHUNK:
+    """The rows of a chunk for a column of ``n`` rows (a power of two, ``n/8`` or more, at most ``_MAX_CHUNK``)."""
+    size = 1
+    while size * 8 < n and size < _MAX_CHUNK:
         size *= 2
     return size
+
+
+def _layout(n: int) -> dict[str, Any]:
+    """The storage of a dataset of ``n`` rows: contiguous if small, else chunked and resizable."""
+    if n <= _CONTIGUOUS_ROWS:
+        return {"shape": (n,)}
+    return {"shape": (n,), "maxshape": (None,), "chunks": (_chunk(n),)}
+
+
+def _fits(ds: h5py.Dataset, end: int) -> bool:
+    """True if ``ds`` can grow to ``end`` rows as it is (else it is rewritten with a new layout)."""
+    if ds.chunks is None or ds.maxshape[0] is not None:
+        return end <= ds.shape[0]
+    return ds.chunks[0] >= _MAX_CHUNK or end <= ds.chunks[0] * _MAX_CHUNKS
+
+
+def _create(parent: h5py.Group, link: str, n: int, dtype: Any) -> h5py.Dataset:
+    return parent.create_dataset(link, dtype=dtype, **_layout(n))
+
+
+def _grown(parent: h5py.Group, link: str, keep: int, end: int) -> h5py.Dataset:
+    """Dataset ``link`` of ``parent`` able to hold ``end`` rows, its first ``keep`` rows kept.
+
+    A small (contiguous) dataset, or one whose chunks are small for ``end`` rows, is
+    written again under the same name with the layout for ``end`` rows, attributes and all.
+    """
+    ds = parent[link]
+    if _fits(ds, end):
+        if ds.shape[0] != end:
+            ds.resize((end,))
+        return ds
+    cells = (ds.asstr() if h5py.check_string_dtype(ds.dtype) else ds)[:keep] if keep else None
+    attrs = dict(ds.attrs)
+    dtype = ds.dtype
+    del parent[link]
+    new = _create(parent, link, end, dtype)
+    if keep:
+        _write(new, 0, cells)
+    for key, value in attrs.items():
+        new.attrs[key] = value
+    return new
 
 
 def write_column(g: h5py.Group, name: str, col: StoredColumn, missing: np.ndarray | None = None) -> None:
     """Create (or replace) column ``name`` holding ``col`` (``missing``: its missing cells, if kept)."""
     link = escape(name)
-    g.require_group("missing")
     for sub in ("columns", "shapes", "missing"):
-        if link in g[sub]:
+        if sub in g and link in g[sub]:
             del g[sub][link]
     n = len(col)
-    ds = g["columns"].create_dataset(
-        link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=kind_named(col.kind).h5_dtype(col)
-    )
+    ds = _create(g.require_group("columns"), link, n, kind_named(col.kind).h5_dtype(col))
     if n:
         _write(ds, 0, col.data)
     ds.attrs["name"] = name
@@ -246,17 +309,13 @@ def write_column(g: h5py.Group, name: str, col: StoredColumn, missing: np.ndarra
     if col.unit is not None:
         ds.attrs["unit"] = col.unit
     if col.shapes is not None:
-        shapes = g["shapes"].create_dataset(
-            link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=h5py.vlen_dtype(np.int64)
-        )
+        shapes = _create(g.require_group("shapes"), link, n, h5py.vlen_dtype(np.int64))
         if n:
             _write(shapes, 0, col.shapes)
-    if missing is not None:
-        mask = g["missing"].create_dataset(
-            link, shape=(n,), maxshape=(None,), chunks=(_chunk(n),), dtype=np.uint8
-        )
-        if n:
-            mask[:] = missing.astype(np.uint8)
+    if missing is not None and missing.any():
+        # No mask is no missing cell (as in a file of an epyclab that kept none): most columns need none.
+        mask = _create(g.require_group("missing"), link, n, np.uint8)
+        mask[:] = missing.astype(np.uint8)
 
 
 def append_column(
@@ -264,21 +323,20 @@ def append_column(
 ) -> None:
     """Write ``col`` (and ``missing``, if kept) as rows ``start`` onwards of column ``name``."""
     link = escape(name)
-    ds = g["columns"][link]
     end = start + len(col)
-    ds.resize((end,))
+    ds = _grown(g["columns"], link, start, end)
     _write(ds, start, col.data)
     if col.shapes is not None:
-        shapes = g["shapes"][link]
-        shapes.resize((end,))
+        shapes = _grown(g["shapes"], link, start, end)
         _write(shapes, start, col.shapes)
     if missing is not None:
         masks = g.require_group("missing")
         if link not in masks:
-            # Written by an epyclab that kept no mask: its cells were values (0 is what it showed).
-            masks.create_dataset(link, shape=(start,), maxshape=(None,), chunks=(_chunk(start),), dtype=np.uint8)
-        mask = masks[link]
-        mask.resize((end,))
+            if not missing.any():
+                return  # still no missing cell: still no mask
+            # No mask so far: none of its cells was missing (0 was a value).
+            _create(masks, link, start, np.uint8)
+        mask = _grown(masks, link, start, end)
         mask[start:end] = missing.astype(np.uint8)
 
 

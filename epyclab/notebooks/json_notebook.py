@@ -36,7 +36,6 @@ import uuid
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
 from epyclab.errors import NotebookFormatError, NotebookReadOnlyError, NotebookVersionException
 from epyclab.log import logger
@@ -46,7 +45,7 @@ from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import notebook_key, safe_write
-from epyclab.notebooks.stored import StoredNotebook, StoredResultSet
+from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 
 __all__ = ["JSONLabNotebook"]
 
@@ -191,13 +190,15 @@ def _column_doc(col: Any, state: ColumnState | None, missing_mask: Callable[[], 
 
 
 def _read_column(doc: dict[str, Any]) -> tuple[Any, ColumnState, Any]:
-    """The typed column, state and storage dtype of a column's JSON (its ``"missing"`` rows apart)."""
+    """The typed column (or a :class:`Later` making it), state and storage dtype of a column's JSON.
+
+    Its ``"missing"`` rows are read apart.
+    """
     kind = kind_named(doc["kind"])
     dtype = doc.get("dtype")
     stored = kind.json_column(doc["values"], None if dtype is None else np.dtype(dtype), doc.get("unit"))
-    col = kind.from_storage(stored)
-    state = kind.stored_state(stored, col)
-    return col, state, state.dtype
+    state, col = kind.read_state(stored)
+    return Later(kind.from_storage, stored) if col is None else col, state, state.dtype
 
 
 def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
@@ -208,7 +209,6 @@ def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
             mask = np.zeros(doc["rows"], dtype=bool)
             mask[col["missing"]] = True
             missing[name] = mask
-    frame = pd.DataFrame(columns, index=pd.RangeIndex(doc["rows"]))
     return StoredResultSet(
         tag=doc["tag"],
         uid=uuid.uuid4().hex,
@@ -216,7 +216,7 @@ def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
         locked=doc["locked"],
         attributes=decode_value(doc["attributes"]),
         roles=doc["roles"],
-        frame=frame,
+        rows=StoredRows(doc["rows"], columns),
         kinds=kinds,
         pending={j: decode_value(p) for j, p in doc["pending"].items()},
         dtypes=dtypes,

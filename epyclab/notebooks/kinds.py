@@ -46,6 +46,7 @@ time-zone aware datetimes, ints beyond 64 bits) is refused at ``addResult`` with
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import repeat
@@ -53,7 +54,6 @@ from operator import is_
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 from epyclab.errors import UnstorableValueError
 from epyclab.notebooks.columns import MISSING
@@ -244,6 +244,15 @@ class Kind:
         """The state of a column read from a file (``col``: its typed cells)."""
         return self.typed_state(col)
 
+    def read_state(self, stored: StoredColumn) -> tuple[ColumnState, Any]:
+        """The state of a column read from a file, and its typed cells if making the state made them.
+
+        A reader keeps the cells for the DataFrame; ``None`` (a kind whose state needs no look
+        at its cells) leaves them to be made when the DataFrame is first asked for.
+        """
+        col = self.from_storage(stored)
+        return self.stored_state(stored, col), col
+
     def typed_state(self, col: Any) -> ColumnState:
         """The state of a typed column of this kind (as a DataFrame holds it)."""
         return ColumnState(self, np.asarray(col).dtype)
@@ -333,7 +342,7 @@ def admit(state: ColumnState | None, v: Any) -> ColumnState:
         raise NotStorable(_STORABLE + _hint(v))
     if state is None or state.kind is MISSING_KIND:
         return kind.state(v)
-    if v is pd.NaT and state.kind is not kind:
+    if state.kind is not kind and is_nat(v):
         # NaT is missing only where a datetime could be.
         raise NotStorable(_mixed(state, ColumnState(kind, np.dtype("datetime64[us]"))))
     if kind is state.kind or kind is MISSING_KIND:
@@ -448,6 +457,10 @@ _STORABLE = (
 
 
 def _hint(v: Any) -> str:
+    if isinstance(v, np.datetime64):
+        return "; datetimes are kept as naive datetime.datetime or pandas.Timestamp: store pandas.Timestamp(value)"
+    if _is_na(v):
+        return "; for a missing value, store None"
     if isinstance(v, np.generic):
         return "; " + _dtype_problem(v.dtype)
     if isinstance(v, np.ndarray):
@@ -475,6 +488,32 @@ def _text_problem(v: str) -> str | None:
     except UnicodeEncodeError:
         return "it holds characters UTF-8 cannot encode (lone surrogates); clean the text"
     return None
+
+
+def _pandas() -> Any:
+    # pandas is imported when a column is typed for a DataFrame, not with the table:
+    # `epyclab show` and other readers of counts and names never load it.
+    import pandas
+
+    return pandas
+
+
+def is_nat(v: Any) -> bool:
+    """True if ``v`` is ``pandas.NaT`` (which only exists once pandas is imported)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and v is pandas.NaT
+
+
+def _is_na(v: Any) -> bool:
+    """True if ``v`` is ``pandas.NA`` (which only exists once pandas is imported)."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and v is pandas.NA
+
+
+def _pandas_datetime_types() -> tuple[type, ...]:
+    """``pandas.Timestamp`` and the type of ``pandas.NaT``, once pandas is imported (no value has them before)."""
+    pandas = sys.modules.get("pandas")
+    return () if pandas is None else (pandas.Timestamp, type(pandas.NaT))
 
 
 def _has_missing(values: list[Any]) -> bool:
@@ -743,13 +782,17 @@ class StrKind(Kind):
         return "str"
 
     def column(self, values: list[Any], state: ColumnState) -> Any:
-        return pd.array(_filled(values, ""), dtype="str")
+        return _pandas().array(_filled(values, ""), dtype="str")
 
     def to_storage(self, col: Any, state: ColumnState) -> StoredColumn:
         return StoredColumn(self.name, np.asarray(col, dtype=object))
 
     def from_storage(self, stored: StoredColumn) -> Any:
-        return pd.array(stored.data, dtype="str")
+        return _pandas().array(stored.data, dtype="str")
+
+    def read_state(self, stored: StoredColumn) -> tuple[ColumnState, Any]:
+        # Text needs no look at its cells: its pandas array is made with the DataFrame.
+        return ColumnState(self, _OBJECT), None
 
     def typed_state(self, col: Any) -> ColumnState:
         return ColumnState(self, _OBJECT)
@@ -775,7 +818,8 @@ class DatetimeKind(Kind):
     h5_doc = 'int64 ticks since 1970 of the `unit` attribute (`us` or `ns`); NaT is the int64 minimum'
     missing_doc = 'NaT (`None` or `pandas.NaT`; a column of NaT only is a datetime column)'
     widens_doc = 'us to ns, only while every date lies in 1677-09-22..2262-04-11'
-    types = (datetime, pd.Timestamp, type(pd.NaT))
+    # With pandas.Timestamp and pandas.NaT, once pandas is imported (see accepts_type).
+    types = (datetime,)
     checks_values = True
     journal = frozenset({
         ("datetime", "datetime"),
@@ -784,8 +828,11 @@ class DatetimeKind(Kind):
     _US = np.dtype("datetime64[us]")
     _NS = np.dtype("datetime64[ns]")
 
+    def accepts_type(self, t: type) -> bool:
+        return t in self.types or t in _pandas_datetime_types()
+
     def state(self, v: Any) -> ColumnState:
-        if v is pd.NaT:
+        if is_nat(v):
             # A missing datetime: the column can only ever hold datetimes (a later int or str is
             # refused, as it is after a date), whatever order the values come in and whichever format
             # keeps them. It fits any unit, so a later date decides the unit.
@@ -800,7 +847,7 @@ class DatetimeKind(Kind):
         return ColumnState(self, self._US, fits)
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
-        if v is pd.NaT:
+        if is_nat(v):
             return state
         if v.tzinfo is None and state.fits_ns and state.dtype is self._US and NS_MIN <= v <= NS_MAX \
                 and not getattr(v, "nanosecond", 0):
@@ -824,7 +871,7 @@ class DatetimeKind(Kind):
         return a if new == a else new
 
     def fill(self, state: ColumnState) -> Any:
-        return pd.NaT
+        return _pandas().NaT
 
     def frame_dtype(self, state: ColumnState) -> Any:
         return state.dtype
@@ -835,7 +882,8 @@ class DatetimeKind(Kind):
 
     def column(self, values: list[Any], state: ColumnState) -> Any:
         # pandas converts datetime objects many times faster than numpy does.
-        return pd.array(_filled(values, pd.NaT), dtype=state.dtype).to_numpy()
+        pandas = _pandas()
+        return pandas.array(_filled(values, pandas.NaT), dtype=state.dtype).to_numpy()
 
     def cast(self, col: Any, old: ColumnState, state: ColumnState) -> Any:
         if old.kind is MISSING_KIND:

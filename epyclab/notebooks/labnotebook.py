@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Union
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Union
 
 from epyclab.errors import (
     LabNotebookLockedException,
@@ -17,6 +15,9 @@ from epyclab.experiment import Experiment, ResultsDict
 from epyclab.log import logger
 from epyclab.notebooks.kinds import check_name
 from epyclab.notebooks.resultset import ResultSet, with_results
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LabNotebook"]
 
@@ -256,7 +257,7 @@ class LabNotebook:
 
     # ---- results --------------------------------------------------------------------
 
-    def addResult(self, rc: Union[ResultsDict, list[ResultsDict]], tag: str | None = None) -> None:
+    def addResult(self, results: Union[ResultsDict, list[ResultsDict]], tag: str | None = None) -> None:
         """Add a results dict, or a list of them, to the current (or tagged) result set.
 
         A results dict whose results are a list (as a repeated experiment
@@ -266,9 +267,10 @@ class LabNotebook:
             NotebookReadOnlyError: the notebook refuses changes (read-only, taken over).
             LabNotebookLockedException: the notebook is finished.
             ResultSetLockedException: the result set is finished.
-            ResultsStructureException: ``rc`` is not a results dict (or a list of them).
+            ResultsStructureException: ``results`` is not a results dict (or a list of them).
             UnstorableValueError: a value no notebook format keeps exactly; nothing is added.
         """
+        rc = results  # the argument keeps epyc 1.7's name: addResult(results=...)
         if tag is None and not self._locked and type(rc) is dict and type(rc.get(Experiment.RESULTS)) is dict:
             # One row, the common case: the result set asks this notebook whether it may change
             # (checkWritable), as it does for every change, so that is not asked twice per row.

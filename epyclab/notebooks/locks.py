@@ -11,9 +11,12 @@ holder dies (SIGKILL included), so a dead holder never blocks anyone:
   open-file-description (``F_OFD_SETLK``) write lock on a byte far past the end
   of the notebook file itself: that lock is on the inode, so a second writer
   coming through a hard link (another name for the same file) is refused too.
-* the *data lock*, on the notebook file itself: shared while a reader reads
-  it, exclusive while a writer changes it. HDF5 takes the same kind of lock
-  when it opens a file, so plain h5py readers are kept out of a change too.
+* the *data lock*, on the notebook file itself: shared while a reader (or a
+  writer opening the notebook) reads it, exclusive while a writer changes it
+  (a checkpoint, or undoing a killed writer's unfinished one). HDF5 takes the
+  same kind of lock when it opens a file, and holds it until the file is
+  closed, so plain h5py readers are kept out of a change too, and a change
+  waits for them: it says so at once, naming them (:func:`describe_holders`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import socket
 import struct
@@ -33,7 +37,7 @@ from epyclab.errors import NotebookInUseError, NotebookReadOnlyError
 from epyclab.log import logger
 from epyclab.notebooks.sidefiles import notebook_key, open_side, side_path
 
-__all__ = ["WriterLock", "DataLock"]
+__all__ = ["WriterLock", "DataLock", "holders", "describe_holders", "READER_FIX"]
 
 
 class WriterLock:
@@ -181,43 +185,89 @@ def _read_holder(fd: int) -> str:
 
 
 class DataLock:
-    """A shared or exclusive lock on the notebook file itself, taken for a read or a change."""
+    """A shared or exclusive lock on the notebook file itself, taken for a read or a change.
 
-    #: How long a reader waits for a change to finish before giving up.
+    It is the same ``flock`` lock HDF5 takes when it opens a file (shared for reading), so a
+    plain ``h5py.File(name, "r")`` left open holds the file for reading as long as it is open.
+    Whoever waits for the lock says so at once, naming the processes that hold it.
+    """
+
+    #: How long a reader waits for a change to finish, or a checkpoint for readers, before giving up.
     Timeout = 60.0
+    #: How long a waiting reader says so at INFO before it says so at WARNING (changes are short).
+    QuietWait = 1.0
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._fd = -1
 
-    def acquire(self, exclusive: bool, wait: float | None = None) -> bool:
-        """Take the lock, waiting up to ``wait`` seconds (``Timeout`` if None); False if not taken."""
+    def acquire(self, exclusive: bool, wait: float | None = None, doing: str = "") -> bool:
+        """Take the lock, waiting up to ``wait`` seconds (``Timeout`` if None); False if not taken.
+
+        ``doing`` (e.g. "to fold its journal in") says why, in the message logged when it must wait:
+        at WARNING at once when it waits for readers, naming them; at INFO, then WARNING after
+        :attr:`QuietWait`, when it waits for a writer's change.
+        """
         wait = self.Timeout if wait is None else wait
         fd = os.open(self._path, os.O_RDONLY)
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
-        deadline = time.monotonic() + wait
+        start = time.monotonic()
+        deadline = start + wait
         delay = 0.002
+        told = 0
         while True:
             try:
                 fcntl.flock(fd, mode)
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     os.close(fd)
                     return False
+                if told == 0 or (told == 1 and not exclusive and now - start >= self.QuietWait):
+                    told += 1
+                    level = logging.WARNING if exclusive or told == 2 else logging.INFO
+                    self._say_waiting(level, exclusive, wait, doing, start)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
                 continue
             self._fd = fd
             return True
 
-    def acquire_or_fail(self, exclusive: bool, wait: float | None = None) -> None:
-        """Take the lock or raise :class:`NotebookInUseError` after waiting."""
-        if not self.acquire(exclusive, wait):
-            what = "changed by its writer" if not exclusive else "read by another process"
-            raise NotebookInUseError(
-                f"notebook {self._path} has been {what} for more than "
-                f"{self.Timeout if wait is None else wait:.0f} s; try again later"
+    def _say_waiting(self, level: int, exclusive: bool, wait: float, doing: str, start: float) -> None:
+        if not logger.isEnabledFor(level):
+            return
+        who = describe_holders(self._path)
+        if exclusive:
+            logger.log(
+                level, "waiting up to %.0f s%s for the readers of notebook %s to let go of it: %s holds it "
+                "open for reading; %s", wait, f" {doing}" if doing else "", self._path, who, READER_FIX,
             )
+        else:
+            logger.log(
+                level, "waiting (%.1f s so far, up to %.0f s) for the writer of notebook %s (%s) to finish "
+                "changing it", time.monotonic() - start, wait, self._path, who,
+            )
+
+    def acquire_or_fail(self, exclusive: bool, wait: float | None = None, doing: str = "") -> None:
+        """Take the lock or raise :class:`NotebookInUseError` after waiting.
+
+        Raises:
+            NotebookInUseError: the lock was held all along; the message names the processes that
+                hold it and what to do.
+        """
+        wait = self.Timeout if wait is None else wait
+        if self.acquire(exclusive, wait, doing):
+            return
+        who = describe_holders(self._path)
+        if exclusive:
+            raise NotebookInUseError(
+                f"notebook {self._path} has been held open for reading by {who} for more than {wait:.0f} s; "
+                f"{READER_FIX}, then try again"
+            )
+        raise NotebookInUseError(
+            f"notebook {self._path} has been changed by its writer ({who}) for more than {wait:.0f} s; "
+            f"try again later"
+        )
 
     def share(self) -> None:
         """Turn an exclusive lock into a shared one (HDF5 takes a shared lock of its own to read)."""
@@ -228,3 +278,57 @@ class DataLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+#: What a user does about a process that holds a notebook open for reading.
+READER_FIX = (
+    "close the h5py.File in the process that opened it, or open the notebook there with epyclab's "
+    "readonly=True, which lets go of the file once it is read"
+)
+
+
+def holders(path: str) -> list[int]:
+    """The process ids holding a whole-file lock (``flock``, as HDF5 and :class:`DataLock` take) on ``path``.
+
+    Read from ``/proc/locks`` (Linux); empty where it cannot be read. A process id of this
+    process means a lock of its own, such as an ``h5py.File`` it left open.
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: list[int] = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  READ 25681 fe:00:2289249 0 EOF"; "1: -> FLOCK ..." is a waiter, not a holder.
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[5] != inode:
+            continue
+        try:
+            pid = int(fields[4])
+        except ValueError:
+            continue
+        if pid > 0 and pid not in pids:
+            pids.append(pid)
+    return pids
+
+
+def describe_holders(path: str) -> str:
+    """Who holds ``path`` locked, in words: "process 123 (python reader.py)", ..., or "another process"."""
+    pids = holders(path)
+    if not pids:
+        return "another process"
+    return ", ".join(_describe_process(pid) for pid in pids)
+
+
+def _describe_process(pid: int) -> str:
+    if pid == os.getpid():
+        return f"this process ({pid})"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid} ({command[:120]})" if command else f"process {pid}"

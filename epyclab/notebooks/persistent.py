@@ -12,6 +12,7 @@ from typing import Any
 
 from epyclab.errors import (
     NotebookClosedError,
+    NotebookFormatError,
     NotebookIOError,
     NotebookOverwriteError,
     NotebookReadOnlyError,
@@ -26,7 +27,15 @@ from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
 from epyclab.notebooks.stored import StoredNotebook, StoredResults
 
-__all__ = ["PersistentLabNotebook", "forget_writer"]
+__all__ = ["PersistentLabNotebook", "forget_writer", "is_empty_file"]
+
+
+def is_empty_file(path: str) -> bool:
+    """True if ``path`` is an existing file of 0 bytes (made by ``touch`` or ``mkstemp``): no notebook yet."""
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:
+        return False
 
 @dataclass
 class SetRecord:
@@ -186,6 +195,12 @@ class PersistentLabNotebook(LabNotebook):
         foreign = create and force and otherFormat(self._path, type(self)) is not None
         if not foreign:
             refuseOtherFormat(self._path, type(self))
+        if not create and is_empty_file(self._path):
+            what = "open it with create=True" if not self._readonly else "open it for writing with create=True"
+            raise NotebookFormatError(
+                f"{self._path} is an empty file (0 bytes): it holds no notebook. To make a notebook in it, "
+                f"{what} (nothing is lost: the file holds nothing)"
+            )
         if self._readonly:
             if not os.path.exists(self._path):
                 raise FileNotFoundError(f"no notebook {self._path} to open read-only")
@@ -203,7 +218,8 @@ class PersistentLabNotebook(LabNotebook):
             previous._hand_over(f"the notebook object opened at {self._opened_at}")
         self._lock.acquire()
         try:
-            exists = os.path.exists(self._path)
+            # An empty file (touch, mkstemp) holds nothing to lose: it is made a notebook as if absent.
+            exists = os.path.exists(self._path) and not is_empty_file(self._path)
             if exists and not foreign:
                 # Loaded even when about to be replaced: what it holds must be known
                 # (its pending results, including those only its journal records).
@@ -352,7 +368,7 @@ class PersistentLabNotebook(LabNotebook):
             else:
                 rs = ResultSet(s.description)
                 self._attach(rs, RowCheck(s.kinds), s.uid)
-                rs.loadStored(s.frame, s.roles, s.pending, s.missing)
+                rs.loadStored(s.rows, s.roles, s.pending, s.missing)
             rs.restoreState(s.description, s.locked, s.attributes)
             self._resultsets[s.tag] = rs
         self._description = stored.description

@@ -73,13 +73,14 @@ def registerNotebookFormat(
 
 
 def notebookFormat(path: str | os.PathLike[str]) -> NotebookFormat:
-    """The format of the notebook at ``path``: by content if the file exists, else by suffix.
+    """The format of the notebook at ``path``: by content if the file holds any, else by suffix.
 
     Raises:
         NotebookFormatError: the file exists and no format recognises it.
     """
     p = os.fspath(path)
-    if os.path.exists(p):
+    # An empty file (touch, mkstemp) holds no notebook yet: its suffix says what it is to become.
+    if os.path.exists(p) and os.path.getsize(p) > 0:
         with open(p, "rb") as f:
             head = f.read(SNIFF_BYTES)
         for fmt in _FORMATS.values():

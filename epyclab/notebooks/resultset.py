@@ -2,8 +2,10 @@
 
 Rows are appended to per-column Python lists, never to a DataFrame: adding a
 row costs a few list appends. The DataFrame is built when asked for and cached
-until the next change. Rows loaded from a file are kept as a typed DataFrame
-(the *base*) and new rows are buffered after it.
+until the next change. Rows loaded from a file are kept as the file reader gave
+them (the *base*, a :class:`~epyclab.notebooks.stored.StoredRows`, typed into a
+DataFrame when first asked for) and new rows are buffered after it. Counting
+rows, failed rows and pending results builds no DataFrame and needs no pandas.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from epyclab.errors import (
     CancelledException,
@@ -33,12 +34,18 @@ from epyclab.notebooks.kinds import (
     ColumnState,
     NotStorable,
     check_name,
+    is_nat,
     kind_of_dtype,
     kind_of_type,
     state_of_value,
 )
 from epyclab.notebooks.rowcheck import RowCheck, value_message
 from epyclab.order import in_design_order
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from epyclab.notebooks.stored import StoredRows
 
 __all__ = ["ResultSet", "with_results"]
 
@@ -103,7 +110,7 @@ class ResultSet:
         self._n_buffered = 0
         # The keys of the last complete row and its columns: a row like it is appended in C.
         self._row: _Row | None = None
-        self._base: pd.DataFrame | None = None
+        self._base: StoredRows | None = None
         self._frame: pd.DataFrame | None = None
         self._stored_frame: pd.DataFrame | None = None
         self._pending: dict[str, dict[str, Any]] = {}
@@ -219,6 +226,15 @@ class ResultSet:
             )
 
     def _check_unlocked(self) -> None:
+        self.checkChangeable()
+
+    def assertUnlocked(self) -> None:
+        """Raise :class:`~epyclab.errors.ResultSetLockedException` if the set is finished (epyc 1.7's name).
+
+        Raises:
+            ResultSetLockedException: the set is finished (locked).
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+        """
         self.checkChangeable()
 
     def _check_notebook(self) -> None:
@@ -394,6 +410,29 @@ class ResultSet:
     def __len__(self) -> int:
         return self.numberOfResults()
 
+    def numberOfFailedResults(self) -> int:
+        """The number of rows whose run failed (status false), as :meth:`dataframe` would show them.
+
+        Reads the status column alone: no DataFrame is built (``epyclab show`` counts failed
+        runs this way). A result set without a status column has none.
+        """
+        status = Experiment.STATUS
+        if self.numberOfResults() == 0 or status not in self.names():
+            return 0
+        if self._frame is not None:
+            return int((~self._frame[status].astype(bool)).sum())
+        st = self._row_check.states.get(status, _MISSING_STATE)
+        parts = []
+        if self._base is not None and len(self._base):
+            parts.append(self._typed_base_column(status, st))
+        if self._n_buffered:
+            parts.append(st.kind.column(self._column_buffer(status), st))
+        return sum(int(np.count_nonzero(~np.asarray(part).astype(bool))) for part in parts)
+
+    def _column_buffer(self, name: str) -> list[Any]:
+        """The raw cells of column ``name`` in the rows added since loading."""
+        return next(cols[name] for cols in (self._params, self._results, self._meta) if name in cols)
+
     def dataframe(self, only_successful: bool = False) -> pd.DataFrame:
         """The results as a DataFrame, one row per run.
 
@@ -420,10 +459,13 @@ class ResultSet:
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:
+        import pandas as pd  # here: counting and naming rows needs no pandas
+
         base = self._base
         order = self.names()
         if self._n_buffered == 0 and base is not None:
-            return base[[c for c in order if c in base.columns]] if order else base
+            frame = base.frame()
+            return frame[[c for c in order if c in base]] if order else frame
         states = self._row_check.states
         new = {}
         for cols in (self._params, self._results, self._meta):
@@ -437,25 +479,33 @@ class ResultSet:
 
     def _typed_base(self, order: list[str]) -> pd.DataFrame:
         """The loaded rows, every column as its current state says (widened, or missing cells)."""
+        import pandas as pd
+
         base = self._base
         assert base is not None
         states = self._row_check.states
+        frame = base.frame()
         cols = {}
         for k in order:
             st = states.get(k, _MISSING_STATE)
-            if k not in base.columns:
-                cols[k] = st.kind.column([None] * len(base), st)
-            elif self._base_states.get(k, st) != st:
-                col = st.kind.cast(base[k].array, self._base_states[k], st)
-                mask = self._base_missing.get(k)
-                if mask is not None and mask.any():
-                    # Cells missing in an int column show the fill of the kind it widened to (NaN).
-                    col = np.array(col, copy=True)
-                    col[mask] = st.kind.fill(st)
-                cols[k] = col
-            else:
-                cols[k] = base[k]
-        return pd.DataFrame(cols, index=base.index, columns=order)
+            cols[k] = frame[k] if k in base and self._base_states.get(k, st) == st else self._typed_base_column(k, st)
+        return pd.DataFrame(cols, index=frame.index, columns=order)
+
+    def _typed_base_column(self, k: str, st: ColumnState) -> Any:
+        """Column ``k`` of the loaded rows as state ``st`` says (widened, or missing cells), as an array."""
+        base = self._base
+        assert base is not None
+        if k not in base:
+            return st.kind.column([None] * len(base), st)
+        if self._base_states.get(k, st) == st:
+            return base.column(k)
+        col = st.kind.cast(base.column(k), self._base_states[k], st)
+        mask = self._base_missing.get(k)
+        if mask is not None and mask.any():
+            # Cells missing in an int column show the fill of the kind it widened to (NaN).
+            col = np.array(col, copy=True)
+            col[mask] = st.kind.fill(st)
+        return col
 
     def results(self) -> list[ResultsDict]:
         """Every row as a results dict (failed rows have empty results)."""
@@ -485,25 +535,44 @@ class ResultSet:
 
         A list (or tuple, set, range) value selects any of its values. Only the
         named parameters' columns are compared; other columns are not looked at.
+        ``None`` selects the rows where the parameter was None (or absent): such
+        a cell reads as its column's fill (0 in an int column), but it is not
+        that value, so ``{"v": 0}`` does not select it.
         """
-        df = self.dataframe(only_successful=only_successful)
-        if len(df) == 0:
-            return df
+        stored = self.storedFrame()
+        for k in params:
+            if k not in stored.columns:
+                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(stored.columns)})")
+        if len(stored) == 0 or not params:
+            return self.dataframe(only_successful=only_successful)
+        # Which cells are missing is known in the stored order: carried through the reordering.
+        marks = {f"\x00missing {k}": self.missingMask(k) for k in params}
+        df = in_design_order(stored.assign(**marks))
+        if only_successful and Experiment.STATUS in df.columns:
+            df = df[df[Experiment.STATUS].astype(bool)]
         mask = None
         for k, v in params.items():
-            if k not in df.columns:
-                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(df.columns)})")
-            col = df[k]
-            m = col.isin(list(v)) if _is_value_list(v) else (col == v)
+            col, missing = df[k], df[f"\x00missing {k}"]
+            if _is_value_list(v):
+                values = list(v)
+                present = [x for x in values if x is not None]
+                m = col.isin(present) & ~missing
+                if len(present) < len(values):
+                    m = m | missing
+            elif v is None:
+                m = missing
+            else:
+                m = (col == v) & ~missing
             mask = m if mask is None else (mask & m)
-        return df if mask is None else df[mask].reset_index(drop=True)
+        assert mask is not None
+        return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
-    def parameterRange(self, p: str) -> set[Any]:
-        """The distinct values parameter ``p`` takes in the results and pending results."""
+    def parameterRange(self, param: str) -> set[Any]:
+        """The distinct values parameter ``param`` takes in the results and pending results."""
         values: set[Any] = set()
-        if p in self._params:
-            values.update(self._dataframe()[p].tolist())
-        values.update(params[p] for params in self._pending.values() if p in params)
+        if param in self._params:
+            values.update(self._dataframe()[param].tolist())
+        values.update(params[param] for params in self._pending.values() if param in params)
         return values
 
     def parameterSpace(self) -> dict[str, set[Any]]:
@@ -612,6 +681,8 @@ class ResultSet:
             kind = kind_of_dtype(dtype)
             return kind.fill(ColumnState(kind, dtype))
         if dtype.kind == "M":
+            import pandas as pd
+
             return pd.NaT
         if dtype.kind in "OUS":
             return ""
@@ -823,16 +894,17 @@ class ResultSet:
 
     def loadStored(
         self,
-        frame: pd.DataFrame,
+        rows: StoredRows,
         roles: Mapping[str, Iterable[str]],
         pending: Mapping[str, Mapping[str, Any]],
         missing: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Make ``frame`` the rows already stored; ``roles`` maps role to column names.
+        """Make ``rows`` (as a file reader gives them) the rows already stored; ``roles`` maps role to column names.
 
-        ``missing`` marks, for int columns, the cells that were missing (stored as 0).
+        ``missing`` marks, for int columns, the cells that were missing (stored as 0). The
+        rows are typed into a DataFrame only when one is first asked for.
         """
-        self._base = frame.reset_index(drop=True)
+        self._base = rows
         self._row = None
         self._params = {k: [] for k in roles.get(PARAMETER, ())}
         self._results = {k: [] for k in roles.get(RESULT, ())}
@@ -840,7 +912,7 @@ class ResultSet:
         self._n_missing = dict.fromkeys(self.names(), 0)
         self._n_buffered = 0
         self._pending = {j: dict(p) for j, p in pending.items()}
-        self._base_states = {k: st for k, st in self._row_check.states.items() if k in frame.columns}
+        self._base_states = {k: st for k, st in self._row_check.states.items() if k in rows}
         self._base_missing = {k: np.asarray(m, dtype=bool) for k, m in (missing or {}).items()}
         self._frame = self._stored_frame = None
 
@@ -859,12 +931,16 @@ class ResultSet:
         """Which cells of column ``name`` are missing (a row without the key, or None), over every row."""
         base = self._base
         n_base = 0 if base is None else len(base)
-        if base is None or name not in base.columns:
+        if base is None or name not in base:
             head = np.ones(n_base, dtype=bool)
+        elif name in self._base_missing:
+            head = self._base_missing[name]
         else:
-            head = self._base_missing.get(name, np.zeros(n_base, dtype=bool))
+            # Only int columns keep which cells were missing; elsewhere a missing cell reads as the
+            # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
+            head = base.frame()[name].isna().to_numpy()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
-        tail = np.fromiter((v is None or v is MISSING for v in col), dtype=bool, count=len(col))
+        tail = np.fromiter((_missing_cell(v) for v in col), dtype=bool, count=len(col))
         return np.concatenate([head, tail])
 
     def _roles(self) -> dict[str, list[str]]:
@@ -986,6 +1062,11 @@ def with_results(rc: Any) -> Any:
     ):
         return {**rc, Experiment.RESULTS: {}}
     return rc
+
+
+def _missing_cell(v: Any) -> bool:
+    """True for a value that reads back as a missing cell: None, NaT, NaN (not a value a selection can match)."""
+    return v is None or v is MISSING or is_nat(v) or (isinstance(v, (float, np.floating)) and v != v)
 
 
 def _is_value_list(v: Any) -> bool:

@@ -1,0 +1,131 @@
+"""A cold ParallelLab sweep starts at once, in a forked copy of the client, while its engines register (12.3).
+
+The copy (:mod:`epyclab.labs.interim`) is a real forked process; the sweeps run
+on real local clusters, each in its own profile directory, checked by PID to
+leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from conftest_parallel import ExitsAt, Sleepy, Square, still_running
+from waiting import wait_until
+
+from epyclab.errors import ClusterConnectionError
+from epyclab.experiment import Experiment
+from epyclab.labs import worker
+from epyclab.labs.interim import Interim, InterimDied
+from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.parallelcluster import LocalCluster, process_alive
+from epyclab.labs.scheduler import Sweep
+from epyclab.labs.wire import decode_reply, package
+from epyclab.notebooks.labnotebook import LabNotebook
+
+STATUS = Experiment.STATUS
+PID = Experiment.PID
+
+
+def blobs_of(e: Experiment) -> tuple[str, dict[str, bytes]]:
+    _, payloads = package([(e, {})])
+    (key,) = payloads
+    return key, {key: payloads[key].blob}
+
+
+def test_the_copy_runs_chunks_like_an_engine_and_exits_when_closed() -> None:
+    key, blobs = blobs_of(Square(fail_at=(2,)))
+    replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    copy = Interim(blobs, replies.put)
+    try:
+        assert copy.pid != os.getpid() and copy.alive()
+        copy.submit(key, [{"x": x} for x in range(4)], None)
+        rcs, _ = decode_reply(replies.get(timeout=30), "Square")
+        assert [rc[Experiment.PARAMETERS]["x"] for rc in rcs] == [0, 1, 2, 3]
+        assert [rc[Experiment.METADATA][STATUS] for rc in rcs] == [True, True, False, True]
+        assert rcs[3][Experiment.RESULTS] == {"y": 9}
+        assert {rc[Experiment.METADATA][PID] for rc in rcs} == {copy.pid}
+    finally:
+        copy.stop()
+    assert not copy.alive() and replies.empty()
+
+
+def test_a_copy_that_dies_holding_a_chunk_says_so() -> None:
+    key, blobs = blobs_of(ExitsAt(1))
+    replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    copy = Interim(blobs, replies.put)
+    try:
+        copy.submit(key, [{"x": 0}, {"x": 1}, {"x": 2}], None)
+        died = replies.get(timeout=30)
+        assert isinstance(died, InterimDied) and str(copy.pid) in str(died)
+        assert not copy.open() and not copy.busy()
+    finally:
+        copy.stop()
+    assert not copy.alive()
+
+
+def test_stopping_a_busy_copy_kills_it_at_once() -> None:
+    key, blobs = blobs_of(Sleepy(60.0))
+    replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    copy = Interim(blobs, replies.put)
+    copy.submit(key, [{"x": 0}], None)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    copy.stop()
+    assert time.monotonic() - t0 < 10
+    assert not copy.alive()
+    # The engines' worker in this process is untouched: the copy loaded its experiment in its own memory.
+    assert worker.forget_experiment(key) is False
+
+
+def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(tmp_path: Path) -> None:
+    nb = LabNotebook()
+    lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
+    # 20 s of sleeping for one process: the engines register long before the copy could finish alone.
+    lab["x"] = range(400)
+    seen: list[dict[str, Any]] = []
+    try:
+        lab.runExperiment(Sleepy(0.05), progress=False)
+        local = lab.localCluster
+        assert local is not None
+        seen = local.processes()
+        df = nb.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(400)) and df[STATUS].all()
+        pids = df[PID].astype(int).tolist()
+        copy = pids[0]  # the first chunk goes to the copy, before the cluster is even launched
+        assert copy != os.getpid() and copy in local.pids()
+        assert 0 < lab.lastSweep["run_by_interim"] == pids.count(copy) < 400
+        # Once every engine was there, the copy finished its chunk and exited; the engines ran the rest.
+        engines = set(pids) - {copy}
+        assert len(engines) == 2 and engines <= set(local.pids())
+        assert not any(process_alive(p) for p in seen if int(p["pid"]) == copy)
+    finally:
+        lab.shutdown()
+    assert still_running(seen) == []
+
+
+def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wait for engines that start with the sweep must not hide an engine-less client.
+    monkeypatch.setattr(Sweep, "EngineGrace", 1.0)
+    local = LocalCluster(1, str(tmp_path / "profile"))
+    client = local.start()
+    procs = local.processes()
+    try:
+        (engine,) = [pid for pid in local.pids() if "ipyparallel.engine" in " ".join(psutil.Process(pid).cmdline())]
+        os.kill(engine, signal.SIGKILL)
+        wait_until(lambda: not client.ids, timeout=60, what="the hub to notice the engine's death")
+        lab = ParallelLab(client=client)
+        lab["x"] = range(5)
+        with pytest.raises(ClusterConnectionError, match="no engine has been running"):
+            lab.runExperiment(Square(), progress=False)
+    finally:
+        local.stop()
+    assert still_running(procs) == []
