@@ -80,7 +80,7 @@ def test_a_dry_run_says_what_it_would_copy_and_changes_nothing(tmp_path: Path) -
     assert digest(dest) == before
     done = CliRunner().invoke(main, ["copy", f"{src}:b", str(dest)])
     assert done.exit_code == 0, done.output
-    assert done.output == f"copying {src}:b -> {dest} (2 row(s), 0 pending)\n"
+    assert done.output == f"copied {src}:b -> {dest} (2 row(s), 0 pending)\n"
 
 
 def test_a_set_is_added_to_an_existing_destination_keeping_its_current_set(tmp_path: Path) -> None:
