@@ -171,6 +171,10 @@ _STR_RESUME = _GAP + "resume of points whose str parameter is '' or None (a file
     "str cell, so either may have been stored) is not in this subset"
 _OWN_GRACE = _GAP + "a task this process submitted that the hub does not know (lost with a restarted or culling " \
     "controller) is reached only by the fault tests, not this subset"
+_TASK_FAILED = _GAP + "a task that fails on the engine for another reason than the experiment (whose failures " \
+    "are results) is not produced by this subset"
+_TASK_MOVED = _GAP + "a task another process resubmitted (the hub's record says where it moved) is not produced " \
+    "by this subset"
 _POLL = _GAP + "how often a waiting reader tries the lock again (timing, which tests do not assert: a slower " \
     "poll only takes the lock later, a faster one costs CPU)"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
@@ -337,6 +341,11 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
         "equivalent: a stored frame always has the status column, so the fallback is never used",
     ("lab", 'if "" not in values:'): _STR_RESUME,
     ("lab", 'choices = [(v, None) if v == "" else (v,) for v in values]'): _STR_RESUME,
+    ("cluster-collect", "exc = ob.error"): _TASK_FAILED,
+    ("cluster-collect", "assert exc is not None"): _TASK_FAILED,
+    ("cluster-collect", 'self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)'): _TASK_FAILED,
+    ("cluster-collect", "assert ob.moved_to is not None"): _TASK_MOVED,
+    ("cluster-collect", "self._rename(refs, ob.moved_to, keep_index=True)"): _TASK_MOVED,
     ("cluster-collect", "own = self.tasks.get(msg_id)", "own = None"): _OWN_GRACE,
     ("cluster-collect", "return now - own.submitted > self.grace", "return now + own.submitted > self.grace"): _OWN_GRACE,  # noqa: E501
     ("cluster-collect", "return now - own.submitted > self.grace", "return now - own.submitted >= self.grace"):
