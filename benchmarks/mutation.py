@@ -18,9 +18,10 @@ To be quick each mutant runs in a child forked from a parent that has already
 imported the heavy third-party libraries (never epyclab), so a mutant costs
 its tests, not an interpreter start; and only the tests that ran the mutated
 line in an unmutated run (traced), or all of the target's tests for a line
-run at import time or in no test of that process (a subprocess may run it). Subprocesses the tests start import the
-copy too (PYTHONPATH). Nothing is changed in the working tree except
-``benchmarks/mutation-results.json`` and ``docs/mutation.md``.
+run at import time or in no test of that process (a subprocess may run it), quickest first; a test that
+started a process runs for every mutant (the process may run the line). Subprocesses the tests start import
+the copy too (PYTHONPATH). Hypothesis runs its "mutation" examples without shrinking. Nothing is changed in
+the working tree except ``benchmarks/mutation-results.json`` and ``docs/mutation.md``.
 
     nice -n 10 python benchmarks/mutation.py [--module journal ...] [--survivors] [--jobs 1] [--no-write] [--list]
 
