@@ -176,3 +176,11 @@ def test_missing_cells_stay_missing_in_the_copy(tmp_path: Path) -> None:
     df = rs.dataframe()
     assert df["t"].isna().tolist() == [False, True, False]
     assert df["n"].iloc[[0, 2]].tolist() == [1, 3] and df["t"].iloc[[0, 2]].tolist() == [when, when]
+
+
+def test_every_tag_named_twice_is_named_in_the_refusal(tmp_path: Path) -> None:
+    one = notebook(tmp_path / "one.h5", "x", "y")
+    two = notebook(tmp_path / "two.h5", "x", "y")
+    done = CliRunner().invoke(main, ["copy", f"{one}:x", f"{two}:x", f"{one}:y", f"{two}:y", str(tmp_path / "n.h5")])
+    assert done.exit_code == 1 and "['x', 'y'] are named more than once" in done.output, done.output
+    assert not (tmp_path / "n.h5").exists()
