@@ -179,6 +179,8 @@ _TASK_MOVED = _GAP + "a task another process resubmitted (the hub's record says 
 _WAIT_MESSAGE = _GAP + "main's new message of a reader or writer waiting for the lock (its level, wording and " \
     "when it is logged: logger.log(level, ...), which the script does not recognise as a logger call) is not " \
     "checked by this subset"
+_HOLDERS = _GAP + "main's new naming of the processes that hold a notebook open (pid and command line, from " \
+    "/proc) only feeds the waiting message; no test in this subset checks its wording"
 _POLL = _GAP + "how often a waiting reader tries the lock again (timing, which tests do not assert: a slower " \
     "poll only takes the lock later, a faster one costs CPU)"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
@@ -438,6 +440,8 @@ REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {
     ("locks", "DataLock.acquire"): _WAIT_MESSAGE,
     ("locks", "DataLock._say_waiting"): _WAIT_MESSAGE,
     ("locks", "DataLock.acquire_or_fail"): _WAIT_MESSAGE,
+    ("locks", "describe_holders"): _HOLDERS,
+    ("locks", "_describe_process"): _HOLDERS,
     ("locks", "holders"): _GAP + "main's new naming of the processes that hold a notebook open (read from "
     "/proc/locks) only feeds the waiting message; no test in this subset checks it",
     ("lab", "Submitted"): "ClusterLab's submission record: run by tests/test_cluster_lab.py (a real hub), "
