@@ -377,7 +377,7 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
                 if k in arrays:
                     v = arrays[k][i]
                     # NaT stays NaT: a datetime column of NaT only is a datetime column in the copy too.
-                    cells[k] = None if (missing[k][i] or v is pd.NA) else v
+                    cells[k] = None if ((missing[k][i] and v is not pd.NaT) or v is pd.NA) else v
             rc[part] = cells
         out.append(rc)
     return out

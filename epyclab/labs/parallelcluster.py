@@ -28,12 +28,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -230,9 +231,21 @@ def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    """Replace ``path`` by ``data`` at once: a reader (the reaper, another process) sees the old file or the new.
+
+    Each write has a temporary file of its own (made with O_EXCL, 0600): the
+    launch thread and the sweep both record processes, and with one shared
+    temporary name one write could move the other's half-written file into place.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data))
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> list[str]:
