@@ -170,7 +170,10 @@ def test_a_script_that_runs_a_sweep_and_exits_leaves_no_process(tmp_path: Path) 
     # At least the controller, two engines and the copy that ran points while they started
     # (the controller's schedulers too, if the sweep outlasted their start).
     assert len(recorded) >= 4
-    assert {p["pid"] for p in recorded} <= set(tree)
+    # Sampled every 0.1 s, the tree can miss a process that lived less than that (the forked copy that
+    # ran points while the engines started, once they took over; CI saw it): the sampler must have seen
+    # the cluster, and every recorded process is checked below whether it was seen or not.
+    assert {p["pid"] for p in recorded} & set(tree)
     # At exit the cluster was stopped: nothing it recorded, nothing in its process tree, remains.
     assert still_running(recorded, grace=5) == []
     assert still_running(list(tree.values()), grace=5) == []
