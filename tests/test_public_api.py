@@ -98,6 +98,31 @@ def test_star_import_gives_the_contract():
     assert set(FOUNDATION_NAMES) <= set(namespace)
 
 
+# epyc 1.7.2's top-level public names, less its module names (dir(epyc) there): code written for
+# epyc refers to these as epyc.X, so each must exist as epyclab.X.
+EPYC_TOP_LEVEL = [
+    "CancelledException", "ClusterLab", "Design", "DesignException", "Experiment", "ExperimentCombinator",
+    "ExperimentalConfiguration", "ExperimentalParameters", "FactorialDesign", "HDF5LabNotebook",
+    "JSONLabNotebook", "Lab", "LabNotebook", "LabNotebookLockedException", "Logger", "NotebookVersionException",
+    "PackageContactInfo", "ParallelLab", "PendingResultException", "PointwiseDesign", "RepeatedExperiment",
+    "ResultSet", "ResultSetLockedException", "ResultsDict", "ResultsStructureException", "SummaryExperiment",
+]
+
+
+def test_every_top_level_name_of_epyc_exists_and_is_exported():
+    assert [n for n in EPYC_TOP_LEVEL if not hasattr(epyclab, n)] == []
+    assert [n for n in EPYC_TOP_LEVEL if n not in epyclab.__all__] == []
+
+
+def test_package_contact_info_names_epyclab_and_is_the_creator_of_its_hdf5_files(tmp_path):
+    info = epyclab.PackageContactInfo
+    assert isinstance(info, str) and "epyclab" in info and epyclab.__version__ in info
+    nb = epyclab.HDF5LabNotebook(tmp_path / "nb.h5", create=True)
+    nb.close()
+    with h5py.File(tmp_path / "nb.h5", "r") as f:
+        assert f.attrs["creator"] == info
+
+
 def test_logger_name_and_version():
     assert epyclab.Logger == "epyclab"
     assert isinstance(epyclab.__version__, str) and epyclab.__version__
