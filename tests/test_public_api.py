@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 import epyclab
@@ -222,3 +223,21 @@ def test_lazy_names_are_the_real_objects_and_listed_by_dir():
     assert set(epyclab.__all__) <= set(dir(epyclab))
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
         epyclab.NoSuchThing  # noqa: B018
+
+
+@pytest.mark.parametrize("code", ["i1", "i8", "u4", "f4", "f8", "c16", "?", "U", "S", "O"])
+def test_zero_mapping_agrees_with_zero_for_every_kind(code):
+    # epyc code reads ResultSet.ZeroMapping[dtype.kind]; it must give what a missing cell holds.
+    expected, mapped = epyclab.ResultSet.zero(np.dtype(code)), epyclab.ResultSet.ZeroMapping[np.dtype(code).kind]
+    assert type(mapped) is type(expected)
+    assert (mapped != mapped and expected != expected) or mapped == expected
+
+
+def test_refused_results_dict_and_unknown_version_answer_as_in_epyc():
+    rs = epyclab.ResultSet()
+    bad = {"parameters": {"x": 1}, "metadata": {}, "results": [1]}
+    with pytest.raises(epyclab.ResultsStructureException) as err:
+        rs.addSingleResult(bad)
+    assert err.value.resultsdict() is bad
+    version = epyclab.NotebookVersionException("'2'", "3", "f.h5")
+    assert version.expectedVersion() == "'2'" and version.actualVersion() == "3" and "f.h5" in str(version)
