@@ -7,17 +7,26 @@ redirections let the ssh session end while it runs, and the script prints its
 PID. Stopping sends SIGTERM to each recorded process group, waits, and sends
 SIGKILL to what is left, but only to PIDs that still run an ipyparallel
 program, so a PID reused by another program after a reboot is never killed.
+
+A controller forks its schedulers, which outlive it when it is killed alone
+(SIGKILL, the OOM killer) and keep its ports open. :func:`identify` lists a
+process with its descendants and the members of its process group, each as
+an *identity*: its PID and its start time (``ps -o lstart``, in UTC), which
+together name one process for ever. :func:`stopIdentified` stops recorded
+identities (so a process recorded once is found after its parent died, and a
+reused PID is never signalled), and :func:`identified` says which still run.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 
 from epyclab.clustersetup.hosts import Host
 from epyclab.clustersetup.ssh import Remote
 
-__all__ = ["launch", "stop", "alive"]
+__all__ = ["launch", "stop", "alive", "identify", "identified", "stopIdentified", "Identity"]
 
 # alive PID: true if PID runs (not a zombie) an ipyparallel controller or engine.
 # group_alive PGID: true if a process of that group runs (zombies left for init to reap do not count).
@@ -31,6 +40,23 @@ _FUNCTIONS = "\n".join(
         "children() { ps -eo pid=,ppid= | awk -v p=\"$1\" '$2 == p {print $1}'; }",
     ]
 )
+
+# started PID: its start time (zombie or not) as one word, empty if there is no such process.
+# live PID: its start time if it runs (not a zombie), else nothing.
+# descendants PID, members PGID: the PIDs of its descendants, of the live members of the group.
+_IDENTITY = "\n".join(
+    [
+        "started() { TZ=UTC LC_ALL=C ps -o lstart= -p \"$1\" 2>/dev/null | awk '{$1 = $1; gsub(/ /, \"_\"); print}'; }",
+        "live() { TZ=UTC LC_ALL=C ps -o stat=,lstart= -p \"$1\" 2>/dev/null"
+        " | awk '$1 !~ /^Z/ {$1 = \"\"; $0 = $0; $1 = $1; gsub(/ /, \"_\"); print}'; }",
+        'descendants() { for c in $(children "$1"); do echo "$c"; descendants "$c"; done; }',
+        "members() { ps -eo pid=,pgid=,stat= | awk -v g=\"$1\" '$2 == g && $3 !~ /^Z/ {print $1}'; }",
+    ]
+)
+
+#: A process named for ever: ``[pid, start]``, its start time as ``ps -o lstart`` prints it in UTC
+#: (spaces as ``_``); the start is ``""`` when it is not known (a record from before it was kept).
+Identity = list
 
 
 def launch(
@@ -116,3 +142,86 @@ def alive(remote: Remote, host: Host, pids: Sequence[int]) -> list[int]:
     )
     output = remote.ssh(host, script, timeout=60)
     return [int(line.split()[1]) for line in output.splitlines() if line.startswith("alive ")]
+
+
+def identify(remote: Remote, host: Host, pid: int, started: str = "") -> list[Identity]:
+    """The identities of process ``pid`` on ``host``, its descendants and its process group's live members.
+
+    ``started`` is its recorded start time (see :data:`Identity`; ``""`` if
+    not known). If a process other than that one now has the PID (a start
+    time that differs), nothing of it is listed. If ``pid`` has exited, the
+    members of its process group are still listed: they are its leftovers
+    (a process group's ID is not reused while the group has members), and,
+    if ``started`` is not known, only when no process has that PID at all.
+    """
+    script = "\n".join(
+        [
+            _FUNCTIONS,
+            _IDENTITY,
+            f"p={int(pid)}; want={shlex.quote(started)}",
+            'now=$(started "$p")',
+            'if [ -n "$now" ] && [ -n "$want" ] && [ "$now" != "$want" ]; then exit 0; fi',
+            'if [ -n "$now" ] && [ -z "$want" ] && ! alive "$p"; then exit 0; fi',
+            'for q in $( (echo "$p"; descendants "$p"; members "$p") | sort -un); do',
+            '  s=$(live "$q"); if [ -n "$s" ]; then echo "process $q $s"; fi',
+            "done",
+        ]
+    )
+    output = remote.ssh(host, script, timeout=60)
+    return [[int(line.split()[1]), line.split()[2]] for line in output.splitlines() if line.startswith("process ")]
+
+
+def identified(remote: Remote, host: Host, identities: Sequence[Identity]) -> list[int]:
+    """The PIDs of ``identities`` that still run on ``host`` as the same process (not a zombie).
+
+    An identity without a start time counts if its PID runs an ipyparallel program (see :func:`alive`).
+    """
+    if not identities:
+        return []
+    check = 'for x in $ids; do if same "$x"; then echo "alive ${x%%@*}"; fi; done'
+    script = "\n".join([_FUNCTIONS, _IDENTITY, _same(identities), check])
+    output = remote.ssh(host, script, timeout=60)
+    return [int(line.split()[1]) for line in output.splitlines() if line.startswith("alive ")]
+
+
+def stopIdentified(remote: Remote, host: Host, identities: Sequence[Identity], grace: float = 10.0) -> list[int]:
+    """Stop the processes of ``identities`` still running on ``host`` (SIGTERM, SIGKILL after ``grace`` s).
+
+    Each is checked to be the same process (PID and start time) right before
+    every signal, so a PID reused by another process is never signalled.
+    Returns the PIDs that ran and were stopped.
+    """
+    if not identities:
+        return []
+    rounds = max(1, int(grace / 0.2))
+    script = "\n".join(
+        [
+            _FUNCTIONS,
+            _IDENTITY,
+            _same(identities),
+            "mine=''",
+            'for x in $ids; do if same "$x"; then mine="$mine $x"; kill -TERM "${x%%@*}" 2>/dev/null || true; fi; done',
+            'left="$mine"; i=0',
+            f'while [ -n "$(echo $left)" ] && [ "$i" -lt {rounds} ]; do',
+            "  sleep 0.2; i=$((i + 1)); next=''",
+            '  for x in $left; do if same "$x"; then next="$next $x"; fi; done',
+            "  left=$next",
+            "done",
+            'for x in $left; do if same "$x"; then kill -KILL "${x%%@*}" 2>/dev/null || true; fi; done',
+            'for x in $mine; do echo "stopped ${x%%@*}"; done',
+        ]
+    )
+    output = remote.ssh(host, script, timeout=grace + 60)
+    return [int(line.split()[1]) for line in output.splitlines() if line.startswith("stopped ")]
+
+
+def _same(identities: Sequence[Identity]) -> str:
+    """Shell: ``ids`` (each ``PID@START``) and ``same X``, true if X still runs as that process."""
+    # A start time is letters, digits, ':' and '_' (see _IDENTITY); anything else cannot match.
+    ids = " ".join(f"{int(pid)}@{re.sub(r'[^A-Za-z0-9:_]', '', str(start))}" for pid, start in identities)
+    return "\n".join(
+        [
+            f"ids='{ids}'",
+            'same() { p=${1%%@*}; s=${1#*@}; if [ -n "$s" ]; then [ "$(live "$p")" = "$s" ]; else alive "$p"; fi; }',
+        ]
+    )
