@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import time
@@ -209,3 +210,49 @@ def test_engines_that_do_not_register_are_named(ipdir: Path) -> None:
     assert len(pids) == 2
     assert cluster(ipdir, "-q", "stop", "mute").exit_code == 0
     assert wait_gone(pids) == []
+
+
+def controller_killed_alone(profile: Path) -> tuple[int, list[int]]:
+    """SIGKILL the recorded controller by its PID alone, as a crash or the OOM killer would; its schedulers stay.
+
+    Returns the controller's PID and the PIDs of the schedulers it left running
+    (found in /proc, its process group, not from epyclab's records).
+    """
+    controller = int(loadProcesses(profile).controller["pid"])
+    schedulers = [p for p in group_members(controller) if p != controller]
+    assert len(schedulers) >= 2, "an ipyparallel controller forks its schedulers"
+    os.kill(controller, signal.SIGKILL)
+    wait_until(lambda: not running(controller), 20, "the killed controller to end")
+    # What makes this case hard: they live on, and the controller's registration port still accepts.
+    assert all(running(p) for p in schedulers)
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]
+    assert accepts(port)
+    return controller, schedulers
+
+
+def accepts(port: int) -> bool:
+    """True if something accepts a TCP connection on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Path) -> None:
+    """Issue 11.6: stop finds the schedulers of a controller that died alone, by PID and start time."""
+    assert cluster(ipdir, "-q", "init", "alone").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "alone", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_alone"
+    recorded = loadProcesses(profile)
+    engines = recorded.engines["(local)"]
+    controller, schedulers = controller_killed_alone(profile)
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]
+
+    stopped = cluster(ipdir, "-q", "stop", "alone")
+    assert stopped.exit_code == 0, stopped.output
+    assert (f"(local): stopped 2 engine(s), the controller had already exited; "
+            f"stopped the {len(schedulers)} process(es) it left running") in stopped.stdout
+    assert wait_gone([controller, *schedulers, *engines]) == []
+    assert not accepts(port)
+    assert loadProcesses(profile).empty()
