@@ -54,6 +54,8 @@ _IDENTITY = "\n".join(
     ]
 )
 
+_START = re.compile(r"[A-Za-z0-9:_]*")
+
 #: A process named for ever: ``[pid, start]``, its start time as ``ps -o lstart`` prints it in UTC
 #: (spaces as ``_``); the start is ``""`` when it is not known (a record from before it was kept).
 Identity = list
@@ -217,8 +219,8 @@ def stopIdentified(remote: Remote, host: Host, identities: Sequence[Identity], g
 
 def _same(identities: Sequence[Identity]) -> str:
     """Shell: ``ids`` (each ``PID@START``) and ``same X``, true if X still runs as that process."""
-    # A start time is letters, digits, ':' and '_' (see _IDENTITY); anything else cannot match.
-    ids = " ".join(f"{int(pid)}@{re.sub(r'[^A-Za-z0-9:_]', '', str(start))}" for pid, start in identities)
+    # A start time is letters, digits, ':' and '_' (see _IDENTITY): any other text matches no process ("-").
+    ids = " ".join(f"{int(pid)}@{start if _START.fullmatch(str(start)) else '-'}" for pid, start in identities)
     return "\n".join(
         [
             f"ids='{ids}'",
