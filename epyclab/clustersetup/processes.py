@@ -160,7 +160,8 @@ def identify(remote: Remote, host: Host, pid: int, started: str = "") -> list[Id
         [
             _FUNCTIONS,
             _IDENTITY,
-            f"p={int(pid)}; want={shlex.quote(started)}",
+            # Any text but a start time (see _IDENTITY) matches no process.
+            f"p={int(pid)}; want={shlex.quote(started if _START.fullmatch(started) else '-')}",
             'now=$(started "$p")',
             'if [ -n "$now" ] && [ -n "$want" ] && [ "$now" != "$want" ]; then exit 0; fi',
             'if [ -n "$now" ] && [ -z "$want" ] && ! alive "$p"; then exit 0; fi',
