@@ -22,6 +22,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Any
 
+from epyclab.private import privateDirectory
+
 __all__ = ["LOG_NAME", "cluster_log_path", "cluster_logger", "release_logger"]
 
 #: The file name of the local clusters' log, in ``<profile_dir>/epyclab/``.
@@ -51,7 +53,7 @@ def cluster_logger(profile_dir: str | os.PathLike[str], cluster_id: str) -> logg
     Raises OSError if the log file cannot be opened (a symlink in its place, say).
     """
     path = cluster_log_path(profile_dir)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    privateDirectory(path.parent)
     handler = _PrivateRotatingFileHandler(path, maxBytes=_MAX_BYTES, backupCount=_BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(f"%(asctime)s {cluster_id} %(levelname)s %(message)s"))
     log = logging.getLogger(f"epyclab.parallelcluster.{cluster_id}")

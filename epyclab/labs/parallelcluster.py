@@ -44,6 +44,7 @@ import psutil
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlog import cluster_logger, release_logger
 from epyclab.log import logger
+from epyclab.private import privateDirectory
 
 if TYPE_CHECKING:
     # Imported where a cluster is started (about 0.4 s): the reaper and a warm sweep need none of it.
@@ -499,7 +500,7 @@ class LocalCluster:
     def log_file(self, name: str) -> str:
         """The path of log file ``name`` of this cluster (in the profile's log directory; removed by :meth:`stop`)."""
         directory = Path(self.profile_dir, "log")
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        privateDirectory(directory)
         return str(directory / f"{name}-{self.cluster_id}.log")
 
     def pids(self) -> list[int]:
@@ -520,7 +521,11 @@ class LocalCluster:
         if self._reaper is not None:
             return
         cleanup_orphans(self.profile_dir, self.StopTimeout)
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        # Private before ipyparallel writes its connection files and its processes' logs there (those
+        # files it makes readable by all; the directories keep everyone else out).
+        for sub in ("security", "log"):
+            privateDirectory(Path(self.profile_dir, sub))
+        privateDirectory(self._state_file.parent)
         self._save_state()
         # Started before the controller, so that from its first process on this cluster cannot outlive us.
         self._reaper = _start_reaper(self._state_file)
