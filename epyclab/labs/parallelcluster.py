@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.clusterlog import cluster_logger, release_logger
+from epyclab.labs.clusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
 from epyclab.private import privateDirectory
 
@@ -391,7 +391,16 @@ def _stop_recorded(
 
 
 def _remove_files(profile_dir: str, cluster_id: str) -> None:
-    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs)."""
+    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs).
+
+    What its processes wrote (their log files) is kept in the clusters' log first (:func:`keep_outputs`).
+    """
+    outputs = sorted(Path(profile_dir, "log").glob(f"*{cluster_id}*.log"))
+    try:
+        keep_outputs(profile_dir, cluster_id, outputs)
+    except OSError as exc:
+        logger.warning("could not keep the output of cluster %s's processes in %s: %s",
+                       cluster_id, cluster_log_path(profile_dir), exc)
     for sub in ("security", "log", "pid"):
         for path in Path(profile_dir, sub).glob(f"*{cluster_id}*"):
             path.unlink(missing_ok=True)
