@@ -165,6 +165,7 @@ class Progress:
     def __init__(self, total: int, enabled: bool | None = None, desc: str = "sweep", unit: str = "run") -> None:
         self.done = 0
         self.failed = 0
+        self._total = total
         self._shown = 0
         self._last = monotonic()
         self._bar: Any = None
@@ -214,7 +215,9 @@ class Progress:
         return True
 
     def _refresh(self) -> None:
-        if self._catch_up():
+        # The last count is drawn by close() (tqdm draws the final state there, whatever was drawn
+        # before): drawing it here too would print the same line twice.
+        if self._catch_up() and self.done < self._total:
             self._bar.refresh()
         self._last = monotonic()
 
