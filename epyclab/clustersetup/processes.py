@@ -11,8 +11,9 @@ program, so a PID reused by another program after a reboot is never killed.
 A controller forks its schedulers, which outlive it when it is killed alone
 (SIGKILL, the OOM killer) and keep its ports open. :func:`identify` lists a
 process with its descendants and the members of its process group, each as
-an *identity*: its PID and its start time (``ps -o lstart``, in UTC), which
-together name one process for ever. :func:`stopIdentified` stops recorded
+an *identity*: its PID and its start time (on Linux the boot and the clock
+ticks since it, from ``/proc``; elsewhere ``ps -o lstart``), which together
+name one process for ever. :func:`stopIdentified` stops recorded
 identities (so a process recorded once is found after its parent died, and a
 reused PID is never signalled), and :func:`identified` says which still run.
 """
@@ -44,20 +45,35 @@ _FUNCTIONS = "\n".join(
 # started PID: its start time (zombie or not) as one word, empty if there is no such process.
 # live PID: its start time if it runs (not a zombie), else nothing.
 # descendants PID, members PGID: the PIDs of its descendants, of the live members of the group.
-_IDENTITY = "\n".join(
-    [
-        "started() { TZ=UTC LC_ALL=C ps -o lstart= -p \"$1\" 2>/dev/null | awk '{$1 = $1; gsub(/ /, \"_\"); print}'; }",
-        "live() { TZ=UTC LC_ALL=C ps -o stat=,lstart= -p \"$1\" 2>/dev/null"
-        " | awk '$1 !~ /^Z/ {$1 = \"\"; $0 = $0; $1 = $1; gsub(/ /, \"_\"); print}'; }",
-        'descendants() { for c in $(children "$1"); do echo "$c"; descendants "$c"; done; }',
-        "members() { ps -eo pid=,pgid=,stat= | awk -v g=\"$1\" '$2 == g && $3 !~ /^Z/ {print $1}'; }",
-    ]
-)
+# Where there is /proc (Linux) the start time is the boot's id and the clock ticks from boot to the
+# start (/proc/PID/stat, field 22): unlike a wall-clock time, a clock set forward or back (NTP, a
+# resumed virtual machine) does not change it. Elsewhere it is `ps -o lstart` in UTC.
+_IDENTITY = r"""
+stat_of() { awk '{sub(/^.*\) /, ""); print $1, $20}' "/proc/$1/stat" 2>/dev/null; }
+boot() { tr -d -- '-' < /proc/sys/kernel/random/boot_id 2>/dev/null; }
+started() {
+  if [ -r /proc/self/stat ]; then
+    t=$(stat_of "$1"); if [ -n "$t" ]; then echo "boot$(boot):${t#* }"; fi
+  else
+    TZ=UTC LC_ALL=C ps -o lstart= -p "$1" 2>/dev/null | awk '{$1 = $1; gsub(/ /, "_"); print}'
+  fi
+}
+live() {
+  if [ -r /proc/self/stat ]; then
+    t=$(stat_of "$1"); case "$t" in ""|Z*) ;; *) echo "boot$(boot):${t#* }" ;; esac
+  else
+    TZ=UTC LC_ALL=C ps -o stat=,lstart= -p "$1" 2>/dev/null \
+      | awk '$1 !~ /^Z/ {$1 = ""; $0 = $0; $1 = $1; gsub(/ /, "_"); print}'
+  fi
+}
+descendants() { for c in $(children "$1"); do echo "$c"; descendants "$c"; done; }
+members() { ps -eo pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ {print $1}'; }
+"""
 
 _START = re.compile(r"[A-Za-z0-9:_]*")
 
-#: A process named for ever: ``[pid, start]``, its start time as ``ps -o lstart`` prints it in UTC
-#: (spaces as ``_``); the start is ``""`` when it is not known (a record from before it was kept).
+#: A process named for ever: ``[pid, start]``, its start time as the shell function ``started`` of
+#: ``_IDENTITY`` gives it (one word); ``""`` when it is not known (a record from before it was kept).
 Identity = list
 
 
