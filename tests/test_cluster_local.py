@@ -239,12 +239,26 @@ def accepts(port: int) -> bool:
     return True
 
 
-def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Path) -> None:
-    """Issue 11.6: stop finds the schedulers of a controller that died alone, by PID and start time."""
+@pytest.mark.parametrize("record", ["this epyclab's", "an older epyclab's"])
+def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Path, record: str) -> None:
+    """Issue 11.6: stop finds the schedulers of a controller that died alone, by PID and start time.
+
+    An older epyclab recorded the controller's host and PID only (a cluster it
+    started may still run after an upgrade): its schedulers are then found as
+    its process group, whose ID no other process can have while they live.
+    """
     assert cluster(ipdir, "-q", "init", "alone").exit_code == 0
     assert cluster(ipdir, "-q", "start", "alone", "--local", "-n", "2").exit_code == 0
     profile = ipdir / "profile_alone"
     recorded = loadProcesses(profile)
+    # The controller and its schedulers, recorded by start when it answered.
+    assert [int(recorded.controller["pid"]), recorded.controller["started"]] in recorded.controller["tree"]
+    assert len(recorded.controller["tree"]) > 2
+    if record == "an older epyclab's":
+        state = profile / "pid" / "epyclab-processes.json"
+        data = json.loads(state.read_text())
+        data["controller"] = {"host": "(local)", "pid": data["controller"]["pid"]}
+        state.write_text(json.dumps(data))
     engines = recorded.engines["(local)"]
     controller, schedulers = controller_killed_alone(profile)
     port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]

@@ -167,10 +167,11 @@ def identify(remote: Remote, host: Host, pid: int, started: str = "") -> list[Id
 
     ``started`` is its recorded start time (see :data:`Identity`; ``""`` if
     not known). If a process other than that one now has the PID (a start
-    time that differs), nothing of it is listed. If ``pid`` has exited, the
-    members of its process group are still listed: they are its leftovers
-    (a process group's ID is not reused while the group has members), and,
-    if ``started`` is not known, only when no process has that PID at all.
+    time that differs; or, if ``started`` is not known, a live process that
+    is not an ipyparallel program), nothing of it is listed. If ``pid`` has
+    exited (or is a zombie), the members of its process group are still
+    listed: they are its leftovers (a process group's ID is not reused while
+    the group has members).
     """
     script = "\n".join(
         [
@@ -179,8 +180,10 @@ def identify(remote: Remote, host: Host, pid: int, started: str = "") -> list[Id
             # Any text but a start time (see _IDENTITY) matches no process.
             f"p={int(pid)}; want={shlex.quote(started if _START.fullmatch(started) else '-')}",
             'now=$(started "$p")',
-            'if [ -n "$now" ] && [ -n "$want" ] && [ "$now" != "$want" ]; then exit 0; fi',
-            'if [ -n "$now" ] && [ -z "$want" ] && ! alive "$p"; then exit 0; fi',
+            # Another process has the PID now: nothing of it is ours.
+            'if [ -n "$want" ] && [ -n "$now" ] && [ "$now" != "$want" ]; then exit 0; fi',
+            # Start not known: a live process that is not an ipyparallel program is not ours either.
+            'if [ -z "$want" ] && [ -n "$(live "$p")" ] && ! alive "$p"; then exit 0; fi',
             'for q in $( (echo "$p"; descendants "$p"; members "$p") | sort -un); do',
             '  s=$(live "$q"); if [ -n "$s" ]; then echo "process $q $s"; fi',
             "done",
