@@ -262,6 +262,9 @@ def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Pat
     engines = recorded.engines["(local)"]
     controller, schedulers = controller_killed_alone(profile)
     port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]
+    status = cluster(ipdir, "status", "alone")
+    assert status.exit_code == 1
+    assert f"PID {controller} on (local), exited ({len(schedulers)} process(es) it started still run" in status.stdout
 
     stopped = cluster(ipdir, "-q", "stop", "alone")
     assert stopped.exit_code == 0, stopped.output

@@ -35,7 +35,14 @@ from epyclab.clustersetup.profile import CLIENT_FILE
 from epyclab.clustersetup.ssh import Remote
 from epyclab.clustersetup.state import loadProcesses
 
-__all__ = ["controllerRecord", "recordControllerTree", "controllerRunning", "stopControllerTree", "controllerExited"]
+__all__ = [
+    "controllerRecord",
+    "recordControllerTree",
+    "controllerRunning",
+    "controllerLeftovers",
+    "stopControllerTree",
+    "controllerExited",
+]
 
 
 def controllerRecord(remote: Remote, host: Host, pid: int) -> dict[str, Any]:
@@ -70,6 +77,13 @@ def controllerRunning(remote: Remote, host: Host, record: dict[str, Any]) -> boo
     if started:
         return bool(processes.identified(remote, host, [[pid, started]]))
     return bool(processes.alive(remote, host, [pid]))
+
+
+def controllerLeftovers(remote: Remote, host: Host, record: dict[str, Any]) -> list[int]:
+    """The PIDs of the recorded controller's tree still running on ``host``, the controller itself excluded."""
+    pid, started = int(record["pid"]), str(record.get("started", ""))
+    tree = _merged(record.get("tree", []), processes.identify(remote, host, pid, started))
+    return [p for p in processes.identified(remote, host, tree) if p != pid]
 
 
 def stopControllerTree(remote: Remote, host: Host, record: dict[str, Any], grace: float = 10.0) -> tuple[bool, int]:

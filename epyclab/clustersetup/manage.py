@@ -26,6 +26,7 @@ from typing import Any
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
 from epyclab.clustersetup.controllertree import (
+    controllerLeftovers,
     controllerRecord,
     controllerRunning,
     recordControllerTree,
@@ -683,8 +684,12 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     except ClusterSetupError as error:
         return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started, jobs=jobs)
     if not running:
+        left = controllerLeftovers(remote, host, recorded.controller)
+        held = (f" ({len(left)} process(es) it started still run, holding its ports: `start` or `stop` stops them)"
+                if left else "")
         return ClusterStatus(
-            f"{where}, exited: restart it with `epyclab cluster start {profile}`", False, started=started, jobs=jobs
+            f"{where}, exited{held}: restart it with `epyclab cluster start {profile}`", False, started=started,
+            jobs=jobs,
         )
     try:
         client = connect(directory, timeout=timeout)
