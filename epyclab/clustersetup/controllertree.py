@@ -90,20 +90,18 @@ def stopControllerTree(remote: Remote, host: Host, record: dict[str, Any], grace
     """Stop the recorded controller and every process of its tree still running; also after it died.
 
     Returns whether the controller itself was running, and how many other
-    processes of its tree (schedulers) were stopped. Processes are stopped
-    by identity (PID and start time; see :func:`processes.stopIdentified`),
-    never by name. A record from before start times were kept falls back on
-    :func:`processes.stop` (the controller's process group, if it runs).
+    processes of its tree it had left running (schedulers of a controller
+    killed alone) were stopped. A running controller is stopped with its
+    process group, as :func:`processes.stop` does (a scheduler it forked a
+    moment ago is in it too); what is left of its recorded tree is stopped
+    by identity (PID and start time, :func:`processes.stopIdentified`),
+    never by name.
     """
     pid, started = int(record["pid"]), str(record.get("started", ""))
-    if not started:
-        leader = bool(processes.stop(remote, host, [pid], grace))
-        leftovers = processes.identify(remote, host, pid)
-        return leader, len(processes.stopIdentified(remote, host, leftovers, grace))
-    # The tree recorded at start (schedulers found after the controller died), and what runs now.
     tree = _merged(record.get("tree", []), processes.identify(remote, host, pid, started))
-    stopped = processes.stopIdentified(remote, host, [[pid, started], *tree], grace)
-    return pid in stopped, len([p for p in stopped if p != pid])
+    leader = controllerRunning(remote, host, record) and bool(processes.stop(remote, host, [pid], grace))
+    stopped = processes.stopIdentified(remote, host, tree, grace)
+    return leader or pid in stopped, len([p for p in stopped if p != pid])
 
 
 def controllerExited(clientFile: str | Path) -> str | None:

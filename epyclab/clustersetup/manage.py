@@ -684,7 +684,11 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     except ClusterSetupError as error:
         return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started, jobs=jobs)
     if not running:
-        left = controllerLeftovers(remote, host, recorded.controller)
+        try:
+            left = controllerLeftovers(remote, host, recorded.controller)
+        except ClusterSetupError as error:
+            logger.info("%s: cannot list what the controller left running: %s", host, error)
+            left = []
         held = (f" ({len(left)} process(es) it started still run, holding its ports: `start` or `stop` stops them)"
                 if left else "")
         return ClusterStatus(
