@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,11 @@ from clusterhub import HubProcesses
 from test_cluster_local import cluster, controller_killed_alone
 from test_cluster_local import ipdir as ipdir  # the fixture: stops what a test left running in its profiles
 
-from epyclab.clustersetup.state import loadProcesses
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.controllertree import controllerExited
+from epyclab.clustersetup.hosts import LOCAL
+from epyclab.clustersetup.ssh import Remote
+from epyclab.clustersetup.state import Processes, loadProcesses, saveProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.probe import controller_absent
@@ -159,3 +164,58 @@ def test_a_paused_controller_of_a_profile_gets_the_patience_and_answers(ipdir: P
         assert lab.numberOfEngines() == 1
     finally:
         lab.close()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["as recorded", "on another host", "on another machine", "no start time", "file written since", "in a batch job",
+     "alive"],
+)
+def test_only_a_recorded_controller_of_this_machine_is_judged_by_its_pid(tmp_path: Path, case: str) -> None:
+    """controllerExited says "exited" only for the controller that `start` recorded here for this very file.
+
+    A controller elsewhere (another host, another machine sharing the profile,
+    a batch job) or started since by other means (its file written again) is
+    left to the port probe and the patience; so is one that still runs.
+    """
+    profile = tmp_path / "profile_p"
+    client = profile / "security" / "ipcontroller-client.json"
+    client.parent.mkdir(parents=True)
+    client.write_text("{}")
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        # As `epyclab cluster start` records it (see epyclab/clustersetup/controllertree.py).
+        record = {"host": "(local)", "pid": proc.pid, "started": _start_of(proc.pid), "machine": socket.gethostname(),
+                  "client": client.stat().st_mtime_ns}
+        assert processes.identified(Remote(), LOCAL, [[proc.pid, record["started"]]]) == [proc.pid]
+        if case != "alive":
+            proc.kill()
+            proc.wait()
+        if case == "on another host":
+            record["host"] = "node7"
+        elif case == "on another machine":
+            record["machine"] = socket.gethostname() + "-not"
+        elif case == "no start time":
+            del record["started"]
+        elif case == "in a batch job":
+            record = {"role": "controller", "kind": "slurm", "launcher": {"job_id": "12"}}
+        saveProcesses(profile, Processes(controller=record))
+        if case == "file written since":
+            time.sleep(0.01)
+            client.write_text("{ }")
+        reason = controllerExited(client)
+        if case == "as recorded":
+            assert reason is not None and f"PID {proc.pid}" in reason and "has exited" in reason
+            assert str(profile / "pid") in reason
+        else:
+            assert reason is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start_of(pid: int) -> str:
+    """The start time of ``pid`` as `start` records it on Linux (boot id, clock ticks since boot)."""
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+    return f"boot{boot}:{Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[19]}"
