@@ -119,9 +119,8 @@ def controllerExited(clientFile: str | Path) -> str | None:
         if path.resolve() != (directory / CLIENT_FILE).resolve():
             return None
         record = loadProcesses(directory).controller
-        if not _judged_here(record, path):
+        if record is None or not _judged_here(record, path):
             return None
-        assert record is not None
         pid = int(record["pid"])
         if controllerRunning(Remote(), LOCAL, record):
             return None
@@ -133,11 +132,10 @@ def controllerExited(clientFile: str | Path) -> str | None:
     )
 
 
-def _judged_here(record: dict[str, Any] | None, path: Path) -> bool:
+def _judged_here(record: dict[str, Any], path: Path) -> bool:
     """True if ``record`` names a controller on this machine that wrote ``path`` last."""
     return (
-        record is not None
-        and record.get("host") == str(LOCAL)
+        record.get("host") == str(LOCAL)
         and record.get("machine") == socket.gethostname()
         and bool(record.get("started"))
         and record.get("client") == path.stat().st_mtime_ns
