@@ -293,3 +293,37 @@ def test_a_sweep_run_in_a_thread_works_and_leaves_no_copy() -> None:
     t.join(120)
     assert not errors and len(lab.notebook().dataframe()) == 20
     assert gone(lab.lastCopies)
+
+
+# ---- the pool itself ----------------------------------------------------------------------------
+
+
+def test_the_pool_replaces_a_dead_copy_but_stops_forking_copies_that_die_before_any_work() -> None:
+    import queue
+
+    from epyclab.labs.copies import CopyPool
+    from epyclab.labs.interim import InterimDied
+    from epyclab.labs.wire import package
+
+    _, payloads = package([(ExitsAt(-1), {})])
+    blobs = {k: p.blob for k, p in payloads.items()}
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    pool = CopyPool(blobs, lambda copy, reply: events.put((copy, reply)), 2)
+    try:
+        assert len(pool.copies()) == 2 and pool.forked == 2
+        # Copies killed while idle, before they ever replied: replaced StartFailures times, then no more.
+        for i in range(CopyPool.StartFailures + 1):
+            victim = pool.copies()[0]
+            os.kill(victim.pid, signal.SIGKILL)
+            copy, died = events.get(timeout=30)
+            assert copy is victim and isinstance(died, InterimDied) and not died.lost_chunk
+            fresh = pool.replace(copy, idle=True)
+            if i < CopyPool.StartFailures:
+                assert fresh is not None and fresh.pid != victim.pid and len(pool.copies()) == 2
+            else:
+                assert fresh is None and len(pool.copies()) == 1
+        assert pool.open()  # one copy still works
+        assert pool.forked == 2 + CopyPool.StartFailures and pool.replaced == CopyPool.StartFailures
+    finally:
+        pool.stop()
+    assert not pool.open() and gone(pool.pids())
