@@ -62,6 +62,8 @@ def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None
     assert ParallelLab(backend="ipyparallel").recreate()[1]["backend"] == "ipyparallel"
     with pytest.raises(ValueError, match=r"no backend 'loky'.*'fork', 'ipyparallel'"):
         ParallelLab(backend="loky")
+    with pytest.raises(ValueError, match=r"backend='fork'.*not both"):
+        ParallelLab(backend="fork", client=object())  # type: ignore[arg-type]
 
 
 NO_IPYPARALLEL_SCRIPT = """

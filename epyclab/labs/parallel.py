@@ -107,8 +107,8 @@ class ParallelLab(Lab):
     model).
 
     Raises:
-        ValueError: both ``cluster`` and ``client``, or an unknown ``backend``
-            (or ``"fork"`` where forking is not allowed).
+        ValueError: both ``cluster`` and ``client``; ``backend`` with either;
+            an unknown ``backend`` (or ``"fork"`` where forking is not allowed).
     """
 
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
@@ -133,6 +133,9 @@ class ParallelLab(Lab):
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
         if cluster is not None and client is not None:
             raise ValueError("give ParallelLab a cluster or a client, not both")
+        if backend is not None and (cluster is not None or client is not None):
+            raise ValueError(f"ParallelLab(backend={backend!r}) runs on its own workers: give it a backend, or a "
+                             f"cluster or client to run on, not both")
         self._cores = cores
         self._n = resolve_cores(cores)
         self._cluster = cluster
