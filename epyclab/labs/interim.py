@@ -1,6 +1,9 @@
-"""Points run by a forked copy of the client while a new local cluster's engines register.
+"""A forked copy of the user's process that runs chunks of points as an engine does.
 
-A cold :class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
+It is the worker of ParallelLab's ``"fork"`` backend (a pool of them, see
+:mod:`epyclab.labs.copies`), and, on the ``"ipyparallel"`` backend, runs
+points while a new local cluster's engines register. There a cold
+:class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
 one to two seconds, idle, for the controller and the engines to start. So the
 lab forks this process (:class:`Interim`): the copy already holds the
 experiment and every module it needs, so it runs points within milliseconds,
@@ -12,7 +15,7 @@ point that crashes its process (``os._exit``, a segfault): that kills the copy,
 and the sweep treats it as an engine that died.
 
 The scheduler (:class:`~epyclab.labs.scheduler.Sweep`) gives it one chunk at a
-time and stops giving it chunks once every engine has registered (so that on
+time; on the ipyparallel backend it stops giving it chunks once every engine has registered (so that on
 ``n`` cores no more than ``n`` processes run points for longer than one chunk);
 it then finishes its chunk and exits. Its PID is recorded with the cluster's
 processes, so the cluster's reaper stops it if the user's process dies.
