@@ -70,7 +70,10 @@ class ParallelLab(Lab):
       result. The copies exit when the sweep ends, are killed at once on
       Ctrl-C or an error, and die with this process even if it is killed
       (SIGKILL). Run the sweep from the thread that will outlive it (a
-      copy dies when the thread that forked it ends).
+      copy dies when the thread that forked it ends). A library that is not
+      safe to use after a fork (GNU OpenMP, used by this process before the
+      sweep, can hang a copy) needs ``backend="ipyparallel"``, whose engines
+      start afresh.
     - ``backend="ipyparallel"`` (the default where fork is not safe: macOS,
       Windows): the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
