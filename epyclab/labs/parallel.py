@@ -153,7 +153,8 @@ class ParallelLab(Lab):
         #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
         self.lastCopies: list[int] = []
         #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
-        #: chunks resubmitted because their engine died.
+        #: chunks resubmitted because their engine died, points run by forked copies, copies forked
+        #: (and how many of them replaced one that died).
         self.lastSweep: dict[str, int] = {}
 
     @property
