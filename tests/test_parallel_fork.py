@@ -329,3 +329,25 @@ def test_the_pool_replaces_a_dead_copy_but_stops_forking_copies_that_die_before_
     finally:
         pool.stop()
     assert not pool.open() and gone(pool.pids())
+
+
+class UsesAPool(Experiment):
+    """Runs a multiprocessing pool of its own, as a do() may on an engine."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return {"y": sum(pool.map(abs, range(-params["x"], 0)))}
+
+
+def test_a_do_that_starts_processes_of_its_own_works_in_a_copy() -> None:
+    # A copy is not a "daemonic" process to multiprocessing (which refuses to let those have children).
+    nb = LabNotebook()
+    lab = ParallelLab(nb, cores=2)
+    lab["x"] = range(5)
+    lab.runExperiment(UsesAPool(), progress=False)
+    df = nb.dataframe(only_successful=False)
+    assert df[STATUS].all(), df[EXCEPTION].tolist()
+    assert df["y"].tolist() == [x * (x + 1) // 2 for x in range(5)]
+    assert gone(lab.lastCopies)

@@ -113,6 +113,9 @@ def _serve(
 ) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
     _die_with(parent)
+    # Daemonic to the parent (stopped at its exit, never waited for), but free to start processes of
+    # its own as an engine is: a do() that uses multiprocessing must work here too.
+    multiprocessing.current_process().daemon = False
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in parents_ends:
         # Else the copy would hold the write end of its own requests, and never see the parent go.
