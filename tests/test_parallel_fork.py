@@ -351,3 +351,29 @@ def test_a_do_that_starts_processes_of_its_own_works_in_a_copy() -> None:
     assert df[STATUS].all(), df[EXCEPTION].tolist()
     assert df["y"].tolist() == [x * (x + 1) // 2 for x in range(5)]
     assert gone(lab.lastCopies)
+
+
+class Draws(Experiment):
+    """Draws from numpy's and Python's global random states, seeded by no one."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+
+        return {"np": float(np.random.random()), "py": random.random()}
+
+
+def test_copies_do_not_share_the_parents_random_state() -> None:
+    import numpy as np
+
+    np.random.seed(1234)  # the user's process has drawn, or seeded, before the sweep
+    lab = ParallelLab(LabNotebook(), cores=2)
+    lab["x"] = range(40)
+    lab.runExperiment(Draws(), progress=False)
+    lab.runExperiment(Draws(), progress=False)  # a second sweep's copies start from the same parent
+    df = lab.notebook().dataframe()
+    assert len(df) == 80
+    # Copies with the parent's state would draw the same sequence: repeated values across copies and sweeps.
+    assert df["np"].nunique() == 80 and df["py"].nunique() == 80
+    assert float(np.random.random()) == np.random.RandomState(1234).random_sample()  # the parent's untouched

@@ -108,6 +108,18 @@ def _like_an_engine(output: str | None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
+def _fresh_random_state() -> None:
+    """Reseed numpy's global random state from the system's entropy, as a fresh engine's is.
+
+    A fork copies it: every copy (and every later sweep's copies) would draw the
+    same numbers as the others, and a Monte Carlo sweep would repeat itself.
+    (Python's own :mod:`random` reseeds itself in a forked child.)
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
 def _serve(
     requests: Any, replies: Any, parents_ends: list[Any], blobs: dict[str, bytes], output: str | None, parent: int
 ) -> None:
@@ -116,6 +128,7 @@ def _serve(
     # Daemonic to the parent (stopped at its exit, never waited for), but free to start processes of
     # its own as an engine is: a do() that uses multiprocessing must work here too.
     multiprocessing.current_process().daemon = False
+    _fresh_random_state()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in parents_ends:
         # Else the copy would hold the write end of its own requests, and never see the parent go.
