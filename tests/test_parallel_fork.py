@@ -377,3 +377,24 @@ def test_copies_do_not_share_the_parents_random_state() -> None:
     # Copies with the parent's state would draw the same sequence: repeated values across copies and sweeps.
     assert df["np"].nunique() == 80 and df["py"].nunique() == 80
     assert float(np.random.random()) == np.random.RandomState(1234).random_sample()  # the parent's untouched
+
+
+class ExitsAlways(Experiment):
+    """Every point ends its process on the spot."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        os._exit(3)
+
+
+def test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang() -> None:
+    nb = LabNotebook()
+    lab = ParallelLab(nb, cores=2)
+    lab["x"] = range(6)
+    lab.runExperiment(ExitsAlways(), progress=False)
+    df = nb.dataframe(only_successful=False)
+    assert df["x"].tolist() == list(range(6)) and not df[STATUS].astype(bool).any()
+    assert all("EngineDied" in m and "died 2 times" in m for m in df[EXCEPTION])
+    # Each point cost exactly two copies (MaxDeaths), each replaced by a fresh fork.
+    assert lab.lastSweep["forked"] - 2 == lab.lastSweep["replaced"]
+    assert lab.lastSweep["replaced"] == 2 * 6  # 6 points in tasks of one point each
+    assert gone(lab.lastCopies)
