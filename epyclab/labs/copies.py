@@ -49,7 +49,7 @@ class CopyPool:
         OSError: the first copy could not be forked (out of memory, a process limit).
     """
 
-    #: A copy that dies before its first reply is replaced at most this many times in a row.
+    #: A copy that dies idle before its first reply is replaced at most this many times in a row.
     StartFailures = 3
 
     def __init__(
