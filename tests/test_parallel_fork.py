@@ -66,6 +66,29 @@ def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None
         ParallelLab(backend="fork", client=object())  # type: ignore[arg-type]
 
 
+def test_a_registered_backend_is_chosen_by_name() -> None:
+    from epyclab.labs.backends import ForkBackend, Settings, register_backend
+
+    sweeps: list[Settings] = []
+
+    class Recording(ForkBackend):
+        def engines(self, blobs: dict[str, bytes], settings: Settings) -> Any:
+            sweeps.append(settings)
+            return super().engines(blobs, settings)
+
+    register_backend("recording", Recording)
+    try:
+        lab = ParallelLab(LabNotebook(), cores=1, backend="recording")
+        lab["x"] = range(5)
+        lab.runExperiment(ExitsAt(-1), progress=False)
+        assert lab.backend() == "recording" and len(lab.dataframe()) == 5
+        assert [s.n for s in sweeps] == [1] and len(lab.lastCopies) == 1
+    finally:
+        del BACKENDS["recording"]
+    with pytest.raises(TypeError, match="non-empty string"):
+        register_backend("", Recording)
+
+
 NO_IPYPARALLEL_SCRIPT = """
 import os, sys
 from epyclab import Experiment, ParallelLab
