@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from epyclab.errors import NotebookInUseError
 from epyclab.notebooks import locks
@@ -123,7 +124,7 @@ def test_the_lock_file_is_readable_as_the_notebook_is(notebook: str) -> None:
 ON_DESCRIPTOR_0 = """
 import os, sys
 from epyclab.errors import NotebookInUseError
-from epyclab.notebooks.locks import READER_FIX, DataLock, WriterLock, describe_holders, holders
+from epyclab.notebooks.locks import WriterLock
 notebook, which = sys.argv[1], sys.argv[2]
 lock = WriterLock(notebook)
 if which == "lock file":
@@ -424,7 +425,7 @@ def test_another_holder_is_named_by_its_command_line(notebook: str, hold_script:
 
 
 # Run as process 1 of a new pid namespace (a container): holds argv[1] itself and prints who holds it. The
-# test's own lock, taken outside the namespace, shows there as process 0, which is nobody it can name.
+# test's own lock, taken outside the namespace, is not shown there.
 IN_NAMESPACE = """
 import fcntl, os, sys
 from epyclab.notebooks.locks import describe_holders, holders
@@ -435,7 +436,7 @@ print(os.getpid(), holders(sys.argv[1]), describe_holders(sys.argv[1]).split(" (
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
-def test_a_holder_in_another_pid_namespace_is_not_named_process_0(notebook: str) -> None:
+def test_a_holder_that_is_process_1_of_its_pid_namespace_is_named(notebook: str) -> None:
     outside = DataLock(notebook)
     assert outside.acquire(exclusive=False, wait=0)
     try:
@@ -444,3 +445,31 @@ def test_a_holder_in_another_pid_namespace_is_not_named_process_0(notebook: str)
     finally:
         outside.release()
     assert done.stdout == "1 [1] this process\n", done.stdout + done.stderr
+
+
+# Takes a shared flock on argv[1], leaves it to a child it forks (which prints its pid and waits for its stdin
+# to close), and ends: the lock is still noted under the process that took it, which is gone.
+LEFT_TO_A_CHILD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)
+if os.fork() == 0:
+    print(os.getpid(), flush=True)
+    sys.stdin.read()
+os._exit(0)
+"""
+
+
+def test_a_holder_that_ended_leaving_its_lock_to_a_child_is_named_by_its_pid(notebook: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", LEFT_TO_A_CHILD, notebook], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    child = int(proc.stdout.readline())
+    try:
+        assert proc.wait(timeout=30) == 0
+        assert holders(notebook) == [proc.pid]
+        assert describe_holders(notebook) == f"process {proc.pid}"
+    finally:
+        proc.stdin.close()  # the child reads the end of its input and ends
+        proc.stdout.close()
+    wait_until(lambda: holders(notebook) == [], 30, f"process {child}, the lock's last holder, to end")

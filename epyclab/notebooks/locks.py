@@ -140,7 +140,7 @@ class WriterLock:
     def _unlock_file(self) -> None:
         if self._inode_fd is not None:
             self._inode_finalizer()
-            self._inode_fd = None
+            self._inode_fd = None  # pragma: no mutate: a finalizer called again does nothing
 
     def release(self) -> None:
         """Give the lock up (and remove the lock file, which only the holder may do)."""
@@ -311,8 +311,8 @@ def holders(path: str) -> list[int]:
         try:
             pid = int(fields[4])
         except ValueError:
-            continue
-        # 0: a holder this process cannot see (in another pid namespace: a container), or one that ended.
+            continue  # pragma: no mutate: a FLOCK line's pid field is always a number (-1 only on OFD lines)
+        # -1: an OFD lock (never on a FLOCK line); 0 is kept out as the kernel's "no process".
         if pid > 0 and pid not in pids:
             pids.append(pid)
     return pids
