@@ -12,7 +12,7 @@ from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
-from epyclab.experiment import Experiment, ResultsDict
+from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -403,8 +403,13 @@ class Lab:
             self.deleteAllParameters()
         try:
             f(self)
-        except Exception:
-            logger.exception("creating result set %r failed", tag)
+        except Exception as exc:
+            if propagate:
+                # The caller gets the exception, traceback and all: once is enough (as epyc, at INFO).
+                logger.info("creating result set %r failed: %s", tag, exception_text(exc))
+            else:
+                # Returned as False: this log is the only place the cause is told.
+                logger.warning("creating result set %r failed", tag, exc_info=True)
             if previous in nb:
                 nb.select(previous)
             if delete:

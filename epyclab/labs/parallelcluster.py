@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.clusterlog import cluster_logger, release_logger
+from epyclab.labs.clusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
+from epyclab.private import privateDirectory
 
 if TYPE_CHECKING:
     # Imported where a cluster is started (about 0.4 s): the reaper and a warm sweep need none of it.
@@ -75,10 +77,14 @@ def _identity(pid: int) -> dict[str, Any] | None:
 
 
 def process_alive(ident: dict[str, Any]) -> bool:
-    """True if the process recorded as ``{'pid', 'created'}`` still runs (a zombie does not)."""
+    """True if the process recorded as ``{'pid', 'created'}`` still runs (a zombie does not).
+
+    With ``created`` None (only the PID is known: see :func:`read_state`), any
+    process with that PID counts: a cluster is never stopped under a live owner.
+    """
     try:
         p = psutil.Process(int(ident["pid"]))
-        if abs(p.create_time() - float(ident["created"])) > 0.01:
+        if ident.get("created") is not None and abs(p.create_time() - float(ident["created"])) > 0.01:
             return False
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -248,6 +254,41 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+#: A state file's name: ``local-<cluster id>.json``, the id being ``epyclab-<owner's PID>-<hex>``.
+_STATE_NAME = re.compile(r"local-(epyclab-(\d+)-[0-9a-f]+)\.json")
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The cluster state recorded in ``path``; for a damaged file, what its name says; None if not even that.
+
+    A damaged file (empty, cut short by a full disk or a crash, not a state)
+    must not leave its cluster running for good: its name still gives the
+    cluster's id and the owner's PID, and every process ipyparallel started
+    for the cluster carries that id in its environment, which is all
+    :func:`stop_recorded_state` needs.
+
+    Raises:
+        FileNotFoundError: ``path`` is gone (the cluster was stopped).
+    """
+    try:
+        state = json.loads(path.read_text())
+        problem = "" if isinstance(state, dict) and {"cluster_id", "owner"} <= state.keys() else "not a cluster state"
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        state, problem = None, str(exc) or type(exc).__name__
+    if not problem:
+        return state
+    match = _STATE_NAME.fullmatch(path.name)
+    if match is None:
+        logger.warning("ignoring cluster state file %s: %s, and its name names no cluster", path, problem)
+        return None
+    logger.warning("cluster state file %s is damaged (%s): cluster %s is known by its name alone",
+                   path, problem, match.group(1))
+    return {"cluster_id": match.group(1), "profile_dir": str(path.parent.parent),
+            "owner": {"pid": int(match.group(2)), "created": None}, "controller": [], "engines": [], "helpers": []}
+
+
 def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> list[str]:
     """Stop the clusters in ``profile_dir`` whose starting process is gone; return their ids.
 
@@ -257,11 +298,10 @@ def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> lis
     cleaned = []
     for path in sorted(_state_dir(profile_dir).glob("local-*.json")):
         try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable cluster state file %s: %s", path, exc)
-            continue
-        if process_alive(state["owner"]):
+            state = read_state(path)
+        except FileNotFoundError:
+            continue  # stopped meanwhile
+        if state is None or process_alive(state["owner"]):
             continue
         cluster_id = state["cluster_id"]
         logger.warning(
@@ -351,7 +391,16 @@ def _stop_recorded(
 
 
 def _remove_files(profile_dir: str, cluster_id: str) -> None:
-    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs)."""
+    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs).
+
+    What its processes wrote (their log files) is kept in the clusters' log first (:func:`keep_outputs`).
+    """
+    outputs = sorted(Path(profile_dir, "log").glob(f"*{cluster_id}*.log"))
+    try:
+        keep_outputs(profile_dir, cluster_id, outputs)
+    except OSError as exc:
+        logger.warning("could not keep the output of cluster %s's processes in %s: %s",
+                       cluster_id, cluster_log_path(profile_dir), exc)
     for sub in ("security", "log", "pid"):
         for path in Path(profile_dir, sub).glob(f"*{cluster_id}*"):
             path.unlink(missing_ok=True)
@@ -460,7 +509,7 @@ class LocalCluster:
     def log_file(self, name: str) -> str:
         """The path of log file ``name`` of this cluster (in the profile's log directory; removed by :meth:`stop`)."""
         directory = Path(self.profile_dir, "log")
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        privateDirectory(directory)
         return str(directory / f"{name}-{self.cluster_id}.log")
 
     def pids(self) -> list[int]:
@@ -481,7 +530,11 @@ class LocalCluster:
         if self._reaper is not None:
             return
         cleanup_orphans(self.profile_dir, self.StopTimeout)
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        # Private before ipyparallel writes its connection files and its processes' logs there (those
+        # files it makes readable by all; the directories keep everyone else out).
+        for sub in ("security", "log"):
+            privateDirectory(Path(self.profile_dir, sub))
+        privateDirectory(self._state_file.parent)
         self._save_state()
         # Started before the controller, so that from its first process on this cluster cannot outlive us.
         self._reaper = _start_reaper(self._state_file)
