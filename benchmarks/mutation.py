@@ -108,7 +108,8 @@ TARGETS: list[Target] = [
     Target(
         "lab",
         "epyclab/labs/lab.py",
-        ("tests/test_lab_commit_loop.py", "tests/test_lab.py", "tests/test_lab_mutants.py"),
+        ("tests/test_lab_commit_loop.py", "tests/test_lab.py", "tests/test_lab_mutants.py",
+         "tests/test_create_with.py"),
         why="resume and the commit loop decide which finished runs reach the notebook",
     ),
     Target(
