@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -261,27 +262,45 @@ def test_a_reader_waiting_for_a_change_says_so_at_info_then_once_at_warning_afte
     assert float(second[1]) >= 0.3
 
 
+class ReleasedOnce:
+    """A lock released once, by whichever thread comes first (the logging handler, or a safety net)."""
+
+    def __init__(self, lock: DataLock) -> None:
+        self._lock, self._mutex, self._done = lock, threading.Lock(), False
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._done:
+                self._done = True
+                self._lock.release()
+
+
 def test_a_change_waiting_for_readers_warns_at_once_naming_them_and_the_fix(notebook: str, told: Any) -> None:
     me = f"this process ({os.getpid()})"
-    for doing, call in (
-        ("", lambda lock: lock.acquire(exclusive=True)),  # the default wait: DataLock.Timeout (60 s)
-        ("", lambda lock: lock.acquire_or_fail(exclusive=True)),
-        ("to fold its journal in", lambda lock: lock.acquire(exclusive=True, doing="to fold its journal in")),
+    for doing, wait, call in (
+        ("", 60, lambda lock: lock.acquire(exclusive=True)),  # the default wait: DataLock.Timeout (60 s)
+        ("", 5, lambda lock: lock.acquire_or_fail(exclusive=True, wait=5)),
+        ("to fold it in", 5, lambda lock: lock.acquire(exclusive=True, wait=5, doing="to fold it in")),
     ):
         reader = DataLock(notebook)
         assert reader.acquire(exclusive=False, wait=0)
-        said = told(reader, lambda records: True)  # the reader closes its file once told
+        once = ReleasedOnce(reader)
+        said = told(once, lambda records: True)  # the reader closes its file once told
+        # Were it never told, the reader would still let go after 8 s (so the wait never runs to 60 s).
+        safety = threading.Timer(8, once.release)
+        safety.start()
         writer = QuietFor03(notebook)
         try:
             assert call(writer) in (True, None)
         finally:
+            safety.cancel()
             writer.release()
-            reader.release()
+            once.release()
             logging.getLogger("epyclab").removeHandler(said)
         assert said.records == [(
             logging.WARNING,
-            f"waiting up to 60 s{' ' + doing if doing else ''} for the readers of notebook {notebook} to let go of "
-            f"it: {me} holds it open for reading; {READER_FIX}",
+            f"waiting up to {wait} s{' ' + doing if doing else ''} for the readers of notebook {notebook} to let go "
+            f"of it: {me} holds it open for reading; {READER_FIX}",
         )]
 
 
