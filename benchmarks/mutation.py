@@ -167,8 +167,6 @@ _MKSTEMP = 'fd, tmp = tempfile.mkstemp(prefix=f"{}", suffix=target.suffix, dir=t
 _ONE_CHAR = "equivalent: a one-character code (dtype kind or byte order, never 'X') is in the padded string exactly "\
     "when it is in the original"
 _FIT_EDGES = _ADDED + "test_jobs_mutants.py::test_fitting_at_the_edges"
-_STR_RESUME = _GAP + "resume of points whose str parameter is '' or None (a file keeps no mark of a missing " \
-    "str cell, so either may have been stored) is not in this subset"
 _OWN_GRACE = _GAP + "a task this process submitted that the hub does not know (lost with a restarted or culling " \
     "controller) is reached only by the fault tests, not this subset"
 _TASK_FAILED = _GAP + "a task that fails on the engine for another reason than the experiment (whose failures " \
@@ -200,13 +198,8 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
         _ADDED + "test_journal_records.py::test_reopening_an_empty_journal_keeps_its_file_id (now appends)",
     ("undo", "def read(self, n: int = -1) -> bytes:", "def read(self, n: int = +1) -> bytes:"):
         _ADDED + "test_undo_log.py::test_seek_without_whence_is_from_the_start (now reads to the end)",
-    ("lab", "if self._since >= self._every or monotonic() - self._last >= self._interval:",
-     "if self._since >= self._every or monotonic() - self._last > self._interval:"):
-        "equivalent in practice: the monotonic clock has moved on by the time a result is counted",
     ("parallel-chunks", "self.total = max(0, int(total))", "self.total = max(1, int(total))"):
         "equivalent: a total of 0 or 1 gives the same largest chunk (1), and nothing else reads total",
-    ("lab", "Outcome = Union[ResultsDict, Submitted]", "Outcome = None"):
-        "equivalent: a type alias used in annotations only",
     ("journal", "self._fd = -1", "self._fd = -2"): "equivalent: any negative descriptor means 'closed'",
     ("cli-copy", _MKSTEMP.format(".{target.name}.", "."), _MKSTEMP.format("XX.{target.name}.XX", ".")):
         "equivalent: the temporary file's name, which is linked to the destination's name and removed before the "
@@ -315,33 +308,10 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
      'if free < 2:'): _FIT_EDGES,
     ("cluster-jobs", 'needed = -(-int(points) // free)',
      'needed = -(-int(points) / free)'): _FIT_EDGES,
-    ("lab", "if type(rc[_RESULTS]) is dict:", "if type(rc[_RESULTS]) is not dict:"):
-        _ADDED + "test_lab_mutants.py::test_every_row_of_a_point_carries_its_sweep_and_place",
-    ("lab", "if v is None or (isinstance(v, float) and v != v):", "if v is None and (isinstance(v, float) and v != v):"):  # noqa: E501
-        _ADDED + "test_lab_mutants.py::test_resume_counts_a_none_parameter_done_though_it_reads_back_as_nan",
-    ("lab", "_runs_elsewhere = False", "_runs_elsewhere = None"): "equivalent: None is as false as False",
-    ("lab", "if exc_type is None:", "if exc_type is not None:"):
-        _GAP + "the sweep ends the same unless the last commit fails (then the user would get an AttributeError, "
-        "or a commit error in place of the sweep's own); no test in this subset makes that commit fail",
-    ("lab", "first = False", "first = True"):
-        "equivalent: provenance is recorded once; recordFirstRun() returns at once when the set has it already",
-    ("lab", "first = False", "first = None"): "equivalent: None is as false as False",
-    ("lab", "if type(outcome) is dict:", "if type(outcome) is not dict:"):
-        _GAP + "a results dict stores the same row on either path (the quick one skips settle() when nothing "
-        "was captured), but a ClusterLab submission would take the wrong one; ClusterLab is not in this subset",
-    ("lab", "bar.add(1, 0)"): _GAP + "the progress bar's count for a point submitted to a cluster (ClusterLab, "
-    "display only), not in this subset",
-    ("lab", "record(outcome)", "record(None)"):
-        _GAP + "what the progress bar counts for a finished point (display only), not asserted here",
-    ("lab", "names = sorted(points[0][1])", "names = sorted(points[1][1])"):
-        _GAP + "every point of a design has the same parameters, so only a one-point resume differs (it fails "
-        "with this mutant); no test here resumes a one-point design",
     ("lab", "if df is not None and set(names) <= set(df.columns):", "if df is not None and set(names) < set(df.columns):"):  # noqa: E501
         "equivalent: a stored frame always has metadata columns besides the parameters",
     ("lab", "ok = df[Experiment.STATUS].astype(bool).tolist() if Experiment.STATUS in df.columns else [True] * len(df)"):  # noqa: E501
         "equivalent: a stored frame always has the status column, so the fallback is never used",
-    ("lab", 'if "" not in values:'): _STR_RESUME,
-    ("lab", 'choices = [(v, None) if v == "" else (v,) for v in values]'): _STR_RESUME,
     ("cli-copy", "continue  # refused below, before anything is written",
      "break  # refused below, before anything is written"):
         _ADDED + "test_cli_copy_mutants.py::test_every_tag_named_twice_is_named_in_the_refusal",
@@ -410,20 +380,14 @@ REASONS_BY_LINE: dict[tuple[str, str], str] = {
     ("cluster-jobs", 'STUCK = "stuck"'): _STATE_VALUE,
     ("cluster-jobs", 'MISSING = "missing"'): _STATE_VALUE,
     ("cluster-jobs", 'MOVED = "moved"'): _STATE_VALUE,
-    ("lab", "CommitInterval = 5.0"): _GAP + "telling the default 5 s from 6 s takes a sweep longer than 5 s, "
-    "too slow for this subset",
-    ("lab", "ReplayOutput = True"): _GAP + "output is replayed only by labs whose runs happen elsewhere "
-    "(ParallelLab, ClusterLab); their tests start engines and are not in this subset",
     ("lab", "tag = nb.currentTag()"): "equivalent: a pending result given no tag goes to the current set too, "
-    "and nothing selects another set while runExperiment submits (ClusterLab only; not in this subset)",
+    "and nothing selects another set while runExperiment submits",
 
     ("journal", '_ALLOWED = journal_globals() | {("builtins", "set"), ("builtins", "frozenset")}'): _PROTOCOL_5_SETS,
 }
 
 # Whole functions whose survivors share one reason, keyed by (target, qualified name).
 REASONS_BY_FUNCTION: dict[tuple[str, str], str] = {
-    ("lab", "Submitted"): "ClusterLab's submission record: run by tests/test_cluster_lab.py (a real hub), "
-    "too slow for this target's subset",
 }
 
 # Notes on earlier runs, kept on the page (a list of Markdown lines, ending with an empty one).

@@ -301,3 +301,12 @@ def test_resume_counts_an_empty_and_a_missing_text_done_after_reopening(tmp_path
         e = Seen()
         lab.runExperiment(e, resume=True, progress=False)
     assert e.runs == ["b"]
+
+
+def test_resume_counts_a_nan_parameter_done() -> None:
+    nb = LabNotebook()
+    lab = Lab(nb)
+    lab["x"] = [1.5, float("nan")]
+    lab.runExperiment(Double(), progress=False)
+    lab.runExperiment(Double(), resume=True, progress=False)
+    assert len(nb.dataframe()) == 2  # NaN is no value twice over: the point is done, not run again
