@@ -262,7 +262,8 @@ class Lab:
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
-        with closing(outcomes), Progress(len(points), progress, desc=type(self).__name__) as bar, \
+        desc, unit = self._progress_label()
+        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, \
                 _CommitOnExit(committer):
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
@@ -287,6 +288,10 @@ class Lab:
                     add(settle(outcome))
                     record(outcome)
                 added()
+
+    def _progress_label(self) -> tuple[str, str]:
+        """The progress bar's description and unit for a sweep: this lab's name, and runs."""
+        return type(self).__name__, "run"
 
     def engineEnvironments(self) -> list[dict[str, str]]:
         """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
