@@ -31,6 +31,7 @@ __all__ = [
     "UnknownResultSetError",
     "ExperimentSerializationError",
     "ClusterConnectionError",
+    "EngineDied",
     "SummaryError",
 ]
 
@@ -171,6 +172,15 @@ class ExperimentSerializationError(EpyclabError):
 
 class ClusterConnectionError(EpyclabError):
     """No ipyparallel controller answered, or the connection was lost."""
+
+
+class EngineDied(ClusterConnectionError):
+    """A process running points died (a forked copy of ParallelLab's ``"fork"`` backend).
+
+    Recorded as the exception of a point that was running in
+    ``Sweep.MaxDeaths`` processes that died (on ipyparallel engines,
+    ipyparallel's ``EngineError`` is recorded instead).
+    """
 
 
 class SummaryError(EpyclabError):

@@ -23,16 +23,17 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
-from typing import Any
-
-from ipyparallel import AsyncResult, Client, LoadBalancedView
-from ipyparallel.error import CompositeError, EngineError, RemoteError
+from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import byvalue, worker
 from epyclab.labs.portable import refuse_process_bound
+
+if TYPE_CHECKING:
+    # Packaging and decoding serve ParallelLab's forked copies too, which never import ipyparallel (0.5 s).
+    from ipyparallel import AsyncResult, Client, LoadBalancedView
 
 __all__ = [
     "Payload",
@@ -148,6 +149,8 @@ def ship_experiment(
     installed there, say) raises ExperimentSerializationError naming the
     class, the engine and the remote error, before any point is submitted.
     """
+    from ipyparallel.error import CompositeError, RemoteError
+
     targets = list(client.ids) if targets is None else list(targets)
     if not targets:
         return {}
@@ -202,6 +205,8 @@ def submit_chunk(
 
 def is_engine_death(exc: BaseException) -> bool:
     """True if a task failed because its engine died (not because of what it ran)."""
+    from ipyparallel.error import EngineError, RemoteError
+
     if isinstance(exc, EngineError):
         return True
     return isinstance(exc, RemoteError) and exc.ename == "EngineError"
