@@ -460,9 +460,12 @@ def test_a_holder_that_is_process_1_of_its_pid_namespace_is_named(notebook: str)
     assert outside.acquire(exclusive=False, wait=0)
     try:
         done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", IN_NAMESPACE,
-                               notebook], capture_output=True, text=True, timeout=60, check=True)
+                               notebook], capture_output=True, text=True, timeout=60)
     finally:
         outside.release()
+    if done.returncode != 0 and "Operation not permitted" in done.stderr:
+        pytest.skip("new PID namespaces are not permitted here (a container without CAP_SYS_ADMIN)")
+    assert done.returncode == 0, done.stderr
     assert done.stdout == "1 [1] this process\n", done.stdout + done.stderr
 
 
