@@ -421,3 +421,45 @@ def test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang() -
     assert lab.lastSweep["forked"] - 2 == lab.lastSweep["replaced"]
     assert lab.lastSweep["replaced"] == 2 * 6  # 6 points in tasks of one point each
     assert gone(lab.lastCopies)
+
+
+HELPERS = """
+def sq(x):
+    return x * x
+"""
+
+POOL_SCRIPT = """
+import multiprocessing, sys
+from epyclab import Experiment, LabNotebook, ParallelLab
+import helpers
+
+def cube(x):
+    return x ** 3
+
+class PoolOfMyOwn(Experiment):
+    def do(self, params):
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            return {"sq": sum(pool.map(helpers.sq, range(params["x"]))),
+                    "cube": sum(pool.map(cube, range(params["x"])))}
+
+nb = LabNotebook()
+lab = ParallelLab(nb, cores=2)
+lab["x"] = range(1, 7)
+lab.runExperiment(PoolOfMyOwn(), progress=False)
+df = nb.dataframe(only_successful=False)
+print(df["epyc.experiment.status"].tolist(), df["epyc.experiment.exception"].tolist())
+print(df["sq"].tolist(), df["cube"].tolist())
+"""
+
+
+def test_a_pool_in_do_runs_the_users_own_functions_from_the_script_and_a_module_beside_it(tmp_path) -> None:
+    # Seen: "Can't pickle <function sq>: it's not the same object as helpers.sq" (epyc 1.7.2 ran it):
+    # the copies ran a by-value copy of the experiment, whose functions were other objects.
+    (tmp_path / "helpers.py").write_text(HELPERS)
+    (tmp_path / "sweep.py").write_text(POOL_SCRIPT)
+    done = subprocess.run([sys.executable, "sweep.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    statuses, sums = done.stdout.splitlines()
+    assert statuses == f"{[True] * 6} {[''] * 6}"
+    xs = range(1, 7)
+    assert sums == f"{[sum(i * i for i in range(x)) for x in xs]} {[sum(i ** 3 for i in range(x)) for x in xs]}"

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import ipyparallel as ipp
 
     from epyclab.labs.parallelcluster import LocalCluster
+    from epyclab.labs.wire import Payload
 
 __all__ = ["BACKENDS", "FORK", "IPYPARALLEL", "LocalBackend", "Settings", "default_backend", "make_backend",
            "register_backend"]
@@ -59,10 +60,11 @@ class LocalBackend(Protocol):
     #: The local ipyparallel cluster of the last sweep (None for a backend without one).
     localCluster: "LocalCluster | None"
 
-    def engines(self, blobs: dict[str, bytes], settings: Settings) -> AbstractContextManager[dict[str, Any]]:
+    def engines(self, payloads: dict[str, Payload], settings: Settings) -> AbstractContextManager[dict[str, Any]]:
         """The keyword arguments of :class:`~epyclab.labs.scheduler.Sweep` for one sweep, and ``engines``.
 
-        ``blobs`` maps each sweep key to its serialized experiment; ``settings`` are the lab's now.
+        ``payloads`` maps each sweep key to its experiment, serialized (see
+        :func:`epyclab.labs.wire.package`); ``settings`` are the lab's now.
         """
 
     def shutdown(self) -> None:
@@ -86,12 +88,16 @@ class ForkBackend:
             )
 
     @contextmanager
-    def engines(self, blobs: dict[str, bytes], settings: Settings) -> Iterator[dict[str, Any]]:
+    def engines(self, payloads: dict[str, Payload], settings: Settings) -> Iterator[dict[str, Any]]:
         n = settings.n
         output = _copies_log(settings.profile_dir)
 
         def copies(deliver: Callable[[Interim, Any], None]) -> CopyPool:
-            return CopyPool(blobs, deliver, n, output=output, replace=True)
+            # The experiment objects themselves: a forked copy holds them already, as they are (a
+            # by-value copy would make the module functions they use different objects, which
+            # multiprocessing inside do() cannot pickle by reference).
+            return CopyPool({k: pl.experiment for k, pl in payloads.items()}, deliver, n, output=output,
+                            replace=True)
 
         yield {"copies": copies, "engines": n}
 
@@ -119,7 +125,7 @@ class IpyparallelBackend:
         self.localCluster: "LocalCluster | None" = None
 
     @contextmanager
-    def engines(self, blobs: dict[str, bytes], settings: Settings) -> Iterator[dict[str, Any]]:
+    def engines(self, payloads: dict[str, Payload], settings: Settings) -> Iterator[dict[str, Any]]:
         from epyclab.labs import warm
 
         s = settings
@@ -132,7 +138,9 @@ class IpyparallelBackend:
                 # The engines are not all there yet: a copy of this process runs points meanwhile,
                 # from the start (before the controller is even launched).
                 def copies(deliver: Callable[[Interim, Any], None]) -> CopyPool:
-                    return CopyPool(blobs, deliver, 1, output=local.log_file("interim"), adopt=local.adopt,
+                    # Unpacked as the engines unpack them: the copy runs exactly what they run.
+                    return CopyPool({k: pl.blob for k, pl in payloads.items()}, deliver, 1,
+                                    output=local.log_file("interim"), adopt=local.adopt,
                                     replace=False)
 
             def connect() -> "ipp.Client | None":

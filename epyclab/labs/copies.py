@@ -36,8 +36,8 @@ __all__ = ["CopyPool"]
 class CopyPool:
     """``size`` forked copies of this process running chunks for one sweep.
 
-    ``blobs`` maps each sweep key to its serialized experiment (see
-    :func:`epyclab.labs.wire.package`); ``deliver(copy, reply)`` is called,
+    ``experiments`` maps each sweep key to its experiment, serialized or the
+    object itself (see :class:`~epyclab.labs.interim.Interim`); ``deliver(copy, reply)`` is called,
     from the copy's reader thread, with each reply or
     :class:`~epyclab.labs.interim.InterimDied`. ``output``: the file the
     copies' own output goes to (None: nowhere). ``adopt(pid)`` is called with
@@ -54,7 +54,7 @@ class CopyPool:
 
     def __init__(
         self,
-        blobs: dict[str, bytes],
+        experiments: dict[str, Any],
         deliver: Callable[[Interim, Any], None],
         size: int,
         output: str | None = None,
@@ -62,7 +62,7 @@ class CopyPool:
         replace: bool = True,
     ) -> None:
         self.size = max(1, int(size))
-        self._blobs = blobs
+        self._experiments = experiments
         self._deliver = deliver
         self._output = output
         self._adopt = adopt
@@ -96,7 +96,7 @@ class CopyPool:
                 self._replied.add(made[0].pid)
             self._deliver(made[0], reply)
 
-        copy = Interim(self._blobs, deliver, self._output)
+        copy = Interim(self._experiments, deliver, self._output)
         made.append(copy)
         forked.set()
         self.forked += 1

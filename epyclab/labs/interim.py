@@ -121,7 +121,7 @@ def _fresh_random_state() -> None:
 
 
 def _serve(
-    requests: Any, replies: Any, parents_ends: list[Any], blobs: dict[str, bytes], output: str | None, parent: int
+    requests: Any, replies: Any, parents_ends: list[Any], experiments: dict[str, Any], output: str | None, parent: int
 ) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
     _die_with(parent)
@@ -134,9 +134,11 @@ def _serve(
         # Else the copy would hold the write end of its own requests, and never see the parent go.
         end.close()
     _like_an_engine(output)
-    for key, blob in blobs.items():
-        # Unpacked as an engine unpacks it: the copy runs exactly what the engines run.
-        worker.load_experiment(key, blob)
+    for key, experiment in experiments.items():
+        if isinstance(experiment, bytes):
+            worker.load_experiment(key, experiment)  # serialized, as an engine gets it
+        else:
+            worker.keep_experiment(key, experiment)  # the object itself, as it was at the fork
     while True:
         try:
             request = requests.recv()
@@ -151,8 +153,9 @@ def _serve(
 class Interim:
     """A forked copy of this process that runs chunks of points, one at a time.
 
-    ``blobs`` maps each sweep key to its serialized experiment (see
-    :func:`epyclab.labs.wire.package`). What the copy writes outside the
+    ``experiments`` maps each sweep key to its experiment: serialized (bytes,
+    see :func:`epyclab.labs.wire.package`), unpacked in the copy as an engine
+    unpacks it, or the object itself, which the copy holds as it was at the fork. What the copy writes outside the
     runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
     each reply of :func:`~epyclab.labs.worker.run_points`, or with an
     :class:`InterimDied` if the copy died (holding a chunk, or idle: then
@@ -160,13 +163,13 @@ class Interim:
     that runs the sweep: the copy dies when that thread ends.
     """
 
-    def __init__(self, blobs: dict[str, bytes], deliver: Callable[[Any], None], output: str | None = None) -> None:
+    def __init__(self, experiments: dict[str, Any], deliver: Callable[[Any], None], output: str | None = None) -> None:
         ctx = multiprocessing.get_context("fork")
         child_requests, self._requests = ctx.Pipe(duplex=False)
         self._replies, child_replies = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=_serve,
-            args=(child_requests, child_replies, [self._requests, self._replies], blobs, output, os.getpid()),
+            args=(child_requests, child_replies, [self._requests, self._replies], experiments, output, os.getpid()),
             name=COPY_NAME, daemon=True,
         )
         with warnings.catch_warnings():

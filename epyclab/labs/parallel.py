@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import ipyparallel as ipp
 
     from epyclab.labs.parallelcluster import LocalCluster
+    from epyclab.labs.wire import Payload
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -197,7 +198,7 @@ class ParallelLab(Lab):
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
-    def _engines(self, blobs: dict[str, bytes]) -> Iterator[dict[str, Any]]:
+    def _engines(self, payloads: dict[str, Payload]) -> Iterator[dict[str, Any]]:
         """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
 
         ``client`` (None while the lab's own cluster starts), ``connect``,
@@ -222,7 +223,7 @@ class ParallelLab(Lab):
             return
         assert self._local is not None
         settings = Settings(self._n, self._profile_dir, self._timeout, self.UseInterim)
-        with self._local.engines(blobs, settings) as on:
+        with self._local.engines(payloads, settings) as on:
             yield on
 
     # ---- running ------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class ParallelLab(Lab):
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        with self._engines({key: pl.blob for key, pl in payloads.items()}) as on:
+        with self._engines(payloads) as on:
             engines = on.pop("engines")
             on.setdefault("client", None)  # the fork backend has none
             sizer = ChunkSizer(len(items), engines)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import ExperimentalConfiguration
@@ -60,6 +60,9 @@ class Payload:
     key: str
     blob: bytes
     classname: str
+    #: The experiment object itself, for a forked copy of this process (which needs no bytes);
+    #: never sent anywhere.
+    experiment: Any = field(default=None, compare=False, repr=False)
 
 
 def _classname(obj: Any) -> str:
@@ -123,7 +126,7 @@ def package(points: ExperimentalConfiguration) -> tuple[list[tuple[str, dict[str
         pl = payloads.get(id(ex))
         if pl is None:
             pl = payloads[id(ex)] = Payload(
-                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex)
+                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex), ex
             )
         items.append((pl.key, p))
     return items, {pl.key: pl for pl in payloads.values()}
