@@ -140,7 +140,7 @@ class HubProcesses:
             if self.client_file.exists():
                 try:
                     return ipp.Client(str(self.client_file), timeout=2)
-                except (TimeoutError, OSError) as exc:
+                except (TimeoutError, OSError, ValueError) as exc:  # ValueError: the file half-written
                     last = exc
             time.sleep(0.2)
         raise RuntimeError(f"controller in {self.profile_dir} did not answer within {timeout} s: {last}")

@@ -132,7 +132,8 @@ class Connection:
                 )
                 self._answered = True
                 return client
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
+                # ValueError: a connection file read while its controller was still writing it (not JSON yet).
                 last = exc
                 logger.warning("connecting to %s: attempt %d of %d failed: %s", self.where(), attempt, attempts, exc)
                 if attempt < attempts:

@@ -374,6 +374,11 @@ def _stop_recorded(
                 cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log=log)
             except FileNotFoundError:
                 cluster = None
+            except ValueError as exc:
+                # ipyparallel writes its cluster file in place: an owner killed as it wrote it leaves
+                # it empty or cut short. Its processes are still found by their environment (below).
+                logger.warning("the cluster file of orphaned cluster %s cannot be read (%s)", cluster_id, exc)
+                cluster = None
             if cluster is not None:
                 try:
                     cluster.stop_engines_sync()
