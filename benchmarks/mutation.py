@@ -92,7 +92,7 @@ TARGETS: list[Target] = [
     Target(
         "kinds",
         "epyclab/notebooks/kinds.py",
-        ("tests/test_kinds.py", "tests/test_kinds_property.py", "tests/test_kinds_mutants.py"),
+        ("tests/test_kinds_mutants.py", "tests/test_kinds.py"),
         # The functions that decide a column's dtype and how a cell is stored and read back; the rest of
         # the module (1100 lines, 667 mutants) is the kinds' documentation table and one-line accessors.
         scope=(
@@ -134,19 +134,21 @@ TARGETS: list[Target] = [
     Target(
         "cluster-collect",
         "epyclab/labs/collect.py",
-        # A real controller and 2 engines once per run (about 10 s); test_cluster_lab.py (another 10 s per
-        # mutant: too slow here) and the fault tests (engines and controllers killed: minutes) are left to
-        # the suite.
-        ("tests/test_collect_mutants.py",),
+        # The decisions on the hub's own records, without a controller (under a second), then the ones that
+        # ask a real controller (2 engines, about 5 s to start, per mutant that reaches them);
+        # test_cluster_lab.py and the fault tests (engines and controllers killed: minutes) are left to the suite.
+        ("tests/test_collect_decisions.py", "tests/test_collect_mutants.py"),
         # The job policy: what each task state becomes (result, failed row, resubmission or not). How a
         # resubmission renames the pending points (_resubmit_here, _rename) is reached only when engines
         # die or the controller restarts: tests/test_cluster_lab_faults.py and test_cluster_restart.py
         # (minutes each), not this subset.
         scope=(
             "Collector._past_grace", "Collector._apply", "Collector._resolve", "Collector._fail",
-            "Collector._recover", "Collector._resubmit", "_succeeded",
+            "Collector._recover", "Collector._resubmit", "_succeeded", "Collector.act",
         ),
         why="a task reported lost, moved or culled must end as a result or a failed row, never pending forever",
+        # collect.py runs only in the test process: the controller and engines never import it.
+        subprocesses=False,
     ),
     Target(
         "cli-copy",

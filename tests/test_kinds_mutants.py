@@ -249,3 +249,138 @@ def test_a_refused_dtype_is_told_how_to_convert_it(value, message):
     want = message.format(dtype=dtype, native=dtype.newbyteorder("="))
     # Alone, or after what a notebook stores (for a numpy scalar of a type no kind accepts).
     assert str(refused.value) == want or str(refused.value).endswith("numbers; " + want)
+
+
+# ---- every edge, not a draw of them: the ints at each dtype's bounds, in every column ---------------------
+# benchmarks/mutation.py runs hypothesis with 10 examples, which rarely draw the one bound a planted bug
+# moves; these tables try each of them.
+
+EDGE_INTS = sorted({s * 2**b + d for b in (7, 8, 11, 15, 16, 24, 31, 32, 53, 63, 64) for s in (1, -1)
+                    for d in (-1, 0, 1)} | {0, 1, -1})
+IN_64_BITS = [v for v in EDGE_INTS if INT64_MIN <= v <= UINT64_MAX]
+
+
+def least_int_dtype(dtype: np.dtype, v: int) -> np.dtype | None:
+    """The narrowest int dtype holding every value of ``dtype`` and ``v`` (None: none does)."""
+    want = [d for d in INT_DTYPES if holds(d, v) and holds(d, int(np.iinfo(dtype).min))
+            and holds(d, int(np.iinfo(dtype).max))]
+    return min(want, key=lambda d: (d.itemsize, d.kind != "i")) if want else None
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+def test_every_edge_python_int_in_an_int_column_keeps_its_value_in_the_least_wider_dtype(dtype):
+    start = state_of_value(np.array(0, dtype=dtype)[()])
+    for v in EDGE_INTS:
+        want = dtype if holds(dtype, v) else least_int_dtype(dtype, v)
+        if want is None:
+            with pytest.raises(NotStorable) as refused:
+                admit(start, v)
+            # Only a value beyond 64 bits is told so; the others are told no int dtype holds both.
+            assert ("does not fit in 64 bits" in str(refused.value)) == (not INT64_MIN <= v <= UINT64_MAX), v
+            continue
+        got = admit(start, v).dtype
+        assert got == want or (got.itemsize == want.itemsize and holds(got, v)), (dtype, v, got)
+        assert np.array([v], dtype=got).tolist() == [v]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_every_edge_python_int_in_a_float_column_is_kept_exactly_or_refused_saying_why(dtype):
+    start = state_of_value(np.array(1.5, dtype=dtype)[()])
+    for v in EDGE_INTS:
+        if holds(dtype, v):
+            assert admit(start, v) == start, v
+            continue
+        with pytest.raises(NotStorable) as refused:
+            admit(start, v)
+        beyond = not INT64_MIN <= v <= UINT64_MAX
+        assert ("does not fit in 64 bits" in str(refused.value)) == beyond, (v, str(refused.value))
+        if not beyond:
+            assert f"the column would become {dtype}" in str(refused.value)
+
+
+def test_a_new_column_of_a_python_int_is_int64_up_to_its_top_then_uint64_then_refused():
+    assert state_of_value(INT64_MIN).dtype == np.dtype("int64")
+    assert state_of_value(INT64_MAX).dtype == np.dtype("int64")
+    assert state_of_value(INT64_MAX + 1).dtype == np.dtype("uint64")
+    assert state_of_value(UINT64_MAX).dtype == np.dtype("uint64")
+    for v in (INT64_MIN - 1, UINT64_MAX + 1):
+        with pytest.raises(NotStorable, match="does not fit in 64 bits"):
+            state_of_value(v)
+
+
+@pytest.mark.parametrize("v", IN_64_BITS)
+def test_the_state_of_a_value_is_the_state_its_stored_column_reads_back_as(v):
+    # A later session appends to what it reads: the column must mean the same there.
+    state = state_of_value(v)
+    stored = state.kind.to_storage(state.kind.column([v], state), state)
+    assert state.kind.read_state(stored)[0] == state
+
+
+PAIRS = [(a, b) for a in INT_DTYPES for b in INT_DTYPES]
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS])
+def test_a_numpy_int_of_another_dtype_widens_the_column_to_hold_both_or_is_refused(a, b):
+    for first in (np.iinfo(a).min, np.iinfo(a).max):
+        for then in (np.iinfo(b).min, np.iinfo(b).max, 0):
+            values = [a.type(first), b.type(then)]
+            want = promote(a, b)
+            if want is None:
+                with pytest.raises(NotStorable):
+                    column(values)
+                continue
+            state = column(values)
+            assert state.dtype == want
+            stored = state.kind.to_storage(state.kind.column(values, state), state)
+            assert state.kind.from_storage(stored).tolist() == [int(first), int(then)]
+
+
+@pytest.mark.parametrize("cells", [False, True], ids=["numbers", "array-cells"])
+def test_ints_beyond_53_bits_already_in_a_column_refuse_a_float64(cells):
+    # The second int has the column's dtype: the column's dtype is unchanged but its ints need 64 bits.
+    def value(x: Any) -> Any:
+        return np.array([x]) if cells else x
+
+    state = column([value(np.int64(1)), value(np.int64(2**60 + 1))])
+    with pytest.raises(NotStorable):
+        admit(state, value(np.float64(0.5)))
+    small = column([value(np.int64(1)), value(np.int64(2**40 + 1))])
+    assert admit(small, value(np.float64(0.5))).dtype == np.dtype("float64")
+
+
+def test_array_cells_of_a_wider_int_dtype_widen_the_column_and_keep_their_values():
+    values = [np.array([1, -1], dtype=np.int8), np.array([300, -300], dtype=np.int16)]
+    state = column(values)
+    assert state.dtype == np.dtype("int16")
+    stored = state.kind.to_storage(state.kind.column(values, state), state)
+    assert [c.tolist() for c in state.kind.from_storage(stored)] == [[1, -1], [300, -300]]
+
+
+NS_EDGES = [datetime(1677, 9, 22), datetime(2262, 4, 11)]
+NANO = pd.Timestamp("2000-01-01 00:00:00.000000001")
+
+
+@pytest.mark.parametrize("first", [None, *NS_EDGES], ids=["NaT", "first-ns-day", "last-ns-day"])
+def test_a_nanosecond_timestamp_joins_a_column_of_nat_or_of_dates_at_the_ends_of_its_range(first):
+    state = column([pd.NaT if first is None else first, NANO])
+    assert state.dtype == np.dtype("datetime64[ns]")
+    values = [first, NANO]
+    back = state.kind.from_storage(state.kind.to_storage(state.kind.column(values, state), state))
+    assert [None if np.isnat(t) else pd.Timestamp(t) for t in back] == [
+        None if first is None else pd.Timestamp(first), NANO]
+
+
+@pytest.mark.parametrize("outside", [datetime(1677, 9, 21, 23, 59, 59, 999999), datetime(2262, 4, 12)])
+def test_a_nanosecond_timestamp_never_joins_a_date_outside_its_range(outside):
+    with pytest.raises(NotStorable):
+        column([outside, NANO])
+    with pytest.raises(NotStorable):
+        column([NANO, outside])
+
+
+def test_a_time_zone_aware_datetime_is_refused_after_naive_ones_too():
+    from datetime import timezone
+
+    state = column([datetime(2020, 1, 1)])
+    with pytest.raises(NotStorable, match="time zone"):
+        admit(state, datetime(2020, 1, 2, tzinfo=timezone.utc))

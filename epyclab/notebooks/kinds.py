@@ -642,6 +642,9 @@ class BoolKind(NumberKind):
         return np.array(_filled(values, False), dtype=bool)
 
 
+_NOT_64_BITS = "it does not fit in 64 bits; store it as a float or a str"
+
+
 class IntKind(NumberKind):
     """Integers, signed or unsigned, of the width numpy gives them (Python ints: as narrow as the column)."""
 
@@ -663,25 +666,23 @@ class IntKind(NumberKind):
     def state(self, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
             return ColumnState(self, v.dtype, span=int_span(v, v))
-        if INT64_MIN <= v <= INT64_MAX:
-            return ColumnState(self, INT64, span=int_span(v, v))
-        if 0 <= v <= UINT64_MAX:
-            return ColumnState(self, np.dtype(np.uint64), span=64)
-        raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
+        if not INT64_MIN <= v <= UINT64_MAX:
+            raise NotStorable(_NOT_64_BITS)
+        return ColumnState(self, INT64 if v <= INT64_MAX else np.dtype(np.uint64), span=int_span(v, v))
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
             return self.widen(state, self.state(v))
         # A Python int keeps the column's dtype if it fits, else widens it as little as it can.
+        if not INT64_MIN <= v <= UINT64_MAX:
+            raise NotStorable(_NOT_64_BITS)
         dtype = state.dtype
         assert dtype is not None
-        span = int_span(v, v) if INT64_MIN <= v <= UINT64_MAX else 64
+        span = int_span(v, v)
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
             if info.min <= v <= info.max:
                 return state if span <= state.span else replace(state, span=span)
-            if not INT64_MIN <= v <= UINT64_MAX:
-                raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
             least = np.min_scalar_type(v)
             if dtype.kind == "i" and least.kind == "u" and v <= INT64_MAX:
                 # A signed column takes a positive int as the narrowest signed dtype holding it: numpy
@@ -695,8 +696,6 @@ class IntKind(NumberKind):
                 )
             return ColumnState(self, wider, span=max(span, state.span))
         # A float or complex column: the int becomes a number of that dtype, if it stays exact.
-        if not INT64_MIN <= v <= UINT64_MAX:
-            raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
         join_ints(state, ColumnState(self, INT64, span=span), dtype)
         return state
 
