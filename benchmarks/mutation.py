@@ -100,6 +100,8 @@ TARGETS: list[Target] = [
             "NumberKind.state", "NumberKind.widen", "IntKind.state", "IntKind.admit",
             "DatetimeKind.state", "DatetimeKind.admit", "DatetimeKind.widen",
             "CellKind.widen", "CellKind.to_storage", "CellKind.from_storage",
+            "DatetimeKind.to_storage", "DatetimeKind.from_storage", "DatetimeKind.typed_state", "DatetimeKind.cast",
+            "ArrayKind.elements", "ListKind.elements",
         ),
         why="a value stored as the wrong kind is lost or changed on reload",
     ),
@@ -185,6 +187,8 @@ _HOLDERS = _GAP + "main's new naming of the processes that hold a notebook open 
     "/proc) only feeds the waiting message; no test in this subset checks its wording"
 _POLL = _GAP + "how often a waiting reader tries the lock again (timing, which tests do not assert: a slower " \
     "poll only takes the lock later, a faster one costs CPU)"
+_OWN_BOUND = "equivalent: at the bounds of the column's own dtype the widening below finds that same dtype and span"
+_QUICK_DATE = "equivalent: the quick path for a date the column holds as it is; without it widen() gives an equal state"
 _STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
@@ -286,9 +290,6 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
     ("undo", "view, offset = view[n:], offset + n", "view, offset = view[n:], offset - n"):
         _GAP + "reached only when pwrite writes part of a buffer (a disk filling up mid-write), which the "
         "tests in this subset do not produce",
-    ("kinds", 'return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize // 2]',
-     'return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize / 2]'):
-        "equivalent: a complex itemsize is even, and the float half (8.0) finds the same entry as the int (8)",
     ("kinds", "return 0", "return 1"):
         "equivalent: a column that is not int keeps no int exactly by itself; its span is only compared with a "
         "float's mantissa bits (11 and up), which 0 and 1 never exceed, and key() leaves it out",
@@ -354,6 +355,26 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
         _ADDED + "test_cli_copy_mutants.py::test_every_tag_named_twice_is_named_in_the_refusal",
     ("locks", "QuietWait = 1.0"): _GAP + "when a waiting reader's message goes from INFO to WARNING (timing, which "
     "tests do not assert)",
+    ("kinds", "if info.min <= v <= info.max:", "if info.min < v <= info.max:"): _OWN_BOUND,
+    ("kinds", "if info.min <= v <= info.max:", "if info.min <= v < info.max:"): _OWN_BOUND,
+    ("kinds", "return state if span <= state.span else replace(state, span=span)",
+     "return state if span < state.span else replace(state, span=span)"):
+        "equivalent: at an equal span the new state equals the old one, and states are compared by value "
+        "(rowcheck); being the same object only saves work",
+    ("kinds", "out[:] = [None] * len(stored.data)", "out[:] = None"):
+        "equivalent: numpy puts None in every cell of the object array either way",
+    ("kinds", "and not getattr(v, \"nanosecond\", 0):"): _QUICK_DATE,
+    ("kinds", "if v.tzinfo is None and state.fits_ns and state.dtype is self._US and NS_MIN <= v <= NS_MAX \\"):
+        _QUICK_DATE,
+    ("cluster-collect", "self._where = None", 'self._where = ""'):
+        "equivalent: an empty text holds no job id either, so the map of jobs to sets is made afresh as for None",
+    ("cluster-collect", "return bool(rc[Experiment.METADATA].get(Experiment.STATUS, True))",
+     "return bool(rc[Experiment.METADATA].get(Experiment.STATUS, False))"):
+        "equivalent in practice: every results dict epyclab's worker or epyc makes has a status; the count it "
+        "feeds is the progress bar's",
+    ("cluster-collect", "if state is TaskState.DIED and key is not None and len(refs) > 1:",
+     "if state is TaskState.DIED and key is not None and len(refs) >= 1:"):
+        "equivalent: a task of one point runs again as one task either way (one point per task)",
     ("cluster-collect", "exc = ob.error"): _TASK_FAILED,
     ("cluster-collect", "assert exc is not None"): _TASK_FAILED,
     ("cluster-collect", 'self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)'): _TASK_FAILED,
@@ -553,6 +574,23 @@ def excluded_lines(source: str) -> set[int]:
         for span in spans:
             lines.update(range(span.lineno, span.end_lineno + 1))  # type: ignore[attr-defined]
     return lines
+
+
+_NO_MUTATE = re.compile(r"#\s*pragma:.*?no mutate\W*(?P<why>.*)$")
+
+
+def unmutated(path: Path, scope: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """The lines of ``path`` (within ``scope``) that mutmut skips for their ``# pragma: no mutate``:
+    (1-based line, code, why: the comment after the pragma). docs/mutation.md lists them all."""
+    source = path.read_text()
+    wanted = scope_lines(source, scope)
+    out = []
+    for n, text in enumerate(source.splitlines(), 1):
+        found = _NO_MUTATE.search(text)
+        if found and (wanted is None or n in wanted):
+            code = text[: text.index("#", found.start())].strip()
+            out.append((n, code, found["why"].strip().rstrip(")") or "**no reason given**"))
+    return out
 
 
 def mutants(path: Path, scope: tuple[str, ...]) -> list[tuple[int, str, str]]:
@@ -848,8 +886,9 @@ def render(results: dict[str, dict]) -> str:
         "comparisons, constants, keywords, strings, assignments to `None`) in the named module, tested",
         "with that module's own fast subset of the tests. *Killed* means a test failed (or timed out);",
         "every surviving mutant is listed below with why it survives. Lines inside logger calls and",
-        "inside the message of a raised exception are not mutated. `--module NAME` runs one target and",
-        "merges its results into the saved ones (`benchmarks/mutation-results.json`); `--survivors` tests",
+        "inside the message of a raised exception are not mutated, nor lines marked `# pragma: no mutate`",
+        "(each listed at the end with why). `--module NAME` runs one target and merges its results",
+        "into the saved ones (`benchmarks/mutation-results.json`); `--survivors` tests",
         "again only the mutants that survived a saved run of the same source, after tests were added.",
         "",
         "| module | code mutated | tests | mutants | killed | survived | score | without equivalents | run |",
@@ -908,6 +947,13 @@ def render(results: dict[str, dict]) -> str:
                 lines.append(f"- {name}, `{r['path']}` line {o['line']}: `{o['original']}` → `{o['mutated']}`: {why}")
     if not any_left:
         lines.append("None.")
+    # Lines excluded from mutation, so that nothing is hidden: each with why it can only give equivalent mutants.
+    skipped = [(name, r["path"], *u) for name, r in results.items()
+               for u in unmutated(ROOT / r["path"], tuple(r["scope"]))]
+    lines += ["", "## Not mutated, and why", "",
+              "Lines marked `# pragma: no mutate` (mutmut makes no mutant of them): every mutant of such a line",
+              "would be equivalent. Each is listed with the reason written beside it in the source.", ""]
+    lines += [f"- {name}, `{path}` line {n}: `{code}`: {why}" for name, path, n, code, why in skipped] or ["None."]
     return "\n".join(lines) + "\n"
 
 

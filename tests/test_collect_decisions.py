@@ -25,11 +25,12 @@ from ipyparallel.serialize import serialize_object
 from epyclab.experiment import Experiment
 from epyclab.labs import worker
 from epyclab.labs.collect import Collector, Tally
-from epyclab.labs.jobs import Observation, TaskState, job_id, observe_record, parse_job_id
-from epyclab.labs.wire import serialize_experiment
+from epyclab.labs.jobs import Observation, TaskState, job_id, observe_error, observe_record, parse_job_id
+from epyclab.labs.wire import package, serialize_experiment
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION, TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
+CLASSNAME = Experiment.EXPERIMENT
 TASK = "0f1e2d3c-task"
 
 
@@ -274,3 +275,51 @@ def test_a_dead_or_lost_task_past_its_retries_or_policy_fails_each_point_saying_
         f"Run the sweep again with runExperiment(e, resume=True) to re-run the points that failed"
     ]
     assert [r[TRACEBACK] for r in got] == ["", ""]
+
+
+# ---- in the process that submitted the task: its rows name the experiment ---------------------------------
+
+
+def holding(nb: LabNotebook) -> Collector:
+    """A collector that submitted task TASK itself (it holds the experiment; the future is gone)."""
+    c = collector(nb)
+    _, payloads = package([(Square(), {})])
+    c.tasks.addPayloads(payloads)
+    c.tasks.submitted(TASK, next(iter(payloads)), None)
+    return c
+
+
+def test_a_place_beyond_the_reply_of_a_task_submitted_here_is_a_failed_row_of_its_experiment() -> None:
+    nb = LabNotebook()
+    pending(nb, {job_id(TASK, 0): {"x": 2}, job_id(TASK, 4): {"x": 6}})
+    tally = holding(nb).act(NoHub(), TASK, observe_record(done_record([{"x": 2}])))  # type: ignore[arg-type]
+    assert same(tally, 2, 1, True)
+    ok, beyond = rows(nb)
+    assert (ok["y"], ok[STATUS]) == (4, True)
+    assert not beyond[STATUS] and beyond[TRACEBACK] == ""
+    assert beyond[EXCEPTION] == (f"epyclab.errors.ResultsStructureException: task {TASK} returned 1 results, "
+                                 f"so job {job_id(TASK, 4)} has none")
+    assert ok[CLASSNAME] == beyond[CLASSNAME] == "clusterhub.Square"
+
+
+def test_a_task_submitted_here_that_failed_on_its_engine_fails_as_rows_of_its_experiment() -> None:
+    nb = LabNotebook()
+    pending(nb, {job_id(TASK, 0): {"x": 1}})
+    tally = holding(nb).act(NoHub(), TASK, observe_record(error_record("MemoryError", "oom", "trace")))  # type: ignore[arg-type]
+    assert same(tally, 1, 1, True)
+    (row,) = rows(nb)
+    assert row[CLASSNAME] == "clusterhub.Square" and row[TRACEBACK] == "trace"
+
+
+def test_a_future_that_failed_without_a_traceback_fails_its_points_with_no_invented_one() -> None:
+    # What this process's own future reports for a task aborted before it ran (no remote traceback).
+    from ipyparallel.error import TaskAborted
+
+    nb = LabNotebook()
+    pending(nb, {job_id(TASK, 0): {"x": 1}})
+    ob = observe_error(TaskAborted(f"task {TASK} was aborted"))
+    assert ob.state is TaskState.FAILED
+    tally = holding(nb).act(NoHub(), TASK, ob)  # type: ignore[arg-type]
+    assert same(tally, 1, 1, True)
+    (row,) = rows(nb)
+    assert "TaskAborted" in row[EXCEPTION] and row[TRACEBACK] == ""

@@ -384,3 +384,59 @@ def test_a_time_zone_aware_datetime_is_refused_after_naive_ones_too():
     state = column([datetime(2020, 1, 1)])
     with pytest.raises(NotStorable, match="time zone"):
         admit(state, datetime(2020, 1, 2, tzinfo=timezone.utc))
+
+
+DATE_COLUMNS = [
+    [datetime(1677, 9, 22)], [datetime(2262, 4, 11)], [datetime(1677, 9, 21, 23, 59, 59, 999999)],
+    [datetime(2262, 4, 11, 0, 0, 0, 1)], [datetime(1, 1, 1), None], [None, datetime(9999, 12, 31, 23, 59, 59)],
+    [pd.NaT], [NANO, None, datetime(2000, 1, 1)], [datetime(2020, 5, 17, 13, 1, 2, 345678)],
+]
+
+
+@pytest.mark.parametrize("values", DATE_COLUMNS, ids=str)
+def test_a_datetime_column_reads_back_with_its_instants_and_the_state_that_wrote_it(values):
+    state = column(values)
+    kind = state.kind
+    stored = kind.to_storage(kind.column(values, state), state)
+    read, cells = kind.read_state(stored)
+    # The same dtype and range: a later session widens (or refuses) as this one would.
+    assert read == state
+    back = kind.from_storage(stored)
+    assert back.dtype == state.dtype
+    assert [None if np.isnat(t) else pd.Timestamp(t) for t in back] == [
+        None if v is None or v is pd.NaT else pd.Timestamp(v) for v in values]
+
+
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_a_column_of_missing_cells_that_becomes_a_datetime_column_is_all_nat(unit):
+    missing = state_of_value(None)
+    target = state_of_value(NANO if unit == "ns" else datetime(2000, 1, 1))
+    cells = target.kind.cast(missing.kind.column([None, None], missing), missing, target)
+    assert cells.dtype == np.dtype(f"datetime64[{unit}]") and np.isnat(cells).all()
+    # A us column becoming ns keeps its instants.
+    us = state_of_value(datetime(2000, 1, 1, 0, 0, 0, 7))
+    col = us.kind.column([datetime(2000, 1, 1, 0, 0, 0, 7)], us)
+    assert pd.Timestamp(us.kind.cast(col, us, target)[0]) == pd.Timestamp("2000-01-01 00:00:00.000007")
+
+
+@pytest.mark.parametrize("values", [[1], [[1, 2], [3, 4]], [True], [2.5], [], [[]], [1, True], [1, "a"]],
+                         ids=str)
+def test_a_list_is_stored_with_its_element_dtype_or_refused(values):
+    from epyclab.notebooks.kinds import KINDS
+
+    kind = KINDS["list"]
+    mixed = any(isinstance(x, bool) for x in values) and not all(isinstance(x, bool) for x in values)
+    if mixed or "a" in values:
+        with pytest.raises(NotStorable):
+            state_of_value(values)
+        return
+    state = state_of_value(values)
+    assert state.dtype == (None if np.size(values) == 0 else np.asarray(values).dtype)
+    back = kind.from_storage(kind.to_storage(kind.column([values], state), state))
+    assert back.tolist() == [values] and [type(x) for x in np.ravel(back[0]).tolist()] == [
+        type(x) for x in np.ravel(values).tolist()]
+
+
+def test_an_array_of_a_dtype_no_format_keeps_is_refused_saying_why():
+    with pytest.raises(NotStorable, match="timedelta"):
+        state_of_value(np.array([1], dtype="m8[s]"))

@@ -369,8 +369,8 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype | None:
     return r
 
 
-#: Mantissa bits (with the implicit one) of each float width: ints up to 2**bits are exact.
-_MANTISSA = {2: 11, 4: 24, 8: 53, 16: 53}
+#: Mantissa bits (with the implicit one) of each float and complex dtype: ints up to 2**bits are exact.
+_MANTISSA = {"f2": 11, "f4": 24, "f8": 53, "c8": 24, "c16": 53}
 _SPANS = (11, 24, 53)
 
 
@@ -385,7 +385,7 @@ def int_span(lo: int, hi: int) -> int:
 
 def mantissa(dtype: np.dtype) -> int:
     """The ints a float or complex dtype holds exactly: up to 2**mantissa(dtype)."""
-    return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize // 2]
+    return _MANTISSA[dtype.str[1:]]
 
 
 def join_ints(a: ColumnState, b: ColumnState, dtype: np.dtype) -> int:
@@ -589,7 +589,8 @@ class NumberKind(Kind):
             return a
         if not isinstance(b.kind, NumberKind):
             raise NotStorable(_mixed(a, b))
-        assert a.dtype is not None and b.dtype is not None
+        assert a.dtype is not None
+        assert b.dtype is not None
         dtype = promote(a.dtype, b.dtype)
         if dtype is None:
             raise NotStorable(
@@ -988,13 +989,13 @@ class CellKind(Kind):
         element = state.dtype if state.dtype is not None else np.dtype(bool)
         flats = np.empty(len(cells), dtype=object)
         shapes = np.empty(len(cells), dtype=object)
-        empty = np.empty(0, dtype=element)
+        empty = np.array([], dtype=element)
         for i, c in enumerate(cells):
             if c is None:
                 flats[i], shapes[i] = empty, _NONE_SHAPE
             else:
                 a = np.asarray(c)
-                flats[i] = a.astype(element, copy=False).reshape(-1)
+                flats[i] = np.ravel(np.asarray(a, dtype=element))
                 shapes[i] = np.asarray(a.shape, dtype=np.int64)
         return StoredColumn(self.name, flats, shapes=shapes, element=element)
 
