@@ -100,6 +100,9 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
+#: Who wrote a notebook: the ``creator`` attribute of every HDF5 notebook epyclab writes (epyc's name).
+PackageContactInfo = f"Created by epyclab {__version__}, computational experiments over parameter spaces"
+
 __all__ = [
     "__version__",
     "Logger",
@@ -122,6 +125,7 @@ __all__ = [
     "ResultSet",
     "openNotebook",
     "registerNotebookFormat",
+    "PackageContactInfo",
     "EpyclabError",
     "DesignException",
     "ResultsStructureException",

@@ -7,6 +7,8 @@ catches anything the framework itself signals. epyc's exception names are kept
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "EpyclabError",
     "DesignException",
@@ -42,7 +44,18 @@ class DesignException(EpyclabError):
 
 
 class ResultsStructureException(EpyclabError):
-    """A results dict is malformed, or an experiment returned something that is not one."""
+    """A results dict is malformed, or an experiment returned something that is not one.
+
+    ``rc`` is the offending value, when there is one (epyc's :meth:`resultsdict`).
+    """
+
+    def __init__(self, message: str = "", rc: Any = None) -> None:
+        super().__init__(message)
+        self._rc = rc
+
+    def resultsdict(self) -> Any:
+        """The malformed results dict (or other value) that was refused; None if not known."""
+        return self._rc
 
 
 class NotebookError(EpyclabError):
@@ -58,8 +71,16 @@ class NotebookVersionException(NotebookError):
             f"notebook format version {actual!r}{where} is not supported "
             f"(this epyclab reads {expected}); upgrade epyclab to read it"
         )
-        self.expectedVersion = expected
-        self.actualVersion = actual
+        self._expected = expected
+        self._actual = actual
+
+    def expectedVersion(self) -> str:
+        """The format version(s) this release reads (a method, as in epyc)."""
+        return self._expected
+
+    def actualVersion(self) -> str:
+        """The format version the file carries (a method, as in epyc)."""
+        return self._actual
 
 
 class NotebookFormatError(NotebookError):

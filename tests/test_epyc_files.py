@@ -160,7 +160,7 @@ def test_an_unknown_format_version_is_refused(tmp_path):
         f.attrs["version"] = "3"
     with pytest.raises(NotebookVersionException, match="'3'") as err:
         HDF5LabNotebook(path)
-    assert err.value.actualVersion == "3"
+    assert err.value.actualVersion() == "3"
 
 
 def test_an_hdf5_file_that_is_not_a_notebook_is_refused_and_left_alone(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 import epyclab
@@ -96,6 +97,31 @@ def test_star_import_gives_the_contract():
     namespace: dict = {}
     exec("from epyclab import *", namespace)
     assert set(FOUNDATION_NAMES) <= set(namespace)
+
+
+# epyc 1.7.2's top-level public names, less its module names (dir(epyc) there): code written for
+# epyc refers to these as epyc.X, so each must exist as epyclab.X.
+EPYC_TOP_LEVEL = [
+    "CancelledException", "ClusterLab", "Design", "DesignException", "Experiment", "ExperimentCombinator",
+    "ExperimentalConfiguration", "ExperimentalParameters", "FactorialDesign", "HDF5LabNotebook",
+    "JSONLabNotebook", "Lab", "LabNotebook", "LabNotebookLockedException", "Logger", "NotebookVersionException",
+    "PackageContactInfo", "ParallelLab", "PendingResultException", "PointwiseDesign", "RepeatedExperiment",
+    "ResultSet", "ResultSetLockedException", "ResultsDict", "ResultsStructureException", "SummaryExperiment",
+]
+
+
+def test_every_top_level_name_of_epyc_exists_and_is_exported():
+    assert [n for n in EPYC_TOP_LEVEL if not hasattr(epyclab, n)] == []
+    assert [n for n in EPYC_TOP_LEVEL if n not in epyclab.__all__] == []
+
+
+def test_package_contact_info_names_epyclab_and_is_the_creator_of_its_hdf5_files(tmp_path):
+    info = epyclab.PackageContactInfo
+    assert isinstance(info, str) and "epyclab" in info and epyclab.__version__ in info
+    nb = epyclab.HDF5LabNotebook(tmp_path / "nb.h5", create=True)
+    nb.close()
+    with h5py.File(tmp_path / "nb.h5", "r") as f:
+        assert f.attrs["creator"] == info
 
 
 def test_logger_name_and_version():
@@ -197,3 +223,21 @@ def test_lazy_names_are_the_real_objects_and_listed_by_dir():
     assert set(epyclab.__all__) <= set(dir(epyclab))
     with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
         epyclab.NoSuchThing  # noqa: B018
+
+
+@pytest.mark.parametrize("code", ["i1", "i8", "u4", "f4", "f8", "c16", "?", "U", "S", "O"])
+def test_zero_mapping_agrees_with_zero_for_every_kind(code):
+    # epyc code reads ResultSet.ZeroMapping[dtype.kind]; it must give what a missing cell holds.
+    expected, mapped = epyclab.ResultSet.zero(np.dtype(code)), epyclab.ResultSet.ZeroMapping[np.dtype(code).kind]
+    assert type(mapped) is type(expected)
+    assert (mapped != mapped and expected != expected) or mapped == expected
+
+
+def test_refused_results_dict_and_unknown_version_answer_as_in_epyc():
+    rs = epyclab.ResultSet()
+    bad = {"parameters": {"x": 1}, "metadata": {}, "results": [1]}
+    with pytest.raises(epyclab.ResultsStructureException) as err:
+        rs.addSingleResult(bad)
+    assert err.value.resultsdict() is bad
+    version = epyclab.NotebookVersionException("'2'", "3", "f.h5")
+    assert version.expectedVersion() == "'2'" and version.actualVersion() == "3" and "f.h5" in str(version)

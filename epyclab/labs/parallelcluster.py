@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,10 +76,14 @@ def _identity(pid: int) -> dict[str, Any] | None:
 
 
 def process_alive(ident: dict[str, Any]) -> bool:
-    """True if the process recorded as ``{'pid', 'created'}`` still runs (a zombie does not)."""
+    """True if the process recorded as ``{'pid', 'created'}`` still runs (a zombie does not).
+
+    With ``created`` None (only the PID is known: see :func:`read_state`), any
+    process with that PID counts: a cluster is never stopped under a live owner.
+    """
     try:
         p = psutil.Process(int(ident["pid"]))
-        if abs(p.create_time() - float(ident["created"])) > 0.01:
+        if ident.get("created") is not None and abs(p.create_time() - float(ident["created"])) > 0.01:
             return False
         return p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -248,6 +253,41 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+#: A state file's name: ``local-<cluster id>.json``, the id being ``epyclab-<owner's PID>-<hex>``.
+_STATE_NAME = re.compile(r"local-(epyclab-(\d+)-[0-9a-f]+)\.json")
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The cluster state recorded in ``path``; for a damaged file, what its name says; None if not even that.
+
+    A damaged file (empty, cut short by a full disk or a crash, not a state)
+    must not leave its cluster running for good: its name still gives the
+    cluster's id and the owner's PID, and every process ipyparallel started
+    for the cluster carries that id in its environment, which is all
+    :func:`stop_recorded_state` needs.
+
+    Raises:
+        FileNotFoundError: ``path`` is gone (the cluster was stopped).
+    """
+    try:
+        state = json.loads(path.read_text())
+        problem = "" if isinstance(state, dict) and {"cluster_id", "owner"} <= state.keys() else "not a cluster state"
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        state, problem = None, str(exc) or type(exc).__name__
+    if not problem:
+        return state
+    match = _STATE_NAME.fullmatch(path.name)
+    if match is None:
+        logger.warning("ignoring cluster state file %s: %s, and its name names no cluster", path, problem)
+        return None
+    logger.warning("cluster state file %s is damaged (%s): cluster %s is known by its name alone",
+                   path, problem, match.group(1))
+    return {"cluster_id": match.group(1), "profile_dir": str(path.parent.parent),
+            "owner": {"pid": int(match.group(2)), "created": None}, "controller": [], "engines": [], "helpers": []}
+
+
 def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> list[str]:
     """Stop the clusters in ``profile_dir`` whose starting process is gone; return their ids.
 
@@ -257,11 +297,10 @@ def cleanup_orphans(profile_dir: str | None = None, timeout: float = 5.0) -> lis
     cleaned = []
     for path in sorted(_state_dir(profile_dir).glob("local-*.json")):
         try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable cluster state file %s: %s", path, exc)
-            continue
-        if process_alive(state["owner"]):
+            state = read_state(path)
+        except FileNotFoundError:
+            continue  # stopped meanwhile
+        if state is None or process_alive(state["owner"]):
             continue
         cluster_id = state["cluster_id"]
         logger.warning(

@@ -19,7 +19,6 @@ is imported until the pipe closes, so the reaper costs a few MB while it waits.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -43,9 +42,11 @@ def reap(state_file: Path) -> bool:
     deadline = time.monotonic() + OWNER_GRACE
     while True:
         try:
-            state = json.loads(state_file.read_text())
+            state = parallelcluster.read_state(state_file)
         except FileNotFoundError:
             return False  # stopped normally by its owner
+        if state is None:
+            return False  # not even its name says which cluster: nothing can be stopped safely
         if not parallelcluster.process_alive(state["owner"]):
             break
         if time.monotonic() > deadline:
@@ -62,10 +63,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     state_file = Path(argv[0])
     wait_for_eof()
+    from epyclab.labs.parallelcluster import read_state
+
     try:
-        state = json.loads(state_file.read_text())
+        state = read_state(state_file)
     except FileNotFoundError:
         return 0
+    if state is None:
+        return 1
     from epyclab.labs.clusterlog import cluster_logger, release_logger
     from epyclab.log import logger
 

@@ -33,6 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from epyclab import PackageContactInfo
 from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 VERSION = "2"
-CREATOR = "epyclab, computational experiments over parameter spaces"
+CREATOR = PackageContactInfo
 _ROLE_NAMES = ("parameter", "result", "metadata")
 #: A column of at most this many rows is stored contiguous (no chunk index, no padding): small
 #: result sets cost their data, not a chunk each. It is rewritten (a few KB) when rows are added.

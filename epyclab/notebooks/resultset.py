@@ -306,13 +306,13 @@ class ResultSet:
         if not Experiment.isResultsDict(rc):
             raise ResultsStructureException(
                 "a results dict needs dicts under 'parameters', 'metadata' and 'results'; "
-                f"got {_describe(rc)}"
+                f"got {_describe(rc)}", rc,
             )
         params, meta, res = rc[Experiment.PARAMETERS], rc[Experiment.METADATA], rc[Experiment.RESULTS]
         if not isinstance(res, dict):
             raise ResultsStructureException(
                 "addSingleResult takes a results dict whose results are a dict; "
-                "add a list of results with LabNotebook.addResult"
+                "add a list of results with LabNotebook.addResult", rc,
             )
         self._add_row(params, res, meta)
 
@@ -667,6 +667,13 @@ class ResultSet:
         list: np.dtype(object),
         tuple: np.dtype(object),
         np.ndarray: np.dtype(object),
+    }
+
+    #: numpy dtype kind -> the value of a missing cell of that kind, as :meth:`zero` gives it.
+    #: epyc's table has 0.0 and 0j for floats and complex; epyclab has NaN, so that a missing
+    #: value is not taken for a measured 0.0 (docs/migrating.md).
+    ZeroMapping: dict[str, Any] = {
+        "i": 0, "u": 0, "f": float("nan"), "c": complex(float("nan"), 0.0), "b": False, "U": "", "S": "", "O": "",
     }
 
     @staticmethod
