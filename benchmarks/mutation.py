@@ -92,7 +92,7 @@ TARGETS: list[Target] = [
     Target(
         "kinds",
         "epyclab/notebooks/kinds.py",
-        ("tests/test_kinds_mutants.py", "tests/test_kinds.py"),
+        ("tests/test_kinds_mutants.py",),
         # The functions that decide a column's dtype and how a cell is stored and read back; the rest of
         # the module (1100 lines, 667 mutants) is the kinds' documentation table and one-line accessors.
         scope=(
@@ -189,7 +189,6 @@ _POLL = _GAP + "how often a waiting reader tries the lock again (timing, which t
     "poll only takes the lock later, a faster one costs CPU)"
 _OWN_BOUND = "equivalent: at the bounds of the column's own dtype the widening below finds that same dtype and span"
 _QUICK_DATE = "equivalent: the quick path for a date the column holds as it is; without it widen() gives an equal state"
-_STATE_VALUE = "equivalent: task states are compared by identity; their values are never shown, stored or compared"
 _PROTOCOL_5_SETS = "equivalent: journals are written with pickle protocol 5, which builds sets with its own opcodes"
 
 # Surviving mutants that are equivalent (no behaviour differs), keyed by
@@ -392,14 +391,6 @@ REASONS: dict[tuple[str, ...], str] = {  # (target, original[, mutated])
     ("cluster-collect", "return True", "return False"):
         _GAP + "a job of another process first seen missing by this one fails after 20 s of this process's own "
         "watching; waiting 20 s is too slow for this subset (the notebook's submission time is tested)",
-    ("cluster-jobs", "reply: Any = None", 'reply: Any = ""'):
-        "equivalent: the reply is read only for a DONE observation, which is always made with its reply",
-    ("cluster-jobs", "moved_to: str | None = None", 'moved_to: str | None = ""'):
-        "equivalent: moved_to is read only for a MOVED observation, which is always made with it",
-    ("cluster-jobs", "key = None", 'key = ""'):
-        "equivalent: the key is compared only once a chunk holds a point, and then it is that point's key",
-    ("cluster-jobs", "ar: AsyncResult | None = None", 'ar: AsyncResult | None = ""'):
-        "equivalent: no OwnTask is made without its future (TaskTable.submitted and forget give it)",
     ("locks", "self._inode_fd = -1", "self._inode_fd = +1"):
         "equivalent: the finalizer that closes the descriptor runs once (calling it again does nothing), and "
         "lock_file() sets the descriptor before any other use",
@@ -437,15 +428,6 @@ REASONS_BY_LINE: dict[tuple[str, str], str] = {
     "left open is a weakref finalizer too, made after its journal's, and finalizers run at exit newest first, so "
     "the fold comes first; tests/test_fold_at_exit.py and test_crash_safety.py pass with this mutant (checked by "
     "hand); None is as false as False",
-    ("cluster-jobs", "@lru_cache(maxsize=1 << 17)"): "equivalent: the cache's size, not what it returns",
-    ("cluster-jobs", 'PENDING = "pending"'): _STATE_VALUE,
-    ("cluster-jobs", 'DONE = "done"'): _STATE_VALUE,
-    ("cluster-jobs", 'FAILED = "failed"'): _STATE_VALUE,
-    ("cluster-jobs", 'DIED = "died"'): _STATE_VALUE,
-    ("cluster-jobs", 'ORPHAN = "orphan"'): _STATE_VALUE,
-    ("cluster-jobs", 'STUCK = "stuck"'): _STATE_VALUE,
-    ("cluster-jobs", 'MISSING = "missing"'): _STATE_VALUE,
-    ("cluster-jobs", 'MOVED = "moved"'): _STATE_VALUE,
     ("lab", "CommitInterval = 5.0"): _GAP + "telling the default 5 s from 6 s takes a sweep longer than 5 s, "
     "too slow for this subset",
     ("lab", "ReplayOutput = True"): _GAP + "output is replayed only by labs whose runs happen elsewhere "

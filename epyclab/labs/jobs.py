@@ -98,7 +98,7 @@ class OwnTask:
 
     key: str
     submitted: float
-    ar: AsyncResult | None = None  # pragma: no mutate (an annotation; every OwnTask is made with its future or None)
+    ar: AsyncResult | None = None  # pragma: no mutate (annotation never evaluated; default never used)
 
 
 class TaskTable:
@@ -225,7 +225,7 @@ def split(items: list[tuple[str, dict[str, Any]]], size: int) -> Iterator[tuple[
     """Consecutive chunks of at most ``size`` points that share an experiment key."""
     size = max(1, int(size))
     chunk: list[dict[str, Any]] = []
-    key = None  # pragma: no mutate (compared only once a chunk holds a point, and then it is its key)
+    key = None  # pragma: no mutate (compared only once the chunk holds a point: then it is that point's key)
     for k, p in items:
         if chunk and (k != key or len(chunk) >= size):
             yield key, chunk  # type: ignore[misc]
@@ -265,9 +265,9 @@ class Observation:
     """A task's state, with the reply (DONE), the error (FAILED, DIED) or the new id (MOVED)."""
 
     state: TaskState
-    reply: Any = None  # pragma: no mutate (read only for DONE, which is always made with its reply)
+    reply: Any = None  # pragma: no mutate (read for DONE only, which is always made with its reply)
     error: BaseException | None = None
-    moved_to: str | None = None  # pragma: no mutate (an annotation; read only for MOVED, made with it)
+    moved_to: str | None = None  # pragma: no mutate (annotation never evaluated; read for MOVED only, made with it)
 
 
 def record_keys(with_results: bool = True) -> list[str]:

@@ -1102,7 +1102,7 @@ class ListKind(CellKind):
                 f"only {self._what}s of numbers (or regular nested {self._what}s of numbers) can be stored"
             )
         if a.dtype.kind != "b":
-            leaves = np.asarray(v, dtype=object).reshape(-1)
+            leaves = np.asarray(v, dtype=object).ravel()
             if any(isinstance(x, (bool, np.bool_)) for x in leaves):
                 raise NotStorable(
                     "it mixes bools and numbers, which would come back as numbers; make them all one or the other"
