@@ -353,7 +353,9 @@ def test_array_cells_of_a_wider_int_dtype_widen_the_column_and_keep_their_values
     state = column(values)
     assert state.dtype == np.dtype("int16")
     stored = state.kind.to_storage(state.kind.column(values, state), state)
-    assert [c.tolist() for c in state.kind.from_storage(stored)] == [[1, -1], [300, -300]]
+    back = state.kind.from_storage(stored)
+    assert [c.tolist() for c in back] == [[1, -1], [300, -300]]
+    assert [c.dtype for c in back] == [np.dtype("int16")] * 2
 
 
 NS_EDGES = [datetime(1677, 9, 22), datetime(2262, 4, 11)]
@@ -440,3 +442,33 @@ def test_a_list_is_stored_with_its_element_dtype_or_refused(values):
 def test_an_array_of_a_dtype_no_format_keeps_is_refused_saying_why():
     with pytest.raises(NotStorable, match="timedelta"):
         state_of_value(np.array([1], dtype="m8[s]"))
+
+
+def test_nat_is_a_missing_date_in_a_datetime_column_and_refused_in_any_other():
+    state = column([datetime(2020, 1, 1), pd.NaT, None])
+    back = state.kind.from_storage(state.kind.to_storage(state.kind.column([datetime(2020, 1, 1), pd.NaT, None],
+                                                                           state), state))
+    assert pd.Timestamp(back[0]) == pd.Timestamp(2020, 1, 1) and np.isnat(back[1:]).all()
+    for first in (1, 2.5, "text", np.array([1])):
+        with pytest.raises(NotStorable):
+            column([first, pd.NaT])
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(c) for c in ("?", "i1", "u2", "i8", "f4", "c8")], ids=str)
+def test_array_cells_with_missing_ones_go_through_an_hdf5_file_with_their_dtype_shape_and_values(dtype, tmp_path):
+    from epyclab import Experiment, HDF5LabNotebook
+
+    cells = [np.arange(6).astype(dtype).reshape(2, 3), None, np.ones(1, dtype=dtype), None]
+    path = str(tmp_path / "cells.h5")
+    nb = HDF5LabNotebook(path, create=True)
+    for i, c in enumerate(cells):
+        nb.addResult({Experiment.PARAMETERS: {"i": i}, Experiment.RESULTS: {"a": c},
+                      Experiment.METADATA: {Experiment.STATUS: True}})
+    nb.commit()
+    nb.close()
+    got = HDF5LabNotebook(path).dataframe().sort_values("i")["a"].tolist()
+    for g, want in zip(got, cells):
+        if want is None:
+            assert g is None
+        else:
+            assert (g.dtype, g.shape, g.tolist()) == (dtype, want.shape, want.tolist())
