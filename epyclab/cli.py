@@ -22,7 +22,7 @@ from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.sidefiles import safe_write
+from epyclab.notebooks.sidefiles import check_writable_file, safe_write
 
 
 class _Commands(click.Group):
@@ -64,6 +64,10 @@ def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[La
     except EpyclabError as e:
         raise click.ClickException(str(e)) from e
     try:
+        if write or create:
+            # A notebook class opens a read-only file read-only (as epyc did); a command that is to
+            # change the file fails before it opens anything, so that it changes nothing.
+            check_writable_file(str(p))
         kwargs = {} if write or create else {"readonly": True}
         nb = cls(str(p), **kwargs)
     except EpyclabError as e:

@@ -162,13 +162,16 @@ class Progress:
     ``enabled=None`` decides with :func:`show_progress_by_default`.
     """
 
-    def __init__(self, total: int, enabled: bool | None = None, desc: str = "sweep") -> None:
+    def __init__(self, total: int, enabled: bool | None = None, desc: str = "sweep", unit: str = "run") -> None:
         self.done = 0
         self.failed = 0
+        self._total = total
         self._shown = 0
         self._last = monotonic()
         self._bar: Any = None
         self._logging: _ConsoleLogging | None = None
+        # Only runs can fail: a bar of submitted jobs shows no failures.
+        self._counts_failures = unit == "run"
         if enabled is None:
             enabled = show_progress_by_default()
         if enabled:
@@ -176,7 +179,7 @@ class Progress:
             cls = bar_class()
             self._stream = sys.stderr
             self._bar = cls(
-                total=total, desc=desc, unit="run", dynamic_ncols=True, mininterval=math.inf, file=self._stream
+                total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=math.inf, file=self._stream
             )
             from tqdm.std import tqdm as text_tqdm
 
@@ -207,11 +210,14 @@ class Progress:
             return False
         self._bar.update(self.done - self._shown)
         self._shown = self.done
-        self._bar.set_postfix(failed=self.failed, refresh=False)
+        if self._counts_failures:
+            self._bar.set_postfix(failed=self.failed, refresh=False)
         return True
 
     def _refresh(self) -> None:
-        if self._catch_up():
+        # The last count is drawn by close() (tqdm draws the final state there, whatever was drawn
+        # before): drawing it here too would print the same line twice.
+        if self._catch_up() and self.done < self._total:
             self._bar.refresh()
         self._last = monotonic()
 

@@ -10,6 +10,10 @@ import sys
 import h5py
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kernels import run_notebook
+from test_jupyter import jupyter  # noqa: F401 (the fixture: a kernel of the tests' own)
 from test_unfoldable_journal import killed_writer
 
 from epyclab.cli import main
@@ -174,3 +178,57 @@ def test_a_fold_at_exit_that_cannot_happen_keeps_the_journal_whole_for_the_next_
     HDF5LabNotebook(path).close()
     assert plain_h5py_rows(path) == list(range(30))
     assert sorted(os.listdir(tmp_path)) == ["nb.h5"]
+
+
+# What a program may do before it opens the notebook: each makes (or not) a weakref finalizer
+# before h5py is imported, which decides where weakref's exit hook runs relative to h5py's.
+PRELUDES = {
+    "a finalizer first": "import weakref\nclass _O: pass\n_o = _O()\nweakref.finalize(_o, print)\n",
+    "a JSON notebook read first": (
+        "from epyclab import JSONLabNotebook, Lab\n"
+        "Lab(JSONLabNotebook(sys.argv[1] + '.json', create=True)).dataframe()\n"
+    ),
+    "pandas first": "import pandas\n",
+    "a temporary directory first": "import tempfile\n_t = tempfile.TemporaryDirectory()\n",
+    "h5py first": "import h5py\n",
+}
+
+
+@settings(max_examples=12, deadline=None)
+@given(preludes=st.lists(st.sampled_from(sorted(PRELUDES)), unique=True, max_size=3))
+def test_a_notebook_left_open_folds_at_exit_whatever_the_program_did_before(tmp_path_factory, preludes):
+    # Seen: a script that read a JSON notebook before writing an HDF5 one exited with its rows in the
+    # journal only ("Failed to find converter"): h5py's exit hook had run before the fold.
+    tmp_path = tmp_path_factory.mktemp("prelude")
+    path = tmp_path / "nb.h5"
+    script = (
+        "import sys\n" + "".join(PRELUDES[p] for p in preludes)
+        + "from epyclab import HDF5LabNotebook\n"
+        "nb = HDF5LabNotebook(sys.argv[1], create=True)\n"
+        "for i in range(20):\n"
+        "    nb.addResult({'parameters': {'i': i}, 'metadata': {}, 'results': {'y': 'text %d' % i}})\n"
+        "nb.commit()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "converter" not in done.stderr, done.stderr
+    assert "nb.h5.journal" not in os.listdir(tmp_path)
+    assert plain_h5py_rows(path) == list(range(20))
+
+
+@pytest.mark.parametrize("lab", ["Lab", "ParallelLab"])
+def test_a_jupyter_kernel_shut_down_leaves_every_row_in_the_file_alone(jupyter, lab):  # noqa: F811
+    # The user's habit: sweep in a cell, never close, shut the kernel down (nbclient does, at the end).
+    cell = (
+        f"from epyclab import Experiment, HDF5LabNotebook, {lab}\n"
+        "class Sq(Experiment):\n"
+        "    def do(self, params):\n"
+        "        return {'y': params['i'] ** 2, 'label': 'point %d' % params['i']}\n"
+        "nb = HDF5LabNotebook('exit.h5', create=True)\n"
+        f"lab = {lab}(nb)\n"
+        "lab['i'] = range(10)\n"
+        "lab.runExperiment(Sq(), progress=False)\n"
+    )
+    run_notebook([cell], jupyter)
+    assert "exit.h5.journal" not in os.listdir(jupyter)
+    assert sorted(plain_h5py_rows(jupyter / "exit.h5")) == list(range(10))

@@ -170,10 +170,54 @@ def test_a_read_only_file_is_refused_for_writing_and_left_as_it_was(cls, tmp_pat
     os.chmod(path, 0o444)
     before = path.read_bytes()
     with pytest.raises(NotebookReadOnlyError, match=rf"{path} is a read-only file.*readonly=True.*chmod u\+w"):
-        cls(path)
-    with pytest.raises(NotebookReadOnlyError):
         cls(path, create=True)
     assert path.read_bytes() == before
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
     assert cls(path, readonly=True).numberOfResults() == 2
     assert not os.path.exists(f"{path}.lock")
+
+
+# Every way epyc code may try to change a notebook (as a lab's sweep or by hand).
+CHANGES = {
+    "addResult": lambda nb: nb.addResult({"parameters": {"x": 9}, "metadata": {}, "results": {"y": 1.0}}),
+    "addResultSet": lambda nb: nb.addResultSet("another"),
+    "setDescription": lambda nb: nb.setDescription("changed"),
+    "attribute": lambda nb: nb.current().__setitem__("note", "changed"),
+    "addPendingResult": lambda nb: nb.addPendingResult({"x": 9}, "job-9"),
+    "deleteResultSet": lambda nb: nb.deleteResultSet("other"),
+    "a lab's sweep": lambda nb: _sweep(nb),
+}
+
+
+def _sweep(nb):
+    from epyclab import Experiment, Lab
+
+    class One(Experiment):
+        def do(self, params):
+            return {"y": 1.0}
+
+    lab = Lab(nb)
+    lab["x"] = [7, 8]
+    lab.runExperiment(One(), progress=False)
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+@pytest.mark.parametrize("cls", FORMATS)
+def test_a_read_only_file_opens_for_reading_as_in_epyc_and_refuses_every_change(cls, tmp_path, change, caplog):
+    # epyc opens an archived (read-only) notebook; epyclab does too, read-only, and says so once.
+    path = tmp_path / "nb"
+    _make(cls, path, rows=2)
+    with cls(path) as nb:
+        nb.addResultSet("other")
+        nb.select(nb.resultSets()[0])
+    os.chmod(path, 0o444)
+    before = path.read_bytes()
+    with caplog.at_level("WARNING", logger="epyclab"):
+        nb = cls(path)
+    assert f"{path} is a read-only file" in caplog.text and "chmod u+w" in caplog.text
+    assert nb.isReadOnly() and nb.numberOfResults() == 2 and len(nb.dataframe()) == 2
+    with pytest.raises(NotebookReadOnlyError, match=rf"{path} is a read-only file.*chmod u\+w"):
+        CHANGES[change](nb)
+    nb.close()
+    assert path.read_bytes() == before and stat.S_IMODE(os.stat(path).st_mode) == 0o444
+    assert sorted(os.listdir(tmp_path)) == ["nb"]  # no lock, journal or backup beside it

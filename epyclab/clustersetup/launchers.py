@@ -45,10 +45,10 @@ from epyclab.clustersetup import processes
 from epyclab.clustersetup.engines import WORKER_VARIABLE
 from epyclab.clustersetup.errors import ClusterSetupError
 from epyclab.clustersetup.hosts import LOCAL
-from epyclab.clustersetup.private import privateDirectory, privateTree
 from epyclab.clustersetup.profile import ENGINE_FILE
 from epyclab.clustersetup.ssh import Remote
 from epyclab.log import logger
+from epyclab.private import privateDirectory, privateTree
 
 __all__ = [
     "LAUNCHERS",

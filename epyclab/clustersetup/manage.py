@@ -42,7 +42,6 @@ from epyclab.clustersetup.launchers import (
     startBatchEngines,
     stopBatchJob,
 )
-from epyclab.clustersetup.private import privateTree, writePrivate
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
@@ -55,6 +54,7 @@ from epyclab.clustersetup.state import (
 )
 from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
 from epyclab.log import logger
+from epyclab.private import privateTree, writePrivate
 
 __all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
 

@@ -28,8 +28,8 @@ from IPython.core.profiledir import ProfileDir
 from IPython.paths import get_ipython_dir
 
 from epyclab.clustersetup.errors import ClusterSetupError
-from epyclab.clustersetup.private import privateDirectory, privateTree, writePrivate
 from epyclab.log import logger
+from epyclab.private import privateDirectory, privateTree, writePrivate
 
 __all__ = [
     "CONTROLLER_CONFIG",

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from epyclab.clustersetup.private import writePrivate
+from epyclab.private import writePrivate
 
 __all__ = ["ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses"]
 

@@ -307,6 +307,10 @@ class ClusterLab(Lab):
 
     # ---- submitting ------------------------------------------------------------------------
 
+    def _progress_label(self) -> tuple[str, str]:
+        # runExperiment only submits: its bar counts jobs sent, not runs done (wait() shows those).
+        return f"{type(self).__name__}: submitting", "job"
+
     def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, Submitted]]:
         """Submit the points in chunks without waiting; yield each as Submitted under its job id.
 

@@ -22,12 +22,17 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["LOG_NAME", "cluster_log_path", "cluster_logger", "release_logger"]
+from epyclab.private import privateDirectory
+
+__all__ = ["LOG_NAME", "cluster_log_path", "cluster_logger", "keep_outputs", "release_logger"]
 
 #: The file name of the local clusters' log, in ``<profile_dir>/epyclab/``.
 LOG_NAME = "clusters.log"
 _MAX_BYTES = 1 << 20
 _BACKUPS = 2
+#: How much of each process's output file is kept (its end: the last words of an engine that died).
+_OUTPUT_TAIL = 64 << 10
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def cluster_log_path(profile_dir: str | os.PathLike[str]) -> Path:
@@ -39,8 +44,7 @@ class _PrivateRotatingFileHandler(RotatingFileHandler):
     """A rotating file handler whose file is created 0600 and never opened through a symlink."""
 
     def _open(self) -> IO[Any]:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.baseFilename, flags, 0o600)
+        fd = os.open(self.baseFilename, _APPEND, 0o600)
         return os.fdopen(fd, "a", encoding=self.encoding or "utf-8", errors=self.errors)
 
 
@@ -51,7 +55,7 @@ def cluster_logger(profile_dir: str | os.PathLike[str], cluster_id: str) -> logg
     Raises OSError if the log file cannot be opened (a symlink in its place, say).
     """
     path = cluster_log_path(profile_dir)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    privateDirectory(path.parent)
     handler = _PrivateRotatingFileHandler(path, maxBytes=_MAX_BYTES, backupCount=_BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(f"%(asctime)s {cluster_id} %(levelname)s %(message)s"))
     log = logging.getLogger(f"epyclab.parallelcluster.{cluster_id}")
@@ -71,3 +75,38 @@ def release_logger(log: logging.Logger) -> None:
     # handler, which prints WARNINGs (a launcher thread's late "engine set stopped") to stderr.
     for handler in handlers:
         handler.close()
+
+
+def keep_outputs(profile_dir: str | os.PathLike[str], cluster_id: str, paths: list[Path]) -> None:
+    """Append what the cluster's processes wrote (ipyparallel's output file of each) to the clusters' log.
+
+    The local cluster stops its processes by PID, not through ipyparallel, so
+    ipyparallel never logs their output, and their files are removed with the
+    cluster: what an engine printed before it died (a C library's message, a
+    crash) would be lost. The end of each non-empty file (at most 64 KiB) goes
+    to ``<profile_dir>/epyclab/clusters.log`` under a line naming the cluster
+    and the process's file.
+
+    Raises:
+        OSError: the log cannot be written (a symlink in its place, say).
+    """
+    blocks = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - _OUTPUT_TAIL))
+                text = f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            continue  # gone already (another clean-up), or unreadable: nothing to keep
+        if text:
+            stamp = logging.Formatter().formatTime(logging.makeLogRecord({}))
+            cut = " (its last 64 KiB)" if size > _OUTPUT_TAIL else ""
+            blocks.append(f"{stamp} {cluster_id} INFO output of {path.name}{cut}:\n"
+                          + "".join(f"    {line}\n" for line in text.splitlines()))
+    if not blocks:
+        return
+    target = cluster_log_path(profile_dir)
+    privateDirectory(target.parent)
+    with os.fdopen(os.open(target, _APPEND, 0o600), "a", encoding="utf-8") as log:
+        log.write("".join(blocks))

@@ -12,7 +12,7 @@ from typing import Any, Callable, Union
 
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
-from epyclab.experiment import Experiment, ResultsDict
+from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import capture, provenance, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -262,7 +262,8 @@ class Lab:
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
-        with closing(outcomes), Progress(len(points), progress, desc=type(self).__name__) as bar, \
+        desc, unit = self._progress_label()
+        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, \
                 _CommitOnExit(committer):
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
@@ -287,6 +288,10 @@ class Lab:
                     add(settle(outcome))
                     record(outcome)
                 added()
+
+    def _progress_label(self) -> tuple[str, str]:
+        """The progress bar's description and unit for a sweep: this lab's name, and runs."""
+        return type(self).__name__, "run"
 
     def engineEnvironments(self) -> list[dict[str, str]]:
         """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
@@ -403,8 +408,13 @@ class Lab:
             self.deleteAllParameters()
         try:
             f(self)
-        except Exception:
-            logger.exception("creating result set %r failed", tag)
+        except Exception as exc:
+            if propagate:
+                # The caller gets the exception, traceback and all: once is enough (as epyc, at INFO).
+                logger.info("creating result set %r failed: %s", tag, exception_text(exc))
+            else:
+                # Returned as False: this log is the only place the cause is told.
+                logger.warning("creating result set %r failed", tag, exc_info=True)
             if previous in nb:
                 nb.select(previous)
             if delete:

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.clusterlog import cluster_logger, release_logger
+from epyclab.labs.clusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
+from epyclab.private import privateDirectory
 
 if TYPE_CHECKING:
     # Imported where a cluster is started (about 0.4 s): the reaper and a warm sweep need none of it.
@@ -390,7 +391,16 @@ def _stop_recorded(
 
 
 def _remove_files(profile_dir: str, cluster_id: str) -> None:
-    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs)."""
+    """Remove what ipyparallel wrote for a stopped cluster (cluster and connection files, logs).
+
+    What its processes wrote (their log files) is kept in the clusters' log first (:func:`keep_outputs`).
+    """
+    outputs = sorted(Path(profile_dir, "log").glob(f"*{cluster_id}*.log"))
+    try:
+        keep_outputs(profile_dir, cluster_id, outputs)
+    except OSError as exc:
+        logger.warning("could not keep the output of cluster %s's processes in %s: %s",
+                       cluster_id, cluster_log_path(profile_dir), exc)
     for sub in ("security", "log", "pid"):
         for path in Path(profile_dir, sub).glob(f"*{cluster_id}*"):
             path.unlink(missing_ok=True)
@@ -499,7 +509,7 @@ class LocalCluster:
     def log_file(self, name: str) -> str:
         """The path of log file ``name`` of this cluster (in the profile's log directory; removed by :meth:`stop`)."""
         directory = Path(self.profile_dir, "log")
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        privateDirectory(directory)
         return str(directory / f"{name}-{self.cluster_id}.log")
 
     def pids(self) -> list[int]:
@@ -520,7 +530,11 @@ class LocalCluster:
         if self._reaper is not None:
             return
         cleanup_orphans(self.profile_dir, self.StopTimeout)
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        # Private before ipyparallel writes its connection files and its processes' logs there (those
+        # files it makes readable by all; the directories keep everyone else out).
+        for sub in ("security", "log"):
+            privateDirectory(Path(self.profile_dir, sub))
+        privateDirectory(self._state_file.parent)
         self._save_state()
         # Started before the controller, so that from its first process on this cluster cannot outlive us.
         self._reaper = _start_reaper(self._state_file)

@@ -20,6 +20,7 @@ How a notebook ``results.h5`` is kept (docs/hdf5-layout.md has the details):
 
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import logging
@@ -367,6 +368,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             self._folder = weakref.finalize(
                 self, _fold_left_open, os.path.abspath(self._path), self._lock, self._open_journal
             )
+            _fold_at_exit(self._folder)
         self._open_journal[0] = self._journal
         # A journal lies beside one name of the file: through another hard link it is not found.
         # So a notebook with several names is folded at every commit: the file alone holds them.
@@ -688,6 +690,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         # What earlier commits journalled stays in the journal (folded when next opened); nothing is written.
         if self._folder is not None:
             self._folder.detach()
+            _AT_EXIT.discard(self._folder)
             self._folder = None
         if self._journal is not None:
             self._journal.close()
@@ -696,6 +699,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
     def _close_file(self) -> None:
         if self._folder is not None:
             self._folder.detach()
+            _AT_EXIT.discard(self._folder)
             self._folder = None
         if self._journal is None:
             return
@@ -719,6 +723,37 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._journal = None
 
 
+#: The folds of the notebooks open for writing, run at exit by :func:`_fold_all_at_exit`.
+_AT_EXIT: set[weakref.finalize] = set()
+_at_exit_hooked = False
+
+
+def _fold_at_exit(fold: weakref.finalize) -> None:
+    """Have ``fold`` run at exit, while h5py still works.
+
+    weakref's own exit hook runs finalizers in an order set by when the first
+    finalizer of the process was made: if any library made one before h5py was
+    imported, that hook runs after h5py's, which has unregistered h5py's type
+    converters by then, and the fold fails (a file's text attributes can no
+    longer be read). An exit hook registered after ``import h5py`` runs before
+    h5py's (atexit runs hooks last registered first), so the folds go there.
+    """
+    global _at_exit_hooked
+    fold.atexit = False
+    _AT_EXIT.difference_update([f for f in _AT_EXIT if not f.alive])  # those of notebooks dropped since
+    _AT_EXIT.add(fold)
+    if not _at_exit_hooked:
+        atexit.register(_fold_all_at_exit)
+        _at_exit_hooked = True
+
+
+def _fold_all_at_exit() -> None:
+    """Fold every notebook still open for writing (each fold runs once; a closed notebook's was removed)."""
+    for fold in list(_AT_EXIT):
+        _AT_EXIT.discard(fold)
+        fold()
+
+
 def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) -> None:
     """Fold the journal of a notebook left open (at exit, or when dropped) so the file alone holds every commit.
 
@@ -740,10 +775,10 @@ def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) 
         if not has_records(side_path(path, "journal")):
             return
         HDF5LabNotebook(path).close()
-    except (EpyclabError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 (at exit or in a finalizer nothing can handle it; the journal keeps every row)
         logger.warning(
-            "notebook %s was left open; folding its journal into the file failed (%s): the journal stays "
-            "beside it, and opening the notebook folds it in", path, exc,
+            "notebook %s was left open; folding its journal into the file failed (%s: %s): the journal stays "
+            "beside it, and opening the notebook folds it in", path, type(exc).__name__, exc,
         )
     else:
         logger.info("notebook %s was left open: its journal was folded into the file", path)

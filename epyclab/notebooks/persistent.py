@@ -24,7 +24,7 @@ from epyclab.notebooks.locks import WriterLock
 from epyclab.notebooks.registry import otherFormat, refuseOtherFormat
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
-from epyclab.notebooks.sidefiles import check_writable_file, notebook_key
+from epyclab.notebooks.sidefiles import check_writable_file, is_read_only_file, notebook_key
 from epyclab.notebooks.stored import StoredNotebook, StoredResults
 
 __all__ = ["PersistentLabNotebook", "forget_writer", "is_empty_file"]
@@ -81,6 +81,8 @@ class PersistentLabNotebook(LabNotebook):
         path = os.fspath(name)
         self._path = path
         self._readonly = readonly
+        # Opened read-only because the file is (not asked for): a change says so, and how to allow it.
+        self._file_readonly = False
         self._is_open = False
         self._taken_over_by: str | None = None
         # What the file holds, as a cheap signature of the notebook's state (see _state_signature).
@@ -201,6 +203,11 @@ class PersistentLabNotebook(LabNotebook):
                 f"{self._path} is an empty file (0 bytes): it holds no notebook. To make a notebook in it, "
                 f"{what} (nothing is lost: the file holds nothing)"
             )
+        if not self._readonly and not create and is_read_only_file(self._path):
+            # As epyc: an archived (read-only) notebook opens for reading; a change then says why it can't.
+            logger.warning("notebook %s is a read-only file: it is opened read-only (make it writable first, "
+                           "chmod u+w %s, to change it)", self._path, self._path)
+            self._readonly = self._file_readonly = True
         if self._readonly:
             if not os.path.exists(self._path):
                 raise FileNotFoundError(f"no notebook {self._path} to open read-only")
@@ -251,8 +258,17 @@ class PersistentLabNotebook(LabNotebook):
                 f"that submitted them), or pass force=True to discard them"
             )
 
+    def _read_only_why(self) -> NotebookReadOnlyError:
+        """The error for a change to a notebook opened read-only because its file is read-only."""
+        return NotebookReadOnlyError(
+            f"notebook {self._path} is a read-only file, so it was opened read-only; make it writable first "
+            f"(chmod u+w {self._path}) and open it again to change it"
+        )
+
     def _check_writable(self) -> None:
         self._check_not_taken_over()
+        if self._file_readonly:
+            raise self._read_only_why()
         if self._readonly:
             raise NotebookReadOnlyError(
                 f"notebook {self._path} was opened read-only; open it without readonly=True to save changes"
@@ -284,6 +300,8 @@ class PersistentLabNotebook(LabNotebook):
         if self._loading:
             return
         self._check_not_taken_over()
+        if self._file_readonly:
+            raise self._read_only_why()
         if self._readonly:
             raise NotebookReadOnlyError(
                 f"notebook {self._path} was opened read-only and cannot change; open it without "

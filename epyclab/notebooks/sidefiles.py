@@ -86,6 +86,18 @@ def read_side(path: str, size: int = -1) -> bytes:
         os.close(fd)
 
 
+def is_read_only_file(path: str) -> bool:
+    """True if ``path`` exists and is read-only (its owner's write bit is off, or no write access).
+
+    Root may write any file, so the permission bits are read, not only ``os.access``.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return not (st.st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK)
+
+
 def check_writable_file(path: str) -> None:
     """Refuse to write a notebook file that is read-only (its owner's write bit is off, or no access).
 
@@ -94,11 +106,7 @@ def check_writable_file(path: str) -> None:
     Raises:
         NotebookReadOnlyError: the file exists and is read-only.
     """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return
-    if not (st.st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK):
+    if is_read_only_file(path):
         raise NotebookReadOnlyError(
             f"notebook {path} is a read-only file; open it with readonly=True to read it, or make it "
             f"writable first (chmod u+w {path}) to change it"

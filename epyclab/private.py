@@ -1,5 +1,9 @@
 """Keeping a profile private to its user: files 0600, directories 0700, written without following symlinks.
 
+Used by the cluster set-up (:mod:`epyclab.clustersetup`) and by ParallelLab's
+local cluster (its state and log directories); standard library only, so that
+a lab does not import the set-up tooling for it.
+
 A profile holds the controller's keys, the task store (``tasks.db``, whose
 records carry every uncollected result in clear text), logs and state; any
 local user able to read them could read results or use the cluster. So every
