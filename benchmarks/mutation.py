@@ -12,7 +12,9 @@ the script exits 1 below ``--target`` percent or with a survivor left unexplaine
 
 Not mutated, by design: lines inside a logger call or inside the message of a
 raised exception (the tests check the parts of a message a user acts on, the
-culprit and the fix, not every character), docstrings, and type annotations.
+culprit and the fix, not every character), docstrings, and type annotations;
+and lines marked ``# pragma: no mutate: why`` (mutmut's own mark, for a line
+whose every mutant is equivalent), each listed on the page with its reason.
 
 To be quick each mutant runs in a child forked from a parent that has already
 imported the heavy third-party libraries (never epyclab), so a mutant costs
@@ -470,6 +472,12 @@ HISTORY: list[str] = [
     "  short at the deadline. Those need `--module kinds`, `--module parallel-chunks`, `--module parallel-retry`,",
     "  `--module cluster-collect`. In the last 40 minutes two or three targets ran side by side (see the load",
     "  averages), against the one-at-a-time default.",
+    "- 2026-11-30, second sitting (branch `mutkinds`): kinds, cluster-collect, cluster-jobs and cli-copy run",
+    "  again in full on their final code (their rows above). kinds' subset is now test_kinds_mutants.py alone",
+    "  (tables of every edge value instead of 10 hypothesis draws; with test_kinds.py too, 7.3 min at load 5.6);",
+    "  cluster-collect's starts with the job policy's decisions on hub records without a controller",
+    "  (test_collect_decisions.py), then resubmission on a real one; jobs.py's lines that can only give",
+    "  equivalent mutants are marked `# pragma: no mutate` (listed below, with why).",
     "",
 ]
 
@@ -556,23 +564,6 @@ def excluded_lines(source: str) -> set[int]:
         for span in spans:
             lines.update(range(span.lineno, span.end_lineno + 1))  # type: ignore[attr-defined]
     return lines
-
-
-_NO_MUTATE = re.compile(r"#\s*pragma:.*?no mutate\W*(?P<why>.*)$")
-
-
-def unmutated(path: Path, scope: tuple[str, ...]) -> list[tuple[int, str, str]]:
-    """The lines of ``path`` (within ``scope``) that mutmut skips for their ``# pragma: no mutate``:
-    (1-based line, code, why: the comment after the pragma). docs/mutation.md lists them all."""
-    source = path.read_text()
-    wanted = scope_lines(source, scope)
-    out = []
-    for n, text in enumerate(source.splitlines(), 1):
-        found = _NO_MUTATE.search(text)
-        if found and (wanted is None or n in wanted):
-            code = text[: text.index("#", found.start())].strip()
-            out.append((n, code, found["why"].strip().rstrip(")") or "**no reason given**"))
-    return out
 
 
 def mutants(path: Path, scope: tuple[str, ...]) -> list[tuple[int, str, str]]:
@@ -847,6 +838,22 @@ def reason(target: str, o: dict, path: str = "") -> str | None:
     return REASONS_BY_FUNCTION.get((target, _function_at(path, o["line"])))
 
 
+_NO_MUTATE = re.compile(r"#\s*pragma:\s*no mutate:?\s*(.*)$")
+
+
+def unmutated(path: str, scope: list[str] | tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """The lines of ``path`` (within ``scope``) that mutmut skips for their ``# pragma: no mutate``:
+    (1-based line, code, why)."""
+    source = (ROOT / path).read_text()
+    wanted = scope_lines(source, tuple(scope))
+    out = []
+    for n, text in enumerate(source.splitlines(), 1):
+        mark = _NO_MUTATE.search(text)
+        if mark and (wanted is None or n in wanted):
+            out.append((n, text[: mark.start()].strip(), mark[1].strip() or "**no reason given**"))
+    return out
+
+
 def _equivalent(name: str, r: dict) -> int:
     """How many of a target's survivors are explained as equivalent mutants."""
     return sum(
@@ -868,9 +875,8 @@ def render(results: dict[str, dict]) -> str:
         "comparisons, constants, keywords, strings, assignments to `None`) in the named module, tested",
         "with that module's own fast subset of the tests. *Killed* means a test failed (or timed out);",
         "every surviving mutant is listed below with why it survives. Lines inside logger calls and",
-        "inside the message of a raised exception are not mutated, nor lines marked `# pragma: no mutate`",
-        "(each listed at the end with why). `--module NAME` runs one target and merges its results",
-        "into the saved ones (`benchmarks/mutation-results.json`); `--survivors` tests",
+        "inside the message of a raised exception are not mutated. `--module NAME` runs one target and",
+        "merges its results into the saved ones (`benchmarks/mutation-results.json`); `--survivors` tests",
         "again only the mutants that survived a saved run of the same source, after tests were added.",
         "",
         "| module | code mutated | tests | mutants | killed | survived | score | without equivalents | run |",
@@ -917,9 +923,17 @@ def render(results: dict[str, dict]) -> str:
         *[f"- {t.name} (`{t.path}`{', ' + ', '.join(t.scope) if t.scope else ''}): {t.why}." for t in TARGETS],
         "",
         *HISTORY,
-        "## Surviving mutants",
+        "## Not mutated, and why",
+        "",
+        "Lines marked `# pragma: no mutate` in the source, because every mutant of the line is equivalent (they",
+        "are left out of the counts above):",
         "",
     ]
+    skipped = [
+        f"- {name}, `{r['path']}` line {n}: `{code}`: {why}"
+        for name, r in results.items() for n, code, why in unmutated(r["path"], r["scope"])
+    ]
+    lines += [*(skipped or ["None."]), "", "## Surviving mutants", ""]
     any_left = False
     for name, r in results.items():
         for o in r["outcomes"]:
@@ -929,13 +943,6 @@ def render(results: dict[str, dict]) -> str:
                 lines.append(f"- {name}, `{r['path']}` line {o['line']}: `{o['original']}` → `{o['mutated']}`: {why}")
     if not any_left:
         lines.append("None.")
-    # Lines excluded from mutation, so that nothing is hidden: each with why it can only give equivalent mutants.
-    skipped = [(name, r["path"], *u) for name, r in results.items()
-               for u in unmutated(ROOT / r["path"], tuple(r["scope"]))]
-    lines += ["", "## Not mutated, and why", "",
-              "Lines marked `# pragma: no mutate` (mutmut makes no mutant of them): every mutant of such a line",
-              "would be equivalent. Each is listed with the reason written beside it in the source.", ""]
-    lines += [f"- {name}, `{path}` line {n}: `{code}`: {why}" for name, path, n, code, why in skipped] or ["None."]
     return "\n".join(lines) + "\n"
 
 
