@@ -15,12 +15,15 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     stopping its own cluster, one run).
 (c) the local cluster's start (until every engine is registered) and stop.
 (d) cold: each case a new Python process, as a user's script is. ``ParallelLab()``
-    with defaults (it starts its cluster on first use and stops it at exit)
-    against a sequential ``Lab`` and joblib ``Parallel(n_jobs=engines)`` running
-    the same experiment runs: 40 CPU-bound points, and 2,000 trivial points; the
-    time inside the process (``runExperiment`` or ``Parallel(...)``) and the whole
+    with defaults (on Linux the ``"fork"`` backend: each sweep forks copies of
+    the process), and ``ParallelLab(backend="ipyparallel")`` (it starts the
+    process's local cluster on first use and stops it at exit), against a
+    sequential ``Lab`` and joblib ``Parallel(n_jobs=engines)`` running the same
+    experiment runs: 40 CPU-bound points, and 2,000 trivial points; the time
+    inside the process (``runExperiment`` or ``Parallel(...)``) and the whole
     process (start to exit). And a second ``runExperiment`` in the same process
-    (a Jupyter user's next cell), on the cluster the first one left warm.
+    (a Jupyter user's next cell), for each backend (the ipyparallel one on the
+    cluster the first sweep left warm).
 
     python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--cold-repeat 2] [--engines N]
                                   [--only-cold] [--no-write]
@@ -149,7 +152,7 @@ def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> d
         # the bare work on a process pool of as many processes, no ipyparallel at all.
         t_raw.append(timed(map_and_get, view, partial(worker.run, CpuBound(n)), points, 1))
         t_pool.append(timed(pool_map, burn, [n] * CPU_POINTS, engines))
-    own = ParallelLab(cores=engines, profile_dir=profile)
+    own = ParallelLab(cores=engines, profile_dir=profile, backend="ipyparallel")
     own["x"] = range(CPU_POINTS)
     t_own = timed(own.runExperiment, CpuBound(n), progress=False)
     own.shutdown()
@@ -178,7 +181,11 @@ import json, sys, time
 T0 = time.perf_counter()
 sys.path.insert(0, {here!r})
 from _parallel_experiments import CpuBound, Trivial
+from epyclab.experiment import Experiment
+ELAPSED = Experiment.ELAPSED_TIME
 case, points, n, engines, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+kwargs = {{"backend": "ipyparallel"}} if case.endswith("_ipp") else {{}}
+case = case.removesuffix("_ipp")
 e = CpuBound(n) if n else Trivial()
 out = {{}}
 if case == "lab":
@@ -187,15 +194,17 @@ if case == "lab":
     lab["x"] = range(points)
     t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
     assert len(lab.dataframe()) == points
+    out["busy"] = float(lab.dataframe()[ELAPSED].sum())
 elif case in ("parallel", "twice"):
     from epyclab import ParallelLab
     # With defaults, as a user writes it (unless --engines asked for another size).
-    lab = ParallelLab() if cores == 0 else ParallelLab(cores=cores)
+    lab = ParallelLab(**kwargs) if cores == 0 else ParallelLab(cores=cores, **kwargs)
     lab["x"] = range(points)
     t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
     assert len(lab.dataframe()) == points
+    out["busy"] = float(lab.dataframe()[ELAPSED].sum())
     if case == "twice":
-        lab2 = ParallelLab() if cores == 0 else ParallelLab(cores=cores)
+        lab2 = ParallelLab(**kwargs) if cores == 0 else ParallelLab(cores=cores, **kwargs)
         lab2["x"] = range(points)
         t = time.perf_counter(); lab2.runExperiment(e, progress=False); out["second"] = time.perf_counter() - t
         assert len(lab2.dataframe()) == points
@@ -206,6 +215,7 @@ elif case == "joblib":
     rcs = Parallel(n_jobs=engines)(delayed(run)(e, {{"x": x}}) for x in range(points))
     out["inside"] = time.perf_counter() - t
     assert len(rcs) == points
+    out["busy"] = sum(rc["metadata"][ELAPSED] for rc in rcs)
 out["import"] = t - T0
 print(json.dumps(out))
 """
@@ -227,9 +237,9 @@ def cold(n: int, engines: int, repeat: int, cores: int = 0) -> dict[str, dict[st
     """(d): every case in a new process, interleaved, ``repeat`` times."""
     results: dict[str, dict[str, list[dict[str, float]]]] = {"cpu": {}, "trivial": {}}
     for _ in range(repeat):
-        for case in ("lab", "parallel", "joblib", "twice"):
+        for case in ("lab", "parallel", "parallel_ipp", "joblib", "twice", "twice_ipp"):
             results["cpu"].setdefault(case, []).append(cold_case(case, CPU_POINTS, n, engines, cores))
-        for case in ("lab", "parallel", "joblib"):
+        for case in ("lab", "parallel", "parallel_ipp", "joblib"):
             results["trivial"].setdefault(case, []).append(cold_case(case, TRIVIAL_POINTS, 0, engines, cores))
     return results
 
@@ -244,17 +254,29 @@ def cold_text(d: dict[str, dict[str, list[dict[str, float]]]], engines: int) -> 
     def best(rows: list[dict[str, float]], key: str) -> float:
         return min(r[key] for r in rows)
 
+    def busy(rows: list[dict[str, float]], workers: int) -> float:
+        # Of the fastest run: the time its workers spent inside do(), over the sweep's time on every worker.
+        fastest = min(rows, key=lambda r: r["inside"])
+        return fastest["busy"] / (fastest["inside"] * workers)
+
     seq_in, seq_whole = best(cpu["lab"], "inside"), best(cpu["lab"], "whole")
     rows = []
     for name, case in [("sequential `Lab`", "lab"),
-                       ("`ParallelLab()`, cold (starts the process's local cluster)", "parallel"),
+                       ("`ParallelLab()`, cold (default: forked copies of the process)", "parallel"),
+                       ("`ParallelLab(backend=\"ipyparallel\")`, cold (starts the process's local cluster)",
+                        "parallel_ipp"),
                        (f"joblib `Parallel(n_jobs={engines})`, cold", "joblib")]:
         t_in, t_whole = best(cpu[case], "inside"), best(cpu[case], "whole")
-        rows.append([name, f"{t_in:.2f}", f"{seq_in / t_in:.2f}", f"{t_whole:.2f}", f"{seq_whole / t_whole:.2f}"])
+        rows.append([name, f"{t_in:.2f}", f"{seq_in / t_in:.2f}", f"{t_whole:.2f}", f"{seq_whole / t_whole:.2f}",
+                     f"{busy(cpu[case], 1 if case == 'lab' else engines):.0%}"])
     second = best(cpu["twice"], "second")
-    rows.append(["`ParallelLab()`, second sweep in the same process (warm cluster)", f"{second:.2f}",
-                 f"{seq_in / second:.2f}", "", ""])
-    text = table(["(d) cold, 40 CPU-bound points", "inside (s)", "speedup", "whole process (s)", "speedup"], rows)
+    rows.append(["`ParallelLab()`, second sweep in the same process (fresh copies)", f"{second:.2f}",
+                 f"{seq_in / second:.2f}", "", "", ""])
+    second_ipp = best(cpu["twice_ipp"], "second")
+    rows.append(["`ParallelLab(backend=\"ipyparallel\")`, second sweep in the same process (warm cluster)",
+                 f"{second_ipp:.2f}", f"{seq_in / second_ipp:.2f}", "", "", ""])
+    text = table(["(d) cold, 40 CPU-bound points", "inside (s)", "speedup", "whole process (s)", "speedup",
+                  "workers busy"], rows)
     par, job = best(cpu["parallel"], "inside"), best(cpu["joblib"], "inside")
     text += (
         f"\n\nTargets: cold speedup at least 1.7 (measured {seq_in / par:.2f}: {_met(seq_in / par >= 1.7)}) and "
@@ -263,6 +285,7 @@ def cold_text(d: dict[str, dict[str, list[dict[str, float]]]], engines: int) -> 
     )
     rows_t = []
     for name, case in [("sequential `Lab`", "lab"), ("`ParallelLab()`, cold", "parallel"),
+                       ("`ParallelLab(backend=\"ipyparallel\")`, cold", "parallel_ipp"),
                        (f"joblib `Parallel(n_jobs={engines})`, cold", "joblib")]:
         rows_t.append([name, f"{best(triv[case], 'inside'):.2f}", f"{best(triv[case], 'whole'):.2f}"])
     text += "\n\n" + table(["(d) cold, 2,000 trivial points", "inside (s)", "whole process (s)"], rows_t)
@@ -293,10 +316,14 @@ def main() -> None:
             write_section(
                 "parallel_cold",
                 "## ParallelLab from a cold start (`benchmarks/parallel.py --only-cold`)\n\n"
-                f"Each case is a new Python process, as a user's script is: `ParallelLab()` with defaults (its "
-                f"first sweep starts the process's local cluster, and runs points in a forked copy of the process "
-                f"while the engines register), the sequential `Lab`, and joblib `Parallel(n_jobs={engines})` on "
-                f"the same `do`, interleaved, best of {args.cold_repeat}. \"inside\" is the time of the sweep "
+                f"Each case is a new Python process, as a user's script is: `ParallelLab()` with defaults (on "
+                f"Linux the fork backend: each sweep forks {engines} copies of the process and runs every point "
+                f"on them), `ParallelLab(backend=\"ipyparallel\")` (its first sweep starts the process's local "
+                f"cluster, and runs points in a forked copy of the process while the engines register), the "
+                f"sequential `Lab`, and joblib `Parallel(n_jobs={engines})` on "
+                f"the same `do`, interleaved, best of {args.cold_repeat}. \"workers busy\": the time spent "
+                f"inside `do()` over the sweep's time on every worker (a measure of the scheduling that the "
+                f"machine's other load changes less than the speedup). \"inside\" is the time of the sweep "
                 f"call; \"whole process\" includes imports, the cluster's start and the exit. {machine()}\n\n"
                 f"{text_d}\n\n{load}",
             )

@@ -31,6 +31,7 @@ __all__ = [
     "UnknownResultSetError",
     "ExperimentSerializationError",
     "ClusterConnectionError",
+    "EngineDied",
     "SummaryError",
 ]
 
@@ -46,10 +47,14 @@ class DesignException(EpyclabError):
 class ResultsStructureException(EpyclabError):
     """A results dict is malformed, or an experiment returned something that is not one.
 
-    ``rc`` is the offending value, when there is one (epyc's :meth:`resultsdict`).
+    ``rc`` is the offending value, when there is one (epyc's :meth:`resultsdict`);
+    ``ResultsStructureException(rc)``, epyc's form, gives it alone.
     """
 
-    def __init__(self, message: str = "", rc: Any = None) -> None:
+    def __init__(self, message: Any = "", rc: Any = None) -> None:
+        if not isinstance(message, str):
+            # epyc's form: ResultsStructureException(rc), the offending value alone.
+            message, rc = f"not a well-formed results dict: {message!r:.200}", message
         super().__init__(message)
         self._rc = rc
 
@@ -171,6 +176,15 @@ class ExperimentSerializationError(EpyclabError):
 
 class ClusterConnectionError(EpyclabError):
     """No ipyparallel controller answered, or the connection was lost."""
+
+
+class EngineDied(ClusterConnectionError):
+    """A process running points died (a forked copy of ParallelLab's ``"fork"`` backend).
+
+    Recorded as the exception of a point that was running in
+    ``Sweep.MaxDeaths`` processes that died (on ipyparallel engines,
+    ipyparallel's ``EngineError`` is recorded instead).
+    """
 
 
 class SummaryError(EpyclabError):

@@ -1,10 +1,10 @@
 """Quickstart: a Monte Carlo estimate of the volume of the unit ball in d dimensions.
 
 Sweeps the dimension ``d`` and the number of random samples ``n`` on every
-core of this machine (a ``ParallelLab``, which starts and stops a local
-ipyparallel cluster), keeps the results in an HDF5 notebook, and prints, for
-each point, the estimate, the exact volume and the relative error, read back
-from the notebook file.
+core of this machine (a ``ParallelLab``: on Linux it forks one copy of this
+process per core; elsewhere it runs on a local ipyparallel cluster), keeps the
+results in an HDF5 notebook, and prints, for each point, the estimate, the
+exact volume and the relative error, read back from the notebook file.
 
 Run it with ``python examples/quickstart.py`` (``--help`` lists the options).
 """

@@ -281,6 +281,25 @@ def test_parallel_lab_settings_turn_each_path_off(
     _replayed(out, err, caplog.records, range(3))
 
 
+def test_parallel_lab_on_forked_copies_stores_and_replays_with_the_point(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # ParallelLab's default backend on Linux: the points run in forked copies of this process, which
+    # capture like engines, so each line reaches this console once, replayed with its point.
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
+    lab["x"] = range(6)
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        lab.runExperiment(Noisy(fail_at=(4,)), progress=False)
+    assert outputs(lab) == {x: expected(x) for x in range(6)}
+    df = lab.notebook().dataframe(only_successful=False)
+    assert set(df[Experiment.PID].astype(int)) <= set(lab.lastCopies)
+    out, err = capsys.readouterr()
+    _replayed(out, err, caplog.records, range(6))
+    for x in range(6):
+        assert out.count(f"out {x}\n") == 1 and err.count(f"err {x}\n") == 1
+    assert "info" not in out + err + caplog.text
+
+
 # ---- ClusterLab: stored and replayed when collected ---------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import stat
 import time
@@ -209,3 +210,66 @@ def test_engines_that_do_not_register_are_named(ipdir: Path) -> None:
     assert len(pids) == 2
     assert cluster(ipdir, "-q", "stop", "mute").exit_code == 0
     assert wait_gone(pids) == []
+
+
+def controller_killed_alone(profile: Path) -> tuple[int, list[int]]:
+    """SIGKILL the recorded controller by its PID alone, as a crash or the OOM killer would; its schedulers stay.
+
+    Returns the controller's PID and the PIDs of the schedulers it left running
+    (found in /proc, its process group, not from epyclab's records).
+    """
+    controller = int(loadProcesses(profile).controller["pid"])
+    schedulers = [p for p in group_members(controller) if p != controller]
+    assert len(schedulers) >= 2, "an ipyparallel controller forks its schedulers"
+    os.kill(controller, signal.SIGKILL)
+    wait_until(lambda: not running(controller), 20, "the killed controller to end")
+    # What makes this case hard: they live on, and the controller's registration port still accepts.
+    assert all(running(p) for p in schedulers)
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]
+    assert accepts(port)
+    return controller, schedulers
+
+
+def accepts(port: int) -> bool:
+    """True if something accepts a TCP connection on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("record", ["this epyclab's", "an older epyclab's"])
+def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Path, record: str) -> None:
+    """Issue 11.6: stop finds the schedulers of a controller that died alone, by PID and start time.
+
+    An older epyclab recorded the controller's host and PID only (a cluster it
+    started may still run after an upgrade): its schedulers are then found as
+    its process group, whose ID no other process can have while they live.
+    """
+    assert cluster(ipdir, "-q", "init", "alone").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "alone", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_alone"
+    recorded = loadProcesses(profile)
+    # The controller and its schedulers, recorded by start when it answered.
+    assert [int(recorded.controller["pid"]), recorded.controller["started"]] in recorded.controller["tree"]
+    assert len(recorded.controller["tree"]) > 2
+    if record == "an older epyclab's":
+        state = profile / "pid" / "epyclab-processes.json"
+        data = json.loads(state.read_text())
+        data["controller"] = {"host": "(local)", "pid": data["controller"]["pid"]}
+        state.write_text(json.dumps(data))
+    engines = recorded.engines["(local)"]
+    controller, schedulers = controller_killed_alone(profile)
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["registration"]
+    status = cluster(ipdir, "status", "alone")
+    assert status.exit_code == 1
+    assert f"PID {controller} on (local), exited ({len(schedulers)} process(es) it started still run" in status.stdout
+
+    stopped = cluster(ipdir, "-q", "stop", "alone")
+    assert stopped.exit_code == 0, stopped.output
+    assert (f"(local): stopped 2 engine(s), the controller had already exited; "
+            f"stopped the {len(schedulers)} process(es) it left running") in stopped.stdout
+    assert wait_gone([controller, *schedulers, *engines]) == []
+    assert not accepts(port)
+    assert loadProcesses(profile).empty()

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cluster_local import cluster, wait_gone
+from test_cluster_local import cluster, controller_killed_alone, wait_gone
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
@@ -119,10 +119,14 @@ def one_successful_row_per_point(notebook: Path) -> None:
         nb.close()
 
 
-@pytest.mark.parametrize("what", ["controller", "reboot", "controller at once"])
+@pytest.mark.parametrize("what", ["controller", "reboot", "controller at once", "controller alone"])
 def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir: Path, tmp_path: Path,
                                                                            what: str) -> None:
-    """Issue 13.4 (a reboot: controller and every engine killed) and 14.2 (the controller alone).
+    """Issue 13.4 (a reboot: controller and every engine killed) and 14.2 (the controller with its schedulers).
+
+    "controller alone" (issue 11.6): the controller's PID alone is SIGKILLed,
+    as the OOM killer would; its schedulers live on, holding its ports, and
+    `start` stops them before it starts the controller again.
 
     "at once": the submitting process kills the controller the moment
     runExperiment returns, before any task finished: runExperiment returned only once the
@@ -139,13 +143,19 @@ def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir
         wait_finished(ipdir, "rb", 4)
     before = loadProcesses(profile)
     old_engines = [pid for pids in before.engines.values() for pid in pids]
-    killed = kill(profile, engines=what == "reboot") if what != "controller at once" else []
+    if what == "controller alone":
+        controller, schedulers = controller_killed_alone(profile)
+        killed = [controller, *schedulers]
+    else:
+        killed = kill(profile, engines=what == "reboot") if what != "controller at once" else []
 
     again = cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2")
     assert again.exit_code == 0, again.output
     assert "(local): 2" in again.stdout and "2 engine(s) ready" in again.stdout
     after = loadProcesses(profile)
     engines = after.engines["(local)"]
+    # Nothing of the dead controller is left (its schedulers held the ports the new one took).
+    assert wait_gone(killed) == []
     if what == "reboot":
         assert not set(engines) & set(old_engines)  # two new engines
     else:

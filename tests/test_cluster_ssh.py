@@ -1,7 +1,8 @@
 """The cluster commands for real, over ssh: a private sshd on 127.0.0.1 and two fresh local users
 as the workers (see tests/sshd.py). init, sync from a wheelhouse (twice: the second changes nothing),
 start with one engine per worker, a ClusterLab sweep through that cluster (submitted, then collected
-by a second lab on the reopened notebook), status, stop, and nothing left running; then an unreachable worker.
+by a second lab on the reopened notebook), status, stop, and nothing left running; then an unreachable worker;
+then a controller on a worker, killed alone (its schedulers hold its ports there): start and stop over ssh.
 
 The workers' venvs are made with Debian's Python of the same minor version as
 the one running the tests: the users cannot run root's interpreter (under
@@ -25,6 +26,7 @@ import ipyparallel
 import pytest
 import sshd
 from click.testing import CliRunner, Result
+from test_cluster_local import controller_killed_alone, wait_gone
 
 from epyclab.cli import main
 from epyclab.clustersetup.manage import stopCluster
@@ -362,8 +364,24 @@ def test_controller_on_a_worker(
     assert status.exit_code == 0, status.output
     assert f"PID {controller} on {w1}, answering" in status.stdout
 
+    # Issue 11.6 on the controller's host: killed alone, it leaves its schedulers there, holding its ports;
+    # start (over ssh) stops them by PID and start time, and starts it again on the same connection files.
+    _, schedulers = controller_killed_alone(profile)
+    again = cluster(ipdir, "-q", "start", "remote", "-n", "1")
+    assert again.exit_code == 0, again.output
+    assert wait_gone(schedulers) == []
+    assert loadProcesses(profile).engines[w2] == [engine]  # the engine came back to the new controller
+    client = ipyparallel.Client(str(profile / "security" / "ipcontroller-client.json"), timeout=10)
+    try:
+        assert client.load_balanced_view().apply_async(os.getpid).get(60) == engine
+    finally:
+        client.close()
+    # Killed alone again: stop leaves nothing of it (nor anything else) running on either worker.
+    controller, schedulers = controller_killed_alone(profile)
+
     stopped = cluster(ipdir, "-q", "stop", "remote")
     assert stopped.exit_code == 0, stopped.output
-    assert f"{w1}: stopped the controller" in stopped.stdout
+    assert (f"{w1}: the controller had already exited; stopped the {len(schedulers)} process(es) "
+            "it left running") in stopped.stdout
     assert f"{w2}: stopped 1 engine(s)" in stopped.stdout
-    assert wait_no_processes([u1, u2], [controller, engine]) == []
+    assert wait_no_processes([u1, u2], [controller, *schedulers, engine]) == []

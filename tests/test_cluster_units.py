@@ -1,20 +1,29 @@
 """The cluster helpers' parts that need no running cluster: hosts, ssh command lines, failures
-collected per host, profile files, the task store, the wheelhouse fingerprint, dry runs."""
+collected per host, profile files, the task store, the wheelhouse fingerprint, dry runs; and processes
+named by PID and start time (real processes of this machine, stopped by PID)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import stat
+import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from waiting import wait_until
 
 from epyclab.cli import main
+from epyclab.clustersetup import processes
 from epyclab.clustersetup.engines import engineCount
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError
 from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts, readWorkersFile
@@ -360,3 +369,59 @@ def test_sync_refuses_a_worker_python_of_another_version(tmp_path: Path) -> None
     assert message.startswith(f"{LOCAL}: `python3` is Python {here}, but the wheelhouse was built for Python 2.7")
     assert "pass --python with a Python 2.7" in message
     assert not (tmp_path / "venv").exists()  # refused before anything was made
+
+
+# ---- processes named by PID and start time ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real process with a child, in a process group of its own; stopped by PID afterwards."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_process_is_identified_with_its_descendants_and_stopped_only_as_itself() -> None:
+    proc = subprocess.Popen(["sh", "-c", "sleep 600 & wait"], start_new_session=True)
+    try:
+        remote = Remote()
+        start = _start_of(proc.pid)
+        tree = wait_until(lambda: [i for i in processes.identify(remote, LOCAL, proc.pid, start) if i[0] != proc.pid],
+                          10, "the shell's sleep to be listed") and processes.identify(remote, LOCAL, proc.pid, start)
+        assert [proc.pid, start] in tree and len(tree) == 2  # the shell and its sleep
+        # Not an ipyparallel program, and no start time recorded: not taken for ours.
+        assert processes.identify(remote, LOCAL, proc.pid, "") == []
+        assert processes.identified(remote, LOCAL, [[proc.pid, ""]]) == []
+        assert processes.identified(remote, LOCAL, tree) == [p for p, _ in tree]
+        assert sorted(processes.stopIdentified(remote, LOCAL, tree, grace=5)) == sorted(p for p, _ in tree)
+        assert proc.wait(10) == -signal.SIGTERM
+        assert processes.identified(remote, LOCAL, tree) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _boot() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")
+
+
+@given(start=st.one_of(st.text(max_size=40), st.integers(0, 2**40).map(lambda ticks: f"boot{_boot()}:{ticks}")))
+def test_a_reused_pid_is_never_signalled(sleeper: subprocess.Popen[bytes], start: str) -> None:
+    """A recorded start time other than the process's own (its PID reused) names no process, whatever its text."""
+    assume(start and start != _start_of(sleeper.pid))
+    remote = Remote()
+    assert processes.identify(remote, LOCAL, sleeper.pid, start) == []
+    assert processes.identified(remote, LOCAL, [[sleeper.pid, start]]) == []
+    assert processes.stopIdentified(remote, LOCAL, [[sleeper.pid, start]], grace=0.2) == []
+    assert sleeper.poll() is None
+
+
+def _start_of(pid: int) -> str:
+    """The start time of ``pid`` as the records keep it on Linux: the boot's id, and clock ticks since it."""
+    ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    return f"boot{_boot()}:{ticks}"

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import ipyparallel as ipp
+import pytest
 from waiting import wait_until
 
 from epyclab.labs.parallelcluster import LocalCluster
@@ -45,23 +46,30 @@ def _say_and_die(marker: str) -> None:
 
 
 @ipp.interactive
-def _say(marker: str) -> int:
+def _say(marker: str) -> str:
     import os
 
     os.write(1, f"{marker}: said on stdout\n".encode())
-    return os.getpid()
+    return os.readlink("/proc/self/fd/2")  # where a write to fd 2 goes at once
 
 
-def test_what_the_engines_wrote_is_kept_in_the_clusters_log_after_the_stop(tmp_path: Path) -> None:
-    # The engines are stopped by PID and their output files removed: their last words must survive.
+def test_what_the_engines_wrote_is_kept_in_the_clusters_log_after_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engines are stopped by PID and their output files removed: their last words must survive,
+    # also those written just before the engine dies (a crash).
     from epyclab.labs.clusterlog import cluster_log_path
+
+    # As outside pytest: ipykernel redirects an engine's descriptors only when this is not set.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
 
     profile = tmp_path / "profile"
     cluster = LocalCluster(2, str(profile))
     with cluster as client:
         client.wait_for_engines(2, timeout=60)
         alive, doomed = client.ids[:2]
-        client[alive].apply_sync(_say, "MARK-ALIVE")
+        # Its descriptor is its output file, not a pipe a thread forwards (lost if the engine dies first).
+        assert client[alive].apply_sync(_say, "MARK-ALIVE").endswith(".log")
         client[doomed].apply_async(_say_and_die, "MARK-DYING")
         wait_until(lambda: doomed not in client.ids, timeout=60, what="the engine's death seen by the hub")
     log = cluster_log_path(profile).read_text()

@@ -86,7 +86,7 @@ def test_stopping_a_busy_copy_kills_it_at_once() -> None:
 
 def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(tmp_path: Path) -> None:
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
+    lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
     # 20 s of sleeping for one process: the engines register long before the copy could finish alone.
     lab["x"] = range(400)
     seen: list[dict[str, Any]] = []

@@ -33,7 +33,7 @@ def own_lab(profile: Path) -> tuple[ParallelLab, RecordingNotebook, list[dict[st
                 seen[int(p["pid"])] = p
 
     nb = RecordingNotebook(on_add=look)
-    lab = ParallelLab(nb, cores=2, profile_dir=str(profile))
+    lab = ParallelLab(nb, cores=2, profile_dir=str(profile), backend="ipyparallel")
     return lab, nb, seen  # type: ignore[return-value]
 
 

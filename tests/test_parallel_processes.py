@@ -51,7 +51,7 @@ def spying_lab(profile: Path, **nb_kwargs: Any) -> tuple[ParallelLab, RecordingN
             seen.extend(lab.localCluster.processes())
 
     nb = RecordingNotebook(on_add=look, **nb_kwargs)
-    lab = ParallelLab(nb, cores=2, profile_dir=str(profile))
+    lab = ParallelLab(nb, cores=2, profile_dir=str(profile), backend="ipyparallel")
     return lab, nb, seen
 
 
@@ -85,7 +85,7 @@ def test_own_cluster_is_kept_warm_across_sweeps_and_stopped_by_shutdown(tmp_path
     assert len(first.processes()) >= 5 and seen
     assert first.client is not None and len(first.client.ids) == 2
     # The next sweep (another lab, same size and profile) runs on the same processes.
-    again = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
+    again = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
     again["x"] = range(50, 80)
     again.runExperiment(Square(), progress=False)
     assert again.localCluster is first
@@ -141,7 +141,7 @@ class Square(Experiment):
     def do(self, params):
         return {"y": params["x"] ** 2}
 
-lab = ParallelLab(cores=2, profile_dir=sys.argv[1])
+lab = ParallelLab(cores=2, profile_dir=sys.argv[1], backend="ipyparallel")
 lab["x"] = range(40)
 lab.runExperiment(Square(), progress=False)
 # What the lab recorded: every process its cluster started, with start times.
@@ -215,7 +215,7 @@ class Notebook(LabNotebook):
         self.committed = self.numberOfResults()
 
 nb = Notebook()
-lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, commitEvery=10**9, commitInterval=3600)
+lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, backend="ipyparallel", commitEvery=10**9, commitInterval=3600)
 lab["x"] = range(100000)
 try:
     lab.runExperiment(Slow(), progress=False)
@@ -268,7 +268,7 @@ class Notebook(HDF5LabNotebook):
             open(RUNNING, "w").close()
 
 nb = Notebook(NOTEBOOK, create=True)
-lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, commitEvery=10**9, commitInterval=3600)
+lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, backend="ipyparallel", commitEvery=10**9, commitInterval=3600)
 lab["x"] = range(100000)
 try:
     lab.runExperiment(Slow(), progress=False)
@@ -317,7 +317,7 @@ class Slow(Experiment):
         time.sleep(0.05)
         return {"y": params["x"]}
 
-lab = ParallelLab(cores=2, profile_dir=PROFILE)
+lab = ParallelLab(cores=2, profile_dir=PROFILE, backend="ipyparallel")
 lab["x"] = range(100000)
 lab.runExperiment(Slow(), progress=False)
 """
@@ -418,7 +418,7 @@ class Scaled(Experiment):
         return {"y": helper(params["x"])}
 
 if __name__ == "__main__":
-    lab = ParallelLab(cores=2, profile_dir=sys.argv[1])
+    lab = ParallelLab(cores=2, profile_dir=sys.argv[1], backend="ipyparallel")
     lab["x"] = range(30)
     lab.runExperiment(Scaled(), progress=False)
     df = lab.dataframe(only_successful=False)

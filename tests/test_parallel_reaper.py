@@ -34,7 +34,7 @@ class Slow(Experiment):
         time.sleep(0.05)
         return {"y": params["x"]}
 
-lab = ParallelLab(cores=2, profile_dir=PROFILE)
+lab = ParallelLab(cores=2, profile_dir=PROFILE, backend="ipyparallel")
 lab["x"] = range(100000 if PHASE == "mid" else 20)
 lab.runExperiment(Slow(), progress=False)
 open(RUNNING, "w").close()   # after the sweep: the warm cluster waits for the next one

@@ -53,7 +53,7 @@ def sweep(tmp_path: Path, points: int, at: tuple[int, ...]) -> tuple[Any, dict[s
                 seen[int(p["pid"])] = p
 
     nb = RecordingNotebook(on_add=look)
-    lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"))
+    lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
     lab["x"] = range(points)
     try:
         lab.runExperiment(DiesAt(str(logdir), at), progress=False)

@@ -143,9 +143,11 @@ def test_unserializable_attribute_is_found_inside_a_combinator() -> None:
         serialize_experiment(RepeatedExperiment(HoldsStream(), 2))
 
 
-def test_unserializable_experiment_fails_before_a_cluster_is_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["fork", "ipyparallel"])
+def test_unserializable_experiment_fails_before_a_cluster_is_started(tmp_path: Path, backend: str) -> None:
+    # The fork backend forks the process itself, yet refuses just as early: the experiment is packaged first.
     before = psutil.Process().children(recursive=True)
-    lab = ParallelLab(cores=1, profile_dir=str(tmp_path / "profile"))
+    lab = ParallelLab(cores=1, profile_dir=str(tmp_path / "profile"), backend=backend)
     lab["x"] = range(3)
     with pytest.raises(ExperimentSerializationError, match=r"HoldsStream.*self\.stream"):
         lab.runExperiment(HoldsStream(), progress=False)

@@ -92,12 +92,15 @@ def test_a_process_bound_attribute_is_refused_naming_it(makers: dict[str, Any], 
     assert "setUp()" in message or "do()" in message
 
 
-def test_a_file_open_for_writing_is_refused_before_any_process_starts_and_is_not_truncated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["fork", "ipyparallel"])
+def test_a_file_open_for_writing_is_refused_before_any_process_starts_and_is_not_truncated(
+    tmp_path: Path, backend: str
+) -> None:
     log = tmp_path / "results.log"
     log.write_text("kept\n")
     f = open(log, "a")
     try:
-        lab = ParallelLab(profile_dir=str(tmp_path / "profile"))
+        lab = ParallelLab(profile_dir=str(tmp_path / "profile"), backend=backend)
         lab["x"] = range(4)
         before = {p.pid for p in psutil.Process().children(recursive=True)}
         with pytest.raises(ExperimentSerializationError, match=r"attribute self\.log is an open file"):

@@ -239,5 +239,7 @@ def test_refused_results_dict_and_unknown_version_answer_as_in_epyc():
     with pytest.raises(epyclab.ResultsStructureException) as err:
         rs.addSingleResult(bad)
     assert err.value.resultsdict() is bad
+    epyc_form = epyclab.ResultsStructureException(bad)  # as epyc code raises it
+    assert epyc_form.resultsdict() is bad and "results dict" in str(epyc_form)
     version = epyclab.NotebookVersionException("'2'", "3", "f.h5")
     assert version.expectedVersion() == "'2'" and version.actualVersion() == "3" and "f.h5" in str(version)

@@ -25,6 +25,13 @@ from typing import Any
 
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
+from epyclab.clustersetup.controllertree import (
+    controllerLeftovers,
+    controllerRecord,
+    controllerRunning,
+    recordControllerTree,
+    stopControllerTree,
+)
 from epyclab.clustersetup.engines import engineCount, pushEngineFile, startEngines, waitForEngines
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts
@@ -188,9 +195,7 @@ def startCluster(
             pushEngineFile(remote, host, directory, where)
             startEngines(remote, host, count, directory, where, settings.venv)
         return {}
-    started.controller = {"host": str(controller_host), "pid": pid}
-    saveProcesses(directory, started)
-    client = waitForController(remote, controller_host, pid, directory, where, timeout)
+    client = _wait_recorded(remote, controller_host, pid, directory, where, started, timeout)
     try:
         hint = (
             f"Their logs: {where}/log/epyclab-engine-*.log on each worker; `epyclab cluster stop {profile}` stops all"
@@ -229,9 +234,7 @@ def _start_batch(
     started = Processes()
     if controller == "local":
         pid = startController(remote, LOCAL, directory, where, settings.venv)
-        started.controller = {"host": str(LOCAL), "pid": pid}
-        saveProcesses(directory, started)
-        client = waitForController(remote, LOCAL, pid, directory, where, timeout)
+        client = _wait_recorded(remote, LOCAL, pid, directory, where, started, timeout)
     else:
         # Files of an earlier controller name its node: the new one, wherever it lands, writes its own.
         _drop_connection_files(directory)
@@ -261,6 +264,23 @@ def _submit_and_wait(
         saveProcesses(directory, started)
         privateTree(directory)
     return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _wait_recorded(
+    remote: Remote, host: Host, pid: int, directory: Path, where: str, started: Processes, timeout: float
+) -> Any:
+    """Record the controller just started as ``pid`` (at once, so that ``stop`` finds it whatever happens),
+    wait until it answers, then record its process tree; return a client of it."""
+    started.controller = controllerRecord(remote, host, pid)
+    saveProcesses(directory, started)
+    client = waitForController(remote, host, pid, directory, where, timeout)
+    try:
+        recordControllerTree(remote, host, started.controller, directory)
+        saveProcesses(directory, started)
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def _is_job(controller: dict[str, Any]) -> bool:
@@ -390,12 +410,17 @@ def _restart_controller(
     if remote.dryRun:
         startController(remote, host, directory, where, settings.venv)
         return {}
-    if processes.alive(remote, host, [pid]):
+    if controllerRunning(remote, host, recorded.controller):
         raise ClusterSetupError(
             f"the cluster of profile {profile!r} is running (controller PID {pid} on {host}): "
             f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
         )
     logger.warning("%s: the controller (PID %d) is gone; restarting it; running engines will register again", host, pid)
+    # Its schedulers may have outlived it (killed alone: SIGKILL, the OOM killer), holding its ports.
+    _, leftovers = stopControllerTree(remote, host, recorded.controller)
+    if leftovers:
+        logger.warning("%s: stopped %d process(es) that the dead controller (PID %d) left running, holding its ports",
+                       host, leftovers, pid)
     if recorded.launchers:
         return _restart_batch(remote, directory, where, settings, recorded, host, timeout)
     workers = _engine_hosts(recorded) or list(hosts)
@@ -428,9 +453,7 @@ def _restart_controller(
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
     pid = startController(remote, host, directory, where, settings.venv)
-    recorded.controller = {"host": str(host), "pid": pid}
-    saveProcesses(directory, recorded)
-    client = waitForController(remote, host, pid, directory, where, timeout)
+    client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
     try:
         launch = {
             w: engineCount(wanted[str(w)] - alive.get(str(w), 0))
@@ -485,9 +508,7 @@ def _restart_batch(
     recorded.launchers = live
     if job is None:
         pid = startController(remote, host, directory, where, settings.venv)
-        recorded.controller = {"host": str(host), "pid": pid}
-        saveProcesses(directory, recorded)
-        client = waitForController(remote, host, pid, directory, where, timeout)
+        client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
     else:
         if not live:
             _drop_connection_files(directory)
@@ -605,11 +626,15 @@ def stopCluster(
     if recorded.controller is not None and not _is_job(recorded.controller):
         host = _host(str(recorded.controller["host"]))
         pid = int(str(recorded.controller["pid"]))
-        stopped = processes.stop(remote, host, [pid])
         if dryRun:
+            processes.stop(remote, host, [pid])
             what = f"would stop the controller (PID {pid})"
         else:
-            what = "stopped the controller" if stopped else "the controller had already exited"
+            # Its whole tree: schedulers outlive a controller killed alone, and hold its ports.
+            leader, leftovers = stopControllerTree(remote, host, recorded.controller)
+            what = "stopped the controller" if leader else "the controller had already exited"
+            if leftovers and not leader:
+                what += f"; stopped the {leftovers} process(es) it left running"
         report[str(host)] = f"{report[str(host)]}, {what}" if str(host) in report else what
         recorded.controller = None
     if not dryRun:
@@ -655,12 +680,20 @@ def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | 
     where = f"PID {pid} on {host}"
     remote = Remote(loadSettings(directory).sshOptions)
     try:
-        running = processes.alive(remote, host, [pid])
+        running = controllerRunning(remote, host, recorded.controller)
     except ClusterSetupError as error:
         return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started, jobs=jobs)
     if not running:
+        try:
+            left = controllerLeftovers(remote, host, recorded.controller)
+        except ClusterSetupError as error:
+            logger.info("%s: cannot list what the controller left running: %s", host, error)
+            left = []
+        held = (f" ({len(left)} process(es) it started still run, holding its ports: `start` or `stop` stops them)"
+                if left else "")
         return ClusterStatus(
-            f"{where}, exited: restart it with `epyclab cluster start {profile}`", False, started=started, jobs=jobs
+            f"{where}, exited{held}: restart it with `epyclab cluster start {profile}`", False, started=started,
+            jobs=jobs,
         )
     try:
         client = connect(directory, timeout=timeout)

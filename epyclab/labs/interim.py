@@ -1,6 +1,9 @@
-"""Points run by a forked copy of the client while a new local cluster's engines register.
+"""A forked copy of the user's process that runs chunks of points as an engine does.
 
-A cold :class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
+It is the worker of ParallelLab's ``"fork"`` backend (a pool of them, see
+:mod:`epyclab.labs.copies`), and, on the ``"ipyparallel"`` backend, runs
+points while a new local cluster's engines register. There a cold
+:class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
 one to two seconds, idle, for the controller and the engines to start. So the
 lab forks this process (:class:`Interim`): the copy already holds the
 experiment and every module it needs, so it runs points within milliseconds,
@@ -12,10 +15,15 @@ point that crashes its process (``os._exit``, a segfault): that kills the copy,
 and the sweep treats it as an engine that died.
 
 The scheduler (:class:`~epyclab.labs.scheduler.Sweep`) gives it one chunk at a
-time and stops giving it chunks once every engine has registered (so that on
+time; on the ipyparallel backend it stops giving it chunks once every engine has registered (so that on
 ``n`` cores no more than ``n`` processes run points for longer than one chunk);
 it then finishes its chunk and exits. Its PID is recorded with the cluster's
 processes, so the cluster's reaper stops it if the user's process dies.
+
+The copy dies with the user's process, even one killed by SIGKILL: it asks
+the kernel for that at once (Linux's ``PR_SET_PDEATHSIG``, which fires when
+the *thread* that forked it ends, so copies are forked by the thread that
+runs the sweep) and exits if its parent is already gone.
 
 The copy ignores Ctrl-C (the user's process handles it, and kills the copy),
 never runs the parent's ``atexit`` hooks (multiprocessing ends a forked child
@@ -28,6 +36,7 @@ and replayed by the lab, as an engine's is).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -41,11 +50,36 @@ from typing import Any
 from epyclab.labs import worker
 from epyclab.log import logger
 
-__all__ = ["Interim", "InterimDied"]
+__all__ = ["Interim", "InterimDied", "COPY_NAME"]
+
+#: The multiprocessing name of every copy (a copy never forks copies of its own).
+COPY_NAME = "epyclab-interim"
+
+# prctl(2): the signal a process gets when its parent (the thread that forked it) ends.
+_PR_SET_PDEATHSIG = 1
 
 
 class InterimDied(Exception):
-    """The forked process running a chunk died before replying (its point crashed the process)."""
+    """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle."""
+
+    def __init__(self, message: str, lost_chunk: bool = True) -> None:
+        super().__init__(message)
+        self.lost_chunk = lost_chunk
+
+
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` ends; exit now if it has already."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as exc:
+        # Not Linux after all: the sweep still stops the copy, and its end of the pipe tells it when
+        # the parent is gone (between chunks).
+        logger.debug("a forked copy cannot ask to die with its parent: %s", exc)
+    if os.getppid() != parent:
+        # The parent died between the fork and the prctl: nobody would ever stop this copy.
+        os._exit(1)
 
 
 def _like_an_engine(output: str | None) -> None:
@@ -74,18 +108,37 @@ def _like_an_engine(output: str | None) -> None:
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
 
+def _fresh_random_state() -> None:
+    """Reseed numpy's global random state from the system's entropy, as a fresh engine's is.
+
+    A fork copies it: every copy (and every later sweep's copies) would draw the
+    same numbers as the others, and a Monte Carlo sweep would repeat itself.
+    (Python's own :mod:`random` reseeds itself in a forked child.)
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
 def _serve(
-    requests: Any, replies: Any, parents_ends: list[Any], blobs: dict[str, bytes], output: str | None
+    requests: Any, replies: Any, parents_ends: list[Any], experiments: dict[str, Any], output: str | None, parent: int
 ) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
+    _die_with(parent)
+    # Daemonic to the parent (stopped at its exit, never waited for), but free to start processes of
+    # its own as an engine is: a do() that uses multiprocessing must work here too.
+    multiprocessing.current_process().daemon = False
+    _fresh_random_state()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in parents_ends:
         # Else the copy would hold the write end of its own requests, and never see the parent go.
         end.close()
     _like_an_engine(output)
-    for key, blob in blobs.items():
-        # Unpacked as an engine unpacks it: the copy runs exactly what the engines run.
-        worker.load_experiment(key, blob)
+    for key, experiment in experiments.items():
+        if isinstance(experiment, bytes):
+            worker.load_experiment(key, experiment)  # serialized, as an engine gets it
+        else:
+            worker.keep_experiment(key, experiment)  # the object itself, as it was at the fork
     while True:
         try:
             request = requests.recv()
@@ -100,20 +153,24 @@ def _serve(
 class Interim:
     """A forked copy of this process that runs chunks of points, one at a time.
 
-    ``blobs`` maps each sweep key to its serialized experiment (see
-    :func:`epyclab.labs.wire.package`). What the copy writes outside the
+    ``experiments`` maps each sweep key to its experiment: serialized (bytes,
+    see :func:`epyclab.labs.wire.package`), unpacked in the copy as an engine
+    unpacks it, or the object itself, which the copy holds as it was at the fork. What the copy writes outside the
     runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
     each reply of :func:`~epyclab.labs.worker.run_points`, or with an
-    :class:`InterimDied` if the copy died while it held a chunk.
+    :class:`InterimDied` if the copy died (holding a chunk, or idle: then
+    ``lost_chunk`` is False) before it was closed. Create it from the thread
+    that runs the sweep: the copy dies when that thread ends.
     """
 
-    def __init__(self, blobs: dict[str, bytes], deliver: Callable[[Any], None], output: str | None = None) -> None:
+    def __init__(self, experiments: dict[str, Any], deliver: Callable[[Any], None], output: str | None = None) -> None:
         ctx = multiprocessing.get_context("fork")
         child_requests, self._requests = ctx.Pipe(duplex=False)
         self._replies, child_replies = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_serve, args=(child_requests, child_replies, [self._requests, self._replies], blobs, output),
-            name="epyclab-interim", daemon=True,
+            target=_serve,
+            args=(child_requests, child_replies, [self._requests, self._replies], experiments, output, os.getpid()),
+            name=COPY_NAME, daemon=True,
         )
         with warnings.catch_warnings():
             # Python 3.12+ warns that forking a process with threads may deadlock the child: this
@@ -161,9 +218,13 @@ class Interim:
             except (EOFError, OSError):
                 if self._busy:
                     self._busy = False
+                    self._closed = True
                     self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk "
                                               f"(exit code {self._process.exitcode})"))
-                self._closed = True
+                elif not self._closed:
+                    self._closed = True
+                    self._deliver(InterimDied(f"the interim process {self.pid} died between chunks "
+                                              f"(exit code {self._process.exitcode})", lost_chunk=False))
                 return
             self._busy = False
             self._deliver(reply)
@@ -206,4 +267,4 @@ def fork_allowed() -> bool:
     crashes the child (why multiprocessing spawns there), nor Windows (no fork).
     """
     return (sys.platform.startswith("linux") and hasattr(os, "fork")
-            and multiprocessing.current_process().name != "epyclab-interim")
+            and multiprocessing.current_process().name != COPY_NAME)

@@ -1,15 +1,16 @@
-"""The parallel lab: a sweep on every core of this machine, on a local ipyparallel cluster."""
+"""The parallel lab: a sweep on every core of this machine (forked copies of this process, or a local cluster)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import ResultsDict
+from epyclab.labs.backends import LocalBackend, Settings, make_backend
 from epyclab.labs.lab import Lab, SweepMarks
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import ipyparallel as ipp
 
     from epyclab.labs.parallelcluster import LocalCluster
+    from epyclab.labs.wire import Payload
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -56,7 +58,25 @@ class ParallelLab(Lab):
 
     Where the engines come from, three ways:
 
-    - By default the lab runs on this process's local ipyparallel cluster (a
+    - By default, on Linux (``backend="fork"``), each sweep forks ``cores``
+      copies of this process and runs every point on them, as joblib's
+      default backend runs its workers: a copy already holds the experiment
+      and every module, so the first point starts within milliseconds, and no
+      cluster is started (ipyparallel is not even imported). Each copy runs
+      the points exactly as an engine does (the experiment unpacked from the
+      bytes that would travel to an engine, output captured and replayed,
+      failures as data). A copy that dies (a point that calls ``os._exit`` or
+      crashes the interpreter) has its points run by the others and is
+      replaced by a fresh fork; a point that killed two copies is a failed
+      result. The copies exit when the sweep ends, are killed at once on
+      Ctrl-C or an error, and die with this process even if it is killed
+      (SIGKILL). Run the sweep from the thread that will outlive it (a
+      copy dies when the thread that forked it ends). A library that is not
+      safe to use after a fork (GNU OpenMP, used by this process before the
+      sweep, can hang a copy) needs ``backend="ipyparallel"``, whose engines
+      start afresh.
+    - ``backend="ipyparallel"`` (the default where fork is not safe: macOS,
+      Windows): the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
       ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
@@ -85,6 +105,14 @@ class ParallelLab(Lab):
     points, which are batched when cheap (see
     :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
+
+    Other local backends can be registered by name
+    (:func:`epyclab.labs.backends.register_backend`, joblib's registry is the
+    model).
+
+    Raises:
+        ValueError: both ``cluster`` and ``client``; ``backend`` with either;
+            an unknown ``backend`` (or ``"fork"`` where forking is not allowed).
     """
 
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
@@ -104,21 +132,44 @@ class ParallelLab(Lab):
         client: "ipp.Client | None" = None,
         profile_dir: str | None = None,
         timeout: float = 60.0,
+        backend: str | None = None,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
         if cluster is not None and client is not None:
             raise ValueError("give ParallelLab a cluster or a client, not both")
+        if backend is not None and (cluster is not None or client is not None):
+            raise ValueError(f"ParallelLab(backend={backend!r}) runs on its own workers: give it a backend, or a "
+                             f"cluster or client to run on, not both")
         self._cores = cores
         self._n = resolve_cores(cores)
         self._cluster = cluster
         self._client = client
         self._profile_dir = profile_dir
         self._timeout = timeout
-        #: The local cluster of the sweep running now (None otherwise); tests read its PIDs.
-        self.localCluster: "LocalCluster | None" = None
+        self._backend_name = backend
+        # Where the points run when no cluster or client is given; a bad name fails here, at once.
+        self._local: LocalBackend | None = None
+        if cluster is None and client is None:
+            self._local = make_backend(backend)
+        #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
+        self.lastCopies: list[int] = []
         #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
-        #: chunks resubmitted because their engine died.
+        #: chunks resubmitted because their engine died, points run by forked copies, copies forked
+        #: (and how many of them replaced one that died).
         self.lastSweep: dict[str, int] = {}
+
+    @property
+    def localCluster(self) -> "LocalCluster | None":
+        """The local ipyparallel cluster of the last sweep (None on the fork backend, or with a cluster or client)."""
+        return self._local.localCluster if self._local is not None else None
+
+    def backend(self) -> str | None:
+        """The name of the local backend the sweeps run on (None with ``cluster=`` or ``client=``)."""
+        if self._local is None:
+            return None
+        from epyclab.labs.backends import default_backend
+
+        return self._backend_name or default_backend()
 
     def numberOfCores(self) -> int:
         """The number of engines the sweeps use."""
@@ -132,25 +183,26 @@ class ParallelLab(Lab):
         cls = type(self)
         return (
             f"{cls.__module__}.{cls.__qualname__}",
-            {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir},
+            {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir,
+             "backend": self._backend_name},
         )
 
     def shutdown(self) -> None:
-        """Stop the local cluster this lab started (kept warm for the next sweep); a borrowed one is left alone."""
-        local, self.localCluster = self.localCluster, None
-        if local is not None:
-            from epyclab.labs import warm
+        """Stop the local cluster this lab started (kept warm for the next sweep); a borrowed one is left alone.
 
-            warm.shutdown(local)
+        On the fork backend there is nothing to stop: a sweep's copies end with it.
+        """
+        if self._local is not None:
+            self._local.shutdown()
 
     # ---- the engines ----------------------------------------------------------------------
 
     @contextmanager
-    def _engines(self, blobs: dict[str, bytes]) -> Iterator[dict[str, Any]]:
+    def _engines(self, payloads: dict[str, Payload]) -> Iterator[dict[str, Any]]:
         """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
 
         ``client`` (None while the lab's own cluster starts), ``connect``,
-        ``health``, ``interim``, and ``engines``: how many to size chunks for.
+        ``health``, ``copies``, and ``engines``: how many to size chunks for.
         """
         if self._client is not None:
             yield {"client": self._client, "engines": max(1, len(self._client.ids))}
@@ -169,33 +221,10 @@ class ParallelLab(Lab):
             finally:
                 client.close()
             return
-        from epyclab.labs import warm
-        from epyclab.labs.interim import Interim, fork_allowed
-
-        local = warm.acquire(self._n, self._profile_dir, self._timeout)
-        self.localCluster = local
-        broken = True
-        try:
-            make_interim: Callable[[Callable[[Any], None]], Interim] | None = None
-            if self.UseInterim and not local.ready() and fork_allowed():
-                # The engines are not all there yet: a copy of this process runs points meanwhile,
-                # from the start (before the controller is even launched).
-                def make_interim(deliver: Callable[[Any], None]) -> Interim:
-                    copy = Interim(blobs, deliver, local.log_file("interim"))
-                    local.adopt(copy.pid)
-                    return copy
-
-            def connect() -> "ipp.Client | None":
-                local.launch()  # once: the controller and the engines start while the copy works
-                local.poll()
-                return local.client
-
-            yield {"client": local.client if local.ready() else None, "connect": connect,
-                   "health": local.check, "interim": make_interim, "engines": self._n}
-            broken = False
-        finally:
-            # A sweep that ended with an error may leave a point running on an engine: start afresh.
-            warm.release(local, broken=broken)
+        assert self._local is not None
+        settings = Settings(self._n, self._profile_dir, self._timeout, self.UseInterim)
+        with self._local.engines(payloads, settings) as on:
+            yield on
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -206,8 +235,9 @@ class ParallelLab(Lab):
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        with self._engines({key: pl.blob for key, pl in payloads.items()}) as on:
+        with self._engines(payloads) as on:
             engines = on.pop("engines")
+            on.setdefault("client", None)  # the fork backend has none
             sizer = ChunkSizer(len(items), engines)
             with Sweep(items=items, payloads=payloads, sizer=sizer, paths=client_paths(), forget=True,
                        **on) as run:
@@ -218,6 +248,9 @@ class ParallelLab(Lab):
                     "most_run_by_a_task": run.most_run_by_a_task,
                     "resubmitted": run.resubmitted,
                     "run_by_interim": run.run_by_interim,
+                    "forked": run.forks()[0],
+                    "replaced": run.forks()[1],
                 }
+                self.lastCopies = run.copy_pids()
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
                     self.lastSweep["largest_chunk"])

@@ -687,6 +687,9 @@ class LocalCluster:
             # 0.1 s of every cold sweep) and delays registration by 0.3-0.6 s; this class stops
             # engines by PID, and the hub's heartbeat notices one that died.
             "--IPEngine.enable_nanny=False",
+            # What an engine writes below Python goes straight to its output file, not through a
+            # pipe and a thread that die with it (see epyclab.labs.enginestream).
+            "--IPEngine.out_stream_factory=epyclab.labs.enginestream.UnwatchedOutStream",
         ]
 
     def _engine_pids(self) -> list[int]:

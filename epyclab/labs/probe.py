@@ -10,6 +10,16 @@ host or network unreachable) counts as "not running"; a controller that is
 alive but slow (busy, paused, far away) still accepts the connection, and a
 probe that merely times out proves nothing, so both get the usual patience.
 
+A port that accepts proves little, though: an ipyparallel controller's
+schedulers inherit its listening sockets, and when the controller alone is
+killed (SIGKILL, the OOM killer) they keep its ports open. So first, if
+``epyclab cluster start`` recorded the controller of this connection file as
+a process on this machine (PID and start time, see
+:func:`epyclab.clustersetup.controllertree.controllerExited`), a recorded
+controller that has exited means "not running" at once, whatever still
+listens; one that runs (even stopped by SIGSTOP) gets the port probe and the
+patience. A controller elsewhere, or started by other means, gets only the port probe.
+
 Connections tunnelled over ssh, and transports other than TCP, are not
 probed (their ports are not reachable from here as written in the file).
 Nor are reconnections of a lab that has talked to its controller before
@@ -52,13 +62,21 @@ def _address(info: dict[str, object]) -> tuple[str, int] | None:
 def controller_absent(path: Path, sshserver: str | None = None, patience: float | None = None) -> str | None:
     """Why no controller can be behind connection file ``path``, or None if one may be (or we cannot tell).
 
-    The reason reads like ``nothing listens on 127.0.0.1:52061 (its registration
-    port): Connection refused``. It is given only if the port refused every
+    The reason reads like ``its process, PID 4242 on this machine as recorded
+    by `epyclab cluster start` in PROFILE/pid, has exited`` (at once, see above)
+    or ``nothing listens on 127.0.0.1:52061 (its registration
+    port): Connection refused``; the latter is given only if the port refused every
     probe for ``patience`` seconds (default :data:`ProbeSeconds`; the file is
     read again each time, so a controller that is just starting is found).
     Never raises: a file it cannot read or understand, an ssh tunnel, or a
     probe that times out give None, and the caller connects as usual.
     """
+    # Imported here: the cluster set-up package is not needed to import a lab.
+    from epyclab.clustersetup.controllertree import controllerExited
+
+    exited = controllerExited(path)
+    if exited is not None:
+        return exited
     deadline = time.monotonic() + (ProbeSeconds if patience is None else patience)
     while True:
         reason = _probe(Path(path), sshserver)

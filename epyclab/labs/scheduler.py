@@ -1,7 +1,9 @@
 """ParallelLab's scheduling: how many points go in a task, and a live sweep on local engines.
 
 :class:`ChunkSizer` decides how many points go in each task (the rule is
-documented there); :class:`Sweep` keeps a few chunks per engine in flight,
+documented there); :class:`Sweep` runs the points on ipyparallel engines, on
+forked copies of this process (:class:`~epyclab.labs.copies.CopyPool`), or
+both; it keeps a few chunks per engine in flight (one per copy),
 yields results as they arrive, resubmits the points of an engine that died,
 and never retries an experiment that raised (that is a failed result). What
 travels (packaging, submitting a chunk, decoding a reply) is in
@@ -15,14 +17,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ipyparallel import AsyncResult, Client
-from ipyparallel.error import EngineError
-
-from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
+from epyclab.errors import ClusterConnectionError, EngineDied, ExperimentSerializationError
 from epyclab.experiment import ResultsDict, exception_text
 from epyclab.labs import worker
+from epyclab.labs.copies import CopyPool
 from epyclab.labs.interim import Interim, InterimDied
 from epyclab.labs.wire import (
     MissingExperiment,
@@ -33,6 +33,10 @@ from epyclab.labs.wire import (
     submit_chunk,
 )
 from epyclab.log import logger
+
+if TYPE_CHECKING:
+    # Only a sweep on ipyparallel engines imports ipyparallel (0.5 s); one on forked copies never does.
+    from ipyparallel import AsyncResult, Client
 
 __all__ = ["ChunkSizer", "Sweep"]
 
@@ -121,7 +125,7 @@ class _Chunk:
 
 
 class Sweep:
-    """Runs points on a client's engines and yields their results dicts as they arrive.
+    """Runs points on a client's engines, or forked copies, and yields their results dicts as they arrive.
 
     ``items`` and ``payloads`` come from :func:`package`. :meth:`results` keeps
     :attr:`Window` chunks per engine in flight, sized and time-bounded by
@@ -148,10 +152,16 @@ class Sweep:
     A sweep may start before its cluster is up: ``client`` is then None and
     ``connect()`` (called as the sweep waits) returns the client once the
     controller is up (None before; it raises when the cluster cannot start).
-    With ``interim`` (makes a forked copy of this process, see
-    :mod:`epyclab.labs.interim`) the sweep meanwhile gives the copy one chunk
-    at a time, and stops giving it chunks once ``sizer.engines`` engines have
-    registered; a copy that dies holding a chunk counts as an engine that died.
+
+    ``copies(deliver)`` makes a :class:`~epyclab.labs.copies.CopyPool` of
+    forked copies of this process; each copy is given one chunk at a time. A
+    copy that dies holding a chunk counts as an engine that died, and the pool
+    forks a fresh one in its place (if it replaces copies). With neither
+    ``client`` nor ``connect`` the copies run every point (ParallelLab's
+    ``"fork"`` backend); with the death of every copy and no fresh fork, the
+    sweep stops with ClusterConnectionError. With a cluster too (its cold
+    start), the sweep stops giving the copies chunks once ``sizer.engines``
+    engines have registered: they finish their chunks and exit.
 
     ipyparallel's scheduler reports the tasks of an engine that died 5 s
     after the death (to let results in flight arrive), so an engine's death
@@ -182,10 +192,12 @@ class Sweep:
         forget: bool = True,
         health: Callable[[], None] | None = None,
         connect: Callable[[], Client | None] | None = None,
-        interim: Callable[[Callable[[Any], None]], Interim] | None = None,
+        copies: Callable[[Callable[[Interim, Any], None]], CopyPool] | None = None,
     ) -> None:
-        if client is None and connect is None:
-            raise ValueError("a sweep needs a client, or a way to connect one")
+        if client is None and connect is None and copies is None:
+            raise ValueError("a sweep needs a client, a way to connect one, or forked copies")
+        # Whether engines take part: then a point that kills them fails with ipyparallel's EngineError.
+        self._on_engines = client is not None or connect is not None
         self._client: Client | None = None
         self._view: Any = None
         self._connect = connect
@@ -205,22 +217,27 @@ class Sweep:
         self._pending: dict[str, tuple[AsyncResult, _Chunk]] = {}
         self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._no_engines_since: float | None = None
-        # The forked copy that runs points while the engines register, and the chunk it holds.
-        self._interim: Interim | None = None
-        if interim is not None:
+        # The forked copies that run points, and the chunk each holds.
+        self._copies: CopyPool | None = None
+        self._held: dict[Interim, _Chunk] = {}
+        if copies is not None:
             try:
-                self._interim = interim(self._from_interim)
+                self._copies = copies(self._from_copy)
             except OSError as exc:
-                # No fork (out of memory, a process limit): the sweep waits for the engines instead.
+                if not self._on_engines:
+                    raise ClusterConnectionError(
+                        f"could not fork a copy of this process to run points: {exc}. Free memory (or raise the "
+                        f"process limit), or use ParallelLab(backend='ipyparallel')"
+                    ) from exc
+                # The sweep waits for the engines instead.
                 logger.warning("could not fork a process to run points while the engines start: %s", exc)
-        self._interim_chunk: _Chunk | None = None
         self._replies = 0
         #: The largest chunk submitted, and the most points one task ran (for reports).
         self.largest_chunk = 0
         self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their engine died.
         self.resubmitted = 0
-        #: How many points the forked copy ran while the engines registered.
+        #: How many points the forked copies ran.
         self.run_by_interim = 0
 
     def __enter__(self) -> "Sweep":
@@ -233,13 +250,20 @@ class Sweep:
         # retries would also re-run tasks that raised, and can hang.
         self._view.retries = 0
 
-    def interim_pid(self) -> int | None:
-        """The PID of the forked copy running points while the engines register (None without one)."""
-        return self._interim.pid if self._interim is not None else None
+    def copy_pids(self) -> list[int]:
+        """The PIDs of every copy of this process the sweep forked (none without copies)."""
+        return self._copies.pids() if self._copies is not None else []
 
-    def _from_interim(self, reply: Any) -> None:
-        # From the copy's reader thread: into the same queue as the engines' replies.
-        self._arrived.put(_InterimReply(reply))
+    def forks(self) -> tuple[int, int]:
+        """How many copies the sweep forked in all, and how many of them replaced one that died."""
+        return (self._copies.forked, self._copies.replaced) if self._copies is not None else (0, 0)
+
+    def _from_copy(self, copy: Interim, reply: Any) -> None:
+        # From a copy's reader thread: into the same queue as the engines' replies.
+        self._arrived.put(_CopyReply(copy, reply))
+
+    def _copies_open(self) -> bool:
+        return self._copies is not None and self._copies.open()
 
     def _engine_count(self) -> int:
         if self._client is None and self._connect is not None:
@@ -263,43 +287,56 @@ class Sweep:
     def results(self) -> Iterator[tuple[int, ResultsDict]]:
         """Yield ``(position in items, results dict)`` once per point, in the order they finish."""
         checked = monotonic()
-        while self._next < len(self._items) or self._retry or self._pending or self._interim_chunk:
+        while self._next < len(self._items) or self._retry or self._pending or self._held:
             self._fill()
             if monotonic() - checked >= self.PollSeconds:
                 self._check_alive()
                 checked = monotonic()
-            starting = self._interim is not None and self._interim.open()
+            starting = self._on_engines and self._copies_open()
             try:
                 # While the engines register, look for them often: each one takes work at once.
                 arrived = self._arrived.get(timeout=self.PollSeconds / 5 if starting else self.PollSeconds)
             except queue.Empty:
                 continue
-            if isinstance(arrived, _InterimReply):
-                chunk, self._interim_chunk = self._interim_chunk, None
-                if chunk is not None:
-                    yield from self._collect_interim(arrived.reply, chunk)
+            if isinstance(arrived, _CopyReply):
+                yield from self._from_copy_reply(arrived.copy, arrived.reply)
                 continue
             ar_and_chunk = self._pending.pop(arrived.msg_ids[0], None)
             if ar_and_chunk is None:
                 continue
             yield from self._collect(*ar_and_chunk)
 
+    def _from_copy_reply(self, copy: Interim, reply: Any) -> Iterator[tuple[int, ResultsDict]]:
+        chunk = self._held.pop(copy, None)
+        if isinstance(reply, InterimDied) and self._copies is not None:
+            # A fresh fork takes its place (in this thread: a copy dies with the thread that forked it).
+            self._copies.replace(copy, idle=not reply.lost_chunk)
+        if chunk is not None:
+            yield from self._collect_interim(reply, chunk)
+
     def _fill(self) -> None:
-        interim = self._interim
-        if interim is not None and interim.open() and self._interim_chunk is None and not interim.busy():
-            # First, so that the copy works while this process connects (or launches the cluster).
-            chunk = self._next_chunk(0, blob=False)
-            if chunk is not None:
-                self._interim_chunk = chunk
-                interim.submit(chunk.key, chunk.points, self._sizer.budget)
+        if self._copies is not None:
+            # First, so that the copies work while this process connects (or launches the cluster).
+            for copy in self._copies.copies():
+                if copy in self._held or copy.busy():
+                    continue
+                chunk = self._next_chunk(0, blob=False)
+                if chunk is None:
+                    break
+                self._held[copy] = chunk
+                self.largest_chunk = max(self.largest_chunk, len(chunk.points))
+                copy.submit(chunk.key, chunk.points, self._sizer.budget)
+        if not self._on_engines:
+            return
         engines = self._engine_count()
-        if interim is not None and interim.open() and engines >= self._sizer.engines:
-            # Every engine is here: the copy finishes its chunk and exits, so that no more
+        if self._copies_open() and engines >= self._sizer.engines:
+            # Every engine is here: the copies finish their chunks and exit, so that no more
             # processes than cores run points.
-            interim.close()
+            assert self._copies is not None
+            self._copies.close()
         if self._client is None:
             return
-        if not engines and interim is not None and interim.open():
+        if not engines and self._copies_open():
             # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.
             return
         while len(self._pending) < max(1, engines) * self.Window:
@@ -391,7 +428,7 @@ class Sweep:
     def _collect_interim(self, reply: Any, chunk: _Chunk) -> Iterator[tuple[int, ResultsDict]]:
         classname = self._payloads[chunk.key].classname
         if isinstance(reply, InterimDied):
-            yield from self._engine_died(chunk, EngineError(str(reply)), classname)
+            yield from self._engine_died(chunk, self._death(str(reply)), classname)
             return
         try:
             rcs, seconds = decode_reply(reply, classname, "interim")
@@ -435,8 +472,16 @@ class Sweep:
             return
         logger.error("point %r was running on %d engines that died; recording it as failed",
                      chunk.points[0], chunk.deaths)
-        died = EngineError(f"the engines running this point died {chunk.deaths} times (last: {exc})")
+        died = self._death(f"the engines running this point died {chunk.deaths} times (last: {exc})")
         yield chunk.positions[0], worker.failed_result(chunk.points[0], died, "", classname)
+
+    def _death(self, message: str) -> Exception:
+        """The exception recorded for a death: ipyparallel's EngineError where engines take part, else EngineDied."""
+        if self._on_engines:
+            from ipyparallel.error import EngineError
+
+            return EngineError(message)
+        return EngineDied(message)
 
     def _missing(self, ar: AsyncResult, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         chunk.missing += 1
@@ -460,6 +505,14 @@ class Sweep:
     def _check_alive(self) -> None:
         if self._health is not None:
             self._health()
+        if not self._on_engines:
+            if self._copies is not None and not self._copies.open():
+                raise ClusterConnectionError(
+                    f"every forked copy of this process running points died and none could be forked again, so "
+                    f"the sweep cannot go on; {self.remaining()} points have no result. Run the sweep again with "
+                    f"resume=True, or use ParallelLab(backend='ipyparallel')"
+                )
+            return
         if self._client is None or (not self._engines_seen and self._connect is not None):
             return  # still starting: connect() says when that takes too long
         if self._client.ids:
@@ -481,17 +534,18 @@ class Sweep:
             len(self._items) - self._next
             + sum(len(c.points) for c in self._retry)
             + sum(len(c.points) for _, c in self._pending.values())
-            + (len(self._interim_chunk.points) if self._interim_chunk is not None else 0)
+            + sum(len(c.points) for c in self._held.values())
         )
 
     def close(self) -> None:
         """Abort the chunks not yet started and (if asked) make the engines drop the experiments."""
         pending = [ar for ar, _ in self._pending.values() if not ar.done()]
         self._pending.clear()
-        if self._interim is not None:
-            # At once if it still holds a chunk (the sweep ended with an error); else it has exited, or is about to.
-            self._interim.stop()
-            self._interim_chunk = None
+        if self._copies is not None:
+            # At once those still holding a chunk (the sweep ended with an error); the others have exited,
+            # or are about to.
+            self._copies.stop()
+            self._held.clear()
         if self._client is None:
             return
         try:
@@ -507,9 +561,10 @@ class Sweep:
 
 
 @dataclass(frozen=True)
-class _InterimReply:
-    """A reply of the forked copy (see :mod:`epyclab.labs.interim`), as it arrives in the sweep's queue."""
+class _CopyReply:
+    """A reply of a forked copy (see :mod:`epyclab.labs.interim`), as it arrives in the sweep's queue."""
 
+    copy: Interim
     reply: Any
 
 

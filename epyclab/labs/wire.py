@@ -22,17 +22,18 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from dataclasses import dataclass
-from typing import Any
-
-from ipyparallel import AsyncResult, Client, LoadBalancedView
-from ipyparallel.error import CompositeError, EngineError, RemoteError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import byvalue, worker
 from epyclab.labs.portable import refuse_process_bound
+
+if TYPE_CHECKING:
+    # Packaging and decoding serve ParallelLab's forked copies too, which never import ipyparallel (0.5 s).
+    from ipyparallel import AsyncResult, Client, LoadBalancedView
 
 __all__ = [
     "Payload",
@@ -59,6 +60,9 @@ class Payload:
     key: str
     blob: bytes
     classname: str
+    #: The experiment object itself, for a forked copy of this process (which needs no bytes);
+    #: never sent anywhere.
+    experiment: Any = field(default=None, compare=False, repr=False)
 
 
 def _classname(obj: Any) -> str:
@@ -122,7 +126,7 @@ def package(points: ExperimentalConfiguration) -> tuple[list[tuple[str, dict[str
         pl = payloads.get(id(ex))
         if pl is None:
             pl = payloads[id(ex)] = Payload(
-                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex)
+                f"epyclab-{uuid.uuid4().hex}", serialize_experiment(ex), _classname(ex), ex
             )
         items.append((pl.key, p))
     return items, {pl.key: pl for pl in payloads.values()}
@@ -148,6 +152,8 @@ def ship_experiment(
     installed there, say) raises ExperimentSerializationError naming the
     class, the engine and the remote error, before any point is submitted.
     """
+    from ipyparallel.error import CompositeError, RemoteError
+
     targets = list(client.ids) if targets is None else list(targets)
     if not targets:
         return {}
@@ -202,6 +208,8 @@ def submit_chunk(
 
 def is_engine_death(exc: BaseException) -> bool:
     """True if a task failed because its engine died (not because of what it ran)."""
+    from ipyparallel.error import EngineError, RemoteError
+
     if isinstance(exc, EngineError):
         return True
     return isinstance(exc, RemoteError) and exc.ename == "EngineError"

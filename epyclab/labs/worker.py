@@ -110,6 +110,14 @@ def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> in
     return os.getpid()
 
 
+def keep_experiment(key: str, experiment: Any) -> None:
+    """Keep ``experiment`` (an object, not its bytes) as the experiment of sweep ``key`` in this process.
+
+    For a forked copy of the client, which holds the experiment already.
+    """
+    _experiments.setdefault(key, experiment)
+
+
 def forget_experiment(key: str) -> bool:
     """Drop the experiment of sweep ``key`` from this engine; True if it was there."""
     return _experiments.pop(key, None) is not None

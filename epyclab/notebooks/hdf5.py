@@ -59,7 +59,7 @@ from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forge
 from epyclab.notebooks.replay import apply_record
 from epyclab.notebooks.resultset import ChangeMark, ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
-from epyclab.notebooks.sidefiles import io_error, new_file_mode, notebook_key, side_path
+from epyclab.notebooks.sidefiles import check_writable_file, io_error, new_file_mode, notebook_key, side_path
 from epyclab.notebooks.stored import StoredNotebook
 from epyclab.notebooks.undo import GuardedFile, UndoFile, recover
 
@@ -774,6 +774,8 @@ def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) 
     try:
         if not has_records(side_path(path, "journal")):
             return
+        # Strictly for writing: a file made read-only meanwhile would open read-only and fold nothing.
+        check_writable_file(path)
         HDF5LabNotebook(path).close()
     except Exception as exc:  # noqa: BLE001 (at exit or in a finalizer nothing can handle it; the journal keeps every row)
         logger.warning(

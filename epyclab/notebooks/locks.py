@@ -45,9 +45,9 @@ class WriterLock:
 
     def __init__(self, path: str) -> None:
         self._notebook = path
-        self._path = side_path(path, "lock")
-        self._fd = -1
-        self._inode_fd = -1
+        self._path = side_path(path, "lock")  # pragma: no mutate: acquire() computes it again before any use
+        self._fd = None  # (int) the lock file's descriptor while the lock is held
+        self._inode_fd = None  # (int) the notebook file's, while its inode is locked
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`NotebookInUseError` naming the process that has it."""
@@ -101,7 +101,7 @@ class WriterLock:
             "since": datetime.now().isoformat(timespec="seconds"),
         }
         try:
-            os.ftruncate(fd, 0)
+            os.ftruncate(fd, 0)  # pragma: no mutate: the note is written from byte 0 at once, over any byte kept
             os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
         except OSError as exc:
             # The lock holds without the note (a full disk); a refused writer then reads "another process".
@@ -138,21 +138,21 @@ class WriterLock:
         self._inode_finalizer.atexit = False
 
     def _unlock_file(self) -> None:
-        if self._inode_fd >= 0:
+        if self._inode_fd is not None:
             self._inode_finalizer()
-            self._inode_fd = -1
+            self._inode_fd = None  # pragma: no mutate: a finalizer called again does nothing
 
     def release(self) -> None:
         """Give the lock up (and remove the lock file, which only the holder may do)."""
         self._unlock_file()
-        if self._fd < 0:
+        if self._fd is None:
             return
         try:
             os.unlink(self._path)
         except FileNotFoundError:
             logger.debug("%s was removed already", self._path)
         self._finalizer()
-        self._fd = -1
+        self._fd = None
 
 
 #: The byte the writer locks: far past any notebook's end, so it never meets HDF5's own locking.
@@ -174,11 +174,12 @@ def _drop(fd: int, held: str) -> None:
 
 
 def _read_holder(fd: int) -> str:
+    # An empty note (its writer was killed before writing it, or the disk was full) is no JSON either.
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
     except (OSError, ValueError):
-        info = {}
-    if not info:
+        return "another process"
+    if not isinstance(info, dict) or not info:
         return "another process"
     program = f" ({info['program']})" if info.get("program") else ""
     return f"process {info.get('pid')} on host {info.get('host')}{program} since {info.get('since')}"
@@ -199,7 +200,7 @@ class DataLock:
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._fd = -1
+        self._fd = None  # (int) the notebook file's descriptor while the lock is held
 
     def acquire(self, exclusive: bool, wait: float | None = None, doing: str = "") -> bool:
         """Take the lock, waiting up to ``wait`` seconds (``Timeout`` if None); False if not taken.
@@ -220,7 +221,7 @@ class DataLock:
                 fcntl.flock(fd, mode)
             except BlockingIOError:
                 now = time.monotonic()
-                if now >= deadline:
+                if now >= deadline:  # pragma: no mutate: the clock is never read at exactly the deadline
                     os.close(fd)
                     return False
                 if told == 0 or (told == 1 and not exclusive and now - start >= self.QuietWait):
@@ -275,9 +276,9 @@ class DataLock:
 
     def release(self) -> None:
         """Release the lock."""
-        if self._fd >= 0:
+        if self._fd is not None:
             os.close(self._fd)
-            self._fd = -1
+            self._fd = None
 
 
 #: What a user does about a process that holds a notebook open for reading.
@@ -295,21 +296,23 @@ def holders(path: str) -> list[int]:
     """
     try:
         st = os.stat(path)
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            lines = f.readlines()
+        with open("/proc/locks", "rb") as f:
+            lines = f.read().splitlines()
     except OSError:
         return []
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}".encode("ascii")
     pids: list[int] = []
     for line in lines:
         fields = line.split()
-        # "1: FLOCK  ADVISORY  READ 25681 fe:00:2289249 0 EOF"; "1: -> FLOCK ..." is a waiter, not a holder.
-        if len(fields) < 6 or fields[1] != "FLOCK" or fields[5] != inode:
+        # "1: FLOCK  ADVISORY  READ 25681 fe:00:2289249 0 EOF" (8 fields); "1: -> FLOCK ..." is a waiter,
+        # not a holder; OFDLCK and POSIX lines are byte locks (the writer's own, or another program's).
+        if len(fields) < 8 or fields[1] != b"FLOCK" or fields[5] != inode:
             continue
         try:
             pid = int(fields[4])
         except ValueError:
-            continue
+            continue  # pragma: no mutate: a FLOCK line's pid field is always a number (-1 only on OFD lines)
+        # -1: an OFD lock (never on a FLOCK line); 0 is kept out as the kernel's "no process".
         if pid > 0 and pid not in pids:
             pids.append(pid)
     return pids
@@ -329,6 +332,6 @@ def _describe_process(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             command = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-    except OSError:
-        command = ""
+    except OSError:  # it ended since /proc/locks was read
+        return f"process {pid}"
     return f"process {pid} ({command[:120]})" if command else f"process {pid}"
