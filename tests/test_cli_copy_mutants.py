@@ -184,3 +184,16 @@ def test_every_tag_named_twice_is_named_in_the_refusal(tmp_path: Path) -> None:
     done = CliRunner().invoke(main, ["copy", f"{one}:x", f"{two}:x", f"{one}:y", f"{two}:y", str(tmp_path / "n.h5")])
     assert done.exit_code == 1 and "['x', 'y'] are named more than once" in done.output, done.output
     assert not (tmp_path / "n.h5").exists()
+
+
+def test_copying_into_a_read_only_destination_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    src = notebook(tmp_path / "src.h5", "a")
+    dest = notebook(tmp_path / "dest.h5", "b")
+    dest.chmod(0o444)
+    before = digest(dest)
+    done = CliRunner().invoke(main, ["copy", f"{src}:a", str(dest)])
+    assert done.exit_code == 1 and isinstance(done.exception, SystemExit)  # a clean error, no traceback
+    # The refusal names the file and the fix; the file is not opened, so no read-only warning comes first.
+    assert done.output.startswith(f"Error: cannot open {dest}: notebook {dest} is a read-only file"), done.output
+    assert f"chmod u+w {dest}" in done.output
+    assert digest(dest) == before

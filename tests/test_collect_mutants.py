@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from clusterhub import HubProcesses, Square
 
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.collect import SUBMITTED_ATTRIBUTE
-from epyclab.labs.jobs import parse_job_id
+from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector
+from epyclab.labs.hub import Hub
+from epyclab.labs.jobs import Observation, TaskState, job_id, observe_record, parse_job_id
+from epyclab.labs.wire import client_paths, package, submit_chunk
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS = Experiment.STATUS
@@ -116,3 +119,147 @@ def test_each_place_of_a_task_gets_its_own_result_and_a_place_beyond_it_a_failed
     finally:
         reader.close()
         lab.close()
+
+
+# ---- resubmitting: from the experiment this process holds, or by the hub from its stored request ----------
+
+
+@pytest.fixture
+def connected(hub) -> Iterator[Hub]:
+    client = hub.connect()
+    try:
+        yield Hub(client, timeout=30)
+    finally:
+        client.close()
+
+
+def submitter(h: Hub, collector: list[Collector]) -> Callable[[str, list[dict[str, Any]]], str]:
+    """Submits a chunk as ClusterLab does (``collector[0]``'s experiment, recorded in its task table)."""
+    view = h.client.load_balanced_view()
+
+    def submit(key: str, points: list[dict[str, Any]]) -> str:
+        c = collector[0]
+        payload = c.tasks.payload(key)
+        ar = submit_chunk(view, key, points, payload.blob, client_paths())
+        c.tasks.submitted(ar.msg_ids[0], key, ar)
+        return ar.msg_ids[0]
+
+    return submit
+
+
+def holding(nb: LabNotebook, h: Hub, **kwargs: Any) -> tuple[Collector, str]:
+    """A collector in the process that submitted the sweep: it holds the experiment (under the returned key)."""
+    box: list[Collector] = []
+    c = Collector(nb, hub=lambda: h, submit=submitter(h, box), **kwargs)
+    box.append(c)
+    _, payloads = package([(Square(), {})])
+    c.tasks.addPayloads(payloads)
+    return c, next(iter(payloads))
+
+
+def collect_all(c: Collector, nb: LabNotebook, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while nb.numberOfAllPendingResults() and time.monotonic() < deadline:
+        c.update()
+        time.sleep(0.05)
+    assert nb.numberOfAllPendingResults() == 0, nb.allPendingResults()
+
+
+DIED_RECORD = {"completed": "2026-11-30", "result_content": {
+    "status": "error", "ename": "EngineError", "evalue": "Engine 1 died while running task"}}
+
+
+@pytest.mark.parametrize("points", [2, 3])
+def test_a_chunk_whose_engine_died_runs_again_here_one_point_per_task_and_every_point_gets_its_result(
+    connected, points: int
+) -> None:
+    nb = LabNotebook()
+    c, key = holding(nb, connected)
+    dead = f"{uuid.uuid4()}"
+    c.tasks.submitted(dead, key, None)
+    for i in range(points):
+        nb.addPendingResult({"x": i + 2}, job_id(dead, i))
+    ob = observe_record(DIED_RECORD)
+    assert ob.state is TaskState.DIED
+    tally = c.act(connected, dead, ob)
+    assert (tally.collected, tally.failed, tally.changed) == (0, 0, True)
+    assert tally.resubmitted == {"the engine running it died": points}
+    refs = [parse_job_id(j) for j in nb.allPendingResults()]
+    # One task per point, each the first place of its task, one attempt more.
+    assert len({r.msg_id for r in refs}) == points and dead not in {r.msg_id for r in refs}
+    assert {(r.index, r.attempt) for r in refs} == {(0, 1)}
+    assert sorted(nb.pendingResultParameters(r.jobid)["x"] for r in refs) == [i + 2 for i in range(points)]
+    collect_all(c, nb)
+    df = nb.dataframe()
+    assert sorted(zip(df["x"], df["y"])) == [(i + 2, (i + 2) ** 2) for i in range(points)]
+
+
+def test_a_lost_chunk_this_process_holds_runs_again_here_as_one_task_once_past_the_grace(connected) -> None:
+    nb = LabNotebook()
+    c, key = holding(nb, connected, grace=0.0)
+    lost = f"{uuid.uuid4()}"  # submitted from here, but the hub has no record of it (culled, or lost)
+    c.tasks.submitted(lost, key, None)
+    for i in range(2):
+        nb.addPendingResult({"x": i + 5}, job_id(lost, i))
+    tally = c.update()
+    assert tally.resubmitted == {
+        "the controller has no record of it and is not running it: it was culled from the hub's task store "
+        "(the default in-memory store keeps only 1024 tasks) or lost when the controller stopped": 2}
+    refs = [parse_job_id(j) for j in nb.allPendingResults()]
+    assert len({r.msg_id for r in refs}) == 1 and {(r.index, r.attempt) for r in refs} == {(0, 1), (1, 1)}
+    collect_all(c, nb)
+    df = nb.dataframe()
+    assert sorted(zip(df["x"], df["y"])) == [(5, 25), (6, 36)]
+
+
+def test_a_lost_chunk_this_process_just_submitted_waits_out_its_grace(connected) -> None:
+    nb = LabNotebook()
+    c, key = holding(nb, connected, grace=600.0)
+    lost = f"{uuid.uuid4()}"
+    c.tasks.submitted(lost, key, None)
+    nb.addPendingResult({"x": 1}, job_id(lost, 0))
+    tally = c.update()
+    assert (tally.collected, tally.changed, tally.resubmitted) == (0, False, {})
+    assert nb.allPendingResults() == [job_id(lost, 0)]
+
+
+def test_a_job_of_another_process_fails_once_this_process_has_watched_it_missing_for_the_grace(connected) -> None:
+    nb = LabNotebook()  # no submission time in the notebook: only this process's own watching counts
+    c = Collector(nb, hub=lambda: connected, submit=submitter(connected, []), grace=0.3)
+    nb.addPendingResult({"x": 1}, unknown_job())
+    assert c.update().collected == 0 and nb.numberOfAllPendingResults() == 1
+    deadline = time.monotonic() + 30
+    while nb.numberOfAllPendingResults() and time.monotonic() < deadline:
+        c.update()
+    assert nb.numberOfAllPendingResults() == 0
+    (message,) = nb.dataframe(only_successful=False)[EXCEPTION].tolist()
+    assert "LostJobError" in message and "this process does not have the experiment" in message
+
+
+def test_a_task_the_hub_will_never_finish_is_run_again_by_the_hub_and_its_points_keep_their_places(
+    connected,
+) -> None:
+    # Another process's chunk of 3 points (this collector does not hold its experiment), of which this
+    # notebook waits on places 1 and 2; the hub's stranded-task finder calls it an orphan.
+    _, payloads = package([(Square(), {})])
+    (payload,) = payloads.values()
+    ar = submit_chunk(connected.client.load_balanced_view(), payload.key, [{"x": 2}, {"x": 3}, {"x": 4}],
+                      payload.blob, client_paths())
+    ar.get(timeout=60)
+    msg_id = ar.msg_ids[0]
+    assert not connected.recorded([msg_id])
+    nb = LabNotebook()
+    nb.addPendingResult({"x": 3}, job_id(msg_id, 1))
+    nb.addPendingResult({"x": 4}, job_id(msg_id, 2))
+    c = Collector(nb, hub=lambda: connected, submit=submitter(connected, []))
+    tally = c.act(connected, msg_id, Observation(TaskState.ORPHAN))
+    assert (tally.collected, tally.changed) == (0, True)
+    assert tally.resubmitted == {
+        "the controller is not running it and never will (it restarted while the task was queued or running, "
+        "or dropped it with the engine it was on)": 2}
+    refs = sorted((parse_job_id(j) for j in nb.allPendingResults()), key=lambda r: r.index)
+    (new,) = {r.msg_id for r in refs}
+    assert new != msg_id and [(r.index, r.attempt) for r in refs] == [(1, 1), (2, 1)]
+    collect_all(c, nb)
+    df = nb.dataframe().sort_values("x")
+    assert df["x"].tolist() == [3, 4] and df["y"].tolist() == [9, 16]

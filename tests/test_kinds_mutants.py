@@ -249,3 +249,226 @@ def test_a_refused_dtype_is_told_how_to_convert_it(value, message):
     want = message.format(dtype=dtype, native=dtype.newbyteorder("="))
     # Alone, or after what a notebook stores (for a numpy scalar of a type no kind accepts).
     assert str(refused.value) == want or str(refused.value).endswith("numbers; " + want)
+
+
+# ---- every edge, not a draw of them: the ints at each dtype's bounds, in every column ---------------------
+# benchmarks/mutation.py runs hypothesis with 10 examples, which rarely draw the one bound a planted bug
+# moves; these tables try each of them.
+
+EDGE_INTS = sorted({s * 2**b + d for b in (7, 8, 11, 15, 16, 24, 31, 32, 53, 63, 64) for s in (1, -1)
+                    for d in (-1, 0, 1)} | {0, 1, -1})
+IN_64_BITS = [v for v in EDGE_INTS if INT64_MIN <= v <= UINT64_MAX]
+
+
+def least_int_dtype(dtype: np.dtype, v: int) -> np.dtype | None:
+    """The narrowest int dtype holding every value of ``dtype`` and ``v`` (None: none does)."""
+    want = [d for d in INT_DTYPES if holds(d, v) and holds(d, int(np.iinfo(dtype).min))
+            and holds(d, int(np.iinfo(dtype).max))]
+    return min(want, key=lambda d: (d.itemsize, d.kind != "i")) if want else None
+
+
+@pytest.mark.parametrize("dtype", INT_DTYPES, ids=str)
+def test_every_edge_python_int_in_an_int_column_keeps_its_value_in_the_least_wider_dtype(dtype):
+    start = state_of_value(np.array(0, dtype=dtype)[()])
+    for v in EDGE_INTS:
+        want = dtype if holds(dtype, v) else least_int_dtype(dtype, v)
+        if want is None:
+            with pytest.raises(NotStorable) as refused:
+                admit(start, v)
+            # Only a value beyond 64 bits is told so; the others are told no int dtype holds both.
+            assert ("does not fit in 64 bits" in str(refused.value)) == (not INT64_MIN <= v <= UINT64_MAX), v
+            continue
+        got = admit(start, v).dtype
+        assert got == want or (got.itemsize == want.itemsize and holds(got, v)), (dtype, v, got)
+        assert np.array([v], dtype=got).tolist() == [v]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+def test_every_edge_python_int_in_a_float_column_is_kept_exactly_or_refused_saying_why(dtype):
+    start = state_of_value(np.array(1.5, dtype=dtype)[()])
+    for v in EDGE_INTS:
+        if holds(dtype, v):
+            assert admit(start, v) == start, v
+            continue
+        with pytest.raises(NotStorable) as refused:
+            admit(start, v)
+        beyond = not INT64_MIN <= v <= UINT64_MAX
+        assert ("does not fit in 64 bits" in str(refused.value)) == beyond, (v, str(refused.value))
+        if not beyond:
+            assert f"the column would become {dtype}" in str(refused.value)
+
+
+def test_a_new_column_of_a_python_int_is_int64_up_to_its_top_then_uint64_then_refused():
+    assert state_of_value(INT64_MIN).dtype == np.dtype("int64")
+    assert state_of_value(INT64_MAX).dtype == np.dtype("int64")
+    assert state_of_value(INT64_MAX + 1).dtype == np.dtype("uint64")
+    assert state_of_value(UINT64_MAX).dtype == np.dtype("uint64")
+    for v in (INT64_MIN - 1, UINT64_MAX + 1):
+        with pytest.raises(NotStorable, match="does not fit in 64 bits"):
+            state_of_value(v)
+
+
+@pytest.mark.parametrize("v", IN_64_BITS)
+def test_the_state_of_a_value_is_the_state_its_stored_column_reads_back_as(v):
+    # A later session appends to what it reads: the column must mean the same there.
+    state = state_of_value(v)
+    stored = state.kind.to_storage(state.kind.column([v], state), state)
+    assert state.kind.read_state(stored)[0] == state
+
+
+PAIRS = [(a, b) for a in INT_DTYPES for b in INT_DTYPES]
+
+
+@pytest.mark.parametrize(("a", "b"), PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS])
+def test_a_numpy_int_of_another_dtype_widens_the_column_to_hold_both_or_is_refused(a, b):
+    for first in (np.iinfo(a).min, np.iinfo(a).max):
+        for then in (np.iinfo(b).min, np.iinfo(b).max, 0):
+            values = [a.type(first), b.type(then)]
+            want = promote(a, b)
+            if want is None:
+                with pytest.raises(NotStorable):
+                    column(values)
+                continue
+            state = column(values)
+            assert state.dtype == want
+            stored = state.kind.to_storage(state.kind.column(values, state), state)
+            assert state.kind.from_storage(stored).tolist() == [int(first), int(then)]
+
+
+@pytest.mark.parametrize("cells", [False, True], ids=["numbers", "array-cells"])
+def test_ints_beyond_53_bits_already_in_a_column_refuse_a_float64(cells):
+    # The second int has the column's dtype: the column's dtype is unchanged but its ints need 64 bits.
+    def value(x: Any) -> Any:
+        return np.array([x]) if cells else x
+
+    state = column([value(np.int64(1)), value(np.int64(2**60 + 1))])
+    with pytest.raises(NotStorable):
+        admit(state, value(np.float64(0.5)))
+    small = column([value(np.int64(1)), value(np.int64(2**40 + 1))])
+    assert admit(small, value(np.float64(0.5))).dtype == np.dtype("float64")
+
+
+def test_array_cells_of_a_wider_int_dtype_widen_the_column_and_keep_their_values():
+    values = [np.array([1, -1], dtype=np.int8), np.array([300, -300], dtype=np.int16)]
+    state = column(values)
+    assert state.dtype == np.dtype("int16")
+    stored = state.kind.to_storage(state.kind.column(values, state), state)
+    back = state.kind.from_storage(stored)
+    assert [c.tolist() for c in back] == [[1, -1], [300, -300]]
+    assert [c.dtype for c in back] == [np.dtype("int16")] * 2
+
+
+NS_EDGES = [datetime(1677, 9, 22), datetime(2262, 4, 11)]
+NANO = pd.Timestamp("2000-01-01 00:00:00.000000001")
+
+
+@pytest.mark.parametrize("first", [None, *NS_EDGES], ids=["NaT", "first-ns-day", "last-ns-day"])
+def test_a_nanosecond_timestamp_joins_a_column_of_nat_or_of_dates_at_the_ends_of_its_range(first):
+    state = column([pd.NaT if first is None else first, NANO])
+    assert state.dtype == np.dtype("datetime64[ns]")
+    values = [first, NANO]
+    back = state.kind.from_storage(state.kind.to_storage(state.kind.column(values, state), state))
+    assert [None if np.isnat(t) else pd.Timestamp(t) for t in back] == [
+        None if first is None else pd.Timestamp(first), NANO]
+
+
+@pytest.mark.parametrize("outside", [datetime(1677, 9, 21, 23, 59, 59, 999999), datetime(2262, 4, 12)])
+def test_a_nanosecond_timestamp_never_joins_a_date_outside_its_range(outside):
+    with pytest.raises(NotStorable):
+        column([outside, NANO])
+    with pytest.raises(NotStorable):
+        column([NANO, outside])
+
+
+def test_a_time_zone_aware_datetime_is_refused_after_naive_ones_too():
+    from datetime import timezone
+
+    state = column([datetime(2020, 1, 1)])
+    with pytest.raises(NotStorable, match="time zone"):
+        admit(state, datetime(2020, 1, 2, tzinfo=timezone.utc))
+
+
+DATE_COLUMNS = [
+    [datetime(1677, 9, 22)], [datetime(2262, 4, 11)], [datetime(1677, 9, 21, 23, 59, 59, 999999)],
+    [datetime(2262, 4, 11, 0, 0, 0, 1)], [datetime(1, 1, 1), None], [None, datetime(9999, 12, 31, 23, 59, 59)],
+    [pd.NaT], [NANO, None, datetime(2000, 1, 1)], [datetime(2020, 5, 17, 13, 1, 2, 345678)],
+]
+
+
+@pytest.mark.parametrize("values", DATE_COLUMNS, ids=str)
+def test_a_datetime_column_reads_back_with_its_instants_and_the_state_that_wrote_it(values):
+    state = column(values)
+    kind = state.kind
+    stored = kind.to_storage(kind.column(values, state), state)
+    read, cells = kind.read_state(stored)
+    # The same dtype and range: a later session widens (or refuses) as this one would.
+    assert read == state
+    back = kind.from_storage(stored)
+    assert back.dtype == state.dtype
+    assert [None if np.isnat(t) else pd.Timestamp(t) for t in back] == [
+        None if v is None or v is pd.NaT else pd.Timestamp(v) for v in values]
+
+
+@pytest.mark.parametrize("unit", ["us", "ns"])
+def test_a_column_of_missing_cells_that_becomes_a_datetime_column_is_all_nat(unit):
+    missing = state_of_value(None)
+    target = state_of_value(NANO if unit == "ns" else datetime(2000, 1, 1))
+    cells = target.kind.cast(missing.kind.column([None, None], missing), missing, target)
+    assert cells.dtype == np.dtype(f"datetime64[{unit}]") and np.isnat(cells).all()
+    # A us column becoming ns keeps its instants.
+    us = state_of_value(datetime(2000, 1, 1, 0, 0, 0, 7))
+    col = us.kind.column([datetime(2000, 1, 1, 0, 0, 0, 7)], us)
+    assert pd.Timestamp(us.kind.cast(col, us, target)[0]) == pd.Timestamp("2000-01-01 00:00:00.000007")
+
+
+@pytest.mark.parametrize("values", [[1], [[1, 2], [3, 4]], [True], [2.5], [], [[]], [1, True], [1, "a"]],
+                         ids=str)
+def test_a_list_is_stored_with_its_element_dtype_or_refused(values):
+    from epyclab.notebooks.kinds import KINDS
+
+    kind = KINDS["list"]
+    mixed = any(isinstance(x, bool) for x in values) and not all(isinstance(x, bool) for x in values)
+    if mixed or "a" in values:
+        with pytest.raises(NotStorable):
+            state_of_value(values)
+        return
+    state = state_of_value(values)
+    assert state.dtype == (None if np.size(values) == 0 else np.asarray(values).dtype)
+    back = kind.from_storage(kind.to_storage(kind.column([values], state), state))
+    assert back.tolist() == [values] and [type(x) for x in np.ravel(back[0]).tolist()] == [
+        type(x) for x in np.ravel(values).tolist()]
+
+
+def test_an_array_of_a_dtype_no_format_keeps_is_refused_saying_why():
+    with pytest.raises(NotStorable, match="timedelta"):
+        state_of_value(np.array([1], dtype="m8[s]"))
+
+
+def test_nat_is_a_missing_date_in_a_datetime_column_and_refused_in_any_other():
+    state = column([datetime(2020, 1, 1), pd.NaT, None])
+    back = state.kind.from_storage(state.kind.to_storage(state.kind.column([datetime(2020, 1, 1), pd.NaT, None],
+                                                                           state), state))
+    assert pd.Timestamp(back[0]) == pd.Timestamp(2020, 1, 1) and np.isnat(back[1:]).all()
+    for first in (1, 2.5, "text", np.array([1])):
+        with pytest.raises(NotStorable):
+            column([first, pd.NaT])
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(c) for c in ("?", "i1", "u2", "i8", "f4", "c8")], ids=str)
+def test_array_cells_with_missing_ones_go_through_an_hdf5_file_with_their_dtype_shape_and_values(dtype, tmp_path):
+    from epyclab import Experiment, HDF5LabNotebook
+
+    cells = [np.arange(6).astype(dtype).reshape(2, 3), None, np.ones(1, dtype=dtype), None]
+    path = str(tmp_path / "cells.h5")
+    nb = HDF5LabNotebook(path, create=True)
+    for i, c in enumerate(cells):
+        nb.addResult({Experiment.PARAMETERS: {"i": i}, Experiment.RESULTS: {"a": c},
+                      Experiment.METADATA: {Experiment.STATUS: True}})
+    nb.commit()
+    nb.close()
+    got = HDF5LabNotebook(path).dataframe().sort_values("i")["a"].tolist()
+    for g, want in zip(got, cells):
+        if want is None:
+            assert g is None
+        else:
+            assert (g.dtype, g.shape, g.tolist()) == (dtype, want.shape, want.tolist())

@@ -182,6 +182,22 @@ class Collector:
             self.flushPurges(hub)
         return tally
 
+    def act(self, hub: Hub, msg_id: str, ob: Observation, purge: bool = False) -> Tally:
+        """Do with task ``msg_id`` what a pass does once it has seen the task in state ``ob``; return what changed.
+
+        A pass (:meth:`update`) first observes every pending task, then acts on
+        each; this is the second half for one task whose state the caller knows.
+        ``hub`` is asked only to resubmit a task that died or was lost.
+
+        Raises:
+            KeyError: the notebook has no pending job of task ``msg_id``.
+        """
+        refs = group_by_task(self._nb.allPendingResults())[msg_id]
+        tally = Tally()
+        self._where = None
+        self._apply(hub, msg_id, refs, ob, purge, tally)
+        return tally
+
     def _observe(self, hub: Hub, tasks: dict[str, list[JobRef]], full: bool) -> dict[str, Observation]:
         observations: dict[str, Observation] = {}
         query = []

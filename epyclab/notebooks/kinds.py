@@ -369,8 +369,8 @@ def promote(a: np.dtype, b: np.dtype) -> np.dtype | None:
     return r
 
 
-#: Mantissa bits (with the implicit one) of each float width: ints up to 2**bits are exact.
-_MANTISSA = {2: 11, 4: 24, 8: 53, 16: 53}
+#: Mantissa bits (with the implicit one) of each float and complex dtype: ints up to 2**bits are exact.
+_MANTISSA = {"f2": 11, "f4": 24, "f8": 53, "c8": 24, "c16": 53}
 _SPANS = (11, 24, 53)
 
 
@@ -385,7 +385,7 @@ def int_span(lo: int, hi: int) -> int:
 
 def mantissa(dtype: np.dtype) -> int:
     """The ints a float or complex dtype holds exactly: up to 2**mantissa(dtype)."""
-    return _MANTISSA[dtype.itemsize if dtype.kind == "f" else dtype.itemsize // 2]
+    return _MANTISSA[dtype.str[1:]]
 
 
 def join_ints(a: ColumnState, b: ColumnState, dtype: np.dtype) -> int:
@@ -589,7 +589,8 @@ class NumberKind(Kind):
             return a
         if not isinstance(b.kind, NumberKind):
             raise NotStorable(_mixed(a, b))
-        assert a.dtype is not None and b.dtype is not None
+        assert a.dtype is not None
+        assert b.dtype is not None
         dtype = promote(a.dtype, b.dtype)
         if dtype is None:
             raise NotStorable(
@@ -642,6 +643,9 @@ class BoolKind(NumberKind):
         return np.array(_filled(values, False), dtype=bool)
 
 
+_NOT_64_BITS = "it does not fit in 64 bits; store it as a float or a str"
+
+
 class IntKind(NumberKind):
     """Integers, signed or unsigned, of the width numpy gives them (Python ints: as narrow as the column)."""
 
@@ -663,25 +667,23 @@ class IntKind(NumberKind):
     def state(self, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
             return ColumnState(self, v.dtype, span=int_span(v, v))
-        if INT64_MIN <= v <= INT64_MAX:
-            return ColumnState(self, INT64, span=int_span(v, v))
-        if 0 <= v <= UINT64_MAX:
-            return ColumnState(self, np.dtype(np.uint64), span=64)
-        raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
+        if not INT64_MIN <= v <= UINT64_MAX:
+            raise NotStorable(_NOT_64_BITS)
+        return ColumnState(self, INT64 if v <= INT64_MAX else np.dtype(np.uint64), span=int_span(v, v))
 
     def admit(self, state: ColumnState, v: Any) -> ColumnState:
         if isinstance(v, np.integer):
             return self.widen(state, self.state(v))
         # A Python int keeps the column's dtype if it fits, else widens it as little as it can.
+        if not INT64_MIN <= v <= UINT64_MAX:
+            raise NotStorable(_NOT_64_BITS)
         dtype = state.dtype
         assert dtype is not None
-        span = int_span(v, v) if INT64_MIN <= v <= UINT64_MAX else 64
+        span = int_span(v, v)
         if dtype.kind in "iu":
             info = np.iinfo(dtype)
             if info.min <= v <= info.max:
                 return state if span <= state.span else replace(state, span=span)
-            if not INT64_MIN <= v <= UINT64_MAX:
-                raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
             least = np.min_scalar_type(v)
             if dtype.kind == "i" and least.kind == "u" and v <= INT64_MAX:
                 # A signed column takes a positive int as the narrowest signed dtype holding it: numpy
@@ -695,8 +697,6 @@ class IntKind(NumberKind):
                 )
             return ColumnState(self, wider, span=max(span, state.span))
         # A float or complex column: the int becomes a number of that dtype, if it stays exact.
-        if not INT64_MIN <= v <= UINT64_MAX:
-            raise NotStorable("it does not fit in 64 bits; store it as a float or a str")
         join_ints(state, ColumnState(self, INT64, span=span), dtype)
         return state
 
@@ -989,13 +989,13 @@ class CellKind(Kind):
         element = state.dtype if state.dtype is not None else np.dtype(bool)
         flats = np.empty(len(cells), dtype=object)
         shapes = np.empty(len(cells), dtype=object)
-        empty = np.empty(0, dtype=element)
+        empty = np.array([], dtype=element)
         for i, c in enumerate(cells):
             if c is None:
                 flats[i], shapes[i] = empty, _NONE_SHAPE
             else:
                 a = np.asarray(c)
-                flats[i] = a.astype(element, copy=False).reshape(-1)
+                flats[i] = np.ravel(np.asarray(a, dtype=element))
                 shapes[i] = np.asarray(a.shape, dtype=np.int64)
         return StoredColumn(self.name, flats, shapes=shapes, element=element)
 
@@ -1102,7 +1102,7 @@ class ListKind(CellKind):
                 f"only {self._what}s of numbers (or regular nested {self._what}s of numbers) can be stored"
             )
         if a.dtype.kind != "b":
-            leaves = np.asarray(v, dtype=object).reshape(-1)
+            leaves = np.asarray(v, dtype=object).ravel()
             if any(isinstance(x, (bool, np.bool_)) for x in leaves):
                 raise NotStorable(
                     "it mixes bools and numbers, which would come back as numbers; make them all one or the other"
