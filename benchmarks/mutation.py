@@ -124,9 +124,14 @@ TARGETS: list[Target] = [
     Target(
         "parallel-retry",
         "epyclab/labs/scheduler.py",
-        # Each test starts a 2-engine local cluster whose engines die under chosen points (ipyparallel
-        # reports a death 5 s later): points alone in their tasks, and a point in a chunk of several.
-        ("tests/test_parallel_retry_mutants.py",),
+        # First the fork backend's copies, whose deaths are seen at once: a poison point anywhere, a copy
+        # that dies once, points that all kill their copies. Then a 2-engine local ipyparallel cluster whose
+        # engines die under chosen points (reported 5 s later): points alone in their tasks, and a point
+        # in a chunk of several.
+        ("tests/test_parallel_fork.py::test_a_poison_point_anywhere_in_40_on_2_copies_is_one_failed_row",
+         "tests/test_parallel_fork.py::test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds",
+         "tests/test_parallel_fork.py::test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang",
+         "tests/test_parallel_retry_mutants.py"),
         scope=("Sweep._engine_died",),
         why="a point whose engine died must be run again, and one that kills every engine fails alone",
     ),
