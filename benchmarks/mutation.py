@@ -128,7 +128,10 @@ TARGETS: list[Target] = [
         # that dies once, points that all kill their copies. Then a 2-engine local ipyparallel cluster whose
         # engines die under chosen points (reported 5 s later): points alone in their tasks, and a point
         # in a chunk of several.
-        ("tests/test_parallel_fork.py::test_a_poison_point_anywhere_in_40_on_2_copies_is_one_failed_row",
+        ("tests/test_parallel_fork.py::test_each_death_of_a_point_alone_in_its_chunk_is_one_resubmission",
+         "tests/test_parallel_fork.py::test_every_chunk_split_by_a_death_is_counted",
+         "tests/test_parallel_fork.py::test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_point_fails",
+         "tests/test_parallel_fork.py::test_a_poison_point_anywhere_in_40_on_2_copies_is_one_failed_row",
          "tests/test_parallel_fork.py::test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds",
          "tests/test_parallel_fork.py::test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang",
          "tests/test_parallel_retry_mutants.py"),

@@ -463,3 +463,61 @@ def test_a_pool_in_do_runs_the_users_own_functions_from_the_script_and_a_module_
     assert statuses == f"{[True] * 6} {[''] * 6}"
     xs = range(1, 7)
     assert sums == f"{[sum(i * i for i in range(x)) for x in xs]} {[sum(i ** 3 for i in range(x)) for x in xs]}"
+
+
+class DiesOnceAt(Experiment):
+    """Ends its process the first time it runs each point in ``at`` (a marker file says it has), else y = x."""
+
+    def __init__(self, directory: str, at: tuple[int, ...]) -> None:
+        super().__init__()
+        self.directory, self.at = directory, set(at)
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        x = params["x"]
+        marker = os.path.join(self.directory, f"died-at-{x}")
+        if x in self.at and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(7)
+        return {"y": x}
+
+
+def test_each_death_of_a_point_alone_in_its_chunk_is_one_resubmission(tmp_path: Path) -> None:
+    # 10 points on 2 copies: chunks of one point. Two points each kill their copy once: run again, they
+    # succeed; the sweep counts exactly two resubmissions and two replaced copies.
+    lab = ParallelLab(LabNotebook(), cores=2)
+    lab["x"] = range(10)
+    lab.runExperiment(DiesOnceAt(str(tmp_path), (3, 5)), progress=False)
+    df = lab.notebook().dataframe(only_successful=False)
+    assert df[STATUS].all(), df[EXCEPTION].tolist()
+    assert df["y"].tolist() == list(range(10))
+    assert lab.lastSweep["largest_chunk"] == 1
+    assert (lab.lastSweep["resubmitted"], lab.lastSweep["replaced"]) == (2, 2)
+
+
+def test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_point_fails(tmp_path: Path) -> None:
+    # 16 points on 2 copies: the first chunks hold exactly 2 points (16 // (4 chunks x 2 copies)). The
+    # point x=0 kills every copy that runs it: its chunk [0, 1] is split, x=1 runs alone and succeeds,
+    # x=0 dies once more alone and is the one failed row.
+    lab = ParallelLab(LabNotebook(), cores=2)
+    lab["x"] = range(16)
+    lab.runExperiment(ExitsAt(0), progress=False)
+    df = lab.notebook().dataframe(only_successful=False)
+    assert len(df) == 16 and df["x"].tolist() == list(range(16))
+    assert df[STATUS].tolist() == [False] + [True] * 15, df[EXCEPTION].tolist()
+    assert "died 2 times" in df[EXCEPTION][0]
+    assert lab.lastSweep["largest_chunk"] == 2
+    # One resubmission: the split of [0, 1] (x=0's second death fails it, it is not sent again).
+    assert lab.lastSweep["resubmitted"] == 1
+
+
+def test_every_chunk_split_by_a_death_is_counted(tmp_path: Path) -> None:
+    # 16 points on 2 copies: chunks of 2. x=0 and x=2 each kill their copy once, in the chunks [0, 1] and
+    # [2, 3]: each chunk is split (two resubmissions), and every point then succeeds.
+    lab = ParallelLab(LabNotebook(), cores=2)
+    lab["x"] = range(16)
+    lab.runExperiment(DiesOnceAt(str(tmp_path), (0, 2)), progress=False)
+    df = lab.notebook().dataframe(only_successful=False)
+    assert df[STATUS].all(), df[EXCEPTION].tolist()
+    assert df["y"].tolist() == list(range(16))
+    assert lab.lastSweep["largest_chunk"] == 2
+    assert (lab.lastSweep["resubmitted"], lab.lastSweep["replaced"]) == (2, 2)
