@@ -222,3 +222,38 @@ def processes_of_profile(profile: Path, grace: float = 10.0) -> list[int]:
         except psutil.Error:
             continue
     return [p.pid for p in left]
+
+
+# A sweep of slow points into a notebook that records what was committed; the test sends SIGINT once 5
+# results are in, and the script writes how many were added and committed before it re-raises.
+CTRL_C_SCRIPT = """
+import json, os, sys, time
+from epyclab import Experiment, LabNotebook, ParallelLab
+
+RUNNING, OUT, LAB = sys.argv[1:4]   # LAB: more keyword arguments of the lab, as JSON
+
+class Slow(Experiment):
+    def do(self, params):
+        time.sleep(0.05)
+        return {"y": params["x"]}
+
+class Notebook(LabNotebook):
+    committed = 0
+    def addResult(self, rc, tag=None):
+        super().addResult(rc, tag)
+        if self.numberOfResults() == 5:
+            open(RUNNING, "w").close()   # tell the test that results are arriving
+    def commit(self):
+        super().commit()
+        self.committed = self.numberOfResults()
+
+nb = Notebook()
+lab = ParallelLab(nb, cores=2, commitEvery=10**9, commitInterval=3600, **json.loads(LAB))
+lab["x"] = range(100000)
+try:
+    lab.runExperiment(Slow(), progress=False)
+except KeyboardInterrupt:
+    with open(OUT, "w") as f:
+        json.dump({"added": nb.numberOfResults(), "committed": nb.committed}, f)
+    raise
+"""

@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest_parallel import ExitsAt, Logged, descendants, still_running, wait_for_file
+from conftest_parallel import CTRL_C_SCRIPT, ExitsAt, Logged, descendants, still_running, wait_for_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,44 +205,11 @@ def test_a_sweep_whose_copies_cannot_start_ends_with_a_clear_error(monkeypatch: 
 # ---- no process outlives the sweep, or the user's process --------------------------------------
 
 
-CTRL_C_SCRIPT = """
-import json, os, sys, time
-from epyclab import Experiment, LabNotebook, ParallelLab
-
-RUNNING, OUT = sys.argv[1:3]
-
-class Slow(Experiment):
-    def do(self, params):
-        time.sleep(0.05)
-        return {"y": params["x"]}
-
-class Notebook(LabNotebook):
-    committed = 0
-    def addResult(self, rc, tag=None):
-        super().addResult(rc, tag)
-        if self.numberOfResults() == 5:
-            open(RUNNING, "w").close()   # tell the test that results are arriving
-    def commit(self):
-        super().commit()
-        self.committed = self.numberOfResults()
-
-nb = Notebook()
-lab = ParallelLab(nb, cores=2, commitEvery=10**9, commitInterval=3600)
-lab["x"] = range(100000)
-try:
-    lab.runExperiment(Slow(), progress=False)
-except KeyboardInterrupt:
-    with open(OUT, "w") as f:
-        json.dump({"added": nb.numberOfResults(), "committed": nb.committed}, f)
-    raise
-"""
-
-
 def test_ctrl_c_mid_sweep_commits_stops_every_copy_and_propagates(tmp_path: Path) -> None:
     script = tmp_path / "sweep.py"
     script.write_text(CTRL_C_SCRIPT)
     running, out = tmp_path / "running", tmp_path / "out.json"
-    proc = run_script(script, str(running), str(out))
+    proc = run_script(script, str(running), str(out), "{}")
     try:
         wait_for_file(running)
         procs = descendants(proc.pid)

@@ -19,6 +19,7 @@ import ipyparallel as ipp
 import psutil
 import pytest
 from conftest_parallel import (
+    CTRL_C_SCRIPT,
     Announces,
     KillsItsEngine,
     Logged,
@@ -193,44 +194,12 @@ def test_processes_are_stopped_and_results_committed_when_the_notebook_raises(tm
     assert state_files(tmp_path / "profile") == []
 
 
-CTRL_C_SCRIPT = """
-import json, os, sys, time
-from epyclab import Experiment, LabNotebook, ParallelLab
-
-PROFILE, RUNNING, OUT = sys.argv[1:4]
-
-class Slow(Experiment):
-    def do(self, params):
-        time.sleep(0.05)
-        return {"y": params["x"]}
-
-class Notebook(LabNotebook):
-    committed = 0
-    def addResult(self, rc, tag=None):
-        super().addResult(rc, tag)
-        if self.numberOfResults() == 5:
-            open(RUNNING, "w").close()   # tell the test that results are arriving
-    def commit(self):
-        super().commit()
-        self.committed = self.numberOfResults()
-
-nb = Notebook()
-lab = ParallelLab(nb, cores=2, profile_dir=PROFILE, backend="ipyparallel", commitEvery=10**9, commitInterval=3600)
-lab["x"] = range(100000)
-try:
-    lab.runExperiment(Slow(), progress=False)
-except KeyboardInterrupt:
-    with open(OUT, "w") as f:
-        json.dump({"added": nb.numberOfResults(), "committed": nb.committed}, f)
-    raise
-"""
-
-
 def test_ctrl_c_commits_finished_results_stops_everything_and_propagates(tmp_path: Path) -> None:
     script = tmp_path / "sweep.py"
     script.write_text(CTRL_C_SCRIPT)
     profile, running, out = tmp_path / "profile", tmp_path / "running", tmp_path / "out.json"
-    proc = run_script(script, str(profile), str(running), str(out))
+    lab = {"profile_dir": str(profile), "backend": "ipyparallel"}
+    proc = run_script(script, str(running), str(out), json.dumps(lab))
     try:
         wait_for_file(running)
         procs = descendants(proc.pid)
