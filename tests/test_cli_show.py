@@ -45,12 +45,8 @@ with open(sys.argv[1], "w") as f:
 
 
 def _epyc_json() -> Path:
-    """The epyc 1.7.2 JSON fixture in ``shared/fixtures`` beside the clone (CI) or beside a parent (worktrees)."""
-    for base in [REPO, *REPO.parents]:
-        candidate = base.parent / "shared" / "fixtures" / "epyc-1.7.2-notebook.json"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"no shared/fixtures/epyc-1.7.2-notebook.json beside {REPO} or its parents")
+    """The epyc 1.7.2 JSON fixture, kept in the repository (tests/fixtures/README.md says how it was made)."""
+    return REPO / "tests" / "fixtures" / "epyc-1.7.2-notebook.json"
 
 
 class Walk(Experiment):
@@ -159,7 +155,7 @@ def test_show_of_an_epyc_file_imports_no_pandas_and_counts_its_failures(fixture,
     copy.write_bytes(fixture.read_bytes())
     modules, printed = _modules_of_show(copy, tmp_path)
     assert modules & NOT_FOR_SHOW == set()
-    # The fixture's content (shared/fixtures/README.md): 12 walks of which 3 failed, 2 pending jobs.
+    # The fixture's content (tests/fixtures/README.md): 12 walks of which 3 failed, 2 pending jobs.
     counts = _counts(printed)[1]
     assert counts["walks"] == (12, 3, 0) and counts["pending"] == (0, 0, 2) and counts["repeated"] == (3, 0, 0)
     assert printed == _show(copy)

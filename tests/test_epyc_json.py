@@ -18,12 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _fixture() -> Path:
-    """The epyc 1.7.2 JSON fixture in ``shared/fixtures`` beside the clone (CI) or beside a parent (worktrees)."""
-    for base in [REPO, *REPO.parents]:
-        candidate = base.parent / "shared" / "fixtures" / "epyc-1.7.2-notebook.json"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"no shared/fixtures/epyc-1.7.2-notebook.json beside {REPO} or its parents")
+    """The epyc 1.7.2 JSON fixture, kept in the repository (tests/fixtures/README.md says how it was made)."""
+    return REPO / "tests" / "fixtures" / "epyc-1.7.2-notebook.json"
 
 
 FIXTURE = _fixture()
