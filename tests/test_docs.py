@@ -1,14 +1,25 @@
-"""Every code block of the tutorial and cookbook runs, so the docs cannot rot.
+"""Every code block of docs/ runs as shown, so the docs cannot rot.
 
-The blocks of one page run in order, as a reader following the page would run
-them, in a fresh working directory with an IPython directory of the test's own:
-``bash`` blocks (the ``epyclab`` commands a page tells the reader to type) in a
-shell; ``python`` blocks of the tutorial each as a standalone script in a
-Python process of its own (the tutorial promises that every block is a
-complete program: a block that leans on an earlier one's imports or names
-fails here); ``python`` blocks of the cookbook in one namespace, as the
-recipes build on each other. Files a block writes (a notebook) and processes a
-bash block starts (a cluster) are there for the blocks after it.
+The rule the pages follow (docs/cookbook/index.md states it for readers):
+
+- A ``python`` block is a complete script: saved as a file and run, alone,
+  in the directory where the page's earlier blocks ran, it works. Here each
+  one runs as a script of its own, in a fresh Python process, so a block that
+  leans on an earlier block's imports or names fails.
+- A ``python`` block whose first line is ``# continues the block above`` is
+  not a script on its own: it runs after the block before it, in the same
+  process (here: the two are one script).
+- A ``bash`` block runs in a shell, in that same directory.
+- A block whose first line is ``# not run by the docs tests: REASON`` is not
+  run (it needs a cluster of machines, or installs software). The few such
+  blocks are listed in ``NOT_RUN`` below, so that a new one is a decision.
+- A ``console`` block is a transcript (``$ command`` lines and what they
+  print): shown, not run.
+
+Each page runs in a fresh working directory with an IPython directory of the
+test's own; files a block writes (a notebook) and processes a bash block
+starts (a cluster) are there for the blocks after it, as they would be for a
+reader working through the page.
 """
 
 from __future__ import annotations
@@ -18,22 +29,51 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = sorted(
-    p for sub in ("tutorial", "cookbook") for p in (DOCS / sub).glob("*.md") if p.name != "index.md"
-)
-_BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.S | re.M)
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts)
+CONTINUES = "# continues the block above"
+NOT_RUN_PREFIX = "# not run by the docs tests:"
+# Every block that is not run, per page: adding one to the docs means adding it here.
+NOT_RUN = {
+    "installation.md": 2,  # installs into a new venv from a checkout (.ci/run does, in a fresh clone)
+    "cluster.md": 3,  # needs the ssh workers of the page's steps 1-3 (tests/test_cluster_ssh.py runs them)
+}
+_BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 _START = re.compile(r"epyclab cluster start (\S+)")
 
 
-def code_blocks(page: Path) -> list[tuple[str, str]]:
-    """The (language, code) of a Markdown page's python and bash blocks, in order."""
-    return _BLOCK.findall(page.read_text())
+@dataclass
+class Block:
+    """One fenced code block of a page."""
+
+    lang: str
+    code: str
+    where: str
+
+    @property
+    def first_line(self) -> str:
+        return self.code.split("\n", 1)[0].strip()
+
+    @property
+    def continues(self) -> bool:
+        return self.first_line == CONTINUES
+
+    @property
+    def not_run(self) -> bool:
+        return self.first_line.startswith(NOT_RUN_PREFIX)
+
+
+def code_blocks(page: Path) -> list[Block]:
+    """The fenced code blocks of a Markdown page, in order (MyST directives left out)."""
+    where = page.relative_to(DOCS)
+    return [Block(lang, code, f"docs/{where}[block {i + 1}]")
+            for i, (lang, code) in enumerate(_BLOCK.findall(page.read_text(encoding="utf-8")))]
 
 
 def _processes_under(path: Path) -> list[psutil.Process]:
@@ -49,43 +89,77 @@ def _processes_under(path: Path) -> list[psutil.Process]:
     return found
 
 
-def test_every_page_has_code() -> None:
-    assert PAGES, "no tutorial pages found"
-    without = [p.name for p in PAGES if not any(lang == "python" for lang, _ in code_blocks(p))]
+def test_every_tutorial_and_cookbook_page_has_code() -> None:
+    pages = [p for p in PAGES if p.parent.name in ("tutorial", "cookbook") and p.name != "index.md"]
+    assert pages, "no tutorial pages found"
+    without = [p.name for p in pages if not any(b.lang == "python" for b in code_blocks(p))]
     assert not without, f"pages with no python block to run: {without}"
 
 
+def test_every_block_is_of_a_kind_the_rule_covers() -> None:
+    """python, bash and console only; console blocks are transcripts; markers are used as documented."""
+    problems = []
+    not_run: dict[str, int] = {}
+    for page in PAGES:
+        before = None
+        for block in code_blocks(page):
+            if block.lang not in ("python", "bash", "console"):
+                problems.append(f"{block.where}: a {block.lang!r} block: use python, bash or console")
+            if block.lang == "console" and not block.first_line.startswith("$ "):
+                problems.append(f"{block.where}: a console block is a transcript and starts with '$ command'")
+            if block.continues and (block.lang != "python" or before is None or before.lang != "python"):
+                problems.append(f"{block.where}: {CONTINUES!r} must follow a python block, in a python block")
+            if block.not_run:
+                if not block.first_line[len(NOT_RUN_PREFIX):].strip():
+                    problems.append(f"{block.where}: {NOT_RUN_PREFIX!r} needs a reason after it")
+                not_run[page.name] = not_run.get(page.name, 0) + 1
+            if block.lang != "console":
+                before = block
+    assert not problems, "\n".join(problems)
+    assert not_run == NOT_RUN, f"blocks not run, per page: {not_run}; NOT_RUN in this file says {NOT_RUN}"
+
+
+def _steps(page: Path) -> list[tuple[str, list[Block]]]:
+    """The page as what a reader runs, in order: ("python", a script's blocks) or ("bash", [block])."""
+    steps: list[tuple[str, list[Block]]] = []
+    for block in code_blocks(page):
+        if block.lang not in ("python", "bash") or block.not_run:
+            continue
+        if block.continues:
+            steps[-1][1].append(block)
+        else:
+            steps.append((block.lang, [block]))
+    return steps
+
+
+RUN_PAGES = [p for p in PAGES if _steps(p)]
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("page", PAGES, ids=[f"{p.parent.name}/{p.stem}" for p in PAGES])
-def test_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("page", RUN_PAGES, ids=[str(p.relative_to(DOCS).with_suffix("")) for p in RUN_PAGES])
+def test_page_runs(page: Path, tmp_path: Path) -> None:
     work, ipython_dir = tmp_path / "work", tmp_path / "ipython"
     work.mkdir()
     ipython_dir.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("IPYTHONDIR", str(ipython_dir))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    env = dict(os.environ, IPYTHONDIR=str(ipython_dir),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     started: list[str] = []
     try:
-        for i, (lang, block) in enumerate(code_blocks(page)):
-            where = f"{page.relative_to(DOCS)}[block {i + 1}]"
-            if lang == "python" and page.parent.name == "tutorial":
-                script = work / f"block{i + 1}.py"
-                script.write_text(block)
-                done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                                      timeout=300)
-                assert done.returncode == 0, f"{where} does not run as a script:\n{done.stdout}\n{done.stderr}"
-                continue
+        for n, (lang, blocks) in enumerate(_steps(page)):
+            where = " + ".join(b.where for b in blocks)
             if lang == "python":
-                exec(compile(block, where, "exec"), namespace)  # noqa: S102 - running the docs is the point
-                continue
-            started += _START.findall(block)
-            done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True,
-                                  text=True, timeout=300)
-            assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"
+                # Saved beside the reader's files and run from there, as a reader runs a script.
+                script = work / f"_docs_script{n + 1}.py"
+                script.write_text("\n".join(b.code for b in blocks), encoding="utf-8")
+                argv = [sys.executable, script.name]
+            else:
+                started += _START.findall(blocks[0].code)
+                argv = ["bash", "-euo", "pipefail", "-c", blocks[0].code]
+            done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, f"{where} does not run as shown:\n{done.stdout}\n{done.stderr}"
     finally:
         for profile in started:
-            subprocess.run(["bash", "-c", f"epyclab cluster stop {shlex.quote(profile)}"], env=env,
+            subprocess.run(["bash", "-c", f"epyclab cluster stop {shlex.quote(profile)}"], cwd=work, env=env,
                            capture_output=True, timeout=120)
     if started:
         left = _processes_under(ipython_dir)
@@ -96,7 +170,7 @@ def test_installation_page_installs_from_a_checkout_with_extras_that_exist() -> 
     import configparser
 
     page = (DOCS / "installation.md").read_text()
-    commands = "\n".join(code for lang, code in code_blocks(DOCS / "installation.md") if lang == "bash")
+    commands = "\n".join(b.code for b in code_blocks(DOCS / "installation.md") if b.lang == "bash")
     # Not on a package index: nothing may tell the reader to install it by name.
     assert "pip install epyclab" not in page
     assert "pip install -e ." in commands

@@ -16,7 +16,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "hdf5-layout.md"
 
 
 def doc_code() -> str:
-    (block,) = re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M)
+    (block,) = [b for b in re.findall(r"^```python\n(.*?)^```", DOC.read_text(), re.S | re.M) if "h5py.File" in b]
     return block
 
 
