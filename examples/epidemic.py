@@ -5,7 +5,7 @@ summary statistics of the outbreaks (``SummaryExperiment``): the mean, median,
 variance, minimum and maximum of the final epidemic size. The sweep runs on
 every core (``ParallelLab``), the results go to an HDF5 notebook, and a plot of
 final size against infection rate, one line per network size, is saved as a
-PNG (needs matplotlib: ``pip install 'epyclab[plot]'``).
+PNG (needs matplotlib: ``pip install -e '.[plot]'`` from the checkout).
 
     python examples/epidemic.py [--sizes 200 500] [--betas 8] [--repetitions 10] [--cores 0]
 """
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         plot(df, Path(args.plot))
     except ImportError:
-        print("matplotlib is not installed: pip install 'epyclab[plot]' to get the plot")
+        print("matplotlib is not installed: run pip install -e '.[plot]' in the epyclab checkout to get the plot")
     else:
         print(f"plot saved to {args.plot}")
 
