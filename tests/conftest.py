@@ -34,7 +34,7 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# "mutation" (benchmarks/mutation.py): the same few examples for every mutant, so
+# "mutation" (benchmarks/mutation.sh, mutmut): the same few examples for every mutant, so
 # that a mutant's fate does not depend on the draw, and no example database.
 settings.register_profile(
     "mutation",

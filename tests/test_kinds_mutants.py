@@ -6,7 +6,7 @@ float32), widens only as far as it must to hold a new value exactly, and
 refuses a value no dtype of the column's kind holds exactly, rather than
 changing it. These tests fold values into a column state one by one
 (``admit``, as ``addResult`` does) and compare each step with those promises;
-benchmarks/mutation.py runs them against the planted bugs of kinds.py.
+benchmarks/mutation.sh kinds runs them against the planted bugs of kinds.py.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def test_a_refused_dtype_is_told_how_to_convert_it(value, message):
 
 
 # ---- every edge, not a draw of them: the ints at each dtype's bounds, in every column ---------------------
-# benchmarks/mutation.py runs hypothesis with 10 examples, which rarely draw the one bound a planted bug
+# benchmarks/mutation.sh runs hypothesis with 10 examples, which rarely draw the one bound a planted bug
 # moves; these tables try each of them.
 
 EDGE_INTS = sorted({s * 2**b + d for b in (7, 8, 11, 15, 16, 24, 31, 32, 53, 63, 64) for s in (1, -1)

@@ -71,7 +71,7 @@ def job_id(msg_id: str, index: int, attempt: int = 0) -> str:
     return f"{msg_id}/{index}" if attempt == 0 else f"{msg_id}/{index}/{attempt}"
 
 
-@lru_cache(maxsize=1 << 17)  # pragma: no mutate: the cache's size, not what it returns
+@lru_cache(maxsize=1 << 17)
 def parse_job_id(jobid: str) -> JobRef:
     """The task, index and attempt named by ``jobid`` (see the module docstring)."""
     # Called for every pending job at every collection pass: kept cheap, and cached.
@@ -98,7 +98,7 @@ class OwnTask:
 
     key: str
     submitted: float
-    ar: AsyncResult | None = None  # pragma: no mutate: annotation never evaluated; default never used
+    ar: AsyncResult | None = None
 
 
 class TaskTable:
@@ -225,7 +225,7 @@ def split(items: list[tuple[str, dict[str, Any]]], size: int) -> Iterator[tuple[
     """Consecutive chunks of at most ``size`` points that share an experiment key."""
     size = max(1, int(size))
     chunk: list[dict[str, Any]] = []
-    key = None  # pragma: no mutate: compared only once the chunk holds a point: then it is that point's key
+    key = None
     for k, p in items:
         if chunk and (k != key or len(chunk) >= size):
             yield key, chunk  # type: ignore[misc]
@@ -243,21 +243,21 @@ class TaskState(Enum):
     """What became of a task, as far as the hub (or this client) can tell."""
 
     #: Still queued or running.
-    PENDING = "pending"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    PENDING = "pending"
     #: Finished; its reply holds the chunk's results.
-    DONE = "done"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    DONE = "done"
     #: Failed on the engine for another reason than the experiment (which never raises there).
-    FAILED = "failed"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    FAILED = "failed"
     #: Its engine died while running it.
-    DIED = "died"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    DIED = "died"
     #: The hub has its record but it can never finish (the controller restarted while it was queued or running).
-    ORPHAN = "orphan"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    ORPHAN = "orphan"
     #: Assigned to an engine that has run everything it received since, without it (lost in transit).
-    STUCK = "stuck"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    STUCK = "stuck"
     #: The hub has no record of it (not recorded yet, culled from the store, or lost with the controller).
-    MISSING = "missing"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    MISSING = "missing"
     #: Someone resubmitted it; the work continues under another task id.
-    MOVED = "moved"  # pragma: no mutate: states are compared by identity; a value is never shown or stored
+    MOVED = "moved"
 
 
 @dataclass
@@ -265,9 +265,9 @@ class Observation:
     """A task's state, with the reply (DONE), the error (FAILED, DIED) or the new id (MOVED)."""
 
     state: TaskState
-    reply: Any = None  # pragma: no mutate: read for DONE only, which is always made with its reply
+    reply: Any = None
     error: BaseException | None = None
-    moved_to: str | None = None  # pragma: no mutate: annotation never evaluated; read for MOVED only, made with it
+    moved_to: str | None = None
 
 
 def record_keys(with_results: bool = True) -> list[str]:

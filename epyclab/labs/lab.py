@@ -33,7 +33,7 @@ class Submitted:
 
 
 #: What a lab's dispatch hook hands back for a point: its results dict, or a submission record.
-Outcome = Union[ResultsDict, Submitted]  # pragma: no mutate: a type alias, read by annotations only
+Outcome = Union[ResultsDict, Submitted]
 
 
 class SweepMarks:
@@ -133,7 +133,7 @@ class Lab:
     #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
     ReplayOutput = True
     # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
-    _runs_elsewhere = False  # pragma: no mutate: its one mutant, None, is as false as False
+    _runs_elsewhere = False
 
     def __init__(
         self,
@@ -273,7 +273,7 @@ class Lab:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
                     provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
-                    first = False  # pragma: no mutate: recordFirstRun() does nothing once the set has it; None is false
+                    first = False
                 if type(outcome) is dict:
                     stamp(outcome, i)
                     if _CAPTURE in outcome[_METADATA]:

@@ -39,7 +39,7 @@ _TAG = b"REC1"
 # The globals a journal's pickles may name: those the table of kinds lists for
 # the values it stores, and the containers of a record.
 # Pickles of protocol 2 and older name the set types; append() writes protocol 5, which builds sets by opcodes.
-_SET_TYPES = {("builtins", "set"), ("builtins", "frozenset")}  # pragma: no mutate: protocol 5 never names them
+_SET_TYPES = {("builtins", "set"), ("builtins", "frozenset")}
 _ALLOWED = journal_globals() | _SET_TYPES
 
 

@@ -45,7 +45,7 @@ class WriterLock:
 
     def __init__(self, path: str) -> None:
         self._notebook = path
-        self._path = side_path(path, "lock")  # pragma: no mutate: acquire() computes it again before any use
+        self._path = side_path(path, "lock")
         self._fd = None  # (int) the lock file's descriptor while the lock is held
         self._inode_fd = None  # (int) the notebook file's, while its inode is locked
 
@@ -101,7 +101,7 @@ class WriterLock:
             "since": datetime.now().isoformat(timespec="seconds"),
         }
         try:
-            os.ftruncate(fd, 0)  # pragma: no mutate: the note is written from byte 0 at once, over any byte kept
+            os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
         except OSError as exc:
             # The lock holds without the note (a full disk); a refused writer then reads "another process".
@@ -140,7 +140,7 @@ class WriterLock:
     def _unlock_file(self) -> None:
         if self._inode_fd is not None:
             self._inode_finalizer()
-            self._inode_fd = None  # pragma: no mutate: a finalizer called again does nothing
+            self._inode_fd = None
 
     def release(self) -> None:
         """Give the lock up (and remove the lock file, which only the holder may do)."""
@@ -221,7 +221,7 @@ class DataLock:
                 fcntl.flock(fd, mode)
             except BlockingIOError:
                 now = time.monotonic()
-                if now >= deadline:  # pragma: no mutate: the clock is never read at exactly the deadline
+                if now >= deadline:
                     os.close(fd)
                     return False
                 if told == 0 or (told == 1 and not exclusive and now - start >= self.QuietWait):
@@ -311,7 +311,7 @@ def holders(path: str) -> list[int]:
         try:
             pid = int(fields[4])
         except ValueError:
-            continue  # pragma: no mutate: a FLOCK line's pid field is always a number (-1 only on OFD lines)
+            continue
         # -1: an OFD lock (never on a FLOCK line); 0 is kept out as the kernel's "no process".
         if pid > 0 and pid not in pids:
             pids.append(pid)
