@@ -120,12 +120,16 @@ def test_every_block_is_of_a_kind_the_rule_covers() -> None:
 
 
 def _steps(page: Path) -> list[tuple[str, list[Block]]]:
-    """The page as what a reader runs, in order: ("python", a script's blocks) or ("bash", [block])."""
+    """The page as what a reader runs, in order: ("python", a script's blocks) or ("bash", [block]).
+
+    A misplaced continuation (first, or after a bash block) runs alone, and fails as it would for a reader;
+    test_every_block_is_of_a_kind_the_rule_covers names it.
+    """
     steps: list[tuple[str, list[Block]]] = []
     for block in code_blocks(page):
         if block.lang not in ("python", "bash") or block.not_run:
             continue
-        if block.continues:
+        if block.continues and steps and steps[-1][0] == "python":
             steps[-1][1].append(block)
         else:
             steps.append((block.lang, [block]))
