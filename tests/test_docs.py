@@ -1,6 +1,7 @@
 """Every code block of docs/ runs as shown, so the docs cannot rot.
 
-The rule the pages follow (docs/cookbook/index.md states it for readers):
+The rule the pages follow (docs/cookbook/index.md states it for readers,
+docs/contributing/index.md for writers):
 
 - A ``python`` block is a complete script: saved as a file and run, alone,
   in the directory where the page's earlier blocks ran, it works. Here each
