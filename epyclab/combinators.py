@@ -16,6 +16,7 @@ __all__ = [
     "RepeatedExperiment",
     "SummaryExperiment",
     "flatten_results",
+    "innermost",
 ]
 
 
@@ -25,6 +26,18 @@ def flatten_results(rc: ResultsDict) -> list[ResultsDict]:
     if isinstance(res, list):
         return [leaf for inner in res for leaf in flatten_results(inner)]
     return [rc]
+
+
+def innermost(ex: Experiment) -> Experiment:
+    """The experiment that does the work: ``ex`` itself, or the one at the bottom of its combinators.
+
+    Follows :meth:`ExperimentCombinator.experiment` through any nesting
+    (``SummaryExperiment(RepeatedExperiment(MyExperiment(), 10))`` gives the
+    ``MyExperiment``); provenance names this one, since it is the user's code.
+    """
+    while isinstance(ex, ExperimentCombinator):
+        ex = ex.experiment()
+    return ex
 
 
 class ExperimentCombinator(Experiment):
@@ -49,8 +62,9 @@ class ExperimentCombinator(Experiment):
     def _classname(self) -> str:
         # Name the experiment doing the work, not only the wrapper, so results of
         # different wrapped experiments stay distinguishable in a notebook.
-        inner = self._experiment._classname()
-        return f"{super()._classname()}({inner})"
+        inner = self.experiment()
+        name = inner._classname() if isinstance(inner, ExperimentCombinator) else _name_of(type(inner))
+        return f"{super()._classname()}({name})"
 
 
 class RepeatedExperiment(ExperimentCombinator):
@@ -158,6 +172,10 @@ class SummaryExperiment(ExperimentCombinator):
         rc[Experiment.METADATA][SummaryExperiment.UNDERLYING_SUCCESSFUL_RESULTS] = good
         self._counts = (0, 0)
         return rc
+
+
+def _name_of(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _is_number(v: Any) -> bool:

@@ -6,9 +6,12 @@ saved with it in HDF5 and JSON notebooks), when the set has none yet:
 - ``epyclab.provenance.python``, ``.platform``: this interpreter and machine;
 - ``.epyclab``, ``.numpy``, ``.pandas``: the versions of those packages;
 - ``.experiment.class``, ``.experiment.module``: the experiment's class and
-  the file (or ``__main__``) it was defined in;
-- ``.git.commit``, ``.git.dirty``: the commit of the git work tree holding the
-  experiment's source file (or the current directory, for a notebook) and
+  the file (or module name) it was defined in. Through combinators
+  (``SummaryExperiment(RepeatedExperiment(MyExperiment(), 10))``) this is the
+  innermost experiment, the user's own code (:func:`epyclab.combinators.innermost`),
+  not epyclab's wrapper; each row's ``epyc.experiment`` metadata names the whole nesting;
+- ``.git.commit``, ``.git.dirty``: the commit of the git work tree holding
+  that file (or the current directory, for a class defined in Jupyter) and
   whether it has uncommitted changes; absent when there is no work tree;
 - ``.engines``: for labs whose points run on engines, each distinct engine
   environment (Python, platform, package versions) with how many engines have
@@ -29,6 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from epyclab.combinators import innermost
 from epyclab.log import logger
 
 __all__ = ["PREFIX", "environment", "recordFirstRun", "gitState"]
@@ -87,6 +91,9 @@ def recordFirstRun(
 ) -> bool:
     """Record provenance in result set ``rs`` if it has none yet (see the module docstring); True if recorded.
 
+    ``experiment`` is the one the sweep runs; provenance names the experiment
+    at the bottom of its combinators, if it has any.
+
     ``engines`` returns the environment (:func:`environment`) of each engine
     that will run points; it is asked only on the first run.
     """
@@ -94,7 +101,7 @@ def recordFirstRun(
         return False
     here = environment()
     attributes: dict[str, Any] = {f"{PREFIX}{k}": v for k, v in here.items()}
-    cls = type(experiment)
+    cls = type(innermost(experiment))
     where, directory = _source_directory(cls)
     attributes[f"{PREFIX}experiment.class"] = f"{cls.__module__}.{cls.__qualname__}"
     attributes[f"{PREFIX}experiment.module"] = where
