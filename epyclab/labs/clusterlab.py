@@ -135,6 +135,7 @@ class ClusterLab(Lab):
     """
 
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+    _submits = True  # runExperiment submits; wait() or updateResults() collects (said on Ctrl-C)
 
     #: Seconds between checks for finished jobs of other processes in :meth:`wait`.
     WaitingTime = 0.25

@@ -14,6 +14,7 @@ from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import capture, provenance, worker
+from epyclab.labs.interrupts import CtrlCGate, SweepTally, interruptedNote
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
@@ -73,10 +74,14 @@ def unstorable_result(rc: ResultsDict, exc: BaseException) -> ResultsDict:
 
 
 class Committer:
-    """Commits a notebook every ``every`` results or ``interval`` seconds, whichever comes first."""
+    """Commits a notebook every ``every`` results or ``interval`` seconds, whichever comes first.
 
-    def __init__(self, notebook: LabNotebook, every: int, interval: float) -> None:
+    With a ``gate``, Ctrl-C is held while a commit is written (see :class:`~epyclab.labs.interrupts.CtrlCGate`).
+    """
+
+    def __init__(self, notebook: LabNotebook, every: int, interval: float, gate: CtrlCGate | None = None) -> None:
         self._notebook = notebook
+        self._gate = gate
         self._every = max(1, int(every))
         self._interval = float(interval)
         self._since = 0
@@ -90,7 +95,11 @@ class Committer:
 
     def commit(self) -> None:
         """Commit now."""
-        self._notebook.commit()
+        if self._gate is None:
+            self._notebook.commit()
+        else:
+            with self._gate.held():
+                self._notebook.commit()
         self._since = 0
         self._last = monotonic()
 
@@ -134,6 +143,8 @@ class Lab:
     ReplayOutput = True
     # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
     _runs_elsewhere = False
+    # Whether runExperiment only submits the points, to be collected later (as ClusterLab does).
+    _submits = False
 
     def __init__(
         self,
@@ -233,13 +244,37 @@ class Lab:
         the lab's dispatch hook (:meth:`_dispatch`) runs or submits the rest,
         and this loop adds what it hands back, advances the progress bar and
         commits (every ``commitEvery`` results or ``commitInterval`` seconds,
-        and when the sweep ends, however it ends: Ctrl-C commits what finished
-        and re-raises). ``progress`` shows a progress bar (True), hides it
-        (False) or shows it when a terminal or Jupyter is watching (None).
+        and when the sweep ends, however it ends). ``progress`` shows a
+        progress bar (True), hides it (False) or shows it when a terminal or
+        Jupyter is watching (None).
 
         A results value that no notebook format can store makes that point a
         failed result (its parameters and metadata kept); the sweep goes on.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C (SIGINT) stopped the sweep. It is taken
+                between points, never halfway through storing one; the
+                results that finished are committed and every process the
+                lab started is stopped first. Its message is one line: how
+                many points are done (or submitted) and saved in which file,
+                and how to go on (``runExperiment(e, resume=True)``; for a
+                ClusterLab, ``wait()`` collects). Its traceback ends at this
+                call: epyclab's internals are left out.
         """
+        # IPython and pytest leave a frame that says this out of the tracebacks they show.
+        __tracebackhide__ = True
+        nb = self._notebook
+        tally = SweepTally(notebook=nb.name(), persistent=nb.isPersistent())
+        try:
+            self._sweep(e, resume, progress, tally)
+        except KeyboardInterrupt:
+            # Everything is settled by now (committed, processes stopped): one line says what is where.
+            note = interruptedNote(tally, self._submits, LabNotebook.DEFAULT_RESULTSET)
+            logger.info("%s", note)
+            raise KeyboardInterrupt(note) from None
+
+    def _sweep(self, e: Experiment, resume: bool, progress: bool | None, tally: SweepTally) -> None:
+        """The body of :meth:`runExperiment`, counting what it has done in ``tally``."""
         design = self.experiments(e)
         indices = list(range(len(design)))
         if resume:
@@ -247,11 +282,13 @@ class Lab:
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
         points = [design[i] for i in indices] if resume else design
         sweep = SweepMarks(indices)
-        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
+        nb = self._notebook
+        tally.tag = nb.currentTag()
+        gate = CtrlCGate()
+        committer = Committer(nb, self._commit_every, self._commit_interval, gate)
         if not points:
             committer.commit()
             return
-        nb = self._notebook
         # A notebook closed since (a `with nb.open():` block that ended) is opened again, as epyc's
         # reopened its file to commit; a set that still cannot take the results (read-only
         # notebook, taken over, finished) is refused before any point runs.
@@ -259,16 +296,27 @@ class Lab:
         tag = nb.currentTag()
         nb.current().checkChangeable()
         nb.current().checkParameters([p for _, p in points])
-        # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
-        # stop processes: slow, so it comes after the results are safe).
+        tally.total = len(points)
+        # Exits in reverse: commit what finished (Ctrl-C held), put SIGINT's handler back, close the
+        # bar, then end the dispatch (which may stop processes: slow, so it comes after the results are
+        # safe, and a second Ctrl-C can cut it short).
         outcomes = self._dispatch(points, sweep)
         desc, unit = self._progress_label()
-        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, \
-                _CommitOnExit(committer):
+        commit_on_exit = _CommitOnExit(committer)
+        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, gate, commit_on_exit:
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
+            let_through, hold = gate.open, gate.close
             first = True
-            for i, outcome in outcomes:
+            while True:
+                # Ctrl-C acts at once while a point runs or its result is awaited...
+                let_through()
+                try:
+                    i, outcome = next(outcomes)
+                except StopIteration:
+                    break
+                # ...and waits while its result is stored.
+                hold()
                 if first:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
@@ -287,7 +335,9 @@ class Lab:
                     stamp(outcome, i)
                     add(settle(outcome))
                     record(outcome)
+                tally.points += 1
                 added()
+        tally.commit_failed = commit_on_exit.failed
 
     def _progress_label(self) -> tuple[str, str]:
         """The progress bar's description and unit for a sweep: this lab's name, and runs."""
@@ -456,6 +506,8 @@ class _CommitOnExit:
 
     def __init__(self, committer: Committer) -> None:
         self._committer = committer
+        #: Whether the commit at the end failed (logged, since another error is on its way).
+        self.failed = False
 
     def __enter__(self) -> Committer:
         return self._committer
@@ -471,4 +523,5 @@ class _CommitOnExit:
         try:
             self._committer.commit()
         except Exception:
+            self.failed = True
             logger.exception("could not commit the results that finished before %s", exc_type.__name__)

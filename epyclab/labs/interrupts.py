@@ -1,0 +1,134 @@
+"""Ctrl-C during a sweep: taken between points, never halfway through storing one, and told in one line.
+
+A sweep's loop (:meth:`epyclab.labs.lab.Lab.runExperiment`) spends its time in
+two kinds of places: waiting for the next point (running it, in a sequential
+lab, or waiting for an engine's reply) and storing what came back (adding a
+row, committing). Ctrl-C must stop the first at once, but a
+``KeyboardInterrupt`` raised halfway through adding a row or writing a commit
+could leave the notebook's buffers or files half-changed. :class:`CtrlCGate`
+therefore lets SIGINT through while the gate is open and holds it while the
+gate is closed, raising it the moment the gate opens again.
+
+When the interrupt has stopped the sweep (its finished results committed, its
+processes stopped), :func:`interruptedNote` makes the one line the user reads:
+how many points are saved in which file, and how to go on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+__all__ = ["CtrlCGate", "SweepTally", "interruptedNote"]
+
+
+class CtrlCGate:
+    """Holds SIGINT while closed; open, Ctrl-C raises ``KeyboardInterrupt`` (or runs the handler in force) at once.
+
+    A context manager for one sweep. It changes nothing outside the main
+    thread (where Python delivers no signal), nor when SIGINT is ignored or
+    left to the system's default action: only a Python-level handler (Python's
+    own, which raises ``KeyboardInterrupt``, or the user's) is wrapped, and it
+    is put back when the sweep ends. It starts closed.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+        self._holding = True
+        self._pending: tuple[int, FrameType | None] | None = None
+
+    def __enter__(self) -> "CtrlCGate":
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._received)
+                self._installed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+    def _received(self, signum: int, frame: FrameType | None) -> None:
+        if self._holding:
+            self._pending = (signum, frame)
+            return
+        self._previous(signum, frame)
+
+    def open(self) -> None:
+        """Let Ctrl-C through from now on; one that came while closed acts now."""
+        self._holding = False
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._previous(*pending)
+
+    def close(self) -> None:
+        """Hold Ctrl-C from now on, until :meth:`open`."""
+        self._holding = True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold Ctrl-C during the block; leave the gate as it was after it (acting on one that came, if open)."""
+        was_holding = self._holding
+        self._holding = True
+        try:
+            yield
+        finally:
+            if not was_holding:
+                self.open()
+
+
+@dataclass
+class SweepTally:
+    """What a sweep has done so far: ``points`` of ``total`` run (or submitted), and whether a commit failed."""
+
+    total: int = 0
+    points: int = 0
+    notebook: str = ""
+    persistent: bool = False
+    tag: str | None = None
+    commit_failed: bool = False
+
+
+def _where(tally: SweepTally, default_tag: str) -> str:
+    where = os.path.abspath(tally.notebook) if tally.persistent else "this lab's in-memory notebook (in no file)"
+    if tally.tag is not None and tally.tag != default_tag:
+        where += f", result set {tally.tag!r}"
+    return where
+
+
+def interruptedNote(tally: SweepTally, submits: bool, default_tag: str) -> str:
+    """The one line that says what a sweep stopped by Ctrl-C left, and how to go on.
+
+    ``submits``: the lab submits points to be collected later (ClusterLab),
+    rather than running them.
+    """
+    if not tally.total:
+        return f"Ctrl-C: the sweep stopped before any point ran; nothing was added to {_where(tally, default_tag)}"
+    others = tally.total - tally.points
+    if submits:
+        head = f"Ctrl-C: {tally.points:,} of {tally.total:,} points submitted"
+        if tally.commit_failed:
+            kept = f"but could not be recorded as pending in {_where(tally, default_tag)} (see the error above)"
+        else:
+            kept = f"recorded as pending in {_where(tally, default_tag)}"
+        then = "collect their results with wait() or updateResults(), here or in a later process"
+        if others:
+            then += f"; submit the other {others:,} with runExperiment(e, resume=True)"
+        return f"{head}, {kept}; {then}"
+    head = f"Ctrl-C: {tally.points:,} of {tally.total:,} points done"
+    if tally.commit_failed:
+        kept = f"but their results could not be saved in {_where(tally, default_tag)} (see the error above)"
+    else:
+        kept = f"{'saved' if tally.persistent else 'kept'} in {_where(tally, default_tag)}"
+    then = f"run the other {others:,} with runExperiment(e, resume=True)" if others else "none is left to run"
+    return f"{head}, {kept}; {then}"
