@@ -225,35 +225,46 @@ def processes_of_profile(profile: Path, grace: float = 10.0) -> list[int]:
 
 
 # A sweep of slow points into a notebook that records what was committed; the test sends SIGINT once 5
-# results are in, and the script writes how many were added and committed before it re-raises.
+# results (or, for a ClusterLab, 5 pending results) are in, and the script writes how many were added and
+# committed before it re-raises. Arguments: RUNNING, OUT, the lab's keyword arguments as JSON, and optionally
+# the lab's class (ParallelLab, with cores=2, unless told) and an HDF5 notebook file (in memory unless given).
 CTRL_C_SCRIPT = """
 import json, os, sys, time
-from epyclab import Experiment, LabNotebook, ParallelLab
+import epyclab
+from epyclab import Experiment, HDF5LabNotebook, LabNotebook
 
 RUNNING, OUT, LAB = sys.argv[1:4]   # LAB: more keyword arguments of the lab, as JSON
+KIND = sys.argv[4] if len(sys.argv) > 4 else "ParallelLab"
+FILE = sys.argv[5] if len(sys.argv) > 5 else ""
 
 class Slow(Experiment):
     def do(self, params):
         time.sleep(0.05)
         return {"y": params["x"]}
 
-class Notebook(LabNotebook):
+class Notebook(HDF5LabNotebook if FILE else LabNotebook):
     committed = 0
     def addResult(self, rc, tag=None):
         super().addResult(rc, tag)
         if self.numberOfResults() == 5:
             open(RUNNING, "w").close()   # tell the test that results are arriving
+    def addPendingResult(self, params, jobid, tag=None):
+        super().addPendingResult(params, jobid, tag)
+        if self.numberOfPendingResults() == 5:
+            open(RUNNING, "w").close()   # tell the test that points are being submitted
     def commit(self):
         super().commit()
-        self.committed = self.numberOfResults()
+        self.committed = self.numberOfResults() + self.numberOfPendingResults()
 
-nb = Notebook()
-lab = ParallelLab(nb, cores=2, commitEvery=10**9, commitInterval=3600, **json.loads(LAB))
+nb = Notebook(FILE, create=True) if FILE else Notebook()
+kwargs = {"cores": 2} if KIND == "ParallelLab" else {}
+kwargs.update(json.loads(LAB))
+lab = getattr(epyclab, KIND)(nb, commitEvery=10**9, commitInterval=3600, **kwargs)
 lab["x"] = range(100000)
 try:
     lab.runExperiment(Slow(), progress=False)
 except KeyboardInterrupt:
     with open(OUT, "w") as f:
-        json.dump({"added": nb.numberOfResults(), "committed": nb.committed}, f)
+        json.dump({"added": nb.numberOfResults() + nb.numberOfPendingResults(), "committed": nb.committed}, f)
     raise
 """

@@ -259,10 +259,8 @@ class Lab:
                 many points are done (or submitted) and saved in which file,
                 and how to go on (``runExperiment(e, resume=True)``; for a
                 ClusterLab, ``wait()`` collects). Its traceback ends at this
-                call: epyclab's internals are left out.
+                call (its one epyclab line is the ``raise``).
         """
-        # IPython and pytest leave a frame that says this out of the tracebacks they show.
-        __tracebackhide__ = True
         nb = self._notebook
         tally = SweepTally(notebook=nb.name(), persistent=nb.isPersistent())
         try:
@@ -271,6 +269,7 @@ class Lab:
             # Everything is settled by now (committed, processes stopped): one line says what is where.
             note = interruptedNote(tally, self._submits, LabNotebook.DEFAULT_RESULTSET)
             logger.info("%s", note)
+            # Ctrl-C: what finished is saved, the processes are stopped; the message says where and what next.
             raise KeyboardInterrupt(note) from None
 
     def _sweep(self, e: Experiment, resume: bool, progress: bool | None, tally: SweepTally) -> None:
