@@ -77,14 +77,17 @@ class CtrlCGate:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """Hold Ctrl-C during the block; leave the gate as it was after it (acting on one that came, if open)."""
+        """Hold Ctrl-C during the block, then leave the gate as it was (acting on one that came, if it was open)."""
         was_holding = self._holding
         self._holding = True
         try:
             yield
-        finally:
-            if not was_holding:
-                self.open()
+        except BaseException:
+            # The block's own error goes first; a Ctrl-C that came meanwhile acts at the next open().
+            self._holding = was_holding
+            raise
+        if not was_holding:
+            self.open()
 
 
 @dataclass

@@ -301,8 +301,8 @@ class Lab:
         # safe, and a second Ctrl-C can cut it short).
         outcomes = self._dispatch(points, sweep)
         desc, unit = self._progress_label()
-        commit_on_exit = _CommitOnExit(committer)
-        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, gate, commit_on_exit:
+        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, gate, \
+                _CommitOnExit(committer, tally):
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
             let_through, hold = gate.open, gate.close
@@ -336,7 +336,6 @@ class Lab:
                     record(outcome)
                 tally.points += 1
                 added()
-        tally.commit_failed = commit_on_exit.failed
 
     def _progress_label(self) -> tuple[str, str]:
         """The progress bar's description and unit for a sweep: this lab's name, and runs."""
@@ -501,12 +500,14 @@ class Lab:
 
 
 class _CommitOnExit:
-    """Commits when a sweep ends, however it ends; a failing commit never hides the first error."""
+    """Commits when a sweep ends, however it ends; a failing commit never hides the first error.
 
-    def __init__(self, committer: Committer) -> None:
+    A failed commit is logged (another error is on its way) and marked in ``tally``, if given.
+    """
+
+    def __init__(self, committer: Committer, tally: SweepTally | None = None) -> None:
         self._committer = committer
-        #: Whether the commit at the end failed (logged, since another error is on its way).
-        self.failed = False
+        self._tally = tally
 
     def __enter__(self) -> Committer:
         return self._committer
@@ -522,5 +523,6 @@ class _CommitOnExit:
         try:
             self._committer.commit()
         except Exception:
-            self.failed = True
+            if self._tally is not None:
+                self._tally.commit_failed = True
             logger.exception("could not commit the results that finished before %s", exc_type.__name__)
