@@ -225,17 +225,18 @@ def processes_of_profile(profile: Path, grace: float = 10.0) -> list[int]:
 
 
 # A sweep of slow points into a notebook that records what was committed; the test sends SIGINT once 5
-# results (or, for a ClusterLab, 5 pending results) are in, and the script writes how many were added and
-# committed before it re-raises. Arguments: RUNNING, OUT, the lab's keyword arguments as JSON, and optionally
-# the lab's class (ParallelLab, with cores=2, unless told) and an HDF5 notebook file (in memory unless given).
+# results (or, for a ClusterLab that only submits, 5 pending results) are in, and the script writes how many
+# were added and committed before it re-raises. Arguments: RUNNING, OUT, the lab's keyword arguments as JSON,
+# and optionally, as JSON: "lab" (its class; ParallelLab with cores=2 unless told), "notebook" (an HDF5 file;
+# in memory unless given), "points" (100,000 unless told), "wait" (true: a ClusterLab's wait() follows).
 CTRL_C_SCRIPT = """
 import json, os, sys, time
 import epyclab
 from epyclab import Experiment, HDF5LabNotebook, LabNotebook
 
 RUNNING, OUT, LAB = sys.argv[1:4]   # LAB: more keyword arguments of the lab, as JSON
-KIND = sys.argv[4] if len(sys.argv) > 4 else "ParallelLab"
-FILE = sys.argv[5] if len(sys.argv) > 5 else ""
+HOW = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+KIND, FILE = HOW.get("lab", "ParallelLab"), HOW.get("notebook", "")
 
 class Slow(Experiment):
     def do(self, params):
@@ -248,9 +249,13 @@ class Notebook(HDF5LabNotebook if FILE else LabNotebook):
         super().addResult(rc, tag)
         if self.numberOfResults() == 5:
             open(RUNNING, "w").close()   # tell the test that results are arriving
+    def resolvePendingResult(self, rc, jobid):
+        super().resolvePendingResult(rc, jobid)
+        if self.numberOfResults() == 5:
+            open(RUNNING, "w").close()   # tell the test that results are being collected
     def addPendingResult(self, params, jobid, tag=None):
         super().addPendingResult(params, jobid, tag)
-        if self.numberOfPendingResults() == 5:
+        if self.numberOfPendingResults() == 5 and not HOW.get("wait"):
             open(RUNNING, "w").close()   # tell the test that points are being submitted
     def commit(self):
         super().commit()
@@ -260,11 +265,14 @@ nb = Notebook(FILE, create=True) if FILE else Notebook()
 kwargs = {"cores": 2} if KIND == "ParallelLab" else {}
 kwargs.update(json.loads(LAB))
 lab = getattr(epyclab, KIND)(nb, commitEvery=10**9, commitInterval=3600, **kwargs)
-lab["x"] = range(100000)
+lab["x"] = range(HOW.get("points", 100000))
 try:
     lab.runExperiment(Slow(), progress=False)
+    if HOW.get("wait"):
+        lab.wait(progress=False)
 except KeyboardInterrupt:
     with open(OUT, "w") as f:
-        json.dump({"added": nb.numberOfResults() + nb.numberOfPendingResults(), "committed": nb.committed}, f)
+        json.dump({"added": nb.numberOfResults() + nb.numberOfPendingResults(), "committed": nb.committed,
+                   "results": nb.numberOfResults()}, f)
     raise
 """

@@ -27,17 +27,23 @@ from conftest_parallel import CTRL_C_SCRIPT, descendants, processes_of_profile, 
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 LAB_PY = str(Path(__file__).resolve().parent.parent / "epyclab" / "labs" / "lab.py")
+INTERRUPTS_PY = str(Path(LAB_PY).parent / "interrupts.py")
 POINTS = 100_000
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in (?P<function>\S+)$')
 
 
-def interrupt(tmp_path: Path, kind: str, lab: dict) -> tuple[subprocess.CompletedProcess[str], dict, Path, list]:
-    """Run the sweep script with ``kind`` of lab, SIGINT it once results arrive; its outcome, counts, file, children."""
+def interrupt(tmp_path: Path, kind: str, lab: dict, **how: object
+              ) -> tuple[subprocess.CompletedProcess[str], dict, Path, list]:
+    """Run the sweep script with ``kind`` of lab, SIGINT it once results arrive; its outcome, counts, file, children.
+
+    ``how``: more of the script's settings (``points``, ``wait``).
+    """
     script, running, out, notebook = (tmp_path / "sweep.py", tmp_path / "running", tmp_path / "out.json",
                                       tmp_path / "nb.h5")
     script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(running), str(out), json.dumps(lab), kind,
-                             str(notebook)], cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    how = {"lab": kind, "notebook": str(notebook), **how}
+    proc = subprocess.Popen([sys.executable, str(script), str(running), str(out), json.dumps(lab), json.dumps(how)],
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for_file(running, timeout=120)
         children = descendants(proc.pid)
@@ -51,13 +57,14 @@ def interrupt(tmp_path: Path, kind: str, lab: dict) -> tuple[subprocess.Complete
     return done, json.loads(out.read_text()), notebook, children
 
 
-def assert_one_line_and_only_the_users_frame(stderr: str, script: Path) -> str:
-    """The traceback holds the user's frame and runExperiment's raise, nothing else; return its last line."""
+def assert_one_line_and_only_the_users_frame(stderr: str, script: Path, function: str = "runExperiment",
+                                            raised_in: str = LAB_PY) -> str:
+    """The traceback holds the user's frame and the raise of the line, nothing else; return its last line."""
     lines = stderr.rstrip("\n").split("\n")
     assert lines[0] == "Traceback (most recent call last):", stderr
     frames = [FRAME.match(line) for line in lines if line.startswith('  File "')]
     assert [(m["file"], m["function"]) for m in frames if m] == [(str(script), "<module>"),
-                                                                  (LAB_PY, "runExperiment")], stderr
+                                                                  (raised_in, function)], stderr
     # Each frame shows one source line; then the one line the user reads, and nothing more.
     assert len(lines) == 6, stderr
     assert lines[4].strip() == "raise KeyboardInterrupt(note) from None"
@@ -86,7 +93,7 @@ def test_ctrl_c_in_a_sweep_ends_in_one_line_with_every_finished_row_saved(tmp_pa
     saved, others = int(m[1].replace(",", "")), int(m[3].replace(",", ""))
     assert Path(m[2]) == notebook
     assert saved >= 5 and saved + others == POINTS
-    assert counts == {"added": saved, "committed": saved}
+    assert counts == {"added": saved, "committed": saved, "results": saved}
     nb = HDF5LabNotebook(str(notebook), readonly=True)
     try:
         assert nb.numberOfResults() == saved
@@ -106,7 +113,7 @@ def test_ctrl_c_in_a_sweep_on_the_local_ipyparallel_cluster_stops_it_and_saves_e
                      r"run the other ([\d,]+) with runExperiment\(e, resume=True\)", last)
     assert m, last
     saved = int(m[1].replace(",", ""))
-    assert Path(m[2]) == notebook and counts == {"added": saved, "committed": saved}
+    assert Path(m[2]) == notebook and counts == {"added": saved, "committed": saved, "results": saved}
     nb = HDF5LabNotebook(str(notebook), readonly=True)
     try:
         assert nb.numberOfResults() == saved
@@ -137,10 +144,33 @@ def test_ctrl_c_while_a_cluster_lab_submits_says_what_is_pending_and_how_to_coll
     assert m, last
     submitted, others = int(m[1].replace(",", "")), int(m[3].replace(",", ""))
     assert Path(m[2]) == notebook and submitted >= 5 and submitted + others == POINTS
-    assert counts == {"added": submitted, "committed": submitted}
+    assert counts == {"added": submitted, "committed": submitted, "results": 0}
     nb = HDF5LabNotebook(str(notebook), readonly=True)
     try:
         assert nb.numberOfPendingResults() == submitted
+    finally:
+        nb.close()
+    assert children == [] or still_running(children) == []
+
+
+def test_ctrl_c_while_a_cluster_lab_waits_says_what_was_collected_and_what_is_pending(tmp_path: Path,
+                                                                                     hub: object) -> None:
+    done, counts, notebook, children = interrupt(tmp_path, "ClusterLab",
+                                                 {"profile_dir": str(hub.profile_dir), "chunkSize": 1},
+                                                 points=400, wait=True)
+    assert_exited_as_interrupted(done)
+    last = assert_one_line_and_only_the_users_frame(done.stderr, tmp_path / "sweep.py", function="wait",
+                                                    raised_in=INTERRUPTS_PY)
+    m = re.fullmatch(r"KeyboardInterrupt: Ctrl-C: stopped waiting; ([\d,]+) of 400 pending results collected, "
+                     r"saved in (.+); the other ([\d,]+) stay pending: wait\(\) or updateResults\(\) collects "
+                     r"them, here or in a later process", last)
+    assert m, last
+    collected, left = int(m[1].replace(",", "")), int(m[3].replace(",", ""))
+    assert Path(m[2]) == notebook and collected >= 5 and collected + left == 400
+    assert counts == {"added": 400, "committed": 400, "results": collected}
+    nb = HDF5LabNotebook(str(notebook), readonly=True)
+    try:
+        assert nb.numberOfResults() == collected and nb.numberOfPendingResults() == left
     finally:
         nb.close()
     assert children == [] or still_running(children) == []

@@ -15,6 +15,7 @@ from epyclab.errors import ClusterConnectionError
 from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.hub import Connection, Hub, NoAnswer
+from epyclab.labs.interrupts import oneLineOnCtrlC
 from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.placement import Placement, engineHost
@@ -447,6 +448,7 @@ class ClusterLab(Lab):
             self._notebook.commit()
         return tally.collected
 
+    @oneLineOnCtrlC
     def wait(self, timeout: float = -1, progress: bool | None = None) -> bool:
         """Collect until nothing is pending in the notebook; False if ``timeout`` seconds pass first.
 

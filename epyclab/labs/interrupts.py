@@ -11,21 +11,27 @@ gate is closed, raising it the moment the gate opens again.
 
 When the interrupt has stopped the sweep (its finished results committed, its
 processes stopped), :func:`interruptedNote` makes the one line the user reads:
-how many points are saved in which file, and how to go on.
+how many points are saved in which file, and how to go on. :func:`oneLineOnCtrlC`
+does the same for a lab's ``wait()``, which collects results submitted earlier.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["CtrlCGate", "SweepTally", "interruptedNote"]
+from epyclab.log import logger
+
+_Wait = TypeVar("_Wait", bound=Callable[..., Any])
+
+__all__ = ["CtrlCGate", "SweepTally", "interruptedNote", "oneLineOnCtrlC"]
 
 
 class CtrlCGate:
@@ -135,3 +141,31 @@ def interruptedNote(tally: SweepTally, submits: bool, default_tag: str) -> str:
         kept = f"{'saved' if tally.persistent else 'kept'} in {_where(tally, default_tag)}"
     then = f"run the other {others:,} with runExperiment(e, resume=True)" if others else "none is left to run"
     return f"{head}, {kept}; {then}"
+
+
+def oneLineOnCtrlC(method: _Wait) -> _Wait:
+    """Make a lab's ``wait()`` end in one line on Ctrl-C: how many results it collected, where, and what is left.
+
+    The wrapped method commits what it collected however it ends (as
+    ``ClusterLab.wait`` does); this says so in the ``KeyboardInterrupt``'s
+    message, whose traceback then ends at the user's call.
+    """
+
+    # Named as the method it wraps: the traceback the user sees names this frame.
+    @functools.wraps(method)
+    def wait(lab: Any, *args: Any, **kwargs: Any) -> Any:
+        nb = lab.notebook()
+        before = nb.numberOfAllPendingResults()
+        try:
+            return method(lab, *args, **kwargs)
+        except KeyboardInterrupt:
+            left = nb.numberOfAllPendingResults()
+            where = os.path.abspath(nb.name()) if nb.isPersistent() else "this lab's in-memory notebook (in no file)"
+            note = (f"Ctrl-C: stopped waiting; {before - left:,} of {before:,} pending results collected, saved in "
+                    f"{where}; the other {left:,} stay pending: wait() or updateResults() collects them, here or in "
+                    f"a later process")
+            logger.info("%s", note)
+            # Ctrl-C: what was collected is saved; the message says where and what next.
+            raise KeyboardInterrupt(note) from None
+
+    return wait  # type: ignore[return-value]
