@@ -266,7 +266,6 @@ class Lab:
         try:
             self._sweep(e, resume, progress, tally)
         except KeyboardInterrupt:
-            # Everything is settled by now (committed, processes stopped): one line says what is where.
             note = interruptedNote(tally, self._submits, LabNotebook.DEFAULT_RESULTSET)
             logger.info("%s", note)
             # Ctrl-C: what finished is saved, the processes are stopped; the message says where and what next.
