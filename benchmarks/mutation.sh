@@ -12,7 +12,7 @@ case "$target" in
     locks) src=epyclab/notebooks/locks.py; tests="tests/test_notebook_locks.py tests/test_locks_mutants.py" ;;
     kinds) src=epyclab/notebooks/kinds.py; tests="tests/test_kinds_mutants.py" ;;
     lab) src=epyclab/labs/lab.py
-        tests="tests/test_lab_commit_loop.py tests/test_lab.py tests/test_lab_mutants.py tests/test_create_with.py" ;;
+        tests="tests/test_lab_commit_loop.py tests/test_lab.py tests/test_lab_mutants.py tests/test_create_with.py tests/test_interrupts.py" ;;
     scheduler) src=epyclab/labs/scheduler.py
         tests="tests/test_chunk_sizes.py tests/test_parallel_units.py tests/test_parallel_retry_mutants.py tests/test_parallel_fork.py" ;;
     jobs) src=epyclab/labs/jobs.py; tests="tests/test_job_ids.py tests/test_jobs_mutants.py" ;;
