@@ -145,12 +145,19 @@ def test_ctrl_c_while_a_cluster_lab_submits_says_what_is_pending_and_how_to_coll
     submitted, others = int(m[1].replace(",", "")), int(m[3].replace(",", ""))
     assert Path(m[2]) == notebook and submitted >= 5 and submitted + others == POINTS
     assert counts == {"added": submitted, "committed": submitted, "results": 0}
-    nb = HDF5LabNotebook(str(notebook), readonly=True)
-    try:
-        assert nb.numberOfPendingResults() == submitted
-    finally:
-        nb.close()
     assert children == [] or still_running(children) == []
+    # As the line says: a later process collects every point submitted.
+    from epyclab.labs.clusterlab import ClusterLab
+
+    nb = HDF5LabNotebook(str(notebook))
+    assert nb.numberOfPendingResults() == submitted
+    lab = ClusterLab(nb, profile_dir=str(hub.profile_dir))
+    try:
+        assert lab.wait(timeout=120, progress=False)
+        assert nb.numberOfResults() == submitted and nb.numberOfPendingResults() == 0
+        assert sorted(nb.dataframe()["y"]) == list(range(submitted))
+    finally:
+        lab.close()
 
 
 def test_ctrl_c_while_a_cluster_lab_waits_says_what_was_collected_and_what_is_pending(tmp_path: Path,

@@ -350,9 +350,19 @@ class ClusterLab(Lab):
         finally:
             if submitted:
                 rs[SUBMITTED_ATTRIBUTE] = time.time()
+            # Also when Ctrl-C stopped the submission: the process is about to exit, and a task still in
+            # its sockets' queues would be a pending result that no controller ever heard of.
+            self._confirm_recorded(hub, sent, submitted)
+        logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
+
+    def _confirm_recorded(self, hub: Hub, sent: list[str], submitted: int) -> None:
+        """Wait until the hub's store holds every task in ``sent``: then the submitting process may exit at once.
+
+        A controller killed after that does not take tasks no one else can submit again.
+        """
+        if not sent:
+            return
         try:
-            # Every task is in the hub's store before we return: the submitting process may exit at
-            # once, and a controller killed now must not take tasks no one else can submit again.
             missing = hub.recorded(sent)
         except NoAnswer as exc:
             logger.warning("submitted %d points, but the controller did not confirm: %s", submitted, exc)
@@ -360,7 +370,6 @@ class ClusterLab(Lab):
             if missing:
                 logger.warning("submitted %d points, but after %g s the controller had not yet recorded %d of "
                                "its tasks; they are lost if it stops now", submitted, hub.timeout, len(missing))
-        logger.info("submitted %d points in chunks of %d to %s", submitted, size, self._connection.where())
 
     def _chunks(
         self, items: list[tuple[str, dict[str, Any]]], size: int
