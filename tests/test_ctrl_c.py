@@ -139,7 +139,7 @@ def test_ctrl_c_while_a_cluster_lab_submits_says_what_is_pending_and_how_to_coll
     assert_exited_as_interrupted(done)
     last = assert_one_line_and_only_the_users_frame(done.stderr, tmp_path / "sweep.py")
     m = re.fullmatch(r"KeyboardInterrupt: Ctrl-C: ([\d,]+) of 100,000 points submitted, recorded as pending in "
-                     r"(.+); collect their results with wait\(\) or updateResults\(\), here or in a later process; "
+                     r"(.+); wait\(\) or updateResults\(\) collects them, here or in a later process; "
                      r"submit the other ([\d,]+) with runExperiment\(e, resume=True\)", last)
     assert m, last
     submitted, others = int(m[1].replace(",", "")), int(m[3].replace(",", ""))

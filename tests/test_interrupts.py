@@ -220,4 +220,5 @@ def test_the_line_says_how_many_where_and_what_next(tally: SweepTally, submits: 
     if others:
         assert numbers[2] == others
     assert ("could not be" in note) is tally.commit_failed
-    assert ("wait() or updateResults()" in note) is submits
+    assert ("wait() or updateResults() collects them" in note) is submits
+    assert ("in a later process" in note) is (submits and tally.persistent)

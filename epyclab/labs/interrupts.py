@@ -37,11 +37,12 @@ __all__ = ["CtrlCGate", "SweepTally", "interruptedNote", "oneLineOnCtrlC"]
 class CtrlCGate:
     """Holds SIGINT while closed; open, Ctrl-C raises ``KeyboardInterrupt`` (or runs the handler in force) at once.
 
-    A context manager for one sweep. It changes nothing outside the main
-    thread (where Python delivers no signal), nor when SIGINT is ignored or
-    left to the system's default action: only a Python-level handler (Python's
-    own, which raises ``KeyboardInterrupt``, or the user's) is wrapped, and it
-    is put back when the sweep ends. It starts closed.
+    A context manager for one sweep. It changes nothing for a sweep run
+    outside the main thread (Python runs signal handlers in the main thread
+    only), nor when SIGINT is ignored or left to the system's default action:
+    only a Python-level handler (Python's own, which raises
+    ``KeyboardInterrupt``, or the user's) is wrapped, and it is put back when
+    the sweep ends. It starts closed.
     """
 
     def __init__(self) -> None:
@@ -108,11 +109,21 @@ class SweepTally:
     commit_failed: bool = False
 
 
+def _place(notebook: str, persistent: bool) -> str:
+    """The notebook as the line names it: its file's absolute path, or where an in-memory one lives."""
+    return os.path.abspath(notebook) if persistent else "this lab's in-memory notebook (in no file)"
+
+
 def _where(tally: SweepTally, default_tag: str) -> str:
-    where = os.path.abspath(tally.notebook) if tally.persistent else "this lab's in-memory notebook (in no file)"
+    where = _place(tally.notebook, tally.persistent)
     if tally.tag is not None and tally.tag != default_tag:
         where += f", result set {tally.tag!r}"
     return where
+
+
+def _collect_hint(persistent: bool) -> str:
+    # Only a notebook in a file can be collected into by another process.
+    return "wait() or updateResults() collects them" + (", here or in a later process" if persistent else "")
 
 
 def interruptedNote(tally: SweepTally, submits: bool, default_tag: str) -> str:
@@ -130,7 +141,7 @@ def interruptedNote(tally: SweepTally, submits: bool, default_tag: str) -> str:
             kept = f"but could not be recorded as pending in {_where(tally, default_tag)} (see the error above)"
         else:
             kept = f"recorded as pending in {_where(tally, default_tag)}"
-        then = "collect their results with wait() or updateResults(), here or in a later process"
+        then = _collect_hint(tally.persistent)
         if others:
             then += f"; submit the other {others:,} with runExperiment(e, resume=True)"
         return f"{head}, {kept}; {then}"
@@ -160,10 +171,10 @@ def oneLineOnCtrlC(method: _Wait) -> _Wait:
             return method(lab, *args, **kwargs)
         except KeyboardInterrupt:
             left = nb.numberOfAllPendingResults()
-            where = os.path.abspath(nb.name()) if nb.isPersistent() else "this lab's in-memory notebook (in no file)"
-            note = (f"Ctrl-C: stopped waiting; {before - left:,} of {before:,} pending results collected, saved in "
-                    f"{where}; the other {left:,} stay pending: wait() or updateResults() collects them, here or in "
-                    f"a later process")
+            persistent = nb.isPersistent()
+            note = (f"Ctrl-C: stopped waiting; {before - left:,} of {before:,} pending results collected, "
+                    f"{'saved' if persistent else 'kept'} in {_place(nb.name(), persistent)}; the other {left:,} "
+                    f"stay pending: {_collect_hint(persistent)}")
             logger.info("%s", note)
             # Ctrl-C: what was collected is saved; the message says where and what next.
             raise KeyboardInterrupt(note) from None
