@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusterhub import HubProcesses, running_hub
 from conftest_parallel import CTRL_C_SCRIPT, descendants, processes_of_profile, still_running, wait_for_file
 
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
@@ -125,15 +126,13 @@ def test_ctrl_c_in_a_sweep_on_the_local_ipyparallel_cluster_stops_it_and_saves_e
 
 
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[object]:
-    from clusterhub import running_hub
-
+def hub(tmp_path: Path) -> Iterator[HubProcesses]:
     with running_hub(tmp_path / "profile") as procs:
         yield procs
 
 
 def test_ctrl_c_while_a_cluster_lab_submits_says_what_is_pending_and_how_to_collect(tmp_path: Path,
-                                                                                   hub: object) -> None:
+                                                                                   hub: HubProcesses) -> None:
     done, counts, notebook, children = interrupt(tmp_path, "ClusterLab",
                                                  {"profile_dir": str(hub.profile_dir), "chunkSize": 1})
     assert_exited_as_interrupted(done)
@@ -161,7 +160,7 @@ def test_ctrl_c_while_a_cluster_lab_submits_says_what_is_pending_and_how_to_coll
 
 
 def test_ctrl_c_while_a_cluster_lab_waits_says_what_was_collected_and_what_is_pending(tmp_path: Path,
-                                                                                     hub: object) -> None:
+                                                                                     hub: HubProcesses) -> None:
     done, counts, notebook, children = interrupt(tmp_path, "ClusterLab",
                                                  {"profile_dir": str(hub.profile_dir), "chunkSize": 1},
                                                  points=400, wait=True)
