@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,11 +34,12 @@ POINTS = 100_000
 FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+, in (?P<function>\S+)$')
 
 
-def interrupt(tmp_path: Path, kind: str, lab: dict, **how: object
+def interrupt(tmp_path: Path, kind: str, lab: dict, twice: bool = False, **how: object
               ) -> tuple[subprocess.CompletedProcess[str], dict, Path, list]:
     """Run the sweep script with ``kind`` of lab, SIGINT it once results arrive; its outcome, counts, file, children.
 
-    ``how``: more of the script's settings (``points``, ``wait``).
+    ``twice``: a second SIGINT follows, as an impatient user's, while the lab stops. ``how``: more of the
+    script's settings (``points``, ``wait``).
     """
     script, running, out, notebook = (tmp_path / "sweep.py", tmp_path / "running", tmp_path / "out.json",
                                       tmp_path / "nb.h5")
@@ -49,6 +51,9 @@ def interrupt(tmp_path: Path, kind: str, lab: dict, **how: object
         wait_for_file(running, timeout=120)
         children = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
+        if twice:
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -104,10 +109,12 @@ def test_ctrl_c_in_a_sweep_ends_in_one_line_with_every_finished_row_saved(tmp_pa
     assert still_running(children) == []
 
 
-def test_ctrl_c_in_a_sweep_on_the_local_ipyparallel_cluster_stops_it_and_saves_every_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_ctrl_c_in_a_sweep_on_the_local_ipyparallel_cluster_stops_it_and_saves_every_row(tmp_path: Path,
+                                                                                          twice: bool) -> None:
     profile = tmp_path / "profile"
     done, counts, notebook, children = interrupt(tmp_path, "ParallelLab",
-                                                 {"backend": "ipyparallel", "profile_dir": str(profile)})
+                                                 {"backend": "ipyparallel", "profile_dir": str(profile)}, twice)
     assert_exited_as_interrupted(done)
     last = assert_one_line_and_only_the_users_frame(done.stderr, tmp_path / "sweep.py")
     m = re.fullmatch(r"KeyboardInterrupt: Ctrl-C: ([\d,]+) of 100,000 points done, saved in (.+); "
