@@ -67,11 +67,12 @@ def test_an_unstorable_value_is_refused_and_nothing_is_added():
     assert len(rows) == 1 and rows.bufferedRows(0) == {"a": [1], "x": [1.0]}
 
 
-def test_exceptions_are_kept_as_their_text():
+def test_exceptions_are_kept_as_their_text_and_none_as_a_missing_cell():
     rows = RowBuffer()
     rows.add({"a": 1}, {}, {Experiment.EXCEPTION: ValueError("bad")})
     rows.add({"a": 2}, {}, {Experiment.EXCEPTION: None})
-    assert rows.buffered(Experiment.EXCEPTION) == ["ValueError: bad", ""]
+    assert rows.buffered(Experiment.EXCEPTION) == ["ValueError: bad", None]
+    assert rows.missingMask(Experiment.EXCEPTION).tolist() == [False, True]
 
 
 def test_a_trial_check_changes_nothing():

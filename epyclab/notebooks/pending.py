@@ -12,12 +12,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from epyclab.errors import PendingResultException, UnstorableValueError
 from epyclab.notebooks.frames import is_value_list
 from epyclab.notebooks.kinds import NotStorable, check_name, state_of_value
 from epyclab.notebooks.rowcheck import value_message
 
-__all__ = ["PendingResults"]
+__all__ = ["PendingResults", "job_text"]
+
+
+def job_text(jobid: Any) -> Any:
+    """The job id as kept: an int (epyc's in-memory notebook takes those) as its text, anything else as given.
+
+    A job id is kept as text in every format; an int given by code written for epyc
+    becomes ``str(jobid)``, and finds its job again when given as the same int later.
+    """
+    if isinstance(jobid, (int, np.integer)) and not isinstance(jobid, (bool, np.bool_)):
+        return str(int(jobid))
+    return jobid
 
 
 class PendingResults:
@@ -28,12 +41,13 @@ class PendingResults:
         self._version = 0
 
     def add(self, params: Mapping[str, Any], jobid: str) -> None:
-        """Record a job for ``params``.
+        """Record a job for ``params`` (an int ``jobid`` is kept as its text: :func:`job_text`).
 
         Raises:
             PendingResultException: ``jobid`` is already pending here.
             UnstorableValueError: the job id, a parameter name or a parameter value cannot be stored.
         """
+        jobid = job_text(jobid)
         if jobid in self._jobs:
             raise PendingResultException(jobid, f"job id {jobid!r} is already pending in this result set")
         check_name(jobid, "job id")
@@ -52,6 +66,7 @@ class PendingResults:
         Raises:
             PendingResultException: ``jobid`` is not pending here.
         """
+        jobid = job_text(jobid)
         if jobid not in self._jobs:
             raise PendingResultException(jobid)
         del self._jobs[jobid]
@@ -64,12 +79,12 @@ class PendingResults:
             PendingResultException: ``jobid`` is not pending here.
         """
         try:
-            return self._jobs[jobid]
+            return self._jobs[job_text(jobid)]
         except KeyError:
             raise PendingResultException(jobid) from None
 
     def __contains__(self, jobid: object) -> bool:
-        return jobid in self._jobs
+        return job_text(jobid) in self._jobs
 
     def __len__(self) -> int:
         return len(self._jobs)

@@ -248,6 +248,11 @@ class PersistentLabNotebook(LabNotebook):
             raise
         self._is_open = True
         _WRITERS[key] = weakref.ref(self)
+        if description is not None and not create and exists and description != self._description:
+            # As in epyc: a description given when opening an existing notebook replaces the stored one
+            # (saved at the next commit, as any change).
+            self._description = description
+            self._state_version += 1
 
     def _refuse_to_drop_pending(self, force: bool) -> None:
         pending = self.numberOfAllPendingResults()

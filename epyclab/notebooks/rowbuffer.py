@@ -172,11 +172,9 @@ class RowBuffer:
         _consume(map(list.append, row.columns, values))
         if row.exceptions is not None:
             # Exceptions are stored as text, so a notebook reads back the same
-            # whether or not it went through a file.
+            # whether or not it went through a file. None (a successful run) stays a missing cell.
             exc = row.exceptions[-1]
-            if exc is None:
-                row.exceptions[-1] = ""
-            elif not isinstance(exc, str):
+            if exc is not None and not isinstance(exc, str):
                 row.exceptions[-1] = exception_text(exc)
         self._n_buffered += 1
         return self._check.changes
