@@ -153,12 +153,15 @@ class PersistentLabNotebook(LabNotebook):
         """
         self._check_not_taken_over()
         signature = self._state_signature()
-        if signature == self._saved:
-            return
-        self._check_writable()
-        self._save()
-        self._saved = signature
-        self._saved_hook()
+        if signature != self._saved:
+            self._check_writable()
+            self._save()
+            self._saved = signature
+            self._saved_hook()
+        # Everything is saved: as in epyc, no set is dirty or type-changed any more.
+        for rs in self._resultsets.values():
+            rs.dirty(False)
+            rs.typechanged(False)
 
     def abandon(self) -> None:
         """Release the file without saving what changed since the last commit (those changes are dropped).

@@ -88,6 +88,8 @@ class ResultSet:
         self._dirty = False
         self._typechanged = False
         self._pending_dtype: np.dtype | None = None
+        # Fields declared by setDtype that have no column yet: dtype() lists them all the same.
+        self._declared: dict[str, np.dtype] = {}
         # The exceptions of cancelled jobs, by their stored text: results() gives the instance
         # back while this session lasts (as epyc does); a file keeps only the text.
         self._cancelled: dict[str, CancelledException] = {}
@@ -459,8 +461,18 @@ class ResultSet:
         return dtypes.value_to_dtype(v)
 
     def dtype(self) -> np.dtype:
-        """The structured numpy dtype of a row: one field per column, as the columns are stored."""
-        return dtypes.row_dtype(self.names(), self._rows.states())
+        """The structured numpy dtype of a row: one field per column, then one per field declared by :meth:`setDtype`.
+
+        A column's field has the dtype its values are kept in; a declared field with no column
+        yet has the declared dtype (widened as declared numbers are).
+        """
+        names = self.names()
+        states = self._rows.states()
+        row = dtypes.row_dtype(names, states)
+        fields = [(k, row.fields[k][0]) for k in names]
+        fields += [(k, states[k].kind.numpy_dtype(states[k]) if k in states else d)
+                   for k, d in self._declared.items() if k not in names]
+        return np.dtype(fields)
 
     def inferDtype(self, rc: ResultsDict) -> np.dtype:
         """The row dtype this result set would have once ``rc`` is added (nothing is added).
@@ -474,30 +486,48 @@ class ResultSet:
         trial(*parts)
         names = self.names()
         names += [k for part in parts for k in part if k not in names]
+        names += [k for k in self._declared if k not in names and k in trial.states]
         return dtypes.row_dtype(names, trial.states)
 
     def setDtype(self, dtype: np.dtype) -> None:
-        """Widen the columns to the fields of structured ``dtype`` (new fields make no column until a value comes).
+        """Declare the row dtype: every field is listed by :meth:`dtype` at once, and columns widen to it.
+
+        A numeric field widens its column (or, with no column yet, fixes the dtype the first
+        values take); text, object and datetime fields take their values' kind. A declared field
+        makes no column until a value comes. Only a column that widens sets :meth:`isTypeChanged`.
 
         Raises:
             UnstorableValueError: a field's dtype cannot hold a column's values exactly.
         """
+        dtype = np.dtype(dtype)
         states, changes = dtypes.widen_to(self._rows.states(), dtype)
+        names = set(self.names())
+        for name in dtype.names or ():
+            if name not in names:
+                self._declared[name] = dtype.fields[name][0]
         if changes:
             self._rows.setStates(states)
-            self._typechanged = True
+            if any(name in names for name, _, _ in changes):
+                self._typechanged = True
             self._frame = self._stored_frame = None
 
     def pendingdtype(self) -> np.dtype:
-        """The structured dtype of a pending result: its job id (text) and its parameters."""
-        if self._pending_dtype is not None:
-            return self._pending_dtype
-        fields: dict[str, np.dtype] = {}
+        """The structured dtype of a pending result: its job id (text) and its parameters.
+
+        Fields declared by :meth:`setPendingResultDtype` come first, as declared, then every
+        other parameter a pending job has; the job id's field is there once a job is.
+        """
+        declared = self._pending_dtype
+        fields: dict[str, np.dtype] = {} if declared is None else {n: declared.fields[n][0] for n in declared.names}
+        inferred: dict[str, np.dtype] = {}
         for params in self._pending.items().values():
             for k, v in params.items():
                 d = self.valueToDtype(v)
-                fields[k] = d if k not in fields else np.result_type(fields[k], d)
-        return np.dtype([(self.JOBID, np.dtype(object))] + list(fields.items()))
+                inferred[k] = d if k not in inferred else np.result_type(inferred[k], d)
+        fields.update((k, d) for k, d in inferred.items() if k not in fields)
+        if self.JOBID not in fields and (declared is None or len(self._pending)):
+            return np.dtype([(self.JOBID, np.dtype(object))] + list(fields.items()))
+        return np.dtype(list(fields.items()))
 
     def inferPendingResultDtype(self, params: Mapping[str, Any]) -> np.dtype:
         """The pending dtype once a job for ``params`` is pending (nothing is added).
@@ -505,14 +535,16 @@ class ResultSet:
         Raises:
             UnstorableValueError: a parameter value cannot be stored.
         """
-        fields = dict((n, self.pendingdtype().fields[n][0]) for n in self.pendingdtype().names)
+        now = self.pendingdtype()
+        fields = {n: now.fields[n][0] for n in now.names}
+        fields.setdefault(self.JOBID, np.dtype(object))
         for k, v in params.items():
             d = self.valueToDtype(v)
             fields[k] = d if k not in fields else np.result_type(fields[k], d)
         return np.dtype(list(fields.items()))
 
     def setPendingResultDtype(self, dtype: np.dtype) -> None:
-        """Fix the dtype :meth:`pendingdtype` reports."""
+        """Declare the dtype of pending results: :meth:`pendingdtype` lists its fields at once."""
         self._pending_dtype = np.dtype(dtype)
 
     def typechanged(self, f: bool = True) -> None:
@@ -520,7 +552,7 @@ class ResultSet:
         self._typechanged = f
 
     def isTypeChanged(self) -> bool:
-        """True if a column's type widened (or a column came) since the flag was cleared."""
+        """True if a row created or widened a column since the flag was cleared (a persistent commit clears it)."""
         return self._typechanged
 
     def dirty(self, f: bool = True) -> None:
@@ -528,7 +560,7 @@ class ResultSet:
         self._dirty = f
 
     def isDirty(self) -> bool:
-        """True if a row was added since the flag was cleared."""
+        """True if a row was added since the flag was cleared (a persistent commit clears it)."""
         return self._dirty
 
     # ---- checks a lab makes before adding ---------------------------------------------

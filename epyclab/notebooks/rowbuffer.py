@@ -131,7 +131,10 @@ class RowBuffer:
     # ---- adding rows -----------------------------------------------------------------
 
     def add(self, params: dict[str, Any], res: dict[str, Any], meta: dict[str, Any]) -> StateChanges:
-        """Check and append one row (three dicts); return the column states it changed.
+        """Check and append one row (three dicts); return the columns it created or whose state it changed.
+
+        Each change is ``(name, old, new)``: ``old`` is None for a column whose state is new; a
+        column made for a name whose state was known (declared by a dtype) is ``(name, state, state)``.
 
         Raises:
             ResultsStructureException: a key is in two roles, or is not a string.
@@ -156,8 +159,7 @@ class RowBuffer:
         if not known:
             self.checkRoles(params, res, meta)
         keys, values = self._check(params, res, meta)
-        if not known:
-            self._add_columns(params, res, meta)
+        made = self._add_columns(params, res, meta) if not known else []
         row = _Row(keys, (pcols, rcols, mcols))
         complete = len(values) == len(pcols) + len(rcols) + len(mcols)
         changes = self._append(row, values)
@@ -165,6 +167,14 @@ class RowBuffer:
             self._row = row
         else:
             self._pad_row()
+        if made:
+            # A column made for a name whose state was already known (declared by a dtype) changes
+            # no state, but it is a new column all the same.
+            changed = {name for name, _, _ in changes}
+            states = self._check.states
+            extra = [(k, states[k], states[k]) for k in made if k not in changed]
+            if extra:
+                changes = [*changes, *extra]
         return changes
 
     def _append(self, row: _Row, values: tuple[Any, ...]) -> StateChanges:
@@ -208,13 +218,16 @@ class RowBuffer:
                             f"also be a {role}; rename one of them"
                         )
 
-    def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        """Create the columns for keys not seen before (missing in every earlier row)."""
+    def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
+        """Create the columns for keys not seen before (missing in every earlier row); return their names."""
         self._row = None
+        made = []
         for part, cols in ((params, self._params), (res, self._results), (meta, self._meta)):
             for k in part:
                 if k not in cols:
                     cols[k] = [MISSING] * self._n_buffered
+                    made.append(k)
+        return made
 
     def _pad_row(self) -> None:
         """Give the columns the last row did not have a missing cell."""
