@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from epyclab.errors import (
+    LabNotebookLockedException,
     NotebookClosedError,
     NotebookFormatError,
     NotebookIOError,
@@ -286,6 +287,12 @@ class PersistentLabNotebook(LabNotebook):
 
     def _check_not_taken_over(self) -> None:
         if self._taken_over_by is not None:
+            # A finished notebook refuses a change as finished, whichever object is used (as in epyc).
+            holder = _writer_of(notebook_key(self._path))
+            if self._locked or (holder is not None and holder is not self and holder.isLocked()):
+                raise LabNotebookLockedException(
+                    f"notebook {self._path} is finished (locked) and cannot change"
+                )
             raise NotebookTakenOverError(
                 f"this notebook object for {self._path} was closed because {self._taken_over_by} opened the "
                 f"same file for writing; use that object (every row committed here is in it), or call "
