@@ -62,10 +62,15 @@ class PersistentLabNotebook(LabNotebook):
     refuses (:class:`~epyclab.errors.NotebookOverwriteError`) if that would
     drop pending results, unless ``force=True``.
 
+    A description given when opening an existing notebook replaces the stored
+    one (as in epyc), saved at the next commit.
+
     A second notebook object opening the same file for writing in the same
     process (a re-run Jupyter cell) takes the file over: the first object is
-    committed and closed, and any later change through it raises
-    :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder.
+    committed and closed. It still answers reads (as of the take-over); any
+    later change through it raises
+    :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder, or
+    :class:`~epyclab.errors.LabNotebookLockedException` if the notebook is finished.
     Another *process* is refused (:class:`~epyclab.errors.NotebookInUseError`).
     A read-only file is refused for writing
     (:class:`~epyclab.errors.NotebookReadOnlyError`).
