@@ -101,6 +101,8 @@ def test_commit_clears_type_changed_and_dirty(tmp_path, cls):
     nb.addResult(rc(2, y=2.0))
     assert not nb.current().isTypeChanged() and nb.current().isDirty()
     nb.close()
+    reopened = cls(path_for(tmp_path, cls), readonly=True)
+    assert not reopened.current().isTypeChanged() and not reopened.current().isDirty()
 
 
 # ---- lists of strings ------------------------------------------------------------------------

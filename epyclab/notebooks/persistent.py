@@ -165,9 +165,7 @@ class PersistentLabNotebook(LabNotebook):
             self._saved = signature
             self._saved_hook()
         # Everything is saved: as in epyc, no set is dirty or type-changed any more.
-        for rs in self._resultsets.values():
-            rs.dirty(False)
-            rs.typechanged(False)
+        self._clear_flags()
 
     def abandon(self) -> None:
         """Release the file without saving what changed since the last commit (those changes are dropped).
@@ -392,6 +390,13 @@ class PersistentLabNotebook(LabNotebook):
             self._load_stored(stored)
         finally:
             self._loading = loading
+        self._clear_flags()
+
+    def _clear_flags(self) -> None:
+        """Everything the sets hold is in the file: as in epyc, none is dirty or type-changed."""
+        for rs in self._resultsets.values():
+            rs.dirty(False)
+            rs.typechanged(False)
 
     def _load_stored(self, stored: StoredNotebook) -> None:
         self._resultsets = {}
