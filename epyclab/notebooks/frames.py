@@ -9,7 +9,7 @@ DataFrame. pandas is imported only when a DataFrame is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,10 +21,7 @@ from epyclab.order import in_design_order
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["build_frame", "count_failed", "marked_frame", "select_rows", "is_value_list", "MARK"]
-
-#: The prefix of the column carrying a column's missing marks through a reordering (no key holds NUL).
-MARK = "\x00missing "
+__all__ = ["build_frame", "count_failed", "select_rows", "is_value_list"]
 
 
 def build_frame(rows: RowBuffer) -> pd.DataFrame:
@@ -82,34 +79,22 @@ def count_failed(rows: RowBuffer, frame: pd.DataFrame | None) -> int:
     return sum(int(np.count_nonzero(~np.asarray(part).astype(bool))) for part in parts)
 
 
-def marked_frame(rows: RowBuffer, stored: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
-    """``stored`` (:func:`build_frame` of ``rows``) in design order, with the missing marks of columns ``names``.
-
-    The mark of column ``k`` is the bool column ``MARK + k``: which cells are missing is known in the
-    stored order, so it is carried through the reordering.
-    """
-    if not names:
-        return in_design_order(stored)
-    return in_design_order(stored.assign(**{MARK + k: rows.missingMask(k) for k in names}))
-
-
 def select_rows(
-    rows: RowBuffer, stored: pd.DataFrame, params: Mapping[str, Any], only_successful: bool,
-    keep: Sequence[str] = (),
+    rows: RowBuffer, stored: pd.DataFrame, params: Mapping[str, Any], only_successful: bool
 ) -> pd.DataFrame:
     """The rows of ``stored`` (:func:`build_frame` of ``rows``) whose named parameters have the given values.
 
     Returned in design order. A list value selects any of its values; ``None`` selects missing cells.
-    ``params`` is not empty and every name in it is a column. The missing marks of columns ``keep``
-    stay in the result (see :func:`marked_frame`).
+    ``params`` is not empty and every name in it is a column.
     """
-    names = list(dict.fromkeys([*params, *keep]))
-    df = marked_frame(rows, stored, names)
+    # Which cells are missing is known in the stored order: carried through the reordering.
+    marks = {f"\x00missing {k}": rows.missingMask(k) for k in params}
+    df = in_design_order(stored.assign(**marks))
     if only_successful and Experiment.STATUS in df.columns:
         df = df[df[Experiment.STATUS].astype(bool)]
     mask = None
     for k, v in params.items():
-        col, missing = df[k], df[MARK + k]
+        col, missing = df[k], df[f"\x00missing {k}"]
         if is_value_list(v):
             values = list(v)
             present = [x for x in values if x is not None]
@@ -122,8 +107,7 @@ def select_rows(
             m = (col == v) & ~missing
         mask = m if mask is None else (mask & m)
     assert mask is not None
-    dropped = [MARK + k for k in names if k not in keep]
-    return df[mask].drop(columns=dropped).reset_index(drop=True)
+    return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
 
 def is_value_list(v: Any) -> bool:

@@ -11,7 +11,7 @@
                                         if small, else chunked and resizable); attributes
                                         name, kind (, unit)
     /resultsets/<tag>/shapes/<name>     for array and list columns: each cell's shape
-    /resultsets/<tag>/missing/<name>    for int and str columns with missing cells: 1 where the cell
+    /resultsets/<tag>/missing/<name>    for int columns with missing cells: 1 where the cell
                                         is missing (its 0 is a fill); none: no cell is missing
     /resultsets/<tag>/pending/jobid     pending results, if any: job ids (text) and
     /resultsets/<tag>/pending/parameters    their parameters (JSON text)

@@ -23,8 +23,8 @@ complex as ``[re, im]`` pairs; datetime as ISO 8601 text (``null`` for a
 missing one) with the column's ``unit``; array, list and tuple cells as
 tagged values (:mod:`epyclab.notebooks.jsonvalues`), ``null`` for missing;
 ``"dtype"`` is the column's dtype (the element dtype for cells), and an int
-(or str) column's ``"missing"`` lists the rows whose 0 (or '') is a missing
-cell. Each kind's encoding is its entry in the table of kinds (:mod:`epyclab.notebooks.kinds`).
+column's ``"missing"`` lists the rows whose 0 is a missing cell. Each kind's
+encoding is its entry in the table of kinds (:mod:`epyclab.notebooks.kinds`).
 """
 
 from __future__ import annotations

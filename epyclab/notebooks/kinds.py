@@ -795,8 +795,6 @@ class StrKind(Kind):
     widens_doc = 'never'
     types = (str, np.str_)
     checks_values = True
-    # '' is a text too: files keep which cells are missing, so a None given reads back as None.
-    masks_missing = True
     journal = frozenset({("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")})
 
     def state(self, v: Any) -> ColumnState:

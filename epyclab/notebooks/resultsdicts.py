@@ -15,22 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from epyclab.errors import CancelledException, EpyclabError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, failed_result
-from epyclab.notebooks.frames import MARK
 from epyclab.notebooks.rowbuffer import RowBuffer
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["with_results", "describe", "rows_to_results", "masked_metadata", "failed_in_place", "check_points"]
-
-
-def masked_metadata(rows: RowBuffer) -> list[str]:
-    """The metadata columns whose missing cells read as a value of their kind ('' for text, 0 for ints).
-
-    A None given there is told apart by the column's missing mask, which files keep.
-    """
-    states = rows.states()
-    return [k for k in rows.metadataNames() if k in states and states[k].kind.masks_missing]
+__all__ = ["with_results", "describe", "rows_to_results", "failed_in_place", "check_points"]
 
 
 def with_results(rc: Any) -> Any:
@@ -57,22 +47,13 @@ def rows_to_results(
 ) -> list[ResultsDict]:
     """Each row of ``df`` (a frame of ``rows``) as a results dict; failed rows have empty results.
 
-    A metadata cell whose missing mark ``df`` carries (a column ``MARK + name``, see
-    :func:`~epyclab.notebooks.frames.marked_frame`) and is set is None.
-
     ``cancelled`` maps the stored text of a cancelled job's exception to the exception,
     given back in its place while the session lasts (as epyc does).
     """
     pnames, rnames, mnames = rows.parameterNames(), rows.resultNames(), rows.metadataNames()
-    # A metadata value given as None (a successful run's exception) is None again, as epyc gives it,
-    # where the frame carries the cell's missing mark (see masked_metadata).
-    marked = [(k, MARK + k) for k in mnames if MARK + k in df.columns]
     out = []
     for row in df.to_dict("records"):
         meta = {k: row[k] for k in mnames}
-        for k, mark in marked:
-            if row[mark]:
-                meta[k] = None
         if cancelled and meta.get(Experiment.EXCEPTION) in cancelled:
             meta[Experiment.EXCEPTION] = cancelled[meta[Experiment.EXCEPTION]]
         ok = bool(meta.get(Experiment.STATUS, True))

@@ -35,17 +35,10 @@ from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_r
 from epyclab.notebooks import dtypes
 from epyclab.notebooks.attributes import SetAttributes
 from epyclab.notebooks.changefeed import ChangeMark, Changes, change_mark, changes_since
-from epyclab.notebooks.frames import build_frame, count_failed, marked_frame, select_rows
+from epyclab.notebooks.frames import build_frame, count_failed, select_rows
 from epyclab.notebooks.kinds import ColumnState
 from epyclab.notebooks.pending import PendingResults
-from epyclab.notebooks.resultsdicts import (
-    check_points,
-    describe,
-    failed_in_place,
-    masked_metadata,
-    rows_to_results,
-    with_results,
-)
+from epyclab.notebooks.resultsdicts import check_points, describe, failed_in_place, rows_to_results, with_results
 from epyclab.notebooks.rowbuffer import RowBuffer
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.order import in_design_order
@@ -325,22 +318,12 @@ class ResultSet:
         return self._frame
 
     def results(self) -> list[ResultsDict]:
-        """Every row as a results dict (failed rows have empty results; a metadata value given as None is None)."""
-        masked = masked_metadata(self._rows)
-        if not masked or self.numberOfResults() == 0:
-            return rows_to_results(self._rows, self._dataframe(), self._cancelled)
-        return rows_to_results(self._rows, marked_frame(self._rows, self.storedFrame(), masked), self._cancelled)
+        """Every row as a results dict (failed rows have empty results)."""
+        return rows_to_results(self._rows, self._dataframe(), self._cancelled)
 
     def resultsFor(self, params: Mapping[str, Any]) -> list[ResultsDict]:
         """The results dicts of the rows matching ``params`` (see :meth:`dataframeFor`)."""
-        stored = self.storedFrame()
-        for k in params:
-            if k not in stored.columns:
-                raise KeyError(f"{k!r} is not a column of this result set (columns: {list(stored.columns)})")
-        if len(stored) == 0 or not params:
-            return self.results()
-        selected = select_rows(self._rows, stored, params, False, keep=masked_metadata(self._rows))
-        return rows_to_results(self._rows, selected, self._cancelled)
+        return rows_to_results(self._rows, self.dataframeFor(params), self._cancelled)
 
     def dataframeFor(self, params: Mapping[str, Any], only_successful: bool = False) -> pd.DataFrame:
         """The rows whose named parameters have the given values.
