@@ -40,14 +40,17 @@ class FactorialDesign(Design):
 
     Points come in a fixed order, the first parameter varying slowest, so a
     sweep is reproducible. (epyc shuffled the points; epyclab's parallel labs
-    balance load by themselves, so the order is kept.) With no parameters
-    there are no points.
+    balance load by themselves, so the order is kept.) A parameter with no
+    values is left out of the points, as in epyc: ``a=range(3), b=[]`` gives
+    the 3 points of ``a``. With no parameters (or none with a value) there are
+    no points.
     """
 
     def experiments(
         self, e: "Experiment" | None, params: dict[str, list[Any]]
     ) -> ExperimentalConfiguration:
-        names = list(params)
+        # An empty range would make the product empty; epyc drops the parameter instead.
+        names = [n for n in params if len(params[n]) > 0]
         if not names:
             # No parameters, no points (as in epyc): runExperiment then does nothing.
             return []

@@ -59,8 +59,9 @@ def test_no_parameters_give_no_points_in_either_design():
     assert PointwiseDesign().experiments(None, {}) == []
 
 
-def test_factorial_with_an_empty_range_has_no_points():
-    assert FactorialDesign().experiments(None, {"x": [1, 2], "y": []}) == []
+def test_factorial_leaves_out_a_parameter_with_an_empty_range_as_epyc_does():
+    assert FactorialDesign().experiments(None, {"x": [1, 2], "y": []}) == [(None, {"x": 1}), (None, {"x": 2})]
+    assert FactorialDesign().experiments(None, {"y": []}) == []
 
 
 def test_factorial_of_three_parameters_counts_the_product():

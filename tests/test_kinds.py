@@ -319,7 +319,10 @@ def test_pending_dtype():
     assert rs.inferPendingResultDtype({"x": 2.5, "z": "a"})["x"] == np.float64
     assert rs.inferPendingResultDtype({"x": 2.5, "z": "a"})["z"] == np.dtype(object)
     rs.setPendingResultDtype(np.dtype([("x", np.float32)]))
-    assert rs.pendingdtype() == np.dtype([("x", np.float32)])
+    # The declared fields as declared; every other parameter of a pending job too (as in epyc).
+    d = rs.pendingdtype()
+    assert d["x"] == np.float32 and d["y"] == np.float64 and d[ResultSet.JOBID] == np.dtype(object)
+    assert ResultSet().pendingdtype().names == (ResultSet.JOBID,)
 
 
 def test_promotion_refuses_what_no_dtype_keeps_exactly():

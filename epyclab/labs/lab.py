@@ -462,8 +462,8 @@ class Lab:
             else:
                 # Returned as False: this log is the only place the cause is told.
                 logger.warning("creating result set %r failed", tag, exc_info=True)
-            if previous in nb:
-                nb.select(previous)
+            # The set to go back to may be gone (f deleted it): then the default set, which always exists.
+            nb.select(previous if previous in nb else nb.DEFAULT_RESULTSET)
             if delete:
                 nb.deleteResultSet(tag)
             nb.commit()

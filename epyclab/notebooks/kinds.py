@@ -17,7 +17,9 @@ kind; none compares kind names itself. Adding a kind is one class and one
 :func:`register_kind` call.
 
 The kinds, in the order a value's type is matched: missing (``None``), bool,
-int, float, complex, str, datetime, array, list, tuple. :func:`kinds_table`
+int, float, complex, str, datetime, array, list, tuple; then textlist, which
+*refines* list (:attr:`Kind.refines`): a list whose leaves are all text is of
+that kind, matched by its value. :func:`kinds_table`
 renders each kind's documentation as the table in docs/hdf5-layout.md.
 
 Numbers widen as numpy promotes them, except where no dtype keeps both values
@@ -70,6 +72,7 @@ __all__ = [
     "register_kind",
     "kind_named",
     "kind_of_type",
+    "kind_of_value",
     "kind_of_dtype",
     "state_of_value",
     "admit",
@@ -177,6 +180,13 @@ class Kind:
     #: Files keep which cells are missing: the stored fill (0) is a value of the kind, and
     #: a missing cell must become the wider kind's fill (NaN) if the column widens later.
     masks_missing: ClassVar[bool] = False
+    #: The name of the kind whose types this kind shares, taking the values :meth:`claims` says
+    #: (lists of text among lists); None for a kind matched by type alone.
+    refines: ClassVar[str | None] = None
+
+    def claims(self, v: Any) -> bool:
+        """For a kind that :attr:`refines` another: True if ``v`` (of that kind's types) is of this kind."""
+        return False
 
     # ---- values ----------------------------------------------------------------------
 
@@ -290,6 +300,7 @@ def register_kind(kind: Kind) -> Kind:
         raise ValueError(f"a kind named {kind.name!r} is already registered")
     KINDS[kind.name] = kind
     _BY_TYPE.clear()
+    _REFINED.clear()
     return kind
 
 
@@ -322,6 +333,28 @@ def kind_of_type(t: type) -> Kind | None:
     return found
 
 
+def kind_of_value(v: Any) -> Kind | None:
+    """The kind of value ``v``: its type's kind, or a kind refining that one which claims ``v``."""
+    kind = kind_of_type(type(v))
+    if kind is not None:
+        for refined in _refinements(kind):
+            if refined.claims(v):
+                return refined
+    return kind
+
+
+def _refinements(kind: Kind) -> tuple[Kind, ...]:
+    try:
+        return _REFINED[kind.name]
+    except KeyError:
+        found = tuple(k for k in KINDS.values() if k.refines == kind.name)
+        _REFINED[kind.name] = found
+        return found
+
+
+_REFINED: dict[str, tuple[Kind, ...]] = {}
+
+
 def kind_of_dtype(dtype: np.dtype) -> Kind:
     """The numeric kind of a numeric numpy dtype (bool, int, float, complex)."""
     return _NUMERIC_BY_DTYPE_KIND[dtype.kind]
@@ -329,7 +362,7 @@ def kind_of_dtype(dtype: np.dtype) -> Kind:
 
 def state_of_value(v: Any) -> ColumnState:
     """The state of a new column holding ``v``. Raises NotStorable."""
-    kind = kind_of_type(type(v))
+    kind = kind_of_value(v)
     if kind is None:
         raise NotStorable(_STORABLE + _hint(v))
     return kind.state(v)
@@ -337,7 +370,7 @@ def state_of_value(v: Any) -> ColumnState:
 
 def admit(state: ColumnState | None, v: Any) -> ColumnState:
     """The state of a column in ``state`` (None: a new column) once it holds ``v``. Raises NotStorable."""
-    kind = kind_of_type(type(v))
+    kind = kind_of_value(v)
     if kind is None:
         raise NotStorable(_STORABLE + _hint(v))
     if state is None or state.kind is MISSING_KIND:
@@ -452,7 +485,7 @@ def journal_globals() -> frozenset[tuple[str, str]]:
 
 _STORABLE = (
     "a notebook stores str, int, float, complex, bool, datetime, None (a missing cell), "
-    "numeric numpy arrays and lists or tuples of numbers"
+    "numeric numpy arrays, lists of str and lists or tuples of numbers"
 )
 
 
@@ -949,6 +982,9 @@ class CellKind(Kind):
     def widen(self, a: ColumnState, b: ColumnState) -> ColumnState:
         if b.kind is MISSING_KIND:
             return a
+        if a.dtype is None and b.kind.refines == self.name:
+            # Only empty cells so far (they say nothing): the column takes the refining kind.
+            return b
         if b.kind is not self:
             raise NotStorable(_mixed(a, b))
         # Test None first: numpy compares None equal to float64.
@@ -1148,6 +1184,125 @@ class TupleKind(ListKind):
         return tuple(a.tolist())
 
 
+class TextListKind(Kind):
+    """A (nested) list of text, kept as it is: a cell of any shape whose leaves are all str.
+
+    Stored as one JSON text per cell (a missing cell as ``''``, which is no JSON list), so any
+    nesting reads back as it was given. A list of numbers is a ``list``; an empty list says
+    nothing, so it joins either kind.
+    """
+
+    name = "textlist"
+    accepts_doc = '(nested) `list` whose leaves are all `str` (any Unicode but NUL and lone surrogates)'
+    frame_doc = 'object: lists of str'
+    h5_doc = 'variable-length UTF-8: each cell as JSON text'
+    missing_doc = '`None` (stored as `\'\'`)'
+    widens_doc = 'never (an empty list joins it)'
+    types = (list,)
+    refines = "list"
+    checks_values = True
+
+    def claims(self, v: Any) -> bool:
+        leaves = _leaves(v)
+        return bool(leaves) and all(type(x) is str for x in leaves)
+
+    def state(self, v: Any) -> ColumnState:
+        leaves = _leaves(v)
+        if not leaves or not all(type(x) is str for x in leaves):
+            raise NotStorable("only lists whose every element is a str (or a list of such) are lists of text")
+        for x in leaves:
+            if not x.isascii() or "\x00" in x:
+                problem = _text_problem(x)
+                if problem is not None:
+                    raise NotStorable(f"an element {problem}")
+        return ColumnState(self, _OBJECT)
+
+    def admit(self, state: ColumnState, v: Any) -> ColumnState:
+        if type(v) is list and not _leaves(v):
+            return state  # an empty list says nothing
+        self.state(v)
+        return state
+
+    def widen(self, a: ColumnState, b: ColumnState) -> ColumnState:
+        if b.kind is MISSING_KIND or b.kind is self:
+            return a
+        if b.kind.name == self.refines and b.dtype is None:
+            return a  # empty lists
+        raise NotStorable(_mixed(a, b))
+
+    def column(self, values: list[Any], state: ColumnState) -> Any:
+        out = np.empty(len(values), dtype=object)
+        out[:] = [None if v is None or v is MISSING else _copy_list(v) for v in values]
+        return out
+
+    def to_storage(self, col: Any, state: ColumnState) -> StoredColumn:
+        data = np.empty(len(col), dtype=object)
+        data[:] = ["" if c is None else _json_text(c) for c in col]
+        return StoredColumn(self.name, data)
+
+    def from_storage(self, stored: StoredColumn) -> Any:
+        out = np.empty(len(stored.data), dtype=object)
+        out[:] = [None if t == "" else _text_list(t) for t in stored.data]
+        return out
+
+    def typed_state(self, col: Any) -> ColumnState:
+        return ColumnState(self, _OBJECT)
+
+    def h5_dtype(self, stored: StoredColumn) -> Any:
+        import h5py
+
+        return h5py.string_dtype()
+
+    def json_values(self, stored: StoredColumn) -> list[Any]:
+        return list(self.from_storage(stored))
+
+    def json_column(self, values: list[Any], dtype: np.dtype | None, unit: str | None) -> StoredColumn:
+        data = np.empty(len(values), dtype=object)
+        data[:] = ["" if v is None else _json_text(v) for v in values]
+        return StoredColumn(self.name, data)
+
+    def storage_dtype(self, stored: StoredColumn) -> np.dtype | None:
+        return _OBJECT
+
+
+def _leaves(v: Any) -> list[Any]:
+    """The elements of (nested) list ``v`` that are not lists."""
+    out: list[Any] = []
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if type(x) is list:
+            stack.extend(reversed(x))
+        else:
+            out.append(x)
+    return out
+
+
+def _copy_list(v: Any) -> Any:
+    """A copy of (nested) list ``v``, so that changing a cell read back changes nothing stored."""
+    return [_copy_list(x) for x in v] if type(v) is list else v
+
+
+def _json_text(v: Any) -> str:
+    import json
+
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _text_list(t: str) -> Any:
+    """A cell of a text-list column from its stored JSON text.
+
+    Raises:
+        ValueError: the text is not a (nested) list of str (a damaged or foreign file).
+    """
+    import json
+
+    v = json.loads(t)
+    if type(v) is not list or not all(type(x) is str for x in _leaves(v)):
+        raise ValueError(f"a text-list cell holds {t[:80]!r}, which is not a list of str")
+    return v
+
+
 _PYTHON_DTYPES = {
     "bool": np.dtype(bool),
     "int": INT64,
@@ -1165,6 +1320,7 @@ register_kind(DatetimeKind())
 register_kind(ArrayKind())
 register_kind(ListKind())
 register_kind(TupleKind())
+register_kind(TextListKind())
 
 _NUMERIC_BY_DTYPE_KIND = {"b": KINDS["bool"], "i": KINDS["int"], "u": KINDS["int"], "f": KINDS["float"],
                           "c": KINDS["complex"]}

@@ -310,7 +310,16 @@ class LabNotebook:
     # ---- pending results -----------------------------------------------------------------
 
     def addPendingResult(self, params: Mapping[str, Any], jobid: str, tag: str | None = None) -> None:
-        """Record a submitted job that will give the result for ``params``."""
+        """Record a submitted job that will give the result for ``params``.
+
+        An int ``jobid`` (epyc's in-memory notebook takes those) is kept as its text:
+        :meth:`pendingResults` gives ``'12'``, and every method taking a job id finds it by ``12`` too.
+
+        Raises:
+            PendingResultException: ``jobid`` is already pending in some result set.
+            UnstorableValueError: the job id or a parameter cannot be stored.
+            LabNotebookLockedException: the notebook is finished.
+        """
         self._check_unlocked()
         for other_tag, rs in self._resultsets.items():
             if rs.hasPendingResult(jobid):

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from epyclab.errors import (
+    LabNotebookLockedException,
     NotebookClosedError,
     NotebookFormatError,
     NotebookIOError,
@@ -61,10 +62,15 @@ class PersistentLabNotebook(LabNotebook):
     refuses (:class:`~epyclab.errors.NotebookOverwriteError`) if that would
     drop pending results, unless ``force=True``.
 
+    A description given when opening an existing notebook replaces the stored
+    one (as in epyc), saved at the next commit.
+
     A second notebook object opening the same file for writing in the same
     process (a re-run Jupyter cell) takes the file over: the first object is
-    committed and closed, and any later change through it raises
-    :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder.
+    committed and closed. It still answers reads (as of the take-over); any
+    later change through it raises
+    :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder, or
+    :class:`~epyclab.errors.LabNotebookLockedException` if the notebook is finished.
     Another *process* is refused (:class:`~epyclab.errors.NotebookInUseError`).
     A read-only file is refused for writing
     (:class:`~epyclab.errors.NotebookReadOnlyError`).
@@ -153,12 +159,13 @@ class PersistentLabNotebook(LabNotebook):
         """
         self._check_not_taken_over()
         signature = self._state_signature()
-        if signature == self._saved:
-            return
-        self._check_writable()
-        self._save()
-        self._saved = signature
-        self._saved_hook()
+        if signature != self._saved:
+            self._check_writable()
+            self._save()
+            self._saved = signature
+            self._saved_hook()
+        # Everything is saved: as in epyc, no set is dirty or type-changed any more.
+        self._clear_flags()
 
     def abandon(self) -> None:
         """Release the file without saving what changed since the last commit (those changes are dropped).
@@ -248,6 +255,11 @@ class PersistentLabNotebook(LabNotebook):
             raise
         self._is_open = True
         _WRITERS[key] = weakref.ref(self)
+        if description is not None and not create and exists and description != self._description:
+            # As in epyc: a description given when opening an existing notebook replaces the stored one
+            # (saved at the next commit, as any change).
+            self._description = description
+            self._state_version += 1
 
     def _refuse_to_drop_pending(self, force: bool) -> None:
         pending = self.numberOfAllPendingResults()
@@ -278,6 +290,12 @@ class PersistentLabNotebook(LabNotebook):
 
     def _check_not_taken_over(self) -> None:
         if self._taken_over_by is not None:
+            # A finished notebook refuses a change as finished, whichever object is used (as in epyc).
+            holder = _writer_of(notebook_key(self._path))
+            if self._locked or (holder is not None and holder is not self and holder.isLocked()):
+                raise LabNotebookLockedException(
+                    f"notebook {self._path} is finished (locked) and cannot change"
+                )
             raise NotebookTakenOverError(
                 f"this notebook object for {self._path} was closed because {self._taken_over_by} opened the "
                 f"same file for writing; use that object (every row committed here is in it), or call "
@@ -372,6 +390,13 @@ class PersistentLabNotebook(LabNotebook):
             self._load_stored(stored)
         finally:
             self._loading = loading
+        self._clear_flags()
+
+    def _clear_flags(self) -> None:
+        """Everything the sets hold is in the file: as in epyc, none is dirty or type-changed."""
+        for rs in self._resultsets.values():
+            rs.dirty(False)
+            rs.typechanged(False)
 
     def _load_stored(self, stored: StoredNotebook) -> None:
         self._resultsets = {}

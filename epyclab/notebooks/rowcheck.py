@@ -197,8 +197,8 @@ class RowCheck:
             t = plan.types[pos]
             st = states.get(k)
             kind = kind_of_type(t)
-            if k == _EXCEPTION and (t is type(None) or issubclass(t, BaseException)):
-                pass  # the result set stores exceptions (and their absence) as text
+            if k == _EXCEPTION and issubclass(t, BaseException) and st is not None and st.kind is _STR:
+                pass  # the result set stores exceptions as text, and the column is text
             elif st is None or kind is None:
                 return None
             elif kind is _MISSING or (not kind.checks_values and kind is st.kind):
@@ -236,8 +236,8 @@ class RowCheck:
             for k, v in part.items():
                 if k not in self._states and (new is None or k not in new):
                     check_name(k, f"{role} name")
-                if k == _EXCEPTION and (v is None or isinstance(v, BaseException)):
-                    # The result set stores exceptions (and their absence) as text.
+                if k == _EXCEPTION and isinstance(v, BaseException):
+                    # The result set stores exceptions as text (None, no exception, is a missing cell).
                     v = ""
                 new = self._admit(role, k, v, new)
         if new:

@@ -1,0 +1,139 @@
+"""RowBuffer: a result set's rows and columns, alone (no locks, no notebook, no pandas needed to count)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from epyclab.errors import ResultsStructureException, UnstorableValueError
+from epyclab.experiment import Experiment
+from epyclab.notebooks.columns import MISSING
+from epyclab.notebooks.kinds import KINDS, ColumnState
+from epyclab.notebooks.rowbuffer import RowBuffer, missing_cell
+from epyclab.notebooks.stored import StoredRows
+
+
+def test_rows_are_appended_by_column_and_role():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {"x": 1.5}, {"m": "one"})
+    rows.add({"a": 2}, {"x": 2.5}, {"m": "two"})
+    assert len(rows) == 2 and rows.numberOfBuffered() == 2 and rows.numberOfLoaded() == 0
+    assert rows.roles() == {"parameter": ["a"], "result": ["x"], "metadata": ["m"]}
+    assert rows.names() == ["a", "x", "m"] and rows.roleSizes() == (1, 1, 1)
+    assert rows.bufferedRows(0) == {"a": [1, 2], "x": [1.5, 2.5], "m": ["one", "two"]}
+    assert rows.bufferedRows(1) == {"a": [2], "x": [2.5], "m": ["two"]}
+
+
+def test_a_new_column_is_missing_in_earlier_rows_and_an_absent_key_in_later_ones():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {}, {})
+    rows.add({"a": 2}, {"x": 1.0}, {})
+    rows.add({"a": 3}, {}, {})
+    assert rows.bufferedRows(0) == {"a": [1, 2, 3], "x": [MISSING, 1.0, MISSING]}
+    assert rows.missingMask("x").tolist() == [True, False, True]
+    assert rows.missingMask("a").tolist() == [False, False, False]
+
+
+def test_add_reports_the_column_states_a_row_changed():
+    rows = RowBuffer()
+    first = list(rows.add({"a": 1}, {"x": 1}, {}))
+    assert {name for name, old, _ in first} == {"a", "x"} and all(old is None for _, old, _ in first)
+    assert list(rows.add({"a": 2}, {"x": 2}, {})) == []  # same kinds: nothing changed
+    widened = list(rows.add({"a": 3}, {"x": 2.5}, {}))
+    assert [(name, new.kind.name) for name, _, new in widened] == [("x", "float")]
+    assert rows.states()["x"].kind is KINDS["float"]
+
+
+def test_a_key_in_two_roles_is_refused_and_nothing_is_added():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {"x": 1.0}, {})
+    with pytest.raises(ResultsStructureException, match="'a' is a parameter column"):
+        rows.add({}, {"a": 2.0}, {})
+    with pytest.raises(ResultsStructureException, match="both a parameter and a result"):
+        rows.add({"b": 1}, {"b": 1.0}, {})
+    with pytest.raises(ResultsStructureException, match="must be strings"):
+        rows.add({1: 1}, {}, {})
+    assert len(rows) == 1 and rows.names() == ["a", "x"]
+
+
+def test_an_unstorable_value_is_refused_and_nothing_is_added():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {"x": 1.0}, {})
+    with pytest.raises(UnstorableValueError, match="'x'"):
+        rows.add({"a": 2}, {"x": {"a": "dict"}}, {})
+    assert len(rows) == 1 and rows.bufferedRows(0) == {"a": [1], "x": [1.0]}
+
+
+def test_exceptions_are_kept_as_their_text_and_none_as_a_missing_cell():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {}, {Experiment.EXCEPTION: ValueError("bad")})
+    rows.add({"a": 2}, {}, {Experiment.EXCEPTION: None})
+    assert rows.buffered(Experiment.EXCEPTION) == ["ValueError: bad", None]
+    assert rows.missingMask(Experiment.EXCEPTION).tolist() == [False, True]
+
+
+def test_a_trial_check_changes_nothing():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {}, {})
+    trial = rows.trialCheck()
+    trial({"a": 2.5}, {"new": "text"}, {})
+    assert rows.states()["a"].kind is KINDS["int"] and "new" not in rows.states()
+
+
+def test_loaded_rows_come_first_and_widen_with_the_column():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {"x": 1}, {})  # gives the check the loaded columns' states
+    stored = StoredRows(2, {"a": np.array([1, 2]), "x": np.array([10, 0])})
+    rows.load(stored, {"parameter": ["a"], "result": ["x"]}, {"x": np.array([False, True])})
+    assert len(rows) == 2 and rows.numberOfLoaded() == 2 and rows.numberOfBuffered() == 0
+    assert rows.loaded() is stored
+    with pytest.raises(ValueError, match="loaded"):
+        rows.bufferedRows(1)
+    rows.add({"a": 3}, {"x": 0.5}, {})
+    assert rows.bufferedRows(2) == {"a": [3], "x": [0.5]}
+    float_state = rows.states()["x"]
+    assert not rows.loadedAsStored("x", float_state)
+    widened = rows.loadedColumn("x", float_state)
+    assert widened[0] == 10.0 and np.isnan(widened[1])  # the missing int cell becomes NaN
+    assert rows.missingMask("x").tolist() == [False, True, False]
+    assert rows.loadedAsStored("a", rows.states()["a"])
+
+
+def test_missing_cells_are_none_missing_nat_and_nan():
+    assert all(missing_cell(v) for v in (None, MISSING, float("nan"), np.float32("nan"), pd.NaT))
+    assert not any(missing_cell(v) for v in (0, 0.0, "", False))
+
+
+def test_set_states_widens_the_columns():
+    rows = RowBuffer()
+    rows.add({"a": 1}, {}, {})
+    states = dict(rows.states())
+    states["a"] = ColumnState(KINDS["float"], np.dtype(np.float64))
+    rows.setStates(states)
+    assert rows.states()["a"].kind is KINDS["float"]
+
+
+_names = st.sampled_from(["p", "q", "r"])
+_row = st.tuples(
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(-5, 5)),
+    st.dictionaries(_names, st.one_of(st.floats(allow_nan=False), st.none())),
+)
+
+
+@settings(max_examples=100)
+@given(st.lists(_row, max_size=12))
+def test_every_row_reads_back_cell_by_cell_whatever_keys_each_row_has(data):
+    rows = RowBuffer()
+    for params, res in data:
+        rows.add(params, res, {})
+    assert len(rows) == len(data)
+    got = rows.bufferedRows(0)
+    for name, cells in got.items():
+        assert len(cells) == len(data)
+        for i, (params, res) in enumerate(data):
+            given_value = {**params, **res}.get(name, MISSING)
+            assert cells[i] is given_value or cells[i] == given_value
+        assert rows.missingMask(name).tolist() == [missing_cell({**p, **r}.get(name)) for p, r in data]
