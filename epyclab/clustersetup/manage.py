@@ -60,10 +60,11 @@ from epyclab.clustersetup.state import (
     saveSettings,
 )
 from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
+from epyclab.labs.points import PointCounts, pointCounts
 from epyclab.log import logger
 from epyclab.private import privateTree, writePrivate
 
-__all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
+__all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus", "notebookPoints"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -656,15 +657,54 @@ class ClusterStatus:
     engines: dict[str, int] = field(default_factory=dict)
     #: worker -> engines started there by epyclab
     started: dict[str, int] = field(default_factory=dict)
+    #: Tasks (chunks of points) the controller holds: queued, running, finished and not yet collected.
     queued: int = 0
     running: int = 0
     finished: int = 0
     #: batch job or mpiexec (e.g. "slurm job 12") -> what the scheduler says of it now
     jobs: dict[str, str] = field(default_factory=dict)
+    #: ids of the tasks engines run now (what makes a notebook's pending point "running")
+    runningTasks: set[str] = field(default_factory=set)
+    #: notebook path -> result set tag -> its points (see :func:`notebookPoints`)
+    points: dict[str, dict[str, PointCounts]] = field(default_factory=dict)
 
 
-def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None) -> ClusterStatus:
-    """Ask the controller for its engines (per worker) and its load-balanced tasks (queued, running, finished)."""
+def clusterStatus(
+    profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None, notebooks: Sequence[str] = ()
+) -> ClusterStatus:
+    """Ask the controller for its engines (per worker) and tasks; count the points of ``notebooks``.
+
+    Each notebook is opened read-only (while a collector writes it too) and
+    its points counted per result set: queued, running (in a chunk an engine
+    runs now), done, failed (:func:`epyclab.labs.points.pointCounts`).
+
+    Raises:
+        ClusterSetupError: the profile does not exist, or a notebook cannot be read (naming it).
+    """
+    state = _status(profile, timeout, ipython_dir)
+    for path in notebooks:
+        state.points[str(path)] = notebookPoints(path, state.runningTasks)
+    return state
+
+
+def notebookPoints(path: str | Path, running: set[str]) -> dict[str, PointCounts]:
+    """The points of the notebook at ``path`` per result set, read-only; ``running``: task ids engines run now."""
+    from epyclab.errors import EpyclabError
+    from epyclab.notebooks.registry import openNotebook
+
+    if not Path(path).is_file():
+        raise ClusterSetupError(f"no notebook {path}: give the file a ClusterLab sweep was submitted into")
+    try:
+        nb = openNotebook(path, readonly=True)
+    except (EpyclabError, OSError) as error:
+        raise ClusterSetupError(f"cannot read the notebook {path}: {error}") from error
+    try:
+        return pointCounts(nb, running)
+    finally:
+        nb.close()
+
+
+def _status(profile: str, timeout: float, ipython_dir: str | Path | None) -> ClusterStatus:
     directory = requireProfile(profile, ipython_dir)
     recorded = loadProcesses(directory)
     started = {host: len(pids) for host, pids in recorded.engines.items()}
@@ -710,13 +750,13 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
         records = client.db_query({"queue": "task"}, keys=["msg_id", "completed"])
         # The hub fills a task record's "started" only when its result arrives, so the records cannot
-        # tell running from queued; the schedulers' queues can: an engine holding tasks runs one of them.
-        queues = client.queue_status(verbose=False)
+        # tell running from queued; the schedulers' queues can: the tasks assigned to an engine run there.
+        queues = client.queue_status(verbose=True)
     finally:
         client.close()
     finished = sum(1 for r in records if r["completed"] is not None)
-    busy = sum(1 for q in queues.values() if isinstance(q, dict) and int(q.get("tasks") or 0) > 0)
-    running = min(busy, len(records) - finished)
+    assigned = {str(t) for q in queues.values() if isinstance(q, dict) for t in (q.get("tasks") or [])}
+    running = min(len(assigned), len(records) - finished)
     return ClusterStatus(
         f"{where}, answering",
         True,
@@ -726,6 +766,7 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         running=running,
         finished=finished,
         jobs=jobs,
+        runningTasks=assigned,
     )
 
 

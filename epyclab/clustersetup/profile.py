@@ -150,7 +150,8 @@ def initProfile(
     writePrivate(directory / "epyclab-profile.json", json.dumps(settings, indent=2) + "\n")
     # Everything under the profile is the user's alone (IPython creates it world-readable).
     privateTree(directory)
-    logger.info("profile %s ready in %s", profile, directory)
+    # Said once, by the caller (`epyclab cluster init` prints the path on stdout).
+    logger.debug("profile %s ready in %s", profile, directory)
     return directory
 
 

@@ -18,6 +18,7 @@ from epyclab.labs.hub import Connection, Hub, NoAnswer
 from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.placement import Placement, engineHost
+from epyclab.labs.points import PointCounts, describeCounts, pointCounts
 from epyclab.labs.wire import client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -155,6 +156,8 @@ class ClusterLab(Lab):
     CoalesceSeconds = 0.02
     #: Seconds between checks of which tasks the controller still runs (finds tasks it lost).
     OrphanCheckSeconds = 5.0
+    #: Seconds between the per-result-set counts of points (queued, running, done, failed) wait() logs.
+    CountsSeconds = 60.0
 
     def __init__(
         self,
@@ -446,6 +449,19 @@ class ClusterLab(Lab):
             self._notebook.commit()
         return tally.collected
 
+    def pointCounts(self) -> dict[str, PointCounts]:
+        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
+        _, engines = self._hub().live()
+        return pointCounts(self._notebook, set().union(*engines.values()))
+
+    def _log_counts(self) -> None:
+        try:
+            lines = describeCounts(self.pointCounts())
+        except NoAnswer as exc:
+            logger.info("points: the controller did not say which tasks run (%s)", exc)
+            return
+        logger.info("points per result set:\n%s", "\n".join(lines))
+
     def wait(self, timeout: float = -1, progress: bool | None = None) -> bool:
         """Collect until nothing is pending in the notebook; False if ``timeout`` seconds pass first.
 
@@ -461,6 +477,8 @@ class ClusterLab(Lab):
         committer = Committer(nb, self._commit_every, self._commit_interval)
         # Tasks this lab submitted report through their futures; the hub is asked about them every CheckSeconds.
         last_full = monotonic() if len(self._collector.tasks) else -float("inf")
+        self._log_counts()
+        last_counts = monotonic()
         with Progress(total, progress, desc=type(self).__name__) as bar, self._committing(committer):
             while True:
                 now = monotonic()
@@ -474,7 +492,11 @@ class ClusterLab(Lab):
                     committer.added(max(1, tally.collected))
                 if nb.numberOfAllPendingResults() == 0:
                     self._update(False, False)  # purge what was collected from the hub
+                    self._log_counts()
                     return True
+                if monotonic() - last_counts >= self.CountsSeconds:
+                    last_counts = monotonic()
+                    self._log_counts()
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
                     return False

@@ -98,6 +98,13 @@ class Connection:
         answers.
         """
         path = self.connection_file()
+        if self.url_file is None and not path.parent.parent.is_dir():
+            # No profile directory: no controller will ever write a file there, so waiting is pointless.
+            raise ClusterConnectionError(
+                f"no ipyparallel controller to connect to: the profile directory {path.parent.parent} does not "
+                f"exist. Create the profile with `epyclab cluster init {self.profile or 'default'}` and start it "
+                f"with `epyclab cluster start {self.profile or 'default'}`, or give ClusterLab the right profile"
+            )
         deadline = time.monotonic() + float(self.timeout)
         # ipyparallel would print while it waits for the file; wait here, quietly.
         while not path.exists() and time.monotonic() < deadline:
