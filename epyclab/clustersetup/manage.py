@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from epyclab.clustersetup import processes
+from epyclab.clustersetup.batchsystems import system
 from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
 from epyclab.clustersetup.controllertree import (
     controllerLeftovers,
@@ -41,13 +42,16 @@ from epyclab.clustersetup.launchers import (
     LAUNCHERS,
     BatchOptions,
     batchEnded,
+    batchInfo,
     batchStatus,
+    checkBatchCommand,
     describeBatch,
     describeBatchController,
+    outputTail,
     recordName,
     startBatchController,
-    startBatchEngines,
     stopBatchJob,
+    submitEngineJob,
 )
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
@@ -247,24 +251,44 @@ def _start_batch(
 
 
 def _submit_and_wait(
-    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str
+    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str,
+    sizes: list[int] | None = None,
 ) -> dict[str, int]:
-    record = startBatchEngines(directory, kind, options)
-    started.launchers.append(record)
-    saveProcesses(directory, started)
+    """Submit the engines' jobs (``sizes``: engines per job; default the options' own), each recorded at once;
+    wait until every engine registered, failing as soon as one of the jobs ends without its engines."""
+    if sizes is None:
+        sizes = options.jobSizes() if system(kind).batch else [int(options.engines)]
+    checkBatchCommand(kind)
+    new = []
+    for n in sizes:
+        record = submitEngineJob(directory, kind, options, n)
+        started.launchers.append(record)
+        new.append(record)
+        saveProcesses(directory, started)
     running = {r["kind"]: 0 for r in started.launchers}
     for r in started.launchers:
         running[r["kind"]] += int(r["engines"])
     hint = (
-        f"The {recordName(record)} is {batchStatus(record)}; its output is in {directory / 'log'}. "
-        f"`epyclab cluster stop {profile}` cancels it"
+        f"Jobs: {', '.join(f'{recordName(r)} ({batchStatus(r)})' for r in new)}; their output is in "
+        f"{directory / 'log'}. `epyclab cluster stop {profile}` cancels them"
     )
     try:
-        started.register(waitForEngines(client, running, timeout, hint))
+        started.register(waitForEngines(client, running, timeout, hint, check=lambda: _check_jobs(new)))
     finally:
         saveProcesses(directory, started)
         privateTree(directory)
     return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _check_jobs(records: list[dict[str, Any]]) -> None:
+    """Raise :class:`ClusterSetupError` if one of the jobs has ended: naming it, its final state and its output."""
+    for record in records:
+        info = batchInfo(record)
+        if info.ended:
+            raise ClusterSetupError(
+                f"the {recordName(record)} ended ({info.state}) before its engines registered. The last lines of "
+                f"its output ({record.get('output')}):\n{outputTail(record)}"
+            )
 
 
 def _wait_recorded(
@@ -521,7 +545,8 @@ def _restart_batch(
         for record in ended:
             logger.warning("%s has ended; submitting its engines again", recordName(record))
             options = BatchOptions(**record.get("options", {"engines": record["engines"]}))
-            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile)
+            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile,
+                                      [int(record["engines"])])
         if not ended:
             expected = {k: sum(int(r["engines"]) for r in live if r["kind"] == k) for k in kinds}
             hint = f"Jobs: {', '.join(recordName(r) for r in live)}; `epyclab cluster stop {profile}` cancels them"
