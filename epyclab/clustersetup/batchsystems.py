@@ -46,7 +46,7 @@ class BatchSystem:
 
     Templates are ``str.format`` templates: ``{job}`` a job id, ``{n}`` engines,
     ``{perNode}`` engines per node, ``{nodes}`` nodes, ``{account}``,
-    ``{walltime}``, ``{node}``, ``{seconds}``.
+    ``{walltime}``, ``{node}``.
     """
 
     name: str
@@ -63,8 +63,6 @@ class BatchSystem:
     perNodeLines: tuple[str, ...] = ()
     accountLine: str = ""
     walltimeLine: str = ""
-    #: A line asking the scheduler to signal the job ``{seconds}`` before its time limit (for draining).
-    signalLine: str = ""
     #: Arguments of the submit command that pin a job to a node.
     pinArgs: tuple[str, ...] = ()
     #: The command that describes one job, and patterns (group 1) for its state, node and end time in its output.
@@ -92,7 +90,6 @@ SYSTEMS: dict[str, BatchSystem] = {
         command="sbatch", directive="#SBATCH",
         perNodeLines=("#SBATCH --ntasks={n}", "#SBATCH --ntasks-per-node={perNode}"),
         accountLine="#SBATCH --account={account}", walltimeLine="#SBATCH --time={walltime}",
-        signalLine="#SBATCH --signal=B:USR1@{seconds}",
         pinArgs=("--nodelist={node}",),
         # scontrol knows a job for MinJobAge (300 s by default) after it ended, with its final state.
         queryCommand=("scontrol", "show", "job", "-o", "{job}"),

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from epyclab.clustersetup.batchsystems import system
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import readWorkersFile
 from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS, LAUNCHERS, BatchOptions
@@ -76,6 +77,8 @@ def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
     On a batch system (run on the login node):
     epyclab cluster start PROFILE --engines slurm --total-engines 64 --walltime 12:00:00
                           (or --engines pbs; --engines mpi: under mpiexec)
+    epyclab cluster start PROFILE --engines slurm --total-engines 64 --engines-per-job 8 \\
+                          --walltime 12:00:00 --keep   kept up across walltimes by a keeper
     On machines you reach by ssh:
     epyclab cluster sync PROFILE --workers a,b            venv + profile on each worker
     epyclab cluster start PROFILE                         controller here, engines on the workers
@@ -175,7 +178,7 @@ def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
         directory = initCluster(profile, ip=ip, curve=curve, ipython_dir=obj["ipython_dir"])
     click.echo(f"profile {profile}: {directory}")
     click.echo("next, one of:")
-    click.echo(f"  epyclab cluster start {profile} --engines slurm --total-engines N --walltime HH:MM:SS"
+    click.echo(f"  epyclab cluster start {profile} --engines slurm --total-engines N --walltime HH:MM:SS [--keep]"
                "   (or --engines pbs / mpi, on the login node)")
     click.echo(f"  epyclab cluster sync {profile} --workers HOST,...   then  epyclab cluster start {profile}"
                "   (machines you reach by ssh)")
@@ -252,6 +255,11 @@ def sync(
 @click.option("--engines-per-worker", type=int, metavar="N",
               help="ssh, local: engines on each worker (default: its cores minus K).")
 @click.option("--total-engines", type=int, metavar="N", help="slurm, pbs, mpi: engines in all.")
+@click.option("--engines-per-job", type=int, metavar="N",
+              help="slurm, pbs: engines in each batch job; the total comes as several jobs (default: one job).")
+@click.option("--keep", is_flag=True,
+              help="slurm, pbs: keep the engines up until `stop`: a keeper process replaces jobs that end "
+              "(walltime, preemption, failure, scancel).")
 @click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
 @click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
@@ -308,6 +316,8 @@ def start(
     count: int | None,
     engines_per_worker: int | None,
     total_engines: int | None,
+    engines_per_job: int | None,
+    keep: bool,
     leave_free: int | None,
     local: bool,
     timeout: float,
@@ -334,6 +344,9 @@ def start(
     per_worker, total = _engine_counts(launcher, count, engines_per_worker, total_engines)
     if per_worker is not None and leave_free is not None:
         raise click.UsageError("give -n (--engines-per-worker) or --leave-free, not both")
+    if (engines_per_job is not None or keep) and not _batch_system(launcher):
+        raise click.UsageError(f"--engines-per-job and --keep apply to batch jobs (--engines slurm or pbs), "
+                               f"not to --engines {launcher}")
     batch = None
     if launcher in BATCH_LAUNCHERS:
         if total is None:
@@ -341,6 +354,7 @@ def start(
         batch = BatchOptions(
             engines=total, enginesPerNode=engines_per_node, queue=queue, account=account,
             walltime=walltime, directives=list(directives), template=job_template,
+            enginesPerJob=engines_per_job, keep=keep,
         )
     controller_batch = None
     if controller_launcher != "local":
@@ -374,6 +388,10 @@ def start(
     for host, n in counts.items():
         click.echo(f"  {host}: {n}")
     click.echo(f"{sum(counts.values())} engine(s) ready; connect with ClusterLab(notebook, profile={profile!r})")
+
+
+def _batch_system(launcher: str) -> bool:
+    return launcher in BATCH_LAUNCHERS and system(launcher).batch
 
 
 def _engine_counts(
@@ -439,6 +457,8 @@ def status(obj: dict, profile: str, notebooks: tuple[str, ...], timeout: float) 
         click.echo("engines per host (registered / started):")
         for host in hosts:
             click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
+    if state.keeper:
+        click.echo(f"keeper: {state.keeper}")
     for job, what in state.jobs.items():
         click.echo(f"{job}: {what}")
     for path, counts in state.points.items():

@@ -80,8 +80,6 @@ BATCH_LAUNCHERS = {name: row.engineClass for name, row in SYSTEMS.items()}
 LAUNCHERS = ("local", "ssh", *BATCH_LAUNCHERS)
 #: Where ``start --controller`` runs the controller: here, or in a batch job (kind -> ipyparallel class name).
 CONTROLLER_LAUNCHERS = {"local": None, **{n: r.controllerClass for n, r in SYSTEMS.items() if r.controllerClass}}
-# Seconds before the time limit at which the scheduler is asked to signal a job (see BatchOptions.drainSeconds).
-_DRAIN_SECONDS = 60
 
 
 @dataclass
@@ -135,9 +133,6 @@ def _directive_lines(row: BatchSystem, options: BatchOptions, n: int) -> list[st
         lines.append(row.line(row.accountLine, account=options.account))
     if options.walltime and row.walltimeLine:
         lines.append(row.line(row.walltimeLine, walltime=options.walltime))
-        if row.signalLine and options.keep:
-            # The job's engines are told (SIGUSR1 to the batch shell) before the limit: see keeper.py.
-            lines.append(row.line(row.signalLine, seconds=_DRAIN_SECONDS))
     for directive in options.directives:
         directive = directive.strip()
         lines.append(directive if directive.startswith("#") else f"{row.directive} {directive}")
