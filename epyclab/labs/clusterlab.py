@@ -210,6 +210,7 @@ class ClusterLab(Lab):
         self._collector = Collector(
             self._notebook, self._hub, self._submit,
             lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
+            outside=self._ended_from_outside,
         )
         self.open()
 
@@ -227,6 +228,13 @@ class ClusterLab(Lab):
         view.retries = 0
         self._view = view
         logger.info("connected to %s: %d engines", self._connection.where(), len(client.ids))
+
+    def _ended_from_outside(self, engine: str) -> str | None:
+        """Why ``engine`` (a uuid) was ended from outside, by the marker it left in the profile (None: no marker)."""
+        from epyclab.clustersetup.outside import endedFromOutside
+
+        # The connection file is <profile>/security/<file>: markers are in <profile>/ended/.
+        return endedFromOutside(self._connection.connection_file().parent.parent, engine)
 
     def _hub(self) -> Hub:
         self.connect()
