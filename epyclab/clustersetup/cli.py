@@ -257,6 +257,9 @@ def sync(
 @click.option("--total-engines", type=int, metavar="N", help="slurm, pbs, mpi: engines in all.")
 @click.option("--engines-per-job", type=int, metavar="N",
               help="slurm, pbs: engines in each batch job; the total comes as several jobs (default: one job).")
+@click.option("--drain", "drain", type=float, default=120.0, show_default=True, metavar="SECONDS",
+              help="slurm, pbs: an engine takes no new chunk this long before its job's time ends (a sixth of "
+              "the job's time for short jobs; 0: never).")
 @click.option("--keep", is_flag=True,
               help="slurm, pbs: keep the engines up until `stop`: a keeper process replaces jobs that end "
               "(walltime, preemption, failure, scancel).")
@@ -317,6 +320,7 @@ def start(
     engines_per_worker: int | None,
     total_engines: int | None,
     engines_per_job: int | None,
+    drain: float,
     keep: bool,
     leave_free: int | None,
     local: bool,
@@ -354,7 +358,7 @@ def start(
         batch = BatchOptions(
             engines=total, enginesPerNode=engines_per_node, queue=queue, account=account,
             walltime=walltime, directives=list(directives), template=job_template,
-            enginesPerJob=engines_per_job, keep=keep,
+            enginesPerJob=engines_per_job, keep=keep, drainSeconds=drain,
         )
     controller_batch = None
     if controller_launcher != "local":

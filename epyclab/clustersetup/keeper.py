@@ -185,21 +185,31 @@ def keepOnce(directory: Path, recorded: Processes, now: float | None = None) -> 
         info = batchInfo(record)
         if info.running and not record.get("running"):
             record["running"] = now
+        if info.running and info.left is not None and options.drainSeconds > 0 and not record.get("draining"):
+            ran = now - float(record.get("running") or now)
+            if info.left <= min(options.drainSeconds, (ran + info.left) / 6) + float(keeper.get("poll", POLL_SECONDS)):
+                # Its engines drain now (see outside.py): their replacements are asked for already.
+                record["draining"] = now
+                logger.info("keeper: %s has %.0f s left; its engines drain, replacing them", recordName(record),
+                            info.left)
         if not info.ended or info.state == "COMPLETING":
             # Ending: its final state (what ended it) is known at the next pass.
             live.append(record)
             continue
         ran = now - float(record.get("running") or now)
-        what = f"{recordName(record)} ended ({info.state}) after {ran:.0f} s running"
-        if info.state in _FROM_OUTSIDE or ran >= QUICK_SECONDS:
+        drained = " after its engines drained" if record.get("draining") else ""
+        what = f"{recordName(record)} ended ({info.state}{drained}) after {ran:.0f} s running"
+        if info.state in _FROM_OUTSIDE or ran >= QUICK_SECONDS or record.get("draining"):
             keeper["failures"] = 0
-            logger.info("keeper: %s; replacing its %d engine(s)", what, int(record["engines"]))
+            logger.info("keeper: %s; %s its %d engine(s)", what,
+                        "replaced" if record.get("draining") else "replacing", int(record["engines"]))
         else:
             _failed(keeper, now, f"{what}; the last lines of its output ({record.get('output')}):\n"
                                  f"{outputTail(record)}")
         keeper["ended"] = [*keeper.get("ended", []), what][-_ENDED_KEPT:]
     recorded.launchers = live
-    have = sum(int(r["engines"]) for r in live if r.get("kind") == kind and r.get("role") != "controller")
+    have = sum(int(r["engines"]) for r in live
+               if r.get("kind") == kind and r.get("role") != "controller" and not r.get("draining"))
     want = int(options.engines) - have
     if want <= 0:
         keeper["status"] = f"keeping {options.engines} engine(s) up in {len(live)} job(s)"

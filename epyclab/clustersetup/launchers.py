@@ -49,6 +49,7 @@ from epyclab.clustersetup.batchsystems import ENDED, GONE, SYSTEMS, BatchSystem,
 from epyclab.clustersetup.engines import WORKER_VARIABLE
 from epyclab.clustersetup.errors import ClusterSetupError
 from epyclab.clustersetup.hosts import LOCAL
+from epyclab.clustersetup.outside import DRAIN_VARIABLE
 from epyclab.clustersetup.profile import ENGINE_FILE
 from epyclab.clustersetup.ssh import Remote
 from epyclab.log import logger
@@ -100,6 +101,9 @@ class BatchOptions:
         (None: one job holding them all), so that work starts on the first that start
     :param keep: keep ``engines`` engines up until the cluster is stopped: a keeper process
         (:mod:`epyclab.clustersetup.keeper`) submits a job for each that ends
+    :param drainSeconds: an engine stops taking chunks this many seconds before its job's time
+        ends (a sixth of the job's time, for a job shorter than six times this); 0: never
+        (see :mod:`epyclab.clustersetup.outside`)
     """
 
     engines: int = 1
@@ -111,6 +115,7 @@ class BatchOptions:
     template: str | None = None
     enginesPerJob: int | None = None
     keep: bool = False
+    drainSeconds: float = 120.0
 
     def jobSizes(self) -> list[int]:
         """The engines of each job that makes up :attr:`engines`."""
@@ -149,6 +154,8 @@ def _configure(kind: str, directory: Path, options: BatchOptions, n: int | None 
     launcher.engine_cmd = [sys.executable, "-m", "ipyparallel.engine"]
     launcher.engine_args = [f"--profile-dir={directory}", f"--file={directory / ENGINE_FILE}"]
     launcher.environment = {WORKER_VARIABLE: kind}
+    if row.batch and options.drainSeconds > 0:
+        launcher.environment[DRAIN_VARIABLE] = str(float(options.drainSeconds))
     if not row.batch:
         extra = [*options.directives]
         if options.enginesPerNode:

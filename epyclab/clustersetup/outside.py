@@ -18,6 +18,13 @@ engine is the one that knows, so it says so. The contract, kept small:
 - **who reads**: :func:`endedFromOutside`, which ClusterLab's collector asks
   about an engine that died under a task.
 
+**Draining.** An engine of a batch job started with a drain time
+(:data:`DRAIN_VARIABLE`, from ``--drain``) asks the scheduler when its job
+ends and, that many seconds before, writes its marker (``DRAINED``) and
+stops as SIGTERM stops it: after the chunk it is running, so it takes no new
+one and no chunk is cut by the walltime; the keeper has submitted its
+replacement by then.
+
 An engine lost with its node gets no signal and leaves no marker: its death
 counts against its points, as any death without a witness does.
 """
@@ -26,12 +33,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDED_DIRECTORY", "STARTUP_COMMAND", "install", "endedFromOutside"]
+__all__ = ["ENDED_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install", "endedFromOutside"]
 
+#: The engine's launcher kind (a row of batchsystems.SYSTEMS), set in its job's environment (engines.WORKER_VARIABLE).
+KIND_VARIABLE = "EPYCLAB_WORKER"
+#: Seconds before its job's end at which an engine drains (finishes its chunk and stops); unset: no drain.
+DRAIN_VARIABLE = "EPYCLAB_DRAIN_SECONDS"
 #: The directory of markers, in the profile directory.
 ENDED_DIRECTORY = "ended"
 #: What the profile's engine config runs at start-up (an engine without epyclab goes on without markers).
@@ -56,6 +68,10 @@ def install() -> None:
     job = next((os.environ[v] for v in _JOB_VARIABLES if os.environ.get(v)), "-")
 
     def ended(sig: int, frame: Any) -> None:
+        if (directory / ident).exists():  # drained: the marker is there already
+            if callable(previous):
+                previous(sig, frame)
+            return
         try:
             directory.mkdir(mode=0o700, exist_ok=True)
             fd = os.open(directory / ident, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -67,6 +83,44 @@ def install() -> None:
             previous(sig, frame)
 
     signal.signal(signal.SIGTERM, ended)
+    kind, drain = os.environ.get(KIND_VARIABLE, ""), float(os.environ.get(DRAIN_VARIABLE) or 0)
+    if job != "-" and drain > 0:
+        threading.Thread(target=_drain, args=(kind, job, drain, directory / ident), daemon=True,
+                         name="epyclab-drain").start()
+
+
+def _drain(kind: str, job: str, drain: float, marker: Path) -> None:
+    """On an engine: before its job's time ends, finish the current chunk and stop (SIGTERM to itself).
+
+    The job's end is asked of the scheduler once it runs (the row's query,
+    see :mod:`epyclab.clustersetup.batchsystems`); the engine stops ``drain``
+    seconds before it, or a sixth of the job's time before it for a short job.
+    The marker says ``DRAINED``: a chunk sent to the engine as it stopped runs
+    again elsewhere, not counted against its points.
+    """
+    from epyclab.clustersetup.batchsystems import SYSTEMS, jobInfo
+
+    row = SYSTEMS.get(kind)
+    if row is None or not row.batch:
+        return
+    left = None
+    for _ in range(30):
+        left = jobInfo(row, job).left
+        if left is not None:
+            break
+        time.sleep(2)
+    if left is None:  # no time limit known: nothing to drain before
+        return
+    time.sleep(max(0.0, left - min(drain, left / 6)))
+    try:
+        marker.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(f"DRAINED {time.time():.3f} {job}\n")
+    except OSError:
+        return  # no marker, no drain: the walltime ends the engine, and its SIGTERM leaves the marker
+    # The engine's own SIGTERM handling: it finishes the chunk it runs, then stops (so takes no new one).
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:

@@ -100,10 +100,11 @@ class Connection:
         path = self.connection_file()
         if self.url_file is None and not path.parent.parent.is_dir():
             # No profile directory: no controller will ever write a file there, so waiting is pointless.
+            name = self.profile or "default"
             raise ClusterConnectionError(
-                f"no ipyparallel controller to connect to: the profile directory {path.parent.parent} does not "
-                f"exist. Create the profile with `epyclab cluster init {self.profile or 'default'}` and start it "
-                f"with `epyclab cluster start {self.profile or 'default'}`, or give ClusterLab the right profile"
+                f"no ipyparallel controller to connect to: {self.where()}: the profile directory "
+                f"{path.parent.parent} does not exist. Create the profile with `epyclab cluster init {name}` and "
+                f"start it with `epyclab cluster start {name}`, or give ClusterLab the right profile"
             )
         deadline = time.monotonic() + float(self.timeout)
         # ipyparallel would print while it waits for the file; wait here, quietly.
