@@ -130,3 +130,58 @@ def test_slurm_reports_state_node_and_time_left(ipdir: Path, slurm: slurm_fixtur
         time.sleep(0.5)
     assert info.ended and info.state == "CANCELLED"  # its final state, still known after it left the queue
     assert replace(info, state="RUNNING").running
+
+
+FAKE_PBS = {
+    # qsub SCRIPT: a new job, queued; prints its id as Torque does (ipyparallel keeps its number).
+    "qsub": 'n=$(($(cat "$FAKEPBS/next" 2>/dev/null || echo 0) + 1)); echo "$n" > "$FAKEPBS/next"\n'
+            'cp "$1" "$FAKEPBS/$n.sh"; echo Q > "$FAKEPBS/$n.state"; echo "$n.fakeserver"\n',
+    # qstat -f ID: the job's state, as `qstat -f` shows it; unknown ids fail as qstat does.
+    "qstat": 'n=${2%%.*}; [ -f "$FAKEPBS/$n.state" ] || { echo "qstat: Unknown Job Id $2" >&2; exit 153; }\n'
+             'echo "Job Id: $2"; echo "    job_state = $(cat "$FAKEPBS/$n.state")"\n'
+             'echo "    exec_host = node3/0"; echo "    Walltime.Remaining = 3000"\n',
+    "qdel": 'n=${1%%.*}; echo C > "$FAKEPBS/$n.state"\n',
+}
+
+
+def test_the_keeper_drives_pbs_through_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PBS server runs here: qsub/qstat/qdel stand-ins keep job states in files. Everything else is the code
+    path of Slurm: ipyparallel's PBS launcher writes and submits the script, the keeper asks the row's command,
+    replaces a job that ended, backs off after one that failed at once, and stop cancels with qdel."""
+    from epyclab.clustersetup.keeper import QUICK_SECONDS, keeperRecord, keepOnce
+    from epyclab.clustersetup.launchers import stopBatchJob
+    from epyclab.clustersetup.profile import initProfile
+    from epyclab.clustersetup.state import Processes
+
+    bin_dir, state = tmp_path / "bin", tmp_path / "pbs"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, body in FAKE_PBS.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o700)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKEPBS", str(state))
+    directory = initProfile("pbs", ipython_dir=tmp_path / "ipython")
+    options = BatchOptions(engines=2, enginesPerJob=1, walltime="01:00:00", account="proj", keep=True)
+    recorded = Processes(keeper=keeperRecord("pbs", options))
+
+    keepOnce(directory, recorded, now=1000.0)
+    assert [r["launcher"]["job_id"] for r in recorded.launchers] == ["1", "2"]
+    script = (state / "1.sh").read_text()
+    assert "#PBS -l walltime=01:00:00" in script and "#PBS -A proj" in script and "ipyparallel.engine" in script
+    (state / "1.state").write_text("R\n")
+    (state / "2.state").write_text("R\n")
+    keepOnce(directory, recorded, now=1001.0)  # both run: nothing to do
+    assert len(recorded.launchers) == 2 and recorded.keeper["replaced"] == 2
+    (state / "1.state").write_text("C\n")  # ended after running long enough: replaced at once
+    keepOnce(directory, recorded, now=1001.0 + QUICK_SECONDS + 1)
+    assert [r["launcher"]["job_id"] for r in recorded.launchers] == ["2", "3"]
+    assert recorded.keeper["failures"] == 0
+    keepOnce(directory, recorded, now=1100.0)  # job 3 is queued, never ran
+    (state / "3.state").write_text("C\n")  # ...and ends at once: a failure, then back-off
+    keepOnce(directory, recorded, now=1101.0)
+    assert recorded.keeper["failures"] == 1 and recorded.keeper["status"].startswith("backing off")
+    assert [r["launcher"]["job_id"] for r in recorded.launchers] == ["2"]
+
+    assert stopBatchJob(recorded.launchers[0]) == "cancelled job 2"
+    assert (state / "2.state").read_text().strip() == "C"

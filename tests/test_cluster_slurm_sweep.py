@@ -118,6 +118,9 @@ def test_a_sweep_outlives_its_engine_jobs(ipdir: Path, tmp_path: Path, slurm: sl
     replaced = loadProcesses(profile).keeper["replaced"]
     assert replaced >= 3, log  # the cancelled job, and at least two ended by (or drained before) their walltime
     assert log.count("its engines drain, replacing them") + log.count("ended (TIMEOUT)") >= 2, log
+    # Engines that drained said so (outside.py's markers): a chunk sent to one as it stopped was not counted.
+    marks = [p.read_text().split()[0] for p in (profile / "ended").iterdir()]
+    assert marks.count("DRAINED") >= log.count("its engines drain, replacing them") - 1, marks
 
     stopped = cluster(ipdir, "-q", "stop", "long")
     assert stopped.exit_code == 0, stopped.output
