@@ -321,6 +321,9 @@ def _submit_and_wait(
     running = {r["kind"]: 0 for r in started.launchers}
     for r in started.launchers:
         running[r["kind"]] += int(r["engines"])
+    if options.keep and new:
+        # Kept up: the sweep can begin on the first job's engines; the keeper watches the jobs still queued.
+        running[kind] -= sum(int(r["engines"]) for r in new[1:])
     hint = (
         f"Jobs: {', '.join(f'{recordName(r)} ({batchStatus(r)})' for r in new)}; their output is in "
         f"{directory / 'log'}. `epyclab cluster stop {profile}` cancels them"
@@ -776,9 +779,10 @@ def _keeper_line(keeper: dict[str, Any] | None) -> str:
         return ""
     alive = f"PID {keeper.get('pid')}" if keeperRunning(keeper) else (
         f"NOT RUNNING (PID {keeper.get('pid')}): start it again with `epyclab cluster start`")
-    line = f"{alive}, {keeper.get('status')}; {keeper.get('replaced', 0)} job(s) submitted since start"
+    # Short lines: status is read from phone-sized terminals too.
+    line = f"{alive}, {keeper.get('status')}\n  {keeper.get('replaced', 0)} job(s) submitted since start"
     if keeper.get("ended"):
-        line += f"; last ended: {keeper['ended'][-1]}"
+        line += f"\n  last ended: {keeper['ended'][-1]}"
     if keeper.get("failures"):
         line += f"\n  last failure: {keeper.get('lastFailure')}"
     return line
