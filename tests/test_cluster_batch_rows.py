@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cluster_local import cluster
 
 from epyclab.clustersetup import batchsystems
@@ -185,3 +187,12 @@ def test_the_keeper_drives_pbs_through_the_same_rows(tmp_path: Path, monkeypatch
 
     assert stopBatchJob(recorded.launchers[0]) == "cancelled job 2"
     assert (state / "2.state").read_text().strip() == "C"
+
+
+@settings(max_examples=100, deadline=None)
+@given(engines=st.integers(1, 500), per=st.none() | st.integers(1, 64))
+def test_engines_come_in_jobs_of_the_size_asked(engines: int, per: int | None) -> None:
+    sizes = BatchOptions(engines=engines, enginesPerJob=per).jobSizes()
+    assert sum(sizes) == engines
+    assert all(0 < n <= (per or engines) for n in sizes)
+    assert sizes[:-1] == [per or engines] * (len(sizes) - 1)  # only the last job may be smaller
