@@ -462,9 +462,10 @@ class ClusterLab(Lab):
         _, engines = self._hub().live()
         return pointCounts(self._notebook, set().union(*engines.values()))
 
-    def _log_counts(self) -> None:
+    def _log_counts(self, finished: bool = False) -> None:
         try:
-            lines = describeCounts(self.pointCounts())
+            # Finished: nothing runs, so the hub need not be asked (wait() returns without one more round trip).
+            lines = describeCounts(pointCounts(self._notebook) if finished else self.pointCounts())
         except NoAnswer as exc:
             logger.info("points: the controller did not say which tasks run (%s)", exc)
             return
@@ -500,7 +501,7 @@ class ClusterLab(Lab):
                     committer.added(max(1, tally.collected))
                 if nb.numberOfAllPendingResults() == 0:
                     self._update(False, False)  # purge what was collected from the hub
-                    self._log_counts()
+                    self._log_counts(finished=True)
                     return True
                 if monotonic() - last_counts >= self.CountsSeconds:
                     last_counts = monotonic()
