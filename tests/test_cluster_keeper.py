@@ -96,7 +96,23 @@ def test_the_keeper_replaces_jobs_outlives_its_shell_and_stops_with_the_cluster(
     refused = cluster(ipdir, "-q", "start", "kept")
     assert refused.exit_code == 1 and "kept up by its keeper" in refused.output
 
+    # A reboot of the login node: the controller and the keeper die together; the jobs' engines wait for their
+    # controller. start restarts both; the running jobs' engines register again, no job is submitted.
+    jobs = job_ids(profile)
     controller = int(loadProcesses(profile).controller["pid"])
+    os.killpg(controller, signal.SIGKILL)
+    os.kill(int(restarted["pid"]), signal.SIGKILL)
+    assert wait_gone([controller, int(restarted["pid"])]) == []
+    rebooted = cluster(ipdir, "-q", "start", "kept", "--timeout", "120")
+    assert rebooted.exit_code == 0, rebooted.output
+    assert "  slurm: 2" in rebooted.stdout
+    after = loadProcesses(profile)
+    assert job_ids(profile) == jobs and sorted(slurm.jobs()) == sorted(jobs)
+    assert int(after.controller["pid"]) != controller and running(int(after.controller["pid"]))
+    restarted = after.keeper
+    assert restarted is not None and running(int(restarted["pid"]))
+
+    controller = int(after.controller["pid"])
     stopped = cluster(ipdir, "-q", "stop", "kept")
     assert stopped.exit_code == 0, stopped.output
     assert f"keeper: stopped the keeper (PID {restarted['pid']})" in stopped.stdout

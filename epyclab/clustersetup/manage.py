@@ -54,6 +54,7 @@ from epyclab.clustersetup.launchers import (
     stopBatchJob,
     submitEngineJob,
 )
+from epyclab.clustersetup.outside import engineJob
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
@@ -583,6 +584,8 @@ def _restart_batch(
     ended = [r for r in recorded.launchers if r not in live]
     kinds = {r["kind"] for r in live}
     keep = {eid for eid, spec in recorded.engineHosts.items() if spec in kinds}
+    if host.isLocal:
+        keep = _engines_of_jobs(directory, live, keep)
     _prune_engine_state(remote, host, directory, where, settings.venv, keep)
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
@@ -612,6 +615,23 @@ def _restart_batch(
     finally:
         client.close()
     return counts
+
+
+def _engines_of_jobs(directory: Path, live: list[dict[str, Any]], fallback: set[str]) -> set[str]:
+    """The engine ids of the controller's state whose engines run in one of the ``live`` jobs.
+
+    Each engine of a batch job said which job it runs in (see
+    :func:`epyclab.clustersetup.outside.engineJob`), the keeper's replacements
+    too; an engine that said nothing is kept if it is in ``fallback``.
+    """
+    jobs = {str(r.get("launcher", {}).get("job_id", "")).split(".")[0] for r in live}
+    keep = set()
+    for path in (directory / "log").glob("engines*.json"):
+        for eid, uuid in json.loads(path.read_text()).get("engines", {}).items():
+            job = engineJob(directory, str(uuid))
+            if (job is None and eid in fallback) or (job is not None and job.split(".")[0] in jobs):
+                keep.add(str(eid))
+    return keep
 
 
 def _prune_engine_state(

@@ -38,7 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENDED_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install", "endedFromOutside"]
+__all__ = [
+    "ENDED_DIRECTORY", "JOBS_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install",
+    "endedFromOutside", "engineJob",
+]
 
 #: The engine's launcher kind (a row of batchsystems.SYSTEMS), set in its job's environment (engines.WORKER_VARIABLE).
 KIND_VARIABLE = "EPYCLAB_WORKER"
@@ -46,6 +49,9 @@ KIND_VARIABLE = "EPYCLAB_WORKER"
 DRAIN_VARIABLE = "EPYCLAB_DRAIN_SECONDS"
 #: The directory of markers, in the profile directory.
 ENDED_DIRECTORY = "ended"
+#: Where each engine of a batch job says, at start-up, which job it runs in (``engine-jobs/<uuid>``: the job id),
+#: so that a restarted controller is told to restore exactly the engines of the jobs still running.
+JOBS_DIRECTORY = "engine-jobs"
 #: What the profile's engine config runs at start-up (an engine without epyclab goes on without markers).
 STARTUP_COMMAND = (
     "try:\n    from epyclab.clustersetup.outside import install as _epyclab_install\nexcept ImportError:\n"
@@ -83,6 +89,8 @@ def install() -> None:
             previous(sig, frame)
 
     signal.signal(signal.SIGTERM, ended)
+    if job != "-":
+        _write(Path(app.profile_dir.location) / JOBS_DIRECTORY / ident, job)
     kind, drain = os.environ.get(KIND_VARIABLE, ""), float(os.environ.get(DRAIN_VARIABLE) or 0)
     if job != "-" and drain > 0:
         threading.Thread(target=_drain, args=(kind, job, drain, directory / ident), daemon=True,
@@ -121,6 +129,27 @@ def _drain(kind: str, job: str, drain: float, marker: Path) -> None:
         return  # no marker, no drain: the walltime ends the engine, and its SIGTERM leaves the marker
     # The engine's own SIGTERM handling: it finishes the chunk it runs, then stops (so takes no new one).
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a small private file (its directory made private); an engine goes on without it if it cannot."""
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text + "\n")
+    except OSError:
+        return
+
+
+def engineJob(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
+    """The batch job the engine ``engineUuid`` of the profile runs in (as it said at start-up), or None."""
+    if not engineUuid or "/" in str(engineUuid):
+        return None
+    try:
+        return (Path(profileDirectory) / JOBS_DIRECTORY / str(engineUuid)).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
