@@ -457,20 +457,6 @@ class ClusterLab(Lab):
             self._notebook.commit()
         return tally.collected
 
-    def pointCounts(self) -> dict[str, PointCounts]:
-        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
-        _, engines = self._hub().live()
-        return pointCounts(self._notebook, set().union(*engines.values()))
-
-    def _log_counts(self, finished: bool = False) -> None:
-        try:
-            # Finished: nothing runs, so the hub need not be asked (wait() returns without one more round trip).
-            lines = describeCounts(pointCounts(self._notebook) if finished else self.pointCounts())
-        except NoAnswer as exc:
-            logger.info("points: the controller did not say which tasks run (%s)", exc)
-            return
-        logger.info("points per result set:\n%s", "\n".join(lines))
-
     def wait(self, timeout: float = -1, progress: bool | None = None) -> bool:
         """Collect until nothing is pending in the notebook; False if ``timeout`` seconds pass first.
 
@@ -516,3 +502,17 @@ class ClusterLab(Lab):
     def lostPolicy(self) -> str:
         """What happens to jobs the cluster lost: ``'resubmit'`` or ``'fail'``."""
         return self._collector.lost
+
+    def pointCounts(self) -> dict[str, PointCounts]:
+        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
+        _, engines = self._hub().live()
+        return pointCounts(self._notebook, set().union(*engines.values()))
+
+    def _log_counts(self, finished: bool = False) -> None:
+        try:
+            # Finished: nothing runs, so the hub need not be asked (wait() returns without one more round trip).
+            lines = describeCounts(pointCounts(self._notebook) if finished else self.pointCounts())
+        except NoAnswer as exc:
+            logger.info("points: the controller did not say which tasks run (%s)", exc)
+            return
+        logger.info("points per result set:\n%s", "\n".join(lines))
