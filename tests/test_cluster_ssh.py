@@ -223,7 +223,7 @@ def test_init_sync_start_sweep_status_stop(
     status = cluster(ipdir, "status", "lab")
     assert status.exit_code == 0, status.output
     assert f"  {w1}: 1 / 1" in status.stdout and f"  {w2}: 1 / 1" in status.stdout
-    assert "tasks: 0 queued, 0 running" in status.stdout
+    assert "tasks at the controller: 0 queued, 0 running" in status.stdout
 
     # stop: engines on every worker, then the controller; nothing of theirs is left
     stopped = cluster(ipdir, "-q", "stop", "lab")

@@ -8,6 +8,9 @@ The ``epyclab cluster ...`` commands, as functions::
     syncWorkers("lab", ["node1", "alice@node2:2222"])
     startCluster("lab", enginesPerWorker=4)
     startCluster("hpc", engines="slurm", batch=BatchOptions(engines=64, queue="compute", walltime="12:00:00"))
+    # 64 engines in jobs of 8, kept up across walltimes by a keeper until stopCluster("hpc")
+    startCluster("hpc", engines="slurm", batch=BatchOptions(engines=64, enginesPerJob=8, walltime="12:00:00",
+                                                            keep=True))
     print(clusterStatus("lab"))
     stopCluster("lab")
 

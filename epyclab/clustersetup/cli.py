@@ -16,12 +16,14 @@ from typing import Any
 
 import click
 
+from epyclab.clustersetup.batchsystems import system
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import readWorkersFile
 from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS, LAUNCHERS, BatchOptions
 from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.clustersetup.profile import CLIENT_FILE, profileDir
 from epyclab.clustersetup.sync import syncWorkers
+from epyclab.labs.points import describeCounts
 from epyclab.log import logger
 
 __all__ = ["cluster"]
@@ -71,11 +73,20 @@ def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
     """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
 
     \b
-    epyclab cluster init PROFILE                      create the profile
-    epyclab cluster sync PROFILE --workers a,b        venv + profile on each worker
-    epyclab cluster start PROFILE                     controller here, engines on the workers
-    epyclab cluster status PROFILE                    engines per worker, task counts
-    epyclab cluster stop PROFILE                      engines, then the controller
+    epyclab cluster init PROFILE                          create the profile
+    On a batch system (run on the login node):
+    epyclab cluster start PROFILE --engines slurm --total-engines 64 --walltime 12:00:00
+                          (or --engines pbs; --engines mpi: under mpiexec)
+    epyclab cluster start PROFILE --engines slurm --total-engines 64 --engines-per-job 8 \\
+                          --walltime 12:00:00 --keep   kept up across walltimes by a keeper
+    On machines you reach by ssh:
+    epyclab cluster sync PROFILE --workers a,b            venv + profile on each worker
+    epyclab cluster start PROFILE                         controller here, engines on the workers
+    On this machine only:
+    epyclab cluster start PROFILE --local -n 4
+    Then:
+    epyclab cluster status PROFILE [NOTEBOOK]             engines, jobs, points per result set
+    epyclab cluster stop PROFILE                          engines (or their jobs), then the controller
 
     Each command says what it did; -v also shows every command it runs, -q
     only warnings and errors (both accepted before or after the subcommand).
@@ -166,7 +177,12 @@ def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
     with _reporting():
         directory = initCluster(profile, ip=ip, curve=curve, ipython_dir=obj["ipython_dir"])
     click.echo(f"profile {profile}: {directory}")
-    click.echo(f"next: epyclab cluster sync {profile} --workers HOST,...  (or start {profile} --local)")
+    click.echo("next, one of:")
+    click.echo(f"  epyclab cluster start {profile} --engines slurm --total-engines N --walltime HH:MM:SS [--keep]"
+               "   (or --engines pbs / mpi, on the login node)")
+    click.echo(f"  epyclab cluster sync {profile} --workers HOST,...   then  epyclab cluster start {profile}"
+               "   (machines you reach by ssh)")
+    click.echo(f"  epyclab cluster start {profile} --local -n N   (this machine only)")
 
 
 @cluster.command()
@@ -234,7 +250,19 @@ def sync(
 @_workers_option
 @_workers_file_option
 @_controller_host_option
-@click.option("-n", "--engines-per-worker", type=int, help="Engines on each worker (default: its cores minus K).")
+@click.option("-n", "count", type=int, metavar="N",
+              help="Engines: on each worker (ssh, local), or in all (slurm, pbs, mpi).")
+@click.option("--engines-per-worker", type=int, metavar="N",
+              help="ssh, local: engines on each worker (default: its cores minus K).")
+@click.option("--total-engines", type=int, metavar="N", help="slurm, pbs, mpi: engines in all.")
+@click.option("--engines-per-job", type=int, metavar="N",
+              help="slurm, pbs: engines in each batch job; the total comes as several jobs (default: one job).")
+@click.option("--drain", "drain", type=float, default=120.0, show_default=True, metavar="SECONDS",
+              help="slurm, pbs: an engine takes no new chunk this long before its job's time ends (a sixth of "
+              "the job's time for short jobs; 0: never).")
+@click.option("--keep", is_flag=True,
+              help="slurm, pbs: keep the engines up until `stop`: a keeper process replaces jobs that end "
+              "(walltime, preemption, failure, scancel).")
 @click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
 @click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
@@ -244,8 +272,8 @@ def sync(
     type=click.Choice(LAUNCHERS),
     default="ssh",
     show_default=True,
-    help="How engines start: on the workers over ssh, here (local), or as a slurm/pbs job or under mpiexec "
-    "(then -n is the number of engines in all).",
+    help="How engines start: as slurm or pbs batch jobs, under mpiexec (mpi), on the workers over ssh, or "
+    "here (local). -n is engines in all for slurm/pbs/mpi, per worker for ssh/local.",
 )
 @click.option(
     "--controller",
@@ -288,7 +316,12 @@ def start(
     workers: tuple[str, ...],
     workers_file: str | None,
     controller_host: str | None,
+    count: int | None,
     engines_per_worker: int | None,
+    total_engines: int | None,
+    engines_per_job: int | None,
+    drain: float,
+    keep: bool,
     leave_free: int | None,
     local: bool,
     timeout: float,
@@ -312,15 +345,20 @@ def start(
     engines still running register again (a controller job that has ended is
     submitted again).
     """
-    if engines_per_worker is not None and leave_free is not None:
-        raise click.UsageError("give --engines-per-worker or --leave-free, not both")
+    per_worker, total = _engine_counts(launcher, count, engines_per_worker, total_engines)
+    if per_worker is not None and leave_free is not None:
+        raise click.UsageError("give -n (--engines-per-worker) or --leave-free, not both")
+    if (engines_per_job is not None or keep) and not _batch_system(launcher):
+        raise click.UsageError(f"--engines-per-job and --keep apply to batch jobs (--engines slurm or pbs), "
+                               f"not to --engines {launcher}")
     batch = None
     if launcher in BATCH_LAUNCHERS:
-        if engines_per_worker is None:
-            raise click.UsageError(f"--engines {launcher} needs -n, the number of engines to start")
+        if total is None:
+            raise click.UsageError(f"--engines {launcher} needs --total-engines N (or -n N), the engines in all")
         batch = BatchOptions(
-            engines=engines_per_worker, enginesPerNode=engines_per_node, queue=queue, account=account,
+            engines=total, enginesPerNode=engines_per_node, queue=queue, account=account,
             walltime=walltime, directives=list(directives), template=job_template,
+            enginesPerJob=engines_per_job, keep=keep, drainSeconds=drain,
         )
     controller_batch = None
     if controller_launcher != "local":
@@ -333,7 +371,7 @@ def start(
             profile,
             _workers(workers, workers_file),
             local=local,
-            enginesPerWorker=engines_per_worker,
+            enginesPerWorker=per_worker,
             leaveFree=1 if leave_free is None else leave_free,
             controllerHost=controller_host,
             venv=venv,
@@ -356,6 +394,35 @@ def start(
     click.echo(f"{sum(counts.values())} engine(s) ready; connect with ClusterLab(notebook, profile={profile!r})")
 
 
+def _batch_system(launcher: str) -> bool:
+    return launcher in BATCH_LAUNCHERS and system(launcher).batch
+
+
+def _engine_counts(
+    launcher: str, count: int | None, per_worker: int | None, total: int | None
+) -> tuple[int | None, int | None]:
+    """(engines per worker, engines in all) from -n, --engines-per-worker and --total-engines, for ``launcher``.
+
+    -n means per worker for ssh/local and in all for slurm/pbs/mpi. The old
+    spelling ``--engines-per-worker`` under a batch launcher is still taken,
+    as the total it always meant there, with a note.
+    """
+    if launcher in BATCH_LAUNCHERS:
+        if per_worker is not None:
+            logger.warning("--engines-per-worker under --engines %s means engines in all: "
+                           "say --total-engines %d", launcher, per_worker)
+        given = [v for v in (count, per_worker, total) if v is not None]
+        if len(set(given)) > 1:
+            raise click.UsageError("give the number of engines once: --total-engines N (or -n N)")
+        return None, given[0] if given else None
+    if total is not None:
+        raise click.UsageError(f"--total-engines applies to slurm, pbs and mpi; with --engines {launcher} "
+                               "give -n (--engines-per-worker), engines on each worker")
+    if count is not None and per_worker is not None and count != per_worker:
+        raise click.UsageError("give the engines per worker once: -n N or --engines-per-worker N")
+    return (per_worker if per_worker is not None else count), None
+
+
 @cluster.command()
 @_verbosity_options
 @click.argument("profile")
@@ -376,22 +443,37 @@ def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -
 @cluster.command()
 @_verbosity_options
 @click.argument("profile")
+@click.argument("notebooks", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
 @click.pass_obj
-def status(obj: dict, profile: str, timeout: float) -> None:
-    """Show the controller, the engines per worker, and the queued, running and finished tasks."""
+def status(obj: dict, profile: str, notebooks: tuple[str, ...], timeout: float) -> None:
+    """Show the controller, the engines, the batch jobs, and the points of each NOTEBOOK per result set.
+
+    Points are counted from the notebooks a sweep was submitted into (read
+    only, while a collector may write them): queued, running (in a chunk an
+    engine runs now), done and failed.
+    """
     with _reporting():
-        state = clusterStatus(profile, timeout=timeout, ipython_dir=obj["ipython_dir"])
+        state = clusterStatus(profile, timeout=timeout, ipython_dir=obj["ipython_dir"], notebooks=notebooks)
     click.echo(f"controller: {state.controller}")
     hosts = sorted(set(state.engines) | set(state.started))
     if hosts:
         click.echo("engines per host (registered / started):")
         for host in hosts:
             click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
+    if state.keeper:
+        click.echo(f"keeper: {state.keeper}")
     for job, what in state.jobs.items():
         click.echo(f"{job}: {what}")
+    for path, counts in state.points.items():
+        click.echo(f"points of {path}:")
+        for line in describeCounts(counts) or ["  (no points)"]:
+            click.echo(line)
     if state.answering:
-        click.echo(f"tasks: {state.queued} queued, {state.running} running, {state.finished} finished")
+        if not notebooks:
+            click.echo(f"tasks at the controller: {state.queued} queued, {state.running} running, "
+                       f"{state.finished} finished and not collected (give the notebook to count its points: "
+                       f"`epyclab cluster status {profile} NOTEBOOK`)")
         click.echo(f"client connection file: {profileDir(profile, obj['ipython_dir']) / CLIENT_FILE}")
     else:
         raise SystemExit(1)

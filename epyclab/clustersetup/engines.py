@@ -11,7 +11,7 @@ import os
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic, sleep
@@ -33,6 +33,8 @@ WORKER_VARIABLE = "EPYCLAB_WORKER"
 _LOG = "log/epyclab-engine-$i.log"
 # Seconds before an engine that has not answered is asked again.
 _ASK_AGAIN = 3.0
+# Seconds between calls of waitForEngines' check (each asks the scheduler once per job).
+_CHECK_EVERY = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,20 @@ def startEngines(
 
 
 def waitForEngines(
-    client: ipyparallel.Client, expected: Mapping[str, int], timeout: float = 60.0, logHint: str = ""
+    client: ipyparallel.Client, expected: Mapping[str, int], timeout: float = 60.0, logHint: str = "",
+    check: Callable[[], None] | None = None,
 ) -> dict[int, Registered]:
     """Wait until every worker in ``expected`` (spec -> engines) has that many engines answering.
 
     Only engines that answer count: the records a restarted controller
     restores for engines that are gone never do. Returns engine id ->
     :class:`Registered` (worker spec and PIDs). Raises :class:`ClusterSetupError` naming
-    the workers whose engines did not come within ``timeout`` seconds.
+    the workers whose engines did not come within ``timeout`` seconds. ``check``,
+    called every :data:`_CHECK_EVERY` seconds while waiting, raises to stop the
+    wait at once (a batch job that ended, say).
     """
     deadline = monotonic() + timeout
+    checked = monotonic()
     asked: dict[int, tuple[Any, float]] = {}
     hosts: dict[int, Registered] = {}
     while True:
@@ -120,7 +126,12 @@ def waitForEngines(
         missing = {spec: n for spec, n in expected.items() if counts[spec] < n}
         if not missing:
             return {eid: r for eid, r in hosts.items() if r.host != "(dead)"}
+        if check is not None and monotonic() - checked >= _CHECK_EVERY:
+            check()
+            checked = monotonic()
         if monotonic() > deadline:
+            if check is not None:
+                check()  # a job that ended says more than a timeout does
             which = ", ".join(f"{spec} ({counts[spec]} of {n})" for spec, n in missing.items())
             raise ClusterSetupError(f"engines did not register within {timeout:.0f} s on: {which}. {logHint}".strip())
         sleep(0.2)

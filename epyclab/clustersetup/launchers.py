@@ -4,23 +4,25 @@
 
 - ``local``: processes on this machine (:mod:`epyclab.clustersetup.engines`, no ssh);
 - ``ssh``: processes on the workers, over ssh (the same module);
-- ``slurm``, ``pbs``: one batch job holding all the engines, submitted with
-  ipyparallel's :class:`~ipyparallel.cluster.launcher.SlurmEngineSetLauncher` or
-  :class:`~ipyparallel.cluster.launcher.PBSEngineSetLauncher` (``sbatch`` /
-  ``qsub``; stopped with ``scancel`` / ``qdel``);
+- ``slurm``, ``pbs``: batch jobs holding the engines (one job, or several of
+  ``--engines-per-job`` engines each), submitted with ipyparallel's
+  :class:`~ipyparallel.cluster.launcher.SlurmEngineSetLauncher` or
+  :class:`~ipyparallel.cluster.launcher.PBSEngineSetLauncher`;
 - ``mpi``: ``mpiexec -n N ipengine --mpi``, by
   :class:`~ipyparallel.cluster.launcher.MPIEngineSetLauncher`.
 
-This module configures those classes from :class:`BatchOptions` and records
-each launcher as the dict ipyparallel's ``to_dict`` gives (with its job id or
-PID) in the profile's state, so that ``status`` and ``stop`` rebuild it with
+What differs between the systems is data: a row of
+:data:`epyclab.clustersetup.batchsystems.SYSTEMS` each (commands, classes,
+directive lines, how to ask about a job). This module configures the row's
+classes from :class:`BatchOptions` and records each launcher as the dict
+ipyparallel's ``to_dict`` gives (with its job id or PID) in the profile's
+state, so that ``status``, ``stop`` and the keeper rebuild it with
 ``from_dict`` in any later shell.
 
 ``start --controller slurm`` (or ``pbs``) runs the controller in a batch job
-of its own too, by :class:`~ipyparallel.cluster.launcher.SlurmControllerLauncher`
-or :class:`~ipyparallel.cluster.launcher.PBSControllerLauncher`, configured
-from the same options (:func:`startBatchController`); its record carries
-``"role": "controller"`` and, once it runs, the node it runs on.
+of its own too, by the row's controller class, configured from the same
+options (:func:`startBatchController`); its record carries ``"role":
+"controller"`` and, once it runs, the node it runs on.
 
 The batch commands run on this machine: run
 ``epyclab cluster start`` on the cluster's login node, where ``sbatch`` works
@@ -30,10 +32,11 @@ and the profile directory is on the file system the compute nodes share.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,9 +45,11 @@ from typing import Any
 from ipyparallel.cluster import launcher as ipp_launchers
 
 from epyclab.clustersetup import processes
+from epyclab.clustersetup.batchsystems import ENDED, GONE, SYSTEMS, BatchSystem, JobInfo, jobInfo, system
 from epyclab.clustersetup.engines import WORKER_VARIABLE
 from epyclab.clustersetup.errors import ClusterSetupError
 from epyclab.clustersetup.hosts import LOCAL
+from epyclab.clustersetup.outside import DRAIN_VARIABLE
 from epyclab.clustersetup.profile import ENGINE_FILE
 from epyclab.clustersetup.ssh import Remote
 from epyclab.log import logger
@@ -56,47 +61,49 @@ __all__ = [
     "CONTROLLER_LAUNCHERS",
     "BatchOptions",
     "startBatchEngines",
+    "submitEngineJob",
+    "checkBatchCommand",
     "startBatchController",
     "batchStatus",
     "batchEnded",
     "batchNode",
+    "batchInfo",
     "stopBatchJob",
     "recordName",
+    "outputTail",
     "describeBatch",
     "describeBatchController",
 ]
 
+#: The kinds driven by ipyparallel's launcher classes (the rows of the table): kind -> class name.
+BATCH_LAUNCHERS = {name: row.engineClass for name, row in SYSTEMS.items()}
 #: Every kind of engine launcher ``start --engines`` accepts.
-LAUNCHERS = ("local", "ssh", "slurm", "pbs", "mpi")
-#: The kinds driven by ipyparallel's launcher classes: kind -> class name in ipyparallel.cluster.launcher.
-BATCH_LAUNCHERS = {
-    "slurm": "SlurmEngineSetLauncher",
-    "pbs": "PBSEngineSetLauncher",
-    "mpi": "MPIEngineSetLauncher",
-}
+LAUNCHERS = ("local", "ssh", *BATCH_LAUNCHERS)
 #: Where ``start --controller`` runs the controller: here, or in a batch job (kind -> ipyparallel class name).
-CONTROLLER_LAUNCHERS = {"local": None, "slurm": "SlurmControllerLauncher", "pbs": "PBSControllerLauncher"}
-# Scheduler states of a job that has ended or is ending (Slurm's squeue %T; anything batchStatus calls gone).
-_ENDED = {"gone", "COMPLETED", "COMPLETING", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-          "BOOT_FAIL", "PREEMPTED", "DEADLINE", "SPECIAL_EXIT"}
-# The command that must exist for each kind, for a clear error before anything is tried.
-_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "mpi": "mpiexec"}
+CONTROLLER_LAUNCHERS = {"local": None, **{n: r.controllerClass for n, r in SYSTEMS.items() if r.controllerClass}}
 
 
 @dataclass
 class BatchOptions:
-    """What a user of a batch system sets for the engines' job (all optional but ``engines``).
+    """What a user of a batch system sets for the engines' jobs (all optional but ``engines``).
 
     :param engines: how many engines in all
     :param enginesPerNode: engines on each node (Slurm ``--ntasks-per-node``, PBS ``ppn``, MPI ``-npernode``)
     :param queue: the queue (PBS) or partition (Slurm)
     :param account: the account charged
-    :param walltime: the job's time limit, as the scheduler writes it (``HH:MM:SS``)
+    :param walltime: each job's time limit, as the scheduler writes it (``HH:MM:SS``)
     :param directives: extra scheduler lines (``--mem=4G`` or ``#SBATCH --mem=4G``); for MPI, extra
         ``mpiexec`` arguments
     :param template: a job script template file (ipyparallel's ``batch_template_file``: ``{n}``,
         ``{program_and_args}``, ``{queue}``, ``{account}`` ... are filled in); the options above
         are then left to the template
+    :param enginesPerJob: engines in each job: the ``engines`` come as several jobs of this many
+        (None: one job holding them all), so that work starts on the first that start
+    :param keep: keep ``engines`` engines up until the cluster is stopped: a keeper process
+        (:mod:`epyclab.clustersetup.keeper`) submits a job for each that ends
+    :param drainSeconds: an engine stops taking chunks this many seconds before its job's time
+        ends (a sixth of the job's time, for a job shorter than six times this); 0: never
+        (see :mod:`epyclab.clustersetup.outside`)
     """
 
     engines: int = 1
@@ -106,57 +113,60 @@ class BatchOptions:
     walltime: str = ""
     directives: list[str] = field(default_factory=list)
     template: str | None = None
+    enginesPerJob: int | None = None
+    keep: bool = False
+    drainSeconds: float = 120.0
+
+    def jobSizes(self) -> list[int]:
+        """The engines of each job that makes up :attr:`engines`."""
+        per = int(self.enginesPerJob or self.engines)
+        total = int(self.engines)
+        return [min(per, total - done) for done in range(0, total, per)]
 
 
 def _launcher_class(kind: str) -> type:
-    try:
-        return getattr(ipp_launchers, BATCH_LAUNCHERS[kind])
-    except KeyError:
-        raise ClusterSetupError(
-            f"unknown engine launcher {kind!r}: use one of {', '.join(LAUNCHERS)}"
-        ) from None
+    return getattr(ipp_launchers, system(kind).engineClass)
 
 
-def _directive_lines(kind: str, options: BatchOptions) -> list[str]:
-    """The scheduler lines epyclab adds to ipyparallel's default job script."""
-    prefix = {"slurm": "#SBATCH", "pbs": "#PBS"}[kind]
+def _directive_lines(row: BatchSystem, options: BatchOptions, n: int) -> list[str]:
+    """The scheduler lines epyclab adds to ipyparallel's default job script for a job of ``n`` engines."""
     lines = []
-    if kind == "slurm" and options.enginesPerNode:
-        # ipyparallel adds --ntasks only when no line matches its pattern, which --ntasks-per-node does.
-        lines.append(f"#SBATCH --ntasks={int(options.engines)}")
-        lines.append(f"#SBATCH --ntasks-per-node={int(options.enginesPerNode)}")
-    if kind == "pbs":
-        if options.enginesPerNode:
-            nodes = -(-int(options.engines) // int(options.enginesPerNode))
-            lines.append(f"#PBS -l nodes={nodes}:ppn={int(options.enginesPerNode)}")
-        if options.account:
-            lines.append(f"#PBS -A {options.account}")
-        if options.walltime:
-            lines.append(f"#PBS -l walltime={options.walltime}")
+    if options.enginesPerNode:
+        per = int(options.enginesPerNode)
+        lines += [row.line(t, n=n, perNode=per, nodes=-(-n // per)) for t in row.perNodeLines]
+    if options.account and row.accountLine:
+        lines.append(row.line(row.accountLine, account=options.account))
+    if options.walltime and row.walltimeLine:
+        lines.append(row.line(row.walltimeLine, walltime=options.walltime))
     for directive in options.directives:
         directive = directive.strip()
-        lines.append(directive if directive.startswith("#") else f"{prefix} {directive}")
+        lines.append(directive if directive.startswith("#") else f"{row.directive} {directive}")
     return lines
 
 
-def _configure(kind: str, directory: Path, options: BatchOptions) -> Any:
-    """An ipyparallel engine-set launcher of ``kind`` for the profile in ``directory``, configured."""
+def _configure(kind: str, directory: Path, options: BatchOptions, n: int | None = None) -> Any:
+    """An ipyparallel engine-set launcher of ``kind`` for the profile in ``directory``, for ``n`` engines."""
+    row = system(kind)
+    n = int(options.engines if n is None else n)
     cls = _launcher_class(kind)
     work = privateDirectory(directory / "batch")
     launcher = cls(work_dir=str(work), profile_dir=str(directory), cluster_id="")
     launcher.engine_cmd = [sys.executable, "-m", "ipyparallel.engine"]
     launcher.engine_args = [f"--profile-dir={directory}", f"--file={directory / ENGINE_FILE}"]
     launcher.environment = {WORKER_VARIABLE: kind}
-    if kind == "mpi":
+    if row.batch and options.drainSeconds > 0:
+        launcher.environment[DRAIN_VARIABLE] = str(float(options.drainSeconds))
+    if not row.batch:
         extra = [*options.directives]
         if options.enginesPerNode:
             extra = ["-npernode", str(int(options.enginesPerNode)), *extra]
         launcher.mpi_args = extra
-        launcher.output_file = str(directory / "log" / "epyclab-engines-mpi.log")
+        launcher.output_file = str(directory / "log" / f"epyclab-engines-{kind}.log")
         return launcher
-    launcher.output_file = str(directory / "log" / f"epyclab-engines-{kind}-%j.log" if kind == "slurm"
-                               else directory / "log" / f"epyclab-engines-{kind}.log")
-    _apply_options(launcher, kind, options, _directive_lines(kind, options))
+    # Each job its own output file: named by its job id where the system allows, else made unique first.
+    name = "%j" if row.outputJobId else f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
+    launcher.output_file = str(directory / "log" / f"epyclab-engines-{kind}-{name}.log")
+    _apply_options(launcher, options, _directive_lines(row, options, n))
     return launcher
 
 
@@ -172,30 +182,27 @@ def _configure_controller(kind: str, directory: Path, options: BatchOptions, nod
         raise ClusterSetupError(
             f"unknown controller launcher {kind!r}: use one of {', '.join(CONTROLLER_LAUNCHERS)}"
         )
+    row = system(kind)
     work = privateDirectory(directory / "batch")
     launcher = getattr(ipp_launchers, name)(work_dir=str(work), profile_dir=str(directory), cluster_id="")
     launcher.controller_cmd = [sys.executable, "-m", "ipyparallel.controller"]
     launcher.controller_args = [f"--profile-dir={directory}"]
-    launcher.output_file = str(directory / "log" / (f"epyclab-controller-{kind}-%j.log" if kind == "slurm"
+    launcher.output_file = str(directory / "log" / (f"epyclab-controller-{kind}-%j.log" if row.outputJobId
                                                      else f"epyclab-controller-{kind}.log"))
     # The controller is one process: engines-per-node means nothing to its job.
-    lines = _directive_lines(kind, BatchOptions(engines=1, account=options.account, walltime=options.walltime,
-                                                directives=options.directives))
-    _apply_options(launcher, kind, options, lines)
+    lines = _directive_lines(row, BatchOptions(engines=1, account=options.account, walltime=options.walltime,
+                                               directives=options.directives), 1)
+    _apply_options(launcher, options, lines)
     if node:
         # On the submit command, so that it holds for a template of the user's too (and overrides its lines).
-        pin = [f"--nodelist={node}"] if kind == "slurm" else ["-l", f"nodes={node}"]
-        launcher.submit_command = [*launcher.submit_command, *pin]
+        launcher.submit_command = [*launcher.submit_command, *(a.format(node=node) for a in row.pinArgs)]
     return launcher
 
 
-def _apply_options(launcher: Any, kind: str, options: BatchOptions, lines: list[str]) -> None:
-    """Queue, account, time limit and extra lines (or the user's template) into a batch launcher."""
+def _apply_options(launcher: Any, options: BatchOptions, lines: list[str]) -> None:
+    """Queue and the extra lines (account, time limit, directives; or the user's template) into a batch launcher."""
     if options.queue:
         launcher.queue = options.queue
-    if kind == "slurm":
-        launcher.account = options.account
-        launcher.timelimit = options.walltime
     if options.template is not None:
         path = Path(options.template).expanduser()
         if not path.is_file():
@@ -210,8 +217,9 @@ def _apply_options(launcher: Any, kind: str, options: BatchOptions, lines: list[
         launcher.default_template = "\n".join([first, *typed, rest])
 
 
-def _check_command(kind: str) -> None:
-    command = _COMMANDS[kind]
+def checkBatchCommand(kind: str) -> None:
+    """A :class:`ClusterSetupError` saying where to run if the row's command (``sbatch``...) is not on the PATH."""
+    command = system(kind).command
     if shutil.which(command) is None:
         raise ClusterSetupError(
             f"`{command}` is not on the PATH of this machine: start the cluster on the {kind} login node "
@@ -243,24 +251,39 @@ def _submit(launcher: Any, kind: str, what: str, n: int, directory: Path) -> Non
     privateTree(directory / "batch")
 
 
-def startBatchEngines(directory: Path, kind: str, options: BatchOptions) -> dict[str, Any]:
-    """Start ``options.engines`` engines with the ``kind`` launcher; return its record for the profile's state.
+def startBatchEngines(directory: Path, kind: str, options: BatchOptions) -> list[dict[str, Any]]:
+    """Start ``options.engines`` engines with the ``kind`` launcher, as jobs of ``options.enginesPerJob``.
 
-    The record is ``{"kind", "class", "engines", "options", "launcher": to_dict()}``;
-    the launcher's dict holds the batch job id (Slurm, PBS) or the PID of
-    ``mpiexec`` (MPI). Raises :class:`ClusterSetupError` naming the command
-    and its output when submission fails, or when the command is missing.
+    Returns a record per job (or ``mpiexec``) for the profile's state (see
+    :func:`submitEngineJob`). Raises :class:`ClusterSetupError` naming the
+    command and its output when a submission fails, or when the command is
+    missing.
     """
     if options.engines < 1:
-        raise ClusterSetupError(f"the number of engines (-n) must be at least 1, not {options.engines}")
-    if kind not in _COMMANDS:
-        _launcher_class(kind)
-    _check_command(kind)
-    launcher = _configure(kind, directory, options)
-    _submit(launcher, kind, f"{options.engines} engine(s)", int(options.engines), directory)
-    record = {"kind": kind, "class": type(launcher).__name__, "engines": int(options.engines),
-              "options": asdict(options), "launcher": _plain(launcher.to_dict())}
-    logger.info("%s: started %d engine(s): %s", kind, options.engines, _what(record))
+        raise ClusterSetupError(f"the number of engines must be at least 1, not {options.engines}")
+    if options.enginesPerJob is not None and options.enginesPerJob < 1:
+        raise ClusterSetupError(f"--engines-per-job must be at least 1, not {options.enginesPerJob}")
+    row = system(kind)
+    checkBatchCommand(kind)
+    sizes = options.jobSizes() if row.batch else [int(options.engines)]
+    return [submitEngineJob(directory, kind, options, n) for n in sizes]
+
+
+def submitEngineJob(directory: Path, kind: str, options: BatchOptions, n: int) -> dict[str, Any]:
+    """Submit one job of ``n`` engines (or start ``mpiexec -n n``); return its record for the profile's state.
+
+    The record is ``{"kind", "class", "engines", "options", "launcher": to_dict(), "output", "submitted"}``:
+    the launcher's dict holds the batch job id (or the PID of ``mpiexec``),
+    ``output`` the job's output file, ``submitted`` the time (seconds since
+    the epoch). Raises :class:`ClusterSetupError` as :func:`startBatchEngines`.
+    """
+    launcher = _configure(kind, directory, options, n)
+    _submit(launcher, kind, f"{n} engine(s)", int(n), directory)
+    job = str(getattr(launcher, "job_id", "") or "")
+    record = {"kind": kind, "class": type(launcher).__name__, "engines": int(n),
+              "options": asdict(options), "launcher": _plain(launcher.to_dict()),
+              "output": str(launcher.output_file).replace("%j", job), "submitted": time.time()}
+    logger.info("%s: started %d engine(s): %s", kind, n, _what(record))
     return record
 
 
@@ -276,7 +299,7 @@ def startBatchController(
     Raises :class:`ClusterSetupError` naming the command and the job script
     when submission fails, or when the command is missing.
     """
-    _check_command(kind)
+    checkBatchCommand(kind)
     launcher = _configure_controller(kind, directory, options, node)
     _submit(launcher, kind, "the controller", 0, directory)
     job = str(launcher.job_id)
@@ -288,12 +311,16 @@ def startBatchController(
 
 
 def describeBatch(directory: Path, kind: str, options: BatchOptions) -> str:
-    """What :func:`startBatchEngines` would run, for a dry run: the command and the job script it writes."""
-    launcher = _configure(kind, directory, options)
-    if kind == "mpi":
+    """What :func:`startBatchEngines` would run, for a dry run: the command and the job script of each job."""
+    if not system(kind).batch:
+        launcher = _configure(kind, directory, options)
         launcher.n = int(options.engines)
         return " ".join(map(str, launcher.find_args()))
-    return _describe(launcher, int(options.engines))
+    sizes = options.jobSizes()
+    first = _describe(_configure(kind, directory, options, sizes[0]), sizes[0])
+    if len(sizes) == 1:
+        return first
+    return f"{len(sizes)} jobs of {', '.join(map(str, sizes))} engine(s); the first:\n{first}"
 
 
 def describeBatchController(directory: Path, kind: str, options: BatchOptions, node: str | None = None) -> str:
@@ -332,69 +359,66 @@ def recordName(record: Mapping[str, Any]) -> str:
     return f"{name} (controller)" if record.get("role") == "controller" else name
 
 
-def batchStatus(record: Mapping[str, Any]) -> str:
-    """What the scheduler says of the record's job now (``RUNNING``, ``PENDING``, ``gone``...)."""
-    kind = record.get("kind")
+def batchInfo(record: Mapping[str, Any]) -> JobInfo:
+    """What the scheduler says of the record's job now (state, node, seconds left); for mpiexec, its process."""
+    row = system(str(record.get("kind")))
     state = record.get("launcher", {})
-    if kind == "mpi":
+    if not row.batch:
         pid = int(state.get("pid", -1))
-        return "running" if pid > 0 and _pid_running(pid) else "gone"
+        return JobInfo("running" if pid > 0 and _pid_running(pid) else GONE)
     job = str(state.get("job_id", ""))
     if not job:
-        return "unknown (no job id recorded)"
-    command = ["squeue", "-h", "-j", job, "-o", "%T"] if kind == "slurm" else ["qstat", job]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"cannot be asked ({' '.join(command)}: {error})"
-    if done.returncode != 0 or not done.stdout.strip():
-        return "gone"
-    return done.stdout.strip().splitlines()[-1] if kind == "slurm" else "known to qstat"
+        return JobInfo("unknown (no job id recorded)")
+    return jobInfo(row, job)
+
+
+def batchStatus(record: Mapping[str, Any]) -> str:
+    """What the scheduler says of the record's job now (``RUNNING``, ``PENDING``, ``TIMEOUT``, ``gone``...)."""
+    return batchInfo(record).state
 
 
 def batchEnded(status: str) -> bool:
     """True if :func:`batchStatus` said the job has ended (or is ending): it runs nothing any more."""
-    return status in _ENDED
+    return status in ENDED
 
 
 def batchNode(record: Mapping[str, Any]) -> str | None:
-    """The node the record's running job runs on (its first, for a job on several), or None if not known yet."""
-    kind = record.get("kind")
-    job = str(record.get("launcher", {}).get("job_id", ""))
-    if kind not in ("slurm", "pbs") or not job:
-        return None
-    command = ["squeue", "-h", "-j", job, "-o", "%N"] if kind == "slurm" else ["qstat", "-f", job]
+    """The node the record's running job runs on (its batch host), or None if not known yet."""
+    return batchInfo(record).node
+
+
+def outputTail(record: Mapping[str, Any], lines: int = 10) -> str:
+    """The last ``lines`` lines of the job's output file (what a job that died says of why), or why there are none."""
+    path = record.get("output")
+    if not path:
+        return "(no output file recorded)"
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        logger.debug("%s: %s", " ".join(command), error)
-        return None
-    if done.returncode != 0:
-        return None
-    if kind == "slurm":
-        nodes = done.stdout.strip()
-        # A compressed list (node[1-3]) names its first node by its prefix and first number.
-        match = re.match(r"([^,\[]+)(?:\[(\d+))?", nodes)
-        return (match.group(1) + (match.group(2) or "")) if match and nodes else None
-    match = re.search(r"exec_host\s*=\s*([^/+\s]+)", done.stdout)
-    return match.group(1) if match else None
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 64 * 1024))
+            text = file.read().decode(errors="replace")
+    except OSError as error:
+        return f"(its output file {path} cannot be read: {error.strerror})"
+    tail = text.rstrip("\n").splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"(its output file {path} is empty)"
 
 
 def stopBatchJob(record: Mapping[str, Any]) -> str:
-    """Cancel the record's batch job (``scancel`` / ``qdel``) or stop its ``mpiexec``; say what was done."""
+    """Cancel the record's batch job (the row's cancel command) or stop its ``mpiexec``; say what was done."""
     kind = str(record.get("kind"))
+    row = system(kind)
     state = dict(record.get("launcher", {}))
-    if kind == "mpi":
+    if not row.batch:
         pid = int(state.get("pid", -1))
         if pid <= 0 or not _pid_running(pid):
             return "mpiexec had already exited"
         # mpiexec runs in a session of its own (start_new_session): stop it and its engines as a group.
         stopped = processes.stop(Remote([]), LOCAL, [pid])
         return f"stopped mpiexec (PID {pid}) and its engines" if stopped else "mpiexec had already exited"
-    if batchStatus(record) == "gone":
+    if batchEnded(batchStatus(record)):
         return f"job {state.get('job_id')} had already ended"
     name = str(record.get("class", ""))
-    if name not in (*BATCH_LAUNCHERS.values(), *filter(None, CONTROLLER_LAUNCHERS.values())):
+    if name not in (row.engineClass, row.controllerClass):
         raise ClusterSetupError(f"the profile's state names an unknown launcher class {name!r} for job "
                                 f"{state.get('job_id')}: cancel it by hand")
     launcher = getattr(ipp_launchers, name).from_dict(state)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from epyclab.clustersetup import processes
+from epyclab.clustersetup.batchsystems import JobInfo, system
 from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
 from epyclab.clustersetup.controllertree import (
     controllerLeftovers,
@@ -35,20 +36,25 @@ from epyclab.clustersetup.controllertree import (
 from epyclab.clustersetup.engines import engineCount, pushEngineFile, startEngines, waitForEngines
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts
+from epyclab.clustersetup.keeper import keeperRecord, keeperRunning, startKeeper, stopKeeper
 from epyclab.clustersetup.launchers import (
     BATCH_LAUNCHERS,
     CONTROLLER_LAUNCHERS,
     LAUNCHERS,
     BatchOptions,
     batchEnded,
+    batchInfo,
     batchStatus,
+    checkBatchCommand,
     describeBatch,
     describeBatchController,
+    outputTail,
     recordName,
     startBatchController,
-    startBatchEngines,
     stopBatchJob,
+    submitEngineJob,
 )
+from epyclab.clustersetup.outside import engineJob
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
@@ -60,10 +66,11 @@ from epyclab.clustersetup.state import (
     saveSettings,
 )
 from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
+from epyclab.labs.points import PointCounts, pointCounts
 from epyclab.log import logger
 from epyclab.private import privateTree, writePrivate
 
-__all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
+__all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus", "notebookPoints"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -124,10 +131,62 @@ def startCluster(
     engines still running register with it again. If it ran in a batch job
     that has ended, a new job is submitted (see :func:`_restart_batch`).
 
+    With ``batch.keep`` a keeper process keeps ``batch.engines`` engines up
+    until :func:`stopCluster` (see :mod:`epyclab.clustersetup.keeper`); a
+    keeper recorded but not running (the login node rebooted) is started again.
+
     Raises :class:`ClusterSetupError` naming the host or job that failed,
     with its log or output file; :class:`HostFailures` for some workers.
     """
     directory = requireProfile(profile, ipython_dir)
+    recorded = loadProcesses(directory)
+    keeper = recorded.keeper
+    if keeper is not None and not dryRun:
+        if keeperRunning(keeper):
+            raise ClusterSetupError(
+                f"the cluster of profile {profile!r} is running, kept up by its keeper (PID {keeper['pid']}): "
+                f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
+            )
+        if _controller_answers(directory, recorded):
+            logger.warning("profile %s: the keeper is not running (the login node rebooted?); starting it again",
+                           profile)
+            startKeeper(directory)
+            return dict(sorted(Counter(loadProcesses(directory).engineHosts.values()).items()))
+    counts = _start(profile, directory, workers, local, enginesPerWorker, leaveFree, controllerHost, venv,
+                    remoteProfile, sshOptions, timeout, dryRun, echo, engines, batch, controller, controllerBatch)
+    recorded = loadProcesses(directory)
+    if dryRun:
+        return counts
+    if keeper is None and batch is not None and batch.keep and engines in BATCH_LAUNCHERS:
+        recorded.keeper = keeperRecord(engines, batch)
+        saveProcesses(directory, recorded)
+    if recorded.keeper is not None:
+        if keeper is not None:
+            logger.warning("profile %s: starting its keeper again", profile)
+        startKeeper(directory)
+    return counts
+
+
+def _controller_answers(directory: Path, recorded: Processes) -> bool:
+    """True if the recorded controller runs and answers (a client can connect)."""
+    if recorded.controller is None:
+        return False
+    try:
+        connect(directory, timeout=5.0).close()
+    except ClusterSetupError:
+        return False
+    return True
+
+
+def _start(
+    profile: str, directory: Path, workers: Sequence[str], local: bool, enginesPerWorker: int | None,
+    leaveFree: int, controllerHost: str | None, venv: str | None, remoteProfile: str | None,
+    sshOptions: Sequence[str] | None, timeout: float, dryRun: bool, echo: Callable[[str], None] | None,
+    engines: str, batch: BatchOptions | None, controller: str, controllerBatch: BatchOptions | None,
+) -> dict[str, int]:
+    """:func:`startCluster` without its keeper."""
+    if batch is not None and batch.keep and (engines not in BATCH_LAUNCHERS or not system(engines).batch):
+        raise ClusterSetupError(f"--keep keeps batch jobs up: it applies to slurm and pbs, not to {engines}")
     settings = _settings(directory, workers, controllerHost, venv, remoteProfile, sshOptions)
     remote = Remote(settings.sshOptions, dryRun=dryRun, echo=echo)
     where = remoteProfileDir(profile, settings.remoteProfile)
@@ -246,24 +305,47 @@ def _start_batch(
 
 
 def _submit_and_wait(
-    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str
+    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str,
+    sizes: list[int] | None = None,
 ) -> dict[str, int]:
-    record = startBatchEngines(directory, kind, options)
-    started.launchers.append(record)
-    saveProcesses(directory, started)
+    """Submit the engines' jobs (``sizes``: engines per job; default the options' own), each recorded at once;
+    wait until every engine registered, failing as soon as one of the jobs ends without its engines."""
+    if sizes is None:
+        sizes = options.jobSizes() if system(kind).batch else [int(options.engines)]
+    checkBatchCommand(kind)
+    new = []
+    for n in sizes:
+        record = submitEngineJob(directory, kind, options, n)
+        started.launchers.append(record)
+        new.append(record)
+        saveProcesses(directory, started)
     running = {r["kind"]: 0 for r in started.launchers}
     for r in started.launchers:
         running[r["kind"]] += int(r["engines"])
+    if options.keep and new:
+        # Kept up: the sweep can begin on the first job's engines; the keeper watches the jobs still queued.
+        running[kind] -= sum(int(r["engines"]) for r in new[1:])
     hint = (
-        f"The {recordName(record)} is {batchStatus(record)}; its output is in {directory / 'log'}. "
-        f"`epyclab cluster stop {profile}` cancels it"
+        f"Jobs: {', '.join(f'{recordName(r)} ({batchStatus(r)})' for r in new)}; their output is in "
+        f"{directory / 'log'}. `epyclab cluster stop {profile}` cancels them"
     )
     try:
-        started.register(waitForEngines(client, running, timeout, hint))
+        started.register(waitForEngines(client, running, timeout, hint, check=lambda: _check_jobs(new)))
     finally:
         saveProcesses(directory, started)
         privateTree(directory)
     return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _check_jobs(records: list[dict[str, Any]]) -> None:
+    """Raise :class:`ClusterSetupError` if one of the jobs has ended: naming it, its final state and its output."""
+    for record in records:
+        info = batchInfo(record)
+        if info.ended:
+            raise ClusterSetupError(
+                f"the {recordName(record)} ended ({info.state}) before its engines registered. The last lines of "
+                f"its output ({record.get('output')}):\n{outputTail(record)}"
+            )
 
 
 def _wait_recorded(
@@ -502,6 +584,8 @@ def _restart_batch(
     ended = [r for r in recorded.launchers if r not in live]
     kinds = {r["kind"] for r in live}
     keep = {eid for eid, spec in recorded.engineHosts.items() if spec in kinds}
+    if host.isLocal:
+        keep = _engines_of_jobs(directory, live, keep)
     _prune_engine_state(remote, host, directory, where, settings.venv, keep)
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
@@ -520,7 +604,8 @@ def _restart_batch(
         for record in ended:
             logger.warning("%s has ended; submitting its engines again", recordName(record))
             options = BatchOptions(**record.get("options", {"engines": record["engines"]}))
-            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile)
+            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile,
+                                      [int(record["engines"])])
         if not ended:
             expected = {k: sum(int(r["engines"]) for r in live if r["kind"] == k) for k in kinds}
             hint = f"Jobs: {', '.join(recordName(r) for r in live)}; `epyclab cluster stop {profile}` cancels them"
@@ -530,6 +615,23 @@ def _restart_batch(
     finally:
         client.close()
     return counts
+
+
+def _engines_of_jobs(directory: Path, live: list[dict[str, Any]], fallback: set[str]) -> set[str]:
+    """The engine ids of the controller's state whose engines run in one of the ``live`` jobs.
+
+    Each engine of a batch job said which job it runs in (see
+    :func:`epyclab.clustersetup.outside.engineJob`), the keeper's replacements
+    too; an engine that said nothing is kept if it is in ``fallback``.
+    """
+    jobs = {str(r.get("launcher", {}).get("job_id", "")).split(".")[0] for r in live}
+    keep = set()
+    for path in (directory / "log").glob("engines*.json"):
+        for eid, uuid in json.loads(path.read_text()).get("engines", {}).items():
+            job = engineJob(directory, str(uuid))
+            if (job is None and eid in fallback) or (job is not None and job.split(".")[0] in jobs):
+                keep.add(str(eid))
+    return keep
 
 
 def _prune_engine_state(
@@ -575,8 +677,11 @@ def stopCluster(
     directory = requireProfile(profile, ipython_dir)
     settings = loadSettings(directory)
     remote = Remote(settings.sshOptions if sshOptions is None else sshOptions, dryRun=dryRun, echo=echo)
-    recorded = loadProcesses(directory)
     report: dict[str, str] = {}
+    if loadProcesses(directory).keeper is not None:
+        # First, so that it submits nothing more while its jobs are cancelled.
+        report["keeper"] = "would stop it" if dryRun else stopKeeper(directory)
+    recorded = loadProcesses(directory)
     if recorded.empty():
         logger.info("profile %s: no controller or engines recorded as started", profile)
         return report
@@ -656,21 +761,77 @@ class ClusterStatus:
     engines: dict[str, int] = field(default_factory=dict)
     #: worker -> engines started there by epyclab
     started: dict[str, int] = field(default_factory=dict)
+    #: Tasks (chunks of points) the controller holds: queued, running, finished and not yet collected.
     queued: int = 0
     running: int = 0
     finished: int = 0
     #: batch job or mpiexec (e.g. "slurm job 12") -> what the scheduler says of it now
     jobs: dict[str, str] = field(default_factory=dict)
+    #: What the keeper (``start --keep``) is doing ('' if there is none).
+    keeper: str = ""
+    #: ids of the tasks engines run now (what makes a notebook's pending point "running")
+    runningTasks: set[str] = field(default_factory=set)
+    #: notebook path -> result set tag -> its points (see :func:`notebookPoints`)
+    points: dict[str, dict[str, PointCounts]] = field(default_factory=dict)
 
 
-def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None) -> ClusterStatus:
-    """Ask the controller for its engines (per worker) and its load-balanced tasks (queued, running, finished)."""
+def clusterStatus(
+    profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None, notebooks: Sequence[str] = ()
+) -> ClusterStatus:
+    """Ask the controller for its engines (per worker) and tasks; count the points of ``notebooks``.
+
+    Each notebook is opened read-only (while a collector writes it too) and
+    its points counted per result set: queued, running (in a chunk an engine
+    runs now), done, failed (:func:`epyclab.labs.points.pointCounts`).
+
+    Raises:
+        ClusterSetupError: the profile does not exist, or a notebook cannot be read (naming it).
+    """
+    state = _status(profile, timeout, ipython_dir)
+    state.keeper = _keeper_line(loadProcesses(requireProfile(profile, ipython_dir)).keeper)
+    for path in notebooks:
+        state.points[str(path)] = notebookPoints(path, state.runningTasks)
+    return state
+
+
+def _keeper_line(keeper: dict[str, Any] | None) -> str:
+    if keeper is None:
+        return ""
+    alive = f"PID {keeper.get('pid')}" if keeperRunning(keeper) else (
+        f"NOT RUNNING (PID {keeper.get('pid')}): start it again with `epyclab cluster start`")
+    # Short lines: status is read from phone-sized terminals too.
+    line = f"{alive}, {keeper.get('status')}\n  {keeper.get('replaced', 0)} job(s) submitted since start"
+    if keeper.get("ended"):
+        line += f"\n  last ended: {keeper['ended'][-1]}"
+    if keeper.get("failures"):
+        line += f"\n  last failure: {keeper.get('lastFailure')}"
+    return line
+
+
+def notebookPoints(path: str | Path, running: set[str]) -> dict[str, PointCounts]:
+    """The points of the notebook at ``path`` per result set, read-only; ``running``: task ids engines run now."""
+    from epyclab.errors import EpyclabError
+    from epyclab.notebooks.registry import openNotebook
+
+    if not Path(path).is_file():
+        raise ClusterSetupError(f"no notebook {path}: give the file a ClusterLab sweep was submitted into")
+    try:
+        nb = openNotebook(path, readonly=True)
+    except (EpyclabError, OSError) as error:
+        raise ClusterSetupError(f"cannot read the notebook {path}: {error}") from error
+    try:
+        return pointCounts(nb, running)
+    finally:
+        nb.close()
+
+
+def _status(profile: str, timeout: float, ipython_dir: str | Path | None) -> ClusterStatus:
     directory = requireProfile(profile, ipython_dir)
     recorded = loadProcesses(directory)
     started = {host: len(pids) for host, pids in recorded.engines.items()}
     for record in recorded.launchers:
         started[str(record["kind"])] = started.get(str(record["kind"]), 0) + int(record["engines"])
-    jobs = {recordName(r): batchStatus(r) for r in recorded.launchers}
+    jobs = {recordName(r): _job_line(r, batchInfo(r)) for r in recorded.launchers}
     if recorded.controller is None:
         return ClusterStatus("not started", False, started=started, jobs=jobs)
     if _is_job(recorded.controller):
@@ -707,16 +868,22 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
     """The status the controller gives through ``client`` (closed afterwards)."""
     try:
         ids = client.ids
-        engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
+        job_of = _engine_jobs(client, ids) if recorded.launchers else {}
+        kinds = {str(r.get("launcher", {}).get("job_id", "")).split(".")[0]: str(r["kind"])
+                 for r in recorded.launchers}
+        # An engine of a job the keeper submitted later is not in engineHosts: its job's kind names it.
+        engines = Counter(recorded.engineHosts.get(str(eid)) or kinds.get(job_of.get(eid, "").split(".")[0])
+                          or "(unknown)" for eid in ids)
+        in_jobs = Counter(job_of.values())
         records = client.db_query({"queue": "task"}, keys=["msg_id", "completed"])
         # The hub fills a task record's "started" only when its result arrives, so the records cannot
-        # tell running from queued; the schedulers' queues can: an engine holding tasks runs one of them.
-        queues = client.queue_status(verbose=False)
+        # tell running from queued; the schedulers' queues can: the tasks assigned to an engine run there.
+        queues = client.queue_status(verbose=True)
     finally:
         client.close()
     finished = sum(1 for r in records if r["completed"] is not None)
-    busy = sum(1 for q in queues.values() if isinstance(q, dict) and int(q.get("tasks") or 0) > 0)
-    running = min(busy, len(records) - finished)
+    assigned = {str(t) for q in queues.values() if isinstance(q, dict) for t in (q.get("tasks") or [])}
+    running = min(len(assigned), len(records) - finished)
     return ClusterStatus(
         f"{where}, answering",
         True,
@@ -725,8 +892,51 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         queued=len(records) - finished - running,
         running=running,
         finished=finished,
-        jobs=jobs,
+        jobs={name: _with_engines(name, line, recorded, in_jobs) for name, line in jobs.items()},
+        runningTasks=assigned,
     )
+
+
+def _job_line(record: dict[str, Any], info: JobInfo) -> str:
+    """``RUNNING on node3, 0:41:12 left`` (what status shows of a job)."""
+    line = info.state
+    if info.node:
+        line += f" on {info.node}"
+    if info.left is not None:
+        left = int(info.left)
+        line += f", {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d} left"
+    return line
+
+
+def _job_of(variables: list[str]) -> str:
+    """Run on an engine: the batch job it runs in ('' if none), from the first of ``variables`` set."""
+    import os
+
+    return next((os.environ[v] for v in variables if os.environ.get(v)), "")
+
+
+def _engine_jobs(client: Any, ids: list[int]) -> dict[int, str]:
+    """Engine id -> the batch job it runs in (asked of the engines; empty if they do not all answer)."""
+    from epyclab.clustersetup.batchsystems import SYSTEMS
+
+    if not ids:
+        return {}
+    variables = [row.jobVariable for row in SYSTEMS.values() if row.jobVariable]
+    try:
+        return dict(zip(ids, client[ids].apply_async(_job_of, variables).get(timeout=10)))
+    except Exception as error:  # an engine that died but is still registered: say nothing rather than hang
+        logger.info("the engines did not say which jobs they run in: %s", error)
+        return {}
+
+
+def _with_engines(name: str, line: str, recorded: Processes, in_jobs: Counter[str]) -> str:
+    record = next((r for r in recorded.launchers if recordName(r) == name), None)
+    job = str((record or {}).get("launcher", {}).get("job_id", ""))
+    if not job or not in_jobs:
+        return line
+    # A PBS job id may carry the server's name in one place and not the other.
+    up = in_jobs.get(job, 0) or sum(n for j, n in in_jobs.items() if j.split(".")[0] == job.split(".")[0])
+    return f"{line}, {up} of {record['engines']} engine(s) up"  # type: ignore[index]
 
 
 def _job_status(

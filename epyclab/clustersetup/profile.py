@@ -28,6 +28,7 @@ from IPython.core.profiledir import ProfileDir
 from IPython.paths import get_ipython_dir
 
 from epyclab.clustersetup.errors import ClusterSetupError
+from epyclab.clustersetup.outside import STARTUP_COMMAND
 from epyclab.log import logger
 from epyclab.private import privateDirectory, privateTree, writePrivate
 
@@ -143,6 +144,8 @@ def initProfile(
     engine = [
         "# wait this many missed heartbeats (about a second each) for a restarting controller",
         f"c.IPEngine.max_heartbeat_misses = {int(heartbeatMisses)}",
+        "# an engine ended by a signal (walltime, preemption, scancel) says so: see epyclab.clustersetup.outside",
+        f"c.IPEngine.startup_command = {STARTUP_COMMAND!r}",
     ]
     _write_block(directory / CONTROLLER_CONFIG, controller)
     _write_block(directory / ENGINE_CONFIG, engine)
@@ -150,7 +153,8 @@ def initProfile(
     writePrivate(directory / "epyclab-profile.json", json.dumps(settings, indent=2) + "\n")
     # Everything under the profile is the user's alone (IPython creates it world-readable).
     privateTree(directory)
-    logger.info("profile %s ready in %s", profile, directory)
+    # Said once, by the caller (`epyclab cluster init` prints the path on stdout).
+    logger.debug("profile %s ready in %s", profile, directory)
     return directory
 
 

@@ -13,19 +13,24 @@ Two JSON files in the profile directory:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from epyclab.private import writePrivate
+from epyclab.private import privateDirectory, writePrivate
 
-__all__ = ["ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses"]
+__all__ = [
+    "ClusterSettings", "Processes", "loadSettings", "saveSettings", "loadProcesses", "saveProcesses", "processesLocked",
+]
 
 _SETTINGS = "epyclab-cluster.json"
 _PROCESSES = "pid/epyclab-processes.json"
+_LOCK = "pid/epyclab-processes.lock"
 
 
 @dataclass
@@ -58,6 +63,9 @@ class Processes:
     #: Engines started by a batch or MPI launcher: each ``{"kind", "class", "engines", "options",
     #: "launcher"}``, the last being ipyparallel's ``to_dict()`` of the launcher (job id or PID).
     launchers: list[dict[str, Any]] = field(default_factory=list)
+    #: The keeper that keeps the batch engines up (``start --keep``), see :mod:`epyclab.clustersetup.keeper`:
+    #: ``{"pid", "start", "kind", "options", "status", "replaced", "failures", "next", "ended"}``; None if none.
+    keeper: dict[str, Any] | None = None
 
     def register(self, registered: Mapping[int, Any]) -> None:
         """Record the engines that answered (engine id -> an object with ``host`` and ``pids``)."""
@@ -66,7 +74,8 @@ class Processes:
 
     def empty(self) -> bool:
         """True when nothing is recorded as running."""
-        return self.controller is None and not any(self.engines.values()) and not self.launchers
+        return (self.controller is None and not any(self.engines.values()) and not self.launchers
+                and self.keeper is None)
 
 
 def loadSettings(directory: str | os.PathLike[str]) -> ClusterSettings:
@@ -93,6 +102,23 @@ def saveProcesses(directory: str | os.PathLike[str], processes: Processes) -> No
         path.unlink(missing_ok=True)
         return
     _write(path, asdict(processes))
+
+
+@contextmanager
+def processesLocked(directory: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the profile's state lock: the keeper and the commands that change jobs take turns.
+
+    A lock on a file of its own (``pid/epyclab-processes.lock``, ``flock``), held
+    for a load-change-save of :func:`loadProcesses` / :func:`saveProcesses`.
+    """
+    path = Path(directory) / _LOCK
+    privateDirectory(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _read(path: Path) -> dict[str, object]:

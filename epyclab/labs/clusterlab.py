@@ -19,6 +19,7 @@ from epyclab.labs.interrupts import oneLineOnCtrlC
 from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.placement import Placement, engineHost
+from epyclab.labs.points import PointCounts, describeCounts, pointCounts
 from epyclab.labs.wire import client_paths, package, submit_chunk
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -157,6 +158,8 @@ class ClusterLab(Lab):
     CoalesceSeconds = 0.02
     #: Seconds between checks of which tasks the controller still runs (finds tasks it lost).
     OrphanCheckSeconds = 5.0
+    #: Seconds between the per-result-set counts of points (queued, running, done, failed) wait() logs.
+    CountsSeconds = 60.0
 
     def __init__(
         self,
@@ -209,6 +212,7 @@ class ClusterLab(Lab):
         self._collector = Collector(
             self._notebook, self._hub, self._submit,
             lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
+            outside=self._ended_from_outside,
         )
         self.open()
 
@@ -226,6 +230,13 @@ class ClusterLab(Lab):
         view.retries = 0
         self._view = view
         logger.info("connected to %s: %d engines", self._connection.where(), len(client.ids))
+
+    def _ended_from_outside(self, engine: str) -> str | None:
+        """Why ``engine`` (a uuid) was ended from outside, by the marker it left in the profile (None: no marker)."""
+        from epyclab.clustersetup.outside import endedFromOutside
+
+        # The connection file is <profile>/security/<file>: markers are in <profile>/ended/.
+        return endedFromOutside(self._connection.connection_file().parent.parent, engine)
 
     def _hub(self) -> Hub:
         self.connect()
@@ -473,6 +484,8 @@ class ClusterLab(Lab):
         committer = Committer(nb, self._commit_every, self._commit_interval)
         # Tasks this lab submitted report through their futures; the hub is asked about them every CheckSeconds.
         last_full = monotonic() if len(self._collector.tasks) else -float("inf")
+        self._log_counts()
+        last_counts = monotonic()
         with Progress(total, progress, desc=type(self).__name__) as bar, self._committing(committer):
             while True:
                 now = monotonic()
@@ -486,7 +499,11 @@ class ClusterLab(Lab):
                     committer.added(max(1, tally.collected))
                 if nb.numberOfAllPendingResults() == 0:
                     self._update(False, False)  # purge what was collected from the hub
+                    self._log_counts(finished=True)
                     return True
+                if monotonic() - last_counts >= self.CountsSeconds:
+                    last_counts = monotonic()
+                    self._log_counts()
                 left = None if deadline is None else deadline - monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -497,3 +514,17 @@ class ClusterLab(Lab):
     def lostPolicy(self) -> str:
         """What happens to jobs the cluster lost: ``'resubmit'`` or ``'fail'``."""
         return self._collector.lost
+
+    def pointCounts(self) -> dict[str, PointCounts]:
+        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
+        _, engines = self._hub().live()
+        return pointCounts(self._notebook, set().union(*engines.values()))
+
+    def _log_counts(self, finished: bool = False) -> None:
+        try:
+            # Finished: nothing runs, so the hub need not be asked (wait() returns without one more round trip).
+            lines = describeCounts(pointCounts(self._notebook) if finished else self.pointCounts())
+        except NoAnswer as exc:
+            logger.info("points: the controller did not say which tasks run (%s)", exc)
+            return
+        logger.info("points per result set:\n%s", "\n".join(lines))

@@ -135,6 +135,7 @@ class Collector:
         grace: float = 20.0,
         lost_retries: int = 3,
         settle: Callable[[ResultsDict], ResultsDict] | None = None,
+        outside: Callable[[str], str | None] | None = None,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -155,6 +156,8 @@ class Collector:
         #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.stranded.StrandedFinder`).
         self.stranded = StrandedFinder(self._finished_here, self._purge_later)
         self._where: dict[str, str] | None = None
+        # Engine uuid -> why it was ended from outside, or None (see epyclab.clustersetup.outside).
+        self._outside = outside
 
     # ---- one pass --------------------------------------------------------------------------
 
@@ -320,6 +323,18 @@ class Collector:
         attempt = max(r.attempt for r in refs)
         died = state is TaskState.DIED
         limit = self.retries if died else self.lost_retries
+        outside = self._ended_from_outside(hub, msg_id) if died else None
+        if outside is not None:
+            # Not the points' doing: run again, and the death is not counted against them.
+            hub.settle()
+            new = self._resubmit(hub, msg_id, refs, state, counted=False)
+            if new is not None:
+                logger.info("task %s (%d points): its engine was ended from outside (%s); resubmitted, not "
+                            "counted (now %s)", msg_id, len(refs), outside, new)
+                tally.changed = True
+                tally.resubmitted["its engine was ended from outside"] = (
+                    tally.resubmitted.get("its engine was ended from outside", 0) + len(refs))
+                return
         if not died and self.lost == "fail":
             reason = "the lab was told not to resubmit lost jobs (lost='fail')"
         elif attempt >= limit:
@@ -342,7 +357,22 @@ class Collector:
         self._fail(msg_id, refs, exc, "", tally)
         self._forget(msg_id)
 
-    def _resubmit(self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState) -> str | None:
+    def _ended_from_outside(self, hub: Hub, msg_id: str) -> str | None:
+        """Why the engine that died under task ``msg_id`` was ended from outside, or None (no witness)."""
+        if self._outside is None:
+            return None
+        try:
+            engine = (hub.records([msg_id], ["engine_uuid"]).get(msg_id) or {}).get("engine_uuid")
+        except NoAnswer:
+            raise
+        except Exception as exc:  # a store that cannot be asked: the death counts, as without a witness
+            logger.debug("the hub could not say which engine ran task %s (%s)", msg_id, exc)
+            return None
+        return self._outside(str(engine)) if engine else None
+
+    def _resubmit(
+        self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState, counted: bool = True
+    ) -> str | None:
         """Run a task again: by the hub from its stored request if it has it, else from our experiment.
 
         A chunk whose engine died, if this process has its experiment, runs
@@ -350,7 +380,7 @@ class Collector:
         no other point with it.
         """
         key = self.tasks.keyHeld(msg_id)
-        if state is TaskState.DIED and key is not None and len(refs) > 1:
+        if state is TaskState.DIED and key is not None and len(refs) > 1 and counted:
             return self._resubmit_here(msg_id, refs, key, one_by_one=True)
         if state is not TaskState.MISSING:
             try:
@@ -360,32 +390,32 @@ class Collector:
             except Exception as exc:
                 logger.info("the hub could not resubmit task %s (%s)", msg_id, exc)
             else:
-                self._rename(refs, new, keep_index=True)
+                self._rename(refs, new, keep_index=True, counted=counted)
                 self._forget(msg_id, moved_to=new)
                 return new
         if key is not None:
-            return self._resubmit_here(msg_id, refs, key, one_by_one=False)
+            return self._resubmit_here(msg_id, refs, key, one_by_one=False, counted=counted)
         return None
 
-    def _resubmit_here(self, msg_id: str, refs: list[JobRef], key: str, one_by_one: bool) -> str:
+    def _resubmit_here(self, msg_id: str, refs: list[JobRef], key: str, one_by_one: bool, counted: bool = True) -> str:
         """Submit a task's pending points again from the experiment this process holds."""
         ordered = sorted(refs, key=lambda r: r.index)
         groups = [[r] for r in ordered] if one_by_one else [ordered]
         new = ""
         for group in groups:
             new = self._submit(key, [self._nb.pendingResultParameters(r.jobid) for r in group])
-            self._rename(group, new, keep_index=False)
+            self._rename(group, new, keep_index=False, counted=counted)
         self._forget(msg_id)
         return new
 
-    def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool) -> None:
-        """Move pending points to the task that now runs them (its id counts one more attempt)."""
+    def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool, counted: bool = True) -> None:
+        """Move pending points to the task that now runs them (its id counts one more attempt, if ``counted``)."""
         for i, ref in enumerate(refs):
             tag = self._tag(ref.jobid)
             rs = self._nb.resultSet(tag)
             params = rs.pendingResultParameters(ref.jobid)
             rs.resolveSinglePendingResult(ref.jobid)
-            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + 1)
+            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + int(counted))
             self._nb.addPendingResult(params, new, tag)
             if self._where is not None:
                 self._where.pop(ref.jobid, None)

@@ -98,6 +98,14 @@ class Connection:
         answers.
         """
         path = self.connection_file()
+        if self.url_file is None and not path.parent.parent.is_dir():
+            # No profile directory: no controller will ever write a file there, so waiting is pointless.
+            name = self.profile or "default"
+            raise ClusterConnectionError(
+                f"no ipyparallel controller to connect to: {self.where()}: the profile directory "
+                f"{path.parent.parent} does not exist. Create the profile with `epyclab cluster init {name}` and "
+                f"start it with `epyclab cluster start {name}`, or give ClusterLab the right profile"
+            )
         deadline = time.monotonic() + float(self.timeout)
         # ipyparallel would print while it waits for the file; wait here, quietly.
         while not path.exists() and time.monotonic() < deadline:

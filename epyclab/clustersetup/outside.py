@@ -1,0 +1,168 @@
+"""Engines ended from outside: the marker an engine leaves when a signal ends it, read by ClusterLab.
+
+A batch system ends a job's engines with SIGTERM (then SIGKILL) at its
+walltime, on preemption and on ``scancel``/``qdel``; ``cluster stop`` does the
+same. Such a death is not the doing of the point the engine was running, and
+must not count against it (the death policy in :mod:`epyclab.labs`). The
+engine is the one that knows, so it says so. The contract, kept small:
+
+- **where**: ``<profile directory>/ended/``, private to the user; the compute
+  nodes write it on the file system they share with the login node, where
+  the profile lives (as for every batch launcher);
+- **what**: an engine that receives SIGTERM writes ``ended/<engine uuid>``
+  (the uuid the hub's task records give as ``engine_uuid``) before it stops,
+  one line: ``SIGTERM <seconds since the epoch> <batch job id or ->``;
+- **who writes**: :func:`install`, run on each engine at start-up by the
+  profile's ``ipengine_config.py`` (``c.IPEngine.startup_command``, written
+  by ``epyclab cluster init``); it chains to the engine's own SIGTERM handler;
+- **who reads**: :func:`endedFromOutside`, which ClusterLab's collector asks
+  about an engine that died under a task.
+
+**Draining.** An engine of a batch job started with a drain time
+(:data:`DRAIN_VARIABLE`, from ``--drain``) asks the scheduler when its job
+ends and, that many seconds before, writes its marker (``DRAINED``) and
+stops as SIGTERM stops it: after the chunk it is running, so it takes no new
+one and no chunk is cut by the walltime; the keeper has submitted its
+replacement by then.
+
+An engine lost with its node gets no signal and leaves no marker: its death
+counts against its points, as any death without a witness does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENDED_DIRECTORY", "JOBS_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install",
+    "endedFromOutside", "engineJob",
+]
+
+#: The engine's launcher kind (a row of batchsystems.SYSTEMS), set in its job's environment (engines.WORKER_VARIABLE).
+KIND_VARIABLE = "EPYCLAB_WORKER"
+#: Seconds before its job's end at which an engine drains (finishes its chunk and stops); unset: no drain.
+DRAIN_VARIABLE = "EPYCLAB_DRAIN_SECONDS"
+#: The directory of markers, in the profile directory.
+ENDED_DIRECTORY = "ended"
+#: Where each engine of a batch job says, at start-up, which job it runs in (``engine-jobs/<uuid>``: the job id),
+#: so that a restarted controller is told to restore exactly the engines of the jobs still running.
+JOBS_DIRECTORY = "engine-jobs"
+#: What the profile's engine config runs at start-up (an engine without epyclab goes on without markers).
+STARTUP_COMMAND = (
+    "try:\n    from epyclab.clustersetup.outside import install as _epyclab_install\nexcept ImportError:\n"
+    "    pass\nelse:\n    _epyclab_install()\n    del _epyclab_install"
+)
+# Batch job id variables, of every system a row of batchsystems.SYSTEMS names (kept here: the engine imports no more).
+_JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+
+
+def install() -> None:
+    """On an engine at start-up: leave a marker when SIGTERM ends it, then stop as the engine would."""
+    from ipyparallel.engine.app import IPEngine
+
+    if not IPEngine.initialized():
+        return
+    app = IPEngine.instance()
+    ident = str(app.ident)
+    directory = Path(app.profile_dir.location) / ENDED_DIRECTORY
+    previous = signal.getsignal(signal.SIGTERM)
+    job = next((os.environ[v] for v in _JOB_VARIABLES if os.environ.get(v)), "-")
+
+    def ended(sig: int, frame: Any) -> None:
+        if (directory / ident).exists():  # drained: the marker is there already
+            if callable(previous):
+                previous(sig, frame)
+            return
+        try:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(directory / ident, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(f"SIGTERM {time.time():.3f} {job}\n")
+        except OSError as error:  # the engine stops anyway; its log says why there is no marker
+            app.log.warning("could not leave the marker of an engine ended from outside: %s", error)
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, ended)
+    if job != "-":
+        _write(Path(app.profile_dir.location) / JOBS_DIRECTORY / ident, job)
+    kind, drain = os.environ.get(KIND_VARIABLE, ""), float(os.environ.get(DRAIN_VARIABLE) or 0)
+    if job != "-" and drain > 0:
+        threading.Thread(target=_drain, args=(kind, job, drain, directory / ident), daemon=True,
+                         name="epyclab-drain").start()
+
+
+def _drain(kind: str, job: str, drain: float, marker: Path) -> None:
+    """On an engine: before its job's time ends, finish the current chunk and stop (SIGTERM to itself).
+
+    The job's end is asked of the scheduler once it runs (the row's query,
+    see :mod:`epyclab.clustersetup.batchsystems`); the engine stops ``drain``
+    seconds before it, or a sixth of the job's time before it for a short job.
+    The marker says ``DRAINED``: a chunk sent to the engine as it stopped runs
+    again elsewhere, not counted against its points.
+    """
+    from epyclab.clustersetup.batchsystems import SYSTEMS, jobInfo
+
+    row = SYSTEMS.get(kind)
+    if row is None or not row.batch:
+        return
+    left = None
+    for _ in range(30):
+        left = jobInfo(row, job).left
+        if left is not None:
+            break
+        time.sleep(2)
+    if left is None:  # no time limit known: nothing to drain before
+        return
+    time.sleep(max(0.0, left - min(drain, left / 6)))
+    try:
+        marker.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(f"DRAINED {time.time():.3f} {job}\n")
+    except OSError:
+        return  # no marker, no drain: the walltime ends the engine, and its SIGTERM leaves the marker
+    # The engine's own SIGTERM handling: it finishes the chunk it runs, then stops (so takes no new one).
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a small private file (its directory made private); an engine goes on without it if it cannot."""
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text + "\n")
+    except OSError:
+        return
+
+
+def engineJob(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
+    """The batch job the engine ``engineUuid`` of the profile runs in (as it said at start-up), or None."""
+    if not engineUuid or "/" in str(engineUuid):
+        return None
+    try:
+        return (Path(profileDirectory) / JOBS_DIRECTORY / str(engineUuid)).read_text().strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
+    """Why the engine ``engineUuid`` of the profile was ended from outside (``"SIGTERM at ... in job 12"``),
+    or None if it left no marker."""
+    path = Path(profileDirectory) / ENDED_DIRECTORY / str(engineUuid)
+    if not engineUuid or "/" in str(engineUuid):
+        return None
+    try:
+        words = path.read_text().split()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if len(words) != 3:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(words[1])))
+    return f"{words[0]} at {when}" + ("" if words[2] == "-" else f" in batch job {words[2]}")

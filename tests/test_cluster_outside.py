@@ -1,0 +1,82 @@
+"""Who ended the engine decides what its death costs: an engine of an epyclab profile that SIGTERM ends (as a batch
+system does at walltime, on preemption or scancel) leaves a marker (clustersetup/outside.py), and ClusterLab runs its
+point again without counting it; an engine killed without a word (SIGKILL) costs its point a retry."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cluster_local import cluster
+from waiting import wait_until
+
+from epyclab.clustersetup.manage import stopCluster
+from epyclab.clustersetup.outside import ENDED_DIRECTORY, endedFromOutside
+from epyclab.clustersetup.state import loadProcesses
+from epyclab.experiment import Experiment
+from epyclab.labs.clusterlab import ClusterLab
+from epyclab.notebooks.labnotebook import LabNotebook
+
+
+class Slow(Experiment):
+    """Writes its engine's PID to ``<directory>/<x>.pid`` and sleeps: the test kills that engine meanwhile."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.directory = directory
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        marker = Path(self.directory) / f"{params['x']}.pid"
+        if not marker.exists():  # only the first run of the point waits to be killed
+            marker.write_text(str(os.getpid()))
+            time.sleep(30)
+        return {"pid": os.getpid()}
+
+
+@pytest.fixture
+def ipdir(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "ipython"
+    yield directory
+    for profile in directory.glob("profile_*"):
+        if not loadProcesses(profile).empty():
+            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+
+
+@pytest.mark.parametrize("outside", [True, False], ids=["TERM-then-KILL", "KILL-alone"])
+def test_a_death_from_outside_is_not_counted_against_the_point(ipdir: Path, tmp_path: Path, outside: bool) -> None:
+    assert cluster(ipdir, "-q", "init", "out").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "out", "--local", "-n", "2").exit_code == 0
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile="out", ipython_dir=str(ipdir), chunkSize=1)
+    lab.Retries = 0  # any death that counts fails the point at once
+    try:
+        lab["x"] = [1]
+        lab.runExperiment(Slow(str(tmp_path)))
+        wait_until(lambda: (tmp_path / "1.pid").exists(), 30, "the point to start")
+        engine = int((tmp_path / "1.pid").read_text())
+        if outside:
+            # As a batch system ends a job: SIGTERM, then (its KillWait later) SIGKILL, the point still running.
+            os.kill(engine, signal.SIGTERM)
+            wait_until(lambda: any((ipdir / "profile_out" / ENDED_DIRECTORY).glob("*")), 10, "the marker")
+        os.kill(engine, signal.SIGKILL)
+        assert lab.wait(timeout=90, progress=False)
+        df = nb.dataframe(only_successful=False)
+    finally:
+        lab.close()
+    assert len(df) == 1
+    markers = list((ipdir / "profile_out" / ENDED_DIRECTORY).glob("*"))
+    if outside:
+        # Run again on the other engine, and not counted: one successful row.
+        assert bool(df[Experiment.STATUS].iloc[0]) and int(df["pid"].iloc[0]) != engine
+        (marker,) = markers
+        assert endedFromOutside(ipdir / "profile_out", marker.name).startswith("SIGTERM at ")
+        assert oct(marker.stat().st_mode & 0o777) == oct(0o600)
+    else:
+        assert markers == []
+        assert not bool(df[Experiment.STATUS].iloc[0])
+        assert "died" in str(df[Experiment.EXCEPTION].iloc[0])
