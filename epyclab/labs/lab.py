@@ -10,6 +10,7 @@ from itertools import product
 from time import monotonic
 from typing import Any, Callable, Union
 
+from epyclab import seeding
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
@@ -224,7 +225,9 @@ class Lab:
 
     # ---- running ------------------------------------------------------------------
 
-    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+    def runExperiment(
+        self, e: Experiment, resume: bool = False, progress: bool | None = None, seed: int | bool | None = None
+    ) -> None:
         """Run ``e`` at every point and add the results to the current result set.
 
         The template of every lab: the design gives the points, ``resume=True``
@@ -239,6 +242,17 @@ class Lab:
 
         A results value that no notebook format can store makes that point a
         failed result (its parameters and metadata kept); the sweep goes on.
+
+        ``seed`` is the sweep seed (see :mod:`epyclab.seeding`): each point's
+        random streams are seeded from it and the point, wherever the point
+        runs, and the point's seed is recorded in its row and the sweep seed in
+        the result set's attributes. None draws one from numpy's global random
+        state (with ``resume=True``: takes the one recorded in the result set,
+        so the resumed sweep goes on with it); ``False`` leaves random states
+        alone, as epyc did.
+
+        Raises:
+            TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63), None or False.
         """
         design = self.experiments(e)
         indices = list(range(len(design)))
@@ -259,6 +273,7 @@ class Lab:
         tag = nb.currentTag()
         nb.current().checkChangeable()
         nb.current().checkParameters([p for _, p in points])
+        seeding.startSweep([ex for ex, _ in points], nb.current(), seed, resume)
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
