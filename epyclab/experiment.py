@@ -117,6 +117,9 @@ class Experiment:
     # The result names of the last run, known to be strings (so the next run's need no new check).
     _named: tuple[str, ...] = ()
 
+    #: Attributes in which :mod:`epyclab.seeding` never looks for random states (the point, the last results).
+    NotRandomState: tuple[str, ...] = ("_parameters", "_results", "_named")
+
     # Seeding (see epyclab.seeding): class defaults, so experiments unpickled from before it still run.
     _sweep_seed: int | None = None
     _fixed_seed: int | None = None

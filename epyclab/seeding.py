@@ -31,6 +31,7 @@ import numbers
 import random
 import types
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -147,30 +148,32 @@ def childSeed(seed: int, index: int) -> int:
     return _to_seed(np.random.SeedSequence(checkSeed(seed), spawn_key=(0x7265, int(index))))
 
 
+@lru_cache(maxsize=4096)
+def _path_key(where: str) -> tuple[int, ...]:
+    return tuple(_words(where.encode("utf-8", "surrogatepass")))
+
+
 def _sequence(seed: int, where: str) -> np.random.SeedSequence:
     """The seed sequence of the stream held at ``where`` (a path) for a run seeded with ``seed``."""
-    return np.random.SeedSequence(seed, spawn_key=tuple(_words(where.encode("utf-8", "surrogatepass"))))
+    return np.random.SeedSequence(seed, spawn_key=_path_key(where))
 
 
-def _seed_one(obj: Any, ss: np.random.SeedSequence) -> bool:
-    """Seed ``obj`` in place from ``ss`` if it is a random state; True if it was one."""
+_RANDOM_STATES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
+
+
+def _seed_one(obj: Any, ss: np.random.SeedSequence) -> None:
+    """Seed the random state ``obj`` in place from ``ss``."""
     if isinstance(obj, np.random.Generator):
         bg = obj.bit_generator
         bg.state = type(bg)(ss).state
         return True
     if isinstance(obj, np.random.RandomState):
         obj.seed(ss.generate_state(8))
-        return True
-    if isinstance(obj, np.random.BitGenerator):
+    elif isinstance(obj, np.random.BitGenerator):
         obj.state = type(obj)(ss).state
-        return True
-    if isinstance(obj, random.SystemRandom):
-        # Reads the operating system's entropy: it cannot be seeded, and is not reproducible anyway.
-        return True
-    if isinstance(obj, random.Random):
+    elif not isinstance(obj, random.SystemRandom):
+        # (A SystemRandom reads the operating system's entropy: it cannot be seeded, nor reproduced.)
         obj.seed(int.from_bytes(ss.generate_state(8).tobytes(), "little"))
-        return True
-    return False
 
 
 # Objects never looked inside: their attributes hold no experiment's random state, or are huge.
@@ -185,7 +188,9 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
         return [(f"[{i}]", v) for i, v in enumerate(obj)]
     d = getattr(obj, "__dict__", None)
     if isinstance(d, dict):
-        return [(f".{k}", v) for k, v in list(d.items())]
+        # An experiment's own bookkeeping (its point, its last results) holds no random state.
+        skip = getattr(type(obj), "NotRandomState", ())
+        return [(f".{k}", v) for k, v in list(d.items()) if k not in skip]
     return []
 
 
@@ -213,11 +218,11 @@ def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[An
         if id(obj) in looked or obj is None or isinstance(obj, _OPAQUE):
             continue
         looked.add(id(obj))
-        if id(obj) in done:
-            continue
-        if _seed_one(obj, _sequence(seed, path)):
-            found.append(obj)
-            done.add(id(obj))
+        if isinstance(obj, _RANDOM_STATES):
+            if id(obj) not in done:
+                _seed_one(obj, _sequence(seed, path))
+                found.append(obj)
+                done.add(id(obj))
             continue
         if depth < MAX_DEPTH:
             stack.extend((path + p, v, depth + 1) for p, v in reversed(_children(obj)))
