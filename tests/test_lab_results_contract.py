@@ -8,11 +8,14 @@ controller and engines. Clusters are started once for the module and stopped
 What is checked: the same sweep seed gives the same rows as the sequential lab,
 whatever the lab, the number of workers, the order of the points, after a
 resume and after points are added (tests/test_seeding.py checks the seeds
-themselves).
+themselves); rerunFailed reruns only the failed points (by exception type or
+parameters), a point that fails again stays failed with its history, and the
+replaced rows stay stored.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +172,71 @@ def test_a_generator_held_by_the_experiment_never_repeats_across_workers(labs: L
     labs.run(lab, Noisy())
     df = nb.dataframe()
     assert df["v"].nunique() == 24 and df["g"].nunique() == 24
+
+
+# ---- rerunning what failed --------------------------------------------------------------------------
+
+
+class Flaky(Experiment):
+    """y = 2x, except at the points in ``bad``, which raise ValueError or KeyError as ``bad`` says."""
+
+    def __init__(self, bad: dict[int, str]) -> None:
+        super().__init__()
+        self.bad = bad
+        self.rng = np.random.default_rng()
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        kind = self.bad.get(params["x"])
+        if kind == "value":
+            raise ValueError(f"x={params['x']} is bad")
+        if kind == "key":
+            raise KeyError(params["x"])
+        return {"y": 2 * params["x"], "v": int(self.rng.integers(0, 2**62))}
+
+
+def status(nb: LabNotebook) -> list[bool]:
+    return nb.dataframe(only_successful=False)[Experiment.STATUS].astype(bool).tolist()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rerunFailed_reruns_only_the_failed_points_asked_for_and_one_that_fails_again_keeps_its_history(
+    labs: Labs, kind: str
+) -> None:
+    nb = LabNotebook()
+    lab = labs.make(kind, nb)
+    lab["x"] = range(8)
+    labs.run(lab, Flaky({2: "value", 5: "key", 6: "value"}), seed=3)
+    first = nb.dataframe(only_successful=False)
+    assert status(nb) == [x not in (2, 5, 6) for x in range(8)]
+
+    # Only the ValueErrors: 2 now succeeds, 6 fails again, 5 (a KeyError) is left alone.
+    assert lab.rerunFailed(Flaky({5: "key", 6: "value"}), exception=ValueError, progress=False) == 2
+    if isinstance(lab, ClusterLab):
+        assert lab.wait(timeout=120, progress=False)
+    df = nb.dataframe(only_successful=False)
+    assert df["x"].tolist() == list(range(8))
+    assert status(nb) == [x not in (5, 6) for x in range(8)]
+    assert df.loc[2, "y"] == 4
+    # The rerun ran with the point's own seed: the same stream as the first time.
+    assert df[SEED].tolist() == first[SEED].tolist()
+    history = json.loads(df.loc[6, "epyclab.rerun.history"])
+    assert [h["exception"] for h in history] == ["ValueError: x=6 is bad"]
+    assert "ValueError" in history[0]["traceback"] and history[0]["seed"] == first.loc[6, SEED]
+    assert df.loc[5, "epyclab.rerun.history"] == ""
+    assert df.loc[6, Experiment.EXCEPTION] == "ValueError: x=6 is bad"
+    assert nb.current().numberOfFailedResults() == 2
+    # Nothing stored is lost: the replaced rows are still there.
+    assert len(nb.current().storedFrame()) == 10
+
+    # By parameters: 5 and 6 succeed now; 6's history holds both earlier failures.
+    assert lab.rerunFailed(Flaky({}), where={"x": [5, 6, 7]}, progress=False) == 2
+    if isinstance(lab, ClusterLab):
+        assert lab.wait(timeout=120, progress=False)
+    df = nb.dataframe(only_successful=False)
+    assert all(status(nb)) and df["y"].tolist() == [2 * x for x in range(8)]
+    assert [h["exception"] for h in json.loads(df.loc[6, "epyclab.rerun.history"])] == [
+        "ValueError: x=6 is bad", "ValueError: x=6 is bad"]
+    assert json.loads(df.loc[5, "epyclab.rerun.history"])[0]["exception"] == "KeyError: 5"
+    # Nothing failed, nothing to rerun.
+    assert lab.rerunFailed(Flaky({}), progress=False) == 0
+    assert len(nb.current().storedFrame()) == 12

@@ -260,6 +260,42 @@ class Lab:
             indices = self.unfinishedIndices(design)
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
         points = [design[i] for i in indices] if resume else design
+        self._sweep(e, points, indices, progress, seed, resume)
+
+    def rerunFailed(
+        self,
+        e: Experiment,
+        exception: Any = None,
+        where: Mapping[str, Any] | Callable[[dict[str, Any]], Any] | None = None,
+        progress: bool | None = None,
+        seed: int | bool | None = None,
+    ) -> int:
+        """Run ``e`` again at the points whose rows in the current result set failed; return how many.
+
+        ``exception`` reruns only rows that failed with that exception type (a
+        class, which takes its subclasses, a type name, or a tuple of them);
+        ``where`` only rows whose parameters match (a dict of values, a list
+        matching any of its values, or a function of the point's parameters).
+        Each new row replaces the failed one in ``dataframe()``, in its place,
+        and keeps the earlier attempts in its ``epyclab.rerun.history`` (JSON);
+        the failed rows stay stored (see :mod:`epyclab.notebooks.reruns`). A
+        point that fails again is a failed row again, which a later call reruns.
+        Points rerun with the sweep seed recorded in the result set (``seed``
+        as in :meth:`runExperiment`). On a ClusterLab the rows replace the failed
+        ones as they are collected. Missing points are run by ``runExperiment(e, resume=True)``.
+
+        Raises:
+            TypeError: ``exception`` is not an exception class or name.
+            KeyError: ``where`` names a parameter the result set does not have.
+        """
+        points = self._notebook.current().recordRerun(exception, where)
+        logger.info("rerunning %d failed point(s)", len(points))
+        self._sweep(e, [(e, p) for p in points], list(range(len(points))), progress, seed, True)
+        return len(points)
+
+    def _sweep(self, e: Experiment, points: ExperimentalConfiguration, indices: list[int], progress: bool | None,
+               seed: int | bool | None, resume: bool) -> None:
+        """Run ``points`` (the design's points at ``indices``) into the current result set: the loop of every lab."""
         sweep = SweepMarks(indices)
         committer = Committer(self._notebook, self._commit_every, self._commit_interval)
         if not points:

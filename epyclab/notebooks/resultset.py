@@ -28,6 +28,7 @@ from epyclab.errors import (
     UnstorableValueError,
 )
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
+from epyclab.notebooks import reruns
 from epyclab.notebooks.columns import MISSING
 from epyclab.notebooks.kinds import (
     KINDS,
@@ -40,7 +41,6 @@ from epyclab.notebooks.kinds import (
     state_of_value,
 )
 from epyclab.notebooks.rowcheck import RowCheck, value_message
-from epyclab.order import in_design_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -419,8 +419,9 @@ class ResultSet:
         status = Experiment.STATUS
         if self.numberOfResults() == 0 or status not in self.names():
             return 0
-        if self._frame is not None:
-            return int((~self._frame[status].astype(bool)).sum())
+        if self._frame is not None or reruns.hasReruns(self._attributes):
+            # (Rows replaced by a rerun are not counted: the current view is.)
+            return int((~self._dataframe()[status].astype(bool)).sum())
         st = self._row_check.states.get(status, _MISSING_STATE)
         parts = []
         if self._base is not None and len(self._base):
@@ -455,7 +456,7 @@ class ResultSet:
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
             # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
-            self._frame = in_design_order(self.storedFrame())
+            self._frame = reruns.currentView(self.storedFrame(), self._attributes, list(self._params))
         return self._frame
 
     def _build_frame(self) -> pd.DataFrame:
@@ -547,7 +548,7 @@ class ResultSet:
             return self.dataframe(only_successful=only_successful)
         # Which cells are missing is known in the stored order: carried through the reordering.
         marks = {f"\x00missing {k}": self.missingMask(k) for k in params}
-        df = in_design_order(stored.assign(**marks))
+        df = reruns.currentView(stored.assign(**marks), self._attributes, list(self._params))
         if only_successful and Experiment.STATUS in df.columns:
             df = df[df[Experiment.STATUS].astype(bool)]
         mask = None
@@ -566,6 +567,15 @@ class ResultSet:
             mask = m if mask is None else (mask & m)
         assert mask is not None
         return df[mask].drop(columns=list(marks)).reset_index(drop=True)
+
+    def recordRerun(self, exception: Any = None, where: Any = None) -> list[dict[str, Any]]:
+        """Record that the failed rows (of type ``exception``, matching ``where``) are rerun; return their points.
+
+        Each new row for such a point replaces the failed row in :meth:`dataframe`
+        (the old one stays stored, in the new row's ``epyclab.rerun.history``).
+        See :func:`epyclab.notebooks.reruns.startRerun`; labs call this from ``rerunFailed``.
+        """
+        return reruns.startRerun(self, exception, where)
 
     def parameterRange(self, param: str) -> set[Any]:
         """The distinct values parameter ``param`` takes in the results and pending results."""
