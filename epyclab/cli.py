@@ -180,21 +180,33 @@ def _say_waiting_journal(path: str) -> None:
 
 @main.command()
 @click.argument("source")
-@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--only-successful", is_flag=True, help="Leave out failed runs.")
-@click.option("--force", is_flag=True, help="Overwrite CSV_FILE if it exists.")
+@click.argument("out_file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["csv", "netcdf", "parquet"]), default=None,
+              help="The file's format (default: from FILE's suffix: .nc netCDF, .parquet Parquet, else CSV).")
+@click.option("--only-successful", is_flag=True, help="Leave out failed runs (CSV and Parquet).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
-def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_run: bool) -> None:
-    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to CSV_FILE (- for stdout).
+def export(source: str, out_file: str, fmt: str | None, only_successful: bool, force: bool, dry_run: bool) -> None:
+    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to FILE (- for CSV on stdout).
 
-    Every cell is written so that it reads back exactly (floats at their
-    shortest exact digits, arrays in full with dtype and shape): see docs/cli.md.
+    CSV: every cell is written so that it reads back exactly (floats at their
+    shortest exact digits, arrays in full with dtype and shape). netCDF: the
+    result set as a labelled array (ResultSet.dataset()). Parquet: the table.
+    netCDF and Parquet files are read back before they are put in place, and
+    what would not read back the same is refused, named. See docs/cli.md.
     """
-    from epyclab.notebooks.csvcells import writeCSV  # here: the command line starts without pandas
+    from epyclab.notebooks.exchange import formatOf
 
     path, tag = _split_optional(source)
-    to_stdout = csv_file == "-"
-    target = csv_file if to_stdout else _expand(csv_file)
+    to_stdout = out_file == "-"
+    target = out_file if to_stdout else _expand(out_file)
+    fmt = formatOf(target, fmt)
+    if to_stdout and fmt != "csv":
+        raise click.ClickException(f"{fmt} is written to a file, not to stdout: name a file")
+    if fmt != "csv":
+        return _export_exchange(path, tag, target, fmt, only_successful, force, dry_run)
+    from epyclab.notebooks.csvcells import writeCSV  # here: the command line starts without pandas
+
     with _opened(path) as nb:
         rs = _resultset(nb, nb.currentTag() if tag is None else tag)
         df = rs.dataframe(only_successful=only_successful)
@@ -225,6 +237,43 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
     except EpyclabError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {len(df)} row(s) to {target}")
+
+
+def _export_exchange(path: str, tag: str | None, target: str, fmt: str, only_successful: bool, force: bool,
+                     dry_run: bool) -> None:
+    """``export`` to netCDF or Parquet (see :mod:`epyclab.notebooks.exchange`)."""
+    from epyclab.notebooks import exchange
+
+    if not force and os.path.lexists(target):
+        raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise click.ClickException(f"cannot write {target}: no such directory: check the directory")
+    try:
+        with _opened(path) as nb:
+            tag = nb.currentTag() if tag is None else tag
+            rs = _resultset(nb, tag)
+            where = f"{path}:{tag}"
+            if fmt == "netcdf":
+                if only_successful:
+                    raise click.ClickException(
+                        "--only-successful applies to CSV and Parquet; a netCDF file keeps every point, "
+                        "with the mask variable epyclab.mask marking the successful ones"
+                    )
+                data = rs.dataset()
+                what = f"{len(data.data_vars)} variable(s) over {dict(data.sizes)}"
+            else:
+                data = rs.dataframe(only_successful=only_successful)
+                what = f"{len(data)} row(s) x {len(data.columns)} column(s)"
+            if dry_run:
+                click.echo(f"would write {what} to {target} ({fmt})")
+                return
+            if fmt == "netcdf":
+                exchange.writeNetCDF(data, target, where)
+            else:
+                exchange.writeParquet(data, target, rs.attributes(), where)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {what} to {target} ({fmt})")
 
 
 def _write_new(target: str, write: Callable) -> None:

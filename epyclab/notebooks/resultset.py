@@ -568,6 +568,19 @@ class ResultSet:
         assert mask is not None
         return df[mask].drop(columns=list(marks)).reset_index(drop=True)
 
+    def dataset(self, layout: str | None = None) -> Any:
+        """The result set as an xarray Dataset: parameters as dimensions, results as variables.
+
+        See :mod:`epyclab.notebooks.dataset` for the layout (``'grid'``, ``'points'``,
+        or None to choose from the rows). Needs xarray (``pip install 'epyclab[xarray]'``).
+
+        Raises:
+            OptionalDependencyError: xarray is not installed.
+        """
+        from epyclab.notebooks.dataset import resultSetDataset  # here: xarray only when asked for
+
+        return resultSetDataset(self, layout)
+
     def recordRerun(self, exception: Any = None, where: Any = None) -> list[dict[str, Any]]:
         """Record that the failed rows (of type ``exception``, matching ``where``) are rerun; return their points.
 
