@@ -44,7 +44,7 @@ class _Commands(click.Group):
 def main() -> None:
     """epyclab: computational experiments over parameter spaces.
 
-    Inspect notebooks (show, export), edit them (copy, remove, select), and set
+    Inspect notebooks (show, export, report), edit them (copy, remove, select), and set
     up ipyparallel clusters (cluster ...).
     """
 
@@ -296,6 +296,41 @@ def _write_new(target: str, write: Callable) -> None:
             ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write (default: NOTEBOOK with the suffix .html).")
+@click.option("--force", is_flag=True, help="Overwrite the HTML file if it exists.")
+def report(notebook: str, output: str | None, force: bool) -> None:
+    """Write one self-contained HTML page about NOTEBOOK: progress, times, failures, provenance, plots.
+
+    The notebook is opened read-only, so a sweep may be writing it meanwhile;
+    epyc 1.x notebooks are read as they are. The page needs no network: plots
+    (drawn by matplotlib) are embedded in it.
+    """
+    from epyclab.report import renderNotebook  # here: matplotlib only for this command
+
+    target = _expand(output) if output is not None else str(Path(_expand(notebook)).with_suffix(".html"))
+    if os.path.abspath(target) == os.path.abspath(_expand(notebook)):
+        raise click.ClickException(f"the report would overwrite the notebook {notebook}: name another file with -o")
+    if not force and os.path.lexists(target):
+        raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file with -o")
+    with _opened(notebook) as nb:
+        try:
+            page = renderNotebook(nb, notebook)
+        except EpyclabError as e:
+            raise click.ClickException(str(e)) from e
+        sets = nb.numberOfResultSets()
+    try:
+        safe_write(target, lambda f: f.write(page), what="writing the report")
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote a report of {sets} result set(s) to {target}")
 
 
 # ---- copy, remove, select ----------------------------------------------------------------------
