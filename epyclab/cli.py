@@ -450,7 +450,9 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
     """
     import pandas as pd  # here: the command line starts without pandas
 
-    df = rs.dataframe(only_successful=False)
+    # Every stored row in stored order (as missingMask is): rows a rerun replaced are copied too, with the
+    # set's rerun records, so the copy shows the same rows; the marks put them in the design's order again.
+    df = rs.storedFrame()
     roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
              (Experiment.METADATA, rs.metadataNames())]
     arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}

@@ -134,3 +134,22 @@ def test_a_set_with_nothing_failed_or_no_rows_records_nothing() -> None:
     assert lab.rerunFailed(Fails(), progress=False) == 0
     assert not [k for k in nb.current().keys() if k.startswith("epyclab.rerun.")]
     assert HISTORY not in nb.dataframe().columns
+
+
+def test_a_copied_set_shows_the_same_rows_and_histories(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    src, dest = str(tmp_path / "src.h5"), str(tmp_path / "dest.h5")
+    with HDF5LabNotebook(src, create=True) as nb:
+        lab = swept(nb, {1: ValueError("one"), 4: ValueError("four")})
+        lab.rerunFailed(Fails({4: ValueError("four again")}), progress=False)
+        shown = nb.dataframe(only_successful=False)
+    epyclab = str(Path(sys.executable).with_name("epyclab"))
+    out = subprocess.run([epyclab, "copy", f"{src}:{Lab(LabNotebook()).notebook().currentTag()}", dest],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with HDF5LabNotebook(dest, readonly=True) as nb:
+        copied = nb.dataframe(only_successful=False)
+        assert copied[["x", "y", STATUS, HISTORY]].equals(shown[["x", "y", STATUS, HISTORY]])
+        assert len(nb.current().storedFrame()) == 8

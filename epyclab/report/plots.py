@@ -55,8 +55,12 @@ def histogram(times: np.ndarray) -> bytes:
     fig = figure_class(figsize=(5, 2.6))
     ax = fig.add_subplot()
     t = times[np.isfinite(times)]
-    ax.hist(t, bins=min(40, max(5, int(math.sqrt(len(t))) + 1)), color="#4c72b0")
-    ax.set_xlabel("time per point (s)")
+    # In the unit a person reads at a glance: ms, s, min or h.
+    longest = float(t.max()) if len(t) else 0.0
+    scale, unit = next(((f, u) for f, u in ((3600.0, "h"), (60.0, "min"), (1.0, "s")) if longest >= 2 * f),
+                       (1e-3, "ms"))
+    ax.hist(t / scale, bins=min(40, max(5, int(math.sqrt(len(t))) + 1)), color="#4c72b0")
+    ax.set_xlabel(f"time per point ({unit})")
     ax.set_ylabel("points")
     return _png(fig)
 
