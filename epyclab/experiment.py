@@ -239,7 +239,7 @@ class Experiment:
         else:
             t1 = perf_counter()
             try:
-                if seed is not None:
+                if seed is not None and type(self).setUp is not Experiment.setUp:
                     # Random states that setUp made (self.rng = default_rng()) are seeded too.
                     seeding.seedStreams(self, seed, globals_=False, skip=seeded)
                 res = self._checked(self.do(params), params)

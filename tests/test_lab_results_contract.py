@@ -143,6 +143,13 @@ def check_same_rows(labs: Labs, kind: str, xs: list[int], order: random.Random, 
     labs.run(lab, Noisy(), resume=True)
     assert rows(nb) == reference(xs + [100, 101], seed)
     assert nb.numberOfResults() == len(xs) + 2
+    # Any row, run again here from its recorded seed alone, gives the same numbers as it did on the workers.
+    x = shuffled[-1]
+    v, g, s = rows(nb)[x]
+    again = Noisy()
+    again.setPointSeed(int(s))
+    res = again.set({"x": x}).run()["results"]
+    assert (res["v"], res["g"]) == (v, g)
 
 
 @FAST
