@@ -210,3 +210,25 @@ def test_without_xarray_the_error_says_which_extra_to_install() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "OptionalDependencyError" in out.stdout and "pip install 'epyclab[xarray]'" in out.stdout
+
+
+def test_an_epyc_notebook_gives_its_dataset() -> None:
+    from pathlib import Path
+
+    from epyclab.notebooks.hdf5 import HDF5LabNotebook
+
+    fixture = Path(__file__).with_name("fixtures") / "epyc-1.7.2-notebook.h5"
+    with HDF5LabNotebook(str(fixture), readonly=True) as nb:
+        df = nb.dataframe("walks", only_successful=False)
+        ds = nb.dataset("walks")
+        note = nb.resultSet("walks")["note"]
+    assert ds[STATE].dims == ("n", "seed") and ds.sizes == {"n": 4, "seed": 3}
+    for _, row in df.iterrows():
+        cell = ds.sel(n=row["n"], seed=row["seed"])
+        if row[STATUS]:
+            assert cell["mean"].item() == row["mean"] and cell[MASK].item()
+        else:
+            # epyc kept a zero in a failed run's result cells; the Dataset has no value there.
+            assert math.isnan(cell["mean"].item()) and not cell[MASK].item() and cell[STATE].item() == "failed"
+    assert not df[STATUS].all()
+    assert ds.attrs["note"] == note

@@ -245,3 +245,15 @@ def test_without_matplotlib_the_error_says_which_extra_to_install(tmp_path: Path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and "pip install 'epyclab[report]'" in out.stderr
     assert re.search(r"not installed", out.stderr) and not src.with_suffix(".html").exists()
+
+
+def test_rows_replaced_by_a_rerun_are_not_counted_and_are_said_to_be_kept() -> None:
+    nb = make({"sizes": [4], "bad": {1: "zero", 2: "zero"}, "reps": 1, "pending": 0})
+    lab = Lab(nb)
+    lab["a"] = list(range(4))
+    assert lab.rerunFailed(Sweep({2: "zero"}), progress=False) == 2
+    text = renderNotebook(nb, "x.h5")
+    page = Page(text)
+    assert ["3", "1", "0", "4"] in page.counts
+    assert "ZeroDivisionError: 1 point(s)" in page.headings
+    assert "2 earlier row(s) were replaced by reruns" in text

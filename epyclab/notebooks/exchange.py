@@ -86,12 +86,19 @@ def _check_netcdf(ds: Any, where: str) -> None:
             if kinds - {"str"}:
                 raise ExportError(
                     f"{where}: {name!r} holds values of types {sorted(kinds)}, which netCDF cannot store as one "
-                    f"variable; export to CSV, or make its values one type"
+                    f"variable; {_fix(kinds)}"
                 )
             if any("\x00" in v for v in values):
                 raise ExportError(
                     f"{where}: {name!r} holds text with a NUL character, which netCDF cannot store; export to CSV"
                 )
+
+
+def _fix(kinds: set[str]) -> str:
+    """What to do about a column of values of these types."""
+    if kinds <= {"list", "tuple"}:
+        return "export to CSV (lists read back as arrays from this format), or return numpy arrays instead"
+    return "export to CSV, or make its values one type"
 
 
 def _encoded_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +213,7 @@ def _check_parquet(df: Any, where: str) -> dict[str, Any]:
             continue
         raise ExportError(
             f"{where}: column {name!r} holds values of types {sorted(kinds)}, which Parquet cannot store as "
-            f"one column; export to CSV, or make its values one type"
+            f"one column; {_fix(kinds)}"
         )
     return converted
 

@@ -48,6 +48,8 @@ class Facts:
     provenance: dict[str, Any]
     attributes: dict[str, Any]
     frame: Any = None
+    #: Stored rows a rerun replaced (kept in the file, not counted above).
+    replaced: int = 0
 
 
 def _plain(v: Any) -> Any:
@@ -93,4 +95,5 @@ def factsOf(tag: str, rs: Any) -> Facts:
         failed=int((~ok).sum()), pending=len(pending), parameters=params, swept=swept, results=results,
         numeric=numeric, times=times, failures=sorted(failures.values(), key=lambda f: -f.count),
         provenance=provenance, attributes=others, frame=df[ok].reset_index(drop=True),
+        replaced=rs.numberOfResults() - len(df),
     )

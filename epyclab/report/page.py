@@ -49,6 +49,9 @@ def _section(f: Facts, current: bool) -> str:
     out.append('<table class="counts"><tr><th>done</th><th>failed</th><th>pending</th><th>total</th></tr>'
                f'<tr><td class="ok">{f.done}</td><td class="failed">{f.failed}</td>'
                f'<td class="pending">{f.pending}</td><td>{total}</td></tr></table>')
+    if f.replaced:
+        out.append(f'<p class="note">{f.replaced} earlier row(s) were replaced by reruns of failed points: kept '
+                   f"in the file, and in each new row's epyclab.rerun.history</p>")
     if f.parameters:
         out.append(f"<p>parameters: {_e(', '.join(f.parameters))}; swept: {_e(', '.join(f.swept) or 'none')}; "
                    f"results: {_e(', '.join(f.results) or 'none')}</p>")
