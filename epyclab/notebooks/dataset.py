@@ -183,16 +183,15 @@ def _fill_for(kind: str) -> Any:
             "b": False}.get(kind)
 
 
-def _variable(values: list[Any], where: list[tuple[int, ...]], shape: list[int], dtype: Any,
-              name: str, dims: list[str]) -> tuple[list[str], np.ndarray]:
-    """The array of one column: ``values[i]`` at cell ``where[i]`` (values None: a missing cell)."""
-    kind = np.dtype(dtype).kind if not _is_text(dtype) else "U"
-    present = [v for v in values if v is not None]
-    if kind == "O" and present and all(isinstance(v, np.ndarray) for v in present):
-        return _array_variable(values, where, shape, name, dims)
-    size = math.prod(shape)
-    filled = len(present) == size and len(set(w for w, v in zip(where, values) if v is not None)) == size
-    if kind in "iu" and not filled:
+def _variable(column: Any, present: np.ndarray, index: tuple[np.ndarray, ...], shape: list[int], name: str,
+              dims: list[str]) -> tuple[list[str], np.ndarray]:
+    """The array of one column: row ``i``'s value at cell ``index[.][i]`` where ``present[i]``, else missing."""
+    dtype = column.dtype
+    kind = "U" if _is_text(dtype) else np.dtype(dtype).kind
+    values = column.to_numpy()
+    if kind == "O" and present.any() and all(isinstance(v, np.ndarray) for v in values[present]):
+        return _array_variable(list(values), present, index, shape, name, dims)
+    if kind in "iu" and int(present.sum()) < math.prod(shape):
         kind, dtype = "f", np.float64
     if kind == "U":
         arr = np.full(shape, "", dtype=object)
@@ -201,16 +200,19 @@ def _variable(values: list[Any], where: list[tuple[int, ...]], shape: list[int],
     else:
         fill = _fill_for(kind)
         arr = np.full(shape, 0 if fill is None else fill, dtype=dtype)
-    for w, v in zip(where, values):
-        if v is not None:
-            arr[w] = v
+    if not shape:
+        if present.any():
+            arr[()] = values[present][-1]
+        return dims, arr
+    # Every row's cell at once (a row has a cell of its own: repetitions have their own index).
+    arr[tuple(i[present] for i in index)] = values[present]
     return dims, arr
 
 
-def _array_variable(values: list[Any], where: list[tuple[int, ...]], shape: list[int], name: str,
-                    dims: list[str]) -> tuple[list[str], np.ndarray]:
+def _array_variable(values: list[Any], present: np.ndarray, index: tuple[np.ndarray, ...], shape: list[int],
+                    name: str, dims: list[str]) -> tuple[list[str], np.ndarray]:
     """An array-valued result: its own dimensions after the cell's, padded to the largest shape."""
-    arrays = [np.asarray(v) for v in values if v is not None]
+    arrays = [np.asarray(v) for v, here in zip(values, present) if here]
     ndim = max(a.ndim for a in arrays)
     inner = [max(a.shape[k] if k < a.ndim else 1 for a in arrays) for k in range(ndim)]
     dtype = np.result_type(*arrays)
@@ -220,10 +222,10 @@ def _array_variable(values: list[Any], where: list[tuple[int, ...]], shape: list
         dtype = np.dtype(np.float64)
     fill = _fill_for(dtype.kind)
     arr = np.full([*shape, *inner], fill if fill is not None else 0, dtype=dtype)
-    for w, v in zip(where, values):
-        if v is not None:
-            a = np.asarray(v).reshape(np.asarray(v).shape + (1,) * (ndim - np.ndim(v)))
-            arr[w + tuple(slice(0, s) for s in a.shape)] = a
+    for i in np.flatnonzero(present):
+        a = np.asarray(values[i])
+        a = a.reshape(a.shape + (1,) * (ndim - a.ndim))
+        arr[tuple(int(ix[i]) for ix in index) + tuple(slice(0, n) for n in a.shape)] = a
     return dims + [f"{name}_dim_{k}" for k in range(ndim)], arr
 
 
@@ -250,16 +252,18 @@ def resultSetDataset(rs: Any, layout: str | None = None, attrs: Mapping[str, Any
     results = set(rs.resultNames())
     ok = df[Experiment.STATUS].astype(bool).tolist() if Experiment.STATUS in df.columns else [True] * len(df)
     data: dict[str, Any] = {}
+    good = np.asarray(ok, dtype=bool)
+    index = tuple(np.asarray(lay.rows, dtype=np.intp).reshape(len(lay.rows), len(lay.shape)).T)
+    parameters = set(rs.parameterNames())
     for name in df.columns:
-        if name in lay.fixed or name in lay.swept or name in rs.parameterNames():
+        if name in parameters:
             continue
         column = df[name]
-        cells = column.tolist()
+        present = ~column.isna().to_numpy(dtype=bool)
         if name in results:
             # A failed run has no results: its cells are missing, not the column's zero.
-            cells = [v if good else None for v, good in zip(cells, ok)]
-        cells = [None if _key(v) is None and not isinstance(v, np.ndarray) else v for v in cells]
-        data[name] = _variable(cells, lay.rows, lay.shape, column.dtype, name, lay.dims)
+            present &= good
+        data[name] = _variable(column, present, index, lay.shape, name, lay.dims)
     state = np.full(lay.shape, "missing", dtype=object)
     mask = np.zeros(lay.shape, dtype=bool)
     for w, good in zip(lay.rows, ok):
