@@ -153,3 +153,16 @@ def test_a_copied_set_shows_the_same_rows_and_histories(tmp_path: Path) -> None:
         copied = nb.dataframe(only_successful=False)
         assert copied[["x", "y", STATUS, HISTORY]].equals(shown[["x", "y", STATUS, HISTORY]])
         assert len(nb.current().storedFrame()) == 8
+
+
+@pytest.mark.parametrize("damaged", ["{not json", '{"start": "x", "groups": []}', '[1, 2]',
+                                     '{"start": 0, "groups": [[999, -4]]}'])
+def test_a_damaged_rerun_record_leaves_the_rows_as_stored_and_says_so(damaged: str, caplog: Any) -> None:
+    nb = LabNotebook()
+    swept(nb, {1: ValueError("one")})
+    nb.current()["epyclab.rerun.0001"] = damaged
+    df = nb.dataframe(only_successful=False)
+    assert df["x"].tolist() == list(range(6)) and df[STATUS].tolist().count(False) == 1
+    # A well-formed record of rows that do not exist replaces nothing, and is no error; the others are named.
+    well_formed = damaged.startswith('{"start": 0')
+    assert ("'epyclab.rerun.0001' is not a rerun record" in caplog.text) is not well_formed

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from epyclab.experiment import Experiment
+from epyclab.log import logger
 from epyclab.order import POINT, SWEEP, in_design_order
 
 __all__ = ["HISTORY", "PREFIX", "REP", "currentOrder", "currentView", "hasReruns", "startRerun", "exceptionName"]
@@ -49,8 +50,25 @@ def hasReruns(attributes: Mapping[str, Any]) -> bool:
 
 
 def _records(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rerun records, oldest first; one that is not a record (damaged, or set by hand) is passed over."""
     keys = sorted((k for k in attributes if k.startswith(PREFIX)), key=lambda k: (len(k), k))
-    return [json.loads(attributes[k]) for k in keys]
+    records = []
+    for k in keys:
+        try:
+            record = json.loads(attributes[k])
+            start = record["start"]
+            groups = record["groups"]
+            ok = isinstance(start, int) and all(isinstance(g, list) and all(isinstance(r, int) for r in g)
+                                                for g in groups)
+        except (TypeError, ValueError, KeyError):
+            ok = False
+        if not ok:
+            # Nothing read from a file is trusted: the rows are shown as stored, and the user told why.
+            logger.warning("result set attribute %r is not a rerun record (%.80r); rows it names are shown as "
+                           "stored. Remove the attribute if it was set by hand", k, attributes[k])
+            continue
+        records.append(record)
+    return records
 
 
 def _key(values: Sequence[Any]) -> tuple[Any, ...]:
