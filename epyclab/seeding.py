@@ -249,7 +249,13 @@ def startSweep(experiments: list[Any], rs: Any, seed: int | bool | None, resume:
         return None
     if seed is None:
         recorded = rs.getAttribute(SWEEP_SEED) if resume and SWEEP_SEED in rs else None
-        s = drawSweepSeed() if recorded is None else checkSeed(recorded)
+        try:
+            s = drawSweepSeed() if recorded is None else checkSeed(recorded)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"the result set's attribute {SWEEP_SEED!r} = {recorded!r} is not a sweep seed ({exc}); "
+                f"resume with runExperiment(e, resume=True, seed=N) giving the sweep's seed"
+            ) from exc
     else:
         s = checkSeed(seed)
     if SWEEP_SEED not in rs or rs.getAttribute(SWEEP_SEED) != s:

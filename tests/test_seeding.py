@@ -278,3 +278,16 @@ def test_pointwise_designs_are_seeded_per_point() -> None:
     df = lab.notebook().dataframe()
     assert df["rng"].nunique() == 3
     assert list(df[SEED]) == [seeding.pointSeed(2, {"x": x, "y": y}) for x, y in zip([1, 2, 3], "abc")]
+
+
+def test_a_damaged_recorded_sweep_seed_stops_a_resume_naming_it() -> None:
+    nb = LabNotebook()
+    sweep([1, 2], nb=nb, seed=4)
+    nb.current()[seeding.SWEEP_SEED] = "four"
+    lab = Lab(nb)
+    lab["x"] = [1, 2, 3]
+    with pytest.raises(ValueError, match="'epyclab.lab.seed' = 'four' is not a sweep seed.*seed=N"):
+        lab.runExperiment(Draws(), progress=False, resume=True)
+    assert nb.numberOfResults() == 2
+    lab.runExperiment(Draws(), progress=False, resume=True, seed=4)
+    assert by_x(nb.dataframe()) == by_x(sweep([1, 2, 3], seed=4))
