@@ -29,7 +29,7 @@ results are) and :data:`STATE` (``'ok'``, ``'failed'``, ``'pending'``,
 ``'missing'``). The result set's attributes (provenance and seed included) and
 its description are the Dataset's attributes.
 
-xarray is an optional dependency (``pip install epyclab[xarray]``), imported
+xarray is an optional dependency (the ``xarray`` extra), imported
 only here and only when a Dataset is asked for.
 """
 
@@ -70,7 +70,8 @@ def requireXarray() -> Any:
         import xarray
     except ImportError as exc:
         raise OptionalDependencyError(
-            "ResultSet.dataset() needs xarray, which is not installed: pip install 'epyclab[xarray]'"
+            "ResultSet.dataset() needs xarray, which is not installed: pip install xarray "
+            "(or the extra: pip install -e '.[xarray]' in epyclab's checkout)"
         ) from exc
     return xarray
 

@@ -15,7 +15,7 @@ back the same is renamed into place. So an exported file is exact or absent.
   schema's metadata under ``epyclab`` (JSON); :func:`readParquet` gives both back.
   Complex values, arrays of two or more dimensions and mixed columns are refused.
 
-Both need optional packages (``pip install 'epyclab[exchange]'``), imported here only.
+Both need optional packages (the ``exchange`` extra: xarray, h5netcdf, pyarrow), imported here only.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _need(module: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError as exc:
         raise OptionalDependencyError(
-            f"writing this format needs {module.split('.')[0]}, which is not installed: pip install 'epyclab[{extra}]'"
+            f"writing this format needs {module.split('.')[0]}, which is not installed: pip install "
+            f"{module.split('.')[0]} (or the extra: pip install -e '.[{extra}]' in epyclab's checkout)"
         ) from exc
 
 

@@ -572,7 +572,7 @@ class ResultSet:
         """The result set as an xarray Dataset: parameters as dimensions, results as variables.
 
         See :mod:`epyclab.notebooks.dataset` for the layout (``'grid'``, ``'points'``,
-        or None to choose from the rows). Needs xarray (``pip install 'epyclab[xarray]'``).
+        or None to choose from the rows). Needs xarray (the ``xarray`` extra).
 
         Raises:
             OptionalDependencyError: xarray is not installed.

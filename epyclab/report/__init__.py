@@ -7,7 +7,7 @@ it, and plots of each numeric result against the swept parameters: lines for
 one parameter, a heat map for two, small multiples beyond.
 
 The page needs no network: styles are inline, and plots are PNG images drawn by
-matplotlib (an optional extra, ``pip install 'epyclab[report]'``) and embedded
+matplotlib (an optional extra, the ``report`` extra) and embedded
 as base64. Rooms: :mod:`~epyclab.report.facts` (what is counted, from the
 result set), :mod:`~epyclab.report.plots` (the figures),
 :mod:`~epyclab.report.page` (the HTML).

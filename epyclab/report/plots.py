@@ -36,7 +36,8 @@ def requireMatplotlib() -> Any:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise OptionalDependencyError(
-            "epyclab report draws its plots with matplotlib, which is not installed: pip install 'epyclab[report]'"
+            "epyclab report draws its plots with matplotlib, which is not installed: pip install matplotlib "
+            "(or the extra: pip install -e '.[report]' in epyclab's checkout)"
         ) from exc
     return Figure, FigureCanvasAgg
 
