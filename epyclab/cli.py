@@ -19,6 +19,7 @@ import click
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
+from epyclab.notebooks import reruns
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
@@ -142,9 +143,14 @@ def show(notebook: str, long_: bool) -> None:
             click.echo("")
             click.echo(f"{tag}{' (' + ', '.join(flags) + ')' if flags else ''}")
             click.echo(f"  description: {rs.description()}")
+            rows, replaced = rs.numberOfResults(), ""
+            if reruns.hasReruns(rs.attributes()):
+                # Rows a rerun replaced stay stored but are not shown (nor counted as failed).
+                shown = len(rs.dataframe())
+                rows, replaced = shown, f"  (and {rs.numberOfResults() - shown} replaced by reruns, kept)"
             click.echo(
-                f"  rows: {rs.numberOfResults()}  failed: {rs.numberOfFailedResults()}  "
-                f"pending: {rs.numberOfPendingResults()}"
+                f"  rows: {rows}  failed: {rs.numberOfFailedResults()}  "
+                f"pending: {rs.numberOfPendingResults()}{replaced}"
             )
             for label, names in (
                 ("parameters", rs.parameterNames()),

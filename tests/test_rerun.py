@@ -166,3 +166,17 @@ def test_a_damaged_rerun_record_leaves_the_rows_as_stored_and_says_so(damaged: s
     # A well-formed record of rows that do not exist replaces nothing, and is no error; the others are named.
     well_formed = damaged.startswith('{"start": 0')
     assert ("'epyclab.rerun.0001' is not a rerun record" in caplog.text) is not well_formed
+
+
+def test_show_counts_the_rows_shown_and_names_those_replaced(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    fn = str(tmp_path / "nb.h5")
+    with HDF5LabNotebook(fn, create=True) as nb:
+        lab = swept(nb, {1: ValueError("one"), 4: ValueError("four")})
+        lab.rerunFailed(Fails({4: ValueError("four again")}), progress=False)
+    epyclab = str(Path(sys.executable).with_name("epyclab"))
+    out = subprocess.run([epyclab, "show", fn], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "rows: 6  failed: 1  pending: 0  (and 2 replaced by reruns, kept)" in out.stdout
