@@ -47,6 +47,8 @@ __all__ = [
     "canonicalBytes",
     "seedStreams",
     "startSweep",
+    "recordSweepSeed",
+    "recordedSeed",
 ]
 
 #: Row metadata: the seed the point ran with (an int in [0, 2**63)).
@@ -231,21 +233,21 @@ def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[An
     return found
 
 
-def startSweep(experiments: list[Any], rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:
-    """Give the ``experiments`` of a sweep into result set ``rs`` its sweep seed; return it (None: unseeded).
+def startSweep(experiment: Any, rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:
+    """Give ``experiment`` the sweep seed of a sweep into result set ``rs``; return it (None: unseeded).
 
     ``seed``: a whole number, ``None`` (draw one from numpy's global random
     state, or with ``resume`` take the one recorded in ``rs`` if there is one) or
-    ``False`` (no seeding, as in epyc). The seed used is recorded in ``rs`` as
-    :data:`SWEEP_SEED`.
+    ``False`` (no seeding, as in epyc). Nothing is written to ``rs`` here (it may
+    be closed until the sweep opens it): :func:`recordSweepSeed` does that once
+    a point is out.
 
     Raises:
-        TypeError, ValueError: for any other ``seed`` (``True`` included).
+        TypeError, ValueError: for any other ``seed`` (``True`` included), or a
+            recorded seed that is not one.
     """
-    distinct = list({id(e): e for e in experiments}.values())
     if seed is False:
-        for e in distinct:
-            e.setSweepSeed(None)
+        experiment.setSweepSeed(None)
         return None
     if seed is None:
         recorded = rs.getAttribute(SWEEP_SEED) if resume and SWEEP_SEED in rs else None
@@ -258,8 +260,17 @@ def startSweep(experiments: list[Any], rs: Any, seed: int | bool | None, resume:
             ) from exc
     else:
         s = checkSeed(seed)
-    if SWEEP_SEED not in rs or rs.getAttribute(SWEEP_SEED) != s:
-        rs.setAttribute(SWEEP_SEED, s)
-    for e in distinct:
-        e.setSweepSeed(s)
+    experiment.setSweepSeed(s)
     return s
+
+
+def recordSweepSeed(rs: Any, experiment: Any) -> None:
+    """Record ``experiment``'s sweep seed in result set ``rs`` as :data:`SWEEP_SEED` (if it is seeded)."""
+    s = experiment.sweepSeed()
+    if s is not None and (SWEEP_SEED not in rs or rs.getAttribute(SWEEP_SEED) != s):
+        rs.setAttribute(SWEEP_SEED, s)
+
+
+def recordedSeed(rs: Any) -> int | None:
+    """The sweep seed recorded in result set ``rs`` (None if none is)."""
+    return checkSeed(rs.getAttribute(SWEEP_SEED)) if SWEEP_SEED in rs else None

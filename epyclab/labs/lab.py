@@ -243,59 +243,22 @@ class Lab:
         A results value that no notebook format can store makes that point a
         failed result (its parameters and metadata kept); the sweep goes on.
 
-        ``seed`` is the sweep seed (see :mod:`epyclab.seeding`): each point's
-        random streams are seeded from it and the point, wherever the point
-        runs, and the point's seed is recorded in its row and the sweep seed in
-        the result set's attributes. None draws one from numpy's global random
-        state (with ``resume=True``: takes the one recorded in the result set,
-        so the resumed sweep goes on with it); ``False`` leaves random states
-        alone, as epyc did.
-
-        Raises:
-            TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63), None or False.
+        ``seed`` is the sweep seed (see :mod:`epyclab.seeding`; a bad one raises
+        TypeError or ValueError): each point's random streams are seeded from it
+        and the point, wherever the point runs, and the point's seed is recorded
+        in its row and the sweep seed in the result set's attributes. None draws
+        one from numpy's global random state (with ``resume=True``: takes the one
+        recorded in the result set, so the resumed sweep goes on with it);
+        ``False`` leaves random states alone, as epyc did.
         """
+        # Before the design is asked for its points (the experiment of every point is e): it travels seeded.
+        seeding.startSweep(e, self._notebook.current(), seed, resume)
         design = self.experiments(e)
         indices = list(range(len(design)))
         if resume:
             indices = self.unfinishedIndices(design)
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
         points = [design[i] for i in indices] if resume else design
-        self._sweep(e, points, indices, progress, seed, resume)
-
-    def rerunFailed(
-        self,
-        e: Experiment,
-        exception: Any = None,
-        where: Mapping[str, Any] | Callable[[dict[str, Any]], Any] | None = None,
-        progress: bool | None = None,
-        seed: int | bool | None = None,
-    ) -> int:
-        """Run ``e`` again at the points whose rows in the current result set failed; return how many.
-
-        ``exception`` reruns only rows that failed with that exception type (a
-        class, which takes its subclasses, a type name, or a tuple of them);
-        ``where`` only rows whose parameters match (a dict of values, a list
-        matching any of its values, or a function of the point's parameters).
-        Each new row replaces the failed one in ``dataframe()``, in its place,
-        and keeps the earlier attempts in its ``epyclab.rerun.history`` (JSON);
-        the failed rows stay stored (see :mod:`epyclab.notebooks.reruns`). A
-        point that fails again is a failed row again, which a later call reruns.
-        Points rerun with the sweep seed recorded in the result set (``seed``
-        as in :meth:`runExperiment`). On a ClusterLab the rows replace the failed
-        ones as they are collected. Missing points are run by ``runExperiment(e, resume=True)``.
-
-        Raises:
-            TypeError: ``exception`` is not an exception class or name.
-            KeyError: ``where`` names a parameter the result set does not have.
-        """
-        points = self._notebook.current().recordRerun(exception, where)
-        logger.info("rerunning %d failed point(s)", len(points))
-        self._sweep(e, [(e, p) for p in points], list(range(len(points))), progress, seed, True)
-        return len(points)
-
-    def _sweep(self, e: Experiment, points: ExperimentalConfiguration, indices: list[int], progress: bool | None,
-               seed: int | bool | None, resume: bool) -> None:
-        """Run ``points`` (the design's points at ``indices``) into the current result set: the loop of every lab."""
         sweep = SweepMarks(indices)
         committer = Committer(self._notebook, self._commit_every, self._commit_interval)
         if not points:
@@ -309,7 +272,6 @@ class Lab:
         tag = nb.currentTag()
         nb.current().checkChangeable()
         nb.current().checkParameters([p for _, p in points])
-        seeding.startSweep([ex for ex, _ in points], nb.current(), seed, resume)
         # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
         # stop processes: slow, so it comes after the results are safe).
         outcomes = self._dispatch(points, sweep)
@@ -323,6 +285,7 @@ class Lab:
                 if first:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
+                    seeding.recordSweepSeed(nb.current(), e)
                     provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                     first = False  # pragma: no mutate: recordFirstRun() does nothing once the set has it; None is false
                 if type(outcome) is dict:
@@ -427,6 +390,47 @@ class Lab:
         """The points that have no successful and no pending result in the current result set."""
         return [points[i] for i in self.unfinishedIndices(points)]
 
+    def rerunFailed(
+        self,
+        e: Experiment,
+        exception: Any = None,
+        where: Mapping[str, Any] | Callable[[dict[str, Any]], Any] | None = None,
+        progress: bool | None = None,
+        seed: int | bool | None = None,
+    ) -> int:
+        """Run ``e`` again at the points whose rows in the current result set failed; return how many.
+
+        ``exception`` reruns only rows that failed with that exception type (a
+        class, which takes its subclasses, a type name, or a tuple of them);
+        ``where`` only rows whose parameters match (a dict of values, a list
+        matching any of its values, or a function of the point's parameters).
+        Each new row replaces the failed one in ``dataframe()``, in its place,
+        and keeps the earlier attempts in its ``epyclab.rerun.history`` (JSON);
+        the failed rows stay stored (see :mod:`epyclab.notebooks.reruns`). A
+        point that fails again is a failed row again, which a later call reruns.
+        Points rerun with the sweep seed recorded in the result set (``seed``
+        as in :meth:`runExperiment`). On a ClusterLab the rows replace the failed
+        ones as they are collected. Missing points are run by ``runExperiment(e, resume=True)``.
+
+        Raises:
+            TypeError: ``exception`` is not an exception class or name.
+            KeyError: ``where`` names a parameter the result set does not have.
+        """
+        rs = self._notebook.current()
+        points = rs.recordRerun(exception, where)
+        logger.info("rerunning %d failed point(s)", len(points))
+        if not points:
+            return 0
+        if seed is None:
+            seed = seeding.recordedSeed(rs)
+        # The failed points are the design of this sweep (the lab's own parameters are left as they are).
+        design, self._design = self._design, _Points(points)
+        try:
+            self.runExperiment(e, progress=progress, seed=seed)
+        finally:
+            self._design = design
+        return len(points)
+
     # ---- result sets -------------------------------------------------------------------
 
     def createWith(
@@ -500,6 +504,16 @@ class Lab:
         """The fraction of the result set's jobs that have finished (after collecting)."""
         self.updateResults()
         return self._notebook.readyFraction(tag)
+
+
+class _Points(Design):
+    """A design of given points, whatever the parameter space (the points :meth:`Lab.rerunFailed` reruns)."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self._points = points
+
+    def experiments(self, e: Experiment | None, params: Mapping[str, Any]) -> ExperimentalConfiguration:
+        return [(e, dict(p)) for p in self._points]
 
 
 class _CommitOnExit:
