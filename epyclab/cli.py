@@ -19,6 +19,7 @@ import click
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
+from epyclab.notebooks import reruns
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
@@ -44,7 +45,7 @@ class _Commands(click.Group):
 def main() -> None:
     """epyclab: computational experiments over parameter spaces.
 
-    Inspect notebooks (show, export), edit them (copy, remove, select), and set
+    Inspect notebooks (show, export, report), edit them (copy, remove, select), and set
     up ipyparallel clusters (cluster ...).
     """
 
@@ -142,9 +143,14 @@ def show(notebook: str, long_: bool) -> None:
             click.echo("")
             click.echo(f"{tag}{' (' + ', '.join(flags) + ')' if flags else ''}")
             click.echo(f"  description: {rs.description()}")
+            rows, replaced = rs.numberOfResults(), ""
+            if reruns.hasReruns(rs.attributes()):
+                # Rows a rerun replaced stay stored but are not shown (nor counted as failed).
+                shown = len(rs.dataframe())
+                rows, replaced = shown, f"  (and {rs.numberOfResults() - shown} replaced by reruns, kept)"
             click.echo(
-                f"  rows: {rs.numberOfResults()}  failed: {rs.numberOfFailedResults()}  "
-                f"pending: {rs.numberOfPendingResults()}"
+                f"  rows: {rows}  failed: {rs.numberOfFailedResults()}  "
+                f"pending: {rs.numberOfPendingResults()}{replaced}"
             )
             for label, names in (
                 ("parameters", rs.parameterNames()),
@@ -180,21 +186,33 @@ def _say_waiting_journal(path: str) -> None:
 
 @main.command()
 @click.argument("source")
-@click.argument("csv_file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--only-successful", is_flag=True, help="Leave out failed runs.")
-@click.option("--force", is_flag=True, help="Overwrite CSV_FILE if it exists.")
+@click.argument("out_file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["csv", "netcdf", "parquet"]), default=None,
+              help="The file's format (default: from FILE's suffix: .nc netCDF, .parquet Parquet, else CSV).")
+@click.option("--only-successful", is_flag=True, help="Leave out failed runs (CSV and Parquet).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.option("--dry-run", is_flag=True, help="Say what would be written, write nothing.")
-def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_run: bool) -> None:
-    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to CSV_FILE (- for stdout).
+def export(source: str, out_file: str, fmt: str | None, only_successful: bool, force: bool, dry_run: bool) -> None:
+    """Write result set SOURCE (NOTEBOOK:TAG, or NOTEBOOK for its current set) to FILE (- for CSV on stdout).
 
-    Every cell is written so that it reads back exactly (floats at their
-    shortest exact digits, arrays in full with dtype and shape): see docs/cli.md.
+    CSV: every cell is written so that it reads back exactly (floats at their
+    shortest exact digits, arrays in full with dtype and shape). netCDF: the
+    result set as a labelled array (ResultSet.dataset()). Parquet: the table.
+    netCDF and Parquet files are read back before they are put in place, and
+    what would not read back the same is refused, named. See docs/cli.md.
     """
-    from epyclab.notebooks.csvcells import writeCSV  # here: the command line starts without pandas
+    from epyclab.notebooks.exchange import formatOf
 
     path, tag = _split_optional(source)
-    to_stdout = csv_file == "-"
-    target = csv_file if to_stdout else _expand(csv_file)
+    to_stdout = out_file == "-"
+    target = out_file if to_stdout else _expand(out_file)
+    fmt = formatOf(target, fmt)
+    if to_stdout and fmt != "csv":
+        raise click.ClickException(f"{fmt} is written to a file, not to stdout: name a file")
+    if fmt != "csv":
+        return _export_exchange(path, tag, target, fmt, only_successful, force, dry_run)
+    from epyclab.notebooks.csvcells import writeCSV  # here: the command line starts without pandas
+
     with _opened(path) as nb:
         rs = _resultset(nb, nb.currentTag() if tag is None else tag)
         df = rs.dataframe(only_successful=only_successful)
@@ -227,6 +245,43 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
     click.echo(f"wrote {len(df)} row(s) to {target}")
 
 
+def _export_exchange(path: str, tag: str | None, target: str, fmt: str, only_successful: bool, force: bool,
+                     dry_run: bool) -> None:
+    """``export`` to netCDF or Parquet (see :mod:`epyclab.notebooks.exchange`)."""
+    from epyclab.notebooks import exchange
+
+    if not force and os.path.lexists(target):
+        raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise click.ClickException(f"cannot write {target}: no such directory: check the directory")
+    try:
+        with _opened(path) as nb:
+            tag = nb.currentTag() if tag is None else tag
+            rs = _resultset(nb, tag)
+            where = f"{path}:{tag}"
+            if fmt == "netcdf":
+                if only_successful:
+                    raise click.ClickException(
+                        "--only-successful applies to CSV and Parquet; a netCDF file keeps every point, "
+                        "with the mask variable epyclab.mask marking the successful ones"
+                    )
+                data = rs.dataset()
+                what = f"{len(data.data_vars)} variable(s) over {dict(data.sizes)}"
+            else:
+                data = rs.dataframe(only_successful=only_successful)
+                what = f"{len(data)} row(s) x {len(data.columns)} column(s)"
+            if dry_run:
+                click.echo(f"would write {what} to {target} ({fmt})")
+                return
+            if fmt == "netcdf":
+                exchange.writeNetCDF(data, target, where)
+            else:
+                exchange.writeParquet(data, target, rs.attributes(), where)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {what} to {target} ({fmt})")
+
+
 def _write_new(target: str, write: Callable) -> None:
     """Write the new file ``target`` whole through ``write(f)``, never over a file that appeared meanwhile.
 
@@ -247,6 +302,41 @@ def _write_new(target: str, write: Callable) -> None:
             ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write (default: NOTEBOOK with the suffix .html).")
+@click.option("--force", is_flag=True, help="Overwrite the HTML file if it exists.")
+def report(notebook: str, output: str | None, force: bool) -> None:
+    """Write one self-contained HTML page about NOTEBOOK: progress, times, failures, provenance, plots.
+
+    The notebook is opened read-only, so a sweep may be writing it meanwhile;
+    epyc 1.x notebooks are read as they are. The page needs no network: plots
+    (drawn by matplotlib) are embedded in it.
+    """
+    from epyclab.report import renderNotebook  # here: matplotlib only for this command
+
+    target = _expand(output) if output is not None else str(Path(_expand(notebook)).with_suffix(".html"))
+    if os.path.abspath(target) == os.path.abspath(_expand(notebook)):
+        raise click.ClickException(f"the report would overwrite the notebook {notebook}: name another file with -o")
+    if not force and os.path.lexists(target):
+        raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file with -o")
+    with _opened(notebook) as nb:
+        try:
+            page = renderNotebook(nb, notebook)
+        except EpyclabError as e:
+            raise click.ClickException(str(e)) from e
+        sets = nb.numberOfResultSets()
+    try:
+        safe_write(target, lambda f: f.write(page), what="writing the report")
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote a report of {sets} result set(s) to {target}")
 
 
 # ---- copy, remove, select ----------------------------------------------------------------------
@@ -366,7 +456,9 @@ def _typed_rows(rs: ResultSet) -> list[dict]:
     """
     import pandas as pd  # here: the command line starts without pandas
 
-    df = rs.dataframe(only_successful=False)
+    # Every stored row in stored order (as missingMask is): rows a rerun replaced are copied too, with the
+    # set's rerun records, so the copy shows the same rows; the marks put them in the design's order again.
+    df = rs.storedFrame()
     roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
              (Experiment.METADATA, rs.metadataNames())]
     arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}

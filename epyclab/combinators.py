@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from epyclab import seeding
 from epyclab.errors import SummaryError
 from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
 
@@ -59,6 +60,10 @@ class ExperimentCombinator(Experiment):
         # The wrapped experiment deconfigures itself when set() moves it on.
         super().deconfigure()
 
+    def _seedWrapped(self, seed: int | None) -> None:
+        # The wrapped experiment runs with this run's seed, so the row's recorded seed reruns it all.
+        self._experiment.setPointSeed(seed)
+
     def _classname(self) -> str:
         # Name the experiment doing the work, not only the wrapper, so results of
         # different wrapped experiments stay distinguishable in a notebook.
@@ -89,8 +94,11 @@ class RepeatedExperiment(ExperimentCombinator):
 
     def do(self, params: ExperimentalParameters) -> list[ResultsDict]:
         ex = self.experiment()
+        seed = self.pointSeed()
         out = []
         for i in range(self._repetitions):
+            # Each repetition its own stream, a child of the point's: its row records it.
+            ex.setPointSeed(None if seed is None else seeding.childSeed(seed, i))
             rc = ex.run()
             rc[Experiment.METADATA][RepeatedExperiment.REPETITIONS] = self._repetitions
             rc[Experiment.METADATA][RepeatedExperiment.I] = i

@@ -33,6 +33,8 @@ __all__ = [
     "ClusterConnectionError",
     "EngineDied",
     "SummaryError",
+    "OptionalDependencyError",
+    "ExportError",
 ]
 
 
@@ -189,3 +191,11 @@ class EngineDied(ClusterConnectionError):
 
 class SummaryError(EpyclabError):
     """Every run underlying a summary failed, so there is nothing to summarise."""
+
+
+class OptionalDependencyError(EpyclabError, ImportError):
+    """A feature needs an optional package that is not installed; the message names the pip extra."""
+
+
+class ExportError(NotebookError):
+    """A result set cannot be written to an exchange format (netCDF, Parquet) so that it reads back the same."""

@@ -17,6 +17,7 @@ from datetime import datetime
 from time import perf_counter
 from typing import Any, Union
 
+from epyclab import seeding
 from epyclab.errors import ResultsStructureException
 
 __all__ = [
@@ -94,6 +95,8 @@ class Experiment:
     # epyclab's own standard metadata: where the run happened.
     HOST = "epyclab.experiment.host"
     PID = "epyclab.experiment.pid"
+    #: The seed the run's random streams were seeded from (see :mod:`epyclab.seeding`); absent when unseeded.
+    SEED = seeding.SEED
 
     StandardMetadataTypes: dict[str, type] = {
         EXPERIMENT: str,
@@ -114,10 +117,60 @@ class Experiment:
     # The result names of the last run, known to be strings (so the next run's need no new check).
     _named: tuple[str, ...] = ()
 
+    #: Attributes in which :mod:`epyclab.seeding` never looks for random states (the point, the last results).
+    NotRandomState: tuple[str, ...] = ("_parameters", "_results", "_named")
+
+    # Seeding (see epyclab.seeding): class defaults, so experiments unpickled from before it still run.
+    _sweep_seed: int | None = None
+    _fixed_seed: int | None = None
+    _point_seed: int | None = None
+
     def __init__(self) -> None:
         self._parameters: ExperimentalParameters = {}
         self._configured = False
         self._results: ResultsDict | None = None
+
+    # ---- random streams --------------------------------------------------------
+
+    def setSweepSeed(self, seed: int | None) -> None:
+        """Seed each later run from ``seed`` and its point (labs call this before a sweep; None: no seeding).
+
+        Each run then derives its point's seed (:func:`epyclab.seeding.pointSeed`),
+        records it in the metadata as :attr:`SEED`, and seeds numpy's global
+        state, :mod:`random` and the random states held on the experiment from
+        it before ``setUp``. Clears a seed set by :meth:`setPointSeed`.
+
+        Raises:
+            TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63).
+        """
+        self._sweep_seed = None if seed is None else seeding.checkSeed(seed)
+        self._fixed_seed = None
+
+    def sweepSeed(self) -> int | None:
+        """The sweep seed set by :meth:`setSweepSeed`, or None."""
+        return self._sweep_seed
+
+    def setPointSeed(self, seed: int | None) -> None:
+        """Run every later point with this seed (a row's :attr:`SEED`, to run that row again); None undoes it.
+
+        Raises:
+            TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63).
+        """
+        self._fixed_seed = None if seed is None else seeding.checkSeed(seed)
+
+    def pointSeed(self) -> int | None:
+        """The seed of the run in progress (or of the last run), or None if it was not seeded."""
+        return self._point_seed
+
+    def _seed_for(self, params: Mapping[str, Any]) -> int | None:
+        if self._fixed_seed is not None:
+            return self._fixed_seed
+        if self._sweep_seed is not None:
+            return seeding.pointSeed(self._sweep_seed, params)
+        return None
+
+    def _seedWrapped(self, seed: int | None) -> None:
+        """Hand the run's seed to the experiments this one runs (combinators override this)."""
 
     # ---- configuration -------------------------------------------------
 
@@ -171,7 +224,14 @@ class Experiment:
         setup_time = experiment_time = teardown_time = 0.0
         start = datetime.now()
         t0 = perf_counter()
+        seed = self._point_seed = self._seed_for(params)
+        seeded: list[Any] = []
         try:
+            if seed is not None:
+                # Before setUp, so that what it draws is reproducible too.
+                seeded = seeding.seedStreams(self, seed)
+            # Also when unseeded: a seed left from an earlier sweep must not stay on a wrapped experiment.
+            self._seedWrapped(seed)
             self.setUp(params)
         except Exception as exc:
             failure, trace = exc, traceback.format_exc()
@@ -179,6 +239,9 @@ class Experiment:
         else:
             t1 = perf_counter()
             try:
+                if seed is not None and type(self).setUp is not Experiment.setUp:
+                    # Random states that setUp made (self.rng = default_rng()) are seeded too.
+                    seeding.seedStreams(self, seed, globals_=False, skip=seeded)
                 res = self._checked(self.do(params), params)
             except Exception as exc:
                 failure, trace = exc, traceback.format_exc()
@@ -210,6 +273,8 @@ class Experiment:
             _HOSTNAME: _HOST,
             _PROCESS: _PID,
         }
+        if seed is not None:
+            meta[_SEED] = seed
         self._results = self.report(params, meta, res)
         if failure is not None and fatal:
             raise failure
@@ -318,7 +383,7 @@ _EXPERIMENT, _START_TIME, _END_TIME = Experiment.EXPERIMENT, Experiment.START_TI
 _ELAPSED_TIME, _SETUP_TIME = Experiment.ELAPSED_TIME, Experiment.SETUP_TIME
 _EXPERIMENT_TIME, _TEARDOWN_TIME = Experiment.EXPERIMENT_TIME, Experiment.TEARDOWN_TIME
 _STATUS, _EXCEPTION, _TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
-_HOSTNAME, _PROCESS = Experiment.HOST, Experiment.PID
+_HOSTNAME, _PROCESS, _SEED = Experiment.HOST, Experiment.PID, Experiment.SEED
 
 
 def failed_result(

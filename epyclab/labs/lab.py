@@ -10,6 +10,7 @@ from itertools import product
 from time import monotonic
 from typing import Any, Callable, Union
 
+from epyclab import seeding
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
@@ -235,7 +236,9 @@ class Lab:
 
     # ---- running ------------------------------------------------------------------
 
-    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+    def runExperiment(
+        self, e: Experiment, resume: bool = False, progress: bool | None = None, seed: int | bool | None = None
+    ) -> None:
         """Run ``e`` at every point and add the results to the current result set.
 
         The template of every lab: the design gives the points, ``resume=True``
@@ -251,6 +254,14 @@ class Lab:
         A results value that no notebook format can store makes that point a
         failed result (its parameters and metadata kept); the sweep goes on.
 
+        ``seed`` is the sweep seed (see :mod:`epyclab.seeding`; a bad one raises
+        TypeError or ValueError): each point's random streams are seeded from it
+        and the point, wherever the point runs, and the point's seed is recorded
+        in its row and the sweep seed in the result set's attributes. None draws
+        one from numpy's global random state (with ``resume=True``: takes the one
+        recorded in the result set, so the resumed sweep goes on with it);
+        ``False`` leaves random states alone, as epyc did.
+
         Raises:
             KeyboardInterrupt: Ctrl-C (SIGINT) stopped the sweep. It is taken
                 between points, never halfway through storing one; the
@@ -264,15 +275,19 @@ class Lab:
         nb = self._notebook
         tally = SweepTally(notebook=nb.name(), persistent=nb.isPersistent())
         try:
-            self._sweep(e, resume, progress, tally)
+            self._sweep(e, resume, progress, tally, seed)
         except KeyboardInterrupt:
             note = interruptedNote(tally, self._submits, LabNotebook.DEFAULT_RESULTSET)
             logger.info("%s", note)
             # Ctrl-C: what finished is saved, the processes are stopped; the message says where and what next.
             raise KeyboardInterrupt(note) from None
 
-    def _sweep(self, e: Experiment, resume: bool, progress: bool | None, tally: SweepTally) -> None:
+    def _sweep(
+        self, e: Experiment, resume: bool, progress: bool | None, tally: SweepTally, seed: int | bool | None
+    ) -> None:
         """The body of :meth:`runExperiment`, counting what it has done in ``tally``."""
+        # Before the design is asked for its points (the experiment of every point is e): it travels seeded.
+        seeding.startSweep(e, self._notebook.current(), seed, resume)
         design = self.experiments(e)
         indices = list(range(len(design)))
         if resume:
@@ -318,6 +333,7 @@ class Lab:
                 if first:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
+                    seeding.recordSweepSeed(nb.current(), e)
                     provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
                     first = False
                 if type(outcome) is dict:
@@ -423,6 +439,47 @@ class Lab:
         """The points that have no successful and no pending result in the current result set."""
         return [points[i] for i in self.unfinishedIndices(points)]
 
+    def rerunFailed(
+        self,
+        e: Experiment,
+        exception: Any = None,
+        where: Mapping[str, Any] | Callable[[dict[str, Any]], Any] | None = None,
+        progress: bool | None = None,
+        seed: int | bool | None = None,
+    ) -> int:
+        """Run ``e`` again at the points whose rows in the current result set failed; return how many.
+
+        ``exception`` reruns only rows that failed with that exception type (a
+        class, which takes its subclasses, a type name, or a tuple of them);
+        ``where`` only rows whose parameters match (a dict of values, a list
+        matching any of its values, or a function of the point's parameters).
+        Each new row replaces the failed one in ``dataframe()``, in its place,
+        and keeps the earlier attempts in its ``epyclab.rerun.history`` (JSON);
+        the failed rows stay stored (see :mod:`epyclab.notebooks.reruns`). A
+        point that fails again is a failed row again, which a later call reruns.
+        Points rerun with the sweep seed recorded in the result set (``seed``
+        as in :meth:`runExperiment`). On a ClusterLab the rows replace the failed
+        ones as they are collected. Missing points are run by ``runExperiment(e, resume=True)``.
+
+        Raises:
+            TypeError: ``exception`` is not an exception class or name.
+            KeyError: ``where`` names a parameter the result set does not have.
+        """
+        rs = self._notebook.current()
+        points = rs.recordRerun(exception, where)
+        logger.info("rerunning %d failed point(s)", len(points))
+        if not points:
+            return 0
+        if seed is None:
+            seed = seeding.recordedSeed(rs)
+        # The failed points are the design of this sweep (the lab's own parameters are left as they are).
+        design, self._design = self._design, _Points(points)
+        try:
+            self.runExperiment(e, progress=progress, seed=seed)
+        finally:
+            self._design = design
+        return len(points)
+
     # ---- result sets -------------------------------------------------------------------
 
     def createWith(
@@ -496,6 +553,16 @@ class Lab:
         """The fraction of the result set's jobs that have finished (after collecting)."""
         self.updateResults()
         return self._notebook.readyFraction(tag)
+
+
+class _Points(Design):
+    """A design of given points, whatever the parameter space (the points :meth:`Lab.rerunFailed` reruns)."""
+
+    def __init__(self, points: list[dict[str, Any]]) -> None:
+        self._points = points
+
+    def experiments(self, e: Experiment | None, params: Mapping[str, Any]) -> ExperimentalConfiguration:
+        return [(e, dict(p)) for p in self._points]
 
 
 class _CommitOnExit:

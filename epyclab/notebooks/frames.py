@@ -9,7 +9,7 @@ DataFrame. pandas is imported only when a DataFrame is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,16 +80,20 @@ def count_failed(rows: RowBuffer, frame: pd.DataFrame | None) -> int:
 
 
 def select_rows(
-    rows: RowBuffer, stored: pd.DataFrame, params: Mapping[str, Any], only_successful: bool
+    rows: RowBuffer,
+    stored: pd.DataFrame,
+    params: Mapping[str, Any],
+    only_successful: bool,
+    view: Callable[[pd.DataFrame], pd.DataFrame] = in_design_order,
 ) -> pd.DataFrame:
     """The rows of ``stored`` (:func:`build_frame` of ``rows``) whose named parameters have the given values.
 
-    Returned in design order. A list value selects any of its values; ``None`` selects missing cells.
+    Returned in the order ``view`` puts them in (the design's order by default). A list value selects any of its values; ``None`` selects missing cells.
     ``params`` is not empty and every name in it is a column.
     """
     # Which cells are missing is known in the stored order: carried through the reordering.
     marks = {f"\x00missing {k}": rows.missingMask(k) for k in params}
-    df = in_design_order(stored.assign(**marks))
+    df = view(stored.assign(**marks))
     if only_successful and Experiment.STATUS in df.columns:
         df = df[df[Experiment.STATUS].astype(bool)]
     mask = None

@@ -289,6 +289,10 @@ class LabNotebook:
         """The results of the current (or tagged) result set as a DataFrame."""
         return self._resultset_for(tag).dataframe(only_successful=only_successful)
 
+    def dataset(self, tag: str | None = None, layout: str | None = None) -> Any:
+        """The current (or tagged) result set as an xarray Dataset (see :meth:`ResultSet.dataset`)."""
+        return self._resultset_for(tag).dataset(layout)
+
     def dataframeFor(
         self, params: Mapping[str, Any], tag: str | None = None, only_successful: bool = True
     ) -> pd.DataFrame:

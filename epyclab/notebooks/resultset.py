@@ -32,7 +32,7 @@ from epyclab.errors import (
     ResultsStructureException,
 )
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
-from epyclab.notebooks import dtypes
+from epyclab.notebooks import dtypes, reruns
 from epyclab.notebooks.attributes import SetAttributes
 from epyclab.notebooks.changefeed import ChangeMark, Changes, change_mark, changes_since
 from epyclab.notebooks.frames import build_frame, count_failed, select_rows
@@ -41,7 +41,6 @@ from epyclab.notebooks.pending import PendingResults
 from epyclab.notebooks.resultsdicts import check_points, describe, failed_in_place, rows_to_results, with_results
 from epyclab.notebooks.rowbuffer import RowBuffer
 from epyclab.notebooks.rowcheck import RowCheck
-from epyclab.order import in_design_order
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -290,6 +289,9 @@ class ResultSet:
         Reads the status column alone: no DataFrame is built (``epyclab show`` counts failed
         runs this way). A result set without a status column has none.
         """
+        if reruns.hasReruns(self._state.copy()):
+            # Rows replaced by a rerun are not counted: the current view is.
+            return count_failed(self._rows, self._dataframe())
         return count_failed(self._rows, self._frame)
 
     def dataframe(self, only_successful: bool = False) -> pd.DataFrame:
@@ -313,9 +315,12 @@ class ResultSet:
 
     def _dataframe(self) -> pd.DataFrame:
         if self._frame is None:
-            # Rows are stored as they arrived; a sweep's rows are shown in its design's order.
-            self._frame = in_design_order(self.storedFrame())
+            self._frame = self._currentView(self.storedFrame())
         return self._frame
+
+    def _currentView(self, stored: pd.DataFrame) -> pd.DataFrame:
+        """Rows are stored as they arrived; they are shown in the design's order, rows a rerun replaced as their replacements."""
+        return reruns.currentView(stored, self._state.copy(), self._rows.parameterNames())
 
     def results(self) -> list[ResultsDict]:
         """Every row as a results dict (failed rows have empty results)."""
@@ -343,7 +348,29 @@ class ResultSet:
                 raise KeyError(f"{k!r} is not a column of this result set (columns: {list(stored.columns)})")
         if len(stored) == 0 or not params:
             return self.dataframe(only_successful=only_successful)
-        return select_rows(self._rows, stored, params, only_successful)
+        return select_rows(self._rows, stored, params, only_successful, self._currentView)
+
+    def dataset(self, layout: str | None = None) -> Any:
+        """The result set as an xarray Dataset: parameters as dimensions, results as variables.
+
+        See :mod:`epyclab.notebooks.dataset` for the layout (``'grid'``, ``'points'``,
+        or None to choose from the rows). Needs xarray (the ``xarray`` extra).
+
+        Raises:
+            OptionalDependencyError: xarray is not installed.
+        """
+        from epyclab.notebooks.dataset import resultSetDataset  # here: xarray only when asked for
+
+        return resultSetDataset(self, layout)
+
+    def recordRerun(self, exception: Any = None, where: Any = None) -> list[dict[str, Any]]:
+        """Record that the failed rows (of type ``exception``, matching ``where``) are rerun; return their points.
+
+        Each new row for such a point replaces the failed row in :meth:`dataframe`
+        (the old one stays stored, in the new row's ``epyclab.rerun.history``).
+        See :func:`epyclab.notebooks.reruns.startRerun`; labs call this from ``rerunFailed``.
+        """
+        return reruns.startRerun(self, exception, where)
 
     def parameterRange(self, param: str) -> set[Any]:
         """The distinct values parameter ``param`` takes in the results and pending results."""
