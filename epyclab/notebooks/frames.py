@@ -88,7 +88,8 @@ def select_rows(
 ) -> pd.DataFrame:
     """The rows of ``stored`` (:func:`build_frame` of ``rows``) whose named parameters have the given values.
 
-    Returned in the order ``view`` puts them in (the design's order by default). A list value selects any of its values; ``None`` selects missing cells.
+    Returned in the order ``view`` puts them in (the design's order by default). A list value selects
+    any of its values; ``None`` selects missing cells.
     ``params`` is not empty and every name in it is a column.
     """
     # Which cells are missing is known in the stored order: carried through the reordering.

@@ -319,7 +319,7 @@ class ResultSet:
         return self._frame
 
     def _currentView(self, stored: pd.DataFrame) -> pd.DataFrame:
-        """Rows are stored as they arrived; they are shown in the design's order, rows a rerun replaced as their replacements."""
+        """Stored rows (in the order they arrived) as shown: in the design's order, rerun rows replaced."""
         return reruns.currentView(stored, self._state.copy(), self._rows.parameterNames())
 
     def results(self) -> list[ResultsDict]:
