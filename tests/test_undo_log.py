@@ -21,6 +21,7 @@ from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.undo import UndoFile, recover
 
 PAGE = 4096
+HEAD = 8 + 8 + 4  # magic, original size, crc32
 
 # Operations on a file of a few pages, as h5py does them: (name, arguments).
 ops = st.lists(
@@ -109,7 +110,7 @@ def test_each_original_page_is_saved_once_and_new_bytes_not_at_all(tmp_path: Pat
     original = bytes(range(256)) * 40  # 10240 bytes: pages 0, 1 and part of 2
     path, undo, f, _ = change(tmp_path, original, [("seek", 10, 0), ("write", b"x" * 10)])
     one_page = undo.stat().st_size
-    assert one_page == 16 + 16 + PAGE  # header, one record's frame, the page
+    assert one_page == HEAD + 16 + PAGE  # header, one record's frame, the page
     apply(f, ("seek", 20, 0))
     apply(f, ("write", b"y"))  # the same page again: nothing more saved
     assert undo.stat().st_size == one_page
@@ -128,16 +129,16 @@ def test_each_original_page_is_saved_once_and_new_bytes_not_at_all(tmp_path: Pat
 def test_pages_saved_apart_are_separate_records(tmp_path: Path) -> None:
     original = bytes(4 * PAGE)
     path, undo, f, _ = change(tmp_path, original, [("seek", 0, 0), ("write", b"a" * (3 * PAGE))])
-    assert undo.stat().st_size == 16 + 16 + 3 * PAGE  # three consecutive pages, one record
+    assert undo.stat().st_size == HEAD + 16 + 3 * PAGE  # three consecutive pages, one record
     f.rollback()
     _, undo2, f2, _ = change(tmp_path, original, [("truncate", 0)])
-    assert undo2.stat().st_size == 16 + 16 + 4 * PAGE
+    assert undo2.stat().st_size == HEAD + 16 + 4 * PAGE
     f2.rollback()
     # Page 1 saved first; then a write over pages 0 to 2 saves 0 and 2, which are not consecutive: two records.
     _, undo3, f3, _ = change(tmp_path, original, [("seek", PAGE, 0), ("write", b"b")])
     apply(f3, ("seek", 0, 0))
     apply(f3, ("write", b"c" * (3 * PAGE)))
-    assert undo3.stat().st_size == 16 + 3 * (16 + PAGE)
+    assert undo3.stat().st_size == HEAD + 3 * (16 + PAGE)
     f3.rollback()
     assert path.read_bytes() == original
 

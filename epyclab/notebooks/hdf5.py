@@ -39,6 +39,7 @@ import h5py
 
 from epyclab.errors import EpyclabError, NotebookFormatError, NotebookInUseError, NotebookIOError
 from epyclab.log import logger
+from epyclab.notebooks import fileio
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     CREATE_OPTIONS,
@@ -52,11 +53,20 @@ from epyclab.notebooks.hdf5layout import (
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
-from epyclab.notebooks.journal import Journal, decode_frame, has_records, read_file_id, read_frames, write_aside
+from epyclab.notebooks.journal import (
+    Journal,
+    decode_frame,
+    describe_damage,
+    has_records,
+    read_file_id,
+    read_scan,
+    rewrite_without,
+    write_aside,
+)
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import READER_FIX, DataLock, WriterLock, describe_holders
 from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
-from epyclab.notebooks.replay import apply_record
+from epyclab.notebooks.replay import apply_record, missing_base
 from epyclab.notebooks.resultset import ChangeMark, ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, io_error, new_file_mode, notebook_key, side_path
@@ -150,7 +160,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 lock.release()
                 lock.acquire_or_fail(exclusive=True, doing="to undo the unfinished change a killed writer left")
                 try:
-                    recover(self._path, self._side("undo"))
+                    recover(self._path, self._side("undo"), verify_restored)
                 except PermissionError:
                     raise NotebookFormatError(
                         f"{self._path} was left in the middle of a change by a writer that was killed, "
@@ -174,12 +184,21 @@ class HDF5LabNotebook(PersistentLabNotebook):
             # The journal belongs to another file that had this name: never replay it here.
             if writer:
                 aside = f"{path}.orphaned-{uuid.uuid4().hex[:8]}"
-                os.replace(path, aside)
+                fileio.replace(path, aside)
+                fileio.flush_dir(aside)
                 logger.warning("%s belongs to another notebook file; moved it to %s", path, aside)
             else:
                 logger.warning("ignoring %s: it belongs to another notebook file", path)
             return []
-        return read_frames(path)
+        scan = read_scan(path)
+        if scan is None:
+            return []
+        if scan.damaged and not writer:
+            logger.warning(
+                "journal of notebook %s: %s; they are left out here, and set aside into a file of their own "
+                "when the notebook is next opened for writing", self._path, describe_damage(scan),
+            )
+        return scan.frames
 
     def _create_file(self, description: str) -> None:
         if self._journal is not None:
@@ -188,13 +207,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for suffix in ("journal", "undo"):
             if os.path.exists(self._side(suffix)):
                 logger.info("removing %s, left by the notebook being replaced", self._side(suffix))
-                os.unlink(self._side(suffix))
+                fileio.unlink(self._side(suffix))
         file_id = uuid.uuid4().hex
         tmp = self._write_new(lambda f: init_empty(f, file_id, description), "creating it")
         try:
-            os.replace(tmp, notebook_key(self._path))
+            fileio.replace(tmp, notebook_key(self._path))
+            fileio.flush_dir(tmp)
         except OSError as exc:
-            os.unlink(tmp)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
             raise io_error(self._path, exc, "creating it") from exc
         self._file_id = file_id
         self._seq = 0
@@ -217,6 +238,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                                        dir=os.path.dirname(target))
         except OSError as exc:
             raise io_error(self._path, exc, doing) from exc
+        fileio.track(fd, tmp)
         guard = GuardedFile(tmp, fd)
         try:
             try:
@@ -228,11 +250,16 @@ class HDF5LabNotebook(PersistentLabNotebook):
             if guard.failure is not None:
                 raise io_error(self._path, guard.failure, doing) from guard.failure
             os.fchmod(fd, new_file_mode(target))
+            try:
+                # Whole on the disk before it is renamed into place: a power cut leaves the old file or this one.
+                fileio.flush(fd)
+            except OSError as exc:
+                raise io_error(self._path, exc, doing) from exc
         except BaseException:
-            os.close(fd)
+            fileio.close(fd)
             os.unlink(tmp)
             raise
-        os.close(fd)
+        fileio.close(fd)
         return tmp
 
     def _load(self, stored: StoredNotebook) -> None:
@@ -263,8 +290,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
                             self._keep_journal = False
                     else:
                         failed = 0
-                self._set_aside(frames[failed:], u.cause)
-                frames = frames[:failed]
+                # Only that record: the later ones that build on it are found and set aside on the next try.
+                self._set_aside(frames[failed : failed + 1], u.cause)
+                frames = frames[:failed] + frames[failed + 1 :]
 
     def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
         """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
@@ -298,11 +326,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return
         aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         write_aside(aside, self._file_id, frames)
-        # The journal keeps the records before them only: written whole, then renamed over it.
-        kept = read_frames(journal)[: len(read_frames(journal)) - len(frames)]
-        tmp = f"{journal}.rewrite-{uuid.uuid4().hex[:8]}"
-        write_aside(tmp, self._file_id, kept)
-        os.replace(tmp, journal)
+        # The journal keeps the other records: written whole, flushed, then renamed over it.
+        rewrite_without(journal, self._file_id, frames, self._path)
         logger.warning(
             "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
             "opens without them; they are kept in %s. To recover them, read that file with "
@@ -323,11 +348,19 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._file_stored = {}
         replayed = False
         frames, self._replay = self._replay, []
+        skipped: list[bytes] = []
+        why = ""
         for i, frame in enumerate(frames):
             try:
                 record = decode_frame(frame)
                 if record["seq"] <= self._seq:
                     continue  # already in the file
+                missing = missing_base(record, {self._uid(rs): rs for rs in self._resultsets.values()})
+                if missing is not None:
+                    # It builds on a commit that is not here (a damaged record): set aside, never misplaced.
+                    skipped.append(frame)
+                    why = why or f"commit {record['seq']}: {missing}"
+                    continue
                 self._apply(record)
             except _UNFOLDABLE as exc:
                 if isinstance(exc, NotebookIOError):
@@ -347,10 +380,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         in_file = all(self._uid(rs) in stored_uids for rs in self._resultsets.values())
         self._committed_state = self._state_record_key() if in_file and not self._from_epyc else None
         self._saved = self._state_signature()
+        if skipped:
+            self._set_aside(skipped, NotebookFormatError(f"they build on commits that are missing ({why})"))
         if self._readonly or self._from_epyc:
             return  # an epyc file gets a journal when its first change converts it
         try:
-            self._journal = Journal(self._side("journal"), self._file_id)
+            self._journal = Journal(self._side("journal"), self._file_id, where=self._path)
         except OSError as exc:
             raise io_error(
                 self._path, exc, "opening its journal for writing",
@@ -460,7 +495,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         assert self._journal is not None
         written = False
         try:
-            self._journal.append(record)
+            self._journal.append(record, seq=record["seq"])
             written = True
         except OSError as exc:
             raise io_error(
@@ -569,7 +604,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         done = False
         try:
             # An earlier checkpoint of this process may have been interrupted while undoing itself.
-            recover(self._path, self._side("undo"))
+            recover(self._path, self._side("undo"), verify_restored)
             rows = copy.deepcopy({id(rs): self._hdf5_record(rs).rows for rs in self._resultsets.values()})
             try:
                 undo = UndoFile(self._path, self._side("undo"))
@@ -587,7 +622,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 # h5py finished in memory after a write failed: the file is put back as it was.
                 undo.rollback()
                 raise self._fold_error(undo.failure) from undo.failure
-            undo.commit()
+            try:
+                undo.commit()  # the log on the disk, then the file, then the log removed (undone if it fails)
+            except OSError as exc:
+                raise self._fold_error(exc) from exc
             done = True
         finally:
             if done:
@@ -658,10 +696,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
         tmp = self._write_new(build, "converting it from epyc's format")
         try:
             try:
-                os.link(notebook_key(self._path), backup)
+                fileio.link(notebook_key(self._path), backup)
             except OSError:  # a file system without hard links
                 shutil.copy2(notebook_key(self._path), backup)
-            os.replace(tmp, notebook_key(self._path))
+            fileio.replace(tmp, notebook_key(self._path))
+            fileio.flush_dir(tmp)
         except OSError as exc:
             raise io_error(self._path, exc, "converting it from epyc's format") from exc
         finally:
@@ -807,6 +846,30 @@ def _describe_frame(frame: bytes) -> str:
     rows = sum(len(next(iter(cols.values()), [])) for _, _, _, cols in record.get("rows", []))
     pending = sum(len(added) + len(removed) for _, added, removed in record.get("pending", []))
     return f"commit {record.get('seq')}: {rows} row(s), {pending} pending-result change(s)"
+
+
+def verify_restored(path: str) -> None:
+    """Check that a file restored from its undo log reads as a notebook (every object and attribute).
+
+    Raises:
+        NotebookFormatError: h5py cannot open it, or an object or attribute of it cannot be read.
+    """
+    def visit(name: str, obj: Any) -> None:
+        dict(obj.attrs)  # every attribute's value
+        if isinstance(obj, h5py.Dataset):
+            _ = obj.shape, obj.dtype
+
+    try:
+        # Not locking: the caller holds the file's lock while it restores it.
+        with h5py.File(path, "r", locking=False) as f:
+            if "version" not in f.attrs:
+                raise NotebookFormatError(f"{path} has no 'version' attribute")
+            dict(f.attrs)
+            f.visititems(visit)
+    except NotebookFormatError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise NotebookFormatError(f"{path} does not read as an HDF5 notebook: {type(exc).__name__}: {exc}") from None
 
 
 def _pending_json(jobid: str, params: dict[str, Any]) -> str:
