@@ -134,6 +134,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._seq = 0
         self._from_epyc = False
         self._committed_state: Any = None
+        #: The last state a record held, and its key (built again only when the state changes).
+        self._last_state: tuple[Any, dict[str, Any]] | None = None
+        #: The uids of the result sets the file holds.
+        self._filed: set[str] = set()
         self._last_checkpoint = monotonic()
         self._hard_linked = False
         self._keep_journal = False
@@ -345,6 +349,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
         stored_uids = set(self._file_stored)
+        self._filed = set(stored_uids)
         self._file_stored = {}
         replayed = False
         frames, self._replay = self._replay, []
@@ -528,17 +533,21 @@ class HDF5LabNotebook(PersistentLabNotebook):
         attribute) is encoded here, before anything is written.
         """
         key = self._state_record_key()
-        state = None
-        if key != self._committed_state:
-            state = {
-                "description": self._description,
-                "locked": self._locked,
-                "current": self._current,
-                "sets": [
-                    (self._uid(rs), tag, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
-                    for tag, rs in self._resultsets.items()
-                ],
-            }
+
+        def current_state() -> dict[str, Any]:
+            if self._last_state is None or self._last_state[0] != key:
+                self._last_state = (key, {
+                    "description": self._description,
+                    "locked": self._locked,
+                    "current": self._current,
+                    "sets": [
+                        (self._uid(rs), tag, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
+                        for tag, rs in self._resultsets.items()
+                    ],
+                })
+            return self._last_state[1]
+
+        state = current_state() if key != self._committed_state else None
         rows, pending, notes = [], [], []
         for rs in self._resultsets.values():
             c = self._committed(rs)
@@ -550,6 +559,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 added = {j: _pending_json(j, p) for j, p in changes.pending_added.items()}
                 pending.append((self._uid(rs), added, changes.pending_removed))
             notes.append((c, changes, added))
+        if state is None and any(u not in self._filed for u, *_ in rows + pending):
+            # A result set the file does not hold yet: every record names it (with the notebook's state),
+            # so that if the record that made it is damaged, the later ones can still be replayed.
+            state = current_state()
         record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
 
         def after() -> None:
@@ -634,6 +647,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                     self._hdf5_record(rs).rows = rows[id(rs)]
                 for c in pending_stored:
                     c.pending_stored = c.mark.pending_version
+                self._filed = {self._uid(rs) for rs in self._resultsets.values()}
                 self._last_checkpoint = monotonic()
             lock.release()
         # Emptying the journal can wait: its records are in the file, and replaying skips them.
@@ -719,6 +733,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             c = self._committed(rs)
             c.pending_stored = c.mark.pending_version
         self._committed_state = self._state_record_key()
+        self._filed = {self._uid(rs) for rs in self._resultsets.values()}
         if self._journal is not None:
             self._journal.close()
         self._journal = Journal(self._side("journal"), file_id)
