@@ -132,6 +132,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._file_stored: dict[str, Any] = {}
         self._file_id = ""
         self._seq = 0
+        self._file_seq = 0
         self._from_epyc = False
         self._committed_state: Any = None
         #: The last state a record held, and its key (built again only when the state changes).
@@ -200,7 +201,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if scan.damaged and not writer:
             logger.warning(
                 "journal of notebook %s: %s; they are left out here, and set aside into a file of their own "
-                "when the notebook is next opened for writing", self._path, describe_damage(scan),
+                "when the notebook is next opened for writing", self._path, describe_damage(scan, stored.seq),
             )
         return scan.frames
 
@@ -301,6 +302,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
     def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
         """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
         self._file_id, self._seq = stored.file_id, stored.seq
+        self._file_seq = stored.seq
         self._from_epyc = stored.version != VERSION
         self._file_stored = {s.uid: s for s in stored.resultsets}
         self._replay = frames
@@ -331,7 +333,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         write_aside(aside, self._file_id, frames)
         # The journal keeps the other records: written whole, flushed, then renamed over it.
-        rewrite_without(journal, self._file_id, frames, self._path)
+        rewrite_without(journal, self._file_id, frames, self._path, self._file_seq)
         logger.warning(
             "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
             "opens without them; they are kept in %s. To recover them, read that file with "
@@ -390,7 +392,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         if self._readonly or self._from_epyc:
             return  # an epyc file gets a journal when its first change converts it
         try:
-            self._journal = Journal(self._side("journal"), self._file_id, where=self._path)
+            self._journal = Journal(self._side("journal"), self._file_id, where=self._path, base_seq=self._file_seq)
         except OSError as exc:
             raise io_error(
                 self._path, exc, "opening its journal for writing",

@@ -126,10 +126,15 @@ class JournalScan:
         """True if the journal needs no rewriting: current version, no damage, no repeats, in order."""
         return self.version == _VERSION and not self.damaged and not self.duplicates and self.in_order
 
-    def missing(self) -> list[int]:
-        """Sequence numbers between the first and last intact records that no intact record has."""
+    def missing(self, base_seq: int | None = None) -> list[int]:
+        """Sequence numbers up to the last intact record's that no intact record has.
+
+        From ``base_seq + 1`` (the first commit the notebook file lacks) if given, else
+        from the first intact record's number.
+        """
         have = set(self.seqs)
-        return [s for s in range(min(have, default=0), max(have, default=0)) if s not in have]
+        first = base_seq + 1 if base_seq is not None else min(have, default=0)
+        return [s for s in range(first, max(have, default=0)) if s not in have]
 
 
 def scan_journal(data: bytes) -> JournalScan:
@@ -278,11 +283,16 @@ def _payload(frame: bytes) -> bytes:
     return frame[_FRAME.size :] if frame.startswith(_SYNC) else frame[_FRAME1.size :]
 
 
-def describe_damage(scan: JournalScan) -> str:
-    """The damaged byte ranges of a scan and the commits they cost, in words (for a warning)."""
+def describe_damage(scan: JournalScan, base_seq: int | None = None) -> str:
+    """The damaged byte ranges of a scan and the commits they cost, in words (for a warning).
+
+    ``base_seq``: the last commit the notebook file holds, if known.
+    """
     ranges = ", ".join(f"{a}-{b}" for a, b in scan.damaged)
-    missing = scan.missing()
+    missing = scan.missing(base_seq)
     lost = f"commit(s) {_ranges_text(missing)} among them" if missing else "no commit between intact ones"
+    if scan.damaged and scan.damaged[-1][1] == scan.size:
+        lost += f"; commits after {max(scan.seqs, default=base_seq or 0)} may be among them too"
     return f"bytes {ranges} of {scan.size} are not intact records ({lost})"
 
 
@@ -300,7 +310,7 @@ class Journal:
     commits they cost), then the journal is rewritten with its intact records.
     """
 
-    def __init__(self, path: str, file_id: str, where: str | None = None) -> None:
+    def __init__(self, path: str, file_id: str, where: str | None = None, base_seq: int | None = None) -> None:
         self._path = path
         self._file_id = file_id
         self._seq = 0
@@ -317,7 +327,7 @@ class Journal:
             fileio.close(fd)
             raise
         if scan is not None and scan.damaged:
-            _warn_damage(where or path, scan, set_damage_aside(path, data))
+            _warn_damage(where or path, scan, set_damage_aside(path, data), base_seq)
         if scan is None or (scan.file_id is None and not scan.frames):
             self._fd = fd
             self.reset(file_id)
@@ -390,10 +400,10 @@ class Journal:
         self._fd = -1
 
 
-def _warn_damage(where: str, scan: JournalScan, aside: str) -> None:
+def _warn_damage(where: str, scan: JournalScan, aside: str, base_seq: int | None) -> None:
     logger.warning(
         "journal of notebook %s: %s; they are left out, and kept (with the whole journal as it was) in %s. "
-        "Every intact record is kept", where, describe_damage(scan), aside,
+        "Every intact record is kept", where, describe_damage(scan, base_seq), aside,
     )
 
 
@@ -444,7 +454,7 @@ def _reframe(frame: bytes, file_id: str, fallback_seq: int) -> bytes:
     return _frame(payload, seq, file_id)
 
 
-def rewrite_without(path: str, file_id: str, drop: list[bytes], where: str) -> None:
+def rewrite_without(path: str, file_id: str, drop: list[bytes], where: str, base_seq: int | None = None) -> None:
     """Rewrite the journal at ``path`` without the frames ``drop`` (its damaged bytes set aside first).
 
     ``where`` names the notebook in the warning about damaged bytes.
@@ -455,7 +465,7 @@ def rewrite_without(path: str, file_id: str, drop: list[bytes], where: str) -> N
     data = read_side(path)
     scan = scan_journal(data)
     if scan.damaged:
-        _warn_damage(where, scan, set_damage_aside(path, data))
+        _warn_damage(where, scan, set_damage_aside(path, data), base_seq)
     dropped = {_payload(f) for f in drop}
     _rewrite(path, file_id, [f for f in scan.frames if _payload(f) not in dropped])
 
