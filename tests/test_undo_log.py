@@ -21,7 +21,7 @@ from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.undo import UndoFile, recover
 
 PAGE = 4096
-HEAD = 8 + 8 + 4  # magic, original size, crc32
+HEAD = 8 + 8 + 4 + 4  # magic, original size, its crc32, crc32 of the header
 
 # Operations on a file of a few pages, as h5py does them: (name, arguments).
 ops = st.lists(

@@ -22,10 +22,13 @@ A checkpoint costs three flushes, however many pages it changes.
 
 Format version 2 of the log::
 
-    header: b"EPYCUND2" | original size of the file (8 bytes) | CRC-32 of the 16 bytes before
+    header: b"EPYCUND2" | original size of the file (8 bytes) | CRC-32 of the original file (4)
+            | CRC-32 of the 20 bytes before (4)
     record: offset (8) | length (4) | CRC-32 of offset, length and the saved bytes (4) | saved bytes
 
-so a damaged offset, length or original size is seen, not applied. Version 1
+so a damaged offset, length or original size is seen, not applied, and a
+restored file is known to be byte for byte the original (its CRC-32 matches)
+before the log goes. Version 1
 logs (``b"EPYCLABU" | size``, records checked over their bytes only) are still
 undone. :func:`recover` removes a log only after the file it restored passes
 the caller's check; a log that is damaged, or whose restored file fails the
@@ -50,9 +53,8 @@ __all__ = ["GuardedFile", "UndoFile", "recover"]
 
 _PAGE = 4096
 _MAGIC = b"EPYCUND2"
-_HEADER = struct.Struct("<8sQI")  # magic, original size of the file, crc32 of both
+_HEADER = struct.Struct("<8sQII")  # magic, original size of the file, its crc32, crc32 of the 20 bytes before
 _RECORD = struct.Struct("<QII")  # offset, length, crc32 of offset, length and the saved bytes
-_DONE = 2**64 - 1  # the offset of the trailer record
 _MAGIC1 = b"EPYCLABU"  # version 1 (read only)
 _HEADER1 = struct.Struct("<8sQ")  # magic, original size of the file
 
@@ -190,7 +192,7 @@ class UndoFile(GuardedFile):
             raise
         fileio.track(self._undo, undo_path)
         try:
-            head = struct.pack("<8sQ", _MAGIC, self._size0)
+            head = struct.pack("<8sQI", _MAGIC, self._size0, _file_crc(self._fd, self._size0))
             fileio.write(self._undo, head + struct.pack("<I", zlib.crc32(head)))
         except BaseException:
             # Without a complete header the log means nothing: it just goes.
@@ -286,7 +288,6 @@ class UndoFile(GuardedFile):
         """
         assert self.failure is None
         try:
-            fileio.write(self._undo, _trailer(os.fstat(self._undo).st_size))
             fileio.flush(self._undo)
             fileio.flush_dir(self._undo_path)  # the log's name too, before the file changes
             if self._zero_from < os.fstat(self._fd).st_size:
@@ -344,65 +345,63 @@ class UndoFile(GuardedFile):
         self._saved.update(run)
 
 
-def _trailer(pos: int) -> bytes:
-    """The record that ends a complete log at ``pos``: it says every page is saved (and where the log ends)."""
-    head = struct.pack("<QI", _DONE, 0)
-    return head + struct.pack("<I", zlib.crc32(struct.pack("<Q", pos), zlib.crc32(head)))
+def _file_crc(fd: int, size: int) -> int:
+    """The CRC-32 of the first ``size`` bytes of the file ``fd``."""
+    crc, pos = 0, 0
+    while pos < size:
+        block = os.pread(fd, min(1 << 22, size - pos), pos)
+        if not block:
+            break
+        crc, pos = zlib.crc32(block, crc), pos + len(block)
+    return crc
 
 
-def _parse_log(log: bytes) -> tuple[int | None, list[tuple[int, bytes]], tuple[int, int] | None]:
-    """(original size, intact records as (offset, bytes), the damaged byte range if any) of a log.
+def _parse_log(log: bytes) -> tuple[tuple[int, int | None] | None, list[tuple[int, bytes]], tuple[int, int] | None]:
+    """((original size, its CRC-32 or None), intact records as (offset, bytes), damaged byte range) of a log.
 
-    The original size is None when the header is torn (nothing was changed yet). A
-    version 2 log is complete when it ends with its trailer (written before the file
-    is touched): then every record must be intact. Without the trailer the file was
-    never touched, and bytes that are not an intact record end the log (no damage).
+    The first is None when the header is torn (nothing was changed yet) or damaged
+    (then the range says so). Records are read up to the first that is not intact:
+    a torn last one (its writer killed while saving it, before the file was
+    touched), or damage, which the original file's CRC-32 then reveals.
     """
     v2 = log.startswith(_MAGIC)
     header = _HEADER if v2 else _HEADER1
     if len(log) < header.size:
         return None, [], None
+    original: tuple[int, int | None]
     if v2:
-        _, size0, crc = _HEADER.unpack_from(log, 0)
-        if crc != zlib.crc32(log[:16]):
+        _, size0, file_crc, crc = _HEADER.unpack_from(log, 0)
+        if crc != zlib.crc32(log[: _HEADER.size - 4]):
             return None, [], (0, _HEADER.size)
+        original = (size0, file_crc)
     else:
-        _, size0 = _HEADER1.unpack_from(log, 0)
-    complete = v2 and len(log) >= header.size + _RECORD.size and log[-_RECORD.size :] == _trailer(
-        len(log) - _RECORD.size
-    )
-    end = len(log) - _RECORD.size if complete else len(log)
+        original = (_HEADER1.unpack_from(log, 0)[1], None)
     records = []
     pos = header.size
-    while pos < end:
-        if pos + _RECORD.size > end:
-            if complete:
-                return size0, records, (pos, len(log))
-            break  # torn
+    while pos + _RECORD.size <= len(log):
         offset, length, crc = _RECORD.unpack_from(log, pos)
-        data = log[pos + _RECORD.size : min(end, pos + _RECORD.size + length)]
+        data = log[pos + _RECORD.size : pos + _RECORD.size + length]
         whole = zlib.crc32(data, zlib.crc32(log[pos : pos + 12])) if v2 else zlib.crc32(data)
-        if whole != crc:
-            if not complete:
-                # Torn (its writer was killed while saving it), or zeros a crash left: the file was
-                # never touched after it (a version 2 file is touched only once the trailer is on the disk).
-                break
-            return size0, records, (pos, len(log))
+        if whole != crc or len(data) < length:
+            return original, records, (pos, len(log))
         records.append((offset, data))
         pos += _RECORD.size + length
-    return size0, records, None
+    return original, records, None
 
 
 def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = None) -> bool:
     """Undo an unfinished change to ``path`` if its undo log is there; True if there was one.
 
-    The log is removed only once the restored file passes ``verify(path)`` (which
-    raises :class:`NotebookFormatError` if it does not).
+    The saved pages are written back and the file cut to its original length;
+    the log is removed only once the file is what it was (its CRC-32, kept in the
+    log's header, matches) and passes ``verify(path)`` (which raises
+    :class:`NotebookFormatError` if it does not).
 
     Raises:
-        NotebookFormatError: the log is not an undo log, is damaged (the file is then
-            left untouched), or the restored file fails ``verify``; the log is kept,
-            and the message names both files and what to do.
+        NotebookFormatError: the log is not an undo log, its header is damaged (the file
+            is then left untouched), the file could not be restored (a damaged log), or
+            the restored file fails ``verify``; the log is kept, and the message names
+            both files and what to do.
     """
     try:
         log = read_side(undo_path)
@@ -410,17 +409,19 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
         return False
     if len(log) >= 8 and not (log.startswith(_MAGIC) or log.startswith(_MAGIC1)):
         raise NotebookFormatError(f"{undo_path} is not an epyclab undo log; move it away to open {path}")
-    size0, records, damaged = _parse_log(log)
-    if damaged is not None:
+    original, records, damaged = _parse_log(log)
+    what_to_do = (
+        f"Restore both files from a backup; or, to open {path} as the checkpoint left it (it may not open, "
+        f"or may lack or hold in part the rows of that checkpoint; its journal still holds every commit since "
+        f"the checkpoint before), move {undo_path} away"
+    )
+    if original is None and damaged is not None:
         raise NotebookFormatError(
-            f"{path} was left in the middle of a checkpoint by a writer that was killed, and its undo log "
-            f"{undo_path} is damaged (bytes {damaged[0]}-{damaged[1]} of {len(log)}), so the change cannot be "
-            f"undone safely; nothing was changed. Restore both files from a backup, or, to open {path} as the "
-            f"checkpoint left it (it may not open, or may lack rows of its last checkpoint; its journal still "
-            f"holds every commit since the checkpoint before), move {undo_path} away"
+            f"{path} was left in the middle of a checkpoint by a writer that was killed, and the header of its "
+            f"undo log {undo_path} is damaged, so the change cannot be undone; nothing was changed. {what_to_do}"
         )
-    if size0 is not None:
-        # The log is whole: the file was touched only after it was on the disk.
+    if original is not None:
+        size0, file_crc = original
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         fileio.track(fd, path)
         try:
@@ -428,16 +429,23 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
                 fileio.pwrite(fd, data, offset)
             fileio.truncate(fd, size0)
             fileio.flush(fd)
+            restored = file_crc is None or _file_crc(fd, size0) == file_crc
         finally:
             fileio.close(fd)
+        if not restored:
+            where = f" (bytes {damaged[0]}-{damaged[1]} of {len(log)} are not intact records)" if damaged else ""
+            raise NotebookFormatError(
+                f"{path} was left in the middle of a checkpoint by a writer that was killed, and its undo log "
+                f"{undo_path} is damaged{where}: the file could not be restored to what it was; the log is "
+                f"kept. {what_to_do}"
+            )
         if verify is not None:
             try:
                 verify(path)
             except NotebookFormatError as exc:
                 raise NotebookFormatError(
                     f"{path} was restored from its undo log {undo_path} (a writer was killed in a checkpoint), "
-                    f"but the restored file does not read as a notebook ({exc}); the log is kept. Restore both "
-                    f"files from a backup"
+                    f"but the restored file does not read as a notebook ({exc}); the log is kept. {what_to_do}"
                 ) from None
     # Without a complete header nothing was changed yet: the log just goes.
     fileio.unlink(undo_path)
