@@ -408,8 +408,11 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
     except FileNotFoundError:
         return False
     if len(log) >= 8 and not (log.startswith(_MAGIC) or log.startswith(_MAGIC1)):
-        raise NotebookFormatError(f"{undo_path} is not an epyclab undo log; move it away to open {path}")
-    original, records, damaged = _parse_log(log)
+        if min(sum(a != b for a, b in zip(log[:8], m)) for m in (_MAGIC, _MAGIC1)) > 2:
+            raise NotebookFormatError(f"{undo_path} is not an epyclab undo log; move it away to open {path}")
+        original, records, damaged = None, [], (0, 8)  # an undo log whose first bytes are damaged
+    else:
+        original, records, damaged = _parse_log(log)
     what_to_do = (
         f"Restore both files from a backup; or, to open {path} as the checkpoint left it (it may not open, "
         f"or may lack or hold in part the rows of that checkpoint; its journal still holds every commit since "
