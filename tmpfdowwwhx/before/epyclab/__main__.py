@@ -1,0 +1,5 @@
+"""``python -m epyclab`` is the ``epyclab`` command."""
+
+from epyclab.cli import main
+
+main()

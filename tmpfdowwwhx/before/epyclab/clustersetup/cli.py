@@ -1,0 +1,397 @@
+"""``epyclab cluster ...``: init, sync, start, stop and status, over the functions of :mod:`epyclab.clustersetup`.
+
+Every remote command is logged at DEBUG (shown on stderr with ``-v``); each
+host's outcome is printed on its own line; a failure on some hosts is printed
+after the others finish, and the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
+from epyclab.clustersetup.hosts import readWorkersFile
+from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS, LAUNCHERS, BatchOptions
+from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
+from epyclab.clustersetup.profile import CLIENT_FILE, profileDir
+from epyclab.clustersetup.sync import syncWorkers
+from epyclab.log import logger
+
+__all__ = ["cluster"]
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Callback of -q/-v, wherever they are given: sets the level of this invocation's log handler."""
+    if not value:
+        return
+    # ctx.meta is shared by the group's and the subcommand's contexts.
+    ctx.meta[f"epyclab.{param.name}"] = True
+    obj = ctx.find_object(dict)
+    if obj is not None and "log_handler" in obj:
+        _apply_verbosity(obj["log_handler"], ctx.meta)
+    # On the group itself the handler does not exist yet: the group's callback applies the flag.
+
+
+def _apply_verbosity(handler: logging.Handler, meta: dict[str, Any]) -> None:
+    """INFO by default; DEBUG (every command run) with -v; WARNING with -q, which wins over -v."""
+    if meta.get("epyclab.quiet"):
+        handler.setLevel(logging.WARNING)
+    elif meta.get("epyclab.verbose"):
+        handler.setLevel(logging.DEBUG)
+        if not logger.isEnabledFor(logging.DEBUG):
+            logger.setLevel(logging.DEBUG)
+
+
+def _verbosity_options(f: Any) -> Any:
+    """-q/--quiet and -v/--verbose, accepted before the subcommand and after it."""
+    f = click.option("-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Also show every command as it runs (the generated scripts).")(f)
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_verbosity,
+                     help="Show only warnings and errors.")(f)
+    return f
+
+
+@click.group()
+@click.option(
+    "--ipython-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="The IPython directory holding the profiles (default: $IPYTHONDIR or ~/.ipython).",
+)
+@_verbosity_options
+@click.pass_context
+def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
+    """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
+
+    \b
+    epyclab cluster init PROFILE                      create the profile
+    epyclab cluster sync PROFILE --workers a,b        venv + profile on each worker
+    epyclab cluster start PROFILE                     controller here, engines on the workers
+    epyclab cluster status PROFILE                    engines per worker, task counts
+    epyclab cluster stop PROFILE                      engines, then the controller
+
+    Each command says what it did; -v also shows every command it runs, -q
+    only warnings and errors (both accepted before or after the subcommand).
+    """
+    # A handler per invocation, bound to this invocation's stderr, removed when it ends.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    ctx.obj = {"ipython_dir": ipython_dir, "log_handler": handler}
+    level = logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    _apply_verbosity(handler, ctx.meta)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    ctx.call_on_close(restore)
+
+
+def _workers(workers: tuple[str, ...], workers_file: str | None) -> list[str]:
+    """Workers from repeated ``--workers`` (each may hold several, comma or space separated) and the file."""
+    specs = [spec for value in workers for spec in re.split(r"[,\s]+", value) if spec]
+    if workers_file is not None:
+        specs += readWorkersFile(workers_file)
+    return specs
+
+
+@contextmanager
+def _reporting() -> Iterator[None]:
+    """Turn errors into a clean message and exit status 1; print each host's outcome on failure too."""
+    try:
+        yield
+    except HostFailures as error:
+        _print_outcomes(error.outcomes)
+        click.echo(str(error), err=True)
+        raise SystemExit(1) from error
+    except ClusterSetupError as error:
+        raise click.ClickException(str(error)) from error
+
+
+def _print_outcomes(outcomes: Mapping[str, object]) -> None:
+    for host, outcome in outcomes.items():
+        click.echo(f"{host}: {outcome}")
+
+
+_workers_option = click.option(
+    "--workers",
+    "workers",
+    multiple=True,
+    metavar="HOSTS",
+    help="Workers as [user@]host[:port]; repeat, or separate with commas. Default: those of the last sync.",
+)
+_workers_file_option = click.option(
+    "--workers-file", type=click.Path(dir_okay=False, exists=True), help="A file of workers, one per line."
+)
+_ssh_option = click.option(
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    metavar="OPTIONS",
+    help="Passed to every ssh (and rsync's ssh), e.g. --ssh-option '-F ~/.ssh/cluster'. Repeatable; remembered.",
+)
+_dry_run_option = click.option("--dry-run", is_flag=True, help="Print every command instead of running it.")
+_controller_host_option = click.option(
+    "--controller-host", metavar="HOST", help="Run the controller on this host instead of here."
+)
+_venv_option = click.option("--venv", metavar="PATH", help="The venv on the workers (default ~/epyclab-venv).")
+_remote_profile_option = click.option(
+    "--remote-profile", metavar="PATH", help="The profile directory on the workers (default ~/.ipython/profile_NAME)."
+)
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+@cluster.command()
+@_verbosity_options
+@click.argument("profile")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="The address the controller listens on.")
+@click.option("--curve", is_flag=True, help="Encrypt and authenticate all cluster traffic with CurveZMQ.")
+@click.pass_obj
+def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
+    """Create or update the IPython parallel profile PROFILE for epyclab."""
+    with _reporting():
+        directory = initCluster(profile, ip=ip, curve=curve, ipython_dir=obj["ipython_dir"])
+    click.echo(f"profile {profile}: {directory}")
+    click.echo(f"next: epyclab cluster sync {profile} --workers HOST,...  (or start {profile} --local)")
+
+
+@cluster.command()
+@_verbosity_options
+@click.argument("profile")
+@_workers_option
+@_workers_file_option
+@_controller_host_option
+@_venv_option
+@click.option("--python", metavar="PYTHON", help="The Python that makes the workers' venvs (default python3).")
+@click.option(
+    "--requirements",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Requirements to install (default: ./requirements-cluster.txt if present).",
+)
+@click.option("--freeze", is_flag=True, help="Install what this venv has (pip freeze) instead.")
+@click.option(
+    "--wheelhouse", type=click.Path(file_okay=False), help="Where to build the wheels (default: in the profile)."
+)
+@click.option("--no-rebuild", is_flag=True, help="Use the wheels already in the wheelhouse, without building.")
+@_remote_profile_option
+@_ssh_option
+@_dry_run_option
+@click.pass_obj
+def sync(
+    obj: dict,
+    profile: str,
+    workers: tuple[str, ...],
+    workers_file: str | None,
+    controller_host: str | None,
+    venv: str | None,
+    python: str | None,
+    requirements: str | None,
+    freeze: bool,
+    wheelhouse: str | None,
+    no_rebuild: bool,
+    remote_profile: str | None,
+    ssh_options: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Create or update the venv and the profile files on every worker, from a wheelhouse built here."""
+    with _reporting():
+        outcomes = syncWorkers(
+            profile,
+            _workers(workers, workers_file),
+            controllerHost=controller_host,
+            venv=venv,
+            python=python,
+            requirements=requirements,
+            freeze=freeze,
+            wheelhouse=wheelhouse,
+            rebuild=not no_rebuild,
+            remoteProfile=remote_profile,
+            sshOptions=ssh_options or None,
+            dryRun=dry_run,
+            echo=_echo,
+            ipython_dir=obj["ipython_dir"],
+        )
+        _print_outcomes(outcomes)
+
+
+@cluster.command()
+@_verbosity_options
+@click.argument("profile")
+@_workers_option
+@_workers_file_option
+@_controller_host_option
+@click.option("-n", "--engines-per-worker", type=int, help="Engines on each worker (default: its cores minus K).")
+@click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
+@click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
+@click.option(
+    "--engines",
+    "launcher",
+    type=click.Choice(LAUNCHERS),
+    default="ssh",
+    show_default=True,
+    help="How engines start: on the workers over ssh, here (local), or as a slurm/pbs job or under mpiexec "
+    "(then -n is the number of engines in all).",
+)
+@click.option(
+    "--controller",
+    "controller_launcher",
+    type=click.Choice(list(CONTROLLER_LAUNCHERS)),
+    default="local",
+    show_default=True,
+    help="Where the controller runs: here (local), or in a slurm/pbs job of its own (with --engines slurm, pbs "
+    "or mpi; --queue, --account, --walltime and --directive apply to its job too).",
+)
+@click.option("--engines-per-node", type=int, help="slurm/pbs/mpi: engines on each node.")
+@click.option("--queue", default="", help="slurm/pbs: the partition (slurm) or queue (pbs).")
+@click.option("--account", default="", help="slurm/pbs: the account charged for the job.")
+@click.option("--walltime", default="", help="slurm/pbs: the job's time limit (HH:MM:SS).")
+@click.option(
+    "--directive",
+    "directives",
+    multiple=True,
+    metavar="LINE",
+    help="slurm/pbs: an extra scheduler line (e.g. --mem=4G); mpi: an extra mpiexec argument. Repeatable.",
+)
+@click.option(
+    "--job-template",
+    type=click.Path(dir_okay=False, exists=True),
+    help="slurm/pbs: a job script template ({n}, {program_and_args}, {queue}, ... as in ipyparallel).",
+)
+@click.option(
+    "--controller-template",
+    type=click.Path(dir_okay=False, exists=True),
+    help="--controller slurm/pbs: a job script template for the controller's job ({program_and_args}, ...).",
+)
+@_venv_option
+@_remote_profile_option
+@_ssh_option
+@_dry_run_option
+@click.pass_obj
+def start(
+    obj: dict,
+    profile: str,
+    workers: tuple[str, ...],
+    workers_file: str | None,
+    controller_host: str | None,
+    engines_per_worker: int | None,
+    leave_free: int | None,
+    local: bool,
+    timeout: float,
+    launcher: str,
+    controller_launcher: str,
+    engines_per_node: int | None,
+    queue: str,
+    account: str,
+    walltime: str,
+    directives: tuple[str, ...],
+    job_template: str | None,
+    controller_template: str | None,
+    venv: str | None,
+    remote_profile: str | None,
+    ssh_options: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Start the controller and the engines, and wait until they have all registered.
+
+    If the controller has died since the last start, restart only it: the
+    engines still running register again (a controller job that has ended is
+    submitted again).
+    """
+    if engines_per_worker is not None and leave_free is not None:
+        raise click.UsageError("give --engines-per-worker or --leave-free, not both")
+    batch = None
+    if launcher in BATCH_LAUNCHERS:
+        if engines_per_worker is None:
+            raise click.UsageError(f"--engines {launcher} needs -n, the number of engines to start")
+        batch = BatchOptions(
+            engines=engines_per_worker, enginesPerNode=engines_per_node, queue=queue, account=account,
+            walltime=walltime, directives=list(directives), template=job_template,
+        )
+    controller_batch = None
+    if controller_launcher != "local":
+        controller_batch = BatchOptions(queue=queue, account=account, walltime=walltime,
+                                        directives=list(directives), template=controller_template)
+    elif controller_template is not None:
+        raise click.UsageError("--controller-template needs --controller slurm or pbs")
+    with _reporting():
+        counts = startCluster(
+            profile,
+            _workers(workers, workers_file),
+            local=local,
+            enginesPerWorker=engines_per_worker,
+            leaveFree=1 if leave_free is None else leave_free,
+            controllerHost=controller_host,
+            venv=venv,
+            remoteProfile=remote_profile,
+            sshOptions=ssh_options or None,
+            timeout=timeout,
+            dryRun=dry_run,
+            echo=_echo,
+            ipython_dir=obj["ipython_dir"],
+            engines=launcher,
+            batch=batch,
+            controller=controller_launcher,
+            controllerBatch=controller_batch,
+        )
+    if dry_run:
+        return
+    click.echo("engines per host:")
+    for host, n in counts.items():
+        click.echo(f"  {host}: {n}")
+    click.echo(f"{sum(counts.values())} engine(s) ready; connect with ClusterLab(notebook, profile={profile!r})")
+
+
+@cluster.command()
+@_verbosity_options
+@click.argument("profile")
+@_ssh_option
+@_dry_run_option
+@click.pass_obj
+def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -> None:
+    """Stop the engines on every worker, then the controller (by the PIDs recorded at start)."""
+    with _reporting():
+        outcomes = stopCluster(
+            profile, sshOptions=ssh_options or None, dryRun=dry_run, echo=_echo, ipython_dir=obj["ipython_dir"]
+        )
+        if not outcomes and not dry_run:
+            click.echo(f"profile {profile}: nothing was running")
+        _print_outcomes(outcomes)
+
+
+@cluster.command()
+@_verbosity_options
+@click.argument("profile")
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
+@click.pass_obj
+def status(obj: dict, profile: str, timeout: float) -> None:
+    """Show the controller, the engines per worker, and the queued, running and finished tasks."""
+    with _reporting():
+        state = clusterStatus(profile, timeout=timeout, ipython_dir=obj["ipython_dir"])
+    click.echo(f"controller: {state.controller}")
+    hosts = sorted(set(state.engines) | set(state.started))
+    if hosts:
+        click.echo("engines per host (registered / started):")
+        for host in hosts:
+            click.echo(f"  {host}: {state.engines.get(host, 0)} / {state.started.get(host, 0)}")
+    for job, what in state.jobs.items():
+        click.echo(f"{job}: {what}")
+    if state.answering:
+        click.echo(f"tasks: {state.queued} queued, {state.running} running, {state.finished} finished")
+        click.echo(f"client connection file: {profileDir(profile, obj['ipython_dir']) / CLIENT_FILE}")
+    else:
+        raise SystemExit(1)

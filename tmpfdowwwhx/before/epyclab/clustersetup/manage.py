@@ -1,0 +1,775 @@
+"""Start, stop and inspect an epyclab cluster: the controller and the engines on every worker.
+
+``startCluster`` starts the controller (here or on the controller host), then
+the engines on every worker, records every PID in the profile, and waits until
+all engines answer. Started again after the controller died, it restarts only
+the controller: the engines, still running, register again and the durable
+task store still holds the results. With ``controller="slurm"`` (or ``pbs``)
+the controller runs in a batch job of its own, recorded like the engines'
+jobs; started again after that job ended, ``start`` submits a new one.
+``stopCluster`` stops the engines on every worker (or cancels their jobs),
+then the controller, by PID or job id. ``clusterStatus`` asks the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from epyclab.clustersetup import processes
+from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
+from epyclab.clustersetup.controllertree import (
+    controllerLeftovers,
+    controllerRecord,
+    controllerRunning,
+    recordControllerTree,
+    stopControllerTree,
+)
+from epyclab.clustersetup.engines import engineCount, pushEngineFile, startEngines, waitForEngines
+from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
+from epyclab.clustersetup.hosts import LOCAL, Host, parseHost, parseHosts
+from epyclab.clustersetup.launchers import (
+    BATCH_LAUNCHERS,
+    CONTROLLER_LAUNCHERS,
+    LAUNCHERS,
+    BatchOptions,
+    batchEnded,
+    batchStatus,
+    describeBatch,
+    describeBatchController,
+    recordName,
+    startBatchController,
+    startBatchEngines,
+    stopBatchJob,
+)
+from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
+from epyclab.clustersetup.ssh import Remote, shellPath
+from epyclab.clustersetup.state import (
+    ClusterSettings,
+    Processes,
+    loadProcesses,
+    loadSettings,
+    saveProcesses,
+    saveSettings,
+)
+from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
+from epyclab.log import logger
+from epyclab.private import privateTree, writePrivate
+
+__all__ = ["initCluster", "startCluster", "stopCluster", "clusterStatus", "ClusterStatus"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def initCluster(
+    profile: str, ip: str = "127.0.0.1", curve: bool = False, ipython_dir: str | Path | None = None
+) -> Path:
+    """Create or update the profile (see :func:`epyclab.clustersetup.profile.initProfile`); refuse while it runs."""
+    try:
+        directory = requireProfile(profile, ipython_dir)
+    except ClusterSetupError:
+        return initProfile(profile, ip=ip, curve=curve, ipython_dir=ipython_dir)
+    current = profileSettings(directory)
+    changed = current.get("ip") != ip or current.get("curve") != curve
+    if changed and loadProcesses(directory).controller is not None:
+        raise ClusterSetupError(
+            f"the cluster of profile {profile!r} is running: stop it (`epyclab cluster stop {profile}`) "
+            "before changing its address or encryption"
+        )
+    return initProfile(profile, ip=ip, curve=curve, ipython_dir=ipython_dir)
+
+
+def startCluster(
+    profile: str,
+    workers: Sequence[str] = (),
+    *,
+    local: bool = False,
+    enginesPerWorker: int | None = None,
+    leaveFree: int = 1,
+    controllerHost: str | None = None,
+    venv: str | None = None,
+    remoteProfile: str | None = None,
+    sshOptions: Sequence[str] | None = None,
+    timeout: float = 60.0,
+    dryRun: bool = False,
+    echo: Callable[[str], None] | None = None,
+    ipython_dir: str | Path | None = None,
+    engines: str = "ssh",
+    batch: BatchOptions | None = None,
+    controller: str = "local",
+    controllerBatch: BatchOptions | None = None,
+) -> dict[str, int]:
+    """Start the controller and the engines; return the number of engines answering per worker.
+
+    ``engines`` names the launcher (see :mod:`epyclab.clustersetup.launchers`):
+    ``ssh`` (the workers), ``local`` (this machine, as ``local=True``), or
+    ``slurm``, ``pbs``, ``mpi``, which start ``batch.engines`` engines in one
+    job through ipyparallel's launchers. ``controller`` says where the
+    controller runs: ``local`` (here, or on ``controllerHost``), or ``slurm``
+    / ``pbs``, in a batch job of its own configured by ``controllerBatch``
+    (queue, account, walltime, directives, template; engine counts do not
+    apply); the engines must then be a batch or MPI launcher too.
+
+    Engines start on ``workers`` (default: those of the last ``sync``), or
+    only here with ``local=True`` (no ssh at all): ``enginesPerWorker`` each,
+    or the machine's cores minus ``leaveFree`` (at least 1). If the cluster was started before and its
+    controller has died since, only the controller is restarted, and the
+    engines still running register with it again. If it ran in a batch job
+    that has ended, a new job is submitted (see :func:`_restart_batch`).
+
+    Raises :class:`ClusterSetupError` naming the host or job that failed,
+    with its log or output file; :class:`HostFailures` for some workers.
+    """
+    directory = requireProfile(profile, ipython_dir)
+    settings = _settings(directory, workers, controllerHost, venv, remoteProfile, sshOptions)
+    remote = Remote(settings.sshOptions, dryRun=dryRun, echo=echo)
+    where = remoteProfileDir(profile, settings.remoteProfile)
+    recorded = loadProcesses(directory)
+    if recorded.controller is not None and _is_job(recorded.controller):
+        if dryRun:
+            job = recorded.controller
+            if echo is not None:
+                echo(describeBatchController(directory, str(job["kind"]), BatchOptions(**job.get("options", {})),
+                                             job.get("node")))
+            return {}
+        return _restart_batch(remote, directory, where, settings, recorded, LOCAL, timeout)
+    if recorded.controller is not None:
+        hosts = [LOCAL] if local else parseHosts(settings.workers) if settings.workers else []
+        return _restart_controller(remote, directory, where, settings, recorded, timeout, enginesPerWorker, hosts)
+    if any(recorded.engines.values()) or recorded.launchers:
+        hosts = ", ".join([*(h for h, pids in recorded.engines.items() if pids), *map(recordName, recorded.launchers)])
+        raise ClusterSetupError(
+            f"engines of an earlier start may still run on {hosts}, with no controller recorded (a stop or a "
+            f"restart of the controller failed): run `epyclab cluster stop {profile}` first"
+        )
+    if controller not in CONTROLLER_LAUNCHERS:
+        raise ClusterSetupError(
+            f"unknown controller launcher {controller!r}: use one of {', '.join(CONTROLLER_LAUNCHERS)}"
+        )
+    if controller != "local" and engines not in BATCH_LAUNCHERS:
+        raise ClusterSetupError(
+            f"--controller {controller} runs the controller in a batch job, where engines started by "
+            f"{engines!r} cannot follow it: start the engines with --engines {controller} (or another of "
+            f"{', '.join(BATCH_LAUNCHERS)}), or keep the controller here (--controller local)"
+        )
+    if engines in BATCH_LAUNCHERS:
+        return _start_batch(remote, directory, where, settings, engines, batch or BatchOptions(), timeout,
+                            controller, controllerBatch or BatchOptions())
+    if engines not in LAUNCHERS:
+        raise ClusterSetupError(f"unknown engine launcher {engines!r}: use one of {', '.join(LAUNCHERS)}")
+    local = local or engines == "local"
+    count = engineCount(enginesPerWorker, leaveFree)
+    hosts = [LOCAL] if local else parseHosts(settings.workers)
+    checkHosts(hosts)
+    controller_host = parseHost(settings.controllerHost) if settings.controllerHost and not local else LOCAL
+    # A controller on 127.0.0.1 is reachable only from its own machine (a host alias for this one will do).
+    if (
+        not controller_host.isLocal
+        and profileSettings(directory).get("ip") in _LOOPBACK
+        and remote.hostname(controller_host) not in _LOOPBACK
+    ):
+        raise ClusterSetupError(
+            f"profile {profile!r} listens on 127.0.0.1, which engines and clients cannot reach on "
+            f"{controller_host}: run `epyclab cluster init {profile} --ip ADDRESS` and `sync` again"
+        )
+    if not dryRun:
+        saveSettings(directory, settings)
+    # Engine state from an earlier run would make the controller wait for engines that are gone.
+    if controller_host.isLocal:
+        for stale in [] if dryRun else (directory / "log").glob("engines*.json"):
+            stale.unlink()
+    else:
+        remote.ssh(controller_host, f"rm -f {shellPath(where)}/log/engines*.json", timeout=60)
+
+    started = Processes()
+    pid = startController(remote, controller_host, directory, where, settings.venv)
+    if dryRun:
+        for host in hosts:
+            pushEngineFile(remote, host, directory, where)
+            startEngines(remote, host, count, directory, where, settings.venv)
+        return {}
+    client = _wait_recorded(remote, controller_host, pid, directory, where, started, timeout)
+    try:
+        hint = (
+            f"Their logs: {where}/log/epyclab-engine-*.log on each worker; `epyclab cluster stop {profile}` stops all"
+        )
+        return _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
+                                started, timeout, hint)
+    finally:
+        client.close()
+
+
+def _start_batch(
+    remote: Remote,
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    kind: str,
+    options: BatchOptions,
+    timeout: float,
+    controller: str = "local",
+    controller_options: BatchOptions | None = None,
+) -> dict[str, int]:
+    """The controller here (or in a batch job), the engines in a batch (or MPI) job; wait until all registered."""
+    profile = directory.name.removeprefix("profile_")
+    controller_options = controller_options or BatchOptions()
+    if remote.dryRun:
+        if controller == "local":
+            startController(remote, LOCAL, directory, where, settings.venv)
+        elif remote.echo is not None:
+            remote.echo(describeBatchController(directory, controller, controller_options))
+        if remote.echo is not None:
+            remote.echo(describeBatch(directory, kind, options))
+        return {}
+    saveSettings(directory, settings)
+    for stale in (directory / "log").glob("engines*.json"):
+        stale.unlink()
+    started = Processes()
+    if controller == "local":
+        pid = startController(remote, LOCAL, directory, where, settings.venv)
+        client = _wait_recorded(remote, LOCAL, pid, directory, where, started, timeout)
+    else:
+        # Files of an earlier controller name its node: the new one, wherever it lands, writes its own.
+        _drop_connection_files(directory)
+        client = _submit_controller(directory, started, controller, controller_options, timeout)
+    try:
+        return _submit_and_wait(client, directory, started, kind, options, timeout, profile)
+    finally:
+        client.close()
+
+
+def _submit_and_wait(
+    client: Any, directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, profile: str
+) -> dict[str, int]:
+    record = startBatchEngines(directory, kind, options)
+    started.launchers.append(record)
+    saveProcesses(directory, started)
+    running = {r["kind"]: 0 for r in started.launchers}
+    for r in started.launchers:
+        running[r["kind"]] += int(r["engines"])
+    hint = (
+        f"The {recordName(record)} is {batchStatus(record)}; its output is in {directory / 'log'}. "
+        f"`epyclab cluster stop {profile}` cancels it"
+    )
+    try:
+        started.register(waitForEngines(client, running, timeout, hint))
+    finally:
+        saveProcesses(directory, started)
+        privateTree(directory)
+    return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _wait_recorded(
+    remote: Remote, host: Host, pid: int, directory: Path, where: str, started: Processes, timeout: float
+) -> Any:
+    """Record the controller just started as ``pid`` (at once, so that ``stop`` finds it whatever happens),
+    wait until it answers, then record its process tree; return a client of it."""
+    started.controller = controllerRecord(remote, host, pid)
+    saveProcesses(directory, started)
+    client = waitForController(remote, host, pid, directory, where, timeout)
+    try:
+        recordControllerTree(remote, host, started.controller, directory)
+        saveProcesses(directory, started)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _is_job(controller: dict[str, Any]) -> bool:
+    """True if the recorded controller runs in a batch job (a launcher record), not as a PID."""
+    return controller.get("role") == "controller"
+
+
+def _drop_connection_files(directory: Path) -> None:
+    for name in (CLIENT_FILE, ENGINE_FILE):
+        (directory / name).unlink(missing_ok=True)
+
+
+def _submit_controller(
+    directory: Path, started: Processes, kind: str, options: BatchOptions, timeout: float, node: str | None = None
+) -> Any:
+    """Submit the controller's batch job, record it, and wait until it answers; return a client of it.
+
+    If it does not answer (its job ended, it waited too long in the queue, or
+    it runs where clients here cannot reach it) the job is cancelled and
+    forgotten, and :class:`ClusterSetupError` says which job, why, and its output file.
+    """
+    profile = directory.name.removeprefix("profile_")
+    record = startBatchController(directory, kind, options, node)
+    started.controller = record
+    saveProcesses(directory, started)
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+
+    def reachable(where: str) -> None:
+        if ip in _LOOPBACK and not _this_machine(where):
+            raise ClusterSetupError(
+                f"the controller's {recordName(record)} runs on node {where}, but profile {profile!r} listens on "
+                f"{ip}, which only that node can reach: run `epyclab cluster init {profile} --ip 0.0.0.0` "
+                "(every interface of the node it lands on) and start again"
+            )
+
+    try:
+        client = waitForControllerJob(directory, record, timeout, reachable)
+    except ClusterSetupError as error:
+        try:
+            outcome = stopBatchJob(record)
+        except ClusterSetupError as cancelling:
+            # Still recorded, so that `stop` can cancel it later.
+            raise ClusterSetupError(f"{error}\nand then {cancelling}") from error
+        started.controller = None
+        saveProcesses(directory, started)
+        raise ClusterSetupError(f"{error} ({recordName(record)}: {outcome})") from error
+    saveProcesses(directory, started)  # with the node it runs on
+    logger.info("%s: the controller answers, on node %s", recordName(record), record.get("node") or "(unknown)")
+    return client
+
+
+def _this_machine(node: str) -> bool:
+    here = socket.gethostname()
+    return node in ("localhost", here, here.split(".")[0])
+
+
+def _launch_and_wait(
+    remote: Remote,
+    client: Any,
+    launch: dict[Host, str],
+    running: dict[str, int],
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    started: Processes,
+    timeout: float,
+    hint: str,
+) -> dict[str, int]:
+    """Start ``launch[host]`` engines on each host (besides ``running[host]`` still there); wait for all of them.
+
+    Engines are recorded in ``started`` as soon as their PIDs are known, so
+    that ``stop`` finds them whatever happens next. Raises
+    :class:`ClusterSetupError` naming the hosts whose engines did not register,
+    :class:`HostFailures` naming those where starting failed.
+    """
+    lock = threading.Lock()
+
+    def start(host: Host) -> int:
+        pushEngineFile(remote, host, directory, where)
+        pids = startEngines(remote, host, launch[host], directory, where, settings.venv)
+        with lock:
+            started.engines[str(host)] = [*started.engines.get(str(host), []), *pids]
+            saveProcesses(directory, started)
+        return len(pids)
+
+    failures: HostFailures | None = None
+    try:
+        expected = {str(h): n for h, n in remote.forEachHost("start engines", list(launch), start).items()}
+    except HostFailures as error:
+        failures, expected = error, {h: int(n) for h, n in error.outcomes.items()}
+    for spec, n in running.items():
+        expected[spec] = expected.get(spec, 0) + n
+    if not any(expected.values()) and failures is None:
+        raise ClusterSetupError("no engines were started or are still running; " + hint)
+    try:
+        started.register(waitForEngines(client, expected, timeout, hint))
+    finally:
+        saveProcesses(directory, started)
+        privateTree(directory)
+    if failures is not None:
+        raise failures
+    return dict(sorted(Counter(started.engineHosts.values()).items()))
+
+
+def _restart_controller(
+    remote: Remote,
+    directory: Path,
+    where: str,
+    settings: ClusterSettings,
+    recorded: Processes,
+    timeout: float,
+    enginesPerWorker: int | None,
+    hosts: Sequence[Host],
+) -> dict[str, int]:
+    """Start the recorded controller again if it died; engines still running register again, dead ones are replaced.
+
+    After a reboot (controller and engines gone) the controller is told to
+    restore only the engines that still run (its engine state file is pruned
+    of the others, which would otherwise be listed as engines for ever), and
+    new engines are started where old ones died: ``enginesPerWorker`` per
+    worker, or as many as were started there before.
+    """
+    assert recorded.controller is not None
+    host = _host(str(recorded.controller["host"]))
+    pid = int(str(recorded.controller["pid"]))
+    profile = directory.name.removeprefix("profile_")
+    if remote.dryRun:
+        startController(remote, host, directory, where, settings.venv)
+        return {}
+    if controllerRunning(remote, host, recorded.controller):
+        raise ClusterSetupError(
+            f"the cluster of profile {profile!r} is running (controller PID {pid} on {host}): "
+            f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
+        )
+    logger.warning("%s: the controller (PID %d) is gone; restarting it; running engines will register again", host, pid)
+    # Its schedulers may have outlived it (killed alone: SIGKILL, the OOM killer), holding its ports.
+    _, leftovers = stopControllerTree(remote, host, recorded.controller)
+    if leftovers:
+        logger.warning("%s: stopped %d process(es) that the dead controller (PID %d) left running, holding its ports",
+                       host, leftovers, pid)
+    if recorded.launchers:
+        return _restart_batch(remote, directory, where, settings, recorded, host, timeout)
+    workers = _engine_hosts(recorded) or list(hosts)
+    wanted = {
+        str(w): enginesPerWorker if enginesPerWorker is not None else len(recorded.engines.get(str(w), [])) or 1
+        for w in workers
+    }
+    lock = threading.Lock()
+
+    def survivors(worker: Host) -> int:
+        pids = processes.alive(remote, worker, recorded.engines.get(str(worker), []))
+        with lock:
+            recorded.engines[str(worker)] = pids
+        return len(pids)
+
+    failures: HostFailures | None = None
+    try:
+        found = remote.forEachHost("check engines", workers, survivors)
+        alive = {str(h): n for h, n in found.items()}
+    except HostFailures as error:
+        failures, alive = error, {h: int(n) for h, n in error.outcomes.items()}
+    keep = {
+        eid for eid, pids in recorded.enginePids.items()
+        if set(pids) & set(recorded.engines.get(recorded.engineHosts.get(eid, ""), []))
+    }
+    _prune_engine_state(remote, host, directory, where, settings.venv, keep)
+    dead = len(recorded.enginePids) - len(keep)
+    if dead:
+        logger.warning("%d engine(s) of the last start are gone; the controller will not wait for them", dead)
+    recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
+    recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
+    pid = startController(remote, host, directory, where, settings.venv)
+    client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
+    try:
+        launch = {
+            w: engineCount(wanted[str(w)] - alive.get(str(w), 0))
+            for w in workers
+            if str(w) in alive and wanted[str(w)] > alive[str(w)]
+        }
+        if launch:
+            logger.warning("starting engines to replace those that died: %s",
+                           ", ".join(f"{w} ({launch[w]})" for w in launch))
+        hint = (
+            f"Engines wait about two minutes for a silent controller; new ones log to {where}/log/; "
+            f"`epyclab cluster stop {profile}` stops all"
+        )
+        counts = _launch_and_wait(remote, client, launch, alive, directory, where, settings, recorded, timeout, hint)
+    finally:
+        client.close()
+    if failures is not None:
+        raise failures
+    return counts
+
+
+def _restart_batch(
+    remote: Remote, directory: Path, where: str, settings: ClusterSettings, recorded: Processes, host: Host,
+    timeout: float,
+) -> dict[str, int]:
+    """Restart the controller of a cluster whose engines a batch job holds; resubmit jobs that ended.
+
+    A controller that ran in a batch job is submitted again, as a new job
+    with the same options. If engine jobs still run, it keeps the connection
+    files (same key and ports, see ``reuse_files``) and is pinned to the node
+    the last one ran on, the address those engines know, so they register
+    again as they do with a local controller; if none run, it starts afresh
+    (new connection files, any node) and the engines' jobs are submitted again.
+    """
+    profile = directory.name.removeprefix("profile_")
+    job = recorded.controller if recorded.controller is not None and _is_job(recorded.controller) else None
+    if job is not None:
+        state = batchStatus(job)
+        if not batchEnded(state):
+            raise ClusterSetupError(
+                f"the cluster of profile {profile!r} is running (the controller's {recordName(job)} is {state}): "
+                f"see `epyclab cluster status {profile}`, or stop it with `epyclab cluster stop {profile}`"
+            )
+        logger.warning("the controller's %s has ended (%s); submitting it again", recordName(job), state)
+    live = [r for r in recorded.launchers if not batchEnded(batchStatus(r))]
+    ended = [r for r in recorded.launchers if r not in live]
+    kinds = {r["kind"] for r in live}
+    keep = {eid for eid, spec in recorded.engineHosts.items() if spec in kinds}
+    _prune_engine_state(remote, host, directory, where, settings.venv, keep)
+    recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
+    recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
+    recorded.launchers = live
+    if job is None:
+        pid = startController(remote, host, directory, where, settings.venv)
+        client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
+    else:
+        if not live:
+            _drop_connection_files(directory)
+        options = BatchOptions(**job.get("options", {}))
+        client = _submit_controller(directory, recorded, str(job["kind"]), options, timeout,
+                                    node=job.get("node") if live else None)
+    try:
+        counts: dict[str, int] = {}
+        for record in ended:
+            logger.warning("%s has ended; submitting its engines again", recordName(record))
+            options = BatchOptions(**record.get("options", {"engines": record["engines"]}))
+            counts = _submit_and_wait(client, directory, recorded, str(record["kind"]), options, timeout, profile)
+        if not ended:
+            expected = {k: sum(int(r["engines"]) for r in live if r["kind"] == k) for k in kinds}
+            hint = f"Jobs: {', '.join(recordName(r) for r in live)}; `epyclab cluster stop {profile}` cancels them"
+            recorded.register(waitForEngines(client, expected, timeout, hint))
+            saveProcesses(directory, recorded)
+            counts = dict(sorted(Counter(recorded.engineHosts.values()).items()))
+    finally:
+        client.close()
+    return counts
+
+
+def _prune_engine_state(
+    remote: Remote, host: Host, directory: Path, where: str, venv: str, keep: set[str]
+) -> None:
+    """Leave in the controller's engine state file (``log/engines.json``) only the engines in ``keep``.
+
+    A controller started with ``restore_engines`` lists every engine of that
+    file as registered, whether or not it still runs: a dead one would be an
+    engine for ever, to which tasks are sent and never run.
+    """
+    if host.isLocal:
+        for path in (directory / "log").glob("engines*.json"):
+            state = json.loads(path.read_text())
+            state["engines"] = {e: u for e, u in state.get("engines", {}).items() if e in keep}
+            writePrivate(path, json.dumps(state))
+        return
+    program = (
+        "import glob, json, os, sys\n"
+        "keep = set(sys.argv[1:])\n"
+        "for path in glob.glob(os.path.expanduser(os.environ['P']) + '/log/engines*.json'):\n"
+        "    state = json.load(open(path))\n"
+        "    state['engines'] = {e: u for e, u in state.get('engines', {}).items() if e in keep}\n"
+        "    json.dump(state, open(path, 'w'))\n"
+    )
+    command = f"umask 077; P={shellPath(where)} {shellPath(venv)}/bin/python -c {shlex.quote(program)}"
+    remote.ssh(host, " ".join([command, *sorted(keep)]), timeout=60)
+
+
+def stopCluster(
+    profile: str,
+    *,
+    sshOptions: Sequence[str] | None = None,
+    dryRun: bool = False,
+    echo: Callable[[str], None] | None = None,
+    ipython_dir: str | Path | None = None,
+) -> dict[str, str]:
+    """Stop the engines on every worker, then the controller, by their recorded PIDs or job ids; say what was done.
+
+    A worker that cannot be reached keeps its record (so ``stop`` can be run
+    again); the others are stopped anyway, and :class:`HostFailures` names it.
+    """
+    directory = requireProfile(profile, ipython_dir)
+    settings = loadSettings(directory)
+    remote = Remote(settings.sshOptions if sshOptions is None else sshOptions, dryRun=dryRun, echo=echo)
+    recorded = loadProcesses(directory)
+    report: dict[str, str] = {}
+    if recorded.empty():
+        logger.info("profile %s: no controller or engines recorded as started", profile)
+        return report
+    lock = threading.Lock()
+
+    def stop_engines(host: Host) -> str:
+        pids = recorded.engines[str(host)]
+        stopped = processes.stop(remote, host, pids)
+        if dryRun:
+            return f"would stop {len(pids)} engine(s)"
+        with lock:
+            del recorded.engines[str(host)]
+        return f"stopped {len(stopped)} engine(s)"
+
+    failures: HostFailures | None = None
+    try:
+        report.update(
+            {str(h): o for h, o in remote.forEachHost("stop engines", _engine_hosts(recorded), stop_engines).items()}
+        )
+    except HostFailures as error:
+        failures = error
+        report.update({h: str(o) for h, o in error.outcomes.items()})
+    for record in list(recorded.launchers):
+        name = recordName(record)
+        if dryRun:
+            report[name] = "would stop it"
+            continue
+        try:
+            report[name] = stopBatchJob(record)
+        except ClusterSetupError as error:
+            report[name] = f"failed: {error}"
+            failures = HostFailures("stop", {**(failures.failures if failures else {}), name: error}, {})
+            continue
+        recorded.launchers.remove(record)
+        saveProcesses(directory, recorded)
+    if recorded.controller is not None and _is_job(recorded.controller):
+        name = recordName(recorded.controller)
+        if dryRun:
+            report[name] = "would stop it"
+        else:
+            try:
+                report[name] = stopBatchJob(recorded.controller)
+                recorded.controller = None
+            except ClusterSetupError as error:
+                report[name] = f"failed: {error}"
+                failures = HostFailures("stop", {**(failures.failures if failures else {}), name: error}, {})
+    if recorded.controller is not None and not _is_job(recorded.controller):
+        host = _host(str(recorded.controller["host"]))
+        pid = int(str(recorded.controller["pid"]))
+        if dryRun:
+            processes.stop(remote, host, [pid])
+            what = f"would stop the controller (PID {pid})"
+        else:
+            # Its whole tree: schedulers outlive a controller killed alone, and hold its ports.
+            leader, leftovers = stopControllerTree(remote, host, recorded.controller)
+            what = "stopped the controller" if leader else "the controller had already exited"
+            if leftovers and not leader:
+                what += f"; stopped the {leftovers} process(es) it left running"
+        report[str(host)] = f"{report[str(host)]}, {what}" if str(host) in report else what
+        recorded.controller = None
+    if not dryRun:
+        if not recorded.engines and not recorded.launchers:
+            recorded.engineHosts, recorded.enginePids = {}, {}
+        saveProcesses(directory, recorded)
+    if failures is not None:
+        raise HostFailures("stop", failures.failures, report)
+    return report
+
+
+@dataclass
+class ClusterStatus:
+    """What ``epyclab cluster status`` reports."""
+
+    controller: str
+    answering: bool
+    #: worker -> engines registered with the controller now
+    engines: dict[str, int] = field(default_factory=dict)
+    #: worker -> engines started there by epyclab
+    started: dict[str, int] = field(default_factory=dict)
+    queued: int = 0
+    running: int = 0
+    finished: int = 0
+    #: batch job or mpiexec (e.g. "slurm job 12") -> what the scheduler says of it now
+    jobs: dict[str, str] = field(default_factory=dict)
+
+
+def clusterStatus(profile: str, timeout: float = 5.0, ipython_dir: str | Path | None = None) -> ClusterStatus:
+    """Ask the controller for its engines (per worker) and its load-balanced tasks (queued, running, finished)."""
+    directory = requireProfile(profile, ipython_dir)
+    recorded = loadProcesses(directory)
+    started = {host: len(pids) for host, pids in recorded.engines.items()}
+    for record in recorded.launchers:
+        started[str(record["kind"])] = started.get(str(record["kind"]), 0) + int(record["engines"])
+    jobs = {recordName(r): batchStatus(r) for r in recorded.launchers}
+    if recorded.controller is None:
+        return ClusterStatus("not started", False, started=started, jobs=jobs)
+    if _is_job(recorded.controller):
+        return _job_status(profile, directory, recorded, recorded.controller, timeout, started, jobs)
+    host = _host(str(recorded.controller["host"]))
+    pid = int(str(recorded.controller["pid"]))
+    where = f"PID {pid} on {host}"
+    remote = Remote(loadSettings(directory).sshOptions)
+    try:
+        running = controllerRunning(remote, host, recorded.controller)
+    except ClusterSetupError as error:
+        return ClusterStatus(f"{where}, cannot be checked: {error}", False, started=started, jobs=jobs)
+    if not running:
+        try:
+            left = controllerLeftovers(remote, host, recorded.controller)
+        except ClusterSetupError as error:
+            logger.info("%s: cannot list what the controller left running: %s", host, error)
+            left = []
+        held = (f" ({len(left)} process(es) it started still run, holding its ports: `start` or `stop` stops them)"
+                if left else "")
+        return ClusterStatus(
+            f"{where}, exited{held}: restart it with `epyclab cluster start {profile}`", False, started=started,
+            jobs=jobs,
+        )
+    try:
+        client = connect(directory, timeout=timeout)
+    except ClusterSetupError as error:
+        logger.info("%s", error)
+        return ClusterStatus(f"{where}, not answering", False, started=started, jobs=jobs)
+    return _ask(client, where, recorded, started, jobs)
+
+
+def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], jobs: dict[str, str]) -> ClusterStatus:
+    """The status the controller gives through ``client`` (closed afterwards)."""
+    try:
+        ids = client.ids
+        engines = Counter(recorded.engineHosts.get(str(eid), "(unknown)") for eid in ids)
+        records = client.db_query({"queue": "task"}, keys=["msg_id", "completed"])
+        # The hub fills a task record's "started" only when its result arrives, so the records cannot
+        # tell running from queued; the schedulers' queues can: an engine holding tasks runs one of them.
+        queues = client.queue_status(verbose=False)
+    finally:
+        client.close()
+    finished = sum(1 for r in records if r["completed"] is not None)
+    busy = sum(1 for q in queues.values() if isinstance(q, dict) and int(q.get("tasks") or 0) > 0)
+    running = min(busy, len(records) - finished)
+    return ClusterStatus(
+        f"{where}, answering",
+        True,
+        engines=dict(sorted(engines.items())),
+        started=started,
+        queued=len(records) - finished - running,
+        running=running,
+        finished=finished,
+        jobs=jobs,
+    )
+
+
+def _job_status(
+    profile: str, directory: Path, recorded: Processes, job: dict[str, Any], timeout: float,
+    started: dict[str, int], jobs: dict[str, str],
+) -> ClusterStatus:
+    """The status of a cluster whose controller runs in a batch job."""
+    state = batchStatus(job)
+    jobs = {recordName(job): state, **jobs}
+    where = f"{recordName(job)} on node {job.get('node') or '(not known)'}"
+    if batchEnded(state):
+        return ClusterStatus(f"{where}, ended: submit it again with `epyclab cluster start {profile}`", False,
+                             started=started, jobs=jobs)
+    try:
+        client = connect(directory, timeout=timeout)
+    except ClusterSetupError as error:
+        logger.info("%s", error)
+        return ClusterStatus(f"{where}, not answering ({state}); its output: {job.get('output')}", False,
+                             started=started, jobs=jobs)
+    return _ask(client, where, recorded, started, jobs)
+
+
+def _settings(
+    directory: Path,
+    workers: Sequence[str],
+    controllerHost: str | None,
+    venv: str | None,
+    remoteProfile: str | None,
+    sshOptions: Sequence[str] | None,
+) -> ClusterSettings:
+    """The profile's remembered settings, overridden by what was given now."""
+    settings = loadSettings(directory)
+    settings.workers = list(workers) or settings.workers
+    settings.controllerHost = controllerHost or settings.controllerHost
+    settings.venv = venv or settings.venv
+    settings.remoteProfile = remoteProfile or settings.remoteProfile
+    settings.sshOptions = list(sshOptions) if sshOptions is not None else settings.sshOptions
+    return settings
+
+
+def _host(spec: str) -> Host:
+    return LOCAL if spec == str(LOCAL) else parseHost(spec)
+
+
+def _engine_hosts(recorded: Processes) -> list[Host]:
+    return [_host(spec) for spec, pids in recorded.engines.items() if pids]

@@ -1,0 +1,164 @@
+"""Experiments that wrap other experiments: repetition and summary statistics."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from epyclab.errors import SummaryError
+from epyclab.experiment import Experiment, ExperimentalParameters, ResultsDict
+
+__all__ = [
+    "ExperimentCombinator",
+    "RepeatedExperiment",
+    "SummaryExperiment",
+    "flatten_results",
+]
+
+
+def flatten_results(rc: ResultsDict) -> list[ResultsDict]:
+    """Return the leaf results dicts of ``rc``, however deeply its results nest."""
+    res = rc[Experiment.RESULTS]
+    if isinstance(res, list):
+        return [leaf for inner in res for leaf in flatten_results(inner)]
+    return [rc]
+
+
+class ExperimentCombinator(Experiment):
+    """An experiment that runs another one; configuration passes through to it."""
+
+    def __init__(self, ex: Experiment) -> None:
+        super().__init__()
+        self._experiment = ex
+
+    def experiment(self) -> Experiment:
+        """The wrapped experiment."""
+        return self._experiment
+
+    def configure(self, params: Mapping[str, Any]) -> None:
+        super().configure(params)
+        self._experiment.set(params)
+
+    def deconfigure(self) -> None:
+        # The wrapped experiment deconfigures itself when set() moves it on.
+        super().deconfigure()
+
+    def _classname(self) -> str:
+        # Name the experiment doing the work, not only the wrapper, so results of
+        # different wrapped experiments stay distinguishable in a notebook.
+        inner = self._experiment._classname()
+        return f"{super()._classname()}({inner})"
+
+
+class RepeatedExperiment(ExperimentCombinator):
+    """Run an experiment N times at the same point.
+
+    The results are the list of the N underlying results dicts, each with the
+    metadata :attr:`REPETITIONS` (N) and :attr:`I` (its index, from 0).
+    """
+
+    REPETITIONS = "epyc.experiment.repetitions"
+    I = "epyc.experiment.rep"  # noqa: E741 (the name is epyc's)
+
+    def __init__(self, ex: Experiment, N: int) -> None:
+        if not isinstance(N, numbers.Integral) or N < 1:
+            raise ValueError(f"RepeatedExperiment needs a positive whole number of repetitions, got {N!r}")
+        super().__init__(ex)
+        self._repetitions = int(N)
+
+    def repetitions(self) -> int:
+        """The number of repetitions."""
+        return self._repetitions
+
+    def do(self, params: ExperimentalParameters) -> list[ResultsDict]:
+        ex = self.experiment()
+        out = []
+        for i in range(self._repetitions):
+            rc = ex.run()
+            rc[Experiment.METADATA][RepeatedExperiment.REPETITIONS] = self._repetitions
+            rc[Experiment.METADATA][RepeatedExperiment.I] = i
+            out.append(rc)
+        return out
+
+
+class SummaryExperiment(ExperimentCombinator):
+    """Run an experiment and reduce its (repeated) results to summary statistics.
+
+    For each numeric result ``k`` of the successful underlying runs the results
+    are ``k_mean``, ``k_median``, ``k_variance`` (population variance, as
+    ``numpy.var``), ``k_min`` and ``k_max``. ``summarised_results`` restricts
+    the summary to the named results. The metadata records how many underlying
+    results there were and how many succeeded. If none succeeded, the summary
+    run fails, with the first underlying exception in its message.
+    """
+
+    UNDERLYING_RESULTS = "epyc.summaryexperiment.repetitions"
+    UNDERLYING_SUCCESSFUL_RESULTS = "epyc.summaryexperiment.successful_repetitions"
+
+    MEAN_SUFFIX = "_mean"
+    MEDIAN_SUFFIX = "_median"
+    VARIANCE_SUFFIX = "_variance"
+    MIN_SUFFIX = "_min"
+    MAX_SUFFIX = "_max"
+
+    def __init__(self, ex: Experiment, summarised_results: list[str] | None = None) -> None:
+        super().__init__(ex)
+        self._summarised = None if summarised_results is None else list(summarised_results)
+        self._counts = (0, 0)
+
+    def do(self, params: ExperimentalParameters) -> dict[str, Any]:
+        leaves = flatten_results(self.experiment().run())
+        good = [rc for rc in leaves if rc[Experiment.METADATA].get(Experiment.STATUS, False)]
+        self._counts = (len(leaves), len(good))
+        if not good:
+            first = next(iter(leaves), None)
+            why = "" if first is None else f": {first[Experiment.METADATA].get(Experiment.EXCEPTION)}"
+            raise SummaryError(f"all {len(leaves)} underlying runs failed{why}")
+        return self.summarise(good)
+
+    def summarise(self, results: list[ResultsDict]) -> dict[str, Any]:
+        """Return the summary statistics of a list of successful results dicts (override point)."""
+        names = self._summarised
+        if names is None:
+            names = []
+            for rc in results:
+                for k, v in rc[Experiment.RESULTS].items():
+                    if k not in names and _is_number(v):
+                        names.append(k)
+        summary: dict[str, Any] = {}
+        for k in names:
+            values = np.array(
+                [rc[Experiment.RESULTS][k] for rc in results if _is_number(rc[Experiment.RESULTS].get(k))],
+                dtype=float,
+            )
+            if len(values) == 0:
+                if self._summarised is not None:
+                    # A name the user asked for that no run produced is most
+                    # likely a typo: say so rather than leave it out silently.
+                    available = sorted({n for rc in results for n in rc[Experiment.RESULTS]})
+                    raise SummaryError(
+                        f"summarised result {k!r} has no numeric value in any successful run "
+                        f"(results are: {available})"
+                    )
+                continue
+            summary[k + SummaryExperiment.MEAN_SUFFIX] = float(np.mean(values))
+            summary[k + SummaryExperiment.MEDIAN_SUFFIX] = float(np.median(values))
+            summary[k + SummaryExperiment.VARIANCE_SUFFIX] = float(np.var(values))
+            summary[k + SummaryExperiment.MIN_SUFFIX] = float(np.min(values))
+            summary[k + SummaryExperiment.MAX_SUFFIX] = float(np.max(values))
+        return summary
+
+    def report(self, params: ExperimentalParameters, meta: dict[str, Any], res: Any) -> ResultsDict:
+        rc = super().report(params, meta, res)
+        total, good = self._counts
+        rc[Experiment.METADATA][SummaryExperiment.UNDERLYING_RESULTS] = total
+        rc[Experiment.METADATA][SummaryExperiment.UNDERLYING_SUCCESSFUL_RESULTS] = good
+        self._counts = (0, 0)
+        return rc
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))

@@ -1,0 +1,348 @@
+"""The experiment model: one class with a lifecycle that a lab runs at each point.
+
+A user subclasses :class:`Experiment` and writes :meth:`Experiment.do`. The lab
+calls :meth:`Experiment.set` with a point of the parameter space and then
+:meth:`Experiment.run`, which calls ``setUp``, ``do`` and ``tearDown``, times
+each phase, and turns any failure into data (a results dict whose status is
+False) rather than an exception that would stop a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import traceback
+from collections.abc import Mapping
+from datetime import datetime
+from time import perf_counter
+from typing import Any, Union
+
+from epyclab.errors import ResultsStructureException
+
+__all__ = [
+    "Experiment",
+    "ResultsDict",
+    "ExperimentalParameters",
+    "exception_text",
+    "failed_result",
+]
+
+#: A point of the parameter space: parameter name to value.
+ExperimentalParameters = dict[str, Any]
+
+#: ``{'parameters': {...}, 'metadata': {...}, 'results': {...} or [ResultsDict, ...]}``.
+ResultsDict = dict[str, Any]
+
+# The host name cannot change while a process runs, and looking it up costs a
+# system call: do it once.
+_HOST = socket.gethostname()
+# The process id is asked once, and again in a forked child (engines may fork).
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def exception_text(exc: BaseException) -> str:
+    """Return the one-line text that notebooks store for an exception.
+
+    The form is that of the last line of a traceback, ``"ValueError: bad n"``,
+    so the type survives being stored as text.
+    """
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _well_formed(rc: Any) -> bool:
+    """True if ``rc`` is a results dict whose nested results lists hold only results dicts."""
+    if not Experiment.isResultsDict(rc):
+        return False
+    res = rc[Experiment.RESULTS]
+    return isinstance(res, dict) or all(_well_formed(r) for r in res)
+
+
+class Experiment:
+    """A computational experiment, run by a lab at each point of a parameter space.
+
+    Subclass it and override :meth:`do` (and, if needed, :meth:`setUp`,
+    :meth:`tearDown`, :meth:`configure`, :meth:`deconfigure`). ``do`` returns a
+    dict of results, or a list of results dicts (as combinators do).
+    """
+
+    # The three parts of a results dict.
+    PARAMETERS = "parameters"
+    METADATA = "metadata"
+    RESULTS = "results"
+
+    # Standard metadata keys. The values keep epyc's namespace so that epyc
+    # notebooks and code that indexes by these strings go on working.
+    EXPERIMENT = "epyc.experiment.classname"
+    START_TIME = "epyc.experiment.start_time"
+    END_TIME = "epyc.experiment.end_time"
+    ELAPSED_TIME = "epyc.experiment.elapsed_time"
+    SETUP_TIME = "epyc.experiment.setup_time"
+    EXPERIMENT_TIME = "epyc.experiment.experiment_time"
+    TEARDOWN_TIME = "epyc.experiment.teardown_time"
+    STATUS = "epyc.experiment.status"
+    EXCEPTION = "epyc.experiment.exception"
+    TRACEBACK = "epyc.experiment.traceback"
+
+    # epyclab's own standard metadata: where the run happened.
+    HOST = "epyclab.experiment.host"
+    PID = "epyclab.experiment.pid"
+
+    StandardMetadataTypes: dict[str, type] = {
+        EXPERIMENT: str,
+        START_TIME: datetime,
+        END_TIME: datetime,
+        ELAPSED_TIME: float,
+        SETUP_TIME: float,
+        EXPERIMENT_TIME: float,
+        TEARDOWN_TIME: float,
+        STATUS: bool,
+        EXCEPTION: str,
+        TRACEBACK: str,
+        HOST: str,
+        PID: int,
+    }
+    StandardMetadata: set[str] = set(StandardMetadataTypes)
+
+    # The result names of the last run, known to be strings (so the next run's need no new check).
+    _named: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._parameters: ExperimentalParameters = {}
+        self._configured = False
+        self._results: ResultsDict | None = None
+
+    # ---- configuration -------------------------------------------------
+
+    def set(self, params: Mapping[str, Any]) -> "Experiment":
+        """Move the experiment to a new point: deconfigure the old one, configure the new.
+
+        Returns the experiment, so ``e.set(p).run()`` reads naturally.
+        """
+        if self._configured:
+            self.deconfigure()
+        self.configure(params)
+        self._configured = True
+        return self
+
+    def configure(self, params: Mapping[str, Any]) -> None:
+        """Take on the parameters of a point (override point; call super)."""
+        self._parameters = dict(params)
+
+    def deconfigure(self) -> None:
+        """Undo :meth:`configure` before moving to another point (override point; call super)."""
+        self._parameters = {}
+
+    # ---- the lifecycle ---------------------------------------------------
+
+    def setUp(self, params: ExperimentalParameters) -> None:
+        """Prepare a run at ``params`` (override point; call super)."""
+        self._results = None
+
+    def tearDown(self) -> None:
+        """Clean up after a run, also after a failed ``do`` (override point; call super)."""
+
+    def do(self, params: ExperimentalParameters) -> Union[dict[str, Any], list[ResultsDict]]:
+        """Run the experiment at ``params`` and return its results (override this)."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must override do(params) and return a dict of results"
+        )
+
+    def run(self, fatal: bool = False) -> ResultsDict:
+        """Run the experiment at the current point and return its results dict.
+
+        ``setUp``, ``do`` and ``tearDown`` are timed separately. An exception in
+        any of them is recorded (status False, exception, traceback) and the
+        results are left empty; ``tearDown`` runs whenever ``setUp`` succeeded.
+        With ``fatal=True`` the exception is re-raised after being recorded.
+        """
+        params = self._parameters
+        status = True
+        failure: BaseException | None = None
+        trace = ""
+        res: Any = {}
+        setup_time = experiment_time = teardown_time = 0.0
+        start = datetime.now()
+        t0 = perf_counter()
+        try:
+            self.setUp(params)
+        except Exception as exc:
+            failure, trace = exc, traceback.format_exc()
+            t1 = t2 = t3 = perf_counter()
+        else:
+            t1 = perf_counter()
+            try:
+                res = self._checked(self.do(params), params)
+            except Exception as exc:
+                failure, trace = exc, traceback.format_exc()
+                res = {}
+            t2 = perf_counter()
+            try:
+                self.tearDown()
+            except Exception as exc:
+                # A failed do is the more useful story; keep it if there was one.
+                if failure is None:
+                    failure, trace = exc, traceback.format_exc()
+                    res = {}
+            t3 = perf_counter()
+            setup_time, experiment_time, teardown_time = t1 - t0, t2 - t1, t3 - t2
+        if failure is not None:
+            status = False
+        # The keys as module globals: a class attribute costs a lookup more, on every run.
+        meta = {
+            _EXPERIMENT: self._classname(),
+            _START_TIME: start,
+            _END_TIME: datetime.now(),
+            _ELAPSED_TIME: t3 - t0,
+            _SETUP_TIME: setup_time,
+            _EXPERIMENT_TIME: experiment_time,
+            _TEARDOWN_TIME: teardown_time,
+            _STATUS: status,
+            _EXCEPTION: failure,
+            _TRACEBACK: trace,
+            _HOSTNAME: _HOST,
+            _PROCESS: _PID,
+        }
+        self._results = self.report(params, meta, res)
+        if failure is not None and fatal:
+            raise failure
+        return self._results
+
+    def _classname(self) -> str:
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def _checked(self, res: Any, params: Mapping[str, Any]) -> Any:
+        """Check what ``do`` returned, naming the experiment class when it is wrong."""
+        if res is None:
+            # As in epyc: a do() that returns nothing ran successfully and has no results.
+            return {}
+        if type(res) is dict and res.keys().isdisjoint(params) and tuple(res) == self._named:
+            # The result names of the last run again, none a parameter: checked already.
+            return res
+        if isinstance(res, dict):
+            clash = [k for k in res if k in params]
+            if clash:
+                raise ResultsStructureException(
+                    f"{self._classname()}.do() returned result(s) {clash} with the same "
+                    f"name as a parameter; rename the result(s)"
+                )
+            unnamed = [k for k in res if not isinstance(k, str)]
+            if unnamed:
+                # Caught here, the run fails; caught by the notebook, the sweep would stop.
+                raise ResultsStructureException(
+                    f"{self._classname()}.do() returned result name(s) {unnamed!r} that are "
+                    f"not strings; name every result with a string"
+                )
+            self._named = tuple(res)
+            return res
+        if isinstance(res, list) and all(_well_formed(r) for r in res):
+            return res
+        what = type(res).__name__
+        if isinstance(res, list):
+            what = "a list whose items are not all results dicts"
+        raise ResultsStructureException(
+            f"{self._classname()}.do() returned {what}; it must return a dict of "
+            f"results, or a list of results dicts"
+        )
+
+    def report(
+        self, params: ExperimentalParameters, meta: dict[str, Any], res: Any
+    ) -> ResultsDict:
+        """Assemble the results dict of a run (override to add metadata; call super)."""
+        return {
+            Experiment.PARAMETERS: dict(params),
+            Experiment.METADATA: meta,
+            Experiment.RESULTS: res,
+        }
+
+    # ---- results dicts and access to the last run ------------------------
+
+    @staticmethod
+    def resultsdict() -> ResultsDict:
+        """Return an empty, well-formed results dict."""
+        return {Experiment.PARAMETERS: {}, Experiment.METADATA: {}, Experiment.RESULTS: {}}
+
+    @staticmethod
+    def isResultsDict(rc: Any) -> bool:
+        """True if ``rc`` has the shape of a results dict."""
+        return (
+            isinstance(rc, dict)
+            and isinstance(rc.get(Experiment.PARAMETERS), dict)
+            and isinstance(rc.get(Experiment.METADATA), dict)
+            and isinstance(rc.get(Experiment.RESULTS), (dict, list))
+        )
+
+    def results(self) -> ResultsDict | None:
+        """The results dict of the last run, or None before any run."""
+        return self._results
+
+    def success(self) -> bool:
+        """True if the last run succeeded (False before any run)."""
+        return self._results is not None and bool(
+            self._results[Experiment.METADATA].get(Experiment.STATUS, False)
+        )
+
+    def failed(self) -> bool:
+        """True if the last run failed (False before any run)."""
+        return self._results is not None and not self.success()
+
+    def experimentalResults(self) -> Any:
+        """The results part of the last run's results dict, or None before any run."""
+        return None if self._results is None else self._results[Experiment.RESULTS]
+
+    def metadata(self) -> dict[str, Any] | None:
+        """The metadata of the last run, or None before any run."""
+        return None if self._results is None else self._results[Experiment.METADATA]
+
+    def parameters(self) -> ExperimentalParameters:
+        """The parameters of the current point."""
+        return self._parameters
+
+    def __getitem__(self, k: str) -> Any:
+        """A result value of the last run."""
+        res = self.experimentalResults()
+        if not isinstance(res, dict):
+            raise KeyError(k)
+        return res[k]
+
+
+_EXPERIMENT, _START_TIME, _END_TIME = Experiment.EXPERIMENT, Experiment.START_TIME, Experiment.END_TIME
+_ELAPSED_TIME, _SETUP_TIME = Experiment.ELAPSED_TIME, Experiment.SETUP_TIME
+_EXPERIMENT_TIME, _TEARDOWN_TIME = Experiment.EXPERIMENT_TIME, Experiment.TEARDOWN_TIME
+_STATUS, _EXCEPTION, _TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
+_HOSTNAME, _PROCESS = Experiment.HOST, Experiment.PID
+
+
+def failed_result(
+    point: dict[str, Any], exc: BaseException | str, trace: str = "", classname: str = ""
+) -> ResultsDict:
+    """A results dict recording that the run at ``point`` failed with ``exc``.
+
+    Used where :meth:`Experiment.run` cannot record the failure itself: the
+    experiment's ``configure`` raised, its results could not be sent back, or
+    the engine running it died.
+    """
+    now = datetime.now()
+    meta: dict[str, Any] = {
+        Experiment.EXPERIMENT: classname,
+        Experiment.START_TIME: now,
+        Experiment.END_TIME: now,
+        Experiment.ELAPSED_TIME: 0.0,
+        Experiment.SETUP_TIME: 0.0,
+        Experiment.EXPERIMENT_TIME: 0.0,
+        Experiment.TEARDOWN_TIME: 0.0,
+        Experiment.STATUS: False,
+        Experiment.EXCEPTION: exc,
+        Experiment.TRACEBACK: trace,
+        Experiment.HOST: _HOST,
+        Experiment.PID: os.getpid(),
+    }
+    return {Experiment.PARAMETERS: dict(point), Experiment.METADATA: meta, Experiment.RESULTS: {}}

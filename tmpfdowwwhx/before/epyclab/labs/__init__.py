@@ -1,0 +1,1 @@
+"""Labs: where experiments run (here, on local engines, or on a cluster)."""

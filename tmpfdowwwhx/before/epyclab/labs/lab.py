@@ -1,0 +1,474 @@
+"""The sequential lab: a parameter space, a design, a notebook, and the sweep."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import product
+from time import monotonic
+from typing import Any, Callable, Union
+
+from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
+from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
+from epyclab.experiment import Experiment, ResultsDict, exception_text
+from epyclab.labs import capture, provenance, worker
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.order import POINT, SWEEP, stamp
+from epyclab.progress import Progress
+
+_METADATA, _RESULTS, _CAPTURE = Experiment.METADATA, Experiment.RESULTS, capture.CAPTURE
+
+__all__ = ["Lab", "Committer", "Submitted", "SweepMarks", "point_key", "unstorable_result"]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A point handed to a cluster, whose result is collected later under ``jobid``."""
+
+    point: dict[str, Any]
+    jobid: str
+
+
+#: What a lab's dispatch hook hands back for a point: its results dict, or a submission record.
+Outcome = Union[ResultsDict, Submitted]  # pragma: no mutate: a type alias, read by annotations only
+
+
+class SweepMarks:
+    """The marks that keep one sweep's rows in the design's order (see :mod:`epyclab.order`).
+
+    ``indices[i]`` is the design position of the sweep's ``i``-th point (they
+    differ when ``resume=True`` dropped points).
+    """
+
+    def __init__(self, indices: list[int]) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self._indices = indices
+
+    def mark(self, i: int) -> dict[str, Any]:
+        """The metadata values of the ``i``-th point of the sweep."""
+        return {SWEEP: self.id, POINT: self._indices[i]}
+
+    def stamp(self, rc: ResultsDict, i: int) -> None:
+        """Put the ``i``-th point's marks in ``rc`` (and in every results dict nested in it)."""
+        if type(rc[_RESULTS]) is dict:
+            # One row (the common case): two assignments.
+            meta = rc[_METADATA]
+            meta[SWEEP] = self.id
+            meta[POINT] = self._indices[i]
+            return
+        stamp(rc, self.mark(i))
+
+
+def unstorable_result(rc: ResultsDict, exc: BaseException) -> ResultsDict:
+    """``rc`` as a failed run: its parameters and metadata, no results, ``exc`` as the exception."""
+    meta = dict(rc[Experiment.METADATA])
+    meta[Experiment.STATUS] = False
+    meta[Experiment.EXCEPTION] = exc
+    meta[Experiment.TRACEBACK] = ""
+    return {Experiment.PARAMETERS: dict(rc[Experiment.PARAMETERS]), Experiment.METADATA: meta,
+            Experiment.RESULTS: {}}
+
+
+class Committer:
+    """Commits a notebook every ``every`` results or ``interval`` seconds, whichever comes first."""
+
+    def __init__(self, notebook: LabNotebook, every: int, interval: float) -> None:
+        self._notebook = notebook
+        self._every = max(1, int(every))
+        self._interval = float(interval)
+        self._since = 0
+        self._last = monotonic()
+
+    def added(self, n: int = 1) -> None:
+        """Count ``n`` results added; commit if one of the limits is reached."""
+        self._since += n
+        if self._since >= self._every or monotonic() - self._last >= self._interval:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit now."""
+        self._notebook.commit()
+        self._since = 0
+        self._last = monotonic()
+
+
+def point_key(point: Mapping[str, Any], names: Iterable[str] | None = None) -> tuple[Any, ...]:
+    """A hashable key for a point, equal for equal values (1 == 1.0 == numpy.int64(1))."""
+    keys = sorted(point) if names is None else names
+    return tuple((k, _hashable(point[k])) for k in keys)
+
+
+def _hashable(v: Any) -> Any:
+    # A missing cell (None) reads back as NaN in a float column: both are the same "no value" key.
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    try:
+        hash(v)
+    except TypeError:
+        return repr(v)
+    return v
+
+
+class Lab:
+    """Runs an experiment at every point of a parameter space and keeps the results.
+
+    Parameters are set like dict entries: ``lab['x'] = range(10)``. A string or
+    any other non-iterable value is a single value. :meth:`runExperiment` runs
+    the points given by the design (a :class:`FactorialDesign` unless told
+    otherwise) and adds each results dict to the notebook's current result set,
+    committing every ``commitEvery`` results or ``commitInterval`` seconds.
+    """
+
+    #: Commit after this many results by default.
+    CommitEvery = 1000
+    #: ...or after this many seconds, whichever comes first.
+    CommitInterval = 5.0
+    #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
+    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    StoreOutput = True
+    #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
+    #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
+    ReplayOutput = True
+    # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
+    _runs_elsewhere = False  # pragma: no mutate: its one mutant, None, is as false as False
+
+    def __init__(
+        self,
+        notebook: LabNotebook | None = None,
+        design: Design | None = None,
+        commitEvery: int | None = None,
+        commitInterval: float | None = None,
+    ) -> None:
+        self._notebook = notebook if notebook is not None else LabNotebook()
+        self._design = design if design is not None else FactorialDesign()
+        self._parameters: dict[str, list[Any]] = {}
+        self._commit_every = commitEvery if commitEvery is not None else self.CommitEvery
+        self._commit_interval = commitInterval if commitInterval is not None else self.CommitInterval
+        if self._commit_every < 1 or self._commit_interval < 0:
+            raise ValueError(
+                f"commitEvery must be at least 1 and commitInterval at least 0 "
+                f"(got {self._commit_every!r} and {self._commit_interval!r})"
+            )
+
+    # ---- the pieces ---------------------------------------------------------
+
+    def notebook(self) -> LabNotebook:
+        """The notebook results go to."""
+        return self._notebook
+
+    def design(self) -> Design:
+        """The design that turns the parameter space into points."""
+        return self._design
+
+    def open(self) -> None:
+        """Make the lab ready (opens the notebook)."""
+        self._notebook.open()
+
+    def close(self) -> None:
+        """Release the lab's resources (commits and closes the notebook)."""
+        self._notebook.close()
+
+    def updateResults(self) -> int:
+        """Collect results that arrived since the last call; a sequential lab has none."""
+        return 0
+
+    def recreate(self) -> tuple[str, dict[str, Any]]:
+        """The class name and keyword arguments that make an equivalent lab (notebook aside)."""
+        cls = type(self)
+        return (f"{cls.__module__}.{cls.__qualname__}", {"design": self._design})
+
+    # ---- the parameter space -----------------------------------------------------
+
+    def addParameter(self, k: str, r: Any) -> None:
+        """Set parameter ``k`` to range ``r`` (a single value if ``r`` is a string or not iterable)."""
+        if not isinstance(k, str):
+            raise TypeError(f"parameter names are strings, got {k!r}")
+        if isinstance(r, (str, bytes)) or not isinstance(r, Iterable):
+            self._parameters[k] = [r]
+        else:
+            self._parameters[k] = list(r)
+
+    def __setitem__(self, k: str, r: Any) -> None:
+        self.addParameter(k, r)
+
+    def __getitem__(self, k: str) -> list[Any]:
+        return self._parameters[k]
+
+    def deleteParameter(self, k: str) -> None:
+        """Remove parameter ``k`` (nothing happens if there is none)."""
+        self._parameters.pop(k, None)
+
+    def __delitem__(self, k: str) -> None:
+        self.deleteParameter(k)
+
+    def deleteAllParameters(self) -> None:
+        """Remove every parameter."""
+        self._parameters = {}
+
+    def parameters(self) -> list[str]:
+        """The parameter names."""
+        return list(self._parameters)
+
+    def __contains__(self, k: object) -> bool:
+        return k in self._parameters
+
+    def __len__(self) -> int:
+        return len(self.experiments(None))
+
+    def experiments(self, e: Experiment | None) -> ExperimentalConfiguration:
+        """The experimental configuration: (experiment, point) for every point of the design."""
+        return self._design.experiments(e, self._parameters)
+
+    # ---- running ------------------------------------------------------------------
+
+    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+        """Run ``e`` at every point and add the results to the current result set.
+
+        The template of every lab: the design gives the points, ``resume=True``
+        drops those that already have a successful (or a pending) result in
+        the current result set, so a killed sweep can be re-run to completion;
+        the lab's dispatch hook (:meth:`_dispatch`) runs or submits the rest,
+        and this loop adds what it hands back, advances the progress bar and
+        commits (every ``commitEvery`` results or ``commitInterval`` seconds,
+        and when the sweep ends, however it ends: Ctrl-C commits what finished
+        and re-raises). ``progress`` shows a progress bar (True), hides it
+        (False) or shows it when a terminal or Jupyter is watching (None).
+
+        A results value that no notebook format can store makes that point a
+        failed result (its parameters and metadata kept); the sweep goes on.
+        """
+        design = self.experiments(e)
+        indices = list(range(len(design)))
+        if resume:
+            indices = self.unfinishedIndices(design)
+            logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
+        points = [design[i] for i in indices] if resume else design
+        sweep = SweepMarks(indices)
+        committer = Committer(self._notebook, self._commit_every, self._commit_interval)
+        if not points:
+            committer.commit()
+            return
+        nb = self._notebook
+        # A notebook closed since (a `with nb.open():` block that ended) is opened again, as epyc's
+        # reopened its file to commit; a set that still cannot take the results (read-only
+        # notebook, taken over, finished) is refused before any point runs.
+        nb.reopenForChanges()
+        tag = nb.currentTag()
+        nb.current().checkChangeable()
+        nb.current().checkParameters([p for _, p in points])
+        # Exits in reverse: commit what finished, close the bar, then end the dispatch (which may
+        # stop processes: slow, so it comes after the results are safe).
+        outcomes = self._dispatch(points, sweep)
+        desc, unit = self._progress_label()
+        with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, \
+                _CommitOnExit(committer):
+            # Names looked up once for the sweep, not once per point.
+            add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
+            first = True
+            for i, outcome in outcomes:
+                if first:
+                    # Once the first point is out: an experiment the dispatch
+                    # refuses (it cannot travel) sends nothing to any engine.
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
+                    first = False  # pragma: no mutate: recordFirstRun() does nothing once the set has it; None is false
+                if type(outcome) is dict:
+                    stamp(outcome, i)
+                    if _CAPTURE in outcome[_METADATA]:
+                        outcome = settle(outcome)
+                    add(outcome)
+                    record(outcome)
+                elif isinstance(outcome, Submitted):
+                    nb.addPendingResult(outcome.point, outcome.jobid, tag)
+                    bar.add(1, 0)
+                else:
+                    stamp(outcome, i)
+                    add(settle(outcome))
+                    record(outcome)
+                added()
+
+    def _progress_label(self) -> tuple[str, str]:
+        """The progress bar's description and unit for a sweep: this lab's name, and runs."""
+        return type(self).__name__, "run"
+
+    def engineEnvironments(self) -> list[dict[str, str]]:
+        """The environment of each engine that runs points (see :mod:`epyclab.labs.provenance`); none here."""
+        return []
+
+    def _dispatch(self, points: ExperimentalConfiguration, sweep: "SweepMarks") -> Iterator[tuple[int, Outcome]]:
+        """The hook each lab implements: run (or submit) ``points``; yield ``(position, outcome)`` pairs.
+
+        ``position`` indexes ``points``; every position is yielded exactly once,
+        in any order. An outcome is a results dict (a failure is a failed
+        results dict, never an exception) or a :class:`Submitted` record for a
+        point whose result will be collected later. ``sweep`` carries the
+        marks that put rows in the design's order (see :class:`SweepMarks`);
+        the loop stamps the results dicts yielded here, so only a lab whose
+        results reach the notebook another way needs it. The sequential lab
+        runs each point here, in this process.
+        """
+        # The output capture is installed once for the sweep; between runs (while the loop adds
+        # results) output passes through it untouched.
+        with capture.Capturing(tee=True) as capturing:
+            for i, (ex, p) in enumerate(points):
+                yield i, worker.run(ex, p, capturing)
+
+    def _settle(self, rc: ResultsDict) -> ResultsDict:
+        """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
+        return capture.settle(rc, store=self.StoreOutput, replay=self._runs_elsewhere and self.ReplayOutput)
+
+    def _committing(self, committer: Committer) -> "_CommitOnExit":
+        """A context that commits when the block ends, however it ends (for loops that collect later)."""
+        return _CommitOnExit(committer)
+
+    def _add(self, rc: ResultsDict) -> None:
+        """Add one results dict; a value no format can store makes that run a failed result instead."""
+        add = self._notebook.addResult
+        if type(rc.get(_RESULTS)) is not list:
+            try:
+                add(rc)
+            except (UnstorableValueError, ResultsStructureException) as exc:
+                # The run's values (or its results' names) are the problem: the row is refused whole
+                # before anything is added, and the point is recorded as failed, naming why.
+                logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
+                add(unstorable_result(rc, exc))
+            return
+        # Repetitions: each is a row of its own, and fails on its own.
+        for leaf in rc[Experiment.RESULTS]:
+            self._add(leaf)
+
+    def unfinishedIndices(self, points: ExperimentalConfiguration) -> list[int]:
+        """The positions in ``points`` of those with no successful and no pending result in the current set."""
+        rs = self._notebook.current()
+        if not points:
+            return []
+        names = sorted(points[0][1])
+        done: set[tuple[Any, ...]] = set()
+        df = rs.storedFrame() if rs.numberOfResults() else None
+        # Results without one of the point's parameters cannot be that point.
+        if df is not None and set(names) <= set(df.columns):
+            ok = df[Experiment.STATUS].astype(bool).tolist() if Experiment.STATUS in df.columns else [True] * len(df)
+            columns = []
+            for n in names:
+                # A missing cell (a None parameter) reads as the column's fill (0, '', NaN): it is None again here.
+                values = df[n].tolist()
+                columns.append([None if gone else v for v, gone in zip(values, rs.missingMask(n))])
+            for success, values in zip(ok, zip(*columns)):
+                if not success:
+                    continue
+                if "" not in values:
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, values)))
+                    continue
+                # A file keeps no mark of a missing str cell: reopened, it reads as ''. Such a cell
+                # stands for None as well as for '' (a None point then counts as done if '' is).
+                choices = [(v, None) if v == "" else (v,) for v in values]
+                for combo in product(*choices):
+                    done.add(tuple((n, _hashable(v)) for n, v in zip(names, combo)))
+        for jobid in rs.pendingResults():
+            params = rs.pendingResultParameters(jobid)
+            if all(n in params for n in names):
+                done.add(point_key(params, names))
+        return [i for i, (_, p) in enumerate(points) if point_key(p, sorted(p)) not in done]
+
+    def unfinishedPoints(self, points: ExperimentalConfiguration) -> ExperimentalConfiguration:
+        """The points that have no successful and no pending result in the current result set."""
+        return [points[i] for i in self.unfinishedIndices(points)]
+
+    # ---- result sets -------------------------------------------------------------------
+
+    def createWith(
+        self,
+        tag: str,
+        f: Callable[["Lab"], Any],
+        description: str | None = None,
+        propagate: bool = True,
+        delete: bool = True,
+        finish: bool = False,
+        deleteAllParameters: bool = True,
+    ) -> bool:
+        """Create result set ``tag`` by calling ``f(lab)``, unless it already exists.
+
+        If the set exists it is selected and True is returned. Otherwise it is
+        created and selected, the parameters are cleared (unless
+        ``deleteAllParameters=False``) and ``f(self)`` is called. If ``f``
+        raises, the partial result set is deleted (unless ``delete=False``),
+        the previously current set is selected again, and the exception is
+        re-raised (or False returned with ``propagate=False``). With
+        ``finish=True`` the set is locked once ``f`` succeeds.
+        """
+        nb = self._notebook
+        if tag in nb:
+            nb.select(tag)
+            return True
+        previous = nb.currentTag()
+        nb.addResultSet(tag, description)
+        if deleteAllParameters:
+            self.deleteAllParameters()
+        try:
+            f(self)
+        except Exception as exc:
+            if propagate:
+                # The caller gets the exception, traceback and all: once is enough (as epyc, at INFO).
+                logger.info("creating result set %r failed: %s", tag, exception_text(exc))
+            else:
+                # Returned as False: this log is the only place the cause is told.
+                logger.warning("creating result set %r failed", tag, exc_info=True)
+            if previous in nb:
+                nb.select(previous)
+            if delete:
+                nb.deleteResultSet(tag)
+            nb.commit()
+            if propagate:
+                raise
+            return False
+        if finish:
+            nb.current().finish()
+        nb.commit()
+        return True
+
+    # ---- reading results ------------------------------------------------------------------
+
+    def dataframe(self, only_successful: bool = True) -> Any:
+        """The current result set as a DataFrame (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.dataframe(only_successful=only_successful)
+
+    def results(self) -> list[ResultsDict]:
+        """The current result set's results dicts (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.results()
+
+    def ready(self, tag: str | None = None) -> bool:
+        """True when the result set has nothing pending (after collecting new results)."""
+        self.updateResults()
+        return self._notebook.ready(tag)
+
+    def readyFraction(self, tag: str | None = None) -> float:
+        """The fraction of the result set's jobs that have finished (after collecting)."""
+        self.updateResults()
+        return self._notebook.readyFraction(tag)
+
+
+class _CommitOnExit:
+    """Commits when a sweep ends, however it ends; a failing commit never hides the first error."""
+
+    def __init__(self, committer: Committer) -> None:
+        self._committer = committer
+
+    def __enter__(self) -> Committer:
+        return self._committer
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self._committer.commit()
+            return
+        if isinstance(exc, NotebookReadOnlyError):
+            # The notebook refuses every save (read-only, closed, taken over): a commit would only
+            # fail again for the reason being raised, so the user sees that one error alone.
+            return
+        try:
+            self._committer.commit()
+        except Exception:
+            logger.exception("could not commit the results that finished before %s", exc_type.__name__)

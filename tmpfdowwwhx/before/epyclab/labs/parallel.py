@@ -1,0 +1,256 @@
+"""The parallel lab: a sweep on every core of this machine (forked copies of this process, or a local cluster)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from epyclab.designs import Design, ExperimentalConfiguration
+from epyclab.errors import ClusterConnectionError
+from epyclab.experiment import ResultsDict
+from epyclab.labs.backends import LocalBackend, Settings, make_backend
+from epyclab.labs.lab import Lab, SweepMarks
+from epyclab.log import logger
+from epyclab.notebooks.labnotebook import LabNotebook
+
+if TYPE_CHECKING:
+    # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
+    import ipyparallel as ipp
+
+    from epyclab.labs.parallelcluster import LocalCluster
+    from epyclab.labs.wire import Payload
+
+__all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_cores(cores: int, available: int | None = None) -> int:
+    """Engines for a ``cores`` request: 0 all, +n n (capped), -n all but n; at least 1."""
+    if isinstance(cores, bool) or not isinstance(cores, int):
+        raise TypeError(f"cores must be an int (0 all, n > 0 that many, -n all but n), not {cores!r}")
+    available = machine_cores() if available is None else available
+    if cores == 0:
+        n = available
+    elif cores > 0:
+        n = min(cores, available)
+    else:
+        n = available + cores
+    return max(1, n)
+
+
+class ParallelLab(Lab):
+    """A lab that runs the points of a sweep in parallel on this machine.
+
+    ``cores`` says how many engines to use: 0 (the default) all cores, ``n > 0``
+    that many (at most the machine's), ``-n`` all but ``n``; always at least
+    one. :meth:`runExperiment` returns when every point is done, with the
+    results added to the notebook and committed as they arrived (every
+    ``commitEvery`` results or ``commitInterval`` seconds).
+
+    Where the engines come from, three ways:
+
+    - By default, on Linux (``backend="fork"``), each sweep forks ``cores``
+      copies of this process and runs every point on them, as joblib's
+      default backend runs its workers: a copy already holds the experiment
+      and every module, so the first point starts within milliseconds, and no
+      cluster is started (ipyparallel is not even imported). Each copy runs
+      the points exactly as an engine does (the experiment unpacked from the
+      bytes that would travel to an engine, output captured and replayed,
+      failures as data). A copy that dies (a point that calls ``os._exit`` or
+      crashes the interpreter) has its points run by the others and is
+      replaced by a fresh fork; a point that killed two copies is a failed
+      result. The copies exit when the sweep ends, are killed at once on
+      Ctrl-C or an error, and die with this process even if it is killed
+      (SIGKILL). Run the sweep from the thread that will outlive it (a
+      copy dies when the thread that forked it ends). A library that is not
+      safe to use after a fork (GNU OpenMP, used by this process before the
+      sweep, can hang a copy) needs ``backend="ipyparallel"``, whose engines
+      start afresh.
+    - ``backend="ipyparallel"`` (the default where fork is not safe: macOS,
+      Windows): the lab runs on this process's local ipyparallel cluster (a
+      controller and the engines, on 127.0.0.1, in the profile directory
+      ``profile_dir``), started on the first sweep (a second or two) and kept
+      warm for the next ones, so a Jupyter user's next cell starts at once
+      (see :mod:`epyclab.labs.warm`). The first sweep does not wait for it:
+      until every engine has registered, a forked copy of this process runs
+      points (see :mod:`epyclab.labs.interim`; ``UseInterim = False`` turns
+      that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
+      :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
+      :meth:`shutdown`, and when a sweep ends with an error (the controller
+      died, the notebook raised, Ctrl-C: the results that finished are
+      committed, then the error propagates). Engines that die are replaced. No
+      process it started outlives this one; a cluster left behind by a killed
+      Python process is stopped by the next start.
+    - ``cluster=``: an ``ipyparallel.Cluster`` you started (e.g.
+      ``cluster = ipyparallel.Cluster(n=4); cluster.start_cluster_sync()``).
+      The lab connects to it for each sweep and leaves it running; you stop
+      it (``cluster.stop_cluster_sync()``). Use it for many short sweeps, in
+      Jupyter, or to choose the cluster's settings yourself.
+    - ``client=``: an ``ipyparallel.Client`` already connected (e.g. from
+      ``with ipyparallel.Cluster(n=4) as client:``). The lab uses all of its
+      engines and neither closes it nor stops them. Use it when you already
+      hold a client for other work.
+
+    An experiment travels to the engines with dill (classes defined in a
+    script or in Jupyter work), once per sweep; each task carries only its
+    points, which are batched when cheap (see
+    :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
+    a failed result; an engine that dies has its points run by the others.
+
+    Other local backends can be registered by name
+    (:func:`epyclab.labs.backends.register_backend`, joblib's registry is the
+    model).
+
+    Raises:
+        ValueError: both ``cluster`` and ``client``; ``backend`` with either;
+            an unknown ``backend`` (or ``"fork"`` where forking is not allowed).
+    """
+
+    _runs_elsewhere = True  # on engines: their output is replayed when results arrive
+
+    #: While the lab's own cluster starts, run points in a forked copy of this process
+    #: (see :mod:`epyclab.labs.interim`). Off, a cold sweep waits for the first engine.
+    UseInterim = True
+
+    def __init__(
+        self,
+        notebook: LabNotebook | None = None,
+        cores: int = 0,
+        design: Design | None = None,
+        commitEvery: int | None = None,
+        commitInterval: float | None = None,
+        cluster: "ipp.Cluster | None" = None,
+        client: "ipp.Client | None" = None,
+        profile_dir: str | None = None,
+        timeout: float = 60.0,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
+        if cluster is not None and client is not None:
+            raise ValueError("give ParallelLab a cluster or a client, not both")
+        if backend is not None and (cluster is not None or client is not None):
+            raise ValueError(f"ParallelLab(backend={backend!r}) runs on its own workers: give it a backend, or a "
+                             f"cluster or client to run on, not both")
+        self._cores = cores
+        self._n = resolve_cores(cores)
+        self._cluster = cluster
+        self._client = client
+        self._profile_dir = profile_dir
+        self._timeout = timeout
+        self._backend_name = backend
+        # Where the points run when no cluster or client is given; a bad name fails here, at once.
+        self._local: LocalBackend | None = None
+        if cluster is None and client is None:
+            self._local = make_backend(backend)
+        #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
+        self.lastCopies: list[int] = []
+        #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
+        #: chunks resubmitted because their engine died, points run by forked copies, copies forked
+        #: (and how many of them replaced one that died).
+        self.lastSweep: dict[str, int] = {}
+
+    @property
+    def localCluster(self) -> "LocalCluster | None":
+        """The local ipyparallel cluster of the last sweep (None on the fork backend, or with a cluster or client)."""
+        return self._local.localCluster if self._local is not None else None
+
+    def backend(self) -> str | None:
+        """The name of the local backend the sweeps run on (None with ``cluster=`` or ``client=``)."""
+        if self._local is None:
+            return None
+        from epyclab.labs.backends import default_backend
+
+        return self._backend_name or default_backend()
+
+    def numberOfCores(self) -> int:
+        """The number of engines the sweeps use."""
+        if self._client is not None:
+            return len(self._client.ids)
+        if self._cluster is not None:
+            return sum(getattr(es, "n", 0) or 0 for es in self._cluster.engines.values()) or self._n
+        return self._n
+
+    def recreate(self) -> tuple[str, dict[str, Any]]:
+        cls = type(self)
+        return (
+            f"{cls.__module__}.{cls.__qualname__}",
+            {"design": self._design, "cores": self._cores, "profile_dir": self._profile_dir,
+             "backend": self._backend_name},
+        )
+
+    def shutdown(self) -> None:
+        """Stop the local cluster this lab started (kept warm for the next sweep); a borrowed one is left alone.
+
+        On the fork backend there is nothing to stop: a sweep's copies end with it.
+        """
+        if self._local is not None:
+            self._local.shutdown()
+
+    # ---- the engines ----------------------------------------------------------------------
+
+    @contextmanager
+    def _engines(self, payloads: dict[str, Payload]) -> Iterator[dict[str, Any]]:
+        """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
+
+        ``client`` (None while the lab's own cluster starts), ``connect``,
+        ``health``, ``copies``, and ``engines``: how many to size chunks for.
+        """
+        if self._client is not None:
+            yield {"client": self._client, "engines": max(1, len(self._client.ids))}
+            return
+        if self._cluster is not None:
+            if self._cluster.controller is None:
+                raise ClusterConnectionError(
+                    "the ipyparallel.Cluster given to ParallelLab is not running; start it first "
+                    "(cluster.start_cluster_sync()) or let the lab start its own (no cluster=)"
+                )
+            client = self._cluster.connect_client_sync()
+            try:
+                if not client.ids:
+                    client.wait_for_engines(1, timeout=self._timeout, interactive=False)
+                yield {"client": client, "engines": max(1, len(client.ids))}
+            finally:
+                client.close()
+            return
+        assert self._local is not None
+        settings = Settings(self._n, self._profile_dir, self._timeout, self.UseInterim)
+        with self._local.engines(payloads, settings) as on:
+            yield on
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
+        """Run the points on the engines; yield each result as it arrives."""
+        from epyclab.labs.scheduler import ChunkSizer, Sweep
+        from epyclab.labs.wire import client_paths, package
+
+        # Serialize first: an experiment that cannot travel fails before any process starts.
+        items, payloads = package(points)
+        with self._engines(payloads) as on:
+            engines = on.pop("engines")
+            on.setdefault("client", None)  # the fork backend has none
+            sizer = ChunkSizer(len(items), engines)
+            with Sweep(items=items, payloads=payloads, sizer=sizer, paths=client_paths(), forget=True,
+                       **on) as run:
+                yield from run.results()
+                self.lastSweep = {
+                    "engines": engines,
+                    "largest_chunk": run.largest_chunk,
+                    "most_run_by_a_task": run.most_run_by_a_task,
+                    "resubmitted": run.resubmitted,
+                    "run_by_interim": run.run_by_interim,
+                    "forked": run.forks()[0],
+                    "replaced": run.forks()[1],
+                }
+                self.lastCopies = run.copy_pids()
+        logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
+                    self.lastSweep["largest_chunk"])

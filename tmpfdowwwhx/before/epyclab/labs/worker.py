@@ -1,0 +1,236 @@
+"""The functions that run points: the same code inline, on local engines, or on a cluster.
+
+Whatever the lab, a point is run by :func:`run`, so a failure is always data in
+the results dict (status False, exception, traceback), never an exception that
+stops a sweep.
+
+The rest of this module is what engines run for the parallel labs. An
+experiment is serialized once per sweep (with dill, by the client) and loaded
+once on each engine under a key unique to the sweep (:func:`load_experiment`);
+each task then carries only a chunk of points (:func:`run_points`). Engine-side
+functions never raise because of an experiment: ipyparallel's ``retries`` re-run
+any task that raises, and a task that always raises can hang the scheduler, so
+an experiment's failure must come back as a failed results dict.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import traceback
+from time import perf_counter
+from typing import Any
+
+import dill
+
+from epyclab.errors import ResultsStructureException
+from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
+from epyclab.labs import capture
+from epyclab.log import logger
+from epyclab.order import stamp
+
+__all__ = [
+    "run",
+    "run_safely",
+    "failed_result",
+    "load_experiment",
+    "forget_experiment",
+    "run_points",
+    "encode_results",
+    "decode_results",
+    "PICKLE",
+    "DILL",
+    "MISSING",
+    "UNLOADABLE",
+]
+
+#: Codecs of a chunk's results on the wire (see :func:`encode_results`).
+PICKLE = "pickle"
+DILL = "dill"
+#: The reply of an engine that has not been given the sweep's experiment.
+MISSING = "missing"
+#: The reply of an engine that could not unpack the experiment sent with the chunk.
+UNLOADABLE = "unloadable"
+
+# Experiments loaded on this engine, by sweep key. Module-level so that it
+# lives as long as the engine process, whatever namespace tasks run in.
+_experiments: dict[str, Experiment] = {}
+
+
+def run(experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None) -> ResultsDict:
+    """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded).
+
+    ``capturing`` is the output capture installed for the whole sweep; without it one is installed for this run.
+    """
+    if capturing is None:
+        return capture.captured(lambda: experiment.set(point).run(), tee=True)
+    return capturing.run(lambda: experiment.set(point).run())
+
+
+def _classname(experiment: Experiment) -> str:
+    cls = type(experiment)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def run_safely(
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None
+) -> ResultsDict:
+    """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too.
+
+    So is ``sys.exit()`` called by an experiment: it ends that run, not the engine's task. The output is
+    recorded, not shown (by ``capturing``, installed for a whole chunk, or else by one for this run).
+    """
+    try:
+        if capturing is None:
+            return capture.captured(lambda: experiment.set(point).run())
+        return capturing.run(lambda: experiment.set(point).run())
+    except (Exception, SystemExit) as exc:
+        return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
+
+
+# ---- engine side ------------------------------------------------------------------
+
+
+def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> int:
+    """Unpack the dill-serialized experiment of sweep ``key`` and keep it on this engine.
+
+    ``paths`` are directories the client imports from (a script's own
+    directory, say); those that exist here are appended to ``sys.path`` first,
+    so an experiment that uses a module beside the script finds it. Returns
+    this engine's process id. Raises if the experiment cannot be unpacked:
+    this is called before any point is submitted, and the client turns the
+    error into an :class:`~epyclab.errors.ExperimentSerializationError`.
+    """
+    for p in paths or ():
+        if p not in sys.path and os.path.isdir(p):
+            sys.path.append(p)
+    if key not in _experiments:
+        _experiments[key] = dill.loads(blob)
+    return os.getpid()
+
+
+def keep_experiment(key: str, experiment: Any) -> None:
+    """Keep ``experiment`` (an object, not its bytes) as the experiment of sweep ``key`` in this process.
+
+    For a forked copy of the client, which holds the experiment already.
+    """
+    _experiments.setdefault(key, experiment)
+
+
+def forget_experiment(key: str) -> bool:
+    """Drop the experiment of sweep ``key`` from this engine; True if it was there."""
+    return _experiments.pop(key, None) is not None
+
+
+def run_points(
+    key: str,
+    points: list[dict[str, Any]],
+    blob: bytes | None = None,
+    paths: list[str] | None = None,
+    budget: float | None = None,
+    marks: list[dict[str, Any]] | None = None,
+) -> tuple[str, float, bytes]:
+    """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
+
+    ``payload`` holds one results dict per point run, in order, encoded by
+    :func:`encode_results`; ``seconds`` is the time this engine spent running
+    and encoding them (the lab sizes later chunks with it). With ``budget``
+    (seconds), no point is started once that much time has passed (the first
+    always runs): the results are then fewer than the points, and the lab
+    runs the rest elsewhere, so a chunk never holds expensive points back.
+    ``marks`` (one dict per point) are added to each run's metadata, for a lab
+    whose results reach the notebook without passing through its own loop.
+
+    If this engine has not been given the experiment (it joined after the
+    sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
+    so that the client can send it and resubmit; with ``blob`` (the dill
+    bytes) the experiment is loaded here (with ``paths`` as in
+    :func:`load_experiment`), and if that fails the reply is
+    ``(UNLOADABLE, 0.0, error text)``.
+    """
+    experiment = _experiments.get(key)
+    if experiment is None:
+        if blob is None:
+            return MISSING, 0.0, b""
+        try:
+            load_experiment(key, blob, paths)
+        except Exception as exc:
+            return UNLOADABLE, 0.0, exception_text(exc).encode()
+        experiment = _experiments[key]
+    t0 = perf_counter()
+    # The output capture is installed once for the chunk, not once per point.
+    with capture.Capturing() as capturing:
+        if budget is None:
+            results = [run_safely(experiment, p, capturing) for p in points]
+        else:
+            results = []
+            for p in points:
+                results.append(run_safely(experiment, p, capturing))
+                if perf_counter() - t0 >= budget:
+                    break
+    if marks is not None:
+        for rc, mark in zip(results, marks):
+            stamp(rc, mark)
+    codec, payload = encode_results(results)
+    return codec, perf_counter() - t0, payload
+
+
+def _portable_exception(rc: ResultsDict) -> None:
+    """Replace a failed run's exception by its text if it would not survive the trip back.
+
+    An exception whose ``__init__`` takes other arguments than its message
+    pickles but does not unpickle; notebooks store exceptions as text anyway.
+    """
+    meta = rc[Experiment.METADATA]
+    exc = meta.get(Experiment.EXCEPTION)
+    if exc is None or isinstance(exc, str):
+        return
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        meta[Experiment.EXCEPTION] = exception_text(exc)
+
+
+def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
+    """Encode a chunk's results dicts: pickle (fast) if it can, else dill.
+
+    dill is needed when a result holds an object of a class defined in the
+    client's ``__main__`` (which the engine only knows through dill). A result
+    that neither can encode becomes a failed result saying so, so the rest of
+    the chunk still arrives.
+    """
+    for rc in results:
+        if not rc[Experiment.METADATA].get(Experiment.STATUS, True):
+            _portable_exception(rc)
+    try:
+        return PICKLE, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # not an error: a value pickle cannot handle; dill is tried next
+        logger.debug("results of %d runs need dill", len(results))
+    try:
+        return DILL, dill.dumps(results, recurse=True)
+    except Exception:  # not an error yet: find the runs at fault, below, and fail only those
+        logger.debug("results of %d runs cannot all be serialized; checking each", len(results))
+    safe = []
+    for rc in results:
+        try:
+            dill.dumps(rc, recurse=True)
+            safe.append(rc)
+        except Exception as exc:
+            meta = rc[Experiment.METADATA]
+            reason = (
+                f"the results dict of this run could not be serialized to send it back from the engine "
+                f"({exception_text(exc)}); return plain values (numbers, strings, lists, arrays) from do()"
+            )
+            failure = ResultsStructureException(reason)
+            safe.append(failed_result(rc[Experiment.PARAMETERS], failure, "", meta.get(Experiment.EXPERIMENT, "")))
+    return DILL, dill.dumps(safe, recurse=True)
+
+
+def decode_results(codec: str, payload: bytes) -> list[ResultsDict]:
+    """The results dicts encoded by :func:`encode_results`."""
+    if codec == PICKLE:
+        return pickle.loads(payload)
+    if codec == DILL:
+        return dill.loads(payload)
+    raise ValueError(f"unknown results codec {codec!r} (expected {PICKLE!r} or {DILL!r})")

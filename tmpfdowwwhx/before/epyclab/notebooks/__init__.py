@@ -1,0 +1,1 @@
+"""Notebooks and result sets: where results are kept."""

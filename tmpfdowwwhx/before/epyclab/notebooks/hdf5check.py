@@ -1,0 +1,55 @@
+"""Refusing HDF5 features that would make a notebook read or write files other than itself.
+
+An HDF5 dataset may keep its data in *external* files (raw bytes of any file
+named in the dataset's layout), be *virtual* (mapped from datasets in other
+files), and a group may hold *external links* to objects in other files. A
+notebook received from someone else could use any of them to make
+``dataframe()`` return the bytes of an arbitrary file on the reader's machine,
+so a notebook holding one is refused before anything is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h5py
+
+from epyclab.errors import NotebookFormatError
+
+__all__ = ["refuse_foreign_storage"]
+
+
+def refuse_foreign_storage(path: str) -> None:
+    """Raise if the HDF5 file at ``path`` has external storage, virtual datasets or external links.
+
+    Raises:
+        NotebookFormatError: naming the file, the offending object and what it refers to.
+    """
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        return  # not an HDF5 file: the reader that follows says so clearly
+    with f:
+        found: list[str] = []
+
+        def visit(name: str, link: Any) -> None:
+            if isinstance(link, h5py.ExternalLink):
+                found.append(f"/{name} is an external link to {link.filename}:{link.path}")
+                return
+            if isinstance(link, h5py.SoftLink):
+                return
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
+                if obj.external:
+                    files = ", ".join(str(e[0]) for e in obj.external)
+                    found.append(f"dataset /{name} keeps its data in external file(s) {files}")
+                elif obj.is_virtual:
+                    found.append(f"dataset /{name} is a virtual dataset mapped from other files")
+
+        f.visititems_links(visit)
+    if found:
+        raise NotebookFormatError(
+            f"{path} refers to data outside itself ({'; '.join(found[:3])}); epyclab never reads "
+            f"a notebook that does, since it could read any file on this machine. Rebuild the "
+            f"notebook from its source, or copy the data into the file with plain h5py"
+        )

@@ -1,0 +1,308 @@
+"""The check a result set runs on every row before it stores it.
+
+It refuses a value no notebook format could keep exactly (see the table of
+kinds, :mod:`epyclab.notebooks.kinds`) with an
+:class:`~epyclab.errors.UnstorableValueError` that names the key, the value and
+its type, so nothing is stored, in memory or on disk, that a commit would later
+fail on; and it keeps each column's state (kind and dtype), widening it as
+values come.
+
+Lab adds a row in a few microseconds, so the check must cost less than that.
+A row is reduced to its signature: its keys (the roles apart) and the types of
+its values, two tuples made in C. The first row of a signature has every value
+checked in full (:meth:`RowCheck.full`). From then on a *plan* for the
+signature, made from the columns' states, says what each value still needs,
+kind by kind rather than value by value: a value whose type alone says how it
+fits its column (a float in a float column, None) needs nothing; the texts of a
+row are joined and tested at once for NUL and non-ASCII; its Python ints are
+compared with the span each column already has; its datetimes with the range of
+datetime64[ns]; only the rest (arrays, lists, an int in a float column) is
+admitted value by value. A value that fails its quick test sends the row to the
+full check, which widens the column or refuses the value. A plan holds while the
+columns' states do; when one changes, each plan is made again when next used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from operator import itemgetter, le
+from typing import Any, Callable
+
+from epyclab.errors import UnstorableValueError
+from epyclab.experiment import Experiment
+from epyclab.notebooks.kinds import (
+    INT64,
+    INT64_MAX,
+    KINDS,
+    NS_MAX,
+    NS_MIN,
+    ColumnState,
+    NotStorable,
+    admit,
+    check_name,
+    kind_of_type,
+)
+
+__all__ = ["RowCheck", "value_message"]
+
+_ROLES = ("parameter", "result", "metadata")
+_STR = KINDS["str"]
+_INT = KINDS["int"]
+_DATETIME = KINDS["datetime"]
+_MISSING = KINDS["missing"]
+_US = _DATETIME.state(datetime(2000, 1, 1)).dtype
+_EXCEPTION = Experiment.EXCEPTION
+# Signatures remembered per check; a sweep has one or two (successful and failed rows).
+_MAX_PLANS = 256
+
+#: A row's keys, its roles apart: ``(*params, None, *results, None, *metadata)`` (a key is never None).
+Keys = tuple[Any, ...]
+
+
+class RowCheck:
+    """Checks rows against the states of a result set's columns, widening them as values come.
+
+    ``states`` maps the columns already stored to their state. After each
+    accepted row, :attr:`changes` lists ``(key, old, new)`` for the columns
+    whose state changed (``old`` None for a new column).
+    """
+
+    def __init__(self, states: Mapping[str, ColumnState] | None = None) -> None:
+        self._states: dict[str, ColumnState] = dict(states or {})
+        self.changes: list[tuple[str, ColumnState | None, ColumnState]] = []
+        # Changes whenever a column's state does: a plan holds for the states it was made from.
+        self._version = 0
+        self._plans: dict[tuple[Keys, tuple[type, ...]], _Plan] = {}
+        self._last: _Plan | None = None
+
+    @property
+    def states(self) -> dict[str, ColumnState]:
+        """Each column's state (the dict itself: change it only through :meth:`setStates`)."""
+        return self._states
+
+    @states.setter
+    def states(self, states: Mapping[str, ColumnState]) -> None:
+        self.setStates(states)
+
+    def setStates(self, states: Mapping[str, ColumnState]) -> None:
+        """Replace the columns' states (the plans made from the old ones no longer hold)."""
+        self._states = dict(states)
+        self._version += 1
+
+    def __call__(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys | None = None,
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """Check one row; raise :class:`UnstorableValueError` (changing nothing) if it cannot be stored.
+
+        ``keys``, if the caller has them already, are the row's keys as :data:`Keys` says.
+        Returns the row's keys and its values, in that order.
+        """
+        if self.changes:
+            self.changes = []
+        if keys is None:
+            keys = (*params, None, *results, None, *metadata)
+        values = (*params.values(), *results.values(), *metadata.values())
+        types = tuple(map(type, values))
+        plan = self._last
+        if plan is None or plan.types != types or plan.keys != keys:
+            plan = self._plans.get((keys, types))
+            if plan is None:
+                return self._first(params, results, metadata, keys, types, values)
+            self._last = plan
+        if plan.version != self._version:
+            plan = self._replan(plan)
+            if plan is None:
+                return self._first(params, results, metadata, keys, types, values)
+        # The quick tests, a few C calls per kind for the whole row; a value that fails one
+        # sends the row to the full check (which widens a column or refuses the value).
+        if plan.texts is not None:
+            text = "".join(plan.texts(values))
+            if (not text.isascii() or "\x00" in text) and not plan.texts_fit(values):
+                return self._again(params, results, metadata, keys, values)
+        if plan.ints is not None:
+            ints = plan.ints(values)
+            if not (all(map(le, plan.lows, ints)) and all(map(le, ints, plan.highs))):
+                return self._again(params, results, metadata, keys, values)
+        if plan.times is not None:
+            times = plan.times(values)
+            try:
+                # Aware datetimes do not compare with naive ones: they take the full check.
+                fits = NS_MIN <= min(times) and max(times) <= NS_MAX
+            except TypeError:
+                fits = False
+            if not fits:
+                return self._again(params, results, metadata, keys, values)
+        if plan.others:
+            states = self._states
+            for pos, k in plan.others:
+                old = states[k]
+                try:
+                    st = admit(old, values[pos])
+                except NotStorable:
+                    return self._again(params, results, metadata, keys, values)
+                if st is not old and st != old:
+                    return self._again(params, results, metadata, keys, values)
+        return keys, values
+
+    # ---- the full check, and plans ------------------------------------------------------
+
+    def _first(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys,
+        types: tuple[type, ...],
+        values: tuple[Any, ...],
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """The first row of a signature: the full check, then a plan for the rows like it."""
+        self.full(params, results, metadata)
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        plan = _Plan(keys, types, -1)
+        self._plans[(keys, types)] = plan
+        self._last = self._replan(plan)
+        return keys, values
+
+    def _again(
+        self,
+        params: Mapping[str, Any],
+        results: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        keys: Keys,
+        values: tuple[Any, ...],
+    ) -> tuple[Keys, tuple[Any, ...]]:
+        """A value failed its quick test: the full check (plans are made again if a state changed)."""
+        self.full(params, results, metadata)
+        return keys, values
+
+    def _replan(self, plan: _Plan) -> _Plan | None:
+        """Make ``plan`` again for the current states (None if a key has no column: the full check decides)."""
+        states = self._states
+        texts: list[int] = []
+        ints: list[int] = []
+        lows: list[int] = []
+        highs: list[int] = []
+        times: list[int] = []
+        others: list[tuple[int, str]] = []
+        pos = 0
+        for k in plan.keys:
+            if k is None:
+                continue  # the boundary between two roles
+            t = plan.types[pos]
+            st = states.get(k)
+            kind = kind_of_type(t)
+            if k == _EXCEPTION and (t is type(None) or issubclass(t, BaseException)):
+                pass  # the result set stores exceptions (and their absence) as text
+            elif st is None or kind is None:
+                return None
+            elif kind is _MISSING or (not kind.checks_values and kind is st.kind):
+                pass  # the type alone says how it fits, and it did
+            elif kind is _STR and st.kind is _STR:
+                texts.append(pos)
+            elif kind is _INT and st.kind is _INT and st.dtype == (INT64 if t is int else t):
+                # Within the span the column already has: no state change (a column's ints
+                # decide which float may later hold them exactly).
+                limit = INT64_MAX if st.span >= 64 else 1 << st.span
+                ints.append(pos)
+                lows.append(-limit)
+                highs.append(limit)
+            elif t is datetime and st.kind is _DATETIME and st.dtype == _US and st.fits_ns:
+                # Only a pandas.Timestamp can have nanoseconds: those take the value-by-value path.
+                times.append(pos)
+            else:
+                others.append((pos, k))
+            pos += 1
+        plan.version = self._version
+        plan.texts = _getter(texts)
+        plan.text_keys = tuple(texts)
+        plan.ints = _getter(ints)
+        plan.lows, plan.highs = tuple(lows), tuple(highs)
+        plan.times = _getter(times)
+        plan.others = tuple(others)
+        return plan
+
+    def full(self, params: Mapping[str, Any], results: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        """Check every value of a row (new names too); raise (changing nothing) or apply the state changes."""
+        if self.changes:
+            self.changes = []
+        new: dict[str, ColumnState] | None = None
+        for role, part in zip(_ROLES, (params, results, metadata)):
+            for k, v in part.items():
+                if k not in self._states and (new is None or k not in new):
+                    check_name(k, f"{role} name")
+                if k == _EXCEPTION and (v is None or isinstance(v, BaseException)):
+                    # The result set stores exceptions (and their absence) as text.
+                    v = ""
+                new = self._admit(role, k, v, new)
+        if new:
+            states = self._states
+            for k, st in new.items():
+                old = states.get(k)
+                if old != st:
+                    self.changes.append((k, old, st))
+                states[k] = st
+            self._version += 1
+
+    def _admit(self, role: str, k: str, v: Any, new: dict[str, ColumnState] | None) -> dict[str, ColumnState] | None:
+        """Fit ``v`` into column ``k``, noting a changed state in ``new`` (returned)."""
+        old = (new or {}).get(k) or self._states.get(k)
+        try:
+            st = admit(old, v)
+        except NotStorable as exc:
+            raise UnstorableValueError(value_message(role, k, v, str(exc))) from None
+        if st is not old:
+            new = {} if new is None else new
+            new[k] = st
+        return new
+
+
+class _Plan:
+    """For one signature and the states of one version: what each value of a row still needs."""
+
+    __slots__ = ("keys", "types", "version", "texts", "text_keys", "ints", "lows", "highs", "times", "others")
+
+    def __init__(self, keys: Keys, types: tuple[type, ...], version: int) -> None:
+        self.keys, self.types, self.version = keys, types, version
+        self.texts: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.text_keys: tuple[int, ...] = ()
+        self.ints: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.lows: tuple[int, ...] = ()
+        self.highs: tuple[int, ...] = ()
+        self.times: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.others: tuple[tuple[int, str], ...] = ()
+
+    def texts_fit(self, values: tuple[Any, ...]) -> bool:
+        """True if no text of the row is refused (non-ASCII text is fine, NUL and lone surrogates are not)."""
+        for pos in self.text_keys:
+            try:
+                _STR.state(values[pos])
+            except NotStorable:
+                return False
+        return True
+
+
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    """A C-speed getter of the values at ``positions``, always a tuple (None if there are none)."""
+    if not positions:
+        return None
+    if len(positions) == 1:
+        # itemgetter of one position gives the value itself; twice, a tuple (the tests do not mind).
+        return itemgetter(positions[0], positions[0])
+    return itemgetter(*positions)
+
+
+def value_message(role: str, k: str, v: Any, why: str) -> str:
+    """The error for value ``v`` of key ``k`` (a ``role``): the key, the value, its type, why, what to do."""
+    text = repr(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    t = type(v)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return f"cannot store {role} {k!r} = {text} ({article} {name}): {why}"

@@ -1,0 +1,166 @@
+"""The files beside a notebook, and how every notebook file is written.
+
+Side files (``.journal``, ``.undo``, ``.lock``) belong to the notebook *file*,
+not to the name it was opened by: they lie beside the file's resolved path
+(:func:`notebook_key`), so opening a notebook through a symbolic link finds the
+same journal and lock as opening it by its own name. (A hard link is a second
+name for the same inode; the writer lock also locks the inode itself, see
+:mod:`epyclab.notebooks.locks`.)
+
+epyclab never writes through a link it finds beside a notebook: side files are
+opened with ``O_NOFOLLOW`` and must be regular files with one name
+(:func:`open_side`), so a notebook unpacked from an archive with a planted
+``results.h5.undo -> ~/.bashrc`` cannot make epyclab overwrite the user's file.
+
+:func:`safe_write` is the one way a whole file is (re)written: into a
+temporary file beside it, renamed over it only once complete, so a reader or a
+crash sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
+
+__all__ = [
+    "notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error",
+    "new_file_mode",
+]
+
+
+def notebook_key(path: str) -> str:
+    """The resolved path of a notebook: the name its side files are derived from."""
+    return os.path.realpath(path)
+
+
+def side_path(path: str, suffix: str) -> str:
+    """The side file ``suffix`` (``'journal'``, ``'undo'``, ``'lock'``...) of the notebook at ``path``."""
+    return f"{notebook_key(path)}.{suffix}"
+
+
+def open_side(path: str, flags: int, mode: int = 0o644) -> int:
+    """Open a side file without following a symbolic link; return its descriptor.
+
+    Raises:
+        NotebookSideFileError: ``path`` is a symbolic link, not a regular file,
+            or a file with more than one name (a hard link to something else).
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotebookSideFileError(
+                f"{path} is a symbolic link; epyclab never writes through a link beside a notebook "
+                f"(it could overwrite another file). Remove the link and open the notebook again"
+            ) from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+        raise NotebookSideFileError(
+            f"{path} is {what}; epyclab writes only its own files beside a notebook. "
+            f"Move it away and open the notebook again"
+        )
+    return fd
+
+
+def read_side(path: str, size: int = -1) -> bytes:
+    """The content of a side file (its first ``size`` bytes if ``size >= 0``), never read through a link.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        NotebookSideFileError: as :func:`open_side`.
+    """
+    fd = open_side(path, os.O_RDONLY)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(size)
+    finally:
+        os.close(fd)
+
+
+def is_read_only_file(path: str) -> bool:
+    """True if ``path`` exists and is read-only (its owner's write bit is off, or no write access).
+
+    Root may write any file, so the permission bits are read, not only ``os.access``.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return not (st.st_mode & stat.S_IWUSR) or not os.access(path, os.W_OK)
+
+
+def check_writable_file(path: str) -> None:
+    """Refuse to write a notebook file that is read-only (its owner's write bit is off, or no access).
+
+    Root may write any file, so the permission bits are read, not only ``os.access``.
+
+    Raises:
+        NotebookReadOnlyError: the file exists and is read-only.
+    """
+    if is_read_only_file(path):
+        raise NotebookReadOnlyError(
+            f"notebook {path} is a read-only file; open it with readonly=True to read it, or make it "
+            f"writable first (chmod u+w {path}) to change it"
+        )
+
+
+def new_file_mode(like: str) -> int:
+    """The mode a rewritten file gets: that of the file it replaces, else the usual default."""
+    try:
+        return stat.S_IMODE(os.stat(like).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def safe_write(path: str, write: Callable[[IO[Any]], None], binary: bool = False, what: str = "") -> None:
+    """Write the whole file ``path`` through ``write(f)``: into a temporary file beside it, then renamed over it.
+
+    The temporary file is created exclusively (never through a link); if
+    ``write`` raises, it is removed and ``path`` is left exactly as it was.
+
+    Raises:
+        NotebookIOError: the disk is full, or another I/O error (naming ``path``).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = new_file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise io_error(path, exc, what or "writing it") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+
+
+def io_error(path: str, exc: OSError, doing: str, kept: str = "the file is as it was before") -> NotebookIOError:
+    """A :class:`NotebookIOError` naming the file, what failed and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+        fix = f"Free some space on the disk holding {path}, then try again"
+    else:
+        reason = exc.strerror or str(exc)
+        fix = "Check the disk and the file's permissions, then try again"
+    return NotebookIOError(f"{path}: {reason} while {doing}; {kept}. {fix}", exc.errno)
