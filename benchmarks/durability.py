@@ -135,7 +135,8 @@ def main() -> None:
             "The code before flushes were added (`--before`, extracted with `git archive`) against this "
             "checkout, each in its own processes, interleaved in one run, on the same ext4 disk; best of "
             f"{args.repeat} runs (commit-after-each: one run). The reader is a new process; its time "
-            "excludes imports.\n\n"
+            "excludes imports. Flushes cost what the disk makes them cost: on a loaded machine (see the "
+            "load average) re-take the figures on a quiet one before relying on them.\n\n"
             f"{text}\n\n{load}\n\n{machine()}",
         )
 

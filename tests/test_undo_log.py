@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,26 @@ def test_seek_without_whence_is_from_the_start(tmp_path: Path) -> None:
     assert f.seek(2) == 2 and f.read(3) == b"234"
     assert f.read() == b"56789"  # read() without a size reads to the end
     f.commit()
+
+
+def test_a_log_of_the_previous_release_is_still_undone(tmp_path: Path) -> None:
+    # Version 1: b"EPYCLABU" | original size, then records of offset | length | CRC-32 of the bytes | bytes.
+    path, undo = tmp_path / "nb.h5", tmp_path / "nb.h5.undo"
+    original = b"a" * PAGE + b"b" * 100
+    path.write_bytes(b"X" * PAGE + b"b" * 100 + b"appended")
+    page = original[:PAGE]
+    undo.write_bytes(struct.pack("<8sQ", b"EPYCLABU", len(original))
+                     + struct.pack("<QII", 0, PAGE, zlib.crc32(page)) + page)
+    assert recover(str(path), str(undo)) is True
+    assert path.read_bytes() == original and not undo.exists()
+
+
+def test_a_log_whose_sizes_do_not_fit_is_refused_and_kept(tmp_path: Path) -> None:
+    # A version 1 header has no checksum: an original size past everything saved is damage, not a size.
+    path, undo = tmp_path / "nb.h5", tmp_path / "nb.h5.undo"
+    path.write_bytes(b"data")
+    undo.write_bytes(struct.pack("<8sQ", b"EPYCLABU", 2**50))
+    with pytest.raises(NotebookFormatError, match="does not fit the pages it saved") as err:
+        recover(str(path), str(undo))
+    assert str(undo) in str(err.value) and "move" in str(err.value)
+    assert path.read_bytes() == b"data" and undo.exists()

@@ -331,6 +331,7 @@ class Journal:
         if scan is None or (scan.file_id is None and not scan.frames):
             self._fd = fd
             self.reset(file_id)
+            fileio.flush(fd)
             fileio.flush_dir(path)  # the journal's name is on the disk before any commit relies on it
         elif scan.clean():
             self._fd = fd
@@ -390,10 +391,10 @@ class Journal:
         """Make sure the file has ``n`` bytes of zeros past the records, written and flushed.
 
         Overwriting bytes the file already holds, a commit's flush writes its data
-        only, not the file's size as well: on ext4 that is about ten times faster
-        than flushing an append. So the file is grown ahead, by at least 1 MiB at a
-        time (a reader takes zeros at the end for no record). On a nearly full disk
-        it grows by just what the record needs.
+        only, not the file's size as well, which is cheaper than flushing an append
+        (by 20% to 10x on ext4, as loaded). So the file is grown ahead, by at least
+        1 MiB at a time (a reader takes zeros at the end for no record). On a nearly
+        full disk it grows by just what the record needs.
 
         Raises:
             OSError: the disk is full (the file is as it was).
@@ -403,8 +404,8 @@ class Journal:
             return
         for want in (max(self._end + n, have + min(max(have, 1 << 20), 8 << 20)), self._end + n):
             try:
+                # Not flushed here: the record's own flush takes the zeros and the new size with it.
                 fileio.pwrite(self._fd, bytes(want - have), have)
-                fileio.flush(self._fd)
                 return
             except OSError:
                 fileio.truncate(self._fd, have)  # nothing half made is left behind
@@ -416,7 +417,8 @@ class Journal:
         fileio.truncate(self._fd, 0)
         self._end = 0
         fileio.pwrite(self._fd, _header(file_id), 0)
-        fileio.flush(self._fd)
+        # Not flushed: until the next commit flushes it, a power cut leaves the records, which the
+        # file already holds (a reader skips them by their sequence numbers), or nothing.
         self._end = _HEADER.size
         self._file_id = file_id
 

@@ -229,7 +229,19 @@ class UndoFile(GuardedFile):
         first, last = offset // _PAGE, (offset + n - 1) // _PAGE
         if not self._dirty and (last + 1) * _PAGE <= self._zero_from:
             return os.pread(self._fd, n, offset)  # untouched pages: straight from the file
-        data = b"".join(self._page(p) for p in range(first, last + 1))
+        parts = []
+        p = first
+        while p <= last:
+            if p in self._dirty or p * _PAGE >= self._zero_from:
+                parts.append(self._page(p))
+                p += 1
+                continue
+            q = p  # a run of pages the file holds as they were: one read
+            while q < last and q + 1 not in self._dirty and (q + 1) * _PAGE < self._zero_from:
+                q += 1
+            parts.append(os.pread(self._fd, (q - p + 1) * _PAGE, p * _PAGE).ljust((q - p + 1) * _PAGE, b"\0"))
+            p = q + 1
+        data = b"".join(parts)
         skip = offset - first * _PAGE
         return data[skip : skip + n]
 
@@ -425,6 +437,15 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
         )
     if original is not None:
         size0, file_crc = original
+        # Bytes past the file's end now were saved before they were cut off: a larger size is damage
+        # (in a version 1 log, whose header has no checksum).
+        ends = [offset + len(data) for offset, data in records]
+        if size0 > max([os.stat(path).st_size, *ends]) or any(end > size0 for end in ends):
+            raise NotebookFormatError(
+                f"{path} was left in the middle of a checkpoint by a writer that was killed, and its undo log "
+                f"{undo_path} is damaged (its original size, {size0} bytes, does not fit the pages it saved and "
+                f"the file), so the change cannot be undone; nothing was changed. {what_to_do}"
+            )
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         fileio.track(fd, path)
         try:

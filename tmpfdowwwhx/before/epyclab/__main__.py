@@ -1,5 +1,0 @@
-"""``python -m epyclab`` is the ``epyclab`` command."""
-
-from epyclab.cli import main
-
-main()

@@ -1,1 +1,0 @@
-"""Labs: where experiments run (here, on local engines, or on a cluster)."""

@@ -1,1 +1,0 @@
-"""Notebooks and result sets: where results are kept."""
