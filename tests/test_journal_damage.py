@@ -247,3 +247,30 @@ def test_a_journal_of_the_previous_release_still_replays(tmp_path) -> None:
         assert nb.dataframe()["y"].tolist() == [0.5, 1.5, 2.5]
         nb.addResult({"parameters": {"i": 3}, "metadata": {}, "results": {"y": 3.5}})
     assert HDF5LabNotebook(tmp_path / "nb.h5", readonly=True).dataframe()["y"].tolist() == [0.5, 1.5, 2.5, 3.5]
+
+
+@pytest.mark.parametrize("cut", [0, 5, 30, 47, 48, 60, -1])
+def test_what_a_killed_writer_leaves_is_no_damage(written, tmp_path, caplog, cut) -> None:
+    # A record written into the zeros made ready for it, cut short anywhere (in its header, in its
+    # payload), and the zeros after it: a commit that never returned. Nothing set aside, no warning.
+    base, journal, frames = written
+    shutil.copyfile(base / "nb.h5", tmp_path / "nb.h5")
+    (tmp_path / "nb.h5.journal").write_bytes(journal + frames[-1][:cut] + bytes(5000))
+    path = tmp_path / "nb.h5"
+    with caplog.at_level(logging.WARNING, logger="epyclab"), HDF5LabNotebook(path) as nb:
+        assert _ys(nb) == _expected(frames, journal)
+    assert caplog.text == "" and glob.glob(f"{path}.journal.*") == []
+
+
+def test_a_flipped_byte_in_the_last_record_before_the_zeros_is_damage(written, tmp_path, caplog) -> None:
+    # Unlike a cut, a complete last record with a flipped byte is a commit that returned: set aside, said.
+    base, journal, frames = written
+    shutil.copyfile(base / "nb.h5", tmp_path / "nb.h5")
+    data = bytearray(journal + bytes(5000))
+    data[len(journal) - 10] ^= 0x04
+    (tmp_path / "nb.h5.journal").write_bytes(bytes(data))
+    path = tmp_path / "nb.h5"
+    with caplog.at_level(logging.WARNING, logger="epyclab"), HDF5LabNotebook(path) as nb:
+        assert _ys(nb) == _expected(frames, bytes(data))
+    (aside,) = glob.glob(f"{path}.journal.damaged-*")
+    assert Path(aside).read_bytes() == bytes(data) and "commits after 14 may be among them" in caplog.text

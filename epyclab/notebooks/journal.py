@@ -198,19 +198,33 @@ def _read_header(data: bytes) -> tuple[bool, int | None, str | None]:
 
 
 def _parse2(data: bytes, pos: int) -> tuple[str, _Frame | None]:
-    """At ``pos``: ("ok", frame), ("torn", None) for an incomplete last record, or ("bad", None)."""
-    rest = len(data) - pos
-    if rest < _FRAME.size:
-        return ("torn", None) if _SYNC.startswith(data[pos : pos + 8]) or not data[pos:].strip(b"\0") else ("bad", None)
-    sync, length, seq, fid, crc, head_crc = _FRAME.unpack_from(data, pos)
-    if sync != _SYNC or zlib.crc32(data[pos : pos + _FRAME.size - 4]) != head_crc:
-        return ("torn", None) if not data[pos:].strip(b"\0") else ("bad", None)
+    """At ``pos``: ("ok", frame), ("torn", None) for an incomplete last record, or ("bad", None).
+
+    A record is written into zeros made ready for it (see :meth:`Journal.append`),
+    so a write cut short leaves the start of a record and zeros after it: a header
+    whose written part is the sync marker's start, or an intact header whose payload
+    ends in zeros (a pickle ends with b"."), with nothing but zeros after. That is a
+    torn tail (a commit that never returned); anything else is damage.
+    """
+    if _only_zeros(data, pos):
+        return "torn", None
+    head = data[pos : pos + _FRAME.size]
+    if len(head) < _FRAME.size or head[:8] != _SYNC or zlib.crc32(head[:-4]) != _FRAME.unpack(head)[5]:
+        written = head[:8].rstrip(b"\0")
+        torn = _SYNC.startswith(written) and _only_zeros(data, min(len(data), pos + _FRAME.size))
+        return ("torn" if torn and head[: len(written)] == written else "bad"), None
+    _, length, seq, fid, crc, _ = _FRAME.unpack(head)
     start, end = pos + _FRAME.size, pos + _FRAME.size + length
     if end > len(data):
         return "torn", None
     if zlib.crc32(memoryview(data)[start:end]) != crc:
-        return "bad", None
+        return ("torn" if data[end - 1] == 0 and _only_zeros(data, end) else "bad"), None
     return "ok", _Frame(seq, pos, end, start, fid.hex())
+
+
+def _only_zeros(data: bytes, start: int) -> bool:
+    """True if ``data`` holds nothing but zeros from ``start`` on."""
+    return data.count(b"\0", start) == len(data) - start
 
 
 def _parse1(data: bytes, pos: int) -> tuple[str, _Frame | None]:
