@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from epyclab.notebooks.journal import Journal, has_records, read_records, write_aside
 
 FILE_ID = "0123456789abcdef0123456789abcdef"
-HEADER = 8 + 4 + 32
+HEADER = 8 + 4 + 32 + 4  # magic, version, file id, crc32
 
 
 @given(records=st.lists(st.one_of(st.integers(), st.text(max_size=3)), max_size=3), cut=st.integers(0, 3))

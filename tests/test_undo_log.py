@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from epyclab.errors import NotebookFormatError
 from epyclab.notebooks.undo import UndoFile, recover
 
 PAGE = 4096
+HEAD = 8 + 8 + 4 + 4  # magic, original size, its crc32, crc32 of the header
 
 # Operations on a file of a few pages, as h5py does them: (name, arguments).
 ops = st.lists(
@@ -109,7 +111,7 @@ def test_each_original_page_is_saved_once_and_new_bytes_not_at_all(tmp_path: Pat
     original = bytes(range(256)) * 40  # 10240 bytes: pages 0, 1 and part of 2
     path, undo, f, _ = change(tmp_path, original, [("seek", 10, 0), ("write", b"x" * 10)])
     one_page = undo.stat().st_size
-    assert one_page == 16 + 16 + PAGE  # header, one record's frame, the page
+    assert one_page == HEAD + 16 + PAGE  # header, one record's frame, the page
     apply(f, ("seek", 20, 0))
     apply(f, ("write", b"y"))  # the same page again: nothing more saved
     assert undo.stat().st_size == one_page
@@ -128,16 +130,16 @@ def test_each_original_page_is_saved_once_and_new_bytes_not_at_all(tmp_path: Pat
 def test_pages_saved_apart_are_separate_records(tmp_path: Path) -> None:
     original = bytes(4 * PAGE)
     path, undo, f, _ = change(tmp_path, original, [("seek", 0, 0), ("write", b"a" * (3 * PAGE))])
-    assert undo.stat().st_size == 16 + 16 + 3 * PAGE  # three consecutive pages, one record
+    assert undo.stat().st_size == HEAD + 16 + 3 * PAGE  # three consecutive pages, one record
     f.rollback()
     _, undo2, f2, _ = change(tmp_path, original, [("truncate", 0)])
-    assert undo2.stat().st_size == 16 + 16 + 4 * PAGE
+    assert undo2.stat().st_size == HEAD + 16 + 4 * PAGE
     f2.rollback()
     # Page 1 saved first; then a write over pages 0 to 2 saves 0 and 2, which are not consecutive: two records.
     _, undo3, f3, _ = change(tmp_path, original, [("seek", PAGE, 0), ("write", b"b")])
     apply(f3, ("seek", 0, 0))
     apply(f3, ("write", b"c" * (3 * PAGE)))
-    assert undo3.stat().st_size == 16 + 3 * (16 + PAGE)
+    assert undo3.stat().st_size == HEAD + 3 * (16 + PAGE)
     f3.rollback()
     assert path.read_bytes() == original
 
@@ -210,3 +212,26 @@ def test_seek_without_whence_is_from_the_start(tmp_path: Path) -> None:
     assert f.seek(2) == 2 and f.read(3) == b"234"
     assert f.read() == b"56789"  # read() without a size reads to the end
     f.commit()
+
+
+def test_a_log_of_the_previous_release_is_still_undone(tmp_path: Path) -> None:
+    # Version 1: b"EPYCLABU" | original size, then records of offset | length | CRC-32 of the bytes | bytes.
+    path, undo = tmp_path / "nb.h5", tmp_path / "nb.h5.undo"
+    original = b"a" * PAGE + b"b" * 100
+    path.write_bytes(b"X" * PAGE + b"b" * 100 + b"appended")
+    page = original[:PAGE]
+    undo.write_bytes(struct.pack("<8sQ", b"EPYCLABU", len(original))
+                     + struct.pack("<QII", 0, PAGE, zlib.crc32(page)) + page)
+    assert recover(str(path), str(undo)) is True
+    assert path.read_bytes() == original and not undo.exists()
+
+
+def test_a_log_whose_sizes_do_not_fit_is_refused_and_kept(tmp_path: Path) -> None:
+    # A version 1 header has no checksum: an original size past everything saved is damage, not a size.
+    path, undo = tmp_path / "nb.h5", tmp_path / "nb.h5.undo"
+    path.write_bytes(b"data")
+    undo.write_bytes(struct.pack("<8sQ", b"EPYCLABU", 2**50))
+    with pytest.raises(NotebookFormatError, match="does not fit the pages it saved") as err:
+        recover(str(path), str(undo))
+    assert str(undo) in str(err.value) and "move" in str(err.value)
+    assert path.read_bytes() == b"data" and undo.exists()

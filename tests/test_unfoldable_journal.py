@@ -11,10 +11,8 @@ import glob
 import logging
 import pickle
 import signal
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import h5py
@@ -22,7 +20,7 @@ import pytest
 
 import epyclab.notebooks.hdf5 as hdf5_module
 from epyclab import HDF5LabNotebook
-from epyclab.notebooks.journal import read_records
+from epyclab.notebooks.journal import encode_frame, read_file_id, read_records
 
 KILLED_WRITER = """
 import sys, time
@@ -49,10 +47,10 @@ def killed_writer(path: Path, *ys: float) -> None:
         assert list(f["resultsets"]) == []  # nothing folded: every row is in the journal only
 
 
-def append_frame(journal: str, payload: bytes) -> None:
-    """Append a correctly framed record (tag, length, CRC-32) holding ``payload``."""
+def append_frame(journal: str, payload: bytes, seq: int = 3) -> None:
+    """Append a correctly framed record (sync marker, length, sequence number, checksums) holding ``payload``."""
     with open(journal, "ab") as f:
-        f.write(struct.pack("<4sQI", b"REC1", len(payload), zlib.crc32(payload)) + payload)
+        f.write(encode_frame(payload, seq, read_file_id(journal)))
 
 
 def _asides(path: Path) -> list[str]:
@@ -112,7 +110,7 @@ def test_a_record_that_cannot_be_replayed_is_set_aside_and_the_notebook_opens(ba
     assert _asides(path) == [aside]
 
 
-def test_rows_the_file_cannot_take_are_set_aside_with_the_records_after_them(tmp_path, monkeypatch, caplog):
+def test_rows_the_file_cannot_take_are_set_aside_with_the_records_built_on_them(tmp_path, monkeypatch, caplog):
     path = tmp_path / "nb.h5"
     killed_writer(path, 1.0, 666.0, 3.0)
     # The file refuses the row y == 666 (as it would a value of a kind it cannot store).
@@ -127,9 +125,11 @@ def test_rows_the_file_cannot_take_are_set_aside_with_the_records_after_them(tmp
     with caplog.at_level(logging.WARNING, logger="epyclab"):
         nb = HDF5LabNotebook(path)
     assert _ys(nb) == [1.0]
-    (aside,) = _asides(path)
-    assert [r["rows"][0][3]["y"] for r in read_records(aside)] == [[666.0], [3.0]]
-    assert "2 committed change(s)" in caplog.text and "no storable kind" in caplog.text
+    # The record the file refuses, then the one after it, whose rows come after the refused row.
+    asides = _asides(path)
+    assert len(asides) == 2
+    assert sorted(r["rows"][0][3]["y"] for a in asides for r in read_records(a)) == [[3.0], [666.0]]
+    assert "no storable kind" in caplog.text and "an earlier commit is missing" in caplog.text
     nb.close()
     with h5py.File(path, "r") as f:
         group = next(iter(f["resultsets"].values()))

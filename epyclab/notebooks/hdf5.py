@@ -39,6 +39,7 @@ import h5py
 
 from epyclab.errors import EpyclabError, NotebookFormatError, NotebookInUseError, NotebookIOError
 from epyclab.log import logger
+from epyclab.notebooks import fileio
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     CREATE_OPTIONS,
@@ -52,11 +53,20 @@ from epyclab.notebooks.hdf5layout import (
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
-from epyclab.notebooks.journal import Journal, decode_frame, has_records, read_file_id, read_frames, write_aside
+from epyclab.notebooks.journal import (
+    Journal,
+    decode_frame,
+    describe_damage,
+    has_records,
+    read_file_id,
+    read_scan,
+    rewrite_without,
+    write_aside,
+)
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import READER_FIX, DataLock, WriterLock, describe_holders
 from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
-from epyclab.notebooks.replay import apply_record
+from epyclab.notebooks.replay import apply_record, missing_base
 from epyclab.notebooks.resultset import ChangeMark, ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, io_error, new_file_mode, notebook_key, side_path
@@ -122,8 +132,13 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._file_stored: dict[str, Any] = {}
         self._file_id = ""
         self._seq = 0
+        self._file_seq = 0
         self._from_epyc = False
         self._committed_state: Any = None
+        #: The last state a record held, and its key (built again only when the state changes).
+        self._last_state: tuple[Any, dict[str, Any]] | None = None
+        #: The uids of the result sets the file holds.
+        self._filed: set[str] = set()
         self._last_checkpoint = monotonic()
         self._hard_linked = False
         self._keep_journal = False
@@ -150,7 +165,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 lock.release()
                 lock.acquire_or_fail(exclusive=True, doing="to undo the unfinished change a killed writer left")
                 try:
-                    recover(self._path, self._side("undo"))
+                    recover(self._path, self._side("undo"), verify_restored)
                 except PermissionError:
                     raise NotebookFormatError(
                         f"{self._path} was left in the middle of a change by a writer that was killed, "
@@ -174,12 +189,21 @@ class HDF5LabNotebook(PersistentLabNotebook):
             # The journal belongs to another file that had this name: never replay it here.
             if writer:
                 aside = f"{path}.orphaned-{uuid.uuid4().hex[:8]}"
-                os.replace(path, aside)
+                fileio.replace(path, aside)
+                fileio.flush_dir(aside)
                 logger.warning("%s belongs to another notebook file; moved it to %s", path, aside)
             else:
                 logger.warning("ignoring %s: it belongs to another notebook file", path)
             return []
-        return read_frames(path)
+        scan = read_scan(path)
+        if scan is None:
+            return []
+        if scan.damaged and not writer:
+            logger.warning(
+                "journal of notebook %s: %s; they are left out here, and set aside into a file of their own "
+                "when the notebook is next opened for writing", self._path, describe_damage(scan, stored.seq),
+            )
+        return scan.frames
 
     def _create_file(self, description: str) -> None:
         if self._journal is not None:
@@ -188,13 +212,15 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for suffix in ("journal", "undo"):
             if os.path.exists(self._side(suffix)):
                 logger.info("removing %s, left by the notebook being replaced", self._side(suffix))
-                os.unlink(self._side(suffix))
+                fileio.unlink(self._side(suffix))
         file_id = uuid.uuid4().hex
         tmp = self._write_new(lambda f: init_empty(f, file_id, description), "creating it")
         try:
-            os.replace(tmp, notebook_key(self._path))
+            fileio.replace(tmp, notebook_key(self._path))
+            fileio.flush_dir(tmp)
         except OSError as exc:
-            os.unlink(tmp)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
             raise io_error(self._path, exc, "creating it") from exc
         self._file_id = file_id
         self._seq = 0
@@ -217,6 +243,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                                        dir=os.path.dirname(target))
         except OSError as exc:
             raise io_error(self._path, exc, doing) from exc
+        fileio.track(fd, tmp)
         guard = GuardedFile(tmp, fd)
         try:
             try:
@@ -228,11 +255,16 @@ class HDF5LabNotebook(PersistentLabNotebook):
             if guard.failure is not None:
                 raise io_error(self._path, guard.failure, doing) from guard.failure
             os.fchmod(fd, new_file_mode(target))
+            try:
+                # Whole on the disk before it is renamed into place: a power cut leaves the old file or this one.
+                fileio.flush(fd)
+            except OSError as exc:
+                raise io_error(self._path, exc, doing) from exc
         except BaseException:
-            os.close(fd)
+            fileio.close(fd)
             os.unlink(tmp)
             raise
-        os.close(fd)
+        fileio.close(fd)
         return tmp
 
     def _load(self, stored: StoredNotebook) -> None:
@@ -263,12 +295,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
                             self._keep_journal = False
                     else:
                         failed = 0
-                self._set_aside(frames[failed:], u.cause)
-                frames = frames[:failed]
+                # Only that record: the later ones that build on it are found and set aside on the next try.
+                self._set_aside(frames[failed : failed + 1], u.cause)
+                frames = frames[:failed] + frames[failed + 1 :]
 
     def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
         """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
         self._file_id, self._seq = stored.file_id, stored.seq
+        self._file_seq = stored.seq
         self._from_epyc = stored.version != VERSION
         self._file_stored = {s.uid: s for s in stored.resultsets}
         self._replay = frames
@@ -298,11 +332,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return
         aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         write_aside(aside, self._file_id, frames)
-        # The journal keeps the records before them only: written whole, then renamed over it.
-        kept = read_frames(journal)[: len(read_frames(journal)) - len(frames)]
-        tmp = f"{journal}.rewrite-{uuid.uuid4().hex[:8]}"
-        write_aside(tmp, self._file_id, kept)
-        os.replace(tmp, journal)
+        # The journal keeps the other records: written whole, flushed, then renamed over it.
+        rewrite_without(journal, self._file_id, frames, self._path, self._file_seq)
         logger.warning(
             "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
             "opens without them; they are kept in %s. To recover them, read that file with "
@@ -320,14 +351,23 @@ class HDF5LabNotebook(PersistentLabNotebook):
         for rs in self._resultsets.values():
             self._track(rs, self._file_stored.get(self._uid(rs)))
         stored_uids = set(self._file_stored)
+        self._filed = set(stored_uids)
         self._file_stored = {}
         replayed = False
         frames, self._replay = self._replay, []
+        skipped: list[bytes] = []
+        why = ""
         for i, frame in enumerate(frames):
             try:
                 record = decode_frame(frame)
                 if record["seq"] <= self._seq:
                     continue  # already in the file
+                missing = missing_base(record, {self._uid(rs): rs for rs in self._resultsets.values()})
+                if missing is not None:
+                    # It builds on a commit that is not here (a damaged record): set aside, never misplaced.
+                    skipped.append(frame)
+                    why = why or f"commit {record['seq']}: {missing}"
+                    continue
                 self._apply(record)
             except _UNFOLDABLE as exc:
                 if isinstance(exc, NotebookIOError):
@@ -347,10 +387,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
         in_file = all(self._uid(rs) in stored_uids for rs in self._resultsets.values())
         self._committed_state = self._state_record_key() if in_file and not self._from_epyc else None
         self._saved = self._state_signature()
+        if skipped:
+            self._set_aside(skipped, NotebookFormatError(f"they build on commits that are missing ({why})"))
         if self._readonly or self._from_epyc:
             return  # an epyc file gets a journal when its first change converts it
         try:
-            self._journal = Journal(self._side("journal"), self._file_id)
+            self._journal = Journal(self._side("journal"), self._file_id, where=self._path, base_seq=self._file_seq)
         except OSError as exc:
             raise io_error(
                 self._path, exc, "opening its journal for writing",
@@ -460,7 +502,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         assert self._journal is not None
         written = False
         try:
-            self._journal.append(record)
+            self._journal.append(record, seq=record["seq"])
             written = True
         except OSError as exc:
             raise io_error(
@@ -493,17 +535,21 @@ class HDF5LabNotebook(PersistentLabNotebook):
         attribute) is encoded here, before anything is written.
         """
         key = self._state_record_key()
-        state = None
-        if key != self._committed_state:
-            state = {
-                "description": self._description,
-                "locked": self._locked,
-                "current": self._current,
-                "sets": [
-                    (self._uid(rs), tag, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
-                    for tag, rs in self._resultsets.items()
-                ],
-            }
+
+        def current_state() -> dict[str, Any]:
+            if self._last_state is None or self._last_state[0] != key:
+                self._last_state = (key, {
+                    "description": self._description,
+                    "locked": self._locked,
+                    "current": self._current,
+                    "sets": [
+                        (self._uid(rs), tag, rs.description(), rs.isLocked(), _attributes_json(tag, rs))
+                        for tag, rs in self._resultsets.items()
+                    ],
+                })
+            return self._last_state[1]
+
+        state = current_state() if key != self._committed_state else None
         rows, pending, notes = [], [], []
         for rs in self._resultsets.values():
             c = self._committed(rs)
@@ -515,6 +561,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 added = {j: _pending_json(j, p) for j, p in changes.pending_added.items()}
                 pending.append((self._uid(rs), added, changes.pending_removed))
             notes.append((c, changes, added))
+        if state is None and any(u not in self._filed for u, *_ in rows + pending):
+            # A result set the file does not hold yet: every record names it (with the notebook's state),
+            # so that if the record that made it is damaged, the later ones can still be replayed.
+            state = current_state()
         record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
 
         def after() -> None:
@@ -569,7 +619,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
         done = False
         try:
             # An earlier checkpoint of this process may have been interrupted while undoing itself.
-            recover(self._path, self._side("undo"))
+            recover(self._path, self._side("undo"), verify_restored)
             rows = copy.deepcopy({id(rs): self._hdf5_record(rs).rows for rs in self._resultsets.values()})
             try:
                 undo = UndoFile(self._path, self._side("undo"))
@@ -587,7 +637,10 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 # h5py finished in memory after a write failed: the file is put back as it was.
                 undo.rollback()
                 raise self._fold_error(undo.failure) from undo.failure
-            undo.commit()
+            try:
+                undo.commit()  # the log on the disk, then the file, then the log removed (undone if it fails)
+            except OSError as exc:
+                raise self._fold_error(exc) from exc
             done = True
         finally:
             if done:
@@ -596,6 +649,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                     self._hdf5_record(rs).rows = rows[id(rs)]
                 for c in pending_stored:
                     c.pending_stored = c.mark.pending_version
+                self._filed = {self._uid(rs) for rs in self._resultsets.values()}
                 self._last_checkpoint = monotonic()
             lock.release()
         # Emptying the journal can wait: its records are in the file, and replaying skips them.
@@ -658,10 +712,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
         tmp = self._write_new(build, "converting it from epyc's format")
         try:
             try:
-                os.link(notebook_key(self._path), backup)
+                fileio.link(notebook_key(self._path), backup)
             except OSError:  # a file system without hard links
                 shutil.copy2(notebook_key(self._path), backup)
-            os.replace(tmp, notebook_key(self._path))
+            fileio.replace(tmp, notebook_key(self._path))
+            fileio.flush_dir(tmp)
         except OSError as exc:
             raise io_error(self._path, exc, "converting it from epyc's format") from exc
         finally:
@@ -680,6 +735,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             c = self._committed(rs)
             c.pending_stored = c.mark.pending_version
         self._committed_state = self._state_record_key()
+        self._filed = {self._uid(rs) for rs in self._resultsets.values()}
         if self._journal is not None:
             self._journal.close()
         self._journal = Journal(self._side("journal"), file_id)
@@ -807,6 +863,30 @@ def _describe_frame(frame: bytes) -> str:
     rows = sum(len(next(iter(cols.values()), [])) for _, _, _, cols in record.get("rows", []))
     pending = sum(len(added) + len(removed) for _, added, removed in record.get("pending", []))
     return f"commit {record.get('seq')}: {rows} row(s), {pending} pending-result change(s)"
+
+
+def verify_restored(path: str) -> None:
+    """Check that a file restored from its undo log reads as a notebook (every object and attribute).
+
+    Raises:
+        NotebookFormatError: h5py cannot open it, or an object or attribute of it cannot be read.
+    """
+    def visit(name: str, obj: Any) -> None:
+        dict(obj.attrs)  # every attribute's value
+        if isinstance(obj, h5py.Dataset):
+            _ = obj.shape, obj.dtype
+
+    try:
+        # Not locking: the caller holds the file's lock while it restores it.
+        with h5py.File(path, "r", locking=False) as f:
+            if "version" not in f.attrs:
+                raise NotebookFormatError(f"{path} has no 'version' attribute")
+            dict(f.attrs)
+            f.visititems(visit)
+    except NotebookFormatError:
+        raise
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise NotebookFormatError(f"{path} does not read as an HDF5 notebook: {type(exc).__name__}: {exc}") from None
 
 
 def _pending_json(jobid: str, params: dict[str, Any]) -> str:

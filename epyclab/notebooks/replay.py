@@ -23,7 +23,7 @@ from epyclab.notebooks.columns import MISSING
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.resultset import ResultSet
 
-__all__ = ["NotebookState", "apply_record"]
+__all__ = ["NotebookState", "apply_record", "missing_base"]
 
 
 @dataclass
@@ -34,6 +34,28 @@ class NotebookState:
     description: str
     locked: bool
     current: str | None
+
+
+def missing_base(record: dict[str, Any], by_uid: dict[str, ResultSet]) -> str | None:
+    """What ``record`` builds on that the notebook lacks (in words), or None if it can be applied.
+
+    A record builds on the result sets it names (known, or made by its own state)
+    and, for each result set it adds rows to, on the rows before its first one:
+    after a damaged record, the later records of the same result set cannot be
+    placed, and are set aside rather than put at the wrong row numbers.
+    """
+    state = record.get("state")
+    known = {uid: rs.numberOfResults() for uid, rs in by_uid.items()}
+    if state is not None:
+        for uid, *_ in state["sets"]:
+            known.setdefault(uid, 0)
+    unknown = sorted({u for u, *_ in record["rows"] + record["pending"] if u not in known})
+    if unknown:
+        return f"it refers to result sets the notebook does not have ({', '.join(unknown)})"
+    for uid, start, _, _ in record["rows"]:
+        if known[uid] < start:
+            return f"its rows start at row {start} of a result set that has {known[uid]} (an earlier commit is missing)"
+    return None
 
 
 def apply_record(

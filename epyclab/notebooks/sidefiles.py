@@ -13,8 +13,9 @@ opened with ``O_NOFOLLOW`` and must be regular files with one name
 ``results.h5.undo -> ~/.bashrc`` cannot make epyclab overwrite the user's file.
 
 :func:`safe_write` is the one way a whole file is (re)written: into a
-temporary file beside it, renamed over it only once complete, so a reader or a
-crash sees the old file or the new one, never half of one.
+temporary file beside it, flushed to the disk, renamed over it only once
+complete, and the directory flushed, so a reader, a crash or a power cut sees
+the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
+from epyclab.notebooks import fileio
 
 __all__ = [
     "notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error",
@@ -139,7 +141,10 @@ def safe_write(path: str, write: Callable[[IO[Any]], None], binary: bool = False
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
             write(f)
-        os.replace(tmp, path)
+            f.flush()
+            fileio.flush(f.fileno())  # on the disk before its name replaces the old file's
+        fileio.replace(tmp, path)
+        fileio.flush_dir(path)
     except OSError as exc:
         _remove(tmp)
         raise io_error(path, exc, what or "writing it") from exc

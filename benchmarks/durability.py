@@ -1,0 +1,146 @@
+"""What surviving a power cut costs: HDF5 notebook writing and reading, before and after, in one run.
+
+Since issue 19.6 a commit flushes its journal record to the disk (``fdatasync``)
+before it returns, and a checkpoint flushes its undo log, the file and the
+directory. This script measures, in one run and on the same disk, the code
+before that change (``BEFORE``, extracted with ``git archive``) and the code of
+this checkout, each in its own processes:
+
+* 100,000 results committed every 1,000, then closed (goal: at most 10% slower);
+* 20,000 results committed after every result, and committed once;
+* opening the 100,000-row notebook in a new process and building its DataFrame
+  (goal: at most 0.3 s), and writing it (goal: at most 2 s).
+
+    python benchmarks/durability.py [--repeat 3] [--before 57cd1b5] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+WORKER = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import epyclab
+assert epyclab.__file__.startswith(sys.argv[1]), epyclab.__file__
+from epyclab import Experiment, HDF5LabNotebook
+
+class Walk(Experiment):
+    def do(self, params):
+        return {"final": params["n"] % 17 - 8, "mean": params["n"] / 3.0, "label": f"walk {params['seed']}"}
+
+e = Walk()
+rcs = [e.set({"n": i, "seed": i % 10}).run() for i in range(100_000)]
+
+def write(path, rcs, every):
+    t0 = time.perf_counter()
+    nb = HDF5LabNotebook(path, create=True)
+    for i, rc in enumerate(rcs, 1):
+        nb.addResult(rc)
+        if i % every == 0:
+            nb.commit()
+    nb.close()
+    return time.perf_counter() - t0
+
+tmp, what = sys.argv[2], sys.argv[3]
+if what == "big":
+    print(json.dumps(write(os.path.join(tmp, "big.h5"), rcs, 1_000)))
+elif what == "each":
+    print(json.dumps(write(os.path.join(tmp, "each.h5"), rcs[:20_000], 1)))
+else:
+    print(json.dumps(write(os.path.join(tmp, "once.h5"), rcs[:20_000], 20_000)))
+"""
+
+READER = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from epyclab import HDF5LabNotebook
+import pandas
+t0 = time.perf_counter()
+df = HDF5LabNotebook(sys.argv[2], readonly=True).dataframe(only_successful=False)
+print(json.dumps({"open": time.perf_counter() - t0, "rows": len(df)}))
+"""
+
+
+def run(code: str, *args: str) -> object:
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", default="57cd1b5", help="the commit to compare with")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
+    args = parser.parse_args()
+
+    from _report import machine, table, write_section
+
+    load_before = os.getloadavg()
+    # On the disk the notebooks of a user live on (not a tmpfs: flushes cost nothing there).
+    with tempfile.TemporaryDirectory(dir=REPO) as tmp:
+        before = os.path.join(tmp, "before")
+        os.mkdir(before)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "epyclab"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
+        roots = {"before": before, "after": str(REPO)}
+        figures: dict[str, dict[str, list[float]]] = {k: {"big": [], "each": [], "once": [], "open": []} for k in roots}
+        for _ in range(args.repeat):
+            for name, root in roots.items():  # interleaved: both see the same load
+                work = os.path.join(tmp, f"{name}-work")
+                os.makedirs(work, exist_ok=True)
+                for what in ("big", "once"):
+                    figures[name][what].append(run(WORKER, root, work, what))
+                read = run(READER, root, os.path.join(work, "big.h5"))
+                assert read["rows"] == 100_000
+                figures[name]["open"].append(read["open"])
+        for name, root in roots.items():  # slow (20,000 flushes after): once each
+            work = os.path.join(tmp, f"{name}-work")
+            figures[name]["each"].append(run(WORKER, root, work, "each"))
+    load_after = os.getloadavg()
+    b = {k: min(v) for k, v in figures["before"].items()}
+    a = {k: min(v) for k, v in figures["after"].items()}
+    rows = [
+        ["write 100,000 results, commit every 1,000, close", f"{b['big']:.2f} s", f"{a['big']:.2f} s",
+         f"{a['big'] / b['big']:.2f}x", "<= 1.10x; after <= 2 s"],
+        ["20,000 results, commit after each", f"{b['each']:.2f} s", f"{a['each']:.2f} s",
+         f"{a['each'] / b['each']:.2f}x", ""],
+        ["20,000 results, commit once", f"{b['once']:.2f} s", f"{a['once']:.2f} s",
+         f"{a['once'] / b['once']:.2f}x", ""],
+        ["open the 100,000-row notebook in a new process + dataframe()", f"{b['open']:.2f} s",
+         f"{a['open']:.2f} s", f"{a['open'] / b['open']:.2f}x", "after <= 0.3 s"],
+    ]
+    text = table(["measure", f"before ({args.before})", "after (this checkout)", "after / before", "goal"], rows)
+    load = (
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after: {', '.join(f'{x:.2f}' for x in load_after)}."
+    )
+    print(text)
+    print(load)
+    if not args.no_write:
+        write_section(
+            "durability",
+            "## What a power-cut-safe commit costs (`benchmarks/durability.py`)\n\n"
+            "The code before flushes were added (`--before`, extracted with `git archive`) against this "
+            "checkout, each in its own processes, interleaved in one run, on the same ext4 disk; best of "
+            f"{args.repeat} runs (commit-after-each: one run). The reader is a new process; its time "
+            "excludes imports. Flushes cost what the disk makes them cost: on a loaded machine (see the "
+            "load average) re-take the figures on a quiet one before relying on them.\n\n"
+            f"{text}\n\nA commit after each result costs one flush more than before: "
+            f"{(a['each'] - b['each']) / 20_000 * 1e3:.2f} ms per commit here.\n\n{load}\n\n{machine()}",
+        )
+
+
+if __name__ == "__main__":
+    main()
