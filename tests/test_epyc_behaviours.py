@@ -22,6 +22,9 @@ from epyclab import (
     LabNotebook,
     LabNotebookLockedException,
     ResultSet,
+    ResultSetLockedException,
+    ResultsStructureException,
+    UnstorableValueError,
 )
 
 FORMATS = [HDF5LabNotebook, JSONLabNotebook]
@@ -89,6 +92,97 @@ def test_type_changed_is_set_by_a_row_that_creates_or_widens_a_column_only():
     rs.typechanged(False)
     rs.addSingleResult(rc(4, y=1.0, z="new"))
     assert rs.isTypeChanged()  # a new column
+
+
+# ---- inferring a dtype registers what it inferred --------------------------------------------
+
+
+def test_dtype_of_a_set_with_nothing_known_raises_naming_the_fixes():
+    with pytest.raises(ResultsStructureException, match="inferDtype.*setDtype"):
+        ResultSet().dtype()
+
+
+def test_inferring_registers_every_field_in_its_role_and_every_standard_metadata_field():
+    rs = ResultSet()
+    partial = {Experiment.PARAMETERS: {"k": 1}, Experiment.METADATA: {S: True, "extra": 2.5},
+               Experiment.RESULTS: {"total": 2.0, "flag": False}}
+    d = rs.inferDtype(partial)
+    assert rs.parameterNames() == ["k"] and rs.resultNames() == ["total", "flag"]
+    assert set(rs.metadataNames()) == Experiment.StandardMetadata | {"extra"}
+    for k, t in Experiment.StandardMetadataTypes.items():
+        assert d[k] == ResultSet.TypeMapping[t], k  # the lacking fields too, with their types
+    assert d["k"] == np.int64 and d["flag"] == np.bool_ and rs.dtype() == d
+    assert rs.isTypeChanged() and not rs.isDirty() and rs.numberOfResults() == 0
+    rs.typechanged(False)
+    assert rs.inferDtype(partial) == d and not rs.isTypeChanged()  # nothing new
+    # A later inference adds its new fields and keeps every earlier one.
+    d = rs.inferDtype({Experiment.PARAMETERS: {"k": 2, "j": 0.5}, Experiment.METADATA: {S: True},
+                       Experiment.RESULTS: {"total": 3.0, "extra2": "hello"}})
+    assert rs.parameterNames() == ["k", "j"] and rs.resultNames() == ["total", "flag", "extra2"]
+    assert d["flag"] == np.bool_ and d["extra2"] == np.dtype(object) and rs.isTypeChanged()
+
+
+def test_a_failed_runs_results_register_no_result_field():
+    rs = ResultSet()
+    rs.inferDtype({Experiment.PARAMETERS: {"k": 1}, Experiment.METADATA: {S: False, E: "boom"},
+                   Experiment.RESULTS: {"stray": 1}})
+    assert rs.parameterNames() == ["k"] and rs.resultNames() == [] and rs.dtype()[E] == np.dtype(object)
+
+
+def test_inferring_widens_a_column_and_rows_already_there_show_new_fields_missing():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    rs.dirty(False)
+    rs.typechanged(False)
+    assert rs.inferDtype(rc(2, y=2.5, z="t"))["y"] == np.float64
+    assert rs.isTypeChanged() and not rs.isDirty() and rs.numberOfResults() == 1
+    df = rs.dataframe()
+    assert df["y"].tolist() == [1.0] and df["z"].tolist() == [""]
+
+
+def test_a_refused_inference_changes_nothing():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    before = rs.dtype()
+    with pytest.raises(ResultsStructureException, match="'y'"):
+        rs.inferDtype({Experiment.PARAMETERS: {"y": 1}, Experiment.METADATA: {S: True}, Experiment.RESULTS: {}})
+    with pytest.raises(UnstorableValueError):
+        rs.inferDtype(rc(2, y=1, z={}))
+    assert rs.dtype() == before and rs.names() == list(before.names)
+
+
+def test_inferring_a_pending_dtype_registers_the_parameters_only():
+    rs = ResultSet()
+    d = rs.inferPendingResultDtype({"k": 1, "singleton": 1})
+    assert d["k"] == np.int64 and rs.parameterNames() == ["k", "singleton"]
+    assert rs.metadataNames() == [] and rs.resultNames() == [] and rs.numberOfPendingResults() == 0
+    d = rs.inferPendingResultDtype({"k": 2, "j": 34.5, "singleton": 1})
+    assert d["j"] == np.float64 and rs.parameterNames() == ["k", "singleton", "j"]
+
+
+def test_inferring_changes_a_finished_set_no_more_than_adding_does():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    rs.finish()
+    with pytest.raises(ResultSetLockedException):
+        rs.inferDtype(rc(2, y=1, z=2))
+    with pytest.raises(ResultSetLockedException):
+        rs.inferPendingResultDtype({"q": 1})
+    assert "z" not in rs.names() and "q" not in rs.names()
+
+
+@pytest.mark.parametrize("cls", FORMATS)
+def test_fields_registered_by_inferring_are_saved_and_read_back(tmp_path, cls):
+    nb = cls(path_for(tmp_path, cls), create=True)
+    nb.addResult(rc(1, y=1.0))
+    nb.current().inferDtype({Experiment.PARAMETERS: {"i": 2, "j": 0.5}, Experiment.METADATA: {S: True},
+                             Experiment.RESULTS: {"y": 1.0, "z": "a"}})
+    nb.commit()
+    nb.close()
+    back = cls(path_for(tmp_path, cls), readonly=True).current()
+    assert back.parameterNames() == ["i", "j"] and back.resultNames() == ["y", "z"]
+    assert set(back.metadataNames()) >= Experiment.StandardMetadata
+    assert back.numberOfResults() == 1 and back.dataframe()["z"].tolist() == [""]
 
 
 @pytest.mark.parametrize("cls", FORMATS)

@@ -218,6 +218,26 @@ class RowBuffer:
                             f"also be a {role}; rename one of them"
                         )
 
+    def register(
+        self,
+        params: Mapping[str, Any],
+        res: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        states: Mapping[str, ColumnState],
+    ) -> list[str]:
+        """Make a column, every cell missing, for each key not seen before, in its role; take ``states``.
+
+        Only the keys are used: no row is added. ``states`` become the columns' states (those a
+        trial check of the keys' values gave). Returns the names of the columns made.
+
+        Raises:
+            ResultsStructureException: a key is in two roles, or is not a string; nothing changes.
+        """
+        self.checkRoles(params, res, meta)
+        made = self._add_columns(params, res, meta)
+        self._check.states = states
+        return made
+
     def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
         """Create the columns for keys not seen before (missing in every earlier row); return their names."""
         self._row = None
