@@ -345,18 +345,62 @@ class Succeeds(Experiment):
         return {"y": params["i"] * 1.5}
 
 
+class FailsOnTwo(Experiment):
+    def do(self, params):
+        if params["i"] == 2:
+            raise ValueError("two")
+        return {"y": params["i"] * 1.5}
+
+
+def test_a_successful_run_has_an_empty_exception_and_traceback():
+    meta = Succeeds().set({"i": 1}).run()[Experiment.METADATA]
+    assert meta[S] is True and meta[E] == "" and meta[Experiment.TRACEBACK] == ""
+    failed = FailsOnTwo().set({"i": 2}).run()[Experiment.METADATA]
+    assert failed[S] is False and isinstance(failed[E], ValueError) and "two" in failed[Experiment.TRACEBACK]
+
+
 @pytest.mark.parametrize("cls", [*FORMATS, None])
-def test_a_none_metadata_value_of_successful_runs_reads_back_as_none(tmp_path, cls):
+def test_a_sweep_of_successes_has_exception_and_traceback_columns_of_empty_text(tmp_path, cls):
     nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
     lab = Lab(nb)
-    lab["i"] = [1, 2]
-    lab.runExperiment(Succeeds())
-    given = Succeeds().set({"i": 1}).run()
-    assert given[Experiment.METADATA][E] is None
+    lab["i"] = [1, 3]
+    lab.runExperiment(FailsOnTwo())
     if cls is not None:
         nb.close()
         nb = cls(path_for(tmp_path, cls), readonly=True)
-    # Read back as given: the DataFrame and the results dicts both hold None.
+    df = nb.dataframe()
+    assert df[E].tolist() == ["", ""] and df[Experiment.TRACEBACK].tolist() == ["", ""]
+    assert df.loc[~df[S], E].empty  # selecting the failures needs no test that the column exists
+    assert all(r[Experiment.METADATA][E] == "" for r in nb.results())
+
+
+@pytest.mark.parametrize("cls", [*FORMATS, None])
+def test_a_sweeps_successes_read_an_empty_exception_and_traceback_once_a_run_failed(tmp_path, cls):
+    nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
+    lab = Lab(nb)
+    lab["i"] = [1, 2, 3]
+    lab.runExperiment(FailsOnTwo())
+    readers = [nb]
+    if cls is not None:
+        nb.close()
+        readers.append(cls(path_for(tmp_path, cls), readonly=True))
+    for reader in readers:  # in memory, and from the file
+        df = reader.dataframe(only_successful=False)
+        assert df[E].tolist() == ["", "ValueError: two", ""]
+        assert df[Experiment.TRACEBACK].tolist()[::2] == ["", ""] and "two" in df[Experiment.TRACEBACK][1]
+        metas = [r[Experiment.METADATA] for r in reader.results()]
+        assert [m[E] for m in metas] == ["", "ValueError: two", ""]
+        assert [m[Experiment.TRACEBACK] for m in metas][::2] == ["", ""]
+
+
+@pytest.mark.parametrize("cls", [*FORMATS, None])
+def test_a_none_metadata_value_given_reads_back_as_none(tmp_path, cls):
+    nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
+    nb.addResult([rc(1, y=1.0), rc(2, y=2.0)])  # rc gives a success's exception as None
+    if cls is not None:
+        nb.close()
+        nb = cls(path_for(tmp_path, cls), readonly=True)
+    # A missing cell, read back as given while the column holds no text.
     assert nb.dataframe()[E].tolist() == [None, None]
     assert [r[Experiment.METADATA][E] for r in nb.results()] == [None, None]
 
