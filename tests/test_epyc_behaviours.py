@@ -21,6 +21,7 @@ from epyclab import (
     Lab,
     LabNotebook,
     LabNotebookLockedException,
+    NotebookTakenOverError,
     ResultSet,
     ResultSetLockedException,
     ResultsStructureException,
@@ -323,6 +324,26 @@ def test_recreating_a_file_leaves_the_old_object_readable_and_the_new_one_empty(
     new.close()
     assert old.results()[1][Experiment.RESULTS] == {"y": 2.0}
     assert cls(path, readonly=True).dataframe()["y"].tolist() == [9.0]
+
+
+@pytest.mark.parametrize("cls", FORMATS)
+def test_committing_an_unchanged_taken_over_object_is_a_no_op_and_a_change_is_refused(tmp_path, cls, caplog):
+    path = path_for(tmp_path, cls)
+    first = cls(path, create=True)
+    first.addResult(rc(1, y=1.0))
+    first.commit()
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        emptied = cls(path, create=True, description="again")  # takes the file over, starts it empty
+        reader = cls(path)  # takes it over in turn
+    assert reader.numberOfResults() == 0
+    first.commit()
+    emptied.commit()  # nothing changed through either since: nothing to do, nothing refused
+    with pytest.raises(NotebookTakenOverError, match="use that object"):
+        emptied.addResult(rc(2, y=2.0))
+    emptied.commit()  # the refused change left nothing to save
+    reader.close()
+    back = cls(path, readonly=True)
+    assert back.numberOfResults() == 0 and back.description() == "again"
 
 
 # ---- descriptions and metadata --------------------------------------------------------------------
