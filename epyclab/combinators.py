@@ -166,12 +166,29 @@ class SummaryExperiment(ExperimentCombinator):
                         f"(results are: {available})"
                     )
                 continue
-            summary[k + SummaryExperiment.MEAN_SUFFIX] = float(np.mean(values))
-            summary[k + SummaryExperiment.MEDIAN_SUFFIX] = float(np.median(values))
-            summary[k + SummaryExperiment.VARIANCE_SUFFIX] = float(np.var(values))
-            summary[k + SummaryExperiment.MIN_SUFFIX] = float(np.min(values))
-            summary[k + SummaryExperiment.MAX_SUFFIX] = float(np.max(values))
+            summary[self._mean(k)] = float(np.mean(values))
+            summary[self._median(k)] = float(np.median(values))
+            summary[self._variance(k)] = float(np.var(values))
+            summary[self._min(k)] = float(np.min(values))
+            summary[self._max(k)] = float(np.max(values))
         return summary
+
+    # The summary names of result k, as epyc names them (a summarise() written for epyc calls these).
+
+    def _mean(self, k: str) -> str:
+        return k + self.MEAN_SUFFIX
+
+    def _median(self, k: str) -> str:
+        return k + self.MEDIAN_SUFFIX
+
+    def _variance(self, k: str) -> str:
+        return k + self.VARIANCE_SUFFIX
+
+    def _min(self, k: str) -> str:
+        return k + self.MIN_SUFFIX
+
+    def _max(self, k: str) -> str:
+        return k + self.MAX_SUFFIX
 
     def report(self, params: ExperimentalParameters, meta: dict[str, Any], res: Any) -> ResultsDict:
         rc = super().report(params, meta, res)

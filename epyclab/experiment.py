@@ -214,6 +214,8 @@ class Experiment:
         ``setUp``, ``do`` and ``tearDown`` are timed separately. An exception in
         any of them is recorded (status False, exception, traceback) and the
         results are left empty; ``tearDown`` runs whenever ``setUp`` succeeded.
+        A successful run's exception and traceback are ``''`` (epyc's run() has no such keys;
+        its notebooks show ``''``, as epyclab's do).
         With ``fatal=True`` the exception is re-raised after being recorded.
         """
         params = self._parameters
@@ -268,7 +270,9 @@ class Experiment:
             _EXPERIMENT_TIME: experiment_time,
             _TEARDOWN_TIME: teardown_time,
             _STATUS: status,
-            _EXCEPTION: failure,
+            # A success's are '', as epyc's notebooks show them (epyc's run() leaves them out): the
+            # columns are text from the first row, so every sweep has them, all successes too.
+            _EXCEPTION: "" if failure is None else failure,
             _TRACEBACK: trace,
             _HOSTNAME: _HOST,
             _PROCESS: _PID,

@@ -21,7 +21,11 @@ from epyclab import (
     Lab,
     LabNotebook,
     LabNotebookLockedException,
+    NotebookTakenOverError,
     ResultSet,
+    ResultSetLockedException,
+    ResultsStructureException,
+    UnstorableValueError,
 )
 
 FORMATS = [HDF5LabNotebook, JSONLabNotebook]
@@ -89,6 +93,97 @@ def test_type_changed_is_set_by_a_row_that_creates_or_widens_a_column_only():
     rs.typechanged(False)
     rs.addSingleResult(rc(4, y=1.0, z="new"))
     assert rs.isTypeChanged()  # a new column
+
+
+# ---- inferring a dtype registers what it inferred --------------------------------------------
+
+
+def test_dtype_of_a_set_with_nothing_known_raises_naming_the_fixes():
+    with pytest.raises(ResultsStructureException, match="inferDtype.*setDtype"):
+        ResultSet().dtype()
+
+
+def test_inferring_registers_every_field_in_its_role_and_every_standard_metadata_field():
+    rs = ResultSet()
+    partial = {Experiment.PARAMETERS: {"k": 1}, Experiment.METADATA: {S: True, "extra": 2.5},
+               Experiment.RESULTS: {"total": 2.0, "flag": False}}
+    d = rs.inferDtype(partial)
+    assert rs.parameterNames() == ["k"] and rs.resultNames() == ["total", "flag"]
+    assert set(rs.metadataNames()) == Experiment.StandardMetadata | {"extra"}
+    for k, t in Experiment.StandardMetadataTypes.items():
+        assert d[k] == ResultSet.TypeMapping[t], k  # the lacking fields too, with their types
+    assert d["k"] == np.int64 and d["flag"] == np.bool_ and rs.dtype() == d
+    assert rs.isTypeChanged() and not rs.isDirty() and rs.numberOfResults() == 0
+    rs.typechanged(False)
+    assert rs.inferDtype(partial) == d and not rs.isTypeChanged()  # nothing new
+    # A later inference adds its new fields and keeps every earlier one.
+    d = rs.inferDtype({Experiment.PARAMETERS: {"k": 2, "j": 0.5}, Experiment.METADATA: {S: True},
+                       Experiment.RESULTS: {"total": 3.0, "extra2": "hello"}})
+    assert rs.parameterNames() == ["k", "j"] and rs.resultNames() == ["total", "flag", "extra2"]
+    assert d["flag"] == np.bool_ and d["extra2"] == np.dtype(object) and rs.isTypeChanged()
+
+
+def test_a_failed_runs_results_register_no_result_field():
+    rs = ResultSet()
+    rs.inferDtype({Experiment.PARAMETERS: {"k": 1}, Experiment.METADATA: {S: False, E: "boom"},
+                   Experiment.RESULTS: {"stray": 1}})
+    assert rs.parameterNames() == ["k"] and rs.resultNames() == [] and rs.dtype()[E] == np.dtype(object)
+
+
+def test_inferring_widens_a_column_and_rows_already_there_show_new_fields_missing():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    rs.dirty(False)
+    rs.typechanged(False)
+    assert rs.inferDtype(rc(2, y=2.5, z="t"))["y"] == np.float64
+    assert rs.isTypeChanged() and not rs.isDirty() and rs.numberOfResults() == 1
+    df = rs.dataframe()
+    assert df["y"].tolist() == [1.0] and df["z"].tolist() == [""]
+
+
+def test_a_refused_inference_changes_nothing():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    before = rs.dtype()
+    with pytest.raises(ResultsStructureException, match="'y'"):
+        rs.inferDtype({Experiment.PARAMETERS: {"y": 1}, Experiment.METADATA: {S: True}, Experiment.RESULTS: {}})
+    with pytest.raises(UnstorableValueError):
+        rs.inferDtype(rc(2, y=1, z={}))
+    assert rs.dtype() == before and rs.names() == list(before.names)
+
+
+def test_inferring_a_pending_dtype_registers_the_parameters_only():
+    rs = ResultSet()
+    d = rs.inferPendingResultDtype({"k": 1, "singleton": 1})
+    assert d["k"] == np.int64 and rs.parameterNames() == ["k", "singleton"]
+    assert rs.metadataNames() == [] and rs.resultNames() == [] and rs.numberOfPendingResults() == 0
+    d = rs.inferPendingResultDtype({"k": 2, "j": 34.5, "singleton": 1})
+    assert d["j"] == np.float64 and rs.parameterNames() == ["k", "singleton", "j"]
+
+
+def test_inferring_changes_a_finished_set_no_more_than_adding_does():
+    rs = ResultSet()
+    rs.addSingleResult(rc(1, y=1))
+    rs.finish()
+    with pytest.raises(ResultSetLockedException):
+        rs.inferDtype(rc(2, y=1, z=2))
+    with pytest.raises(ResultSetLockedException):
+        rs.inferPendingResultDtype({"q": 1})
+    assert "z" not in rs.names() and "q" not in rs.names()
+
+
+@pytest.mark.parametrize("cls", FORMATS)
+def test_fields_registered_by_inferring_are_saved_and_read_back(tmp_path, cls):
+    nb = cls(path_for(tmp_path, cls), create=True)
+    nb.addResult(rc(1, y=1.0))
+    nb.current().inferDtype({Experiment.PARAMETERS: {"i": 2, "j": 0.5}, Experiment.METADATA: {S: True},
+                             Experiment.RESULTS: {"y": 1.0, "z": "a"}})
+    nb.commit()
+    nb.close()
+    back = cls(path_for(tmp_path, cls), readonly=True).current()
+    assert back.parameterNames() == ["i", "j"] and back.resultNames() == ["y", "z"]
+    assert set(back.metadataNames()) >= Experiment.StandardMetadata
+    assert back.numberOfResults() == 1 and back.dataframe()["z"].tolist() == [""]
 
 
 @pytest.mark.parametrize("cls", FORMATS)
@@ -231,6 +326,26 @@ def test_recreating_a_file_leaves_the_old_object_readable_and_the_new_one_empty(
     assert cls(path, readonly=True).dataframe()["y"].tolist() == [9.0]
 
 
+@pytest.mark.parametrize("cls", FORMATS)
+def test_committing_an_unchanged_taken_over_object_is_a_no_op_and_a_change_is_refused(tmp_path, cls, caplog):
+    path = path_for(tmp_path, cls)
+    first = cls(path, create=True)
+    first.addResult(rc(1, y=1.0))
+    first.commit()
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        emptied = cls(path, create=True, description="again")  # takes the file over, starts it empty
+        reader = cls(path)  # takes it over in turn
+    assert reader.numberOfResults() == 0
+    first.commit()
+    emptied.commit()  # nothing changed through either since: nothing to do, nothing refused
+    with pytest.raises(NotebookTakenOverError, match="use that object"):
+        emptied.addResult(rc(2, y=2.0))
+    emptied.commit()  # the refused change left nothing to save
+    reader.close()
+    back = cls(path, readonly=True)
+    assert back.numberOfResults() == 0 and back.description() == "again"
+
+
 # ---- descriptions and metadata --------------------------------------------------------------------
 
 
@@ -251,18 +366,62 @@ class Succeeds(Experiment):
         return {"y": params["i"] * 1.5}
 
 
+class FailsOnTwo(Experiment):
+    def do(self, params):
+        if params["i"] == 2:
+            raise ValueError("two")
+        return {"y": params["i"] * 1.5}
+
+
+def test_a_successful_run_has_an_empty_exception_and_traceback():
+    meta = Succeeds().set({"i": 1}).run()[Experiment.METADATA]
+    assert meta[S] is True and meta[E] == "" and meta[Experiment.TRACEBACK] == ""
+    failed = FailsOnTwo().set({"i": 2}).run()[Experiment.METADATA]
+    assert failed[S] is False and isinstance(failed[E], ValueError) and "two" in failed[Experiment.TRACEBACK]
+
+
 @pytest.mark.parametrize("cls", [*FORMATS, None])
-def test_a_none_metadata_value_of_successful_runs_reads_back_as_none(tmp_path, cls):
+def test_a_sweep_of_successes_has_exception_and_traceback_columns_of_empty_text(tmp_path, cls):
     nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
     lab = Lab(nb)
-    lab["i"] = [1, 2]
-    lab.runExperiment(Succeeds())
-    given = Succeeds().set({"i": 1}).run()
-    assert given[Experiment.METADATA][E] is None
+    lab["i"] = [1, 3]
+    lab.runExperiment(FailsOnTwo())
     if cls is not None:
         nb.close()
         nb = cls(path_for(tmp_path, cls), readonly=True)
-    # Read back as given: the DataFrame and the results dicts both hold None.
+    df = nb.dataframe()
+    assert df[E].tolist() == ["", ""] and df[Experiment.TRACEBACK].tolist() == ["", ""]
+    assert df.loc[~df[S], E].empty  # selecting the failures needs no test that the column exists
+    assert all(r[Experiment.METADATA][E] == "" for r in nb.results())
+
+
+@pytest.mark.parametrize("cls", [*FORMATS, None])
+def test_a_sweeps_successes_read_an_empty_exception_and_traceback_once_a_run_failed(tmp_path, cls):
+    nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
+    lab = Lab(nb)
+    lab["i"] = [1, 2, 3]
+    lab.runExperiment(FailsOnTwo())
+    readers = [nb]
+    if cls is not None:
+        nb.close()
+        readers.append(cls(path_for(tmp_path, cls), readonly=True))
+    for reader in readers:  # in memory, and from the file
+        df = reader.dataframe(only_successful=False)
+        assert df[E].tolist() == ["", "ValueError: two", ""]
+        assert df[Experiment.TRACEBACK].tolist()[::2] == ["", ""] and "two" in df[Experiment.TRACEBACK][1]
+        metas = [r[Experiment.METADATA] for r in reader.results()]
+        assert [m[E] for m in metas] == ["", "ValueError: two", ""]
+        assert [m[Experiment.TRACEBACK] for m in metas][::2] == ["", ""]
+
+
+@pytest.mark.parametrize("cls", [*FORMATS, None])
+def test_a_none_metadata_value_given_reads_back_as_none(tmp_path, cls):
+    nb = LabNotebook() if cls is None else cls(path_for(tmp_path, cls), create=True)
+    nb.addResult([rc(1, y=1.0), rc(2, y=2.0)])  # rc gives a success's exception as None
+    if cls is not None:
+        nb.close()
+        nb = cls(path_for(tmp_path, cls), readonly=True)
+    # A missing cell, read back as given while the column holds no text.
     assert nb.dataframe()[E].tolist() == [None, None]
     assert [r[Experiment.METADATA][E] for r in nb.results()] == [None, None]
 

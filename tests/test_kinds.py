@@ -23,6 +23,7 @@ from epyclab import (
     Lab,
     LabNotebook,
     ResultSet,
+    ResultsStructureException,
     UnstorableValueError,
 )
 from epyclab.notebooks.kinds import KINDS, promote
@@ -290,7 +291,9 @@ def test_type_api_answers_from_the_table_of_kinds():
 
 def test_dtype_infer_and_set_dtype_describe_the_columns():
     rs = ResultSet()
-    assert rs.dtype() == np.dtype([]) and not rs.isDirty() and not rs.isTypeChanged()
+    with pytest.raises(ResultsStructureException, match="no dtype yet"):
+        rs.dtype()  # as in epyc: nothing is known yet
+    assert not rs.isDirty() and not rs.isTypeChanged()
     rs.addSingleResult(rc(0, u=np.uint32(7), s="a"))
     assert rs.isDirty() and rs.isTypeChanged()
     assert rs.dtype() == np.dtype([("i", np.int64), ("u", np.uint32), ("s", object),
@@ -299,9 +302,14 @@ def test_dtype_infer_and_set_dtype_describe_the_columns():
     rs.typechanged(False)
     inferred = rs.inferDtype(rc(1, u=-1, z=2.5))
     assert inferred["u"] == np.int64 and inferred["z"] == np.float64
-    assert rs.dtype()["u"] == np.uint32 and rs.numberOfResults() == 1  # inferring changes nothing
+    # Inferring registers what it inferred (as epyc): u widened, z a column, no row added.
+    assert rs.dtype()["u"] == np.int64 and "z" in rs.resultNames() and rs.numberOfResults() == 1
+    assert rs.isTypeChanged() and not rs.isDirty()
+    assert rs.dataframe()["u"].tolist() == [7] and math.isnan(rs.dataframe()["z"][0])
     with pytest.raises(UnstorableValueError, match="'u'"):
         rs.inferDtype(rc(1, u={}))
+    assert rs.dtype()["u"] == np.int64  # a refused inference changes nothing
+    rs.typechanged(False)
     rs.addSingleResult(rc(1, u=np.uint32(8), s="b"))
     assert rs.isDirty() and not rs.isTypeChanged()
     rs.setDtype(np.dtype([("u", np.float64)]))

@@ -137,3 +137,17 @@ def test_every_row_reads_back_cell_by_cell_whatever_keys_each_row_has(data):
             given_value = {**params, **res}.get(name, MISSING)
             assert cells[i] is given_value or cells[i] == given_value
         assert rows.missingMask(name).tolist() == [missing_cell({**p, **r}.get(name)) for p, r in data]
+
+
+@settings(max_examples=60)
+@given(rows=st.lists(st.sets(st.sampled_from(["a", "b", "c"])), min_size=1, max_size=12))
+def test_rows_lacking_columns_are_padded_however_their_keys_repeat(rows):
+    # Rows with the keys of the row before take the quick path, padded where they lack a column.
+    buf = RowBuffer()
+    for i, keys in enumerate(rows):
+        buf.add({"i": i}, {k: float(i) for k in sorted(keys)}, {})
+    seen = [k for k in ["a", "b", "c"] if any(k in keys for keys in rows)]
+    assert set(buf.resultNames()) == set(seen)
+    for k in seen:
+        assert buf.buffered(k) == [float(i) if k in keys else MISSING for i, keys in enumerate(rows)]
+    assert buf.buffered("i") == list(range(len(rows)))

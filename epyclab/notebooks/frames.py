@@ -31,9 +31,9 @@ def build_frame(rows: RowBuffer) -> pd.DataFrame:
     base = rows.loaded()
     order = rows.names()
     n_buffered = rows.numberOfBuffered()
-    if n_buffered == 0 and base is not None:
+    if n_buffered == 0 and base is not None and all(c in base for c in order):
         frame = base.frame()
-        return frame[[c for c in order if c in base]] if order else frame
+        return frame[order] if order else frame
     states = rows.states()
     new = {}
     for k, values in rows.bufferedColumns():

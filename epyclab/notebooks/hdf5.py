@@ -37,9 +37,16 @@ from typing import Any, Callable
 
 import h5py
 
-from epyclab.errors import EpyclabError, NotebookFormatError, NotebookInUseError, NotebookIOError
+from epyclab.errors import (
+    EpyclabError,
+    NotebookFormatError,
+    NotebookInUseError,
+    NotebookIOError,
+    NotebookReadOnlyError,
+)
 from epyclab.log import logger
 from epyclab.notebooks import fileio
+from epyclab.notebooks.download import download, is_url
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     CREATE_OPTIONS,
@@ -105,7 +112,13 @@ class HDF5LabNotebook(PersistentLabNotebook):
     ``force=True``). Notebooks written by epyc 1.x open too; the first
     commit that changes one converts it to this format, keeping the original
     as ``<name>.epyc1.bak``. ``readonly=True`` reads a notebook, also while
-    another process writes it.
+    another process writes it. A ``name`` that is an http(s) URL is downloaded
+    to a temporary file (removed when the notebook object goes) and opened
+    read-only, as in epyc.
+
+    Raises:
+        NotebookIOError: a URL could not be downloaded (the message says why).
+        NotebookReadOnlyError: ``create=True`` with a URL.
     """
 
     #: Fold the journal into the file once this many rows are in it...
@@ -145,6 +158,16 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._folder: weakref.finalize | None = None
         # The journal the finalizer closes (a list, as the journal is replaced on conversion).
         self._open_journal: list[Journal | None] = [None]
+        if is_url(name):
+            # As epyc: a notebook named by a URL is downloaded and read; there is no file to change.
+            if create:
+                raise NotebookReadOnlyError(
+                    f"cannot create notebook {name}: a notebook named by a URL is only read; create it "
+                    f"as a local file and upload that"
+                )
+            name, directory = download(str(name))
+            weakref.finalize(self, shutil.rmtree, directory, True)
+            readonly = True
         super().__init__(name, create, description, readonly, force)
 
     def _side(self, suffix: str) -> str:

@@ -151,13 +151,15 @@ class PersistentLabNotebook(LabNotebook):
     def commit(self) -> None:
         """Save what changed since the last commit; nothing to do (and nothing refused) if nothing did.
 
+        So a commit through an object another one took the file over from is a no-op, as in epyc:
+        everything it held was committed at the take-over, and it refuses changes since.
+
         Raises:
-            NotebookReadOnlyError: the notebook was opened read-only, or is closed.
-            NotebookTakenOverError: another object of this process took the file over.
+            NotebookReadOnlyError: the notebook was opened read-only, or is closed, and something changed.
+            NotebookTakenOverError: another object of this process took the file over, and something changed.
             NotebookIOError: the disk is full or failed; the changes stay in memory, commit again later.
             UnstorableValueError: an attribute or pending parameter cannot be stored.
         """
-        self._check_not_taken_over()
         signature = self._state_signature()
         if signature != self._saved:
             self._check_writable()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from epyclab.notebooks import dtypes, reruns
 from epyclab.notebooks.attributes import SetAttributes
 from epyclab.notebooks.changefeed import ChangeMark, Changes, change_mark, changes_since
 from epyclab.notebooks.frames import build_frame, count_failed, select_rows
-from epyclab.notebooks.kinds import ColumnState
+from epyclab.notebooks.kinds import ColumnState, state_of_value
 from epyclab.notebooks.pending import PendingResults
 from epyclab.notebooks.resultsdicts import check_points, describe, failed_in_place, rows_to_results, with_results
 from epyclab.notebooks.rowbuffer import RowBuffer
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 __all__ = ["ResultSet", "with_results"]
 
 _PARAMETERS, _METADATA, _RESULTS = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
+
+# The state a standard metadata column has once it holds any value of its type: inferDtype gives it
+# to a standard field the results dict lacks, so dtype() shows the field's type (epyc's dtype has them all).
+_SAMPLES: dict[type, Any] = {str: "", datetime: datetime(2000, 1, 1), float: 0.0, bool: False, int: 0}
+_STANDARD_STATES: dict[str, ColumnState] = {
+    k: state_of_value(_SAMPLES[t]) for k, t in Experiment.StandardMetadataTypes.items()
+}
 
 
 class ResultSet:
@@ -475,8 +483,17 @@ class ResultSet:
 
         A column's field has the dtype its values are kept in; a declared field with no column
         yet has the declared dtype (widened as declared numbers are).
+
+        Raises:
+            ResultsStructureException: nothing is known yet: no row added, no field inferred
+                (:meth:`inferDtype`) or declared (:meth:`setDtype`), as in epyc.
         """
         names = self.names()
+        if not names and not self._declared:
+            raise ResultsStructureException(
+                f"{self._where()} has no dtype yet: it has no rows and no known fields; add a "
+                "result, or name the fields with inferDtype(rc) or setDtype(dtype)"
+            )
         states = self._rows.states()
         row = dtypes.row_dtype(names, states)
         fields = [(k, row.fields[k][0]) for k in names]
@@ -485,19 +502,59 @@ class ResultSet:
         return np.dtype(fields)
 
     def inferDtype(self, rc: ResultsDict) -> np.dtype:
-        """The row dtype this result set would have once ``rc`` is added (nothing is added).
+        """Register the fields of ``rc`` and return the row dtype (no row is added), as epyc does.
+
+        Each parameter, result and metadata key of ``rc`` that is not a column yet becomes one
+        (result keys only if the run succeeded: status not False),
+        in its role, as does every standard metadata field (:attr:`Experiment.StandardMetadata`)
+        even when ``rc`` lacks it: :meth:`parameterNames`, :meth:`resultNames`,
+        :meth:`metadataNames` and :meth:`dtype` list them from now on, and the rows there are
+        show the column's missing cell. Columns never go: a field of an earlier inference stays.
+        A new or widened column sets :meth:`isTypeChanged`; :meth:`isDirty` is unchanged.
 
         Raises:
-            UnstorableValueError: ``rc`` holds a value the result set would refuse.
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+            ResultSetLockedException: the set is finished.
+            ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
+            UnstorableValueError: ``rc`` holds a value the result set would refuse; nothing changes.
         """
+        self.checkChangeable()
         rc = with_results(rc)
+        if not Experiment.isResultsDict(rc):
+            raise ResultsStructureException(
+                "inferDtype takes a results dict with dicts under 'parameters', 'metadata' and "
+                f"'results'; got {describe(rc)}", rc,
+            )
+        params, meta = rc[Experiment.PARAMETERS], rc[Experiment.METADATA]
+        # As in epyc, a failed run's results (there should be none) name no result fields.
+        ok = meta.get(Experiment.STATUS, True) is not False and isinstance(rc[Experiment.RESULTS], dict)
+        res = rc[Experiment.RESULTS] if ok else {}
+        self._register(params, res, meta, standard_metadata=True)
+        return self.dtype()
+
+    def _register(
+        self,
+        params: Mapping[str, Any],
+        res: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        standard_metadata: bool,
+    ) -> None:
+        """Make columns (no rows) for the keys not seen yet, with the states their values give."""
         trial = self._rows.trialCheck()
-        parts = (rc[Experiment.PARAMETERS], rc.get(Experiment.RESULTS) or {}, rc[Experiment.METADATA])
-        trial(*parts)
-        names = self.names()
-        names += [k for part in parts for k in part if k not in names]
-        names += [k for k in self._declared if k not in names and k in trial.states]
-        return dtypes.row_dtype(names, trial.states)
+        trial(params, res, meta)
+        states = dict(trial.states)
+        if standard_metadata:
+            names = set(self.names())
+            missing = {k: None for k in _STANDARD_STATES if k not in meta and k not in names}
+            for k in missing:
+                states.setdefault(k, _STANDARD_STATES[k])
+            meta = {**meta, **missing}
+        before = self._rows.states()
+        widened = any(before.get(k) != st for k, st in states.items())
+        made = self._rows.register(params, res, meta, states)
+        if made or widened:
+            self._typechanged = True
+            self._frame = self._stored_frame = None
 
     def setDtype(self, dtype: np.dtype) -> None:
         """Declare the row dtype: every field is listed by :meth:`dtype` at once, and columns widen to it.
@@ -540,11 +597,23 @@ class ResultSet:
         return np.dtype(list(fields.items()))
 
     def inferPendingResultDtype(self, params: Mapping[str, Any]) -> np.dtype:
-        """The pending dtype once a job for ``params`` is pending (nothing is added).
+        """Register ``params`` as parameters and return the pending dtype once a job for them is pending.
+
+        As in epyc, each parameter not a column yet becomes one (no rows), so
+        :meth:`parameterNames` lists it; no job is added, and no result or metadata field.
 
         Raises:
-            UnstorableValueError: a parameter value cannot be stored.
+            NotebookReadOnlyError: the notebook holding the set refuses changes.
+            ResultSetLockedException: the set is finished.
+            ResultsStructureException: a parameter name is a result or metadata column.
+            UnstorableValueError: a parameter value cannot be stored; nothing changes.
         """
+        self.checkChangeable()
+        if not isinstance(params, Mapping):
+            raise ResultsStructureException(
+                f"inferPendingResultDtype takes a dict of parameters; got {describe(params)}"
+            )
+        self._register(params, {}, {}, standard_metadata=False)
         now = self.pendingdtype()
         fields = {n: now.fields[n][0] for n in now.names}
         fields.setdefault(self.JOBID, np.dtype(object))

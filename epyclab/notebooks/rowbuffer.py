@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,7 +56,7 @@ class RowBuffer:
         self._results: dict[str, list[Any]] = {}
         self._meta: dict[str, list[Any]] = {}
         self._n_buffered = 0
-        # The keys of the last complete row and its columns: a row like it is appended in C.
+        # The keys of the last row, its columns and those it lacks: a row like it is appended in C.
         self._row: _Row | None = None
         self._base: StoredRows | None = None
         #: The state of each column of the loaded rows (the base), as they are held.
@@ -144,8 +145,8 @@ class RowBuffer:
         if row is not None:
             keys = (*params, None, *res, None, *meta)
             if keys == row.keys:
-                # The common case: a row with the keys (and roles) of the last one, every column
-                # present. Only its values are checked, then appended in C.
+                # The common case: a row with the keys (and roles) of the last one. Only its values
+                # are checked, then appended in C (the columns it lacks get a missing cell).
                 _, values = self._check(params, res, meta, keys)
                 return self._append(row, values)
         return self._add_row(params, res, meta)
@@ -161,12 +162,10 @@ class RowBuffer:
         keys, values = self._check(params, res, meta)
         made = self._add_columns(params, res, meta) if not known else []
         row = _Row(keys, (pcols, rcols, mcols))
-        complete = len(values) == len(pcols) + len(rcols) + len(mcols)
         changes = self._append(row, values)
-        if complete:
-            self._row = row
-        else:
-            self._pad_row()
+        # The next row with these keys is appended in C, padded likewise (a successful run
+        # has no exception: a sweep's successes after a failure are rows without it).
+        self._row = row
         if made:
             # A column made for a name whose state was already known (declared by a dtype) changes
             # no state, but it is a new column all the same.
@@ -180,6 +179,8 @@ class RowBuffer:
     def _append(self, row: _Row, values: tuple[Any, ...]) -> StateChanges:
         """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
         _consume(map(list.append, row.columns, values))
+        if row.pad:
+            _consume(map(list.append, row.pad, repeat(MISSING)))
         if row.exceptions is not None:
             # Exceptions are stored as text, so a notebook reads back the same
             # whether or not it went through a file. None (a successful run) stays a missing cell.
@@ -218,6 +219,26 @@ class RowBuffer:
                             f"also be a {role}; rename one of them"
                         )
 
+    def register(
+        self,
+        params: Mapping[str, Any],
+        res: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        states: Mapping[str, ColumnState],
+    ) -> list[str]:
+        """Make a column, every cell missing, for each key not seen before, in its role; take ``states``.
+
+        Only the keys are used: no row is added. ``states`` become the columns' states (those a
+        trial check of the keys' values gave). Returns the names of the columns made.
+
+        Raises:
+            ResultsStructureException: a key is in two roles, or is not a string; nothing changes.
+        """
+        self.checkRoles(params, res, meta)
+        made = self._add_columns(params, res, meta)
+        self._check.states = states
+        return made
+
     def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
         """Create the columns for keys not seen before (missing in every earlier row); return their names."""
         self._row = None
@@ -228,14 +249,6 @@ class RowBuffer:
                     cols[k] = [MISSING] * self._n_buffered
                     made.append(k)
         return made
-
-    def _pad_row(self) -> None:
-        """Give the columns the last row did not have a missing cell."""
-        n = self._n_buffered
-        for cols in (self._params, self._results, self._meta):
-            for col in cols.values():
-                if len(col) < n:
-                    col.append(MISSING)
 
     # ---- loaded rows ------------------------------------------------------------------
 
@@ -321,9 +334,9 @@ class RowBuffer:
 
 
 class _Row:
-    """The keys of a row that has every column (roles apart, as :class:`RowCheck` gives them) and their columns."""
+    """The keys of a row (roles apart, as :class:`RowCheck` gives them), their columns, and the columns it lacks."""
 
-    __slots__ = ("keys", "columns", "exceptions")
+    __slots__ = ("keys", "columns", "exceptions", "pad")
 
     def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
         self.keys = keys
@@ -339,6 +352,9 @@ class _Row:
             if role == 2 and k == Experiment.EXCEPTION:
                 self.exceptions = columns[-1]
         self.columns = tuple(columns)
+        # The columns such a row has no key for, each given a missing cell (valid until a column is made).
+        have = {id(c) for c in columns}
+        self.pad = tuple(c for cols in by_role for c in cols.values() if id(c) not in have)
 
 
 def missing_cell(v: Any) -> bool:
