@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from epyclab import Experiment, Lab, RepeatedExperiment, ResultSet, SummaryExperiment, order
+from epyclab import Experiment, Lab, RepeatedExperiment, ResultSet, SummaryExperiment, order, seeding
 from epyclab.labs import capture, collect, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ EPYC_NAMES = {
     SummaryExperiment.UNDERLYING_RESULTS, SummaryExperiment.UNDERLYING_SUCCESSFUL_RESULTS, ResultSet.JOBID,
 }
 EPYCLAB_NAMES = {Experiment.HOST, Experiment.PID, capture.OUTPUT, capture.CAPTURE, order.SWEEP, order.POINT,
-                 collect.SUBMITTED_ATTRIBUTE}
+                 collect.SUBMITTED_ATTRIBUTE, Experiment.SEED, seeding.SWEEP_SEED}
 
 
 class Noisy(Experiment):
