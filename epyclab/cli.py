@@ -20,6 +20,7 @@ from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
 from epyclab.experiment import Experiment
 from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import check_writable_file, safe_write
@@ -56,6 +57,7 @@ def main() -> None:
 @contextmanager
 def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
     """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
+    _refuse_special(_expand(path))
     p = Path(_expand(path))
     if not create and not p.exists():
         raise click.ClickException(f"no notebook at {path}: check the path")
@@ -82,6 +84,14 @@ def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[La
         nb.close()
     except EpyclabError as e:
         raise click.ClickException(f"cannot save {path}: {e}") from e
+
+
+def _refuse_special(path: str) -> None:
+    """Refuse a path that names no regular file (a FIFO, device, directory...) before anything opens it."""
+    try:
+        refuse_special_path(path)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
 
 
 def _expand(path: str) -> str:
@@ -112,8 +122,8 @@ def _split(spec: str) -> tuple[str, str]:
 def _split_optional(spec: str) -> tuple[str, str | None]:
     """``NOTEBOOK`` (its current set: tag None) or ``NOTEBOOK:TAG``; a leading ``~`` is expanded."""
     spec = _expand(spec)
-    if os.path.isfile(spec):
-        return spec, None
+    if spec == "" or os.path.isfile(spec) or (os.path.lexists(spec) and ":" not in spec):
+        return spec, None  # a file of any kind: what it is is said when it is opened
     return _split(spec)
 
 
@@ -128,7 +138,7 @@ def _resultset(nb: LabNotebook, tag: str) -> ResultSet:
 
 
 @main.command()
-@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.argument("notebook")
 @click.option("--long", "long_", is_flag=True, help="List every column of every result set.")
 def show(notebook: str, long_: bool) -> None:
     """Summarise NOTEBOOK: its description and each result set."""
@@ -200,6 +210,9 @@ def export(source: str, csv_file: str, only_successful: bool, force: bool, dry_r
         df = rs.dataframe(only_successful=only_successful)
         header = [*rs.parameterNames(), *rs.resultNames(), *rs.metadataNames()]
     where = "stdout" if to_stdout else target
+    if not to_stdout and os.path.lexists(target):
+        # A CSV file is written beside its name and renamed over it: never over a FIFO or device.
+        _refuse_special(target)
     if not to_stdout and not force and os.path.lexists(target):
         raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
     if dry_run:
@@ -254,7 +267,7 @@ def _write_new(target: str, write: Callable) -> None:
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.argument("dest", type=click.Path(dir_okay=False))
+@click.argument("dest")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied, change nothing.")
 def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
     """Copy result sets SOURCES (each NOTEBOOK:TAG or NOTEBOOK:TAG=NEWTAG) into notebook DEST (created if missing).

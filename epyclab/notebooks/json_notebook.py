@@ -42,6 +42,7 @@ from epyclab.log import logger
 from epyclab.notebooks.epyc1json import is_epyc_json, read_epyc_json
 from epyclab.notebooks.jsonvalues import decode_value, encode_value
 from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
+from epyclab.notebooks.paths import open_regular
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import notebook_key, safe_write
@@ -73,7 +74,7 @@ class JSONLabNotebook(PersistentLabNotebook):
 
     def _read_json(self) -> StoredNotebook:
         try:
-            with open(self._path, encoding="utf-8") as f:
+            with os.fdopen(open_regular(self._path), encoding="utf-8") as f:
                 doc = json.load(f)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None

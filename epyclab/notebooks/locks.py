@@ -35,6 +35,7 @@ from datetime import datetime
 
 from epyclab.errors import NotebookInUseError, NotebookReadOnlyError
 from epyclab.log import logger
+from epyclab.notebooks.paths import open_regular
 from epyclab.notebooks.sidefiles import notebook_key, open_side, side_path
 
 __all__ = ["WriterLock", "DataLock", "holders", "describe_holders", "READER_FIX"]
@@ -115,7 +116,7 @@ class WriterLock:
         """
         self._unlock_file()
         try:
-            fd = os.open(notebook_key(self._notebook), os.O_RDWR | os.O_CLOEXEC)
+            fd = open_regular(notebook_key(self._notebook), os.O_RDWR)
         except FileNotFoundError:
             return  # not created yet: the lock file alone keeps others out until it is
         except PermissionError:
@@ -210,7 +211,7 @@ class DataLock:
         :attr:`QuietWait`, when it waits for a writer's change.
         """
         wait = self.Timeout if wait is None else wait
-        fd = os.open(self._path, os.O_RDONLY)
+        fd = open_regular(self._path)
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         start = time.monotonic()
         deadline = start + wait

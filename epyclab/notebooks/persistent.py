@@ -21,6 +21,7 @@ from epyclab.errors import (
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
+from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import otherFormat, refuseOtherFormat
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
@@ -59,7 +60,9 @@ class PersistentLabNotebook(LabNotebook):
     it works while another process writes; such a notebook cannot be saved.
     ``create=True`` starts an empty notebook even if the file exists, but
     refuses (:class:`~epyclab.errors.NotebookOverwriteError`) if that would
-    drop pending results, unless ``force=True``.
+    drop pending results, unless ``force=True``. A path naming anything but a
+    regular file (a directory, FIFO, socket, device, a link to one, ``""``) is
+    refused at once (:class:`~epyclab.errors.NotebookPathError`), never replaced.
 
     A second notebook object opening the same file for writing in the same
     process (a re-run Jupyter cell) takes the file over: the first object is
@@ -192,6 +195,8 @@ class PersistentLabNotebook(LabNotebook):
         self._taken_over_by = to
 
     def _open_file(self, create: bool, force: bool, description: str | None) -> None:
+        # Before anything else touches the path: a FIFO would block the reads below, a device be replaced.
+        refuse_special_path(self._path)
         # Another format's file gets an error saying what it is, not the reader's confusion
         # (unless it is to be replaced: create=True, force=True).
         foreign = create and force and otherFormat(self._path, type(self)) is not None
