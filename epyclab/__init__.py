@@ -69,6 +69,7 @@ _LAZY = {
     "JSONLabNotebook": "epyclab.notebooks.json_notebook",
     "ResultSet": "epyclab.notebooks.resultset",
     "openNotebook": "epyclab.notebooks.registry",
+    "backupNotebook": "epyclab.notebooks.backup",
     "registerNotebookFormat": "epyclab.notebooks.registry",
 }
 
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from epyclab.labs.clusterlab import ClusterLab
     from epyclab.labs.lab import Lab
     from epyclab.labs.parallel import ParallelLab
+    from epyclab.notebooks.backup import backupNotebook
     from epyclab.notebooks.hdf5 import HDF5LabNotebook
     from epyclab.notebooks.json_notebook import JSONLabNotebook
     from epyclab.notebooks.labnotebook import LabNotebook
@@ -125,6 +127,7 @@ __all__ = [
     "JSONLabNotebook",
     "ResultSet",
     "openNotebook",
+    "backupNotebook",
     "registerNotebookFormat",
     "PackageContactInfo",
     "EpyclabError",

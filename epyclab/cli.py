@@ -18,7 +18,7 @@ import click
 
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
-from epyclab.experiment import Experiment
+from epyclab.notebooks.backup import attributeItems, backupNotebook, pendingItems, typedRows
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import notebookClass
@@ -262,6 +262,30 @@ def _write_new(target: str, write: Callable) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+# ---- backup ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("notebook")
+@click.argument("dest")
+def backup(notebook: str, dest: str) -> None:
+    """Write a consistent copy of NOTEBOOK to the new file DEST, also while another program writes NOTEBOOK.
+
+    DEST is one self-contained notebook file (no journal beside it) holding every row committed
+    before the backup started. Copying a notebook's files by hand (NOTEBOOK, NOTEBOOK.journal,
+    NOTEBOOK.undo) while it is written is not safe: the copy can lack committed rows.
+    """
+    source, target = _expand(notebook), _expand(dest)
+    _refuse_special(source)
+    if not os.path.exists(source):
+        raise click.ClickException(f"no notebook at {notebook}: check the path")
+    try:
+        rows = backupNotebook(source, target)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"backed up {source} to {target} ({rows} row(s))")
+
+
 # ---- copy, remove, select ----------------------------------------------------------------------
 
 
@@ -291,7 +315,7 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
             if new != tag:
                 renamed.add(new)
             rs = _resultset(src, tag)
-            wanted[new] = (f"{path}:{tag}", rs.description(), _typed_rows(rs), dict(_pending(rs)), _attrs(rs),
+            wanted[new] = (f"{path}:{tag}", rs.description(), typedRows(rs), dict(pendingItems(rs)), attributeItems(rs),
                            rs.isLocked())
     news = [new for _, _, new in named]
     twice = sorted({t for t in news if news.count(t) > 1})
@@ -372,34 +396,6 @@ def _say_copied(wanted: dict, renamed: set[str], dest: str, verb: str) -> None:
         click.echo(f"{verb} {source} -> {shown} ({len(results)} row(s), {len(pending)} pending)")
 
 
-def _typed_rows(rs: ResultSet) -> list[dict]:
-    """Every row of ``rs`` as a results dict whose values keep their column's type (an int8 stays an int8).
-
-    A missing cell is given as None (pandas' NA) or NaT (in a datetime column), so the copy has it missing too.
-    """
-    import pandas as pd  # here: the command line starts without pandas
-
-    df = rs.dataframe(only_successful=False)
-    roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
-             (Experiment.METADATA, rs.metadataNames())]
-    arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}
-    # A missing int, str or bool cell reads as its column's fill (0, '', False): the mask says which.
-    missing = {k: rs.missingMask(k) for k in arrays}
-    out = []
-    for i in range(len(df)):
-        rc: dict = {}
-        for part, names in roles:
-            cells = {}
-            for k in names:
-                if k in arrays:
-                    v = arrays[k][i]
-                    # NaT stays NaT: a datetime column of NaT only is a datetime column in the copy too.
-                    cells[k] = None if ((missing[k][i] and v is not pd.NaT) or v is pd.NA) else v
-            rc[part] = cells
-        out.append(rc)
-    return out
-
-
 def _replaceable(d: LabNotebook, tag: str) -> bool:
     """True for the default set when it is empty: copying a default set fills it."""
     rs = d.resultSet(tag)
@@ -437,15 +433,6 @@ def _fill(d: LabNotebook, wanted: dict) -> None:
         d.commit()
     except EpyclabError as e:
         raise click.ClickException(f"cannot save {d.name()}: {e}; nothing was copied") from e
-
-
-def _pending(rs: ResultSet) -> Iterator[tuple[str, dict]]:
-    for jobid in rs.pendingResults():
-        yield jobid, rs.pendingResultParameters(jobid)
-
-
-def _attrs(rs: ResultSet) -> dict:
-    return {k: rs[k] for k in rs.keys()}
 
 
 @main.command()
