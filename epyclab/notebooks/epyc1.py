@@ -24,6 +24,7 @@ from epyclab.notebooks.kinds import ColumnState, column_state, kind_named, kind_
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn, from_storage
+from epyclab.notebooks.untrusted import check_storage
 
 __all__ = ["VERSION", "read_epyc1"]
 
@@ -55,11 +56,13 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         ds = g["results"]
         for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
             roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
+        check_storage(g.file.filename, ds, ds.size)
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
             columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:
+        check_storage(g.file.filename, g["pending"], g["pending"].size)
         rows = g["pending"][...]
         names = [n for n in rows.dtype.names if n != ResultSet.JOBID]
         for row in rows:

@@ -15,6 +15,7 @@ from typing import Any
 import h5py
 
 from epyclab.errors import NotebookFormatError
+from epyclab.notebooks.untrusted import reading
 
 __all__ = ["refuse_foreign_storage"]
 
@@ -23,13 +24,14 @@ def refuse_foreign_storage(path: str) -> None:
     """Raise if the HDF5 file at ``path`` has external storage, virtual datasets or external links.
 
     Raises:
-        NotebookFormatError: naming the file, the offending object and what it refers to.
+        NotebookFormatError: naming the file, the offending object and what it refers to; or the
+            file is damaged so that its objects cannot be listed.
     """
     try:
         f = h5py.File(path, "r")
     except OSError:
         return  # not an HDF5 file: the reader that follows says so clearly
-    with f:
+    with f, reading(path, "the links and datasets it holds"):
         found: list[str] = []
 
         def visit(name: str, link: Any) -> None:
