@@ -31,7 +31,7 @@ __all__ = ["READ_ERRORS", "reading", "damaged", "checked_later", "file_dtype", "
 #: notebook too large for this machine is not damaged, and the checks here keep a crafted file from it.)
 READ_ERRORS = (
     KeyError, IndexError, ValueError, TypeError, AttributeError, OSError, RuntimeError, RecursionError,
-    OverflowError, UnicodeError, AssertionError,
+    OverflowError, UnicodeError, AssertionError, SystemError,
 )
 
 #: What to do about a damaged notebook, said in every such error.
