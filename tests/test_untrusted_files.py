@@ -115,7 +115,7 @@ def test_a_cell_whose_shape_does_not_fit_its_values_is_refused(h5: Path) -> None
         shapes = f["resultsets/s/shapes/a"]
         shapes[2] = np.array([2**31, 2**31], dtype=np.int64)
     _change(h5, reshape)
-    refused(HDF5LabNotebook, h5, "cell 2 of dataset /resultsets/s/columns/a", "does not fit its 3 cell(s)")
+    refused(HDF5LabNotebook, h5, "dataset /resultsets/s/columns/a", "cannot reshape array of size 3")
 
 
 def test_a_pickle_in_the_attributes_is_refused_and_never_unpickled(h5: Path, tmp_path: Path) -> None:

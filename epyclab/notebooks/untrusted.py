@@ -14,7 +14,6 @@ naming the file and the group, dataset or key being read (:func:`reading`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 from epyclab.errors import NotebookError, NotebookFormatError
 from epyclab.notebooks.kinds import NUMERIC_DTYPES
 
-__all__ = ["READ_ERRORS", "reading", "damaged", "checked_later", "file_dtype", "check_rows", "check_shape",
+__all__ = ["READ_ERRORS", "reading", "damaged", "checked_later", "file_dtype", "check_rows",
            "check_count", "check_bare_rows", "check_storage", "check_roles", "ROLES"]
 
 #: What reading a damaged or crafted file raises, besides epyclab's own errors. (Not MemoryError: a
@@ -122,14 +121,6 @@ def check_roles(path: str, where: str, roles: Any, columns: Any = None) -> dict[
     if columns is not None and not set(names) <= set(columns):
         raise damaged(path, where, f"its roles name column(s) it lacks: {sorted(set(names) - set(columns))[:5]}")
     return roles
-
-
-def check_shape(path: str, where: str, shape: Any, size: int) -> tuple[int, ...]:
-    """``shape`` (a list of counts) if it is the shape of ``size`` cells, else a :class:`NotebookFormatError`."""
-    dims = tuple(check_count(path, where, d) for d in shape)
-    if math.prod(dims) != size:
-        raise damaged(path, where, f"shape {list(dims)} does not fit its {size} cell(s)")
-    return dims
 
 
 def file_dtype(path: str, where: str, text: Any, cells: bool = False) -> np.dtype:
