@@ -207,7 +207,7 @@ class PersistentLabNotebook(LabNotebook):
 
     def _forked_copy(self) -> bool:
         """True for an object open for writing in another process (this one is a forked child of it)."""
-        return self._is_open and not self._readonly and not self._lock.held()
+        return self._is_open and not self._readonly and self._lock.holder_pid() not in (0, os.getpid())
 
     def _refuse_forked_copy(self) -> None:
         if self._forked_copy():
