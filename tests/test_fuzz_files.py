@@ -2,10 +2,11 @@
 succeeds with the result sets and rows that were written, or raises NotebookFormatError; never a crash, a
 hang or unbounded memory.
 
-A fixed seed gives 100 flips per format (one byte XORed with a random non-zero value, anywhere in the
-file), opened read-only with every DataFrame built, then for writing, 25 files per process. Each process
-runs under a memory limit (1 GiB past what it uses once everything is imported) and a time limit, so a
-reader that believes a damaged count fails with MemoryError, a hang with a timeout, a crash with a signal.
+A fixed seed gives 100 flips per format (50 for each of epyc 1.7.2's files, tests/fixtures): one byte
+XORed with a random non-zero value, anywhere in the file. Each damaged file is opened read-only with every
+DataFrame built, then for writing, 25 files per process. Each process runs under a memory limit (1 GiB past
+what it uses once everything is imported) and a time limit, so a reader that believes a damaged count fails
+with MemoryError, a hang with a timeout, a crash with a signal.
 
 What a flip inside the bytes of a value does is not checked: neither HDF5 (without a checksum filter) nor
 JSON can tell a changed value from a written one, so such an opening succeeds with that value changed.
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -74,26 +77,40 @@ def _written(cls: type, path: Path) -> list[list]:
     return [[nb.DEFAULT_RESULTSET, 12], ["second", 8]]
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _epyc(cls: type, path: Path) -> list[list]:
+    """An epyc 1.7.2 notebook (tests/fixtures), and what it holds."""
+    shutil.copyfile(FIXTURES / f"epyc-1.7.2-notebook{path.suffix}", path)
+    nb = cls(path, readonly=True)
+    return [[t, len(nb.resultSet(t).dataframe())] for t in nb.resultSets()]
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("cls", [HDF5LabNotebook, JSONLabNotebook], ids=["hdf5", "json"])
-def test_every_opening_of_a_flipped_notebook_succeeds_or_says_it_is_damaged(cls: type, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("cls", "make", "flips"), [
+    (HDF5LabNotebook, _written, FLIPS), (JSONLabNotebook, _written, FLIPS),
+    (HDF5LabNotebook, _epyc, FLIPS // 2), (JSONLabNotebook, _epyc, FLIPS // 2),
+], ids=["hdf5", "json", "epyc-hdf5", "epyc-json"])
+def test_every_opening_of_a_flipped_notebook_succeeds_or_says_it_is_damaged(cls: type, make: Callable, flips: int,
+                                                                            tmp_path: Path) -> None:
     original = tmp_path / f"original.{'h5' if cls is HDF5LabNotebook else 'json'}"
-    expected = _written(cls, original)
+    expected = make(cls, original)
     data = original.read_bytes()
     rng = random.Random(19)
     damaged = tmp_path / "damaged"
     damaged.mkdir()
-    paths, flips = [], {}
-    for n in range(FLIPS):
+    paths, flipped = [], {}
+    for n in range(flips):
         at, by = rng.randrange(len(data)), rng.randrange(1, 256)
         copy = bytearray(data)
         copy[at] ^= by
         path = damaged / f"flip{n:03d}-at{at}{original.suffix}"
         path.write_bytes(bytes(copy))
         paths.append(str(path))
-        flips[str(path)] = (at, by)
+        flipped[str(path)] = (at, by)
     outcomes: dict[str, list] = {}
-    for start in range(0, FLIPS, PER_PROCESS):
+    for start in range(0, flips, PER_PROCESS):
         batch = paths[start:start + PER_PROCESS]
         proc = subprocess.Popen([sys.executable, "-c", OPEN_EACH, cls.__name__, *batch], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -106,7 +123,7 @@ def test_every_opening_of_a_flipped_notebook_succeeds_or_says_it_is_damaged(cls:
         started = [line[1] for line in lines if line[0] == "start"]
         last = started[-1] if started else batch[0]
         assert proc.returncode == 0, (
-            f"the process opening {last} (flip {flips[last]}) ended with {proc.returncode} (a negative code is "
+            f"the process opening {last} (flip {flipped[last]}) ended with {proc.returncode} (a negative code is "
             f"a signal; -9 after the time limit: a hang): {err[-2000:]}"
         )
         outcomes.update({line[1]: line[2] for line in lines if line[0] == "done"})
@@ -114,11 +131,11 @@ def test_every_opening_of_a_flipped_notebook_succeeds_or_says_it_is_damaged(cls:
     tally = {"ok": 0, "NotebookFormatError": 0}
     for path, results in outcomes.items():
         for outcome, what in results:
-            assert outcome in tally, f"{path} (byte {flips[path][0]} XOR {flips[path][1]}): {what}"
+            assert outcome in tally, f"{path} (byte {flipped[path][0]} XOR {flipped[path][1]}): {what}"
             tally[outcome] += 1
             if outcome == "ok":
                 # The result sets that were written, each with the rows that were written.
-                assert what == expected, f"{path} (byte {flips[path][0]} XOR {flips[path][1]}) opened as {what}"
+                assert what == expected, f"{path} (byte {flipped[path][0]} XOR {flipped[path][1]}) opened as {what}"
             else:
                 assert what.startswith(path) or path in what, what
     # Both outcomes occur: the flips reach what is checked, and a flip in unused bytes costs nothing.

@@ -55,7 +55,11 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
     if "results" in g:
         ds = g["results"]
         for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
-            roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
+            # epyc writes all three: one missing (or unreadable) is damage, not a result set without columns.
+            roles[role] = [_text(n) for n in ds.attrs[attr]]
+        fields = ds.dtype.names or ()
+        if sorted(fields) != sorted(roles["parameter"] + roles["result"] + roles["metadata"]):
+            raise ValueError(f"the columns of dataset {ds.name} are not those its attributes name")
         check_storage(g.file.filename, ds, ds.size)
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
