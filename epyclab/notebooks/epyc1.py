@@ -61,12 +61,14 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         if sorted(fields) != sorted(roles["parameter"] + roles["result"] + roles["metadata"]):
             raise ValueError(f"the columns of dataset {ds.name} are not those its attributes name")
         check_storage(g.file.filename, ds, ds.size)
+        _check_members(ds)
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
             columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:
         check_storage(g.file.filename, g["pending"], g["pending"].size)
+        _check_members(g["pending"])
         rows = g["pending"][...]
         names = [n for n in rows.dtype.names if n != ResultSet.JOBID]
         for row in rows:
@@ -82,6 +84,32 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         kinds=kinds,
         pending=pending,
     )
+
+
+#: The HDF5 classes of the fields epyc 1.x writes: numbers, bools (an enum), text, and lists of
+#: 64-bit numbers. HDF5 converting a field of a damaged class (text turned into a sequence of
+#: bytes, a reference) can crash the process, not only fail.
+_EPYC_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING, h5py.h5t.ENUM, h5py.h5t.BITFIELD)
+
+
+def _check_members(ds: h5py.Dataset) -> None:
+    """Refuse a dataset of records whose fields are not of a class epyc writes.
+
+    Raises:
+        ValueError: naming the dataset and field (the reader names the file).
+    """
+    t = ds.id.get_type()
+    if t.get_class() != h5py.h5t.COMPOUND:
+        raise ValueError(f"dataset {ds.name} is not a table of records")
+    for i in range(t.get_nmembers()):
+        m = t.get_member_type(i)
+        if m.get_class() == h5py.h5t.VLEN:
+            m = m.get_super()
+            if m.get_class() not in (h5py.h5t.INTEGER, h5py.h5t.FLOAT) or m.get_size() != 8:
+                m = None
+        if m is None or m.get_class() not in _EPYC_CLASSES:
+            name = t.get_member_name(i).decode("utf-8", "replace")
+            raise ValueError(f"field {name!r} of dataset {ds.name} is of a type epyc never writes")
 
 
 def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, ColumnState]:

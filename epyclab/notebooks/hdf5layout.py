@@ -39,7 +39,7 @@ from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
 from epyclab.notebooks.jsonvalues import decode_value
-from epyclab.notebooks.kinds import ColumnState, kind_named
+from epyclab.notebooks.kinds import NUMERIC_DTYPES, ColumnState, kind_named
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn
 from epyclab.notebooks.untrusted import (
@@ -242,6 +242,10 @@ def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredCo
     if h5py.check_string_dtype(ds.dtype) is not None:
         return StoredColumn(kind, ds.asstr()[:rows])
     element = h5py.check_vlen_dtype(ds.dtype)
+    # Only the dtypes a notebook writes are read: HDF5 converting cells of a damaged type (a
+    # sequence of sequences, a reference) can crash the process, not only fail.
+    if (element if element is not None else ds.dtype) not in NUMERIC_DTYPES:
+        raise damaged(path, f"dataset {ds.name}", f"its dtype {ds.dtype} is not one a notebook stores")
     if element is not None:
         shapes = _dataset(g["shapes"], escape(name), rows, path)[:rows]
         # A cell's shape is checked against its values when the cell is made (reshaping allocates
