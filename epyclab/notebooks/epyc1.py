@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from epyclab.experiment import Experiment
+from epyclab.notebooks.hdf5check import check_attribute_types, safe_type
 from epyclab.notebooks.kinds import ColumnState, column_state, kind_named, kind_of_dtype
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
@@ -36,6 +37,7 @@ _GROUP_ATTRIBUTES = {"description", "locked"}
 
 def read_epyc1(f: h5py.File) -> StoredNotebook:
     """The notebook in an open epyc 1.x file."""
+    check_attribute_types(f.filename, f)
     sets = [_read_resultset(tag, g) for tag, g in f.items() if isinstance(g, h5py.Group)]
     current = _text(f.attrs.get("current-resultset")) if "current-resultset" in f.attrs else None
     return StoredNotebook(
@@ -48,12 +50,14 @@ def read_epyc1(f: h5py.File) -> StoredNotebook:
 
 
 def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
+    check_attribute_types(g.file.filename, g)
     attributes = {k: _python(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRIBUTES}
     roles: dict[str, list[str]] = {"parameter": [], "result": [], "metadata": []}
     columns: dict[str, Any] = {}
     kinds: dict[str, ColumnState] = {}
     if "results" in g:
         ds = g["results"]
+        check_attribute_types(g.file.filename, ds)
         for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
             # epyc writes all three: one missing (or unreadable) is damage, not a result set without columns.
             roles[role] = [_text(n) for n in ds.attrs[attr]]
@@ -86,14 +90,8 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
     )
 
 
-#: The HDF5 classes of the fields epyc 1.x writes: numbers, bools (an enum), text, and lists of
-#: 64-bit numbers. HDF5 converting a field of a damaged class (text turned into a sequence of
-#: bytes, a reference) can crash the process, not only fail.
-_EPYC_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING, h5py.h5t.ENUM, h5py.h5t.BITFIELD)
-
-
 def _check_members(ds: h5py.Dataset) -> None:
-    """Refuse a dataset of records whose fields are not of a class epyc writes.
+    """Refuse a dataset of records whose fields are not of a type epyc writes (see :func:`safe_type`).
 
     Raises:
         ValueError: naming the dataset and field (the reader names the file).
@@ -102,12 +100,7 @@ def _check_members(ds: h5py.Dataset) -> None:
     if t.get_class() != h5py.h5t.COMPOUND:
         raise ValueError(f"dataset {ds.name} is not a table of records")
     for i in range(t.get_nmembers()):
-        m = t.get_member_type(i)
-        if m.get_class() == h5py.h5t.VLEN:
-            m = m.get_super()
-            if m.get_class() not in (h5py.h5t.INTEGER, h5py.h5t.FLOAT) or m.get_size() != 8:
-                m = None
-        if m is None or m.get_class() not in _EPYC_CLASSES:
+        if not safe_type(t.get_member_type(i)):
             name = t.get_member_name(i).decode("utf-8", "replace")
             raise ValueError(f"field {name!r} of dataset {ds.name} is of a type epyc never writes")
 

@@ -38,6 +38,7 @@ from epyclab import PackageContactInfo
 from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
+from epyclab.notebooks.hdf5check import check_attribute_types
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.kinds import NUMERIC_DTYPES, ColumnState, kind_named
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
@@ -127,6 +128,7 @@ def read_notebook(path: str) -> StoredNotebook:
     """
     with open_file(path) as f:
         with reading(path, "the file's attributes (/)"):
+            check_attribute_types(path, f)
             if "version" not in f.attrs:
                 raise NotebookFormatError(
                     f"{path} is an HDF5 file but not a notebook (it has no 'version' attribute); "
@@ -165,6 +167,7 @@ def _read_v2(path: str, f: h5py.File) -> StoredNotebook:
 
 def _read_resultset(path: str, link: str, g: h5py.Group, file_size: int) -> StoredResultSet:
     where = f"result set group {g.name}"
+    check_attribute_types(path, g)
     tag = _text(g.attrs["tag"])
     if escape(tag) != link:
         raise damaged(path, where, f"its tag {tag!r} is not the one its name says")
@@ -190,7 +193,7 @@ def _read_resultset(path: str, link: str, g: h5py.Group, file_size: int) -> Stor
             link = escape(name)
             if kinds[name].kind.masks_missing and link in g["missing"]:
                 with reading(path, f"dataset {g.name}/missing/{link}"):
-                    mask = _dataset(g["missing"], link, rows, path)
+                    mask = _dataset(g["missing"], link, rows, path, np.dtype(np.uint8))
                     missing[name] = mask[:rows].astype(bool)
     pending = {}
     if "pending" in g:
@@ -219,15 +222,25 @@ def _read_resultset(path: str, link: str, g: h5py.Group, file_size: int) -> Stor
     )
 
 
-def _dataset(group: h5py.Group, link: str, rows: int, path: str) -> h5py.Dataset:
-    """Dataset ``link`` of ``group``, checked to hold ``rows`` cells in bytes the file really has."""
+def _dataset(group: h5py.Group, link: str, rows: int, path: str, dtype: Any = None) -> h5py.Dataset:
+    """Dataset ``link`` of ``group``, checked to hold ``rows`` cells in bytes the file really has.
+
+    ``dtype``: the (numpy) dtype it must have, if known.
+    """
     ds = group[link]
     where = f"dataset {ds.name}"
     if not isinstance(ds, h5py.Dataset) or len(ds.shape) != 1:
         raise damaged(path, where, "it is not a one-dimensional dataset")
+    # (A vlen dtype is numpy's object dtype with the element in its metadata: compared apart.)
+    if dtype is not None and (ds.dtype != dtype or h5py.check_vlen_dtype(ds.dtype) != h5py.check_vlen_dtype(dtype)):
+        raise damaged(path, where, f"its dtype is {ds.dtype}, not {dtype}")
     check_rows(path, f"result set group {group.parent.name}", rows, ds.shape[0], where)
     check_storage(path, ds, rows)
     return ds
+
+
+#: The dtype of an array column's cell shapes.
+_SHAPES_DTYPE = h5py.vlen_dtype(np.int64)
 
 
 def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredColumn:
@@ -238,6 +251,7 @@ def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredCo
     """
     path = path or g.file.filename
     ds = _dataset(g["columns"], escape(name), rows, path)
+    check_attribute_types(path, ds)
     kind = _text(ds.attrs["kind"])
     if h5py.check_string_dtype(ds.dtype) is not None:
         return StoredColumn(kind, ds.asstr()[:rows])
@@ -247,7 +261,7 @@ def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredCo
     if (element if element is not None else ds.dtype) not in NUMERIC_DTYPES:
         raise damaged(path, f"dataset {ds.name}", f"its dtype {ds.dtype} is not one a notebook stores")
     if element is not None:
-        shapes = _dataset(g["shapes"], escape(name), rows, path)[:rows]
+        shapes = _dataset(g["shapes"], escape(name), rows, path, _SHAPES_DTYPE)[:rows]
         # A cell's shape is checked against its values when the cell is made (reshaping allocates
         # nothing, and fails on a shape that does not fit): checking 100,000 of them here would
         # double the time it takes to open a notebook of array cells.
