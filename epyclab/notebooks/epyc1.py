@@ -51,6 +51,10 @@ def read_epyc1(f: h5py.File) -> StoredNotebook:
 
 def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
     check_attribute_types(g.file.filename, g)
+    others = sorted(set(g) - {"results", "pending"})
+    if others:
+        # epyc keeps nothing else in a result set's group: a damaged name would hide its rows.
+        raise ValueError(f"group {g.name} holds {others[:3]}, which epyc never writes")
     attributes = {k: _python(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRIBUTES}
     roles: dict[str, list[str]] = {"parameter": [], "result": [], "metadata": []}
     columns: dict[str, Any] = {}

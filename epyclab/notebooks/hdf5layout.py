@@ -49,6 +49,7 @@ from epyclab.notebooks.untrusted import (
     check_roles,
     check_rows,
     check_storage,
+    check_version,
     checked_later,
     damaged,
     reading,
@@ -134,7 +135,7 @@ def read_notebook(path: str) -> StoredNotebook:
                     f"{path} is an HDF5 file but not a notebook (it has no 'version' attribute); "
                     f"give the name of an epyclab or epyc notebook, or a new file name"
                 )
-            version = _text(f.attrs["version"])
+            version = check_version(path, "attribute version of /", _text(f.attrs["version"]))
         if version == VERSION:
             return _read_v2(path, f)
         if version == EPYC1_VERSION:

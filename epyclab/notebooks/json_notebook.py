@@ -51,6 +51,7 @@ from epyclab.notebooks.untrusted import (
     check_bare_rows,
     check_count,
     check_roles,
+    check_version,
     checked_later,
     damaged,
     file_dtype,
@@ -96,6 +97,7 @@ class JSONLabNotebook(PersistentLabNotebook):
                 f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
                 f"give the name of a JSON notebook, or a new file name"
             )
+        check_version(self._path, 'key "version"', doc.get("version"))
         if doc.get("version") != VERSION:
             raise NotebookVersionException(f"'{VERSION}'", str(doc.get("version")), self._path)
         size = os.path.getsize(self._path)

@@ -14,6 +14,7 @@ naming the file and the group, dataset or key being read (:func:`reading`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,7 +25,7 @@ from epyclab.errors import NotebookError, NotebookFormatError
 from epyclab.notebooks.kinds import NUMERIC_DTYPES
 
 __all__ = ["READ_ERRORS", "reading", "damaged", "checked_later", "file_dtype", "check_rows",
-           "check_count", "check_bare_rows", "check_storage", "check_roles", "ROLES"]
+           "check_count", "check_version", "check_bare_rows", "check_storage", "check_roles", "ROLES"]
 
 #: What reading a damaged or crafted file raises, besides epyclab's own errors. (Not MemoryError: a
 #: notebook too large for this machine is not damaged, and the checks here keep a crafted file from it.)
@@ -72,6 +73,13 @@ def checked_later(path: str, where: str, function: Callable[..., Any]) -> Callab
             return function(*args)
 
     return make
+
+
+def check_version(path: str, where: str, version: Any) -> str:
+    """``version`` if it reads as a format version ("2", "1.1"); damaged text is no newer version."""
+    if not isinstance(version, str) or not re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,4}){0,3}", version):
+        raise damaged(path, where, f"{version!r:.40} is not a format version")
+    return version
 
 
 def check_count(path: str, where: str, value: Any) -> int:
