@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import h5py
@@ -161,9 +162,16 @@ def _read_v2(path: str, f: h5py.File) -> StoredNotebook:
             locked=bool(f.attrs["locked"]),
             current=_text(f.attrs["current-resultset"]) or None,
             resultsets=sets,
-            file_id=_text(f.attrs["file-id"]),
+            file_id=_file_id(path, _text(f.attrs["file-id"])),
             seq=check_count(path, "attribute journal-seq of /", f.attrs["journal-seq"]),
         )
+
+
+def _file_id(path: str, text: str) -> str:
+    """The file's identity (a uuid4's 32 hex digits, as written), which a journal's header repeats."""
+    if not re.fullmatch(r"[0-9a-f]{32}", text):
+        raise damaged(path, "attribute file-id of /", f"{text!r:.50} is not a file identity")
+    return text
 
 
 def _read_resultset(path: str, link: str, g: h5py.Group, file_size: int) -> StoredResultSet:
