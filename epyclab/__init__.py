@@ -33,6 +33,7 @@ from epyclab.errors import (
     NotebookInUseError,
     NotebookIOError,
     NotebookOverwriteError,
+    NotebookPathError,
     NotebookReadOnlyError,
     NotebookSideFileError,
     NotebookTakenOverError,
@@ -68,6 +69,7 @@ _LAZY = {
     "JSONLabNotebook": "epyclab.notebooks.json_notebook",
     "ResultSet": "epyclab.notebooks.resultset",
     "openNotebook": "epyclab.notebooks.registry",
+    "backupNotebook": "epyclab.notebooks.backup",
     "registerNotebookFormat": "epyclab.notebooks.registry",
 }
 
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
     from epyclab.labs.clusterlab import ClusterLab
     from epyclab.labs.lab import Lab
     from epyclab.labs.parallel import ParallelLab
+    from epyclab.notebooks.backup import backupNotebook
     from epyclab.notebooks.hdf5 import HDF5LabNotebook
     from epyclab.notebooks.json_notebook import JSONLabNotebook
     from epyclab.notebooks.labnotebook import LabNotebook
@@ -124,6 +127,7 @@ __all__ = [
     "JSONLabNotebook",
     "ResultSet",
     "openNotebook",
+    "backupNotebook",
     "registerNotebookFormat",
     "PackageContactInfo",
     "EpyclabError",
@@ -137,6 +141,7 @@ __all__ = [
     "NotebookError",
     "NotebookIOError",
     "NotebookSideFileError",
+    "NotebookPathError",
     "NotebookTakenOverError",
     "NotebookClosedError",
     "UnstorableValueError",

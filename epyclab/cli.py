@@ -18,9 +18,10 @@ import click
 
 from epyclab import __version__
 from epyclab.errors import EpyclabError, UnknownResultSetError
-from epyclab.experiment import Experiment
 from epyclab.notebooks import reruns
+from epyclab.notebooks.backup import attributeItems, backupNotebook, pendingItems, typedRows
 from epyclab.notebooks.labnotebook import LabNotebook
+from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import check_writable_file, safe_write
@@ -57,6 +58,7 @@ def main() -> None:
 @contextmanager
 def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[LabNotebook]:
     """Open a notebook for the length of a command, turning library errors into clean CLI errors."""
+    _refuse_special(_expand(path))
     p = Path(_expand(path))
     if not create and not p.exists():
         raise click.ClickException(f"no notebook at {path}: check the path")
@@ -83,6 +85,14 @@ def _opened(path: str, write: bool = False, create: bool = False) -> Iterator[La
         nb.close()
     except EpyclabError as e:
         raise click.ClickException(f"cannot save {path}: {e}") from e
+
+
+def _refuse_special(path: str) -> None:
+    """Refuse a path that names no regular file (a FIFO, device, directory...) before anything opens it."""
+    try:
+        refuse_special_path(path)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
 
 
 def _expand(path: str) -> str:
@@ -113,8 +123,8 @@ def _split(spec: str) -> tuple[str, str]:
 def _split_optional(spec: str) -> tuple[str, str | None]:
     """``NOTEBOOK`` (its current set: tag None) or ``NOTEBOOK:TAG``; a leading ``~`` is expanded."""
     spec = _expand(spec)
-    if os.path.isfile(spec):
-        return spec, None
+    if spec == "" or os.path.isfile(spec) or (os.path.lexists(spec) and ":" not in spec):
+        return spec, None  # a file of any kind: what it is is said when it is opened
     return _split(spec)
 
 
@@ -129,7 +139,7 @@ def _resultset(nb: LabNotebook, tag: str) -> ResultSet:
 
 
 @main.command()
-@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.argument("notebook")
 @click.option("--long", "long_", is_flag=True, help="List every column of every result set.")
 def show(notebook: str, long_: bool) -> None:
     """Summarise NOTEBOOK: its description and each result set."""
@@ -218,6 +228,9 @@ def export(source: str, out_file: str, fmt: str | None, only_successful: bool, f
         df = rs.dataframe(only_successful=only_successful)
         header = [*rs.parameterNames(), *rs.resultNames(), *rs.metadataNames()]
     where = "stdout" if to_stdout else target
+    if not to_stdout and os.path.lexists(target):
+        # A CSV file is written beside its name and renamed over it: never over a FIFO or device.
+        _refuse_special(target)
     if not to_stdout and not force and os.path.lexists(target):
         raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
     if dry_run:
@@ -339,12 +352,36 @@ def report(notebook: str, output: str | None, force: bool) -> None:
     click.echo(f"wrote a report of {sets} result set(s) to {target}")
 
 
+# ---- backup ----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("notebook")
+@click.argument("dest")
+def backup(notebook: str, dest: str) -> None:
+    """Write a consistent copy of NOTEBOOK to the new file DEST, also while another program writes NOTEBOOK.
+
+    DEST is one self-contained notebook file (no journal beside it) holding every row committed
+    before the backup started. Copying a notebook's files by hand (NOTEBOOK, NOTEBOOK.journal,
+    NOTEBOOK.undo) while it is written is not safe: the copy can lack committed rows.
+    """
+    source, target = _expand(notebook), _expand(dest)
+    _refuse_special(source)
+    if not os.path.exists(source):
+        raise click.ClickException(f"no notebook at {notebook}: check the path")
+    try:
+        rows = backupNotebook(source, target)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"backed up {source} to {target} ({rows} row(s))")
+
+
 # ---- copy, remove, select ----------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("sources", nargs=-1, required=True)
-@click.argument("dest", type=click.Path(dir_okay=False))
+@click.argument("dest")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied, change nothing.")
 def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
     """Copy result sets SOURCES (each NOTEBOOK:TAG or NOTEBOOK:TAG=NEWTAG) into notebook DEST (created if missing).
@@ -368,7 +405,7 @@ def copy(sources: tuple[str, ...], dest: str, dry_run: bool) -> None:
             if new != tag:
                 renamed.add(new)
             rs = _resultset(src, tag)
-            wanted[new] = (f"{path}:{tag}", rs.description(), _typed_rows(rs), dict(_pending(rs)), _attrs(rs),
+            wanted[new] = (f"{path}:{tag}", rs.description(), typedRows(rs), dict(pendingItems(rs)), attributeItems(rs),
                            rs.isLocked())
     news = [new for _, _, new in named]
     twice = sorted({t for t in news if news.count(t) > 1})
@@ -449,36 +486,6 @@ def _say_copied(wanted: dict, renamed: set[str], dest: str, verb: str) -> None:
         click.echo(f"{verb} {source} -> {shown} ({len(results)} row(s), {len(pending)} pending)")
 
 
-def _typed_rows(rs: ResultSet) -> list[dict]:
-    """Every row of ``rs`` as a results dict whose values keep their column's type (an int8 stays an int8).
-
-    A missing cell is given as None (pandas' NA) or NaT (in a datetime column), so the copy has it missing too.
-    """
-    import pandas as pd  # here: the command line starts without pandas
-
-    # Every stored row in stored order (as missingMask is): rows a rerun replaced are copied too, with the
-    # set's rerun records, so the copy shows the same rows; the marks put them in the design's order again.
-    df = rs.storedFrame()
-    roles = [(Experiment.PARAMETERS, rs.parameterNames()), (Experiment.RESULTS, rs.resultNames()),
-             (Experiment.METADATA, rs.metadataNames())]
-    arrays = {k: df[k].array for _, names in roles for k in names if k in df.columns}
-    # A missing int, str or bool cell reads as its column's fill (0, '', False): the mask says which.
-    missing = {k: rs.missingMask(k) for k in arrays}
-    out = []
-    for i in range(len(df)):
-        rc: dict = {}
-        for part, names in roles:
-            cells = {}
-            for k in names:
-                if k in arrays:
-                    v = arrays[k][i]
-                    # NaT stays NaT: a datetime column of NaT only is a datetime column in the copy too.
-                    cells[k] = None if ((missing[k][i] and v is not pd.NaT) or v is pd.NA) else v
-            rc[part] = cells
-        out.append(rc)
-    return out
-
-
 def _replaceable(d: LabNotebook, tag: str) -> bool:
     """True for the default set when it is empty: copying a default set fills it."""
     rs = d.resultSet(tag)
@@ -516,15 +523,6 @@ def _fill(d: LabNotebook, wanted: dict) -> None:
         d.commit()
     except EpyclabError as e:
         raise click.ClickException(f"cannot save {d.name()}: {e}; nothing was copied") from e
-
-
-def _pending(rs: ResultSet) -> Iterator[tuple[str, dict]]:
-    for jobid in rs.pendingResults():
-        yield jobid, rs.pendingResultParameters(jobid)
-
-
-def _attrs(rs: ResultSet) -> dict:
-    return {k: rs[k] for k in rs.keys()}
 
 
 @main.command()

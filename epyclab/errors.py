@@ -21,6 +21,7 @@ __all__ = [
     "NotebookOverwriteError",
     "NotebookIOError",
     "NotebookSideFileError",
+    "NotebookPathError",
     "NotebookTakenOverError",
     "NotebookClosedError",
     "UnstorableValueError",
@@ -121,6 +122,14 @@ class NotebookIOError(NotebookError, OSError):
 
 class NotebookSideFileError(NotebookError):
     """A file beside a notebook (journal, undo log, lock) is a link or not epyclab's: it is never written through."""
+
+
+class NotebookPathError(NotebookError):
+    """A notebook's path names no regular file (a directory, FIFO, socket, device, a link to one, or ``""``).
+
+    Refused at once, before anything is opened or written: such a file is never
+    read as a notebook, blocked on, or replaced by one.
+    """
 
 
 class NotebookTakenOverError(NotebookReadOnlyError):

@@ -20,10 +20,12 @@ import h5py
 import numpy as np
 
 from epyclab.experiment import Experiment
+from epyclab.notebooks.hdf5check import check_attribute_types, safe_type
 from epyclab.notebooks.kinds import ColumnState, column_state, kind_named, kind_of_dtype
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn, from_storage
+from epyclab.notebooks.untrusted import check_storage
 
 __all__ = ["VERSION", "read_epyc1"]
 
@@ -35,6 +37,7 @@ _GROUP_ATTRIBUTES = {"description", "locked"}
 
 def read_epyc1(f: h5py.File) -> StoredNotebook:
     """The notebook in an open epyc 1.x file."""
+    check_attribute_types(f.filename, f)
     sets = [_read_resultset(tag, g) for tag, g in f.items() if isinstance(g, h5py.Group)]
     current = _text(f.attrs.get("current-resultset")) if "current-resultset" in f.attrs else None
     return StoredNotebook(
@@ -47,19 +50,33 @@ def read_epyc1(f: h5py.File) -> StoredNotebook:
 
 
 def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
+    check_attribute_types(g.file.filename, g)
+    others = sorted(set(g) - {"results", "pending"})
+    if others:
+        # epyc keeps nothing else in a result set's group: a damaged name would hide its rows.
+        raise ValueError(f"group {g.name} holds {others[:3]}, which epyc never writes")
     attributes = {k: _python(v) for k, v in g.attrs.items() if k not in _GROUP_ATTRIBUTES}
     roles: dict[str, list[str]] = {"parameter": [], "result": [], "metadata": []}
     columns: dict[str, Any] = {}
     kinds: dict[str, ColumnState] = {}
     if "results" in g:
         ds = g["results"]
+        check_attribute_types(g.file.filename, ds)
         for role, attr in (("parameter", "parameters"), ("result", "results"), ("metadata", "metadata")):
-            roles[role] = [_text(n) for n in ds.attrs.get(attr, [])]
+            # epyc writes all three: one missing (or unreadable) is damage, not a result set without columns.
+            roles[role] = [_text(n) for n in ds.attrs[attr]]
+        fields = ds.dtype.names or ()
+        if sorted(fields) != sorted(roles["parameter"] + roles["result"] + roles["metadata"]):
+            raise ValueError(f"the columns of dataset {ds.name} are not those its attributes name")
+        check_storage(g.file.filename, ds, ds.size)
+        _check_members(ds)
         data = ds[...]
         for name in roles["parameter"] + roles["result"] + roles["metadata"]:
             columns[name], kinds[name] = _column(name, data[name], ds.dtype.fields[name][0])
     pending: dict[str, dict[str, Any]] = {}
     if "pending" in g:
+        check_storage(g.file.filename, g["pending"], g["pending"].size)
+        _check_members(g["pending"])
         rows = g["pending"][...]
         names = [n for n in rows.dtype.names if n != ResultSet.JOBID]
         for row in rows:
@@ -75,6 +92,21 @@ def _read_resultset(tag: str, g: h5py.Group) -> StoredResultSet:
         kinds=kinds,
         pending=pending,
     )
+
+
+def _check_members(ds: h5py.Dataset) -> None:
+    """Refuse a dataset of records whose fields are not of a type epyc writes (see :func:`safe_type`).
+
+    Raises:
+        ValueError: naming the dataset and field (the reader names the file).
+    """
+    t = ds.id.get_type()
+    if t.get_class() != h5py.h5t.COMPOUND:
+        raise ValueError(f"dataset {ds.name} is not a table of records")
+    for i in range(t.get_nmembers()):
+        if not safe_type(t.get_member_type(i)):
+            name = t.get_member_name(i).decode("utf-8", "replace")
+            raise ValueError(f"field {name!r} of dataset {ds.name} is of a type epyc never writes")
 
 
 def _column(name: str, values: np.ndarray, dtype: np.dtype) -> tuple[Any, ColumnState]:

@@ -807,6 +807,14 @@ _AT_EXIT: set[weakref.finalize] = set()
 _at_exit_hooked = False
 
 
+def _no_folds_in_child() -> None:
+    # A forked child exiting (os.fork in do(), then sys.exit) must not fold its parent's notebooks.
+    _AT_EXIT.clear()
+
+
+os.register_at_fork(after_in_child=_no_folds_in_child)
+
+
 def _fold_at_exit(fold: weakref.finalize) -> None:
     """Have ``fold`` run at exit, while h5py still works.
 
@@ -841,13 +849,18 @@ def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) 
     opening the notebook again by path. When the fold cannot happen the journal stays as it is, and
     the next opening of the notebook replays it.
     """
+    # Only the process that opened the notebook folds it: in a forked child (at its exit, or when it
+    # drops its copy of the object) the notebook is the parent's, which folds it itself.
+    ours = lock.held()
     try:
         if journal[0] is not None:
             journal[0].close()
-        lock.release()
+        lock.release()  # in a forked child: closes its descriptors, and leaves the lock file alone
     except OSError as exc:
         # Its descriptors were closed already: releasing is all that is wanted.
         logger.debug("releasing notebook %s left open: %s", path, exc)
+    if not ours:
+        return
     # At exit the object left open is still alive: it must not be handed over (it has let go).
     forget_writer(path)
     try:

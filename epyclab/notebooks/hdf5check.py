@@ -15,21 +15,23 @@ from typing import Any
 import h5py
 
 from epyclab.errors import NotebookFormatError
+from epyclab.notebooks.untrusted import damaged, reading
 
-__all__ = ["refuse_foreign_storage"]
+__all__ = ["refuse_foreign_storage", "safe_type", "check_attribute_types"]
 
 
 def refuse_foreign_storage(path: str) -> None:
     """Raise if the HDF5 file at ``path`` has external storage, virtual datasets or external links.
 
     Raises:
-        NotebookFormatError: naming the file, the offending object and what it refers to.
+        NotebookFormatError: naming the file, the offending object and what it refers to; or the
+            file is damaged so that its objects cannot be listed.
     """
     try:
         f = h5py.File(path, "r")
     except OSError:
         return  # not an HDF5 file: the reader that follows says so clearly
-    with f:
+    with f, reading(path, "the links and datasets it holds"):
         found: list[str] = []
 
         def visit(name: str, link: Any) -> None:
@@ -53,3 +55,34 @@ def refuse_foreign_storage(path: str) -> None:
             f"a notebook that does, since it could read any file on this machine. Rebuild the "
             f"notebook from its source, or copy the data into the file with plain h5py"
         )
+
+
+#: The HDF5 classes of the values a notebook (epyclab's or epyc's) stores: numbers, bools (an
+#: enum) and text, and (see :func:`safe_type`) sequences of 64-bit numbers.
+_SAFE_CLASSES = (h5py.h5t.INTEGER, h5py.h5t.FLOAT, h5py.h5t.STRING, h5py.h5t.ENUM, h5py.h5t.BITFIELD)
+
+
+def safe_type(t: Any) -> bool:
+    """True if values of the HDF5 type ``t`` (an ``h5py.h5t.TypeID``) are of a kind a notebook stores.
+
+    Anything else is refused before it is read: HDF5 converting a value of a damaged type (text
+    whose type was turned into a sequence of bytes by one flipped bit, a reference) can crash
+    the process, not only fail.
+    """
+    if t.get_class() == h5py.h5t.VLEN:
+        base = t.get_super()
+        return base.get_class() in (h5py.h5t.INTEGER, h5py.h5t.FLOAT) and base.get_size() == 8
+    return t.get_class() in _SAFE_CLASSES
+
+
+def check_attribute_types(path: str, obj: Any) -> None:
+    """Refuse the HDF5 object ``obj`` if one of its attributes is of a type no notebook stores.
+
+    Only the attributes' names and types are read, never their values.
+
+    Raises:
+        NotebookFormatError: naming the file, the object and the attribute.
+    """
+    for name in obj.attrs:
+        if not safe_type(obj.attrs.get_id(name).get_type()):
+            raise damaged(path, f"attribute {name} of {obj.name}", "it is of a type no notebook stores")

@@ -28,6 +28,8 @@ with plain h5py.
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 import h5py
@@ -37,10 +39,22 @@ from epyclab import PackageContactInfo
 from epyclab.errors import NotebookFormatError, NotebookVersionException
 from epyclab.notebooks.epyc1 import VERSION as EPYC1_VERSION
 from epyclab.notebooks.epyc1 import read_epyc1
+from epyclab.notebooks.hdf5check import check_attribute_types
 from epyclab.notebooks.jsonvalues import decode_value
-from epyclab.notebooks.kinds import ColumnState, kind_named
+from epyclab.notebooks.kinds import NUMERIC_DTYPES, ColumnState, kind_named
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn
+from epyclab.notebooks.untrusted import (
+    check_bare_rows,
+    check_count,
+    check_roles,
+    check_rows,
+    check_storage,
+    check_version,
+    checked_later,
+    damaged,
+    reading,
+)
 
 __all__ = [
     "VERSION",
@@ -107,64 +121,107 @@ def open_file(path: str) -> h5py.File:
 
 
 def read_notebook(path: str) -> StoredNotebook:
-    """Everything a notebook file holds (an epyclab file, or an epyc 1.x one)."""
+    """Everything a notebook file holds (an epyclab file, or an epyc 1.x one), checked as it is read.
+
+    Raises:
+        NotebookFormatError: the file is not a notebook, or is damaged: naming the file and the
+            group, dataset or attribute that is wrong (see :mod:`epyclab.notebooks.untrusted`).
+        NotebookVersionException: a format version this release does not read.
+    """
     with open_file(path) as f:
-        if "version" not in f.attrs:
-            raise NotebookFormatError(
-                f"{path} is an HDF5 file but not a notebook (it has no 'version' attribute); "
-                f"give the name of an epyclab or epyc notebook, or a new file name"
-            )
-        version = _text(f.attrs["version"])
+        with reading(path, "the file's attributes (/)"):
+            check_attribute_types(path, f)
+            if "version" not in f.attrs:
+                raise NotebookFormatError(
+                    f"{path} is an HDF5 file but not a notebook (it has no 'version' attribute); "
+                    f"give the name of an epyclab or epyc notebook, or a new file name"
+                )
+            version = check_version(path, "attribute version of /", _text(f.attrs["version"]))
         if version == VERSION:
-            return _read_v2(f)
+            return _read_v2(path, f)
         if version == EPYC1_VERSION:
-            return read_epyc1(f)
+            with reading(path, "an epyc 1.x notebook"):
+                return read_epyc1(f)
         raise NotebookVersionException(f"'{EPYC1_VERSION}' (epyc) and '{VERSION}'", version, path)
 
 
-def _read_v2(f: h5py.File) -> StoredNotebook:
-    sets = [_read_resultset(g) for g in f["resultsets"].values()]
-    return StoredNotebook(
-        version=VERSION,
-        description=_text(f.attrs["description"]),
-        locked=bool(f.attrs["locked"]),
-        current=_text(f.attrs["current-resultset"]) or None,
-        resultsets=sets,
-        file_id=_text(f.attrs["file-id"]),
-        seq=int(f.attrs["journal-seq"]),
-    )
+def _read_v2(path: str, f: h5py.File) -> StoredNotebook:
+    size = os.path.getsize(path)
+    with reading(path, "group /resultsets"):
+        groups = list(f["resultsets"].items())
+    sets = []
+    for link, g in groups:
+        with reading(path, f"result set group /resultsets/{link}"):
+            if not isinstance(g, h5py.Group):
+                raise TypeError("it is not a group")
+            sets.append(_read_resultset(path, link, g, size))
+    with reading(path, "the file's attributes (/)"):
+        return StoredNotebook(
+            version=VERSION,
+            description=_text(f.attrs["description"]),
+            locked=bool(f.attrs["locked"]),
+            current=_text(f.attrs["current-resultset"]) or None,
+            resultsets=sets,
+            file_id=_file_id(path, _text(f.attrs["file-id"])),
+            seq=check_count(path, "attribute journal-seq of /", f.attrs["journal-seq"]),
+        )
 
 
-def _read_resultset(g: h5py.Group) -> StoredResultSet:
-    rows = int(g.attrs["rows"])
-    roles = json.loads(_text(g.attrs["roles"]))
+def _file_id(path: str, text: str) -> str:
+    """The file's identity (a uuid4's 32 hex digits, as written), which a journal's header repeats."""
+    if not re.fullmatch(r"[0-9a-f]{32}", text):
+        raise damaged(path, "attribute file-id of /", f"{text!r:.50} is not a file identity")
+    return text
+
+
+def _read_resultset(path: str, link: str, g: h5py.Group, file_size: int) -> StoredResultSet:
+    where = f"result set group {g.name}"
+    check_attribute_types(path, g)
+    tag = _text(g.attrs["tag"])
+    if escape(tag) != link:
+        raise damaged(path, where, f"its tag {tag!r} is not the one its name says")
+    rows = check_count(path, f"attribute rows of {g.name}", g.attrs["rows"])
+    roles = check_roles(path, where, json.loads(_text(g.attrs["roles"])))
     columns: dict[str, Any] = {}
     kinds: dict[str, ColumnState] = {}
     dtypes: dict[str, Any] = {}
     for name in (n for role in _ROLE_NAMES for n in roles[role]):
-        stored = read_stored(g, name, rows)
-        kind = kind_named(stored.kind)
-        kinds[name], cells = kind.read_state(stored)
+        dataset = f"dataset {g.name}/columns/{escape(name)}"
+        with reading(path, dataset):
+            stored = read_stored(g, name, rows, path)
+            kind = kind_named(stored.kind)
+            kinds[name], cells = kind.read_state(stored)
         # The stored arrays are read now (the file closes); typing them waits for the DataFrame.
-        columns[name] = Later(kind.from_storage, stored) if cells is None else cells
+        columns[name] = Later(checked_later(path, dataset, kind.from_storage), stored) if cells is None else cells
         dtypes[name] = kinds[name].dtype
+    if not columns:
+        check_bare_rows(path, where, rows, file_size)
     missing = {}
     if "missing" in g:
         for name in kinds:
             link = escape(name)
             if kinds[name].kind.masks_missing and link in g["missing"]:
-                missing[name] = g["missing"][link][:rows].astype(bool)
+                with reading(path, f"dataset {g.name}/missing/{link}"):
+                    mask = _dataset(g["missing"], link, rows, path, np.dtype(np.uint8))
+                    missing[name] = mask[:rows].astype(bool)
     pending = {}
     if "pending" in g:
-        jobids = g["pending"]["jobid"].asstr()[...]
-        params = g["pending"]["parameters"].asstr()[...]
-        pending = {j: decode_value(json.loads(p)) for j, p in zip(jobids, params)}
+        with reading(path, f"group {g.name}/pending"):
+            jobids = g["pending"]["jobid"].asstr()[...]
+            params = g["pending"]["parameters"].asstr()[...]
+            if len(jobids) != len(params):
+                raise ValueError(f"{len(jobids)} job id(s) for {len(params)} set(s) of parameters")
+            pending = {j: decode_value(json.loads(p)) for j, p in zip(jobids, params)}
+    with reading(path, f"attribute attributes of {g.name}"):
+        attributes = decode_value(json.loads(_text(g.attrs["attributes"])))
+        if not isinstance(attributes, dict):
+            raise TypeError(f"the attributes are a {type(attributes).__name__}, not a dict")
     return StoredResultSet(
-        tag=_text(g.attrs["tag"]),
+        tag=tag,
         uid=_text(g.attrs["uid"]),
         description=_text(g.attrs["description"]),
         locked=bool(g.attrs["locked"]),
-        attributes=decode_value(json.loads(_text(g.attrs["attributes"]))),
+        attributes=attributes,
         roles=roles,
         rows=StoredRows(rows, columns),
         kinds=kinds,
@@ -174,15 +231,50 @@ def _read_resultset(g: h5py.Group) -> StoredResultSet:
     )
 
 
-def read_stored(g: h5py.Group, name: str, rows: int) -> StoredColumn:
-    """The first ``rows`` cells of column ``name`` of result set group ``g``."""
-    ds = g["columns"][escape(name)]
+def _dataset(group: h5py.Group, link: str, rows: int, path: str, dtype: Any = None) -> h5py.Dataset:
+    """Dataset ``link`` of ``group``, checked to hold ``rows`` cells in bytes the file really has.
+
+    ``dtype``: the (numpy) dtype it must have, if known.
+    """
+    ds = group[link]
+    where = f"dataset {ds.name}"
+    if not isinstance(ds, h5py.Dataset) or len(ds.shape) != 1:
+        raise damaged(path, where, "it is not a one-dimensional dataset")
+    # (A vlen dtype is numpy's object dtype with the element in its metadata: compared apart.)
+    if dtype is not None and (ds.dtype != dtype or h5py.check_vlen_dtype(ds.dtype) != h5py.check_vlen_dtype(dtype)):
+        raise damaged(path, where, f"its dtype is {ds.dtype}, not {dtype}")
+    check_rows(path, f"result set group {group.parent.name}", rows, ds.shape[0], where)
+    check_storage(path, ds, rows)
+    return ds
+
+
+#: The dtype of an array column's cell shapes.
+_SHAPES_DTYPE = h5py.vlen_dtype(np.int64)
+
+
+def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredColumn:
+    """The first ``rows`` cells of column ``name`` of result set group ``g``.
+
+    Raises:
+        NotebookFormatError: the dataset (or its shapes) holds fewer cells than ``rows``.
+    """
+    path = path or g.file.filename
+    ds = _dataset(g["columns"], escape(name), rows, path)
+    check_attribute_types(path, ds)
     kind = _text(ds.attrs["kind"])
     if h5py.check_string_dtype(ds.dtype) is not None:
         return StoredColumn(kind, ds.asstr()[:rows])
     element = h5py.check_vlen_dtype(ds.dtype)
+    # Only the dtypes a notebook writes are read: HDF5 converting cells of a damaged type (a
+    # sequence of sequences, a reference) can crash the process, not only fail.
+    if (element if element is not None else ds.dtype) not in NUMERIC_DTYPES:
+        raise damaged(path, f"dataset {ds.name}", f"its dtype {ds.dtype} is not one a notebook stores")
     if element is not None:
-        return StoredColumn(kind, ds[:rows], shapes=g["shapes"][escape(name)][:rows], element=element)
+        shapes = _dataset(g["shapes"], escape(name), rows, path, _SHAPES_DTYPE)[:rows]
+        # A cell's shape is checked against its values when the cell is made (reshaping allocates
+        # nothing, and fails on a shape that does not fit): checking 100,000 of them here would
+        # double the time it takes to open a notebook of array cells.
+        return StoredColumn(kind, ds[:rows], shapes=shapes, element=element)
     unit = ds.attrs.get("unit")
     return StoredColumn(kind, ds[:rows], unit=None if unit is None else _text(unit))
 

@@ -42,10 +42,21 @@ from epyclab.log import logger
 from epyclab.notebooks.epyc1json import is_epyc_json, read_epyc_json
 from epyclab.notebooks.jsonvalues import decode_value, encode_value
 from epyclab.notebooks.kinds import KINDS, ColumnState, kind_named
+from epyclab.notebooks.paths import open_regular
 from epyclab.notebooks.persistent import PersistentLabNotebook
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.sidefiles import notebook_key, safe_write
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
+from epyclab.notebooks.untrusted import (
+    check_bare_rows,
+    check_count,
+    check_roles,
+    check_version,
+    checked_later,
+    damaged,
+    file_dtype,
+    reading,
+)
 
 __all__ = ["JSONLabNotebook"]
 
@@ -73,27 +84,36 @@ class JSONLabNotebook(PersistentLabNotebook):
 
     def _read_json(self) -> StoredNotebook:
         try:
-            with open(self._path, encoding="utf-8") as f:
+            with os.fdopen(open_regular(self._path), encoding="utf-8") as f:
                 doc = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise NotebookFormatError(f"{self._path} is not a JSON notebook: {exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise NotebookFormatError(f"{self._path} is not a JSON notebook: {type(exc).__name__}: {exc}") from None
         self._from_epyc = is_epyc_json(doc)
         if self._from_epyc:
-            return read_epyc_json(doc, self._path)
+            with reading(self._path, "an epyc 1.x JSON notebook"):
+                return read_epyc_json(doc, self._path)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise NotebookFormatError(
                 f"{self._path} is JSON but not an epyclab notebook (no \"format\": \"{FORMAT}\"); "
                 f"give the name of a JSON notebook, or a new file name"
             )
+        check_version(self._path, 'key "version"', doc.get("version"))
         if doc.get("version") != VERSION:
             raise NotebookVersionException(f"'{VERSION}'", str(doc.get("version")), self._path)
-        return StoredNotebook(
-            version=VERSION,
-            description=doc["description"],
-            locked=doc["locked"],
-            current=doc["current"],
-            resultsets=[_read_resultset(s) for s in doc["resultsets"]],
-        )
+        size = os.path.getsize(self._path)
+        with reading(self._path, 'key "resultsets"'):
+            sets = doc["resultsets"]
+            if not isinstance(sets, list):
+                raise TypeError(f"it is a {type(sets).__name__}, not a list")
+        resultsets = [_read_resultset(self._path, i, s, size) for i, s in enumerate(sets)]
+        with reading(self._path, 'keys "description", "locked" and "current"'):
+            return StoredNotebook(
+                version=VERSION,
+                description=_typed(doc["description"], str),
+                locked=_typed(doc["locked"], bool),
+                current=_typed(doc["current"], (str, type(None))),
+                resultsets=resultsets,
+            )
 
     def _create_file(self, description: str) -> None:
         self._from_epyc = False
@@ -189,36 +209,64 @@ def _column_doc(col: Any, state: ColumnState | None, missing_mask: Callable[[], 
     return doc
 
 
-def _read_column(doc: dict[str, Any]) -> tuple[Any, ColumnState, Any]:
+def _typed(value: Any, types: type | tuple[type, ...]) -> Any:
+    """``value``, if of ``types`` (read from a file: not trusted to be)."""
+    if not isinstance(value, types):
+        raise TypeError(f"{value!r:.60} is a {type(value).__name__}, not what a notebook stores there")
+    return value
+
+
+def _read_column(path: str, where: str, doc: dict[str, Any], rows: int) -> tuple[Any, ColumnState, Any]:
     """The typed column (or a :class:`Later` making it), state and storage dtype of a column's JSON.
 
     Its ``"missing"`` rows are read apart.
     """
     kind = kind_named(doc["kind"])
     dtype = doc.get("dtype")
-    stored = kind.json_column(doc["values"], None if dtype is None else np.dtype(dtype), doc.get("unit"))
+    values = _typed(doc["values"], list)
+    if len(values) != rows:
+        raise damaged(path, where, f"it holds {len(values)} value(s) for {rows} row(s)")
+    dtype = None if dtype is None else file_dtype(path, where, dtype)
+    stored = kind.json_column(values, dtype, _typed(doc.get("unit"), (str, type(None))))
     state, col = kind.read_state(stored)
-    return Later(kind.from_storage, stored) if col is None else col, state, state.dtype
+    made = Later(checked_later(path, where, kind.from_storage), stored)
+    return made if col is None else col, state, state.dtype
 
 
-def _read_resultset(doc: dict[str, Any]) -> StoredResultSet:
+def _read_resultset(path: str, i: int, doc: Any, file_size: int) -> StoredResultSet:
+    where = f'result set {i} of "resultsets"'
+    with reading(path, where):
+        _typed(doc, dict)
+        tag = _typed(doc["tag"], str)
+        where = f"result set {tag!r}"
+        rows = check_count(path, f'key "rows" of {where}', doc["rows"])
+        columns_doc = _typed(doc["columns"], dict)
+        roles = check_roles(path, where, doc["roles"], columns_doc)
     columns, kinds, dtypes, missing = {}, {}, {}, {}
-    for name, col in doc["columns"].items():
-        columns[name], kinds[name], dtypes[name] = _read_column(col)
-        if col.get("missing"):
-            mask = np.zeros(doc["rows"], dtype=bool)
-            mask[col["missing"]] = True
-            missing[name] = mask
-    return StoredResultSet(
-        tag=doc["tag"],
-        uid=uuid.uuid4().hex,
-        description=doc["description"],
-        locked=doc["locked"],
-        attributes=decode_value(doc["attributes"]),
-        roles=doc["roles"],
-        rows=StoredRows(doc["rows"], columns),
-        kinds=kinds,
-        pending={j: decode_value(p) for j, p in doc["pending"].items()},
-        dtypes=dtypes,
-        missing=missing,
-    )
+    for name, col in columns_doc.items():
+        column = f"column {name!r} of {where}"
+        with reading(path, column):
+            columns[name], kinds[name], dtypes[name] = _read_column(path, column, _typed(col, dict), rows)
+            if col.get("missing"):
+                cells = _typed(col["missing"], list)
+                if not all(isinstance(r, int) and not isinstance(r, bool) and 0 <= r < rows for r in cells):
+                    raise damaged(path, column, f'its "missing" rows are not rows of its {rows}')
+                mask = np.zeros(rows, dtype=bool)
+                mask[cells] = True
+                missing[name] = mask
+    if not columns:
+        check_bare_rows(path, where, rows, file_size)
+    with reading(path, where):
+        return StoredResultSet(
+            tag=tag,
+            uid=uuid.uuid4().hex,
+            description=_typed(doc["description"], str),
+            locked=_typed(doc["locked"], bool),
+            attributes=_typed(decode_value(doc["attributes"]), dict),
+            roles=roles,
+            rows=StoredRows(rows, columns),
+            kinds=kinds,
+            pending={j: _typed(decode_value(p), dict) for j, p in _typed(doc["pending"], dict).items()},
+            dtypes=dtypes,
+            missing=missing,
+        )

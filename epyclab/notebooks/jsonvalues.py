@@ -20,6 +20,7 @@ dict                       ``{"__dict__": {...}}``
 from __future__ import annotations
 
 import math
+import operator
 from datetime import datetime
 from typing import Any
 
@@ -75,7 +76,12 @@ def encode_value(v: Any, what: str = "value") -> Any:
 
 
 def decode_value(x: Any) -> Any:
-    """The value :func:`encode_value` encoded."""
+    """The value :func:`encode_value` encoded.
+
+    Raises:
+        ValueError, TypeError, KeyError: ``x`` is not what :func:`encode_value` writes (a damaged file);
+            the reader names the file and the key.
+    """
     if isinstance(x, list):
         return [decode_value(y) for y in x]
     if not isinstance(x, dict):
@@ -89,8 +95,14 @@ def decode_value(x: Any) -> Any:
         return datetime.fromisoformat(body)
     if tag == "__ndarray__":
         dtype = np.dtype(body["dtype"])
+        # Read from a file: only the dtypes encode_value writes (a "V99999999999" would cost gigabytes).
+        if dtype.kind not in "biufc" or dtype.itemsize > 32:
+            raise ValueError(f"an array of dtype {dtype.str!r} is not one a notebook stores")
         data = [decode_value(y) for y in body["data"]]
-        return np.array(data, dtype=dtype).reshape(body["shape"])
+        shape = [operator.index(d) for d in body["shape"]]
+        if any(d < 0 for d in shape) or math.prod(shape) != len(data):
+            raise ValueError(f"an array of shape {shape} cannot hold its {len(data)} value(s)")
+        return np.array(data, dtype=dtype).reshape(shape)
     if tag == "__tuple__":
         return tuple(decode_value(y) for y in body)
     if tag == "__dict__":

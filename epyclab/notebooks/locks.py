@@ -17,6 +17,13 @@ holder dies (SIGKILL included), so a dead holder never blocks anyone:
   same kind of lock when it opens a file, and holds it until the file is
   closed, so plain h5py readers are kept out of a change too, and a change
   waits for them: it says so at once, naming them (:func:`describe_holders`).
+
+A forked child is another process: both kinds of lock belong to the process
+that took them. A child made by ``fork`` (ParallelLab's fork backend,
+``multiprocessing``, ``os.fork``) closes its copies of their descriptors at
+once, so it never keeps a lock alive after its parent let go, and never
+releases (or removes the lock file of) a lock it did not take; a lock it
+inherited does not count as held (:meth:`WriterLock.held`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from datetime import datetime
 
 from epyclab.errors import NotebookInUseError, NotebookReadOnlyError
 from epyclab.log import logger
+from epyclab.notebooks.paths import open_regular
 from epyclab.notebooks.sidefiles import notebook_key, open_side, side_path
 
 __all__ = ["WriterLock", "DataLock", "holders", "describe_holders", "READER_FIX"]
@@ -48,6 +56,7 @@ class WriterLock:
         self._path = side_path(path, "lock")
         self._fd = None  # (int) the lock file's descriptor while the lock is held
         self._inode_fd = None  # (int) the notebook file's, while its inode is locked
+        self._pid = 0  # the process that took the lock (a forked child did not)
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`NotebookInUseError` naming the process that has it."""
@@ -83,6 +92,8 @@ class WriterLock:
                 continue
             break
         self._fd = fd
+        self._pid = os.getpid()
+        _LIVE.add(self)
         held = self._path
         _HELD_HERE.add(held)
         # A notebook dropped without close() must not keep its lock for the life of the process.
@@ -115,7 +126,7 @@ class WriterLock:
         """
         self._unlock_file()
         try:
-            fd = os.open(notebook_key(self._notebook), os.O_RDWR | os.O_CLOEXEC)
+            fd = open_regular(notebook_key(self._notebook), os.O_RDWR)
         except FileNotFoundError:
             return  # not created yet: the lock file alone keeps others out until it is
         except PermissionError:
@@ -142,17 +153,37 @@ class WriterLock:
             self._inode_finalizer()
             self._inode_fd = None
 
+    def holder_pid(self) -> int:
+        """The process that took the lock (0 if it never was)."""
+        return self._pid
+
+    def held(self) -> bool:
+        """True while this process holds the lock (a lock a forked child inherited is its parent's)."""
+        return self._fd is not None and self._pid == os.getpid()
+
     def release(self) -> None:
-        """Give the lock up (and remove the lock file, which only the holder may do)."""
-        self._unlock_file()
-        if self._fd is None:
+        """Give the lock up (and remove the lock file, which only the holder may do).
+
+        In a process that did not take the lock (a forked child), only this process's
+        descriptors are closed: the lock and its file stay the holder's.
+        """
+        if not self.held():
+            self._let_go()
             return
+        self._unlock_file()
         try:
             os.unlink(self._path)
         except FileNotFoundError:
             logger.debug("%s was removed already", self._path)
         self._finalizer()
         self._fd = None
+
+    def _let_go(self) -> None:
+        """Close this process's descriptors of a lock it did not take, leaving the lock file alone."""
+        self._unlock_file()
+        if self._fd is not None:
+            self._finalizer()
+            self._fd = None
 
 
 #: The byte the writer locks: far past any notebook's end, so it never meets HDF5's own locking.
@@ -166,6 +197,25 @@ def _flock(kind: int) -> bytes:
 
 #: The lock files this process holds (real paths), to tell a second writer in this process why it failed.
 _HELD_HERE: set[str] = set()
+
+
+#: The locks of this process holding a descriptor: a forked child closes its copies of them.
+_LIVE: weakref.WeakSet[WriterLock | DataLock] = weakref.WeakSet()
+
+
+def _let_go_in_child() -> None:
+    """In a forked child: no lock of the parent is this process's; close the descriptors it inherited.
+
+    Were they kept, a lock would stay taken (a descriptor keeps an open file description, and its
+    locks, alive) after the parent released it, and refuse the parent's next writer.
+    """
+    _HELD_HERE.clear()
+    for lock in list(_LIVE):
+        lock._let_go()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_let_go_in_child)
 
 
 def _drop(fd: int, held: str) -> None:
@@ -210,7 +260,7 @@ class DataLock:
         :attr:`QuietWait`, when it waits for a writer's change.
         """
         wait = self.Timeout if wait is None else wait
-        fd = os.open(self._path, os.O_RDONLY)
+        fd = open_regular(self._path)
         mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
         start = time.monotonic()
         deadline = start + wait
@@ -232,6 +282,7 @@ class DataLock:
                 delay = min(delay * 2, 0.05)
                 continue
             self._fd = fd
+            _LIVE.add(self)
             return True
 
     def _say_waiting(self, level: int, exclusive: bool, wait: float, doing: str, start: float) -> None:
@@ -279,6 +330,10 @@ class DataLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _let_go(self) -> None:
+        # A forked child's copy: closing it releases nothing while the parent's descriptor stays open.
+        self.release()
 
 
 #: What a user does about a process that holds a notebook open for reading.

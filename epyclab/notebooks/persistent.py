@@ -14,6 +14,7 @@ from epyclab.errors import (
     LabNotebookLockedException,
     NotebookClosedError,
     NotebookFormatError,
+    NotebookInUseError,
     NotebookIOError,
     NotebookOverwriteError,
     NotebookReadOnlyError,
@@ -22,6 +23,7 @@ from epyclab.errors import (
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.locks import WriterLock
+from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import otherFormat, refuseOtherFormat
 from epyclab.notebooks.resultset import ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
@@ -49,6 +51,18 @@ class SetRecord:
 
 #: The notebook object of this process that holds each file open for writing, by resolved path.
 _WRITERS: dict[str, weakref.ref[PersistentLabNotebook]] = {}
+#: The process those objects are of: a forked child inherits the dict, not the notebooks.
+_WRITERS_PID = os.getpid()
+
+
+def _forget_writers_in_child() -> None:
+    """In a forked child: the parent's open notebooks are not this process's to take over."""
+    global _WRITERS_PID
+    _WRITERS.clear()
+    _WRITERS_PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 
 class PersistentLabNotebook(LabNotebook):
@@ -60,7 +74,9 @@ class PersistentLabNotebook(LabNotebook):
     it works while another process writes; such a notebook cannot be saved.
     ``create=True`` starts an empty notebook even if the file exists, but
     refuses (:class:`~epyclab.errors.NotebookOverwriteError`) if that would
-    drop pending results, unless ``force=True``.
+    drop pending results, unless ``force=True``. A path naming anything but a
+    regular file (a directory, FIFO, socket, device, a link to one, ``""``) is
+    refused at once (:class:`~epyclab.errors.NotebookPathError`), never replaced.
 
     A description given when opening an existing notebook replaces the stored
     one (as in epyc), saved at the next commit.
@@ -72,6 +88,10 @@ class PersistentLabNotebook(LabNotebook):
     :class:`~epyclab.errors.NotebookTakenOverError` naming the new holder, or
     :class:`~epyclab.errors.LabNotebookLockedException` if the notebook is finished.
     Another *process* is refused (:class:`~epyclab.errors.NotebookInUseError`).
+    A child forked from this process is another process: a notebook object it
+    inherited open for writing is not its own, and refuses changes
+    (:class:`~epyclab.errors.NotebookInUseError`); closing it there writes,
+    folds and removes nothing (the parent's object does that).
     A read-only file is refused for writing
     (:class:`~epyclab.errors.NotebookReadOnlyError`).
     """
@@ -131,8 +151,15 @@ class PersistentLabNotebook(LabNotebook):
         return self
 
     def close(self) -> None:
-        """Commit, then release the file (other processes may now write it)."""
+        """Commit, then release the file (other processes may now write it).
+
+        In a forked child, for an object it inherited open for writing: nothing is written,
+        the child only lets go of its copy (the parent's object commits and closes).
+        """
         if not self._is_open:
+            return
+        if self._forked_copy():
+            self.abandon()
             return
         if not self._readonly:
             try:
@@ -157,9 +184,11 @@ class PersistentLabNotebook(LabNotebook):
         Raises:
             NotebookReadOnlyError: the notebook was opened read-only, or is closed, and something changed.
             NotebookTakenOverError: another object of this process took the file over, and something changed.
+            NotebookInUseError: this process is a forked copy of the one that opened the notebook.
             NotebookIOError: the disk is full or failed; the changes stay in memory, commit again later.
             UnstorableValueError: an attribute or pending parameter cannot be stored.
         """
+        self._refuse_forked_copy()
         signature = self._state_signature()
         if signature != self._saved:
             self._check_writable()
@@ -178,11 +207,25 @@ class PersistentLabNotebook(LabNotebook):
             return
         try:
             if not self._readonly:
+                # In a forked copy too: it closes this process's descriptors, and writes nothing.
                 self._drop_file()
         finally:
             self._is_open = False
             self._lock.release()
             self._forget_writer()
+
+    def _forked_copy(self) -> bool:
+        """True for an object open for writing in another process (this one is a forked child of it)."""
+        return self._is_open and not self._readonly and self._lock.holder_pid() not in (0, os.getpid())
+
+    def _refuse_forked_copy(self) -> None:
+        if self._forked_copy():
+            raise NotebookInUseError(
+                f"notebook {self._path} is open for writing in process {self._lock.holder_pid()}, and this process "
+                f"({os.getpid()}) is a copy of it made by fork: a forked copy never writes its parent's "
+                f"notebooks. Return results to the parent to be added there, or open the notebook here with "
+                f"readonly=True to read it"
+            )
 
     def _forget_writer(self) -> None:
         key = notebook_key(self._path)
@@ -201,6 +244,8 @@ class PersistentLabNotebook(LabNotebook):
         self._taken_over_by = to
 
     def _open_file(self, create: bool, force: bool, description: str | None) -> None:
+        # Before anything else touches the path: a FIFO would block the reads below, a device be replaced.
+        refuse_special_path(self._path)
         # Another format's file gets an error saying what it is, not the reader's confusion
         # (unless it is to be replaced: create=True, force=True).
         foreign = create and force and otherFormat(self._path, type(self)) is not None
@@ -281,6 +326,7 @@ class PersistentLabNotebook(LabNotebook):
 
     def _check_writable(self) -> None:
         self._check_not_taken_over()
+        self._refuse_forked_copy()
         if self._file_readonly:
             raise self._read_only_why()
         if self._readonly:
@@ -314,12 +360,14 @@ class PersistentLabNotebook(LabNotebook):
 
         Raises:
             NotebookTakenOverError: another object of this process took the file over.
+            NotebookInUseError: this process is a forked copy of the one that opened the notebook.
             NotebookReadOnlyError: the notebook was opened with ``readonly=True``.
             NotebookClosedError: the notebook was closed (``close()``, or the end of a ``with`` block).
         """
         if self._loading:
             return
         self._check_not_taken_over()
+        self._refuse_forked_copy()
         if self._file_readonly:
             raise self._read_only_why()
         if self._readonly:
@@ -470,6 +518,8 @@ class PersistentLabNotebook(LabNotebook):
 
 def _writer_of(key: str) -> PersistentLabNotebook | None:
     """The object of this process writing the file at ``key``, by its resolved path or, for a hard link, its inode."""
+    if _WRITERS_PID != os.getpid():
+        _forget_writers_in_child()  # forked without the at-fork hook (a C library's own fork)
     holder = _WRITERS.get(key)
     if holder is not None and holder() is not None:
         return holder()

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from epyclab.errors import NotebookFormatError
+from epyclab.errors import NotebookFormatError, NotebookPathError
+from epyclab.notebooks.paths import open_regular, refuse_special_path
 
 __all__ = [
     "NotebookFormat", "recognisedFormat", "otherFormat", "refuseOtherFormat",
@@ -77,12 +78,13 @@ def notebookFormat(path: str | os.PathLike[str]) -> NotebookFormat:
 
     Raises:
         NotebookFormatError: the file exists and no format recognises it.
+        NotebookPathError: ``path`` names no regular file (a directory, FIFO, device...).
     """
     p = os.fspath(path)
+    refuse_special_path(p)
     # An empty file (touch, mkstemp) holds no notebook yet: its suffix says what it is to become.
     if os.path.exists(p) and os.path.getsize(p) > 0:
-        with open(p, "rb") as f:
-            head = f.read(SNIFF_BYTES)
+        head = _head(p)
         for fmt in _FORMATS.values():
             if fmt.sniff(head):
                 return fmt
@@ -102,11 +104,21 @@ def recognisedFormat(path: str | os.PathLike[str]) -> NotebookFormat | None:
     """The format whose signature the existing file at ``path`` carries; None if none does or there is no file."""
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            head = f.read(SNIFF_BYTES)
-    except (FileNotFoundError, IsADirectoryError):
-        return None
+        head = _head(p)
+    except (FileNotFoundError, NotebookPathError):
+        return None  # no file, or none that is a notebook of any format
     return next((fmt for fmt in _FORMATS.values() if fmt.sniff(head)), None)
+
+
+def _head(path: str) -> bytes:
+    """The first :data:`SNIFF_BYTES` of the regular file ``path`` (never blocking on a FIFO)."""
+    if path == "":
+        raise NotebookPathError("the notebook path is empty ('')")
+    fd = open_regular(path)
+    try:
+        return os.pread(fd, SNIFF_BYTES, 0)
+    finally:
+        os.close(fd)
 
 
 def otherFormat(path: str | os.PathLike[str], cls: type) -> NotebookFormat | None:

@@ -1,0 +1,186 @@
+"""Only regular files are notebooks (issue 19.4): a directory, FIFO, socket, character or block device, a
+symbolic link to one, or ``""`` is refused at once, naming the path and what it is, in both formats and on
+the command line; nothing is blocked on (a FIFO opened for reading waits for a writer), replaced by a
+notebook file, or written beside it (no journal, lock or undo log)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from epyclab import HDF5LabNotebook, JSONLabNotebook, NotebookPathError, openNotebook
+from epyclab.cli import main
+
+FORMATS = [HDF5LabNotebook, JSONLabNotebook]
+KINDS = ["directory", "fifo", "socket", "chardev", "blockdev"]
+WORDS = {
+    "directory": "a directory",
+    "fifo": "a FIFO (named pipe)",
+    "socket": "a socket",
+    "chardev": "a character device",
+    "blockdev": "a block device",
+}
+# A FIFO opened for reading blocks until a writer comes: every test here is bounded, so a regression hangs no one.
+pytestmark = pytest.mark.timeout(60)
+
+
+def _root_only(kind: str) -> None:
+    if kind in ("chardev", "blockdev") and os.geteuid() != 0:
+        pytest.skip("making a device node (os.mknod) needs root; CI runs as root")
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    yield held
+    for s in held:
+        s.close()
+
+
+def make(kind: str, path: Path, sockets: list[socket.socket]) -> Path:
+    """A file of ``kind`` at ``path`` (devices: /dev/null's numbers and /dev/loop0's, made in tmp_path)."""
+    _root_only(kind)
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(path))
+        sockets.append(s)
+    elif kind == "chardev":
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    else:
+        os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    return path
+
+
+def _untouched(path: Path, kind: str) -> None:
+    """The special file is as it was, and nothing was made beside it."""
+    st = os.lstat(path)
+    test = {"directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "chardev": stat.S_ISCHR,
+            "blockdev": stat.S_ISBLK}[kind]
+    assert test(st.st_mode) or stat.S_ISLNK(st.st_mode)
+    beside = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+    assert beside == []
+    if kind == "directory":
+        assert list(Path(os.path.realpath(path)).iterdir()) == []
+
+
+@pytest.mark.parametrize("cls", FORMATS, ids=["hdf5", "json"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("link", [False, True], ids=["itself", "symlink"])
+@pytest.mark.parametrize("how", ["open", "create", "create-force", "readonly"])
+def test_a_notebook_on_a_special_file_is_refused_at_once(cls: type, kind: str, link: bool, how: str,
+                                                         tmp_path: Path, sockets: list[socket.socket]) -> None:
+    target = make(kind, tmp_path / "special", sockets)
+    path = target
+    if link:
+        path = tmp_path / "nb-link"
+        path.symlink_to(target)
+    kwargs = {"open": {}, "create": {"create": True}, "create-force": {"create": True, "force": True},
+              "readonly": {"readonly": True}}[how]
+    with pytest.raises(NotebookPathError) as err:
+        cls(path, **kwargs)
+    said = str(err.value)
+    assert said.startswith(f"{path} is ")
+    assert WORDS[kind] in said and "not a regular file" in said
+    if link:
+        assert f"a symbolic link to {target}" in said
+    _untouched(path, kind)
+    _untouched(target, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_open_notebook_refuses_a_special_file(kind: str, tmp_path: Path, sockets: list[socket.socket]) -> None:
+    path = make(kind, tmp_path / "special.h5", sockets)
+    with pytest.raises(NotebookPathError, match=re.escape(f"{path} is {WORDS[kind]}")):
+        openNotebook(path)
+    _untouched(path, kind)
+
+
+@pytest.mark.parametrize("cls", FORMATS, ids=["hdf5", "json"])
+def test_the_empty_path_is_refused(cls: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for kwargs in ({}, {"create": True}, {"readonly": True}):
+        with pytest.raises(NotebookPathError, match=r"the notebook path is empty \(''\)"):
+            cls("", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cls", FORMATS, ids=["hdf5", "json"])
+def test_a_notebook_replaced_by_a_fifo_is_refused_on_reopening(cls: type, tmp_path: Path) -> None:
+    path = tmp_path / "nb"
+    nb = cls(path, create=True)
+    nb.close()
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(NotebookPathError, match="a FIFO"):
+        nb.open()
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+
+
+def _notebook(tmp_path: Path, name: str = "good.h5") -> Path:
+    path = tmp_path / name
+    with HDF5LabNotebook(path, create=True) as nb:
+        nb.addResultSet("t")
+    return path
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("link", [False, True], ids=["itself", "symlink"])
+def test_the_command_line_refuses_a_special_notebook_path(kind: str, link: bool, tmp_path: Path,
+                                                          sockets: list[socket.socket]) -> None:
+    target = make(kind, tmp_path / "special", sockets)
+    path = target
+    if link:
+        path = tmp_path / "link"
+        path.symlink_to(target)
+    good = _notebook(tmp_path)
+    commands = [
+        ["export", str(path), str(tmp_path / "out.csv")],
+        ["export", f"{path}:t", str(tmp_path / "out.csv")],
+        ["copy", f"{path}:t", str(tmp_path / "new.h5")],
+        ["copy", f"{good}:t", str(path)],
+        ["remove", f"{path}:t"],
+        ["select", f"{path}:t"],
+        ["show", str(path)],
+    ]
+    for args in commands:
+        code, out = _cli(*args)
+        assert code == 1, (args, out)
+        assert f"{path} is " in out and WORDS[kind] in out and "not a regular file" in out, (args, out)
+    _untouched(path, kind)
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "new.h5").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev", "blockdev"])
+@pytest.mark.parametrize("force", [False, True])
+def test_export_never_replaces_a_special_csv_file(kind: str, force: bool, tmp_path: Path,
+                                                  sockets: list[socket.socket]) -> None:
+    out = make(kind, tmp_path / "out.csv", sockets)
+    good = _notebook(tmp_path)
+    code, said = _cli("export", *(["--force"] if force else []), str(good), str(out))
+    assert code == 1 and f"{out} is {WORDS[kind]}" in said, said
+    _untouched(out, kind)
+
+
+def test_the_command_line_refuses_the_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    good = _notebook(tmp_path)
+    for args in (["export", "", "out.csv"], ["copy", f"{good}:t", ""]):
+        code, out = _cli(*args)
+        assert code != 0 and "empty" in out, (args, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5"]
