@@ -34,7 +34,10 @@ FLIPS = 100
 PER_PROCESS = 25
 
 OPEN_EACH = r"""
-import json, resource, sys, traceback
+import json, os, resource, sys, traceback
+# pandas keeps text in pyarrow when it is installed; pyarrow's own allocator reserves address space
+# that the memory limit below would refuse: the system allocator counts only what is used.
+os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
 import epyclab
 from epyclab import NotebookFormatError, NotebookVersionException
 import pandas, h5py

@@ -23,7 +23,10 @@ from epyclab.experiment import Experiment
 # Opens argv[2] (class argv[1]) read-only, then for writing, under a memory limit of 1 GiB more than it
 # uses once everything is imported; prints one JSON line: the outcome of each opening.
 OPEN_LIMITED = r"""
-import json, resource, sys, traceback
+import json, os, resource, sys, traceback
+# pandas keeps text in pyarrow when it is installed; pyarrow's own allocator reserves address space
+# that the memory limit below would refuse: the system allocator counts only what is used.
+os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
 import epyclab
 from epyclab import NotebookFormatError
 import pandas, h5py

@@ -766,13 +766,14 @@ class HDF5LabNotebook(PersistentLabNotebook):
         self._open_journal[0] = self._journal
 
     def _drop_file(self) -> None:
-        # What earlier commits journalled stays in the journal (folded when next opened); nothing is written.
+        # What earlier commits journalled stays in the journal (folded when next opened); nothing is written,
+        # not even the trim of the journal's spare space (a forked copy lets go this way of its parent's file).
         if self._folder is not None:
             self._folder.detach()
             _AT_EXIT.discard(self._folder)
             self._folder = None
         if self._journal is not None:
-            self._journal.close()
+            self._journal.close(trim=False)
             self._journal = None
 
     def _close_file(self) -> None:

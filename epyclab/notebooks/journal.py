@@ -436,14 +436,18 @@ class Journal:
         self._end = _HEADER.size
         self._file_id = file_id
 
-    def close(self, remove: bool = False) -> None:
-        """Close the journal, deleting it if ``remove`` (once its records are in the notebook file)."""
+    def close(self, remove: bool = False, trim: bool = True) -> None:
+        """Close the journal, deleting it if ``remove`` (once its records are in the notebook file).
+
+        With ``trim`` the space made ready for records (zeros past the last record) is cut off;
+        without, the file is left exactly as it is (a reader takes trailing zeros for no record).
+        """
         if self._fd < 0:
             return
         if remove:
             fileio.unlink(self._path)
             fileio.flush_dir(self._path)
-        elif os.fstat(self._fd).st_size > self._end:
+        elif trim and os.fstat(self._fd).st_size > self._end:
             fileio.truncate(self._fd, self._end)  # the space made ready for records (zeros) goes
         self._closer()
         self._fd = -1
