@@ -112,3 +112,12 @@ def test_the_contributors_section_is_apart_from_the_user_docs() -> None:
     page = (ROOT / "docs" / "contributing" / "index.md").read_text()
     for what in ("python -m pytest -x -q", "python -m pytest\n", "benchmarks/", "benchmarks/mutation.sh"):
         assert what in page, what
+
+
+def test_the_fixtures_readme_has_a_title_and_describes_every_fixture() -> None:
+    fixtures = ROOT / "tests" / "fixtures"
+    text = (fixtures / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("# "), "the README starts with its title"
+    for path in fixtures.iterdir():
+        if path.name != "README.md":
+            assert f"`{path.name}` —" in text, f"tests/fixtures/README.md has no entry for {path.name}"
