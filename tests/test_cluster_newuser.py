@@ -80,6 +80,20 @@ def test_no_warning_when_the_controller_is_reachable_or_the_engines_are_here(ipd
     assert "ADDRESS-the-nodes-can-reach" not in result.output
 
 
+@pytest.mark.parametrize("command", ["init", "sync", "start", "stop", "status"])
+def test_every_option_value_is_named_for_what_it_is(ipdir: Path, command: str) -> None:
+    """Metavars say what to give (N, SECONDS, HOSTS, ...), never click's type names."""
+    text = cluster(ipdir, command, "--help").stdout
+    options = [line for line in text.splitlines() if line.lstrip().startswith("-")]
+    assert options
+    for line in options:
+        assert not re.search(r"\b(TEXT|INTEGER|FLOAT)\b", line), line
+    if command == "start":
+        for option in ("-n N", "--total-engines N", "--timeout SECONDS", "--drain SECONDS", "--leave-free K",
+                       "--walltime HH:MM:SS"):
+            assert option in text, option
+
+
 # ---- starting with no engines named ------------------------------------------------------------
 
 

@@ -455,7 +455,8 @@ def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -
 @_verbosity_options
 @click.argument("profile")
 @click.argument("notebooks", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the controller to answer.")
 @click.pass_obj
 def status(obj: dict, profile: str, notebooks: tuple[str, ...], timeout: float) -> None:
     """Show the controller, the engines, the batch jobs, and the points of each NOTEBOOK per result set.
