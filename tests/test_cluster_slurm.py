@@ -94,6 +94,8 @@ def test_engines_in_a_slurm_job(ipdir: Path, tmp_path: Path, slurm: slurm_fixtur
                       "--directive", "--job-name=epyclab-test", "--timeout", "120")
     assert started.exit_code == 0, started.output + slurm.log("slurmctld")[-2000:]
     assert "  slurm: 2" in started.stdout
+    # A one-node Slurm reaches a loopback controller: warned about (for other nodes), not refused.
+    assert "epyclab cluster init sl --ip ADDRESS-the-nodes-can-reach" in " ".join(started.stderr.split())
     profile = ipdir / "profile_sl"
     recorded = loadProcesses(profile)
     (record,) = recorded.launchers
