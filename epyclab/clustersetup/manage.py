@@ -353,6 +353,10 @@ def _submit_and_wait(
         f"Jobs: {', '.join(f'{recordName(r)} ({batchStatus(r)})' for r in new)}; their output is in "
         f"{directory / 'log'}. `epyclab cluster stop {profile}` cancels them"
     )
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+    if ip in _LOOPBACK:
+        hint += (f". The controller listens on {ip}: engines on other nodes cannot reach it; "
+                 f"`epyclab cluster init {profile} --ip ADDRESS-the-nodes-can-reach` fixes that")
     try:
         started.register(waitForEngines(client, running, timeout, hint, check=lambda: _check_jobs(new)))
     finally:
