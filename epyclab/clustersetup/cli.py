@@ -70,7 +70,7 @@ def _verbosity_options(f: Any) -> Any:
 @_verbosity_options
 @click.pass_context
 def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
-    """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
+    """Set up ipyparallel clusters for epyclab: profile, controller and engines (batch jobs, ssh, local).
 
     \b
     epyclab cluster init PROFILE                          create the profile (this machine only)
@@ -352,6 +352,9 @@ def start(
 ) -> None:
     """Start the controller and the engines, and wait until they have all registered.
 
+    Say where the engines run: --engines slurm|pbs (batch jobs; --engines mpi: under mpiexec) with
+    --total-engines N, the workers of the last `sync` (or --workers) over ssh, or --local.
+
     If the controller has died since the last start, restart only it: the
     engines still running register again (a controller job that has ended is
     submitted again).
@@ -441,7 +444,11 @@ def _engine_counts(
 @_dry_run_option
 @click.pass_obj
 def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -> None:
-    """Stop the engines on every worker, then the controller (by the PIDs recorded at start)."""
+    """Stop the keeper, the engines (on the workers, here, or their batch jobs and mpiexec), then the controller.
+
+    Everything is found from what `start` recorded in the profile (PIDs, job ids), so any shell on the
+    machine that ran `start` (the login node) can stop it.
+    """
     with _reporting():
         outcomes = stopCluster(
             profile, sshOptions=ssh_options or None, dryRun=dry_run, echo=_echo, ipython_dir=obj["ipython_dir"]
