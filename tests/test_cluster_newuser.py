@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cluster_local import cluster
 from waiting import wait_until
 
@@ -20,8 +22,10 @@ from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.points import PointCounts
+from epyclab.labs.jobs import job_id
+from epyclab.labs.points import PointCounts, describeCounts, pointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.labnotebook import LabNotebook
 
 TESTS = Path(__file__).parent
 DOCS = TESTS.parent / "docs"
@@ -180,3 +184,36 @@ def test_status_counts_points_finished_but_not_collected_apart_from_queued(ipdir
     assert "  epyc.resultset.default: 0 queued, 0 running, 6 done (0 failed)" in status.stdout
     assert "not collected" not in status.stdout
 
+
+
+# ---- the counting itself, over every way tasks can be split ------------------------------------
+
+_STATES = st.sampled_from(["queued", "running", "finished", "running+finished"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(tasks=st.lists(st.tuples(st.integers(1, 4), _STATES), min_size=0, max_size=8))
+def test_every_pending_point_is_counted_once_a_finished_task_before_a_running_one(
+        tasks: list[tuple[int, str]]) -> None:
+    nb = LabNotebook()
+    running, finished = set(), set()
+    for t, (size, state) in enumerate(tasks):
+        msg = f"task-{t}"
+        for i in range(size):
+            nb.addPendingResult({"x": t, "i": i}, job_id(msg, i))
+        if "running" in state:
+            running.add(msg)
+        if "finished" in state:
+            finished.add(msg)
+    counts = pointCounts(nb, running, finished)
+    if not tasks:
+        assert counts == {}
+        return
+    (c,) = counts.values()
+    # The hub may still list a finished task in an engine's queue for a moment: finished wins.
+    assert c.uncollected == sum(size for size, state in tasks if "finished" in state)
+    assert c.running == sum(size for size, state in tasks if state == "running")
+    assert c.queued == sum(size for size, state in tasks if state == "queued")
+    assert c.done == 0
+    lines = describeCounts(counts)
+    assert any("finished, not collected" in line for line in lines) == (c.uncollected > 0)
