@@ -94,6 +94,8 @@ def test_engines_in_a_slurm_job(ipdir: Path, tmp_path: Path, slurm: slurm_fixtur
                       "--directive", "--job-name=epyclab-test", "--timeout", "120")
     assert started.exit_code == 0, started.output + slurm.log("slurmctld")[-2000:]
     assert "  slurm: 2" in started.stdout
+    # A one-node Slurm reaches a loopback controller: warned about (for other nodes), not refused.
+    assert "epyclab cluster init sl --ip ADDRESS-the-nodes-can-reach" in " ".join(started.stderr.split())
     profile = ipdir / "profile_sl"
     recorded = loadProcesses(profile)
     (record,) = recorded.launchers
@@ -138,6 +140,27 @@ def test_engines_in_a_slurm_job(ipdir: Path, tmp_path: Path, slurm: slurm_fixtur
     assert slurm.jobs() == []
     assert wait_gone([*engines, int(recorded.controller["pid"])], 30) == []
     assert loadProcesses(profile).empty()
+
+
+def test_engines_that_never_register_on_a_loopback_controller_are_told_about_ip(
+        ipdir: Path, slurm: slurm_fixture.Slurm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held job never starts its engines: the timeout's message names --ip too, for whoever missed the warning."""
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    assert cluster(ipdir, "-q", "init", "held").exit_code == 0
+    result = cluster(ipdir, "-q", "start", "held", "--engines", "slurm", "-n", "1", "--directive", "--hold",
+                     "--timeout", "10")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "did not register within 10 s" in text
+    assert "listens on 127.0.0.1" in text and "epyclab cluster init held --ip ADDRESS-the-nodes-can-reach" in text
+    controller = int(loadProcesses(ipdir / "profile_held").controller["pid"])
+    assert cluster(ipdir, "-q", "stop", "held").exit_code == 0
+    assert wait_gone([controller], 30) == []
+    deadline = time.monotonic() + 60
+    while slurm.jobs() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert slurm.jobs() == []
 
 
 def test_a_failed_submission_names_the_job_command(ipdir: Path, slurm: slurm_fixture.Slurm,

@@ -43,7 +43,8 @@ NOT_RUN_PREFIX = "# not run by the docs tests:"
 # Every block that is not run, per page: adding one to the docs means adding it here.
 NOT_RUN = {
     "installation.md": 2,  # installs into a new venv from a checkout (.ci/run does, in a fresh clone)
-    "cluster.md": 3,  # needs the ssh workers of the page's steps 1-3 (tests/test_cluster_ssh.py runs them)
+    "cluster.md": 5,  # 3 need the ssh workers of the page's steps 1-3 (tests/test_cluster_ssh.py runs them),
+    # 2 the Slurm profile hpc (tests/test_cluster_slurm_sweep.py runs such a sweep)
 }
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 _START = re.compile(r"epyclab cluster start (\S+)")

@@ -1,4 +1,4 @@
-"""Setting up ipyparallel clusters for epyclab (profiles, workers, controller and engines).
+"""Setting up ipyparallel clusters for epyclab: profiles, controller and engines (batch jobs, mpiexec, ssh, local).
 
 The ``epyclab cluster ...`` commands, as functions::
 
@@ -14,9 +14,11 @@ The ``epyclab cluster ...`` commands, as functions::
     print(clusterStatus("lab"))
     stopCluster("lab")
 
-Each runs every remote step with plain ssh and rsync, logs each command at
-INFO on the ``epyclab`` logger, and, when some hosts fail, finishes the others
-before raising :class:`~epyclab.clustersetup.errors.HostFailures`.
+Engines start as Slurm or PBS batch jobs (``sbatch``/``qsub`` from the login
+node), under ``mpiexec``, on workers over plain ssh and rsync, or on this
+machine alone. Each function logs every command at DEBUG on the ``epyclab``
+logger and, when some hosts fail, finishes the others before raising
+:class:`~epyclab.clustersetup.errors.HostFailures`.
 """
 
 from epyclab.clustersetup.errors import ClusterSetupError, HostFailures, HostSpecError, RemoteCommandError

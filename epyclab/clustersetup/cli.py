@@ -21,7 +21,7 @@ from epyclab.clustersetup.errors import ClusterSetupError, HostFailures
 from epyclab.clustersetup.hosts import readWorkersFile
 from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS, LAUNCHERS, BatchOptions
 from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
-from epyclab.clustersetup.profile import CLIENT_FILE, profileDir
+from epyclab.clustersetup.profile import CLIENT_FILE, isLoopback, profileDir
 from epyclab.clustersetup.sync import syncWorkers
 from epyclab.labs.points import describeCounts
 from epyclab.log import logger
@@ -70,10 +70,12 @@ def _verbosity_options(f: Any) -> Any:
 @_verbosity_options
 @click.pass_context
 def cluster(ctx: click.Context, ipython_dir: str | None) -> None:
-    """Set up ipyparallel clusters for epyclab: profile, workers' venvs, controller and engines.
+    """Set up ipyparallel clusters for epyclab: profile, controller and engines (batch jobs, ssh, local).
 
     \b
-    epyclab cluster init PROFILE                          create the profile
+    epyclab cluster init PROFILE                          create the profile (this machine only)
+    epyclab cluster init PROFILE --ip ADDRESS             ... listening where engines on other
+                          nodes reach it (batch jobs, ssh workers): the login node's address
     On a batch system (run on the login node):
     epyclab cluster start PROFILE --engines slurm --total-engines 64 --walltime 12:00:00
                           (or --engines pbs; --engines mpi: under mpiexec)
@@ -169,7 +171,10 @@ def _echo(line: str) -> None:
 @cluster.command()
 @_verbosity_options
 @click.argument("profile")
-@click.option("--ip", default="127.0.0.1", show_default=True, help="The address the controller listens on.")
+@click.option("--ip", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="The address the controller listens on. 127.0.0.1 is reached from this machine only: for "
+              "engines on other nodes (slurm, pbs, mpi jobs, ssh workers) give this machine's address on their "
+              "network.")
 @click.option("--curve", is_flag=True, help="Encrypt and authenticate all cluster traffic with CurveZMQ.")
 @click.pass_obj
 def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
@@ -177,6 +182,10 @@ def init(obj: dict, profile: str, ip: str, curve: bool) -> None:
     with _reporting():
         directory = initCluster(profile, ip=ip, curve=curve, ipython_dir=obj["ipython_dir"])
     click.echo(f"profile {profile}: {directory}")
+    if isLoopback(ip):
+        click.echo(f"the controller will listen on {ip}, reached from this machine only; for engines on other "
+                   f"nodes (batch jobs, ssh workers) first: epyclab cluster init {profile} --ip ADDRESS "
+                   "(this machine's address on their network)")
     click.echo("next, one of:")
     click.echo(f"  epyclab cluster start {profile} --engines slurm --total-engines N --walltime HH:MM:SS [--keep]"
                "   (or --engines pbs / mpi, on the login node)")
@@ -263,9 +272,11 @@ def sync(
 @click.option("--keep", is_flag=True,
               help="slurm, pbs: keep the engines up until `stop`: a keeper process replaces jobs that end "
               "(walltime, preemption, failure, scancel).")
-@click.option("--leave-free", type=int, default=None, help="Cores to leave free on each worker: K (default 1).")
+@click.option("--leave-free", type=int, default=None, metavar="K",
+              help="ssh, local: cores to leave free on each worker (default 1).")
 @click.option("--local", is_flag=True, help="A single-machine cluster: controller and engines here, no ssh.")
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for registration.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the engines to register.")
 @click.option(
     "--engines",
     "launcher",
@@ -284,10 +295,10 @@ def sync(
     help="Where the controller runs: here (local), or in a slurm/pbs job of its own (with --engines slurm, pbs "
     "or mpi; --queue, --account, --walltime and --directive apply to its job too).",
 )
-@click.option("--engines-per-node", type=int, help="slurm/pbs/mpi: engines on each node.")
-@click.option("--queue", default="", help="slurm/pbs: the partition (slurm) or queue (pbs).")
-@click.option("--account", default="", help="slurm/pbs: the account charged for the job.")
-@click.option("--walltime", default="", help="slurm/pbs: the job's time limit (HH:MM:SS).")
+@click.option("--engines-per-node", type=int, metavar="N", help="slurm/pbs/mpi: engines on each node.")
+@click.option("--queue", default="", metavar="NAME", help="slurm/pbs: the partition (slurm) or queue (pbs).")
+@click.option("--account", default="", metavar="NAME", help="slurm/pbs: the account charged for the job.")
+@click.option("--walltime", default="", metavar="HH:MM:SS", help="slurm/pbs: the job's time limit.")
 @click.option(
     "--directive",
     "directives",
@@ -340,6 +351,9 @@ def start(
     dry_run: bool,
 ) -> None:
     """Start the controller and the engines, and wait until they have all registered.
+
+    Say where the engines run: --engines slurm|pbs (batch jobs; --engines mpi: under mpiexec) with
+    --total-engines N, the workers of the last `sync` (or --workers) over ssh, or --local.
 
     If the controller has died since the last start, restart only it: the
     engines still running register again (a controller job that has ended is
@@ -430,7 +444,11 @@ def _engine_counts(
 @_dry_run_option
 @click.pass_obj
 def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -> None:
-    """Stop the engines on every worker, then the controller (by the PIDs recorded at start)."""
+    """Stop the keeper, the engines (on the workers, here, or their batch jobs and mpiexec), then the controller.
+
+    Everything is found from what `start` recorded in the profile (PIDs, job ids), so any shell on the
+    machine that ran `start` (the login node) can stop it.
+    """
     with _reporting():
         outcomes = stopCluster(
             profile, sshOptions=ssh_options or None, dryRun=dry_run, echo=_echo, ipython_dir=obj["ipython_dir"]
@@ -444,14 +462,16 @@ def stop(obj: dict, profile: str, ssh_options: tuple[str, ...], dry_run: bool) -
 @_verbosity_options
 @click.argument("profile")
 @click.argument("notebooks", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for the controller.")
+@click.option("--timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for the controller to answer.")
 @click.pass_obj
 def status(obj: dict, profile: str, notebooks: tuple[str, ...], timeout: float) -> None:
     """Show the controller, the engines, the batch jobs, and the points of each NOTEBOOK per result set.
 
     Points are counted from the notebooks a sweep was submitted into (read
     only, while a collector may write them): queued, running (in a chunk an
-    engine runs now), done and failed.
+    engine runs now), finished not collected (results waiting at the
+    controller for wait(), updateResults() or a collector), done and failed.
     """
     with _reporting():
         state = clusterStatus(profile, timeout=timeout, ipython_dir=obj["ipython_dir"], notebooks=notebooks)

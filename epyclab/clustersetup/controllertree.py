@@ -39,6 +39,7 @@ __all__ = [
     "controllerRecord",
     "recordControllerTree",
     "controllerRunning",
+    "controllerNotStarted",
     "controllerLeftovers",
     "stopControllerTree",
     "controllerExited",
@@ -130,6 +131,38 @@ def controllerExited(clientFile: str | Path) -> str | None:
         f"its process, PID {pid} on this machine as recorded by `epyclab cluster start` in "
         f"{directory / 'pid'}, has exited"
     )
+
+
+def controllerNotStarted(clientFile: str | Path) -> str | None:
+    """Why no controller will write ``clientFile`` of an epyclab profile that has none running, or None.
+
+    For a profile ``epyclab cluster init`` made whose connection file is
+    missing: its record (``pid/epyclab-processes.json``) names no controller
+    (never started, or stopped), or names one on this machine that has
+    exited. None otherwise (a controller recorded elsewhere or in a batch job,
+    a profile made by other means, a record it cannot read): the caller
+    waits for the file as usual. Never raises.
+    """
+    path = Path(clientFile)
+    directory = path.parent.parent
+    try:
+        if path.exists() or not (directory / "epyclab-profile.json").is_file():
+            return None
+        if path.resolve() != (directory / CLIENT_FILE).resolve():
+            return None
+        record = loadProcesses(directory).controller
+        if record is None:
+            return (f"no controller is recorded as started for it in {directory / 'pid'} (none was started "
+                    "since `epyclab cluster init`, or `epyclab cluster stop` stopped it)")
+        if record.get("host") != str(LOCAL) or record.get("machine") != socket.gethostname():
+            return None
+        pid = int(record["pid"])
+        if controllerRunning(Remote(), LOCAL, record):
+            return None
+    except (OSError, ValueError, TypeError, KeyError, ClusterSetupError):
+        return None
+    return (f"its controller, PID {pid} on this machine as recorded by `epyclab cluster start` in "
+            f"{directory / 'pid'}, has exited")
 
 
 def _judged_here(record: dict[str, Any], path: Path) -> bool:

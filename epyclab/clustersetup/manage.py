@@ -65,7 +65,7 @@ from epyclab.clustersetup.state import (
     saveProcesses,
     saveSettings,
 )
-from epyclab.clustersetup.sync import checkHosts, remoteProfileDir
+from epyclab.clustersetup.sync import remoteProfileDir
 from epyclab.labs.points import PointCounts, pointCounts
 from epyclab.log import logger
 from epyclab.private import privateTree, writePrivate
@@ -219,6 +219,7 @@ def _start(
             f"{', '.join(BATCH_LAUNCHERS)}), or keep the controller here (--controller local)"
         )
     if engines in BATCH_LAUNCHERS:
+        _warn_loopback(profile, directory, engines, controller)
         return _start_batch(remote, directory, where, settings, engines, batch or BatchOptions(), timeout,
                             controller, controllerBatch or BatchOptions())
     if engines not in LAUNCHERS:
@@ -226,7 +227,13 @@ def _start(
     local = local or engines == "local"
     count = engineCount(enginesPerWorker, leaveFree)
     hosts = [LOCAL] if local else parseHosts(settings.workers)
-    checkHosts(hosts)
+    if not hosts:
+        raise ClusterSetupError(
+            f"no engines to start for profile {profile!r}: say where they run: on a batch system "
+            f"--engines slurm|pbs --total-engines N (or --engines mpi, under mpiexec); on machines you reach by "
+            f"ssh --workers HOST,... (or --workers-file FILE, or `epyclab cluster sync {profile} --workers ...` "
+            f"first); on this machine only --local -n N"
+        )
     controller_host = parseHost(settings.controllerHost) if settings.controllerHost and not local else LOCAL
     # A controller on 127.0.0.1 is reachable only from its own machine (a host alias for this one will do).
     if (
@@ -263,6 +270,23 @@ def _start(
                                 started, timeout, hint)
     finally:
         client.close()
+
+
+def _warn_loopback(profile: str, directory: Path, engines: str, controller: str) -> None:
+    """Warn (not refuse) when batch engines are to reach a controller listening on loopback only.
+
+    Engines in jobs on other nodes cannot reach 127.0.0.1 of the login node, and the user would only
+    see them fail to register. Not an error: a one-node batch system (or mpiexec here) works on loopback.
+    """
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+    if ip not in _LOOPBACK:
+        return
+    where = "in its job" if controller != "local" else "here"
+    logger.warning(
+        "profile %s: the controller listens on %s (loopback), %s: engines of --engines %s on other nodes "
+        "cannot reach it and will not register. Unless every engine runs on the controller's node, run "
+        "`epyclab cluster init %s --ip ADDRESS-the-nodes-can-reach` (the login node's address on the "
+        "cluster network) first", profile, ip, where, engines, profile)
 
 
 def _start_batch(
@@ -329,6 +353,10 @@ def _submit_and_wait(
         f"Jobs: {', '.join(f'{recordName(r)} ({batchStatus(r)})' for r in new)}; their output is in "
         f"{directory / 'log'}. `epyclab cluster stop {profile}` cancels them"
     )
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+    if ip in _LOOPBACK:
+        hint += (f". The controller listens on {ip}: engines on other nodes cannot reach it; "
+                 f"`epyclab cluster init {profile} --ip ADDRESS-the-nodes-can-reach` fixes that")
     try:
         started.register(waitForEngines(client, running, timeout, hint, check=lambda: _check_jobs(new)))
     finally:
@@ -771,6 +799,9 @@ class ClusterStatus:
     keeper: str = ""
     #: ids of the tasks engines run now (what makes a notebook's pending point "running")
     runningTasks: set[str] = field(default_factory=set)
+    #: ids of the tasks finished at the controller, results not yet purged by a collector
+    #: (what makes a notebook's pending point "finished not collected")
+    finishedTasks: set[str] = field(default_factory=set)
     #: notebook path -> result set tag -> its points (see :func:`notebookPoints`)
     points: dict[str, dict[str, PointCounts]] = field(default_factory=dict)
 
@@ -790,7 +821,7 @@ def clusterStatus(
     state = _status(profile, timeout, ipython_dir)
     state.keeper = _keeper_line(loadProcesses(requireProfile(profile, ipython_dir)).keeper)
     for path in notebooks:
-        state.points[str(path)] = notebookPoints(path, state.runningTasks)
+        state.points[str(path)] = notebookPoints(path, state.runningTasks, state.finishedTasks)
     return state
 
 
@@ -808,8 +839,11 @@ def _keeper_line(keeper: dict[str, Any] | None) -> str:
     return line
 
 
-def notebookPoints(path: str | Path, running: set[str]) -> dict[str, PointCounts]:
-    """The points of the notebook at ``path`` per result set, read-only; ``running``: task ids engines run now."""
+def notebookPoints(path: str | Path, running: set[str], finished: set[str] = frozenset()) -> dict[str, PointCounts]:
+    """The points of the notebook at ``path`` per result set, read-only.
+
+    ``running``: ids of the tasks engines run now; ``finished``: of those finished, not yet collected.
+    """
     from epyclab.errors import EpyclabError
     from epyclab.notebooks.registry import openNotebook
 
@@ -820,7 +854,7 @@ def notebookPoints(path: str | Path, running: set[str]) -> dict[str, PointCounts
     except (EpyclabError, OSError) as error:
         raise ClusterSetupError(f"cannot read the notebook {path}: {error}") from error
     try:
-        return pointCounts(nb, running)
+        return pointCounts(nb, running, finished)
     finally:
         nb.close()
 
@@ -881,7 +915,9 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         queues = client.queue_status(verbose=True)
     finally:
         client.close()
-    finished = sum(1 for r in records if r["completed"] is not None)
+    # One bulk query (above) for every task: a collected task is purged, so what is left finished is uncollected.
+    done = {str(r["msg_id"]) for r in records if r["completed"] is not None}
+    finished = len(done)
     assigned = {str(t) for q in queues.values() if isinstance(q, dict) for t in (q.get("tasks") or [])}
     running = min(len(assigned), len(records) - finished)
     return ClusterStatus(
@@ -894,6 +930,7 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         finished=finished,
         jobs={name: _with_engines(name, line, recorded, in_jobs) for name, line in jobs.items()},
         runningTasks=assigned,
+        finishedTasks=done,
     )
 
 

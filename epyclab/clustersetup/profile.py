@@ -60,6 +60,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def isLoopback(ip: str) -> bool:
+    """True if a controller listening on ``ip`` is reached from its own machine only."""
+    return ip in _LOOPBACK
+
+
 def ipythonDir(ipython_dir: str | Path | None = None) -> Path:
     """The IPython directory: the argument, else ``$IPYTHONDIR``, else ``~/.ipython``."""
     return Path(ipython_dir) if ipython_dir is not None else Path(get_ipython_dir())

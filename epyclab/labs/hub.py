@@ -107,6 +107,12 @@ class Connection:
                 f"start it with `epyclab cluster start {name}`, or give ClusterLab the right profile"
             )
         deadline = time.monotonic() + float(self.timeout)
+        # An epyclab profile whose record says no controller runs: no file will come, so say so now.
+        absent = None if self.url_file is not None or self._answered else _not_started(path)
+        if absent is not None:
+            raise ClusterConnectionError(
+                f"no ipyparallel controller to connect to: {self.where()}: {absent}. {self.how_to_start()}"
+            )
         # ipyparallel would print while it waits for the file; wait here, quietly.
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -363,6 +369,14 @@ class Hub:
             self.client.close(linger=int(self.timeout * 1000))
         except Exception as exc:
             logger.warning("closing the connection to the controller: %s", exc)
+
+
+def _not_started(path: Path) -> str | None:
+    """Why no controller will write the missing connection file ``path`` of an epyclab profile, or None."""
+    # Imported here: the cluster set-up package is not needed to import a lab.
+    from epyclab.clustersetup.controllertree import controllerNotStarted
+
+    return controllerNotStarted(path)
 
 
 def _engine_pid() -> int:

@@ -1,10 +1,12 @@
-"""A cluster sweep counted in points, per result set: queued, running, done, failed.
+"""A cluster sweep counted in points, per result set: queued, running, finished not collected, done, failed.
 
 What users count is points, not ipyparallel tasks (a task carries a chunk of
 points, and a collected task is purged from the hub). The notebook knows
 which points are done or failed (its rows) and which are pending (its
 pending job ids, ``"<task id>/<index>"``, see :mod:`epyclab.labs.jobs`); the
-hub knows which tasks an engine is running now. :func:`pointCounts` puts the
+hub knows which tasks an engine is running now, and which have finished there
+but are not collected yet (their results wait at the controller until
+``wait()``, ``updateResults()`` or a collector writes them). :func:`pointCounts` puts the
 two together; ``ClusterLab.pointCounts`` and ``epyclab cluster status PROFILE
 NOTEBOOK`` both use it.
 """
@@ -22,37 +24,57 @@ __all__ = ["PointCounts", "pointCounts", "describeCounts"]
 
 @dataclass(frozen=True)
 class PointCounts:
-    """The points of one result set: pending (queued or in a running chunk) and finished (done, of which failed)."""
+    """The points of one result set: pending (queued, in a running chunk, or finished on an engine but not
+    collected) and recorded in the notebook (done, of which failed)."""
 
     queued: int = 0
     running: int = 0
     done: int = 0
     failed: int = 0
+    #: Pending in the notebook, but their chunk finished on an engine: the result waits at the controller.
+    uncollected: int = 0
 
     def line(self) -> str:
-        """``"12 queued, 4 running, 180 done (2 failed)"``."""
-        return f"{self.queued} queued, {self.running} running, {self.done} done ({self.failed} failed)"
+        """``"12 queued, 4 running, 180 done (2 failed)"``, with ``"8 finished not collected, "`` before done."""
+        waiting = f"{self.uncollected} finished not collected, " if self.uncollected else ""
+        return f"{self.queued} queued, {self.running} running, {waiting}{self.done} done ({self.failed} failed)"
 
 
-def pointCounts(notebook: LabNotebook, running: Collection[str] = ()) -> dict[str, PointCounts]:
+def pointCounts(
+    notebook: LabNotebook, running: Collection[str] = (), finished: Collection[str] = ()
+) -> dict[str, PointCounts]:
     """Result set tag -> its points, for every result set with a row or a pending point.
 
     :param running: ids of the tasks an engine is running now (from the hub);
-        a pending point of such a task counts as running, any other pending
-        point as queued. Done counts every row, failed the rows whose run failed.
+        a pending point of such a task counts as running
+    :param finished: ids of the tasks the hub holds finished (from the hub);
+        a pending point of such a task counts as finished not collected,
+        any other pending point as queued. Done counts every row, failed the
+        rows whose run failed.
     """
-    running = set(running)
+    running, finished = set(running), set(finished)
     counts = {}
     for tag in notebook.keys():
         rs = notebook.resultSet(tag)
         pending = rs.pendingResults()
-        busy = sum(1 for j in pending if parse_job_id(j).msg_id in running)
+        tasks = [parse_job_id(j).msg_id for j in pending]
+        ended = sum(1 for t in tasks if t in finished)
+        busy = sum(1 for t in tasks if t in running and t not in finished)
         done = rs.numberOfResults()
         if done or pending:
-            counts[tag] = PointCounts(len(pending) - busy, busy, done, rs.numberOfFailedResults())
+            counts[tag] = PointCounts(len(pending) - busy - ended, busy, done, rs.numberOfFailedResults(), ended)
     return counts
 
 
+#: Said under the counts when some points finished but are not collected.
+UNCOLLECTED_HINT = ("  finished, not collected: their results wait at the controller; run wait() or "
+                    "updateResults() on a ClusterLab of this notebook, or a collector")
+
+
 def describeCounts(counts: dict[str, PointCounts]) -> list[str]:
-    """One line per result set: ``"  TAG: 12 queued, 4 running, 180 done (2 failed)"``."""
-    return [f"  {tag}: {c.line()}" for tag, c in counts.items()]
+    """One line per result set: ``"  TAG: 12 queued, 4 running, 180 done (2 failed)"``; then how to collect,
+    if some points finished but are not collected."""
+    lines = [f"  {tag}: {c.line()}" for tag, c in counts.items()]
+    if any(c.uncollected for c in counts.values()):
+        lines.append(UNCOLLECTED_HINT)
+    return lines
