@@ -171,3 +171,15 @@ def test_a_backup_of_no_notebook_or_to_a_special_file_says_so(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["backup", str(tmp_path / "absent.h5"), str(tmp_path / "b.h5")])
     assert result.exit_code == 1 and "no notebook at" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "nb.h5"]
+
+
+def test_a_backup_into_a_directory_that_does_not_exist_says_which_and_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "nb.h5"
+    HDF5LabNotebook(path, create=True).close()
+    dest = tmp_path / "backups" / "nb.h5"
+    with pytest.raises(FileNotFoundError, match=f"the directory {dest.parent} of the backup .*mkdir -p"):
+        backupNotebook(path, dest)
+    result = CliRunner().invoke(main, ["backup", str(path), str(dest)])
+    assert result.exit_code == 1 and f"the directory {dest.parent}" in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.h5"]

@@ -114,6 +114,7 @@ def backupNotebook(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
     Raises:
         FileNotFoundError: there is no notebook ``src``.
         FileExistsError (:class:`~epyclab.errors.NotebookError`): ``dest`` exists; nothing is overwritten.
+        FileNotFoundError (:class:`~epyclab.errors.NotebookError`): ``dest``'s directory does not exist.
         NotebookPathError: ``src`` or ``dest`` names something that is not a regular file.
         NotebookFormatError: ``src`` is not a notebook, or is damaged.
         NotebookIOError: ``dest`` cannot be written (a full disk); nothing is left behind.
@@ -126,6 +127,10 @@ def backupNotebook(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
     if os.path.lexists(target):
         raise _Exists(f"{target} exists: a backup is written to a new file only; name another file, or "
                       f"remove {target} first")
+    directory = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(directory):
+        raise _NoDirectory(f"the directory {directory} of the backup {target} does not exist: make it first "
+                           f"(mkdir -p {directory}), or name a file in a directory that exists")
     cls = notebookClass(source)
     reader = cls(source, readonly=True)
     try:
@@ -148,6 +153,10 @@ def backupNotebook(src: str | os.PathLike[str], dest: str | os.PathLike[str]) ->
 
 class _Exists(NotebookError, FileExistsError):
     """The destination of a backup exists."""
+
+
+class _NoDirectory(NotebookError, FileNotFoundError):
+    """The directory the backup would be written in does not exist."""
 
 
 def _write_copy(cls: type, reader: LabNotebook, target: str) -> str:
