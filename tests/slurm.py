@@ -19,10 +19,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "srun", "mungekey")
@@ -204,3 +206,19 @@ def _wait(ready, timeout: float, what: str, slurm: Slurm) -> None:  # type: igno
             logs = "\n".join(f"--- {n}:\n{slurm.log(n)[-2000:]}" for n in ("slurmctld", "slurmd", "munged"))
             raise RuntimeError(f"{what} (exited: {dead}); logs:\n{logs}")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module", name="slurm")
+def slurm_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
+    """munged, slurmctld and slurmd for the test module that uses it; stopped by PID afterwards.
+
+    Skips where Slurm is not installed (CI installs it, so there a skip fails the run).
+    """
+    why = why_not()
+    if why is not None:
+        pytest.skip(why)
+    running = start_slurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield running
+    finally:
+        assert running.close() == []

@@ -14,6 +14,7 @@ import pytest
 import slurm as slurm_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
 from test_cluster_local import cluster
 
 from epyclab.clustersetup import batchsystems
@@ -21,18 +22,6 @@ from epyclab.clustersetup.batchsystems import SYSTEMS, BatchSystem, jobInfo
 from epyclab.clustersetup.launchers import BatchOptions, describeBatch
 from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_fixture.Slurm]:
-    why = slurm_fixture.why_not()
-    if why is not None:
-        pytest.skip(why)
-    running_slurm = slurm_fixture.start_slurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield running_slurm
-    finally:
-        assert running_slurm.close() == []
 
 
 @pytest.fixture

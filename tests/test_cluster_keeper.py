@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
+from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
 from test_cluster_local import cluster, running, wait_gone
 from waiting import wait_until
 
@@ -20,18 +21,6 @@ from epyclab.clustersetup.launchers import BatchOptions, batchInfo
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.profile import initProfile
 from epyclab.clustersetup.state import Processes, loadProcesses, saveProcesses
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_fixture.Slurm]:
-    why = slurm_fixture.why_not()
-    if why is not None:
-        pytest.skip(why)
-    running_slurm = slurm_fixture.start_slurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield running_slurm
-    finally:
-        assert running_slurm.close() == []
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
+from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
 from test_cluster_local import cluster, running, wait_gone
 
 from epyclab.clustersetup.manage import stopCluster
@@ -26,19 +27,6 @@ from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 TESTS = Path(__file__).parent
 POINTS = 20
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_fixture.Slurm]:
-    """munged, slurmctld and slurmd for this module; stopped by PID afterwards."""
-    why = slurm_fixture.why_not()
-    if why is not None:
-        pytest.skip(why)
-    running_slurm = slurm_fixture.start_slurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield running_slurm
-    finally:
-        assert running_slurm.close() == []
 
 
 @pytest.fixture
