@@ -23,9 +23,9 @@ from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs import worker
 from epyclab.labs.interim import Interim, InterimDied
+from epyclab.labs.ipptransport import ClientTransport
 from epyclab.labs.parallel import ParallelLab
 from epyclab.labs.parallelcluster import LocalCluster, process_alive
-from epyclab.labs.scheduler import Sweep
 from epyclab.labs.wire import decode_reply, package
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -114,7 +114,7 @@ def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The wait for engines that start with the sweep must not hide an engine-less client.
-    monkeypatch.setattr(Sweep, "EngineGrace", 1.0)
+    monkeypatch.setattr(ClientTransport, "EngineGrace", 1.0)
     local = LocalCluster(1, str(tmp_path / "profile"))
     client = local.start()
     procs = local.processes()

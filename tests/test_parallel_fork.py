@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs.backends import BACKENDS, default_backend
 from epyclab.labs.interim import fork_allowed
 from epyclab.labs.parallel import ParallelLab
 from epyclab.labs.parallelcluster import process_alive
+from epyclab.labs.transport import defaultTransport, registerTransport, transportNames, unregisterTransport
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION, PID = Experiment.STATUS, Experiment.EXCEPTION, Experiment.PID
@@ -55,8 +55,8 @@ def run_script(path: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None:
-    assert default_backend() == "fork"
-    assert {"fork", "ipyparallel"} <= set(BACKENDS)
+    assert defaultTransport() == "fork"
+    assert {"fork", "ipyparallel"} <= set(transportNames())
     assert ParallelLab().backend() == "fork"
     assert ParallelLab(backend="ipyparallel").backend() == "ipyparallel"
     assert ParallelLab(backend="ipyparallel").recreate()[1]["backend"] == "ipyparallel"
@@ -66,27 +66,37 @@ def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None
         ParallelLab(backend="fork", client=object())  # type: ignore[arg-type]
 
 
-def test_a_registered_backend_is_chosen_by_name() -> None:
-    from epyclab.labs.backends import ForkBackend, Settings, register_backend
+def test_a_registered_transport_is_chosen_by_name() -> None:
+    from epyclab.labs.copies import ForkTransport
+    from epyclab.labs.transport import Settings
 
-    sweeps: list[Settings] = []
+    made: list[Settings] = []
 
-    class Recording(ForkBackend):
-        def engines(self, blobs: dict[str, bytes], settings: Settings) -> Any:
-            sweeps.append(settings)
-            return super().engines(blobs, settings)
+    class Recording(ForkTransport):
+        def __init__(self, settings: Settings) -> None:
+            made.append(settings)
+            super().__init__(settings)
 
-    register_backend("recording", Recording)
+    registerTransport("recording", Recording)
     try:
         lab = ParallelLab(LabNotebook(), cores=1, backend="recording")
         lab["x"] = range(5)
         lab.runExperiment(ExitsAt(-1), progress=False)
         assert lab.backend() == "recording" and len(lab.dataframe()) == 5
-        assert [s.n for s in sweeps] == [1] and len(lab.lastCopies) == 1
+        assert [s.n for s in made] == [1] and len(lab.lastCopies) == 1
     finally:
-        del BACKENDS["recording"]
-    with pytest.raises(TypeError, match="non-empty string"):
-        register_backend("", Recording)
+        unregisterTransport("recording")
+    with pytest.raises(ValueError, match="must be a word"):
+        registerTransport("", Recording)
+    with pytest.raises(ValueError, match="'module:Class'"):
+        registerTransport("bad", "no.colon.here")
+    # Named lazily: the module is imported only when a lab asks for the transport.
+    registerTransport("lazy", "epyclab_no_such_module:Transport")
+    try:
+        with pytest.raises(ModuleNotFoundError, match="epyclab_no_such_module"):
+            ParallelLab(backend="lazy")
+    finally:
+        unregisterTransport("lazy")
 
 
 NO_IPYPARALLEL_SCRIPT = """

@@ -14,6 +14,7 @@ from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs import provenance
 from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
+from epyclab.labs.deaths import RETRIES
 from epyclab.labs.hub import Connection, Hub, NoAnswer
 from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
@@ -142,7 +143,7 @@ class ClusterLab(Lab):
     Reconnections = 5
     #: Times a point whose engine died is resubmitted before it fails (so a point that kills its
     #: engine costs at most Retries + 1 engines).
-    Retries = 1
+    Retries = RETRIES
     #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
     LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.

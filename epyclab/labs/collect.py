@@ -46,6 +46,7 @@ from ipyparallel.error import EngineError
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs import worker
+from epyclab.labs.deaths import RETRIES, DeathPolicy
 from epyclab.labs.hub import Hub, NoAnswer
 from epyclab.labs.jobs import (
     JobRef,
@@ -131,7 +132,7 @@ class Collector:
         hub: Callable[[], Hub],
         submit: Callable[[str, list[dict[str, Any]]], str],
         lost: str = "resubmit",
-        retries: int = 1,
+        retries: int = RETRIES,
         grace: float = 20.0,
         lost_retries: int = 3,
         settle: Callable[[ResultsDict], ResultsDict] | None = None,
@@ -319,10 +320,11 @@ class Collector:
             return
         attempt = max(r.attempt for r in refs)
         died = state is TaskState.DIED
-        limit = self.retries if died else self.lost_retries
+        # A death: the policy ParallelLab's scheduler follows too (this death is the attempt's + 1st).
+        again = DeathPolicy(self.retries).after(attempt + 1).again if died else attempt < self.lost_retries
         if not died and self.lost == "fail":
             reason = "the lab was told not to resubmit lost jobs (lost='fail')"
-        elif attempt >= limit:
+        elif not again:
             reason = f"it was already resubmitted {attempt} times (the lab's {'Retries' if died else 'LostRetries'})"
         else:
             hub.settle()

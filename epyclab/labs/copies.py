@@ -155,3 +155,223 @@ class CopyPool:
         self.close()
         for copy in self._copies:
             copy.stop()
+
+
+# ---- the transport ----------------------------------------------------------------------------
+
+
+class CopiesTransport:
+    """Forked copies of this process as a transport (see :mod:`epyclab.labs.transport`): one chunk per copy.
+
+    ``make_pool(deliver)`` forks the :class:`CopyPool` when the sweep begins.
+    A copy that dies holding a chunk fails that chunk's future with
+    :class:`~epyclab.labs.transport.WorkerDied` (its error an
+    :class:`~epyclab.errors.EngineDied`), and the pool forks a fresh one in its
+    place, in the sweep's thread (:meth:`capacity`, :meth:`check`). With the
+    death of every copy and no fresh fork, :meth:`check` raises.
+    """
+
+    #: Chunks in flight per copy: a copy runs one at a time, and its pipe holds no queue.
+    window = 1
+
+    def __init__(self, make_pool: Callable[[Callable[[Interim, Any], None]], CopyPool], expected: int) -> None:
+        self._make_pool = make_pool
+        self._expected = expected
+        self._pool: CopyPool | None = None
+        self._held: dict[Interim, Any] = {}
+        self._dead: list[tuple[Interim, bool]] = []
+        self._lock = threading.Lock()
+
+    def begin(self, payloads: dict[str, Any]) -> None:
+        """Fork the copies (the payloads are in ``make_pool``'s experiments already).
+
+        Raises:
+            OSError: not even one copy could be forked.
+        """
+        self._pool = self._make_pool(self._deliver)
+
+    def _deliver(self, copy: Interim, reply: Any) -> None:
+        # From a copy's reader thread.
+        from epyclab.errors import EngineDied
+        from epyclab.labs.interim import InterimDied
+        from epyclab.labs.transport import WorkerDied
+
+        with self._lock:
+            future = self._held.pop(copy, None)
+            if isinstance(reply, InterimDied):
+                self._dead.append((copy, not reply.lost_chunk))
+        if future is None:
+            return
+        if isinstance(reply, InterimDied):
+            future.set_exception(WorkerDied(str(reply), error=EngineDied(str(reply))))
+        else:
+            future.set_result(reply)
+
+    def _replace_dead(self) -> None:
+        # In the sweep's thread: a copy dies with the thread that forked it.
+        with self._lock:
+            dead, self._dead = self._dead, []
+        if self._pool is not None:
+            for copy, idle in dead:
+                self._pool.replace(copy, idle=idle)
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> Any:
+        """Give the chunk to an idle copy (the sweep submits no more than :meth:`capacity` chunks)."""
+        from epyclab.labs.transport import ChunkFuture
+
+        future = ChunkFuture("copy")
+        copy = self.idle()
+        if copy is None:
+            raise RuntimeError("no forked copy is free to take a chunk; submit at most capacity() chunks")
+        with self._lock:
+            self._held[copy] = future
+        copy.submit(key, points, budget)
+        return future
+
+    def idle(self) -> Interim | None:
+        """A copy that takes a chunk now (None if every copy is busy or closed)."""
+        if self._pool is None:
+            return None
+        with self._lock:
+            return next((c for c in self._pool.copies() if c not in self._held and not c.busy()), None)
+
+    def capacity(self) -> int:
+        self._replace_dead()
+        return len(self._pool.copies()) if self._pool is not None else 0
+
+    def engines(self) -> tuple[int, int]:
+        return (len(self._pool.copies()) if self._pool is not None else 0), self._expected
+
+    def open(self) -> bool:
+        """True while some copy takes chunks, or a dead one may still be replaced."""
+        return self._pool is not None and self._pool.open()
+
+    def check(self) -> None:
+        from epyclab.errors import ClusterConnectionError
+
+        self._replace_dead()
+        if self._pool is not None and not self._pool.open():
+            raise ClusterConnectionError(
+                "every forked copy of this process running points died and none could be forked again, so "
+                "the sweep cannot go on. Run the sweep again with resume=True, or use "
+                "ParallelLab(backend='ipyparallel')"
+            )
+
+    def finish(self) -> None:
+        """Take no more chunks: each copy finishes the one it holds, replies and exits."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def end(self, abandon: bool) -> None:
+        # At once the copies still holding a chunk (the sweep ended with an error); the others have exited,
+        # or are about to.
+        if self._pool is not None:
+            self._pool.stop()
+        with self._lock:
+            self._held.clear()
+
+    def close(self) -> None:
+        """Nothing is kept between sweeps: a sweep's copies exit with it."""
+
+    def pids(self) -> list[int]:
+        """The PIDs of every copy of the last sweep (living or not)."""
+        return self._pool.pids() if self._pool is not None else []
+
+    def forks(self) -> tuple[int, int]:
+        """How many copies the last sweep forked in all, and how many of them replaced one that died."""
+        return (self._pool.forked, self._pool.replaced) if self._pool is not None else (0, 0)
+
+
+class ForkTransport:
+    """ParallelLab's ``"fork"`` transport: every point of a sweep on ``n`` forked copies of this process.
+
+    A copy holds the experiment object itself, as it was at the fork (a
+    by-value copy would make the module functions it uses different objects,
+    which multiprocessing inside do() could not pickle by reference).
+
+    Raises:
+        ValueError: forking is not allowed here (macOS, Windows, or inside a copy itself).
+    """
+
+    window = 1
+
+    def __init__(self, settings: Any) -> None:
+        from epyclab.labs.interim import fork_allowed
+        from epyclab.labs.transport import FORK, IPYPARALLEL
+
+        if not fork_allowed():
+            raise ValueError(
+                f"ParallelLab(backend={FORK!r}) needs fork, which is safe only on Linux (and not inside a "
+                f"forked copy): use backend={IPYPARALLEL!r}, the default here"
+            )
+        self._settings = settings
+        self._copies: CopiesTransport | None = None
+
+    def begin(self, payloads: dict[str, Any]) -> None:
+        """Fork the sweep's copies.
+
+        Raises:
+            ClusterConnectionError: not even one copy could be forked.
+        """
+        from epyclab.errors import ClusterConnectionError
+
+        n, output = self._settings.n, copies_log(self._settings.profile_dir)
+        experiments = {k: pl.experiment for k, pl in payloads.items()}
+
+        def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
+            return CopyPool(experiments, deliver, n, output=output, replace=True)
+
+        self._copies = CopiesTransport(pool, n)
+        try:
+            self._copies.begin(payloads)
+        except OSError as exc:
+            raise ClusterConnectionError(
+                f"could not fork a copy of this process to run points: {exc}. Free memory (or raise the "
+                f"process limit), or use ParallelLab(backend='ipyparallel')"
+            ) from exc
+
+    def _live(self) -> CopiesTransport:
+        if self._copies is None:
+            raise RuntimeError("the fork transport has no sweep: call begin() first")
+        return self._copies
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> Any:
+        return self._live().submit(key, points, budget, ship)
+
+    def capacity(self) -> int:
+        return self._live().capacity()
+
+    def engines(self) -> tuple[int, int]:
+        return self._copies.engines() if self._copies is not None else (0, self._settings.n)
+
+    def check(self) -> None:
+        self._live().check()
+
+    def end(self, abandon: bool) -> None:
+        if self._copies is not None:
+            self._copies.end(abandon)
+
+    def close(self) -> None:
+        """Nothing to stop: a sweep's copies exit with it."""
+
+    def pids(self) -> list[int]:
+        """The PIDs of the copies the last sweep forked."""
+        return self._copies.pids() if self._copies is not None else []
+
+    def forks(self) -> tuple[int, int]:
+        """Copies the last sweep forked, and how many replaced one that died."""
+        return self._copies.forks() if self._copies is not None else (0, 0)
+
+
+def copies_log(profile_dir: str | None) -> str | None:
+    """The file the copies' own output goes to: ``<profile_dir>/log/fork.log`` if a profile was given, else nowhere.
+
+    Without a profile the copies need none: finding the default one would import IPython.
+    """
+    if profile_dir is None:
+        return None
+    import os
+
+    directory = os.path.join(os.path.abspath(profile_dir), "log")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return os.path.join(directory, f"fork-{os.getpid()}.log")

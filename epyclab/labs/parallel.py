@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import Design, ExperimentalConfiguration
-from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import ResultsDict
-from epyclab.labs.backends import LocalBackend, Settings, make_backend
+from epyclab.labs.deaths import RETRIES, DeathPolicy
 from epyclab.labs.lab import Lab, SweepMarks
+from epyclab.labs.transport import Settings, Transport, defaultTransport, makeTransport
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     import ipyparallel as ipp
 
     from epyclab.labs.parallelcluster import LocalCluster
-    from epyclab.labs.wire import Payload
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -106,9 +104,11 @@ class ParallelLab(Lab):
     :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
 
-    Other local backends can be registered by name
-    (:func:`epyclab.labs.backends.register_backend`, joblib's registry is the
-    model).
+    Other local transports can be registered by name
+    (:func:`epyclab.labs.transport.registerTransport`, shaped like the notebook
+    format registry); every transport runs under the same scheduler
+    (:class:`~epyclab.labs.scheduler.Sweep`) and the same death policy as
+    ClusterLab (:mod:`epyclab.labs.deaths`, :attr:`Retries`).
 
     Raises:
         ValueError: both ``cluster`` and ``client``; ``backend`` with either;
@@ -120,6 +120,10 @@ class ParallelLab(Lab):
     #: While the lab's own cluster starts, run points in a forked copy of this process
     #: (see :mod:`epyclab.labs.interim`). Off, a cold sweep waits for the first engine.
     UseInterim = True
+    #: Times a point whose worker died under it is run again before it is a failed result (see
+    #: :mod:`epyclab.labs.deaths`; ClusterLab has the same): a point that crashes its process costs
+    #: at most Retries + 1 workers.
+    Retries = RETRIES
 
     def __init__(
         self,
@@ -148,9 +152,9 @@ class ParallelLab(Lab):
         self._timeout = timeout
         self._backend_name = backend
         # Where the points run when no cluster or client is given; a bad name fails here, at once.
-        self._local: LocalBackend | None = None
+        self._local: Transport | None = None
         if cluster is None and client is None:
-            self._local = make_backend(backend)
+            self._local = makeTransport(backend, Settings(self._n, profile_dir, timeout, self.UseInterim))
         #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
         self.lastCopies: list[int] = []
         #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
@@ -161,15 +165,15 @@ class ParallelLab(Lab):
     @property
     def localCluster(self) -> "LocalCluster | None":
         """The local ipyparallel cluster of the last sweep (None on the fork backend, or with a cluster or client)."""
-        return self._local.localCluster if self._local is not None else None
+        from epyclab.labs.coldstart import LocalClusterTransport
+
+        return self._local.localCluster if isinstance(self._local, LocalClusterTransport) else None
 
     def backend(self) -> str | None:
         """The name of the local backend the sweeps run on (None with ``cluster=`` or ``client=``)."""
         if self._local is None:
             return None
-        from epyclab.labs.backends import default_backend
-
-        return self._backend_name or default_backend()
+        return self._backend_name or defaultTransport()
 
     def numberOfCores(self) -> int:
         """The number of engines the sweeps use."""
@@ -193,64 +197,60 @@ class ParallelLab(Lab):
         On the fork backend there is nothing to stop: a sweep's copies end with it.
         """
         if self._local is not None:
-            self._local.shutdown()
+            self._local.close()
 
     # ---- the engines ----------------------------------------------------------------------
 
-    @contextmanager
-    def _engines(self, payloads: dict[str, Payload]) -> Iterator[dict[str, Any]]:
-        """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
-
-        ``client`` (None while the lab's own cluster starts), ``connect``,
-        ``health``, ``copies``, and ``engines``: how many to size chunks for.
-        """
+    def _transport(self) -> Transport:
+        """What the next sweep runs on: the user's client or cluster, or the lab's own local transport."""
         if self._client is not None:
-            yield {"client": self._client, "engines": max(1, len(self._client.ids))}
-            return
+            from epyclab.labs.ipptransport import ClientTransport
+
+            return ClientTransport(self._client)
         if self._cluster is not None:
-            if self._cluster.controller is None:
-                raise ClusterConnectionError(
-                    "the ipyparallel.Cluster given to ParallelLab is not running; start it first "
-                    "(cluster.start_cluster_sync()) or let the lab start its own (no cluster=)"
-                )
-            client = self._cluster.connect_client_sync()
-            try:
-                if not client.ids:
-                    client.wait_for_engines(1, timeout=self._timeout, interactive=False)
-                yield {"client": client, "engines": max(1, len(client.ids))}
-            finally:
-                client.close()
-            return
+            from epyclab.labs.ipptransport import ClusterTransport
+
+            return ClusterTransport(self._cluster, self._timeout)
         assert self._local is not None
-        settings = Settings(self._n, self._profile_dir, self._timeout, self.UseInterim)
-        with self._local.engines(payloads, settings) as on:
-            yield on
+        return self._local
 
     # ---- running ------------------------------------------------------------------------------
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
-        """Run the points on the engines; yield each result as it arrives."""
+        """Run the points on the transport; yield each result as it arrives."""
         from epyclab.labs.scheduler import ChunkSizer, Sweep
-        from epyclab.labs.wire import client_paths, package
+        from epyclab.labs.wire import package
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        with self._engines(payloads) as on:
-            engines = on.pop("engines")
-            on.setdefault("client", None)  # the fork backend has none
-            sizer = ChunkSizer(len(items), engines)
-            with Sweep(items=items, payloads=payloads, sizer=sizer, paths=client_paths(), forget=True,
-                       **on) as run:
-                yield from run.results()
-                self.lastSweep = {
-                    "engines": engines,
-                    "largest_chunk": run.largest_chunk,
-                    "most_run_by_a_task": run.most_run_by_a_task,
-                    "resubmitted": run.resubmitted,
-                    "run_by_interim": run.run_by_interim,
-                    "forked": run.forks()[0],
-                    "replaced": run.forks()[1],
-                }
-                self.lastCopies = run.copy_pids()
+        transport = self._transport()
+        transport.begin(payloads)
+        engines = transport.engines()[1]
+        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), DeathPolicy(self.Retries))
+        finished = False
+        try:
+            yield from run.results()
+            finished = True
+        finally:
+            run.close()
+            # An abandoned sweep (an error, Ctrl-C) may leave points running: the transport stops them.
+            transport.end(abandon=not finished)
+            self._record_sweep(transport, run, engines)
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
                     self.lastSweep["largest_chunk"])
+
+    def _record_sweep(self, transport: Transport, run: Any, engines: int) -> None:
+        """Keep what the last sweep did, for :attr:`lastSweep` and :attr:`lastCopies`."""
+        pids = getattr(transport, "pids", None)
+        forks = getattr(transport, "forks", None)
+        self.lastCopies = pids() if pids is not None else []
+        forked, replaced = forks() if forks is not None else (0, 0)
+        self.lastSweep = {
+            "engines": engines,
+            "largest_chunk": run.largest_chunk,
+            "most_run_by_a_task": run.most_run_by_a_task,
+            "resubmitted": run.resubmitted,
+            "run_by_interim": run.run_by_interim,
+            "forked": forked,
+            "replaced": replaced,
+        }
