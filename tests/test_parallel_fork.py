@@ -54,15 +54,15 @@ def run_script(path: Path, *args: str) -> subprocess.Popen[str]:
 # ---- the default, and what it does not load ------------------------------------------------
 
 
-def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None:
-    assert defaultTransport() == "fork"
-    assert {"fork", "ipyparallel"} <= set(transportNames())
-    assert ParallelLab().backend() == "fork"
+def test_auto_is_the_default_and_every_backend_is_registered() -> None:
+    assert defaultTransport() == "auto"
+    assert {"auto", "workers", "fork", "ipyparallel"} <= set(transportNames())
+    assert ParallelLab().backend() == "auto"
     assert ParallelLab(backend="ipyparallel").backend() == "ipyparallel"
     assert ParallelLab(backend="ipyparallel").recreate()[1]["backend"] == "ipyparallel"
-    with pytest.raises(ValueError, match=r"no backend 'loky'.*'fork', 'ipyparallel'"):
+    with pytest.raises(ValueError, match=r"no backend 'loky'.*'fork', 'ipyparallel'.*'workers'"):
         ParallelLab(backend="loky")
-    with pytest.raises(ValueError, match=r"backend='fork'.*not both"):
+    with pytest.raises(ValueError, match=r"backend='fork'.*client to run on, not both"):
         ParallelLab(backend="fork", client=object())  # type: ignore[arg-type]
 
 
@@ -107,7 +107,7 @@ class Square(Experiment):
     def do(self, params):
         return {"y": params["x"] ** 2, "pid": os.getpid()}
 
-lab = ParallelLab(cores=2)
+lab = ParallelLab(cores=2, backend="fork")
 lab["x"] = range(50)
 lab.runExperiment(Square(), progress=False)
 df = lab.dataframe()
@@ -131,7 +131,7 @@ def test_a_sweep_in_a_fresh_process_never_imports_ipyparallel(tmp_path: Path) ->
 @given(at=st.integers(min_value=0, max_value=39))
 def test_a_poison_point_anywhere_in_40_on_2_copies_is_one_failed_row(at: int) -> None:
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(40)
     lab.runExperiment(ExitsAt(at), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -161,7 +161,7 @@ def test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds(tmp_path: Pa
             return {"y": params["x"], "pid": os.getpid()}
 
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(40)
     lab.runExperiment(DiesOnce(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -177,7 +177,7 @@ def test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds(tmp_path: Pa
 
 
 def test_each_point_runs_exactly_once_on_the_copies(tmp_path: Path) -> None:
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(30)
     lab.runExperiment(Logged(str(tmp_path), fail_at=(3,)), progress=False)
     runs = {x: (tmp_path / str(x)).read_text().split() for x in range(30)}
@@ -188,7 +188,7 @@ def test_each_point_runs_exactly_once_on_the_copies(tmp_path: Path) -> None:
 
 
 def test_a_second_sweep_forks_fresh_copies_and_leaves_none_between_sweeps() -> None:
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(20)
     lab.runExperiment(ExitsAt(-1), progress=False)
     first = list(lab.lastCopies)
@@ -205,7 +205,7 @@ def test_a_sweep_whose_copies_cannot_start_ends_with_a_clear_error(monkeypatch: 
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(copies, "Interim", no_fork)
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(5)
     with pytest.raises(ClusterConnectionError, match="could not fork a copy of this process"):
         lab.runExperiment(ExitsAt(-1), progress=False)
@@ -219,7 +219,7 @@ def test_ctrl_c_mid_sweep_commits_stops_every_copy_and_propagates(tmp_path: Path
     script = tmp_path / "sweep.py"
     script.write_text(CTRL_C_SCRIPT)
     running, out = tmp_path / "running", tmp_path / "out.json"
-    proc = run_script(script, str(running), str(out), "{}")
+    proc = run_script(script, str(running), str(out), json.dumps({"backend": "fork"}))
     try:
         wait_for_file(running)
         procs = descendants(proc.pid)
@@ -249,7 +249,7 @@ class Slow(Experiment):
         time.sleep(0.2)
         return {"y": params["x"]}
 
-lab = ParallelLab(cores=2)
+lab = ParallelLab(cores=2, backend="fork")
 lab["x"] = range(2000)
 lab.runExperiment(Slow(), progress=False)
 """
@@ -280,7 +280,7 @@ def test_a_script_killed_mid_sweep_leaves_no_copy(tmp_path: Path, sig: int) -> N
 def test_a_sweep_run_in_a_thread_works_and_leaves_no_copy() -> None:
     # A copy dies when the thread that forked it ends (PR_SET_PDEATHSIG), so the sweep forks its
     # copies (and their replacements) from its own thread: a sweep run in a thread works there.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(20)
     errors: list[BaseException] = []
 
@@ -344,7 +344,7 @@ class UsesAPool(Experiment):
 def test_a_do_that_starts_processes_of_its_own_works_in_a_copy() -> None:
     # A copy is not a "daemonic" process to multiprocessing (which refuses to let those have children).
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(5)
     lab.runExperiment(UsesAPool(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -368,7 +368,7 @@ def test_copies_do_not_share_the_parents_random_state() -> None:
     import numpy as np
 
     np.random.seed(1234)  # the user's process has drawn, or seeded, before the sweep
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(40)
     lab.runExperiment(Draws(), progress=False)
     lab.runExperiment(Draws(), progress=False)  # a second sweep's copies start from the same parent
@@ -388,7 +388,7 @@ class ExitsAlways(Experiment):
 
 def test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang() -> None:
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(6)
     lab.runExperiment(ExitsAlways(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -420,7 +420,7 @@ class PoolOfMyOwn(Experiment):
                     "cube": sum(pool.map(cube, range(params["x"])))}
 
 nb = LabNotebook()
-lab = ParallelLab(nb, cores=2)
+lab = ParallelLab(nb, cores=2, backend="fork")
 lab["x"] = range(1, 7)
 lab.runExperiment(PoolOfMyOwn(), progress=False)
 df = nb.dataframe(only_successful=False)
@@ -461,7 +461,7 @@ class DiesOnceAt(Experiment):
 def test_each_death_of_a_point_alone_in_its_chunk_is_one_resubmission(tmp_path: Path) -> None:
     # 10 points on 2 copies: chunks of one point. Two points each kill their copy once: run again, they
     # succeed; the sweep counts exactly two resubmissions and two replaced copies.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(10)
     lab.runExperiment(DiesOnceAt(str(tmp_path), (3, 5)), progress=False)
     df = lab.notebook().dataframe(only_successful=False)
@@ -475,7 +475,7 @@ def test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_poin
     # 16 points on 2 copies: the first chunks hold exactly 2 points (16 // (4 chunks x 2 copies)). The
     # point x=0 kills every copy that runs it: its chunk [0, 1] is split, x=1 runs alone and succeeds,
     # x=0 dies once more alone and is the one failed row.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(16)
     lab.runExperiment(ExitsAt(0), progress=False)
     df = lab.notebook().dataframe(only_successful=False)
@@ -490,7 +490,7 @@ def test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_poin
 def test_every_chunk_split_by_a_death_is_counted(tmp_path: Path) -> None:
     # 16 points on 2 copies: chunks of 2. x=0 and x=2 each kill their copy once, in the chunks [0, 1] and
     # [2, 3]: each chunk is split (two resubmissions), and every point then succeeds.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(16)
     lab.runExperiment(DiesOnceAt(str(tmp_path), (0, 2)), progress=False)
     df = lab.notebook().dataframe(only_successful=False)

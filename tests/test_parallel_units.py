@@ -80,7 +80,7 @@ def test_lab_uses_the_machine_cores_without_starting_anything() -> None:
 
 
 def test_cluster_and_client_are_exclusive() -> None:
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="not cluster and client"):
         ParallelLab(cluster=object(), client=object())  # type: ignore[arg-type]
 
 

@@ -404,7 +404,8 @@ class ClusterLab(Lab):
         """Submit one chunk of experiment ``key`` (``marks``: metadata for each point's row); return its task id."""
         self._hub()
         payload = self._collector.tasks.payload(key)
-        ar = submit_chunk(self._view_for(points), key, points, payload.blob, self._paths, marks=marks)
+        ar = submit_chunk(self._view_for(points), key, points, payload.blob, self._paths, marks=marks,
+                          limit=self._limit)
         msg_id = ar.msg_ids[0]
         self._collector.tasks.submitted(msg_id, key, ar)
         ar.add_done_callback(self._wake)

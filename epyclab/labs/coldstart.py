@@ -8,7 +8,9 @@ the experiment from the very bytes the engines get, so it runs exactly what
 they run. The transport is the two together (:class:`ColdStart`): a chunk goes
 to the copy while it is free, else to the engines; once ``n`` engines are
 there the copy finishes its chunk and exits, so that no more processes than
-cores run points for longer than one chunk.
+cores run points for longer than one chunk. The copy is forked only when
+forking is known to be safe (:func:`epyclab.labs.cleanworkers.fork_safe`: one
+thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from epyclab.labs.copies import CopiesTransport, CopyPool
-from epyclab.labs.interim import Interim, fork_allowed
+from epyclab.labs.interim import Interim
 from epyclab.labs.ipptransport import ClientTransport
 from epyclab.labs.transport import ChunkFuture, Settings
 from epyclab.log import logger
@@ -54,10 +56,11 @@ class ColdStart:
     def _copies_open(self) -> bool:
         return self._copies is not None and self._copies.open()
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> Any:
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> Any:
         if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
-            return self._copies.submit(key, points, budget, ship)
-        return self._engines.submit(key, points, budget, ship)
+            return self._copies.submit(key, points, budget, ship, limit)
+        return self._engines.submit(key, points, budget, ship, limit)
 
     def capacity(self) -> int:
         # First the copy, so that it works while this process connects (or launches the cluster).
@@ -78,6 +81,15 @@ class ColdStart:
 
     def check(self) -> None:
         self._engines.check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
+        started = getattr(self._copies, "started", None)
+        return started(future) if started is not None else None
+
+    def stop(self, future: Any) -> None:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
+        self._copies.stop(future)
 
     def end(self, abandon: bool) -> None:
         try:
@@ -117,9 +129,12 @@ class LocalClusterTransport:
         local = warm.acquire(s.n, s.profile_dir, s.timeout)
         self.localCluster = local
         copies: CopiesTransport | None = None
-        if s.use_interim and not local.ready() and fork_allowed():
-            # The engines are not all there yet: a copy of this process runs points meanwhile,
-            # from the start (before the controller is even launched).
+        from epyclab.labs.cleanworkers import fork_safe
+
+        if s.use_interim and not local.ready() and fork_safe():
+            # The engines are not all there yet: a copy of this process runs points meanwhile, from the
+            # start (before the controller is even launched); only where a fork cannot hang (see
+            # epyclab.labs.cleanworkers), else the sweep waits for the first engine.
             blobs = {k: pl.blob for k, pl in payloads.items()}
 
             def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
@@ -149,8 +164,8 @@ class LocalClusterTransport:
         return self._sweep
 
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None,
-               ship: bool = False) -> ChunkFuture:
-        return self._live().submit(key, points, budget, ship)  # type: ignore[no-any-return]
+               ship: bool = False, limit: float | None = None) -> ChunkFuture:
+        return self._live().submit(key, points, budget, ship, limit)  # type: ignore[no-any-return]
 
     def capacity(self) -> int:
         return self._live().capacity()
@@ -160,6 +175,15 @@ class LocalClusterTransport:
 
     def check(self) -> None:
         self._live().check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
+        started = getattr(self._live(), "started", None)
+        return started(future) if started is not None else None
+
+    def stop(self, future: Any) -> None:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
+        self._live().stop(future)
 
     def end(self, abandon: bool) -> None:
         """End the sweep; a sweep that ended with an error may leave a point running on an engine: start afresh."""

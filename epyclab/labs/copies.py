@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 from epyclab.labs.interim import Interim
@@ -180,6 +181,7 @@ class CopiesTransport:
         self._pool: CopyPool | None = None
         self._held: dict[Interim, Any] = {}
         self._dead: list[tuple[Interim, bool]] = []
+        self._since: dict[Any, tuple[Interim, float]] = {}
         self._lock = threading.Lock()
 
     def begin(self, payloads: dict[str, Any]) -> None:
@@ -198,6 +200,7 @@ class CopiesTransport:
 
         with self._lock:
             future = self._held.pop(copy, None)
+            self._since.pop(future, None)
             if isinstance(reply, InterimDied):
                 self._dead.append((copy, not reply.lost_chunk))
         if future is None:
@@ -215,7 +218,8 @@ class CopiesTransport:
             for copy, idle in dead:
                 self._pool.replace(copy, idle=idle)
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> Any:
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> Any:
         """Give the chunk to an idle copy (the sweep submits no more than :meth:`capacity` chunks)."""
         from epyclab.labs.transport import ChunkFuture
 
@@ -225,8 +229,22 @@ class CopiesTransport:
             raise RuntimeError("no forked copy is free to take a chunk; submit at most capacity() chunks")
         with self._lock:
             self._held[copy] = future
-        copy.submit(key, points, budget)
+            self._since[future] = (copy, monotonic())
+        copy.submit(key, points, budget, limit)
         return future
+
+    def started(self, future: Any) -> float | None:
+        """When the copy holding ``future``'s chunk was given it (``time.monotonic()``; a copy starts at once)."""
+        with self._lock:
+            held = self._since.get(future)
+        return None if held is None or future.done() else held[1]
+
+    def stop(self, future: Any) -> None:
+        """Kill the copy running ``future``'s chunk (stuck past its time limit); a fresh one replaces it."""
+        with self._lock:
+            held = self._since.pop(future, None)
+        if held is not None and not future.done():
+            held[0].kill()
 
     def idle(self) -> Interim | None:
         """A copy that takes a chunk now (None if every copy is busy or closed)."""
@@ -335,11 +353,20 @@ class ForkTransport:
             raise RuntimeError("the fork transport has no sweep: call begin() first")
         return self._copies
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> Any:
-        return self._live().submit(key, points, budget, ship)
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> Any:
+        return self._live().submit(key, points, budget, ship, limit)
 
     def capacity(self) -> int:
         return self._live().capacity()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its copy."""
+        return self._live().started(future)
+
+    def stop(self, future: Any) -> None:
+        """Kill the copy running ``future``'s chunk."""
+        self._live().stop(future)
 
     def engines(self) -> tuple[int, int]:
         return self._copies.engines() if self._copies is not None else (0, self._settings.n)

@@ -146,8 +146,8 @@ def _serve(
             return
         if request is None:
             return
-        key, points, budget = request
-        replies.send(worker.run_points(key, points, None, None, budget))
+        key, points, budget, limit = request
+        replies.send(worker.run_points(key, points, None, None, budget, None, limit))
 
 
 class Interim:
@@ -200,13 +200,13 @@ class Interim:
         """True while the copy takes chunks."""
         return not self._closed
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None) -> None:
-        """Give the copy a chunk (only when it is open and not busy)."""
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, limit: float | None = None) -> None:
+        """Give the copy a chunk (only when it is open and not busy); ``limit``: seconds per point."""
         if self._closed or self._busy:
             raise RuntimeError("the interim process takes one chunk at a time, and none once closed")
         self._busy = True
         try:
-            self._requests.send((key, points, budget))
+            self._requests.send((key, points, budget, limit))
         except OSError:
             # It died already: the reader reports the chunk as lost.
             self._closed = True
@@ -254,6 +254,15 @@ class Interim:
             process.join()
         self._requests.close()
         self._reader.join(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the copy now (it is stuck); its reader reports the chunk it held as lost."""
+        if self._process.pid is not None:
+            try:
+                os.kill(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                logger.debug("the interim process %s was gone already", self._process.pid)
+            # A stopped copy (SIGSTOP) gets the KILL too: the kernel delivers it to stopped processes.
 
     def alive(self) -> bool:
         """True while the copy's process runs."""

@@ -120,7 +120,8 @@ class ClientTransport:
             return 0
         return max(1, n) * self.window
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> ChunkFuture:
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> ChunkFuture:
         assert self._view is not None, "submit() before the client is connected"
         payload = self._payloads[key]
         # The first chunk to each engine brings the experiment along: no separate round trip to ship
@@ -128,7 +129,7 @@ class ClientTransport:
         first = self._firsts[key] < max(len(self._client.ids) if self._client else 0, self._expected or 1)
         self._firsts[key] += 1
         blob = payload.blob if (ship or first) else None
-        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget)
+        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget, limit=limit)
         future = ChunkFuture("engine")
         with self._lock:
             self._pending[ar.msg_ids[0]] = ar
@@ -237,8 +238,9 @@ class ClusterTransport:
             raise RuntimeError("the cluster transport has no sweep: call begin() first")
         return self._inner
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False) -> ChunkFuture:
-        return self._live().submit(key, points, budget, ship)
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> ChunkFuture:
+        return self._live().submit(key, points, budget, ship, limit)
 
     def capacity(self) -> int:
         return self._live().capacity()

@@ -132,6 +132,9 @@ class Lab:
     #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
     #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
     ReplayOutput = True
+    #: Seconds a point may run before it is a failed result with a TimeoutError (None: no limit); the
+    #: default of ``runExperiment(e, timeout=...)``, for code that cannot pass arguments.
+    Timeout: float | None = None
     # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
     _runs_elsewhere = False  # pragma: no mutate: its one mutant, None, is as false as False
 
@@ -145,6 +148,8 @@ class Lab:
         self._notebook = notebook if notebook is not None else LabNotebook()
         self._design = design if design is not None else FactorialDesign()
         self._parameters: dict[str, list[Any]] = {}
+        # The time limit of the sweep that runs (see runExperiment).
+        self._limit: float | None = None
         self._commit_every = commitEvery if commitEvery is not None else self.CommitEvery
         self._commit_interval = commitInterval if commitInterval is not None else self.CommitInterval
         if self._commit_every < 1 or self._commit_interval < 0:
@@ -224,7 +229,9 @@ class Lab:
 
     # ---- running ------------------------------------------------------------------
 
-    def runExperiment(self, e: Experiment, resume: bool = False, progress: bool | None = None) -> None:
+    def runExperiment(
+        self, e: Experiment, resume: bool = False, progress: bool | None = None, timeout: float | None = None
+    ) -> None:
         """Run ``e`` at every point and add the results to the current result set.
 
         The template of every lab: the design gives the points, ``resume=True``
@@ -239,7 +246,21 @@ class Lab:
 
         A results value that no notebook format can store makes that point a
         failed result (its parameters and metadata kept); the sweep goes on.
+
+        ``timeout`` (default :attr:`Timeout`): seconds each point may run. A
+        point still running then is a failed result with a TimeoutError that
+        names the point and the limit, and the sweep goes on. In a sequential
+        Lab the point is interrupted where its Python code is (run the sweep
+        from the main thread); a C call that never returns to Python can only
+        be stopped by a ParallelLab, which replaces the worker stuck in it.
+
+        Raises:
+            ValueError: ``timeout`` is not a positive number of seconds.
         """
+        limit = self.Timeout if timeout is None else timeout
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+            raise ValueError(f"a point's time limit is a positive number of seconds, not {limit!r}")
+        self._limit = None if limit is None else float(limit)
         design = self.experiments(e)
         indices = list(range(len(design)))
         if resume:
@@ -313,7 +334,7 @@ class Lab:
         # results) output passes through it untouched.
         with capture.Capturing(tee=True) as capturing:
             for i, (ex, p) in enumerate(points):
-                yield i, worker.run(ex, p, capturing)
+                yield i, worker.run(ex, p, capturing, self._limit)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""

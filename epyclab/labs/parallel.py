@@ -97,9 +97,17 @@ class ParallelLab(Lab):
       ``with ipyparallel.Cluster(n=4) as client:``). The lab uses all of its
       engines and neither closes it nor stops them. Use it when you already
       hold a client for other work.
+    - ``executor=``: any ``concurrent.futures.Executor`` (a
+      ``ProcessPoolExecutor`` of any start method, a loky executor) or a Dask
+      ``distributed.Client`` (or its ``get_executor()``), so a sweep runs
+      unchanged on a Dask cluster (dask-jobqueue, dask-gateway, Kubernetes).
+      Same chunks, progress, commits, captured output, failures as data and
+      death handling as the other transports (see
+      :mod:`epyclab.labs.executors`); the executor is yours to shut down.
 
-    An experiment travels to the engines with dill (classes defined in a
-    script or in Jupyter work), once per sweep; each task carries only its
+    An experiment travels to the workers as cloudpickle bytes (classes defined
+    in a script, in Jupyter or in a module beside the script travel by value,
+    installed packages by reference), once per sweep; each task carries only its
     points, which are batched when cheap (see
     :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
@@ -111,7 +119,7 @@ class ParallelLab(Lab):
     ClusterLab (:mod:`epyclab.labs.deaths`, :attr:`Retries`).
 
     Raises:
-        ValueError: both ``cluster`` and ``client``; ``backend`` with either;
+        ValueError: more than one of ``cluster``, ``client`` and ``executor``; ``backend`` with any;
             an unknown ``backend`` (or ``"fork"`` where forking is not allowed).
     """
 
@@ -137,13 +145,16 @@ class ParallelLab(Lab):
         profile_dir: str | None = None,
         timeout: float = 60.0,
         backend: str | None = None,
+        executor: Any = None,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
-        if cluster is not None and client is not None:
-            raise ValueError("give ParallelLab a cluster or a client, not both")
-        if backend is not None and (cluster is not None or client is not None):
+        offered = (("cluster", cluster), ("client", client), ("executor", executor))
+        given = [name for name, v in offered if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give ParallelLab one of cluster, client or executor, not {' and '.join(given)}")
+        if backend is not None and given:
             raise ValueError(f"ParallelLab(backend={backend!r}) runs on its own workers: give it a backend, or a "
-                             f"cluster or client to run on, not both")
+                             f"{given[0]} to run on, not both")
         self._cores = cores
         self._n = resolve_cores(cores)
         self._cluster = cluster
@@ -153,7 +164,12 @@ class ParallelLab(Lab):
         self._backend_name = backend
         # Where the points run when no cluster or client is given; a bad name fails here, at once.
         self._local: Transport | None = None
-        if cluster is None and client is None:
+        self._executor: Transport | None = None
+        if executor is not None:
+            from epyclab.labs.executors import ExecutorTransport
+
+            self._executor = ExecutorTransport(executor)
+        elif cluster is None and client is None:
             self._local = makeTransport(backend, Settings(self._n, profile_dir, timeout, self.UseInterim))
         #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
         self.lastCopies: list[int] = []
@@ -161,6 +177,9 @@ class ParallelLab(Lab):
         #: chunks resubmitted because their engine died, points run by forked copies, copies forked
         #: (and how many of them replaced one that died).
         self.lastSweep: dict[str, int] = {}
+        #: What the last sweep ran on: a backend's name ("fork" or "workers" when the default, "auto",
+        #: chose), or "client", "cluster", "executor".
+        self.lastBackend: str | None = None
 
     @property
     def localCluster(self) -> "LocalCluster | None":
@@ -177,6 +196,8 @@ class ParallelLab(Lab):
 
     def numberOfCores(self) -> int:
         """The number of engines the sweeps use."""
+        if self._executor is not None:
+            return self._executor.engines()[1]
         if self._client is not None:
             return len(self._client.ids)
         if self._cluster is not None:
@@ -202,7 +223,9 @@ class ParallelLab(Lab):
     # ---- the engines ----------------------------------------------------------------------
 
     def _transport(self) -> Transport:
-        """What the next sweep runs on: the user's client or cluster, or the lab's own local transport."""
+        """What the next sweep runs on: the user's executor, client or cluster, or the lab's own local transport."""
+        if self._executor is not None:
+            return self._executor
         if self._client is not None:
             from epyclab.labs.ipptransport import ClientTransport
 
@@ -226,7 +249,8 @@ class ParallelLab(Lab):
         transport = self._transport()
         transport.begin(payloads)
         engines = transport.engines()[1]
-        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), DeathPolicy(self.Retries))
+        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), DeathPolicy(self.Retries),
+                    self._limit)
         finished = False
         try:
             yield from run.results()
@@ -241,6 +265,9 @@ class ParallelLab(Lab):
 
     def _record_sweep(self, transport: Transport, run: Any, engines: int) -> None:
         """Keep what the last sweep did, for :attr:`lastSweep` and :attr:`lastCopies`."""
+        self.lastBackend = (getattr(transport, "chosen", None) or self.backend()
+                            or next(k for k, v in (("executor", self._executor), ("client", self._client),
+                                                   ("cluster", self._cluster)) if v is not None))
         pids = getattr(transport, "pids", None)
         forks = getattr(transport, "forks", None)
         self.lastCopies = pids() if pids is not None else []

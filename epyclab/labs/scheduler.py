@@ -115,6 +115,9 @@ class _Chunk:
     outside: int = 0
     missing: int = 0
     ship: bool = False
+    # Stopped by the sweep for running past its time limit (its worker's death is then no death).
+    timed_out: bool = False
+    warned: bool = False
 
 
 class Sweep:
@@ -148,6 +151,9 @@ class Sweep:
 
     #: Seconds between checks while waiting for results.
     PollSeconds = 0.25
+    #: Without a time limit, a chunk running this long (and ten times longer than any finished chunk) is named
+    #: in the log, so that a hang is never silent.
+    HangSeconds = 60.0
 
     def __init__(
         self,
@@ -156,12 +162,16 @@ class Sweep:
         payloads: dict[str, Payload],
         sizer: ChunkSizer | None = None,
         policy: DeathPolicy | None = None,
+        limit: float | None = None,
     ) -> None:
         self._transport = transport
         self._items = items
         self._payloads = payloads
         self._sizer = sizer if sizer is not None else ChunkSizer(len(items), transport.engines()[1])
         self._policy = policy if policy is not None else DeathPolicy()
+        self._limit = limit
+        # The longest a finished chunk took on its worker (seconds), to tell a point that hangs.
+        self._longest = 0.0
         self._next = 0
         self._retry: deque[_Chunk] = deque()
         self._pending: dict[Future, _Chunk] = {}  # type: ignore[type-arg]
@@ -196,6 +206,7 @@ class Sweep:
             self._fill()
             if monotonic() - checked >= self.PollSeconds:
                 check()
+                self._watch()
                 checked = monotonic()
             # While a transport has no worker yet (its engines register), look for them often.
             wait = self.PollSeconds if self._pending else self.PollSeconds / 5
@@ -213,7 +224,7 @@ class Sweep:
             chunk = self._next_chunk()
             if chunk is None:
                 return
-            future = transport.submit(chunk.key, chunk.points, self._sizer.budget, chunk.ship)
+            future = transport.submit(chunk.key, chunk.points, self._sizer.budget, chunk.ship, self._limit)
             self._pending[future] = chunk
             self.largest_chunk = max(self.largest_chunk, len(chunk.points))
             future.add_done_callback(self._arrived.put)
@@ -286,6 +297,7 @@ class Sweep:
         """The results of a chunk that ran (perhaps only its first points: out of time); requeue the rest."""
         done = len(rcs)
         self._sizer.record(done, seconds)
+        self._longest = max(self._longest, seconds)
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
         if done < len(chunk.points):
             # The chunk ran out of time: the rest go next, sized by what was just learnt.
@@ -302,6 +314,9 @@ class Sweep:
         # The transport replaces its dead worker now, in this thread (a forked copy dies with the thread
         # that forked it), or says it cannot go on.
         self._transport.check()
+        if chunk.timed_out:
+            yield from self._stopped(chunk, classname)
+            return
         deaths = chunk.deaths + (not died.outside)
         outside = chunk.outside + died.outside
         if len(chunk.points) > 1:
@@ -323,7 +338,45 @@ class Sweep:
             return
         logger.error("point %r failed: %s; recording it as failed", chunk.points[0], verdict.reason)
         kind = type(died.error) if died.error is not None else EngineDied
-        error = kind(f"the engines running this point died {deaths + outside} times (last: {died})")
+        besides = f"; {outside} more deaths were not counted against it" if outside else ""
+        error = kind(f"the engines running this point died {deaths} times (last: {died}){besides}")
+        yield chunk.positions[0], worker.failed_result(chunk.points[0], error, "", classname)
+
+    def _watch(self) -> None:
+        """Stop the workers of chunks past their time limit; name points that run far longer than any other."""
+        started = getattr(self._transport, "started", None)
+        now = monotonic()
+        for future, chunk in self._pending.items():
+            t0 = started(future) if started is not None else None
+            if t0 is None:
+                continue
+            ran = now - t0
+            if self._limit is not None and not chunk.timed_out:
+                # Each point has its limit on the worker (SIGALRM); a worker still busy well past it is
+                # stuck where Python cannot interrupt it (a C call, SIGSTOP): stop it.
+                if ran > self._limit * len(chunk.points) + max(2.0, self._limit):
+                    chunk.timed_out = True
+                    logger.warning("%s still running after %.0f s (limit %g s per point): stopping its worker",
+                                   _points_text(chunk.points), ran, self._limit)
+                    self._transport.stop(future)  # type: ignore[attr-defined]
+            elif self._limit is None and not chunk.warned and ran > max(self.HangSeconds, 10 * self._longest):
+                chunk.warned = True
+                logger.warning("%s has been running for %.0f s, far longer than any point that finished "
+                               "(%.1f s at most); if it hangs, interrupt the sweep and run it again with "
+                               "runExperiment(e, resume=True, timeout=...)", _points_text(chunk.points), ran,
+                               self._longest)
+
+    def _stopped(self, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
+        """A chunk whose worker was stopped past the time limit: a failed point, or its points run alone."""
+        if len(chunk.points) > 1:
+            # Which of them hung is not known: each runs alone, and no death is counted against them.
+            self._retry.extend(
+                _Chunk(chunk.key, [p], [i], deaths=chunk.deaths, outside=chunk.outside)
+                for p, i in zip(chunk.points, chunk.positions)
+            )
+            return
+        assert self._limit is not None
+        error = TimeoutError(worker.time_limit_message(chunk.points[0], self._limit))
         yield chunk.positions[0], worker.failed_result(chunk.points[0], error, "", classname)
 
     def _missing(self, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
@@ -347,6 +400,13 @@ class Sweep:
     def close(self) -> None:
         """Forget the chunks in flight (the transport's ``end`` stops them)."""
         self._pending.clear()
+
+
+def _points_text(points: list[dict[str, Any]]) -> str:
+    """``point [x=3]`` or ``points [x=3], [x=4]`` (the first few), for messages."""
+    shown = ", ".join(f"[{', '.join(f'{k}={p[k]!r}' for k in sorted(p))}]" for p in points[:3])
+    more = f" and {len(points) - 3} more" if len(points) > 3 else ""
+    return f"point{'s' if len(points) > 1 else ''} {shown}{more}"
 
 
 def _remote_traceback(exc: BaseException) -> str:

@@ -41,11 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Transport", "Settings", "WorkerDied", "ChunkFuture", "TransportEntry", "registerTransport",
-    "transportEntry", "transportNames", "makeTransport", "defaultTransport", "FORK", "IPYPARALLEL",
+    "transportEntry", "transportNames", "makeTransport", "defaultTransport", "FORK", "IPYPARALLEL", "WORKERS", "AUTO",
 ]
 
 FORK = "fork"
 IPYPARALLEL = "ipyparallel"
+WORKERS = "workers"
+AUTO = "auto"
 
 
 class WorkerDied(ClusterConnectionError):
@@ -89,7 +91,7 @@ class Transport(Protocol):
         """A sweep starts: ``payloads`` maps each sweep key to its serialized experiment."""
 
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None,
-               ship: bool = False) -> Future:  # type: ignore[type-arg]
+               ship: bool = False, limit: float | None = None) -> Future:  # type: ignore[type-arg]
         """Run ``points`` of sweep ``key`` on a worker; a future of its reply.
 
         ``budget``: the worker starts no point after that many seconds. ``ship``:
@@ -183,10 +185,11 @@ def transportEntry(name: str) -> TransportEntry:
 
 
 def defaultTransport() -> str:
-    """``"fork"`` where forking is allowed (Linux), else ``"ipyparallel"``."""
-    from epyclab.labs.interim import fork_allowed
+    """``"auto"``: forked copies for a sweep when forking is known to be safe, else clean workers.
 
-    return FORK if fork_allowed() else IPYPARALLEL
+    See :mod:`epyclab.labs.cleanworkers`.
+    """
+    return AUTO
 
 
 def makeTransport(name: str | None, settings: Settings) -> Transport:
@@ -199,5 +202,7 @@ def makeTransport(name: str | None, settings: Settings) -> Transport:
     return entry.load()(settings)  # type: ignore[no-any-return]
 
 
+registerTransport(AUTO, "epyclab.labs.cleanworkers:AutoTransport")
+registerTransport(WORKERS, "epyclab.labs.cleanworkers:WorkersTransport")
 registerTransport(FORK, "epyclab.labs.copies:ForkTransport")
 registerTransport(IPYPARALLEL, "epyclab.labs.coldstart:LocalClusterTransport")

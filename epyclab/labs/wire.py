@@ -195,15 +195,17 @@ def submit_chunk(
     paths: list[str] | None = None,
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
+    limit: float | None = None,
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
 
     With ``blob`` (the experiment's pickled bytes) an engine that lacks the
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
-    the reply holds fewer results than points. ``marks`` go into each run's metadata.
+    the reply holds fewer results than points. ``marks`` go into each run's metadata. ``limit``:
+    seconds each point may run.
     """
-    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks)
+    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks, limit)
 
 
 def is_engine_death(exc: BaseException) -> bool:

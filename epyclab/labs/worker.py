@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
+import threading
 import traceback
 from time import perf_counter
 from typing import Any
@@ -26,7 +28,7 @@ import dill
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
-from epyclab.labs import capture
+from epyclab.labs import byvalue, capture
 from epyclab.log import logger
 from epyclab.order import stamp
 
@@ -58,14 +60,55 @@ UNLOADABLE = "unloadable"
 _experiments: dict[str, Experiment] = {}
 
 
-def run(experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None) -> ResultsDict:
+class _TimeLimit:
+    """Raise TimeoutError in this (the main) thread if a point runs longer than ``seconds`` (SIGALRM).
+
+    Python code (a loop, a sleep) is interrupted where it is; a C call that
+    does not return to Python is not (the lab's scheduler stops its worker).
+    Outside the main thread, or without ``setitimer``, there is no limit here.
+    """
+
+    def __init__(self, seconds: float | None, point: dict[str, Any]) -> None:
+        self._seconds = seconds
+        self._point = point
+        self._old: Any = None
+        self._armed = (
+            seconds is not None and seconds > 0 and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+        )
+
+    def _alarm(self, signum: int, frame: Any) -> None:
+        raise TimeoutError(time_limit_message(self._point, self._seconds or 0.0))
+
+    def __enter__(self) -> None:
+        if self._armed:
+            self._old = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self._seconds)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+
+
+def time_limit_message(point: dict[str, Any], seconds: float) -> str:
+    """The message of the TimeoutError recorded for ``point`` that ran past its limit of ``seconds``."""
+    return f"point {capture.point_prefix(point).strip()} ran longer than its time limit of {seconds:g} s"
+
+
+def run(
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None,
+    limit: float | None = None,
+) -> ResultsDict:
     """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded).
 
     ``capturing`` is the output capture installed for the whole sweep; without it one is installed for this run.
+    ``limit``: seconds the point may run (see :class:`_TimeLimit`); past it the run fails with TimeoutError.
     """
-    if capturing is None:
-        return capture.captured(lambda: experiment.set(point).run(), tee=True)
-    return capturing.run(lambda: experiment.set(point).run())
+    with _TimeLimit(limit, point):
+        if capturing is None:
+            return capture.captured(lambda: experiment.set(point).run(), tee=True)
+        return capturing.run(lambda: experiment.set(point).run())
 
 
 def _classname(experiment: Experiment) -> str:
@@ -74,7 +117,8 @@ def _classname(experiment: Experiment) -> str:
 
 
 def run_safely(
-    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None,
+    limit: float | None = None,
 ) -> ResultsDict:
     """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too.
 
@@ -82,9 +126,10 @@ def run_safely(
     recorded, not shown (by ``capturing``, installed for a whole chunk, or else by one for this run).
     """
     try:
-        if capturing is None:
-            return capture.captured(lambda: experiment.set(point).run())
-        return capturing.run(lambda: experiment.set(point).run())
+        with _TimeLimit(limit, point):
+            if capturing is None:
+                return capture.captured(lambda: experiment.set(point).run())
+            return capturing.run(lambda: experiment.set(point).run())
     except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 
@@ -93,7 +138,7 @@ def run_safely(
 
 
 def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> int:
-    """Unpack the dill-serialized experiment of sweep ``key`` and keep it on this engine.
+    """Unpack the experiment of sweep ``key`` (see :func:`epyclab.labs.byvalue.loads`) and keep it on this engine.
 
     ``paths`` are directories the client imports from (a script's own
     directory, say); those that exist here are appended to ``sys.path`` first,
@@ -106,7 +151,7 @@ def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> in
         if p not in sys.path and os.path.isdir(p):
             sys.path.append(p)
     if key not in _experiments:
-        _experiments[key] = dill.loads(blob)
+        _experiments[key] = byvalue.loads(blob)
     return os.getpid()
 
 
@@ -130,6 +175,7 @@ def run_points(
     paths: list[str] | None = None,
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
+    limit: float | None = None,
 ) -> tuple[str, float, bytes]:
     """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
 
@@ -141,6 +187,8 @@ def run_points(
     runs the rest elsewhere, so a chunk never holds expensive points back.
     ``marks`` (one dict per point) are added to each run's metadata, for a lab
     whose results reach the notebook without passing through its own loop.
+    ``limit``: seconds each point may run; past it the point is a failed run
+    with a TimeoutError naming the point and the limit.
 
     If this engine has not been given the experiment (it joined after the
     sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
@@ -162,11 +210,11 @@ def run_points(
     # The output capture is installed once for the chunk, not once per point.
     with capture.Capturing() as capturing:
         if budget is None:
-            results = [run_safely(experiment, p, capturing) for p in points]
+            results = [run_safely(experiment, p, capturing, limit) for p in points]
         else:
             results = []
             for p in points:
-                results.append(run_safely(experiment, p, capturing))
+                results.append(run_safely(experiment, p, capturing, limit))
                 if perf_counter() - t0 >= budget:
                     break
     if marks is not None:
