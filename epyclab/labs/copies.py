@@ -206,7 +206,7 @@ class CopiesTransport:
         if future is None:
             return
         if isinstance(reply, InterimDied):
-            future.set_exception(WorkerDied(str(reply), error=EngineDied(str(reply))))
+            future.set_exception(WorkerDied(str(reply), error=EngineDied(str(reply)), outside=reply.outside))
         else:
             future.set_result(reply)
 

@@ -60,11 +60,28 @@ _PR_SET_PDEATHSIG = 1
 
 
 class InterimDied(Exception):
-    """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle."""
+    """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle.
 
-    def __init__(self, message: str, lost_chunk: bool = True) -> None:
+    ``outside``: it was ended by a signal that comes from outside a process (see :data:`OUTSIDE_SIGNALS`),
+    not by what it ran (an exit, a crash).
+    """
+
+    def __init__(self, message: str, lost_chunk: bool = True, outside: bool = False) -> None:
         super().__init__(message)
         self.lost_chunk = lost_chunk
+        self.outside = outside
+
+
+#: Signals that end a process from outside (an admin's kill, the OOM killer, a batch system's
+#: cancellation, a closed terminal). A point that ends its own process exits or crashes instead (a
+#: code, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL); one that sends itself one of these is taken for
+#: an outside death, which does not count against it (the death policy still bounds those).
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT})
+
+
+def _from_outside(exitcode: int | None) -> bool:
+    """True if a process's exit code (multiprocessing's: -N for signal N) says something outside ended it."""
+    return exitcode is not None and exitcode < 0 and -exitcode in OUTSIDE_SIGNALS
 
 
 def _die_with(parent: int) -> None:
@@ -216,11 +233,15 @@ class Interim:
             try:
                 reply = self._replies.recv()
             except (EOFError, OSError):
+                # Its end of the pipe closed as it died: wait for its exit status, which says how.
+                self._process.join(5.0)
+                code = self._process.exitcode
                 if self._busy:
                     self._busy = False
                     self._closed = True
-                    self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk "
-                                              f"(exit code {self._process.exitcode})"))
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk ({how})",
+                                              outside=_from_outside(code)))
                 elif not self._closed:
                     self._closed = True
                     self._deliver(InterimDied(f"the interim process {self.pid} died between chunks "
