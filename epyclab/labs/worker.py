@@ -105,10 +105,12 @@ def run(
     ``capturing`` is the output capture installed for the whole sweep; without it one is installed for this run.
     ``limit``: seconds the point may run (see :class:`_TimeLimit`); past it the run fails with TimeoutError.
     """
-    with _TimeLimit(limit, point):
-        if capturing is None:
-            return capture.captured(lambda: experiment.set(point).run(), tee=True)
-        return capturing.run(lambda: experiment.set(point).run())
+    if limit is not None:
+        with _TimeLimit(limit, point):
+            return run(experiment, point, capturing)
+    if capturing is None:
+        return capture.captured(lambda: experiment.set(point).run(), tee=True)
+    return capturing.run(lambda: experiment.set(point).run())
 
 
 def _classname(experiment: Experiment) -> str:
