@@ -116,14 +116,14 @@ TARGETS: list[Target] = [
     ),
     Target(
         "parallel-chunks",
-        "epyclab/labs/scheduler.py",
+        "epyclab/labs/transports/scheduler.py",
         ("tests/test_chunk_sizes.py", "tests/test_parallel_units.py"),
         scope=("ChunkSizer",),
         why="a chunk too large for its time budget holds points back; one of 0 points never ends",
     ),
     Target(
         "parallel-retry",
-        "epyclab/labs/scheduler.py",
+        "epyclab/labs/transports/scheduler.py",
         # First the fork backend's copies, whose deaths are seen at once: a poison point anywhere, a copy
         # that dies once, points that all kill their copies. Then a 2-engine local ipyparallel cluster whose
         # engines die under chosen points (reported 5 s later): points alone in their tasks, and a point
@@ -140,13 +140,13 @@ TARGETS: list[Target] = [
     ),
     Target(
         "cluster-jobs",
-        "epyclab/labs/jobs.py",
+        "epyclab/labs/remote/jobs.py",
         ("tests/test_job_ids.py", "tests/test_jobs_mutants.py"),
         why="job ids and task states decide which pending result a reply fills",
     ),
     Target(
         "cluster-collect",
-        "epyclab/labs/collect.py",
+        "epyclab/labs/remote/collect.py",
         # The decisions on the hub's own records, without a controller (under a second), then the ones that
         # ask a real controller (2 engines, about 5 s to start, per mutant that reaches them);
         # test_cluster_lab.py and the fault tests (engines and controllers killed: minutes) are left to the suite.

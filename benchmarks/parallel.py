@@ -51,10 +51,10 @@ from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
 from _report import machine, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
-from epyclab.labs import worker  # noqa: E402
+from epyclab.labs.engine import worker  # noqa: E402
 from epyclab.labs.lab import Lab  # noqa: E402
 from epyclab.labs.parallel import ParallelLab, resolve_cores  # noqa: E402
-from epyclab.labs.parallelcluster import LocalCluster  # noqa: E402
+from epyclab.labs.transports.localcluster import LocalCluster  # noqa: E402
 
 TRIVIAL_POINTS = 2000
 CPU_POINTS = 40
@@ -211,7 +211,7 @@ elif case in ("parallel", "twice"):
         assert len(lab2.dataframe()) == points
 elif case == "joblib":
     from joblib import Parallel, delayed
-    from epyclab.labs.worker import run
+    from epyclab.labs.engine.worker import run
     t = time.perf_counter()
     rcs = Parallel(n_jobs=engines)(delayed(run)(e, {{"x": x}}) for x in range(points))
     out["inside"] = time.perf_counter() - t
@@ -241,7 +241,7 @@ sys.path.insert(0, {here!r})
 from _parallel_experiments import CpuBound
 from distributed import Client, LocalCluster
 from epyclab import ParallelLab
-from epyclab.labs.worker import run
+from epyclab.labs.engine.worker import run
 n, points, repeat = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 e = CpuBound(n)
 out = {{"lab": [], "raw": []}}

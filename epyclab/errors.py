@@ -182,7 +182,7 @@ class EngineDied(ClusterConnectionError):
     """A process running points died (a forked copy of ParallelLab's ``"fork"`` backend).
 
     Recorded as the exception of a point whose workers died under it more than
-    the lab's ``Retries`` times (see :mod:`epyclab.labs.deaths`; on ipyparallel
+    the lab's ``Retries`` times (see :mod:`epyclab.labs.transports.deaths`; on ipyparallel
     engines, ipyparallel's ``EngineError`` is recorded instead).
     """
 

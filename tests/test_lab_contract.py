@@ -33,7 +33,7 @@ from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster
+from epyclab.labs.transports.localcluster import LocalCluster
 from epyclab.notebooks.labnotebook import LabNotebook
 
 # Sweeps on engines cost a fraction of a second each: fewer examples there.

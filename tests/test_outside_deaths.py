@@ -18,8 +18,8 @@ from typing import Any
 from conftest_parallel import wait_for_file
 
 from epyclab.experiment import Experiment
-from epyclab.labs.deaths import RETRIES
 from epyclab.labs.parallel import ParallelLab
+from epyclab.labs.transports.deaths import RETRIES
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS = Experiment.STATUS

@@ -16,13 +16,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import distributed
 import psutil
 import pytest
 from conftest_parallel import Announces, ExitsAt, Square, wait_for_file
 
 from epyclab.experiment import Experiment
-from epyclab.labs.capture import OUTPUT
+from epyclab.labs.engine.capture import OUTPUT
 from epyclab.labs.parallel import ParallelLab
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -40,6 +39,9 @@ class Talks(Experiment):
 
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
+    # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
+    import distributed
+
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None, host="127.0.0.1")
     client = distributed.Client(cluster)

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs.interim import fork_allowed
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import process_alive
-from epyclab.labs.transport import defaultTransport, registerTransport, transportNames, unregisterTransport
+from epyclab.labs.transports.contract import defaultTransport, registerTransport, transportNames, unregisterTransport
+from epyclab.labs.transports.forkedcopy import fork_allowed
+from epyclab.labs.transports.localcluster import process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION, PID = Experiment.STATUS, Experiment.EXCEPTION, Experiment.PID
@@ -67,8 +67,8 @@ def test_auto_is_the_default_and_every_backend_is_registered() -> None:
 
 
 def test_a_registered_transport_is_chosen_by_name() -> None:
-    from epyclab.labs.copies import ForkTransport
-    from epyclab.labs.transport import Settings
+    from epyclab.labs.transports.contract import Settings
+    from epyclab.labs.transports.copies import ForkTransport
 
     made: list[Settings] = []
 
@@ -199,7 +199,7 @@ def test_a_second_sweep_forks_fresh_copies_and_leaves_none_between_sweeps() -> N
 
 
 def test_a_sweep_whose_copies_cannot_start_ends_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from epyclab.labs import copies
+    from epyclab.labs.transports import copies
 
     def no_fork(*args: Any, **kwargs: Any) -> Any:
         raise OSError(11, "Resource temporarily unavailable")
@@ -303,9 +303,9 @@ def test_a_sweep_run_in_a_thread_works_and_leaves_no_copy() -> None:
 def test_the_pool_replaces_a_dead_copy_but_stops_forking_copies_that_die_before_any_work() -> None:
     import queue
 
-    from epyclab.labs.copies import CopyPool
-    from epyclab.labs.interim import InterimDied
-    from epyclab.labs.wire import package
+    from epyclab.labs.engine.wire import package
+    from epyclab.labs.transports.copies import CopyPool
+    from epyclab.labs.transports.forkedcopy import InterimDied
 
     _, payloads = package([(ExitsAt(-1), {})])
     blobs = {k: p.blob for k, p in payloads.items()}

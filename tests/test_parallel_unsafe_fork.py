@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from epyclab.labs.cleanworkers import fork_safe, openmp_loaded, thread_count
+from epyclab.labs.transports.cleanworkers import fork_safe, openmp_loaded, thread_count
 
 OMP_C = """
 double omp_work(int n) {
@@ -53,7 +53,7 @@ import multiprocessing
 
 import helper
 from epyclab import Experiment, ParallelLab
-from epyclab.labs.cleanworkers import fork_safe, openmp_loaded
+from epyclab.labs.transports.cleanworkers import fork_safe, openmp_loaded
 
 
 class UsesOpenMP(Experiment):
@@ -144,3 +144,15 @@ def test_this_process_is_judged_by_its_threads_and_its_openmp() -> None:
         stop.set()
         t.join()
     assert isinstance(openmp_loaded(), bool)
+
+
+def test_a_fresh_process_with_numpy_may_fork_and_one_with_a_thread_may_not() -> None:
+    # numpy's OpenBLAS starts a pool of its own at import, which is safe across a fork (it quiesces it with
+    # pthread_atfork): a script that imported numpy still gets forked copies; one that started a thread does not.
+    code = ("import threading, time, numpy\n"
+            "from epyclab.labs.transports.cleanworkers import fork_safe\n"
+            "print(fork_safe())\n"
+            "t = threading.Thread(target=time.sleep, args=(2,)); t.start()\n"
+            "print(fork_safe())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["True", "False"]

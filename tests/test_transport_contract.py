@@ -2,7 +2,7 @@
 
 Modelled on CPython's ``test_concurrent_futures`` ``create_executor_tests``: a
 test class is made here for every transport registered in
-:mod:`epyclab.labs.transport` (none is named by hand: a transport registered
+:mod:`epyclab.labs.transports.contract` (none is named by hand: a transport registered
 later is tested too) and for the executor transport over a spawn and a
 forkserver process pool and a real Dask cluster. Each runs the whole
 :class:`LabContract` of ``test_lab_contract`` (every point once in the
@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import distributed
 import psutil
 import pytest
 from conftest_parallel import Announces, ExitsAt, wait_for_file
@@ -31,10 +30,10 @@ from test_lab_contract import LabContract
 
 from epyclab.designs import Design, FactorialDesign
 from epyclab.experiment import Experiment
-from epyclab.labs.capture import OUTPUT
+from epyclab.labs.engine.capture import OUTPUT
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.transport import transportNames
+from epyclab.labs.transports.contract import transportNames
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION = Experiment.STATUS, Experiment.EXCEPTION
@@ -156,6 +155,9 @@ for _name in transportNames():
 
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
+    # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
+    import distributed
+
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None, host="127.0.0.1")
     client = distributed.Client(cluster)

@@ -7,9 +7,9 @@ from conftest_parallel import ExitsAt
 
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.deaths import RETRIES, DeathPolicy
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.transport import Settings, makeTransport, transportEntry, transportNames
+from epyclab.labs.transports.contract import Settings, makeTransport, transportEntry, transportNames
+from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
 from epyclab.notebooks.labnotebook import LabNotebook
 
 

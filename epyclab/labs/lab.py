@@ -13,7 +13,8 @@ from typing import Any, Callable, Union
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import capture, provenance, worker
+from epyclab.labs import provenance
+from epyclab.labs.engine import capture, worker
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.order import POINT, SWEEP, stamp
@@ -127,7 +128,7 @@ class Lab:
     #: ...or after this many seconds, whichever comes first.
     CommitInterval = 5.0
     #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
-    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    #: see :mod:`epyclab.labs.engine.capture`); set False on the class or on one lab to keep rows lean.
     StoreOutput = True
     #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
     #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.

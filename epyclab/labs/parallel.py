@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.experiment import ResultsDict
-from epyclab.labs.deaths import RETRIES, DeathPolicy
 from epyclab.labs.lab import Lab, SweepMarks
-from epyclab.labs.transport import Settings, Transport, defaultTransport, makeTransport
+from epyclab.labs.transports.contract import Settings, Transport, defaultTransport, makeTransport
+from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
     import ipyparallel as ipp
 
-    from epyclab.labs.parallelcluster import LocalCluster
+    from epyclab.labs.transports.localcluster import LocalCluster
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -54,35 +54,44 @@ class ParallelLab(Lab):
     results added to the notebook and committed as they arrived (every
     ``commitEvery`` results or ``commitInterval`` seconds).
 
-    Where the engines come from, three ways:
+    Where the engines come from:
 
-    - By default, on Linux (``backend="fork"``), each sweep forks ``cores``
-      copies of this process and runs every point on them, as joblib's
-      default backend runs its workers: a copy already holds the experiment
-      and every module, so the first point starts within milliseconds, and no
-      cluster is started (ipyparallel is not even imported). Each copy runs
-      the points exactly as an engine does (the experiment unpacked from the
-      bytes that would travel to an engine, output captured and replayed,
-      failures as data). A copy that dies (a point that calls ``os._exit`` or
-      crashes the interpreter) has its points run by the others and is
-      replaced by a fresh fork; a point that killed two copies is a failed
-      result. The copies exit when the sweep ends, are killed at once on
-      Ctrl-C or an error, and die with this process even if it is killed
-      (SIGKILL). Run the sweep from the thread that will outlive it (a
-      copy dies when the thread that forked it ends). A library that is not
-      safe to use after a fork (GNU OpenMP, used by this process before the
-      sweep, can hang a copy) needs ``backend="ipyparallel"``, whose engines
-      start afresh.
-    - ``backend="ipyparallel"`` (the default where fork is not safe: macOS,
-      Windows): the lab runs on this process's local ipyparallel cluster (a
+    - By default (``backend="auto"``), each sweep looks at this process first
+      (see :mod:`epyclab.labs.transports.cleanworkers`). Where forking cannot
+      hang a child (Linux, one thread, no OpenMP runtime loaded) it forks
+      ``cores`` copies of this process and runs every point on them
+      (``"fork"``, below); otherwise (a BLAS thread pool, OpenMP used before
+      the sweep, any other thread) it runs on clean worker processes
+      (``"workers"``: loky's reusable executor, as joblib's default), started
+      on the first sweep and kept warm for the next ones. Either way the
+      experiment's modules are imported by the workers, never pickled with
+      their state. :attr:`lastBackend` says which one a sweep ran on.
+    - ``backend="workers"``: always clean worker processes, kept warm (stopped
+      by :meth:`shutdown`, after idling, and at exit).
+    - ``backend="fork"``: each sweep forks ``cores`` copies of this process,
+      whatever it holds: a copy already holds the experiment and every module,
+      so the first point starts within milliseconds. **Hazard**: a process that
+      used GNU OpenMP (numba, scikit-learn, PyTorch, any ``-fopenmp``
+      extension) or runs other threads may leave a forked copy blocked for
+      ever (with a per-point ``timeout`` the copy is stopped and the point
+      fails). Each copy runs the points exactly as an engine does (output
+      captured and replayed, failures as data). A copy that dies is replaced
+      by a fresh fork; its points are run again, and a point that killed
+      ``Retries + 1`` copies is a failed result (a copy killed from outside,
+      by SIGKILL or SIGTERM, does not count against its point). The copies
+      exit when the sweep ends, are killed at once on Ctrl-C or an error, and
+      die with this process even if it is killed (SIGKILL). Run the sweep from
+      the thread that will outlive it (a copy dies when the thread that forked
+      it ends).
+    - ``backend="ipyparallel"``: the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
       ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
-      (see :mod:`epyclab.labs.warm`). The first sweep does not wait for it:
+      (see :mod:`epyclab.labs.transports.warm`). The first sweep does not wait for it:
       until every engine has registered, a forked copy of this process runs
-      points (see :mod:`epyclab.labs.interim`; ``UseInterim = False`` turns
+      points where forking is safe (see :mod:`epyclab.labs.transports.forkedcopy`; ``UseInterim = False`` turns
       that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
-      :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
+      :data:`epyclab.labs.transports.warm.IDLE_SECONDS` without a sweep, by
       :meth:`shutdown`, and when a sweep ends with an error (the controller
       died, the notebook raised, Ctrl-C: the results that finished are
       committed, then the error propagates). Engines that die are replaced. No
@@ -103,20 +112,20 @@ class ParallelLab(Lab):
       unchanged on a Dask cluster (dask-jobqueue, dask-gateway, Kubernetes).
       Same chunks, progress, commits, captured output, failures as data and
       death handling as the other transports (see
-      :mod:`epyclab.labs.executors`); the executor is yours to shut down.
+      :mod:`epyclab.labs.transports.executors`); the executor is yours to shut down.
 
     An experiment travels to the workers as cloudpickle bytes (classes defined
     in a script, in Jupyter or in a module beside the script travel by value,
     installed packages by reference), once per sweep; each task carries only its
     points, which are batched when cheap (see
-    :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
+    :class:`~epyclab.labs.transports.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
 
     Other local transports can be registered by name
-    (:func:`epyclab.labs.transport.registerTransport`, shaped like the notebook
+    (:func:`epyclab.labs.transports.contract.registerTransport`, shaped like the notebook
     format registry); every transport runs under the same scheduler
-    (:class:`~epyclab.labs.scheduler.Sweep`) and the same death policy as
-    ClusterLab (:mod:`epyclab.labs.deaths`, :attr:`Retries`).
+    (:class:`~epyclab.labs.transports.scheduler.Sweep`) and the same death policy as
+    ClusterLab (:mod:`epyclab.labs.transports.deaths`, :attr:`Retries`).
 
     Raises:
         ValueError: more than one of ``cluster``, ``client`` and ``executor``; ``backend`` with any;
@@ -126,10 +135,10 @@ class ParallelLab(Lab):
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
 
     #: While the lab's own cluster starts, run points in a forked copy of this process
-    #: (see :mod:`epyclab.labs.interim`). Off, a cold sweep waits for the first engine.
+    #: (see :mod:`epyclab.labs.transports.forkedcopy`). Off, a cold sweep waits for the first engine.
     UseInterim = True
     #: Times a point whose worker died under it is run again before it is a failed result (see
-    #: :mod:`epyclab.labs.deaths`; ClusterLab has the same): a point that crashes its process costs
+    #: :mod:`epyclab.labs.transports.deaths`; ClusterLab has the same): a point that crashes its process costs
     #: at most Retries + 1 workers.
     Retries = RETRIES
 
@@ -166,7 +175,7 @@ class ParallelLab(Lab):
         self._local: Transport | None = None
         self._executor: Transport | None = None
         if executor is not None:
-            from epyclab.labs.executors import ExecutorTransport
+            from epyclab.labs.transports.executors import ExecutorTransport
 
             self._executor = ExecutorTransport(executor)
         elif cluster is None and client is None:
@@ -184,7 +193,7 @@ class ParallelLab(Lab):
     @property
     def localCluster(self) -> "LocalCluster | None":
         """The local ipyparallel cluster of the last sweep (None on the fork backend, or with a cluster or client)."""
-        from epyclab.labs.coldstart import LocalClusterTransport
+        from epyclab.labs.transports.coldstart import LocalClusterTransport
 
         return self._local.localCluster if isinstance(self._local, LocalClusterTransport) else None
 
@@ -227,11 +236,11 @@ class ParallelLab(Lab):
         if self._executor is not None:
             return self._executor
         if self._client is not None:
-            from epyclab.labs.ipptransport import ClientTransport
+            from epyclab.labs.transports.ipyparallelclient import ClientTransport
 
             return ClientTransport(self._client)
         if self._cluster is not None:
-            from epyclab.labs.ipptransport import ClusterTransport
+            from epyclab.labs.transports.ipyparallelclient import ClusterTransport
 
             return ClusterTransport(self._cluster, self._timeout)
         assert self._local is not None
@@ -241,8 +250,8 @@ class ParallelLab(Lab):
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
         """Run the points on the transport; yield each result as it arrives."""
-        from epyclab.labs.scheduler import ChunkSizer, Sweep
-        from epyclab.labs.wire import package
+        from epyclab.labs.engine.wire import package
+        from epyclab.labs.transports.scheduler import ChunkSizer, Sweep
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)

@@ -1,13 +1,13 @@
 """A pool of forked copies of the user's process, the engines of ParallelLab's ``"fork"`` backend.
 
-Each copy is an :class:`~epyclab.labs.interim.Interim`: forked from this
+Each copy is an :class:`~epyclab.labs.transports.forkedcopy.Interim`: forked from this
 process, it already holds the experiment and every module it needs, runs one
 chunk of points at a time with the engines' worker
-(:func:`epyclab.labs.worker.run_points`: output captured, failures as data,
+(:func:`epyclab.labs.engine.worker.run_points`: output captured, failures as data,
 a time budget), and dies with this process (even one killed by SIGKILL).
 The pool keeps :attr:`CopyPool.size` of them for one sweep: a copy that dies
 (a point crashed it) is replaced by a fresh fork, so the sweep keeps its
-workers; the scheduler (:class:`~epyclab.labs.scheduler.Sweep`) resubmits the
+workers; the scheduler (:class:`~epyclab.labs.transports.scheduler.Sweep`) resubmits the
 dead copy's points as it does an engine's.
 
 A copy that dies holding a chunk is always replaced (the scheduler's limit on
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from epyclab.labs.interim import Interim
+from epyclab.labs.transports.forkedcopy import Interim
 from epyclab.log import logger
 
 __all__ = ["CopyPool"]
@@ -38,9 +38,9 @@ class CopyPool:
     """``size`` forked copies of this process running chunks for one sweep.
 
     ``experiments`` maps each sweep key to its experiment, serialized or the
-    object itself (see :class:`~epyclab.labs.interim.Interim`); ``deliver(copy, reply)`` is called,
+    object itself (see :class:`~epyclab.labs.transports.forkedcopy.Interim`); ``deliver(copy, reply)`` is called,
     from the copy's reader thread, with each reply or
-    :class:`~epyclab.labs.interim.InterimDied`. ``output``: the file the
+    :class:`~epyclab.labs.transports.forkedcopy.InterimDied`. ``output``: the file the
     copies' own output goes to (None: nowhere). ``adopt(pid)`` is called with
     each new copy's PID (to record it with a reaper). With ``replace=False``
     a copy that dies is not replaced (the ipyparallel backend's copy, which
@@ -162,11 +162,11 @@ class CopyPool:
 
 
 class CopiesTransport:
-    """Forked copies of this process as a transport (see :mod:`epyclab.labs.transport`): one chunk per copy.
+    """Forked copies of this process as a transport (see :mod:`epyclab.labs.transports.contract`): one chunk per copy.
 
     ``make_pool(deliver)`` forks the :class:`CopyPool` when the sweep begins.
     A copy that dies holding a chunk fails that chunk's future with
-    :class:`~epyclab.labs.transport.WorkerDied` (its error an
+    :class:`~epyclab.labs.transports.contract.WorkerDied` (its error an
     :class:`~epyclab.errors.EngineDied`), and the pool forks a fresh one in its
     place, in the sweep's thread (:meth:`capacity`, :meth:`check`). With the
     death of every copy and no fresh fork, :meth:`check` raises.
@@ -195,8 +195,8 @@ class CopiesTransport:
     def _deliver(self, copy: Interim, reply: Any) -> None:
         # From a copy's reader thread.
         from epyclab.errors import EngineDied
-        from epyclab.labs.interim import InterimDied
-        from epyclab.labs.transport import WorkerDied
+        from epyclab.labs.transports.contract import WorkerDied
+        from epyclab.labs.transports.forkedcopy import InterimDied
 
         with self._lock:
             future = self._held.pop(copy, None)
@@ -221,7 +221,7 @@ class CopiesTransport:
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> Any:
         """Give the chunk to an idle copy (the sweep submits no more than :meth:`capacity` chunks)."""
-        from epyclab.labs.transport import ChunkFuture
+        from epyclab.labs.transports.contract import ChunkFuture
 
         future = ChunkFuture("copy")
         copy = self.idle()
@@ -314,8 +314,8 @@ class ForkTransport:
     window = 1
 
     def __init__(self, settings: Any) -> None:
-        from epyclab.labs.interim import fork_allowed
-        from epyclab.labs.transport import FORK, IPYPARALLEL
+        from epyclab.labs.transports.contract import FORK, IPYPARALLEL
+        from epyclab.labs.transports.forkedcopy import fork_allowed
 
         if not fork_allowed():
             raise ValueError(

@@ -1,6 +1,6 @@
 """The transport contract: how a sweep hands chunks of points to workers, and the registry of named transports.
 
-A *transport* is what :class:`~epyclab.labs.scheduler.Sweep` runs on. Its
+A *transport* is what :class:`~epyclab.labs.transports.scheduler.Sweep` runs on. Its
 contract is small, shaped like :class:`concurrent.futures.Executor` (one
 ``submit``, the rest free) and joblib's ``ParallelBackendBase``:
 
@@ -8,7 +8,7 @@ contract is small, shaped like :class:`concurrent.futures.Executor` (one
   experiments it runs are given, serialized, to ``begin``);
 - :meth:`Transport.submit` hands one chunk of points to a worker and returns a
   :class:`concurrent.futures.Future` of the worker's reply (what
-  :func:`epyclab.labs.worker.run_points` returns). The future fails with
+  :func:`epyclab.labs.engine.worker.run_points` returns). The future fails with
   :class:`WorkerDied` when the process running the chunk died, and with any
   other exception when the task could not be run at all; an experiment's own
   failures are never exceptions here (they are failed results in the reply);
@@ -18,7 +18,7 @@ contract is small, shaped like :class:`concurrent.futures.Executor` (one
 - :meth:`Transport.close` stops whatever it keeps between sweeps.
 
 The sweep's scheduling (chunk sizes, the window, deaths and resubmission, see
-:mod:`epyclab.labs.deaths`) is written once over this contract.
+:mod:`epyclab.labs.transports.deaths`) is written once over this contract.
 
 Local transports are registered by name (:func:`registerTransport`, shaped as
 :mod:`epyclab.notebooks.registry`: a class named ``"module:Class"``, imported
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from epyclab.errors import ClusterConnectionError
 
 if TYPE_CHECKING:
-    from epyclab.labs.wire import Payload
+    from epyclab.labs.engine.wire import Payload
 
 __all__ = [
     "Transport", "Settings", "WorkerDied", "ChunkFuture", "TransportEntry", "registerTransport",
@@ -57,7 +57,7 @@ class WorkerDied(ClusterConnectionError):
     workers (ipyparallel's ``EngineError`` on engines, :class:`~epyclab.errors.EngineDied`
     elsewhere). ``outside`` is True when something outside the point ended the
     worker (a signal sent to it, its job cancelled, its host gone): that death
-    does not count against the points it was running (see :mod:`epyclab.labs.deaths`).
+    does not count against the points it was running (see :mod:`epyclab.labs.transports.deaths`).
     """
 
     def __init__(self, message: str, error: BaseException | None = None, outside: bool = False) -> None:
@@ -180,14 +180,14 @@ def transportEntry(name: str) -> TransportEntry:
     entry = _TRANSPORTS.get(name) if isinstance(name, str) else None
     if entry is None:
         raise ValueError(f"ParallelLab has no backend {name!r}; choose one of {transportNames()} "
-                         f"(or register one with epyclab.labs.transport.registerTransport)")
+                         f"(or register one with epyclab.labs.transports.contract.registerTransport)")
     return entry
 
 
 def defaultTransport() -> str:
     """``"auto"``: forked copies for a sweep when forking is known to be safe, else clean workers.
 
-    See :mod:`epyclab.labs.cleanworkers`.
+    See :mod:`epyclab.labs.transports.cleanworkers`.
     """
     return AUTO
 
@@ -202,7 +202,7 @@ def makeTransport(name: str | None, settings: Settings) -> Transport:
     return entry.load()(settings)  # type: ignore[no-any-return]
 
 
-registerTransport(AUTO, "epyclab.labs.cleanworkers:AutoTransport")
-registerTransport(WORKERS, "epyclab.labs.cleanworkers:WorkersTransport")
-registerTransport(FORK, "epyclab.labs.copies:ForkTransport")
-registerTransport(IPYPARALLEL, "epyclab.labs.coldstart:LocalClusterTransport")
+registerTransport(AUTO, "epyclab.labs.transports.cleanworkers:AutoTransport")
+registerTransport(WORKERS, "epyclab.labs.transports.cleanworkers:WorkersTransport")
+registerTransport(FORK, "epyclab.labs.transports.copies:ForkTransport")
+registerTransport(IPYPARALLEL, "epyclab.labs.transports.coldstart:LocalClusterTransport")

@@ -7,14 +7,15 @@ client, CUDA), can leave a forked child blocked for ever in its first
 parallel region or on a lock some thread held at the fork. So the default,
 ``"auto"``, looks at the process when each sweep begins (:func:`fork_safe`):
 
-- one thread and no OpenMP runtime loaded: the sweep forks copies of this
-  process (``"fork"``, see :mod:`epyclab.labs.copies`; the first point starts
+- one thread (an OpenBLAS's own pool aside) and no OpenMP or CUDA runtime
+  loaded: the sweep forks copies of this
+  process (``"fork"``, see :mod:`epyclab.labs.transports.copies`; the first point starts
   within milliseconds);
 - otherwise: clean workers, ``"workers"``: processes started afresh
   (loky's reusable executor, as joblib's default), which import what the
   experiment needs, kept warm across sweeps (for :data:`IdleSeconds`), so that
   only the first sweep pays their start. The experiment travels to them as
-  the bytes every transport gets (see :mod:`epyclab.labs.wire`).
+  the bytes every transport gets (see :mod:`epyclab.labs.engine.wire`).
 
 ``backend="fork"`` forks whatever the process holds (the hazard above is
 then the user's); ``backend="workers"`` always uses clean workers.
@@ -25,10 +26,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from epyclab.labs.copies import ForkTransport
-from epyclab.labs.executors import ExecutorTransport
-from epyclab.labs.interim import fork_allowed
-from epyclab.labs.transport import ChunkFuture, Settings, Transport
+from epyclab.labs.transports.contract import ChunkFuture, Settings, Transport
+from epyclab.labs.transports.copies import ForkTransport
+from epyclab.labs.transports.executors import ExecutorTransport
+from epyclab.labs.transports.forkedcopy import fork_allowed
 from epyclab.log import logger
 
 __all__ = ["AutoTransport", "WorkersTransport", "fork_safe", "openmp_loaded", "IdleSeconds"]
@@ -40,14 +41,46 @@ IdleSeconds = 300
 _OPENMP = ("libgomp", "libomp.so", "libiomp5")
 
 
-def openmp_loaded() -> bool:
-    """True if an OpenMP runtime is mapped into this process (read from ``/proc/self/maps``)."""
+def _maps() -> str | None:
     try:
         with open("/proc/self/maps") as f:
-            maps = f.read()
+            return f.read()
     except OSError:
+        return None
+
+
+def openmp_loaded() -> bool:
+    """True if an OpenMP runtime (or CUDA's driver) is mapped into this process (read from ``/proc/self/maps``)."""
+    maps = _maps()
+    if maps is None:
         return True  # cannot tell: assume the worst
-    return any(lib in maps for lib in _OPENMP)
+    return any(lib in maps for lib in (*_OPENMP, "libcuda.so"))
+
+
+# The functions that say how many threads an OpenBLAS runs (numpy's and scipy's builds rename them).
+_OPENBLAS_THREADS = ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads64_",
+                     "scipy_openblas_get_num_threads")
+
+
+def _openblas_pool() -> int:
+    """The worker threads of the OpenBLAS libraries loaded here (numpy starts one at import; fork-safe: OpenBLAS
+    quiesces them with ``pthread_atfork``)."""
+    import ctypes
+
+    maps = _maps() or ""
+    paths = {line.split()[-1] for line in maps.splitlines() if "openblas" in line.split()[-1].lower()}
+    pool = 0
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # loaded already: the same handle
+        except OSError:
+            continue
+        for name in _OPENBLAS_THREADS:
+            get = getattr(lib, name, None)
+            if get is not None:
+                pool += max(0, int(get()) - 1)  # the calling thread is one of its n
+                break
+    return pool
 
 
 def thread_count() -> int:
@@ -59,8 +92,11 @@ def thread_count() -> int:
 
 
 def fork_safe() -> bool:
-    """True if forking this process now cannot hang the child: Linux, one thread, no OpenMP runtime."""
-    return fork_allowed() and thread_count() == 1 and not openmp_loaded()
+    """True if forking this process now cannot hang the child: Linux, no OpenMP (or CUDA) runtime, one thread.
+
+    One thread besides the worker threads of an OpenBLAS (numpy's), which are safe across a fork.
+    """
+    return fork_allowed() and not openmp_loaded() and thread_count() - _openblas_pool() == 1
 
 
 class _Reusable:

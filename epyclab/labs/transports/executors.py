@@ -4,9 +4,9 @@ A ``ProcessPoolExecutor`` (any start method), a ``loky`` executor, or a Dask
 cluster's client (``distributed.Client``, or ``client.get_executor()``) runs a
 sweep with the scheduler every transport has (chunks, time budgets, progress,
 commits, captured output, failures as data, deaths). Each task is one call of
-:func:`epyclab.labs.worker.run_points` with a chunk of points: the function
+:func:`epyclab.labs.engine.worker.run_points` with a chunk of points: the function
 travels by reference (every worker has epyclab installed), the experiment as
-the bytes :func:`epyclab.labs.wire.package` made (cloudpickle; the user's own
+the bytes :func:`epyclab.labs.engine.wire.package` made (cloudpickle; the user's own
 modules by value), sent with every chunk and unpacked once per worker process
 (kept under the sweep's key, as an engine keeps it), and the reply as the
 worker's encoded results.
@@ -36,9 +36,9 @@ from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from typing import Any
 
 from epyclab.errors import EngineDied
-from epyclab.labs import worker
-from epyclab.labs.transport import ChunkFuture, WorkerDied
-from epyclab.labs.wire import Payload, client_paths
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import Payload, client_paths
+from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
 from epyclab.log import logger
 
 __all__ = ["ExecutorTransport", "executor_of", "workers_of"]

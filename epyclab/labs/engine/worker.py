@@ -5,7 +5,8 @@ the results dict (status False, exception, traceback), never an exception that
 stops a sweep.
 
 The rest of this module is what engines run for the parallel labs. An
-experiment is serialized once per sweep (with dill, by the client) and loaded
+experiment is serialized once per sweep (with cloudpickle, by the client: see
+:mod:`epyclab.labs.engine.packaging`) and loaded
 once on each engine under a key unique to the sweep (:func:`load_experiment`);
 each task then carries only a chunk of points (:func:`run_points`). Engine-side
 functions never raise because of an experiment: ipyparallel's ``retries`` re-run
@@ -24,11 +25,12 @@ import traceback
 from time import perf_counter
 from typing import Any
 
-import dill
+import cloudpickle
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
-from epyclab.labs import byvalue, capture
+from epyclab.labs.engine import capture
+from epyclab.labs.engine import packaging as byvalue
 from epyclab.log import logger
 from epyclab.order import stamp
 
@@ -42,14 +44,14 @@ __all__ = [
     "encode_results",
     "decode_results",
     "PICKLE",
-    "DILL",
+    "CLOUDPICKLE",
     "MISSING",
     "UNLOADABLE",
 ]
 
 #: Codecs of a chunk's results on the wire (see :func:`encode_results`).
 PICKLE = "pickle"
-DILL = "dill"
+CLOUDPICKLE = "cloudpickle"
 #: The reply of an engine that has not been given the sweep's experiment.
 MISSING = "missing"
 #: The reply of an engine that could not unpack the experiment sent with the chunk.
@@ -140,7 +142,7 @@ def run_safely(
 
 
 def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> int:
-    """Unpack the experiment of sweep ``key`` (see :func:`epyclab.labs.byvalue.loads`) and keep it on this engine.
+    """Unpack the experiment of sweep ``key`` (see :func:`~epyclab.labs.engine.packaging.loads`) and keep it here.
 
     ``paths`` are directories the client imports from (a script's own
     directory, say); those that exist here are appended to ``sys.path`` first,
@@ -194,7 +196,7 @@ def run_points(
 
     If this engine has not been given the experiment (it joined after the
     sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
-    so that the client can send it and resubmit; with ``blob`` (the dill
+    so that the client can send it and resubmit; with ``blob`` (the packaged
     bytes) the experiment is loaded here (with ``paths`` as in
     :func:`load_experiment`), and if that fails the reply is
     ``(UNLOADABLE, 0.0, error text)``.
@@ -243,10 +245,10 @@ def _portable_exception(rc: ResultsDict) -> None:
 
 
 def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
-    """Encode a chunk's results dicts: pickle (fast) if it can, else dill.
+    """Encode a chunk's results dicts: pickle (fast) if it can, else cloudpickle (the one serializer).
 
-    dill is needed when a result holds an object of a class defined in the
-    client's ``__main__`` (which the engine only knows through dill). A result
+    cloudpickle is needed when a result holds an object of a class defined in the
+    client's ``__main__`` or in a function (which pickle cannot name). A result
     that neither can encode becomes a failed result saying so, so the rest of
     the chunk still arrives.
     """
@@ -255,16 +257,16 @@ def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
             _portable_exception(rc)
     try:
         return PICKLE, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # not an error: a value pickle cannot handle; dill is tried next
-        logger.debug("results of %d runs need dill", len(results))
+    except Exception:  # not an error: a value pickle cannot handle; cloudpickle is tried next
+        logger.debug("results of %d runs need cloudpickle", len(results))
     try:
-        return DILL, dill.dumps(results, recurse=True)
+        return CLOUDPICKLE, cloudpickle.dumps(results)
     except Exception:  # not an error yet: find the runs at fault, below, and fail only those
         logger.debug("results of %d runs cannot all be serialized; checking each", len(results))
     safe = []
     for rc in results:
         try:
-            dill.dumps(rc, recurse=True)
+            cloudpickle.dumps(rc)
             safe.append(rc)
         except Exception as exc:
             meta = rc[Experiment.METADATA]
@@ -274,13 +276,21 @@ def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
             )
             failure = ResultsStructureException(reason)
             safe.append(failed_result(rc[Experiment.PARAMETERS], failure, "", meta.get(Experiment.EXPERIMENT, "")))
-    return DILL, dill.dumps(safe, recurse=True)
+    return CLOUDPICKLE, cloudpickle.dumps(safe)
 
 
 def decode_results(codec: str, payload: bytes) -> list[ResultsDict]:
     """The results dicts encoded by :func:`encode_results`."""
     if codec == PICKLE:
         return pickle.loads(payload)
-    if codec == DILL:
+    if codec == CLOUDPICKLE:
+        return pickle.loads(payload)  # cloudpickle's bytes are pickle data
+    if codec == "dill":
+        # Sent by engines running an older epyclab (results of jobs submitted before an upgrade).
+        try:
+            import dill
+        except ImportError as exc:
+            raise ValueError("these results were sent by an engine running an older epyclab, in dill's format: "
+                             "pip install dill to read them") from exc
         return dill.loads(payload)
-    raise ValueError(f"unknown results codec {codec!r} (expected {PICKLE!r} or {DILL!r})")
+    raise ValueError(f"unknown results codec {codec!r} (expected {PICKLE!r} or {CLOUDPICKLE!r})")

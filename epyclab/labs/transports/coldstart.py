@@ -1,15 +1,15 @@
 """ParallelLab's ``"ipyparallel"`` transport: the process's warm local cluster, and a forked copy while it starts.
 
-The cluster (see :mod:`epyclab.labs.warm`) is started on the first sweep and
+The cluster (see :mod:`epyclab.labs.transports.warm`) is started on the first sweep and
 kept warm for the next ones. A cold sweep does not wait the second or two its
 controller and engines take: until every engine has registered, one forked
-copy of this process (see :mod:`epyclab.labs.interim`) runs chunks, unpacking
+copy of this process (see :mod:`epyclab.labs.transports.forkedcopy`) runs chunks, unpacking
 the experiment from the very bytes the engines get, so it runs exactly what
 they run. The transport is the two together (:class:`ColdStart`): a chunk goes
 to the copy while it is free, else to the engines; once ``n`` engines are
 there the copy finishes its chunk and exits, so that no more processes than
 cores run points for longer than one chunk. The copy is forked only when
-forking is known to be safe (:func:`epyclab.labs.cleanworkers.fork_safe`: one
+forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
 thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
 
@@ -18,17 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from epyclab.labs.copies import CopiesTransport, CopyPool
-from epyclab.labs.interim import Interim
-from epyclab.labs.ipptransport import ClientTransport
-from epyclab.labs.transport import ChunkFuture, Settings
+from epyclab.labs.transports.contract import ChunkFuture, Settings
+from epyclab.labs.transports.copies import CopiesTransport, CopyPool
+from epyclab.labs.transports.forkedcopy import Interim
+from epyclab.labs.transports.ipyparallelclient import ClientTransport
 from epyclab.log import logger
 
 if TYPE_CHECKING:
     import ipyparallel as ipp
 
-    from epyclab.labs.parallelcluster import LocalCluster
-    from epyclab.labs.wire import Payload
+    from epyclab.labs.engine.wire import Payload
+    from epyclab.labs.transports.localcluster import LocalCluster
 
 __all__ = ["ColdStart", "LocalClusterTransport"]
 
@@ -123,18 +123,18 @@ class LocalClusterTransport:
         self._last: ColdStart | None = None
 
     def begin(self, payloads: dict[str, Payload]) -> None:
-        from epyclab.labs import warm
+        from epyclab.labs.transports import warm
 
         s = self._settings
         local = warm.acquire(s.n, s.profile_dir, s.timeout)
         self.localCluster = local
         copies: CopiesTransport | None = None
-        from epyclab.labs.cleanworkers import fork_safe
+        from epyclab.labs.transports.cleanworkers import fork_safe
 
         if s.use_interim and not local.ready() and fork_safe():
             # The engines are not all there yet: a copy of this process runs points meanwhile, from the
             # start (before the controller is even launched); only where a fork cannot hang (see
-            # epyclab.labs.cleanworkers), else the sweep waits for the first engine.
+            # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
             blobs = {k: pl.blob for k, pl in payloads.items()}
 
             def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
@@ -187,7 +187,7 @@ class LocalClusterTransport:
 
     def end(self, abandon: bool) -> None:
         """End the sweep; a sweep that ended with an error may leave a point running on an engine: start afresh."""
-        from epyclab.labs import warm
+        from epyclab.labs.transports import warm
 
         sweep, self._sweep = self._sweep, None
         try:
@@ -201,7 +201,7 @@ class LocalClusterTransport:
         """Stop the warm cluster this transport started."""
         local, self.localCluster = self.localCluster, None
         if local is not None:
-            from epyclab.labs import warm
+            from epyclab.labs.transports import warm
 
             warm.shutdown(local)
 

@@ -1,11 +1,11 @@
-"""ipyparallel engines as a transport (see :mod:`epyclab.labs.transport`): a client's load-balanced view.
+"""ipyparallel engines as a transport (see :mod:`epyclab.labs.transports.contract`): a client's load-balanced view.
 
 :class:`ClientTransport` submits each chunk as one load-balanced task
-(:func:`epyclab.labs.wire.submit_chunk`); the first chunks of a sweep (one per
+(:func:`epyclab.labs.engine.wire.submit_chunk`); the first chunks of a sweep (one per
 engine) bring the experiment along, later ones carry only their points, and an
 engine that joined later and lacks it says so (the sweep submits the chunk
 again with it). A task whose engine died fails its future with
-:class:`~epyclab.labs.transport.WorkerDied` carrying ipyparallel's
+:class:`~epyclab.labs.transports.contract.WorkerDied` carrying ipyparallel's
 ``EngineError``. ipyparallel's scheduler reports the tasks of an engine that
 died 5 s after the death (to let results in flight arrive), so a death costs
 its chunks about that much time.
@@ -22,8 +22,8 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.transport import ChunkFuture, WorkerDied
-from epyclab.labs.wire import Payload, client_paths, forget_experiment, is_engine_death, submit_chunk
+from epyclab.labs.engine.wire import Payload, client_paths, forget_experiment, is_engine_death, submit_chunk
+from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
 from epyclab.log import logger
 
 if TYPE_CHECKING:

@@ -1,20 +1,20 @@
 """A forked copy of the user's process that runs chunks of points as an engine does.
 
 It is the worker of ParallelLab's ``"fork"`` backend (a pool of them, see
-:mod:`epyclab.labs.copies`), and, on the ``"ipyparallel"`` backend, runs
+:mod:`epyclab.labs.transports.copies`), and, on the ``"ipyparallel"`` backend, runs
 points while a new local cluster's engines register. There a cold
 :class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
 one to two seconds, idle, for the controller and the engines to start. So the
 lab forks this process (:class:`Interim`): the copy already holds the
 experiment and every module it needs, so it runs points within milliseconds,
 with the same worker function as the engines
-(:func:`epyclab.labs.worker.run_points`, output captured, failures as data),
+(:func:`epyclab.labs.engine.worker.run_points`, output captured, failures as data),
 and sends each chunk's reply back as an engine would. Running the points in a
 copy rather than in the client itself keeps the user's process safe from a
 point that crashes its process (``os._exit``, a segfault): that kills the copy,
 and the sweep treats it as an engine that died.
 
-The scheduler (:class:`~epyclab.labs.scheduler.Sweep`) gives it one chunk at a
+The scheduler (:class:`~epyclab.labs.transports.scheduler.Sweep`) gives it one chunk at a
 time; on the ipyparallel backend it stops giving it chunks once every engine has registered (so that on
 ``n`` cores no more than ``n`` processes run points for longer than one chunk);
 it then finishes its chunk and exits. Its PID is recorded with the cluster's
@@ -28,7 +28,7 @@ runs the sweep) and exits if its parent is already gone.
 The copy ignores Ctrl-C (the user's process handles it, and kills the copy),
 never runs the parent's ``atexit`` hooks (multiprocessing ends a forked child
 with ``os._exit``), and closes its copies of the reapers' pipes (see
-:mod:`epyclab.labs.parallelcluster`). Like an engine, it is cut off from the
+:mod:`epyclab.labs.transports.localcluster`). Like an engine, it is cut off from the
 user's console: the logging handlers it inherited are removed, and its file
 descriptors 1 and 2 go to a log file (what a run prints or logs is captured
 and replayed by the lab, as an engine's is).
@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from epyclab.labs import worker
+from epyclab.labs.engine import worker
 from epyclab.log import logger
 
 __all__ = ["Interim", "InterimDied", "COPY_NAME"]
@@ -171,10 +171,10 @@ class Interim:
     """A forked copy of this process that runs chunks of points, one at a time.
 
     ``experiments`` maps each sweep key to its experiment: serialized (bytes,
-    see :func:`epyclab.labs.wire.package`), unpacked in the copy as an engine
+    see :func:`epyclab.labs.engine.wire.package`), unpacked in the copy as an engine
     unpacks it, or the object itself, which the copy holds as it was at the fork. What the copy writes outside the
     runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
-    each reply of :func:`~epyclab.labs.worker.run_points`, or with an
+    each reply of :func:`~epyclab.labs.engine.worker.run_points`, or with an
     :class:`InterimDied` if the copy died (holding a chunk, or idle: then
     ``lost_chunk`` is False) before it was closed. Create it from the thread
     that runs the sweep: the copy dies when that thread ends.

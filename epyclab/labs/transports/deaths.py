@@ -12,8 +12,8 @@ out of walltime, its host gone) is not the point's doing: the point is run
 again without counting it, up to :attr:`DeathPolicy.OutsideLimit` times (so a
 worker killed over and over by something else still ends the sweep).
 
-Both labs use :class:`DeathPolicy`: :class:`~epyclab.labs.scheduler.Sweep`
-(ParallelLab) as deaths are seen, and :class:`~epyclab.labs.collect.Collector`
+Both labs use :class:`DeathPolicy`: :class:`~epyclab.labs.transports.scheduler.Sweep`
+(ParallelLab) as deaths are seen, and :class:`~epyclab.labs.remote.collect.Collector`
 (ClusterLab) with the attempt counts it records in the notebook.
 """
 

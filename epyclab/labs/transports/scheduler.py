@@ -2,12 +2,12 @@
 
 :class:`ChunkSizer` decides how many points go in each task (the rule is
 documented there); :class:`Sweep` runs the points on a transport (see
-:mod:`epyclab.labs.transport`: forked copies, ipyparallel engines, any
+:mod:`epyclab.labs.transports.contract`: forked copies, ipyparallel engines, any
 ``concurrent.futures`` executor): it keeps the transport's window of chunks
 in flight, yields results as they arrive, resubmits the points of a worker
-that died as :mod:`epyclab.labs.deaths` says, and never retries an
+that died as :mod:`epyclab.labs.transports.deaths` says, and never retries an
 experiment that raised (that is a failed result). What travels (packaging,
-decoding a reply) is in :mod:`epyclab.labs.wire`.
+decoding a reply) is in :mod:`epyclab.labs.engine.wire`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 from epyclab.errors import ClusterConnectionError, EngineDied, ExperimentSerializationError
 from epyclab.experiment import ResultsDict, exception_text
-from epyclab.labs import worker
-from epyclab.labs.deaths import DeathPolicy
-from epyclab.labs.transport import Transport, WorkerDied
-from epyclab.labs.wire import MissingExperiment, Payload, decode_reply
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import MissingExperiment, Payload, decode_reply
+from epyclab.labs.transports.contract import Transport, WorkerDied
+from epyclab.labs.transports.deaths import DeathPolicy
 from epyclab.log import logger
 
 __all__ = ["ChunkSizer", "Sweep"]
@@ -52,7 +52,7 @@ class ChunkSizer:
     costing 0.1 s or more end up one per task: a point is never held back
     behind more than 0.2 s of other points, and load stays balanced.
 
-    ClusterLab keeps a rule of its own (:func:`epyclab.labs.jobs.chunk_size`),
+    ClusterLab keeps a rule of its own (:func:`epyclab.labs.remote.jobs.chunk_size`),
     and must: it submits the whole sweep before any point has run, so it
     cannot time points, cannot bound a task in time (nobody is there to take
     back the rest), and sizes chunks from the point count alone.
@@ -123,15 +123,15 @@ class _Chunk:
 class Sweep:
     """Runs points on a transport and yields their results dicts as they arrive.
 
-    ``items`` and ``payloads`` come from :func:`~epyclab.labs.wire.package`;
+    ``items`` and ``payloads`` come from :func:`~epyclab.labs.engine.wire.package`;
     the transport has been given the payloads (``transport.begin``).
     :meth:`results` keeps as many chunks in flight as the transport asks for
-    (:meth:`~epyclab.labs.transport.Transport.capacity`), sized and
+    (:meth:`~epyclab.labs.transports.contract.Transport.capacity`), sized and
     time-bounded by ``sizer`` (the points a chunk had no time for are queued
     again), and yields exactly one results dict per point:
 
     - the points of a chunk whose worker died are run again, one per task, as
-      ``policy`` (:class:`~epyclab.labs.deaths.DeathPolicy`) says; a point that
+      ``policy`` (:class:`~epyclab.labs.transports.deaths.DeathPolicy`) says; a point that
       keeps killing its workers is recorded as a failed run carrying the
       transport's death error (ipyparallel's ``EngineError`` on engines,
       :class:`~epyclab.errors.EngineDied` elsewhere), so a point that crashes

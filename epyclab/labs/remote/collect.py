@@ -22,7 +22,7 @@ Each task ends in exactly one of these ways, so every point gets one result:
   grace period has passed, or it was assigned to an engine that never
   received it: by the lab's ``lost`` policy, resubmitted (up to
   ``lost_retries`` times) or
-  recorded as failed results carrying a :class:`~epyclab.labs.jobs.LostJobError`
+  recorded as failed results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError`
   that says why and how to re-run it;
 - someone else resubmitted it: its points follow the new task.
 
@@ -45,10 +45,10 @@ from ipyparallel.error import EngineError
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import worker
-from epyclab.labs.deaths import RETRIES, DeathPolicy
-from epyclab.labs.hub import Hub, NoAnswer
-from epyclab.labs.jobs import (
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import decode_reply
+from epyclab.labs.remote.hub import Hub, NoAnswer
+from epyclab.labs.remote.jobs import (
     JobRef,
     LostJobError,
     Observation,
@@ -60,8 +60,8 @@ from epyclab.labs.jobs import (
     observe_record,
     record_keys,
 )
-from epyclab.labs.stranded import StrandedFinder
-from epyclab.labs.wire import decode_reply
+from epyclab.labs.remote.stranded import StrandedFinder
+from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -115,7 +115,7 @@ class Collector:
     :param hub: returns the connected :class:`Hub` (the lab may reconnect between passes)
     :param submit: submits a chunk of points of an experiment key; returns the new task id
 
-    The collector owns :attr:`tasks`, the :class:`~epyclab.labs.jobs.TaskTable`
+    The collector owns :attr:`tasks`, the :class:`~epyclab.labs.remote.jobs.TaskTable`
     of what this process submitted; the lab records its submissions there.
     """
 
@@ -153,7 +153,7 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_purge = monotonic()
-        #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.stranded.StrandedFinder`).
+        #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.remote.stranded.StrandedFinder`).
         self.stranded = StrandedFinder(self._finished_here, self._purge_later)
         self._where: dict[str, str] | None = None
 
