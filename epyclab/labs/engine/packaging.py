@@ -148,15 +148,15 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         found = self.sources.get(name)
         if found is None:
             return None
-        return importlib.util.spec_from_loader(name, self, origin=found[2], is_package=found[1])
+        # Under its own file name (in tracebacks and __file__), though the file is not on this machine.
+        return importlib.util.spec_from_file_location(name, found[2], loader=self,
+                                                      submodule_search_locations=[] if found[1] else None)
 
     def create_module(self, spec: Any) -> None:
         return None  # the default module object
 
     def exec_module(self, module: ModuleType) -> None:
-        source, is_package, file = self.sources[module.__name__]
-        if is_package:
-            module.__path__ = []
+        source, _, file = self.sources[module.__name__]
         exec(compile(source, file, "exec"), module.__dict__)  # the user's own code, sent to run here
 
 
