@@ -45,9 +45,9 @@ from _parallel_experiments import Trivial, double  # noqa: E402
 from _report import machine, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
-from epyclab.labs import worker  # noqa: E402
 from epyclab.labs.clusterlab import ClusterLab  # noqa: E402
-from epyclab.labs.jobs import chunk_size  # noqa: E402
+from epyclab.labs.engine import worker  # noqa: E402
+from epyclab.labs.remote.jobs import chunk_size  # noqa: E402
 from epyclab.notebooks.hdf5 import HDF5LabNotebook  # noqa: E402
 from epyclab.notebooks.labnotebook import LabNotebook  # noqa: E402
 

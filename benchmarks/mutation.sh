@@ -25,9 +25,9 @@ for jobs), more where the whole file now has more mutants than the old subset ("
   locks      epyclab/notebooks/locks.py     ~16 min
   kinds      epyclab/notebooks/kinds.py     >15 min
   lab        epyclab/labs/lab.py            ~10 min
-  scheduler  epyclab/labs/scheduler.py      >30 min  (its fork tests are slow)
-  jobs       epyclab/labs/jobs.py           9.4 min  (measured: 159 mutants)
-  collect    epyclab/labs/collect.py        >15 min  (starts real ipyparallel clusters)
+  scheduler  epyclab/labs/transports/scheduler.py  >30 min  (its fork tests are slow)
+  jobs       epyclab/labs/remote/jobs.py        9.4 min  (measured: 159 mutants)
+  collect    epyclab/labs/remote/collect.py     >15 min  (starts real ipyparallel clusters)
   cli        epyclab/cli.py                 >10 min
 
 Exit status: mutmut's (0 every mutant killed; non-zero: survivors or suspicious mutants, see
@@ -47,10 +47,10 @@ case "$target" in
     kinds) src=epyclab/notebooks/kinds.py; tests="tests/test_kinds_mutants.py" ;;
     lab) src=epyclab/labs/lab.py
         tests="tests/test_lab_commit_loop.py tests/test_lab.py tests/test_lab_mutants.py tests/test_create_with.py tests/test_interrupts.py" ;;
-    scheduler) src=epyclab/labs/scheduler.py
+    scheduler) src=epyclab/labs/transports/scheduler.py
         tests="tests/test_chunk_sizes.py tests/test_parallel_units.py tests/test_parallel_retry_mutants.py tests/test_parallel_fork.py" ;;
-    jobs) src=epyclab/labs/jobs.py; tests="tests/test_job_ids.py tests/test_jobs_mutants.py" ;;
-    collect) src=epyclab/labs/collect.py; tests="tests/test_collect_decisions.py tests/test_collect_mutants.py" ;;
+    jobs) src=epyclab/labs/remote/jobs.py; tests="tests/test_job_ids.py tests/test_jobs_mutants.py" ;;
+    collect) src=epyclab/labs/remote/collect.py; tests="tests/test_collect_decisions.py tests/test_collect_mutants.py" ;;
     cli) src=epyclab/cli.py
         tests="tests/test_cli_copy_mutants.py tests/test_copy_reads_sources_only.py tests/test_cli_notebooks.py" ;;
     *) echo "benchmarks/mutation.sh: no target $target" >&2; usage >&2; exit 2 ;;

@@ -192,9 +192,9 @@ class ClusterConnectionError(EpyclabError):
 class EngineDied(ClusterConnectionError):
     """A process running points died (a forked copy of ParallelLab's ``"fork"`` backend).
 
-    Recorded as the exception of a point that was running in
-    ``Sweep.MaxDeaths`` processes that died (on ipyparallel engines,
-    ipyparallel's ``EngineError`` is recorded instead).
+    Recorded as the exception of a point whose workers died under it more than
+    the lab's ``Retries`` times (see :mod:`epyclab.labs.transports.deaths`; on ipyparallel
+    engines, ipyparallel's ``EngineError`` is recorded instead).
     """
 
 

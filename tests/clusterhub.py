@@ -24,7 +24,7 @@ import ipyparallel as ipp
 import psutil
 
 from epyclab.experiment import Experiment
-from epyclab.labs.parallelcluster import process_alive
+from epyclab.labs.transports.localcluster import process_alive
 
 TASKSTORE = "epyclab.clustersetup.taskstore.TaskStore"
 

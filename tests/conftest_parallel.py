@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from epyclab.experiment import Experiment
-from epyclab.labs.parallelcluster import process_alive
+from epyclab.labs.transports.localcluster import process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 

@@ -3,7 +3,7 @@
 Lab runs in this process; ParallelLab on a real local cluster; ClusterLab on
 a real controller and engines (tests/clusterhub.py), collecting in this
 process. Unit tests of the capture itself (caps, threads, nesting) use
-:func:`epyclab.labs.capture.captured` directly.
+:func:`epyclab.labs.engine.capture.captured` directly.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from hypothesis import strategies as st
 
 from epyclab.combinators import RepeatedExperiment
 from epyclab.experiment import Experiment
-from epyclab.labs import capture
-from epyclab.labs.capture import CAPTURE, OUTPUT, Limit
 from epyclab.labs.clusterlab import ClusterLab
+from epyclab.labs.engine import capture
+from epyclab.labs.engine.capture import CAPTURE, OUTPUT, Limit
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster
+from epyclab.labs.transports.localcluster import LocalCluster
 from epyclab.notebooks.labnotebook import LabNotebook
 
 log = logging.getLogger("mystudy")

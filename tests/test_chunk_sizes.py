@@ -1,4 +1,4 @@
-"""ParallelLab's chunk sizes on their own (ChunkSizer in epyclab/labs/scheduler.py), as its docstring states them.
+"""ParallelLab's chunk sizes on their own (ChunkSizer in epyclab/labs/transports/scheduler.py), as documented.
 
 A chunk holds at most ``total // (4 * engines)`` points (at least 1), at first
 exactly that; each chunk's engine time teaches a per-point estimate (each new
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from epyclab.labs.scheduler import ChunkSizer
+from epyclab.labs.transports.scheduler import ChunkSizer
 
 
 def test_the_documented_constants() -> None:

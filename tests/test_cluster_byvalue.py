@@ -19,7 +19,7 @@ import numpy
 import pytest
 from clusterhub import HubProcesses, running_hub
 
-from epyclab.labs.byvalue import isUsersOwn, usersModules
+from epyclab.labs.engine.packaging import isUsersOwn, usersModules
 
 MODEL = '''
 import numpy

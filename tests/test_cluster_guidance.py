@@ -18,7 +18,7 @@ from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.points import PointCounts
+from epyclab.labs.remote.points import PointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 

@@ -14,9 +14,9 @@ from clusterhub import AlwaysRaises, HubProcesses, Square, running_hub
 from epyclab.errors import CancelledException, ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.collect import SUBMITTED_ATTRIBUTE
-from epyclab.labs.hub import Hub
-from epyclab.labs.jobs import chunk_size, parse_job_id, split
+from epyclab.labs.remote.collect import SUBMITTED_ATTRIBUTE
+from epyclab.labs.remote.hub import Hub
+from epyclab.labs.remote.jobs import chunk_size, parse_job_id, split
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 

@@ -19,7 +19,7 @@ from clusterhub import HubProcesses, Killer, Square
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.jobs import HubCapacityError, parse_job_id
+from epyclab.labs.remote.jobs import HubCapacityError, parse_job_id
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 

@@ -22,8 +22,8 @@ from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.jobs import job_id
-from epyclab.labs.points import PointCounts, describeCounts, pointCounts
+from epyclab.labs.remote.jobs import job_id
+from epyclab.labs.remote.points import PointCounts, describeCounts, pointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 

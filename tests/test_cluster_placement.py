@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.placement import PlacementError, mapfilePoints, readMapfile
+from epyclab.labs.remote.placement import PlacementError, mapfilePoints, readMapfile
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-/", min_size=1, max_size=12)
 

@@ -35,7 +35,7 @@ from epyclab.clustersetup.wheelhouse import Wheelhouse, buildWheelhouse, epyclab
 from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.placement import mapfilePoints, readMapfile
+from epyclab.labs.remote.placement import mapfilePoints, readMapfile
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -96,7 +96,7 @@ def ipdir(tmp_path: Path) -> Iterator[Path]:
 
 # The experiment as a user writes it: a module beside the script, with a helper in a second
 # module. The workers' venvs have neither (and their users cannot read this machine's temporary
-# directory): the modules travel by value with the experiment (epyclab.labs.byvalue).
+# directory): the modules travel by value with the experiment (epyclab.labs.engine.packaging).
 EXPERIMENT_MODULE = """
 from epyclab.experiment import Experiment
 from sshhelpers import square

@@ -22,11 +22,11 @@ import pytest
 from conftest_parallel import descendants, processes_of_profile, still_running, wait_for_file
 from waiting import wait_until
 
-from epyclab.labs.parallelcluster import cleanup_orphans, process_alive, read_state
+from epyclab.labs.transports.localcluster import cleanup_orphans, process_alive, read_state
 
 OWNER = """
 import sys, time
-from epyclab.labs.parallelcluster import LocalCluster
+from epyclab.labs.transports.localcluster import LocalCluster
 
 PROFILE, READY = sys.argv[1:3]
 cluster = LocalCluster(1, PROFILE)

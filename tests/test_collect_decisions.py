@@ -1,6 +1,6 @@
 """What the ClusterLab job policy makes of each task state, decided on the hub's own task records.
 
-A pass of :class:`~epyclab.labs.collect.Collector` first reads each pending
+A pass of :class:`~epyclab.labs.remote.collect.Collector` first reads each pending
 task's record from the hub (``observe_record``), then acts on what it says
 (:meth:`Collector.act`). These tests give the second half records in the form
 the hub keeps them (``completed``, ``resubmitted``, ``result_content``,
@@ -23,10 +23,10 @@ from clusterhub import Square
 from ipyparallel.serialize import serialize_object
 
 from epyclab.experiment import Experiment
-from epyclab.labs import worker
-from epyclab.labs.collect import Collector, Tally
-from epyclab.labs.jobs import Observation, TaskState, job_id, observe_error, observe_record, parse_job_id
-from epyclab.labs.wire import package, serialize_experiment
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import package, serialize_experiment
+from epyclab.labs.remote.collect import Collector, Tally
+from epyclab.labs.remote.jobs import Observation, TaskState, job_id, observe_error, observe_record, parse_job_id
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION, TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
@@ -240,7 +240,7 @@ WHY = {
         "(the default in-memory store keeps only 1024 tasks) or lost when the controller stopped"
     ),
 }
-LOST_ERROR, DIED_ERROR = "epyclab.labs.jobs.LostJobError", "ipyparallel.error.EngineError"
+LOST_ERROR, DIED_ERROR = "epyclab.labs.remote.jobs.LostJobError", "ipyparallel.error.EngineError"
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,10 @@ from clusterhub import HubProcesses, Square
 
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector
-from epyclab.labs.hub import Hub
-from epyclab.labs.jobs import Observation, TaskState, job_id, observe_record, parse_job_id
-from epyclab.labs.wire import client_paths, package, submit_chunk
+from epyclab.labs.engine.wire import client_paths, package, submit_chunk
+from epyclab.labs.remote.collect import SUBMITTED_ATTRIBUTE, Collector
+from epyclab.labs.remote.hub import Hub
+from epyclab.labs.remote.jobs import Observation, TaskState, job_id, observe_record, parse_job_id
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS = Experiment.STATUS

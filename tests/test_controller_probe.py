@@ -27,7 +27,7 @@ from epyclab.clustersetup.ssh import Remote
 from epyclab.clustersetup.state import Processes, loadProcesses, saveProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.probe import controller_absent
+from epyclab.labs.remote.hubprobe import controller_absent
 from epyclab.notebooks.labnotebook import LabNotebook
 
 pytestmark = pytest.mark.timeout(300)

@@ -75,7 +75,7 @@ def assert_one_line_and_only_the_users_frame(stderr: str, script: Path, function
     assert len(lines) == 6, stderr
     assert lines[4].strip() == "raise KeyboardInterrupt(note) from None"
     assert sum("Ctrl-C" in line for line in lines) == 1
-    assert "During handling" not in stderr and "/epyclab/labs/scheduler.py" not in stderr
+    assert "During handling" not in stderr and "/epyclab/labs/transports/scheduler.py" not in stderr
     return lines[-1]
 
 

@@ -2,7 +2,7 @@
 
 The cluster is not stopped when a sweep ends: one warm local cluster per
 process (and size and profile directory) serves the next sweeps, and is
-stopped at exit, after :data:`epyclab.labs.warm.IDLE_SECONDS` idle, after a
+stopped at exit, after :data:`epyclab.labs.transports.warm.IDLE_SECONDS` idle, after a
 failed sweep or by ``shutdown()`` (tests/test_parallel_processes.py shows the
 behaviour; this test keeps the pages in line with it).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from epyclab.labs import warm
+from epyclab.labs.transports import warm
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]

@@ -53,7 +53,7 @@ def test_help_says_what_a_target_is_and_how_long_each_takes(flag: str) -> None:
     done = _run(flag)
     assert done.returncode == 0 and done.stderr == ""
     assert "A target is one source file" in done.stdout
-    assert re.search(r"^  jobs +epyclab/labs/jobs.py +9.4 min", done.stdout, re.M)
+    assert re.search(r"^  jobs +epyclab/labs/remote/jobs.py +9.4 min", done.stdout, re.M)
     assert all(re.search(rf"^  {name} +\S+ +[~>]?\d", done.stdout, re.M) for name in script_targets())
 
 

@@ -16,7 +16,9 @@ import subprocess
 from pathlib import Path
 
 from epyclab import Experiment, Lab, RepeatedExperiment, ResultSet, SummaryExperiment, order, seeding
-from epyclab.labs import capture, collect, provenance
+from epyclab.labs import provenance
+from epyclab.labs.engine import capture
+from epyclab.labs.remote import collect
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "reference" / "metadata.md"

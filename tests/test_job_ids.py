@@ -1,4 +1,4 @@
-"""ClusterLab's job ids, chunks and task states on their own (epyclab/labs/jobs.py).
+"""ClusterLab's job ids, chunks and task states on their own (epyclab/labs/remote/jobs.py).
 
 A pending result is found again by its job id alone (after the notebook was
 reopened, in another process): the id must name its task, its place in the
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ipyparallel.error import EngineError, RemoteError
 from ipyparallel.serialize import serialize_object
 
-from epyclab.labs.jobs import (
+from epyclab.labs.remote.jobs import (
     CHUNKS_PER_ENGINE,
     LARGEST_CHUNK,
     JobRef,

@@ -18,8 +18,15 @@ from hypothesis import strategies as st
 from ipyparallel.controller.dictdb import DictDB
 from ipyparallel.serialize import serialize_object
 
-from epyclab.labs.jobs import HUB_RECORD_LIMIT, HubCapacityError, TaskState, TaskTable, fit_to_hub, observe_record
-from epyclab.labs.wire import Payload
+from epyclab.labs.engine.wire import Payload
+from epyclab.labs.remote.jobs import (
+    HUB_RECORD_LIMIT,
+    HubCapacityError,
+    TaskState,
+    TaskTable,
+    fit_to_hub,
+    observe_record,
+)
 
 ids = st.sampled_from(["t1", "t2", "t3"])
 keys = st.sampled_from(["k1", "k2"])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kernels import CLUSTER_NOISE, all_text, install_kernel, processes_under, run_notebook, streams, text_bar_draws
 
-from epyclab.labs.clusterlog import cluster_log_path
-from epyclab.labs.parallelcluster import default_profile_dir
+from epyclab.labs.transports.localcluster import default_profile_dir
+from epyclab.labs.transports.localclusterlog import cluster_log_path
 
 pytestmark = pytest.mark.timeout(600)
 

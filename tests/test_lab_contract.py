@@ -33,7 +33,7 @@ from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster
+from epyclab.labs.transports.localcluster import LocalCluster
 from epyclab.notebooks.labnotebook import LabNotebook
 
 # Sweeps on engines cost a fraction of a second each: fewer examples there.
@@ -264,48 +264,7 @@ class TestParallelLab(LabContract):
         self.check_every_point_once(*case)
 
 
-class TestParallelLabFork(LabContract):
-    """ParallelLab's default backend on Linux: forked copies of this process (no cluster)."""
-
-    def make(self, nb: LabNotebook, **kwargs: Any) -> Lab:
-        return ParallelLab(nb, cores=2, backend="fork", **kwargs)
-
-    @SLOW
-    @given(_sizes_and_failures())
-    def test_every_point_gives_exactly_one_row_and_failures_are_rows(self, case: tuple[int, set[int]]) -> None:
-        self.check_every_point_once(*case)
-
-
-class TestParallelLabIpyparallel(LabContract):
-    """ParallelLab's ipyparallel backend: its own local cluster, started by the first sweep, kept warm, stopped here."""
-
-    @pytest.fixture(autouse=True)
-    def _profile(self, ipyparallel_backend: tuple[Path, list[ParallelLab]]) -> None:
-        self.profile, self.labs = ipyparallel_backend
-
-    def make(self, nb: LabNotebook, **kwargs: Any) -> Lab:
-        lab = ParallelLab(nb, cores=2, backend="ipyparallel", profile_dir=str(self.profile), **kwargs)
-        self.labs.append(lab)
-        return lab
-
-    @SLOW
-    @given(_sizes_and_failures())
-    def test_every_point_gives_exactly_one_row_and_failures_are_rows(self, case: tuple[int, set[int]]) -> None:
-        self.check_every_point_once(*case)
-
-
-@pytest.fixture(scope="module")
-def ipyparallel_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[ParallelLab]]]:
-    """A profile directory for the ipyparallel backend's warm cluster, and the labs made on it.
-
-    At the end, every cluster those labs started is stopped and checked gone by PID.
-    """
-    labs: list[ParallelLab] = []
-    yield tmp_path_factory.mktemp("backend-profile"), labs
-    procs = [p for lab in labs if lab.localCluster is not None for p in lab.localCluster.processes()]
-    for lab in labs:
-        lab.shutdown()
-    assert still_running(procs) == []
+# ParallelLab on each registered transport and on executors: tests/test_transport_contract.py (generated).
 
 
 class TestClusterLab(LabContract):

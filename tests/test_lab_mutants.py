@@ -19,7 +19,7 @@ import pytest
 from epyclab.combinators import RepeatedExperiment
 from epyclab.experiment import Experiment
 from epyclab.labs import lab as lab_module
-from epyclab.labs.capture import OUTPUT
+from epyclab.labs.engine.capture import OUTPUT
 from epyclab.labs.lab import Lab, Submitted, point_key
 from epyclab.notebooks.labnotebook import LabNotebook
 

@@ -10,7 +10,7 @@ import ipyparallel as ipp
 import pytest
 from waiting import wait_until
 
-from epyclab.labs.parallelcluster import LocalCluster
+from epyclab.labs.transports.localcluster import LocalCluster
 
 
 def test_the_local_clusters_state_and_log_directories_and_files_are_private(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_what_the_engines_wrote_is_kept_in_the_clusters_log_after_the_stop(
 ) -> None:
     # The engines are stopped by PID and their output files removed: their last words must survive,
     # also those written just before the engine dies (a crash).
-    from epyclab.labs.clusterlog import cluster_log_path
+    from epyclab.labs.transports.localclusterlog import cluster_log_path
 
     # As outside pytest: ipykernel redirects an engine's descriptors only when this is not set.
     monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from epyclab.labs.parallelcluster import LocalCluster, process_alive
+from epyclab.labs.transports.localcluster import LocalCluster, process_alive
 
 # Longer than ipyparallel's default registration timeout (5 s) plus the second it sleeps before exiting.
 LATE_SECONDS = 8.0

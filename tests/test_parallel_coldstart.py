@@ -1,6 +1,6 @@
 """A cold ParallelLab sweep starts at once, in a forked copy of the client, while its engines register (12.3).
 
-The copy (:mod:`epyclab.labs.interim`) is a real forked process; the sweeps run
+The copy (:mod:`epyclab.labs.transports.forkedcopy`) is a real forked process; the sweeps run
 on real local clusters, each in its own profile directory, checked by PID to
 leave nothing behind.
 """
@@ -21,12 +21,12 @@ from waiting import wait_until
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs import worker
-from epyclab.labs.interim import Interim, InterimDied
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import decode_reply, package
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster, process_alive
-from epyclab.labs.scheduler import Sweep
-from epyclab.labs.wire import decode_reply, package
+from epyclab.labs.transports.forkedcopy import Interim, InterimDied
+from epyclab.labs.transports.ipyparallelclient import ClientTransport
+from epyclab.labs.transports.localcluster import LocalCluster, process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS = Experiment.STATUS
@@ -84,7 +84,14 @@ def test_stopping_a_busy_copy_kills_it_at_once() -> None:
     assert worker.forget_experiment(key) is False
 
 
-def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(tmp_path: Path) -> None:
+def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The copy is forked only where forking is judged safe (tests/test_parallel_unsafe_fork.py tests the
+    # judgement on real processes); this test session runs threads of its own, so the judgement is given.
+    from epyclab.labs.transports import cleanworkers
+
+    monkeypatch.setattr(cleanworkers, "fork_safe", lambda: True)
     nb = LabNotebook()
     lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
     # 20 s of sleeping for one process: the engines register long before the copy could finish alone.
@@ -114,7 +121,7 @@ def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The wait for engines that start with the sweep must not hide an engine-less client.
-    monkeypatch.setattr(Sweep, "EngineGrace", 1.0)
+    monkeypatch.setattr(ClientTransport, "EngineGrace", 1.0)
     local = LocalCluster(1, str(tmp_path / "profile"))
     client = local.start()
     procs = local.processes()

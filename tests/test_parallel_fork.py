@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs.backends import BACKENDS, default_backend
-from epyclab.labs.interim import fork_allowed
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import process_alive
+from epyclab.labs.transports.contract import defaultTransport, registerTransport, transportNames, unregisterTransport
+from epyclab.labs.transports.forkedcopy import fork_allowed
+from epyclab.labs.transports.localcluster import process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION, PID = Experiment.STATUS, Experiment.EXCEPTION, Experiment.PID
@@ -54,39 +54,49 @@ def run_script(path: Path, *args: str) -> subprocess.Popen[str]:
 # ---- the default, and what it does not load ------------------------------------------------
 
 
-def test_fork_is_the_default_on_linux_and_both_backends_are_registered() -> None:
-    assert default_backend() == "fork"
-    assert {"fork", "ipyparallel"} <= set(BACKENDS)
-    assert ParallelLab().backend() == "fork"
+def test_auto_is_the_default_and_every_backend_is_registered() -> None:
+    assert defaultTransport() == "auto"
+    assert {"auto", "workers", "fork", "ipyparallel"} <= set(transportNames())
+    assert ParallelLab().backend() == "auto"
     assert ParallelLab(backend="ipyparallel").backend() == "ipyparallel"
     assert ParallelLab(backend="ipyparallel").recreate()[1]["backend"] == "ipyparallel"
-    with pytest.raises(ValueError, match=r"no backend 'loky'.*'fork', 'ipyparallel'"):
+    with pytest.raises(ValueError, match=r"no backend 'loky'.*'fork', 'ipyparallel'.*'workers'"):
         ParallelLab(backend="loky")
-    with pytest.raises(ValueError, match=r"backend='fork'.*not both"):
+    with pytest.raises(ValueError, match=r"backend='fork'.*client to run on, not both"):
         ParallelLab(backend="fork", client=object())  # type: ignore[arg-type]
 
 
-def test_a_registered_backend_is_chosen_by_name() -> None:
-    from epyclab.labs.backends import ForkBackend, Settings, register_backend
+def test_a_registered_transport_is_chosen_by_name() -> None:
+    from epyclab.labs.transports.contract import Settings
+    from epyclab.labs.transports.copies import ForkTransport
 
-    sweeps: list[Settings] = []
+    made: list[Settings] = []
 
-    class Recording(ForkBackend):
-        def engines(self, blobs: dict[str, bytes], settings: Settings) -> Any:
-            sweeps.append(settings)
-            return super().engines(blobs, settings)
+    class Recording(ForkTransport):
+        def __init__(self, settings: Settings) -> None:
+            made.append(settings)
+            super().__init__(settings)
 
-    register_backend("recording", Recording)
+    registerTransport("recording", Recording)
     try:
         lab = ParallelLab(LabNotebook(), cores=1, backend="recording")
         lab["x"] = range(5)
         lab.runExperiment(ExitsAt(-1), progress=False)
         assert lab.backend() == "recording" and len(lab.dataframe()) == 5
-        assert [s.n for s in sweeps] == [1] and len(lab.lastCopies) == 1
+        assert [s.n for s in made] == [1] and len(lab.lastCopies) == 1
     finally:
-        del BACKENDS["recording"]
-    with pytest.raises(TypeError, match="non-empty string"):
-        register_backend("", Recording)
+        unregisterTransport("recording")
+    with pytest.raises(ValueError, match="must be a word"):
+        registerTransport("", Recording)
+    with pytest.raises(ValueError, match="'module:Class'"):
+        registerTransport("bad", "no.colon.here")
+    # Named lazily: the module is imported only when a lab asks for the transport.
+    registerTransport("lazy", "epyclab_no_such_module:Transport")
+    try:
+        with pytest.raises(ModuleNotFoundError, match="epyclab_no_such_module"):
+            ParallelLab(backend="lazy")
+    finally:
+        unregisterTransport("lazy")
 
 
 NO_IPYPARALLEL_SCRIPT = """
@@ -97,7 +107,7 @@ class Square(Experiment):
     def do(self, params):
         return {"y": params["x"] ** 2, "pid": os.getpid()}
 
-lab = ParallelLab(cores=2)
+lab = ParallelLab(cores=2, backend="fork")
 lab["x"] = range(50)
 lab.runExperiment(Square(), progress=False)
 df = lab.dataframe()
@@ -121,7 +131,7 @@ def test_a_sweep_in_a_fresh_process_never_imports_ipyparallel(tmp_path: Path) ->
 @given(at=st.integers(min_value=0, max_value=39))
 def test_a_poison_point_anywhere_in_40_on_2_copies_is_one_failed_row(at: int) -> None:
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(40)
     lab.runExperiment(ExitsAt(at), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -151,7 +161,7 @@ def test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds(tmp_path: Pa
             return {"y": params["x"], "pid": os.getpid()}
 
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(40)
     lab.runExperiment(DiesOnce(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -167,7 +177,7 @@ def test_a_copy_that_dies_once_is_replaced_and_every_point_succeeds(tmp_path: Pa
 
 
 def test_each_point_runs_exactly_once_on_the_copies(tmp_path: Path) -> None:
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(30)
     lab.runExperiment(Logged(str(tmp_path), fail_at=(3,)), progress=False)
     runs = {x: (tmp_path / str(x)).read_text().split() for x in range(30)}
@@ -178,7 +188,7 @@ def test_each_point_runs_exactly_once_on_the_copies(tmp_path: Path) -> None:
 
 
 def test_a_second_sweep_forks_fresh_copies_and_leaves_none_between_sweeps() -> None:
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(20)
     lab.runExperiment(ExitsAt(-1), progress=False)
     first = list(lab.lastCopies)
@@ -189,13 +199,13 @@ def test_a_second_sweep_forks_fresh_copies_and_leaves_none_between_sweeps() -> N
 
 
 def test_a_sweep_whose_copies_cannot_start_ends_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from epyclab.labs import copies
+    from epyclab.labs.transports import copies
 
     def no_fork(*args: Any, **kwargs: Any) -> Any:
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(copies, "Interim", no_fork)
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(5)
     with pytest.raises(ClusterConnectionError, match="could not fork a copy of this process"):
         lab.runExperiment(ExitsAt(-1), progress=False)
@@ -209,7 +219,7 @@ def test_ctrl_c_mid_sweep_commits_stops_every_copy_and_propagates(tmp_path: Path
     script = tmp_path / "sweep.py"
     script.write_text(CTRL_C_SCRIPT)
     running, out = tmp_path / "running", tmp_path / "out.json"
-    proc = run_script(script, str(running), str(out), "{}")
+    proc = run_script(script, str(running), str(out), json.dumps({"backend": "fork"}))
     try:
         wait_for_file(running)
         procs = descendants(proc.pid)
@@ -239,7 +249,7 @@ class Slow(Experiment):
         time.sleep(0.2)
         return {"y": params["x"]}
 
-lab = ParallelLab(cores=2)
+lab = ParallelLab(cores=2, backend="fork")
 lab["x"] = range(2000)
 lab.runExperiment(Slow(), progress=False)
 """
@@ -270,7 +280,7 @@ def test_a_script_killed_mid_sweep_leaves_no_copy(tmp_path: Path, sig: int) -> N
 def test_a_sweep_run_in_a_thread_works_and_leaves_no_copy() -> None:
     # A copy dies when the thread that forked it ends (PR_SET_PDEATHSIG), so the sweep forks its
     # copies (and their replacements) from its own thread: a sweep run in a thread works there.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(20)
     errors: list[BaseException] = []
 
@@ -293,9 +303,9 @@ def test_a_sweep_run_in_a_thread_works_and_leaves_no_copy() -> None:
 def test_the_pool_replaces_a_dead_copy_but_stops_forking_copies_that_die_before_any_work() -> None:
     import queue
 
-    from epyclab.labs.copies import CopyPool
-    from epyclab.labs.interim import InterimDied
-    from epyclab.labs.wire import package
+    from epyclab.labs.engine.wire import package
+    from epyclab.labs.transports.copies import CopyPool
+    from epyclab.labs.transports.forkedcopy import InterimDied
 
     _, payloads = package([(ExitsAt(-1), {})])
     blobs = {k: p.blob for k, p in payloads.items()}
@@ -334,7 +344,7 @@ class UsesAPool(Experiment):
 def test_a_do_that_starts_processes_of_its_own_works_in_a_copy() -> None:
     # A copy is not a "daemonic" process to multiprocessing (which refuses to let those have children).
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(5)
     lab.runExperiment(UsesAPool(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -358,7 +368,7 @@ def test_copies_do_not_share_the_parents_random_state() -> None:
     import numpy as np
 
     np.random.seed(1234)  # the user's process has drawn, or seeded, before the sweep
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(40)
     # seed=False: without epyclab's per-point seeds (which draw the sweep seed from the parent's state),
     # the copies' own reseeding is what keeps them apart.
@@ -380,7 +390,7 @@ class ExitsAlways(Experiment):
 
 def test_points_that_all_kill_their_copies_end_as_failed_rows_without_a_hang() -> None:
     nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2)
+    lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(6)
     lab.runExperiment(ExitsAlways(), progress=False)
     df = nb.dataframe(only_successful=False)
@@ -412,7 +422,7 @@ class PoolOfMyOwn(Experiment):
                     "cube": sum(pool.map(cube, range(params["x"])))}
 
 nb = LabNotebook()
-lab = ParallelLab(nb, cores=2)
+lab = ParallelLab(nb, cores=2, backend="fork")
 lab["x"] = range(1, 7)
 lab.runExperiment(PoolOfMyOwn(), progress=False)
 df = nb.dataframe(only_successful=False)
@@ -453,7 +463,7 @@ class DiesOnceAt(Experiment):
 def test_each_death_of_a_point_alone_in_its_chunk_is_one_resubmission(tmp_path: Path) -> None:
     # 10 points on 2 copies: chunks of one point. Two points each kill their copy once: run again, they
     # succeed; the sweep counts exactly two resubmissions and two replaced copies.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(10)
     lab.runExperiment(DiesOnceAt(str(tmp_path), (3, 5)), progress=False)
     df = lab.notebook().dataframe(only_successful=False)
@@ -467,7 +477,7 @@ def test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_poin
     # 16 points on 2 copies: the first chunks hold exactly 2 points (16 // (4 chunks x 2 copies)). The
     # point x=0 kills every copy that runs it: its chunk [0, 1] is split, x=1 runs alone and succeeds,
     # x=0 dies once more alone and is the one failed row.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(16)
     lab.runExperiment(ExitsAt(0), progress=False)
     df = lab.notebook().dataframe(only_successful=False)
@@ -482,7 +492,7 @@ def test_a_chunk_of_two_points_whose_copy_dies_is_split_and_only_the_poison_poin
 def test_every_chunk_split_by_a_death_is_counted(tmp_path: Path) -> None:
     # 16 points on 2 copies: chunks of 2. x=0 and x=2 each kill their copy once, in the chunks [0, 1] and
     # [2, 3]: each chunk is split (two resubmissions), and every point then succeeds.
-    lab = ParallelLab(LabNotebook(), cores=2)
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
     lab["x"] = range(16)
     lab.runExperiment(DiesOnceAt(str(tmp_path), (0, 2)), progress=False)
     df = lab.notebook().dataframe(only_successful=False)

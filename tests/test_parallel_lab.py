@@ -19,7 +19,7 @@ from epyclab.combinators import RepeatedExperiment
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster, process_alive
+from epyclab.labs.transports.localcluster import LocalCluster, process_alive
 from epyclab.notebooks.labnotebook import LabNotebook
 
 # Commit only when the count says so: a slow moment on a busy machine must not add commits.

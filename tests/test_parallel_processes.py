@@ -35,9 +35,9 @@ from waiting import wait_until
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
-from epyclab.labs import warm
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.parallelcluster import LocalCluster, cleanup_orphans, process_alive
+from epyclab.labs.transports import warm
+from epyclab.labs.transports.localcluster import LocalCluster, cleanup_orphans, process_alive
 
 STATUS = Experiment.STATUS
 

@@ -19,7 +19,7 @@ import pytest
 from conftest_parallel import descendants, processes_of_profile, still_running, wait_for_file
 from waiting import wait_until
 
-from epyclab.labs.parallelcluster import cleanup_orphans, process_alive
+from epyclab.labs.transports.localcluster import cleanup_orphans, process_alive
 
 SCRIPT = """
 import os, sys, time

@@ -3,8 +3,8 @@
 Each test runs a ParallelLab on a 2-engine local cluster of its own (the lab
 replaces engines that die) and an experiment whose chosen points SIGKILL
 their engine every time, writing the engine's pid to ``<logdir>/<x>`` first,
-so the test counts how many engines each point took down. Sweep.MaxDeaths
-(2) is the promise: such a point is run on a second engine once (alone in
+so the test counts how many engines each point took down. The death policy
+(Retries = 1, see epyclab.labs.transports.deaths) is the promise: such a point is run on a second engine once (alone in
 its task), then recorded as a failed row whose exception says how many times
 its engines died, with no traceback (there is none: the process vanished);
 every other point gets its result.

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from epyclab.combinators import RepeatedExperiment, SummaryExperiment
 from epyclab.errors import ExperimentSerializationError
 from epyclab.experiment import Experiment
+from epyclab.labs.engine.processbound import process_bound_attributes, refuse_process_bound
+from epyclab.labs.engine.wire import package
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.portable import process_bound_attributes, refuse_process_bound
-from epyclab.labs.wire import package
 
 
 class Holds(Experiment):

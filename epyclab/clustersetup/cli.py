@@ -23,7 +23,7 @@ from epyclab.clustersetup.launchers import BATCH_LAUNCHERS, CONTROLLER_LAUNCHERS
 from epyclab.clustersetup.manage import clusterStatus, initCluster, startCluster, stopCluster
 from epyclab.clustersetup.profile import CLIENT_FILE, isLoopback, profileDir
 from epyclab.clustersetup.sync import syncWorkers
-from epyclab.labs.points import describeCounts
+from epyclab.labs.remote.points import describeCounts
 from epyclab.log import logger
 
 __all__ = ["cluster"]

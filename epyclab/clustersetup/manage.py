@@ -66,7 +66,7 @@ from epyclab.clustersetup.state import (
     saveSettings,
 )
 from epyclab.clustersetup.sync import remoteProfileDir
-from epyclab.labs.points import PointCounts, pointCounts
+from epyclab.labs.remote.points import PointCounts, pointCounts
 from epyclab.log import logger
 from epyclab.private import privateTree, writePrivate
 
@@ -813,7 +813,7 @@ def clusterStatus(
 
     Each notebook is opened read-only (while a collector writes it too) and
     its points counted per result set: queued, running (in a chunk an engine
-    runs now), done, failed (:func:`epyclab.labs.points.pointCounts`).
+    runs now), done, failed (:func:`epyclab.labs.remote.points.pointCounts`).
 
     Raises:
         ClusterSetupError: the profile does not exist, or a notebook cannot be read (naming it).

@@ -13,14 +13,15 @@ import ipyparallel as ipp
 from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs import provenance
-from epyclab.labs.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
-from epyclab.labs.hub import Connection, Hub, NoAnswer
+from epyclab.labs.engine.wire import client_paths, package, submit_chunk
 from epyclab.labs.interrupts import oneLineOnCtrlC
-from epyclab.labs.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
-from epyclab.labs.placement import Placement, engineHost
-from epyclab.labs.points import PointCounts, describeCounts, pointCounts
-from epyclab.labs.wire import client_paths, package, submit_chunk
+from epyclab.labs.remote.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
+from epyclab.labs.remote.hub import Connection, Hub, NoAnswer
+from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
+from epyclab.labs.remote.placement import Placement, engineHost
+from epyclab.labs.remote.points import PointCounts, describeCounts, pointCounts
+from epyclab.labs.transports.deaths import RETRIES
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -49,7 +50,9 @@ class ClusterLab(Lab):
     ``ipyparallel.Client``.
 
     **Submitting.** :meth:`runExperiment` serializes the experiment once (with
-    dill, so classes from a script or Jupyter work), submits the points in
+    cloudpickle; the user's own modules by reference with their source, so
+    engines that lack them import the source: see
+    :mod:`epyclab.labs.engine.packaging`), submits the points in
     chunks, one task per chunk, without waiting, records each point as a
     pending result in the notebook's current result set, commits, and
     returns. A point's job id is ``"<task id>/<index in chunk>"``: collecting
@@ -58,7 +61,7 @@ class ClusterLab(Lab):
     bytes, so an engine that joins later, or restarts, can run it (each
     engine unpacks it once). Chunks hold ``chunkSize`` points, or by default
     ``ceil(points / (8 * engines))`` capped at 50 (see
-    :func:`epyclab.labs.jobs.chunk_size`); give ``chunkSize=1`` when each
+    :func:`epyclab.labs.remote.jobs.chunk_size`); give ``chunkSize=1`` when each
     point takes seconds or more.
 
     **Collecting.** :meth:`updateResults` collects every finished task (from
@@ -71,14 +74,14 @@ class ClusterLab(Lab):
     this process submitted wake it; other tasks are polled every
     :attr:`WaitingTime` seconds).
 
-    **Nothing is lost silently** (see :mod:`epyclab.labs.collect`). A task
+    **Nothing is lost silently** (see :mod:`epyclab.labs.remote.collect`). A task
     whose engine died is resubmitted, one point per task when this process
     has the experiment, at most :attr:`Retries` times (so a point that kills
     its engine costs at most ``Retries + 1`` engines, then is a failed result
     carrying the EngineError). A task the controller lost is found and, with
     ``lost='resubmit'`` (the default), resubmitted at most
     :attr:`LostRetries` times, or, with ``lost='fail'``, recorded as failed
-    results carrying a :class:`~epyclab.labs.jobs.LostJobError` that says
+    results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError` that says
     why. Lost means: the hub has no record of it and is not running it
     (culled from its store, or gone with a controller that stopped), declared
     only :attr:`LostGrace` seconds after submission since the hub records a
@@ -117,9 +120,9 @@ class ClusterLab(Lab):
     of ``hubRecordLimit`` (default 1024, ipyparallel's ``c.DictDB.record_limit``;
     give the controller's own if it was changed), so that none is culled
     before it is collected; a ``chunkSize`` given too small for that, or a
-    hub already full, is refused with :class:`~epyclab.labs.jobs.HubCapacityError`
+    hub already full, is refused with :class:`~epyclab.labs.remote.jobs.HubCapacityError`
     saying how to start a durable controller. The store is recognised by the
-    queries it accepts (see :meth:`epyclab.labs.hub.Hub.culls`).
+    queries it accepts (see :meth:`epyclab.labs.remote.hub.Hub.culls`).
 
     **Data locality.** A point whose parameters include ``hostParameter``
     (default ``'host'``) runs only on engines of that host (an engine started
@@ -127,8 +130,8 @@ class ClusterLab(Lab):
     name), through ipyparallel ``targets``, and on at most ``maxPerNode`` of
     them, so no host runs more than ``maxPerNode`` of those points at once;
     resubmitted points keep their host. A host no engine runs on is refused
-    (:class:`~epyclab.labs.placement.PlacementError`) before anything is
-    submitted. :func:`~epyclab.labs.placement.readMapfile` reads a LOFAR-style
+    (:class:`~epyclab.labs.remote.placement.PlacementError`) before anything is
+    submitted. :func:`~epyclab.labs.remote.placement.readMapfile` reads a LOFAR-style
     mapfile (host -> input files) into the ranges of a pointwise design.
 
     Engine-side code never raises because of the experiment (a failure is a
@@ -145,7 +148,7 @@ class ClusterLab(Lab):
     Reconnections = 5
     #: Times a point whose engine died is resubmitted before it fails (so a point that kills its
     #: engine costs at most Retries + 1 engines).
-    Retries = 1
+    Retries = RETRIES
     #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
     LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.
@@ -401,7 +404,7 @@ class ClusterLab(Lab):
                 done += len(chunk)
 
     def _placement(self) -> Placement:
-        """Which engines run on which host (asked once per connection; see :mod:`epyclab.labs.placement`)."""
+        """Which engines run on which host (asked once per connection; see :mod:`epyclab.labs.remote.placement`)."""
         if self._placement_ is None:
             client = self._hub().client
             ids = list(client.ids)
@@ -425,7 +428,8 @@ class ClusterLab(Lab):
         """Submit one chunk of experiment ``key`` (``marks``: metadata for each point's row); return its task id."""
         self._hub()
         payload = self._collector.tasks.payload(key)
-        ar = submit_chunk(self._view_for(points), key, points, payload.blob, self._paths, marks=marks)
+        ar = submit_chunk(self._view_for(points), key, points, payload.blob, self._paths, marks=marks,
+                          limit=self._limit)
         msg_id = ar.msg_ids[0]
         self._collector.tasks.submitted(msg_id, key, ar)
         ar.add_done_callback(self._wake)

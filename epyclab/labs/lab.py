@@ -14,7 +14,8 @@ from epyclab import seeding
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import capture, provenance, worker
+from epyclab.labs import provenance
+from epyclab.labs.engine import capture, worker
 from epyclab.labs.interrupts import CtrlCGate, SweepTally, interruptedNote
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -137,11 +138,14 @@ class Lab:
     #: ...or after this many seconds, whichever comes first.
     CommitInterval = 5.0
     #: Store what each run printed and logged with its result (metadata ``epyclab.experiment.output``,
-    #: see :mod:`epyclab.labs.capture`); set False on the class or on one lab to keep rows lean.
+    #: see :mod:`epyclab.labs.engine.capture`); set False on the class or on one lab to keep rows lean.
     StoreOutput = True
     #: Replay it to the console and the ``epyclab`` logger, prefixed with the point, when results
     #: come back from engines (ParallelLab, ClusterLab). A sequential Lab shows output as it is written.
     ReplayOutput = True
+    #: Seconds a point may run before it is a failed result with a TimeoutError (None: no limit); the
+    #: default of ``runExperiment(e, timeout=...)``, for code that cannot pass arguments.
+    Timeout: float | None = None
     # Whether this lab's runs happen elsewhere, so that their output must be replayed here.
     _runs_elsewhere = False
     # Whether runExperiment only submits the points, to be collected later (as ClusterLab does).
@@ -157,6 +161,8 @@ class Lab:
         self._notebook = notebook if notebook is not None else LabNotebook()
         self._design = design if design is not None else FactorialDesign()
         self._parameters: dict[str, list[Any]] = {}
+        # The time limit of the sweep that runs (see runExperiment).
+        self._limit: float | None = None
         self._commit_every = commitEvery if commitEvery is not None else self.CommitEvery
         self._commit_interval = commitInterval if commitInterval is not None else self.CommitInterval
         if self._commit_every < 1 or self._commit_interval < 0:
@@ -237,7 +243,12 @@ class Lab:
     # ---- running ------------------------------------------------------------------
 
     def runExperiment(
-        self, e: Experiment, resume: bool = False, progress: bool | None = None, seed: int | bool | None = None
+        self,
+        e: Experiment,
+        resume: bool = False,
+        progress: bool | None = None,
+        seed: int | bool | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Run ``e`` at every point and add the results to the current result set.
 
@@ -262,7 +273,15 @@ class Lab:
         recorded in the result set, so the resumed sweep goes on with it);
         ``False`` leaves random states alone, as epyc did.
 
+        ``timeout`` (default :attr:`Timeout`): seconds each point may run. A
+        point still running then is a failed result with a TimeoutError that
+        names the point and the limit, and the sweep goes on. In a sequential
+        Lab the point is interrupted where its Python code is (run the sweep
+        from the main thread); a C call that never returns to Python can only
+        be stopped by a ParallelLab, which replaces the worker stuck in it.
+
         Raises:
+            ValueError: ``timeout`` is not a positive number of seconds.
             KeyboardInterrupt: Ctrl-C (SIGINT) stopped the sweep. It is taken
                 between points, never halfway through storing one; the
                 results that finished are committed and every process the
@@ -272,6 +291,10 @@ class Lab:
                 ClusterLab, ``wait()`` collects). Its traceback ends at this
                 call (its one epyclab line is the ``raise``).
         """
+        limit = self.Timeout if timeout is None else timeout
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
+            raise ValueError(f"a point's time limit is a positive number of seconds, not {limit!r}")
+        self._limit = None if limit is None else float(limit)
         nb = self._notebook
         tally = SweepTally(notebook=nb.name(), persistent=nb.isPersistent())
         try:
@@ -376,7 +399,7 @@ class Lab:
         # results) output passes through it untouched.
         with capture.Capturing(tee=True) as capturing:
             for i, (ex, p) in enumerate(points):
-                yield i, worker.run(ex, p, capturing)
+                yield i, worker.run(ex, p, capturing, self._limit)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""

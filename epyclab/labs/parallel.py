@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from epyclab.designs import Design, ExperimentalConfiguration
-from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import ResultsDict
-from epyclab.labs.backends import LocalBackend, Settings, make_backend
 from epyclab.labs.lab import Lab, SweepMarks
+from epyclab.labs.transports.contract import Settings, Transport, defaultTransport, makeTransport
+from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -19,8 +18,7 @@ if TYPE_CHECKING:
     # ipyparallel (and IPython with it) takes about 0.5 s to import: only a sweep pays for it.
     import ipyparallel as ipp
 
-    from epyclab.labs.parallelcluster import LocalCluster
-    from epyclab.labs.wire import Payload
+    from epyclab.labs.transports.localcluster import LocalCluster
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
 
@@ -56,35 +54,44 @@ class ParallelLab(Lab):
     results added to the notebook and committed as they arrived (every
     ``commitEvery`` results or ``commitInterval`` seconds).
 
-    Where the engines come from, three ways:
+    Where the engines come from:
 
-    - By default, on Linux (``backend="fork"``), each sweep forks ``cores``
-      copies of this process and runs every point on them, as joblib's
-      default backend runs its workers: a copy already holds the experiment
-      and every module, so the first point starts within milliseconds, and no
-      cluster is started (ipyparallel is not even imported). Each copy runs
-      the points exactly as an engine does (the experiment unpacked from the
-      bytes that would travel to an engine, output captured and replayed,
-      failures as data). A copy that dies (a point that calls ``os._exit`` or
-      crashes the interpreter) has its points run by the others and is
-      replaced by a fresh fork; a point that killed two copies is a failed
-      result. The copies exit when the sweep ends, are killed at once on
-      Ctrl-C or an error, and die with this process even if it is killed
-      (SIGKILL). Run the sweep from the thread that will outlive it (a
-      copy dies when the thread that forked it ends). A library that is not
-      safe to use after a fork (GNU OpenMP, used by this process before the
-      sweep, can hang a copy) needs ``backend="ipyparallel"``, whose engines
-      start afresh.
-    - ``backend="ipyparallel"`` (the default where fork is not safe: macOS,
-      Windows): the lab runs on this process's local ipyparallel cluster (a
+    - By default (``backend="auto"``), each sweep looks at this process first
+      (see :mod:`epyclab.labs.transports.cleanworkers`). Where forking cannot
+      hang a child (Linux, one thread, no OpenMP runtime loaded) it forks
+      ``cores`` copies of this process and runs every point on them
+      (``"fork"``, below); otherwise (a BLAS thread pool, OpenMP used before
+      the sweep, any other thread) it runs on clean worker processes
+      (``"workers"``: loky's reusable executor, as joblib's default), started
+      on the first sweep and kept warm for the next ones. Either way the
+      experiment's modules are imported by the workers, never pickled with
+      their state. :attr:`lastBackend` says which one a sweep ran on.
+    - ``backend="workers"``: always clean worker processes, kept warm (stopped
+      by :meth:`shutdown`, after idling, and at exit).
+    - ``backend="fork"``: each sweep forks ``cores`` copies of this process,
+      whatever it holds: a copy already holds the experiment and every module,
+      so the first point starts within milliseconds. **Hazard**: a process that
+      used GNU OpenMP (numba, scikit-learn, PyTorch, any ``-fopenmp``
+      extension) or runs other threads may leave a forked copy blocked for
+      ever (with a per-point ``timeout`` the copy is stopped and the point
+      fails). Each copy runs the points exactly as an engine does (output
+      captured and replayed, failures as data). A copy that dies is replaced
+      by a fresh fork; its points are run again, and a point that killed
+      ``Retries + 1`` copies is a failed result (a copy killed from outside,
+      by SIGKILL or SIGTERM, does not count against its point). The copies
+      exit when the sweep ends, are killed at once on Ctrl-C or an error, and
+      die with this process even if it is killed (SIGKILL). Run the sweep from
+      the thread that will outlive it (a copy dies when the thread that forked
+      it ends).
+    - ``backend="ipyparallel"``: the lab runs on this process's local ipyparallel cluster (a
       controller and the engines, on 127.0.0.1, in the profile directory
       ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
-      (see :mod:`epyclab.labs.warm`). The first sweep does not wait for it:
+      (see :mod:`epyclab.labs.transports.warm`). The first sweep does not wait for it:
       until every engine has registered, a forked copy of this process runs
-      points (see :mod:`epyclab.labs.interim`; ``UseInterim = False`` turns
+      points where forking is safe (see :mod:`epyclab.labs.transports.forkedcopy`; ``UseInterim = False`` turns
       that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
-      :data:`epyclab.labs.warm.IDLE_SECONDS` without a sweep, by
+      :data:`epyclab.labs.transports.warm.IDLE_SECONDS` without a sweep, by
       :meth:`shutdown`, and when a sweep ends with an error (the controller
       died, the notebook raised, Ctrl-C: the results that finished are
       committed, then the error propagates). Engines that die are replaced. No
@@ -99,27 +106,41 @@ class ParallelLab(Lab):
       ``with ipyparallel.Cluster(n=4) as client:``). The lab uses all of its
       engines and neither closes it nor stops them. Use it when you already
       hold a client for other work.
+    - ``executor=``: any ``concurrent.futures.Executor`` (a
+      ``ProcessPoolExecutor`` of any start method, a loky executor) or a Dask
+      ``distributed.Client`` (or its ``get_executor()``), so a sweep runs
+      unchanged on a Dask cluster (dask-jobqueue, dask-gateway, Kubernetes).
+      Same chunks, progress, commits, captured output, failures as data and
+      death handling as the other transports (see
+      :mod:`epyclab.labs.transports.executors`); the executor is yours to shut down.
 
-    An experiment travels to the engines with dill (classes defined in a
-    script or in Jupyter work), once per sweep; each task carries only its
+    An experiment travels to the workers as cloudpickle bytes (classes defined
+    in a script, in Jupyter or in a module beside the script travel by value,
+    installed packages by reference), once per sweep; each task carries only its
     points, which are batched when cheap (see
-    :class:`~epyclab.labs.scheduler.ChunkSizer`). An experiment that raises is
+    :class:`~epyclab.labs.transports.scheduler.ChunkSizer`). An experiment that raises is
     a failed result; an engine that dies has its points run by the others.
 
-    Other local backends can be registered by name
-    (:func:`epyclab.labs.backends.register_backend`, joblib's registry is the
-    model).
+    Other local transports can be registered by name
+    (:func:`epyclab.labs.transports.contract.registerTransport`, shaped like the notebook
+    format registry); every transport runs under the same scheduler
+    (:class:`~epyclab.labs.transports.scheduler.Sweep`) and the same death policy as
+    ClusterLab (:mod:`epyclab.labs.transports.deaths`, :attr:`Retries`).
 
     Raises:
-        ValueError: both ``cluster`` and ``client``; ``backend`` with either;
+        ValueError: more than one of ``cluster``, ``client`` and ``executor``; ``backend`` with any;
             an unknown ``backend`` (or ``"fork"`` where forking is not allowed).
     """
 
     _runs_elsewhere = True  # on engines: their output is replayed when results arrive
 
     #: While the lab's own cluster starts, run points in a forked copy of this process
-    #: (see :mod:`epyclab.labs.interim`). Off, a cold sweep waits for the first engine.
+    #: (see :mod:`epyclab.labs.transports.forkedcopy`). Off, a cold sweep waits for the first engine.
     UseInterim = True
+    #: Times a point whose worker died under it is run again before it is a failed result (see
+    #: :mod:`epyclab.labs.transports.deaths`; ClusterLab has the same): a point that crashes its process costs
+    #: at most Retries + 1 workers.
+    Retries = RETRIES
 
     def __init__(
         self,
@@ -133,13 +154,16 @@ class ParallelLab(Lab):
         profile_dir: str | None = None,
         timeout: float = 60.0,
         backend: str | None = None,
+        executor: Any = None,
     ) -> None:
         super().__init__(notebook, design, commitEvery=commitEvery, commitInterval=commitInterval)
-        if cluster is not None and client is not None:
-            raise ValueError("give ParallelLab a cluster or a client, not both")
-        if backend is not None and (cluster is not None or client is not None):
+        offered = (("cluster", cluster), ("client", client), ("executor", executor))
+        given = [name for name, v in offered if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give ParallelLab one of cluster, client or executor, not {' and '.join(given)}")
+        if backend is not None and given:
             raise ValueError(f"ParallelLab(backend={backend!r}) runs on its own workers: give it a backend, or a "
-                             f"cluster or client to run on, not both")
+                             f"{given[0]} to run on, not both")
         self._cores = cores
         self._n = resolve_cores(cores)
         self._cluster = cluster
@@ -148,31 +172,41 @@ class ParallelLab(Lab):
         self._timeout = timeout
         self._backend_name = backend
         # Where the points run when no cluster or client is given; a bad name fails here, at once.
-        self._local: LocalBackend | None = None
-        if cluster is None and client is None:
-            self._local = make_backend(backend)
+        self._local: Transport | None = None
+        self._executor: Transport | None = None
+        if executor is not None:
+            from epyclab.labs.transports.executors import ExecutorTransport
+
+            self._executor = ExecutorTransport(executor)
+        elif cluster is None and client is None:
+            self._local = makeTransport(backend, Settings(self._n, profile_dir, timeout, self.UseInterim))
         #: The PIDs of the copies of this process the last sweep forked (the fork backend's workers).
         self.lastCopies: list[int] = []
         #: What the last sweep did: engines, largest chunk submitted, most points run by one task,
         #: chunks resubmitted because their engine died, points run by forked copies, copies forked
         #: (and how many of them replaced one that died).
         self.lastSweep: dict[str, int] = {}
+        #: What the last sweep ran on: a backend's name ("fork" or "workers" when the default, "auto",
+        #: chose), or "client", "cluster", "executor".
+        self.lastBackend: str | None = None
 
     @property
     def localCluster(self) -> "LocalCluster | None":
         """The local ipyparallel cluster of the last sweep (None on the fork backend, or with a cluster or client)."""
-        return self._local.localCluster if self._local is not None else None
+        from epyclab.labs.transports.coldstart import LocalClusterTransport
+
+        return self._local.localCluster if isinstance(self._local, LocalClusterTransport) else None
 
     def backend(self) -> str | None:
         """The name of the local backend the sweeps run on (None with ``cluster=`` or ``client=``)."""
         if self._local is None:
             return None
-        from epyclab.labs.backends import default_backend
-
-        return self._backend_name or default_backend()
+        return self._backend_name or defaultTransport()
 
     def numberOfCores(self) -> int:
         """The number of engines the sweeps use."""
+        if self._executor is not None:
+            return self._executor.engines()[1]
         if self._client is not None:
             return len(self._client.ids)
         if self._cluster is not None:
@@ -193,64 +227,66 @@ class ParallelLab(Lab):
         On the fork backend there is nothing to stop: a sweep's copies end with it.
         """
         if self._local is not None:
-            self._local.shutdown()
+            self._local.close()
 
     # ---- the engines ----------------------------------------------------------------------
 
-    @contextmanager
-    def _engines(self, payloads: dict[str, Payload]) -> Iterator[dict[str, Any]]:
-        """What the sweep runs on, as keyword arguments of :class:`~epyclab.labs.scheduler.Sweep`.
-
-        ``client`` (None while the lab's own cluster starts), ``connect``,
-        ``health``, ``copies``, and ``engines``: how many to size chunks for.
-        """
+    def _transport(self) -> Transport:
+        """What the next sweep runs on: the user's executor, client or cluster, or the lab's own local transport."""
+        if self._executor is not None:
+            return self._executor
         if self._client is not None:
-            yield {"client": self._client, "engines": max(1, len(self._client.ids))}
-            return
+            from epyclab.labs.transports.ipyparallelclient import ClientTransport
+
+            return ClientTransport(self._client)
         if self._cluster is not None:
-            if self._cluster.controller is None:
-                raise ClusterConnectionError(
-                    "the ipyparallel.Cluster given to ParallelLab is not running; start it first "
-                    "(cluster.start_cluster_sync()) or let the lab start its own (no cluster=)"
-                )
-            client = self._cluster.connect_client_sync()
-            try:
-                if not client.ids:
-                    client.wait_for_engines(1, timeout=self._timeout, interactive=False)
-                yield {"client": client, "engines": max(1, len(client.ids))}
-            finally:
-                client.close()
-            return
+            from epyclab.labs.transports.ipyparallelclient import ClusterTransport
+
+            return ClusterTransport(self._cluster, self._timeout)
         assert self._local is not None
-        settings = Settings(self._n, self._profile_dir, self._timeout, self.UseInterim)
-        with self._local.engines(payloads, settings) as on:
-            yield on
+        return self._local
 
     # ---- running ------------------------------------------------------------------------------
 
     def _dispatch(self, points: ExperimentalConfiguration, sweep: SweepMarks) -> Iterator[tuple[int, ResultsDict]]:
-        """Run the points on the engines; yield each result as it arrives."""
-        from epyclab.labs.scheduler import ChunkSizer, Sweep
-        from epyclab.labs.wire import client_paths, package
+        """Run the points on the transport; yield each result as it arrives."""
+        from epyclab.labs.engine.wire import package
+        from epyclab.labs.transports.scheduler import ChunkSizer, Sweep
 
         # Serialize first: an experiment that cannot travel fails before any process starts.
         items, payloads = package(points)
-        with self._engines(payloads) as on:
-            engines = on.pop("engines")
-            on.setdefault("client", None)  # the fork backend has none
-            sizer = ChunkSizer(len(items), engines)
-            with Sweep(items=items, payloads=payloads, sizer=sizer, paths=client_paths(), forget=True,
-                       **on) as run:
-                yield from run.results()
-                self.lastSweep = {
-                    "engines": engines,
-                    "largest_chunk": run.largest_chunk,
-                    "most_run_by_a_task": run.most_run_by_a_task,
-                    "resubmitted": run.resubmitted,
-                    "run_by_interim": run.run_by_interim,
-                    "forked": run.forks()[0],
-                    "replaced": run.forks()[1],
-                }
-                self.lastCopies = run.copy_pids()
+        transport = self._transport()
+        transport.begin(payloads)
+        engines = transport.engines()[1]
+        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), DeathPolicy(self.Retries),
+                    self._limit)
+        finished = False
+        try:
+            yield from run.results()
+            finished = True
+        finally:
+            run.close()
+            # An abandoned sweep (an error, Ctrl-C) may leave points running: the transport stops them.
+            transport.end(abandon=not finished)
+            self._record_sweep(transport, run, engines)
         logger.info("ParallelLab ran %d points on %d engines (largest chunk %d)", len(items), engines,
                     self.lastSweep["largest_chunk"])
+
+    def _record_sweep(self, transport: Transport, run: Any, engines: int) -> None:
+        """Keep what the last sweep did, for :attr:`lastSweep` and :attr:`lastCopies`."""
+        self.lastBackend = (getattr(transport, "chosen", None) or self.backend()
+                            or next(k for k, v in (("executor", self._executor), ("client", self._client),
+                                                   ("cluster", self._cluster)) if v is not None))
+        pids = getattr(transport, "pids", None)
+        forks = getattr(transport, "forks", None)
+        self.lastCopies = pids() if pids is not None else []
+        forked, replaced = forks() if forks is not None else (0, 0)
+        self.lastSweep = {
+            "engines": engines,
+            "largest_chunk": run.largest_chunk,
+            "most_run_by_a_task": run.most_run_by_a_task,
+            "resubmitted": run.resubmitted,
+            "run_by_interim": run.run_by_interim,
+            "forked": forked,
+            "replaced": replaced,
+        }

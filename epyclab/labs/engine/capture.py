@@ -1,6 +1,6 @@
 """What a run prints and logs: captured while it runs, stored with its result, replayed on collection.
 
-Every lab runs a point through :mod:`epyclab.labs.worker`, which runs it in a
+Every lab runs a point through :mod:`epyclab.labs.engine.worker`, which runs it in a
 :class:`Capturing` installed once per sweep (per chunk of points on an
 engine). While the run's thread is inside a run:
 

@@ -1,7 +1,7 @@
 """What may not travel to another process: attributes bound to the process that made them.
 
 An experiment sent to engines is serialized, and some objects serialize
-without error yet do harm on the other side: dill re-opens a file held open
+without error yet do harm on the other side: a serializer that re-opens a file held open
 for writing in mode ``'w'`` on the engine, truncating it; a lock, a thread or a
 database connection arrives as a copy that shares nothing with the original.
 So before anything runs, :func:`refuse_process_bound` walks the experiment's

@@ -1,6 +1,6 @@
 """A tiny process that stops a local cluster when the process that started it dies, however it dies.
 
-:class:`~epyclab.labs.parallelcluster.LocalCluster` starts one reaper per cluster,
+:class:`~epyclab.labs.transports.localcluster.LocalCluster` starts one reaper per cluster,
 in its own session (a Ctrl-C sent to the user's process group never reaches
 it), with its stdin a pipe whose only write end the user's process holds. The
 reaper just waits on that pipe. The kernel closes the write end when the user's
@@ -10,10 +10,10 @@ SIGKILL, a crashed kernel), so the reaper reads end-of-file and then:
 - if the cluster's state file is gone, the cluster was stopped normally: it exits;
 - else, once the owner recorded in it is gone, it stops every recorded process
   (and their children) by PID with the same clean-up as
-  :func:`~epyclab.labs.parallelcluster.cleanup_orphans`, removes the cluster's
+  :func:`~epyclab.labs.transports.localcluster.cleanup_orphans`, removes the cluster's
   files, and exits.
 
-Run as ``python -m epyclab.labs.reaper STATE_FILE``; only the standard library
+Run as ``python -m epyclab.labs.transports.reaper STATE_FILE``; only the standard library
 is imported until the pipe closes, so the reaper costs a few MB while it waits.
 """
 
@@ -37,7 +37,7 @@ def wait_for_eof() -> None:
 
 def reap(state_file: Path) -> bool:
     """Stop the cluster recorded in ``state_file`` if its owner is gone; True if there was one to stop."""
-    from epyclab.labs import parallelcluster
+    from epyclab.labs.transports import localcluster as parallelcluster
 
     deadline = time.monotonic() + OWNER_GRACE
     while True:
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     state_file = Path(argv[0])
     wait_for_eof()
-    from epyclab.labs.parallelcluster import read_state
+    from epyclab.labs.transports.localcluster import read_state
 
     try:
         state = read_state(state_file)
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         return 0
     if state is None:
         return 1
-    from epyclab.labs.clusterlog import cluster_logger, release_logger
+    from epyclab.labs.transports.localclusterlog import cluster_logger, release_logger
     from epyclab.log import logger
 
     log = cluster_logger(state["profile_dir"], state["cluster_id"])

@@ -25,7 +25,7 @@ from ipyparallel.error import RemoteError
 from ipyparallel.serialize import deserialize_object
 
 from epyclab.errors import EpyclabError
-from epyclab.labs.wire import Payload, is_engine_death
+from epyclab.labs.engine.wire import Payload, is_engine_death
 
 __all__ = [
     "JobRef",
@@ -104,7 +104,7 @@ class OwnTask:
 class TaskTable:
     """What this process knows beyond the hub: the tasks it submitted (with futures) and the experiments it holds.
 
-    Owned by the :class:`~epyclab.labs.collect.Collector`; the lab records
+    Owned by the :class:`~epyclab.labs.remote.collect.Collector`; the lab records
     what it submits here through these methods. A collector in another
     process has an empty table and works from the hub's records alone.
     """

@@ -9,7 +9,7 @@ exit all at once, so that exiting costs only the slowest process's stop).
 
 If the process that started a cluster is killed (SIGTERM, SIGKILL, a crashed
 kernel), nothing it runs stops the ~13 processes of a 2-engine cluster. So each
-cluster starts a reaper (:mod:`epyclab.labs.reaper`), a small process that
+cluster starts a reaper (:mod:`epyclab.labs.transports.reaper`), a small process that
 stops the cluster when its owner dies, however it dies. And each cluster records
 itself in a small state file, ``<profile_dir>/epyclab/local-<cluster id>.json``
 (the owner's PID and the PIDs it started, each with its start time so that a
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.clusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
+from epyclab.labs.transports.localclusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
 from epyclab.private import privateDirectory
 
@@ -200,7 +200,7 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-# The write ends of the reapers' pipes (see :mod:`epyclab.labs.reaper`). A child forked from this
+# The write ends of the reapers' pipes (see :mod:`epyclab.labs.transports.reaper`). A child forked from this
 # process (multiprocessing) closes its copies, so that the owner's death still closes every write end.
 _reaper_pipes: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -217,7 +217,7 @@ os.register_at_fork(after_in_child=_close_reaper_pipes_in_child)
 
 
 def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
-    """Start the process that stops this cluster when this process dies (see :mod:`epyclab.labs.reaper`)."""
+    """Start the process that stops this cluster when this process dies (see :mod:`epyclab.labs.transports.reaper`)."""
     import epyclab
 
     env = dict(os.environ)
@@ -225,7 +225,7 @@ def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
     root = str(Path(epyclab.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     reaper = subprocess.Popen(
-        [sys.executable, "-m", "epyclab.labs.reaper", str(state_file)],
+        [sys.executable, "-m", "epyclab.labs.transports.reaper", str(state_file)],
         # The pipe's write end is not inheritable (PEP 446) and close_fds is on: this process holds the only one.
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         close_fds=True, env=env,
@@ -459,7 +459,7 @@ class LocalCluster:
         self.client: ipp.Client | None = None
         self._controller: list[dict[str, Any]] = []
         self._engines: list[dict[str, Any]] = []
-        # Processes of the lab's that run points for this cluster (see epyclab.labs.interim).
+        # Processes of the lab's that run points for this cluster (see epyclab.labs.transports.forkedcopy).
         self._helpers: list[dict[str, Any]] = []
         #: Engines started so far to replace engines that died.
         self.replaced = 0
@@ -693,8 +693,8 @@ class LocalCluster:
             # engines by PID, and the hub's heartbeat notices one that died.
             "--IPEngine.enable_nanny=False",
             # What an engine writes below Python goes straight to its output file, not through a
-            # pipe and a thread that die with it (see epyclab.labs.enginestream).
-            "--IPEngine.out_stream_factory=epyclab.labs.enginestream.UnwatchedOutStream",
+            # pipe and a thread that die with it (see epyclab.labs.transports.enginestream).
+            "--IPEngine.out_stream_factory=epyclab.labs.transports.enginestream.UnwatchedOutStream",
         ]
 
     def _engine_pids(self) -> list[int]:

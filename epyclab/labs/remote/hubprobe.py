@@ -23,7 +23,7 @@ patience. A controller elsewhere, or started by other means, gets only the port 
 Connections tunnelled over ssh, and transports other than TCP, are not
 probed (their ports are not reachable from here as written in the file).
 Nor are reconnections of a lab that has talked to its controller before
-(see :class:`epyclab.labs.hub.Connection`): a controller being restarted is
+(see :class:`epyclab.labs.remote.hub.Connection`): a controller being restarted is
 briefly absent, and the lab waits for it as it always did.
 """
 

@@ -5,7 +5,8 @@ the results dict (status False, exception, traceback), never an exception that
 stops a sweep.
 
 The rest of this module is what engines run for the parallel labs. An
-experiment is serialized once per sweep (with dill, by the client) and loaded
+experiment is serialized once per sweep (with cloudpickle, by the client: see
+:mod:`epyclab.labs.engine.packaging`) and loaded
 once on each engine under a key unique to the sweep (:func:`load_experiment`);
 each task then carries only a chunk of points (:func:`run_points`). Engine-side
 functions never raise because of an experiment: ipyparallel's ``retries`` re-run
@@ -17,16 +18,19 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
+import threading
 import traceback
 from time import perf_counter
 from typing import Any
 
-import dill
+import cloudpickle
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text, failed_result
-from epyclab.labs import capture
+from epyclab.labs.engine import capture
+from epyclab.labs.engine import packaging as byvalue
 from epyclab.log import logger
 from epyclab.order import stamp
 
@@ -40,14 +44,14 @@ __all__ = [
     "encode_results",
     "decode_results",
     "PICKLE",
-    "DILL",
+    "CLOUDPICKLE",
     "MISSING",
     "UNLOADABLE",
 ]
 
 #: Codecs of a chunk's results on the wire (see :func:`encode_results`).
 PICKLE = "pickle"
-DILL = "dill"
+CLOUDPICKLE = "cloudpickle"
 #: The reply of an engine that has not been given the sweep's experiment.
 MISSING = "missing"
 #: The reply of an engine that could not unpack the experiment sent with the chunk.
@@ -58,11 +62,54 @@ UNLOADABLE = "unloadable"
 _experiments: dict[str, Experiment] = {}
 
 
-def run(experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None) -> ResultsDict:
+class _TimeLimit:
+    """Raise TimeoutError in this (the main) thread if a point runs longer than ``seconds`` (SIGALRM).
+
+    Python code (a loop, a sleep) is interrupted where it is; a C call that
+    does not return to Python is not (the lab's scheduler stops its worker).
+    Outside the main thread, or without ``setitimer``, there is no limit here.
+    """
+
+    def __init__(self, seconds: float | None, point: dict[str, Any]) -> None:
+        self._seconds = seconds
+        self._point = point
+        self._old: Any = None
+        self._armed = (
+            seconds is not None and seconds > 0 and hasattr(signal, "setitimer")
+            and threading.current_thread() is threading.main_thread()
+        )
+
+    def _alarm(self, signum: int, frame: Any) -> None:
+        raise TimeoutError(time_limit_message(self._point, self._seconds or 0.0))
+
+    def __enter__(self) -> None:
+        if self._armed:
+            self._old = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self._seconds)  # type: ignore[arg-type]
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+
+
+def time_limit_message(point: dict[str, Any], seconds: float) -> str:
+    """The message of the TimeoutError recorded for ``point`` that ran past its limit of ``seconds``."""
+    return f"point {capture.point_prefix(point).strip()} ran longer than its time limit of {seconds:g} s"
+
+
+def run(
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None,
+    limit: float | None = None,
+) -> ResultsDict:
     """Configure ``experiment`` for ``point``, run it, and return its results dict (output shown and recorded).
 
     ``capturing`` is the output capture installed for the whole sweep; without it one is installed for this run.
+    ``limit``: seconds the point may run (see :class:`_TimeLimit`); past it the run fails with TimeoutError.
     """
+    if limit is not None:
+        with _TimeLimit(limit, point):
+            return run(experiment, point, capturing)
     if capturing is None:
         return capture.captured(lambda: experiment.set(point).run(), tee=True)
     return capturing.run(lambda: experiment.set(point).run())
@@ -74,7 +121,8 @@ def _classname(experiment: Experiment) -> str:
 
 
 def run_safely(
-    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None
+    experiment: Experiment, point: dict[str, Any], capturing: capture.Capturing | None = None,
+    limit: float | None = None,
 ) -> ResultsDict:
     """:func:`run`, but a failure outside :meth:`Experiment.run` (in ``configure``) is data too.
 
@@ -82,9 +130,10 @@ def run_safely(
     recorded, not shown (by ``capturing``, installed for a whole chunk, or else by one for this run).
     """
     try:
-        if capturing is None:
-            return capture.captured(lambda: experiment.set(point).run())
-        return capturing.run(lambda: experiment.set(point).run())
+        with _TimeLimit(limit, point):
+            if capturing is None:
+                return capture.captured(lambda: experiment.set(point).run())
+            return capturing.run(lambda: experiment.set(point).run())
     except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 
@@ -93,7 +142,7 @@ def run_safely(
 
 
 def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> int:
-    """Unpack the dill-serialized experiment of sweep ``key`` and keep it on this engine.
+    """Unpack the experiment of sweep ``key`` (see :func:`~epyclab.labs.engine.packaging.loads`) and keep it here.
 
     ``paths`` are directories the client imports from (a script's own
     directory, say); those that exist here are appended to ``sys.path`` first,
@@ -106,7 +155,7 @@ def load_experiment(key: str, blob: bytes, paths: list[str] | None = None) -> in
         if p not in sys.path and os.path.isdir(p):
             sys.path.append(p)
     if key not in _experiments:
-        _experiments[key] = dill.loads(blob)
+        _experiments[key] = byvalue.loads(blob)
     return os.getpid()
 
 
@@ -130,6 +179,7 @@ def run_points(
     paths: list[str] | None = None,
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
+    limit: float | None = None,
 ) -> tuple[str, float, bytes]:
     """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
 
@@ -141,10 +191,12 @@ def run_points(
     runs the rest elsewhere, so a chunk never holds expensive points back.
     ``marks`` (one dict per point) are added to each run's metadata, for a lab
     whose results reach the notebook without passing through its own loop.
+    ``limit``: seconds each point may run; past it the point is a failed run
+    with a TimeoutError naming the point and the limit.
 
     If this engine has not been given the experiment (it joined after the
     sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
-    so that the client can send it and resubmit; with ``blob`` (the dill
+    so that the client can send it and resubmit; with ``blob`` (the packaged
     bytes) the experiment is loaded here (with ``paths`` as in
     :func:`load_experiment`), and if that fails the reply is
     ``(UNLOADABLE, 0.0, error text)``.
@@ -162,11 +214,11 @@ def run_points(
     # The output capture is installed once for the chunk, not once per point.
     with capture.Capturing() as capturing:
         if budget is None:
-            results = [run_safely(experiment, p, capturing) for p in points]
+            results = [run_safely(experiment, p, capturing, limit) for p in points]
         else:
             results = []
             for p in points:
-                results.append(run_safely(experiment, p, capturing))
+                results.append(run_safely(experiment, p, capturing, limit))
                 if perf_counter() - t0 >= budget:
                     break
     if marks is not None:
@@ -193,10 +245,10 @@ def _portable_exception(rc: ResultsDict) -> None:
 
 
 def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
-    """Encode a chunk's results dicts: pickle (fast) if it can, else dill.
+    """Encode a chunk's results dicts: pickle (fast) if it can, else cloudpickle (the one serializer).
 
-    dill is needed when a result holds an object of a class defined in the
-    client's ``__main__`` (which the engine only knows through dill). A result
+    cloudpickle is needed when a result holds an object of a class defined in the
+    client's ``__main__`` or in a function (which pickle cannot name). A result
     that neither can encode becomes a failed result saying so, so the rest of
     the chunk still arrives.
     """
@@ -205,16 +257,16 @@ def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
             _portable_exception(rc)
     try:
         return PICKLE, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # not an error: a value pickle cannot handle; dill is tried next
-        logger.debug("results of %d runs need dill", len(results))
+    except Exception:  # not an error: a value pickle cannot handle; cloudpickle is tried next
+        logger.debug("results of %d runs need cloudpickle", len(results))
     try:
-        return DILL, dill.dumps(results, recurse=True)
+        return CLOUDPICKLE, cloudpickle.dumps(results)
     except Exception:  # not an error yet: find the runs at fault, below, and fail only those
         logger.debug("results of %d runs cannot all be serialized; checking each", len(results))
     safe = []
     for rc in results:
         try:
-            dill.dumps(rc, recurse=True)
+            cloudpickle.dumps(rc)
             safe.append(rc)
         except Exception as exc:
             meta = rc[Experiment.METADATA]
@@ -224,13 +276,21 @@ def encode_results(results: list[ResultsDict]) -> tuple[str, bytes]:
             )
             failure = ResultsStructureException(reason)
             safe.append(failed_result(rc[Experiment.PARAMETERS], failure, "", meta.get(Experiment.EXPERIMENT, "")))
-    return DILL, dill.dumps(safe, recurse=True)
+    return CLOUDPICKLE, cloudpickle.dumps(safe)
 
 
 def decode_results(codec: str, payload: bytes) -> list[ResultsDict]:
     """The results dicts encoded by :func:`encode_results`."""
     if codec == PICKLE:
         return pickle.loads(payload)
-    if codec == DILL:
+    if codec == CLOUDPICKLE:
+        return pickle.loads(payload)  # cloudpickle's bytes are pickle data
+    if codec == "dill":
+        # Sent by engines running an older epyclab (results of jobs submitted before an upgrade).
+        try:
+            import dill
+        except ImportError as exc:
+            raise ValueError("these results were sent by an engine running an older epyclab, in dill's format: "
+                             "pip install dill to read them") from exc
         return dill.loads(payload)
-    raise ValueError(f"unknown results codec {codec!r} (expected {PICKLE!r} or {DILL!r})")
+    raise ValueError(f"unknown results codec {codec!r} (expected {PICKLE!r} or {CLOUDPICKLE!r})")

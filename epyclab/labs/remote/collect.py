@@ -22,7 +22,7 @@ Each task ends in exactly one of these ways, so every point gets one result:
   grace period has passed, or it was assigned to an engine that never
   received it: by the lab's ``lost`` policy, resubmitted (up to
   ``lost_retries`` times) or
-  recorded as failed results carrying a :class:`~epyclab.labs.jobs.LostJobError`
+  recorded as failed results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError`
   that says why and how to re-run it;
 - someone else resubmitted it: its points follow the new task.
 
@@ -45,9 +45,10 @@ from ipyparallel.error import EngineError
 
 from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import worker
-from epyclab.labs.hub import Hub, NoAnswer
-from epyclab.labs.jobs import (
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import decode_reply
+from epyclab.labs.remote.hub import Hub, NoAnswer
+from epyclab.labs.remote.jobs import (
     JobRef,
     LostJobError,
     Observation,
@@ -59,8 +60,8 @@ from epyclab.labs.jobs import (
     observe_record,
     record_keys,
 )
-from epyclab.labs.stranded import StrandedFinder
-from epyclab.labs.wire import decode_reply
+from epyclab.labs.remote.stranded import StrandedFinder
+from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -114,7 +115,7 @@ class Collector:
     :param hub: returns the connected :class:`Hub` (the lab may reconnect between passes)
     :param submit: submits a chunk of points of an experiment key; returns the new task id
 
-    The collector owns :attr:`tasks`, the :class:`~epyclab.labs.jobs.TaskTable`
+    The collector owns :attr:`tasks`, the :class:`~epyclab.labs.remote.jobs.TaskTable`
     of what this process submitted; the lab records its submissions there.
     """
 
@@ -131,7 +132,7 @@ class Collector:
         hub: Callable[[], Hub],
         submit: Callable[[str, list[dict[str, Any]]], str],
         lost: str = "resubmit",
-        retries: int = 1,
+        retries: int = RETRIES,
         grace: float = 20.0,
         lost_retries: int = 3,
         settle: Callable[[ResultsDict], ResultsDict] | None = None,
@@ -153,7 +154,7 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_purge = monotonic()
-        #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.stranded.StrandedFinder`).
+        #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.remote.stranded.StrandedFinder`).
         self.stranded = StrandedFinder(self._finished_here, self._purge_later)
         self._where: dict[str, str] | None = None
         # Engine uuid -> why it was ended from outside, or None (see epyclab.clustersetup.outside).
@@ -322,7 +323,6 @@ class Collector:
             return
         attempt = max(r.attempt for r in refs)
         died = state is TaskState.DIED
-        limit = self.retries if died else self.lost_retries
         outside = self._ended_from_outside(hub, msg_id) if died else None
         if outside is not None:
             # Not the points' doing: run again, and the death is not counted against them.
@@ -335,9 +335,11 @@ class Collector:
                 tally.resubmitted["its engine was ended from outside"] = (
                     tally.resubmitted.get("its engine was ended from outside", 0) + len(refs))
                 return
+        # A death: the policy ParallelLab's scheduler follows too (this death is the attempt's + 1st).
+        again = DeathPolicy(self.retries).after(attempt + 1).again if died else attempt < self.lost_retries
         if not died and self.lost == "fail":
             reason = "the lab was told not to resubmit lost jobs (lost='fail')"
-        elif attempt >= limit:
+        elif not again:
             reason = f"it was already resubmitted {attempt} times (the lab's {'Retries' if died else 'LostRetries'})"
         else:
             hub.settle()

@@ -1,20 +1,20 @@
 """A forked copy of the user's process that runs chunks of points as an engine does.
 
 It is the worker of ParallelLab's ``"fork"`` backend (a pool of them, see
-:mod:`epyclab.labs.copies`), and, on the ``"ipyparallel"`` backend, runs
+:mod:`epyclab.labs.transports.copies`), and, on the ``"ipyparallel"`` backend, runs
 points while a new local cluster's engines register. There a cold
 :class:`~epyclab.labs.parallel.ParallelLab` sweep would otherwise wait
 one to two seconds, idle, for the controller and the engines to start. So the
 lab forks this process (:class:`Interim`): the copy already holds the
 experiment and every module it needs, so it runs points within milliseconds,
 with the same worker function as the engines
-(:func:`epyclab.labs.worker.run_points`, output captured, failures as data),
+(:func:`epyclab.labs.engine.worker.run_points`, output captured, failures as data),
 and sends each chunk's reply back as an engine would. Running the points in a
 copy rather than in the client itself keeps the user's process safe from a
 point that crashes its process (``os._exit``, a segfault): that kills the copy,
 and the sweep treats it as an engine that died.
 
-The scheduler (:class:`~epyclab.labs.scheduler.Sweep`) gives it one chunk at a
+The scheduler (:class:`~epyclab.labs.transports.scheduler.Sweep`) gives it one chunk at a
 time; on the ipyparallel backend it stops giving it chunks once every engine has registered (so that on
 ``n`` cores no more than ``n`` processes run points for longer than one chunk);
 it then finishes its chunk and exits. Its PID is recorded with the cluster's
@@ -28,7 +28,7 @@ runs the sweep) and exits if its parent is already gone.
 The copy ignores Ctrl-C (the user's process handles it, and kills the copy),
 never runs the parent's ``atexit`` hooks (multiprocessing ends a forked child
 with ``os._exit``), and closes its copies of the reapers' pipes (see
-:mod:`epyclab.labs.parallelcluster`). Like an engine, it is cut off from the
+:mod:`epyclab.labs.transports.localcluster`). Like an engine, it is cut off from the
 user's console: the logging handlers it inherited are removed, and its file
 descriptors 1 and 2 go to a log file (what a run prints or logs is captured
 and replayed by the lab, as an engine's is).
@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from epyclab.labs import worker
+from epyclab.labs.engine import worker
 from epyclab.log import logger
 
 __all__ = ["Interim", "InterimDied", "COPY_NAME"]
@@ -60,11 +60,28 @@ _PR_SET_PDEATHSIG = 1
 
 
 class InterimDied(Exception):
-    """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle."""
+    """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle.
 
-    def __init__(self, message: str, lost_chunk: bool = True) -> None:
+    ``outside``: it was ended by a signal that comes from outside a process (see :data:`OUTSIDE_SIGNALS`),
+    not by what it ran (an exit, a crash).
+    """
+
+    def __init__(self, message: str, lost_chunk: bool = True, outside: bool = False) -> None:
         super().__init__(message)
         self.lost_chunk = lost_chunk
+        self.outside = outside
+
+
+#: Signals that end a process from outside (an admin's kill, the OOM killer, a batch system's
+#: cancellation, a closed terminal). A point that ends its own process exits or crashes instead (a
+#: code, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL); one that sends itself one of these is taken for
+#: an outside death, which does not count against it (the death policy still bounds those).
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT})
+
+
+def _from_outside(exitcode: int | None) -> bool:
+    """True if a process's exit code (multiprocessing's: -N for signal N) says something outside ended it."""
+    return exitcode is not None and exitcode < 0 and -exitcode in OUTSIDE_SIGNALS
 
 
 def _die_with(parent: int) -> None:
@@ -146,18 +163,18 @@ def _serve(
             return
         if request is None:
             return
-        key, points, budget = request
-        replies.send(worker.run_points(key, points, None, None, budget))
+        key, points, budget, limit = request
+        replies.send(worker.run_points(key, points, None, None, budget, None, limit))
 
 
 class Interim:
     """A forked copy of this process that runs chunks of points, one at a time.
 
     ``experiments`` maps each sweep key to its experiment: serialized (bytes,
-    see :func:`epyclab.labs.wire.package`), unpacked in the copy as an engine
+    see :func:`epyclab.labs.engine.wire.package`), unpacked in the copy as an engine
     unpacks it, or the object itself, which the copy holds as it was at the fork. What the copy writes outside the
     runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
-    each reply of :func:`~epyclab.labs.worker.run_points`, or with an
+    each reply of :func:`~epyclab.labs.engine.worker.run_points`, or with an
     :class:`InterimDied` if the copy died (holding a chunk, or idle: then
     ``lost_chunk`` is False) before it was closed. Create it from the thread
     that runs the sweep: the copy dies when that thread ends.
@@ -200,13 +217,13 @@ class Interim:
         """True while the copy takes chunks."""
         return not self._closed
 
-    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None) -> None:
-        """Give the copy a chunk (only when it is open and not busy)."""
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, limit: float | None = None) -> None:
+        """Give the copy a chunk (only when it is open and not busy); ``limit``: seconds per point."""
         if self._closed or self._busy:
             raise RuntimeError("the interim process takes one chunk at a time, and none once closed")
         self._busy = True
         try:
-            self._requests.send((key, points, budget))
+            self._requests.send((key, points, budget, limit))
         except OSError:
             # It died already: the reader reports the chunk as lost.
             self._closed = True
@@ -216,11 +233,15 @@ class Interim:
             try:
                 reply = self._replies.recv()
             except (EOFError, OSError):
+                # Its end of the pipe closed as it died: wait for its exit status, which says how.
+                self._process.join(5.0)
+                code = self._process.exitcode
                 if self._busy:
                     self._busy = False
                     self._closed = True
-                    self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk "
-                                              f"(exit code {self._process.exitcode})"))
+                    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk ({how})",
+                                              outside=_from_outside(code)))
                 elif not self._closed:
                     self._closed = True
                     self._deliver(InterimDied(f"the interim process {self.pid} died between chunks "
@@ -254,6 +275,15 @@ class Interim:
             process.join()
         self._requests.close()
         self._reader.join(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the copy now (it is stuck); its reader reports the chunk it held as lost."""
+        if self._process.pid is not None:
+            try:
+                os.kill(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                logger.debug("the interim process %s was gone already", self._process.pid)
+            # A stopped copy (SIGSTOP) gets the KILL too: the kernel delivers it to stopped processes.
 
     def alive(self) -> bool:
         """True while the copy's process runs."""

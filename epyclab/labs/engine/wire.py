@@ -2,15 +2,15 @@
 
 - :func:`package` serializes each distinct experiment of a configuration once
   (:func:`serialize_experiment`, the one place an experiment is turned into
-  bytes), after refusing process-bound attributes (:mod:`epyclab.labs.portable`);
+  bytes), after refusing process-bound attributes (:mod:`epyclab.labs.engine.processbound`);
   with cloudpickle, the user's own modules by value (see
-  :mod:`epyclab.labs.byvalue`: classes from a script's ``__main__``, a notebook,
+  :mod:`epyclab.labs.engine.packaging`: classes from a script's ``__main__``, a notebook,
   a file beside the script or a package under development travel with it). An
   experiment that cannot travel fails with
   :class:`~epyclab.errors.ExperimentSerializationError` naming the class and
   the offending attribute before anything is submitted.
 - :func:`ship_experiment` sends those bytes to engines, where
-  :func:`epyclab.labs.worker.load_experiment` keeps the experiment under a key
+  :func:`epyclab.labs.engine.worker.load_experiment` keeps the experiment under a key
   unique to the sweep; tasks then carry only their points.
 - :func:`submit_chunk` submits one chunk of points as one task.
 - :func:`decode_reply` turns an engine's reply into results dicts: the one
@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from epyclab.designs import ExperimentalConfiguration
 from epyclab.errors import ClusterConnectionError, ExperimentSerializationError, ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
-from epyclab.labs import byvalue, worker
-from epyclab.labs.portable import refuse_process_bound
+from epyclab.labs.engine import packaging as byvalue
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.processbound import refuse_process_bound
 
 if TYPE_CHECKING:
     # Packaging and decoding serve ParallelLab's forked copies too, which never import ipyparallel (0.5 s).
@@ -71,7 +72,7 @@ def _classname(obj: Any) -> str:
 
 
 def _dumps(obj: Any) -> bytes:
-    # The user's own modules travel by value, installed ones by reference (see epyclab.labs.byvalue).
+    # The user's own modules travel by value, installed ones by reference (see epyclab.labs.engine.packaging).
     return byvalue.dumps(obj)
 
 
@@ -96,7 +97,7 @@ def serialize_experiment(e: Experiment) -> bytes:
 
     Raises:
         ExperimentSerializationError: ``e`` holds a process-bound object (see
-            :mod:`epyclab.labs.portable`), or something that cannot be packed;
+            :mod:`epyclab.labs.engine.processbound`), or something that cannot be packed;
             the message names the attribute.
     """
     refuse_process_bound(e)
@@ -195,15 +196,17 @@ def submit_chunk(
     paths: list[str] | None = None,
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
+    limit: float | None = None,
 ) -> AsyncResult:
-    """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.worker.run_points`).
+    """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.engine.worker.run_points`).
 
     With ``blob`` (the experiment's pickled bytes) an engine that lacks the
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
-    the reply holds fewer results than points. ``marks`` go into each run's metadata.
+    the reply holds fewer results than points. ``marks`` go into each run's metadata. ``limit``:
+    seconds each point may run.
     """
-    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks)
+    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks, limit)
 
 
 def is_engine_death(exc: BaseException) -> bool:

@@ -17,8 +17,8 @@ since) and gives it back with :func:`release`. It is stopped:
 
 Nothing outlives the process that started it: if it dies without stopping its
 cluster (SIGTERM, SIGKILL, a crashed kernel), the cluster's reaper stops it
-(see :mod:`epyclab.labs.reaper`); were the reaper killed too, the next start in
-the same profile directory stops it (see :mod:`epyclab.labs.parallelcluster`). A process forked from the
+(see :mod:`epyclab.labs.transports.reaper`); were the reaper killed too, the next start in
+the same profile directory stops it (see :mod:`epyclab.labs.transports.localcluster`). A process forked from the
 owner (multiprocessing) never stops the owner's clusters.
 """
 
@@ -29,7 +29,7 @@ import os
 import threading
 from typing import Any
 
-from epyclab.labs.parallelcluster import LocalCluster, default_profile_dir
+from epyclab.labs.transports.localcluster import LocalCluster, default_profile_dir
 from epyclab.log import logger
 
 __all__ = ["acquire", "release", "shutdown", "IDLE_SECONDS"]

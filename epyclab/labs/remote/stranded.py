@@ -1,6 +1,6 @@
 """Finding the tasks a hub will never finish, though it may still list them.
 
-Used by :class:`~epyclab.labs.collect.Collector` for the tasks that look
+Used by :class:`~epyclab.labs.remote.collect.Collector` for the tasks that look
 pending: an incomplete record the hub is not running (an orphan of a
 controller restart), a task whose engine died, a record that is missing
 (lost), and a task assigned to an engine that never received it (*stuck*:
@@ -16,9 +16,9 @@ from time import monotonic
 from ipyparallel import AsyncResult
 from ipyparallel.error import EngineError
 
-from epyclab.labs.hub import Hub, NoAnswer
-from epyclab.labs.jobs import Observation, TaskState
-from epyclab.labs.wire import is_engine_death
+from epyclab.labs.engine.wire import is_engine_death
+from epyclab.labs.remote.hub import Hub, NoAnswer
+from epyclab.labs.remote.jobs import Observation, TaskState
 from epyclab.log import logger
 
 __all__ = ["StrandedFinder"]

@@ -23,7 +23,7 @@ import ipyparallel as ipp
 from IPython.paths import get_ipython_dir
 
 from epyclab.errors import ClusterConnectionError
-from epyclab.labs.probe import controller_absent
+from epyclab.labs.remote.hubprobe import controller_absent
 from epyclab.log import logger
 
 __all__ = ["Connection", "Hub", "NoAnswer"]

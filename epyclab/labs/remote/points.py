@@ -3,7 +3,7 @@
 What users count is points, not ipyparallel tasks (a task carries a chunk of
 points, and a collected task is purged from the hub). The notebook knows
 which points are done or failed (its rows) and which are pending (its
-pending job ids, ``"<task id>/<index>"``, see :mod:`epyclab.labs.jobs`); the
+pending job ids, ``"<task id>/<index>"``, see :mod:`epyclab.labs.remote.jobs`); the
 hub knows which tasks an engine is running now, and which have finished there
 but are not collected yet (their results wait at the controller until
 ``wait()``, ``updateResults()`` or a collector writes them). :func:`pointCounts` puts the
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from epyclab.labs.jobs import parse_job_id
+from epyclab.labs.remote.jobs import parse_job_id
 from epyclab.notebooks.labnotebook import LabNotebook
 
 __all__ = ["PointCounts", "pointCounts", "describeCounts"]

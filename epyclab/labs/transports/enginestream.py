@@ -7,7 +7,7 @@ report) then sits in that pipe until the thread runs; an engine that dies at
 once (``os._exit``, a segfault) takes it along. The local cluster gives its
 engines this stream instead (``--IPEngine.out_stream_factory``): the
 descriptors stay the engine's output file, so such words reach it at once and
-are kept in the clusters' log (see :func:`epyclab.labs.clusterlog.keep_outputs`).
+are kept in the clusters' log (see :func:`epyclab.labs.transports.localclusterlog.keep_outputs`).
 What ``do()`` prints through Python is captured per run either way.
 
 Imported by the engines only.

@@ -1,0 +1,237 @@
+"""ParallelLab's default transport: forked copies when forking is known to be safe, else clean local workers.
+
+Forking the user's process copies its state, threads' locks included. A
+process that used GNU OpenMP (numba, scikit-learn, PyTorch, any extension
+built with ``-fopenmp``), or that runs other threads (a BLAS pool, a web
+client, CUDA), can leave a forked child blocked for ever in its first
+parallel region or on a lock some thread held at the fork. So the default,
+``"auto"``, looks at the process when each sweep begins (:func:`fork_safe`):
+
+- one thread (an OpenBLAS's own pool aside) and no OpenMP or CUDA runtime
+  loaded: the sweep forks copies of this
+  process (``"fork"``, see :mod:`epyclab.labs.transports.copies`; the first point starts
+  within milliseconds);
+- otherwise: clean workers, ``"workers"``: processes started afresh
+  (loky's reusable executor, as joblib's default), which import what the
+  experiment needs, kept warm across sweeps (for :data:`IdleSeconds`), so that
+  only the first sweep pays their start. The experiment travels to them as
+  the bytes every transport gets (see :mod:`epyclab.labs.engine.wire`).
+
+``backend="fork"`` forks whatever the process holds (the hazard above is
+then the user's); ``backend="workers"`` always uses clean workers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from epyclab.labs.transports.contract import ChunkFuture, Settings, Transport
+from epyclab.labs.transports.copies import ForkTransport
+from epyclab.labs.transports.executors import ExecutorTransport
+from epyclab.labs.transports.forkedcopy import fork_allowed
+from epyclab.log import logger
+
+__all__ = ["AutoTransport", "WorkersTransport", "fork_safe", "openmp_loaded", "IdleSeconds"]
+
+#: Seconds clean workers wait, idle, for the next sweep before they exit.
+IdleSeconds = 300
+
+# Shared libraries of the OpenMP runtimes: GNU, LLVM, Intel.
+_OPENMP = ("libgomp", "libomp.so", "libiomp5")
+
+
+def _maps() -> str | None:
+    try:
+        with open("/proc/self/maps") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def openmp_loaded() -> bool:
+    """True if an OpenMP runtime (or CUDA's driver) is mapped into this process (read from ``/proc/self/maps``)."""
+    maps = _maps()
+    if maps is None:
+        return True  # cannot tell: assume the worst
+    return any(lib in maps for lib in (*_OPENMP, "libcuda.so"))
+
+
+# The functions that say how many threads an OpenBLAS runs (numpy's and scipy's builds rename them).
+_OPENBLAS_THREADS = ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads64_",
+                     "scipy_openblas_get_num_threads")
+
+
+def _openblas_pool() -> int:
+    """The worker threads of the OpenBLAS libraries loaded here (numpy starts one at import; fork-safe: OpenBLAS
+    quiesces them with ``pthread_atfork``)."""
+    import ctypes
+
+    maps = _maps() or ""
+    paths = {line.split()[-1] for line in maps.splitlines() if "openblas" in line.split()[-1].lower()}
+    pool = 0
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # loaded already: the same handle
+        except OSError:
+            continue
+        for name in _OPENBLAS_THREADS:
+            get = getattr(lib, name, None)
+            if get is not None:
+                pool += max(0, int(get()) - 1)  # the calling thread is one of its n
+                break
+    return pool
+
+
+def thread_count() -> int:
+    """The threads of this process (``/proc/self/task``; what Python started and what C libraries did)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # cannot tell: assume more than one
+
+
+def fork_safe() -> bool:
+    """True if forking this process now cannot hang the child: Linux, no OpenMP (or CUDA) runtime, one thread.
+
+    One thread besides the worker threads of an OpenBLAS (numpy's), which are safe across a fork.
+    """
+    return fork_allowed() and not openmp_loaded() and thread_count() - _openblas_pool() == 1
+
+
+class _Reusable:
+    """loky's reusable executor of ``n`` workers, got afresh when a worker's death broke it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.executor = self.fresh()
+
+    def fresh(self) -> Any:
+        from loky import get_reusable_executor
+
+        self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse=True)
+        return self.executor
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return self.executor.submit(*args, **kwargs)
+
+
+class WorkersTransport:
+    """``"workers"``: clean local worker processes (loky's reusable executor), kept warm across sweeps."""
+
+    window = ExecutorTransport.window
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._reusable: _Reusable | None = None
+        self._sweep: ExecutorTransport | None = None
+
+    def begin(self, payloads: dict[str, Any]) -> None:
+        if self._reusable is None:
+            self._reusable = _Reusable(self._settings.n)
+        else:
+            self._reusable.fresh()  # the same warm workers, unless they idled out or broke
+        self._sweep = ExecutorTransport(self._reusable)
+        self._sweep.begin(payloads)
+
+    def _live(self) -> ExecutorTransport:
+        if self._sweep is None:
+            raise RuntimeError("the workers transport has no sweep: call begin() first")
+        return self._sweep
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> ChunkFuture:
+        return self._live().submit(key, points, budget, ship, limit)
+
+    def capacity(self) -> int:
+        return self._live().capacity()
+
+    def engines(self) -> tuple[int, int]:
+        return self._settings.n, self._settings.n
+
+    def check(self) -> None:
+        self._live().check()
+
+    def end(self, abandon: bool) -> None:
+        sweep, self._sweep = self._sweep, None
+        if sweep is not None:
+            sweep.end(abandon)
+        if abandon and self._reusable is not None:
+            # A point may still be running: those workers are not kept.
+            self.close()
+
+    def close(self) -> None:
+        """Stop the warm workers."""
+        reusable, self._reusable = self._reusable, None
+        if reusable is not None:
+            reusable.executor.shutdown(wait=True, kill_workers=True)
+
+    def pids(self) -> list[int]:
+        """The PIDs of the warm workers (none once stopped)."""
+        if self._reusable is None:
+            return []
+        processes = getattr(self._reusable.executor, "_processes", None) or {}
+        return list(processes)
+
+
+class AutoTransport:
+    """``"auto"``, the default: ``"fork"`` for a sweep when :func:`fork_safe`, else ``"workers"``."""
+
+    window = 1
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._fork: Transport | None = ForkTransport(settings) if fork_allowed() else None
+        self._workers: WorkersTransport | None = None
+        self._now: Any = None
+        #: The transport the last sweep ran on: "fork" or "workers".
+        self.chosen: str | None = None
+
+    def begin(self, payloads: dict[str, Any]) -> None:
+        if self._fork is not None and fork_safe():
+            self._now, self.chosen = self._fork, "fork"
+        else:
+            if self._workers is None:
+                self._workers = WorkersTransport(self._settings)
+            self._now, self.chosen = self._workers, "workers"
+            logger.debug("this process runs %d threads%s: the sweep runs on clean workers, not forked copies",
+                         thread_count(), " and has loaded OpenMP" if openmp_loaded() else "")
+        self._now.begin(payloads)
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> Any:
+        return self._now.submit(key, points, budget, ship, limit)
+
+    def capacity(self) -> int:
+        return self._now.capacity()  # type: ignore[no-any-return]
+
+    def engines(self) -> tuple[int, int]:
+        return self._now.engines() if self._now is not None else (0, self._settings.n)  # type: ignore[no-any-return]
+
+    def check(self) -> None:
+        self._now.check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
+        started = getattr(self._now, "started", None)
+        return started(future) if started is not None else None
+
+    def stop(self, future: Any) -> None:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
+        self._now.stop(future)
+
+    def end(self, abandon: bool) -> None:
+        if self._now is not None:
+            self._now.end(abandon)
+
+    def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
+
+    def pids(self) -> list[int]:
+        """The PIDs of the last sweep's forked copies (none on clean workers)."""
+        return self._fork.pids() if self.chosen == "fork" else []  # type: ignore[union-attr]
+
+    def forks(self) -> tuple[int, int]:
+        """Copies the last sweep forked, and how many replaced one that died."""
+        return self._fork.forks() if self.chosen == "fork" else (0, 0)  # type: ignore[union-attr]

@@ -1,0 +1,214 @@
+"""ParallelLab's ``"ipyparallel"`` transport: the process's warm local cluster, and a forked copy while it starts.
+
+The cluster (see :mod:`epyclab.labs.transports.warm`) is started on the first sweep and
+kept warm for the next ones. A cold sweep does not wait the second or two its
+controller and engines take: until every engine has registered, one forked
+copy of this process (see :mod:`epyclab.labs.transports.forkedcopy`) runs chunks, unpacking
+the experiment from the very bytes the engines get, so it runs exactly what
+they run. The transport is the two together (:class:`ColdStart`): a chunk goes
+to the copy while it is free, else to the engines; once ``n`` engines are
+there the copy finishes its chunk and exits, so that no more processes than
+cores run points for longer than one chunk. The copy is forked only when
+forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
+thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from epyclab.labs.transports.contract import ChunkFuture, Settings
+from epyclab.labs.transports.copies import CopiesTransport, CopyPool
+from epyclab.labs.transports.forkedcopy import Interim
+from epyclab.labs.transports.ipyparallelclient import ClientTransport
+from epyclab.log import logger
+
+if TYPE_CHECKING:
+    import ipyparallel as ipp
+
+    from epyclab.labs.engine.wire import Payload
+    from epyclab.labs.transports.localcluster import LocalCluster
+
+__all__ = ["ColdStart", "LocalClusterTransport"]
+
+
+class ColdStart:
+    """Engines that may still be registering, and (optionally) forked copies that run chunks meanwhile."""
+
+    window = ClientTransport.window
+
+    def __init__(self, engines: ClientTransport, copies: CopiesTransport | None, expected: int) -> None:
+        self._engines = engines
+        self._copies = copies
+        self._expected = expected
+
+    def begin(self, payloads: dict[str, Payload]) -> None:
+        self._engines.begin(payloads)
+        if self._copies is not None:
+            try:
+                self._copies.begin(payloads)
+            except OSError as exc:
+                # The sweep waits for the engines instead.
+                logger.warning("could not fork a process to run points while the engines start: %s", exc)
+                self._copies = None
+
+    def _copies_open(self) -> bool:
+        return self._copies is not None and self._copies.open()
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> Any:
+        if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
+            return self._copies.submit(key, points, budget, ship, limit)
+        return self._engines.submit(key, points, budget, ship, limit)
+
+    def capacity(self) -> int:
+        # First the copy, so that it works while this process connects (or launches the cluster).
+        copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
+        engines = self._engines.count()
+        if self._copies_open() and engines >= self._expected:
+            # Every engine is here: the copy finishes its chunk and exits.
+            self._copies.finish()  # type: ignore[union-attr]
+            copies = 0
+        if not engines and self._copies_open():
+            # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.
+            return copies
+        return copies + self._engines.capacity()
+
+    def engines(self) -> tuple[int, int]:
+        now = self._engines.count() + (self._copies.engines()[0] if self._copies_open() else 0)  # type: ignore[union-attr]
+        return now, self._expected
+
+    def check(self) -> None:
+        self._engines.check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
+        started = getattr(self._copies, "started", None)
+        return started(future) if started is not None else None
+
+    def stop(self, future: Any) -> None:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
+        self._copies.stop(future)
+
+    def end(self, abandon: bool) -> None:
+        try:
+            if self._copies is not None:
+                self._copies.end(abandon)
+        finally:
+            self._engines.end(abandon)
+
+    def close(self) -> None:
+        """Nothing kept here (the warm cluster is the registered transport's)."""
+
+    def pids(self) -> list[int]:
+        """The PIDs of the copies forked while the engines registered."""
+        return self._copies.pids() if self._copies is not None else []
+
+    def forks(self) -> tuple[int, int]:
+        """Copies forked while the engines registered (never replaced)."""
+        return self._copies.forks() if self._copies is not None else (0, 0)
+
+
+class LocalClusterTransport:
+    """The process's warm local ipyparallel cluster of ``settings.n`` engines (see the module docstring)."""
+
+    window = ClientTransport.window
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        #: The local cluster of the last sweep (tests read its PIDs).
+        self.localCluster: "LocalCluster | None" = None
+        self._sweep: ColdStart | None = None
+        self._last: ColdStart | None = None
+
+    def begin(self, payloads: dict[str, Payload]) -> None:
+        from epyclab.labs.transports import warm
+
+        s = self._settings
+        local = warm.acquire(s.n, s.profile_dir, s.timeout)
+        self.localCluster = local
+        copies: CopiesTransport | None = None
+        from epyclab.labs.transports.cleanworkers import fork_safe
+
+        if s.use_interim and not local.ready() and fork_safe():
+            # The engines are not all there yet: a copy of this process runs points meanwhile, from the
+            # start (before the controller is even launched); only where a fork cannot hang (see
+            # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
+            blobs = {k: pl.blob for k, pl in payloads.items()}
+
+            def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
+                # Unpacked as the engines unpack them: the copy runs exactly what they run.
+                return CopyPool(blobs, deliver, 1, output=local.log_file("interim"), adopt=local.adopt,
+                                replace=False)
+
+            copies = CopiesTransport(pool, 1)
+
+        def connect() -> "ipp.Client | None":
+            local.launch()  # once: the controller and the engines start while the copy works
+            local.poll()
+            return local.client
+
+        engines = ClientTransport(local.client if local.ready() else None, connect=connect, health=local.check,
+                                  expected=s.n)
+        self._sweep = self._last = ColdStart(engines, copies, s.n)
+        try:
+            self._sweep.begin(payloads)
+        except BaseException:
+            self.end(abandon=True)
+            raise
+
+    def _live(self) -> ColdStart:
+        if self._sweep is None:
+            raise RuntimeError("the local cluster transport has no sweep: call begin() first")
+        return self._sweep
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None,
+               ship: bool = False, limit: float | None = None) -> ChunkFuture:
+        return self._live().submit(key, points, budget, ship, limit)  # type: ignore[no-any-return]
+
+    def capacity(self) -> int:
+        return self._live().capacity()
+
+    def engines(self) -> tuple[int, int]:
+        return self._sweep.engines() if self._sweep is not None else (0, self._settings.n)
+
+    def check(self) -> None:
+        self._live().check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
+        started = getattr(self._live(), "started", None)
+        return started(future) if started is not None else None
+
+    def stop(self, future: Any) -> None:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
+        self._live().stop(future)
+
+    def end(self, abandon: bool) -> None:
+        """End the sweep; a sweep that ended with an error may leave a point running on an engine: start afresh."""
+        from epyclab.labs.transports import warm
+
+        sweep, self._sweep = self._sweep, None
+        try:
+            if sweep is not None:
+                sweep.end(abandon)
+        finally:
+            if self.localCluster is not None:
+                warm.release(self.localCluster, broken=abandon)
+
+    def close(self) -> None:
+        """Stop the warm cluster this transport started."""
+        local, self.localCluster = self.localCluster, None
+        if local is not None:
+            from epyclab.labs.transports import warm
+
+            warm.shutdown(local)
+
+    def pids(self) -> list[int]:
+        """The PIDs of the copies the last sweep forked while its engines registered."""
+        return self._last.pids() if self._last is not None else []
+
+    def forks(self) -> tuple[int, int]:
+        """Copies forked in the last sweep (none are replaced here)."""
+        return self._last.forks() if self._last is not None else (0, 0)

@@ -1,0 +1,218 @@
+"""Any ``concurrent.futures.Executor`` as a transport: ``ParallelLab(notebook, executor=ex)``.
+
+A ``ProcessPoolExecutor`` (any start method), a ``loky`` executor, or a Dask
+cluster's client (``distributed.Client``, or ``client.get_executor()``) runs a
+sweep with the scheduler every transport has (chunks, time budgets, progress,
+commits, captured output, failures as data, deaths). Each task is one call of
+:func:`epyclab.labs.engine.worker.run_points` with a chunk of points: the function
+travels by reference (every worker has epyclab installed), the experiment as
+the bytes :func:`epyclab.labs.engine.wire.package` made (cloudpickle; the user's own
+modules by value), sent with every chunk and unpacked once per worker process
+(kept under the sweep's key, as an engine keeps it), and the reply as the
+worker's encoded results.
+
+Deaths. The executor decides what a worker's death looks like:
+
+- a ``ProcessPoolExecutor`` whose worker dies is *broken* (every future in
+  flight fails with ``BrokenProcessPool``, and it takes no more tasks). The
+  transport then continues on a fresh pool of the same size and start method
+  (shut down when the sweep ends; the user's broken pool is left to them). A
+  break with several chunks in flight cannot say which point caused it: those
+  chunks are run again one point at a time, alone, without counting the break
+  against them; a break with one chunk alone in flight is that chunk's doing.
+- Dask reschedules the tasks of a worker that died by itself (its nanny
+  starts a new worker); a task that took ``allowed-failures`` workers down
+  with it fails with ``KilledWorker``, and so may a task that waited on the
+  same worker: as with a broken pool, such a death is the point's own only
+  when its chunk was alone in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from typing import Any
+
+from epyclab.errors import EngineDied
+from epyclab.labs.engine import worker
+from epyclab.labs.engine.wire import Payload, client_paths
+from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.log import logger
+
+__all__ = ["ExecutorTransport", "executor_of", "workers_of"]
+
+
+def executor_of(executor: Any) -> Any:
+    """The ``concurrent.futures``-style executor of ``executor``: a Dask client's own, or ``executor`` itself.
+
+    Raises:
+        TypeError: ``executor`` has no ``submit`` (it is not an executor).
+    """
+    get_executor = getattr(executor, "get_executor", None)
+    if callable(get_executor) and callable(getattr(executor, "scheduler_info", None)):
+        # A distributed.Client: every task is a new one, even when a resubmitted chunk repeats an earlier one
+        # (pure=True would hand back the earlier, failed, future).
+        return get_executor(pure=False)
+    if not callable(getattr(executor, "submit", None)):
+        raise TypeError(
+            f"ParallelLab(executor=...) needs a concurrent.futures.Executor (or a Dask client), not "
+            f"{type(executor).__name__}"
+        )
+    return executor
+
+
+def workers_of(executor: Any) -> int:
+    """How many tasks ``executor`` runs at once, as far as it says (else this machine's cores)."""
+    client = getattr(executor, "_client", executor)  # a Dask ClientExecutor keeps its client there
+    nthreads = getattr(client, "nthreads", None)
+    if callable(nthreads) and callable(getattr(client, "scheduler_info", None)):
+        try:
+            return max(1, sum(nthreads().values()))
+        except Exception as exc:  # a client that cannot answer now still runs tasks
+            logger.debug("could not ask the Dask scheduler for its workers: %s", exc)
+    n = getattr(executor, "_max_workers", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class ExecutorTransport:
+    """A ``concurrent.futures.Executor`` (or a Dask client) as a transport (see the module docstring)."""
+
+    #: Chunks in flight per worker: one running, one queued, so a worker never waits for the next.
+    window = 2
+
+    def __init__(self, executor: Any) -> None:
+        self._given = executor
+        self._executor: Any = executor_of(executor)
+        self._workers = workers_of(self._executor)
+        self._ours: list[Executor] = []  # pools made here to replace a broken one
+        self._payloads: dict[str, Payload] = {}
+        self._paths = client_paths()
+        self._lock = threading.Lock()
+        self._in_flight: dict[Future, Any] = {}  # type: ignore[type-arg]
+        # How many chunks each pool had in flight when it broke (by the pool's id).
+        self._breaks: dict[int, int] = {}
+        # After a break that could not be blamed, chunks run one at a time until this many points came back.
+        self._suspects = 0
+
+    def begin(self, payloads: dict[str, Payload]) -> None:
+        self._payloads = dict(payloads)
+
+    def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
+               limit: float | None = None) -> ChunkFuture:
+        blob = self._payloads[key].blob
+        future = ChunkFuture("executor")
+        if self._broken():
+            self._renew()
+        pool = self._executor
+        try:
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+        except BrokenProcessPool:
+            self._renew()
+            pool = self._executor
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+        with self._lock:
+            self._in_flight[inner] = pool
+            serial = len(points) if self._suspects else 0
+        inner.add_done_callback(lambda done: self._settle(done, future, pool, serial, len(points)))
+        return future
+
+    def _settle(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
+        error = None if inner.cancelled() else inner.exception()
+        died = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"
+        with self._lock:
+            if isinstance(error, BrokenProcessPool):
+                # Every future of a broken pool fails at once: how many were in flight when it broke.
+                at_death = self._breaks.setdefault(id(pool), sum(p is pool for p in self._in_flight.values()))
+            else:
+                at_death = len(self._in_flight)
+            self._in_flight.pop(inner, None)
+            self._suspects = max(0, self._suspects - serial)
+            if died and at_death > 1:
+                # Several chunks were in flight: no telling whose point it was (see the module docstring).
+                self._suspects += size
+        if inner.cancelled():
+            future.cancel()
+            return
+        if error is None:
+            future.set_result(inner.result())
+        elif died:
+            message = f"a worker process of the executor died ({error})"
+            future.set_exception(WorkerDied(message, error=EngineDied(message), outside=at_death > 1))
+        else:
+            future.set_exception(error)
+
+    def _renew(self) -> None:
+        """Continue on a fresh process pool like the broken one."""
+        broken = self._executor
+        fresh_one = getattr(self._given, "fresh", None)
+        if callable(fresh_one):
+            self._executor = fresh_one()  # an executor that knows how to renew itself (loky's reusable one)
+            return
+        if not isinstance(broken, ProcessPoolExecutor):
+            return
+        # The pool's size and start method: the standard library keeps them in attributes of its own.
+        fresh = ProcessPoolExecutor(max_workers=getattr(broken, "_max_workers", None),
+                                    mp_context=getattr(broken, "_mp_context", None))
+        logger.warning("a worker of the process pool died; the sweep goes on on a fresh pool of %d workers",
+                       self._workers)
+        self._ours.append(fresh)
+        self._executor = fresh
+
+    def capacity(self) -> int:
+        if self._broken():
+            self._renew()
+        with self._lock:
+            if self._suspects:
+                # Blame the next break on the one chunk running.
+                return 1
+        return self._workers * self.window
+
+    def _broken(self) -> bool:
+        return bool(getattr(self._executor, "_broken", False))  # ProcessPoolExecutor says so there
+
+    def engines(self) -> tuple[int, int]:
+        return self._workers, self._workers
+
+    def check(self) -> None:
+        """An executor says nothing of its health until a task fails; a broken pool is renewed in capacity()."""
+
+    def end(self, abandon: bool) -> None:
+        with self._lock:
+            in_flight, self._in_flight = list(self._in_flight), {}
+            self._suspects = 0
+        for inner in in_flight:
+            inner.cancel()
+        for pool in self._ours:
+            _stop_pool(pool)
+        self._ours = []
+        self._executor = executor_of(self._given)
+        for key in self._payloads:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        # Workers keep the experiment under the sweep's key; each drops it when told (best effort: which
+        # worker runs this is the executor's choice, and a worker's memory goes with it anyway).
+        try:
+            self._executor.submit(worker.forget_experiment, key)
+        except (RuntimeError, BrokenProcessPool) as exc:
+            logger.debug("could not ask the executor's workers to drop experiment %s: %s", key, exc)
+
+    def close(self) -> None:
+        """Nothing: the executor is the user's to shut down."""
+
+
+def _stop_pool(pool: Any) -> None:
+    """Stop a process pool this transport made, its processes by PID (a broken pool's shutdown can wait for ever)."""
+    # The standard library keeps the pool's processes in an attribute of its own; killing them first means
+    # shutdown() has nothing left to wait for.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join(10)
+    pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,176 @@
+"""Per-point time limits: runExperiment(e, timeout=S) and the lab's Timeout, on every lab.
+
+A point still running after S seconds is a failed row with a TimeoutError
+naming the point and the limit, and the sweep goes on. A point stuck where
+Python cannot interrupt it (a busy C loop compiled here, a SIGSTOPped
+process) has its worker stopped and replaced, and is not retried.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest_parallel import wait_for_file
+
+from epyclab.experiment import Experiment
+from epyclab.labs.lab import Lab
+from epyclab.labs.parallel import ParallelLab
+from epyclab.notebooks.labnotebook import LabNotebook
+
+STATUS, EXCEPTION = Experiment.STATUS, Experiment.EXCEPTION
+
+
+class SleepsAt(Experiment):
+    """y = x, but sleeps ``seconds`` at x == ``at``."""
+
+    def __init__(self, at: int, seconds: float = 60.0) -> None:
+        super().__init__()
+        self.at = at
+        self.seconds = seconds
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            time.sleep(self.seconds)
+        return {"y": params["x"], "pid": os.getpid()}
+
+
+class SpinsAt(Experiment):
+    """y = x, but spins for ever in C (a compiled loop that never returns to Python) at x == ``at``."""
+
+    def __init__(self, library: str, at: int) -> None:
+        super().__init__()
+        self.library = library
+        self.at = at
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            ctypes.CDLL(self.library).spin()
+        return {"y": params["x"], "pid": os.getpid()}
+
+
+class StopsAt(Experiment):
+    """At x == ``at`` writes its pid to ``marker`` and waits (the test SIGSTOPs the process)."""
+
+    def __init__(self, marker: str, at: int) -> None:
+        super().__init__()
+        self.marker = marker
+        self.at = at
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            with open(self.marker + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(self.marker + ".tmp", self.marker)
+            time.sleep(0.5)
+        return {"y": params["x"], "pid": os.getpid()}
+
+
+def timed_out(df: Any, x: int, limit: float) -> None:
+    assert df["x"].tolist() == list(range(len(df)))
+    failed = df[~df[STATUS].astype(bool)]
+    assert failed["x"].tolist() == [x]
+    message = failed[EXCEPTION].iloc[0]
+    assert message.startswith("TimeoutError: point [x=") and f"x={x}]" in message, message
+    assert f"time limit of {limit:g} s" in message, message
+    ok = df[df[STATUS].astype(bool)]
+    assert (ok["y"] == ok["x"]).all()
+
+
+@pytest.fixture(scope="module")
+def spin_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    gcc = shutil.which("gcc")
+    assert gcc is not None, "this test compiles a C loop: install gcc"
+    where = tmp_path_factory.mktemp("spin")
+    (where / "spin.c").write_text("void spin(void) { volatile unsigned long i = 0; for (;;) i++; }\n")
+    subprocess.run([gcc, "-shared", "-fPIC", "-O0", "-o", str(where / "libspin.so"), str(where / "spin.c")],
+                   check=True)
+    return str(where / "libspin.so")
+
+
+def test_a_sequential_lab_fails_a_sleeping_point_and_goes_on() -> None:
+    lab = Lab(LabNotebook())
+    lab["x"] = range(5)
+    lab.runExperiment(SleepsAt(2), progress=False, timeout=0.5)
+    timed_out(lab.notebook().dataframe(only_successful=False), 2, 0.5)
+
+
+def test_the_lab_attribute_sets_the_limit_for_epyc_style_code() -> None:
+    lab = Lab(LabNotebook())
+    lab.Timeout = 0.5
+    lab["x"] = range(3)
+    lab.runExperiment(SleepsAt(1), progress=False)
+    timed_out(lab.notebook().dataframe(only_successful=False), 1, 0.5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True])
+def test_a_limit_that_is_not_a_positive_number_is_refused(bad: Any) -> None:
+    lab = Lab(LabNotebook())
+    lab["x"] = range(2)
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        lab.runExperiment(SleepsAt(9), progress=False, timeout=bad)
+    assert lab.notebook().numberOfResults() == 0
+
+
+@pytest.mark.parametrize("backend", ["fork", "workers", "ipyparallel", "spawn-executor"])
+def test_a_sleeping_point_is_a_failed_row_on_every_transport(backend: str, tmp_path: Path) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")
+    ex = ProcessPoolExecutor(2, mp_context=spawn) if backend == "spawn-executor" else None
+    if ex is not None:
+        lab = ParallelLab(LabNotebook(), executor=ex)
+    else:
+        lab = ParallelLab(LabNotebook(), cores=2, backend=backend, profile_dir=str(tmp_path / "profile"))
+    lab["x"] = range(8)
+    try:
+        lab.runExperiment(SleepsAt(3), progress=False, timeout=1.0)
+    finally:
+        lab.shutdown()
+        if ex is not None:
+            ex.shutdown()
+    timed_out(lab.notebook().dataframe(only_successful=False), 3, 1.0)
+
+
+def test_a_point_stuck_in_c_has_its_copy_stopped_and_replaced(spin_library: str) -> None:
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
+    lab["x"] = range(8)
+    lab.runExperiment(SpinsAt(spin_library, 4), progress=False, timeout=1.0)
+    timed_out(lab.notebook().dataframe(only_successful=False), 4, 1.0)
+    # Not retried: one copy was stopped, and replaced by one fresh fork.
+    assert lab.lastSweep["replaced"] == 1 and lab.lastSweep["resubmitted"] == 0
+
+
+def test_a_sigstopped_copy_is_stopped_and_replaced(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+    stopped: list[int] = []
+
+    def stop() -> None:
+        pid = int(wait_for_file(marker, timeout=120))
+        stopped.append(pid)
+        os.kill(pid, signal.SIGSTOP)
+
+    t = threading.Thread(target=stop, daemon=True)
+    t.start()
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
+    lab["x"] = range(8)
+    lab.runExperiment(StopsAt(str(marker), 5), progress=False, timeout=2.0)
+    t.join(30)
+    timed_out(lab.notebook().dataframe(only_successful=False), 5, 2.0)
+    assert stopped and not Path(f"/proc/{stopped[0]}").exists() or _zombie(stopped[0])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
