@@ -27,6 +27,7 @@ import logging
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import uuid
 import weakref
@@ -837,9 +838,30 @@ def _fold_at_exit(fold: weakref.finalize) -> None:
 
 def _fold_all_at_exit() -> None:
     """Fold every notebook still open for writing (each fold runs once; a closed notebook's was removed)."""
+    interrupted = _interrupted_exit_flag()
     for fold in list(_AT_EXIT):
         _AT_EXIT.discard(fold)
         fold()
+    if interrupted is not None and interrupted.value == 0 and isinstance(getattr(sys, "last_value", None),
+                                                                         KeyboardInterrupt):
+        # A script ended by Ctrl-C exits by SIGINT (a shell shows 130) when CPython's flag for it is still set
+        # after the exit hooks. A fold can clear it: its first pandas text column makes pyarrow (when installed)
+        # run code through PyRun_*, which resets the flag. Set it again, so Ctrl-C ends the script as usual.
+        interrupted.value = 1
+
+
+def _interrupted_exit_flag() -> Any:
+    """CPython's "ended by an uncaught KeyboardInterrupt" flag as a ctypes int, or None where it is not exported.
+
+    It is ``_Py_UnhandledKeyboardInterrupt`` up to Python 3.11; 3.12 moved it into the runtime's state, where
+    it cannot be reached (there a fold may still turn the exit status of a script ended by Ctrl-C into 1).
+    """
+    import ctypes  # here: only at exit
+
+    try:
+        return ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt")
+    except ValueError:
+        return None
 
 
 def _fold_left_open(path: str, lock: WriterLock, journal: list[Journal | None]) -> None:
