@@ -217,10 +217,11 @@ def test_a_notebook_left_open_folds_at_exit_whatever_the_program_did_before(tmp_
 
 
 @pytest.mark.parametrize("lab", ["Lab", pytest.param("ParallelLab", marks=pytest.mark.xfail(strict=True, reason=(
-    "known regression (issue 20's default transport): a kernel whose ParallelLab ran on the clean loky workers "
-    "does not exit within jupyter_client's wait after a shutdown request and is ended by SIGTERM, so the exit "
-    "folds do not run; the rows stay in the journal (opening the notebook folds them in). With backend='fork' "
-    "it exits in 0.3 s. To be fixed: the kernel's exit with warm loky workers")))])
+    "known regression (issue 20's default transport): in a kernel the default runs on loky's clean workers, "
+    "whose resource trackers (loky's and multiprocessing's, children of the kernel) ignore SIGTERM; at a "
+    "shutdown request ipykernel ends its children in rounds (SIGTERM, then SIGKILL after 4.4 s), and "
+    "jupyter_client ends the kernel by SIGTERM after 2.5 s, so the exit folds never run: the rows stay in the "
+    "journal, and opening the notebook folds them in. With backend='fork' the kernel exits in 0.3 s")))])
 def test_a_jupyter_kernel_shut_down_leaves_every_row_in_the_file_alone(jupyter, lab):  # noqa: F811
     # The user's habit: sweep in a cell, never close, shut the kernel down (nbclient does, at the end).
     cell = (
