@@ -1,7 +1,9 @@
 """Seeded sweeps and reruns of failed points, checked on every lab.
 
 Labs: the sequential ``Lab``, ``ParallelLab`` on forked copies (any number of
-them), on its own local ipyparallel cluster, and ``ClusterLab`` on a real
+them), on clean loky workers (the default where forking is unsafe), on a
+``ProcessPoolExecutor`` of spawned processes (the executor transport), on its
+own local ipyparallel cluster, and ``ClusterLab`` on a real
 controller and engines. Clusters are started once for the module and stopped
 (by PID) at its end.
 
@@ -16,8 +18,10 @@ replaced rows stay stored.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,14 @@ def ipyparallel_labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     assert still_running(procs) == []
 
 
+@pytest.fixture(scope="module")
+def spawn_pool() -> Iterator[ProcessPoolExecutor]:
+    """Two spawned worker processes for the executor transport; shut down (and joined) at the module's end."""
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class Labs:
     """Makes each kind of lab on a notebook, and waits for its results."""
 
@@ -95,6 +107,10 @@ class Labs:
             return Lab(nb)
         if kind == "fork":
             return ParallelLab(nb, cores=workers, backend="fork")
+        if kind == "workers":
+            return ParallelLab(nb, cores=workers, backend="workers")
+        if kind == "executor":
+            return ParallelLab(nb, executor=self.request.getfixturevalue("spawn_pool"))
         if kind == "ipyparallel":
             profile, labs = self.request.getfixturevalue("ipyparallel_labs")
             lab = ParallelLab(nb, cores=2, backend="ipyparallel", profile_dir=str(profile))
@@ -123,7 +139,7 @@ def labs(request: pytest.FixtureRequest) -> Iterator[Labs]:
     made.close()
 
 
-KINDS = ["lab", "fork", "ipyparallel", "cluster"]
+KINDS = ["lab", "fork", "workers", "executor", "ipyparallel", "cluster"]
 
 
 # ---- the same sweep seed, the same rows -------------------------------------------------------------
@@ -161,7 +177,7 @@ def test_forked_copies_give_the_rows_of_the_sequential_lab(
     check_same_rows(labs, "fork", xs, order, min(first, len(xs)), workers, seed)
 
 
-@pytest.mark.parametrize("kind", ["ipyparallel", "cluster"])
+@pytest.mark.parametrize("kind", ["workers", "executor", "ipyparallel", "cluster"])
 @SLOW
 @given(st.lists(st.integers(0, 60), min_size=1, max_size=12, unique=True), st.randoms(use_true_random=False),
        st.integers(1, 12), st.integers(0, 2**63 - 1))
