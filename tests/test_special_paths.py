@@ -177,6 +177,23 @@ def test_export_never_replaces_a_special_csv_file(kind: str, force: bool, tmp_pa
     _untouched(out, kind)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev", "blockdev"])
+@pytest.mark.parametrize("how", ["report", "netcdf", "parquet"])
+def test_no_output_of_the_command_line_replaces_a_special_file_even_with_force(
+        kind: str, how: str, tmp_path: Path, sockets: list[socket.socket]) -> None:
+    # Every command that writes a file goes through one write helper (sidefiles.safe_write): the rule is there.
+    good = _notebook(tmp_path)
+    with HDF5LabNotebook(good) as nb:
+        nb.select("t")
+        nb.addResult({"parameters": {"x": 1}, "results": {"y": 2.0}, "metadata": {"epyc.experiment.status": True}})
+    out = make(kind, tmp_path / {"report": "out.html", "netcdf": "out.nc", "parquet": "out.parquet"}[how], sockets)
+    args = (["report", f"{good}", "-o", str(out), "--force"] if how == "report"
+            else ["export", "--force", f"{good}:t", str(out)])
+    code, said = _cli(*args)
+    assert code == 1 and f"{out} is {WORDS[kind]}" in said, said
+    _untouched(out, kind)
+
+
 def test_the_command_line_refuses_the_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     good = _notebook(tmp_path)

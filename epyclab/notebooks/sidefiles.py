@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
 from epyclab.notebooks import fileio
+from epyclab.notebooks.paths import refuse_special_path
 
 __all__ = [
     "notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error",
@@ -130,10 +131,15 @@ def safe_write(path: str, write: Callable[[IO[Any]], None], binary: bool = False
 
     The temporary file is created exclusively (never through a link); if
     ``write`` raises, it is removed and ``path`` is left exactly as it was.
+    Only a regular file (or no file) at ``path`` is ever replaced: a FIFO, device, socket or
+    directory there is refused before anything is written, whoever calls (CSV, netCDF and Parquet
+    exports, reports, JSON notebooks).
 
     Raises:
+        NotebookPathError: ``path`` names something that is not a regular file.
         NotebookIOError: the disk is full, or another I/O error (naming ``path``).
     """
+    refuse_special_path(path)
     directory = os.path.dirname(os.path.abspath(path))
     mode = new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
