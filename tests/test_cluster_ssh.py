@@ -239,13 +239,35 @@ def process_owner_of_path(path: Path) -> str:
     return pwd.getpwuid(path.stat().st_uid).pw_name
 
 
-class WhereAndWhen(Experiment):
-    """Says which worker ran the point (its engine's EPYCLAB_WORKER), and when."""
+# Which worker ran the point (its engine's EPYCLAB_WORKER), and when. In a module of its own, as a
+# user's experiment is: a worker imports the user's module from the source that travels with it, so
+# the module must not import what the workers lack (this test module imports pytest).
+WHEN_MODULE = """
+import os
+import time
 
+from epyclab.experiment import Experiment
+
+
+class WhereAndWhen(Experiment):
     def do(self, params):
         start = time.time()
         time.sleep(0.3)
         return {"worker": os.environ.get("EPYCLAB_WORKER", ""), "start": start, "end": time.time()}
+"""
+
+
+def where_and_when(directory: Path) -> Experiment:
+    """An instance of WhereAndWhen, imported from its module written in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sshwhen.py").write_text(WHEN_MODULE)
+    sys.path.insert(0, str(directory))
+    try:
+        import sshwhen  # type: ignore[import-not-found]
+
+        return sshwhen.WhereAndWhen()
+    finally:
+        sys.path.remove(str(directory))
 
 
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
@@ -276,7 +298,7 @@ def test_points_run_on_the_host_their_mapfile_names_within_the_cap(
     lab = ClusterLab(LabNotebook(), profile="data", ipython_dir=str(ipdir), design=PointwiseDesign(),
                      maxPerNode=1, chunkSize=1)
     lab["host"], lab["file"] = hosts, files
-    lab.runExperiment(WhereAndWhen(), progress=False)
+    lab.runExperiment(where_and_when(tmp_path / "model"), progress=False)
     assert lab.wait(timeout=300, progress=False)
     df = lab.dataframe(only_successful=False)
     lab.close()
