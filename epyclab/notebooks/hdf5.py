@@ -345,7 +345,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
 
     def _set_aside(self, frames: list[bytes], cause: BaseException) -> None:
         """Keep journal records that cannot be folded in a file of their own, and say so."""
-        records = [_describe_frame(f) for f in frames]
+        records = _describe_frames(frames)
         journal = self._side("journal")
         if self._readonly:
             logger.warning(
@@ -363,7 +363,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             "opens without them; they are kept in %s. To recover them, read that file with "
             "epyclab.notebooks.journal.read_records(path) (each record holds the rows, by column, "
             "and the pending-result changes of one commit) and add what you need with addResult()",
-            self._path, len(frames), "; ".join(records), type(cause).__name__, cause, aside,
+            self._path, len(frames), records, type(cause).__name__, _shortened(str(cause)), aside,
         )
 
     def _loaded(self) -> None:
@@ -911,6 +911,38 @@ class _Unfoldable(Exception):
     def __init__(self, index: int | None, cause: BaseException) -> None:
         super().__init__(index, cause)
         self.index, self.cause = index, cause
+
+
+def _describe_frames(frames: list[bytes]) -> str:
+    """What the records set aside hold, for the warning: each one when they are few, else a summary.
+
+    A thousand commits set aside must not make a warning of a thousand clauses (one line of 30 KB).
+    """
+    if len(frames) <= _LISTED_RECORDS:
+        return "; ".join(_describe_frame(f) for f in frames)
+    seqs, rows, pending, unreadable = [], 0, 0, 0
+    for frame in frames:
+        try:
+            record = decode_frame(frame)
+        except _UNFOLDABLE:
+            unreadable += 1
+            continue
+        seqs.append(record.get("seq"))
+        rows += sum(len(next(iter(cols.values()), [])) for _, _, _, cols in record.get("rows", []))
+        pending += sum(len(added) + len(removed) for _, added, removed in record.get("pending", []))
+    known = sorted(q for q in seqs if isinstance(q, int))
+    span = f"commits {known[0]} to {known[-1]}" if known else "commits"
+    text = f"{span}: {len(seqs)} record(s), {rows} row(s), {pending} pending-result change(s)"
+    return text + (f"; {unreadable} record(s) that cannot be read" if unreadable else "")
+
+
+#: At most this many set-aside records are described one by one in a warning.
+_LISTED_RECORDS = 5
+
+
+def _shortened(text: str, limit: int = 600) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def _describe_frame(frame: bytes) -> str:
