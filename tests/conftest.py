@@ -110,3 +110,19 @@ def make_rc() -> MakeResults:
         }
 
     return make
+
+
+@pytest.fixture
+def ipdir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An IPython directory of the test's own; any cluster a test leaves running in it is stopped afterwards.
+
+    Stopped through the API that started it (``stopCluster``, by the PIDs the profile recorded), never by name.
+    """
+    from epyclab.clustersetup.manage import stopCluster
+    from epyclab.clustersetup.state import loadProcesses
+
+    directory = tmp_path / "ipython"
+    yield directory
+    for profile in directory.glob("profile_*"):
+        if not loadProcesses(profile).empty():
+            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)

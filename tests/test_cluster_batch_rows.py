@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,17 +19,7 @@ from test_cluster_local import cluster
 from epyclab.clustersetup import batchsystems
 from epyclab.clustersetup.batchsystems import SYSTEMS, BatchSystem, jobInfo
 from epyclab.clustersetup.launchers import BatchOptions, describeBatch
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
-
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def test_a_new_batch_system_is_one_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

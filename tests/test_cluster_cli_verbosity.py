@@ -10,24 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
 
 EPYCLAB = str(Path(sys.executable).parent / "epyclab")
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def epyclab(ipdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,12 @@ from clusterhub import Square
 from test_cluster_local import cluster
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.remote.points import PointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
-
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def test_init_prints_the_path_once_and_names_the_batch_launchers(ipdir: Path) -> None:

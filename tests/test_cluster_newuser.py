@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from test_cluster_local import cluster
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.clusterlab import ClusterLab
@@ -30,14 +29,6 @@ from epyclab.notebooks.labnotebook import LabNotebook
 TESTS = Path(__file__).parent
 DOCS = TESTS.parent / "docs"
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 # ---- the controller's address, for engines on other nodes ------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import pytest
 from test_cluster_local import cluster
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.outside import ENDED_DIRECTORY, endedFromOutside
-from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -37,14 +34,6 @@ class Slow(Experiment):
             time.sleep(30)
         return {"pid": os.getpid()}
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 @pytest.mark.parametrize("outside", [True, False], ids=["TERM-then-KILL", "KILL-alone"])

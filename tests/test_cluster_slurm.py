@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ import slurm as slurm_fixture
 from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
 from test_cluster_local import cluster, running, wait_gone
 
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
@@ -28,14 +26,6 @@ from epyclab.notebooks.hdf5 import HDF5LabNotebook
 TESTS = Path(__file__).parent
 POINTS = 20
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def submit_in_another_process(ipdir: Path, profile: str, notebook: Path) -> None:
