@@ -15,6 +15,7 @@ files.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -228,3 +229,47 @@ def test_a_failed_rows_traceback_shows_the_notebook_cells_line(jupyter: Path) ->
     line = 'raise ValueError("no good at %d" % params["x"])  # the cell\'s failing line'
     for tb in got["tracebacks"]:
         assert f"line {_line_of(CELL.lstrip(), line)}, in do" in tb and line in tb and "<dynamic-code>" not in tb, tb
+
+
+LIB_HELPER = """
+import ctypes
+
+_lib = ctypes.CDLL({library!r})
+"""
+
+LIB_UNPACK = """
+import sys
+from pathlib import Path
+from epyclab.errors import ModuleSourceImportError
+from epyclab.labs.engine.packaging import loads
+try:
+    loads(Path(sys.argv[1]).read_bytes())
+except ModuleSourceImportError as exc:
+    print(exc)
+"""
+
+
+def test_a_module_whose_library_the_worker_lacks_is_named_with_the_library(tmp_path: Path) -> None:
+    # The library is loaded on the client, then gone on the worker's side (a node without it).
+    project = tmp_path / "project"
+    project.mkdir()
+    library = tmp_path / "libs" / "libwork.so"
+    library.parent.mkdir()
+    (library.parent / "work.c").write_text("int work(int n) { return n + 1; }\n")
+    gcc = shutil.which("gcc")
+    assert gcc is not None, "this test compiles a shared library: install gcc"
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(library), str(library.parent / "work.c")], check=True)
+    (project / "helper.py").write_text(LIB_HELPER.format(library=str(library)))
+    (project / "model.py").write_text(textwrap.dedent(MODEL).replace("helper.work(params[\"x\"])", "1"))
+    blob = tmp_path / "blob"
+    subprocess.run([sys.executable, "-c", PACK, str(project), str(blob)], check=True, cwd=tmp_path, timeout=120)
+    library.unlink()
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    out = subprocess.run([sys.executable, "-c", LIB_UNPACK, str(blob)], cwd=elsewhere, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    message = out.stdout
+    assert f"module helper ({project / 'helper.py'}, sent here as source) failed" in message
+    assert f"OSError: {library}" in message and "available on the workers" in message
+    assert "module model" not in message  # the module that failed, not the one importing it

@@ -43,6 +43,7 @@ import marshal
 import os
 import pickle
 import site
+import socket
 import sys
 import sysconfig
 import threading
@@ -55,6 +56,8 @@ from types import ModuleType
 from typing import Any
 
 import cloudpickle
+
+from epyclab.errors import ModuleSourceImportError
 
 __all__ = ["dumps", "loads", "isUsersOwn", "usersModules"]
 
@@ -212,7 +215,19 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         source, _, file = self.sources[module.__name__]
-        exec(compile(source, file, "exec"), module.__dict__)  # the user's own code, sent to run here
+        try:
+            exec(compile(source, file, "exec"), module.__dict__)  # the user's own code, sent to run here
+        except ModuleSourceImportError:
+            raise  # a module it imports failed: that one is named already
+        except Exception as exc:
+            # Its own error would not say which module failed (a ctypes OSError names only the library), nor that
+            # it failed on this worker only: the client imported it.
+            raise ModuleSourceImportError(
+                f"module {module.__name__} ({file}, sent here as source) failed when imported on this worker "
+                f"({socket.gethostname()}): {type(exc).__name__}: {exc}. It imports on the client: make what it "
+                f"loads at import (a shared library, a data file, a package) available on the workers at the path "
+                f"it uses, or load it inside the function that needs it", name=module.__name__, path=file,
+            ) from exc
 
     def get_source(self, name: str) -> str | None:
         """The source of module ``name`` that came along (importlib's InspectLoader: linecache asks it)."""
