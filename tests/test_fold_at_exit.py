@@ -258,7 +258,9 @@ def test_clean_workers_stay_warm_across_a_kernels_cells_and_stop_when_it_shuts_d
     setup = "PATH, BACKEND = 'warm.h5', 'auto'\n" + WORKER_PIDS
     outputs = run_notebook([setup, "first = sweep(1)", "print(json.dumps([first, sweep(2), os.getpid()]))"], jupyter)
     first, second, kernel = json.loads(outputs[2][0]["text"])
-    assert kernel not in first and first == second
+    # Both sweeps ran on the same two workers (one may have taken every point of a sweep); copies forked for each
+    # sweep would be four processes.
+    assert kernel not in first and len(set(first) | set(second)) <= 2
     assert "warm.h5.journal" not in os.listdir(jupyter)
     assert len(plain_h5py_rows(jupyter / "warm.h5")) == 16
 
@@ -270,4 +272,4 @@ def test_a_script_keeps_its_clean_workers_warm_across_sweeps(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     first, second, me = json.loads(done.stdout)
-    assert me not in first and first == second
+    assert me not in first and len(set(first) | set(second)) <= 2  # the same two workers
