@@ -49,6 +49,8 @@ LOADED_IN = os.getpid()
 
 
 def work(n):
+    if n < 0:
+        raise ValueError("no work below zero: %d" % n)  # the helper's failing line
     return _lib.sshwork(n)
 """
 
@@ -131,6 +133,17 @@ def test_a_helper_holding_a_compiled_library_is_imported_on_ssh_workers_that_lac
         assert (df["loaded_in"] == df[Experiment.PID]).all()  # imported (and the library loaded) in the engine
         assert set(df["helper_file"]) == {str(code / "sshlibhelper.py")}  # its source, under its own name
         assert not df["readable_here"].any()  # ...though the engine could not read that file
+
+        # A point failing in the helper: its traceback names the helper's file and line, and shows the line.
+        lab = ClusterLab(LabNotebook(), profile="compiled", ipython_dir=str(ipdir), chunkSize=1)
+        lab["x"] = [-1]
+        lab.runExperiment(user_code(code, "sshtb", shared), progress=False)
+        assert lab.wait(timeout=300, progress=False)
+        (traceback,) = lab.dataframe(only_successful=False)[Experiment.TRACEBACK]
+        lab.close()
+        line = 'raise ValueError("no work below zero: %d" % n)  # the helper\'s failing line'
+        number = HELPER.splitlines().index("        " + line) + 1  # the file starts with HELPER's first line
+        assert f'File "{code / "sshtbhelper.py"}", line {number}, in work' in traceback and line in traceback, traceback
 
         # The library where the workers cannot read it: the error names the module and the library.
         lab = ClusterLab(LabNotebook(), profile="compiled", ipython_dir=str(ipdir), chunkSize=1)
