@@ -16,16 +16,19 @@ shared file system; the one that fails lies in the private one.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sshd
-from test_cluster_ssh import cluster, ipdir, process_owner, wheelhouse, worker_python, workers  # noqa: F401
+from test_cluster_ssh import cluster, ipdir, wheelhouse, worker_python, workers  # noqa: F401 (fixtures)
 
+from epyclab.clustersetup.wheelhouse import Wheelhouse
 from epyclab.errors import ExperimentSerializationError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
@@ -93,9 +96,6 @@ def user_code(directory: Path, name: str, library: Path) -> Experiment:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}helper.py").write_text(HELPER.format(library=str(library)))
     (directory / f"{name}model.py").write_text(MODEL.format(helper=f"{name}helper"))
-    import importlib
-    import sys
-
     sys.path.insert(0, str(directory))
     try:
         return importlib.import_module(f"{name}model").UsesLibrary()  # type: ignore[no-any-return]
@@ -104,7 +104,7 @@ def user_code(directory: Path, name: str, library: Path) -> Experiment:
 
 
 def test_a_helper_holding_a_compiled_library_is_imported_on_ssh_workers_that_lack_it(
-    ipdir: Path, tmp_path: Path, workers: sshd.SshWorkers, wheelhouse, worker_python: str,  # noqa: F811
+    ipdir: Path, tmp_path: Path, workers: sshd.SshWorkers, wheelhouse: Wheelhouse, worker_python: str,  # noqa: F811
     libraries: tuple[Path, Path],
 ) -> None:
     shared, private = libraries
