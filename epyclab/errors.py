@@ -31,6 +31,7 @@ __all__ = [
     "CancelledException",
     "UnknownResultSetError",
     "ExperimentSerializationError",
+    "ModuleSourceImportError",
     "ClusterConnectionError",
     "EngineDied",
     "SummaryError",
@@ -183,6 +184,15 @@ class UnknownResultSetError(NotebookError, KeyError):
 
 class ExperimentSerializationError(EpyclabError):
     """An experiment cannot be serialized to be sent to engines."""
+
+
+class ModuleSourceImportError(ExperimentSerializationError, ImportError):
+    """One of the user's modules, sent to a worker as source, failed there while it was imported.
+
+    Raised on the worker; the message names the module, its file and the
+    cause (a shared library or data file it loads at import that the worker
+    lacks, say), and the lab reports it as an experiment that could not be loaded.
+    """
 
 
 class ClusterConnectionError(EpyclabError):

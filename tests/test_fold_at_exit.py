@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -216,12 +217,7 @@ def test_a_notebook_left_open_folds_at_exit_whatever_the_program_did_before(tmp_
     assert plain_h5py_rows(path) == list(range(20))
 
 
-@pytest.mark.parametrize("lab", ["Lab", pytest.param("ParallelLab", marks=pytest.mark.xfail(strict=True, reason=(
-    "known regression (issue 20's default transport): in a kernel the default runs on loky's clean workers, "
-    "whose resource trackers (loky's and multiprocessing's, children of the kernel) ignore SIGTERM; at a "
-    "shutdown request ipykernel ends its children in rounds (SIGTERM, then SIGKILL after 4.4 s), and "
-    "jupyter_client ends the kernel by SIGTERM after 2.5 s, so the exit folds never run: the rows stay in the "
-    "journal, and opening the notebook folds them in. With backend='fork' the kernel exits in 0.3 s")))])
+@pytest.mark.parametrize("lab", ["Lab", "ParallelLab"])
 def test_a_jupyter_kernel_shut_down_leaves_every_row_in_the_file_alone(jupyter, lab):  # noqa: F811
     # The user's habit: sweep in a cell, never close, shut the kernel down (nbclient does, at the end).
     cell = (
@@ -234,6 +230,46 @@ def test_a_jupyter_kernel_shut_down_leaves_every_row_in_the_file_alone(jupyter, 
         "lab['i'] = range(10)\n"
         "lab.runExperiment(Sq(), progress=False)\n"
     )
+    # In a kernel ParallelLab's default runs on clean workers (the kernel runs threads), whose resource trackers
+    # ignore SIGTERM: they are stopped when the kernel is asked to shut down, so that it exits on its own and folds.
     run_notebook([cell], jupyter)
     assert "exit.h5.journal" not in os.listdir(jupyter)
     assert sorted(plain_h5py_rows(jupyter / "exit.h5")) == list(range(10))
+
+
+WORKER_PIDS = """
+import json, os, sys
+from epyclab import Experiment, HDF5LabNotebook, ParallelLab
+class Where(Experiment):
+    def do(self, params):
+        return {"pid": os.getpid()}
+nb = HDF5LabNotebook(PATH, create=True)
+lab = ParallelLab(nb, cores=2, backend=BACKEND)
+def sweep(tag):
+    lab["i"] = range(8)
+    lab["tag"] = [tag]
+    lab.runExperiment(Where(), progress=False)
+    return sorted({int(p) for p in nb.dataframe().query("tag == @tag")["pid"]})
+"""
+
+
+def test_clean_workers_stay_warm_across_a_kernels_cells_and_stop_when_it_shuts_down(jupyter):  # noqa: F811
+    # The default ("auto") in a kernel: clean workers (the kernel runs threads); forked copies would be new each sweep.
+    setup = "PATH, BACKEND = 'warm.h5', 'auto'\n" + WORKER_PIDS
+    outputs = run_notebook([setup, "first = sweep(1)", "print(json.dumps([first, sweep(2), os.getpid()]))"], jupyter)
+    first, second, kernel = json.loads(outputs[2][0]["text"])
+    # Both sweeps ran on the same two workers (one may have taken every point of a sweep); copies forked for each
+    # sweep would be four processes.
+    assert kernel not in first and len(set(first) | set(second)) <= 2
+    assert "warm.h5.journal" not in os.listdir(jupyter)
+    assert len(plain_h5py_rows(jupyter / "warm.h5")) == 16
+
+
+def test_a_script_keeps_its_clean_workers_warm_across_sweeps(tmp_path):
+    script = ("import sys\nPATH, BACKEND = sys.argv[1], 'workers'\n" + WORKER_PIDS
+              + "print(json.dumps([sweep(1), sweep(2), os.getpid()]))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "warm.h5")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    first, second, me = json.loads(done.stdout)
+    assert me not in first and len(set(first) | set(second)) <= 2  # the same two workers

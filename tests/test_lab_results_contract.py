@@ -260,6 +260,10 @@ def test_rerunFailed_reruns_only_the_failed_points_asked_for_and_one_that_fails_
     assert [h["exception"] for h in json.loads(df.loc[6, "epyclab.rerun.history"])] == [
         "ValueError: x=6 is bad", "ValueError: x=6 is bad"]
     assert json.loads(df.loc[5, "epyclab.rerun.history"])[0]["exception"] == "KeyError: 5"
+    # Every row, rerun or not, carries its point's position in the first sweep's design.
+    assert df["epyclab.lab.point"].tolist() == list(range(8))
+    stored = nb.current().storedFrame()
+    assert (stored["epyclab.lab.point"] == stored["x"]).all()
     # Nothing failed, nothing to rerun.
     assert lab.rerunFailed(Flaky({}), progress=False) == 0
     assert len(nb.current().storedFrame()) == 12

@@ -14,14 +14,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from epyclab.combinators import RepeatedExperiment
+from epyclab.designs import FactorialDesign, PointwiseDesign
 from epyclab.experiment import Experiment
 from epyclab.labs.lab import Lab
+from epyclab.labs.parallel import ParallelLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.json_notebook import JSONLabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.reruns import HISTORY
+from epyclab.order import POINT
 
 STATUS = Experiment.STATUS
 
@@ -180,3 +185,60 @@ def test_show_counts_the_rows_shown_and_names_those_replaced(tmp_path: Path) -> 
     out = subprocess.run([epyclab, "show", fn], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "rows: 6  failed: 1  pending: 0  (and 2 replaced by reruns, kept)" in out.stdout
+
+
+class FailsAt(Experiment):
+    """Raises at the points (x, n) in ``bad``; else y = x + 10 n."""
+
+    def __init__(self, bad: frozenset[tuple[int, int]] = frozenset()) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if (params["x"], params["n"]) in self.bad:
+            raise ValueError(f"fails at {params}")
+        return {"y": params["x"] + 10 * params["n"]}
+
+
+def _positions(df: Any) -> dict[tuple[int, int], set[int]]:
+    found: dict[tuple[int, int], set[int]] = {}
+    for x, n, where in zip(df["x"], df["n"], df[POINT]):
+        found.setdefault((int(x), int(n)), set()).add(int(where))
+    return found
+
+
+@settings(max_examples=60, deadline=None)
+@given(pointwise=st.booleans(), xs=st.integers(1, 6), ns=st.integers(1, 3), data=st.data())
+def test_a_rerun_row_keeps_its_points_position_in_the_design(pointwise: bool, xs: int, ns: int, data: Any) -> None:
+    lab = Lab(LabNotebook(), design=PointwiseDesign() if pointwise else FactorialDesign())
+    lab["x"] = list(range(xs))
+    lab["n"] = [i % ns for i in range(xs)] if pointwise else list(range(ns))
+    points = [(p["x"], p["n"]) for _, p in lab.experiments(FailsAt())]
+    bad = data.draw(st.sets(st.sampled_from(points)), label="fail first")
+    again = data.draw(st.sets(st.sampled_from(sorted(bad))), label="fail again") if bad else set()
+    lab.runExperiment(FailsAt(frozenset(bad)), progress=False, seed=3)
+    first = lab.dataframe(only_successful=False)
+    design = {pt: {i} for i, pt in enumerate(points)}
+    assert _positions(first) == design
+    # A rerun (whose points fail again or not), then a rerun of what failed again: every row of a point, shown or
+    # stored, carries the point's position in the first sweep's design, not its place among the rerun points.
+    assert lab.rerunFailed(FailsAt(frozenset(again)), progress=False) == len(bad)
+    assert lab.rerunFailed(FailsAt(), progress=False) == len(again)
+    shown = lab.dataframe(only_successful=False)
+    assert shown[STATUS].all()
+    assert [(int(x), int(n)) for x, n in zip(shown["x"], shown["n"])] == points  # in the design's order
+    assert _positions(shown) == design
+    assert _positions(lab.notebook().current().storedFrame()) == design
+
+
+def test_a_rerun_on_forked_copies_keeps_the_design_position() -> None:
+    lab = ParallelLab(LabNotebook(), cores=2, backend="fork")
+    lab["x"] = range(8)
+    lab["n"] = [0]
+    lab.runExperiment(FailsAt(frozenset({(5, 0), (6, 0)})), progress=False)
+    assert lab.rerunFailed(FailsAt(), progress=False) == 2
+    stored = lab.notebook().current().storedFrame()
+    assert len(stored) == 10 and sorted(stored[POINT][8:]) == [5, 6]  # rows are stored as they arrive
+    assert _positions(stored) == {(x, 0): {x} for x in range(8)}
+    shown = lab.dataframe(only_successful=False)
+    assert shown[POINT].tolist() == list(range(8)) and shown[STATUS].all()

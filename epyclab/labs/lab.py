@@ -317,7 +317,9 @@ class Lab:
             indices = self.unfinishedIndices(design)
             logger.info("resuming: %d of %d points already done or pending", len(design) - len(indices), len(design))
         points = [design[i] for i in indices] if resume else design
-        sweep = SweepMarks(indices)
+        # A rerun's points keep the positions they had in the design of the sweep that first ran them.
+        positions = self._design.positions() if isinstance(self._design, _Points) else None
+        sweep = SweepMarks(indices if positions is None else [positions[i] for i in indices])
         nb = self._notebook
         tally.tag = nb.currentTag()
         gate = CtrlCGate()
@@ -579,13 +581,21 @@ class Lab:
 
 
 class _Points(Design):
-    """A design of given points, whatever the parameter space (the points :meth:`Lab.rerunFailed` reruns)."""
+    """A design of given points, whatever the parameter space (the points :meth:`Lab.rerunFailed` reruns).
 
-    def __init__(self, points: list[dict[str, Any]]) -> None:
-        self._points = points
+    Each point comes with its position in the design of the sweep that first ran it (None if unknown).
+    """
+
+    def __init__(self, points: list[tuple[dict[str, Any], int | None]]) -> None:
+        self._points = [p for p, _ in points]
+        self._positions = [where for _, where in points]
 
     def experiments(self, e: Experiment | None, params: Mapping[str, Any]) -> ExperimentalConfiguration:
         return [(e, dict(p)) for p in self._points]
+
+    def positions(self) -> list[int]:
+        """The design position of each point: the one it first had, else its place among these points."""
+        return [i if where is None else where for i, where in enumerate(self._positions)]
 
 
 class _CommitOnExit:

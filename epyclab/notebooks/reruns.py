@@ -7,8 +7,11 @@ appends), so a rerun never overwrites the failed row in the file. Instead:
    or those whose exception is of a given type, or whose parameters match a
    filter) and records, as a result set attribute ``epyclab.rerun.NNNN`` (JSON),
    which stored rows are being rerun and from which stored row the new results
-   will come. It returns the points to run.
-2. A lab runs them as a sweep (any lab: the rows arrive whenever they arrive).
+   will come. It returns the points to run, each with its position in the
+   design of the sweep that first ran it.
+2. A lab runs them as a sweep (any lab: the rows arrive whenever they arrive),
+   marking each new row with that position (``epyclab.lab.point``), so a
+   point keeps its design position however often it is rerun.
 3. :func:`currentOrder` builds the *current view* that ``ResultSet.dataframe()``
    shows: each replaced row is shown as its replacement, in the old row's place,
    and the replacement carries :data:`HISTORY`, the earlier attempts (exception,
@@ -222,8 +225,12 @@ def startRerun(
     rs: Any,
     exception: Any = None,
     where: Mapping[str, Any] | Callable[[dict[str, Any]], Any] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[tuple[dict[str, Any], int | None]]:
     """Record a rerun of the failed rows of result set ``rs``; return the points to run (one per point).
+
+    Each point comes with its position in its sweep's design (the failed
+    row's ``epyclab.lab.point``), or None for a row without one (added by
+    hand, read from an epyc file).
 
     ``exception`` keeps only rows that failed with that exception type (a
     class, which takes its subclasses too, a type name, or a tuple of them);
@@ -257,7 +264,7 @@ def startRerun(
     if SWEEP in stored.columns and POINT in stored.columns:
         marks = list(zip(stored[SWEEP].tolist(), stored[POINT].tolist()))
     groups: list[list[int]] = []
-    points: list[dict[str, Any]] = []
+    points: list[tuple[dict[str, Any], int | None]] = []
     seen: set[Any] = set()
     for r in shown:
         if status[r]:
@@ -275,12 +282,21 @@ def startRerun(
         # The point's other rows of the same sweep (its other repetitions) are rerun with it.
         group = [o for o in shown if marks is not None and mark is not None and marks[o] == mark] or [r]
         groups.append(sorted(group))
-        points.append(p)
+        points.append((p, None if mark is None else _position(mark[1])))
     if not points:
         return []
     n = sum(1 for k in attributes if k.startswith(PREFIX)) + 1
     rs.setAttribute(f"{PREFIX}{n:04d}", json.dumps({"start": rs.numberOfResults(), "groups": groups}))
     return points
+
+
+def _position(v: Any) -> int | None:
+    """A stored design position as an int; None for a missing cell or one that is not a position."""
+    try:
+        position = int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return position if position == v and position >= 0 else None
 
 
 def _plain(v: Any) -> Any:

@@ -371,8 +371,10 @@ class ResultSet:
 
         return resultSetDataset(self, layout)
 
-    def recordRerun(self, exception: Any = None, where: Any = None) -> list[dict[str, Any]]:
+    def recordRerun(self, exception: Any = None, where: Any = None) -> list[tuple[dict[str, Any], int | None]]:
         """Record that the failed rows (of type ``exception``, matching ``where``) are rerun; return their points.
+
+        Each point comes with its position in its sweep's design (None for a row without one).
 
         Each new row for such a point replaces the failed row in :meth:`dataframe`
         (the old one stays stored, in the new row's ``epyclab.rerun.history``).

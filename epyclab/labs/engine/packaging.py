@@ -19,6 +19,15 @@ workers. A user's module whose source cannot be read any more (its file was
 deleted) travels by value as cloudpickle does it (its classes and functions
 inside the bytes), as does ``__main__`` (a script, a notebook's cells).
 
+Tracebacks point at the user's code wherever it runs. Code that travels by
+value keeps its file name (cloudpickle would replace it by
+``<dynamic-code>``), and the lines of every file it came from travel with it
+(a script's, or a notebook cell's, which IPython keeps in :mod:`linecache`):
+the worker puts them in its own :mod:`linecache` under the same name, so a
+failed row's traceback names the script's file and line and shows the line,
+as on a forked copy. A module imported from the source that came along
+shows its lines the same way (its loader gives :mod:`linecache` its source).
+
 A module is *the user's own* when it was loaded from a ``.py`` file that lies
 outside the standard library and every site-packages directory of this
 interpreter (see :func:`isUsersOwn`).
@@ -28,12 +37,18 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import io
+import linecache
+import marshal
 import os
 import pickle
 import site
+import socket
 import sys
 import sysconfig
 import threading
+import types
+from collections import ChainMap
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -42,10 +57,12 @@ from typing import Any
 
 import cloudpickle
 
+from epyclab.errors import ModuleSourceImportError
+
 __all__ = ["dumps", "loads", "isUsersOwn", "usersModules"]
 
-# The first item of the tuple that carries sources beside the pickle.
-_SHIPPED = "epyclab.code/1"
+# The first item of the tuple that carries sources (of modules, and lines for linecache) beside the pickle.
+_SHIPPED = "epyclab.code/2"
 
 # Packages every engine has installed, whatever their files' location (epyclab in development mode).
 _ALWAYS_BY_REFERENCE = ("epyclab",)
@@ -109,6 +126,46 @@ def _source(module: ModuleType) -> tuple[str, bool, str] | None:
         return None
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, but code that travels by value keeps its file name, which it records."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        self.files: set[str] = set()
+        # pickle's per-instance dispatch table: this one entry first, cloudpickle's (and copyreg's) behind it. Set
+        # before the pickler's __init__, which is where the C pickler reads it.
+        self.dispatch_table = ChainMap({types.CodeType: self._code}, cloudpickle.Pickler.dispatch_table)
+        super().__init__(file)
+
+    def _code(self, code: types.CodeType) -> Any:
+        # marshal keeps every field of a code object (its nested ones too), its file name included: what a .pyc
+        # holds. cloudpickle's own reduction (for a code object marshal refuses: constants made by hand) does not.
+        try:
+            data = marshal.dumps(code)
+        except ValueError:
+            return cloudpickle.Pickler.dispatch_table[types.CodeType](code)
+        self.files.add(code.co_filename)
+        return marshal.loads, (data,)
+
+
+def _pickle(obj: Any) -> tuple[bytes, set[str]]:
+    """``obj`` pickled by cloudpickle (see :class:`_Pickler`), and the files of the code it took by value."""
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer)
+    pickler.dump(obj)
+    return buffer.getvalue(), pickler.files
+
+
+def _lines(files: Iterable[str]) -> dict[str, list[str]]:
+    """The lines of each file, as :mod:`linecache` has them here (a notebook cell's too); files without any left out."""
+    found = {}
+    for file in files:
+        if not (file.startswith("<") and file.endswith(">")):  # "<string>", "<stdin>": no lines anywhere
+            lines = linecache.getlines(file)
+            if lines:
+                found[file] = lines
+    return found
+
+
 def dumps(obj: Any) -> bytes:
     """Pickle ``obj`` for a worker: the user's modules by reference with their source (see the module docstring).
 
@@ -129,13 +186,14 @@ def dumps(obj: Any) -> bytes:
         for module in added:
             cloudpickle.register_pickle_by_value(module)
         try:
-            body = cloudpickle.dumps(obj)
+            body, files = _pickle(obj)
         finally:
             for module in added:
                 cloudpickle.unregister_pickle_by_value(module)
-    if not sources:
+    lines = _lines(files)
+    if not sources and not lines:
         return body
-    return pickle.dumps((_SHIPPED, sources, body), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps((_SHIPPED, sources, lines, body), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -157,7 +215,24 @@ class _SourceFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         source, _, file = self.sources[module.__name__]
-        exec(compile(source, file, "exec"), module.__dict__)  # the user's own code, sent to run here
+        try:
+            exec(compile(source, file, "exec"), module.__dict__)  # the user's own code, sent to run here
+        except ModuleSourceImportError:
+            raise  # a module it imports failed: that one is named already
+        except Exception as exc:
+            # Its own error would not say which module failed (a ctypes OSError names only the library), nor that
+            # it failed on this worker only: the client imported it.
+            raise ModuleSourceImportError(
+                f"module {module.__name__} ({file}, sent here as source) failed when imported on this worker "
+                f"({socket.gethostname()}): {type(exc).__name__}: {exc}. It imports on the client: make what it "
+                f"loads at import (a shared library, a data file, a package) available on the workers at the path "
+                f"it uses, or load it inside the function that needs it", name=module.__name__, path=file,
+            ) from exc
+
+    def get_source(self, name: str) -> str | None:
+        """The source of module ``name`` that came along (importlib's InspectLoader: linecache asks it)."""
+        found = self.sources.get(name)
+        return found[0] if found is not None else None
 
 
 _finder = _SourceFinder()
@@ -166,8 +241,12 @@ _finder = _SourceFinder()
 def loads(blob: bytes) -> Any:
     """The object :func:`dumps` pickled; the user's modules are imported here (from disk, else from their source)."""
     obj = pickle.loads(blob)
-    if isinstance(obj, tuple) and len(obj) == 3 and obj[0] == _SHIPPED:
-        _, sources, body = obj
+    if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == _SHIPPED:
+        _, sources, lines, body = obj
+        for file, text in lines.items():
+            # mtime None: linecache.checkcache keeps the entry (as IPython does for its cells), even where a file of
+            # that name differs or is missing here; the lines are those of the code that came.
+            linecache.cache[file] = (sum(map(len, text)), None, list(text), file)
         _finder.sources.update(sources)
         if _finder not in sys.meta_path:
             # Last: a module the worker can import from its own files is imported from them.

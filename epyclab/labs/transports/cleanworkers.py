@@ -30,6 +30,7 @@ from epyclab.labs.transports.contract import ChunkFuture, Settings, Transport
 from epyclab.labs.transports.copies import ForkTransport
 from epyclab.labs.transports.executors import ExecutorTransport
 from epyclab.labs.transports.forkedcopy import fork_allowed
+from epyclab.labs.transports.kernelshutdown import stop_at_kernel_shutdown
 from epyclab.log import logger
 
 __all__ = ["AutoTransport", "WorkersTransport", "fork_safe", "openmp_loaded", "IdleSeconds"]
@@ -110,6 +111,7 @@ class _Reusable:
         from loky import get_reusable_executor
 
         self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse=True)
+        stop_at_kernel_shutdown(self.executor)  # in a Jupyter kernel: so that it exits on its own
         return self.executor
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
