@@ -193,6 +193,26 @@ def test_damage_costs_only_the_damaged_commits(written, tmp_path_factory, how) -
     assert damaged_copies == [] or damaged_copies == [damaged]
 
 
+
+@pytest.mark.parametrize("seq", [7, 4, 10, 6, 1])
+def test_a_damaged_commit_that_others_seem_to_build_on_costs_only_itself(written, tmp_path, seq) -> None:
+    # seq 7 makes column z, 4 adds job3 (resolved by 6), 10 widens k to floats, 6 sets attributes,
+    # 1 makes the three result sets: the commits after each still replay whole.
+    base, journal, frames, log = written
+    shutil.copyfile(base / "nb.h5", tmp_path / "nb.h5")
+    frame = frames[seq - 1]
+    at = journal.index(frame)
+    data = bytearray(journal)
+    data[at + len(frame) - 3] ^= 0x20
+    (tmp_path / "nb.h5.journal").write_bytes(bytes(data))
+    want = _model(frames, log, bytes(data))
+    assert sum(len(w["rows"]) for w in want.values()) > 60  # every other commit's rows
+    with HDF5LabNotebook(tmp_path / "nb.h5") as nb:
+        assert _shown(nb) == want
+        assert [nb.resultSet(t).description() for t in TAGS] == ["set a", "set b", "set c"]
+    assert _shown(HDF5LabNotebook(tmp_path / "nb.h5", readonly=True)) == want
+    assert glob.glob(f"{tmp_path}/nb.h5.journal.unfolded-*") == []
+
 ONE_SET_WRITER = """
 import json, sys, time
 from epyclab import HDF5LabNotebook
