@@ -355,3 +355,40 @@ def test_a_warning_about_many_set_aside_commits_stays_one_short_line(written) ->
     pending = 80 * sum(len(a) + len(r) for f in frames for _, a, r in decode_frame(f)["pending"])
     assert many == f"commits 1 to 19: {len(frames) * 80} record(s), {rows} row(s), {pending} pending-result change(s)"
 
+
+
+DTYPE_WRITER = """
+import sys, time
+import numpy as np
+from epyclab import HDF5LabNotebook
+nb = HDF5LabNotebook(sys.argv[1], create=True)
+for i in range(3):
+    nb.addResult({"parameters": {"i": i}, "metadata": {}, "results": {"y": i}})
+    nb.commit()
+nb.current().setDtype(np.dtype([("y", np.float64)]))
+nb.commit()  # nothing but the declared dtype changed: it is a commit all the same
+nb.addResult({"parameters": {"i": 3}, "metadata": {}, "results": {"y": 3}})
+nb.commit()
+print("[]", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("damaged", [None, 4])
+def test_a_committed_set_dtype_survives_a_killed_writer(tmp_path, damaged) -> None:
+    # setDtype widened y to float, and was committed; the writer was killed before any checkpoint.
+    path = tmp_path / "nb.h5"
+    _killed_writer(path, DTYPE_WRITER)
+    want = [0.0, 1.0, 2.0, 3.0]
+    if damaged is not None:  # the commit of the declared dtype damaged: only that is lost
+        frames = read_frames(f"{path}.journal")
+        (frame,) = [f for f in frames if frame_seq(f) == damaged]
+        assert decode_frame(frame)["dtypes"]
+        data = bytearray(Path(f"{path}.journal").read_bytes())
+        data[bytes(data).index(frame) + len(frame) - 2] ^= 0x08
+        Path(f"{path}.journal").write_bytes(bytes(data))
+    df = HDF5LabNotebook(path, readonly=True).dataframe()
+    assert df["y"].tolist() == want and df["y"].dtype == ("float64" if damaged is None else "int64")
+    with HDF5LabNotebook(path) as nb:
+        assert str(nb.dataframe()["y"].dtype) == ("float64" if damaged is None else "int64")
+    assert HDF5LabNotebook(path, readonly=True).dataframe()["y"].tolist() == want

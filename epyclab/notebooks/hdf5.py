@@ -95,6 +95,8 @@ class _Committed:
     pending: dict[str, str] = field(default_factory=dict)
     #: The mark's pending version when the pending results were last written to the file.
     pending_stored: int = -1
+    #: How many of the set's declared dtypes (setDtype) are committed.
+    dtypes: int = 0
 
 
 @dataclass
@@ -397,6 +399,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                 c = self._committed(rs)
                 c.mark = rs.changeMark()
                 c.pending = {j: _pending_json(j, p) for j, p in c.mark.pending.items()}
+                c.dtypes = len(rs.declaredDtypes())
         # Result sets made in memory (a new notebook's default one) are not in
         # the file yet: the next commit must record them, or its rows would
         # refer to a result set that a later reader does not know.
@@ -552,7 +555,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
         pending = {j: _pending_json(j, p) for j, p in mark.pending.items()}
         record = self._hdf5_record(rs)
         record.rows = rows
-        record.committed = _Committed(mark, pending, mark.pending_version if stored is not None else -1)
+        record.committed = _Committed(
+            mark, pending, mark.pending_version if stored is not None else -1, len(rs.declaredDtypes())
+        )
 
     def _apply(self, record: dict[str, Any]) -> None:
         """Replay one journal record into the notebook in memory."""
@@ -638,7 +643,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return self._last_state[1]
 
         state = current_state() if key != self._committed_state else None
-        rows, pending, notes = [], [], []
+        rows, pending, dtypes, notes = [], [], [], []
         for rs in self._resultsets.values():
             c = self._committed(rs)
             changes = rs.changesSince(c.mark)
@@ -653,16 +658,22 @@ class HDF5LabNotebook(PersistentLabNotebook):
             if changes.pending_changed:
                 added = {j: _pending_json(j, p) for j, p in changes.pending_added.items()}
                 pending.append((self._uid(rs), added, changes.pending_removed))
-            notes.append((c, changes, added))
+            declared = rs.declaredDtypes()
+            if len(declared) > c.dtypes:
+                dtypes.append((self._uid(rs), declared[c.dtypes :]))
+            notes.append((c, changes, added, len(declared)))
         if state is None and any(u not in self._filed for u, *_ in rows + pending):
             # A result set the file does not hold yet: every record names it (with the notebook's state),
             # so that if the record that made it is damaged, the later ones can still be replayed.
             state = current_state()
         record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
+        if dtypes:
+            record["dtypes"] = dtypes  # (absent from most records; earlier epyclab ignores it)
 
         def after() -> None:
             self._committed_state = key
-            for c, changes, added in notes:
+            for c, changes, added, declared in notes:
+                c.dtypes = declared
                 c.mark = changes.mark
                 for jobid in changes.pending_removed:
                     c.pending.pop(jobid, None)

@@ -167,10 +167,20 @@ class Replay:
                 why.append(f"pending-result changes of result set {entry[0]}, which a missing commit made")
             else:
                 pending.append(entry)
+        declared = [e for e in record.get("dtypes", []) if e[0] in have or e[0] in made]
+        aside_dtypes = [e for e in record.get("dtypes", []) if not (e[0] in have or e[0] in made)]
+        if aside_dtypes:
+            why.append("dtypes declared for result sets a missing commit made")
         apply = {**record, "rows": rows, "pending": pending}
+        if declared:
+            apply["dtypes"] = declared
+        else:
+            apply.pop("dtypes", None)
         aside = None
-        if aside_rows or aside_pending:
+        if aside_rows or aside_pending or aside_dtypes:
             aside = {"seq": seq, "state": None, "rows": aside_rows, "pending": aside_pending}
+            if aside_dtypes:
+                aside["dtypes"] = aside_dtypes
             changed = True
         return Placement(apply, aside, "; ".join(why), changed, lost, cursors)
 
@@ -205,7 +215,7 @@ def apply_record(
             if uid not in by_uid:
                 by_uid[uid] = adopt(uid, description)
             sets[tag] = by_uid[uid]
-    unknown = [u for u, *_ in record["rows"] + record["pending"] if u not in by_uid]
+    unknown = [u for u, *_ in record["rows"] + record["pending"] + record.get("dtypes", []) if u not in by_uid]
     if unknown:
         raise NotebookFormatError(
             f"journal record {record['seq']} of {where} refers to result sets the notebook "
@@ -216,6 +226,10 @@ def apply_record(
         _add_rows(by_uid[uid], start, roles, columns)
     for uid, added, removed in record["pending"]:
         by_uid[uid].applyPendingChanges({j: decode_value(json.loads(p)) for j, p in added.items()}, removed)
+    # After the commit's rows: a declared dtype widens what is there (and widening commutes with rows).
+    for uid, declared in record.get("dtypes", []):
+        for dtype in declared:
+            by_uid[uid].setDtype(dtype)
     if state is None:
         return None
     for _, tag, description, locked, attributes in state["sets"]:
