@@ -4,7 +4,8 @@ Opening an HDF5 notebook loads what its file holds, then replays the journal
 records the file does not include yet (see :mod:`epyclab.notebooks.hdf5`). A
 record holds what one commit changed: the notebook's state (result sets,
 descriptions, attributes, locks, selection) when it changed, the rows added to
-each result set, and the pending results added and removed.
+each result set, the pending results added and removed, and the dtypes
+declared with ``setDtype`` (under ``"dtypes"``, in the records that have any).
 
 Damage costs only the damaged commit. Records are replayed in sequence order;
 where a commit is missing (its bytes were damaged, or it was set aside), the
