@@ -65,6 +65,7 @@ from epyclab.notebooks.journal import (
     Journal,
     decode_frame,
     describe_damage,
+    encode_frame,
     has_records,
     read_file_id,
     read_scan,
@@ -74,7 +75,7 @@ from epyclab.notebooks.journal import (
 from epyclab.notebooks.jsonvalues import encode_value
 from epyclab.notebooks.locks import READER_FIX, DataLock, WriterLock, describe_holders
 from epyclab.notebooks.persistent import PersistentLabNotebook, SetRecord, forget_writer
-from epyclab.notebooks.replay import apply_record, missing_base
+from epyclab.notebooks.replay import Lost, Replay, apply_record
 from epyclab.notebooks.resultset import ChangeMark, ResultSet
 from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.sidefiles import check_writable_file, io_error, new_file_mode, notebook_key, side_path
@@ -94,6 +95,8 @@ class _Committed:
     pending: dict[str, str] = field(default_factory=dict)
     #: The mark's pending version when the pending results were last written to the file.
     pending_stored: int = -1
+    #: How many of the set's declared dtypes (setDtype) are committed.
+    dtypes: int = 0
 
 
 @dataclass
@@ -143,6 +146,12 @@ class HDF5LabNotebook(PersistentLabNotebook):
     ) -> None:
         self._journal: Journal | None = None
         self._replay: list[Any] = []
+        #: Where the replay stands as of the file being loaded (see replay.Replay).
+        self._replay_from = Replay(0)
+        #: The replay of the last load (what it found lost).
+        self._replayed = Replay(0)
+        #: A reader's words about damage to the journal, said once the replay tells what it cost.
+        self._damage_text = ""
         self._file_stored: dict[str, Any] = {}
         self._file_id = ""
         self._seq = 0
@@ -222,11 +231,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
         scan = read_scan(path)
         if scan is None:
             return []
-        if scan.damaged and not writer:
-            logger.warning(
-                "journal of notebook %s: %s; they are left out here, and set aside into a file of their own "
-                "when the notebook is next opened for writing", self._path, describe_damage(scan, stored.seq),
-            )
+        # A reader says so once the replay tells what the damage cost (a writer's journal says it).
+        self._damage_text = describe_damage(scan, stored.seq) if scan.damaged and not writer else ""
         return scan.frames
 
     def _create_file(self, description: str) -> None:
@@ -294,8 +300,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
     def _load(self, stored: StoredNotebook) -> None:
         """Load ``stored`` and replay the journal; records that cannot be folded are set aside, never fatal."""
         frames = self._replay
+        since = Replay(stored.seq)  # where the replay stands as of ``stored``
         while True:
-            self._prepare(stored, frames)
+            self._prepare(stored, frames, since)
             try:
                 super()._load(stored)
                 return
@@ -305,7 +312,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                     # The records replay, but the file cannot take them all (the checkpoint was
                     # undone): fold them one at a time to find the first it cannot take.
                     if len(frames) > 1:
-                        self._prepare(stored, frames[:1])
+                        self._prepare(stored, frames[:1], since)
                         # The journal keeps every record meanwhile: the later ones are in it only.
                         self._keep_journal = True
                         try:
@@ -313,23 +320,25 @@ class HDF5LabNotebook(PersistentLabNotebook):
                         except _Unfoldable:
                             failed = 0
                         else:
-                            stored, frames = self._reread(), frames[1:]
+                            # Row numbers after a missing commit carry on from where that one left them.
+                            stored, frames, since = self._reread(), frames[1:], self._replayed.copy()
                             continue
                         finally:
                             self._keep_journal = False
                     else:
                         failed = 0
-                # Only that record: the later ones that build on it are found and set aside on the next try.
+                # Only that record: the later ones are replayed after it, as after a damaged one.
                 self._set_aside(frames[failed : failed + 1], u.cause)
                 frames = frames[:failed] + frames[failed + 1 :]
 
-    def _prepare(self, stored: StoredNotebook, frames: list[bytes]) -> None:
-        """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt)."""
+    def _prepare(self, stored: StoredNotebook, frames: list[bytes], since: Replay) -> None:
+        """Get ready to load ``stored`` and replay ``frames`` (again, after a failed attempt) from ``since``."""
         self._file_id, self._seq = stored.file_id, stored.seq
         self._file_seq = stored.seq
         self._from_epyc = stored.version != VERSION
         self._file_stored = {s.uid: s for s in stored.resultsets}
         self._replay = frames
+        self._replay_from = since
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -343,8 +352,11 @@ class HDF5LabNotebook(PersistentLabNotebook):
         finally:
             lock.release()
 
-    def _set_aside(self, frames: list[bytes], cause: BaseException) -> None:
-        """Keep journal records that cannot be folded in a file of their own, and say so."""
+    def _set_aside(self, frames: list[bytes], cause: BaseException, rewrite: bool = True) -> None:
+        """Keep journal records that cannot be folded in a file of their own, and say so.
+
+        With ``rewrite`` the journal is rewritten without them; else the caller rewrites it.
+        """
         records = _describe_frames(frames)
         journal = self._side("journal")
         if self._readonly:
@@ -356,8 +368,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return
         aside = f"{journal}.unfolded-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         write_aside(aside, self._file_id, frames)
-        # The journal keeps the other records: written whole, flushed, then renamed over it.
-        rewrite_without(journal, self._file_id, frames, self._path, self._file_seq)
+        if rewrite:
+            # The journal keeps the other records: written whole, flushed, then renamed over it.
+            rewrite_without(journal, self._file_id, frames, self._path, self._file_seq)
         logger.warning(
             "%s: %d committed change(s) (%s) could not be folded into the notebook (%s: %s). The notebook "
             "opens without them; they are kept in %s. To recover them, read that file with "
@@ -377,51 +390,49 @@ class HDF5LabNotebook(PersistentLabNotebook):
         stored_uids = set(self._file_stored)
         self._filed = set(stored_uids)
         self._file_stored = {}
-        replayed = False
         frames, self._replay = self._replay, []
-        skipped: list[bytes] = []
-        why = ""
-        for i, frame in enumerate(frames):
-            try:
-                record = decode_frame(frame)
-                if record["seq"] <= self._seq:
-                    continue  # already in the file
-                missing = missing_base(record, {self._uid(rs): rs for rs in self._resultsets.values()})
-                if missing is not None:
-                    # It builds on a commit that is not here (a damaged record): set aside, never misplaced.
-                    skipped.append(frame)
-                    why = why or f"commit {record['seq']}: {missing}"
-                    continue
-                self._apply(record)
-            except _UNFOLDABLE as exc:
-                if isinstance(exc, NotebookIOError):
-                    raise
-                raise _Unfoldable(i, exc) from exc
-            replayed = True
-            stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
+        replayed, kept, asides, why = self._replay_records(frames)
         if replayed:
+            stored_uids.update(self._uid(rs) for rs in self._resultsets.values())
             # What was replayed is committed (it is in the journal), not yet in the file.
             for rs in self._resultsets.values():
                 c = self._committed(rs)
                 c.mark = rs.changeMark()
                 c.pending = {j: _pending_json(j, p) for j, p in c.mark.pending.items()}
+                c.dtypes = len(rs.declaredDtypes())
         # Result sets made in memory (a new notebook's default one) are not in
         # the file yet: the next commit must record them, or its rows would
         # refer to a result set that a later reader does not know.
         in_file = all(self._uid(rs) in stored_uids for rs in self._resultsets.values())
         self._committed_state = self._state_record_key() if in_file and not self._from_epyc else None
         self._saved = self._state_signature()
-        if skipped:
-            self._set_aside(skipped, NotebookFormatError(f"they build on commits that are missing ({why})"))
+        if asides:
+            self._set_aside(asides, NotebookFormatError(f"they cannot be applied ({why})"), rewrite=False)
+        lost = self._describe_lost(self._replayed.lost)
         if self._readonly or self._from_epyc:
+            damage, self._damage_text = self._damage_text, ""
+            if damage or lost:
+                logger.warning(
+                    "journal of notebook %s: %s. Only what is damaged is left out; the damaged bytes are set "
+                    "aside into a file of their own when the notebook is next opened for writing",
+                    self._path, "; ".join(t for t in (damage, lost) if t),
+                )
             return  # an epyc file gets a journal when its first change converts it
         try:
-            self._journal = Journal(self._side("journal"), self._file_id, where=self._path, base_seq=self._file_seq)
+            # Records replayed after a missing commit are renumbered (or cut) as the notebook holds them,
+            # so that the commits appended from now on follow them (not while records are folded one by one).
+            self._journal = Journal(
+                self._side("journal"), self._file_id, where=self._path, base_seq=self._file_seq,
+                frames=kept if kept is not None and not self._keep_journal else None, lost=lost,
+            )
         except OSError as exc:
             raise io_error(
                 self._path, exc, "opening its journal for writing",
                 kept="nothing was changed; open it with readonly=True to read it",
             ) from exc
+        if lost and not self._journal.warned():
+            # Commits missing from a journal with no damaged bytes (set aside already, or cut out whole).
+            logger.warning("journal of notebook %s: %s", self._path, lost)
         self._last_checkpoint = monotonic()
         # The fold at exit may type columns with pandas, which can no longer be imported once the
         # interpreter shuts down (concurrent.futures refuses new exit hooks): a writer loads it now.
@@ -463,6 +474,62 @@ class HDF5LabNotebook(PersistentLabNotebook):
             except _UNFOLDABLE as exc:
                 raise _Unfoldable(None, exc) from exc
 
+    def _replay_records(self, frames: list[bytes]) -> tuple[bool, list[bytes] | None, list[bytes], str]:
+        """Replay journal records the file lacks, across missing commits (see :class:`Replay`).
+
+        Returns whether any was replayed; the records as replayed, if any differs from
+        the journal's (renumbered after a missing commit, or cut), else None; the parts
+        that cannot be applied, as records; and why they cannot.
+
+        Raises:
+            _Unfoldable: a record cannot be replayed (its index).
+        """
+        replay = self._replay_from.copy()
+        replayed, changed = False, False
+        kept: list[bytes] = []
+        asides: list[bytes] = []
+        whys: list[str] = []
+        for i, frame in enumerate(frames):
+            try:
+                record = decode_frame(frame)
+                if record["seq"] <= self._seq:
+                    continue  # already in the file
+                placed = replay.place(record, {self._uid(rs): rs for rs in self._resultsets.values()})
+                self._apply(placed.apply)
+            except _UNFOLDABLE as exc:
+                if isinstance(exc, NotebookIOError):
+                    raise
+                raise _Unfoldable(i, exc) from exc
+            replay.accept(placed)
+            replayed = True
+            changed = changed or placed.changed
+            kept.append(self._reencode(placed.apply) if placed.changed else frame)
+            if placed.aside is not None:
+                asides.append(self._reencode(placed.aside))
+                whys.append(f"commit {record['seq']}: {placed.why}")
+        self._replayed = replay
+        return replayed, kept if changed else None, asides, _shortened("; ".join(whys))
+
+    def _reencode(self, record: dict[str, Any]) -> bytes:
+        return encode_frame(pickle.dumps(record, protocol=5), record["seq"], self._file_id)
+
+    def _describe_lost(self, lost: list[Lost]) -> str:
+        """The rows missing commits held, by result set, in words (empty if none)."""
+        if not lost:
+            return ""
+        tags = {self._uid(rs): tag for tag, rs in self._resultsets.items()}
+        parts = []
+        for item in lost[:_LISTED_RECORDS]:
+            rows = f"row {item.first}" if item.count == 1 else f"rows {item.first} to {item.first + item.count - 1}"
+            commits = item.commits
+            held = f"commit {commits[0]}" if len(commits) == 1 else f"commits {commits[0]} to {commits[-1]}"
+            parts.append(f"{item.count} row(s) of result set {tags.get(item.uid, item.uid)!r} ({rows} as "
+                         f"committed, held by {held})")
+        if len(lost) > _LISTED_RECORDS:
+            parts.append(f"{sum(x.count for x in lost[_LISTED_RECORDS:])} row(s) more in {len(lost) - _LISTED_RECORDS} "
+                         f"other gap(s)")
+        return "the missing commits held " + ", ".join(parts) + "; every later commit is in the notebook"
+
     def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
         return _Record(check, uid)
 
@@ -488,7 +555,9 @@ class HDF5LabNotebook(PersistentLabNotebook):
         pending = {j: _pending_json(j, p) for j, p in mark.pending.items()}
         record = self._hdf5_record(rs)
         record.rows = rows
-        record.committed = _Committed(mark, pending, mark.pending_version if stored is not None else -1)
+        record.committed = _Committed(
+            mark, pending, mark.pending_version if stored is not None else -1, len(rs.declaredDtypes())
+        )
 
     def _apply(self, record: dict[str, Any]) -> None:
         """Replay one journal record into the notebook in memory."""
@@ -574,26 +643,37 @@ class HDF5LabNotebook(PersistentLabNotebook):
             return self._last_state[1]
 
         state = current_state() if key != self._committed_state else None
-        rows, pending, notes = [], [], []
+        rows, pending, dtypes, notes = [], [], [], []
         for rs in self._resultsets.values():
             c = self._committed(rs)
             changes = rs.changesSince(c.mark)
             if changes.rows:
-                rows.append((self._uid(rs), changes.start, changes.roles, changes.rows))
+                roles = changes.roles
+                if roles is None and len(self._hdf5_record(rs).rows.columns) != sum(changes.mark.sizes):
+                    # Columns the file lacks: every record names their roles until a checkpoint, so that
+                    # if the record that made one is damaged, the later ones can still be replayed.
+                    roles = rs.roles()
+                rows.append((self._uid(rs), changes.start, roles, changes.rows))
             added: dict[str, str] = {}
             if changes.pending_changed:
                 added = {j: _pending_json(j, p) for j, p in changes.pending_added.items()}
                 pending.append((self._uid(rs), added, changes.pending_removed))
-            notes.append((c, changes, added))
+            declared = rs.declaredDtypes()
+            if len(declared) > c.dtypes:
+                dtypes.append((self._uid(rs), declared[c.dtypes :]))
+            notes.append((c, changes, added, len(declared)))
         if state is None and any(u not in self._filed for u, *_ in rows + pending):
             # A result set the file does not hold yet: every record names it (with the notebook's state),
             # so that if the record that made it is damaged, the later ones can still be replayed.
             state = current_state()
         record = {"seq": self._seq + 1, "state": state, "rows": rows, "pending": pending}
+        if dtypes:
+            record["dtypes"] = dtypes  # (absent from most records; earlier epyclab ignores it)
 
         def after() -> None:
             self._committed_state = key
-            for c, changes, added in notes:
+            for c, changes, added, declared in notes:
+                c.dtypes = declared
                 c.mark = changes.mark
                 for jobid in changes.pending_removed:
                     c.pending.pop(jobid, None)

@@ -42,6 +42,7 @@ from epyclab.notebooks.epyc1 import read_epyc1
 from epyclab.notebooks.hdf5check import check_attribute_types
 from epyclab.notebooks.jsonvalues import decode_value
 from epyclab.notebooks.kinds import NUMERIC_DTYPES, ColumnState, kind_named
+from epyclab.notebooks.packedtext import PackedText
 from epyclab.notebooks.stored import Later, StoredNotebook, StoredResultSet, StoredRows
 from epyclab.notebooks.types import StoredColumn
 from epyclab.notebooks.untrusted import (
@@ -263,6 +264,9 @@ def read_stored(g: h5py.Group, name: str, rows: int, path: str = "") -> StoredCo
     check_attribute_types(path, ds)
     kind = _text(ds.attrs["kind"])
     if h5py.check_string_dtype(ds.dtype) is not None:
+        if kind == "str":
+            # Kept packed until the DataFrame wants it: a str object per cell would hold ~3x the frame.
+            return StoredColumn(kind, PackedText.read(lambda a, b: ds[a:b], rows))
         return StoredColumn(kind, ds.asstr()[:rows])
     element = h5py.check_vlen_dtype(ds.dtype)
     # Only the dtypes a notebook writes are read: HDF5 converting cells of a damaged type (a

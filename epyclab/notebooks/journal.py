@@ -320,14 +320,26 @@ class Journal:
     Opening a journal never drops an intact record: a torn tail (an incomplete
     last record, a commit that never returned) is cut off; damaged bytes are
     first copied, with the whole journal, to ``<journal>.damaged-<time>-<id>``
-    (a warning on the ``epyclab`` logger names ``where``, the byte ranges and the
-    commits they cost), then the journal is rewritten with its intact records.
+    (a warning on the ``epyclab`` logger names ``where``, the byte ranges, the
+    commits they cost and ``lost``, the rows those held), then the journal is
+    rewritten with its intact records, or with ``frames`` if given: the records
+    as the notebook replayed them (renumbered after a missing commit, or with a
+    part that cannot be applied cut out, see :mod:`epyclab.notebooks.replay`).
     """
 
-    def __init__(self, path: str, file_id: str, where: str | None = None, base_seq: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        file_id: str,
+        where: str | None = None,
+        base_seq: int | None = None,
+        frames: list[bytes] | None = None,
+        lost: str = "",
+    ) -> None:
         self._path = path
         self._file_id = file_id
         self._seq = 0
+        self._warned = False
         # Never through a link: a planted journal link must not make a commit write elsewhere.
         fd = open_side(path, os.O_RDWR | os.O_CREAT, 0o644)
         fileio.track(fd, path)
@@ -341,8 +353,18 @@ class Journal:
             fileio.close(fd)
             raise
         if scan is not None and scan.damaged:
-            _warn_damage(where or path, scan, set_damage_aside(path, data), base_seq)
-        if scan is None or (scan.file_id is None and not scan.frames):
+            _warn_damage(where or path, scan, set_damage_aside(path, data), base_seq, lost)
+            self._warned = True
+        if scan is not None and frames is not None:
+            # The records as the notebook replayed them (renumbered after a missing commit, or cut).
+            fileio.close(fd)
+            self._file_id = scan.file_id or file_id
+            _rewrite(path, self._file_id, frames)
+            fd = open_side(path, os.O_RDWR, 0o644)
+            fileio.track(fd, path)
+            self._fd = fd
+            scan.frames = frames
+        elif scan is None or (scan.file_id is None and not scan.frames):
             self._fd = fd
             self.reset(file_id)
             fileio.flush(fd)
@@ -369,6 +391,10 @@ class Journal:
         # Not at exit: the OS closes it then, and closing it earlier (finalizers run in an order
         # no one controls) would pull it from under the notebook's own fold at exit.
         self._closer.atexit = False
+
+    def warned(self) -> bool:
+        """True if opening the journal found damaged bytes, set them aside and said so."""
+        return self._warned
 
     def size(self) -> int:
         """The journal's size in bytes (its header and records; not the zeros made ready past them)."""
@@ -453,10 +479,10 @@ class Journal:
         self._fd = -1
 
 
-def _warn_damage(where: str, scan: JournalScan, aside: str, base_seq: int | None) -> None:
+def _warn_damage(where: str, scan: JournalScan, aside: str, base_seq: int | None, lost: str = "") -> None:
     logger.warning(
-        "journal of notebook %s: %s; they are left out, and kept (with the whole journal as it was) in %s. "
-        "Every intact record is kept", where, describe_damage(scan, base_seq), aside,
+        "journal of notebook %s: %s%s; they are left out, and kept (with the whole journal as it was) in %s. "
+        "Every intact record is kept", where, describe_damage(scan, base_seq), f"; {lost}" if lost else "", aside,
     )
 
 

@@ -63,6 +63,7 @@ from epyclab.notebooks.jsonvalues import decode_float as _decode_float
 from epyclab.notebooks.jsonvalues import decode_value as _decode_value
 from epyclab.notebooks.jsonvalues import encode_float as _encode_float
 from epyclab.notebooks.jsonvalues import encode_value as _encode_value
+from epyclab.notebooks.packedtext import PackedText
 from epyclab.notebooks.types import StoredColumn
 
 __all__ = [
@@ -821,6 +822,8 @@ class StrKind(Kind):
         return StoredColumn(self.name, np.asarray(col, dtype=object))
 
     def from_storage(self, stored: StoredColumn) -> Any:
+        if isinstance(stored.data, PackedText):
+            return stored.data.pandas_array()
         return _pandas().array(stored.data, dtype="str")
 
     def read_state(self, stored: StoredColumn) -> tuple[ColumnState, Any]:

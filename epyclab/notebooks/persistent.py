@@ -483,7 +483,7 @@ class PersistentLabNotebook(LabNotebook):
             self._state_version,
             self._current,
             tuple(
-                (tag, id(rs), rs.versions(), rs.numberOfResults())
+                (tag, id(rs), rs.versions(), rs.numberOfResults(), len(rs.declaredDtypes()))
                 for tag, rs in self._resultsets.items()
             ),
         )

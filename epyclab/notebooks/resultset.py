@@ -90,6 +90,9 @@ class ResultSet:
         self._pending_dtype: np.dtype | None = None
         # Fields declared by setDtype that have no column yet: dtype() lists them all the same.
         self._declared: dict[str, np.dtype] = {}
+        # Every dtype given to setDtype since the set was made or loaded: a persistent notebook
+        # records the new ones at a commit (a journal replays them).
+        self._dtype_log: list[np.dtype] = []
         # The exceptions of cancelled jobs, by their stored text: results() gives the instance
         # back while this session lasts (as epyc does); a file keeps only the text.
         self._cancelled: dict[str, CancelledException] = {}
@@ -570,6 +573,7 @@ class ResultSet:
         """
         dtype = np.dtype(dtype)
         states, changes = dtypes.widen_to(self._rows.states(), dtype)
+        self._dtype_log.append(dtype)
         names = set(self.names())
         for name in dtype.names or ():
             if name not in names:
@@ -579,6 +583,10 @@ class ResultSet:
             if any(name in names for name, _, _ in changes):
                 self._typechanged = True
             self._frame = self._stored_frame = None
+
+    def declaredDtypes(self) -> list[np.dtype]:
+        """The dtypes given to :meth:`setDtype` since the set was made or loaded, in order (a copy)."""
+        return list(self._dtype_log)
 
     def pendingdtype(self) -> np.dtype:
         """The structured dtype of a pending result: its job id (text) and its parameters.

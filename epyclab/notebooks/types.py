@@ -20,14 +20,15 @@ class StoredColumn:
     """A column in the arrays a notebook file holds.
 
     ``kind`` is the name of its kind in the table of kinds. ``data`` is 1-D:
-    numbers, bools, str objects, int64 ticks of ``unit`` (datetime), or for
+    numbers, bools, str objects (or, for the ``str`` kind as an HDF5 file is
+    read, a :class:`~epyclab.notebooks.packedtext.PackedText`), int64 ticks of ``unit`` (datetime), or for
     cell kinds (array, list, tuple) an object array of flat 1-D arrays of
     ``element`` dtype, with ``shapes`` an object array of int64 shapes
     (``[-1]`` marks a missing cell).
     """
 
     kind: str
-    data: np.ndarray
+    data: Any  # np.ndarray, or PackedText (see above)
     shapes: np.ndarray | None = None
     unit: str | None = None
     element: np.dtype | None = None
