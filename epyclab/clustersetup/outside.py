@@ -25,8 +25,14 @@ stops as SIGTERM stops it: after the chunk it is running, so it takes no new
 one and no chunk is cut by the walltime; the keeper has submitted its
 replacement by then.
 
-An engine lost with its node gets no signal and leaves no marker: its death
-counts against its points, as any death without a witness does.
+**The batch system as witness.** An engine lost with its node, or killed
+at once (SIGKILL) by a preemption or a walltime, gets no signal it can act
+on and leaves no marker itself. Its job's final state says who ended it
+(``NODE_FAIL``, ``PREEMPTED``...): the keeper, and ClusterLab's collector
+when it finds no marker, ask the scheduler and write the marker for every
+engine of such a job (:func:`markEnded`, :mod:`epyclab.clustersetup.witness`),
+naming the state instead of ``SIGTERM``. An engine that dies while its job
+runs on (the point crashed it) has no witness, and its death counts.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 
 __all__ = [
     "ENDED_DIRECTORY", "JOBS_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install",
-    "endedFromOutside", "engineJob",
+    "endedFromOutside", "engineJob", "enginesOfJob", "markEnded",
 ]
 
 #: The engine's launcher kind (a row of batchsystems.SYSTEMS), set in its job's environment (engines.WORKER_VARIABLE).
@@ -150,6 +156,43 @@ def engineJob(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str 
         return (Path(profileDirectory) / JOBS_DIRECTORY / str(engineUuid)).read_text().strip() or None
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def enginesOfJob(profileDirectory: str | os.PathLike[str], job: str) -> list[str]:
+    """The uuids of the engines that said, at start-up, that they run in batch job ``job`` (``12`` matches
+    ``12.server``, as PBS writes its ids)."""
+    base = str(job).split(".")[0]
+    found = []
+    try:
+        paths = list((Path(profileDirectory) / JOBS_DIRECTORY).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for path in paths:
+        try:
+            said = path.read_text().strip()
+        except OSError:
+            continue  # one unreadable file does not hide the others
+        if said and said.split(".")[0] == base:
+            found.append(path.name)
+    return sorted(found)
+
+
+def markEnded(profileDirectory: str | os.PathLike[str], engineUuid: str, why: str, job: str) -> bool:
+    """Record that the scheduler ended engine ``engineUuid`` (``why``: one word, its job's state); True if
+    written, False if the engine had left its own marker (that one is kept)."""
+    directory = Path(profileDirectory) / ENDED_DIRECTORY
+    path = directory / str(engineUuid)
+    if path.exists():
+        return False
+    directory.mkdir(mode=0o700, exist_ok=True)
+    try:
+        # O_EXCL: an engine writing its own marker at the same moment wins, and nothing is written twice.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as file:
+        file.write(f"{why.split()[0]} {time.time():.3f} {job or '-'}\n")
+    return True
 
 
 def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:

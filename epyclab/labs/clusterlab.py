@@ -237,9 +237,21 @@ class ClusterLab(Lab):
     def _ended_from_outside(self, engine: str) -> str | None:
         """Why ``engine`` (a uuid) was ended from outside, by the marker it left in the profile (None: no marker)."""
         from epyclab.clustersetup.outside import endedFromOutside
+        from epyclab.clustersetup.witness import askScheduler
 
         # The connection file is <profile>/security/<file>: markers are in <profile>/ended/.
-        return endedFromOutside(self._connection.connection_file().parent.parent, engine)
+        profile = self._connection.connection_file().parent.parent
+        why = endedFromOutside(profile, engine)
+        if why is not None:
+            return why
+        # No marker: an engine of a batch job may have died with no signal it could act on (its node failed,
+        # a preemption killed it at once); its job's state is the witness (clustersetup/witness.py).
+        try:
+            marked = askScheduler(profile, engine)
+        except OSError as exc:  # the profile's files cannot be read: the death counts, as without a witness
+            logger.info("could not ask the scheduler about engine %s: %s", engine, exc)
+            return None
+        return endedFromOutside(profile, engine) if marked else None
 
     def _hub(self) -> Hub:
         self.connect()
