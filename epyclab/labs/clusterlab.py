@@ -78,7 +78,12 @@ class ClusterLab(Lab):
     whose engine died is resubmitted, one point per task when this process
     has the experiment, at most :attr:`Retries` times (so a point that kills
     its engine costs at most ``Retries + 1`` engines, then is a failed result
-    carrying the EngineError). A task the controller lost is found and, with
+    carrying the EngineError). An engine ended from outside (its batch job
+    cancelled, preempted, out of walltime, its node failed: see
+    :mod:`epyclab.clustersetup.outside`) costs its points nothing, up to
+    :attr:`OutsideRetries` times (default 10); a point ended from outside
+    once more is a failed result whose error says so and how to raise the
+    bound. A task the controller lost is found and, with
     ``lost='resubmit'`` (the default), resubmitted at most
     :attr:`LostRetries` times, or, with ``lost='fail'``, recorded as failed
     results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError` that says
@@ -149,6 +154,10 @@ class ClusterLab(Lab):
     #: Times a point whose engine died is resubmitted before it fails (so a point that kills its
     #: engine costs at most Retries + 1 engines).
     Retries = RETRIES
+    #: Times a point whose engine was ended from outside (a signal from the batch system, or its job's state:
+    #: a failed node, preemption, walltime) is resubmitted, not counted as a retry, before it fails anyway: a
+    #: point whose jobs are preempted again and again, or a broken node, must not be resubmitted for ever.
+    OutsideRetries = 10
     #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
     LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.
@@ -215,7 +224,7 @@ class ClusterLab(Lab):
         self._collector = Collector(
             self._notebook, self._hub, self._submit,
             lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
-            outside=self._ended_from_outside,
+            outside=self._ended_from_outside, outside_retries=self.OutsideRetries,
         )
         self.open()
 
@@ -456,6 +465,7 @@ class ClusterLab(Lab):
         """One collection pass, reconnecting if the controller stops answering."""
         c = self._collector
         c.retries, c.lost_retries, c.grace = self.Retries, self.LostRetries, self.LostGrace
+        c.outside_retries = self.OutsideRetries
         c.stranded.interval = self.OrphanCheckSeconds
         attempts = max(1, self.Reconnections)
         for attempt in range(1, attempts + 1):
