@@ -81,6 +81,20 @@ class WaitsToBeKilled(Experiment):
         return {"y": params["x"] * params["x"], "pid": os.getpid()}
 
 
+class WaitsForFile(Experiment):
+    """y = x * x once the file ``path`` exists (a test creates it to let the points finish; at most 120 s)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(self.path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"y": params["x"] * params["x"], "pid": os.getpid()}
+
+
 def _identity(pid: int) -> dict[str, Any] | None:
     try:
         return {"pid": pid, "created": psutil.Process(pid).create_time()}

@@ -18,9 +18,9 @@ from epyclab.labs.interrupts import oneLineOnCtrlC
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.remote.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.remote.hub import Connection, Hub, NoAnswer
-from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
+from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, group_by_task, job_id, split
 from epyclab.labs.remote.placement import Placement, engineHost
-from epyclab.labs.remote.points import PointCounts, describeCounts, pointCounts
+from epyclab.labs.remote.points import PointCounts, describeCounts, hubTasks, pointCounts
 from epyclab.labs.transports.deaths import RETRIES
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -542,9 +542,18 @@ class ClusterLab(Lab):
         return self._collector.lost
 
     def pointCounts(self) -> dict[str, PointCounts]:
-        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
-        _, engines = self._hub().live()
-        return pointCounts(self._notebook, set().union(*engines.values()))
+        """Result set tag -> its points queued, running (in a chunk an engine runs now), finished but not
+        collected (the result waits at the controller), done and failed: as ``epyclab cluster status
+        PROFILE NOTEBOOK`` counts them (see :mod:`epyclab.labs.remote.points`).
+
+        Raises:
+            NoAnswer: the controller did not answer in time.
+        """
+        hub = self._hub()
+        queues, _ = hub.request("queue_request", {"targets": None, "verbose": True})
+        tasks = list(group_by_task(self._notebook.allPendingResults()))
+        running, finished = hubTasks(queues, hub.records(tasks, ["msg_id", "completed"]).values())
+        return pointCounts(self._notebook, running, finished)
 
     def _log_counts(self, finished: bool = False) -> None:
         try:
