@@ -9,14 +9,19 @@ from pathlib import Path
 
 import pytest
 from clusterhub import Square, WaitsForFile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cluster_local import cluster
 from waiting import wait_until
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
+from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
-from epyclab.labs.remote.points import PointCounts
+from epyclab.labs.remote.jobs import job_id
+from epyclab.labs.remote.points import PointCounts, hubTasks, pointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
+from epyclab.notebooks.labnotebook import LabNotebook
 
 
 @pytest.fixture
@@ -58,3 +63,52 @@ def test_the_lab_and_status_agree_on_every_state_of_a_point(ipdir: Path, tmp_pat
     finally:
         release.touch()
         lab.close()
+
+
+_STATE = st.sampled_from(["queued", "running", "finished", "finished, still listed"])
+
+
+def _use(nb: LabNotebook, tag: str) -> None:
+    if tag in nb.keys():
+        nb.select(tag)
+    else:
+        nb.addResultSet(tag)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tasks=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 3), _STATE, st.integers(0, 2)),
+                      max_size=10),
+       text_keys=st.booleans(), done=st.integers(0, 3))
+def test_what_the_hub_says_is_read_into_one_count_per_point(tasks: list[tuple[str, int, str, int]], text_keys: bool,
+                                                           done: int) -> None:
+    """The hub's answers, as a Client gives them (engine ids as ints) or a raw request (as text), give each
+    pending point exactly one of queued, running, finished not collected; a finished task the hub still lists
+    at its engine for a moment is finished."""
+    nb = LabNotebook()
+    queues: dict[object, object] = {"unassigned": []}
+    records = []
+    for t, (tag, size, state, engine) in enumerate(tasks):
+        msg = f"task-{t}"
+        _use(nb, tag)
+        for i in range(size):
+            nb.addPendingResult({"t": t, "i": i}, job_id(msg, i))
+        queue = queues.setdefault(str(engine) if text_keys else engine, {"queue": [], "completed": [], "tasks": []})
+        if state == "queued":
+            queues["unassigned"].append(msg)
+        elif state in ("running", "finished, still listed"):
+            queue["tasks" if engine % 2 else "queue"].append(msg)
+        records.append({"msg_id": msg, "completed": None if state in ("queued", "running") else "2026-01-01"})
+    if done:
+        _use(nb, "a")
+        for n in range(done):
+            nb.addResult({Experiment.PARAMETERS: {"t": -1, "i": n}, Experiment.METADATA: {Experiment.STATUS: True},
+                          Experiment.RESULTS: {"ok": 1}})
+    running, finished = hubTasks(queues, records)
+    counts = pointCounts(nb, running, finished)
+    for tag in ("a", "b"):
+        def points(*states: str, tag: str = tag) -> int:
+            return sum(size for g, size, s, _ in tasks if g == tag and s in states)
+
+        want = PointCounts(points("queued"), points("running"), done if tag == "a" else 0, 0,
+                           points("finished", "finished, still listed"))
+        assert counts.get(tag, PointCounts()) == want
