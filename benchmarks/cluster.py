@@ -140,20 +140,22 @@ def end_to_end(cluster: ipp.Cluster, client: ipp.Client, repeat: int) -> dict[st
     return {"engines": engines, "chunk": chunk, "lab": lab_t, "runs": runs_t, "bare": bare_t}
 
 
-def thousand(cluster: ipp.Cluster, repeat: int, n: int = 1000) -> list[float]:
-    """(d) seconds of runExperiment + wait() for ``n`` trivial points on a connected lab."""
-    ts = []
+def thousand(cluster: ipp.Cluster, repeat: int, n: int = 1000) -> tuple[list[float], list[float]]:
+    """(d) seconds of runExperiment + wait() for ``n`` trivial points on a connected lab, and the CPU seconds
+    the submitting process used for them (its share, which a loaded machine does not inflate)."""
+    ts, cpu = [], []
     for _ in range(repeat):
         nb = LabNotebook()
         lab = lab_on(cluster, nb)
         lab["x"] = range(n)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         lab.runExperiment(Trivial())
         assert lab.wait(progress=False)
         ts.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         assert nb.numberOfResults() == n
         lab.close()
-    return ts
+    return ts, cpu
 
 
 BIG_SCRIPT = """
@@ -270,7 +272,7 @@ def main() -> None:
             sub = submission(cluster, args.repeat, tmp)
             e2e = end_to_end(cluster, client, args.repeat)
             lat = latency(cluster, args.repeat)
-            small = thousand(cluster, args.repeat)
+            small, small_cpu = thousand(cluster, args.repeat)
             client.close()
         finally:
             cluster.stop_engines_sync()
@@ -315,10 +317,11 @@ def main() -> None:
             ],
         ),
         "**1,000 points end to end**: `runExperiment` + `wait()` on the running controller. "
-        "Target: at least 5,000 points/s.",
-        table(["points", "best (s)", "median (s)", "points/s (best)", "points/s (median)"],
+        "Target: at least 5,000 points/s. The submitting process's CPU seconds (all threads) say what it "
+        "costs itself, whatever else runs on the machine.",
+        table(["points", "best (s)", "median (s)", "points/s (best)", "points/s (median)", "submitter CPU (s, median)"],
               [["1,000", f"{min(small):.3f}", f"{statistics.median(small):.3f}", f"{1000 / min(small):,.0f}",
-                f"{1000 / statistics.median(small):,.0f}"]]),
+                f"{1000 / statistics.median(small):,.0f}", f"{statistics.median(small_cpu):.3f}"]]),
         *([] if large is None else [
             f"**{args.big:,} points through a durable controller** (a fresh one, SQLite task store), submitted "
             "and collected into an HDF5 notebook by one process of their own; once. Target: no lost or "
