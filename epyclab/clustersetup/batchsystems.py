@@ -102,6 +102,9 @@ class BatchSystem:
     #: aborted it) ``NODE_FAIL``.
     exitPattern: str = ""
     signalledExit: int = 256
+    #: How many times the job was requeued (group 1) in the query's output; each run's engines say which run
+    #: they belong to (see :mod:`epyclab.clustersetup.outside`), so those of an earlier run are known dead.
+    restartsPattern: str = ""
 
     def line(self, template: str, **values: Any) -> str:
         """A directive line from one of the row's templates."""
@@ -118,7 +121,7 @@ SYSTEMS: dict[str, BatchSystem] = {
         # scontrol knows a job for MinJobAge (300 s by default) after it ended, with its final state.
         queryCommand=("scontrol", "show", "job", "-o", "{job}"),
         statePattern=r"\bJobState=(\S+)", nodePattern=r"\bBatchHost=(\S+)", endPattern=r"\bEndTime=(\S+)",
-        jobVariable="SLURM_JOB_ID", outputJobId=True,
+        jobVariable="SLURM_JOB_ID", outputJobId=True, restartsPattern=r"\bRestarts=(\d+)",
     ),
     "pbs": BatchSystem(
         name="pbs", engineClass="PBSEngineSetLauncher", controllerClass="PBSControllerLauncher",
@@ -160,6 +163,8 @@ class JobInfo:
     node: str | None = None
     #: Seconds until its time limit (None: not running, or no limit known).
     left: float | None = None
+    #: Times the scheduler requeued it (0 where the row cannot say).
+    restarts: int = 0
 
     @property
     def ended(self) -> bool:
@@ -190,8 +195,10 @@ def jobInfo(row: BatchSystem, job: str) -> JobInfo:
     if word == "COMPLETED" and row.exitPattern:
         word = _by_exit(row, done.stdout)
     node = re.search(row.nodePattern, done.stdout) if row.nodePattern else None
+    restarts = re.search(row.restartsPattern, done.stdout) if row.restartsPattern else None
     return JobInfo(word, node.group(1) if node and node.group(1) not in ("(null)", "None") else None,
-                   _left(row, done.stdout) if word in RUNNING_STATES else None)
+                   _left(row, done.stdout) if word in RUNNING_STATES else None,
+                   int(restarts.group(1)) if restarts else 0)
 
 
 def _by_exit(row: BatchSystem, output: str) -> str:

@@ -189,12 +189,15 @@ def keepOnce(directory: Path, recorded: Processes, now: float | None = None) -> 
             live.append(record)
             continue
         info = batchInfo(record)
-        if not info.ended and outsideState(record, info) == "REQUEUED":
-            # It ran and is queued again (its node failed): its engines died, whatever reached them.
+        if not info.ended and (outsideState(record, info) == "REQUEUED"
+                               or info.restarts > int(record.get("restarts") or 0)):
+            # It ran and was queued again (its node failed): its engines died, whatever reached them.
             witnessJob(directory, record, info)
             logger.info("keeper: %s was requeued (%s); its engines were ended from outside", recordName(record),
                         info.state)
-            record["running"] = None
+            record["restarts"] = info.restarts
+            if not info.running:
+                record["running"] = None
         if info.running and not record.get("running"):
             record["running"] = now
         if info.running and info.left is not None and options.drainSeconds > 0 and not record.get("draining"):

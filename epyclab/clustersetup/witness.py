@@ -9,6 +9,8 @@ instead, in its job's state. Two readers ask it:
   ended in one of its row's :attr:`~epyclab.clustersetup.batchsystems.BatchSystem.outsideStates`,
   or that ran and is queued again (requeued after its node failed), has
   every engine that ran in it marked as ended from outside, naming the state;
+  a job requeued and already running again (Slurm's ``Restarts``) has the
+  engines of its earlier runs marked;
 - ClusterLab's collector, for an engine that died under a task and left no
   marker (:func:`askScheduler`): it asks about the engine's job (the one the
   engine named at start-up), so the witness does not depend on a keeper
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from epyclab.clustersetup.batchsystems import SYSTEMS, JobInfo
-from epyclab.clustersetup.outside import engineJob, enginesOfJob, markEnded
+from epyclab.clustersetup.outside import engineJob, engineRun, enginesOfJob, markEnded
 from epyclab.log import logger
 
 __all__ = ["witnessJob", "askScheduler", "outsideState", "SETTLE_SECONDS"]
@@ -53,13 +55,25 @@ def outsideState(record: Mapping[str, Any], info: JobInfo, ran: bool | None = No
 
 
 def witnessJob(directory: Path, record: Mapping[str, Any], info: JobInfo, ran: bool | None = None) -> list[str]:
-    """Mark every engine that ran in ``record``'s job as ended from outside if ``info`` says the scheduler
-    ended it (``ran`` as for :func:`outsideState`); return the uuids newly marked."""
-    state = outsideState(record, info, ran)
+    """Mark the engines of ``record``'s job that the scheduler ended as ended from outside; return the uuids
+    newly marked.
+
+    All of them if ``info`` says the scheduler ended the job or requeued it
+    (``ran`` as for :func:`outsideState`); else, for a job requeued and
+    running again, those of its earlier runs (each engine said which run it
+    belongs to).
+    """
     job = str(record.get("launcher", {}).get("job_id", ""))
-    if state is None or not job:
+    state = outsideState(record, info, ran)
+    if not job:
         return []
-    marked = [uuid for uuid in enginesOfJob(directory, job) if markEnded(directory, uuid, state, job)]
+    if state is not None:
+        uuids = enginesOfJob(directory, job)
+    elif info.restarts:
+        state, uuids = "REQUEUED", enginesOfJob(directory, job, before=info.restarts)
+    else:
+        return []
+    marked = [uuid for uuid in uuids if markEnded(directory, uuid, state, job)]
     if marked:
         logger.info("%s job %s ended (%s): %d engine(s) marked as ended from outside", record.get("kind"), job,
                     state, len(marked))
@@ -92,8 +106,8 @@ def askScheduler(directory: Path, engineUuid: str, settle: float = SETTLE_SECOND
     while info.state == "COMPLETING" and time.monotonic() < deadline:
         time.sleep(0.5)
         info = batchInfo(record)
-    # The engine registered, so its job had run: pending again means requeued.
-    if outsideState(record, info, ran=True) is None:
+    # The engine registered, so its job had run: pending again means requeued; so does a later run.
+    if outsideState(record, info, ran=True) is None and engineRun(directory, engineUuid) >= info.restarts:
         logger.debug("engine %s died in %s job %s, which is %s: not ended from outside", engineUuid,
                      record.get("kind"), job, info.state)
         return False
