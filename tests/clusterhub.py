@@ -62,6 +62,39 @@ class Killer(Experiment):
         return {"y": params["x"] * params["x"]}
 
 
+class WaitsToBeKilled(Experiment):
+    """Its first ``times`` runs of each point write their engine's PID to ``<directory>/<x>.<n>.pid`` and
+    wait to be killed (the test kills that engine); a later run returns y = x * x and its PID."""
+
+    def __init__(self, directory: str, times: int = 1) -> None:
+        super().__init__()
+        self.directory = directory
+        self.times = times
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        runs = sorted(Path(self.directory).glob(f"{params['x']}.*.pid"))
+        if len(runs) < self.times:
+            path = Path(self.directory) / f"{params['x']}.{len(runs)}.pid"
+            path.with_suffix(".tmp").write_text(str(os.getpid()))
+            path.with_suffix(".tmp").replace(path)
+            time.sleep(120)  # the test ends this engine long before
+        return {"y": params["x"] * params["x"], "pid": os.getpid()}
+
+
+class WaitsForFile(Experiment):
+    """y = x * x once the file ``path`` exists (a test creates it to let the points finish; at most 120 s)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(self.path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"y": params["x"] * params["x"], "pid": os.getpid()}
+
+
 def _identity(pid: int) -> dict[str, Any] | None:
     try:
         return {"pid": pid, "created": psutil.Process(pid).create_time()}

@@ -80,18 +80,56 @@ class Slurm:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def _job_processes(self) -> list[psutil.Process]:
-        """The processes of this Slurm's jobs (slurmstepd and what it started), found by their spool directory."""
+        """The processes of this Slurm's jobs (slurmstepd and what it started), found by their spool directory,
+        or, for a step daemon (whose own environment does not name this Slurm), by what it started."""
         spool = str(self.directory / "spool")
         found = []
         for proc in psutil.process_iter(["pid", "cmdline", "name"]):
             try:
                 cmdline = " ".join(proc.info["cmdline"] or ())
-                ours = proc.info["name"] == "slurmstepd" and proc.environ().get("SLURM_CONF") == str(self.conf)
-                if spool in cmdline or ours:
+                ours = proc.environ().get("SLURM_CONF") == str(self.conf)
+                if proc.info["name"] == "slurmstepd" and not ours:
+                    ours = any(c.environ().get("SLURM_CONF") == str(self.conf) for c in proc.children(recursive=True))
+                    if ours:
+                        found += proc.children(recursive=True)
+                if spool in cmdline or (ours and proc.info["name"] == "slurmstepd"):
                     found.append(proc)
             except psutil.Error:
                 continue
-        return found
+        return list({p.pid: p for p in found}.values())
+
+    def crash_node(self, timeout: float = 60.0) -> list[int]:
+        """The node crashes and comes back: every process of its jobs and slurmd are frozen (SIGSTOP) and
+        killed (SIGKILL) at once, so none of them gets a signal it can act on; slurmctld is told the node is
+        down (as it finds by itself after SlurmdTimeout); slurmd starts again and the node returns to
+        service. Returns the PIDs killed (slurmd's first).
+
+        The jobs' final state is Slurm's: NODE_FAIL for a job submitted with ``--no-requeue``, else
+        requeued (PENDING again).
+        """
+        slurmd = next(p for p in self.processes if Path(str(p.args[0])).name == "slurmd")
+        victims = [psutil.Process(slurmd.pid), *self._job_processes()]
+        for proc in victims:
+            try:
+                proc.suspend()
+            except psutil.Error:
+                continue
+        for proc in victims:
+            try:
+                proc.kill()
+            except psutil.Error:
+                continue
+        slurmd.wait(10)
+        psutil.wait_procs(victims[1:], timeout=10)  # (step daemons, children of init, stay zombies a moment)
+        self.run("scontrol", "update", f"nodename={self.node}", "state=down", "reason=crashed")
+        with open(self.directory / "slurmd.out", "ab") as out:
+            again = subprocess.Popen(slurmd.args, start_new_session=True, stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
+        self.processes[self.processes.index(slurmd)] = again
+        _wait(lambda: "idle" in self.run("sinfo", "-h", "-o", "%T", check=False)
+              or "mixed" in self.run("sinfo", "-h", "-o", "%T", check=False), timeout,
+              "the node did not return to service after its crash", self)
+        return [v.pid for v in victims]
 
     def close(self) -> list[int]:
         """Cancel the jobs, stop the daemons by PID (TERM, then KILL); return the PIDs still alive (none).

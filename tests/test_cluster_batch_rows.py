@@ -68,6 +68,37 @@ def test_pbs_answers_are_read_through_its_row(tmp_path: Path, monkeypatch: pytes
     assert jobInfo(SYSTEMS["pbs"], "999.other").state == batchsystems.GONE  # qstat: unknown job id
 
 
+@pytest.mark.parametrize(("status", "state"), [(0, "COMPLETED"), (1, "FAILED"), (271, "CANCELLED"),
+                                               (265, "CANCELLED"), (-11, "NODE_FAIL")])
+def test_pbs_says_who_ended_a_job_by_its_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int,
+                                                    state: str) -> None:
+    """Torque's finished job is `C` whatever ended it; its exit status says: 256 + a signal is the scheduler's
+    kill (walltime, qdel), negative the execution host's abort. Those engines are marked as ended from outside."""
+    from epyclab.clustersetup.outside import endedFromOutside
+    from epyclab.clustersetup.witness import witnessJob
+
+    qstat = tmp_path / "bin" / "qstat"
+    qstat.parent.mkdir()
+    qstat.write_text(f"#!/bin/sh\ncat <<'EOF'\n{PBS_QSTAT.format(state='C')}    exit_status = {status}\nEOF\n")
+    qstat.chmod(0o700)
+    monkeypatch.setenv("PATH", f"{qstat.parent}{os.pathsep}{os.environ['PATH']}")
+    info = jobInfo(SYSTEMS["pbs"], "4242.pbsserver")
+    assert info.state == state and info.ended
+    profile = tmp_path / "profile"
+    (profile / "engine-jobs").mkdir(parents=True)
+    for uuid, job in (("e1", "4242.pbsserver"), ("e2", "4242.pbsserver"), ("e3", "4243.pbsserver")):
+        (profile / "engine-jobs" / uuid).write_text(job + "\n")
+    (profile / "ended").mkdir()  # e2 left its own marker, as an engine a SIGTERM ends does
+    (profile / "ended" / "e2").write_text("SIGTERM 1700000000.000 4242.pbsserver\n")
+    record = {"kind": "pbs", "launcher": {"job_id": "4242"}, "running": 1.0}
+    marked = witnessJob(profile, record, info)
+    outside = state in ("CANCELLED", "NODE_FAIL")
+    assert marked == (["e1"] if outside else [])
+    assert (endedFromOutside(profile, "e1") or "").startswith(f"{state} at ") == outside
+    assert endedFromOutside(profile, "e2").startswith("SIGTERM at ")  # its own marker is kept
+    assert endedFromOutside(profile, "e3") is None  # another job's engine
+
+
 def test_a_job_that_dies_at_once_stops_start_at_once(ipdir: Path, tmp_path: Path, slurm: slurm_fixture.Slurm,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in slurm.env.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,47 @@ def test_a_death_from_outside_is_not_counted_against_the_point(ipdir: Path, tmp_
         assert markers == []
         assert not bool(df[Experiment.STATUS].iloc[0])
         assert "died" in str(df[Experiment.EXCEPTION].iloc[0])
+
+
+def test_deaths_from_outside_are_bounded_apart(ipdir: Path, tmp_path: Path) -> None:
+    """A point whose engine is ended from outside every time it runs (a job preempted again and again) is
+    resubmitted uncounted OutsideRetries times, then is a failed row saying so and how to raise the bound."""
+    from clusterhub import WaitsToBeKilled
+
+    assert cluster(ipdir, "-q", "init", "again").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "again", "--local", "-n", "3").exit_code == 0
+    runs, ended = tmp_path / "runs", ipdir / "profile_again" / ENDED_DIRECTORY
+    runs.mkdir()
+    killed: list[int] = []
+
+    def preempt() -> None:
+        # As a batch system preempts a job: SIGTERM (the engine leaves its marker), then SIGKILL; each run.
+        for n in range(2):
+            wait_until(lambda n=n: (runs / f"7.{n}.pid").exists(), 120, f"run {n} of the point to start")
+            engine = int((runs / f"7.{n}.pid").read_text())
+            os.kill(engine, signal.SIGTERM)
+            wait_until(lambda n=n: len(list(ended.glob("*"))) == n + 1, 10, "the marker")
+            os.kill(engine, signal.SIGKILL)
+            killed.append(engine)
+
+    nb = LabNotebook()
+    lab = ClusterLab(nb, profile="again", ipython_dir=str(ipdir), chunkSize=1)
+    lab.Retries = 0  # a death counted against the point would fail it at the first kill
+    lab.OutsideRetries = 1
+    killer = threading.Thread(target=preempt, daemon=True)
+    try:
+        lab["x"] = [7]
+        lab.runExperiment(WaitsToBeKilled(str(runs), 10))  # every run waits to be killed
+        killer.start()
+        assert lab.wait(timeout=240, progress=False)
+        df = nb.dataframe(only_successful=False)
+    finally:
+        lab.close()
+        killer.join(30)
+    assert len(killed) == 2
+    assert len(df) == 1 and not bool(df[Experiment.STATUS].iloc[0])
+    error = str(df[Experiment.EXCEPTION].iloc[0])
+    assert "ended from outside 2 times" in error and "ClusterLab.OutsideRetries is 1" in error, error
+    assert "lab.OutsideRetries = 20" in error and "SIGTERM at " in error
+    # Resubmitted once (not counted: Retries = 0 did not fail it), then not again.
+    assert sorted(p.name for p in runs.glob("*.pid")) == ["7.0.pid", "7.1.pid"]

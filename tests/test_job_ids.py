@@ -33,19 +33,21 @@ from epyclab.labs.remote.jobs import (
 msg_ids = st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=20)
 
 
-@given(msg_id=msg_ids, index=st.integers(0, 10**6), attempt=st.integers(0, 50))
-def test_a_job_id_names_its_task_place_and_attempt(msg_id: str, index: int, attempt: int) -> None:
-    jobid = job_id(msg_id, index, attempt)
-    assert parse_job_id(jobid) == JobRef(jobid, msg_id, index, attempt)
+@given(msg_id=msg_ids, index=st.integers(0, 10**6), attempt=st.integers(0, 50), outside=st.integers(0, 50))
+def test_a_job_id_names_its_task_place_and_attempt(msg_id: str, index: int, attempt: int, outside: int) -> None:
+    jobid = job_id(msg_id, index, attempt, outside)
+    assert parse_job_id(jobid) == JobRef(jobid, msg_id, index, attempt, outside)
 
 
 def test_the_job_id_forms() -> None:
     assert job_id("abc", 3) == "abc/3"
     assert job_id("abc", 3, 0) == "abc/3"
     assert job_id("abc", 3, 2) == "abc/3/2"
+    assert job_id("abc", 3, 0, 1) == "abc/3/0/1"  # ended from outside once: not an attempt
 
 
-@pytest.mark.parametrize("jobid", ["abc", "/3", "abc/", "abc/x", "abc/3/", "abc/3/x", "abc/-1", "abc/3/2/1"])
+@pytest.mark.parametrize("jobid", ["abc", "/3", "abc/", "abc/x", "abc/3/", "abc/3/x", "abc/-1", "abc/3/2/x",
+                                   "abc/3/2/1/0", "abc/3//1"])
 def test_an_id_of_another_form_is_index_0_of_its_own_task(jobid: str) -> None:
     assert parse_job_id(jobid) == JobRef(jobid, jobid, 0, 0)
 

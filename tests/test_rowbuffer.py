@@ -13,6 +13,7 @@ from epyclab.experiment import Experiment
 from epyclab.notebooks.columns import MISSING
 from epyclab.notebooks.kinds import KINDS, ColumnState
 from epyclab.notebooks.rowbuffer import RowBuffer, missing_cell
+from epyclab.notebooks.rowcheck import RowCheck
 from epyclab.notebooks.stored import StoredRows
 
 
@@ -151,3 +152,30 @@ def test_rows_lacking_columns_are_padded_however_their_keys_repeat(rows):
     for k in seen:
         assert buf.buffered(k) == [float(i) if k in keys else MISSING for i, keys in enumerate(rows)]
     assert buf.buffered("i") == list(range(len(rows)))
+
+
+_VALUES = st.one_of(st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=3), st.none(),
+                    st.booleans())
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.tuples(st.dictionaries(st.sampled_from("ab"), _VALUES, max_size=2), st.booleans()),
+                     max_size=12))
+def test_the_trial_check_kept_between_rows_decides_as_a_fresh_one(rows):
+    """The trial check is given again while the columns stand (it keeps its plans): whatever it admitted or
+    widened in trial, and whichever rows were then added, it decides every row as one made afresh would."""
+    buffer = RowBuffer()
+    for results, add in rows:
+        fresh = RowCheck(buffer.states())
+        before = dict(buffer.states())
+        outcomes = []
+        for check in (fresh, buffer.trialCheck()):
+            try:
+                check({"p": 1}, results, {})
+                outcomes.append("ok")
+            except UnstorableValueError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1]
+        assert buffer.states() == before  # the trials changed nothing here
+        if add and outcomes[0] == "ok":
+            buffer.add({"p": 1}, results, {})

@@ -13,7 +13,16 @@ is one more row. ``mpi`` is a row too: its engines are a process
 
 Job states are given in Slurm's words (``PENDING``, ``RUNNING``,
 ``COMPLETED``, ``TIMEOUT``...), each system's own mapped through
-:attr:`BatchSystem.states`; ``gone`` is a job the scheduler no longer knows.
+:attr:`BatchSystem.states` (and, for a system that tells how a job ended only
+by its exit status, :attr:`BatchSystem.exitPattern`); ``gone`` is a job the
+scheduler no longer knows.
+
+**Who ended it.** :attr:`BatchSystem.outsideStates` are the final states of
+a job that the scheduler ended, not its engines' work (a failed node,
+preemption, its walltime, a cancellation); :attr:`BatchSystem.requeuedStates`
+those of a job that ran and was put back in the queue (Slurm requeues a batch
+job whose node failed). An engine of such a job died from outside, whether a
+signal reached it or not: :mod:`epyclab.clustersetup.witness` records it so.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from typing import Any
 from epyclab.clustersetup.errors import ClusterSetupError
 from epyclab.log import logger
 
-__all__ = ["BatchSystem", "SYSTEMS", "system", "JobInfo", "jobInfo", "ENDED", "RUNNING_STATES", "GONE"]
+__all__ = ["BatchSystem", "SYSTEMS", "system", "JobInfo", "jobInfo", "ENDED", "RUNNING_STATES", "GONE", "OUTSIDE",
+           "REQUEUED"]
 
 #: A job the scheduler no longer lists.
 GONE = "gone"
@@ -38,6 +48,10 @@ ENDED = frozenset({GONE, "COMPLETED", "COMPLETING", "FAILED", "CANCELLED", "TIME
                    "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED", "DEADLINE", "SPECIAL_EXIT"})
 #: States of a job whose engines run (or may run).
 RUNNING_STATES = frozenset({"RUNNING", "CONFIGURING"})
+#: Final states of a job the scheduler ended (not its engines' doing), in Slurm's words.
+OUTSIDE = frozenset({"NODE_FAIL", "PREEMPTED", "TIMEOUT", "CANCELLED", "BOOT_FAIL", "DEADLINE"})
+#: States of a job that ran and was put back in the queue, in Slurm's words.
+REQUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,19 @@ class BatchSystem:
     jobVariable: str = ""
     #: Whether the output file name may hold the job id as ``%j`` (else a unique name is made first).
     outputJobId: bool = False
+    #: Final states (Slurm's words, after :attr:`states`) of a job the scheduler ended, not its engines.
+    outsideStates: frozenset[str] = OUTSIDE
+    #: States of a job that had run and is queued again (requeued): its engines were ended from outside.
+    requeuedStates: frozenset[str] = REQUEUED
+    #: For a system whose final state does not say how a job ended: its exit status (group 1) in the query's
+    #: output, and the states it means: at least :attr:`signalledExit` (the job killed by a signal the
+    #: scheduler sent: walltime, deletion, preemption) ``CANCELLED``; negative (the execution host
+    #: aborted it) ``NODE_FAIL``.
+    exitPattern: str = ""
+    signalledExit: int = 256
+    #: How many times the job was requeued (group 1) in the query's output; each run's engines say which run
+    #: they belong to (see :mod:`epyclab.clustersetup.outside`), so those of an earlier run are known dead.
+    restartsPattern: str = ""
 
     def line(self, template: str, **values: Any) -> str:
         """A directive line from one of the row's templates."""
@@ -94,7 +121,7 @@ SYSTEMS: dict[str, BatchSystem] = {
         # scontrol knows a job for MinJobAge (300 s by default) after it ended, with its final state.
         queryCommand=("scontrol", "show", "job", "-o", "{job}"),
         statePattern=r"\bJobState=(\S+)", nodePattern=r"\bBatchHost=(\S+)", endPattern=r"\bEndTime=(\S+)",
-        jobVariable="SLURM_JOB_ID", outputJobId=True,
+        jobVariable="SLURM_JOB_ID", outputJobId=True, restartsPattern=r"\bRestarts=(\d+)",
     ),
     "pbs": BatchSystem(
         name="pbs", engineClass="PBSEngineSetLauncher", controllerClass="PBSControllerLauncher",
@@ -108,6 +135,9 @@ SYSTEMS: dict[str, BatchSystem] = {
         states={"Q": "PENDING", "H": "PENDING", "W": "PENDING", "T": "PENDING", "R": "RUNNING",
                 "E": "COMPLETING", "C": "COMPLETED", "F": "COMPLETED", "X": "COMPLETED"},
         jobVariable="PBS_JOBID",
+        # Torque and PBS Pro give 256 + the signal for a job they killed (271: SIGTERM at the walltime or on
+        # qdel), a negative status for one its execution host (pbs_mom) aborted.
+        exitPattern=r"[Ee]xit_status\s*=\s*(-?\d+)",
     ),
     "mpi": BatchSystem(
         name="mpi", engineClass="MPIEngineSetLauncher", controllerClass=None, command="mpiexec", batch=False,
@@ -133,6 +163,8 @@ class JobInfo:
     node: str | None = None
     #: Seconds until its time limit (None: not running, or no limit known).
     left: float | None = None
+    #: Times the scheduler requeued it (0 where the row cannot say).
+    restarts: int = 0
 
     @property
     def ended(self) -> bool:
@@ -160,9 +192,24 @@ def jobInfo(row: BatchSystem, job: str) -> JobInfo:
         return JobInfo(GONE)
     word = state.group(1)
     word = row.states.get(word, word)
+    if word == "COMPLETED" and row.exitPattern:
+        word = _by_exit(row, done.stdout)
     node = re.search(row.nodePattern, done.stdout) if row.nodePattern else None
+    restarts = re.search(row.restartsPattern, done.stdout) if row.restartsPattern else None
     return JobInfo(word, node.group(1) if node and node.group(1) not in ("(null)", "None") else None,
-                   _left(row, done.stdout) if word in RUNNING_STATES else None)
+                   _left(row, done.stdout) if word in RUNNING_STATES else None,
+                   int(restarts.group(1)) if restarts else 0)
+
+
+def _by_exit(row: BatchSystem, output: str) -> str:
+    """A finished job's state from its exit status (see :attr:`BatchSystem.exitPattern`)."""
+    found = re.search(row.exitPattern, output)
+    if not found:
+        return "COMPLETED"
+    status = int(found.group(1))
+    if status >= row.signalledExit:
+        return "CANCELLED"
+    return "NODE_FAIL" if status < 0 else ("COMPLETED" if status == 0 else "FAILED")
 
 
 def _left(row: BatchSystem, output: str) -> float | None:

@@ -11,6 +11,12 @@ as many engines are submitted again, in jobs of ``--engines-per-job``. Each
 job is recorded in the state the moment it is submitted, so that ``status``
 and ``stop`` see it from any shell.
 
+**Witness.** A job that the scheduler ended (its row's outside states:
+a failed node, preemption, walltime, cancellation) or requeued has its
+engines marked as ended from outside (:mod:`epyclab.clustersetup.witness`)
+before it is dropped: the points they ran are run again uncounted, though
+no signal reached the engines.
+
 **Back-off.** A job that ends without having run :data:`QUICK_SECONDS` (and
 not by its walltime or from outside) counts as failed at once: a broken
 environment, a bad module load. After each such failure in a row the keeper
@@ -42,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from epyclab.clustersetup.batchsystems import system
 from epyclab.clustersetup.errors import ClusterSetupError
 from epyclab.clustersetup.launchers import (
     BatchOptions,
@@ -51,6 +58,7 @@ from epyclab.clustersetup.launchers import (
     submitEngineJob,
 )
 from epyclab.clustersetup.state import Processes, loadProcesses, processesLocked, saveProcesses
+from epyclab.clustersetup.witness import outsideState, witnessJob
 from epyclab.log import logger
 
 __all__ = [
@@ -73,8 +81,6 @@ QUICK_SECONDS = 30.0
 BACKOFF_SECONDS = 30.0
 #: The longest wait between submissions while jobs keep failing at once.
 BACKOFF_MAX = 3600.0
-# States of a job ended from outside or by its time limit: it ran as it should have, and is replaced at once.
-_FROM_OUTSIDE = frozenset({"TIMEOUT", "PREEMPTED", "NODE_FAIL", "CANCELLED", "DEADLINE", "BOOT_FAIL"})
 _LOG = "log/epyclab-keeper.log"
 # How many ended jobs the state keeps, for status.
 _ENDED_KEPT = 5
@@ -183,6 +189,15 @@ def keepOnce(directory: Path, recorded: Processes, now: float | None = None) -> 
             live.append(record)
             continue
         info = batchInfo(record)
+        if not info.ended and (outsideState(record, info) == "REQUEUED"
+                               or info.restarts > int(record.get("restarts") or 0)):
+            # It ran and was queued again (its node failed): its engines died, whatever reached them.
+            witnessJob(directory, record, info)
+            logger.info("keeper: %s was requeued (%s); its engines were ended from outside", recordName(record),
+                        info.state)
+            record["restarts"] = info.restarts
+            if not info.running:
+                record["running"] = None
         if info.running and not record.get("running"):
             record["running"] = now
         if info.running and info.left is not None and options.drainSeconds > 0 and not record.get("draining"):
@@ -199,7 +214,8 @@ def keepOnce(directory: Path, recorded: Processes, now: float | None = None) -> 
         ran = now - float(record.get("running") or now)
         drained = " after its engines drained" if record.get("draining") else ""
         what = f"{recordName(record)} ended ({info.state}{drained}) after {ran:.0f} s running"
-        if info.state in _FROM_OUTSIDE or ran >= QUICK_SECONDS or record.get("draining"):
+        witnessJob(directory, record, info)
+        if info.state in system(kind).outsideStates or ran >= QUICK_SECONDS or record.get("draining"):
             keeper["failures"] = 0
             logger.info("keeper: %s; %s its %d engine(s)", what,
                         "replaced" if record.get("draining") else "replacing", int(record["engines"]))

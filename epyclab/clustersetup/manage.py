@@ -66,7 +66,7 @@ from epyclab.clustersetup.state import (
     saveSettings,
 )
 from epyclab.clustersetup.sync import remoteProfileDir
-from epyclab.labs.remote.points import PointCounts, pointCounts
+from epyclab.labs.remote.points import PointCounts, hubTasks, pointCounts
 from epyclab.log import logger
 from epyclab.private import privateTree, writePrivate
 
@@ -915,11 +915,10 @@ def _ask(client: Any, where: str, recorded: Processes, started: dict[str, int], 
         queues = client.queue_status(verbose=True)
     finally:
         client.close()
-    # One bulk query (above) for every task: a collected task is purged, so what is left finished is uncollected.
-    done = {str(r["msg_id"]) for r in records if r["completed"] is not None}
+    # One bulk query (above) for every task; read as ClusterLab.pointCounts reads it (points.hubTasks).
+    assigned, done = hubTasks(queues, records)
     finished = len(done)
-    assigned = {str(t) for q in queues.values() if isinstance(q, dict) for t in (q.get("tasks") or [])}
-    running = min(len(assigned), len(records) - finished)
+    running = min(len(assigned - done), len(records) - finished)
     return ClusterStatus(
         f"{where}, answering",
         True,

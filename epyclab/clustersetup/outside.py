@@ -25,8 +25,14 @@ stops as SIGTERM stops it: after the chunk it is running, so it takes no new
 one and no chunk is cut by the walltime; the keeper has submitted its
 replacement by then.
 
-An engine lost with its node gets no signal and leaves no marker: its death
-counts against its points, as any death without a witness does.
+**The batch system as witness.** An engine lost with its node, or killed
+at once (SIGKILL) by a preemption or a walltime, gets no signal it can act
+on and leaves no marker itself. Its job's final state says who ended it
+(``NODE_FAIL``, ``PREEMPTED``...): the keeper, and ClusterLab's collector
+when it finds no marker, ask the scheduler and write the marker for every
+engine of such a job (:func:`markEnded`, :mod:`epyclab.clustersetup.witness`),
+naming the state instead of ``SIGTERM``. An engine that dies while its job
+runs on (the point crashed it) has no witness, and its death counts.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Any
 
 __all__ = [
     "ENDED_DIRECTORY", "JOBS_DIRECTORY", "STARTUP_COMMAND", "KIND_VARIABLE", "DRAIN_VARIABLE", "install",
-    "endedFromOutside", "engineJob",
+    "endedFromOutside", "engineJob", "engineRun", "enginesOfJob", "markEnded",
 ]
 
 #: The engine's launcher kind (a row of batchsystems.SYSTEMS), set in its job's environment (engines.WORKER_VARIABLE).
@@ -59,6 +65,8 @@ STARTUP_COMMAND = (
 )
 # Batch job id variables, of every system a row of batchsystems.SYSTEMS names (kept here: the engine imports no more).
 _JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
+# How many times the job was requeued before this run (Slurm sets it in a requeued job).
+_RESTART_VARIABLES = ("SLURM_RESTART_COUNT",)
 
 
 def install() -> None:
@@ -90,7 +98,9 @@ def install() -> None:
 
     signal.signal(signal.SIGTERM, ended)
     if job != "-":
-        _write(Path(app.profile_dir.location) / JOBS_DIRECTORY / ident, job)
+        # "<job>", or "<job> <run>" in a run after a requeue: the witness knows the engines of earlier runs dead.
+        run = next((os.environ[v] for v in _RESTART_VARIABLES if os.environ.get(v, "").isdigit()), "0")
+        _write(Path(app.profile_dir.location) / JOBS_DIRECTORY / ident, job if run == "0" else f"{job} {run}")
     kind, drain = os.environ.get(KIND_VARIABLE, ""), float(os.environ.get(DRAIN_VARIABLE) or 0)
     if job != "-" and drain > 0:
         threading.Thread(target=_drain, args=(kind, job, drain, directory / ident), daemon=True,
@@ -144,12 +154,64 @@ def _write(path: Path, text: str) -> None:
 
 def engineJob(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
     """The batch job the engine ``engineUuid`` of the profile runs in (as it said at start-up), or None."""
+    said = _job_said(profileDirectory, engineUuid)
+    return said[0] if said else None
+
+
+def engineRun(profileDirectory: str | os.PathLike[str], engineUuid: str) -> int:
+    """Which run of its job the engine belongs to: 0, or the times the job had been requeued when it started."""
+    said = _job_said(profileDirectory, engineUuid)
+    return int(said[1]) if len(said) > 1 and said[1].isdigit() else 0
+
+
+def _job_said(profileDirectory: str | os.PathLike[str], engineUuid: str) -> list[str]:
+    """What the engine wrote at start-up: ``[job]`` or ``[job, run]`` (empty if nothing)."""
     if not engineUuid or "/" in str(engineUuid):
-        return None
+        return []
     try:
-        return (Path(profileDirectory) / JOBS_DIRECTORY / str(engineUuid)).read_text().strip() or None
+        return (Path(profileDirectory) / JOBS_DIRECTORY / str(engineUuid)).read_text().split()
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return []
+
+
+def enginesOfJob(profileDirectory: str | os.PathLike[str], job: str, before: int | None = None) -> list[str]:
+    """The uuids of the engines that said, at start-up, that they run in batch job ``job`` (``12`` matches
+    ``12.server``, as PBS writes its ids); with ``before``, only those of its runs before that one."""
+    base = str(job).split(".")[0]
+    found = []
+    try:
+        paths = list((Path(profileDirectory) / JOBS_DIRECTORY).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for path in paths:
+        try:
+            said = path.read_text().split()
+        except OSError:
+            continue  # one unreadable file does not hide the others
+        if not said or said[0].split(".")[0] != base:
+            continue
+        run = int(said[1]) if len(said) > 1 and said[1].isdigit() else 0
+        if before is None or run < before:
+            found.append(path.name)
+    return sorted(found)
+
+
+def markEnded(profileDirectory: str | os.PathLike[str], engineUuid: str, why: str, job: str) -> bool:
+    """Record that the scheduler ended engine ``engineUuid`` (``why``: one word, its job's state); True if
+    written, False if the engine had left its own marker (that one is kept)."""
+    directory = Path(profileDirectory) / ENDED_DIRECTORY
+    path = directory / str(engineUuid)
+    if path.exists():
+        return False
+    directory.mkdir(mode=0o700, exist_ok=True)
+    try:
+        # O_EXCL: an engine writing its own marker at the same moment wins, and nothing is written twice.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as file:
+        file.write(f"{why.split()[0]} {time.time():.3f} {job or '-'}\n")
+    return True
 
 
 def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:

@@ -18,9 +18,9 @@ from epyclab.labs.interrupts import oneLineOnCtrlC
 from epyclab.labs.lab import Committer, Lab, Submitted, SweepMarks
 from epyclab.labs.remote.collect import SUBMITTED_ATTRIBUTE, Collector, Tally
 from epyclab.labs.remote.hub import Connection, Hub, NoAnswer
-from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, job_id, split
+from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, group_by_task, job_id, split
 from epyclab.labs.remote.placement import Placement, engineHost
-from epyclab.labs.remote.points import PointCounts, describeCounts, pointCounts
+from epyclab.labs.remote.points import PointCounts, describeCounts, hubTasks, pointCounts
 from epyclab.labs.transports.deaths import RETRIES
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -78,7 +78,12 @@ class ClusterLab(Lab):
     whose engine died is resubmitted, one point per task when this process
     has the experiment, at most :attr:`Retries` times (so a point that kills
     its engine costs at most ``Retries + 1`` engines, then is a failed result
-    carrying the EngineError). A task the controller lost is found and, with
+    carrying the EngineError). An engine ended from outside (its batch job
+    cancelled, preempted, out of walltime, its node failed: see
+    :mod:`epyclab.clustersetup.outside`) costs its points nothing, up to
+    :attr:`OutsideRetries` times (default 10); a point ended from outside
+    once more is a failed result whose error says so and how to raise the
+    bound. A task the controller lost is found and, with
     ``lost='resubmit'`` (the default), resubmitted at most
     :attr:`LostRetries` times, or, with ``lost='fail'``, recorded as failed
     results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError` that says
@@ -149,6 +154,10 @@ class ClusterLab(Lab):
     #: Times a point whose engine died is resubmitted before it fails (so a point that kills its
     #: engine costs at most Retries + 1 engines).
     Retries = RETRIES
+    #: Times a point whose engine was ended from outside (a signal from the batch system, or its job's state:
+    #: a failed node, preemption, walltime) is resubmitted, not counted as a retry, before it fails anyway: a
+    #: point whose jobs are preempted again and again, or a broken node, must not be resubmitted for ever.
+    OutsideRetries = 10
     #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
     LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.
@@ -215,7 +224,7 @@ class ClusterLab(Lab):
         self._collector = Collector(
             self._notebook, self._hub, self._submit,
             lost=lost, retries=self.Retries, grace=self.LostGrace, settle=self._settle,
-            outside=self._ended_from_outside,
+            outside=self._ended_from_outside, outside_retries=self.OutsideRetries,
         )
         self.open()
 
@@ -237,9 +246,21 @@ class ClusterLab(Lab):
     def _ended_from_outside(self, engine: str) -> str | None:
         """Why ``engine`` (a uuid) was ended from outside, by the marker it left in the profile (None: no marker)."""
         from epyclab.clustersetup.outside import endedFromOutside
+        from epyclab.clustersetup.witness import askScheduler
 
         # The connection file is <profile>/security/<file>: markers are in <profile>/ended/.
-        return endedFromOutside(self._connection.connection_file().parent.parent, engine)
+        profile = self._connection.connection_file().parent.parent
+        why = endedFromOutside(profile, engine)
+        if why is not None:
+            return why
+        # No marker: an engine of a batch job may have died with no signal it could act on (its node failed,
+        # a preemption killed it at once); its job's state is the witness (clustersetup/witness.py).
+        try:
+            marked = askScheduler(profile, engine)
+        except OSError as exc:  # the profile's files cannot be read: the death counts, as without a witness
+            logger.info("could not ask the scheduler about engine %s: %s", engine, exc)
+            return None
+        return endedFromOutside(profile, engine) if marked else None
 
     def _hub(self) -> Hub:
         self.connect()
@@ -444,6 +465,7 @@ class ClusterLab(Lab):
         """One collection pass, reconnecting if the controller stops answering."""
         c = self._collector
         c.retries, c.lost_retries, c.grace = self.Retries, self.LostRetries, self.LostGrace
+        c.outside_retries = self.OutsideRetries
         c.stranded.interval = self.OrphanCheckSeconds
         attempts = max(1, self.Reconnections)
         for attempt in range(1, attempts + 1):
@@ -520,9 +542,18 @@ class ClusterLab(Lab):
         return self._collector.lost
 
     def pointCounts(self) -> dict[str, PointCounts]:
-        """Result set tag -> its points queued, running (in a chunk an engine runs now), done and failed."""
-        _, engines = self._hub().live()
-        return pointCounts(self._notebook, set().union(*engines.values()))
+        """Result set tag -> its points queued, running (in a chunk an engine runs now), finished but not
+        collected (the result waits at the controller), done and failed: as ``epyclab cluster status
+        PROFILE NOTEBOOK`` counts them (see :mod:`epyclab.labs.remote.points`).
+
+        Raises:
+            NoAnswer: the controller did not answer in time.
+        """
+        hub = self._hub()
+        queues, _ = hub.request("queue_request", {"targets": None, "verbose": True})
+        tasks = list(group_by_task(self._notebook.allPendingResults()))
+        running, finished = hubTasks(queues, hub.records(tasks, ["msg_id", "completed"]).values())
+        return pointCounts(self._notebook, running, finished)
 
     def _log_counts(self, finished: bool = False) -> None:
         try:

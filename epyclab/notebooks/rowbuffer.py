@@ -66,6 +66,8 @@ class RowBuffer:
         # Every row is checked against the table of kinds before it is stored, in
         # memory as in a file, so every notebook accepts and shows the same values.
         self._check = RowCheck()
+        # The trial check last given, and (check, its version, the trial's version) when it was made.
+        self._trial: tuple[RowCheck | None, tuple[Any, ...]] = (None, ())
 
     # ---- the check and the columns' states ----------------------------------
 
@@ -82,8 +84,18 @@ class RowBuffer:
         self._check.states = states
 
     def trialCheck(self) -> RowCheck:
-        """A check of rows against the columns as they stand, that changes nothing here."""
-        return RowCheck(self._check.states)
+        """A check of rows against the columns as they stand, that changes nothing here.
+
+        The same check is given again while neither the columns nor its own
+        states changed, so that it keeps its plans (a check made afresh for
+        each row takes the full check every time: it was most of a
+        ClusterLab collection's time).
+        """
+        trial, made = self._trial
+        if trial is None or made != (self._check, self._check.version, trial.version):
+            trial = RowCheck(self._check.states)
+            self._trial = (trial, (self._check, self._check.version, trial.version))
+        return trial
 
     # ---- names ---------------------------------------------------------------
 

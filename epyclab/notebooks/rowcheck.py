@@ -77,6 +77,11 @@ class RowCheck:
         self._last: _Plan | None = None
 
     @property
+    def version(self) -> int:
+        """A number that changes whenever a column's state does (so a copy of the states is known stale)."""
+        return self._version
+
+    @property
     def states(self) -> dict[str, ColumnState]:
         """Each column's state (the dict itself: change it only through :meth:`setStates`)."""
         return self._states

@@ -15,7 +15,10 @@ Each task ends in exactly one of these ways, so every point gets one result:
 - its engine died: it is resubmitted (up to ``retries`` times, counting
   every resubmission of its points; then failed results carrying the
   EngineError), one point per task if this process has the experiment, so a
-  point that kills its engine takes no other point with it;
+  point that kills its engine takes no other point with it; an engine ended
+  from outside (the ``outside`` callback has a witness) is not counted, but
+  bounded apart: after ``outside_retries`` such resubmissions the points are
+  failed results saying so;
 - the hub knows it but it can never finish (the controller restarted while it
   was queued or running), or the hub has no record of it and is not running
   it (culled from the task store, or lost with the controller) once the
@@ -137,6 +140,7 @@ class Collector:
         lost_retries: int = 3,
         settle: Callable[[ResultsDict], ResultsDict] | None = None,
         outside: Callable[[str], str | None] | None = None,
+        outside_retries: int = 10,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -159,6 +163,8 @@ class Collector:
         self._where: dict[str, str] | None = None
         # Engine uuid -> why it was ended from outside, or None (see epyclab.clustersetup.outside).
         self._outside = outside
+        #: Times a point is resubmitted, uncounted, after its engine was ended from outside, before it fails.
+        self.outside_retries = int(outside_retries)
 
     # ---- one pass --------------------------------------------------------------------------
 
@@ -324,6 +330,9 @@ class Collector:
         attempt = max(r.attempt for r in refs)
         died = state is TaskState.DIED
         outside = self._ended_from_outside(hub, msg_id) if died else None
+        if outside is not None and max(r.outside for r in refs) >= self.outside_retries:
+            self._outside_exhausted(msg_id, refs, outside, tally)
+            return
         if outside is not None:
             # Not the points' doing: run again, and the death is not counted against them.
             hub.settle()
@@ -357,6 +366,21 @@ class Collector:
         logger.error("%s (%d points)", message, len(refs))
         exc: BaseException = EngineError(message) if state is TaskState.DIED else LostJobError(message)
         self._fail(msg_id, refs, exc, "", tally)
+        self._forget(msg_id)
+
+    def _outside_exhausted(self, msg_id: str, refs: list[JobRef], outside: str, tally: Tally) -> None:
+        """Fail the points of a task whose engine was ended from outside once more than the bound allows."""
+        ended = max(r.outside for r in refs) + 1
+        message = (
+            f"task {msg_id} did not complete: its engine was ended from outside ({outside}), and its points' "
+            f"engines have now been ended from outside {ended} times. It was not run again because "
+            f"ClusterLab.OutsideRetries is {self.outside_retries}: "
+            f"if the cluster ends engines this often (preemption, failing nodes), raise it (lab.OutsideRetries = "
+            f"{max(2 * self.outside_retries, 20)}), or find what ends the engines (their jobs' states: `epyclab "
+            f"cluster status PROFILE`); then runExperiment(e, resume=True) re-runs the points that failed"
+        )
+        logger.error("%s (%d points)", message, len(refs))
+        self._fail(msg_id, refs, EngineError(message), "", tally)
         self._forget(msg_id)
 
     def _ended_from_outside(self, hub: Hub, msg_id: str) -> str | None:
@@ -417,7 +441,8 @@ class Collector:
             rs = self._nb.resultSet(tag)
             params = rs.pendingResultParameters(ref.jobid)
             rs.resolveSinglePendingResult(ref.jobid)
-            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + int(counted))
+            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + int(counted),
+                         ref.outside + int(not counted))
             self._nb.addPendingResult(params, new, tag)
             if self._where is not None:
                 self._where.pop(ref.jobid, None)

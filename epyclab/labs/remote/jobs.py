@@ -4,7 +4,9 @@ A :class:`~epyclab.labs.clusterlab.ClusterLab` submits points in chunks, one
 ipyparallel task per chunk. Each point becomes a pending result in the
 notebook under a *job id* that names its task and its place in the chunk:
 ``"<msg_id>/<index>"``, or ``"<msg_id>/<index>/<attempt>"`` once the chunk has
-been resubmitted (after its engine died, or the controller lost it). The id is
+been resubmitted (after its engine died, or the controller lost it), or
+``"<msg_id>/<index>/<attempt>/<outside>"`` once its engine was ended from
+outside (resubmissions not counted as attempts, bounded apart). The id is
 plain text, so it survives reopening the notebook, and collecting one task
 resolves every point of its chunk. Ids of another form (epyc used the bare
 task id) are read as index 0 of their task.
@@ -64,10 +66,15 @@ class JobRef:
     msg_id: str
     index: int
     attempt: int = 0
+    #: Times its engine was ended from outside (resubmissions that do not count as attempts).
+    outside: int = 0
 
 
-def job_id(msg_id: str, index: int, attempt: int = 0) -> str:
-    """The job id of point ``index`` of task ``msg_id`` (``attempt`` counts resubmissions)."""
+def job_id(msg_id: str, index: int, attempt: int = 0, outside: int = 0) -> str:
+    """The job id of point ``index`` of task ``msg_id`` (``attempt`` counts resubmissions, ``outside`` the
+    resubmissions after its engine was ended from outside)."""
+    if outside:
+        return f"{msg_id}/{index}/{attempt}/{outside}"
     return f"{msg_id}/{index}" if attempt == 0 else f"{msg_id}/{index}/{attempt}"
 
 
@@ -80,6 +87,9 @@ def parse_job_id(jobid: str) -> JobRef:
         index, sep, attempt = rest.partition("/")
         if index.isdigit() and (not sep or attempt.isdigit()):
             return JobRef(jobid, msg_id, int(index), int(attempt) if sep else 0)
+        attempt, sep, outside = attempt.partition("/")
+        if index.isdigit() and attempt.isdigit() and outside.isdigit():
+            return JobRef(jobid, msg_id, int(index), int(attempt), int(outside))
     return JobRef(jobid, jobid, 0, 0)
 
 

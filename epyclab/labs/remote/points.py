@@ -6,20 +6,23 @@ which points are done or failed (its rows) and which are pending (its
 pending job ids, ``"<task id>/<index>"``, see :mod:`epyclab.labs.remote.jobs`); the
 hub knows which tasks an engine is running now, and which have finished there
 but are not collected yet (their results wait at the controller until
-``wait()``, ``updateResults()`` or a collector writes them). :func:`pointCounts` puts the
-two together; ``ClusterLab.pointCounts`` and ``epyclab cluster status PROFILE
-NOTEBOOK`` both use it.
+``wait()``, ``updateResults()`` or a collector writes them). :func:`hubTasks`
+reads the hub's answers (its queue status and task records) into those two
+sets, :func:`pointCounts` puts them together with the notebook;
+``ClusterLab.pointCounts`` and ``epyclab cluster status PROFILE NOTEBOOK``
+both use the two, so they agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from epyclab.labs.remote.jobs import parse_job_id
 from epyclab.notebooks.labnotebook import LabNotebook
 
-__all__ = ["PointCounts", "pointCounts", "describeCounts"]
+__all__ = ["PointCounts", "pointCounts", "describeCounts", "hubTasks"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class PointCounts:
         """``"12 queued, 4 running, 180 done (2 failed)"``, with ``"8 finished not collected, "`` before done."""
         waiting = f"{self.uncollected} finished not collected, " if self.uncollected else ""
         return f"{self.queued} queued, {self.running} running, {waiting}{self.done} done ({self.failed} failed)"
+
+
+def hubTasks(queues: Mapping[Any, Any], records: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+    """What the hub says of its tasks: ``(running, finished)``, the ids of pointCounts' two sets.
+
+    :param queues: the hub's verbose queue status (``Client.queue_status(verbose=True)``, or the content of
+        a ``queue_request``): engine id -> ``{"tasks": [...], "queue": [...], ...}``; a task assigned to an
+        engine runs there (the hub fills a record's ``started`` only when its result arrives, so the
+        records cannot tell running from queued)
+    :param records: task records with ``msg_id`` and ``completed``: a completed one has finished (a
+        collected task is purged from the hub, so one still there is not collected)
+    """
+    running = {str(t) for q in queues.values() if isinstance(q, Mapping)
+               for t in (*(q.get("tasks") or ()), *(q.get("queue") or ()))}
+    finished = {str(r["msg_id"]) for r in records if r.get("completed") is not None}
+    return running, finished
 
 
 def pointCounts(
