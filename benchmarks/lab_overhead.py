@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -76,10 +75,10 @@ def main() -> None:
         print(json.dumps(measure(args.worker, args.repeat)))
         return
 
-    from _report import machine, table, write_section
+    from _report import Load, table, write_section
 
     n = POINTS_X * POINTS_Z
-    load_before = os.getloadavg()
+    load = Load()
     runs = {"epyclab": measure("epyclab", args.repeat)}
     if args.epyc_python:
         out = subprocess.run(
@@ -88,7 +87,6 @@ def main() -> None:
         )
         runs["epyc"] = json.loads(out.stdout.strip().splitlines()[-1])
 
-    load_after = os.getloadavg()
     rows = []
     for name, r in runs.items():
         overhead = (r["lab"] - r["floor"]) / n * 1e6
@@ -101,12 +99,9 @@ def main() -> None:
         "... in CPU time of the process (µs)", "dataframe() (ms)",
     ]
     text = table(headers, rows)
-    load = (
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
-        f"after: {', '.join(f'{x:.2f}' for x in load_after)}."
-    )
+    footer = load.footer()
     print(text)
-    print(load)
+    print(footer)
     if not args.no_write:
         write_section(
             "lab_overhead",
@@ -118,7 +113,7 @@ def main() -> None:
             "The overhead is wall-clock time; the column after it is the same difference in the process's "
             "CPU time, which other processes on a shared machine disturb less. "
             "Targets: overhead at most 20 µs per experiment, `dataframe()` of 20,000 rows within 50 ms.\n\n"
-            f"{text}\n\n{load}\n\n{machine()}",
+            f"{text}\n\n{footer}",
         )
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
-from _report import machine, table, write_section  # noqa: E402
+from _report import Load, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs.engine import worker  # noqa: E402
@@ -357,14 +356,14 @@ def main() -> None:
     args = parser.parse_args()
     engines = resolve_cores(args.engines)
 
-    load_before = os.getloadavg()[0]
+    load = Load()
     if args.only_cold:
         n = calibrate(CPU_SECONDS)
         text_d = cold_text(cold(n, engines, args.cold_repeat, args.engines), engines)
         if not args.no_dask:
             text_d += "\n\n" + dask_text(dask_case(n, args.cold_repeat))
-        load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
-        print(f"{text_d}\n\n{load}")
+        footer = load.footer()
+        print(f"{text_d}\n\n{footer}")
         if not args.no_write:
             write_section(
                 "parallel_cold",
@@ -377,8 +376,8 @@ def main() -> None:
                 f"the same `do`, interleaved, best of {args.cold_repeat}. \"workers busy\": the time spent "
                 f"inside `do()` over the sweep's time on every worker (a measure of the scheduling that the "
                 f"machine's other load changes less than the speedup). \"inside\" is the time of the sweep "
-                f"call; \"whole process\" includes imports, the cluster's start and the exit. {machine()}\n\n"
-                f"{text_d}\n\n{load}",
+                f"call; \"whole process\" includes imports, the cluster's start and the exit.\n\n"
+                f"{text_d}\n\n{footer}",
             )
         return
     with tempfile.TemporaryDirectory(prefix="epyclab-bench-") as tmp:
@@ -448,9 +447,9 @@ def main() -> None:
     )
     text_c += "\n\nTarget: start at most 3 s."
 
-    load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
-    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{cold_text(d, engines)}\n\n{load}"
-    print(body)
+    footer = load.footer()
+    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{cold_text(d, engines)}"
+    print(f"{body}\n\n{footer}")
     if not args.no_write:
         write_section(
             "parallel",
@@ -461,7 +460,7 @@ def main() -> None:
             "chose), without notebook, progress or commits; ParallelLab adds serializing and shipping the "
             "experiment, timing the chunks, adding every result to the notebook and committing. The client "
             "and the engines share the machine's cores, so work done by the client slows the engines.\n\n"
-            f"{body}\n\n{machine()}",
+            f"{body}\n\n{footer}",
         )
 
 
