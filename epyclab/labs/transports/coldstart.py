@@ -59,12 +59,20 @@ class ColdStart:
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> Any:
         if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
-            return self._copies.submit(key, points, budget, ship, limit)
+            future = self._copies.submit(key, points, budget, ship, limit)
+            if not self._engines.connected():
+                # The copy works: launch the cluster now (counting does), not a poll interval later.
+                self._engines.count()
+            return future
         return self._engines.submit(key, points, budget, ship, limit)
 
     def capacity(self) -> int:
         # First the copy, so that it works while this process connects (or launches the cluster).
         copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
+        if copies and not self._engines.connected() and self._copies.idle() is not None:  # type: ignore[union-attr]
+            # Its first chunk before the engines are counted: counting launches the cluster, and that
+            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copy idle meanwhile.
+            return copies
         engines = self._engines.count()
         if self._copies_open() and engines >= self._expected:
             # Every engine is here: the copy finishes its chunk and exits.
@@ -76,7 +84,9 @@ class ColdStart:
         return copies + self._engines.capacity()
 
     def engines(self) -> tuple[int, int]:
-        now = self._engines.count() + (self._copies.engines()[0] if self._copies_open() else 0)  # type: ignore[union-attr]
+        # Not counted (which launches the cluster) before capacity() has given the copy its first chunk.
+        engines = self._engines.count() if self._engines.connected() or not self._copies_open() else 0
+        now = engines + (self._copies.engines()[0] if self._copies_open() else 0)  # type: ignore[union-attr]
         return now, self._expected
 
     def check(self) -> None:
