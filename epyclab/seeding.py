@@ -21,6 +21,8 @@ is needed to run that point again with the same random numbers.
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
 get independent streams, each keyed by where it is held (``"rng"``,
 ``"_experiment.gens[1]"``), so adding an attribute does not change the others.
+A sweep finds those held on its experiment once (:class:`HeldStates`), and
+looks again only where the experiment's attributes changed between points.
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ _OPAQUE = (str, bytes, bytearray, numbers.Number, np.ndarray, types.ModuleType, 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, np.ndarray})
 
 
-def _children(obj: Any, skip: Any = ()) -> list[tuple[str, Any]]:
+def _children(obj: Any) -> list[tuple[str, Any]]:
     """What ``obj`` holds that may hold a random state: (path step, value) pairs, atoms left out."""
     if isinstance(obj, Mapping):
         items = [(f"[{k!r}]", v) for k, v in list(obj.items()) if type(v) not in _ATOMS]
@@ -233,7 +235,7 @@ def _children(obj: Any, skip: Any = ()) -> list[tuple[str, Any]]:
         if not isinstance(d, dict):
             return []
         # An experiment's own bookkeeping (its point, its last results) holds no random state.
-        skip = skip or getattr(type(obj), "NotRandomState", ())
+        skip = getattr(type(obj), "NotRandomState", ())
         items = [(f".{k}", v) for k, v in list(d.items()) if type(v) not in _ATOMS and k not in skip]
     return items
 
@@ -261,12 +263,12 @@ def _walk(experiment: Any) -> list[tuple[str, Any]]:
 def seed_globals(seed: int) -> None:
     """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
 
-    Most of what seeding costs a point (about 12 of 16 us here): each state is a
-    Mersenne Twister initialised from an array (2.5 KB of state, about 4 us of C
-    each, and numpy's checks of the array as much again). numpy's 32-bit
-    ``seed(int)`` would take 2 us instead of 9, but then two points of a sweep
-    would share numpy's global stream with probability n**2 / 2**33 (1 % for
-    10,000 points): the streams would no longer be each point's own.
+    Most of what seeding costs a point: each state is a Mersenne Twister
+    initialised from an array (2.5 KB of state, about 4 us of C each, and
+    numpy's checks of the array as much again). numpy's 32-bit ``seed(int)``
+    would take 2 us instead of 9, but then two points of a sweep would share
+    numpy's global stream with probability n**2 / 2**33 (1 % for 10,000
+    points): the streams would no longer be each point's own.
     """
     # One keyed hash for both global states: 256 bits each, so no two points' streams coincide.
     digest = _digest(seed, b"global random states", 64)
