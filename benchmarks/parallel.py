@@ -376,7 +376,7 @@ def main() -> None:
                 f"Each case is a new Python process, as a user's script is: `ParallelLab()` with defaults (\"auto\": "
                 f"forked copies of the process when forking is safe, else clean loky workers; the table says which "
                 f"ran), `ParallelLab(backend=\"ipyparallel\")` (its first sweep starts the process's local "
-                f"cluster, and runs points in a forked copy of the process while the engines register), the "
+                f"cluster, and runs points in forked copies of the process while the engines register), the "
                 f"sequential `Lab`, and joblib `Parallel(n_jobs={engines})` on "
                 f"the same `do`, interleaved, best of {args.cold_repeat}. \"workers busy\": the time spent "
                 f"inside `do()` over the sweep's time on every worker (a measure of the scheduling that the "
