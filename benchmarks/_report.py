@@ -37,6 +37,25 @@ def machine() -> str:
     )
 
 
+class Load:
+    """The machine's load average, taken when made and again by :meth:`footer` (the figures' conditions)."""
+
+    def __init__(self) -> None:
+        self.before = os.getloadavg()
+
+    def text(self) -> str:
+        """One line: the load average (1, 5, 15 min) at the start and now."""
+        after = os.getloadavg()
+        return (
+            f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in self.before)}; "
+            f"after: {', '.join(f'{x:.2f}' for x in after)}."
+        )
+
+    def footer(self) -> str:
+        """The lines that end a section: the load average at the start and now, and where it was measured."""
+        return f"{self.text()}\n\n{machine()}"
+
+
 def write_section(name: str, body: str) -> None:
     """Replace section ``name`` of docs/performance.md with ``body`` (appending it if new)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

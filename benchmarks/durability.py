@@ -84,9 +84,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
 
-    from _report import machine, table, write_section
+    from _report import Load, table, write_section
 
-    load_before = os.getloadavg()
+    load = Load()
     # On the disk the notebooks of a user live on (not a tmpfs: flushes cost nothing there).
     with tempfile.TemporaryDirectory(dir=REPO) as tmp:
         before = os.path.join(tmp, "before")
@@ -108,7 +108,7 @@ def main() -> None:
         for name, root in roots.items():  # slow (20,000 flushes after): once each
             work = os.path.join(tmp, f"{name}-work")
             figures[name]["each"].append(run(WORKER, root, work, "each"))
-    load_after = os.getloadavg()
+    footer = load.footer()
     b = {k: min(v) for k, v in figures["before"].items()}
     a = {k: min(v) for k, v in figures["after"].items()}
     rows = [
@@ -122,12 +122,8 @@ def main() -> None:
          f"{a['open']:.2f} s", f"{a['open'] / b['open']:.2f}x", "after <= 0.3 s"],
     ]
     text = table(["measure", f"before ({args.before})", "after (this checkout)", "after / before", "goal"], rows)
-    load = (
-        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
-        f"after: {', '.join(f'{x:.2f}' for x in load_after)}."
-    )
     print(text)
-    print(load)
+    print(footer)
     if not args.no_write:
         write_section(
             "durability",
@@ -138,7 +134,7 @@ def main() -> None:
             "excludes imports. Flushes cost what the disk makes them cost: on a loaded machine (see the "
             "load average) re-take the figures on a quiet one before relying on them.\n\n"
             f"{text}\n\nA commit after each result costs one flush more than before: "
-            f"{(a['each'] - b['each']) / 20_000 * 1e3:.2f} ms per commit here.\n\n{load}\n\n{machine()}",
+            f"{(a['each'] - b['each']) / 20_000 * 1e3:.2f} ms per commit here.\n\n{footer}",
         )
 
 

@@ -6,7 +6,8 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     ParallelLab sweep on a running cluster, against two floors on the same
     engines with the same chunk size as the lab chose: ``map_async`` of the
     same experiment runs (``functools.partial(worker.run, e)`` over the points:
-    what a hand-written ipyparallel sweep does, without a notebook), and
+    what a hand-written ipyparallel sweep does, without a notebook), the same
+    runs seeded per point as a sweep seeds them (the lab's runs are), and
     ``map_async`` of a bare ``2*x``; and against the sequential ``Lab``.
     Best and median of ``--repeat`` interleaved runs, after a warm-up.
 (b) 40 CPU-bound points of ~0.25 s each (pure Python, calibrated here): the
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import statistics
 import subprocess
 import sys
@@ -48,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
-from _report import machine, table, write_section  # noqa: E402
+from _report import Load, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs.engine import worker  # noqa: E402
@@ -115,7 +115,10 @@ def trivial(client: Any, repeat: int) -> dict[str, Any]:
     """(a): ParallelLab vs map_async floors vs Lab on 2,000 trivial points."""
     view = client.load_balanced_view()
     points = [{"x": x} for x in range(TRIVIAL_POINTS)]
-    lab_t, floor_t, bare_t, seq_t, chunks = [], [], [], [], []
+    lab_t, floor_t, seeded_t, bare_t, seq_t, chunks = [], [], [], [], [], []
+    # The same runs seeded per point as a sweep seeds them (numpy's and Python's global states, ...).
+    seeded = Trivial()
+    seeded.setSweepSeed(1)
     # Warm up: the engines import epyclab's worker and dill the first time.
     warm = ParallelLab(client=client)
     warm["x"] = range(100)
@@ -129,11 +132,12 @@ def trivial(client: Any, repeat: int) -> dict[str, Any]:
         chunk = lab.lastSweep["largest_chunk"]
         chunks.append(chunk)
         floor_t.append(timed(map_and_get, view, partial(worker.run, Trivial()), points, chunk))
+        seeded_t.append(timed(map_and_get, view, partial(worker.run, seeded), points, chunk))
         bare_t.append(timed(map_and_get, view, double, range(TRIVIAL_POINTS), chunk))
         seq = Lab()
         seq["x"] = range(TRIVIAL_POINTS)
         seq_t.append(timed(seq.runExperiment, Trivial(), progress=False))
-    return {"lab": lab_t, "floor": floor_t, "bare": bare_t, "seq": seq_t, "chunk": max(chunks)}
+    return {"lab": lab_t, "floor": floor_t, "seeded": seeded_t, "bare": bare_t, "seq": seq_t, "chunk": max(chunks)}
 
 
 def cpu_bound(client: Any, n: int, profile: str, engines: int, repeat: int) -> dict[str, float]:
@@ -357,14 +361,14 @@ def main() -> None:
     args = parser.parse_args()
     engines = resolve_cores(args.engines)
 
-    load_before = os.getloadavg()[0]
+    load = Load()
     if args.only_cold:
         n = calibrate(CPU_SECONDS)
         text_d = cold_text(cold(n, engines, args.cold_repeat, args.engines), engines)
         if not args.no_dask:
             text_d += "\n\n" + dask_text(dask_case(n, args.cold_repeat))
-        load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
-        print(f"{text_d}\n\n{load}")
+        footer = load.footer()
+        print(f"{text_d}\n\n{footer}")
         if not args.no_write:
             write_section(
                 "parallel_cold",
@@ -372,13 +376,13 @@ def main() -> None:
                 f"Each case is a new Python process, as a user's script is: `ParallelLab()` with defaults (\"auto\": "
                 f"forked copies of the process when forking is safe, else clean loky workers; the table says which "
                 f"ran), `ParallelLab(backend=\"ipyparallel\")` (its first sweep starts the process's local "
-                f"cluster, and runs points in a forked copy of the process while the engines register), the "
+                f"cluster, and runs points in forked copies of the process while the engines register), the "
                 f"sequential `Lab`, and joblib `Parallel(n_jobs={engines})` on "
                 f"the same `do`, interleaved, best of {args.cold_repeat}. \"workers busy\": the time spent "
                 f"inside `do()` over the sweep's time on every worker (a measure of the scheduling that the "
                 f"machine's other load changes less than the speedup). \"inside\" is the time of the sweep "
-                f"call; \"whole process\" includes imports, the cluster's start and the exit. {machine()}\n\n"
-                f"{text_d}\n\n{load}",
+                f"call; \"whole process\" includes imports, the cluster's start and the exit.\n\n"
+                f"{text_d}\n\n{footer}",
             )
         return
     with tempfile.TemporaryDirectory(prefix="epyclab-bench-") as tmp:
@@ -402,6 +406,7 @@ def main() -> None:
     for name, key in [
         ("ParallelLab (running cluster)", "lab"),
         ("raw `map_async` of the same experiment runs (floor)", "floor"),
+        ("... each run seeded per point, as a sweep seeds it", "seeded"),
         ("raw `map_async` of a bare `2*x`", "bare"),
         ("sequential `Lab`", "seq"),
     ]:
@@ -414,7 +419,9 @@ def main() -> None:
     text_a += (
         f"\n\nChunk size chosen by ParallelLab: {a['chunk']}. ParallelLab reaches {ratio_best:.0%} (best) / "
         f"{ratio_med:.0%} (median) of the floor (target: at least 70%), and {bare_best:.0%} / {bare_med:.0%} "
-        f"of the bare-function map."
+        f"of the bare-function map; {min(a['seeded']) / min(a['lab']):.0%} / "
+        f"{statistics.median(a['seeded']) / statistics.median(a['lab']):.0%} of the floor whose runs are seeded "
+        f"per point, as the lab's are."
     )
 
     text_b = table(
@@ -448,9 +455,9 @@ def main() -> None:
     )
     text_c += "\n\nTarget: start at most 3 s."
 
-    load = f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end."
-    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{cold_text(d, engines)}\n\n{load}"
-    print(body)
+    footer = load.footer()
+    body = f"{text_a}\n\n{text_b}\n\n{text_c}\n\n{cold_text(d, engines)}"
+    print(f"{body}\n\n{footer}")
     if not args.no_write:
         write_section(
             "parallel",
@@ -461,7 +468,7 @@ def main() -> None:
             "chose), without notebook, progress or commits; ParallelLab adds serializing and shipping the "
             "experiment, timing the chunks, adding every result to the notebook and committing. The client "
             "and the engines share the machine's cores, so work done by the client slows the engines.\n\n"
-            f"{body}\n\n{machine()}",
+            f"{body}\n\n{footer}",
         )
 
 

@@ -118,12 +118,16 @@ class Experiment:
     _named: tuple[str, ...] = ()
 
     #: Attributes in which :mod:`epyclab.seeding` never looks for random states (the point, the last results).
-    NotRandomState: tuple[str, ...] = ("_parameters", "_results", "_named")
+    NotRandomState: tuple[str, ...] = (
+        "_parameters", "_results", "_named", "_configured", "_sweep_seed", "_fixed_seed", "_point_seed", "_held",
+    )
 
     # Seeding (see epyclab.seeding): class defaults, so experiments unpickled from before it still run.
     _sweep_seed: int | None = None
     _fixed_seed: int | None = None
     _point_seed: int | None = None
+    # The random states held on the experiment, found once per sweep (see seeding.HeldStates).
+    _held: seeding.HeldStates | None = None
 
     def __init__(self) -> None:
         self._parameters: ExperimentalParameters = {}
@@ -145,6 +149,8 @@ class Experiment:
         """
         self._sweep_seed = None if seed is None else seeding.checkSeed(seed)
         self._fixed_seed = None
+        # A new sweep looks for the experiment's random states afresh.
+        self._held = None
 
     def sweepSeed(self) -> int | None:
         """The sweep seed set by :meth:`setSweepSeed`, or None."""
@@ -166,7 +172,7 @@ class Experiment:
         if self._fixed_seed is not None:
             return self._fixed_seed
         if self._sweep_seed is not None:
-            return seeding.pointSeed(self._sweep_seed, params)
+            return seeding.point_seed(self._sweep_seed, params)
         return None
 
     def _seedWrapped(self, seed: int | None) -> None:
@@ -231,7 +237,11 @@ class Experiment:
         try:
             if seed is not None:
                 # Before setUp, so that what it draws is reproducible too.
-                seeded = seeding.seedStreams(self, seed)
+                seeding.seed_globals(seed)
+                held = self._held
+                if held is None:
+                    held = self._held = seeding.HeldStates()
+                seeded = held.seed(self, seed)
             # Also when unseeded: a seed left from an earlier sweep must not stay on a wrapped experiment.
             self._seedWrapped(seed)
             self.setUp(params)
@@ -243,7 +253,7 @@ class Experiment:
             try:
                 if seed is not None and type(self).setUp is not Experiment.setUp:
                     # Random states that setUp made (self.rng = default_rng()) are seeded too.
-                    seeding.seedStreams(self, seed, globals_=False, skip=seeded)
+                    held.seed(self, seed, skip=seeded)
                 res = self._checked(self.do(params), params)
             except Exception as exc:
                 failure, trace = exc, traceback.format_exc()

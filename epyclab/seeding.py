@@ -21,6 +21,8 @@ is needed to run that point again with the same random numbers.
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
 get independent streams, each keyed by where it is held (``"rng"``,
 ``"_experiment.gens[1]"``), so adding an attribute does not change the others.
+A sweep finds those held on its experiment once (:class:`HeldStates`), and
+looks again only where the experiment's attributes changed between points.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "childSeed",
     "canonicalBytes",
     "seedStreams",
+    "HeldStates",
     "startSweep",
     "recordSweepSeed",
     "recordedSeed",
@@ -121,12 +124,37 @@ def _encode(v: Any, out: list[bytes]) -> None:
         out.append(b"r%d:" % len(text) + text)
 
 
+@lru_cache(maxsize=1024)
+def _name_bytes(name: str) -> bytes:
+    """The canonical bytes of a parameter name (names repeat at every point: encoded once)."""
+    out: list[bytes] = []
+    _encode(name, out)
+    return b"".join(out)
+
+
+def _value_bytes(v: Any) -> bytes:
+    """The canonical bytes of one value, as :func:`_encode` gives them, with the common kinds first."""
+    t = type(v)
+    if t is int:
+        return b"i%d;" % v
+    if t is float:
+        if v != v:
+            return b"n;"
+        return b"i%d;" % int(v) if v.is_integer() else b"f" + v.hex().encode() + b";"
+    if t is str:
+        data = v.encode("utf-8", "surrogatepass")
+        return b"s%d:" % len(data) + data
+    out: list[bytes] = []
+    _encode(v, out)
+    return b"".join(out)
+
+
 def canonicalBytes(params: Mapping[str, Any]) -> bytes:
     """The canonical bytes of a point: its parameters sorted by name, each value encoded by kind."""
     out: list[bytes] = []
     for k in sorted(params):
-        _encode(k, out)
-        _encode(params[k], out)
+        out.append(_name_bytes(k) if type(k) is str else _value_bytes(k))
+        out.append(_value_bytes(params[k]))
     return b"".join(out)
 
 
@@ -148,7 +176,12 @@ def _words(data: bytes) -> list[int]:
 
 def pointSeed(sweepSeed: int, params: Mapping[str, Any]) -> int:
     """The seed of the point ``params`` in the sweep seeded with ``sweepSeed`` (an int in [0, 2**63))."""
-    return int.from_bytes(_digest(checkSeed(sweepSeed), canonicalBytes(params), 8), "little") & _MASK63
+    return point_seed(checkSeed(sweepSeed), params)
+
+
+def point_seed(sweep_seed: int, params: Mapping[str, Any]) -> int:
+    """:func:`pointSeed` of a sweep seed checked already (an experiment checks it once per sweep)."""
+    return int.from_bytes(_digest(sweep_seed, canonicalBytes(params), 8), "little") & _MASK63
 
 
 def childSeed(seed: int, index: int) -> int:
@@ -174,7 +207,7 @@ def _seed_one(obj: Any, ss: np.random.SeedSequence) -> None:
     if isinstance(obj, np.random.Generator):
         bg = obj.bit_generator
         bg.state = type(bg)(ss).state
-        return True
+        return
     if isinstance(obj, np.random.RandomState):
         obj.seed(ss.generate_state(8))
     elif isinstance(obj, np.random.BitGenerator):
@@ -187,19 +220,60 @@ def _seed_one(obj: Any, ss: np.random.SeedSequence) -> None:
 # Objects never looked inside: their attributes hold no experiment's random state, or are huge.
 _OPAQUE = (str, bytes, bytearray, numbers.Number, np.ndarray, types.ModuleType, type,
            types.FunctionType, types.BuiltinFunctionType, types.MethodType, np.random.SeedSequence)
+# The commonest of them by exact type, told apart by one set lookup before the isinstance chain.
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, np.ndarray})
 
 
 def _children(obj: Any) -> list[tuple[str, Any]]:
+    """What ``obj`` holds that may hold a random state: (path step, value) pairs, atoms left out."""
     if isinstance(obj, Mapping):
-        return [(f"[{k!r}]", v) for k, v in list(obj.items())]
-    if isinstance(obj, (list, tuple)):
-        return [(f"[{i}]", v) for i, v in enumerate(obj)]
-    d = getattr(obj, "__dict__", None)
-    if isinstance(d, dict):
+        items = [(f"[{k!r}]", v) for k, v in list(obj.items()) if type(v) not in _ATOMS]
+    elif isinstance(obj, (list, tuple)):
+        items = [(f"[{i}]", v) for i, v in enumerate(obj) if type(v) not in _ATOMS]
+    else:
+        d = getattr(obj, "__dict__", None)
+        if not isinstance(d, dict):
+            return []
         # An experiment's own bookkeeping (its point, its last results) holds no random state.
         skip = getattr(type(obj), "NotRandomState", ())
-        return [(f".{k}", v) for k, v in list(d.items()) if k not in skip]
-    return []
+        items = [(f".{k}", v) for k, v in list(d.items()) if type(v) not in _ATOMS and k not in skip]
+    return items
+
+
+def _walk(experiment: Any) -> list[tuple[str, Any]]:
+    """Every random state held on ``experiment`` (see the module docstring), each with its path, in walk order."""
+    found: list[tuple[str, Any]] = []
+    looked: set[int] = {id(experiment)}
+    stack: list[tuple[str, Any, int]] = [(p, v, 1) for p, v in reversed(_children(experiment))]
+    count = 0
+    while stack and count < _MAX_OBJECTS:
+        path, obj, depth = stack.pop()
+        count += 1
+        if id(obj) in looked or isinstance(obj, _OPAQUE):
+            continue
+        looked.add(id(obj))
+        if isinstance(obj, _RANDOM_STATES):
+            found.append((path, obj))
+            continue
+        if depth < MAX_DEPTH:
+            stack.extend((path + p, v, depth + 1) for p, v in reversed(_children(obj)))
+    return found
+
+
+def seed_globals(seed: int) -> None:
+    """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
+
+    Most of what seeding costs a point: each state is a Mersenne Twister
+    initialised from an array (2.5 KB of state, about 4 us of C each, and
+    numpy's checks of the array as much again). numpy's 32-bit ``seed(int)``
+    would take 2 us instead of 9, but then two points of a sweep would share
+    numpy's global stream with probability n**2 / 2**33 (1 % for 10,000
+    points): the streams would no longer be each point's own.
+    """
+    # One keyed hash for both global states: 256 bits each, so no two points' streams coincide.
+    digest = _digest(seed, b"global random states", 64)
+    np.random.seed(np.frombuffer(digest, dtype=np.uint32, count=8))
+    random.seed(int.from_bytes(digest[32:], "little"))
 
 
 def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[Any] | None = None) -> list[Any]:
@@ -213,30 +287,80 @@ def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[An
     """
     seed = checkSeed(seed)
     if globals_:
-        # One keyed hash for both global states: 256 bits each, so no two points' streams coincide.
-        digest = _digest(seed, b"global random states", 64)
-        np.random.seed(np.frombuffer(digest, dtype=np.uint32, count=8))
-        random.seed(int.from_bytes(digest[32:], "little"))
+        seed_globals(seed)
     found: list[Any] = list(skip or ())
     done = {id(o) for o in found}
-    looked: set[int] = {id(experiment)}
-    stack: list[tuple[str, Any, int]] = [(p, v, 1) for p, v in reversed(_children(experiment))]
-    count = 0
-    while stack and count < _MAX_OBJECTS:
-        path, obj, depth = stack.pop()
-        count += 1
-        if id(obj) in looked or obj is None or isinstance(obj, _OPAQUE):
-            continue
-        looked.add(id(obj))
-        if isinstance(obj, _RANDOM_STATES):
+    for path, obj in _walk(experiment):
+        if id(obj) not in done:
+            _seed_one(obj, _sequence(seed, path))
+            found.append(obj)
+            done.add(id(obj))
+    return found
+
+
+_ABSENT = object()
+
+
+class HeldStates:
+    """The random states held on one experiment, found once and looked for again only when needed.
+
+    Walking an experiment's objects costs microseconds per attribute (up to
+    :data:`_MAX_OBJECTS` objects for a large one), at every point of a sweep.
+    So the walk's finds are kept, with the experiment's attributes as they were;
+    an attribute set to another object since (``setUp`` making ``self.rng``,
+    an attribute added or deleted) sends the next :meth:`seed` through a new
+    walk. A random state put *inside* a container the experiment already held,
+    between two points, is therefore found at the next sweep (labs make a new
+    ``HeldStates`` for each).
+    """
+
+    def __init__(self) -> None:
+        self._attrs: dict[str, Any] | None = None
+        self._found: list[tuple[str, Any]] = []
+        self._skip: frozenset[str] = frozenset()
+
+    def _unchanged(self, experiment: Any) -> bool:
+        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object."""
+        attrs = self._attrs
+        d = getattr(experiment, "__dict__", None)
+        if attrs is None or type(d) is not dict:
+            return False
+        skip = self._skip
+        n = 0
+        for k, v in d.items():
+            if k in skip:
+                continue
+            if attrs.get(k, _ABSENT) is not v:
+                return False
+            n += 1
+        return n == len(attrs)
+
+    def _refresh(self, experiment: Any) -> None:
+        self._skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
+        d = getattr(experiment, "__dict__", None)
+        # The objects themselves are kept (not their ids), so a new one cannot pass for an old one.
+        self._attrs = {k: v for k, v in d.items() if k not in self._skip} if type(d) is dict else None
+        self._found = _walk(experiment)
+
+    def seed(self, experiment: Any, seed: int, skip: list[Any] | None = None) -> list[Any]:
+        """Seed the random states held on ``experiment`` from the point seed ``seed`` (checked already).
+
+        As :func:`seedStreams` with ``globals_=False``, but the walk is made only
+        when the experiment's attributes changed since the last call. Those in
+        ``skip`` are left alone; returns the states found, ``skip``'s included.
+        """
+        if not self._unchanged(experiment):
+            self._refresh(experiment)
+        if not self._found:
+            return list(skip or ())
+        found: list[Any] = list(skip or ())
+        done = {id(o) for o in found}
+        for path, obj in self._found:
             if id(obj) not in done:
                 _seed_one(obj, _sequence(seed, path))
                 found.append(obj)
                 done.add(id(obj))
-            continue
-        if depth < MAX_DEPTH:
-            stack.extend((path + p, v, depth + 1) for p, v in reversed(_children(obj)))
-    return found
+        return found
 
 
 def startSweep(experiment: Any, rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:

@@ -94,7 +94,7 @@ def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(
     monkeypatch.setattr(cleanworkers, "fork_safe", lambda: True)
     nb = LabNotebook()
     lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
-    # 20 s of sleeping for one process: the engines register long before the copy could finish alone.
+    # 20 s of sleeping for one process: the engines register long before the copies could finish alone.
     lab["x"] = range(400)
     seen: list[dict[str, Any]] = []
     try:
@@ -105,13 +105,15 @@ def test_a_cold_sweep_starts_in_the_copy_and_the_engines_take_over(
         df = nb.dataframe(only_successful=False)
         assert df["x"].tolist() == list(range(400)) and df[STATUS].all()
         pids = df[PID].astype(int).tolist()
-        copy = pids[0]  # the first chunk goes to the copy, before the cluster is even launched
-        assert copy != os.getpid() and copy in local.pids()
-        assert 0 < lab.lastSweep["run_by_interim"] == pids.count(copy) < 400
-        # Once every engine was there, the copy finished its chunk and exited; the engines ran the rest.
-        engines = set(pids) - {copy}
+        # One copy per engine to come, recorded with the cluster.
+        copies = set(lab.lastCopies)
+        assert len(copies) == 2 and os.getpid() not in copies and copies <= set(local.pids())
+        assert pids[0] in copies  # the first chunks go to the copies, before the cluster is even launched
+        assert 0 < lab.lastSweep["run_by_interim"] == sum(p in copies for p in pids) < 400
+        # As the engines registered, the copies finished their chunks and exited; the engines ran the rest.
+        engines = set(pids) - copies
         assert len(engines) == 2 and engines <= set(local.pids())
-        assert not any(process_alive(p) for p in seen if int(p["pid"]) == copy)
+        assert not any(process_alive(p) for p in seen if int(p["pid"]) in copies)
     finally:
         lab.shutdown()
     assert still_running(seen) == []

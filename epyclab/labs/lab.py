@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from itertools import product
 from time import monotonic
@@ -338,10 +338,12 @@ class Lab:
         # Exits in reverse: commit what finished (Ctrl-C held), put SIGINT's handler back, close the
         # bar, then end the dispatch (which may stop processes: slow, so it comes after the results are
         # safe, and a second Ctrl-C can cut it short).
+        # Git is asked for the provenance now, and answers while the first points run.
+        git = provenance.startGitQuery(nb.current(), e)
         outcomes = self._dispatch(points, sweep)
         desc, unit = self._progress_label()
         with closing(outcomes), Progress(len(points), progress, desc=desc, unit=unit) as bar, gate, \
-                _CommitOnExit(committer, tally):
+                _CommitOnExit(committer, tally), _closing(git):
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
             let_through, hold = gate.open, gate.close
@@ -359,7 +361,7 @@ class Lab:
                     # Once the first point is out: an experiment the dispatch
                     # refuses (it cannot travel) sends nothing to any engine.
                     seeding.recordSweepSeed(nb.current(), e)
-                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments)
+                    provenance.recordFirstRun(nb.current(), e, self.engineEnvironments, git)
                     first = False
                 if type(outcome) is dict:
                     stamp(outcome, i)
@@ -596,6 +598,11 @@ class _Points(Design):
     def positions(self) -> list[int]:
         """The design position of each point: the one it first had, else its place among these points."""
         return [i if where is None else where for i, where in enumerate(self._positions)]
+
+
+def _closing(thing: Any) -> Any:
+    """``closing(thing)``, or nothing to close if ``thing`` is None."""
+    return closing(thing) if thing is not None else nullcontext()
 
 
 class _CommitOnExit:

@@ -88,7 +88,7 @@ class ParallelLab(Lab):
       ``profile_dir``), started on the first sweep (a second or two) and kept
       warm for the next ones, so a Jupyter user's next cell starts at once
       (see :mod:`epyclab.labs.transports.warm`). The first sweep does not wait for it:
-      until every engine has registered, a forked copy of this process runs
+      until the engines have registered, forked copies of this process (one per engine to come) run
       points where forking is safe (see :mod:`epyclab.labs.transports.forkedcopy`; ``UseInterim = False`` turns
       that off), so a short sweep may end before the cluster is even up. It is stopped at interpreter exit, after
       :data:`epyclab.labs.transports.warm.IDLE_SECONDS` without a sweep, by

@@ -35,7 +35,7 @@ from typing import Any
 from epyclab.combinators import innermost
 from epyclab.log import logger
 
-__all__ = ["PREFIX", "environment", "recordFirstRun", "gitState"]
+__all__ = ["PREFIX", "GitQuery", "environment", "recordFirstRun", "gitState", "startGitQuery"]
 
 #: Every provenance attribute's name starts with this.
 PREFIX = "epyclab.provenance."
@@ -59,22 +59,73 @@ def _environment() -> tuple[tuple[str, str], ...]:
     return tuple(found.items())
 
 
+class GitQuery:
+    """``git rev-parse HEAD`` and ``git status`` in ``directory``, started at once and read when needed.
+
+    A sweep starts them before its first point and reads them once that point
+    is out, so the tens of milliseconds git takes pass while points run. They
+    are processes, not a thread: a thread would make forking the user's
+    process unsafe (see :func:`epyclab.labs.transports.cleanworkers.fork_safe`).
+    :meth:`close` stops whichever is still running (a sweep that ended early).
+    """
+
+    #: Seconds git may take before it is stopped and the state left out.
+    Timeout = 30.0
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._procs = [self._start("rev-parse", "HEAD"), self._start("status", "--porcelain", "--untracked-files=no")]
+
+    def _start(self, *argv: str) -> subprocess.Popen[str] | None:
+        try:
+            return subprocess.Popen(["git", "-C", str(self._directory), *argv], stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        except OSError as error:
+            logger.debug("git in %s: %s", self._directory, error)
+            return None
+
+    def _read(self, proc: subprocess.Popen[str] | None) -> str | None:
+        if proc is None:
+            return None
+        try:
+            out, _ = proc.communicate(timeout=self.Timeout)
+        except subprocess.TimeoutExpired as error:
+            logger.debug("git in %s: %s", self._directory, error)
+            proc.kill()
+            proc.communicate()
+            return None
+        return out.strip() if proc.returncode == 0 else None
+
+    def result(self) -> tuple[str, bool] | None:
+        """The commit checked out and whether the work tree is dirty; None if ``directory`` is in none."""
+        commit, status = self._read(self._procs[0]), self._read(self._procs[1])
+        if not commit:
+            return None
+        return commit, bool(status)
+
+    def close(self) -> None:
+        """Stop the git processes still running, and reap them."""
+        for proc in self._procs:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+            if proc is not None:
+                proc.communicate()
+
+
 def gitState(directory: Path) -> tuple[str, bool] | None:
     """The commit checked out in the git work tree holding ``directory``, and whether it is dirty; None if none."""
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(directory), *argv], capture_output=True, text=True,
-                                  timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            logger.debug("git in %s: %s", directory, error)
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
+    query = GitQuery(directory)
+    try:
+        return query.result()
+    finally:
+        query.close()
 
-    commit = git("rev-parse", "HEAD")
-    if not commit:
+
+def startGitQuery(rs: Any, experiment: Any) -> GitQuery | None:
+    """The git query :func:`recordFirstRun` will need for ``experiment``, started now; None if ``rs`` needs none."""
+    if f"{PREFIX}python" in rs:
         return None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return commit, bool(status)
+    return GitQuery(_source_directory(type(innermost(experiment)))[1])
 
 
 def _source_directory(cls: type) -> tuple[str, Path]:
@@ -87,7 +138,8 @@ def _source_directory(cls: type) -> tuple[str, Path]:
 
 
 def recordFirstRun(
-    rs: Any, experiment: Any, engines: Callable[[], Sequence[dict[str, str]]] | None = None
+    rs: Any, experiment: Any, engines: Callable[[], Sequence[dict[str, str]]] | None = None,
+    git: GitQuery | None = None,
 ) -> bool:
     """Record provenance in result set ``rs`` if it has none yet (see the module docstring); True if recorded.
 
@@ -95,7 +147,8 @@ def recordFirstRun(
     at the bottom of its combinators, if it has any.
 
     ``engines`` returns the environment (:func:`environment`) of each engine
-    that will run points; it is asked only on the first run.
+    that will run points; it is asked only on the first run. ``git``: the
+    query :func:`startGitQuery` started for this run (else git is asked now).
     """
     if f"{PREFIX}python" in rs:
         return False
@@ -105,9 +158,9 @@ def recordFirstRun(
     where, directory = _source_directory(cls)
     attributes[f"{PREFIX}experiment.class"] = f"{cls.__module__}.{cls.__qualname__}"
     attributes[f"{PREFIX}experiment.module"] = where
-    git = gitState(directory)
-    if git is not None:
-        attributes[f"{PREFIX}git.commit"], attributes[f"{PREFIX}git.dirty"] = git
+    state = gitState(directory) if git is None else git.result()
+    if state is not None:
+        attributes[f"{PREFIX}git.commit"], attributes[f"{PREFIX}git.dirty"] = state
     if engines is not None:
         seen = [dict(e) for e in engines()]
         if seen:

@@ -1,14 +1,17 @@
-"""ParallelLab's ``"ipyparallel"`` transport: the process's warm local cluster, and a forked copy while it starts.
+"""ParallelLab's ``"ipyparallel"`` transport: the process's warm local cluster, and forked copies while it starts.
 
 The cluster (see :mod:`epyclab.labs.transports.warm`) is started on the first sweep and
 kept warm for the next ones. A cold sweep does not wait the second or two its
-controller and engines take: until every engine has registered, one forked
-copy of this process (see :mod:`epyclab.labs.transports.forkedcopy`) runs chunks, unpacking
-the experiment from the very bytes the engines get, so it runs exactly what
-they run. The transport is the two together (:class:`ColdStart`): a chunk goes
-to the copy while it is free, else to the engines; once ``n`` engines are
-there the copy finishes its chunk and exits, so that no more processes than
-cores run points for longer than one chunk. The copy is forked only when
+controller and engines take: until the engines have registered, ``n`` forked
+copies of this process (see :mod:`epyclab.labs.transports.forkedcopy`) run chunks, unpacking
+the experiment from the very bytes the engines get, so they run exactly what
+the engines run. (Starting the cluster costs about 1.4 CPU-seconds over 2.5 s on
+a 2-core machine: a single copy left the rest of the cores idle meanwhile.)
+The transport is the two together (:class:`ColdStart`): a chunk goes to a
+copy while one is free, else to the engines; as each engine registers, one
+copy finishes its chunk and exits, so that no more processes than cores run
+points for longer than one chunk. The copies get their first chunks before
+the cluster is launched. The copies are forked only when
 forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
 thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
@@ -42,6 +45,8 @@ class ColdStart:
         self._engines = engines
         self._copies = copies
         self._expected = expected
+        # Until the first capacity(): the copies get their chunks before the cluster is launched.
+        self._first = True
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._engines.begin(payloads)
@@ -59,24 +64,36 @@ class ColdStart:
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> Any:
         if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
-            return self._copies.submit(key, points, budget, ship, limit)
+            future = self._copies.submit(key, points, budget, ship, limit)
+            if not self._engines.connected() and self._copies.idle() is None:
+                # Every copy works: launch the cluster now (counting does), not a poll interval later.
+                self._engines.count()
+            return future
         return self._engines.submit(key, points, budget, ship, limit)
 
     def capacity(self) -> int:
         # First the copy, so that it works while this process connects (or launches the cluster).
         copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
+        first, self._first = self._first, False
+        if copies and first and not self._engines.connected():
+            # Their first chunks before the engines are counted: counting launches the cluster, and that
+            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copies idle meanwhile.
+            return copies
         engines = self._engines.count()
-        if self._copies_open() and engines >= self._expected:
-            # Every engine is here: the copy finishes its chunk and exits.
-            self._copies.finish()  # type: ignore[union-attr]
-            copies = 0
+        if self._copies_open():
+            # As engines register, as many copies finish their chunk and exit: no more workers than cores
+            # for longer than a chunk.
+            self._copies.keep(self._expected - engines)  # type: ignore[union-attr]
+            copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
         if not engines and self._copies_open():
             # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.
             return copies
         return copies + self._engines.capacity()
 
     def engines(self) -> tuple[int, int]:
-        now = self._engines.count() + (self._copies.engines()[0] if self._copies_open() else 0)  # type: ignore[union-attr]
+        # Not counted (which launches the cluster) before capacity() has given the copy its first chunk.
+        engines = self._engines.count() if self._engines.connected() or not self._copies_open() else 0
+        now = engines + (self._copies.engines()[0] if self._copies_open() else 0)  # type: ignore[union-attr]
         return now, self._expected
 
     def check(self) -> None:
@@ -139,10 +156,10 @@ class LocalClusterTransport:
 
             def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
                 # Unpacked as the engines unpack them: the copy runs exactly what they run.
-                return CopyPool(blobs, deliver, 1, output=local.log_file("interim"), adopt=local.adopt,
+                return CopyPool(blobs, deliver, s.n, output=local.log_file("interim"), adopt=local.adopt,
                                 replace=False)
 
-            copies = CopiesTransport(pool, 1)
+            copies = CopiesTransport(pool, s.n)
 
         def connect() -> "ipp.Client | None":
             local.launch()  # once: the controller and the engines start while the copy works

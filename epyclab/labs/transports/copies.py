@@ -275,6 +275,18 @@ class CopiesTransport:
                 "ParallelLab(backend='ipyparallel')"
             )
 
+    def keep(self, n: int) -> None:
+        """Let at most ``n`` copies take chunks: the others (idle ones first) finish the chunk they hold and exit."""
+        if self._pool is None:
+            return
+        if n <= 0:
+            self.finish()
+            return
+        with self._lock:
+            ranked = sorted(self._pool.copies(), key=lambda c: c in self._held or c.busy())
+        for copy in ranked[:max(0, len(ranked) - n)]:
+            copy.close()
+
     def finish(self) -> None:
         """Take no more chunks: each copy finishes the one it holds, replies and exits."""
         if self._pool is not None:

@@ -15,9 +15,9 @@ point that crashes its process (``os._exit``, a segfault): that kills the copy,
 and the sweep treats it as an engine that died.
 
 The scheduler (:class:`~epyclab.labs.transports.scheduler.Sweep`) gives it one chunk at a
-time; on the ipyparallel backend it stops giving it chunks once every engine has registered (so that on
-``n`` cores no more than ``n`` processes run points for longer than one chunk);
-it then finishes its chunk and exits. Its PID is recorded with the cluster's
+time; on the ipyparallel backend (one copy per engine to come) a copy stops taking chunks as each
+engine registers (so that on ``n`` cores no more than ``n`` processes run points for longer than one
+chunk); it then finishes its chunk and exits. Its PID is recorded with the cluster's
 processes, so the cluster's reaper stops it if the user's process dies.
 
 The copy dies with the user's process, even one killed by SIGKILL: it asks
