@@ -63,6 +63,45 @@ def stored_tasks(profile: Path) -> set[str]:
     return {row[0] for row in rows}
 
 
+def processes_of(profile: Path, timeout: float = 20.0) -> list[int]:
+    """PIDs of live processes whose command line or environment names ``profile``, after at most ``timeout`` s.
+
+    Found by walking /proc, not from any record: a controller's scheduler no
+    record names still has the profile in its command line (it is a fork of
+    the controller). A leftover is SIGKILLed, so a failing test leaves nothing
+    running on the shared machine.
+    """
+    want = str(profile.resolve()).encode()
+
+    def find() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environ = f.read()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if (want in cmdline or want in environ) and running(int(entry)):
+                found.append(int(entry))
+        return found
+
+    deadline = time.monotonic() + timeout
+    left = find()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = find()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return left
+
+
 def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
     """Wait for ``pids`` (and their process groups) to end; return those still there after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -271,5 +310,6 @@ def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Pat
     assert (f"(local): stopped 2 engine(s), the controller had already exited; "
             f"stopped the {len(schedulers)} process(es) it left running") in stopped.stdout
     assert wait_gone([controller, *schedulers, *engines]) == []
+    assert processes_of(profile) == []  # not only those the test found: every process of the profile
     assert not accepts(port)
     assert loadProcesses(profile).empty()

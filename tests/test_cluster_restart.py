@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_cluster_local import cluster, controller_killed_alone, wait_gone
+from test_cluster_local import cluster, controller_killed_alone, processes_of, wait_gone
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
@@ -177,6 +177,7 @@ def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir
     stopped = cluster(ipdir, "-q", "stop", "rb")
     assert stopped.exit_code == 0, stopped.output
     assert wait_gone([*killed, *engines, int(after.controller["pid"])]) == []
+    assert processes_of(profile) == []
 
 
 def test_start_after_a_reboot_fails_naming_the_host_when_engines_do_not_register(ipdir: Path) -> None:
