@@ -10,6 +10,7 @@ private to the user.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -20,11 +21,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from test_cluster_local import cluster, controller_killed_alone, processes_of, wait_gone
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
+from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
@@ -177,6 +180,68 @@ def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir
     stopped = cluster(ipdir, "-q", "stop", "rb")
     assert stopped.exit_code == 0, stopped.output
     assert wait_gone([*killed, *engines, int(after.controller["pid"])]) == []
+    assert processes_of(profile) == []
+
+
+def task_scheduler(profile: Path) -> int:
+    """The PID of the process that serves the clients' task port of the profile's controller: its task scheduler."""
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["task"]
+    pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert len(pids) == 1, f"the task port {port} is served by {pids}"
+    return pids.pop()
+
+
+def points_done_and_pending(notebook: Path) -> tuple[int, int]:
+    """The successful rows and the pending results of the sweep; fails the test if any row failed."""
+    nb = HDF5LabNotebook(str(notebook))
+    try:
+        df = nb.dataframe(only_successful=False)
+        failed = df[~df[Experiment.STATUS]] if len(df) else df
+        assert failed.empty, list(failed[Experiment.EXCEPTION])
+        return len(df), nb.numberOfPendingResults()
+    finally:
+        nb.close()
+
+
+def test_a_restarted_controller_whose_task_scheduler_died_fails_no_point(ipdir: Path, tmp_path: Path) -> None:
+    """CI saw every resubmission after a reboot go nowhere, three times, and 36 points fail as lost.
+
+    The hub sends what it resubmits to its task scheduler on a socket of its
+    own and never hears whether it arrived. Here the restarted controller's
+    task scheduler is SIGKILLed (as one that could not bind its port when the
+    controller restarted is gone): the hub and the engines still answer. The
+    collector must not burn the points' retries on resubmissions that cannot
+    arrive: it tries a test task of its own, says the scheduler takes none,
+    and leaves every point pending; once the cluster is restarted, the sweep finishes.
+    """
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_rb"
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    kill(profile, engines=True)
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    scheduler = task_scheduler(profile)
+    os.kill(scheduler, signal.SIGKILL)
+    assert wait_gone([scheduler]) == []
+
+    lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+    try:
+        with pytest.raises(ClusterConnectionError, match="task scheduler of .* takes no tasks"):
+            lab.wait(timeout=300, progress=False)
+    finally:
+        lab.close()
+    done, pending = points_done_and_pending(notebook)
+    assert done >= 4 and done + pending == POINTS  # nothing failed, nothing lost
+
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+    assert lab.wait(timeout=300, progress=False)
+    lab.close()
+    one_successful_row_per_point(notebook)
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
     assert processes_of(profile) == []
 
 

@@ -47,7 +47,7 @@ from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import decode_reply
-from epyclab.labs.remote.hub import Hub, NoAnswer
+from epyclab.labs.remote.hub import Hub, NoAnswer, SchedulerDown
 from epyclab.labs.remote.jobs import (
     JobRef,
     LostJobError,
@@ -119,6 +119,8 @@ class Collector:
     of what this process submitted; the lab records its submissions there.
     """
 
+    #: Times a task's points are sent again, uncounted, after a resubmission that never reached the scheduler.
+    RedeliveryAttempts = 2
     #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
     PurgeAttempts = 20
     #: Purge collected tasks from the hub in batches: when this many are waiting...
@@ -154,8 +156,13 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_purge = monotonic()
+        # Tasks resubmitted from here: new id -> when (monotonic), and how often its points went undelivered.
+        self._sent: dict[str, float] = {}
+        self._undelivered: dict[str, int] = {}
+        # Whether the task scheduler took a test task, asked once per pass that needs to know.
+        self._takes: bool | None = None
         #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.remote.stranded.StrandedFinder`).
-        self.stranded = StrandedFinder(self._finished_here, self._purge_later)
+        self.stranded = StrandedFinder(self._finished_here, self._purge_later, self._sent.get)
         self._where: dict[str, str] | None = None
         # Engine uuid -> why it was ended from outside, or None (see epyclab.clustersetup.outside).
         self._outside = outside
@@ -175,6 +182,7 @@ class Collector:
         hub = self._hub()
         pending = self._nb.allPendingResults()
         self._where = None
+        self._takes = None
         if pending:
             tasks = group_by_task(pending)
             observations = self._observe(hub, tasks, full)
@@ -270,6 +278,8 @@ class Collector:
             logger.warning("task %s (%d points) failed on the engine: %s", msg_id, len(refs), exc)
             self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)
             self._forget(msg_id)
+        elif state is TaskState.UNDELIVERED:
+            self._redeliver(hub, msg_id, refs, purge, tally)
         elif state is TaskState.MOVED:
             assert ob.moved_to is not None
             self._rename(refs, ob.moved_to, keep_index=True)
@@ -359,6 +369,64 @@ class Collector:
         self._fail(msg_id, refs, exc, "", tally)
         self._forget(msg_id)
 
+    def _redeliver(self, hub: Hub, msg_id: str, refs: list[JobRef], purge: bool, tally: Tally) -> None:
+        """A task resubmitted from here that never reached the task scheduler: send it again, from here.
+
+        Not the points' doing, so not counted against them (at most
+        :attr:`RedeliveryAttempts` times; then it is an orphan like any other).
+        First the scheduler is tried with a test task from this client: if it
+        takes none, nothing can run, and :class:`SchedulerDown` says so; the
+        points stay pending, for a restarted cluster.
+
+        Raises:
+            SchedulerDown: the task scheduler takes no tasks.
+        """
+        if self._takes is None:
+            self._takes = hub.takesTasks()
+        if not self._takes:
+            raise SchedulerDown(
+                f"the task scheduler of {hub.where} takes no tasks: {len(refs)} point(s) resubmitted to it never "
+                f"arrived, nor did a test task sent by this process within {hub.timeout:g} s, while the hub "
+                f"answers (a scheduler that died, or that could not bind its port when the controller started: "
+                f"its log says which). The pending results stay in the notebook. Restart the cluster (for an "
+                f"epyclab profile: `epyclab cluster stop PROFILE`, then `epyclab cluster start PROFILE`) and "
+                f"collect them with wait()"
+            )
+        tries = self._undelivered.pop(msg_id, 0) + 1
+        if tries > self.RedeliveryAttempts:
+            self._recover(hub, msg_id, refs, Observation(TaskState.ORPHAN), purge, tally)
+            return
+        logger.warning("task %s (%d points) was resubmitted but never reached the task scheduler; sending it "
+                       "again from this process (not counted against its points)", msg_id, len(refs))
+        new = self._send_here(hub, msg_id, refs)
+        if new is None:
+            self._recover(hub, msg_id, refs, Observation(TaskState.ORPHAN), purge, tally)
+            return
+        self._undelivered[new] = tries
+        tally.changed = True
+        why = "it never reached the task scheduler"
+        tally.resubmitted[why] = tally.resubmitted.get(why, 0) + len(refs)
+
+    def _send_here(self, hub: Hub, msg_id: str, refs: list[JobRef]) -> str | None:
+        """Submit a task again through this process's client (not the hub's socket); return its new id."""
+        key = self.tasks.keyHeld(msg_id)
+        if key is not None:
+            return self._resubmit_here(msg_id, refs, key, one_by_one=False, counted=False)
+        try:
+            ar = hub.resend(msg_id)
+        except NoAnswer:
+            raise
+        except Exception as exc:
+            # Not recorded, placed, or a request this process cannot read: only the hub can send it.
+            logger.info("task %s cannot be sent again from this process (%s)", msg_id, exception_text(exc))
+            return None
+        new = ar.msg_ids[0]
+        self._rename(refs, new, keep_index=True, counted=False)
+        self._forget(msg_id)
+        self.tasks.submitted(new, "", ar)
+        self._sent[new] = monotonic()
+        return new
+
     def _ended_from_outside(self, hub: Hub, msg_id: str) -> str | None:
         """Why the engine that died under task ``msg_id`` was ended from outside, or None (no witness)."""
         if self._outside is None:
@@ -394,6 +462,7 @@ class Collector:
             else:
                 self._rename(refs, new, keep_index=True, counted=counted)
                 self._forget(msg_id, moved_to=new)
+                self._sent[new] = monotonic()
                 return new
         if key is not None:
             return self._resubmit_here(msg_id, refs, key, one_by_one=False, counted=counted)
@@ -407,6 +476,7 @@ class Collector:
         for group in groups:
             new = self._submit(key, [self._nb.pendingResultParameters(r.jobid) for r in group])
             self._rename(group, new, keep_index=False, counted=counted)
+            self._sent[new] = monotonic()
         self._forget(msg_id)
         return new
 
@@ -425,6 +495,8 @@ class Collector:
 
     def _forget(self, msg_id: str, moved_to: str | None = None) -> None:
         self.tasks.forget(msg_id, moved_to)
+        self._sent.pop(msg_id, None)
+        self._undelivered.pop(msg_id, None)
         self._purge_later(msg_id)
 
     # ---- bookkeeping ------------------------------------------------------------------------
