@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -240,6 +241,39 @@ def test_a_restarted_controller_whose_task_scheduler_died_fails_no_point(ipdir: 
     lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
     assert lab.wait(timeout=300, progress=False)
     lab.close()
+    one_successful_row_per_point(notebook)
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
+    assert processes_of(profile) == []
+
+
+def test_a_reboot_finishes_the_sweep_when_another_process_took_a_port_of_the_controller(
+    ipdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The likely cause of CI's lost sweep: a restarted controller binds its old ports, picked from the range the
+    system also gives outgoing connections; one taken meanwhile leaves ipyparallel running without that part
+    (without the task port: no task ever runs, the hub and engines answer). With no engine left that needs
+    the old ports, `start` picks new ones."""
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_rb"
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    kill(profile, engines=True)
+    client_file = profile / "security" / "ipcontroller-client.json"
+    port = json.loads(client_file.read_text())["task"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        # Listening, as another program's server would (SO_REUSEADDR: the killed controller's port is in TIME_WAIT).
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2")
+        assert again.exit_code == 0, again.output
+        assert f"{port} (task, held by PID {os.getpid()})" in caplog.text
+        assert json.loads(client_file.read_text())["task"] != port
+        lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+        assert lab.wait(timeout=300, progress=False)
+        lab.close()
     one_successful_row_per_point(notebook)
     assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
     assert processes_of(profile) == []

@@ -25,7 +25,13 @@ from typing import Any
 
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.batchsystems import JobInfo, system
-from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
+from epyclab.clustersetup.controller import (
+    connect,
+    controllerLog,
+    startController,
+    waitForController,
+    waitForControllerJob,
+)
 from epyclab.clustersetup.controllertree import (
     controllerLeftovers,
     controllerRecord,
@@ -55,6 +61,7 @@ from epyclab.clustersetup.launchers import (
     submitEngineJob,
 )
 from epyclab.clustersetup.outside import engineJob
+from epyclab.clustersetup.ports import describeTaken, takenPorts
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
@@ -562,6 +569,8 @@ def _restart_controller(
         logger.warning("%d engine(s) of the last start are gone; the controller will not wait for them", dead)
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
+    if host.isLocal:
+        _claim_ports(directory, profile, survivors=sum(alive.values()))
     pid = startController(remote, host, directory, where, settings.venv)
     client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
     try:
@@ -578,11 +587,58 @@ def _restart_controller(
             f"`epyclab cluster stop {profile}` stops all"
         )
         counts = _launch_and_wait(remote, client, launch, alive, directory, where, settings, recorded, timeout, hint)
+        _check_task_scheduler(client, profile, controllerLog(host, directory, where), timeout)
     finally:
         client.close()
     if failures is not None:
         raise failures
     return counts
+
+
+def _claim_ports(directory: Path, profile: str, survivors: int) -> None:
+    """Before a local controller restarts on its old ports: new ports if another process took one meanwhile.
+
+    The old ports are kept for the engines still running (they know no
+    others); with none running, the connection files are dropped and the
+    controller picks new ports. Engines still running and a port taken:
+    the controller cannot come back whole, so the error says what to do.
+
+    Raises:
+        ClusterSetupError: a port is taken and engines still need the old ones.
+    """
+    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
+    taken = takenPorts(directory, ip)
+    if not taken:
+        return
+    if survivors == 0:
+        logger.warning("the stopped controller's port(s) %s are taken by other processes now; it starts on new "
+                       "ports (no engine still runs that needs the old ones)", describeTaken(taken))
+        _drop_connection_files(directory)
+        return
+    raise ClusterSetupError(
+        f"the controller of profile {profile!r} cannot restart on its ports: {describeTaken(taken)} "
+        f"{'is' if len(taken) == 1 else 'are'} taken by other processes since it stopped, and {survivors} "
+        f"engine(s) still running know only those ports. Run `epyclab cluster stop {profile}` (it stops the "
+        f"engines), then `epyclab cluster start {profile}` again: the controller then picks new ports"
+    )
+
+
+def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -> None:
+    """Raise ClusterSetupError if the restarted controller's task scheduler takes no task.
+
+    ipyparallel carries on without a scheduler that could not bind its port:
+    the hub and the engines answer, and not one task would run.
+    """
+    # Imported here: the lab's hub queries are not needed for the other commands.
+    from epyclab.labs.remote.hub import Hub
+
+    if Hub(client, min(float(timeout), 30.0)).takesTasks():
+        return
+    raise ClusterSetupError(
+        f"the controller of profile {profile!r} restarted, but its task scheduler takes no tasks (a test task "
+        f"never reached it): it probably could not bind its port, which its log {log} then names "
+        f"('Address already in use'). Run `epyclab cluster stop {profile}`, then `epyclab cluster start {profile}`"
+    )
 
 
 def _restart_batch(
