@@ -24,13 +24,18 @@ from pathlib import Path
 
 import psutil
 import pytest
+from clusterhub import Square, running_hub
 from test_cluster_local import cluster, controller_killed_alone, processes_of, wait_gone
+from waiting import wait_until
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
+from epyclab.labs.engine.wire import decode_reply
+from epyclab.labs.remote.hub import Hub
+from epyclab.labs.remote.jobs import parse_job_id
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 POINTS = 40
@@ -277,6 +282,31 @@ def test_a_reboot_finishes_the_sweep_when_another_process_took_a_port_of_the_con
     one_successful_row_per_point(notebook)
     assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
     assert processes_of(profile) == []
+
+
+def test_a_task_is_sent_again_from_another_client_from_the_request_the_hub_stored(tmp_path: Path) -> None:
+    """What a collector without the experiment does when the hub's own resubmission never arrived."""
+    with running_hub(tmp_path / "profile") as procs:
+        nb = HDF5LabNotebook(str(tmp_path / "a.h5"), create=True)
+        lab = ClusterLab(nb, profile_dir=str(procs.profile_dir), chunkSize=3)
+        lab["x"] = range(3)
+        lab.runExperiment(Square())  # submitted, not collected: the hub keeps the task
+        (msg_id,) = {parse_job_id(j).msg_id for j in nb.allPendingResults()}
+        lab.close()
+        client = procs.connect()
+        try:
+            hub = Hub(client, 10)
+            wait_until(lambda: hub.records([msg_id], ["completed"])[msg_id]["completed"] is not None, 60,
+                       "the sweep's task to finish")
+            ar = hub.resend(msg_id)  # through this client, from the request the hub stored
+            assert ar.msg_ids[0] != msg_id
+            rcs, _ = decode_reply(ar.get(timeout=60))
+            assert [rc[Experiment.PARAMETERS]["x"] for rc in rcs] == [0, 1, 2]
+            assert [rc[Experiment.RESULTS]["y"] for rc in rcs] == [0, 1, 4]
+            with pytest.raises(KeyError, match="no record"):
+                hub.resend("no-such-task")
+        finally:
+            client.close()
 
 
 def test_start_after_a_reboot_fails_naming_the_host_when_engines_do_not_register(ipdir: Path) -> None:

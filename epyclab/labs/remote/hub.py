@@ -225,7 +225,7 @@ class Hub:
             for i, rec in enumerate(content["records"]):
                 # Buffers come back concatenated, in record order (request buffers first).
                 if blens is not None:
-                    buffers = buffers[blens[i]:]
+                    rec["buffers"], buffers = buffers[:blens[i]], buffers[blens[i]:]
                 if lens is not None:
                     rec["result_buffers"], buffers = buffers[:lens[i]], buffers[lens[i]:]
                 found[rec["msg_id"]] = rec
