@@ -24,7 +24,13 @@ Each task ends in exactly one of these ways, so every point gets one result:
   ``lost_retries`` times) or
   recorded as failed results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError`
   that says why and how to re-run it;
-- someone else resubmitted it: its points follow the new task.
+- someone else resubmitted it: its points follow the new task;
+- this process resubmitted it, and the task scheduler never received it (the
+  hub never listed it within :attr:`StrandedFinder.delivery` seconds; until
+  then it is not judged at all): sent again from this process's own client,
+  not counted against its points; if the scheduler does not take even a test
+  task, :class:`~epyclab.labs.remote.hub.SchedulerDown` is raised and every
+  point stays pending, for a restarted cluster.
 
 ``purge=True`` cancels (instead of resubmitting) tasks that died or were lost;
 a task that is queued, running, or finished but not yet read is never

@@ -72,7 +72,11 @@ class StrandedFinder:
         in a row is *probed*: the engine is sent a trivial task, which it runs
         only after everything it received before; if that has come back and,
         at the next check, the task is still assigned to the engine, the
-        engine never got it (the task is *stuck*).
+        engine never got it (the task is *stuck*). A task this process
+        resubmitted that no engine was given and the hub lists nowhere is not
+        judged until :attr:`delivery` seconds have passed (the scheduler may not
+        have received it yet); after that it is *undelivered*: it never reached
+        the scheduler.
         """
         now = monotonic()
         if self._last_check is not None and now - self._last_check < self.interval:
