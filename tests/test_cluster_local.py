@@ -203,6 +203,34 @@ def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
     assert not (profile / "pid" / "epyclab-processes.json").exists()
 
 
+def test_a_start_after_a_stop_takes_new_ports_when_another_process_took_an_old_one(
+    ipdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller keeps its connection files (ports) from run to run; one taken meanwhile would leave
+    ipyparallel running without the scheduler that serves it (with the task port: not one task would run)."""
+    assert cluster(ipdir, "-q", "init", "ports").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "ports", "--local", "-n", "1").exit_code == 0
+    assert cluster(ipdir, "-q", "stop", "ports").exit_code == 0
+    client_file = ipdir / "profile_ports" / "security" / "ipcontroller-client.json"
+    port = json.loads(client_file.read_text())["task"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the stopped controller's TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = cluster(ipdir, "-q", "start", "ports", "--local", "-n", "1")
+        assert again.exit_code == 0, again.output
+        assert f"{port} (task, held by PID {os.getpid()})" in caplog.text
+        assert json.loads(client_file.read_text())["task"] != port
+        client = ipyparallel.Client(str(client_file))
+        try:
+            # A task through the task scheduler: it serves the new port.
+            assert client.load_balanced_view().apply_async(os.getpid).get(timeout=60) > 0
+        finally:
+            client.close()
+    assert cluster(ipdir, "-q", "stop", "ports").exit_code == 0
+    assert processes_of(ipdir / "profile_ports") == []
+
+
 def test_start_refuses_a_running_cluster_and_stop_is_idempotent(ipdir: Path) -> None:
     cluster(ipdir, "-q", "init", "twice")
     assert cluster(ipdir, "-q", "start", "twice", "--local", "-n", "1").exit_code == 0

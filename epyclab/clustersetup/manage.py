@@ -258,6 +258,9 @@ def _start(
     if controller_host.isLocal:
         for stale in [] if dryRun else (directory / "log").glob("engines*.json"):
             stale.unlink()
+        if not dryRun:
+            # It reuses the last run's ports (maybe days ago): none of its engines runs now to need them.
+            _claim_ports(directory, profile, survivors=0)
     else:
         remote.ssh(controller_host, f"rm -f {shellPath(where)}/log/engines*.json", timeout=60)
 
@@ -273,8 +276,10 @@ def _start(
         hint = (
             f"Their logs: {where}/log/epyclab-engine-*.log on each worker; `epyclab cluster stop {profile}` stops all"
         )
-        return _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
-                                started, timeout, hint)
+        counts = _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
+                                  started, timeout, hint)
+        _check_task_scheduler(client, profile, controllerLog(controller_host, directory, where), timeout)
+        return counts
     finally:
         client.close()
 
@@ -323,6 +328,7 @@ def _start_batch(
         stale.unlink()
     started = Processes()
     if controller == "local":
+        _claim_ports(directory, profile, survivors=0)  # the last run's ports; its engines are gone
         pid = startController(remote, LOCAL, directory, where, settings.venv)
         client = _wait_recorded(remote, LOCAL, pid, directory, where, started, timeout)
     else:
@@ -624,7 +630,7 @@ def _claim_ports(directory: Path, profile: str, survivors: int) -> None:
 
 
 def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -> None:
-    """Raise ClusterSetupError if the restarted controller's task scheduler takes no task.
+    """Raise ClusterSetupError if the (re)started controller's task scheduler takes no task.
 
     ipyparallel carries on without a scheduler that could not bind its port:
     the hub and the engines answer, and not one task would run.
@@ -635,7 +641,7 @@ def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -
     if Hub(client, min(float(timeout), 30.0)).takesTasks():
         return
     raise ClusterSetupError(
-        f"the controller of profile {profile!r} restarted, but its task scheduler takes no tasks (a test task "
+        f"the controller of profile {profile!r} started, but its task scheduler takes no tasks (a test task "
         f"never reached it): it probably could not bind its port, which its log {log} then names "
         f"('Address already in use'). Run `epyclab cluster stop {profile}`, then `epyclab cluster start {profile}`"
     )
