@@ -251,20 +251,24 @@ def test_a_restarted_controller_whose_task_scheduler_died_fails_no_point(ipdir: 
     assert processes_of(profile) == []
 
 
-def test_a_reboot_finishes_the_sweep_when_another_process_took_a_port_of_the_controller(
-    ipdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("what", ["reboot", "controller"])
+def test_a_restart_finishes_the_sweep_when_another_process_took_a_port_of_the_controller(
+    ipdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, what: str
 ) -> None:
     """The likely cause of CI's lost sweep: a restarted controller binds its old ports, picked from the range the
     system also gives outgoing connections; one taken meanwhile leaves ipyparallel running without that part
-    (without the task port: no task ever runs, the hub and engines answer). With no engine left that needs
-    the old ports, `start` picks new ones."""
+    (without the task port: no task ever runs, the hub and engines answer). `start` picks new ports, and
+    replaces the engines still running (they know only the old ones; their tasks are orphans of the restart)."""
     assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
     assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
     profile = ipdir / "profile_rb"
     notebook = tmp_path / "sweep.h5"
     submit_in_another_process(ipdir, "rb", notebook)
     wait_finished(ipdir, "rb", 4)
-    kill(profile, engines=True)
+    before = loadProcesses(profile)
+    # Each engine's own PID (the first it answered with: the second is its parent's) and its launcher's.
+    old_engines = [pids[0] for pids in before.enginePids.values()] + [p for ps in before.engines.values() for p in ps]
+    kill(profile, engines=what == "reboot")
     client_file = profile / "security" / "ipcontroller-client.json"
     port = json.loads(client_file.read_text())["task"]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
@@ -276,7 +280,9 @@ def test_a_reboot_finishes_the_sweep_when_another_process_took_a_port_of_the_con
         assert again.exit_code == 0, again.output
         assert f"{port} (task, held by PID {os.getpid()})" in caplog.text
         assert json.loads(client_file.read_text())["task"] != port
+        assert wait_gone(old_engines) == []
         lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+        assert lab.numberOfEngines() == 2
         assert lab.wait(timeout=300, progress=False)
         lab.close()
     one_successful_row_per_point(notebook)

@@ -260,7 +260,7 @@ def _start(
             stale.unlink()
         if not dryRun:
             # It reuses the last run's ports (maybe days ago): none of its engines runs now to need them.
-            _claim_ports(directory, profile, survivors=0)
+            _claim_ports(directory, profile)
     else:
         remote.ssh(controller_host, f"rm -f {shellPath(where)}/log/engines*.json", timeout=60)
 
@@ -328,7 +328,7 @@ def _start_batch(
         stale.unlink()
     started = Processes()
     if controller == "local":
-        _claim_ports(directory, profile, survivors=0)  # the last run's ports; its engines are gone
+        _claim_ports(directory, profile)  # the last run's ports; its engines are gone
         pid = startController(remote, LOCAL, directory, where, settings.venv)
         client = _wait_recorded(remote, LOCAL, pid, directory, where, started, timeout)
     else:
@@ -565,6 +565,17 @@ def _restart_controller(
         alive = {str(h): n for h, n in found.items()}
     except HostFailures as error:
         failures, alive = error, {h: int(n) for h, n in error.outcomes.items()}
+    if host.isLocal and _ports_taken(directory):
+        # New ports then: the engines still running know only the old ones. Their tasks are orphans of the
+        # restart anyway (collectors resubmit them), so they are stopped and replaced.
+        running = {w: recorded.engines.get(str(w), []) for w in workers if recorded.engines.get(str(w))}
+        if running:
+            logger.warning("stopping the %d engine(s) still running, which know only the old ports; new ones "
+                           "replace them", sum(len(p) for p in running.values()))
+        for worker, pids in running.items():
+            processes.stop(remote, worker, pids)
+            recorded.engines[str(worker)] = []
+            alive[str(worker)] = 0
     keep = {
         eid for eid, pids in recorded.enginePids.items()
         if set(pids) & set(recorded.engines.get(recorded.engineHosts.get(eid, ""), []))
@@ -576,7 +587,7 @@ def _restart_controller(
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
     if host.isLocal:
-        _claim_ports(directory, profile, survivors=sum(alive.values()))
+        _claim_ports(directory, profile)
     pid = startController(remote, host, directory, where, settings.venv)
     client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
     try:
@@ -601,32 +612,24 @@ def _restart_controller(
     return counts
 
 
-def _claim_ports(directory: Path, profile: str, survivors: int) -> None:
-    """Before a local controller restarts on its old ports: new ports if another process took one meanwhile.
+def _ports_taken(directory: Path) -> dict[int, str]:
+    """The ports of the profile's connection files that another process holds now -> their channels."""
+    return takenPorts(directory, str(profileSettings(directory).get("ip", "127.0.0.1")))
 
-    The old ports are kept for the engines still running (they know no
-    others); with none running, the connection files are dropped and the
-    controller picks new ports. Engines still running and a port taken:
-    the controller cannot come back whole, so the error says what to do.
 
-    Raises:
-        ClusterSetupError: a port is taken and engines still need the old ones.
+def _claim_ports(directory: Path, profile: str) -> None:
+    """Before a local controller starts on its last run's ports: new ports if another process took one meanwhile.
+
+    The controller reuses its connection files, so that engines still running
+    find it again; the caller has stopped any engine that would need the old
+    ports. A port taken would leave the controller running without the
+    scheduler that serves it, so the files are dropped and it picks new ports.
     """
-    ip = str(profileSettings(directory).get("ip", "127.0.0.1"))
-    taken = takenPorts(directory, ip)
-    if not taken:
-        return
-    if survivors == 0:
-        logger.warning("the stopped controller's port(s) %s are taken by other processes now; it starts on new "
-                       "ports (no engine still runs that needs the old ones)", describeTaken(taken))
+    taken = _ports_taken(directory)
+    if taken:
+        logger.warning("port(s) %s of profile %s's controller are taken by other processes now; it starts on new "
+                       "ports", describeTaken(taken), profile)
         _drop_connection_files(directory)
-        return
-    raise ClusterSetupError(
-        f"the controller of profile {profile!r} cannot restart on its ports: {describeTaken(taken)} "
-        f"{'is' if len(taken) == 1 else 'are'} taken by other processes since it stopped, and {survivors} "
-        f"engine(s) still running know only those ports. Run `epyclab cluster stop {profile}` (it stops the "
-        f"engines), then `epyclab cluster start {profile}` again: the controller then picks new ports"
-    )
 
 
 def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -> None:
