@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic, sleep
 from typing import Any
 
 from epyclab.clustersetup import processes
@@ -641,7 +642,13 @@ def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -
     # Imported here: the lab's hub queries are not needed for the other commands.
     from epyclab.labs.remote.hub import Hub
 
-    if Hub(client, min(float(timeout), 30.0)).takesTasks():
+    hub = Hub(client, min(float(timeout), 30.0))
+    probe = hub.takesTasks()
+    if probe is not None:
+        # Purged once finished (engines are idle now: at once), so that status counts no result nobody collects.
+        deadline = monotonic() + hub.timeout
+        while hub.purge([probe]) and monotonic() < deadline:
+            sleep(0.1)
         return
     raise ClusterSetupError(
         f"the controller of profile {profile!r} started, but its task scheduler takes no tasks (a test task "

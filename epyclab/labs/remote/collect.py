@@ -388,7 +388,10 @@ class Collector:
             SchedulerDown: the task scheduler takes no tasks.
         """
         if self._takes is None:
-            self._takes = hub.takesTasks()
+            probe = hub.takesTasks()
+            self._takes = probe is not None
+            if probe is not None:
+                self._purge_later(probe)
         if not self._takes:
             raise SchedulerDown(
                 f"the task scheduler of {hub.where} takes no tasks: {len(refs)} point(s) resubmitted to it never "

@@ -343,26 +343,29 @@ class Hub:
         view.retries = int(metadata.get("retries") or 0)
         return view.apply_async(f, *args, **kwargs)
 
-    def takesTasks(self) -> bool:
-        """True if the controller's task scheduler takes a trivial task from this client within :attr:`timeout` s.
+    def takesTasks(self) -> str | None:
+        """Whether the task scheduler takes a trivial task from this client within :attr:`timeout` s.
 
         Taken means the hub lists it (queued or on an engine) or it finished:
         the scheduler got it. A scheduler that died, or that could not bind its
         port when the controller started, takes nothing, while the hub and the
         engines answer as usual.
+
+        Returns:
+            The test task's id if it was taken (the caller purges it once it
+            finished, so it is not counted as a result nobody collected), else None.
         """
         ar = self.client.load_balanced_view().apply_async(_engine_pid)
         msg_id = ar.msg_ids[0]
         deadline = time.monotonic() + self.timeout
         while True:
             if ar.done():
-                self.purge([msg_id])
-                return True
+                return msg_id
             unassigned, engines = self.live()
             if msg_id in unassigned or any(msg_id in tasks for tasks in engines.values()):
-                return True
+                return msg_id
             if time.monotonic() >= deadline:
-                return False
+                return None
             time.sleep(0.1)
 
     def culls(self) -> bool:
