@@ -63,6 +63,45 @@ def stored_tasks(profile: Path) -> set[str]:
     return {row[0] for row in rows}
 
 
+def processes_of(profile: Path, timeout: float = 20.0) -> list[int]:
+    """PIDs of live processes whose command line or environment names ``profile``, after at most ``timeout`` s.
+
+    Found by walking /proc, not from any record: a controller's scheduler no
+    record names still has the profile in its command line (it is a fork of
+    the controller). A leftover is SIGKILLed, so a failing test leaves nothing
+    running on the shared machine.
+    """
+    want = str(profile.resolve()).encode()
+
+    def find() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    environ = f.read()
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            if (want in cmdline or want in environ) and running(int(entry)):
+                found.append(int(entry))
+        return found
+
+    deadline = time.monotonic() + timeout
+    left = find()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = find()
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    return left
+
+
 def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
     """Wait for ``pids`` (and their process groups) to end; return those still there after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -162,6 +201,34 @@ def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:
     assert wait_gone([engine, int(after.controller["pid"])]) == []
     assert loadProcesses(profile).empty()
     assert not (profile / "pid" / "epyclab-processes.json").exists()
+
+
+def test_a_start_after_a_stop_takes_new_ports_when_another_process_took_an_old_one(
+    ipdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The controller keeps its connection files (ports) from run to run; one taken meanwhile would leave
+    ipyparallel running without the scheduler that serves it (with the task port: not one task would run)."""
+    assert cluster(ipdir, "-q", "init", "ports").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "ports", "--local", "-n", "1").exit_code == 0
+    assert cluster(ipdir, "-q", "stop", "ports").exit_code == 0
+    client_file = ipdir / "profile_ports" / "security" / "ipcontroller-client.json"
+    port = json.loads(client_file.read_text())["task"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the stopped controller's TIME_WAIT
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = cluster(ipdir, "-q", "start", "ports", "--local", "-n", "1")
+        assert again.exit_code == 0, again.output
+        assert f"{port} (task, held by PID {os.getpid()})" in caplog.text
+        assert json.loads(client_file.read_text())["task"] != port
+        client = ipyparallel.Client(str(client_file))
+        try:
+            # A task through the task scheduler: it serves the new port.
+            assert client.load_balanced_view().apply_async(os.getpid).get(timeout=60) > 0
+        finally:
+            client.close()
+    assert cluster(ipdir, "-q", "stop", "ports").exit_code == 0
+    assert processes_of(ipdir / "profile_ports") == []
 
 
 def test_start_refuses_a_running_cluster_and_stop_is_idempotent(ipdir: Path) -> None:
@@ -271,5 +338,6 @@ def test_stop_after_the_controller_was_killed_alone_leaves_no_process(ipdir: Pat
     assert (f"(local): stopped 2 engine(s), the controller had already exited; "
             f"stopped the {len(schedulers)} process(es) it left running") in stopped.stdout
     assert wait_gone([controller, *schedulers, *engines]) == []
+    assert processes_of(profile) == []  # not only those the test found: every process of the profile
     assert not accepts(port)
     assert loadProcesses(profile).empty()

@@ -10,8 +10,10 @@ private to the user.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -20,13 +22,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
-from test_cluster_local import cluster, controller_killed_alone, wait_gone
+from clusterhub import Square, running_hub
+from test_cluster_local import cluster, controller_killed_alone, processes_of, wait_gone
+from waiting import wait_until
 
 from epyclab.clustersetup.manage import clusterStatus, stopCluster
 from epyclab.clustersetup.state import loadProcesses
+from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
+from epyclab.labs.engine.wire import decode_reply
+from epyclab.labs.remote.hub import Hub
+from epyclab.labs.remote.jobs import parse_job_id
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 
 POINTS = 40
@@ -177,6 +186,133 @@ def test_a_sweep_is_finished_by_another_process_after_the_cluster_restarts(ipdir
     stopped = cluster(ipdir, "-q", "stop", "rb")
     assert stopped.exit_code == 0, stopped.output
     assert wait_gone([*killed, *engines, int(after.controller["pid"])]) == []
+    assert processes_of(profile) == []
+
+
+def task_scheduler(profile: Path) -> int:
+    """The PID of the process that serves the clients' task port of the profile's controller: its task scheduler."""
+    port = json.loads((profile / "security" / "ipcontroller-client.json").read_text())["task"]
+    pids = {c.pid for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert len(pids) == 1, f"the task port {port} is served by {pids}"
+    return pids.pop()
+
+
+def points_done_and_pending(notebook: Path) -> tuple[int, int]:
+    """The successful rows and the pending results of the sweep; fails the test if any row failed."""
+    nb = HDF5LabNotebook(str(notebook))
+    try:
+        df = nb.dataframe(only_successful=False)
+        failed = df[~df[Experiment.STATUS]] if len(df) else df
+        assert failed.empty, list(failed[Experiment.EXCEPTION])
+        return len(df), nb.numberOfPendingResults()
+    finally:
+        nb.close()
+
+
+def test_a_restarted_controller_whose_task_scheduler_died_fails_no_point(ipdir: Path, tmp_path: Path) -> None:
+    """CI saw every resubmission after a reboot go nowhere, three times, and 36 points fail as lost.
+
+    The hub sends what it resubmits to its task scheduler on a socket of its
+    own and never hears whether it arrived. Here the restarted controller's
+    task scheduler is SIGKILLed (as one that could not bind its port when the
+    controller restarted is gone): the hub and the engines still answer. The
+    collector must not burn the points' retries on resubmissions that cannot
+    arrive: it tries a test task of its own, says the scheduler takes none,
+    and leaves every point pending; once the cluster is restarted, the sweep finishes.
+    """
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_rb"
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    kill(profile, engines=True)
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    scheduler = task_scheduler(profile)
+    os.kill(scheduler, signal.SIGKILL)
+    assert wait_gone([scheduler]) == []
+
+    lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+    try:
+        with pytest.raises(ClusterConnectionError, match="task scheduler of .* takes no tasks"):
+            lab.wait(timeout=300, progress=False)
+    finally:
+        lab.close()
+    done, pending = points_done_and_pending(notebook)
+    assert done >= 4 and done + pending == POINTS  # nothing failed, nothing lost
+
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+    assert lab.wait(timeout=300, progress=False)
+    lab.close()
+    one_successful_row_per_point(notebook)
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
+    assert processes_of(profile) == []
+
+
+@pytest.mark.parametrize("what", ["reboot", "controller"])
+def test_a_restart_finishes_the_sweep_when_another_process_took_a_port_of_the_controller(
+    ipdir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, what: str
+) -> None:
+    """The likely cause of CI's lost sweep: a restarted controller binds its old ports, picked from the range the
+    system also gives outgoing connections; one taken meanwhile leaves ipyparallel running without that part
+    (without the task port: no task ever runs, the hub and engines answer). `start` picks new ports, and
+    replaces the engines still running (they know only the old ones; their tasks are orphans of the restart)."""
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    profile = ipdir / "profile_rb"
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    before = loadProcesses(profile)
+    # Each engine's own PID (the first it answered with: the second is its parent's) and its launcher's.
+    old_engines = [pids[0] for pids in before.enginePids.values()] + [p for ps in before.engines.values() for p in ps]
+    kill(profile, engines=what == "reboot")
+    client_file = profile / "security" / "ipcontroller-client.json"
+    port = json.loads(client_file.read_text())["task"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        # Listening, as another program's server would (SO_REUSEADDR: the killed controller's port is in TIME_WAIT).
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        again = cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2")
+        assert again.exit_code == 0, again.output
+        assert f"{port} (task, held by PID {os.getpid()})" in caplog.text
+        assert json.loads(client_file.read_text())["task"] != port
+        assert wait_gone(old_engines) == []
+        lab = ClusterLab(HDF5LabNotebook(str(notebook)), profile="rb", ipython_dir=str(ipdir))
+        assert lab.numberOfEngines() == 2
+        assert lab.wait(timeout=300, progress=False)
+        lab.close()
+    one_successful_row_per_point(notebook)
+    assert cluster(ipdir, "-q", "stop", "rb").exit_code == 0
+    assert processes_of(profile) == []
+
+
+def test_a_task_is_sent_again_from_another_client_from_the_request_the_hub_stored(tmp_path: Path) -> None:
+    """What a collector without the experiment does when the hub's own resubmission never arrived."""
+    with running_hub(tmp_path / "profile") as procs:
+        nb = HDF5LabNotebook(str(tmp_path / "a.h5"), create=True)
+        lab = ClusterLab(nb, profile_dir=str(procs.profile_dir), chunkSize=3)
+        lab["x"] = range(3)
+        lab.runExperiment(Square())  # submitted, not collected: the hub keeps the task
+        (msg_id,) = {parse_job_id(j).msg_id for j in nb.allPendingResults()}
+        lab.close()
+        client = procs.connect()
+        try:
+            hub = Hub(client, 10)
+            wait_until(lambda: hub.records([msg_id], ["completed"])[msg_id]["completed"] is not None, 60,
+                       "the sweep's task to finish")
+            ar = hub.resend(msg_id)  # through this client, from the request the hub stored
+            assert ar.msg_ids[0] != msg_id
+            rcs, _ = decode_reply(ar.get(timeout=60))
+            assert [rc[Experiment.PARAMETERS]["x"] for rc in rcs] == [0, 1, 2]
+            assert [rc[Experiment.RESULTS]["y"] for rc in rcs] == [0, 1, 4]
+            with pytest.raises(KeyError, match="no record"):
+                hub.resend("no-such-task")
+        finally:
+            client.close()
 
 
 def test_start_after_a_reboot_fails_naming_the_host_when_engines_do_not_register(ipdir: Path) -> None:

@@ -465,7 +465,41 @@ def test_a_controller_that_dies_mid_sweep_ends_it_with_an_error(tmp_path: Path) 
     assert 0 < nb.numberOfResults() < 400
     assert nb.commits[-1] == nb.numberOfResults()
     assert still_running(seen) == []
+    # Every process of the profile, recorded or not: the dead controller's schedulers included.
+    assert processes_of_profile(tmp_path / "profile") == []
     assert state_files(tmp_path / "profile") == []
+
+
+def test_a_controller_killed_before_its_schedulers_were_recorded_leaves_nothing_running(tmp_path: Path) -> None:
+    """Its schedulers, forked after the last record and re-parented when it died, are found by the cluster's id."""
+    profile = tmp_path / "profile"
+    local = LocalCluster(1, str(profile))
+    local.launch()  # returns before the controller forks its schedulers: nothing records them here
+    try:
+        controller = local.cluster.controller.pid if local.cluster and local.cluster.controller else None
+        assert controller is not None
+        recorded = set(local.pids())
+
+        def unrecorded() -> list[int]:
+            try:
+                children = psutil.Process(controller).children(recursive=True)
+            except psutil.Error:
+                return []
+            return [c.pid for c in children if c.pid not in recorded]
+
+        wait_until(lambda: len(unrecorded()) >= 2, 60, "the controller to fork its schedulers", interval=0.02)
+        schedulers = [{"pid": pid, "created": psutil.Process(pid).create_time()} for pid in unrecorded()]
+        os.kill(controller, signal.SIGKILL)
+        wait_until(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
+                   20, "the killed controller to end")
+        with pytest.raises(ClusterConnectionError, match="controller .* has died"):
+            local.check()
+        # Seeing the controller dead stops its schedulers at once, not only at the cluster's stop.
+        assert still_running(schedulers, grace=0) == []
+    finally:
+        local.stop()
+    assert processes_of_profile(profile) == []
+    assert state_files(profile) == []
 
 
 def test_a_point_that_kills_every_engine_it_runs_on_fails_without_a_hang(tmp_path: Path) -> None:

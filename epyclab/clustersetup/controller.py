@@ -169,7 +169,10 @@ def connect(profileDirectory: Path, timeout: float = 10.0) -> ipyparallel.Client
 
 def _listening(clientFile: Path) -> bool:
     """True if something accepts TCP connections at the controller's registration address."""
-    info = json.loads(clientFile.read_text())
+    try:
+        info = json.loads(clientFile.read_text())
+    except ValueError:
+        return False  # the controller is writing the file (in place): not whole yet
     transport, _, address = info["interface"].partition("://")
     if transport != "tcp":
         return True

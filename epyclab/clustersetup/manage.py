@@ -21,11 +21,18 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic, sleep
 from typing import Any
 
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.batchsystems import JobInfo, system
-from epyclab.clustersetup.controller import connect, startController, waitForController, waitForControllerJob
+from epyclab.clustersetup.controller import (
+    connect,
+    controllerLog,
+    startController,
+    waitForController,
+    waitForControllerJob,
+)
 from epyclab.clustersetup.controllertree import (
     controllerLeftovers,
     controllerRecord,
@@ -55,6 +62,7 @@ from epyclab.clustersetup.launchers import (
     submitEngineJob,
 )
 from epyclab.clustersetup.outside import engineJob
+from epyclab.clustersetup.ports import describeTaken, takenPorts
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE, initProfile, profileSettings, requireProfile
 from epyclab.clustersetup.ssh import Remote, shellPath
 from epyclab.clustersetup.state import (
@@ -251,6 +259,9 @@ def _start(
     if controller_host.isLocal:
         for stale in [] if dryRun else (directory / "log").glob("engines*.json"):
             stale.unlink()
+        if not dryRun:
+            # It reuses the last run's ports (maybe days ago): none of its engines runs now to need them.
+            _claim_ports(directory, profile)
     else:
         remote.ssh(controller_host, f"rm -f {shellPath(where)}/log/engines*.json", timeout=60)
 
@@ -266,8 +277,10 @@ def _start(
         hint = (
             f"Their logs: {where}/log/epyclab-engine-*.log on each worker; `epyclab cluster stop {profile}` stops all"
         )
-        return _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
-                                started, timeout, hint)
+        counts = _launch_and_wait(remote, client, {h: count for h in hosts}, {}, directory, where, settings,
+                                  started, timeout, hint)
+        _check_task_scheduler(client, profile, controllerLog(controller_host, directory, where), timeout)
+        return counts
     finally:
         client.close()
 
@@ -316,6 +329,7 @@ def _start_batch(
         stale.unlink()
     started = Processes()
     if controller == "local":
+        _claim_ports(directory, profile)  # the last run's ports; its engines are gone
         pid = startController(remote, LOCAL, directory, where, settings.venv)
         client = _wait_recorded(remote, LOCAL, pid, directory, where, started, timeout)
     else:
@@ -552,6 +566,17 @@ def _restart_controller(
         alive = {str(h): n for h, n in found.items()}
     except HostFailures as error:
         failures, alive = error, {h: int(n) for h, n in error.outcomes.items()}
+    if host.isLocal and _ports_taken(directory):
+        # New ports then: the engines still running know only the old ones. Their tasks are orphans of the
+        # restart anyway (collectors resubmit them), so they are stopped and replaced.
+        running = {w: recorded.engines.get(str(w), []) for w in workers if recorded.engines.get(str(w))}
+        if running:
+            logger.warning("stopping the %d engine(s) still running, which know only the old ports; new ones "
+                           "replace them", sum(len(p) for p in running.values()))
+        for worker, pids in running.items():
+            processes.stop(remote, worker, pids)
+            recorded.engines[str(worker)] = []
+            alive[str(worker)] = 0
     keep = {
         eid for eid, pids in recorded.enginePids.items()
         if set(pids) & set(recorded.engines.get(recorded.engineHosts.get(eid, ""), []))
@@ -562,6 +587,8 @@ def _restart_controller(
         logger.warning("%d engine(s) of the last start are gone; the controller will not wait for them", dead)
     recorded.engineHosts = {e: h for e, h in recorded.engineHosts.items() if e in keep}
     recorded.enginePids = {e: p for e, p in recorded.enginePids.items() if e in keep}
+    if host.isLocal:
+        _claim_ports(directory, profile)
     pid = startController(remote, host, directory, where, settings.venv)
     client = _wait_recorded(remote, host, pid, directory, where, recorded, timeout)
     try:
@@ -578,11 +605,56 @@ def _restart_controller(
             f"`epyclab cluster stop {profile}` stops all"
         )
         counts = _launch_and_wait(remote, client, launch, alive, directory, where, settings, recorded, timeout, hint)
+        _check_task_scheduler(client, profile, controllerLog(host, directory, where), timeout)
     finally:
         client.close()
     if failures is not None:
         raise failures
     return counts
+
+
+def _ports_taken(directory: Path) -> dict[int, str]:
+    """The ports of the profile's connection files that another process holds now -> their channels."""
+    return takenPorts(directory, str(profileSettings(directory).get("ip", "127.0.0.1")))
+
+
+def _claim_ports(directory: Path, profile: str) -> None:
+    """Before a local controller starts on its last run's ports: new ports if another process took one meanwhile.
+
+    The controller reuses its connection files, so that engines still running
+    find it again; the caller has stopped any engine that would need the old
+    ports. A port taken would leave the controller running without the
+    scheduler that serves it, so the files are dropped and it picks new ports.
+    """
+    taken = _ports_taken(directory)
+    if taken:
+        logger.warning("port(s) %s of profile %s's controller are taken by other processes now; it starts on new "
+                       "ports", describeTaken(taken), profile)
+        _drop_connection_files(directory)
+
+
+def _check_task_scheduler(client: Any, profile: str, log: str, timeout: float) -> None:
+    """Raise ClusterSetupError if the (re)started controller's task scheduler takes no task.
+
+    ipyparallel carries on without a scheduler that could not bind its port:
+    the hub and the engines answer, and not one task would run.
+    """
+    # Imported here: the lab's hub queries are not needed for the other commands.
+    from epyclab.labs.remote.hub import Hub
+
+    hub = Hub(client, min(float(timeout), 30.0))
+    probe = hub.takesTasks()
+    if probe is not None:
+        # Purged once finished (engines are idle now: at once), so that status counts no result nobody collects.
+        deadline = monotonic() + hub.timeout
+        while hub.purge([probe]) and monotonic() < deadline:
+            sleep(0.1)
+        return
+    raise ClusterSetupError(
+        f"the controller of profile {profile!r} started, but its task scheduler takes no tasks (a test task "
+        f"never reached it): it probably could not bind its port, which its log {log} then names "
+        f"('Address already in use'). Run `epyclab cluster stop {profile}`, then `epyclab cluster start {profile}`"
+    )
 
 
 def _restart_batch(

@@ -235,7 +235,7 @@ class ClusterLab(Lab):
         if self._hub_ is not None:
             return
         client = self._connection.open(self.Reconnections, self.ReconnectDelay)
-        self._hub_ = Hub(client, self._connection.timeout, self._session)
+        self._hub_ = Hub(client, self._connection.timeout, self._session, where=self._connection.where())
         self._collector.reset()
         view = client.load_balanced_view()
         # Engine death is handled by the lab (resubmission); retries would re-run ordinary errors too.

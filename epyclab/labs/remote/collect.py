@@ -27,7 +27,13 @@ Each task ends in exactly one of these ways, so every point gets one result:
   ``lost_retries`` times) or
   recorded as failed results carrying a :class:`~epyclab.labs.remote.jobs.LostJobError`
   that says why and how to re-run it;
-- someone else resubmitted it: its points follow the new task.
+- someone else resubmitted it: its points follow the new task;
+- this process resubmitted it, and the task scheduler never received it (the
+  hub never listed it within :attr:`StrandedFinder.delivery` seconds; until
+  then it is not judged at all): sent again from this process's own client,
+  not counted against its points; if the scheduler does not take even a test
+  task, :class:`~epyclab.labs.remote.hub.SchedulerDown` is raised and every
+  point stays pending, for a restarted cluster.
 
 ``purge=True`` cancels (instead of resubmitting) tasks that died or were lost;
 a task that is queued, running, or finished but not yet read is never
@@ -50,7 +56,7 @@ from epyclab.errors import ResultsStructureException
 from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import decode_reply
-from epyclab.labs.remote.hub import Hub, NoAnswer
+from epyclab.labs.remote.hub import Hub, NoAnswer, SchedulerDown
 from epyclab.labs.remote.jobs import (
     JobRef,
     LostJobError,
@@ -72,6 +78,10 @@ __all__ = ["Tally", "Collector", "SUBMITTED_ATTRIBUTE"]
 
 #: The result set attribute holding when points were last submitted into it (seconds since the epoch).
 SUBMITTED_ATTRIBUTE = "epyclab.cluster.submitted"  # stored in notebooks: never renamed
+
+#: What a resubmission charges to its points (see ``Collector._rename``): a death or loss, a death
+#: from outside, or nothing.
+DEATH, OUTSIDE, NOT_CHARGED = "death", "outside", "none"
 
 #: What the lab's ``lost`` option accepts.
 LOST_POLICIES = ("resubmit", "fail")
@@ -122,6 +132,8 @@ class Collector:
     of what this process submitted; the lab records its submissions there.
     """
 
+    #: Times a task's points are sent again, uncounted, after a resubmission that never reached the scheduler.
+    RedeliveryAttempts = 2
     #: Times a hub purge is retried for a task it still calls pending before giving up on purging it.
     PurgeAttempts = 20
     #: Purge collected tasks from the hub in batches: when this many are waiting...
@@ -158,8 +170,13 @@ class Collector:
         self._missing_since: dict[str, float] = {}
         self._to_purge: dict[str, int] = {}
         self._last_purge = monotonic()
+        # Tasks resubmitted from here: new id -> when (monotonic), and how often its points went undelivered.
+        self._sent: dict[str, float] = {}
+        self._undelivered: dict[str, int] = {}
+        # Whether the task scheduler took a test task, asked once per pass that needs to know.
+        self._takes: bool | None = None
         #: Finds the tasks the hub will never finish (see :class:`~epyclab.labs.remote.stranded.StrandedFinder`).
-        self.stranded = StrandedFinder(self._finished_here, self._purge_later)
+        self.stranded = StrandedFinder(self._finished_here, self._purge_later, self._sent.get)
         self._where: dict[str, str] | None = None
         # Engine uuid -> why it was ended from outside, or None (see epyclab.clustersetup.outside).
         self._outside = outside
@@ -181,6 +198,7 @@ class Collector:
         hub = self._hub()
         pending = self._nb.allPendingResults()
         self._where = None
+        self._takes = None
         if pending:
             tasks = group_by_task(pending)
             observations = self._observe(hub, tasks, full)
@@ -276,6 +294,8 @@ class Collector:
             logger.warning("task %s (%d points) failed on the engine: %s", msg_id, len(refs), exc)
             self._fail(msg_id, refs, exc, getattr(exc, "traceback", "") or "", tally)
             self._forget(msg_id)
+        elif state is TaskState.UNDELIVERED:
+            self._redeliver(hub, msg_id, refs, purge, tally)
         elif state is TaskState.MOVED:
             assert ob.moved_to is not None
             self._rename(refs, ob.moved_to, keep_index=True)
@@ -336,7 +356,7 @@ class Collector:
         if outside is not None:
             # Not the points' doing: run again, and the death is not counted against them.
             hub.settle()
-            new = self._resubmit(hub, msg_id, refs, state, counted=False)
+            new = self._resubmit(hub, msg_id, refs, state, charge=OUTSIDE)
             if new is not None:
                 logger.info("task %s (%d points): its engine was ended from outside (%s); resubmitted, not "
                             "counted (now %s)", msg_id, len(refs), outside, new)
@@ -383,6 +403,67 @@ class Collector:
         self._fail(msg_id, refs, EngineError(message), "", tally)
         self._forget(msg_id)
 
+    def _redeliver(self, hub: Hub, msg_id: str, refs: list[JobRef], purge: bool, tally: Tally) -> None:
+        """A task resubmitted from here that never reached the task scheduler: send it again, from here.
+
+        Not the points' doing, so not counted against them (at most
+        :attr:`RedeliveryAttempts` times; then it is an orphan like any other).
+        First the scheduler is tried with a test task from this client: if it
+        takes none, nothing can run, and :class:`SchedulerDown` says so; the
+        points stay pending, for a restarted cluster.
+
+        Raises:
+            SchedulerDown: the task scheduler takes no tasks.
+        """
+        if self._takes is None:
+            probe = hub.takesTasks()
+            self._takes = probe is not None
+            if probe is not None:
+                self._purge_later(probe)
+        if not self._takes:
+            raise SchedulerDown(
+                f"the task scheduler of {hub.where} takes no tasks: {len(refs)} point(s) resubmitted to it never "
+                f"arrived, nor did a test task sent by this process within {hub.timeout:g} s, while the hub "
+                f"answers (a scheduler that died, or that could not bind its port when the controller started: "
+                f"its log says which). The pending results stay in the notebook. Restart the cluster (for an "
+                f"epyclab profile: `epyclab cluster stop PROFILE`, then `epyclab cluster start PROFILE`) and "
+                f"collect them with wait()"
+            )
+        tries = self._undelivered.pop(msg_id, 0) + 1
+        if tries > self.RedeliveryAttempts:
+            self._recover(hub, msg_id, refs, Observation(TaskState.ORPHAN), purge, tally)
+            return
+        logger.warning("task %s (%d points) was resubmitted but never reached the task scheduler; sending it "
+                       "again from this process (not counted against its points)", msg_id, len(refs))
+        new = self._send_here(hub, msg_id, refs)
+        if new is None:
+            self._recover(hub, msg_id, refs, Observation(TaskState.ORPHAN), purge, tally)
+            return
+        self._undelivered[new] = tries
+        tally.changed = True
+        why = "it never reached the task scheduler"
+        tally.resubmitted[why] = tally.resubmitted.get(why, 0) + len(refs)
+
+    def _send_here(self, hub: Hub, msg_id: str, refs: list[JobRef]) -> str | None:
+        """Submit a task again through this process's client (not the hub's socket); return its new id."""
+        key = self.tasks.keyHeld(msg_id)
+        if key is not None:
+            return self._resubmit_here(msg_id, refs, key, one_by_one=False, charge=NOT_CHARGED)
+        try:
+            ar = hub.resend(msg_id)
+        except NoAnswer:
+            raise
+        except Exception as exc:
+            # Not recorded, placed, or a request this process cannot read: only the hub can send it.
+            logger.info("task %s cannot be sent again from this process (%s)", msg_id, exception_text(exc))
+            return None
+        new = ar.msg_ids[0]
+        self._rename(refs, new, keep_index=True, charge=NOT_CHARGED)
+        self._forget(msg_id)
+        self.tasks.submitted(new, "", ar)
+        self._sent[new] = monotonic()
+        return new
+
     def _ended_from_outside(self, hub: Hub, msg_id: str) -> str | None:
         """Why the engine that died under task ``msg_id`` was ended from outside, or None (no witness)."""
         if self._outside is None:
@@ -397,7 +478,7 @@ class Collector:
         return self._outside(str(engine)) if engine else None
 
     def _resubmit(
-        self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState, counted: bool = True
+        self, hub: Hub, msg_id: str, refs: list[JobRef], state: TaskState, charge: str = DEATH
     ) -> str | None:
         """Run a task again: by the hub from its stored request if it has it, else from our experiment.
 
@@ -406,7 +487,7 @@ class Collector:
         no other point with it.
         """
         key = self.tasks.keyHeld(msg_id)
-        if state is TaskState.DIED and key is not None and len(refs) > 1 and counted:
+        if state is TaskState.DIED and key is not None and len(refs) > 1 and charge == DEATH:
             return self._resubmit_here(msg_id, refs, key, one_by_one=True)
         if state is not TaskState.MISSING:
             try:
@@ -416,33 +497,40 @@ class Collector:
             except Exception as exc:
                 logger.info("the hub could not resubmit task %s (%s)", msg_id, exc)
             else:
-                self._rename(refs, new, keep_index=True, counted=counted)
+                self._rename(refs, new, keep_index=True, charge=charge)
                 self._forget(msg_id, moved_to=new)
+                self._sent[new] = monotonic()
                 return new
         if key is not None:
-            return self._resubmit_here(msg_id, refs, key, one_by_one=False, counted=counted)
+            return self._resubmit_here(msg_id, refs, key, one_by_one=False, charge=charge)
         return None
 
-    def _resubmit_here(self, msg_id: str, refs: list[JobRef], key: str, one_by_one: bool, counted: bool = True) -> str:
+    def _resubmit_here(self, msg_id: str, refs: list[JobRef], key: str, one_by_one: bool, charge: str = DEATH) -> str:
         """Submit a task's pending points again from the experiment this process holds."""
         ordered = sorted(refs, key=lambda r: r.index)
         groups = [[r] for r in ordered] if one_by_one else [ordered]
         new = ""
         for group in groups:
             new = self._submit(key, [self._nb.pendingResultParameters(r.jobid) for r in group])
-            self._rename(group, new, keep_index=False, counted=counted)
+            self._rename(group, new, keep_index=False, charge=charge)
+            self._sent[new] = monotonic()
         self._forget(msg_id)
         return new
 
-    def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool, counted: bool = True) -> None:
-        """Move pending points to the task that now runs them (its id counts one more attempt, if ``counted``)."""
+    def _rename(self, refs: list[JobRef], new_msg_id: str, keep_index: bool, charge: str = DEATH) -> None:
+        """Move pending points to the task that now runs them; ``charge`` says which count of the id goes up.
+
+        :data:`DEATH`: one more attempt (bounded by Retries/LostRetries); :data:`OUTSIDE`: one more death
+        from outside (bounded apart, by OutsideRetries); :data:`NOT_CHARGED`: neither (a resubmission
+        that never reached the scheduler is nobody's doing).
+        """
         for i, ref in enumerate(refs):
             tag = self._tag(ref.jobid)
             rs = self._nb.resultSet(tag)
             params = rs.pendingResultParameters(ref.jobid)
             rs.resolveSinglePendingResult(ref.jobid)
-            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + int(counted),
-                         ref.outside + int(not counted))
+            new = job_id(new_msg_id, ref.index if keep_index else i, ref.attempt + int(charge == DEATH),
+                         ref.outside + int(charge == OUTSIDE))
             self._nb.addPendingResult(params, new, tag)
             if self._where is not None:
                 self._where.pop(ref.jobid, None)
@@ -450,6 +538,8 @@ class Collector:
 
     def _forget(self, msg_id: str, moved_to: str | None = None) -> None:
         self.tasks.forget(msg_id, moved_to)
+        self._sent.pop(msg_id, None)
+        self._undelivered.pop(msg_id, None)
         self._purge_later(msg_id)
 
     # ---- bookkeeping ------------------------------------------------------------------------

@@ -20,17 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import ipyparallel as ipp
+from ipyparallel import AsyncResult
+from ipyparallel.serialize import unpack_apply_message
 from IPython.paths import get_ipython_dir
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.remote.hubprobe import controller_absent
 from epyclab.log import logger
 
-__all__ = ["Connection", "Hub", "NoAnswer"]
+__all__ = ["Connection", "Hub", "NoAnswer", "SchedulerDown"]
 
 
 class NoAnswer(ClusterConnectionError):
     """The controller did not answer a query in time."""
+
+
+class SchedulerDown(ClusterConnectionError):
+    """The controller answers, but its task scheduler takes no tasks (it died, or never bound its port)."""
 
 
 @dataclass
@@ -172,13 +178,17 @@ class Hub:
     #: Seconds left after every engine answered, for its other connections to come back too.
     SettleMargin = 0.5
 
-    def __init__(self, client: ipp.Client, timeout: float, session: str | None = None) -> None:
+    def __init__(self, client: ipp.Client, timeout: float, session: str | None = None,
+                 where: str = "the controller") -> None:
         self.client = client
         self.timeout = float(timeout)
+        #: The controller, for messages (see :meth:`Connection.where`).
+        self.where = where
         #: The hub's session id (a new one on each controller start); given the previous one, a new
         #: connection notices that the controller restarted.
         self.session = session
         self._restarted: float | None = None
+        self._settled = False
         self._culls: bool | None = None
 
     def request(self, msg_type: str, content: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -215,7 +225,7 @@ class Hub:
             for i, rec in enumerate(content["records"]):
                 # Buffers come back concatenated, in record order (request buffers first).
                 if blens is not None:
-                    buffers = buffers[blens[i]:]
+                    rec["buffers"], buffers = buffers[:blens[i]], buffers[blens[i]:]
                 if lens is not None:
                     rec["result_buffers"], buffers = buffers[:lens[i]], buffers[lens[i]:]
                 found[rec["msg_id"]] = rec
@@ -235,6 +245,16 @@ class Hub:
         """Send engine ``engine`` a trivial task; its future finishes once the engine ran all it had before."""
         return self.client[engine].apply_async(_engine_pid)
 
+    def noteRestart(self) -> None:
+        """The controller restarted before this connection was made (a task of the old one is orphaned): settle once.
+
+        A connection made after the restart never sees the hub's session
+        change, so :meth:`settle` would not wait for the engines' connections
+        to come back before the first resubmission.
+        """
+        if self._restarted is None and not self._settled:
+            self._restarted = time.monotonic()
+
     def settle(self) -> None:
         """After a controller restart, wait until its engines are back before submitting anything.
 
@@ -248,6 +268,7 @@ class Hub:
         if self._restarted is None:
             return
         restarted, self._restarted = self._restarted, None
+        self._settled = True
         left = restarted + self.SettleSeconds - time.monotonic()
         if left > 0:
             time.sleep(left)
@@ -290,9 +311,62 @@ class Hub:
         return pending
 
     def resubmit(self, msg_ids: list[str]) -> dict[str, str]:
-        """Ask the hub to run tasks again from the requests it stored; return old id -> new id."""
+        """Ask the hub to run tasks again from the requests it stored; return old id -> new id.
+
+        The hub sends the requests to its task scheduler on a socket of its own
+        and says nothing if none receives them (a scheduler that died, or never
+        bound its port): whether a resubmitted task arrived is seen only in
+        :meth:`live` (see :meth:`takesTasks`).
+        """
         content, _ = self.request("resubmit_request", {"msg_ids": list(msg_ids)})
         return dict(content["resubmitted"])
+
+    def resend(self, msg_id: str) -> AsyncResult:
+        """Submit task ``msg_id`` again from this client, from the request the hub stored; return its future.
+
+        What :meth:`resubmit` does, but through this client's own connection to
+        the task scheduler rather than the hub's.
+
+        Raises:
+            KeyError: the hub has no record of the task.
+            ValueError: the task was placed (engines named, or dependencies), which this cannot repeat.
+        """
+        rec = self.records([msg_id], ["buffers", "metadata"]).get(msg_id)
+        if rec is None:
+            raise KeyError(f"the hub has no record of task {msg_id}")
+        metadata = rec.get("metadata") or {}
+        placed = [k for k in ("targets", "after", "follow") if metadata.get(k)]
+        if placed:
+            raise ValueError(f"task {msg_id} names {', '.join(placed)}: only the hub can submit it again")
+        f, args, kwargs = unpack_apply_message(list(rec.get("buffers") or []), copy=True)
+        view = self.client.load_balanced_view()
+        view.retries = int(metadata.get("retries") or 0)
+        return view.apply_async(f, *args, **kwargs)
+
+    def takesTasks(self) -> str | None:
+        """Whether the task scheduler takes a trivial task from this client within :attr:`timeout` s.
+
+        Taken means the hub lists it (queued or on an engine) or it finished:
+        the scheduler got it. A scheduler that died, or that could not bind its
+        port when the controller started, takes nothing, while the hub and the
+        engines answer as usual.
+
+        Returns:
+            The test task's id if it was taken (the caller purges it once it
+            finished, so it is not counted as a result nobody collected), else None.
+        """
+        ar = self.client.load_balanced_view().apply_async(_engine_pid)
+        msg_id = ar.msg_ids[0]
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if ar.done():
+                return msg_id
+            unassigned, engines = self.live()
+            if msg_id in unassigned or any(msg_id in tasks for tasks in engines.values()):
+                return msg_id
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)
 
     def culls(self) -> bool:
         """True if the hub keeps task records in ipyparallel's in-memory ``DictDB``, which culls old ones.

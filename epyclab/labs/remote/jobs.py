@@ -268,6 +268,8 @@ class TaskState(Enum):
     MISSING = "missing"
     #: Someone resubmitted it; the work continues under another task id.
     MOVED = "moved"
+    #: Resubmitted from this process, but the controller's task scheduler never received it.
+    UNDELIVERED = "undelivered"
 
 
 @dataclass

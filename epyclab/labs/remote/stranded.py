@@ -23,6 +23,9 @@ from epyclab.log import logger
 
 __all__ = ["StrandedFinder"]
 
+#: What a task that never reached the task scheduler looks like: a record never assigned, or none at all.
+_UNSEEN = (TaskState.PENDING, TaskState.MISSING)
+
 
 @dataclass
 class _Probe:
@@ -38,13 +41,19 @@ class StrandedFinder:
 
     :param finished_here: True for a task whose future, held by this process, has finished
     :param purge_later: asks for a (probe) task to be purged from the hub
+    :param sent_at: when this process resubmitted a task (``time.monotonic()``), or None
     """
 
-    def __init__(self, finished_here: Callable[[str], bool], purge_later: Callable[[str], None]) -> None:
+    def __init__(self, finished_here: Callable[[str], bool], purge_later: Callable[[str], None],
+                 sent_at: Callable[[str], float | None] = lambda msg_id: None) -> None:
         #: Seconds between checks (each lists every task the hub finished since it started).
         self.interval = 5.0
+        #: Seconds a task resubmitted from here has to reach the task scheduler (the hub then lists it)
+        #: before it is taken as undelivered; until then it is not judged at all.
+        self.delivery = 10.0
         self._finished_here = finished_here
         self._purge_later = purge_later
+        self._sent_at = sent_at
         self._last_check: float | None = None
         self._seen_on: dict[str, int] = {}
         # Per engine: the probe's future, the tasks it tests, and whether it was seen finished at a check.
@@ -63,7 +72,11 @@ class StrandedFinder:
         in a row is *probed*: the engine is sent a trivial task, which it runs
         only after everything it received before; if that has come back and,
         at the next check, the task is still assigned to the engine, the
-        engine never got it (the task is *stuck*).
+        engine never got it (the task is *stuck*). A task this process
+        resubmitted that no engine was given and the hub lists nowhere is not
+        judged until :attr:`delivery` seconds have passed (the scheduler may not
+        have received it yet); after that it is *undelivered*: it never reached
+        the scheduler.
         """
         now = monotonic()
         if self._last_check is not None and now - self._last_check < self.interval:
@@ -91,6 +104,18 @@ class StrandedFinder:
                 observations[msg_id] = Observation(TaskState.PENDING)
                 continue
             rec = again.get(msg_id)
+            sent = self._sent_at(msg_id)
+            if sent is not None and (rec is None or not rec.get("engine_uuid")) and ob.state in _UNSEEN:
+                # Resubmitted from here and never seen by the scheduler (no engine was given it, the hub
+                # lists it nowhere): not an orphan of a restart, whatever it looks like, until the
+                # scheduler had time to receive it; then it went nowhere (see Collector).
+                if rec is not None and (rec.get("completed") is not None or rec.get("resubmitted")):
+                    observations[msg_id] = Observation(TaskState.PENDING)  # it finished meanwhile: next pass
+                elif now - sent < self.delivery:
+                    observations[msg_id] = Observation(TaskState.PENDING)
+                else:
+                    observations[msg_id] = Observation(TaskState.UNDELIVERED)
+                continue
             if ob.state is TaskState.PENDING:
                 if rec is not None and rec.get("completed") is None and not rec.get("resubmitted"):
                     engine = rec.get("engine_uuid")
@@ -100,6 +125,9 @@ class StrandedFinder:
                         observations[msg_id] = Observation(TaskState.DIED, error=gone)
                     else:
                         observations[msg_id] = Observation(TaskState.ORPHAN)
+                        # The controller restarted, maybe before this connection: let its engines come
+                        # back before anything is resubmitted to them.
+                        hub.noteRestart()
             elif rec is not None:
                 observations[msg_id] = Observation(TaskState.PENDING)  # it appeared: read it next pass
         self._probe(hub, waiting, engine_of, observations)

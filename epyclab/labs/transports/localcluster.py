@@ -348,6 +348,14 @@ def _started_for(cluster_id: str, profile_dir: str) -> list[dict[str, Any]]:
     return found
 
 
+def _is_engine(pid: int) -> bool:
+    """True if process ``pid`` runs an ipyparallel engine (see ENGINE_CMD), not a part of the controller."""
+    try:
+        return "ipyparallel.engine" in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
 def _with_live_descendants(idents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # Only processes that are still the recorded ones: a reused PID's children are not ours.
     return _merged(idents, _with_descendants([int(i["pid"]) for i in idents if process_alive(i)]))
@@ -670,6 +678,9 @@ class LocalCluster:
         """
         dead = [int(p["pid"]) for p in self._controller if not process_alive(p)]
         if dead:
+            # Its schedulers outlive a controller killed alone (SIGKILL, the OOM killer), holding its ports
+            # and running tasks nobody collects: stop them now, recorded or not.
+            self._stop_controller_tree()
             raise ClusterConnectionError(
                 f"the controller of local cluster {self.cluster_id} has died (process(es) {dead} gone); "
                 f"the results so far are kept: run the sweep again with resume=True"
@@ -680,6 +691,19 @@ class LocalCluster:
             # check: listing a process's children reads the whole process table.
             self._record()
             self._next_record = time.monotonic() + self.RecordSeconds
+
+    def _stop_controller_tree(self) -> None:
+        """Kill what is left of the controller: its recorded processes, and every process of its tree.
+
+        A scheduler forked after the last record is in no record, and once its
+        controller died it is no one's descendant either: it is found by the
+        cluster's id, which every process ipyparallel starts for the cluster
+        carries in its environment. Engines (which carry it too) are left to :meth:`stop`.
+        """
+        engines = {int(i["pid"]) for i in self._engines + self._helpers} | set(self._engine_pids())
+        marked = [i for i in _started_for(self.cluster_id, self.profile_dir) if int(i["pid"]) not in engines
+                  and not _is_engine(int(i["pid"]))]
+        self._controller = _kill_tree(_merged(self._controller, marked), self.StopTimeout)
 
     def _engine_args(self) -> list[str]:
         wait = max(5, int(self.timeout))
@@ -764,6 +788,13 @@ class LocalCluster:
                             signal.SIGKILL if at_once else signal.SIGTERM)
         # The controller and its schedulers, however far its start got (see _kill_tree).
         self._controller = _kill_tree(self._controller, self.StopTimeout)
+        # Whatever no record names (schedulers of a controller killed before they were recorded, an
+        # engine started as the owner stopped): every process of the cluster carries its id.
+        unrecorded = _started_for(self.cluster_id, self.profile_dir)
+        if unrecorded:
+            logger.warning("stopping processes %s of cluster %s that were never recorded",
+                           [int(i["pid"]) for i in unrecorded], self.cluster_id)
+            _kill_tree(unrecorded, self.StopTimeout)
         if killed:
             logger.warning("killed processes %s of cluster %s that did not stop on TERM", killed, self.cluster_id)
         _remove_files(self.profile_dir, self.cluster_id)
