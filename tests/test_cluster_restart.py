@@ -85,6 +85,21 @@ def wait_finished(ipdir: Path, profile: str, at_least: int, timeout: float = 120
         time.sleep(0.2)
 
 
+def names_profile(pid: int, profile_dir: Path) -> bool:
+    """True if process ``pid`` (not this one, not init) names ``profile_dir`` in its command line or environment."""
+    if pid <= 1 or pid == os.getpid():
+        return False
+    want = str(profile_dir.resolve()).encode()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return want in cmdline or want in environ
+
+
 def kill(profile_dir: Path, engines: bool) -> list[int]:
     """SIGKILL the controller's process group (and every engine's, for a reboot); return the PIDs killed."""
     recorded = loadProcesses(profile_dir)
@@ -95,12 +110,15 @@ def kill(profile_dir: Path, engines: bool) -> list[int]:
         os.killpg(pgid, signal.SIGKILL)
     if engines:
         # An engine's kernel runs apart from its launcher (the nanny's session): kill it by its own PID.
+        # The record holds each engine's PID and its parent's, which may since be init (PID 1) or a
+        # reused PID: only a process that names this profile is killed.
         for pids in recorded.enginePids.values():
             for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # already gone with its group
+                if names_profile(pid, profile_dir):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass  # already gone with its group
     assert wait_gone(groups) == []
     return groups
 
