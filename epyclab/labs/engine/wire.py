@@ -31,6 +31,7 @@ from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs.engine import packaging as byvalue
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.processbound import refuse_process_bound
+from epyclab.labs.engine.usedglobals import unpicklable_globals
 
 if TYPE_CHECKING:
     # Packaging and decoding serve ParallelLab's forked copies too, which never import ipyparallel (0.5 s).
@@ -98,7 +99,7 @@ def serialize_experiment(e: Experiment) -> bytes:
     Raises:
         ExperimentSerializationError: ``e`` holds a process-bound object (see
             :mod:`epyclab.labs.engine.processbound`), or something that cannot be packed;
-            the message names the attribute.
+            the message names the attribute, or the module global its code uses.
     """
     refuse_process_bound(e)
     try:
@@ -112,6 +113,17 @@ def serialize_experiment(e: Experiment) -> bytes:
                 f"experiment {cls} cannot be serialized to send it to the engines: {what}. "
                 f"Create such objects on the engine instead (in configure() or setUp()), "
                 f"or keep only what is needed to re-create them"
+            ) from exc
+        used = unpicklable_globals(type(e), _dumps)
+        if used:
+            what = "; ".join(
+                f"global {name} ({t}), used by {fn}(): {exception_text(x)}" for name, fn, t, x in used
+            )
+            raise ExperimentSerializationError(
+                f"experiment {cls} cannot be serialized to send it to the engines: {what}. "
+                f"A class defined in a script or notebook travels with the globals its code uses: "
+                f"create such objects in a module beside the script and import it (a worker imports "
+                f"that module itself, so its state is rebuilt there), or in setUp()"
             ) from exc
         raise ExperimentSerializationError(
             f"experiment {cls} cannot be serialized to send it to the engines: {exception_text(exc)}. "
@@ -169,8 +181,43 @@ def ship_experiment(
     return dict(zip(targets, pids))
 
 
+def _class_here(classname: str) -> type | None:
+    """The class called ``classname`` ("module.Qual.Name") in this process, if its module is loaded."""
+    module, _, qualname = classname.rpartition(".")
+    obj: Any = sys.modules.get(module)
+    while obj is not None and "." in qualname:
+        head, _, qualname = qualname.partition(".")
+        obj = getattr(obj, head, None)
+    found = getattr(obj, qualname, None) if obj is not None else None
+    return found if isinstance(found, type) else None
+
+
+def _round_trip(value: Any) -> None:
+    # Some objects pickle but cannot be rebuilt (a ctypes CDLL): the engine failed unpacking, so unpack here too.
+    import pickle
+
+    import cloudpickle
+
+    pickle.loads(cloudpickle.dumps(value))
+
+
 def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializationError:
-    """The error for an experiment that an engine could not unpack."""
+    """The error for an experiment that an engine could not unpack.
+
+    Names the module globals used by the class's code that cannot be rebuilt
+    from their pickle (a ctypes library loaded in a script, say), where this
+    process still has the class.
+    """
+    cls = _class_here(classname)
+    used = unpicklable_globals(cls, _round_trip) if cls is not None else []
+    if used:
+        what = "; ".join(f"global {name} ({t}), used by {fn}(): {exception_text(x)}" for name, fn, t, x in used)
+        return ExperimentSerializationError(
+            f"experiment {classname} could not be loaded on engine {engine}: {error}. It travels with "
+            f"module globals that cannot be rebuilt from their pickle: {what}. Create such objects in a "
+            f"module beside the script and import it (a worker imports that module itself, so its state is "
+            f"rebuilt there), or in setUp()"
+        )
     return ExperimentSerializationError(
         f"experiment {classname} could not be loaded on engine {engine}: {error}. "
         f"The user's own modules travel with the experiment, but installed packages it imports must be "
