@@ -172,6 +172,7 @@ class Sweep:
         self._limit = limit
         # The longest a finished chunk took on its worker (seconds), to tell a point that hangs.
         self._longest = 0.0
+        self._finished = 0  # points whose results came back
         self._next = 0
         self._retry: deque[_Chunk] = deque()
         self._pending: dict[Future, _Chunk] = {}  # type: ignore[type-arg]
@@ -298,6 +299,7 @@ class Sweep:
         done = len(rcs)
         self._sizer.record(done, seconds)
         self._longest = max(self._longest, seconds)
+        self._finished += done
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
         if done < len(chunk.points):
             # The chunk ran out of time: the rest go next, sized by what was just learnt.
@@ -361,10 +363,12 @@ class Sweep:
                     self._transport.stop(future)  # type: ignore[attr-defined]
             elif self._limit is None and not chunk.warned and ran > max(self.HangSeconds, 10 * self._longest):
                 chunk.warned = True
-                logger.warning("%s has been running for %.0f s, far longer than any point that finished "
-                               "(%.1f s at most); if it hangs, interrupt the sweep and run it again with "
-                               "runExperiment(e, resume=True, timeout=...)", _points_text(chunk.points), ran,
-                               self._longest)
+                # Before any point finished there is nothing to compare with: say so, not "0.0 s at most".
+                others = (f", far longer than any point that finished ({self._longest:.2g} s at most)"
+                          if self._finished else " and no point has finished yet")
+                logger.warning("%s has been running for %.0f s%s; if it hangs, interrupt the sweep and run it "
+                               "again with runExperiment(e, resume=True, timeout=...)",
+                               _points_text(chunk.points), ran, others)
 
     def _stopped(self, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         """A chunk whose worker was stopped past the time limit: a failed point, or its points run alone."""
