@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -27,6 +28,8 @@ import psutil
 import pytest
 from conftest_parallel import Announces, ExitsAt, wait_for_file
 from test_lab_contract import LabContract
+from test_time_limits import SleepsAt, SpinsAt, StopsAt, gone, stopped_pids, timed_out
+from test_time_limits import spin_library as spin_library  # a fixture
 
 from epyclab.designs import Design, FactorialDesign
 from epyclab.experiment import Experiment
@@ -138,6 +141,38 @@ class TransportContract(LabContract):
         assert df["x"].tolist() == list(range(n))
         assert df["k"].tolist() == [2 if x % 2 == 0 else 5 for x in range(n)]
         assert (df["y"] == df["k"] * df["x"]).all()
+
+
+    # ---- time limits: every transport stops a worker stuck past the limit ---------------------------
+
+    def limited(self, experiment: Experiment, n: int = 8, limit: float = 1.0) -> tuple[Any, float]:
+        """Run ``experiment`` over x in range(n) with a time limit; the rows and the seconds the sweep took."""
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(n)
+        t0 = time.monotonic()
+        lab.runExperiment(experiment, progress=False, timeout=limit)
+        return nb.dataframe(only_successful=False), time.monotonic() - t0
+
+    def test_a_sleeping_point_past_its_limit_is_a_failed_row(self) -> None:
+        df, took = self.limited(SleepsAt(3, seconds=120.0))
+        timed_out(df, 3, 1.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 1 s"
+
+    def test_a_point_stuck_in_c_has_its_worker_stopped(self, spin_library: str) -> None:
+        df, took = self.limited(SpinsAt(spin_library, 4))
+        timed_out(df, 4, 1.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 1 s"
+
+    def test_a_sigstopped_worker_is_stopped(self, tmp_path: Any) -> None:
+        where = tmp_path / "stopped"
+        where.mkdir()
+        df, took = self.limited(StopsAt(str(where), 5), limit=2.0)
+        timed_out(df, 5, 2.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 2 s"
+        # Each stopped worker is gone (SIGKILL reaches a stopped process).
+        stopped = stopped_pids(where)
+        assert stopped and all(gone(pid) for pid in stopped)
 
 
 def _registered(name: str) -> type:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from typing import Any
 
@@ -39,6 +39,7 @@ from epyclab.errors import EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.ledger import Ledger, kill
 from epyclab.log import logger
 
 __all__ = ["ExecutorTransport", "executor_of", "workers_of"]
@@ -97,9 +98,14 @@ class ExecutorTransport:
         self._breaks: dict[int, int] = {}
         # After a break that could not be blamed, chunks run one at a time until this many points came back.
         self._suspects = 0
+        # Which worker runs which chunk (made for each sweep), and each chunk's future on the executor.
+        self._ledger: Ledger | None = None
+        self._inner_of: dict[Future, Any] = {}  # type: ignore[type-arg]
+        self._stopped_pools: set[int] = set()  # pools broken by stopping a worker past the time limit
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
+        self._ledger = Ledger()
 
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> ChunkFuture:
@@ -108,17 +114,52 @@ class ExecutorTransport:
         if self._broken():
             self._renew()
         pool = self._executor
+        ledger = self._ledger.tag(future) if self._ledger is not None else None
         try:
-            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit, ledger)
         except BrokenProcessPool:
             self._renew()
             pool = self._executor
-            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit, ledger)
         with self._lock:
             self._in_flight[inner] = pool
+            self._inner_of[future] = inner
             serial = len(points) if self._suspects else 0
         inner.add_done_callback(lambda done: self._settle(done, future, pool, serial, len(points)))
         return future
+
+    def started(self, future: Future) -> float | None:  # type: ignore[type-arg]
+        """When ``future``'s chunk started on its worker, if the worker runs on this machine (see the ledger)."""
+        return self._ledger.started(future) if self._ledger is not None else None
+
+    def stop(self, future: Future) -> bool:  # type: ignore[type-arg]
+        """SIGKILL the worker process running ``future``'s chunk (stuck past its time limit); False if none is known.
+
+        The chunk's future fails at once with an outside
+        :class:`~epyclab.labs.transports.contract.WorkerDied`. The executor
+        replaces its worker as it does any that died: a process pool is broken
+        (the transport goes on on a fresh one, and the other chunks in flight are
+        run again without counting), Dask's nanny starts a new worker (the task
+        is cancelled first, so that Dask does not run it again elsewhere).
+        """
+        if self._ledger is None:
+            return False
+        with self._lock:
+            inner = self._inner_of.get(future)
+            if inner is not None and inner in self._in_flight:
+                # The break this causes in a process pool is not the other chunks' doing.
+                self._stopped_pools.add(id(self._in_flight[inner]))
+        entry = self._ledger.running(future)
+        if entry is None:
+            return False
+        # First the chunk's own future (cancelling the executor's would cancel it), then the task (Dask would
+        # run it again elsewhere once its worker dies), then the worker.
+        message = f"worker process {entry.pid} was stopped: its chunk ran past the time limit"
+        _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True))
+        if inner is not None:
+            inner.cancel()
+        kill(entry.pid)
+        return True
 
     def _settle(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
         error = None if inner.cancelled() else inner.exception()
@@ -130,20 +171,23 @@ class ExecutorTransport:
             else:
                 at_death = len(self._in_flight)
             self._in_flight.pop(inner, None)
+            self._inner_of.pop(future, None)
             self._suspects = max(0, self._suspects - serial)
-            if died and at_death > 1:
+            if died and at_death > 1 and id(pool) not in self._stopped_pools:
                 # Several chunks were in flight: no telling whose point it was (see the module docstring).
                 self._suspects += size
+        if self._ledger is not None:
+            self._ledger.forget(future)
         if inner.cancelled():
             future.cancel()
             return
         if error is None:
-            future.set_result(inner.result())
+            _settle_once(future, result=inner.result())
         elif died:
             message = f"a worker process of the executor died ({error})"
-            future.set_exception(WorkerDied(message, error=EngineDied(message), outside=at_death > 1))
+            _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=at_death > 1))
         else:
-            future.set_exception(error)
+            _settle_once(future, error=error)
 
     def _renew(self) -> None:
         """Continue on a fresh process pool like the broken one."""
@@ -192,6 +236,9 @@ class ExecutorTransport:
         self._executor = executor_of(self._given)
         for key in self._payloads:
             self._forget(key)
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
 
     def _forget(self, key: str) -> None:
         # Workers keep the experiment under the sweep's key; each drops it when told (best effort: which
@@ -203,6 +250,18 @@ class ExecutorTransport:
 
     def close(self) -> None:
         """Nothing: the executor is the user's to shut down."""
+
+
+def _settle_once(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
+    """Give ``future`` its outcome, unless it has one already (its chunk was stopped past its time limit)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        # Stopped by the sweep, which has recorded the chunk's points already: what the worker did after is moot.
+        logger.debug("a chunk stopped past its time limit ended on its executor too")
 
 
 def _stop_pool(pool: Any) -> None:

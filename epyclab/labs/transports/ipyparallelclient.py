@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.engine.wire import Payload, client_paths, forget_experiment, is_engine_death, submit_chunk
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.ledger import Ledger
 from epyclab.log import logger
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class ClientTransport:
         self._finished: list["AsyncResult"] = []
         self._lock = threading.Lock()
         self._no_engines_since: float | None = None
+        # Which engine runs which chunk (made for each sweep; engines on this machine write to it).
+        self._ledger: Ledger | None = None
+        self._by_future: dict[Any, "AsyncResult"] = {}
         if client is not None:
             self._use(client)
 
@@ -90,6 +94,7 @@ class ClientTransport:
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
         self._firsts = dict.fromkeys(payloads, 0)
+        self._ledger = Ledger()
 
     def connected(self) -> bool:
         """True once the transport has a client."""
@@ -129,10 +134,13 @@ class ClientTransport:
         first = self._firsts[key] < max(len(self._client.ids) if self._client else 0, self._expected or 1)
         self._firsts[key] += 1
         blob = payload.blob if (ship or first) else None
-        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget, limit=limit)
         future = ChunkFuture("engine")
+        ledger = self._ledger.tag(future) if self._ledger is not None else None
+        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget, limit=limit,
+                          ledger=ledger)
         with self._lock:
             self._pending[ar.msg_ids[0]] = ar
+            self._by_future[future] = ar
         ar.add_done_callback(lambda done: self._settle(done, future))
         return future
 
@@ -140,7 +148,12 @@ class ClientTransport:
         # From ipyparallel's thread: no client call here (the sweep's thread purges).
         with self._lock:
             self._pending.pop(ar.msg_ids[0], None)
+            self._by_future.pop(future, None)
             self._finished.append(ar)
+        if self._ledger is not None:
+            self._ledger.forget(future)
+        if future.done():
+            return  # stopped past its time limit: the sweep has recorded its points already
         try:
             reply = ar.get(0)
         except Exception as exc:
@@ -153,6 +166,30 @@ class ClientTransport:
                 future.set_exception(exc)
             return
         future.set_result(reply)
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its engine, if the engine runs on this machine (see the ledger)."""
+        return self._ledger.started(future) if self._ledger is not None else None
+
+    def stop(self, future: Any) -> bool:
+        """SIGKILL the engine running ``future``'s chunk (stuck past its time limit); False if it is not known here.
+
+        Only an engine on this machine can be stopped (it wrote its PID in the
+        sweep's ledger); the lab's own local cluster then starts a new engine in
+        its place (:meth:`~epyclab.labs.transports.localcluster.LocalCluster.check`),
+        a user's cluster runs on with one engine fewer. The chunk's future fails at once.
+        """
+        if self._ledger is None:
+            return False
+        pid = self._ledger.kill(future)
+        if pid is None:
+            return False
+        from ipyparallel.error import EngineError
+
+        message = f"engine process {pid} was stopped: its chunk ran past the time limit"
+        if not future.done():
+            future.set_exception(WorkerDied(message, error=EngineError(message), outside=True))
+        return True
 
     def _purge(self) -> None:
         # The client caches every result; a long sweep would keep them all twice.
@@ -188,6 +225,10 @@ class ClientTransport:
         with self._lock:
             pending = [ar for ar in self._pending.values() if not ar.done()]
             self._pending.clear()
+            self._by_future.clear()
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
         if self._client is None:
             return
         try:
@@ -250,6 +291,14 @@ class ClusterTransport:
 
     def check(self) -> None:
         self._live().check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its engine (engines on this machine only)."""
+        return self._live().started(future)
+
+    def stop(self, future: Any) -> bool:
+        """SIGKILL the engine running ``future``'s chunk, if it runs on this machine (the cluster is the user's)."""
+        return self._live().stop(future)
 
     def end(self, abandon: bool) -> None:
         try:
