@@ -28,6 +28,7 @@ import psutil
 import pytest
 from conftest_parallel import Announces, ExitsAt, wait_for_file
 from test_lab_contract import LabContract
+from test_outside_deaths import WaitsToBeKilled
 from test_time_limits import SleepsAt, SpinsAt, StopsAt, gone, stopped_pids, timed_out
 from test_time_limits import spin_library as spin_library  # a fixture
 
@@ -37,6 +38,7 @@ from epyclab.labs.engine.capture import OUTPUT
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
 from epyclab.labs.transports.contract import transportNames
+from epyclab.labs.transports.deaths import RETRIES
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION = Experiment.STATUS, Experiment.EXCEPTION
@@ -143,6 +145,41 @@ class TransportContract(LabContract):
         assert (df["y"] == df["k"] * df["x"]).all()
 
 
+    # ---- deaths: who ended the worker decides what it costs -----------------------------------------
+
+    #: The transport sees its workers' deaths (Dask reschedules a task whose worker died by itself).
+    sees_deaths = True
+    #: The transport learns how its workers ended (a forkserver's children are reaped by the forkserver).
+    tells_outside = True
+
+    def test_a_worker_killed_from_outside_costs_its_point_nothing(self, tmp_path: Any) -> None:
+        where = tmp_path / "killed"
+        where.mkdir()
+        # Had these deaths counted, the point would be a failed row; where how a worker ended is not known, a
+        # death counts (see epyclab.labs.transports.deaths), and one is all the point can afford.
+        times = RETRIES + 1 if self.tells_outside else RETRIES
+        killed: list[int] = []
+
+        def kill() -> None:
+            for n in range(times):
+                pid = int(wait_for_file(where / str(n), timeout=120))
+                killed.append(pid)
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(10)
+        self.sweep(lab, WaitsToBeKilled(str(where), 4, times))
+        killer.join(30)
+        df = nb.dataframe(only_successful=False)
+        assert len(killed) == times
+        assert df["x"].tolist() == list(range(10)) and df[STATUS].astype(bool).all(), df[EXCEPTION].tolist()
+        assert int(df.loc[df["x"] == 4, "pid"].iloc[0]) not in killed
+        if self.sees_deaths and self.tells_outside:
+            assert lab.lastSweep["outside_deaths"] >= times and lab.lastSweep["counted_deaths"] == 0, lab.lastSweep
+
     # ---- time limits: every transport stops a worker stuck past the limit ---------------------------
 
     def limited(self, experiment: Experiment, n: int = 8, limit: float = 1.0) -> tuple[Any, float]:
@@ -225,12 +262,14 @@ def _pool(method: str) -> type:
 
 TestExecutor_spawn = _pool("spawn")
 TestExecutor_forkserver = _pool("forkserver")
+TestExecutor_forkserver.tells_outside = False
 
 
 class TestExecutor_dask(TransportContract):
     """The lab contract on a real Dask cluster of two worker processes (its client)."""
 
     owns_processes = False  # the cluster's processes are the module fixture's
+    sees_deaths = False  # Dask runs the task again by itself (up to its allowed-failures)
 
     @pytest.fixture(autouse=True)
     def _client(self, dask_client: Any) -> None:

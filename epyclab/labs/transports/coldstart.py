@@ -152,7 +152,7 @@ class LocalClusterTransport:
             return local.client
 
         engines = ClientTransport(local.client if local.ready() else None, connect=connect, health=local.check,
-                                  expected=s.n)
+                                  expected=s.n, exit_code=local.engine_exit_code)
         self._sweep = self._last = ColdStart(engines, copies, s.n)
         try:
             self._sweep.begin(payloads)

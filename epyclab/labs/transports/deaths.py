@@ -37,11 +37,15 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 
 from epyclab.log import logger
 
-__all__ = ["DeathPolicy", "Verdict", "RETRIES", "OUTSIDE_SIGNALS", "ended_from_outside", "oom_kills", "child_exit_code"]
+__all__ = [
+    "DeathPolicy", "Verdict", "RETRIES", "OUTSIDE_SIGNALS", "ended_from_outside", "oom_kills", "child_exit_code",
+    "watch_child",
+]
 
 #: Times a point whose worker died under it is run again before it fails (ParallelLab.Retries and
 #: ClusterLab.Retries default to it).
@@ -118,12 +122,18 @@ def child_exit_code(pid: int) -> int | None:
     """The exit status (multiprocessing's sign) of ``pid``, a child of this process that has ended, not reaping it.
 
     None if ``pid`` is not a child of this process, has not ended, or was
-    reaped already (``waitid`` with ``WNOWAIT`` leaves it to whoever owns it).
+    reaped already (``waitid`` with ``WNOWAIT`` leaves it to whoever owns it)
+    and was not watched (:func:`watch_child`).
     """
-    if not hasattr(os, "waitid"):
-        return None
+    with _lock:
+        if pid in _ended:
+            return _ended[pid]
+    return _waitid(pid, os.WNOHANG) if hasattr(os, "waitid") else None
+
+
+def _waitid(pid: int, flags: int) -> int | None:
     try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | flags)
     except ChildProcessError:
         return None
     if info is None:
@@ -131,3 +141,35 @@ def child_exit_code(pid: int) -> int | None:
     if info.si_code == os.CLD_EXITED:
         return int(info.si_status)
     return -int(info.si_status)  # killed (or dumped core) by signal si_status
+
+
+# Exit statuses of watched children, by PID, and the PIDs watched.
+_lock = threading.Lock()
+_ended: dict[int, int] = {}
+_watched: set[int] = set()
+
+
+def watch_child(pid: int) -> None:
+    """Learn how ``pid`` ends, if it is a child of this process, even if its owner reaps it at once.
+
+    An executor reaps its dead workers itself (multiprocessing polls its
+    children whenever it starts a process), often before the death reaches
+    the sweep: a thread waits here, without reaping (``WNOWAIT``), and keeps
+    the status for :func:`child_exit_code`. Not a child: nothing is done.
+    """
+    if not hasattr(os, "waitid"):
+        return
+    with _lock:
+        if pid in _watched:
+            return
+        _watched.add(pid)
+        _ended.pop(pid, None)  # a process that had this PID before
+
+    def wait() -> None:
+        code = _waitid(pid, 0)
+        with _lock:
+            if code is not None:
+                _ended[pid] = code
+            _watched.discard(pid)
+
+    threading.Thread(target=wait, name=f"epyclab-exit-watch-{pid}", daemon=True).start()

@@ -30,15 +30,20 @@ Deaths. The executor decides what a worker's death looks like:
 from __future__ import annotations
 
 import os
+import re
+import signal
 import threading
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from typing import Any
 
+import psutil
+
 from epyclab.errors import EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger, kill
 from epyclab.log import logger
 
@@ -102,10 +107,12 @@ class ExecutorTransport:
         self._ledger: Ledger | None = None
         self._inner_of: dict[Future, Any] = {}  # type: ignore[type-arg]
         self._stopped_pools: set[int] = set()  # pools broken by stopping a worker past the time limit
+        self._oom: int | None = None  # the OOM killer's count since the last death (see deaths.py)
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
         self._ledger = Ledger()
+        self._oom = oom_kills()
 
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> ChunkFuture:
@@ -127,6 +134,19 @@ class ExecutorTransport:
             serial = len(points) if self._suspects else 0
         inner.add_done_callback(lambda done: self._settle(done, future, pool, serial, len(points)))
         return future
+
+    def _exit_code(self, future: Future, error: BaseException | None) -> int | None:  # type: ignore[type-arg]
+        """The exit status (``-N``: signal N) of the dead worker that ran ``future``'s chunk, if it is known.
+
+        None when the chunk's worker is not known (not on this machine), still
+        runs (another worker's death broke the pool), or ended unseen (a
+        forkserver's child: the forkserver reaps it).
+        """
+        entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
+        if entry is None or _alive(entry.pid):
+            return None
+        code = child_exit_code(entry.pid)  # a child of this process (a spawn pool, not yet reaped)
+        return code if code is not None else _loky_exit_code(error)
 
     def started(self, future: Future) -> float | None:  # type: ignore[type-arg]
         """When ``future``'s chunk started on its worker, if the worker runs on this machine (see the ledger)."""
@@ -164,6 +184,8 @@ class ExecutorTransport:
     def _settle(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
         error = None if inner.cancelled() else inner.exception()
         died = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"
+        # Before the ledger forgets the chunk: which process ran it, and how it ended.
+        code = self._exit_code(future, error) if died else None
         with self._lock:
             if isinstance(error, BrokenProcessPool):
                 # Every future of a broken pool fails at once: how many were in flight when it broke.
@@ -185,7 +207,16 @@ class ExecutorTransport:
             _settle_once(future, result=inner.result())
         elif died:
             message = f"a worker process of the executor died ({error})"
-            _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=at_death > 1))
+            if code is not None:
+                # Its worker died: how it ended says who ended it (the one rule of deaths.py).
+                outside = ended_from_outside(code, self._oom)
+                message = f"worker process of the executor died ({_how(code)})"
+            else:
+                # Its worker lives on (a pool broken by another's death), or its end is unknown: the chunk is
+                # blamed only when it was alone in flight.
+                outside = at_death > 1
+            self._oom = oom_kills()
+            _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=outside))
         else:
             _settle_once(future, error=error)
 
@@ -250,6 +281,33 @@ class ExecutorTransport:
 
     def close(self) -> None:
         """Nothing: the executor is the user's to shut down."""
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie has ended)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+_LOKY_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
+
+
+def _loky_exit_code(error: BaseException | None) -> int | None:
+    """The exit status loky's ``TerminatedWorkerError`` gives (``{SIGKILL(-9)}``), if one worker's alone."""
+    found = _LOKY_CODES.search(str(error)) if error is not None else None
+    codes = {int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))} if found else set()
+    return codes.pop() if len(codes) == 1 else None
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _settle_once(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]

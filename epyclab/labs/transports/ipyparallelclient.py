@@ -6,7 +6,9 @@ engine) bring the experiment along, later ones carry only their points, and an
 engine that joined later and lacks it says so (the sweep submits the chunk
 again with it). A task whose engine died fails its future with
 :class:`~epyclab.labs.transports.contract.WorkerDied` carrying ipyparallel's
-``EngineError``. ipyparallel's scheduler reports the tasks of an engine that
+``EngineError``; it is a death from outside when the engine's exit status
+says so (:mod:`epyclab.labs.transports.deaths`: known for the lab's local
+cluster, whose engines are children of this process). ipyparallel's scheduler reports the tasks of an engine that
 died 5 s after the death (to let results in flight arrive), so a death costs
 its chunks about that much time.
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.engine.wire import Payload, client_paths, forget_experiment, is_engine_death, submit_chunk
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger
 from epyclab.log import logger
 
@@ -59,6 +62,7 @@ class ClientTransport:
         health: Callable[[], None] | None = None,
         expected: int | None = None,
         forget: bool = True,
+        exit_code: Callable[[int], int | None] | None = None,
     ) -> None:
         if client is None and connect is None:
             raise ValueError("an ipyparallel transport needs a client or a way to connect one")
@@ -78,7 +82,10 @@ class ClientTransport:
         self._no_engines_since: float | None = None
         # Which engine runs which chunk (made for each sweep; engines on this machine write to it).
         self._ledger: Ledger | None = None
-        self._by_future: dict[Any, "AsyncResult"] = {}
+        # How an engine process that died ended (see deaths.py): the local cluster knows its engines',
+        # waitpid a child's; a user's engines elsewhere are not known (their deaths count).
+        self._exit_code = exit_code if exit_code is not None else child_exit_code
+        self._oom: int | None = None
         if client is not None:
             self._use(client)
 
@@ -95,6 +102,7 @@ class ClientTransport:
         self._payloads = dict(payloads)
         self._firsts = dict.fromkeys(payloads, 0)
         self._ledger = Ledger()
+        self._oom = oom_kills()
 
     def connected(self) -> bool:
         """True once the transport has a client."""
@@ -140,7 +148,6 @@ class ClientTransport:
                           ledger=ledger)
         with self._lock:
             self._pending[ar.msg_ids[0]] = ar
-            self._by_future[future] = ar
         ar.add_done_callback(lambda done: self._settle(done, future))
         return future
 
@@ -148,8 +155,9 @@ class ClientTransport:
         # From ipyparallel's thread: no client call here (the sweep's thread purges).
         with self._lock:
             self._pending.pop(ar.msg_ids[0], None)
-            self._by_future.pop(future, None)
             self._finished.append(ar)
+        # Before the ledger forgets the chunk: the engine process that ran it.
+        entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
         if self._ledger is not None:
             self._ledger.forget(future)
         if future.done():
@@ -160,8 +168,12 @@ class ClientTransport:
             if is_engine_death(exc):
                 from ipyparallel.error import EngineError
 
-                message = f"engine {ar.engine_id} died: {exc}"
-                future.set_exception(WorkerDied(message, error=EngineError(message)))
+                code = self._exit_code(entry.pid) if entry is not None else None
+                how = f"; exit status {code}" if code is not None else ""
+                message = f"engine {ar.engine_id} died: {exc}{how}"
+                outside = code is not None and ended_from_outside(code, self._oom)
+                self._oom = oom_kills()
+                future.set_exception(WorkerDied(message, error=EngineError(message), outside=outside))
             else:
                 future.set_exception(exc)
             return
@@ -225,7 +237,6 @@ class ClientTransport:
         with self._lock:
             pending = [ar for ar in self._pending.values() if not ar.done()]
             self._pending.clear()
-            self._by_future.clear()
         ledger, self._ledger = self._ledger, None
         if ledger is not None:
             ledger.close()

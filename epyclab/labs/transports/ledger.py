@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any
 
+from epyclab.labs.transports.deaths import watch_child
 from epyclab.log import logger
 
 __all__ = ["Ledger", "Entry", "kill"]
@@ -53,6 +54,7 @@ class Ledger:
         self._entries: dict[str, Entry] = {}
         self._host = socket.gethostname()
         self._tags: dict[Any, str] = {}
+        self._pids: set[int] = set()
         #: True once a worker has written here (the transport's workers run on this machine).
         self.seen = False
 
@@ -68,10 +70,15 @@ class Ledger:
         with self._lock:
             self._tags.pop(future, None)
 
-    def running(self, future: Any) -> Entry | None:
-        """The worker running ``future``'s chunk now, or None (not started, over, or on another machine)."""
+    def running(self, future: Any, fresh: bool = False) -> Entry | None:
+        """The worker running ``future``'s chunk now, or None (not started, over, or on another machine).
+
+        ``fresh``: read the directory now (a death is being looked into), not what was read moments ago.
+        """
         with self._lock:
             tag = self._tags.get(future)
+            if fresh:
+                self._read_at = -1.0
         return None if tag is None else self.entry(tag)
 
     def started(self, future: Any) -> float | None:
@@ -112,7 +119,12 @@ class Ledger:
                 continue  # gone, or written by something else
             self.seen = True
             if host == self._host:
-                entries[tag] = Entry(int(name), tag, now - max(0.0, now_wall - float(started)))
+                pid = int(name)
+                entries[tag] = Entry(pid, tag, now - max(0.0, now_wall - float(started)))
+                if pid not in self._pids:
+                    # To tell, if it dies, how it ended (see epyclab.labs.transports.deaths).
+                    self._pids.add(pid)
+                    watch_child(pid)
         return entries
 
     def close(self) -> None:

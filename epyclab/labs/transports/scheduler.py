@@ -189,6 +189,9 @@ class Sweep:
         self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their worker died.
         self.resubmitted = 0
+        #: Worker deaths seen: ended from outside (not counted against the points), and counted.
+        self.outside_deaths = 0
+        self.counted_deaths = 0
         #: How many points each kind of worker ran (a future's ``where``: "copy", "engine", ...).
         self.run_by: dict[str, int] = {}
 
@@ -325,6 +328,10 @@ class Sweep:
         if chunk.timed_out:
             yield from self._stopped(chunk, classname)
             return
+        if died.outside:
+            self.outside_deaths += 1
+        else:
+            self.counted_deaths += 1
         deaths = chunk.deaths + (not died.outside)
         outside = chunk.outside + died.outside
         if len(chunk.points) > 1:
