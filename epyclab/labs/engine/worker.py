@@ -256,9 +256,13 @@ def note_chunk(directory: str, tag: str) -> None:
         return
     path = os.path.join(directory, str(os.getpid()))
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{tag} {time.time()!r} {_HOST}")
-    os.replace(tmp, path)  # the lab never reads half a line
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{tag} {time.time()!r} {_HOST}")
+        os.replace(tmp, path)  # the lab never reads half a line
+    except FileNotFoundError:
+        # The sweep ended (and removed its ledger) while this chunk was on its way: nobody is watching.
+        logger.debug("the ledger %s of a sweep that ended is gone", directory)
 
 
 def _portable_exception(rc: ResultsDict) -> None:

@@ -26,7 +26,10 @@ it would without this rule. Each transport learns the status its own way:
 ``waitpid`` for forked copies and other children of this process, loky's
 exit codes, the local cluster's record of each engine's exit; Dask runs a task
 whose worker died again by itself (up to its ``allowed-failures``), whatever
-ended the worker.
+ended the worker. A worker that is a child of this process is watched from the
+sweep's first look at it in the ledger (a quarter of a second after it starts
+its first chunk): one killed before that may already be reaped by its
+executor, and its death counts.
 
 Both labs use :class:`DeathPolicy`: :class:`~epyclab.labs.transports.scheduler.Sweep`
 (ParallelLab) as deaths are seen, and :class:`~epyclab.labs.remote.collect.Collector`
@@ -118,14 +121,17 @@ def ended_from_outside(exitcode: int | None, oom_before: int | None = None) -> b
     return True
 
 
-def child_exit_code(pid: int) -> int | None:
+def child_exit_code(pid: int, wait: float = 0.0) -> int | None:
     """The exit status (multiprocessing's sign) of ``pid``, a child of this process that has ended, not reaping it.
 
     None if ``pid`` is not a child of this process, has not ended, or was
     reaped already (``waitid`` with ``WNOWAIT`` leaves it to whoever owns it)
-    and was not watched (:func:`watch_child`).
+    and was not watched (:func:`watch_child`). ``wait``: seconds to wait for a
+    watched child to end (its executor may see it die, by its pipes closing,
+    a moment before the kernel says how).
     """
-    with _lock:
+    with _ended_now:
+        _ended_now.wait_for(lambda: pid in _ended or pid not in _watched, timeout=wait)
         if pid in _ended:
             return _ended[pid]
     return _waitid(pid, os.WNOHANG) if hasattr(os, "waitid") else None
@@ -145,6 +151,7 @@ def _waitid(pid: int, flags: int) -> int | None:
 
 # Exit statuses of watched children, by PID, and the PIDs watched.
 _lock = threading.Lock()
+_ended_now = threading.Condition(_lock)
 _ended: dict[int, int] = {}
 _watched: set[int] = set()
 
@@ -167,9 +174,10 @@ def watch_child(pid: int) -> None:
 
     def wait() -> None:
         code = _waitid(pid, 0)
-        with _lock:
+        with _ended_now:
             if code is not None:
                 _ended[pid] = code
             _watched.discard(pid)
+            _ended_now.notify_all()
 
     threading.Thread(target=wait, name=f"epyclab-exit-watch-{pid}", daemon=True).start()

@@ -20,6 +20,16 @@ Deaths. The executor decides what a worker's death looks like:
   break with several chunks in flight cannot say which point caused it: those
   chunks are run again one point at a time, alone, without counting the break
   against them; a break with one chunk alone in flight is that chunk's doing.
+- Who ended the worker decides what its death costs
+  (:mod:`epyclab.labs.transports.deaths`): the worker that ran a chunk is
+  known from the sweep's ledger (:mod:`epyclab.labs.transports.ledger`), and
+  its exit status from ``waitid`` (a child of this process: a spawn pool,
+  loky) or loky's exit codes; killed from outside, the chunk's points run
+  again uncounted. A forkserver's workers are not this process's children:
+  their end is unknown, and the rule above applies.
+- Past the time limit the sweep stops the worker running a chunk
+  (:meth:`ExecutorTransport.stop`): SIGKILL, so a process pool breaks and is
+  replaced as above.
 - Dask reschedules the tasks of a worker that died by itself (its nanny
   starts a new worker); a task that took ``allowed-failures`` workers down
   with it fails with ``KilledWorker``, and so may a task that waited on the
@@ -89,6 +99,8 @@ class ExecutorTransport:
 
     #: Chunks in flight per worker: one running, one queued, so a worker never waits for the next.
     window = 2
+    #: Seconds to wait for the exit status of a worker whose death broke its pool.
+    ExitWait = 0.5
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -143,10 +155,14 @@ class ExecutorTransport:
         forkserver's child: the forkserver reaps it).
         """
         entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
-        if entry is None or _alive(entry.pid):
+        if entry is None:
             return None
-        code = child_exit_code(entry.pid)  # a child of this process (a spawn pool, not yet reaped)
-        return code if code is not None else _loky_exit_code(error)
+        # A child of this process (a spawn pool, loky): its pipes closed as it died, and the pool saw that a
+        # moment before the kernel says how it ended. A worker of a pool broken by another's death lives on.
+        code = child_exit_code(entry.pid, wait=self.ExitWait)
+        if code is None and not _alive(entry.pid):
+            code = _loky_exit_code(error)
+        return code
 
     def started(self, future: Future) -> float | None:  # type: ignore[type-arg]
         """When ``future``'s chunk started on its worker, if the worker runs on this machine (see the ledger)."""
