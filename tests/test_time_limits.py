@@ -137,25 +137,7 @@ def test_a_limit_that_is_not_a_positive_number_is_refused(bad: Any) -> None:
     assert lab.notebook().numberOfResults() == 0
 
 
-@pytest.mark.parametrize("backend", ["fork", "workers", "ipyparallel", "spawn-executor"])
-def test_a_sleeping_point_is_a_failed_row_on_every_transport(backend: str, tmp_path: Path) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    spawn = multiprocessing.get_context("spawn")
-    ex = ProcessPoolExecutor(2, mp_context=spawn) if backend == "spawn-executor" else None
-    if ex is not None:
-        lab = ParallelLab(LabNotebook(), executor=ex)
-    else:
-        lab = ParallelLab(LabNotebook(), cores=2, backend=backend, profile_dir=str(tmp_path / "profile"))
-    lab["x"] = range(8)
-    try:
-        lab.runExperiment(SleepsAt(3), progress=False, timeout=1.0)
-    finally:
-        lab.shutdown()
-        if ex is not None:
-            ex.shutdown()
-    timed_out(lab.notebook().dataframe(only_successful=False), 3, 1.0)
+# A sleeping point, a busy C loop and a SIGSTOPped worker on every transport: tests/test_transport_contract.py.
 
 
 def test_a_point_stuck_in_c_has_its_copy_stopped_and_replaced(spin_library: str) -> None:

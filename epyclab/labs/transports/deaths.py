@@ -69,8 +69,10 @@ class DeathPolicy:
 
     #: Times a point whose worker it killed is run again before it is a failed result.
     retries: int = RETRIES
-    #: Deaths from outside a point may suffer before it is a failed result anyway.
-    OutsideLimit = 16
+    #: Deaths from outside a point may suffer before it is a failed result anyway: a point whose worker is
+    #: SIGKILLed every time it runs it (by the point itself, say) costs this many workers and one more.
+    #: Dask's scheduler allows a task as many (``allowed-failures``).
+    OutsideLimit = 3
 
     def after(self, deaths: int, outside: int = 0) -> Verdict:
         """The verdict for a point whose workers died ``deaths`` times under it (``outside`` more from outside).

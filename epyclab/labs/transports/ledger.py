@@ -55,8 +55,6 @@ class Ledger:
         self._host = socket.gethostname()
         self._tags: dict[Any, str] = {}
         self._pids: set[int] = set()
-        #: True once a worker has written here (the transport's workers run on this machine).
-        self.seen = False
 
     def tag(self, future: Any) -> tuple[str, str]:
         """A new ``(directory, tag)`` to send with the chunk whose future (the transport's) is ``future``."""
@@ -117,7 +115,6 @@ class Ledger:
                     tag, started, host = f.read().split(" ", 2)
             except (OSError, ValueError):
                 continue  # gone, or written by something else
-            self.seen = True
             if host == self._host:
                 pid = int(name)
                 entries[tag] = Entry(pid, tag, now - max(0.0, now_wall - float(started)))
