@@ -9,12 +9,16 @@ forkserver process pool and a real Dask cluster. Each runs the whole
 design's order, failures as rows, resume, commits, a real Ctrl-C, the progress
 bar) and what transports add: a point that kills its worker is one failed row,
 output is captured and stored with its point, a design that alternates
-experiment objects gets one row per point from the right experiment, and no
-process the lab started is left once it is shut down.
+experiment objects gets one row per point from the right experiment, no
+process the lab started is left once it is shut down, a point past its time
+limit (sleeping, spinning in C, or SIGSTOPped) is a failed row with a
+TimeoutError and its worker is stopped, a worker SIGKILLed from outside costs
+its point nothing, and a point that crashes its worker (SIGABRT) counts.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
@@ -65,6 +69,7 @@ class AbortsAt(Experiment):
 
     def do(self, params: dict[str, Any]) -> dict[str, Any]:
         if params["x"] == self.at:
+            faulthandler.disable()  # pytest's, inherited by a forked copy: no traceback in the test's output
             os.abort()
         return {"y": params["x"]}
 
