@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,20 @@ def test_a_point_running_far_longer_than_any_other_is_named_on_the_progress_bar(
     # ...and gone from the final line, once the point is done.
     assert "running for" not in drawn[-1] and "6/6" in drawn[-1], drawn[-1]
     assert lab.notebook().dataframe()["x"].tolist() == list(range(6))
+
+
+def test_the_ledger_of_a_process_killed_mid_sweep_is_removed_by_the_next_sweep() -> None:
+    from epyclab.labs.transports.ledger import Ledger
+
+    script = "import time\nfrom epyclab.labs.transports.ledger import Ledger\nprint(Ledger().path, flush=True)\n" \
+             "time.sleep(60)\n"
+    killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout is not None
+        path = killed.stdout.readline().strip()
+    finally:
+        killed.kill()
+        killed.wait()
+    assert os.path.isdir(path)
+    Ledger().close()  # a sweep begins, and ends
+    assert not os.path.exists(path)

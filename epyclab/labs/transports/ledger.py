@@ -31,6 +31,34 @@ from epyclab.log import logger
 __all__ = ["Ledger", "Entry", "kill"]
 
 
+_PREFIX = "epyclab-ledger-"
+
+
+def _remove_orphans() -> None:
+    """Remove the ledgers of processes that ended without removing theirs (killed mid-sweep)."""
+    base = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(_PREFIX)]
+    except OSError as exc:
+        logger.debug("cannot list %s for old ledgers: %s", base, exc)
+        return
+    for name in names:
+        owner = name[len(_PREFIX):].split("-", 1)[0]
+        if owner.isdigit() and not _running(int(owner)):
+            shutil.rmtree(os.path.join(base, name),
+                          onerror=lambda *a: logger.debug("could not remove an old ledger: %s", a[2]))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
+
+
 @dataclass(frozen=True)
 class Entry:
     """A worker's line in the ledger: its ``pid`` runs chunk ``tag`` since ``start`` (``time.monotonic()``)."""
@@ -47,7 +75,8 @@ class Ledger:
     FreshSeconds = 0.05
 
     def __init__(self) -> None:
-        self.path = tempfile.mkdtemp(prefix="epyclab-ledger-")
+        _remove_orphans()
+        self.path = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._read_at = -1.0
