@@ -286,6 +286,8 @@ class ParallelLab(Lab):
             "largest_chunk": run.largest_chunk,
             "most_run_by_a_task": run.most_run_by_a_task,
             "resubmitted": run.resubmitted,
+            "outside_deaths": run.outside_deaths,
+            "counted_deaths": run.counted_deaths,
             "run_by_interim": run.run_by_interim,
             "forked": forked,
             "replaced": replaced,

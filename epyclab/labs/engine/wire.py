@@ -197,6 +197,7 @@ def submit_chunk(
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
     limit: float | None = None,
+    ledger: tuple[str, str] | None = None,
 ) -> AsyncResult:
     """Submit one chunk of points of sweep ``key`` (see :func:`epyclab.labs.engine.worker.run_points`).
 
@@ -204,9 +205,12 @@ def submit_chunk(
     experiment loads it, adding ``paths`` to its ``sys.path`` first. With
     ``budget`` the engine stops starting points after that many seconds and
     the reply holds fewer results than points. ``marks`` go into each run's metadata. ``limit``:
-    seconds each point may run.
+    seconds each point may run. ``ledger``: where the engine says it runs the chunk (see
+    :func:`epyclab.labs.engine.worker.note_chunk`).
     """
-    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks, limit)
+    if ledger is None:
+        return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks, limit)
+    return view.apply_async(worker.run_points, key, points, blob, paths, budget, marks, limit, ledger)
 
 
 def is_engine_death(exc: BaseException) -> bool:
