@@ -9,7 +9,7 @@ its process (``os._exit``, a segfault) costs at most ``retries + 1`` workers.
 
 A death from outside (a signal sent to the worker, its batch job cancelled or
 out of walltime, its host gone) is not the point's doing: the point is run
-again without counting it, up to :attr:`DeathPolicy.OutsideLimit` times (so a
+again without counting it, up to the lab's ``OutsideRetries`` times (so a
 worker killed over and over by something else still ends the sweep).
 
 Who ended the worker is told by how it ended (:func:`ended_from_outside`, the
@@ -46,13 +46,24 @@ from dataclasses import dataclass
 from epyclab.log import logger
 
 __all__ = [
-    "DeathPolicy", "Verdict", "RETRIES", "OUTSIDE_SIGNALS", "ended_from_outside", "oom_kills", "child_exit_code",
+    "DeathPolicy", "Verdict", "RETRIES", "OUTSIDE_RETRIES", "CLUSTER_OUTSIDE_RETRIES", "OUTSIDE_SIGNALS",
+    "ended_from_outside", "oom_kills", "child_exit_code",
     "watch_child",
 ]
 
 #: Times a point whose worker died under it is run again before it fails (ParallelLab.Retries and
 #: ClusterLab.Retries default to it).
 RETRIES = 1
+
+#: Deaths from outside a point may suffer on one machine before it is a failed result anyway
+#: (ParallelLab.OutsideRetries): a point whose worker is SIGKILLed every time it runs it (by the point
+#: itself, say) costs this many workers and one more. Dask's scheduler allows a task as many
+#: (``allowed-failures``).
+OUTSIDE_RETRIES = 3
+
+#: The same on a cluster (ClusterLab.OutsideRetries): a batch system's preemptions, walltimes and failing
+#: nodes end engines as a matter of course, so a point may be ended from outside more often there.
+CLUSTER_OUTSIDE_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -69,18 +80,17 @@ class DeathPolicy:
 
     #: Times a point whose worker it killed is run again before it is a failed result.
     retries: int = RETRIES
-    #: Deaths from outside a point may suffer before it is a failed result anyway: a point whose worker is
-    #: SIGKILLed every time it runs it (by the point itself, say) costs this many workers and one more.
-    #: Dask's scheduler allows a task as many (``allowed-failures``).
-    OutsideLimit = 3
+    #: Deaths from outside a point may suffer before it is a failed result anyway (the lab's OutsideRetries).
+    outside_retries: int = OUTSIDE_RETRIES
 
     def after(self, deaths: int, outside: int = 0) -> Verdict:
         """The verdict for a point whose workers died ``deaths`` times under it (``outside`` more from outside).
 
         ``deaths`` counts this death if the point caused it.
         """
-        if outside > self.OutsideLimit:
-            return Verdict(False, f"its worker was ended from outside {outside} times")
+        if outside > self.outside_retries:
+            return Verdict(False, f"its worker was ended from outside {outside} times (the lab's OutsideRetries "
+                                  f"is {self.outside_retries})")
         if deaths > self.retries:
             return Verdict(False, f"the workers running it died {deaths} times (the lab's Retries is {self.retries})")
         return Verdict(True, "")
