@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from epyclab import HDF5LabNotebook, JSONLabNotebook, NotebookPathError, openNotebook
 from epyclab.cli import main
+from epyclab.errors import NotebookSideFileError
 
 FORMATS = [HDF5LabNotebook, JSONLabNotebook]
 KINDS = ["directory", "fifo", "socket", "chardev", "blockdev"]
@@ -201,3 +202,45 @@ def test_the_command_line_refuses_the_empty_path(tmp_path: Path, monkeypatch: py
         code, out = _cli(*args)
         assert code != 0 and "empty" in out, (args, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5"]
+
+
+def _side_file_cases() -> list[tuple[type, str]]:
+    return [(HDF5LabNotebook, "journal"), (HDF5LabNotebook, "undo"), (HDF5LabNotebook, "lock"),
+            (JSONLabNotebook, "lock")]
+
+
+@pytest.mark.timeout(8)
+@pytest.mark.parametrize(("cls", "suffix"), _side_file_cases(), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("readonly", [False, True], ids=["writer", "reader"])
+def test_a_special_file_beside_a_notebook_is_refused_at_once_and_left_alone(
+        cls: type, suffix: str, kind: str, readonly: bool, tmp_path: Path, sockets: list[socket.socket]) -> None:
+    # A notebook unpacked from an archive, or a side file some tool replaced, may have a FIFO, a socket, a
+    # device or a directory where its journal, undo log or lock goes: opening one must not wait for ever (a
+    # FIFO blocks until a writer comes) nor read or write a device; it is refused, naming the file and what it is.
+    path = tmp_path / ("nb.h5" if cls is HDF5LabNotebook else "nb.json")
+    with cls(path, create=True) as nb:
+        nb.addResult({"parameters": {"x": 1}, "results": {"y": 2.0}, "metadata": {}})
+    before = path.read_bytes()
+    side = make(kind, Path(f"{path}.{suffix}"), sockets)
+    if readonly and suffix == "lock":
+        # A reader takes no writer lock: it reads the notebook and leaves the lock's path alone.
+        with cls(path, readonly=True) as nb:
+            assert len(nb.dataframe()) == 1
+    else:
+        with pytest.raises(NotebookSideFileError) as err:
+            cls(path, readonly=readonly)
+        said = str(err.value)
+        assert said.startswith(f"{side} is {WORDS[kind]}"), said
+        assert "Move it away and open the notebook again" in said
+    st = os.lstat(side)
+    assert {"directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "chardev": stat.S_ISCHR,
+            "blockdev": stat.S_ISBLK}[kind](st.st_mode)
+    assert path.read_bytes() == before
+    # Once it is moved away, the notebook opens with its row.
+    if kind == "directory":
+        side.rmdir()
+    else:
+        side.unlink()
+    with cls(path) as nb:
+        assert len(nb.dataframe()) == 1
