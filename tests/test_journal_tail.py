@@ -13,8 +13,11 @@ from __future__ import annotations
 import glob
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_unfoldable_journal import killed_writer
 
 from epyclab import HDF5LabNotebook
@@ -104,3 +107,28 @@ def test_a_journal_from_another_file_is_never_replayed(tmp_path, caplog):
     nb.addResult({"parameters": {"i": 1}, "metadata": {}, "results": {"y": 43.0}})
     nb.close()
     assert _ys(path) == [42.0, 43.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.one_of(st.integers(1, 200), st.integers(200, 1 << 21)), readonly_first=st.booleans())
+def test_a_journal_of_zeros_holds_nothing_and_costs_nothing(size, readonly_first):
+    # A power cut after a checkpoint emptied the journal and wrote its header, before anything flushed
+    # them, can leave a journal whose size reached the disk but not its bytes: zeros (as XFS and ext4
+    # with data=writeback show them). Zeros hold no record: the notebook opens as the file holds it,
+    # for reading and for writing, and new commits go on; it is never refused as "not a journal".
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nb.h5"
+        with HDF5LabNotebook(path, create=True) as nb:
+            for y in (1.0, 2.0, 3.0):
+                nb.addResult({"parameters": {"x": y}, "results": {"y": y}, "metadata": {}})
+        Path(f"{path}.journal").write_bytes(bytes(size))
+        if readonly_first:
+            assert _ys(path) == [1.0, 2.0, 3.0]
+        nb = HDF5LabNotebook(path)
+        assert nb.dataframe()["y"].tolist() == [1.0, 2.0, 3.0]
+        nb.addResult({"parameters": {"x": 4.0}, "results": {"y": 4.0}, "metadata": {}})
+        nb.commit()
+        assert _ys(path) == [1.0, 2.0, 3.0, 4.0]  # a reader meanwhile: the commit is in the journal
+        nb.close()
+        assert _ys(path) == [1.0, 2.0, 3.0, 4.0]
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["nb.h5"]

@@ -141,7 +141,8 @@ def scan_journal(data: bytes) -> JournalScan:
     """Find every intact record of a journal's bytes, and what is not one.
 
     Raises:
-        NotebookFormatError: the bytes are not a journal at all (no journal header and no intact record).
+        NotebookFormatError: the bytes are not a journal at all (no journal header and no intact record;
+            bytes that are all zeros are a journal that holds nothing).
     """
     head_ok, version, file_id = _read_header(data)
     if version == 1:
@@ -153,13 +154,19 @@ def scan_journal(data: bytes) -> JournalScan:
             # The header's own bytes are damaged; each record says which file it belongs to.
             ids = [f.file_id for f in frames]
             file_id = max(set(ids), key=ids.count) if ids else None
-            if file_id is None and sum(a != b for a, b in zip(data[:8].ljust(8, b"\0"), _MAGIC)) > 2:
-                # Not one intact record, and not a journal header with a damaged byte or two.
-                raise NotebookFormatError("is not an epyclab journal")
-            if not damaged or damaged[0][0] != 0:
-                damaged.insert(0, (0, min(_HEADER.size, len(data))))
-            if len(data) < _HEADER.size:
-                damaged, torn = [], (0, len(data))  # a header torn while it was written: nothing in it
+            if file_id is None and not any(data):
+                # Only zeros: a journal emptied (or made) and its header written, then a power cut before
+                # they were flushed, where the file's size reached the disk and its bytes did not. Zeros
+                # hold no record, so nothing is lost: it is a journal of no file yet, as an empty one is.
+                damaged, torn = [], (0, len(data))
+            else:
+                if file_id is None and sum(a != b for a, b in zip(data[:8].ljust(8, b"\0"), _MAGIC)) > 2:
+                    # Not one intact record, and not a journal header with a damaged byte or two.
+                    raise NotebookFormatError("is not an epyclab journal")
+                if not damaged or damaged[0][0] != 0:
+                    damaged.insert(0, (0, min(_HEADER.size, len(data))))
+                if len(data) < _HEADER.size:
+                    damaged, torn = [], (0, len(data))  # a header torn while it was written: nothing in it
         # A record of another file (copied in) is not this journal's.
         for f in [f for f in frames if f.file_id != file_id]:
             frames.remove(f)
