@@ -198,9 +198,9 @@ def test_no_output_of_the_command_line_replaces_a_special_file_even_with_force(
 def test_the_command_line_refuses_the_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     good = _notebook(tmp_path)
-    for args in (["export", "", "out.csv"], ["copy", f"{good}:t", ""]):
+    for args in (["export", "", "out.csv"], ["copy", f"{good}:t", ""], ["report", ""], ["report", "", "-o", "r.html"]):
         code, out = _cli(*args)
-        assert code != 0 and "empty" in out, (args, out)
+        assert code == 1 and "empty ('')" in out, (args, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5"]
 
 
@@ -244,3 +244,25 @@ def test_a_special_file_beside_a_notebook_is_refused_at_once_and_left_alone(
         side.unlink()
     with cls(path) as nb:
         assert len(nb.dataframe()) == 1
+
+
+@pytest.mark.parametrize("how", ["csv", "csv-force", "netcdf", "parquet", "report"])
+def test_an_output_file_that_is_empty_or_special_is_refused_as_the_output(
+        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sockets: list[socket.socket]) -> None:
+    # The file a command writes is not a notebook: its refusal says which argument is at fault.
+    monkeypatch.chdir(tmp_path)
+    good = _notebook(tmp_path)
+    fifo = make("fifo", tmp_path / {"netcdf": "out.nc", "parquet": "out.parquet"}.get(how, "out.csv"), sockets)
+
+    def args(out: str) -> list[str]:
+        if how == "report":
+            return ["report", str(good), "-o", out, "--force"]
+        fmt = {"netcdf": ["--format", "netcdf"], "parquet": ["--format", "parquet"]}.get(how, [])
+        return ["export", *fmt, *(["--force"] if how != "csv" else []), f"{good}:t", out]
+
+    code, said = _cli(*args(""))
+    assert code == 1 and "the output file name is empty ('')" in said and "notebook" not in said, said
+    code, said = _cli(*args(str(fifo)))
+    assert code == 1 and f"{fifo} is a FIFO (named pipe)" in said and "notebook" not in said, said
+    _untouched(fifo, "fifo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.h5", fifo.name])
