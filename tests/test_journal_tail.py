@@ -132,3 +132,23 @@ def test_a_journal_of_zeros_holds_nothing_and_costs_nothing(size, readonly_first
         nb.close()
         assert _ys(path) == [1.0, 2.0, 3.0, 4.0]
         assert sorted(p.name for p in Path(tmp).iterdir()) == ["nb.h5"]
+
+
+def test_a_damaged_last_record_is_reported_as_its_own_bytes_not_the_space_made_ready(tmp_path, caplog):
+    # A writer makes the journal ready 1 MiB at a time (zeros). A flipped byte in the last record damages
+    # that record only: the warning's byte range ends where the record does, not at the zeros' end.
+    path = tmp_path / "nb.h5"
+    killed_writer(path, 1.0, 2.0, 3.0)
+    journal = Path(f"{path}.journal")
+    data = bytearray(journal.read_bytes())
+    frames = read_frames(str(journal))
+    end = len(bytes(data).rstrip(b"\0"))
+    assert len(data) - end > 100_000  # the space made ready is there
+    start = end - len(frames[-1])
+    data[end - 5] ^= 0x01  # inside the last record's payload
+    journal.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        assert _ys(path) == [1.0, 2.0]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"bytes {start}-{end} of {len(data)} are not intact records" in said, said
+    assert "commits after" in said  # the last commit's number is not known: it may be among them

@@ -121,6 +121,8 @@ class JournalScan:
     duplicates: int = 0
     in_order: bool = True
     size: int = 0
+    #: Where the bytes end, without the zeros after them (space a writer made ready for records).
+    content_end: int = 0
 
     def clean(self) -> bool:
         """True if the journal needs no rewriting: current version, no damage, no repeats, in order."""
@@ -171,7 +173,8 @@ def scan_journal(data: bytes) -> JournalScan:
         for f in [f for f in frames if f.file_id != file_id]:
             frames.remove(f)
             damaged.append((f.start, f.end))
-    scan = JournalScan(version or _VERSION, file_id, size=len(data), torn=torn)
+    scan = JournalScan(version or _VERSION, file_id, size=len(data), torn=torn,
+                       content_end=len(data.rstrip(b"\0")))
     by_seq: dict[int, _Frame] = {}
     last = -1
     for f in frames:
@@ -309,7 +312,8 @@ def describe_damage(scan: JournalScan, base_seq: int | None = None) -> str:
 
     ``base_seq``: the last commit the notebook file holds, if known.
     """
-    ranges = ", ".join(f"{a}-{b}" for a, b in scan.damaged)
+    # A last range that runs to the end stops where the zeros made ready for records begin: they are no damage.
+    ranges = ", ".join(f"{a}-{max(a + 1, scan.content_end) if b == scan.size else b}" for a, b in scan.damaged)
     missing = scan.missing(base_seq)
     lost = f"commit(s) {_ranges_text(missing)} among them" if missing else "no commit between intact ones"
     if scan.damaged and scan.damaged[-1][1] == scan.size:
