@@ -196,3 +196,14 @@ def test_the_ledger_of_a_process_killed_mid_sweep_is_removed_by_the_next_sweep()
     assert os.path.isdir(path)
     Ledger().close()  # a sweep begins, and ends
     assert not os.path.exists(path)
+
+
+def test_a_worker_that_cannot_write_to_the_ledger_runs_its_chunk_unwatched(tmp_path: Path) -> None:
+    """Writing the ledger is the lab's convenience, never the point's failure: a worker that cannot write
+    there (another user's engine on this machine; here, for root too, a directory where its file goes)
+    says nothing and runs on."""
+    from epyclab.labs.engine.worker import note_chunk
+
+    (tmp_path / f"{os.getpid()}.tmp").mkdir()
+    note_chunk(str(tmp_path), "c1")  # no error
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{os.getpid()}.tmp"]

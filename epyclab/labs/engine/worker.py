@@ -263,6 +263,10 @@ def note_chunk(directory: str, tag: str) -> None:
     except FileNotFoundError:
         # The sweep ended (and removed its ledger) while this chunk was on its way: nobody is watching.
         logger.debug("the ledger %s of a sweep that ended is gone", directory)
+    except OSError as exc:
+        # Not this worker's to write (another user's engine on the same machine: the ledger is private to
+        # the lab's user), or the disk refused: the chunk runs unwatched, as on another machine.
+        logger.debug("cannot write to the ledger %s: %s", directory, exc)
 
 
 def _portable_exception(rc: ResultsDict) -> None:
