@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slurm import slurm_daemons
 from test_cluster_local import cluster
-from test_cluster_slurm import collect_here, engine_pids, ipdir, submit_in_another_process
+from test_cluster_slurm import collect_here, engine_pids, submit_in_another_process
 
 from epyclab.clustersetup.launchers import BatchOptions, _configure_controller
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE
