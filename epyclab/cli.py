@@ -95,6 +95,14 @@ def _refuse_special(path: str) -> None:
         raise click.ClickException(str(e)) from e
 
 
+def _refuse_output(path: str) -> None:
+    """Refuse an output file name that is empty or names no regular file, saying it is the output."""
+    try:
+        refuse_special_path(path, output=True)
+    except EpyclabError as e:
+        raise click.ClickException(str(e)) from e
+
+
 def _expand(path: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` expanded, as a shell would.
 
@@ -216,6 +224,9 @@ def export(source: str, out_file: str, fmt: str | None, only_successful: bool, f
     path, tag = _split_optional(source)
     to_stdout = out_file == "-"
     target = out_file if to_stdout else _expand(out_file)
+    if not to_stdout:
+        # Before the notebook is read: an empty name, a FIFO or a device is never written (nor waited on).
+        _refuse_output(target)
     fmt = formatOf(target, fmt)
     if to_stdout and fmt != "csv":
         raise click.ClickException(f"{fmt} is written to a file, not to stdout: name a file")
@@ -229,8 +240,9 @@ def export(source: str, out_file: str, fmt: str | None, only_successful: bool, f
         header = [*rs.parameterNames(), *rs.resultNames(), *rs.metadataNames()]
     where = "stdout" if to_stdout else target
     if not to_stdout and os.path.lexists(target):
-        # A CSV file is written beside its name and renamed over it: never over a FIFO or device.
-        _refuse_special(target)
+        # A CSV file is written beside its name and renamed over it: never over a FIFO or device (checked
+        # again: it may have become one while the notebook was read).
+        _refuse_output(target)
     if not to_stdout and not force and os.path.lexists(target):
         raise click.ClickException(f"{target} exists: use --force to overwrite it, or name another file")
     if dry_run:
@@ -334,7 +346,10 @@ def report(notebook: str, output: str | None, force: bool) -> None:
     """
     from epyclab.report import renderNotebook  # here: matplotlib only for this command
 
+    # The notebook's name first: the default page's name is made from it (and '' has no suffix to change).
+    _refuse_special(_expand(notebook))
     target = _expand(output) if output is not None else str(Path(_expand(notebook)).with_suffix(".html"))
+    _refuse_output(target)
     if os.path.abspath(target) == os.path.abspath(_expand(notebook)):
         raise click.ClickException(f"the report would overwrite the notebook {notebook}: name another file with -o")
     if not force and os.path.lexists(target):

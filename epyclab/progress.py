@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 from epyclab.experiment import Experiment, ResultsDict
 
-__all__ = ["Progress", "show_progress_by_default", "bar_class", "text_bar_shown", "bar_cleared"]
+__all__ = ["Progress", "show_progress_by_default", "bar_class", "text_bar_shown", "bar_cleared", "note"]
 
 # Redrawing the bar is cheap but not free; a sweep of trivial points would
 # spend its time drawing. Refresh at most this often.
@@ -156,6 +156,20 @@ class _ConsoleLogging:
         self._last_resort = None
 
 
+# The bars drawn now, innermost last (for note()).
+_open: list["Progress"] = []
+
+
+def note(text: str | None) -> None:
+    """Show ``text`` on the bar of the sweep running now (if it has one); None removes it.
+
+    For what the counts cannot say: a point that has run far longer than any
+    other (see :class:`~epyclab.labs.transports.scheduler.Sweep`).
+    """
+    if _open:
+        _open[-1].note(text)
+
+
 class Progress:
     """Counts finished and failed runs and shows them on a tqdm bar (if enabled).
 
@@ -169,6 +183,7 @@ class Progress:
         self._shown = 0
         self._last = monotonic()
         self._bar: Any = None
+        self._note: str | None = None
         self._logging: _ConsoleLogging | None = None
         # Only runs can fail: a bar of submitted jobs shows no failures.
         self._counts_failures = unit == "run"
@@ -183,10 +198,25 @@ class Progress:
             )
             from tqdm.std import tqdm as text_tqdm
 
+            _open.append(self)
             if cls is text_tqdm:
                 # A widget needs none of this: records go to the cell's output, not onto the widget.
                 self._logging = _ConsoleLogging()
                 _bar_streams.append(self._stream)
+
+    def note(self, text: str | None) -> None:
+        """Show ``text`` after the counts (a point that runs far too long, say) until replaced; None removes it."""
+        if text == self._note:
+            return
+        self._note = text
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.refresh()  # at once: a hang is when nothing else redraws the bar
+            self._last = monotonic()
+
+    def _postfix(self) -> str:
+        counts = f"failed={self.failed}" if self._counts_failures else ""
+        return ", ".join(t for t in (counts, self._note) if t)
 
     def record(self, rc: ResultsDict) -> None:
         """Count one finished results dict (a list of results counts as one run)."""
@@ -210,8 +240,8 @@ class Progress:
             return False
         self._bar.update(self.done - self._shown)
         self._shown = self.done
-        if self._counts_failures:
-            self._bar.set_postfix(failed=self.failed, refresh=False)
+        if self._counts_failures or self._note:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
         return True
 
     def _refresh(self) -> None:
@@ -223,6 +253,8 @@ class Progress:
 
     def close(self) -> None:
         """Draw the final counts (once) and release the bar."""
+        if self in _open:
+            _open.remove(self)
         if self._bar is not None:
             self._catch_up()
             self._bar.close()

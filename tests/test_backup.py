@@ -183,3 +183,24 @@ def test_a_backup_into_a_directory_that_does_not_exist_says_which_and_what_to_do
     assert result.exit_code == 1 and f"the directory {dest.parent}" in result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.h5"]
+
+
+@pytest.mark.parametrize("cls", [HDF5LabNotebook, JSONLabNotebook], ids=["hdf5", "json"])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_a_backup_is_a_new_file_with_the_mode_the_umask_gives(cls: type, umask: int, tmp_path: Path) -> None:
+    # A backup is a new file to keep or share: it gets the mode any new file gets (as `epyclab copy` and
+    # `export` give theirs), not the 0600 of the temporary file it is written under.
+    path = tmp_path / "nb"
+    with cls(path, create=True) as nb:
+        nb.addResult(_row(0))
+    old = os.umask(umask)
+    try:
+        backupNotebook(path, tmp_path / "python-copy")
+        result = CliRunner().invoke(main, ["backup", str(path), str(tmp_path / "cli-copy")])
+        assert result.exit_code == 0, result.output
+    finally:
+        os.umask(old)
+    for name in ("python-copy", "cli-copy"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(0o666 & ~umask), name
+        with cls(tmp_path / name, readonly=True) as copy:  # and it is still a whole notebook
+            assert len(copy.dataframe()) == 1

@@ -63,6 +63,21 @@ def stored_tasks(profile: Path) -> set[str]:
     return {row[0] for row in rows}
 
 
+def names_profile(pid: int, profile: Path) -> bool:
+    """True if process ``pid`` (not this one, not init) names ``profile`` in its command line or environment."""
+    if pid <= 1 or pid == os.getpid():
+        return False
+    want = str(profile.resolve()).encode()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    return want in cmdline or want in environ
+
+
 def processes_of(profile: Path, timeout: float = 20.0) -> list[int]:
     """PIDs of live processes whose command line or environment names ``profile``, after at most ``timeout`` s.
 
@@ -71,23 +86,9 @@ def processes_of(profile: Path, timeout: float = 20.0) -> list[int]:
     the controller). A leftover is SIGKILLed, so a failing test leaves nothing
     running on the shared machine.
     """
-    want = str(profile.resolve()).encode()
-
     def find() -> list[int]:
-        found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit() or int(entry) == os.getpid():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                with open(f"/proc/{entry}/environ", "rb") as f:
-                    environ = f.read()
-            except (FileNotFoundError, ProcessLookupError, PermissionError):
-                continue
-            if (want in cmdline or want in environ) and running(int(entry)):
-                found.append(int(entry))
-        return found
+        return [int(e) for e in os.listdir("/proc") if e.isdigit() and names_profile(int(e), profile)
+                and running(int(e))]
 
     deadline = time.monotonic() + timeout
     left = find()

@@ -4,33 +4,21 @@ local cluster whose one engine holds points in each state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from clusterhub import Square, WaitsForFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cluster_local import cluster
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
-from epyclab.clustersetup.state import loadProcesses
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.labs.remote.jobs import job_id
 from epyclab.labs.remote.points import PointCounts, hubTasks, pointCounts
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
 from epyclab.notebooks.labnotebook import LabNotebook
-
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def test_the_lab_and_status_agree_on_every_state_of_a_point(ipdir: Path, tmp_path: Path) -> None:

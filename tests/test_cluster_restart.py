@@ -19,16 +19,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from clusterhub import Square, running_hub
-from test_cluster_local import cluster, controller_killed_alone, processes_of, wait_gone
+from test_cluster_local import cluster, controller_killed_alone, names_profile, processes_of, wait_gone
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.errors import ClusterConnectionError
 from epyclab.experiment import Experiment
@@ -41,15 +40,6 @@ from epyclab.notebooks.hdf5 import HDF5LabNotebook
 POINTS = 40
 TESTS = Path(__file__).parent
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    """An IPython directory of its own; whatever a test leaves running in it is stopped afterwards."""
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def submit_in_another_process(ipdir: Path, profile: str, notebook: Path, kill_controller: bool = False) -> None:
@@ -83,21 +73,6 @@ def wait_finished(ipdir: Path, profile: str, at_least: int, timeout: float = 120
     while clusterStatus(profile, ipython_dir=ipdir).finished < at_least:
         assert time.monotonic() < deadline, f"fewer than {at_least} tasks finished within {timeout} s"
         time.sleep(0.2)
-
-
-def names_profile(pid: int, profile_dir: Path) -> bool:
-    """True if process ``pid`` (not this one, not init) names ``profile_dir`` in its command line or environment."""
-    if pid <= 1 or pid == os.getpid():
-        return False
-    want = str(profile_dir.resolve()).encode()
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    return want in cmdline or want in environ
 
 
 def kill(profile_dir: Path, engines: bool) -> list[int]:

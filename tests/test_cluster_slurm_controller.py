@@ -20,13 +20,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from slurm import slurm_daemons
 from test_cluster_local import cluster
-from test_cluster_slurm import collect_here, engine_pids, ipdir, submit_in_another_process
+from test_cluster_slurm import collect_here, engine_pids, submit_in_another_process
 
 from epyclab.clustersetup.launchers import BatchOptions, _configure_controller
 from epyclab.clustersetup.profile import CLIENT_FILE, ENGINE_FILE
 from epyclab.clustersetup.state import loadProcesses
 
-__all__ = ["ipdir", "slurm_daemons"]  # the fixtures (ipdir, slurm), shared with test_cluster_slurm.py
+__all__ = ["slurm_daemons"]  # the fixture (slurm), shared with test_cluster_slurm.py; ipdir comes from conftest
 
 
 def profile_processes(profile: Path) -> list[psutil.Process]:

@@ -29,7 +29,6 @@ from click.testing import CliRunner, Result
 from test_cluster_local import controller_killed_alone, wait_gone
 
 from epyclab.cli import main
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.clustersetup.wheelhouse import Wheelhouse, buildWheelhouse, epyclabSource, requirementsText
 from epyclab.designs import PointwiseDesign
@@ -83,15 +82,6 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
     requirements = requirementsText(source / "requirements-cluster.txt")
     return buildWheelhouse(tmp_path_factory.mktemp("wheels") / "wheelhouse", requirements)
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    """An IPython directory of its own; whatever a failed test left running from it is stopped."""
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 # The experiment as a user writes it: a module beside the script, with a helper in a second

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import sshd
-from test_cluster_ssh import cluster, ipdir, wheelhouse, worker_python, workers  # noqa: F401 (fixtures)
+from test_cluster_ssh import cluster, wheelhouse, worker_python, workers  # noqa: F401 (fixtures)
 
 from epyclab.clustersetup.wheelhouse import Wheelhouse
 from epyclab.errors import ExperimentSerializationError

@@ -13,8 +13,11 @@ from __future__ import annotations
 import glob
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_unfoldable_journal import killed_writer
 
 from epyclab import HDF5LabNotebook
@@ -104,3 +107,48 @@ def test_a_journal_from_another_file_is_never_replayed(tmp_path, caplog):
     nb.addResult({"parameters": {"i": 1}, "metadata": {}, "results": {"y": 43.0}})
     nb.close()
     assert _ys(path) == [42.0, 43.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.one_of(st.integers(1, 200), st.integers(200, 1 << 21)), readonly_first=st.booleans())
+def test_a_journal_of_zeros_holds_nothing_and_costs_nothing(size, readonly_first):
+    # A power cut after a checkpoint emptied the journal and wrote its header, before anything flushed
+    # them, can leave a journal whose size reached the disk but not its bytes: zeros (as XFS and ext4
+    # with data=writeback show them). Zeros hold no record: the notebook opens as the file holds it,
+    # for reading and for writing, and new commits go on; it is never refused as "not a journal".
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "nb.h5"
+        with HDF5LabNotebook(path, create=True) as nb:
+            for y in (1.0, 2.0, 3.0):
+                nb.addResult({"parameters": {"x": y}, "results": {"y": y}, "metadata": {}})
+        Path(f"{path}.journal").write_bytes(bytes(size))
+        if readonly_first:
+            assert _ys(path) == [1.0, 2.0, 3.0]
+        nb = HDF5LabNotebook(path)
+        assert nb.dataframe()["y"].tolist() == [1.0, 2.0, 3.0]
+        nb.addResult({"parameters": {"x": 4.0}, "results": {"y": 4.0}, "metadata": {}})
+        nb.commit()
+        assert _ys(path) == [1.0, 2.0, 3.0, 4.0]  # a reader meanwhile: the commit is in the journal
+        nb.close()
+        assert _ys(path) == [1.0, 2.0, 3.0, 4.0]
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["nb.h5"]
+
+
+def test_a_damaged_last_record_is_reported_as_its_own_bytes_not_the_space_made_ready(tmp_path, caplog):
+    # A writer makes the journal ready 1 MiB at a time (zeros). A flipped byte in the last record damages
+    # that record only: the warning's byte range ends where the record does, not at the zeros' end.
+    path = tmp_path / "nb.h5"
+    killed_writer(path, 1.0, 2.0, 3.0)
+    journal = Path(f"{path}.journal")
+    data = bytearray(journal.read_bytes())
+    frames = read_frames(str(journal))
+    end = len(bytes(data).rstrip(b"\0"))
+    assert len(data) - end > 100_000  # the space made ready is there
+    start = end - len(frames[-1])
+    data[end - 5] ^= 0x01  # inside the last record's payload
+    journal.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="epyclab"):
+        assert _ys(path) == [1.0, 2.0]
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert f"bytes {start}-{end} of {len(data)} are not intact records" in said, said
+    assert "commits after" in said  # the last commit's number is not known: it may be among them

@@ -1,4 +1,4 @@
-"""Who ended the worker decides what its death costs the point (fork copies).
+"""Who ended the worker decides what its death costs the point: the one rule, and fork copies.
 
 A copy ended from outside (SIGTERM or SIGKILL sent to it by someone else, as
 an admin, the OOM killer or a batch system would) has its point run again
@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest_parallel import wait_for_file
+from hypothesis import given
+from hypothesis import strategies as st
 
 from epyclab.experiment import Experiment
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.transports.deaths import RETRIES
+from epyclab.labs.transports.deaths import (
+    OUTSIDE_SIGNALS,
+    RETRIES,
+    child_exit_code,
+    ended_from_outside,
+    oom_kills,
+    watch_child,
+)
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS = Experiment.STATUS
@@ -69,3 +80,52 @@ def test_a_copy_killed_from_outside_again_and_again_costs_its_point_nothing(tmp_
     assert int(df.loc[df["x"] == 4, "pid"].iloc[0]) not in killed
     # Each killed copy was replaced by a fresh fork.
     assert lab.lastSweep["replaced"] == times
+
+
+# ---- the one rule (epyclab.labs.transports.deaths), on real exit statuses ---------------------------
+
+
+@given(code=st.integers(min_value=0, max_value=255))
+def test_an_exit_code_is_the_points_doing(code: int) -> None:
+    assert not ended_from_outside(code)
+
+
+@pytest.mark.parametrize("sig", sorted(OUTSIDE_SIGNALS))
+def test_a_signal_sent_from_outside_is_not_the_points_doing(sig: int) -> None:
+    assert ended_from_outside(-sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL])
+def test_a_crash_is_the_points_doing(sig: int) -> None:
+    assert not ended_from_outside(-sig)
+
+
+def test_an_unknown_end_counts() -> None:
+    assert not ended_from_outside(None)
+
+
+def test_a_sigkill_while_the_oom_killer_ran_is_the_points_doing() -> None:
+    now = oom_kills()
+    assert now is not None, "this test reads the kernel's oom_kill counter in /proc/vmstat"
+    assert not ended_from_outside(-signal.SIGKILL, oom_before=now - 1)  # the OOM killer killed since
+    assert ended_from_outside(-signal.SIGKILL, oom_before=now)  # it did not
+    assert ended_from_outside(-signal.SIGTERM, oom_before=now - 1)  # the OOM killer sends only SIGKILL
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_watched_child_tells_how_it_ended_after_its_owner_reaped_it(sig: int) -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        watch_child(child.pid)
+        time.sleep(1.0)  # the watcher waits for the child's end (it sees it even reaped by another)
+        os.kill(child.pid, sig)
+        # Reaped by its owner as an executor reaps its workers: once it has seen the death (it polls).
+        while child.poll() is None:
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    deadline = time.monotonic() + 10
+    while child_exit_code(child.pid) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child_exit_code(child.pid) == -sig

@@ -1,8 +1,9 @@
 """ParallelLab's retry after an engine dies, counted: a point that kills its engine costs exactly 2 engines.
 
 Each test runs a ParallelLab on a 2-engine local cluster of its own (the lab
-replaces engines that die) and an experiment whose chosen points SIGKILL
-their engine every time, writing the engine's pid to ``<logdir>/<x>`` first,
+replaces engines that die) and an experiment whose chosen points end their
+engine every time (``os._exit``: a SIGKILL would be a death from outside),
+writing the engine's pid to ``<logdir>/<x>`` first,
 so the test counts how many engines each point took down. The death policy
 (Retries = 1, see epyclab.labs.transports.deaths) is the promise: such a point is run on a second engine once (alone in
 its task), then recorded as a failed row whose exception says how many times
@@ -13,7 +14,6 @@ every other point gets its result.
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class DiesAt(Experiment):
         if params["x"] in self.at:
             with open(os.path.join(self.logdir, str(params["x"])), "a") as f:
                 f.write(f"{os.getpid()}\n")
-            os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(70)
         return {"y": params["x"]}
 
 

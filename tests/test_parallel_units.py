@@ -296,3 +296,43 @@ def test_a_result_nothing_can_carry_becomes_a_failed_result() -> None:
 def test_unknown_codec_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown results codec"):
         worker.decode_results("json", b"{}")
+
+
+
+_SCRIPT_WITH_A_GLOBAL = """
+import sys
+from epyclab.errors import ExperimentSerializationError
+from epyclab.experiment import Experiment
+from epyclab.labs.engine.wire import serialize_experiment
+
+stream = (i for i in range(3))  # a script's global that cannot travel (as an open notebook, a file)
+
+
+def next_from_global():
+    return next(stream)
+
+
+class UsesGlobalStream(Experiment):
+    def do(self, params):
+        return {"y": next_from_global()}
+
+
+try:
+    serialize_experiment(UsesGlobalStream())
+except ExperimentSerializationError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+def test_an_experiment_whose_code_uses_a_global_that_cannot_travel_names_the_global(tmp_path: Path) -> None:
+    # A script's experiment has no attribute at fault, but its code, which travels by value, takes the
+    # script's global along (reached from do() through a helper): the message names the global and the way.
+    script = tmp_path / "sweep.py"
+    script.write_text(_SCRIPT_WITH_A_GLOBAL)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    message = done.stdout
+    assert "UsesGlobalStream" in message
+    assert "global stream (generator), used by UsesGlobalStream.do -> next_from_global" in message, message
+    assert "No single attribute is at fault" not in message

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from epyclab import HDF5LabNotebook, JSONLabNotebook, NotebookPathError, openNotebook
 from epyclab.cli import main
+from epyclab.errors import NotebookSideFileError
 
 FORMATS = [HDF5LabNotebook, JSONLabNotebook]
 KINDS = ["directory", "fifo", "socket", "chardev", "blockdev"]
@@ -197,7 +198,71 @@ def test_no_output_of_the_command_line_replaces_a_special_file_even_with_force(
 def test_the_command_line_refuses_the_empty_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     good = _notebook(tmp_path)
-    for args in (["export", "", "out.csv"], ["copy", f"{good}:t", ""]):
+    for args in (["export", "", "out.csv"], ["copy", f"{good}:t", ""], ["report", ""], ["report", "", "-o", "r.html"]):
         code, out = _cli(*args)
-        assert code != 0 and "empty" in out, (args, out)
+        assert code == 1 and "empty ('')" in out, (args, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.h5"]
+
+
+def _side_file_cases() -> list[tuple[type, str]]:
+    return [(HDF5LabNotebook, "journal"), (HDF5LabNotebook, "undo"), (HDF5LabNotebook, "lock"),
+            (JSONLabNotebook, "lock")]
+
+
+@pytest.mark.timeout(8)
+@pytest.mark.parametrize(("cls", "suffix"), _side_file_cases(), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("readonly", [False, True], ids=["writer", "reader"])
+def test_a_special_file_beside_a_notebook_is_refused_at_once_and_left_alone(
+        cls: type, suffix: str, kind: str, readonly: bool, tmp_path: Path, sockets: list[socket.socket]) -> None:
+    # A notebook unpacked from an archive, or a side file some tool replaced, may have a FIFO, a socket, a
+    # device or a directory where its journal, undo log or lock goes: opening one must not wait for ever (a
+    # FIFO blocks until a writer comes) nor read or write a device; it is refused, naming the file and what it is.
+    path = tmp_path / ("nb.h5" if cls is HDF5LabNotebook else "nb.json")
+    with cls(path, create=True) as nb:
+        nb.addResult({"parameters": {"x": 1}, "results": {"y": 2.0}, "metadata": {}})
+    before = path.read_bytes()
+    side = make(kind, Path(f"{path}.{suffix}"), sockets)
+    if readonly and suffix == "lock":
+        # A reader takes no writer lock: it reads the notebook and leaves the lock's path alone.
+        with cls(path, readonly=True) as nb:
+            assert len(nb.dataframe()) == 1
+    else:
+        with pytest.raises(NotebookSideFileError) as err:
+            cls(path, readonly=readonly)
+        said = str(err.value)
+        assert said.startswith(f"{side} is {WORDS[kind]}"), said
+        assert "Move it away and open the notebook again" in said
+    st = os.lstat(side)
+    assert {"directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "chardev": stat.S_ISCHR,
+            "blockdev": stat.S_ISBLK}[kind](st.st_mode)
+    assert path.read_bytes() == before
+    # Once it is moved away, the notebook opens with its row.
+    if kind == "directory":
+        side.rmdir()
+    else:
+        side.unlink()
+    with cls(path) as nb:
+        assert len(nb.dataframe()) == 1
+
+
+@pytest.mark.parametrize("how", ["csv", "csv-force", "netcdf", "parquet", "report"])
+def test_an_output_file_that_is_empty_or_special_is_refused_as_the_output(
+        how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sockets: list[socket.socket]) -> None:
+    # The file a command writes is not a notebook: its refusal says which argument is at fault.
+    monkeypatch.chdir(tmp_path)
+    good = _notebook(tmp_path)
+    fifo = make("fifo", tmp_path / {"netcdf": "out.nc", "parquet": "out.parquet"}.get(how, "out.csv"), sockets)
+
+    def args(out: str) -> list[str]:
+        if how == "report":
+            return ["report", str(good), "-o", out, "--force"]
+        fmt = {"netcdf": ["--format", "netcdf"], "parquet": ["--format", "parquet"]}.get(how, [])
+        return ["export", *fmt, *(["--force"] if how != "csv" else []), f"{good}:t", out]
+
+    code, said = _cli(*args(""))
+    assert code == 1 and "the output file name is empty ('')" in said and "notebook" not in said, said
+    code, said = _cli(*args(str(fifo)))
+    assert code == 1 and f"{fifo} is a FIFO (named pipe)" in said and "notebook" not in said, said
+    _untouched(fifo, "fifo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["good.h5", fifo.name])

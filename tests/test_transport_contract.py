@@ -9,16 +9,21 @@ forkserver process pool and a real Dask cluster. Each runs the whole
 design's order, failures as rows, resume, commits, a real Ctrl-C, the progress
 bar) and what transports add: a point that kills its worker is one failed row,
 output is captured and stored with its point, a design that alternates
-experiment objects gets one row per point from the right experiment, and no
-process the lab started is left once it is shut down.
+experiment objects gets one row per point from the right experiment, no
+process the lab started is left once it is shut down, a point past its time
+limit (sleeping, spinning in C, or SIGSTOPped) is a failed row with a
+TimeoutError and its worker is stopped, a worker SIGKILLed from outside costs
+its point nothing, and a point that crashes its worker (SIGABRT) counts.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -27,6 +32,9 @@ import psutil
 import pytest
 from conftest_parallel import Announces, ExitsAt, wait_for_file
 from test_lab_contract import LabContract
+from test_outside_deaths import WaitsToBeKilled
+from test_time_limits import SleepsAt, SpinsAt, StopsAt, gone, stopped_pids, timed_out
+from test_time_limits import spin_library as spin_library  # a fixture
 
 from epyclab.designs import Design, FactorialDesign
 from epyclab.experiment import Experiment
@@ -34,6 +42,7 @@ from epyclab.labs.engine.capture import OUTPUT
 from epyclab.labs.lab import Lab
 from epyclab.labs.parallel import ParallelLab
 from epyclab.labs.transports.contract import transportNames
+from epyclab.labs.transports.deaths import RETRIES
 from epyclab.notebooks.labnotebook import LabNotebook
 
 STATUS, EXCEPTION = Experiment.STATUS, Experiment.EXCEPTION
@@ -49,6 +58,20 @@ class Scaled(Experiment):
     def do(self, params: dict[str, Any]) -> dict[str, Any]:
         print(f"k={self.k} x={params['x']}")
         return {"y": self.k * params["x"], "k": self.k}
+
+
+class AbortsAt(Experiment):
+    """y = x, but the process running x == ``at`` aborts (SIGABRT, as a failed assertion in C would), every time."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        if params["x"] == self.at:
+            faulthandler.disable()  # pytest's, inherited by a forked copy: no traceback in the test's output
+            os.abort()
+        return {"y": params["x"]}
 
 
 class Alternating(Design):
@@ -120,6 +143,18 @@ class TransportContract(LabContract):
         assert df.loc[~df[STATUS].astype(bool), "x"].tolist() == [4]
         assert "died" in df.loc[df["x"] == 4, EXCEPTION].iloc[0]
 
+    def test_a_point_that_crashes_its_worker_is_one_failed_row(self) -> None:
+        # SIGABRT is the point's doing (a crash), unlike a SIGKILL or SIGTERM from outside: it counts.
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(6)
+        self.sweep(lab, AbortsAt(2))
+        df = nb.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(6))
+        assert df.loc[~df[STATUS].astype(bool), "x"].tolist() == [2]
+        assert "died" in df.loc[df["x"] == 2, EXCEPTION].iloc[0]
+        assert lab.lastSweep["counted_deaths"] == RETRIES + 1, lab.lastSweep
+
     def test_output_is_captured_and_stored_with_its_point(self) -> None:
         nb = LabNotebook()
         lab = self.make(nb)
@@ -138,6 +173,76 @@ class TransportContract(LabContract):
         assert df["x"].tolist() == list(range(n))
         assert df["k"].tolist() == [2 if x % 2 == 0 else 5 for x in range(n)]
         assert (df["y"] == df["k"] * df["x"]).all()
+
+
+    # ---- deaths: who ended the worker decides what it costs -----------------------------------------
+
+    #: The transport sees its workers' deaths (Dask reschedules a task whose worker died by itself).
+    sees_deaths = True
+    #: The transport learns how its workers ended (a forkserver's children are reaped by the forkserver).
+    tells_outside = True
+
+    def test_a_worker_killed_from_outside_costs_its_point_nothing(self, tmp_path: Any) -> None:
+        where = tmp_path / "killed"
+        where.mkdir()
+        # Had these deaths counted, the point would be a failed row; where how a worker ended is not known, a
+        # death counts (see epyclab.labs.transports.deaths), and one is all the point can afford.
+        times = RETRIES + 1 if self.tells_outside else RETRIES
+        killed: list[int] = []
+
+        def kill() -> None:
+            for n in range(times):
+                pid = int(wait_for_file(where / str(n), timeout=120))
+                killed.append(pid)
+                # Not in the very moment it starts: a worker is watched from the sweep's next look at the ledger
+                # (0.25 s; see epyclab.labs.transports.deaths.watch_child).
+                time.sleep(1.0)
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(10)
+        self.sweep(lab, WaitsToBeKilled(str(where), 4, times))
+        killer.join(30)
+        df = nb.dataframe(only_successful=False)
+        assert len(killed) == times
+        assert df["x"].tolist() == list(range(10)) and df[STATUS].astype(bool).all(), df[EXCEPTION].tolist()
+        assert int(df.loc[df["x"] == 4, "pid"].iloc[0]) not in killed
+        if self.sees_deaths and self.tells_outside:
+            assert lab.lastSweep["outside_deaths"] >= times and lab.lastSweep["counted_deaths"] == 0, lab.lastSweep
+
+    # ---- time limits: every transport stops a worker stuck past the limit ---------------------------
+
+    def limited(self, experiment: Experiment, n: int = 8, limit: float = 1.0) -> tuple[Any, float]:
+        """Run ``experiment`` over x in range(n) with a time limit; the rows and the seconds the sweep took."""
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(n)
+        t0 = time.monotonic()
+        lab.runExperiment(experiment, progress=False, timeout=limit)
+        return nb.dataframe(only_successful=False), time.monotonic() - t0
+
+    def test_a_sleeping_point_past_its_limit_is_a_failed_row(self) -> None:
+        df, took = self.limited(SleepsAt(3, seconds=120.0))
+        timed_out(df, 3, 1.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 1 s"
+
+    def test_a_point_stuck_in_c_has_its_worker_stopped(self, spin_library: str) -> None:
+        df, took = self.limited(SpinsAt(spin_library, 4))
+        timed_out(df, 4, 1.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 1 s"
+
+    def test_a_sigstopped_worker_is_stopped(self, tmp_path: Any) -> None:
+        where = tmp_path / "stopped"
+        where.mkdir()
+        df, took = self.limited(StopsAt(str(where), 5), limit=2.0)
+        timed_out(df, 5, 2.0)
+        assert took < 60, f"the sweep waited {took:.0f} s for a point limited to 2 s"
+        # Each stopped worker is gone (SIGKILL reaches a stopped process).
+        stopped = stopped_pids(where)
+        assert stopped and all(gone(pid) for pid in stopped)
 
 
 def _registered(name: str) -> type:
@@ -190,12 +295,16 @@ def _pool(method: str) -> type:
 
 TestExecutor_spawn = _pool("spawn")
 TestExecutor_forkserver = _pool("forkserver")
+TestExecutor_forkserver.tells_outside = False
 
 
 class TestExecutor_dask(TransportContract):
     """The lab contract on a real Dask cluster of two worker processes (its client)."""
 
     owns_processes = False  # the cluster's processes are the module fixture's
+    sees_deaths = False  # Dask runs the task again by itself (up to its allowed-failures)
+    # Not run on Dask, for the reason given in test_a_point_that_kills_its_worker_is_one_failed_row below.
+    test_a_point_that_crashes_its_worker_is_one_failed_row = None  # type: ignore[assignment]
 
     @pytest.fixture(autouse=True)
     def _client(self, dask_client: Any) -> None:

@@ -34,8 +34,8 @@ def test_both_labs_share_one_death_policy() -> None:
     assert [policy.after(d).again for d in range(1, RETRIES + 3)] == [True] * RETRIES + [False, False]
     assert policy.maxDeaths() == RETRIES + 1
     # Deaths from outside do not count, up to a bound that still ends a sweep killed over and over.
-    assert policy.after(0, outside=DeathPolicy.OutsideLimit).again
-    assert not policy.after(0, outside=DeathPolicy.OutsideLimit + 1).again
+    assert policy.after(0, outside=policy.outside_retries).again
+    assert not policy.after(0, outside=policy.outside_retries + 1).again
 
 
 def test_a_lab_with_more_retries_runs_a_poison_point_more_times() -> None:

@@ -235,3 +235,48 @@ def test_a_log_whose_sizes_do_not_fit_is_refused_and_kept(tmp_path: Path) -> Non
         recover(str(path), str(undo))
     assert str(undo) in str(err.value) and "move" in str(err.value)
     assert path.read_bytes() == b"data" and undo.exists()
+
+
+@given(original=originals, operations=ops, lost=st.integers(0, 3 * PAGE))
+def test_a_log_whose_header_never_reached_the_disk_changed_nothing_and_goes(
+    tmp_path_factory: pytest.TempPathFactory, original, operations, lost
+) -> None:
+    # A power cut before the log's flush returned: the file was not touched yet (it is written only after
+    # that flush), and the log's first page, its header, may read as zeros (its size reached the disk, its
+    # bytes did not), with ``lost`` more bytes after it. Nothing was changed: the log goes, the file stays.
+    path, undo, _, _ = change(tmp_path_factory.mktemp("z"), original, operations)
+    log = undo.read_bytes()
+    cut = min(len(log), HEAD + lost)
+    undo.write_bytes(bytes(cut) + log[cut:] if log else bytes(HEAD + lost))
+    assert recover(str(path), str(undo)) is True
+    assert path.read_bytes() == original
+    assert not undo.exists()
+
+
+def test_a_notebook_whose_undo_log_is_zeros_opens_with_its_rows(tmp_path: Path) -> None:
+    from epyclab import HDF5LabNotebook
+
+    path = tmp_path / "nb.h5"
+    with HDF5LabNotebook(path, create=True) as nb:
+        nb.addResult({"parameters": {"x": 1}, "results": {"y": 2.0}, "metadata": {}})
+    for readonly in (True, False):
+        Path(f"{path}.undo").write_bytes(bytes(PAGE + 100))
+        with HDF5LabNotebook(path, readonly=readonly) as nb:
+            assert nb.dataframe()["y"].tolist() == [2.0]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.h5"]
+
+
+def test_a_zeros_log_beside_a_file_that_does_not_read_is_kept(tmp_path: Path) -> None:
+    # The zeros say the file was not touched; should it not read as a notebook anyway, the log is not
+    # removed on that say-so alone.
+    path, undo = tmp_path / "nb.h5", tmp_path / "nb.h5.undo"
+    path.write_bytes(b"not hdf5")
+    undo.write_bytes(bytes(HEAD))
+
+    def verify(p: str) -> None:
+        raise NotebookFormatError(f"{p} does not read")
+
+    with pytest.raises(NotebookFormatError, match="does not read") as err:
+        recover(str(path), str(undo), verify)
+    assert str(undo) in str(err.value)
+    assert undo.exists() and path.read_bytes() == b"not hdf5"

@@ -21,7 +21,7 @@ from epyclab.labs.remote.hub import Connection, Hub, NoAnswer
 from epyclab.labs.remote.jobs import HUB_RECORD_LIMIT, chunk_size, fit_to_hub, group_by_task, job_id, split
 from epyclab.labs.remote.placement import Placement, engineHost
 from epyclab.labs.remote.points import PointCounts, describeCounts, hubTasks, pointCounts
-from epyclab.labs.transports.deaths import RETRIES
+from epyclab.labs.transports.deaths import CLUSTER_OUTSIDE_RETRIES, RETRIES
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.progress import Progress
@@ -157,7 +157,7 @@ class ClusterLab(Lab):
     #: Times a point whose engine was ended from outside (a signal from the batch system, or its job's state:
     #: a failed node, preemption, walltime) is resubmitted, not counted as a retry, before it fails anyway: a
     #: point whose jobs are preempted again and again, or a broken node, must not be resubmitted for ever.
-    OutsideRetries = 10
+    OutsideRetries = CLUSTER_OUTSIDE_RETRIES
     #: Times a point the controller lost (culled, orphaned, stuck) is resubmitted before it fails.
     LostRetries = 3
     #: Seconds after submission before a task missing from the hub is declared lost.

@@ -10,7 +10,7 @@ from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.experiment import ResultsDict
 from epyclab.labs.lab import Lab, SweepMarks
 from epyclab.labs.transports.contract import Settings, Transport, defaultTransport, makeTransport
-from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
+from epyclab.labs.transports.deaths import OUTSIDE_RETRIES, RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -141,6 +141,9 @@ class ParallelLab(Lab):
     #: :mod:`epyclab.labs.transports.deaths`; ClusterLab has the same): a point that crashes its process costs
     #: at most Retries + 1 workers.
     Retries = RETRIES
+    #: Times a point whose worker was ended from outside (a signal from another process) is run again,
+    #: not counted against it, before it is a failed result anyway (the same policy as ClusterLab's).
+    OutsideRetries = OUTSIDE_RETRIES
 
     def __init__(
         self,
@@ -258,8 +261,8 @@ class ParallelLab(Lab):
         transport = self._transport()
         transport.begin(payloads)
         engines = transport.engines()[1]
-        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), DeathPolicy(self.Retries),
-                    self._limit)
+        policy = DeathPolicy(self.Retries, self.OutsideRetries)
+        run = Sweep(transport, items, payloads, ChunkSizer(len(items), engines), policy, self._limit)
         finished = False
         try:
             yield from run.results()
@@ -286,6 +289,8 @@ class ParallelLab(Lab):
             "largest_chunk": run.largest_chunk,
             "most_run_by_a_task": run.most_run_by_a_task,
             "resubmitted": run.resubmitted,
+            "outside_deaths": run.outside_deaths,
+            "counted_deaths": run.counted_deaths,
             "run_by_interim": run.run_by_interim,
             "forked": forked,
             "replaced": replaced,

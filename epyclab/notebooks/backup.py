@@ -27,7 +27,7 @@ from epyclab.notebooks.labnotebook import LabNotebook
 from epyclab.notebooks.paths import refuse_special_path
 from epyclab.notebooks.registry import notebookClass
 from epyclab.notebooks.resultset import ResultSet
-from epyclab.notebooks.sidefiles import side_path
+from epyclab.notebooks.sidefiles import new_file_mode, side_path
 
 __all__ = ["backupNotebook", "typedRows", "pendingItems", "attributeItems", "copyResultSet"]
 
@@ -164,7 +164,11 @@ def _write_copy(cls: type, reader: LabNotebook, target: str) -> str:
     directory = os.path.dirname(os.path.abspath(target))
     suffix = os.path.splitext(target)[1]
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=f".backup{suffix}", dir=directory)
-    os.close(fd)  # an empty file: the notebook class makes a notebook in it
+    try:
+        # mkstemp makes it 0600; the backup is a new file like any other (kept, shared): the umask's mode.
+        os.fchmod(fd, new_file_mode(target))
+    finally:
+        os.close(fd)  # an empty file: the notebook class makes a notebook in it
     try:
         copy = cls(tmp, create=True, description=reader.description())
         try:

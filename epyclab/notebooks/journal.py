@@ -121,6 +121,8 @@ class JournalScan:
     duplicates: int = 0
     in_order: bool = True
     size: int = 0
+    #: Where the bytes end, without the zeros after them (space a writer made ready for records).
+    content_end: int = 0
 
     def clean(self) -> bool:
         """True if the journal needs no rewriting: current version, no damage, no repeats, in order."""
@@ -141,7 +143,8 @@ def scan_journal(data: bytes) -> JournalScan:
     """Find every intact record of a journal's bytes, and what is not one.
 
     Raises:
-        NotebookFormatError: the bytes are not a journal at all (no journal header and no intact record).
+        NotebookFormatError: the bytes are not a journal at all (no journal header and no intact record;
+            bytes that are all zeros are a journal that holds nothing).
     """
     head_ok, version, file_id = _read_header(data)
     if version == 1:
@@ -153,18 +156,25 @@ def scan_journal(data: bytes) -> JournalScan:
             # The header's own bytes are damaged; each record says which file it belongs to.
             ids = [f.file_id for f in frames]
             file_id = max(set(ids), key=ids.count) if ids else None
-            if file_id is None and sum(a != b for a, b in zip(data[:8].ljust(8, b"\0"), _MAGIC)) > 2:
-                # Not one intact record, and not a journal header with a damaged byte or two.
-                raise NotebookFormatError("is not an epyclab journal")
-            if not damaged or damaged[0][0] != 0:
-                damaged.insert(0, (0, min(_HEADER.size, len(data))))
-            if len(data) < _HEADER.size:
-                damaged, torn = [], (0, len(data))  # a header torn while it was written: nothing in it
+            if file_id is None and not any(data):
+                # Only zeros: a journal emptied (or made) and its header written, then a power cut before
+                # they were flushed, where the file's size reached the disk and its bytes did not. Zeros
+                # hold no record, so nothing is lost: it is a journal of no file yet, as an empty one is.
+                damaged, torn = [], (0, len(data))
+            else:
+                if file_id is None and sum(a != b for a, b in zip(data[:8].ljust(8, b"\0"), _MAGIC)) > 2:
+                    # Not one intact record, and not a journal header with a damaged byte or two.
+                    raise NotebookFormatError("is not an epyclab journal")
+                if not damaged or damaged[0][0] != 0:
+                    damaged.insert(0, (0, min(_HEADER.size, len(data))))
+                if len(data) < _HEADER.size:
+                    damaged, torn = [], (0, len(data))  # a header torn while it was written: nothing in it
         # A record of another file (copied in) is not this journal's.
         for f in [f for f in frames if f.file_id != file_id]:
             frames.remove(f)
             damaged.append((f.start, f.end))
-    scan = JournalScan(version or _VERSION, file_id, size=len(data), torn=torn)
+    scan = JournalScan(version or _VERSION, file_id, size=len(data), torn=torn,
+                       content_end=len(data.rstrip(b"\0")))
     by_seq: dict[int, _Frame] = {}
     last = -1
     for f in frames:
@@ -302,7 +312,8 @@ def describe_damage(scan: JournalScan, base_seq: int | None = None) -> str:
 
     ``base_seq``: the last commit the notebook file holds, if known.
     """
-    ranges = ", ".join(f"{a}-{b}" for a, b in scan.damaged)
+    # A last range that runs to the end stops where the zeros made ready for records begin: they are no damage.
+    ranges = ", ".join(f"{a}-{max(a + 1, scan.content_end) if b == scan.size else b}" for a, b in scan.damaged)
     missing = scan.missing(base_seq)
     lost = f"commit(s) {_ranges_text(missing)} among them" if missing else "no commit between intact ones"
     if scan.damaged and scan.damaged[-1][1] == scan.size:

@@ -36,18 +36,27 @@ def file_kind(mode: int) -> str:
     return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
-def _refusal(path: str, mode: int) -> NotebookPathError:
+def _refusal(path: str, mode: int, output: bool = False) -> NotebookPathError:
     what = file_kind(mode)
     if os.path.islink(path):
         what = f"a symbolic link to {os.path.realpath(path)}, which is {what}"
+    if output:
+        return NotebookPathError(
+            f"{path} is {what}, not a regular file: epyclab writes a file it makes (a CSV, netCDF, Parquet or "
+            f"HTML file) only as a regular file, and never waits on or replaces anything else there. Name "
+            f"another file"
+        )
     return NotebookPathError(
         f"{path} is {what}, not a regular file: a notebook is kept in a regular file, and epyclab never "
         f"reads, waits on or replaces anything else there. Give the name of a notebook file, or a new file name"
     )
 
 
-def refuse_special_path(path: str) -> None:
+def refuse_special_path(path: str, output: bool = False) -> None:
     """Refuse ``path`` unless it is a regular file (through any symbolic links) or names no file yet.
+
+    ``output``: ``path`` is a file the command line writes (an export, a report), not a notebook; the
+    message says so.
 
     Raises:
         NotebookPathError: ``path`` is empty, or names a directory, FIFO, socket or device (or a link
@@ -56,6 +65,7 @@ def refuse_special_path(path: str) -> None:
     """
     if path == "":
         raise NotebookPathError(
+            "the output file name is empty (''): name the file to write" if output else
             "the notebook path is empty (''): give the name of a notebook file, or a new file name"
         )
     try:
@@ -70,7 +80,7 @@ def refuse_special_path(path: str) -> None:
             ) from None
         raise
     if not stat.S_ISREG(st.st_mode):
-        raise _refusal(path, st.st_mode)
+        raise _refusal(path, st.st_mode, output)
 
 
 def open_regular(path: str, flags: int = os.O_RDONLY) -> int:

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from epyclab.errors import NotebookIOError, NotebookReadOnlyError, NotebookSideFileError
 from epyclab.notebooks import fileio
-from epyclab.notebooks.paths import refuse_special_path
+from epyclab.notebooks.paths import file_kind, refuse_special_path
 
 __all__ = [
     "notebook_key", "side_path", "open_side", "read_side", "safe_write", "check_writable_file", "io_error",
@@ -48,30 +48,52 @@ def side_path(path: str, suffix: str) -> str:
 
 
 def open_side(path: str, flags: int, mode: int = 0o644) -> int:
-    """Open a side file without following a symbolic link; return its descriptor.
+    """Open a side file without following a symbolic link, and without ever blocking; return its descriptor.
 
     Raises:
-        NotebookSideFileError: ``path`` is a symbolic link, not a regular file,
-            or a file with more than one name (a hard link to something else).
+        NotebookSideFileError: ``path`` is a symbolic link, not a regular file (a directory, FIFO, socket or
+            device: never opened, so never waited on), or a file with more than one name (a hard link to
+            something else).
     """
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass  # made by O_CREAT, or FileNotFoundError from the open below
+    else:
+        # Opening a FIFO waits for a writer, opening a device may act on it: look before opening.
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+    try:
+        # O_NONBLOCK: should a FIFO take the file's place after the look above, the open does not wait.
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotebookSideFileError(
                 f"{path} is a symbolic link; epyclab never writes through a link beside a notebook "
                 f"(it could overwrite another file). Remove the link and open the notebook again"
             ) from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ENODEV):
+            raise _not_regular(path, os.lstat(path).st_mode) from None
         raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
         os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link to another file"
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
         raise NotebookSideFileError(
-            f"{path} is {what}; epyclab writes only its own files beside a notebook. "
+            f"{path} is a hard link to another file; epyclab writes only its own files beside a notebook. "
             f"Move it away and open the notebook again"
         )
+    os.set_blocking(fd, True)
     return fd
+
+
+def _not_regular(path: str, mode: int) -> NotebookSideFileError:
+    return NotebookSideFileError(
+        f"{path} is {file_kind(mode)}, not a regular file; epyclab writes only its own files beside a "
+        f"notebook, and never reads, waits on or writes anything else there. Move it away and open the "
+        f"notebook again"
+    )
 
 
 def read_side(path: str, size: int = -1) -> bytes:

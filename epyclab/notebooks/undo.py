@@ -419,6 +419,8 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
         log = read_side(undo_path)
     except FileNotFoundError:
         return False
+    if log and not any(log[: _HEADER.size]):
+        return _drop_unflushed(path, undo_path, verify)
     if len(log) >= 8 and not (log.startswith(_MAGIC) or log.startswith(_MAGIC1)):
         if min(sum(a != b for a, b in zip(log[:8], m)) for m in (_MAGIC, _MAGIC1)) > 2:
             raise NotebookFormatError(f"{undo_path} is not an epyclab undo log; move it away to open {path}")
@@ -475,4 +477,30 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
     fileio.unlink(undo_path)
     fileio.flush_dir(undo_path)
     logger.warning("undid an unfinished change to %s", path)
+    return True
+
+
+def _drop_unflushed(path: str, undo_path: str, verify: Callable[[str], None] | None) -> bool:
+    """Remove an undo log whose header reads as zeros: its flush never returned, so ``path`` is untouched.
+
+    A change writes ``path`` only once its log is flushed; a power cut before that can leave the log's
+    size on the disk without its bytes. Its records (if any reached the disk) are pages of a file that was
+    not changed. ``verify(path)`` must pass first: the zeros alone do not make a log go.
+
+    Raises:
+        NotebookFormatError: ``path`` fails ``verify``; the log is kept.
+    """
+    if verify is not None:
+        try:
+            verify(path)
+        except NotebookFormatError as exc:
+            raise NotebookFormatError(
+                f"{path} has an undo log {undo_path} whose header is zeros (a checkpoint cut by a power cut "
+                f"before it changed the file), but the file does not read as a notebook ({exc}); the log is "
+                f"kept. Restore both files from a backup"
+            ) from None
+    fileio.unlink(undo_path)
+    fileio.flush_dir(undo_path)
+    logger.warning("removed the undo log %s: its header is zeros (a checkpoint was cut, by a power cut, before "
+                   "it changed %s), so there was nothing to undo", undo_path, path)
     return True

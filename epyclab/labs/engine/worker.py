@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
+import time
 import traceback
 from time import perf_counter
 from typing import Any
@@ -180,6 +182,7 @@ def run_points(
     budget: float | None = None,
     marks: list[dict[str, Any]] | None = None,
     limit: float | None = None,
+    ledger: tuple[str, str] | None = None,
 ) -> tuple[str, float, bytes]:
     """Run the experiment of sweep ``key`` at the points; return ``(codec, seconds, payload)``.
 
@@ -192,7 +195,9 @@ def run_points(
     ``marks`` (one dict per point) are added to each run's metadata, for a lab
     whose results reach the notebook without passing through its own loop.
     ``limit``: seconds each point may run; past it the point is a failed run
-    with a TimeoutError naming the point and the limit.
+    with a TimeoutError naming the point and the limit. ``ledger``: ``(directory,
+    tag)`` of the sweep's ledger (see :func:`note_chunk`): this process says there
+    that it runs chunk ``tag``, so the lab can stop it past the time limit.
 
     If this engine has not been given the experiment (it joined after the
     sweep started) and ``blob`` is None, the reply is ``(MISSING, 0.0, b'')``
@@ -211,6 +216,8 @@ def run_points(
             return UNLOADABLE, 0.0, exception_text(exc).encode()
         experiment = _experiments[key]
     t0 = perf_counter()
+    if ledger is not None:
+        note_chunk(ledger[0], ledger[1])
     # The output capture is installed once for the chunk, not once per point.
     with capture.Capturing() as capturing:
         if budget is None:
@@ -221,11 +228,45 @@ def run_points(
                 results.append(run_safely(experiment, p, capturing, limit))
                 if perf_counter() - t0 >= budget:
                     break
+    if ledger is not None:
+        note_chunk(ledger[0], IDLE)
     if marks is not None:
         for rc, mark in zip(results, marks):
             stamp(rc, mark)
     codec, payload = encode_results(results)
     return codec, perf_counter() - t0, payload
+
+
+#: The tag a worker writes in the ledger between chunks.
+IDLE = "-"
+_HOST = socket.gethostname()
+
+
+def note_chunk(directory: str, tag: str) -> None:
+    """Say in the sweep's ledger ``directory`` that this process now runs chunk ``tag`` (or :data:`IDLE`).
+
+    The ledger is a directory the lab made on its own machine; each worker
+    keeps one file there, named by its PID, holding ``tag start-time host``
+    (``time.time()``). With it the lab knows which process runs a chunk and
+    since when, so it can stop a worker stuck past the time limit, whatever
+    started the worker (loky, a process pool, an ipyparallel engine, Dask).
+    A worker on another machine finds no such directory and says nothing.
+    """
+    if not os.path.isdir(directory):
+        return
+    path = os.path.join(directory, str(os.getpid()))
+    tmp = f"{path}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{tag} {time.time()!r} {_HOST}")
+        os.replace(tmp, path)  # the lab never reads half a line
+    except FileNotFoundError:
+        # The sweep ended (and removed its ledger) while this chunk was on its way: nobody is watching.
+        logger.debug("the ledger %s of a sweep that ended is gone", directory)
+    except OSError as exc:
+        # Not this worker's to write (another user's engine on the same machine: the ledger is private to
+        # the lab's user), or the disk refused: the chunk runs unwatched, as on another machine.
+        logger.debug("cannot write to the ledger %s: %s", directory, exc)
 
 
 def _portable_exception(rc: ResultsDict) -> None:

@@ -70,7 +70,7 @@ from epyclab.labs.remote.jobs import (
     record_keys,
 )
 from epyclab.labs.remote.stranded import StrandedFinder
-from epyclab.labs.transports.deaths import RETRIES, DeathPolicy
+from epyclab.labs.transports.deaths import CLUSTER_OUTSIDE_RETRIES, RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
 
@@ -152,7 +152,7 @@ class Collector:
         lost_retries: int = 3,
         settle: Callable[[ResultsDict], ResultsDict] | None = None,
         outside: Callable[[str], str | None] | None = None,
-        outside_retries: int = 10,
+        outside_retries: int = CLUSTER_OUTSIDE_RETRIES,
     ) -> None:
         if lost not in LOST_POLICIES:
             raise ValueError(f"lost must be one of {LOST_POLICIES}, not {lost!r}")
@@ -350,7 +350,8 @@ class Collector:
         attempt = max(r.attempt for r in refs)
         died = state is TaskState.DIED
         outside = self._ended_from_outside(hub, msg_id) if died else None
-        if outside is not None and max(r.outside for r in refs) >= self.outside_retries:
+        policy = DeathPolicy(self.retries, self.outside_retries)
+        if outside is not None and not policy.after(0, outside=max(r.outside for r in refs) + 1).again:
             self._outside_exhausted(msg_id, refs, outside, tally)
             return
         if outside is not None:
@@ -365,7 +366,7 @@ class Collector:
                     tally.resubmitted.get("its engine was ended from outside", 0) + len(refs))
                 return
         # A death: the policy ParallelLab's scheduler follows too (this death is the attempt's + 1st).
-        again = DeathPolicy(self.retries).after(attempt + 1).again if died else attempt < self.lost_retries
+        again = policy.after(attempt + 1).again if died else attempt < self.lost_retries
         if not died and self.lost == "fail":
             reason = "the lab was told not to resubmit lost jobs (lost='fail')"
         elif not again:

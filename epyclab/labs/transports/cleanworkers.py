@@ -151,6 +151,14 @@ class WorkersTransport:
     def engines(self) -> tuple[int, int]:
         return self._settings.n, self._settings.n
 
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its worker."""
+        return self._live().started(future)
+
+    def stop(self, future: Any) -> bool:
+        """SIGKILL the worker running ``future``'s chunk; loky's executor is then broken, and a fresh one is got."""
+        return self._live().stop(future)
+
     def check(self) -> None:
         self._live().check()
 
@@ -214,13 +222,12 @@ class AutoTransport:
         self._now.check()
 
     def started(self, future: Any) -> float | None:
-        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
-        started = getattr(self._now, "started", None)
-        return started(future) if started is not None else None
+        """When ``future``'s chunk started on its worker (a forked copy or a clean worker)."""
+        return self._now.started(future)  # type: ignore[no-any-return]
 
-    def stop(self, future: Any) -> None:
+    def stop(self, future: Any) -> bool:
         """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
-        self._now.stop(future)
+        return self._now.stop(future)  # type: ignore[no-any-return]
 
     def end(self, abandon: bool) -> None:
         if self._now is not None:

@@ -100,13 +100,15 @@ class ColdStart:
         self._engines.check()
 
     def started(self, future: Any) -> float | None:
-        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
-        started = getattr(self._copies, "started", None)
-        return started(future) if started is not None else None
+        """When ``future``'s chunk started on its worker (the copy or an engine)."""
+        at = self._copies.started(future) if self._copies is not None else None
+        return at if at is not None else self._engines.started(future)
 
-    def stop(self, future: Any) -> None:
-        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
-        self._copies.stop(future)
+    def stop(self, future: Any) -> bool:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit): the copy, or an engine."""
+        if self._copies is not None and self._copies.stop(future):
+            return True
+        return self._engines.stop(future)
 
     def end(self, abandon: bool) -> None:
         try:
@@ -167,7 +169,7 @@ class LocalClusterTransport:
             return local.client
 
         engines = ClientTransport(local.client if local.ready() else None, connect=connect, health=local.check,
-                                  expected=s.n)
+                                  expected=s.n, exit_code=local.engine_exit_code)
         self._sweep = self._last = ColdStart(engines, copies, s.n)
         try:
             self._sweep.begin(payloads)
@@ -194,13 +196,12 @@ class LocalClusterTransport:
         self._live().check()
 
     def started(self, future: Any) -> float | None:
-        """When ``future``'s chunk started on its worker, where that is known (forked copies), else None."""
-        started = getattr(self._live(), "started", None)
-        return started(future) if started is not None else None
+        """When ``future``'s chunk started on its worker."""
+        return self._live().started(future)
 
-    def stop(self, future: Any) -> None:
-        """Stop the worker running ``future``'s chunk (stuck past its time limit)."""
-        self._live().stop(future)
+    def stop(self, future: Any) -> bool:
+        """Stop the worker running ``future``'s chunk (stuck past its time limit); the cluster replaces an engine."""
+        return self._live().stop(future)
 
     def end(self, abandon: bool) -> None:
         """End the sweep; a sweep that ended with an error may leave a point running on an engine: start afresh."""

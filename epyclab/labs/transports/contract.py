@@ -14,6 +14,9 @@ contract is small, shaped like :class:`concurrent.futures.Executor` (one
   failures are never exceptions here (they are failed results in the reply);
 - :meth:`Transport.capacity` says how many chunks it wants in flight now,
   :meth:`Transport.engines` how many workers there are and will be;
+- :meth:`Transport.started` says when a chunk began on its worker, and
+  :meth:`Transport.stop` ends the worker running it (the hard time limit: a
+  point stuck where Python cannot interrupt it, in a C call or SIGSTOPped);
 - :meth:`Transport.check` raises when the transport cannot go on;
 - :meth:`Transport.close` stops whatever it keeps between sweeps.
 
@@ -104,6 +107,24 @@ class Transport(Protocol):
 
     def engines(self) -> tuple[int, int]:
         """How many workers run points now, and how many the transport expects to have."""
+
+    def started(self, future: Future) -> float | None:  # type: ignore[type-arg]
+        """When ``future``'s chunk began on its worker (``time.monotonic()``), or None.
+
+        None while the chunk waits for a worker, once it is over, and where the
+        transport cannot see its workers (engines on another machine): such a
+        chunk is never stopped by the sweep, and the lab says so once.
+        """
+
+    def stop(self, future: Future) -> bool:  # type: ignore[type-arg]
+        """End the worker running ``future``'s chunk at once (SIGKILL: it may be stuck in C, or stopped).
+
+        Called by the sweep for a chunk past its time limit. The transport
+        replaces the worker as it replaces one that died, and ``future`` fails
+        with :class:`WorkerDied` (soon, or at once); the sweep records the
+        point as a TimeoutError and does not run it again. False if no worker
+        is known to run the chunk (it has just finished, or runs out of reach).
+        """
 
     def check(self) -> None:
         """Raise (ClusterConnectionError) if the transport cannot go on; called often, from the sweep's thread."""

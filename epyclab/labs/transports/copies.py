@@ -239,12 +239,17 @@ class CopiesTransport:
             held = self._since.get(future)
         return None if held is None or future.done() else held[1]
 
-    def stop(self, future: Any) -> None:
-        """Kill the copy running ``future``'s chunk (stuck past its time limit); a fresh one replaces it."""
+    def stop(self, future: Any) -> bool:
+        """Kill the copy running ``future``'s chunk (stuck past its time limit); a fresh one replaces it.
+
+        False if no copy holds that chunk (it has just finished).
+        """
         with self._lock:
             held = self._since.pop(future, None)
-        if held is not None and not future.done():
-            held[0].kill()
+        if held is None or future.done():
+            return False
+        held[0].kill()
+        return True
 
     def idle(self) -> Interim | None:
         """A copy that takes a chunk now (None if every copy is busy or closed)."""
@@ -376,9 +381,9 @@ class ForkTransport:
         """When ``future``'s chunk started on its copy."""
         return self._live().started(future)
 
-    def stop(self, future: Any) -> None:
+    def stop(self, future: Any) -> bool:
         """Kill the copy running ``future``'s chunk."""
-        self._live().stop(future)
+        return self._live().stop(future)
 
     def engines(self) -> tuple[int, int]:
         return self._copies.engines() if self._copies is not None else (0, self._settings.n)

@@ -20,6 +20,16 @@ Deaths. The executor decides what a worker's death looks like:
   break with several chunks in flight cannot say which point caused it: those
   chunks are run again one point at a time, alone, without counting the break
   against them; a break with one chunk alone in flight is that chunk's doing.
+- Who ended the worker decides what its death costs
+  (:mod:`epyclab.labs.transports.deaths`): the worker that ran a chunk is
+  known from the sweep's ledger (:mod:`epyclab.labs.transports.ledger`), and
+  its exit status from ``waitid`` (a child of this process: a spawn pool,
+  loky) or loky's exit codes; killed from outside, the chunk's points run
+  again uncounted. A forkserver's workers are not this process's children:
+  their end is unknown, and the rule above applies.
+- Past the time limit the sweep stops the worker running a chunk
+  (:meth:`ExecutorTransport.stop`): SIGKILL, so a process pool breaks and is
+  replaced as above.
 - Dask reschedules the tasks of a worker that died by itself (its nanny
   starts a new worker); a task that took ``allowed-failures`` workers down
   with it fails with ``KilledWorker``, and so may a task that waited on the
@@ -30,15 +40,21 @@ Deaths. The executor decides what a worker's death looks like:
 from __future__ import annotations
 
 import os
+import re
+import signal
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from typing import Any
+
+import psutil
 
 from epyclab.errors import EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
+from epyclab.labs.transports.ledger import Ledger, kill
 from epyclab.log import logger
 
 __all__ = ["ExecutorTransport", "executor_of", "workers_of"]
@@ -83,6 +99,8 @@ class ExecutorTransport:
 
     #: Chunks in flight per worker: one running, one queued, so a worker never waits for the next.
     window = 2
+    #: Seconds to wait for the exit status of a worker whose death broke its pool.
+    ExitWait = 0.5
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -97,9 +115,16 @@ class ExecutorTransport:
         self._breaks: dict[int, int] = {}
         # After a break that could not be blamed, chunks run one at a time until this many points came back.
         self._suspects = 0
+        # Which worker runs which chunk (made for each sweep), and each chunk's future on the executor.
+        self._ledger: Ledger | None = None
+        self._inner_of: dict[Future, Any] = {}  # type: ignore[type-arg]
+        self._stopped_pools: set[int] = set()  # pools broken by stopping a worker past the time limit
+        self._oom: int | None = None  # the OOM killer's count since the last death (see deaths.py)
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
+        self._ledger = Ledger()
+        self._oom = oom_kills()
 
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> ChunkFuture:
@@ -108,21 +133,75 @@ class ExecutorTransport:
         if self._broken():
             self._renew()
         pool = self._executor
+        ledger = self._ledger.tag(future) if self._ledger is not None else None
         try:
-            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit, ledger)
         except BrokenProcessPool:
             self._renew()
             pool = self._executor
-            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit)
+            inner = pool.submit(worker.run_points, key, points, blob, self._paths, budget, None, limit, ledger)
         with self._lock:
             self._in_flight[inner] = pool
+            self._inner_of[future] = inner
             serial = len(points) if self._suspects else 0
         inner.add_done_callback(lambda done: self._settle(done, future, pool, serial, len(points)))
         return future
 
+    def _exit_code(self, future: Future, error: BaseException | None) -> int | None:  # type: ignore[type-arg]
+        """The exit status (``-N``: signal N) of the dead worker that ran ``future``'s chunk, if it is known.
+
+        None when the chunk's worker is not known (not on this machine), still
+        runs (another worker's death broke the pool), or ended unseen (a
+        forkserver's child: the forkserver reaps it).
+        """
+        entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
+        if entry is None:
+            return None
+        # A child of this process (a spawn pool, loky): its pipes closed as it died, and the pool saw that a
+        # moment before the kernel says how it ended. A worker of a pool broken by another's death lives on.
+        code = child_exit_code(entry.pid, wait=self.ExitWait)
+        if code is None and not _alive(entry.pid):
+            code = _loky_exit_code(error)
+        return code
+
+    def started(self, future: Future) -> float | None:  # type: ignore[type-arg]
+        """When ``future``'s chunk started on its worker, if the worker runs on this machine (see the ledger)."""
+        return self._ledger.started(future) if self._ledger is not None else None
+
+    def stop(self, future: Future) -> bool:  # type: ignore[type-arg]
+        """SIGKILL the worker process running ``future``'s chunk (stuck past its time limit); False if none is known.
+
+        The chunk's future fails at once with an outside
+        :class:`~epyclab.labs.transports.contract.WorkerDied`. The executor
+        replaces its worker as it does any that died: a process pool is broken
+        (the transport goes on on a fresh one, and the other chunks in flight are
+        run again without counting), Dask's nanny starts a new worker (the task
+        is cancelled first, so that Dask does not run it again elsewhere).
+        """
+        if self._ledger is None:
+            return False
+        with self._lock:
+            inner = self._inner_of.get(future)
+            if inner is not None and inner in self._in_flight:
+                # The break this causes in a process pool is not the other chunks' doing.
+                self._stopped_pools.add(id(self._in_flight[inner]))
+        entry = self._ledger.running(future)
+        if entry is None:
+            return False
+        # First the chunk's own future (cancelling the executor's would cancel it), then the task (Dask would
+        # run it again elsewhere once its worker dies), then the worker.
+        message = f"worker process {entry.pid} was stopped: its chunk ran past the time limit"
+        _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True))
+        if inner is not None:
+            inner.cancel()
+        kill(entry.pid)
+        return True
+
     def _settle(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
         error = None if inner.cancelled() else inner.exception()
         died = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"
+        # Before the ledger forgets the chunk: which process ran it, and how it ended.
+        code = self._exit_code(future, error) if died else None
         with self._lock:
             if isinstance(error, BrokenProcessPool):
                 # Every future of a broken pool fails at once: how many were in flight when it broke.
@@ -130,20 +209,32 @@ class ExecutorTransport:
             else:
                 at_death = len(self._in_flight)
             self._in_flight.pop(inner, None)
+            self._inner_of.pop(future, None)
             self._suspects = max(0, self._suspects - serial)
-            if died and at_death > 1:
+            if died and at_death > 1 and id(pool) not in self._stopped_pools:
                 # Several chunks were in flight: no telling whose point it was (see the module docstring).
                 self._suspects += size
+        if self._ledger is not None:
+            self._ledger.forget(future)
         if inner.cancelled():
             future.cancel()
             return
         if error is None:
-            future.set_result(inner.result())
+            _settle_once(future, result=inner.result())
         elif died:
             message = f"a worker process of the executor died ({error})"
-            future.set_exception(WorkerDied(message, error=EngineDied(message), outside=at_death > 1))
+            if code is not None:
+                # Its worker died: how it ended says who ended it (the one rule of deaths.py).
+                outside = ended_from_outside(code, self._oom)
+                message = f"worker process of the executor died ({_how(code)})"
+            else:
+                # Its worker lives on (a pool broken by another's death), or its end is unknown: the chunk is
+                # blamed only when it was alone in flight.
+                outside = at_death > 1
+            self._oom = oom_kills()
+            _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=outside))
         else:
-            future.set_exception(error)
+            _settle_once(future, error=error)
 
     def _renew(self) -> None:
         """Continue on a fresh process pool like the broken one."""
@@ -192,6 +283,9 @@ class ExecutorTransport:
         self._executor = executor_of(self._given)
         for key in self._payloads:
             self._forget(key)
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
 
     def _forget(self, key: str) -> None:
         # Workers keep the experiment under the sweep's key; each drops it when told (best effort: which
@@ -203,6 +297,45 @@ class ExecutorTransport:
 
     def close(self) -> None:
         """Nothing: the executor is the user's to shut down."""
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie has ended)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+_LOKY_CODES = re.compile(r"exit codes of the workers are \{([^}]*)\}")
+
+
+def _loky_exit_code(error: BaseException | None) -> int | None:
+    """The exit status loky's ``TerminatedWorkerError`` gives (``{SIGKILL(-9)}``), if one worker's alone."""
+    found = _LOKY_CODES.search(str(error)) if error is not None else None
+    codes = {int(c) for c in re.findall(r"\((-?\d+)\)", found.group(1))} if found else set()
+    return codes.pop() if len(codes) == 1 else None
+
+
+def _how(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _settle_once(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
+    """Give ``future`` its outcome, unless it has one already (its chunk was stopped past its time limit)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        # Stopped by the sweep, which has recorded the chunk's points already: what the worker did after is moot.
+        logger.debug("a chunk stopped past its time limit ended on its executor too")
 
 
 def _stop_pool(pool: Any) -> None:

@@ -48,6 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from epyclab.labs.engine import worker
+from epyclab.labs.transports.deaths import ended_from_outside, oom_kills
 from epyclab.log import logger
 
 __all__ = ["Interim", "InterimDied", "COPY_NAME"]
@@ -62,26 +63,14 @@ _PR_SET_PDEATHSIG = 1
 class InterimDied(Exception):
     """The forked copy died: holding a chunk (its point crashed the process) if ``lost_chunk``, else idle.
 
-    ``outside``: it was ended by a signal that comes from outside a process (see :data:`OUTSIDE_SIGNALS`),
-    not by what it ran (an exit, a crash).
+    ``outside``: it was ended from outside, not by what it ran (see
+    :func:`~epyclab.labs.transports.deaths.ended_from_outside`).
     """
 
     def __init__(self, message: str, lost_chunk: bool = True, outside: bool = False) -> None:
         super().__init__(message)
         self.lost_chunk = lost_chunk
         self.outside = outside
-
-
-#: Signals that end a process from outside (an admin's kill, the OOM killer, a batch system's
-#: cancellation, a closed terminal). A point that ends its own process exits or crashes instead (a
-#: code, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL); one that sends itself one of these is taken for
-#: an outside death, which does not count against it (the death policy still bounds those).
-OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT})
-
-
-def _from_outside(exitcode: int | None) -> bool:
-    """True if a process's exit code (multiprocessing's: -N for signal N) says something outside ended it."""
-    return exitcode is not None and exitcode < 0 and -exitcode in OUTSIDE_SIGNALS
 
 
 def _die_with(parent: int) -> None:
@@ -200,6 +189,7 @@ class Interim:
         self._deliver = deliver
         self._busy = False
         self._closed = False
+        self._oom: int | None = None
         self._reader = threading.Thread(target=self._read, name="epyclab-interim-reader", daemon=True)
         self._reader.start()
 
@@ -222,6 +212,7 @@ class Interim:
         if self._closed or self._busy:
             raise RuntimeError("the interim process takes one chunk at a time, and none once closed")
         self._busy = True
+        self._oom = oom_kills()  # to tell the OOM killer's SIGKILL from another's
         try:
             self._requests.send((key, points, budget, limit))
         except OSError:
@@ -241,7 +232,7 @@ class Interim:
                     self._closed = True
                     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                     self._deliver(InterimDied(f"the interim process {self.pid} died running its chunk ({how})",
-                                              outside=_from_outside(code)))
+                                              outside=ended_from_outside(code, self._oom)))
                 elif not self._closed:
                     self._closed = True
                     self._deliver(InterimDied(f"the interim process {self.pid} died between chunks "

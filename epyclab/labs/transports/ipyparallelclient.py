@@ -6,7 +6,9 @@ engine) bring the experiment along, later ones carry only their points, and an
 engine that joined later and lacks it says so (the sweep submits the chunk
 again with it). A task whose engine died fails its future with
 :class:`~epyclab.labs.transports.contract.WorkerDied` carrying ipyparallel's
-``EngineError``. ipyparallel's scheduler reports the tasks of an engine that
+``EngineError``; it is a death from outside when the engine's exit status
+says so (:mod:`epyclab.labs.transports.deaths`: known for the lab's local
+cluster, whose engines are children of this process). ipyparallel's scheduler reports the tasks of an engine that
 died 5 s after the death (to let results in flight arrive), so a death costs
 its chunks about that much time.
 
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.engine.wire import Payload, client_paths, forget_experiment, is_engine_death, submit_chunk
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
+from epyclab.labs.transports.ledger import Ledger
 from epyclab.log import logger
 
 if TYPE_CHECKING:
@@ -58,6 +62,7 @@ class ClientTransport:
         health: Callable[[], None] | None = None,
         expected: int | None = None,
         forget: bool = True,
+        exit_code: Callable[[int], int | None] | None = None,
     ) -> None:
         if client is None and connect is None:
             raise ValueError("an ipyparallel transport needs a client or a way to connect one")
@@ -75,6 +80,12 @@ class ClientTransport:
         self._finished: list["AsyncResult"] = []
         self._lock = threading.Lock()
         self._no_engines_since: float | None = None
+        # Which engine runs which chunk (made for each sweep; engines on this machine write to it).
+        self._ledger: Ledger | None = None
+        # How an engine process that died ended (see deaths.py): the local cluster knows its engines',
+        # waitpid a child's; a user's engines elsewhere are not known (their deaths count).
+        self._exit_code = exit_code if exit_code is not None else child_exit_code
+        self._oom: int | None = None
         if client is not None:
             self._use(client)
 
@@ -90,6 +101,8 @@ class ClientTransport:
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
         self._firsts = dict.fromkeys(payloads, 0)
+        self._ledger = Ledger()
+        self._oom = oom_kills()
 
     def connected(self) -> bool:
         """True once the transport has a client."""
@@ -129,8 +142,10 @@ class ClientTransport:
         first = self._firsts[key] < max(len(self._client.ids) if self._client else 0, self._expected or 1)
         self._firsts[key] += 1
         blob = payload.blob if (ship or first) else None
-        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget, limit=limit)
         future = ChunkFuture("engine")
+        ledger = self._ledger.tag(future) if self._ledger is not None else None
+        ar = submit_chunk(self._view, key, points, blob, self._paths if blob else None, budget, limit=limit,
+                          ledger=ledger)
         with self._lock:
             self._pending[ar.msg_ids[0]] = ar
         ar.add_done_callback(lambda done: self._settle(done, future))
@@ -141,18 +156,52 @@ class ClientTransport:
         with self._lock:
             self._pending.pop(ar.msg_ids[0], None)
             self._finished.append(ar)
+        # Before the ledger forgets the chunk: the engine process that ran it.
+        entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
+        if self._ledger is not None:
+            self._ledger.forget(future)
+        if future.done():
+            return  # stopped past its time limit: the sweep has recorded its points already
         try:
             reply = ar.get(0)
         except Exception as exc:
             if is_engine_death(exc):
                 from ipyparallel.error import EngineError
 
-                message = f"engine {ar.engine_id} died: {exc}"
-                future.set_exception(WorkerDied(message, error=EngineError(message)))
+                code = self._exit_code(entry.pid) if entry is not None else None
+                how = f"; exit status {code}" if code is not None else ""
+                message = f"engine {ar.engine_id} died: {exc}{how}"
+                outside = code is not None and ended_from_outside(code, self._oom)
+                self._oom = oom_kills()
+                future.set_exception(WorkerDied(message, error=EngineError(message), outside=outside))
             else:
                 future.set_exception(exc)
             return
         future.set_result(reply)
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its engine, if the engine runs on this machine (see the ledger)."""
+        return self._ledger.started(future) if self._ledger is not None else None
+
+    def stop(self, future: Any) -> bool:
+        """SIGKILL the engine running ``future``'s chunk (stuck past its time limit); False if it is not known here.
+
+        Only an engine on this machine can be stopped (it wrote its PID in the
+        sweep's ledger); the lab's own local cluster then starts a new engine in
+        its place (:meth:`~epyclab.labs.transports.localcluster.LocalCluster.check`),
+        a user's cluster runs on with one engine fewer. The chunk's future fails at once.
+        """
+        if self._ledger is None:
+            return False
+        pid = self._ledger.kill(future)
+        if pid is None:
+            return False
+        from ipyparallel.error import EngineError
+
+        message = f"engine process {pid} was stopped: its chunk ran past the time limit"
+        if not future.done():
+            future.set_exception(WorkerDied(message, error=EngineError(message), outside=True))
+        return True
 
     def _purge(self) -> None:
         # The client caches every result; a long sweep would keep them all twice.
@@ -188,6 +237,9 @@ class ClientTransport:
         with self._lock:
             pending = [ar for ar in self._pending.values() if not ar.done()]
             self._pending.clear()
+        ledger, self._ledger = self._ledger, None
+        if ledger is not None:
+            ledger.close()
         if self._client is None:
             return
         try:
@@ -250,6 +302,14 @@ class ClusterTransport:
 
     def check(self) -> None:
         self._live().check()
+
+    def started(self, future: Any) -> float | None:
+        """When ``future``'s chunk started on its engine (engines on this machine only)."""
+        return self._live().started(future)
+
+    def stop(self, future: Any) -> bool:
+        """SIGKILL the engine running ``future``'s chunk, if it runs on this machine (the cluster is the user's)."""
+        return self._live().stop(future)
 
     def end(self, abandon: bool) -> None:
         try:

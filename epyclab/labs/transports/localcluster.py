@@ -732,6 +732,24 @@ class LocalCluster:
             if launcher.pid
         ]
 
+    def engine_exit_code(self, pid: int) -> int | None:
+        """How engine process ``pid`` of this cluster ended (``-N``: signal N), or None if it runs or is unknown."""
+        from epyclab.labs.transports.deaths import child_exit_code
+
+        cluster = self.cluster
+        for engine_set in (cluster.engines.values() if cluster is not None else ()):
+            for launcher in getattr(engine_set, "launchers", {}).values():
+                process = getattr(launcher, "process", None)  # ipyparallel's launcher's psutil.Process
+                if launcher.pid == pid and process is not None:
+                    # psutil keeps the exit status of the process it waited for (-N for signal N), and the
+                    # launcher's thread waits for it as it exits.
+                    try:
+                        code = process.wait(0)
+                    except psutil.TimeoutExpired:
+                        return None  # still running
+                    return int(code) if code is not None else None
+        return child_exit_code(pid)
+
     def replace_dead_engines(self) -> int:
         """Start an engine for each of this cluster's engines whose process has died; return how many.
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
+from epyclab import progress
 from epyclab.errors import ClusterConnectionError, EngineDied, ExperimentSerializationError
 from epyclab.experiment import ResultsDict, exception_text
 from epyclab.labs.engine import worker
@@ -118,6 +119,8 @@ class _Chunk:
     # Stopped by the sweep for running past its time limit (its worker's death is then no death).
     timed_out: bool = False
     warned: bool = False
+    # When it was last handed to the transport (time.monotonic()).
+    submitted: float = 0.0
 
 
 class Sweep:
@@ -173,6 +176,10 @@ class Sweep:
         # The longest a finished chunk took on its worker (seconds), to tell a point that hangs.
         self._longest = 0.0
         self._finished = 0  # points whose results came back
+        # Said once: the transport cannot tell when a chunk starts, so a stuck worker cannot be stopped.
+        self._blind = False
+        # A point that runs far too long is shown on the progress bar.
+        self._noted = False
         self._next = 0
         self._retry: deque[_Chunk] = deque()
         self._pending: dict[Future, _Chunk] = {}  # type: ignore[type-arg]
@@ -183,6 +190,9 @@ class Sweep:
         self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their worker died.
         self.resubmitted = 0
+        #: Worker deaths seen: ended from outside (not counted against the points), and counted.
+        self.outside_deaths = 0
+        self.counted_deaths = 0
         #: How many points each kind of worker ran (a future's ``where``: "copy", "engine", ...).
         self.run_by: dict[str, int] = {}
 
@@ -226,6 +236,7 @@ class Sweep:
             if chunk is None:
                 return
             future = transport.submit(chunk.key, chunk.points, self._sizer.budget, chunk.ship, self._limit)
+            chunk.submitted = monotonic()
             self._pending[future] = chunk
             self.largest_chunk = max(self.largest_chunk, len(chunk.points))
             future.add_done_callback(self._arrived.put)
@@ -319,6 +330,10 @@ class Sweep:
         if chunk.timed_out:
             yield from self._stopped(chunk, classname)
             return
+        if died.outside:
+            self.outside_deaths += 1
+        else:
+            self.counted_deaths += 1
         deaths = chunk.deaths + (not died.outside)
         outside = chunk.outside + died.outside
         if len(chunk.points) > 1:
@@ -346,29 +361,49 @@ class Sweep:
 
     def _watch(self) -> None:
         """Stop the workers of chunks past their time limit; name points that run far longer than any other."""
-        started = getattr(self._transport, "started", None)
         now = monotonic()
+        hung = (0.0, "")  # the seconds and the points of the chunk running far longest
         for future, chunk in self._pending.items():
-            t0 = started(future) if started is not None else None
+            t0 = self._transport.started(future)
             if t0 is None:
+                if self._limit is not None and not self._blind and now - chunk.submitted > 3 * self._bound(chunk):
+                    # Queued that long, or running where the transport cannot see (engines on another machine).
+                    self._blind = True
+                    logger.warning("this sweep's workers do not say when they start a chunk (engines on another "
+                                   "machine?): a point stuck there past its time limit of %g s, in a C call or a "
+                                   "stopped process, cannot be stopped; one that returns to Python still is",
+                                   self._limit)
                 continue
             ran = now - t0
             if self._limit is not None and not chunk.timed_out:
                 # Each point has its limit on the worker (SIGALRM); a worker still busy well past it is
                 # stuck where Python cannot interrupt it (a C call, SIGSTOP): stop it.
-                if ran > self._limit * len(chunk.points) + max(2.0, self._limit):
+                if ran > self._bound(chunk) and self._transport.stop(future):
                     chunk.timed_out = True
-                    logger.warning("%s still running after %.0f s (limit %g s per point): stopping its worker",
+                    logger.warning("%s still running after %.0f s (limit %g s per point): stopped its worker",
                                    _points_text(chunk.points), ran, self._limit)
-                    self._transport.stop(future)  # type: ignore[attr-defined]
-            elif self._limit is None and not chunk.warned and ran > max(self.HangSeconds, 10 * self._longest):
-                chunk.warned = True
-                # Before any point finished there is nothing to compare with: say so, not "0.0 s at most".
-                others = (f", far longer than any point that finished ({self._longest:.2g} s at most)"
-                          if self._finished else " and no point has finished yet")
-                logger.warning("%s has been running for %.0f s%s; if it hangs, interrupt the sweep and run it "
-                               "again with runExperiment(e, resume=True, timeout=...)",
-                               _points_text(chunk.points), ran, others)
+            elif self._limit is None and (chunk.warned or ran > max(self.HangSeconds, 10 * self._longest)):
+                hung = max(hung, (ran, _points_text(chunk.points)))
+                if not chunk.warned:
+                    chunk.warned = True
+                    # Before any point finished there is nothing to compare with: say so, not "0.0 s at most".
+                    others = (f", far longer than any point that finished ({self._longest:.2g} s at most)"
+                              if self._finished else " and no point has finished yet")
+                    logger.warning("%s has been running for %.0f s%s; if it hangs, interrupt the sweep and run "
+                                   "it again with runExperiment(e, resume=True, timeout=...)",
+                                   _points_text(chunk.points), ran, others)
+        # On the progress bar too, while it runs: the bar is what a user watches.
+        if hung[1]:
+            progress.note(f"{hung[1]} running for {hung[0]:.0f} s")
+            self._noted = True
+        elif self._noted:
+            progress.note(None)
+            self._noted = False
+
+    def _bound(self, chunk: _Chunk) -> float:
+        """Seconds after which ``chunk`` is past its time limit for sure (each point has its own on the worker)."""
+        assert self._limit is not None
+        return self._limit * len(chunk.points) + max(2.0, self._limit)
 
     def _stopped(self, chunk: _Chunk, classname: str) -> Iterator[tuple[int, ResultsDict]]:
         """A chunk whose worker was stopped past the time limit: a failed point, or its points run alone."""
@@ -404,6 +439,9 @@ class Sweep:
     def close(self) -> None:
         """Forget the chunks in flight (the transport's ``end`` stops them)."""
         self._pending.clear()
+        if self._noted:
+            progress.note(None)
+            self._noted = False
 
 
 def _points_text(points: list[dict[str, Any]]) -> str:
