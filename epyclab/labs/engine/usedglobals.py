@@ -14,6 +14,7 @@ its state rebuilt), or into ``setUp()``.
 from __future__ import annotations
 
 import types
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,18 +29,23 @@ def _names(code: types.CodeType) -> Iterator[str]:
             yield from _names(const)
 
 
-def _functions(cls: type) -> Iterator[types.FunctionType]:
-    """The plain functions of ``cls`` and of its bases that travel with it by value (not object's, not installed)."""
+def _travels_by_value(module: str | None) -> bool:
+    """False for epyclab's own code and the builtins: installed code travels by reference, not with its globals."""
+    return (module or "").split(".")[0] not in ("epyclab", "builtins")
+
+
+def _functions(cls: type) -> Iterator[tuple[types.FunctionType, str]]:
+    """The plain functions of ``cls`` and of its bases that travel with it by value, each with its ``Class.name``."""
     for klass in cls.__mro__:
-        if klass is object:
+        if klass is object or not _travels_by_value(klass.__module__):
             continue
-        for value in vars(klass).values():
+        for attr, value in vars(klass).items():
             if isinstance(value, (staticmethod, classmethod)):
                 value = value.__func__
             elif isinstance(value, property):
                 value = value.fget
             if isinstance(value, types.FunctionType):
-                yield value
+                yield value, f"{klass.__qualname__}.{attr}"
 
 
 def unpicklable_globals(
@@ -47,21 +53,22 @@ def unpicklable_globals(
 ) -> list[tuple[str, str, str, BaseException]]:
     """The module globals read by ``cls``'s code (and the module functions it calls) that ``dumps`` refuses.
 
-    Follows calls into module-level functions of the same modules (a helper
-    calling a helper), at most ``limit`` functions, each once. Modules and
-    classes are not followed: they travel by reference or are reported by
-    their own attributes.
+    Follows calls into module-level functions (a helper calling a helper, to
+    any depth), nearest first, at most ``limit`` functions, each once.
+    Modules and classes are not followed: they travel by reference or are
+    reported by their own attributes; nor is epyclab's own code.
 
     Returns:
-        ``(global name, function that reads it, type name of its value, the error)``
-        for each global that cannot be pickled, in the order found, each once.
+        ``(global name, the way from the method to the function that reads it
+        (``"E.do -> helper"``), type name of its value, the error)`` for each
+        global that cannot be pickled, in the order found, each once.
     """
-    todo = list(_functions(cls))
+    todo = deque(_functions(cls))
     seen_functions: set[int] = set()
     seen_names: set[tuple[int, str]] = set()
     found = []
     while todo and len(seen_functions) < limit:
-        fn = todo.pop(0)
+        fn, via = todo.popleft()
         if id(fn) in seen_functions:
             continue
         seen_functions.add(id(fn))
@@ -74,10 +81,11 @@ def unpicklable_globals(
             if isinstance(value, (types.ModuleType, type)):
                 continue
             if isinstance(value, types.FunctionType):
-                todo.append(value)
+                if _travels_by_value(value.__module__):
+                    todo.append((value, f"{via} -> {name}"))
                 continue
             try:
                 dumps(value)
             except Exception as exc:  # whatever pickling raises is the reason to report
-                found.append((name, fn.__qualname__, type(value).__name__, exc))
+                found.append((name, via, type(value).__name__, exc))
     return found

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,53 +93,6 @@ def _culprits(obj: Any, path: str, depth: int = 3) -> list[tuple[str, str, BaseE
     return found
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-    """The global names ``code`` (and the functions, lambdas and comprehensions inside it) may use."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
-def _global_culprits(cls: type, depth: int = 3) -> list[tuple[str, str, str, BaseException]]:
-    """The globals the methods of ``cls`` use (directly or through functions they call) that cannot be pickled.
-
-    Code that travels by value takes the globals it uses along: a script's open notebook or file used in
-    ``do()`` fails the experiment's packing though no attribute holds it. Each is (name, the way from the
-    method to it, its type, the error).
-    """
-    found: list[tuple[str, str, str, BaseException]] = []
-    seen: set[int] = set()
-
-    def visit(fn: types.FunctionType, via: str, depth: int) -> None:
-        if id(fn) in seen:
-            return
-        seen.add(id(fn))
-        scope = fn.__globals__
-        for name in sorted(_code_names(fn.__code__)):
-            if name not in scope or isinstance(scope[name], (types.ModuleType, type)):
-                continue  # modules and classes travel by reference or are packed with the experiment's class
-            value = scope[name]
-            if isinstance(value, types.FunctionType):
-                if depth > 1:
-                    visit(value, f"{via} -> {name}", depth - 1)
-                continue
-            try:
-                _dumps(value)
-            except Exception as exc:  # what pickling raises is open-ended: each is reported, by name
-                found.append((name, via, type(value).__name__, exc))
-
-    for klass in cls.__mro__:
-        if klass.__module__.split(".")[0] in ("epyclab", "builtins"):
-            continue
-        for attr, member in vars(klass).items():
-            fn = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
-            if isinstance(fn, types.FunctionType):
-                visit(fn, f"{klass.__qualname__}.{attr}", depth)
-    return found
-
-
 def serialize_experiment(e: Experiment) -> bytes:
     """The bytes of ``e`` for the engines: the one place an experiment is serialized.
 
@@ -162,10 +114,7 @@ def serialize_experiment(e: Experiment) -> bytes:
                 f"Create such objects on the engine instead (in configure() or setUp()), "
                 f"or keep only what is needed to re-create them"
             ) from exc
-        # Deeper chains of helpers (do() -> f -> g -> h) than _global_culprits follows, each function once.
-        used = _global_culprits(type(e)) or [
-            (n, f"{fn}()", t, x) for n, fn, t, x in unpicklable_globals(type(e), _dumps)
-        ]
+        used = unpicklable_globals(type(e), _dumps)
         if used:
             what = "; ".join(f"global {n} ({t}), used by {via}: {exception_text(x)}" for n, via, t, x in used)
             raise ExperimentSerializationError(
@@ -259,7 +208,7 @@ def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializati
     cls = _class_here(classname)
     used = unpicklable_globals(cls, _round_trip) if cls is not None else []
     if used:
-        what = "; ".join(f"global {name} ({t}), used by {fn}(): {exception_text(x)}" for name, fn, t, x in used)
+        what = "; ".join(f"global {name} ({t}), used by {via}: {exception_text(x)}" for name, via, t, x in used)
         return ExperimentSerializationError(
             f"experiment {classname} could not be loaded on engine {engine}: {error}. It travels with "
             f"module globals that cannot be rebuilt from their pickle: {what}. Create such objects in a "
