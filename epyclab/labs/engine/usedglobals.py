@@ -18,7 +18,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["unpicklable_globals"]
+from epyclab.experiment import exception_text
+
+__all__ = ["unpicklable_globals", "describe_globals"]
 
 
 def _names(code: types.CodeType) -> Iterator[str]:
@@ -89,3 +91,8 @@ def unpicklable_globals(
             except Exception as exc:  # whatever pickling raises is the reason to report
                 found.append((name, via, type(value).__name__, exc))
     return found
+
+
+def describe_globals(used: list[tuple[str, str, str, BaseException]]) -> str:
+    """``used`` (as :func:`unpicklable_globals` gives it) as one clause per global, for an error message."""
+    return "; ".join(f"global {name} ({t}), used by {via}: {exception_text(x)}" for name, via, t, x in used)

@@ -31,7 +31,7 @@ from epyclab.experiment import Experiment, ResultsDict, exception_text
 from epyclab.labs.engine import packaging as byvalue
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.processbound import refuse_process_bound
-from epyclab.labs.engine.usedglobals import unpicklable_globals
+from epyclab.labs.engine.usedglobals import describe_globals, unpicklable_globals
 
 if TYPE_CHECKING:
     # Packaging and decoding serve ParallelLab's forked copies too, which never import ipyparallel (0.5 s).
@@ -116,7 +116,7 @@ def serialize_experiment(e: Experiment) -> bytes:
             ) from exc
         used = unpicklable_globals(type(e), _dumps)
         if used:
-            what = "; ".join(f"global {n} ({t}), used by {via}: {exception_text(x)}" for n, via, t, x in used)
+            what = describe_globals(used)
             raise ExperimentSerializationError(
                 f"experiment {cls} cannot be serialized to send it to the engines: {what}. Its code travels "
                 f"by value and takes the globals it uses along: create such objects where they are used (in "
@@ -208,7 +208,7 @@ def unloadable(classname: str, engine: Any, error: str) -> ExperimentSerializati
     cls = _class_here(classname)
     used = unpicklable_globals(cls, _round_trip) if cls is not None else []
     if used:
-        what = "; ".join(f"global {name} ({t}), used by {via}: {exception_text(x)}" for name, via, t, x in used)
+        what = describe_globals(used)
         return ExperimentSerializationError(
             f"experiment {classname} could not be loaded on engine {engine}: {error}. It travels with "
             f"module globals that cannot be rebuilt from their pickle: {what}. Create such objects in a "
