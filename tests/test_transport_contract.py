@@ -313,10 +313,12 @@ class TestExecutor_dask(TransportContract):
     def lab_kwargs(self) -> dict[str, Any]:
         return {"executor": self.client}
 
-    # Seen once in a full CI run (2 cores), never alone or in this class's own runs: the sweep waited on a
-    # chunk after its Dask worker was SIGKILLed, until pytest's 300 s timeout. Not understood yet (open in
-    # issue 20's note). The per-point limit below turns such a wait into a failed row within a minute.
-    @pytest.mark.xfail(strict=False, reason="a rare wait after a Dask worker is SIGKILLed, seen once in CI; open")
+    # Seen in both full CI runs of this sitting (2 cores), never alone or in this class's own runs (14 tests,
+    # 32 s): the sweep waited on a chunk after its Dask worker was SIGKILLed, until pytest's 300 s timeout.
+    # Not understood yet (open in issue 20's note). The per-point limit below turns the wait into a failed
+    # row within a minute or two.
+    @pytest.mark.xfail(strict=False, reason="after a Dask worker is SIGKILLed, the full suite's sweep waits on its "
+                                            "chunk (both full runs; never alone): open")
     def test_a_point_that_kills_its_worker_is_one_failed_row(self, tmp_path: Any) -> None:
         # Dask runs a task whose worker died again on other workers, and loses results the dead worker
         # held; a point that kills every worker also fails tasks queued beside it (KilledWorker) and can
