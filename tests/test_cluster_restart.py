@@ -42,6 +42,19 @@ TESTS = Path(__file__).parent
 
 
 
+def a_sweep_under_way(ipdir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Profile "rb" started locally with 2 engines, a sweep submitted by a process that exited, 4 points finished.
+
+    Returns the profile directory and the sweep's notebook.
+    """
+    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
+    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
+    notebook = tmp_path / "sweep.h5"
+    submit_in_another_process(ipdir, "rb", notebook)
+    wait_finished(ipdir, "rb", 4)
+    return ipdir / "profile_rb", notebook
+
+
 def submit_in_another_process(ipdir: Path, profile: str, notebook: Path, kill_controller: bool = False) -> None:
     """Submit a sweep of POINTS slow points, one per task, from a process that then exits.
 
@@ -213,12 +226,7 @@ def test_a_restarted_controller_whose_task_scheduler_died_fails_no_point(ipdir: 
     arrive: it tries a test task of its own, says the scheduler takes none,
     and leaves every point pending; once the cluster is restarted, the sweep finishes.
     """
-    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
-    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
-    profile = ipdir / "profile_rb"
-    notebook = tmp_path / "sweep.h5"
-    submit_in_another_process(ipdir, "rb", notebook)
-    wait_finished(ipdir, "rb", 4)
+    profile, notebook = a_sweep_under_way(ipdir, tmp_path)
     kill(profile, engines=True)
     assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
     scheduler = task_scheduler(profile)
@@ -252,12 +260,7 @@ def test_a_restart_finishes_the_sweep_when_another_process_took_a_port_of_the_co
     system also gives outgoing connections; one taken meanwhile leaves ipyparallel running without that part
     (without the task port: no task ever runs, the hub and engines answer). `start` picks new ports, and
     replaces the engines still running (they know only the old ones; their tasks are orphans of the restart)."""
-    assert cluster(ipdir, "-q", "init", "rb").exit_code == 0
-    assert cluster(ipdir, "-q", "start", "rb", "--local", "-n", "2").exit_code == 0
-    profile = ipdir / "profile_rb"
-    notebook = tmp_path / "sweep.h5"
-    submit_in_another_process(ipdir, "rb", notebook)
-    wait_finished(ipdir, "rb", 4)
+    profile, notebook = a_sweep_under_way(ipdir, tmp_path)
     before = loadProcesses(profile)
     # Each engine's own PID (the first it answered with: the second is its parent's) and its launcher's.
     old_engines = [pids[0] for pids in before.enginePids.values()] + [p for ps in before.engines.values() for p in ps]
