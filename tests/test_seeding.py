@@ -114,6 +114,34 @@ def test_the_seed_of_a_point_is_fixed_across_releases() -> None:
     assert seeding.canonicalBytes({"x": 3, "y": "a"}) == b"s1:xi3;s1:ys1:a"
 
 
+def _reference_bytes(params: dict[Any, Any]) -> bytes:
+    """The canonical bytes as the module docstring defines them: names sorted, each name and value encoded."""
+    out: list[bytes] = []
+    for k in sorted(params):
+        seeding._encode(k, out)
+        seeding._encode(params[k], out)
+    return b"".join(out)
+
+
+names = st.one_of(st.sampled_from(["a", "b", "x"]), st.sampled_from([True, False, 0, 1, 1.0, 2.5]))
+
+
+@settings(max_examples=100)
+@given(st.lists(st.dictionaries(names, values, min_size=1, max_size=3), min_size=1, max_size=6))
+def test_the_canonical_bytes_of_points_in_a_row_are_each_points_own(points: list[dict[Any, Any]]) -> None:
+    # Points are encoded one after another, as a sweep does: equal name sets (True == 1) must not
+    # lend each other their encoding, and values of every kind take the one encoding.
+    for p in points:
+        try:
+            expected = _reference_bytes(p)
+        except TypeError:
+            # Names that do not sort (str and numbers mixed) are refused alike.
+            with pytest.raises(TypeError):
+                seeding.canonicalBytes(p)
+            continue
+        assert seeding.canonicalBytes(p) == expected
+
+
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.5, "3", True])
 def test_a_bad_seed_is_refused_naming_it(bad: Any) -> None:
     lab = Lab()
