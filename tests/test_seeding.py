@@ -165,6 +165,20 @@ def test_every_random_state_held_on_the_experiment_and_the_global_ones_give_each
     assert df[SEED].nunique() == 12
 
 
+@settings(max_examples=50)
+@given(st.integers(0, 2**63 - 1))
+def test_numpys_global_stream_and_randoms_are_not_one_stream(seed: int) -> None:
+    # Both are MT19937 seeded by init_by_array, and draw a float from two outputs the same way: the
+    # same key would give the same numbers in both. Each is seeded as it would be alone, too.
+    seeding.seedStreams(Experiment(), seed)
+    from_numpy = [float(v) for v in np.random.random(4)]
+    from_random = [random.random() for _ in range(4)]
+    assert from_numpy != from_random
+    seeding.seedStreams(Experiment(), seed)
+    assert [float(v) for v in np.random.random(4)] == from_numpy
+    assert [random.random() for _ in range(4)] == from_random
+
+
 def test_the_same_sweep_seed_gives_the_same_rows_and_another_seed_other_rows() -> None:
     a, b, c = sweep(list(range(6)), seed=11), sweep(list(range(6)), seed=11), sweep(list(range(6)), seed=12)
     assert by_x(a) == by_x(b)
