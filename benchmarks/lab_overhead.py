@@ -3,7 +3,9 @@
 Runs a trivial experiment (``do`` returns ``{'y': 2 * x}``) at 20,000 points of
 two parameters on a ``Lab`` with the in-memory notebook and, in the same run,
 the floor: a plain loop calling the same ``do`` and appending dicts. The
-overhead per experiment is (Lab time - floor time) / points. With
+overhead per experiment is (Lab time - floor time) / points. A second table
+splits what seeding a point costs into its parts, each timed alone with
+``timeit`` in the process's CPU time (so other processes disturb it less). With
 ``--epyc-python PATH`` the same measurement is also made with epyc (the
 package epyclab replaces) in the interpreter at PATH, e.g. a venv with
 ``pip install epyc==1.7.2``.
@@ -19,11 +21,23 @@ import json
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 POINTS_X, POINTS_Z = 200, 100  # 20,000 points
+
+SEEDING_FLOOR = (
+    "The floor of seeding: numpy's global state and Python's `random` are each a Mersenne Twister "
+    "(2.5 KB of state) that `init_by_array` initialises from a key, about 4 µs of C each whatever "
+    "the key's length; numpy checks the key array in Python first (conversions and a range test, about "
+    "3 µs more, with no public way around them: `set_state` copies the 624 words one by one, 30 µs). "
+    "A 32-bit `numpy.random.seed(int)` would take 1.4 µs, but two points of a sweep would then share "
+    "numpy's global stream with probability n²/2³³ (1 % for 10,000 points). So a seeded point costs at "
+    "least the two initialisations, about 11 µs alone and more in a sweep, above `seed=False`: "
+    "the 10 µs target holds for `seed=False` sweeps only."
+)
 
 
 def measure(package: str, repeat: int) -> dict[str, float]:
@@ -76,6 +90,51 @@ def measure(package: str, repeat: int) -> dict[str, float]:
     return out
 
 
+def seeding_parts() -> list[tuple[str, float]]:
+    """What seeding one point of the trivial sweep costs, part by part: ``(part, µs of CPU time)``.
+
+    Each part is timed alone (best of 7 repeats of 20,000 calls); in a sweep the
+    parts cost somewhat more (the caches hold the sweep's other work too), which
+    the first table's difference between the seeded and ``seed=False`` rows shows.
+    """
+    import random
+
+    import numpy as np
+
+    from epyclab import Experiment, seeding
+
+    class Trivial(Experiment):
+        def do(self, params):
+            return {"y": 2 * params["x"]}
+
+    params, sweep_seed = {"x": 17, "z": 42}, 123456789
+    seed = seeding.pointSeed(sweep_seed, params)
+    key = np.frombuffer(seed.to_bytes(8, "little") + b"npgl", dtype=np.uint32)
+    e = Trivial()
+    e.setSweepSeed(sweep_seed)
+    e.set(params).run()
+    held = seeding.HeldStates()
+    unseeded = Trivial()
+    unseeded.set(params)
+    parts = [
+        ("the point's seed: canonical bytes of its parameters", lambda: seeding.canonicalBytes(params)),
+        ("the point's seed: those bytes and a keyed BLAKE2b (`pointSeed`)",
+         lambda: seeding.point_seed(sweep_seed, params)),
+        ("numpy's global state: `numpy.random.seed(key of 3 words)`", lambda: np.random.seed(key)),
+        ("... `numpy.random.seed(int)` (32 bits: not used, too few)", lambda: np.random.seed(seed & 0xFFFFFFFF)),
+        ("Python's `random`: `random.seed(int of 3 words)`", lambda: random.seed(seed | 1 << 64)),
+        ("both global states (`seed_globals`)", lambda: seeding.seed_globals(seed)),
+        ("random states held on the experiment (none here: `HeldStates.seed`)", lambda: held.seed(e, seed)),
+        ("`Experiment.run()`, seeded", e.run),
+        ("`Experiment.run()`, `seed=False`", unseeded.run),
+    ]
+    out = []
+    for name, f in parts:
+        best = min(timeit.repeat(f, number=20_000, repeat=7, timer=time.process_time))
+        out.append((name, best / 20_000 * 1e6))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -117,8 +176,11 @@ def main() -> None:
         "... in CPU time of the process (µs)", "dataframe() (ms)",
     ]
     text = table(headers, rows)
+    parts = table(["part of seeding one point", "CPU time (µs)"], [[n, f"{t:.2f}"] for n, t in seeding_parts()])
     footer = load.footer()
     print(text)
+    print()
+    print(parts)
     print(footer)
     if not args.no_write:
         write_section(
@@ -133,7 +195,10 @@ def main() -> None:
             "(numpy's global state, `random`, the experiment's generators; see `epyclab.seeding`); the "
             "`seed=False` row is the same sweep without it, as epyc ran. "
             "Targets: overhead at most 10 µs per experiment, `dataframe()` of 20,000 rows within 50 ms.\n\n"
-            f"{text}\n\n{footer}",
+            f"{text}\n\n"
+            "What seeding a point costs, part by part, each timed alone (`timeit`, CPU time, best of 7); "
+            "in the sweep the parts cost more, as the difference of the first two rows above shows:\n\n"
+            f"{parts}\n\n{SEEDING_FLOOR}\n\n{footer}",
         )
 
 
