@@ -27,10 +27,12 @@ looks again only where the experiment's attributes changed between points.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import numbers
 import random
+import sys
 import types
 from collections.abc import Mapping
 from functools import lru_cache
@@ -294,27 +296,106 @@ def _walk(experiment: Any) -> list[tuple[str, Any]]:
     return found
 
 
-# The third key word of each global state: the same point seed gives numpy's and random's Mersenne
-# Twisters different keys, so they never run the same stream (both use MT19937's init_by_array).
-_NUMPY_WORD = b"npgl"
+# numpy's global state is a Mersenne Twister: 624 32-bit key words, then the position of the next
+# word (624: the next draw twists the whole key first). Its key for a point is 2,496 bytes of
+# SHAKE-128 of this label and the point seed.
+_MT_WORDS = 624
+_MT_KEY_BYTES = 4 * _MT_WORDS
+_NUMPY_LABEL = b"epyclab: numpy's global random state:"
+# Python's random: init_by_array of the point seed and this third key word (see seed_globals).
 _RANDOM_WORD = int.from_bytes(b"pygl", "little") << 64
+
+
+def _numpy_key(seed: int) -> bytes:
+    """The Mersenne Twister key of numpy's global state for the point seed ``seed``: 624 little-endian words."""
+    return hashlib.shake_128(_NUMPY_LABEL + seed.to_bytes(8, "little")).digest(_MT_KEY_BYTES)
+
+
+class _NumpyGlobalState:
+    """Puts a key into numpy's global Mersenne Twister: in place where that is checked to work, else by set_state.
+
+    ``numpy.random.set_state`` copies the 624 words one at a time in Python
+    (30 us); ``numpy.random.seed(array)`` runs ``init_by_array`` after checking
+    the array in Python (7 us, more in a sweep). The global bit generator's
+    state can instead be written in place, through its public ctypes interface
+    (``state_address``), in a fraction of a microsecond. That relies on the
+    layout of numpy's MT19937 state (the key words, then the position), so it is
+    checked once per global bit generator: the bytes there must be the key and
+    position ``bg.state`` gives; if they are not (another layout, a big-endian
+    machine), every point goes through ``set_state``, which gives
+    the same state. Either way the state is what
+    ``set_state(("MT19937", key, 624, 0, 0.0))`` makes it, so the numbers do not
+    depend on the route.
+    """
+
+    def __init__(self) -> None:
+        # The global bit generator the view was made for (kept, so its memory cannot be reused),
+        # and a writable view of its state (None: use set_state).
+        self._bit_generator: Any = None
+        self._view: memoryview | None = None
+
+    def put(self, key: bytes) -> None:
+        """Make numpy's global state ``("MT19937", key as 624 words, 624, 0, 0.0)``."""
+        bg = np.random.get_bit_generator()
+        if bg is not self._bit_generator:
+            self._bit_generator, self._view = bg, None
+            if type(bg) is np.random.MT19937:
+                self._view = _checked_view(bg)
+        view = self._view
+        if view is None:
+            if type(bg) is np.random.MT19937:
+                np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
+            else:
+                # The user made another generator the global one (numpy.random.set_bit_generator):
+                # numpy seeds it from an array in its own way.
+                np.random.seed(np.frombuffer(key, dtype="<u4", count=8))
+            return
+        # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
+        # 0, 0.0 does so too); the key written next replaces the state it made.
+        np.random.seed(0)
+        view[:] = key + _MT_POS
+
+
+_MT_POS = _MT_WORDS.to_bytes(4, sys.byteorder)
+
+
+def _checked_view(bg: Any) -> memoryview | None:
+    """A writable view of MT19937 ``bg``'s key words and position, if they are where it looks (else None).
+
+    Looked at, not written: the view is used only if it reads what ``bg.state``
+    says the key and position are, byte for byte.
+    """
+    if sys.byteorder != "little":
+        return None
+    try:
+        view = memoryview((ctypes.c_uint8 * (_MT_KEY_BYTES + 4)).from_address(bg.ctypes.state_address)).cast("B")
+    except (AttributeError, TypeError, ValueError):
+        return None
+    state = bg.state["state"]
+    expected = state["key"].astype("<u4").tobytes() + int(state["pos"]).to_bytes(4, sys.byteorder)
+    return view if view.tobytes() == expected else None
+
+
+_numpy_global = _NumpyGlobalState()
 
 
 def seed_globals(seed: int) -> None:
     """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
 
-    Each is a Mersenne Twister initialised from a key of three 32-bit words:
-    the 63-bit point seed and a word of its own (``init_by_array``, 2.5 KB of
-    state: about 4 us of C each, and numpy's checks of the key array 3 us more;
-    the floor of seeding a point). The point seed goes in as it is: two points
+    Each is a Mersenne Twister (2.5 KB of state), and setting one is most of
+    what seeding a point costs. numpy's gets 624 words of SHAKE-128 of the
+    point seed, written in place (see :class:`_NumpyGlobalState`: 4 us for the
+    hash and 1.4 us to drop numpy's kept normal deviate). Python's is
+    initialised by ``random.seed`` from the point seed and a key word of its own
+    (``init_by_array``, 4 us of C; an int, not bytes, which ``random.seed``
+    would hash with SHA-512 first). The point seed goes in as it is: two points
     share these streams only if they share the point seed, which no longer key
     would make rarer (probability at most n**2 / 2**64 for n points, 5e-12 for
-    10,000). numpy's 32-bit ``seed(int)`` would take 1.4 us instead of 7, but
-    then two points would share numpy's global stream with probability
-    n**2 / 2**33 (1 % for 10,000 points).
+    10,000). numpy's 32-bit ``seed(int)`` alone would take 1.4 us, but then two
+    points would share numpy's global stream with probability n**2 / 2**33
+    (1 % for 10,000 points).
     """
-    np.random.seed(np.frombuffer(seed.to_bytes(8, "little") + _NUMPY_WORD, dtype=np.uint32))
-    # An int, not bytes: random.seed(bytes) hashes them with SHA-512 first (0.5 us more).
+    _numpy_global.put(_numpy_key(seed))
     random.seed(seed | _RANDOM_WORD)
 
 

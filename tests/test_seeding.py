@@ -179,6 +179,40 @@ def test_numpys_global_stream_and_randoms_are_not_one_stream(seed: int) -> None:
     assert [random.random() for _ in range(4)] == from_random
 
 
+@settings(max_examples=50)
+@given(st.integers(0, 2**63 - 1), st.integers(0, 3))
+def test_numpys_global_state_is_set_whole_and_a_normal_kept_from_before_is_dropped(seed: int, before: int) -> None:
+    # Whatever drew before (an odd number of normals leaves one kept), a point starts from the state
+    # numpy's own set_state makes of its key, and draws what that state draws.
+    np.random.standard_normal(before)
+    seeding.seedStreams(Experiment(), seed)
+    state = np.random.get_state()
+    key = np.frombuffer(seeding._numpy_key(seed), dtype="<u4")
+    assert state[0] == "MT19937" and (state[1] == key).all() and state[2:] == (624, 0, 0.0)
+    drawn = np.random.standard_normal(3).tolist() + np.random.random(3).tolist()
+    np.random.standard_normal(1)
+    np.random.set_state(("MT19937", key, 624, 0, 0.0))
+    assert np.random.standard_normal(3).tolist() + np.random.random(3).tolist() == drawn
+
+
+def test_another_global_bit_generator_is_seeded_too() -> None:
+    # numpy.random.set_bit_generator makes another generator the global one: seeding reaches it.
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64())
+    try:
+        seeding.seedStreams(Experiment(), 7)
+        first = np.random.random(3).tolist()
+        seeding.seedStreams(Experiment(), 8)
+        assert np.random.random(3).tolist() != first
+        seeding.seedStreams(Experiment(), 7)
+        assert np.random.random(3).tolist() == first
+    finally:
+        np.random.set_bit_generator(original)
+    # And the Mersenne Twister again, once it is back.
+    seeding.seedStreams(Experiment(), 7)
+    assert (np.random.get_state()[1] == np.frombuffer(seeding._numpy_key(7), dtype="<u4")).all()
+
+
 def test_the_same_sweep_seed_gives_the_same_rows_and_another_seed_other_rows() -> None:
     a, b, c = sweep(list(range(6)), seed=11), sweep(list(range(6)), seed=11), sweep(list(range(6)), seed=12)
     assert by_x(a) == by_x(b)
