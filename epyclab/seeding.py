@@ -3,12 +3,12 @@
 Why: an experiment that keeps ``self.rng = numpy.random.default_rng()`` is
 pickled to every worker with the same generator state, so workers repeat each
 other's random numbers. epyclab therefore gives each point its own seed,
-derived (with numpy's :class:`~numpy.random.SeedSequence`) from
+derived (a keyed BLAKE2b, :func:`pointSeed`) from
 
 - the *sweep seed*, an integer chosen once per sweep (an argument of
   ``runExperiment``, or drawn from numpy's global random state), and
 - the point itself: its parameters, hashed canonically (sorted names, values
-  encoded by kind, SHA-256; never Python's salted ``hash()``), so the seed does
+  encoded by kind; never Python's salted ``hash()``), so the seed does
   not depend on where, when, or in which order the point runs;
 
 and, for repetitions, a child seed per repetition index (:func:`childSeed`).
@@ -19,8 +19,11 @@ is needed to run that point again with the same random numbers.
 :mod:`random`, and every numpy ``Generator``, ``RandomState``,
 ``BitGenerator`` and ``random.Random`` held on the experiment (its attributes,
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
-get independent streams, each keyed by where it is held (``"rng"``,
-``"_experiment.gens[1]"``), so adding an attribute does not change the others.
+get independent streams. The two global states get keys of their own made
+from the point seed (:func:`seed_globals`); each held state a
+:class:`~numpy.random.SeedSequence` of the point seed keyed by where it is held
+(``"rng"``, ``"_experiment.gens[1]"``), so adding an attribute does not change
+the others.
 A sweep finds those held on its experiment once (:class:`HeldStates`), and
 looks again only where the experiment's attributes changed between points.
 """
@@ -336,26 +339,26 @@ class _NumpyGlobalState:
 
     def put(self, key: bytes) -> None:
         """Make numpy's global state ``("MT19937", key as 624 words, 624, 0, 0.0)``."""
-        bg = np.random.get_bit_generator()
+        # numpy < 1.25 has no get_bit_generator (nor set_bit_generator: its global one is MT19937).
+        bg = _get_bit_generator() if _get_bit_generator is not None else None
         if bg is not self._bit_generator:
-            self._bit_generator, self._view = bg, None
-            if type(bg) is np.random.MT19937:
-                self._view = _checked_view(bg)
+            self._bit_generator = bg
+            self._view = _checked_view(bg) if type(bg) is np.random.MT19937 else None
         view = self._view
-        if view is None:
-            if type(bg) is np.random.MT19937:
-                np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
-            else:
-                # The user made another generator the global one (numpy.random.set_bit_generator):
-                # numpy seeds it from an array in its own way.
-                np.random.seed(np.frombuffer(key, dtype="<u4", count=8))
-            return
-        # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
-        # 0, 0.0 does so too); the key written next replaces the state it made.
-        np.random.seed(0)
-        view[:] = key + _MT_POS
+        if view is not None:
+            # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
+            # 0, 0.0 does so too); the key written next replaces the state it made.
+            np.random.seed(0)
+            view[:] = key + _MT_POS
+        elif bg is None or type(bg) is np.random.MT19937:
+            np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
+        else:
+            # The user made another generator the global one (numpy.random.set_bit_generator):
+            # numpy seeds it from an array in its own way.
+            np.random.seed(np.frombuffer(key, dtype="<u4", count=8))
 
 
+_get_bit_generator = getattr(np.random, "get_bit_generator", None)
 _MT_POS = _MT_WORDS.to_bytes(4, sys.byteorder)
 
 
