@@ -332,19 +332,19 @@ class _NumpyGlobalState:
     """
 
     def __init__(self) -> None:
-        # The global bit generator the view was made for (kept, so its memory cannot be reused),
-        # and a writable view of its state (None: use set_state).
-        self._bit_generator: Any = None
-        self._view: memoryview | None = None
+        # The global bit generator the view was made for and a writable view of its state (None:
+        # use set_state), in one tuple: replaced whole, a thread never pairs a view with another
+        # generator, and the generator it holds cannot be freed while its view is in use.
+        self._viewed: tuple[Any, memoryview | None] = (None, None)
 
     def put(self, key: bytes) -> None:
         """Make numpy's global state ``("MT19937", key as 624 words, 624, 0, 0.0)``."""
         # numpy < 1.25 has no get_bit_generator (nor set_bit_generator: its global one is MT19937).
         bg = _get_bit_generator() if _get_bit_generator is not None else None
-        if bg is not self._bit_generator:
-            self._bit_generator = bg
-            self._view = _checked_view(bg) if type(bg) is np.random.MT19937 else None
-        view = self._view
+        viewed = self._viewed
+        if viewed[0] is not bg:
+            viewed = self._viewed = (bg, _checked_view(bg) if type(bg) is np.random.MT19937 else None)
+        view = viewed[1]
         if view is not None:
             # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
             # 0, 0.0 does so too); the key written next replaces the state it made.
