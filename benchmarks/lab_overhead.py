@@ -38,7 +38,8 @@ SEEDING_FLOOR = (
     "`seed(0)` (1.4 µs) drops the normal deviate numpy keeps between draws. A 32-bit "
     "`numpy.random.seed(int)` alone would take 1.4 µs, but two points of a sweep would then share "
     "numpy's global stream with probability n²/2³³ (1 % for 10,000 points). So a seeded point costs at "
-    "least about 9.5 µs of C above `seed=False`: the 10 µs target holds for `seed=False` sweeps only."
+    "least about 10.5 µs more than a `seed=False` one (the two states 9.5-10 µs, the point's seed 1 µs), "
+    "and about 14 µs in a sweep: the 10 µs target holds for `seed=False` sweeps only."
 )
 
 
@@ -193,6 +194,7 @@ def main() -> None:
     print(text)
     print()
     print(parts)
+    print()
     print(footer)
     if not args.no_write:
         write_section(
