@@ -347,9 +347,9 @@ class _NumpyGlobalState:
         view = viewed[1]
         if view is not None:
             # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
-            # 0, 0.0 does so too); the key written next replaces the state it made.
+            # 0, 0.0 does so too) and sets the position to 624; the key written next replaces its key.
             np.random.seed(0)
-            view[:] = key + _MT_POS
+            view[:] = key
         elif bg is None or type(bg) is np.random.MT19937:
             np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
         else:
@@ -359,11 +359,10 @@ class _NumpyGlobalState:
 
 
 _get_bit_generator = getattr(np.random, "get_bit_generator", None)
-_MT_POS = _MT_WORDS.to_bytes(4, sys.byteorder)
 
 
 def _checked_view(bg: Any) -> memoryview | None:
-    """A writable view of MT19937 ``bg``'s key words and position, if they are where it looks (else None).
+    """A writable view of MT19937 ``bg``'s key words, if they (and the position) are where it looks (else None).
 
     Looked at, not written: the view is used only if it reads what ``bg.state``
     says the key and position are, byte for byte.
@@ -376,7 +375,7 @@ def _checked_view(bg: Any) -> memoryview | None:
         return None
     state = bg.state["state"]
     expected = state["key"].astype("<u4").tobytes() + int(state["pos"]).to_bytes(4, sys.byteorder)
-    return view if view.tobytes() == expected else None
+    return view[:_MT_KEY_BYTES] if view.tobytes() == expected else None
 
 
 _numpy_global = _NumpyGlobalState()
