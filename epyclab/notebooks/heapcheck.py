@@ -22,9 +22,10 @@ their signature. Only a header HDF5 would accept (version 1, a size of at least 
 bytes that ends within the file) is taken for a collection: HDF5 itself refuses any other
 with an error, never a hang. The bytes ``GCOL`` may also occur inside a value: a candidate
 inside a sound collection is skipped, and one whose objects break the rules is refused
-only if the file holds its address (as a reference to a value in it does); otherwise it
-is bytes HDF5 never reads as a collection (a collection it freed, whose bytes stay in the
-file until the space is used again, or a value that happens to look like a header).
+only if the file holds its address followed by an object's index (as a reference to a value
+in it does) and it is not within a dataset's data (numbers, which may look like anything);
+otherwise it is bytes HDF5 never reads as a collection (a collection it freed, whose bytes
+stay in the file until the space is used again, or a value that looks like a header).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import mmap
 import os
 import struct
 
+import h5py
 import numpy as np
 
 from epyclab.errors import NotebookFormatError
+from epyclab.notebooks.untrusted import READ_ERRORS
 
 __all__ = ["check_global_heaps"]
 
@@ -108,7 +111,7 @@ def _check_collections(path: str, data: mmap.mmap, base: int, address_size: int,
                     problem = _objects_problem(data, first, at + size, object_header)
                 if problem is None:
                     sound_until = at + size
-                elif _referenced(data, at - base, address_size):
+                elif _referenced(data, at - base, address_size) and not _in_dataset_data(path, at, base):
                     raise NotebookFormatError(
                         f"{path} is damaged: the global heap collection at byte {at} (the block where "
                         f"HDF5 keeps variable-length values: text, lists, array cells) {problem}; HDF5, and "
@@ -204,7 +207,50 @@ def _aligned(n: int) -> int:
 
 
 def _referenced(data: mmap.mmap, address: int, address_size: int) -> bool:
-    """Whether the file holds ``address`` as an address, as a reference to a value in a collection there does."""
+    """Whether the file holds what reads as a reference to a value in a collection at ``address``.
+
+    A reference is the collection's address followed by the value's index (4 bytes, 1 to 65535).
+    """
     if not 0 <= address < 1 << (8 * address_size):
         return False
-    return data.find(address.to_bytes(address_size, "little")) >= 0
+    pattern = address.to_bytes(address_size, "little")
+    at = data.find(pattern)
+    while at >= 0:
+        index = int.from_bytes(data[at + address_size:at + address_size + 4], "little")
+        if 0 < index < 1 << 16:
+            return True
+        at = data.find(pattern, at + 1)
+    return False
+
+
+def _in_dataset_data(path: str, at: int, base: int) -> bool:
+    """Whether byte ``at`` of the file lies within the data of one of its datasets (asked only before refusing).
+
+    Lists the datasets' storage with h5py, which reads no variable-length value to do so.
+    """
+    found = False
+
+    def visit(name: str, obj: object) -> None:
+        nonlocal found
+        if isinstance(obj, h5py.Dataset) and not found:
+            found = any(base + start <= at < base + start + size for start, size in _storage(obj.id))
+
+    try:
+        # Not locking: the caller holds the file's lock (shared, or exclusive while it restores the file).
+        with h5py.File(path, "r", locking=False) as f:
+            f.visititems(visit)
+    except READ_ERRORS:
+        return False  # the file is damaged elsewhere too: the collection is refused
+    return found
+
+
+def _storage(dataset: h5py.h5d.DatasetID) -> list[tuple[int, int]]:
+    """Where a dataset keeps its data in the file: (address, bytes) of its block or of each of its chunks."""
+    layout = dataset.get_create_plist().get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = dataset.get_offset()
+        return [] if offset is None else [(offset, dataset.get_storage_size())]
+    if layout == h5py.h5d.CHUNKED:
+        chunks = (dataset.get_chunk_info(i) for i in range(dataset.get_num_chunks()))
+        return [(c.byte_offset, c.size) for c in chunks if c.byte_offset is not None]
+    return []  # compact: the data is in the dataset's header
