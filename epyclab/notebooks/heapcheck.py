@@ -98,10 +98,10 @@ def _superblock_sizes(data: mmap.mmap) -> tuple[int, int, int] | None:
 def _check_collections(path: str, data: mmap.mmap, base: int, address_size: int, length_size: int) -> None:
     header = struct.Struct(f"<4sB3x{_LENGTH_FORMATS[length_size]}")
     object_header = struct.Struct(f"<HH4x{_LENGTH_FORMATS[length_size]}")
-    sound_until = 0  # the end of the last sound collection: a "GCOL" before it is inside a value
+    sound_until = 0  # the end of the last sound collection: a "GCOL" before it is inside one of its values
     at = data.find(_SIGNATURE)
     while at >= 0:
-        if at >= sound_until and at + header.size <= len(data):
+        if at + header.size <= len(data):
             _, version, size = header.unpack_from(data, at)
             if version == _VERSION and _MIN_SIZE <= size <= len(data) - at:
                 first = at + _aligned(header.size)
@@ -118,7 +118,7 @@ def _check_collections(path: str, data: mmap.mmap, base: int, address_size: int,
                         f"so plain h5py, would hang or fail reading a value from it. Restore the file from "
                         f"a copy (epyclab backup makes a consistent one)"
                     )
-        at = data.find(_SIGNATURE, at + 1)
+        at = data.find(_SIGNATURE, max(at + 1, sound_until))
 
 
 def _objects_problem(data: mmap.mmap, p: int, end: int, object_header: struct.Struct) -> str | None:
