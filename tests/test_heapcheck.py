@@ -243,5 +243,7 @@ def test_a_file_that_is_not_hdf5_is_left_to_the_reader(tmp_path: Path) -> None:
     path = tmp_path / "text.h5"
     path.write_bytes(b"GCOL\x01\x00\x00\x00" + (4096).to_bytes(8, "little") + bytes(5000))
     check_global_heaps(str(path))  # no superblock: the reader says it is not an HDF5 file
+    (tmp_path / "empty.h5").write_bytes(b"")
+    check_global_heaps(str(tmp_path / "empty.h5"))  # (a file of no bytes cannot be mapped: it is read)
     with pytest.raises(NotebookFormatError, match="not an HDF5 file"):
         HDF5LabNotebook(path, readonly=True)

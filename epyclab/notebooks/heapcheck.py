@@ -31,7 +31,6 @@ stay in the file until the space is used again, or a value that looks like a hea
 from __future__ import annotations
 
 import mmap
-import os
 import struct
 
 import h5py
@@ -51,6 +50,9 @@ _MIN_SIZE = 4096
 _ALIGN = 8
 _LENGTH_FORMATS = {2: "H", 4: "I", 8: "Q"}
 
+#: A file's bytes: mapped, or read where the file system cannot map files.
+Bytes = mmap.mmap | bytes
+
 
 def check_global_heaps(path: str) -> None:
     """Refuse the HDF5 file at ``path`` if a global heap collection in it is damaged.
@@ -65,19 +67,24 @@ def check_global_heaps(path: str) -> None:
             and what is wrong with it, and saying to restore the file from a copy.
     """
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            data: Bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, or a file system that cannot map files
+            data = f.read()
+        try:
             sizes = _superblock_sizes(data)
-            if sizes is None:
-                return
-            base, address_size, length_size = sizes
-            _check_collections(path, data, base, address_size, length_size)
+            if sizes is not None:
+                _check_collections(path, data, *sizes)
+        finally:
+            if isinstance(data, mmap.mmap):
+                try:
+                    data.close()
+                except BufferError:
+                    pass  # a numpy view of it is still alive (in a traceback): unmapped when that goes
 
 
-def _superblock_sizes(data: mmap.mmap) -> tuple[int, int, int] | None:
-    """The superblock's byte offset (the base of every address), the size of an address and of a length."""
+def _superblock_sizes(data: Bytes) -> tuple[int, int, int] | None:
+    """The superblock's byte offset (the base of every address), the size of an address and of a length, if any."""
     at = 0
     while at + 16 <= len(data):
         if data[at:at + 8] == _SUPERBLOCK:
@@ -95,7 +102,7 @@ def _superblock_sizes(data: mmap.mmap) -> tuple[int, int, int] | None:
     return None
 
 
-def _check_collections(path: str, data: mmap.mmap, base: int, address_size: int, length_size: int) -> None:
+def _check_collections(path: str, data: Bytes, base: int, address_size: int, length_size: int) -> None:
     header = struct.Struct(f"<4sB3x{_LENGTH_FORMATS[length_size]}")
     object_header = struct.Struct(f"<HH4x{_LENGTH_FORMATS[length_size]}")
     sound_until = 0  # the end of the last sound collection: a "GCOL" before it is inside one of its values
@@ -121,7 +128,7 @@ def _check_collections(path: str, data: mmap.mmap, base: int, address_size: int,
         at = data.find(_SIGNATURE, max(at + 1, sound_until))
 
 
-def _objects_problem(data: mmap.mmap, p: int, end: int, object_header: struct.Struct) -> str | None:
+def _objects_problem(data: Bytes, p: int, end: int, object_header: struct.Struct) -> str | None:
     """What is wrong with the objects of a collection, from byte ``p`` to ``end``, or None (HDF5's walk)."""
     hdr = object_header.size
     while end - p >= hdr:  # (a last bit too small for an object is free space without a header)
@@ -147,7 +154,7 @@ _PROBE = 16
 _BACKOFF = 64
 
 
-def _objects_problem_8(data: mmap.mmap, at: int, p: int, end: int) -> str | None:
+def _objects_problem_8(data: Bytes, at: int, p: int, end: int) -> str | None:
     """:func:`_objects_problem` for 8-byte lengths (all h5py files), as fast as numpy lets it be.
 
     A notebook keeps hundreds of thousands of values in collections, and a column's values
@@ -206,7 +213,7 @@ def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
-def _referenced(data: mmap.mmap, address: int, address_size: int) -> bool:
+def _referenced(data: Bytes, address: int, address_size: int) -> bool:
     """Whether the file holds what reads as a reference to a value in a collection at ``address``.
 
     A reference is the collection's address followed by the value's index (4 bytes, 1 to 65535).
