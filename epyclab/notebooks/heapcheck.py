@@ -58,15 +58,19 @@ def check_global_heaps(path: str) -> None:
     """Refuse the HDF5 file at ``path`` if a global heap collection in it is damaged.
 
     To be called before anything reads a variable-length value of the file with h5py.
-    A file that is not HDF5, or whose superblock cannot be read, is left to the reader
-    that follows (it says so clearly). Costs one pass over the file's bytes (``bytes.find``
+    A file that cannot be opened, is not HDF5, or whose superblock cannot be read is left
+    to the reader that follows (it says so clearly). Costs one pass over the file's bytes (``bytes.find``
     speed) and a few steps per value kept in a collection.
 
     Raises:
         NotebookFormatError: naming ``path``, the byte offset of the damaged collection
             and what is wrong with it, and saying to restore the file from a copy.
     """
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return  # (unreadable, or gone) the reader that follows says so, as for any notebook
+    with f:
         try:
             data: Bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # an empty file, or a file system that cannot map files
