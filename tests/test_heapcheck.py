@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_fuzz_files import OPEN_EACH, _written
+from test_undo_log import PAGE
 
 from epyclab import HDF5LabNotebook, NotebookFormatError
 from epyclab.experiment import Experiment
@@ -110,26 +111,47 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, lis
     return path, path.read_bytes(), expected
 
 
-def test_the_found_hang_is_refused_naming_file_and_collection(notebook: tuple, tmp_path: Path) -> None:
-    # Found by tests/test_fuzz_files.py (seed 24): byte 20675 XOR 35 of this notebook, the low byte of the
-    # size of the object holding the pending result's job id "job-99" (6 -> 37). HDF5 then walks the
-    # collection out of step, reaches a free-space object of size 0 in the free space's zeros, and loops.
-    _, data, _ = notebook
+def the_found_flip(data: bytes) -> tuple[bytes, int]:
+    """The notebook with the flip the fuzz test found, and the offset of the collection it damages.
+
+    Found by tests/test_fuzz_files.py (seed 24): byte 20675 XOR 35 of this notebook, the low byte of the
+    size of the object holding the pending result's job id "job-99" (6 -> 37). HDF5 then walks the
+    collection out of step, reaches a free-space object of size 0 in the free space's zeros, and loops.
+    """
     at = data.find(b"job-99") - 8
     (collection, _, objects), = [c for c in collections(data) if c[0] < at < c[0] + c[1]]
     assert struct.unpack_from("<Q", data, at)[0] == 6 and at in [p + 8 for p, _, _ in objects]
     damaged = bytearray(data)
     damaged[at] ^= 35
+    return bytes(damaged), collection
+
+
+def test_the_found_hang_is_refused_naming_file_and_collection(notebook: tuple, tmp_path: Path) -> None:
+    damaged, collection = the_found_flip(notebook[1])
     path = tmp_path / "flip.h5"
-    path.write_bytes(bytes(damaged))
+    path.write_bytes(damaged)
     outcomes = open_each([str(path)])
     for outcome, message in outcomes[str(path)]:  # read-only, then for writing
         assert outcome == "NotebookFormatError", message
         assert message.startswith(f"{path} is damaged: the global heap collection at byte {collection} "), message
         assert "free-space object" in message and "Restore the file from a copy" in message, message
     # Nothing was written, moved or added beside it.
-    assert path.read_bytes() == bytes(damaged)
+    assert path.read_bytes() == damaged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flip.h5"]
+
+
+def test_a_file_restored_from_its_undo_log_is_checked_before_it_is_verified(notebook: tuple, tmp_path: Path) -> None:
+    # A log of zeros: the killed writer never changed the file. Before the log goes, the opener verifies that
+    # the file reads, every attribute's value: with this damage, that read would hang.
+    damaged, collection = the_found_flip(notebook[1])
+    path, undo = tmp_path / "flip.h5", tmp_path / "flip.h5.undo"
+    path.write_bytes(damaged)
+    undo.write_bytes(bytes(PAGE + 100))
+    outcomes = open_each([str(path)])
+    for outcome, message in outcomes[str(path)]:
+        assert outcome == "NotebookFormatError", message
+        assert f"global heap collection at byte {collection} " in message, message
+    assert undo.exists() and path.read_bytes() == damaged  # the log is kept, the file as it was
 
 
 #: Values written over a whole field: the sizes HDF5 relies on (0 is the hang; 8 steps into the zeros).
