@@ -126,6 +126,10 @@ def test_every_opening_of_a_flipped_notebook_succeeds_or_says_it_is_damaged(cls:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
+        finally:
+            if proc.poll() is None:  # the test was stopped (its time limit, ^C): never leave a hung child
+                proc.kill()
+                proc.wait()
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("[")]
         started = [line[1] for line in lines if line[0] == "start"]
         last = started[-1] if started else batch[0]

@@ -81,6 +81,10 @@ def open_each(paths: list[str]) -> dict[str, list]:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:  # the test was stopped (its time limit, ^C): never leave a hung child behind
+            proc.kill()
+            proc.wait()
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("[")]
     started = [line[1] for line in lines if line[0] == "start"]
     assert proc.returncode == 0, (
