@@ -61,6 +61,7 @@ from epyclab.notebooks.hdf5layout import (
     write_resultset_attributes,
 )
 from epyclab.notebooks.hdf5rows import ColumnTrack, RowsTrack, write_base, write_rows
+from epyclab.notebooks.heapcheck import check_global_heaps
 from epyclab.notebooks.journal import (
     Journal,
     decode_frame,
@@ -205,6 +206,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
                         f"and this process may not write it to undo the change; open it once for writing"
                     ) from None
                 lock.share()
+            check_global_heaps(self._path)  # before HDF5 reads a text: a damaged heap can make it hang
             refuse_foreign_storage(self._path)
             stored = read_notebook(self._path)
             self._replay = self._journal_records(stored, writer)
@@ -1047,6 +1049,7 @@ def verify_restored(path: str) -> None:
         if isinstance(obj, h5py.Dataset):
             _ = obj.shape, obj.dtype
 
+    check_global_heaps(path)
     try:
         # Not locking: the caller holds the file's lock while it restores it.
         with h5py.File(path, "r", locking=False) as f:
