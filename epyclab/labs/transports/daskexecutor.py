@@ -2,16 +2,20 @@
 
 distributed's own executor (``client.get_executor()``) passes a task's outcome
 to its ``concurrent.futures.Future`` in a coroutine that first gathers the
-result from the worker holding it. When that gather raises — the result
-cannot be read in this process, or it was lost with its worker and the task
-was then cancelled or failed while the client waited for it to be run again —
-the coroutine ends with the exception, the future is never set, and a sweep
-waiting on it waits for ever. :class:`DaskExecutor` submits through the client
-and settles its future with whatever ends the wait: the result, the task's
-exception (``KilledWorker`` included), a cancellation, or the gather's own
-error. A sweep on a Dask cluster (:mod:`epyclab.labs.transports.executors`)
-runs on it, whichever of the client or its executor the user gave.
-"""
+result from the worker holding it. When that gather raises (a result that
+cannot be unpickled in this process does it; so does a task cancelled while
+the client waits to gather it), the coroutine ends with the exception and the
+future is never set: a sweep waiting on it would wait for ever.
+:class:`DaskExecutor` submits through the client and ends its future with
+whatever ends the wait: the result, the task's exception (``KilledWorker``
+included), a cancellation, or the gather's own error. A sweep on a Dask
+cluster (:mod:`epyclab.labs.transports.executors`) runs on it, whichever of
+the client or its executor the user gave.
+
+A cluster left with no worker at all (a LocalCluster closes for good a worker
+still restarting ``distributed.deploy.lost-worker-timeout`` after it died)
+runs no task, and no future ends: the transport watches for that
+(:attr:`~epyclab.labs.transports.executors.ExecutorTransport.NoWorkersSeconds`)."""
 
 from __future__ import annotations
 
@@ -68,6 +72,18 @@ class DaskExecutor(Executor):
         future.add_done_callback(cancelled)
         self.client.loop.add_callback(_relay, self.client, task, future)
         return future
+
+    def workers(self) -> int:
+        """How many workers the cluster has now (asks the scheduler).
+
+        Raises:
+            OSError: the scheduler cannot be reached (Dask's own errors, such as a closed comm, are ``OSError``).
+        """
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    def where(self) -> str:
+        """The scheduler's address, for messages."""
+        return str(getattr(self.client.scheduler, "address", "") or "?")
 
     @property
     def nthreads(self) -> Any:

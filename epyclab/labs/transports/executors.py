@@ -37,7 +37,9 @@ Deaths. The executor decides what a worker's death looks like:
   when its chunk was alone in flight. Tasks go through a
   :class:`~epyclab.labs.transports.daskexecutor.DaskExecutor`, whose futures
   end whatever happens to the task (distributed's own executor can leave one
-  unset for ever when a result is lost with its worker).
+  unset for ever). A cluster with no worker left runs nothing: after
+  :attr:`ExecutorTransport.NoWorkersSeconds` the sweep stops with
+  ``ClusterConnectionError`` (what finished is kept; ``resume=True`` runs the rest).
 
 Whatever the executor, a chunk's future always ends: an error while taking
 in a task's outcome ends the chunk with that error (see :meth:`ExecutorTransport._settle`).
@@ -51,11 +53,12 @@ import signal
 import threading
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from time import monotonic
 from typing import Any
 
 import psutil
 
-from epyclab.errors import EngineDied
+from epyclab.errors import ClusterConnectionError, EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
@@ -112,6 +115,14 @@ class ExecutorTransport:
     window = 2
     #: Seconds to wait for the exit status of a worker whose death broke its pool.
     ExitWait = 0.5
+    #: Seconds a Dask cluster may have no worker during a sweep before the sweep stops with
+    #: ClusterConnectionError (None: wait for ever, for a cluster whose workers wait in a batch queue). A
+    #: LocalCluster closes for good a worker still restarting ``distributed.deploy.lost-worker-timeout``
+    #: (15 s) after it died, so workers killed twice in a row can leave it with none: without this the
+    #: sweep would wait for ever, silently.
+    NoWorkersSeconds: float | None = 120.0
+    #: Seconds between two questions to the Dask scheduler about its workers.
+    AskSeconds = 1.0
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -131,9 +142,13 @@ class ExecutorTransport:
         self._inner_of: dict[Future, Any] = {}  # type: ignore[type-arg]
         self._stopped_pools: set[int] = set()  # pools broken by stopping a worker past the time limit
         self._oom: int | None = None  # the OOM killer's count since the last death (see deaths.py)
+        self._asked = -1.0  # when the Dask scheduler was last asked for its workers
+        self._no_workers_since: float | None = None  # since when a Dask cluster has had no worker
+        self._said_no_workers = False
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
+        self._asked, self._no_workers_since, self._said_no_workers = -1.0, None, False
         self._ledger = Ledger()
         self._oom = oom_kills()
 
@@ -301,7 +316,43 @@ class ExecutorTransport:
         return self._workers, self._workers
 
     def check(self) -> None:
-        """An executor says nothing of its health until a task fails; a broken pool is renewed in capacity()."""
+        """Raise if a Dask cluster has had no worker for :attr:`NoWorkersSeconds`.
+
+        Any other executor says nothing of its health until a task fails (a
+        broken process pool is renewed in :meth:`capacity`).
+
+        Raises:
+            ClusterConnectionError: the Dask cluster has had no worker that long (see :attr:`NoWorkersSeconds`).
+        """
+        executor = self._executor
+        now = monotonic()
+        if not isinstance(executor, DaskExecutor) or now - self._asked < self.AskSeconds:
+            return
+        self._asked = now
+        try:
+            n = executor.workers()
+        except OSError as exc:  # the scheduler cannot be reached now: as good as no worker
+            logger.debug("could not ask the Dask scheduler for its workers: %s", exc)
+            n = 0
+        if n:
+            self._no_workers_since, self._said_no_workers = None, False
+            return
+        if self._no_workers_since is None:
+            self._no_workers_since = now
+        waited = now - self._no_workers_since
+        limit = self.NoWorkersSeconds
+        if not self._said_no_workers and waited >= (15.0 if limit is None else min(15.0, limit / 2)):
+            self._said_no_workers = True
+            logger.warning("the Dask cluster at %s has no worker: the sweep waits for one%s", executor.where(),
+                           f" (for {limit:g} s at most)" if limit is not None else "")
+        if limit is not None and waited >= limit:
+            raise ClusterConnectionError(
+                f"the Dask cluster at {executor.where()} has had no worker for {waited:.0f} s, so the sweep cannot "
+                f"go on (a LocalCluster closes for good a worker still restarting "
+                f"distributed.deploy.lost-worker-timeout after it died). Give it workers (cluster.scale(n)) and run "
+                f"the sweep again with resume=True; ExecutorTransport.NoWorkersSeconds (now {limit:g}; None: wait "
+                f"for ever) says how long a sweep waits for a worker"
+            )
 
     def end(self, abandon: bool) -> None:
         with self._lock:
