@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from typing import Any
 
 import psutil
@@ -408,3 +408,16 @@ class TestExecutor_dask(TransportContract):
         error = future.exception(timeout=60)
         assert isinstance(error, RuntimeError) and "only be read in the process" in str(error)
         assert executor.submit(pow, 2, 10).result(timeout=60) == 1024
+
+    def test_a_task_cancelled_in_dask_ends_its_future_cancelled(self) -> None:
+        # Cancelled by the user's own client (or a restart), not through the future: the future ends too.
+        import distributed
+
+        executor = executor_of(self.client)
+        before = set(self.client.futures)
+        future = executor.submit(time.sleep, 60)
+        (key,) = set(self.client.futures) - before
+        distributed.Future(key, client=self.client).cancel()
+        with pytest.raises(CancelledError):
+            future.result(timeout=30)
+        assert future.cancelled()

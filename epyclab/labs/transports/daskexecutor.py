@@ -66,7 +66,9 @@ class DaskExecutor(Executor):
         def cancelled(done: Future) -> None:  # type: ignore[type-arg]
             # Cancelling the future (a chunk stopped past its time limit, a sweep abandoned) cancels the task,
             # so that Dask does not run it again elsewhere once its worker is gone.
-            if done.cancelled():
+            # Not when Dask cancelled it: that is seen on the client's event loop, where a (blocking) cancel
+            # would wait on that very loop.
+            if done.cancelled() and task.status != "cancelled":
                 task.cancel()
 
         future.add_done_callback(cancelled)
