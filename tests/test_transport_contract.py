@@ -264,16 +264,22 @@ for _name in transportNames():
 @pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
+    import dask
     import distributed
 
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+    # The tests SIGKILL workers, often the same one twice within seconds. A LocalCluster closes for good a
+    # worker still restarting distributed.deploy.lost-worker-timeout (15 s) after an earlier death of it, and
+    # in long runs under load that left it with fewer workers, or none, in the middle of a later test. Here
+    # its nannies restart every worker killed; the state with none is tested on purpose (scaled to none).
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, host="127.0.0.1")
+        client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()
 
 
 def _pool(method: str) -> type:
@@ -331,10 +337,8 @@ class TestExecutor_dask(TransportContract):
 
     @pytest.fixture(autouse=True)
     def _client(self, dask_client: Any) -> None:
-        # Each test starts on two workers, as a user's sweep would. Earlier tests SIGKILL workers, and a
-        # LocalCluster closes for good a worker still restarting distributed.deploy.lost-worker-timeout (15 s)
-        # after an earlier death of it: in a long run that left the cluster with no worker, and (before the
-        # transport checked for that) a sweep waiting for ever.
+        # Each test starts on two workers, as a user's sweep would (earlier tests kill workers, and one scales
+        # the cluster to none).
         dask_client.cluster.scale(2)
         dask_client.wait_for_workers(2, timeout=120)
         self.client = dask_client
