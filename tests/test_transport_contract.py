@@ -349,8 +349,8 @@ class TestExecutor_dask(TransportContract):
     def test_a_point_that_kills_its_worker_is_one_failed_row(self, tmp_path: Any) -> None:
         # Dask runs a task whose worker died again on other workers, and loses results the dead worker
         # held; a point that kills every worker also fails tasks queued beside it (KilledWorker) and can
-        # leave the cluster without workers (see the report). What Dask users get instead: a worker killed
-        # from outside mid-sweep is a point run again, never a hang.
+        # leave the cluster without workers (the sweep then stops: see the test after this one). What Dask
+        # users get instead: a worker killed from outside mid-sweep is a point run again, never a hang.
         marker = tmp_path / "pid"
         killed: list[int] = []
 
