@@ -34,7 +34,15 @@ Deaths. The executor decides what a worker's death looks like:
   starts a new worker); a task that took ``allowed-failures`` workers down
   with it fails with ``KilledWorker``, and so may a task that waited on the
   same worker: as with a broken pool, such a death is the point's own only
-  when its chunk was alone in flight.
+  when its chunk was alone in flight. Tasks go through a
+  :class:`~epyclab.labs.transports.daskexecutor.DaskExecutor`, whose futures
+  end whatever happens to the task (distributed's own executor can leave one
+  unset for ever). A cluster with no worker left runs nothing: after
+  :attr:`ExecutorTransport.NoWorkersSeconds` the sweep stops with
+  ``ClusterConnectionError`` (what finished is kept; ``resume=True`` runs the rest).
+
+Whatever the executor, a chunk's future always ends: an error while taking
+in a task's outcome ends the chunk with that error (see :meth:`ExecutorTransport._settle`).
 """
 
 from __future__ import annotations
@@ -45,14 +53,16 @@ import signal
 import threading
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
+from time import monotonic
 from typing import Any
 
 import psutil
 
-from epyclab.errors import EngineDied
+from epyclab.errors import ClusterConnectionError, EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.daskexecutor import DaskExecutor, dask_client_of, is_dask_client
 from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger, kill
 from epyclab.log import logger
@@ -61,16 +71,20 @@ __all__ = ["ExecutorTransport", "executor_of", "workers_of"]
 
 
 def executor_of(executor: Any) -> Any:
-    """The ``concurrent.futures``-style executor of ``executor``: a Dask client's own, or ``executor`` itself.
+    """The ``concurrent.futures``-style executor of ``executor``: for Dask, a :class:`DaskExecutor`, else ``executor``.
+
+    A Dask client, or its own executor (``client.get_executor()``), becomes a
+    :class:`~epyclab.labs.transports.daskexecutor.DaskExecutor` on the same
+    client (with the options given to ``get_executor``): distributed's own
+    executor can leave a future unset for ever (see that module).
 
     Raises:
         TypeError: ``executor`` has no ``submit`` (it is not an executor).
     """
-    get_executor = getattr(executor, "get_executor", None)
-    if callable(get_executor) and callable(getattr(executor, "scheduler_info", None)):
-        # A distributed.Client: every task is a new one, even when a resubmitted chunk repeats an earlier one
-        # (pure=True would hand back the earlier, failed, future).
-        return get_executor(pure=False)
+    dask = dask_client_of(executor)
+    if dask is not None:
+        client, options = dask
+        return DaskExecutor(client, **options)
     if not callable(getattr(executor, "submit", None)):
         raise TypeError(
             f"ParallelLab(executor=...) needs a concurrent.futures.Executor (or a Dask client), not "
@@ -81,9 +95,9 @@ def executor_of(executor: Any) -> Any:
 
 def workers_of(executor: Any) -> int:
     """How many tasks ``executor`` runs at once, as far as it says (else this machine's cores)."""
-    client = getattr(executor, "_client", executor)  # a Dask ClientExecutor keeps its client there
+    client = executor.client if isinstance(executor, DaskExecutor) else executor
     nthreads = getattr(client, "nthreads", None)
-    if callable(nthreads) and callable(getattr(client, "scheduler_info", None)):
+    if callable(nthreads) and is_dask_client(client):
         try:
             return max(1, sum(nthreads().values()))
         except Exception as exc:  # a client that cannot answer now still runs tasks
@@ -101,6 +115,14 @@ class ExecutorTransport:
     window = 2
     #: Seconds to wait for the exit status of a worker whose death broke its pool.
     ExitWait = 0.5
+    #: Seconds a Dask cluster may have no worker during a sweep before the sweep stops with
+    #: ClusterConnectionError (None: wait for ever, for a cluster whose workers wait in a batch queue). A
+    #: LocalCluster closes for good a worker still restarting ``distributed.deploy.lost-worker-timeout``
+    #: (15 s) after it died, so workers killed twice in a row can leave it with none: without this the
+    #: sweep would wait for ever, silently.
+    NoWorkersSeconds: float | None = 120.0
+    #: Seconds between two questions to the Dask scheduler about its workers.
+    AskSeconds = 1.0
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -120,9 +142,13 @@ class ExecutorTransport:
         self._inner_of: dict[Future, Any] = {}  # type: ignore[type-arg]
         self._stopped_pools: set[int] = set()  # pools broken by stopping a worker past the time limit
         self._oom: int | None = None  # the OOM killer's count since the last death (see deaths.py)
+        self._asked = -1.0  # when the Dask scheduler was last asked for its workers
+        self._no_workers_since: float | None = None  # since when a Dask cluster has had no worker
+        self._said_no_workers = False
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._payloads = dict(payloads)
+        self._asked, self._no_workers_since, self._said_no_workers = -1.0, None, False
         self._ledger = Ledger()
         self._oom = oom_kills()
 
@@ -154,7 +180,8 @@ class ExecutorTransport:
         runs (another worker's death broke the pool), or ended unseen (a
         forkserver's child: the forkserver reaps it).
         """
-        entry = self._ledger.running(future, fresh=True) if self._ledger is not None else None
+        ledger = self._ledger  # end() may drop it meanwhile, from the sweep's thread
+        entry = ledger.running(future, fresh=True) if ledger is not None else None
         if entry is None:
             return None
         # A child of this process (a spawn pool, loky): its pipes closed as it died, and the pool saw that a
@@ -198,6 +225,25 @@ class ExecutorTransport:
         return True
 
     def _settle(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
+        """End ``future`` (the chunk's) with what its task on the executor gave; it always ends.
+
+        Runs as the task's done-callback, in whatever thread the executor
+        calls it from, where an exception would only be logged by
+        ``concurrent.futures`` (or Dask's event loop) and the chunk would wait
+        for ever: an error raised here ends the chunk with that error instead
+        (its points become failed rows), and is logged.
+        """
+        try:
+            self._settle_chunk(inner, future, pool, serial, size)
+        except Exception as exc:
+            logger.error("could not take in the outcome of a chunk of %d points: %s", size, exc, exc_info=True)
+            _settle_once(future, error=exc)
+        finally:
+            if not future.done():
+                # Interrupted by a BaseException (not an Exception): never leave the sweep waiting.
+                _settle_once(future, error=EngineDied("the executor's task ended without an outcome"))
+
+    def _settle_chunk(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
         error = None if inner.cancelled() else inner.exception()
         died = isinstance(error, BrokenProcessPool) or type(error).__name__ == "KilledWorker"
         # Before the ledger forgets the chunk: which process ran it, and how it ended.
@@ -214,8 +260,9 @@ class ExecutorTransport:
             if died and at_death > 1 and id(pool) not in self._stopped_pools:
                 # Several chunks were in flight: no telling whose point it was (see the module docstring).
                 self._suspects += size
-        if self._ledger is not None:
-            self._ledger.forget(future)
+        ledger = self._ledger  # end() may drop it meanwhile, from the sweep's thread
+        if ledger is not None:
+            ledger.forget(future)
         if inner.cancelled():
             future.cancel()
             return
@@ -269,7 +316,43 @@ class ExecutorTransport:
         return self._workers, self._workers
 
     def check(self) -> None:
-        """An executor says nothing of its health until a task fails; a broken pool is renewed in capacity()."""
+        """Raise if a Dask cluster has had no worker for :attr:`NoWorkersSeconds`.
+
+        Any other executor says nothing of its health until a task fails (a
+        broken process pool is renewed in :meth:`capacity`).
+
+        Raises:
+            ClusterConnectionError: the Dask cluster has had no worker that long (see :attr:`NoWorkersSeconds`).
+        """
+        executor = self._executor
+        now = monotonic()
+        if not isinstance(executor, DaskExecutor) or now - self._asked < self.AskSeconds:
+            return
+        self._asked = now
+        try:
+            n = executor.workers()
+        except OSError as exc:  # the scheduler cannot be reached now: as good as no worker
+            logger.debug("could not ask the Dask scheduler for its workers: %s", exc)
+            n = 0
+        if n:
+            self._no_workers_since, self._said_no_workers = None, False
+            return
+        if self._no_workers_since is None:
+            self._no_workers_since = now
+        waited = now - self._no_workers_since
+        limit = self.NoWorkersSeconds
+        if not self._said_no_workers and waited >= (15.0 if limit is None else min(15.0, limit / 2)):
+            self._said_no_workers = True
+            logger.warning("the Dask cluster at %s has no worker: the sweep waits for one%s", executor.where(),
+                           f" (for {limit:g} s at most)" if limit is not None else "")
+        if limit is not None and waited >= limit:
+            raise ClusterConnectionError(
+                f"the Dask cluster at {executor.where()} has had no worker for {waited:.0f} s, so the sweep cannot "
+                f"go on (a LocalCluster closes for good a worker still restarting "
+                f"distributed.deploy.lost-worker-timeout after it died). Give it workers (cluster.scale(n)) and run "
+                f"the sweep again with resume=True; ExecutorTransport.NoWorkersSeconds (now {limit:g}; None: wait "
+                f"for ever) says how long a sweep waits for a worker"
+            )
 
     def end(self, abandon: bool) -> None:
         with self._lock:

@@ -1,0 +1,122 @@
+"""A Dask client as a ``concurrent.futures`` executor whose every future ends.
+
+distributed's own executor (``client.get_executor()``) passes a task's outcome
+to its ``concurrent.futures.Future`` in a coroutine that first gathers the
+result from the worker holding it. When that gather raises (a result that
+cannot be unpickled in this process does it; so does a task cancelled while
+the client waits to gather it), the coroutine ends with the exception and the
+future is never set: a sweep waiting on it would wait for ever.
+:class:`DaskExecutor` submits through the client and ends its future with
+whatever ends the wait: the result, the task's exception (``KilledWorker``
+included), a cancellation, or the gather's own error. A sweep on a Dask
+cluster (:mod:`epyclab.labs.transports.executors`) runs on it, whichever of
+the client or its executor the user gave.
+
+A cluster left with no worker at all (a LocalCluster closes for good a worker
+still restarting ``distributed.deploy.lost-worker-timeout`` after it died)
+runs no task, and no future ends: the transport watches for that
+(:attr:`~epyclab.labs.transports.executors.ExecutorTransport.NoWorkersSeconds`)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor, Future, InvalidStateError
+from typing import Any
+
+from epyclab.log import logger
+
+__all__ = ["DaskExecutor", "is_dask_client", "dask_client_of"]
+
+
+def is_dask_client(obj: Any) -> bool:
+    """True if ``obj`` is a ``distributed.Client`` (told by what it offers, so distributed need not be imported)."""
+    return callable(getattr(obj, "get_executor", None)) and callable(getattr(obj, "scheduler_info", None))
+
+
+def dask_client_of(executor: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The client and submit options of a Dask client or of its ``ClientExecutor``; None for any other executor."""
+    if is_dask_client(executor):
+        return executor, {}
+    if type(executor).__name__ == "ClientExecutor" and type(executor).__module__.startswith("distributed"):
+        # distributed keeps the client and the options given to get_executor() in attributes of its own.
+        client = getattr(executor, "_client", None)
+        options = getattr(executor, "_kwargs", None)
+        if is_dask_client(client):
+            return client, dict(options) if isinstance(options, dict) else {}
+    return None
+
+
+class DaskExecutor(Executor):
+    """Tasks on a Dask cluster as ``concurrent.futures`` futures that always end (see the module docstring).
+
+    ``options`` go to every ``client.submit`` (those of ``get_executor``:
+    ``workers``, ``resources``, ``retries``, ...); every task is a new one
+    (``pure=False``), even when a resubmitted chunk repeats an earlier one
+    (``pure=True`` would hand back the earlier, failed, task).
+    """
+
+    def __init__(self, client: Any, **options: Any) -> None:
+        self.client = client
+        self._options = {**options, "pure": False}
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:  # type: ignore[type-arg]
+        """Run ``fn(*args, **kwargs)`` on the cluster; a future that ends with its outcome, whatever it is."""
+        task = self.client.submit(fn, *args, **{**self._options, **kwargs})
+        future: Future = Future()  # type: ignore[type-arg]
+
+        def cancelled(done: Future) -> None:  # type: ignore[type-arg]
+            # Cancelling the future (a chunk stopped past its time limit, a sweep abandoned) cancels the task,
+            # so that Dask does not run it again elsewhere once its worker is gone.
+            # Not when Dask cancelled it: that is seen on the client's event loop, where a (blocking) cancel
+            # would wait on that very loop.
+            if done.cancelled() and task.status != "cancelled":
+                task.cancel()
+
+        future.add_done_callback(cancelled)
+        self.client.loop.add_callback(_relay, self.client, task, future)
+        return future
+
+    def workers(self) -> int:
+        """How many workers the cluster has now (asks the scheduler).
+
+        Raises:
+            OSError: the scheduler cannot be reached (Dask's own errors, such as a closed comm, are ``OSError``).
+        """
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    def where(self) -> str:
+        """The scheduler's address, for messages."""
+        return str(getattr(self.client.scheduler, "address", "") or "?")
+
+    @property
+    def nthreads(self) -> Any:
+        """The client's ``nthreads`` (how many tasks each worker runs at once)."""
+        return self.client.nthreads
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing: the client and its cluster are the user's."""
+
+
+async def _relay(client: Any, task: Any, future: Future) -> None:  # type: ignore[type-arg]
+    """Wait for ``task`` on the client's event loop; end ``future`` with its outcome, whatever ends the wait."""
+    try:
+        result = await client.gather(task, asynchronous=True)
+    except BaseException as exc:  # noqa: BLE001 - every outcome ends the future: a cancellation is one too
+        if type(exc).__name__.endswith("CancelledError"):
+            # Dask's cancellation (by this transport, the user, or a restart): the future is cancelled too.
+            future.cancel()
+            future.set_running_or_notify_cancel()
+        else:
+            _end(future, error=exc)
+        return
+    _end(future, result=result)
+
+
+def _end(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        # Cancelled meanwhile (stopped past its time limit, or the sweep ended): what the task did is moot.
+        logger.debug("a Dask task ended after its future was cancelled")
