@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -126,3 +127,25 @@ def ipdir(tmp_path: Path):  # type: ignore[no-untyped-def]
     for profile in directory.glob("profile_*"):
         if not loadProcesses(profile).empty():
             stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+
+
+@pytest.fixture(scope="module")
+def dask_client() -> Iterator[Any]:
+    """A real Dask LocalCluster of two worker processes on 127.0.0.1 (one per test module), and its client."""
+    # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
+    import dask
+    import distributed
+
+    # The tests SIGKILL workers, often the same one twice within seconds. A LocalCluster closes for good a
+    # worker still restarting distributed.deploy.lost-worker-timeout (15 s) after an earlier death of it, and
+    # in long runs under load that left it with fewer workers, or none, in the middle of a later test. Here
+    # its nannies restart every worker killed; the state with none is tested on purpose (scaled to none).
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, host="127.0.0.1")
+        client = distributed.Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+            cluster.close()

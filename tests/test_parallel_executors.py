@@ -37,21 +37,6 @@ class Talks(Experiment):
         return {"y": params["x"], "pid": os.getpid()}
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
-    import distributed
-
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, host="127.0.0.1")
-    client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
 def pool(method: str) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method))
 

@@ -261,27 +261,6 @@ for _name in transportNames():
     globals()[_cls.__name__] = _cls
 
 
-@pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
-    # Imported here, not at collection: distributed changes how exceptions pickle in the whole process.
-    import dask
-    import distributed
-
-    # The tests SIGKILL workers, often the same one twice within seconds. A LocalCluster closes for good a
-    # worker still restarting distributed.deploy.lost-worker-timeout (15 s) after an earlier death of it, and
-    # in long runs under load that left it with fewer workers, or none, in the middle of a later test. Here
-    # its nannies restart every worker killed; the state with none is tested on purpose (scaled to none).
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, host="127.0.0.1")
-        client = distributed.Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
-
-
 def _pool(method: str) -> type:
     class Pool(TransportContract):
         __doc__ = f"The lab contract on a {method} ProcessPoolExecutor."
