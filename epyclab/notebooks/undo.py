@@ -47,6 +47,7 @@ from typing import Any
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
 from epyclab.notebooks import fileio
+from epyclab.notebooks.filecrc import FileCrc
 from epyclab.notebooks.sidefiles import open_side, read_side
 
 __all__ = ["GuardedFile", "UndoFile", "recover"]
@@ -175,7 +176,7 @@ class UndoFile(GuardedFile):
     caller then calls :meth:`rollback`.
     """
 
-    def __init__(self, path: str, undo_path: str) -> None:
+    def __init__(self, path: str, undo_path: str, crc: FileCrc | None = None) -> None:
         if os.path.exists(undo_path):
             raise NotebookFormatError(
                 f"{undo_path} exists: an earlier change to {path} was not finished; "
@@ -184,6 +185,7 @@ class UndoFile(GuardedFile):
         super().__init__(path, os.open(path, os.O_RDWR | os.O_CLOEXEC))
         fileio.track(self._fd, path)
         self._undo_path = undo_path
+        self._crc = crc
         self._size0 = os.fstat(self._fd).st_size
         try:
             self._undo = open_side(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
@@ -192,7 +194,9 @@ class UndoFile(GuardedFile):
             raise
         fileio.track(self._undo, undo_path)
         try:
-            head = struct.pack("<8sQI", _MAGIC, self._size0, _file_crc(self._fd, self._size0))
+            # The writer keeps its file's CRC-32 up to date (FileCrc): no need to read the whole file each time.
+            file_crc = crc.crc(self._fd) if crc is not None else _file_crc(self._fd, self._size0)
+            head = struct.pack("<8sQI", _MAGIC, self._size0, file_crc)
             fileio.write(self._undo, head + struct.pack("<I", zlib.crc32(head)))
         except BaseException:
             # Without a complete header the log means nothing: it just goes.
@@ -320,6 +324,9 @@ class UndoFile(GuardedFile):
         except OSError:
             self.rollback()
             raise
+        if self._crc is not None:
+            cut = [(self._zero_from, self._size0)] if self._zero_from < self._size0 else []
+            self._crc.changed(self._fd, cut + [(p * _PAGE, (p + 1) * _PAGE) for p in pages])
         fileio.close(self._fd)
         fileio.close(self._undo)
         fileio.unlink(self._undo_path)
