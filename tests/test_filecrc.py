@@ -81,8 +81,9 @@ def test_checkpoints_read_only_what_they_changed(tmp_path: Path, monkeypatch: py
     # Small checkpoints of a large notebook name the right CRC (the power-cut tests restore by it) without
     # reading the whole file each time: the blocks read for CRCs are those the checkpoints wrote.
     read: list[int] = []
-    real = filecrc.FileCrc._read_block
-    monkeypatch.setattr(filecrc.FileCrc, "_read_block", lambda self, fd, i: read.append(i) or real(self, fd, i))
+    real = filecrc.FileCrc._read_blocks
+    monkeypatch.setattr(filecrc.FileCrc, "_read_blocks",
+                        lambda self, fd, first, n: read.extend(range(first, first + n)) or real(self, fd, first, n))
     path = tmp_path / "nb.h5"
     nb = HDF5LabNotebook(str(path), create=True)
 

@@ -113,8 +113,14 @@ class FileCrc:
             self._stale = set(range(self._count()))
             self._signature = signature
         try:
-            for i in sorted(self._stale):
-                self._blocks[i] = self._read_block(fd, i)
+            stale = sorted(self._stale)
+            while stale:
+                # Consecutive blocks (up to 64 of them) in one read.
+                n = 1
+                while n < min(len(stale), 64) and stale[n] == stale[0] + n:
+                    n += 1
+                self._blocks[stale[0] : stale[0] + n] = self._read_blocks(fd, stale[0], n)
+                del stale[:n]
         except BaseException:
             self.forget()
             raise
@@ -147,13 +153,14 @@ class FileCrc:
     def _count(self) -> int:
         return -(-self._size // self.Block)
 
-    def _read_block(self, fd: int, i: int) -> int:
-        start = i * self.Block
-        want = min(self.Block, self._size - start)
-        data = os.pread(fd, want, start)
+    def _read_blocks(self, fd: int, first: int, n: int) -> list[int]:
+        """The CRC-32s of the ``n`` blocks from block ``first`` on, read from the file."""
+        start = first * self.Block
+        want = min(n * self.Block, self._size - start)
+        data = memoryview(os.pread(fd, want, start))
         if len(data) != want:
             raise OSError(f"short read of {want} bytes at {start}")
-        return zlib.crc32(data)
+        return [zlib.crc32(data[k : k + self.Block]) for k in range(0, want, self.Block)]
 
     def _combined(self) -> int:
         t0, t1, t2, t3 = self._shift_block
