@@ -94,7 +94,8 @@ def _append_offset(fd: int) -> int:
 def pwrite(fd: int, data: Any, offset: int) -> None:
     """Write all of ``data`` at ``offset``."""
     view = memoryview(data).cast("B")
-    _note("write", _path(fd), offset, bytes(view))
+    if _recorder is not None:  # a copy only for a recorder: a checkpoint writes megabytes through here
+        _note("write", _path(fd), offset, bytes(view))
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n

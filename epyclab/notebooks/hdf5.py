@@ -48,6 +48,7 @@ from epyclab.errors import (
 from epyclab.log import logger
 from epyclab.notebooks import fileio
 from epyclab.notebooks.download import download, is_url
+from epyclab.notebooks.filecrc import FileCrc
 from epyclab.notebooks.hdf5check import refuse_foreign_storage
 from epyclab.notebooks.hdf5layout import (
     CREATE_OPTIONS,
@@ -164,6 +165,8 @@ class HDF5LabNotebook(PersistentLabNotebook):
         #: The uids of the result sets the file holds.
         self._filed: set[str] = set()
         self._last_checkpoint = monotonic()
+        #: The file's CRC-32, kept up to date by the checkpoints (each undo log names it).
+        self._crc = FileCrc()
         self._hard_linked = False
         self._keep_journal = False
         self._folder: weakref.finalize | None = None
@@ -728,7 +731,7 @@ class HDF5LabNotebook(PersistentLabNotebook):
             recover(self._path, self._side("undo"), verify_restored)
             rows = copy.deepcopy({id(rs): self._hdf5_record(rs).rows for rs in self._resultsets.values()})
             try:
-                undo = UndoFile(self._path, self._side("undo"))
+                undo = UndoFile(self._path, self._side("undo"), self._crc)
             except OSError as exc:
                 raise self._fold_error(exc) from exc
             try:

@@ -367,7 +367,10 @@ class PersistentLabNotebook(LabNotebook):
         if self._loading:
             return
         self._check_not_taken_over()
-        self._refuse_forked_copy()
+        # Per row, so cheap: the at-fork hook keeps _WRITERS_PID. A child forked without it (a C library's
+        # own fork) is refused by commit(), which asks the OS; nothing it adds reaches the parent's files.
+        if self._lock.holder_pid() != _WRITERS_PID:
+            self._refuse_forked_copy()
         if self._file_readonly:
             raise self._read_only_why()
         if self._readonly:

@@ -47,6 +47,7 @@ from typing import Any
 from epyclab.errors import NotebookFormatError
 from epyclab.log import logger
 from epyclab.notebooks import fileio
+from epyclab.notebooks.filecrc import FileCrc
 from epyclab.notebooks.sidefiles import open_side, read_side
 
 __all__ = ["GuardedFile", "UndoFile", "recover"]
@@ -175,7 +176,7 @@ class UndoFile(GuardedFile):
     caller then calls :meth:`rollback`.
     """
 
-    def __init__(self, path: str, undo_path: str) -> None:
+    def __init__(self, path: str, undo_path: str, crc: FileCrc | None = None) -> None:
         if os.path.exists(undo_path):
             raise NotebookFormatError(
                 f"{undo_path} exists: an earlier change to {path} was not finished; "
@@ -184,6 +185,7 @@ class UndoFile(GuardedFile):
         super().__init__(path, os.open(path, os.O_RDWR | os.O_CLOEXEC))
         fileio.track(self._fd, path)
         self._undo_path = undo_path
+        self._crc = crc
         self._size0 = os.fstat(self._fd).st_size
         try:
             self._undo = open_side(undo_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
@@ -192,7 +194,9 @@ class UndoFile(GuardedFile):
             raise
         fileio.track(self._undo, undo_path)
         try:
-            head = struct.pack("<8sQI", _MAGIC, self._size0, _file_crc(self._fd, self._size0))
+            # The writer keeps its file's CRC-32 up to date (FileCrc): no need to read the whole file each time.
+            file_crc = crc.crc(self._fd) if crc is not None else _file_crc(self._fd, self._size0)
+            head = struct.pack("<8sQI", _MAGIC, self._size0, file_crc)
             fileio.write(self._undo, head + struct.pack("<I", zlib.crc32(head)))
         except BaseException:
             # Without a complete header the log means nothing: it just goes.
@@ -207,6 +211,11 @@ class UndoFile(GuardedFile):
         self._vsize = self._size0
         #: From here on the file's own bytes are cut off (read as zeros where no page was written since).
         self._zero_from = self._size0
+        #: From here on (the first page boundary at or past the original end) nothing is to be saved: the
+        #: bytes written there (most of a checkpoint: the rows appended) are kept as one run, not in pages.
+        self._tail_from = -(-self._size0 // _PAGE) * _PAGE
+        #: The bytes from :attr:`_tail_from` on, as written so far (zeros past them, up to the size).
+        self._tail = bytearray()
 
     # ---- the file as changed so far ----------------------------------------------------------
 
@@ -226,6 +235,15 @@ class UndoFile(GuardedFile):
         n = max(0, min(n, self._vsize - offset))
         if n == 0:
             return b""
+        end = offset + n
+        if end <= self._tail_from:
+            return self._pread_pages(n, offset)
+        tail = bytes(self._tail[max(offset, self._tail_from) - self._tail_from : end - self._tail_from])
+        tail = tail.ljust(end - max(offset, self._tail_from), b"\0")
+        return self._pread_pages(self._tail_from - offset, offset) + tail if offset < self._tail_from else tail
+
+    def _pread_pages(self, n: int, offset: int) -> bytes:
+        """Bytes below :attr:`_tail_from`, from the changed pages and the file."""
         first, last = offset // _PAGE, (offset + n - 1) // _PAGE
         if not self._dirty and (last + 1) * _PAGE <= self._zero_from:
             return os.pread(self._fd, n, offset)  # untouched pages: straight from the file
@@ -261,13 +279,20 @@ class UndoFile(GuardedFile):
                 self._save(pos, end)  # the original bytes this write changes, before it changes them
             except OSError as exc:
                 self.failure = exc  # the caller rolls back; h5py finishes in memory meanwhile
+        if end > self._tail_from:
+            at = max(pos, self._tail_from)
+            start = at - self._tail_from
+            if len(self._tail) < start:
+                self._tail.extend(bytes(start - len(self._tail)))
+            self._tail[start : end - self._tail_from] = view[at - pos :]
+            end = at
         while pos < end:
             p, skip = divmod(pos, _PAGE)
             take = min(_PAGE - skip, end - pos)
             self._touch(p)[skip : skip + take] = view[pos - self._pos : pos - self._pos + take]
             pos += take
-        self._vsize = max(self._vsize, end)
-        self._pos = end
+        self._pos += len(view)
+        self._vsize = max(self._vsize, self._pos)
         return len(view)
 
     def truncate(self, size: int | None = None) -> int:
@@ -278,8 +303,9 @@ class UndoFile(GuardedFile):
                     self._save(size, self._size0)
                 except OSError as exc:
                     self.failure = exc
+            del self._tail[max(0, size - self._tail_from) :]
             p, skip = divmod(size, _PAGE)
-            if skip:
+            if skip and size < self._tail_from:
                 page = self._touch(p)
                 page[skip:] = bytes(_PAGE - skip)
             for q in [q for q in self._dirty if q * _PAGE >= size]:
@@ -314,12 +340,18 @@ class UndoFile(GuardedFile):
                 data = b"".join(self._dirty[p] for p in pages[i : j + 1])[: self._vsize - offset]
                 fileio.pwrite(self._fd, data, offset)
                 i = j + 1
+            if self._tail:
+                fileio.pwrite(self._fd, self._tail, self._tail_from)
             if os.fstat(self._fd).st_size != self._vsize:
                 fileio.truncate(self._fd, self._vsize)
             fileio.flush(self._fd)
         except OSError:
             self.rollback()
             raise
+        if self._crc is not None:
+            cut = [(self._zero_from, self._size0)] if self._zero_from < self._size0 else []
+            tail = [(self._tail_from, self._tail_from + len(self._tail))]
+            self._crc.changed(self._fd, cut + tail + [(p * _PAGE, (p + 1) * _PAGE) for p in pages])
         fileio.close(self._fd)
         fileio.close(self._undo)
         fileio.unlink(self._undo_path)
