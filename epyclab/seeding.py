@@ -353,9 +353,12 @@ class _NumpyGlobalState:
         elif bg is None or type(bg) is np.random.MT19937:
             np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
         else:
-            # The user made another generator the global one (numpy.random.set_bit_generator):
-            # numpy seeds it from an array in its own way.
-            np.random.seed(np.frombuffer(key, dtype="<u4", count=8))
+            # The user made another generator the global one (numpy.random.set_bit_generator): it
+            # gets the state numpy.random.seed(first 8 key words) gives it, set through set_state,
+            # because seed() reseeds only the bit generator and keeps the normal deviate the global
+            # RandomState holds from the last point's draws (numpy 1.25-2.x), which would leak.
+            fresh = type(bg)(np.frombuffer(key, dtype="<u4", count=8)).state
+            np.random.set_state({**fresh, "has_gauss": 0, "gauss": 0.0})
 
 
 _get_bit_generator = getattr(np.random, "get_bit_generator", None)
