@@ -53,6 +53,7 @@ __all__ = [
     "childSeed",
     "canonicalBytes",
     "seedStreams",
+    "globalKind",
     "HeldStates",
     "startSweep",
     "recordSweepSeed",
@@ -384,8 +385,24 @@ def _checked_view(bg: Any) -> memoryview | None:
 _numpy_global = _NumpyGlobalState()
 
 
-def seed_globals(seed: int) -> None:
+def globalKind() -> type | None:
+    """The class of numpy's global bit generator here (None on a numpy without ``get_bit_generator``).
+
+    A lab reads it when a sweep begins (:meth:`Experiment.setSweepSeed`), and
+    each point's :func:`seed_globals` makes the global one of that class again
+    wherever the point runs, so that a user's ``numpy.random.set_bit_generator``
+    reaches clean worker processes too.
+    """
+    return type(_get_bit_generator()) if _get_bit_generator is not None else None
+
+
+def seed_globals(seed: int, kind: type | None = None) -> None:
     """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
+
+    ``kind``: the class numpy's global bit generator must be (from
+    :func:`globalKind` where the sweep began); if this process's is another
+    (a fresh worker has MT19937), a new one of ``kind`` is made the global one
+    (``numpy.random.set_bit_generator``) before it is seeded. None: leave it.
 
     Each is a Mersenne Twister (2.5 KB of state), and setting one is most of
     what seeding a point costs. numpy's gets 624 words of SHAKE-128 of the
@@ -400,6 +417,8 @@ def seed_globals(seed: int) -> None:
     points would share numpy's global stream with probability n**2 / 2**33
     (1 % for 10,000 points).
     """
+    if kind is not None and _get_bit_generator is not None and type(_get_bit_generator()) is not kind:
+        np.random.set_bit_generator(kind())
     _numpy_global.put(_numpy_key(seed))
     random.seed(seed | _RANDOM_WORD)
 
