@@ -145,7 +145,10 @@ class Experiment:
         Each run then derives its point's seed (:func:`epyclab.seeding.pointSeed`),
         records it in the metadata as :attr:`SEED`, and seeds numpy's global
         state, :mod:`random` and the random states held on the experiment from
-        it before ``setUp``. Clears a seed set by :meth:`setPointSeed`.
+        it before ``setUp``. Clears a seed set by :meth:`setPointSeed`. The class
+        of numpy's global bit generator here and now (numpy's MT19937 unless
+        ``numpy.random.set_bit_generator`` chose another) is the one each run
+        draws from, wherever it runs.
 
         Raises:
             TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63).

@@ -20,7 +20,9 @@ is needed to run that point again with the same random numbers.
 ``BitGenerator`` and ``random.Random`` held on the experiment (its attributes,
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
 get independent streams. The two global states get keys of their own made
-from the point seed (:func:`seed_globals`); each held state a
+from the point seed (:func:`seed_globals`); numpy's global bit generator is
+of the class it had where the sweep began (:func:`globalKind`: a user's
+``numpy.random.set_bit_generator`` reaches clean worker processes too); each held state a
 :class:`~numpy.random.SeedSequence` of the point seed keyed by where it is held
 (``"rng"``, ``"_experiment.gens[1]"``), so adding an attribute does not change
 the others.
