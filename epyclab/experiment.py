@@ -120,12 +120,15 @@ class Experiment:
     #: Attributes in which :mod:`epyclab.seeding` never looks for random states (the point, the last results).
     NotRandomState: tuple[str, ...] = (
         "_parameters", "_results", "_named", "_configured", "_sweep_seed", "_fixed_seed", "_point_seed", "_held",
+        "_global_kind",
     )
 
     # Seeding (see epyclab.seeding): class defaults, so experiments unpickled from before it still run.
     _sweep_seed: int | None = None
     _fixed_seed: int | None = None
     _point_seed: int | None = None
+    # The class of numpy's global bit generator where the sweep was begun (see seeding.globalKind).
+    _global_kind: type | None = None
     # The random states held on the experiment, found once per sweep (see seeding.HeldStates).
     _held: seeding.HeldStates | None = None
 
@@ -142,13 +145,18 @@ class Experiment:
         Each run then derives its point's seed (:func:`epyclab.seeding.pointSeed`),
         records it in the metadata as :attr:`SEED`, and seeds numpy's global
         state, :mod:`random` and the random states held on the experiment from
-        it before ``setUp``. Clears a seed set by :meth:`setPointSeed`.
+        it before ``setUp``. Clears a seed set by :meth:`setPointSeed`. The class
+        of numpy's global bit generator here and now (numpy's MT19937 unless
+        ``numpy.random.set_bit_generator`` chose another) is the one each run
+        draws from, wherever it runs.
 
         Raises:
             TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63).
         """
         self._sweep_seed = None if seed is None else seeding.checkSeed(seed)
         self._fixed_seed = None
+        # Points draw from the kind of global bit generator the user's process has now, wherever they run.
+        self._global_kind = None if seed is None else seeding.globalKind()
         # A new sweep looks for the experiment's random states afresh.
         self._held = None
 
@@ -163,6 +171,8 @@ class Experiment:
             TypeError, ValueError: if ``seed`` is not a whole number in [0, 2**63).
         """
         self._fixed_seed = None if seed is None else seeding.checkSeed(seed)
+        if seed is not None:
+            self._global_kind = seeding.globalKind()
 
     def pointSeed(self) -> int | None:
         """The seed of the run in progress (or of the last run), or None if it was not seeded."""
@@ -237,7 +247,7 @@ class Experiment:
         try:
             if seed is not None:
                 # Before setUp, so that what it draws is reproducible too.
-                seeding.seed_globals(seed)
+                seeding.seed_globals(seed, self._global_kind)
                 held = self._held
                 if held is None:
                     held = self._held = seeding.HeldStates()

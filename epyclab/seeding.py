@@ -20,7 +20,9 @@ is needed to run that point again with the same random numbers.
 ``BitGenerator`` and ``random.Random`` held on the experiment (its attributes,
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
 get independent streams. The two global states get keys of their own made
-from the point seed (:func:`seed_globals`); each held state a
+from the point seed (:func:`seed_globals`); numpy's global bit generator is
+of the class it had where the sweep began (:func:`globalKind`: a user's
+``numpy.random.set_bit_generator`` reaches clean worker processes too); each held state a
 :class:`~numpy.random.SeedSequence` of the point seed keyed by where it is held
 (``"rng"``, ``"_experiment.gens[1]"``), so adding an attribute does not change
 the others.
@@ -53,6 +55,7 @@ __all__ = [
     "childSeed",
     "canonicalBytes",
     "seedStreams",
+    "globalKind",
     "HeldStates",
     "startSweep",
     "recordSweepSeed",
@@ -353,9 +356,12 @@ class _NumpyGlobalState:
         elif bg is None or type(bg) is np.random.MT19937:
             np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
         else:
-            # The user made another generator the global one (numpy.random.set_bit_generator):
-            # numpy seeds it from an array in its own way.
-            np.random.seed(np.frombuffer(key, dtype="<u4", count=8))
+            # The user made another generator the global one (numpy.random.set_bit_generator): it
+            # gets the state numpy.random.seed(first 8 key words) gives it, set through set_state,
+            # because seed() reseeds only the bit generator and keeps the normal deviate the global
+            # RandomState holds from the last point's draws (numpy 1.25-2.x), which would leak.
+            fresh = type(bg)(np.frombuffer(key, dtype="<u4", count=8)).state
+            np.random.set_state({**fresh, "has_gauss": 0, "gauss": 0.0})
 
 
 _get_bit_generator = getattr(np.random, "get_bit_generator", None)
@@ -381,8 +387,24 @@ def _checked_view(bg: Any) -> memoryview | None:
 _numpy_global = _NumpyGlobalState()
 
 
-def seed_globals(seed: int) -> None:
+def globalKind() -> type | None:
+    """The class of numpy's global bit generator here (None on a numpy without ``get_bit_generator``).
+
+    A lab reads it when a sweep begins (:meth:`Experiment.setSweepSeed`), and
+    each point's :func:`seed_globals` makes the global one of that class again
+    wherever the point runs, so that a user's ``numpy.random.set_bit_generator``
+    reaches clean worker processes too.
+    """
+    return type(_get_bit_generator()) if _get_bit_generator is not None else None
+
+
+def seed_globals(seed: int, kind: type | None = None) -> None:
     """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
+
+    ``kind``: the class numpy's global bit generator must be (from
+    :func:`globalKind` where the sweep began); if this process's is another
+    (a fresh worker has MT19937), a new one of ``kind`` is made the global one
+    (``numpy.random.set_bit_generator``) before it is seeded. None: leave it.
 
     Each is a Mersenne Twister (2.5 KB of state), and setting one is most of
     what seeding a point costs. numpy's gets 624 words of SHAKE-128 of the
@@ -397,6 +419,8 @@ def seed_globals(seed: int) -> None:
     points would share numpy's global stream with probability n**2 / 2**33
     (1 % for 10,000 points).
     """
+    if kind is not None and _get_bit_generator is not None and type(_get_bit_generator()) is not kind:
+        np.random.set_bit_generator(kind())
     _numpy_global.put(_numpy_key(seed))
     random.seed(seed | _RANDOM_WORD)
 

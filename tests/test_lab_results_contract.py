@@ -4,7 +4,8 @@ Labs: the sequential ``Lab``, ``ParallelLab`` on forked copies (any number of
 them), on clean loky workers (the default where forking is unsafe), on a
 ``ProcessPoolExecutor`` of spawned processes (the executor transport), on its
 own local ipyparallel cluster, and ``ClusterLab`` on a real
-controller and engines. Clusters are started once for the module and stopped
+controller and engines (and, for a global bit generator the user chose, a Dask
+``LocalCluster``). Clusters are started once for the module and stopped
 (by PID) at its end.
 
 What is checked: the same sweep seed gives the same rows as the sequential lab,
@@ -111,6 +112,8 @@ class Labs:
             return ParallelLab(nb, cores=workers, backend="workers")
         if kind == "executor":
             return ParallelLab(nb, executor=self.request.getfixturevalue("spawn_pool"))
+        if kind == "dask":
+            return ParallelLab(nb, executor=self.request.getfixturevalue("dask_client"))
         if kind == "ipyparallel":
             profile, labs = self.request.getfixturevalue("ipyparallel_labs")
             lab = ParallelLab(nb, cores=2, backend="ipyparallel", profile_dir=str(profile))
@@ -195,6 +198,33 @@ def test_a_generator_held_by_the_experiment_never_repeats_across_workers(labs: L
     labs.run(lab, Noisy())
     df = nb.dataframe()
     assert df["v"].nunique() == 24 and df["g"].nunique() == 24
+
+
+@pytest.mark.parametrize("kind", ["fork", "workers", "executor", "dask"])
+def test_a_global_bit_generator_the_user_chose_is_the_one_points_draw_from_on_every_worker(
+    labs: Labs, kind: str
+) -> None:
+    # numpy.random.set_bit_generator(PCG64()) before the sweep: a clean worker process (loky, spawn,
+    # Dask) has numpy's default MT19937 as its global one, and gave other numbers than Lab for the same
+    # seed (found from outside on a Dask LocalCluster). The point draws from the kind the sweep began with.
+    original = np.random.get_bit_generator()
+    np.random.set_bit_generator(np.random.PCG64())
+    try:
+        expected = reference(list(range(8)), 21)
+        nb = LabNotebook()
+        lab = labs.make(kind, nb)
+        lab["x"] = list(range(8))
+        labs.run(lab, Noisy(), seed=21)
+        assert rows(nb) == expected
+        assert type(np.random.get_bit_generator()) is np.random.PCG64
+    finally:
+        np.random.set_bit_generator(original)
+    # And a sweep begun with the default Mersenne Twister gets it back on workers that ran the above.
+    nb = LabNotebook()
+    lab = labs.make(kind, nb)
+    lab["x"] = list(range(8))
+    labs.run(lab, Noisy(), seed=21)
+    assert rows(nb) == reference(list(range(8)), 21)
 
 
 # ---- rerunning what failed --------------------------------------------------------------------------
