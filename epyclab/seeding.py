@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from epyclab.log import logger
+
 __all__ = [
     "SEED",
     "SWEEP_SEED",
@@ -398,6 +400,28 @@ def globalKind() -> type | None:
     return type(_get_bit_generator()) if _get_bit_generator is not None else None
 
 
+_unbuildable: set[type] = set()
+
+
+def _make_global(kind: type) -> None:
+    """Make a new ``kind()`` numpy's global bit generator; if ``kind`` needs arguments, say so once and leave it."""
+    if kind in _unbuildable:
+        return
+    try:
+        made = kind()
+    except Exception as exc:  # a user's BitGenerator subclass may need arguments: its points still run, seeded
+        _unbuildable.add(kind)
+        logger.warning(
+            "numpy's global bit generator was a %s where the sweep began, but this process cannot make one "
+            "without arguments (%s); its points draw from numpy's global %s here, seeded per point as always. "
+            "To get the same numbers everywhere, use a bit generator numpy can make with no arguments, or call "
+            "numpy.random.set_bit_generator in the experiment's setUp()",
+            kind.__qualname__, exc, type(_get_bit_generator()).__name__,
+        )
+        return
+    np.random.set_bit_generator(made)
+
+
 def seed_globals(seed: int, kind: type | None = None) -> None:
     """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
 
@@ -420,7 +444,7 @@ def seed_globals(seed: int, kind: type | None = None) -> None:
     (1 % for 10,000 points).
     """
     if kind is not None and _get_bit_generator is not None and type(_get_bit_generator()) is not kind:
-        np.random.set_bit_generator(kind())
+        _make_global(kind)
     _numpy_global.put(_numpy_key(seed))
     random.seed(seed | _RANDOM_WORD)
 

@@ -11,6 +11,7 @@ rerunning one row from its recorded seed, and opting out.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -232,6 +233,33 @@ def test_another_global_bit_generator_drops_a_normal_kept_from_the_last_point(
         seeding.seedStreams(Experiment(), seed)
         assert np.random.standard_normal(3).tolist() + np.random.random(2).tolist() == alone
         assert type(np.random.get_bit_generator()).__name__ == kind
+    finally:
+        np.random.set_bit_generator(original)
+
+
+class _NeedsArguments(np.random.PCG64):
+    """A user's bit generator that cannot be made without arguments (as a clean worker would have to)."""
+
+    def __init__(self, seed: int, label: str) -> None:
+        super().__init__(seed)
+        self.label = label
+
+
+def test_a_global_bit_generator_that_needs_arguments_is_left_and_the_point_still_runs_seeded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A clean worker whose global bit generator is not the sweep's makes one of the sweep's kind; one that
+    # needs arguments cannot be made there. The point must still run, seeded per point, and the user be told once.
+    original = np.random.get_bit_generator()
+    try:
+        with caplog.at_level(logging.WARNING, logger="epyclab"):
+            seeding.seed_globals(7, kind=_NeedsArguments)
+            first = np.random.random(3).tolist()
+            seeding.seed_globals(7, kind=_NeedsArguments)
+            assert np.random.random(3).tolist() == first
+        assert type(np.random.get_bit_generator()) is type(original)
+        warned = [r for r in caplog.records if "_NeedsArguments" in r.getMessage()]
+        assert len(warned) == 1 and "setUp()" in warned[0].getMessage()
     finally:
         np.random.set_bit_generator(original)
 
