@@ -8,10 +8,13 @@ the experiment from the very bytes the engines get, so they run exactly what
 the engines run. (Starting the cluster costs about 1.4 CPU-seconds over 2.5 s on
 a 2-core machine: a single copy left the rest of the cores idle meanwhile.)
 The transport is the two together (:class:`ColdStart`): a chunk goes to a
-copy while one is free, else to the engines; as each engine registers, one
-copy finishes its chunk and exits, so that no more processes than cores run
-points for longer than one chunk. The copies get their first chunks before
-the cluster is launched. The copies are forked only when
+copy while one is free, else to the engines; as each engine starts working
+(its first chunk has brought the experiment, and it has unpacked it and
+started a point: a quarter of a second on a busy 2-core machine), one copy
+finishes its chunk and exits, so that no more processes than cores run points
+for longer than one chunk, and no core idles while an engine unpacks. The
+copies get their first chunks before the cluster is launched, long enough
+(:attr:`ColdStart.LaunchBudget`) to keep them busy while this thread launches it. The copies are forked only when
 forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
 thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
@@ -19,6 +22,7 @@ thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from epyclab.labs.transports.contract import ChunkFuture, Settings
@@ -40,6 +44,13 @@ class ColdStart:
     """Engines that may still be registering, and (optionally) forked copies that run chunks meanwhile."""
 
     window = ClientTransport.window
+    #: Seconds of points a copy's first chunk may start (instead of the sweep's budget): the first
+    #: chunks go out before the cluster is launched, which takes this thread 0.5-1 s, and a copy that
+    #: finished its chunk sooner would wait for the next one, idle, meanwhile.
+    LaunchBudget = 0.8
+    #: Seconds after an engine registered that a copy gives way to it even if it has not started a
+    #: chunk yet (an engine the ledger cannot see), so that copies never run beside every engine for long.
+    HandOverSeconds = 2.0
 
     def __init__(self, engines: ClientTransport, copies: CopiesTransport | None, expected: int) -> None:
         self._engines = engines
@@ -47,6 +58,10 @@ class ColdStart:
         self._expected = expected
         # Until the first capacity(): the copies get their chunks before the cluster is launched.
         self._first = True
+        # The cluster is launched by the first count of its engines.
+        self._launched = False
+        # When the k-th engine registered (time.monotonic()), for k = 1, 2, ...
+        self._registered_at: list[float] = []
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._engines.begin(payloads)
@@ -61,13 +76,32 @@ class ColdStart:
     def _copies_open(self) -> bool:
         return self._copies is not None and self._copies.open()
 
+    def _count(self) -> int:
+        """The engines registered now (the first count launches the cluster)."""
+        self._launched = True
+        n = self._engines.count()
+        now = monotonic()
+        while len(self._registered_at) < n:
+            self._registered_at.append(now)
+        return n
+
+    def _working(self, registered: int) -> int:
+        """How many of the ``registered`` engines work: they have started a chunk, or registered a while ago."""
+        now = monotonic()
+        late = sum(now - t > self.HandOverSeconds for t in self._registered_at[:registered])
+        if late >= registered:
+            return registered
+        return min(registered, max(late, self._engines.working()))
+
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> Any:
         if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
+            if not self._launched and budget is not None:
+                budget = max(budget, self.LaunchBudget)
             future = self._copies.submit(key, points, budget, ship, limit)
             if not self._engines.connected() and self._copies.idle() is None:
                 # Every copy works: launch the cluster now (counting does), not a poll interval later.
-                self._engines.count()
+                self._count()
             return future
         return self._engines.submit(key, points, budget, ship, limit)
 
@@ -77,13 +111,13 @@ class ColdStart:
         first, self._first = self._first, False
         if copies and first and not self._engines.connected():
             # Their first chunks before the engines are counted: counting launches the cluster, and that
-            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copies idle meanwhile.
+            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copies busy meanwhile.
             return copies
-        engines = self._engines.count()
+        engines = self._count()
         if self._copies_open():
-            # As engines register, as many copies finish their chunk and exit: no more workers than cores
-            # for longer than a chunk.
-            self._copies.keep(self._expected - engines)  # type: ignore[union-attr]
+            # As engines start working, as many copies finish their chunk and exit: no more workers than
+            # cores for longer than a chunk, and no core idle while an engine unpacks the experiment.
+            self._copies.keep(self._expected - self._working(engines))  # type: ignore[union-attr]
             copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
         if not engines and self._copies_open():
             # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.

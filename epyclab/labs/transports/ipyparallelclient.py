@@ -183,6 +183,10 @@ class ClientTransport:
         """When ``future``'s chunk started on its engine, if the engine runs on this machine (see the ledger)."""
         return self._ledger.started(future) if self._ledger is not None else None
 
+    def working(self) -> int:
+        """How many engines on this machine have started a chunk of this sweep (so have its experiment; the ledger)."""
+        return self._ledger.workers() if self._ledger is not None else 0
+
     def stop(self, future: Any) -> bool:
         """SIGKILL the engine running ``future``'s chunk (stuck past its time limit); False if it is not known here.
 
