@@ -14,7 +14,8 @@ started a point: a quarter of a second on a busy 2-core machine), one copy
 finishes its chunk and exits, so that no more processes than cores run points
 for longer than one chunk, and no core idles while an engine unpacks. The
 copies get their first chunks before the cluster is launched, long enough
-(:attr:`ColdStart.LaunchBudget`) to keep them busy while this thread launches it. The copies are forked only when
+(:attr:`ColdStart.LaunchBudget`) to keep them busy while this thread launches it
+(forked before anything else of the sweep: before IPython is even imported). The copies are forked only when
 forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
 thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
@@ -45,9 +46,10 @@ class ColdStart:
 
     window = ClientTransport.window
     #: Seconds of points a copy's first chunk may start (instead of the sweep's budget): the first
-    #: chunks go out before the cluster is launched, which takes this thread 0.5-1 s, and a copy that
-    #: finished its chunk sooner would wait for the next one, idle, meanwhile.
-    LaunchBudget = 0.8
+    #: chunks go out before the cluster is launched, which takes this thread 0.5-1 s (more on a busy
+    #: machine, where the copies' points slow down as much), and a copy that finished its chunk sooner
+    #: would wait for the next one, idle, meanwhile.
+    LaunchBudget = 1.5
     #: Seconds after an engine registered that a copy gives way to it even if it has not started a
     #: chunk yet (an engine the ledger cannot see), so that copies never run beside every engine for long.
     HandOverSeconds = 2.0
@@ -65,7 +67,7 @@ class ColdStart:
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._engines.begin(payloads)
-        if self._copies is not None:
+        if self._copies is not None and not self._copies.open():  # (not forked already: see LocalClusterTransport)
             try:
                 self._copies.begin(payloads)
             except OSError as exc:
@@ -177,39 +179,72 @@ class LocalClusterTransport:
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         from epyclab.labs.transports import warm
-
-        s = self._settings
-        local = warm.acquire(s.n, s.profile_dir, s.timeout)
-        self.localCluster = local
-        copies: CopiesTransport | None = None
         from epyclab.labs.transports.cleanworkers import fork_safe
 
-        if s.use_interim and not local.ready() and fork_safe():
-            # The engines are not all there yet: a copy of this process runs points meanwhile, from the
-            # start (before the controller is even launched); only where a fork cannot hang (see
-            # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
-            blobs = {k: pl.blob for k, pl in payloads.items()}
-
-            def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
-                # Unpacked as the engines unpack them: the copy runs exactly what they run.
-                return CopyPool(blobs, deliver, s.n, output=local.log_file("interim"), adopt=local.adopt,
-                                replace=False)
-
-            copies = CopiesTransport(pool, s.n)
+        s = self._settings
+        self.localCluster = None
+        copies: CopiesTransport | None = None
+        forked: list[int] = []
+        if s.use_interim and s.profile_dir is None and not warm.running() and fork_safe():
+            # No cluster in this process yet, so none is ready; and finding the default profile directory
+            # imports IPython (0.1 s): the copies are forked and given their first chunks first, and the
+            # cluster is acquired when it is launched, while they work (they are recorded with it then).
+            # Their own output (outside the runs' capture, which is replayed) goes nowhere, as the fork
+            # backend's copies' does without a profile directory.
+            copies = self._copies(payloads, None, forked.append)
+        else:
+            local = self._acquire()
+            if s.use_interim and not local.ready() and fork_safe():
+                # The engines are not all there yet: a copy of this process runs points meanwhile, from the
+                # start (before the controller is even launched); only where a fork cannot hang (see
+                # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
+                copies = self._copies(payloads, local.log_file("interim"), local.adopt)
 
         def connect() -> "ipp.Client | None":
-            local.launch()  # once: the controller and the engines start while the copy works
+            local = self.localCluster
+            if local is None:
+                local = self._acquire()
+                for pid in forked:
+                    local.adopt(pid)
+            local.launch()  # once: the controller and the engines start while the copies work
             local.poll()
             return local.client
 
-        engines = ClientTransport(local.client if local.ready() else None, connect=connect, health=local.check,
-                                  expected=s.n, exit_code=local.engine_exit_code)
+        def health() -> None:
+            if self.localCluster is not None:
+                self.localCluster.check()
+
+        def exit_code(pid: int) -> int | None:
+            return self.localCluster.engine_exit_code(pid) if self.localCluster is not None else None
+
+        warm_client = self.localCluster.client if self.localCluster is not None and self.localCluster.ready() else None
+        engines = ClientTransport(warm_client, connect=connect, health=health, expected=s.n, exit_code=exit_code)
         self._sweep = self._last = ColdStart(engines, copies, s.n)
         try:
             self._sweep.begin(payloads)
         except BaseException:
             self.end(abandon=True)
             raise
+
+    def _acquire(self) -> "LocalCluster":
+        """The process's cluster for this transport's size and profile (see :func:`warm.acquire`), kept here."""
+        from epyclab.labs.transports import warm
+
+        s = self._settings
+        self.localCluster = warm.acquire(s.n, s.profile_dir, s.timeout)
+        return self.localCluster
+
+    def _copies(self, payloads: dict[str, Payload], output: str | None,
+                adopt: Callable[[int], None]) -> CopiesTransport:
+        """One forked copy per engine to come (forked by its ``begin``), never replaced."""
+        s = self._settings
+        blobs = {k: pl.blob for k, pl in payloads.items()}
+
+        def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
+            # Unpacked as the engines unpack them: the copy runs exactly what they run.
+            return CopyPool(blobs, deliver, s.n, output=output, adopt=adopt, replace=False)
+
+        return CopiesTransport(pool, s.n)
 
     def _live(self) -> ColdStart:
         if self._sweep is None:
