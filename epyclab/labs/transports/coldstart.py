@@ -45,6 +45,7 @@ class ColdStart:
     """Engines that may still be registering, and (optionally) forked copies that run chunks meanwhile."""
 
     window = ClientTransport.window
+    task_seconds = ClientTransport.task_seconds
     #: Seconds of points a copy's first chunk may start (instead of the sweep's budget): the first
     #: chunks go out before the cluster is launched, which takes this thread 0.5-1 s (more on a busy
     #: machine, where the copies' points slow down as much), and a copy that finished its chunk sooner
@@ -169,6 +170,7 @@ class LocalClusterTransport:
     """The process's warm local ipyparallel cluster of ``settings.n`` engines (see the module docstring)."""
 
     window = ClientTransport.window
+    task_seconds = ClientTransport.task_seconds
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
