@@ -56,8 +56,9 @@ class ChunkSizer:
     A transport whose tasks cost more than a forked copy's (``task_seconds``:
     ipyparallel's 10 ms a task) raises the target and the budget to
     :attr:`OverheadRatio` times that (:meth:`expect_overhead`: two points of
-    0.25 s a task on engines), and the end-game shrinks those longer chunks
-    back, one point each, as the last points are handed out (:meth:`size`).
+    0.25 s a task on engines, and a point held back behind at most 0.6 s of
+    others), and the end-game shrinks those longer chunks back, one point
+    each, as the last points are handed out (:meth:`size`).
 
     ClusterLab keeps a rule of its own (:func:`epyclab.labs.remote.jobs.chunk_size`),
     and must: it submits the whole sweep before any point has run, so it
