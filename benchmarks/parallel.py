@@ -27,7 +27,11 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     cluster the first sweep left warm).
 
     python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--cold-repeat 2] [--engines N]
-                                  [--only-cold] [--no-write]
+                                  [--only-cold] [--no-write] [--timeline]
+
+``--timeline`` runs each cold case of (d) once and prints, per worker process,
+its points, first start, last end, busy time and gaps, and the core-seconds the
+sweep left idle: where a sweep loses time, readable on a busy machine too.
 """
 
 from __future__ import annotations
@@ -181,48 +185,94 @@ def start_stop(engines: int, profile: str, repeat: int) -> dict[str, list[float]
 
 
 COLD_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
+from datetime import datetime
 T0 = time.perf_counter()
 sys.path.insert(0, {here!r})
 from _parallel_experiments import CpuBound, Trivial
 from epyclab.experiment import Experiment
-ELAPSED = Experiment.ELAPSED_TIME
+ELAPSED, START, END, PID = Experiment.ELAPSED_TIME, Experiment.START_TIME, Experiment.END_TIME, Experiment.PID
 case, points, n, engines, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 kwargs = {{"backend": "ipyparallel"}} if case.endswith("_ipp") else {{}}
 case = case.removesuffix("_ipp")
 e = CpuBound(n) if n else Trivial()
-out = {{}}
+out = {{"measuring": 0.0}}
+
+
+def timeline(starts, ends, pids):
+    # Each point's start and end (seconds after the sweep's call) and the process that ran it, and this
+    # process's CPU seconds during the sweep: to see where a sweep loses time (--timeline).
+    out["rows"] = [[(a - W0).total_seconds(), (b - W0).total_seconds(), int(p)] for a, b, p in zip(starts, ends, pids)]
+    out["parent_cpu"] = sum(CPU1[:2]) - sum(CPU0[:2])
+
+
+def called():
+    global W0, CPU0
+    W0, CPU0 = datetime.now(), os.times()
+    return time.perf_counter()
+
+
+def returned():
+    global CPU1
+    CPU1 = os.times()
+    return time.perf_counter()
+
+
+def measured(f):
+    # The benchmark's own checks and statistics (a DataFrame: pandas' import) are not the user's work: their
+    # time is taken out of the whole process's.
+    t = time.time()
+    f()
+    out["measuring"] += time.time() - t
+
+
 if case == "lab":
     from epyclab import Lab
     lab = Lab()
     lab["x"] = range(points)
-    t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
-    assert len(lab.dataframe()) == points
-    out["busy"] = float(lab.dataframe()[ELAPSED].sum())
+    t = called(); lab.runExperiment(e, progress=False); out["inside"] = returned() - t
+
+    def stats():
+        df = lab.dataframe()
+        assert len(df) == points
+        out["busy"] = float(df[ELAPSED].sum())
+        timeline(df[START], df[END], df[PID])
+    measured(stats)
 elif case in ("parallel", "twice"):
     from epyclab import ParallelLab
     # With defaults, as a user writes it (unless --engines asked for another size).
     lab = ParallelLab(**kwargs) if cores == 0 else ParallelLab(cores=cores, **kwargs)
     lab["x"] = range(points)
-    t = time.perf_counter(); lab.runExperiment(e, progress=False); out["inside"] = time.perf_counter() - t
-    assert len(lab.dataframe()) == points
-    out["busy"] = float(lab.dataframe()[ELAPSED].sum())
-    out["backend"] = lab.lastBackend
+    t = called(); lab.runExperiment(e, progress=False); out["inside"] = returned() - t
+
+    def stats():
+        df = lab.dataframe()
+        assert len(df) == points
+        out["busy"] = float(df[ELAPSED].sum())
+        out["backend"] = lab.lastBackend
+        timeline(df[START], df[END], df[PID])
+    measured(stats)
     if case == "twice":
         lab2 = ParallelLab(**kwargs) if cores == 0 else ParallelLab(cores=cores, **kwargs)
         lab2["x"] = range(points)
         t = time.perf_counter(); lab2.runExperiment(e, progress=False); out["second"] = time.perf_counter() - t
-        assert len(lab2.dataframe()) == points
+        out["second_backend"] = lab2.lastBackend
+        measured(lambda: len(lab2.dataframe()) == points or sys.exit("rows missing"))
 elif case == "joblib":
     from joblib import Parallel, delayed
     from epyclab.labs.engine.worker import run
-    t = time.perf_counter()
+    t = called()
     rcs = Parallel(n_jobs=engines)(delayed(run)(e, {{"x": x}}) for x in range(points))
-    out["inside"] = time.perf_counter() - t
-    assert len(rcs) == points
-    out["busy"] = sum(rc["metadata"][ELAPSED] for rc in rcs)
+    out["inside"] = returned() - t
+
+    def stats():
+        assert len(rcs) == points
+        out["busy"] = sum(rc["metadata"][ELAPSED] for rc in rcs)
+        meta = [rc["metadata"] for rc in rcs]
+        timeline([m[START] for m in meta], [m[END] for m in meta], [m[PID] for m in meta])
+    measured(stats)
 out["import"] = t - T0
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
 """
 
 
@@ -234,7 +284,7 @@ def cold_case(case: str, points: int, n: int, engines: int, cores: int) -> dict[
                          check=True, capture_output=True, text=True, timeout=600)
     whole = time.perf_counter() - t0
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    report["whole"] = whole
+    report["whole"] = whole - report["measuring"]
     return report
 
 
@@ -294,6 +344,34 @@ def cold(n: int, engines: int, repeat: int, cores: int = 0) -> dict[str, dict[st
     return results
 
 
+def idle_core_seconds(rows: list[list[float]], inside: float, engines: int) -> float:
+    """Core-seconds of the sweep's call during which fewer than ``engines`` points were running."""
+    events = sorted([(max(0.0, a), 1) for a, _, _ in rows] + [(min(inside, b), -1) for _, b, _ in rows])
+    idle, running, at = 0.0, 0, 0.0
+    for t, step in events:
+        idle += max(0, engines - running) * max(0.0, t - at)
+        running, at = running + step, max(at, t)
+    return idle + engines * max(0.0, inside - at)
+
+
+def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
+    """Per worker: points, first start, last end, busy, gaps between points; and what the sweep left idle."""
+    workers: dict[int, list[tuple[float, float]]] = {}
+    for a, b, pid in r["rows"]:
+        workers.setdefault(pid, []).append((a, b))
+    lines = []
+    for pid, spans in sorted(workers.items(), key=lambda w: min(w[1])):
+        spans.sort()
+        gaps = [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
+        lines.append([str(pid), str(len(spans)), f"{spans[0][0]:.3f}", f"{spans[-1][1]:.3f}",
+                      f"{sum(b - a for a, b in spans):.2f}", f"{1000 * sum(gaps) / max(1, len(gaps)):.1f}"])
+    text = table([f"{case}: worker", "points", "first start (s)", "last end (s)", "busy (s)", "mean gap (ms)"], lines)
+    idle = idle_core_seconds(r["rows"], r["inside"], engines)
+    return text + (f"\n\n{case}: inside {r['inside']:.2f} s; left {idle:.2f} "
+                   f"core-seconds idle (fewer than {engines} points running); this process used "
+                   f"{r['parent_cpu']:.2f} CPU-s during the sweep.")
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
@@ -321,7 +399,8 @@ def cold_text(d: dict[str, dict[str, list[dict[str, float]]]], engines: int) -> 
         rows.append([name, f"{t_in:.2f}", f"{seq_in / t_in:.2f}", f"{t_whole:.2f}", f"{seq_whole / t_whole:.2f}",
                      f"{busy(cpu[case], 1 if case == 'lab' else engines):.0%}"])
     second = best(cpu["twice"], "second")
-    rows.append(["`ParallelLab()`, second sweep in the same process", f"{second:.2f}",
+    chosen2 = sorted({str(r.get("second_backend")) for r in cpu["twice"]})
+    rows.append([f"`ParallelLab()`, second sweep in the same process (ran on: {', '.join(chosen2)})", f"{second:.2f}",
                  f"{seq_in / second:.2f}", "", "", ""])
     second_ipp = best(cpu["twice_ipp"], "second")
     rows.append(["`ParallelLab(backend=\"ipyparallel\")`, second sweep in the same process (warm cluster)",
@@ -358,8 +437,18 @@ def main() -> None:
     parser.add_argument("--engines", type=int, default=0, help="as ParallelLab's cores (0: every core)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     parser.add_argument("--no-dask", action="store_true", help="skip (e), the Dask transport")
+    parser.add_argument("--timeline", action="store_true",
+                        help="one cold run of each case of (d), 40 CPU-bound points: each worker's timeline; no write")
     args = parser.parse_args()
     engines = resolve_cores(args.engines)
+    if args.timeline:
+        load = Load()
+        n = calibrate(CPU_SECONDS)
+        for case in ("lab", "parallel", "parallel_ipp", "joblib"):
+            print(timeline_text(case, cold_case(case, CPU_POINTS, n, engines, args.engines),
+                                1 if case == "lab" else engines) + "\n")
+        print(load.footer())
+        return
 
     load = Load()
     if args.only_cold:
@@ -381,7 +470,9 @@ def main() -> None:
                 f"the same `do`, interleaved, best of {args.cold_repeat}. \"workers busy\": the time spent "
                 f"inside `do()` over the sweep's time on every worker (a measure of the scheduling that the "
                 f"machine's other load changes less than the speedup). \"inside\" is the time of the sweep "
-                f"call; \"whole process\" includes imports, the cluster's start and the exit.\n\n"
+                f"call; \"whole process\" includes imports, the cluster's start and the exit, but not the "
+                f"benchmark's own checks (a DataFrame of the results: pandas' import, which joblib's case would "
+                f"not pay).\n\n"
                 f"{text_d}\n\n{footer}",
             )
         return

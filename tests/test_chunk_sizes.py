@@ -65,3 +65,39 @@ def test_nothing_is_learned_from_an_empty_chunk_or_a_negative_time() -> None:
     assert sizer.size() == 2500  # no time measured: the largest size
     sizer.record(10, 0.0001)
     assert sizer.size() == 2500  # capped by the rule
+
+
+def test_a_costly_transport_raises_the_target_and_the_budget() -> None:
+    sizer = ChunkSizer(100, 2)
+    sizer.expect_overhead(0.0)
+    sizer.expect_overhead(-1.0)
+    assert (sizer.target, sizer.budget) == (0.1, 0.2)
+    sizer.expect_overhead(0.01)  # ipyparallel's round trip: chunks of 0.6 s, starting no point after 0.6 s
+    assert sizer.target == pytest.approx(ChunkSizer.OverheadRatio * 0.01) and sizer.budget == sizer.target
+    sizer.record(1, 0.25)
+    assert sizer.size() == 2  # two points of 0.25 s a task, not one: half the tasks' cost
+
+
+def test_the_end_game_hands_the_last_costly_points_out_one_by_one() -> None:
+    sizer = ChunkSizer(40, 2)
+    sizer.expect_overhead(0.01)
+    sizer.record(1, 0.25)
+    assert [sizer.size(r) for r in (40, 12, 8, 7, 4, 1)] == [2, 2, 2, 1, 1, 1]
+    plain = ChunkSizer(40, 2)  # a cheap transport's chunks are not changed
+    plain.record(1, 0.25)
+    assert [plain.size(r) for r in (40, 7, 1)] == [1, 1, 1]
+
+
+@given(per_point=st.floats(1e-6, 10.0), overhead=st.floats(0.0, 0.05), remaining=st.integers(0, 10_000),
+       engines=st.integers(1, 64))
+def test_the_end_game_stays_between_the_least_target_and_the_raised_one(
+    per_point: float, overhead: float, remaining: int, engines: int
+) -> None:
+    least = ChunkSizer(10_000, engines)
+    least.record(1, per_point)
+    sizer = ChunkSizer(10_000, engines)
+    sizer.expect_overhead(overhead)
+    sizer.record(1, per_point)
+    assert least.size() <= sizer.size(remaining) <= sizer.size()
+    if remaining // (2 * engines) >= sizer.size():
+        assert sizer.size(remaining) == sizer.size()  # far from the end: the raised target's size

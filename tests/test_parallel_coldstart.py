@@ -138,3 +138,53 @@ def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
     finally:
         local.stop()
     assert still_running(procs) == []
+
+
+FIRST_SCRIPT = """
+import json, sys
+from epyclab import Experiment, ParallelLab
+
+
+class Looks(Experiment):
+    def do(self, params):
+        import os, time
+        time.sleep(0.05)
+        return {"ipython": "IPython" in sys.modules, "pid": os.getpid()}
+
+
+lab = ParallelLab(cores=2, backend="ipyparallel")  # the default profile directory, under the test's IPYTHONDIR
+lab["x"] = range(160)
+lab.runExperiment(Looks(), progress=False)
+df = lab.dataframe()
+local = lab.localCluster
+out = {"rows": len(df), "copies": lab.lastCopies, "cluster": local.pids(), "profile": local.profile_dir,
+       "seen": local.processes(), "by_pid": {str(p): bool(g["ipython"].any()) for p, g in df.groupby("pid")},
+       "first": int(df["pid"].iloc[0])}
+lab.shutdown()
+print(json.dumps(out))
+"""
+
+
+def test_a_cold_sweep_on_the_default_profile_forks_its_copies_before_importing_ipython(tmp_path: Path) -> None:
+    # Finding the default profile directory imports IPython (0.1 s): the copies are forked, and run their
+    # first points, before that, and are recorded with the cluster once it is made. A fresh process, as a
+    # user's script is (this test session runs threads, so forking is not judged safe here).
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "sweep.py"
+    script.write_text(FIRST_SCRIPT)
+    env = {**os.environ, "IPYTHONDIR": str(tmp_path / "ipython")}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["rows"] == 160
+    assert result["profile"].startswith(str(tmp_path / "ipython"))
+    copies = set(result["copies"])
+    assert len(copies) == 2 and result["first"] in copies and copies <= set(result["cluster"])
+    # The copies were forked before IPython was imported here; the engines import it themselves.
+    assert all(not result["by_pid"][str(p)] for p in copies if str(p) in result["by_pid"])
+    engines = {p: flag for p, flag in result["by_pid"].items() if int(p) not in copies}
+    assert engines and all(engines.values()), result
+    assert still_running(result["seen"]) == []

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest_parallel import RecordingNotebook, still_running
 
 from epyclab.experiment import Experiment
@@ -39,6 +40,13 @@ class DiesAt(Experiment):
                 f.write(f"{os.getpid()}\n")
             os._exit(70)
         return {"y": params["x"]}
+
+
+@pytest.fixture(autouse=True)
+def engines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The points must die on engines (an EngineError): no forked copy of this process runs them while the
+    # engines register (the test session may well be judged safe to fork: see cleanworkers.fork_safe).
+    monkeypatch.setattr(ParallelLab, "UseInterim", False)
 
 
 def sweep(tmp_path: Path, points: int, at: tuple[int, ...]) -> tuple[Any, dict[str, int]]:

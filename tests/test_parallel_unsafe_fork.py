@@ -156,3 +156,29 @@ def test_a_fresh_process_with_numpy_may_fork_and_one_with_a_thread_may_not() -> 
             "print(fork_safe())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_second_sweep_in_the_same_process_forks_as_the_first_did() -> None:
+    # Forking shuts numpy's OpenBLAS pool down (pthread_atfork) until its next parallel call: a pool that no
+    # longer runs is not counted, so the second sweep (a Jupyter user's next cell) forks too, instead of starting
+    # clean workers; a thread started after it still makes the third one use clean workers.
+    code = ("import threading, numpy\n"
+            "from epyclab import Experiment, ParallelLab\n"
+            "class Twice(Experiment):\n"
+            "    def do(self, params):\n"
+            "        return {'y': 2 * params['x']}\n"
+            "chosen = []\n"
+            "def sweep():\n"
+            "    lab = ParallelLab(cores=2)\n"
+            "    lab['x'] = range(6)\n"
+            "    lab.runExperiment(Twice(), progress=False)\n"
+            "    assert sorted(lab.dataframe()['y']) == [0, 2, 4, 6, 8, 10]\n"
+            "    chosen.append(lab.lastBackend)\n"
+            "    lab.shutdown()\n"
+            "sweep(); sweep()\n"
+            "stop = threading.Event(); t = threading.Thread(target=stop.wait); t.start()\n"
+            "sweep()\n"
+            "stop.set(); t.join()\n"
+            "print(' '.join(chosen))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["fork", "fork", "workers"]

@@ -64,8 +64,15 @@ _OPENBLAS_THREADS = ("openblas_get_num_threads", "openblas_get_num_threads64_", 
 
 
 def _openblas_pool() -> int:
-    """The worker threads of the OpenBLAS libraries loaded here (numpy starts one at import; fork-safe: OpenBLAS
-    quiesces them with ``pthread_atfork``)."""
+    """The worker threads of the OpenBLAS libraries loaded here that are running now.
+
+    numpy's OpenBLAS starts its pool at import; it is fork-safe: OpenBLAS shuts
+    the pool down before every fork (``pthread_atfork``) and starts it again at
+    its next parallel call. So after the first sweep forked its copies the pool
+    is gone until numpy next multiplies matrices: then it counts for nothing,
+    or the process's other thread count would be misjudged (and the next sweep
+    would not fork).
+    """
     import ctypes
 
     maps = _maps() or ""
@@ -76,12 +83,27 @@ def _openblas_pool() -> int:
             lib = ctypes.CDLL(path)  # loaded already: the same handle
         except OSError:
             continue
+        if not _openblas_running(lib):
+            continue
         for name in _OPENBLAS_THREADS:
             get = getattr(lib, name, None)
             if get is not None:
                 pool += max(0, int(get()) - 1)  # the calling thread is one of its n
                 break
     return pool
+
+
+def _openblas_running(lib: Any) -> bool:
+    """True unless ``lib`` says its thread pool is shut down (OpenBLAS's ``blas_server_avail``, 0 then).
+
+    A build that does not export it is taken to run its pool, as it does from its load.
+    """
+    import ctypes
+
+    try:
+        return bool(ctypes.c_int.in_dll(lib, "blas_server_avail").value)
+    except ValueError:  # not exported by this build
+        return True
 
 
 def thread_count() -> int:
@@ -92,12 +114,64 @@ def thread_count() -> int:
         return 2  # cannot tell: assume more than one
 
 
+#: Seconds :func:`fork_safe` waits for threads whose Python code has ended to leave the process.
+SettleSeconds = 0.05
+
+
+def _other_threads() -> int:
+    """The threads of this process besides the calling one and OpenBLAS's running pool.
+
+    A thread whose Python code has returned (the readers of the last sweep's
+    copies, joined when it ended) is still listed in ``/proc`` for a moment
+    while it exits: when Python runs no other thread, the count is read again
+    for up to :data:`SettleSeconds`, so that a sweep right after another one is
+    not judged by threads that are going. A thread a C library started stays,
+    and is counted.
+    """
+    import threading
+    import time
+
+    def count() -> int:
+        return thread_count() - _openblas_pool() - _named_safe_threads() - 1
+
+    others = count()
+    deadline = time.monotonic() + SettleSeconds
+    while others > 0 and threading.active_count() == 1 and time.monotonic() < deadline:
+        time.sleep(0.002)
+        others = count()
+    return others
+
+
+#: Threads known by name (``/proc/self/task/*/comm``) to be safe across a fork: jemalloc's background thread,
+#: which pyarrow's jemalloc starts when pandas imports it (jemalloc takes its locks around a fork with its own
+#: ``pthread_atfork`` handlers, and the child starts its own thread when it needs one).
+_SAFE_THREAD_NAMES = frozenset({"jemalloc_bg_thd"})
+
+
+def _named_safe_threads() -> int:
+    """How many of this process's threads are named in :data:`_SAFE_THREAD_NAMES`."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    n = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                n += f.read().strip() in _SAFE_THREAD_NAMES
+        except OSError:
+            continue  # it has just ended
+    return n
+
+
 def fork_safe() -> bool:
     """True if forking this process now cannot hang the child: Linux, no OpenMP (or CUDA) runtime, one thread.
 
-    One thread besides the worker threads of an OpenBLAS (numpy's), which are safe across a fork.
+    One thread besides those known to be safe across a fork: the running pool of an OpenBLAS (numpy's) and
+    jemalloc's background thread (pyarrow's, started when pandas is imported: after a first
+    ``lab.dataframe()``).
     """
-    return fork_allowed() and not openmp_loaded() and thread_count() - _openblas_pool() == 1
+    return fork_allowed() and not openmp_loaded() and _other_threads() == 0
 
 
 class _Reusable:

@@ -8,10 +8,14 @@ the experiment from the very bytes the engines get, so they run exactly what
 the engines run. (Starting the cluster costs about 1.4 CPU-seconds over 2.5 s on
 a 2-core machine: a single copy left the rest of the cores idle meanwhile.)
 The transport is the two together (:class:`ColdStart`): a chunk goes to a
-copy while one is free, else to the engines; as each engine registers, one
-copy finishes its chunk and exits, so that no more processes than cores run
-points for longer than one chunk. The copies get their first chunks before
-the cluster is launched. The copies are forked only when
+copy while one is free, else to the engines; as each engine starts working
+(its first chunk has brought the experiment, and it has unpacked it and
+started a point: a quarter of a second on a busy 2-core machine), one copy
+finishes its chunk and exits, so that no more processes than cores run points
+for longer than one chunk, and no core idles while an engine unpacks. The
+copies get their first chunks before the cluster is launched, long enough
+(:attr:`ColdStart.LaunchBudget`) to keep them busy while this thread launches it
+(forked before anything else of the sweep: before IPython is even imported). The copies are forked only when
 forking is known to be safe (:func:`epyclab.labs.transports.cleanworkers.fork_safe`: one
 thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 """
@@ -19,6 +23,7 @@ thread, no OpenMP runtime); otherwise the sweep waits for the first engine.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from epyclab.labs.transports.contract import ChunkFuture, Settings
@@ -40,6 +45,15 @@ class ColdStart:
     """Engines that may still be registering, and (optionally) forked copies that run chunks meanwhile."""
 
     window = ClientTransport.window
+    task_seconds = ClientTransport.task_seconds
+    #: Seconds of points a copy's first chunk may start (instead of the sweep's budget): the first
+    #: chunks go out before the cluster is launched, which takes this thread 0.5-1 s (more on a busy
+    #: machine, where the copies' points slow down as much), and a copy that finished its chunk sooner
+    #: would wait for the next one, idle, meanwhile.
+    LaunchBudget = 1.5
+    #: Seconds after an engine registered that a copy gives way to it even if it has not started a
+    #: chunk yet (an engine the ledger cannot see), so that copies never run beside every engine for long.
+    HandOverSeconds = 2.0
 
     def __init__(self, engines: ClientTransport, copies: CopiesTransport | None, expected: int) -> None:
         self._engines = engines
@@ -47,10 +61,14 @@ class ColdStart:
         self._expected = expected
         # Until the first capacity(): the copies get their chunks before the cluster is launched.
         self._first = True
+        # The cluster is launched by the first count of its engines.
+        self._launched = False
+        # When the k-th engine registered (time.monotonic()), for k = 1, 2, ...
+        self._registered_at: list[float] = []
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         self._engines.begin(payloads)
-        if self._copies is not None:
+        if self._copies is not None and not self._copies.open():  # (not forked already: see LocalClusterTransport)
             try:
                 self._copies.begin(payloads)
             except OSError as exc:
@@ -61,13 +79,32 @@ class ColdStart:
     def _copies_open(self) -> bool:
         return self._copies is not None and self._copies.open()
 
+    def _count(self) -> int:
+        """The engines registered now (the first count launches the cluster)."""
+        self._launched = True
+        n = self._engines.count()
+        now = monotonic()
+        while len(self._registered_at) < n:
+            self._registered_at.append(now)
+        return n
+
+    def _working(self, registered: int) -> int:
+        """How many of the ``registered`` engines work: they have started a chunk, or registered a while ago."""
+        now = monotonic()
+        late = sum(now - t > self.HandOverSeconds for t in self._registered_at[:registered])
+        if late >= registered:
+            return registered
+        return min(registered, max(late, self._engines.working()))
+
     def submit(self, key: str, points: list[dict[str, Any]], budget: float | None, ship: bool = False,
                limit: float | None = None) -> Any:
         if self._copies is not None and self._copies.open() and self._copies.idle() is not None:
+            if not self._launched and budget is not None:
+                budget = max(budget, self.LaunchBudget)
             future = self._copies.submit(key, points, budget, ship, limit)
             if not self._engines.connected() and self._copies.idle() is None:
                 # Every copy works: launch the cluster now (counting does), not a poll interval later.
-                self._engines.count()
+                self._count()
             return future
         return self._engines.submit(key, points, budget, ship, limit)
 
@@ -77,13 +114,13 @@ class ColdStart:
         first, self._first = self._first, False
         if copies and first and not self._engines.connected():
             # Their first chunks before the engines are counted: counting launches the cluster, and that
-            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copies idle meanwhile.
+            # (importing ipyparallel, starting its processes) takes this thread 0.5-1 s, the copies busy meanwhile.
             return copies
-        engines = self._engines.count()
+        engines = self._count()
         if self._copies_open():
-            # As engines register, as many copies finish their chunk and exit: no more workers than cores
-            # for longer than a chunk.
-            self._copies.keep(self._expected - engines)  # type: ignore[union-attr]
+            # As engines start working, as many copies finish their chunk and exit: no more workers than
+            # cores for longer than a chunk, and no core idle while an engine unpacks the experiment.
+            self._copies.keep(self._expected - self._working(engines))  # type: ignore[union-attr]
             copies = self._copies.capacity() if self._copies_open() else 0  # type: ignore[union-attr]
         if not engines and self._copies_open():
             # Nothing for the scheduler to hold yet: the points stay for the copy until an engine is here.
@@ -133,6 +170,7 @@ class LocalClusterTransport:
     """The process's warm local ipyparallel cluster of ``settings.n`` engines (see the module docstring)."""
 
     window = ClientTransport.window
+    task_seconds = ClientTransport.task_seconds
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -143,39 +181,72 @@ class LocalClusterTransport:
 
     def begin(self, payloads: dict[str, Payload]) -> None:
         from epyclab.labs.transports import warm
-
-        s = self._settings
-        local = warm.acquire(s.n, s.profile_dir, s.timeout)
-        self.localCluster = local
-        copies: CopiesTransport | None = None
         from epyclab.labs.transports.cleanworkers import fork_safe
 
-        if s.use_interim and not local.ready() and fork_safe():
-            # The engines are not all there yet: a copy of this process runs points meanwhile, from the
-            # start (before the controller is even launched); only where a fork cannot hang (see
-            # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
-            blobs = {k: pl.blob for k, pl in payloads.items()}
-
-            def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
-                # Unpacked as the engines unpack them: the copy runs exactly what they run.
-                return CopyPool(blobs, deliver, s.n, output=local.log_file("interim"), adopt=local.adopt,
-                                replace=False)
-
-            copies = CopiesTransport(pool, s.n)
+        s = self._settings
+        self.localCluster = None
+        copies: CopiesTransport | None = None
+        forked: list[int] = []
+        if s.use_interim and s.profile_dir is None and not warm.running() and fork_safe():
+            # No cluster in this process yet, so none is ready; and finding the default profile directory
+            # imports IPython (0.1 s): the copies are forked and given their first chunks first, and the
+            # cluster is acquired when it is launched, while they work (they are recorded with it then).
+            # Their own output (outside the runs' capture, which is replayed) goes nowhere, as the fork
+            # backend's copies' does without a profile directory.
+            copies = self._copies(payloads, None, forked.append)
+        else:
+            local = self._acquire()
+            if s.use_interim and not local.ready() and fork_safe():
+                # The engines are not all there yet: a copy of this process runs points meanwhile, from the
+                # start (before the controller is even launched); only where a fork cannot hang (see
+                # epyclab.labs.transports.cleanworkers), else the sweep waits for the first engine.
+                copies = self._copies(payloads, local.log_file("interim"), local.adopt)
 
         def connect() -> "ipp.Client | None":
-            local.launch()  # once: the controller and the engines start while the copy works
+            local = self.localCluster
+            if local is None:
+                local = self._acquire()
+                for pid in forked:
+                    local.adopt(pid)
+            local.launch()  # once: the controller and the engines start while the copies work
             local.poll()
             return local.client
 
-        engines = ClientTransport(local.client if local.ready() else None, connect=connect, health=local.check,
-                                  expected=s.n, exit_code=local.engine_exit_code)
+        def health() -> None:
+            if self.localCluster is not None:
+                self.localCluster.check()
+
+        def exit_code(pid: int) -> int | None:
+            return self.localCluster.engine_exit_code(pid) if self.localCluster is not None else None
+
+        warm_client = self.localCluster.client if self.localCluster is not None and self.localCluster.ready() else None
+        engines = ClientTransport(warm_client, connect=connect, health=health, expected=s.n, exit_code=exit_code)
         self._sweep = self._last = ColdStart(engines, copies, s.n)
         try:
             self._sweep.begin(payloads)
         except BaseException:
             self.end(abandon=True)
             raise
+
+    def _acquire(self) -> "LocalCluster":
+        """The process's cluster for this transport's size and profile (see :func:`warm.acquire`), kept here."""
+        from epyclab.labs.transports import warm
+
+        s = self._settings
+        self.localCluster = warm.acquire(s.n, s.profile_dir, s.timeout)
+        return self.localCluster
+
+    def _copies(self, payloads: dict[str, Payload], output: str | None,
+                adopt: Callable[[int], None]) -> CopiesTransport:
+        """One forked copy per engine to come (forked by its ``begin``), never replaced."""
+        s = self._settings
+        blobs = {k: pl.blob for k, pl in payloads.items()}
+
+        def pool(deliver: Callable[[Interim, Any], None]) -> CopyPool:
+            # Unpacked as the engines unpack them: the copy runs exactly what they run.
+            return CopyPool(blobs, deliver, s.n, output=output, adopt=adopt, replace=False)
+
+        return CopiesTransport(pool, s.n)
 
     def _live(self) -> ColdStart:
         if self._sweep is None:

@@ -25,6 +25,10 @@ the kernel for that at once (Linux's ``PR_SET_PDEATHSIG``, which fires when
 the *thread* that forked it ends, so copies are forked by the thread that
 runs the sweep) and exits if its parent is already gone.
 
+The objects it inherited are frozen (:func:`gc.freeze`): its garbage
+collections never walk the user's data, so they cost what they cost in a
+fresh process, and the pages stay shared with the user's process.
+
 The copy ignores Ctrl-C (the user's process handles it, and kills the copy),
 never runs the parent's ``atexit`` hooks (multiprocessing ends a forked child
 with ``os._exit``), and closes its copies of the reapers' pipes (see
@@ -37,6 +41,7 @@ and replayed by the lab, as an engine's is).
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -131,6 +136,10 @@ def _serve(
 ) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
     _die_with(parent)
+    # Everything the copy inherited is set aside from the garbage collector: else each full collection
+    # walks every object of the user's process (its data, numpy's, pandas'), writing to their pages (copied
+    # then, one by one) and costing a point that allocates many containers twice its time or more.
+    gc.freeze()
     # Daemonic to the parent (stopped at its exit, never waited for), but free to start processes of
     # its own as an engine is: a do() that uses multiprocessing must work here too.
     multiprocessing.current_process().daemon = False

@@ -129,6 +129,14 @@ class Ledger:
                 self._read_at = monotonic()
             return self._entries.get(tag)
 
+    def workers(self) -> int:
+        """How many processes on this machine have started a chunk of this sweep so far (running one or not)."""
+        with self._lock:
+            if monotonic() - self._read_at > self.FreshSeconds:
+                self._entries = self._read()
+                self._read_at = monotonic()
+            return len(self._pids)
+
     def _read(self) -> dict[str, Entry]:
         entries: dict[str, Entry] = {}
         try:

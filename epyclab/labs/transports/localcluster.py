@@ -563,8 +563,13 @@ class LocalCluster:
         if self.cluster is not None:
             return
         import ipyparallel as ipp
+        from traitlets.config import Config
 
         self.prepare()
+        config = Config()
+        # ipyparallel sleeps 0.1 s between engines (to give them ids in order, which nothing here needs):
+        # this thread would wait, and the last engine register, that much later.
+        config.LocalEngineSetLauncher.delay = 0.0
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(
@@ -582,6 +587,7 @@ class LocalCluster:
             # This class stops what it started (by PID, at once); ipyparallel's own exit hook would
             # stop it again, slowly.
             shutdown_atexit=False,
+            config=config,
         )
         try:
             self.cluster.start_controller_sync()

@@ -53,6 +53,13 @@ class ChunkSizer:
     costing 0.1 s or more end up one per task: a point is never held back
     behind more than 0.2 s of other points, and load stays balanced.
 
+    A transport whose tasks cost more than a forked copy's (``task_seconds``:
+    ipyparallel's 10 ms a task) raises the target and the budget to
+    :attr:`OverheadRatio` times that (:meth:`expect_overhead`: two points of
+    0.25 s a task on engines, and a point held back behind at most 0.6 s of
+    others), and the end-game shrinks those longer chunks back, one point
+    each, as the last points are handed out (:meth:`size`).
+
     ClusterLab keeps a rule of its own (:func:`epyclab.labs.remote.jobs.chunk_size`),
     and must: it submits the whole sweep before any point has run, so it
     cannot time points, cannot bound a task in time (nobody is there to take
@@ -67,6 +74,9 @@ class ChunkSizer:
     ChunksPerEngine = 4
     #: Weight of the newest chunk in the per-point time estimate.
     Smoothing = 0.5
+    #: On a transport whose every task costs ``overhead`` seconds beyond its points (see
+    #: :meth:`expect_overhead`), chunks aim at this many times that at least, so that it stays under 2%.
+    OverheadRatio = 60
 
     def __init__(
         self,
@@ -83,6 +93,20 @@ class ChunkSizer:
         cap = max(1, self.total // (self.ChunksPerEngine * self.engines))
         self.largest = cap if largest is None else max(1, min(cap, int(largest)))
         self.per_point: float | None = None
+        # The target before a transport's overhead raised it: the end-game never goes below it.
+        self._least_target = self.target
+
+    def expect_overhead(self, seconds: float) -> None:
+        """The transport costs ``seconds`` per task beyond its points: aim at :attr:`OverheadRatio` times that.
+
+        The target (and the budget with it) rises to that, so that a task's fixed cost stays small:
+        ipyparallel's round trip through its scheduler and an engine's kernel costs about 10 ms a task on
+        a busy 2-core machine, a forked copy's pipe about 1 ms. Those longer chunks shrink back at the end
+        of the sweep (see :meth:`size`).
+        """
+        if seconds > 0:
+            self.target = max(self.target, self.OverheadRatio * float(seconds))
+            self.budget = max(self.budget, self.target)
 
     def record(self, points: int, seconds: float) -> None:
         """Learn from a finished chunk of ``points`` points that took ``seconds`` on its engine."""
@@ -95,11 +119,23 @@ class ChunkSizer:
         """True once a chunk has reported its time."""
         return self.per_point is not None
 
-    def size(self) -> int:
-        """The number of points for the next chunk."""
+    def size(self, remaining: int | None = None) -> int:
+        """The number of points for the next chunk; ``remaining``: points not yet handed out, for the end-game.
+
+        The end-game: chunks longer than the least target (a costly transport's) hold at most
+        ``remaining // (2 * engines)`` points, never fewer than the least target's, so that the last
+        points go one per chunk, and no engine waits, idle, while another runs a long last chunk.
+        """
         if self.per_point is None or self.per_point <= 0:
             return self.largest
-        return max(1, min(self.largest, int(self.target / self.per_point)))
+        n = self._fitting(self.target)
+        if remaining is not None and self.target > self._least_target:
+            n = max(self._fitting(self._least_target), min(n, remaining // (2 * self.engines)))
+        return n
+
+    def _fitting(self, seconds: float) -> int:
+        assert self.per_point is not None
+        return max(1, min(self.largest, int(seconds / self.per_point)))
 
 
 
@@ -171,6 +207,7 @@ class Sweep:
         self._items = items
         self._payloads = payloads
         self._sizer = sizer if sizer is not None else ChunkSizer(len(items), transport.engines()[1])
+        self._sizer.expect_overhead(getattr(transport, "task_seconds", 0.0))
         self._policy = policy if policy is not None else DeathPolicy()
         self._limit = limit
         # The longest a finished chunk took on its worker (seconds), to tell a point that hangs.
@@ -245,7 +282,7 @@ class Sweep:
         if self._retry:
             return self._retry.popleft()
         if self._next < len(self._items):
-            return self._take(self._sizer.size())
+            return self._take(self._sizer.size(len(self._items) - self._next))
         return None
 
     def _take(self, n: int) -> _Chunk:
