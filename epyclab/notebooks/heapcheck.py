@@ -202,7 +202,7 @@ def _objects_problem_8(data: Bytes, at: int, p: int, end: int) -> str | None:
                 return (f"has a free-space object at byte {at + q} that says it is {length} bytes long, "
                         f"but the collection's last {size - q} bytes are free")
             return None
-        need = 16 + _aligned(length)
+        need = 16 + ((length + 7) & -8)  # (aligned to 8, inline: this line runs once per value kept)
         if need > size - q:
             return (f"has object {index} at byte {at + q} that says it holds {length} bytes, "
                     f"past the collection's end at byte {end}")
