@@ -273,3 +273,31 @@ def test_a_file_that_is_not_hdf5_is_left_to_the_reader(tmp_path: Path) -> None:
     check_global_heaps(str(tmp_path / "empty.h5"))  # (a file of no bytes cannot be mapped: it is read)
     with pytest.raises(NotebookFormatError, match="not an HDF5 file"):
         HDF5LabNotebook(path, readonly=True)
+
+
+def test_numbers_that_spell_a_sound_collection_do_not_hide_a_damaged_one(notebook: tuple, tmp_path: Path) -> None:
+    # Four numbers of an integer column (in a dataset's data) can spell a sound collection of any size: a
+    # header, one object as long as the rest, and a last bit too small for an object. A real collection
+    # after them, within that size, is still checked: were it taken as a value inside the lookalike, the
+    # flip the fuzz test found would make every opening hang.
+    path, data, expected = notebook
+    damaged, collection = the_found_flip(data)
+    with h5py.File(path, "r") as f:
+        column = f["resultsets/second/columns/t"]
+        assert column.dtype == np.int64
+        at = column.id.get_offset()
+    assert at + 32 <= collection
+    size = (len(data) - at) // 8 * 8  # reaching over the damaged collection, to the file's end
+    fake = b"GCOL\x01\x00\x00\x00" + struct.pack("<Q", size) + struct.pack("<H6xQ", 1, size - 40)
+    assert _objects_problem(fake + bytes(size - 32), 16, size, struct.Struct("<HH4xQ")) is None  # it is sound
+    spelled, both = bytearray(data), bytearray(damaged)
+    spelled[at:at + 32] = both[at:at + 32] = fake
+    (tmp_path / "spelled.h5").write_bytes(bytes(spelled))
+    (tmp_path / "both.h5").write_bytes(bytes(both))
+    what = {str(tmp_path / "spelled.h5"): "numbers spelling a sound collection",
+            str(tmp_path / "both.h5"): "those numbers before a damaged collection"}
+    outcomes = open_each(list(what))
+    assert [o for o, _ in outcomes[str(tmp_path / "spelled.h5")]] == ["ok", "ok"]
+    assert_written_or_refused(outcomes, expected, what)
+    for outcome, message in outcomes[str(tmp_path / "both.h5")]:
+        assert outcome == "NotebookFormatError" and f"collection at byte {collection}" in message, message

@@ -78,11 +78,13 @@ def safe_type(t: Any) -> bool:
 def check_attribute_types(path: str, obj: Any) -> None:
     """Refuse the HDF5 object ``obj`` if one of its attributes is of a type no notebook stores.
 
-    Only the attributes' names and types are read, never their values.
+    Only the attributes' names and types are read, never their values; a name must be text.
 
     Raises:
         NotebookFormatError: naming the file, the object and the attribute.
     """
     for name in obj.attrs:
+        if not isinstance(name, str):  # (h5py gives a name that is not UTF-8 back as bytes: a damaged byte)
+            raise damaged(path, f"an attribute of {obj.name}", f"its name {name!r} is not UTF-8 text")
         if not safe_type(obj.attrs.get_id(name).get_type()):
             raise damaged(path, f"attribute {name} of {obj.name}", "it is of a type no notebook stores")

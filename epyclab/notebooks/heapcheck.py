@@ -26,6 +26,10 @@ only if the file holds its address followed by an object's index (as a reference
 in it does) and it is not within a dataset's data (numbers, which may look like anything);
 otherwise it is bytes HDF5 never reads as a collection (a collection it freed, whose bytes
 stay in the file until the space is used again, or a value that looks like a header).
+A sound lookalike is not trusted to cover what follows it: four numbers of a column can
+spell a sound collection of any size, and a damaged collection inside it would go unchecked.
+So a candidate that breaks the rules inside a sound one is skipped only if the sound one
+is a collection HDF5 reads (the same test: referenced, and not within a dataset's data).
 """
 
 from __future__ import annotations
@@ -109,7 +113,10 @@ def _superblock_sizes(data: Bytes) -> tuple[int, int, int] | None:
 def _check_collections(path: str, data: Bytes, base: int, address_size: int, length_size: int) -> None:
     header = struct.Struct(f"<4sB3x{_LENGTH_FORMATS[length_size]}")
     object_header = struct.Struct(f"<HH4x{_LENGTH_FORMATS[length_size]}")
-    sound_until = 0  # the end of the last sound collection: a "GCOL" before it is inside one of its values
+    extents = _DatasetExtents(path, base)
+    # The last sound collection, (start, end, whether HDF5 reads it: None until asked). A candidate inside
+    # it is a value's bytes if it is a real collection; inside a lookalike, it is checked as any other.
+    sound: tuple[int, int, bool | None] = (0, 0, True)
     at = data.find(_SIGNATURE)
     while at >= 0:
         if at + header.size <= len(data):
@@ -120,16 +127,32 @@ def _check_collections(path: str, data: Bytes, base: int, address_size: int, len
                     problem = _objects_problem_8(data, at, first, at + size)
                 else:
                     problem = _objects_problem(data, first, at + size, object_header)
-                if problem is None:
-                    sound_until = at + size
-                elif _referenced(data, at - base, address_size) and not _in_dataset_data(path, at, base):
+                start, end, real = sound
+                inside = at < end
+                if inside and problem is not None and real is None:
+                    # Asked once per sound candidate, and only when something inside it would be refused.
+                    real = _is_collection(data, start, base, address_size, extents)
+                    sound = (start, end, real)
+                if inside and real:
+                    pass  # a value's bytes, in a collection HDF5 reads: it reads them as a value
+                elif problem is None:
+                    if not inside or real is False:  # (inside a lookalike, a sound one is taken as any other)
+                        sound = (at, at + size, None)
+                elif _is_collection(data, at, base, address_size, extents):
                     raise NotebookFormatError(
                         f"{path} is damaged: the global heap collection at byte {at} (the block where "
                         f"HDF5 keeps variable-length values: text, lists, array cells) {problem}; HDF5, and "
                         f"so plain h5py, would hang or fail reading a value from it. Restore the file from "
                         f"a copy (epyclab backup makes a consistent one)"
                     )
-        at = data.find(_SIGNATURE, max(at + 1, sound_until))
+        start, end, real = sound
+        # Within a real sound collection nothing is checked: jump past it (the common case, and fast).
+        at = data.find(_SIGNATURE, max(at + 1, end) if real else at + 1)
+
+
+def _is_collection(data: Bytes, at: int, base: int, address_size: int, extents: _DatasetExtents) -> bool:
+    """Whether a candidate at byte ``at`` is a collection HDF5 may read: referenced, and not among a dataset's data."""
+    return _referenced(data, at - base, address_size) and not extents.holds(at)
 
 
 def _objects_problem(data: Bytes, p: int, end: int, object_header: struct.Struct) -> str | None:
@@ -179,7 +202,7 @@ def _objects_problem_8(data: Bytes, at: int, p: int, end: int) -> str | None:
                 return (f"has a free-space object at byte {at + q} that says it is {length} bytes long, "
                         f"but the collection's last {size - q} bytes are free")
             return None
-        need = 16 + _aligned(length)
+        need = 16 + ((length + 7) & -8)  # (aligned to 8, inline: this line runs once per value kept)
         if need > size - q:
             return (f"has object {index} at byte {at + q} that says it holds {length} bytes, "
                     f"past the collection's end at byte {end}")
@@ -234,25 +257,39 @@ def _referenced(data: Bytes, address: int, address_size: int) -> bool:
     return False
 
 
-def _in_dataset_data(path: str, at: int, base: int) -> bool:
-    """Whether byte ``at`` of the file lies within the data of one of its datasets (asked only before refusing).
+class _DatasetExtents:
+    """Where the datasets of a file keep their data (listed once, when first asked: only before refusing).
 
-    Lists the datasets' storage with h5py, which reads no variable-length value to do so.
+    Lists the datasets' storage with h5py, which reads no variable-length value to do so. If the file
+    cannot be listed (it is damaged elsewhere too), no byte is taken to be a dataset's data: a collection
+    that breaks the rules is then refused.
     """
-    found = False
 
-    def visit(name: str, obj: object) -> None:
-        nonlocal found
-        if isinstance(obj, h5py.Dataset) and not found:
-            found = any(base + start <= at < base + start + size for start, size in _storage(obj.id))
+    def __init__(self, path: str, base: int) -> None:
+        self._path = path
+        self._base = base
+        self._extents: list[tuple[int, int]] | None = None
 
-    try:
-        # Not locking: the caller holds the file's lock (shared, or exclusive while it restores the file).
-        with h5py.File(path, "r", locking=False) as f:
-            f.visititems(visit)
-    except READ_ERRORS:
-        return False  # the file is damaged elsewhere too: the collection is refused
-    return found
+    def holds(self, at: int) -> bool:
+        """Whether byte ``at`` of the file lies within the data of one of its datasets."""
+        if self._extents is None:
+            self._extents = self._listed()
+        return any(start <= at < start + size for start, size in self._extents)
+
+    def _listed(self) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+
+        def visit(name: str, obj: object) -> None:
+            if isinstance(obj, h5py.Dataset):
+                found.extend((self._base + start, size) for start, size in _storage(obj.id))
+
+        try:
+            # Not locking: the caller holds the file's lock (shared, or exclusive while it restores the file).
+            with h5py.File(self._path, "r", locking=False) as f:
+                f.visititems(visit)
+        except READ_ERRORS:
+            return []
+        return found
 
 
 def _storage(dataset: h5py.h5d.DatasetID) -> list[tuple[int, int]]:
