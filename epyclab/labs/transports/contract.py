@@ -32,12 +32,13 @@ only when a lab asks for it, names checked) and chosen with
 from __future__ import annotations
 
 import re
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol
 
 from epyclab.errors import ClusterConnectionError
+from epyclab.log import logger
 
 if TYPE_CHECKING:
     from epyclab.labs.engine.wire import Payload
@@ -75,6 +76,23 @@ class ChunkFuture(Future):  # type: ignore[type-arg]
     def __init__(self, where: str = "") -> None:
         super().__init__()
         self.where = where
+
+
+def settle_once(future: Future, result: Any = None, error: BaseException | None = None,  # type: ignore[type-arg]
+                late: str = "a chunk ended after its future had an outcome") -> None:
+    """Give ``future`` its outcome (``error`` if given, else ``result``), unless it has one already.
+
+    A chunk's future may be ended first by the sweep (stopped past its time
+    limit, cancelled when the sweep ends); what its task did after that is moot,
+    and only ``late`` is logged (at debug level).
+    """
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        logger.debug("%s", late)
 
 
 @dataclass(frozen=True)

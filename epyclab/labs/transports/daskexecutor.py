@@ -19,10 +19,10 @@ runs no task, and no future ends: the transport watches for that
 
 from __future__ import annotations
 
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Executor, Future
 from typing import Any
 
-from epyclab.log import logger
+from epyclab.labs.transports.contract import settle_once
 
 __all__ = ["DaskExecutor", "is_dask_client", "dask_client_of"]
 
@@ -106,17 +106,10 @@ async def _relay(client: Any, task: Any, future: Future) -> None:  # type: ignor
             future.cancel()
             future.set_running_or_notify_cancel()
         else:
-            _end(future, error=exc)
+            settle_once(future, error=exc, late=_LATE)
         return
-    _end(future, result=result)
+    settle_once(future, result=result, late=_LATE)
 
 
-def _end(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        # Cancelled meanwhile (stopped past its time limit, or the sweep ended): what the task did is moot.
-        logger.debug("a Dask task ended after its future was cancelled")
+# Cancelled meanwhile (stopped past its time limit, or the sweep ended): what the task did is moot.
+_LATE = "a Dask task ended after its future was cancelled"

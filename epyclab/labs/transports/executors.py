@@ -51,7 +51,7 @@ import os
 import re
 import signal
 import threading
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from time import monotonic
 from typing import Any
@@ -61,7 +61,7 @@ import psutil
 from epyclab.errors import ClusterConnectionError, EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
-from epyclab.labs.transports.contract import ChunkFuture, WorkerDied
+from epyclab.labs.transports.contract import ChunkFuture, WorkerDied, settle_once
 from epyclab.labs.transports.daskexecutor import DaskExecutor, dask_client_of, is_dask_client
 from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger, kill
@@ -218,7 +218,7 @@ class ExecutorTransport:
         # First the chunk's own future (cancelling the executor's would cancel it), then the task (Dask would
         # run it again elsewhere once its worker dies), then the worker.
         message = f"worker process {entry.pid} was stopped: its chunk ran past the time limit"
-        _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True))
+        settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True), late=_LATE)
         if inner is not None:
             inner.cancel()
         kill(entry.pid)
@@ -237,11 +237,11 @@ class ExecutorTransport:
             self._settle_chunk(inner, future, pool, serial, size)
         except Exception as exc:
             logger.error("could not take in the outcome of a chunk of %d points: %s", size, exc, exc_info=True)
-            _settle_once(future, error=exc)
+            settle_once(future, error=exc, late=_LATE)
         finally:
             if not future.done():
                 # Interrupted by a BaseException (not an Exception): never leave the sweep waiting.
-                _settle_once(future, error=EngineDied("the executor's task ended without an outcome"))
+                settle_once(future, error=EngineDied("the executor's task ended without an outcome"), late=_LATE)
 
     def _settle_chunk(self, inner: Any, future: ChunkFuture, pool: Any, serial: int, size: int) -> None:
         error = None if inner.cancelled() else inner.exception()
@@ -267,7 +267,7 @@ class ExecutorTransport:
             future.cancel()
             return
         if error is None:
-            _settle_once(future, result=inner.result())
+            settle_once(future, result=inner.result(), late=_LATE)
         elif died:
             message = f"a worker process of the executor died ({error})"
             if code is not None:
@@ -279,9 +279,9 @@ class ExecutorTransport:
                 # blamed only when it was alone in flight.
                 outside = at_death > 1
             self._oom = oom_kills()
-            _settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=outside))
+            settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=outside), late=_LATE)
         else:
-            _settle_once(future, error=error)
+            settle_once(future, error=error, late=_LATE)
 
     def _renew(self) -> None:
         """Continue on a fresh process pool like the broken one."""
@@ -409,16 +409,8 @@ def _how(code: int) -> str:
     return f"exit code {code}"
 
 
-def _settle_once(future: Future, result: Any = None, error: BaseException | None = None) -> None:  # type: ignore[type-arg]
-    """Give ``future`` its outcome, unless it has one already (its chunk was stopped past its time limit)."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except InvalidStateError:
-        # Stopped by the sweep, which has recorded the chunk's points already: what the worker did after is moot.
-        logger.debug("a chunk stopped past its time limit ended on its executor too")
+# Stopped by the sweep, which has recorded the chunk's points already: what the worker did after is moot.
+_LATE = "a chunk stopped past its time limit ended on its executor too"
 
 
 def _stop_pool(pool: Any) -> None:
