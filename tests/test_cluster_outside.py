@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_cluster_local import cluster
 from waiting import wait_until
 
@@ -114,3 +119,54 @@ def test_deaths_from_outside_are_bounded_apart(ipdir: Path, tmp_path: Path) -> N
     assert "lab.OutsideRetries = 20" in error and "SIGTERM at " in error
     # Resubmitted once (not counted: Retries = 0 did not fail it), then not again.
     assert sorted(p.name for p in runs.glob("*.pid")) == ["7.0.pid", "7.1.pid"]
+
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from epyclab.clustersetup.outside import _put
+directory = Path(sys.argv[1])
+i = 0
+while True:
+    if i == 1:
+        print("writing", flush=True)
+    _put(directory / f"engine-{i}", f"SIGTERM {time.time():.3f} -", replace=i % 2 == 0)
+    i += 1
+"""
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.floats(0.0, 0.05))
+def test_a_marker_is_seen_whole_or_not_at_all_whenever_its_writer_is_killed(delay: float) -> None:
+    # An engine SIGKILLed right after SIGTERM (a batch system whose KillWait is 0, or the test above) must not leave
+    # a marker that says nothing: a reader sees every marker whole, or none. The writer is killed mid-stream.
+    with tempfile.TemporaryDirectory() as top:
+        profile = Path(top) / "profile_p"
+        profile.mkdir()
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(profile / ENDED_DIRECTORY)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+            time.sleep(delay)
+        finally:
+            writer.kill()
+            writer.wait(10)
+            if writer.stdout is not None:
+                writer.stdout.close()
+        names = [p.name for p in (profile / ENDED_DIRECTORY).iterdir()]
+        assert names
+        for name in names:
+            assert endedFromOutside(profile, name) is not None
+            assert len((profile / ENDED_DIRECTORY / name).read_text().split()) == 3, name
+        # Nothing half written is left where markers are listed.
+        assert all(p.name.startswith(".epyclab-") for p in profile.iterdir() if p.is_file())
+
+
+def test_a_marker_that_says_less_than_it_should_still_witnesses_a_death_from_outside(tmp_path: Path) -> None:
+    # Written in place by an older epyclab and cut short, or damaged: the file exists only because the engine was
+    # ended from outside, so the death is not counted against the point.
+    (tmp_path / ENDED_DIRECTORY).mkdir()
+    for text in ("", "SIGTERM", "SIGTERM 12.5", "garbage garbage garbage garbage"):
+        (tmp_path / ENDED_DIRECTORY / "e").write_text(text)
+        assert endedFromOutside(tmp_path, "e") is not None, text
+    assert endedFromOutside(tmp_path, "never-ended") is None

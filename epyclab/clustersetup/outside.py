@@ -87,10 +87,7 @@ def install() -> None:
                 previous(sig, frame)
             return
         try:
-            directory.mkdir(mode=0o700, exist_ok=True)
-            fd = os.open(directory / ident, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(f"SIGTERM {time.time():.3f} {job}\n")
+            _put(directory / ident, f"SIGTERM {time.time():.3f} {job}", replace=True)
         except OSError as error:  # the engine stops anyway; its log says why there is no marker
             app.log.warning("could not leave the marker of an engine ended from outside: %s", error)
         if callable(previous):
@@ -144,12 +141,45 @@ def _drain(kind: str, job: str, drain: float, marker: Path) -> None:
 def _write(path: Path, text: str) -> None:
     """Write a small private file (its directory made private); an engine goes on without it if it cannot."""
     try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(text + "\n")
+        _put(path, text, replace=True)
     except OSError:
         return
+
+
+def _put(path: Path, text: str, replace: bool) -> bool:
+    """Make ``path`` hold ``text`` and a newline, whole or not at all; False if it exists and not ``replace``.
+
+    A reader must never see a marker half written: SIGKILL can follow SIGTERM
+    at once, and an engine killed between creating its marker and writing it
+    left an empty file, which said nothing, so its death counted. The text goes
+    into a private file of its own beside ``path``'s directory (never a link
+    followed: ``O_EXCL | O_NOFOLLOW``), then takes ``path``'s name in one step:
+    ``rename`` (``replace``) or ``link``, which fails if ``path`` exists.
+
+    Raises:
+        OSError: the directory cannot be made or written.
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    # In the directory's parent, so that a listing of the directory never shows it.
+    unique = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+    part = path.parent.parent / f".epyclab-{path.parent.name}-{unique}"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text + "\n")
+        if replace:
+            os.replace(part, path)
+            return True
+        try:
+            os.link(part, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        try:
+            os.unlink(part)
+        except FileNotFoundError:
+            pass  # renamed into place
 
 
 def engineJob(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
@@ -199,19 +229,11 @@ def enginesOfJob(profileDirectory: str | os.PathLike[str], job: str, before: int
 def markEnded(profileDirectory: str | os.PathLike[str], engineUuid: str, why: str, job: str) -> bool:
     """Record that the scheduler ended engine ``engineUuid`` (``why``: one word, its job's state); True if
     written, False if the engine had left its own marker (that one is kept)."""
-    directory = Path(profileDirectory) / ENDED_DIRECTORY
-    path = directory / str(engineUuid)
+    path = Path(profileDirectory) / ENDED_DIRECTORY / str(engineUuid)
     if path.exists():
         return False
-    directory.mkdir(mode=0o700, exist_ok=True)
-    try:
-        # O_EXCL: an engine writing its own marker at the same moment wins, and nothing is written twice.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as file:
-        file.write(f"{why.split()[0]} {time.time():.3f} {job or '-'}\n")
-    return True
+    # Linked into place: an engine writing its own marker at the same moment wins, and nothing is written twice.
+    return _put(path, f"{why.split()[0]} {time.time():.3f} {job or '-'}", replace=False)
 
 
 def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) -> str | None:
@@ -225,6 +247,8 @@ def endedFromOutside(profileDirectory: str | os.PathLike[str], engineUuid: str) 
     except (FileNotFoundError, NotADirectoryError):
         return None
     if len(words) != 3:
-        return None
+        # Only an engine's SIGTERM or the batch system's end of its job makes a marker: one that says less (damaged,
+        # or left by an older epyclab that wrote in place) still witnesses a death from outside.
+        return "ended from outside (its marker says no more)"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(words[1])))
     return f"{words[0]} at {when}" + ("" if words[2] == "-" else f" in batch job {words[2]}")
