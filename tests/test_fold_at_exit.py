@@ -273,3 +273,24 @@ def test_a_script_keeps_its_clean_workers_warm_across_sweeps(tmp_path):
     assert done.returncode == 0, done.stderr
     first, second, me = json.loads(done.stdout)
     assert me not in first and len(set(first) | set(second)) <= 2  # the same two workers
+
+
+def test_a_resource_tracker_that_does_not_exit_does_not_keep_the_kernel_from_folding(jupyter):  # noqa: F811
+    # loky's resource tracker exits once its pipe closes; one that does not (stopped here with SIGSTOP: in CI it was
+    # seen once, for reasons not known) must not hold the kernel past the front end's wait, which would kill it
+    # before its exit hooks fold the notebook.
+    stop_trackers = (
+        "import signal\n"
+        "from loky.backend import resource_tracker as rt\n"
+        "pid = rt._resource_tracker._pid\n"
+        "os.kill(pid, signal.SIGSTOP)\n"
+        "print(pid)\n"
+    )
+    setup = "PATH, BACKEND = 'stuck.h5', 'workers'\n" + WORKER_PIDS
+    outputs = run_notebook([setup, "first = sweep(1)", stop_trackers], jupyter)
+    tracker = int(outputs[2][0]["text"])
+    assert "stuck.h5.journal" not in os.listdir(jupyter)
+    assert len(plain_h5py_rows(jupyter / "stuck.h5")) == 8
+    # The tracker was stopped by its PID, not left stopped.
+    with pytest.raises(ProcessLookupError):
+        os.kill(tracker, 0)

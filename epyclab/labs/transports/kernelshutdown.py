@@ -27,6 +27,8 @@ there the process exits normally and loky stops its workers at exit.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import weakref
@@ -119,6 +121,27 @@ def _stop_trackers() -> None:
         thread = threading.Thread(target=_stop_one, args=(stop,), name="epyclab-stop-tracker", daemon=True)
         thread.start()
         thread.join(TRACKER_WAIT)
+        if thread.is_alive():
+            _kill_tracker(tracker)
+            thread.join(TRACKER_WAIT)
+
+
+def _kill_tracker(tracker: Any) -> None:
+    """SIGKILL a resource tracker that did not exit when its pipe closed (a child of this process, by its PID).
+
+    Left running, it keeps the kernel past the front end's wait (a few
+    seconds), and the kernel is then killed before its exit hooks fold the
+    notebooks. What it would still have cleaned up (a leaked semaphore) costs
+    less than an unfolded notebook; its stop thread then sees it exit.
+    """
+    pid = getattr(tracker, "_pid", None)  # the tracker keeps its process id there (CPython and loky alike)
+    if not isinstance(pid, int):
+        return
+    logger.warning("resource tracker %d did not exit at kernel shutdown within %.0f s: killed", pid, TRACKER_WAIT)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        logger.debug("resource tracker %d had exited meanwhile", pid)
 
 
 def _stop_one(stop: Any) -> None:
