@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -40,6 +41,8 @@ __all__ = ["stop_at_kernel_shutdown"]
 
 #: Seconds the shutdown waits for each resource tracker to exit after its pipe is closed.
 TRACKER_WAIT = 2.0
+#: Times the shutdown stops resource trackers started again while it stopped the executors.
+RESTARTS = 3
 
 _executors: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -82,6 +85,8 @@ def _on_exit_now(change: Any) -> None:
     with _lock:
         executors = list(_executors)
         _executors.clear()
+    started = time.monotonic()
+    logger.debug("kernel shutdown: stopping %d clean worker pool(s)", len(executors))
     for executor in executors:
         try:
             executor.shutdown(wait=True, kill_workers=True)
@@ -91,6 +96,17 @@ def _on_exit_now(change: Any) -> None:
             logger.warning("could not stop clean workers at kernel shutdown (%s: %s)", type(exc).__name__, exc)
     if executors:
         _stop_trackers()
+        # Stopping the executors can start a tracker again (their last unregistering finds it gone, and loky
+        # starts a new one, which ignores SIGTERM like the first): seen as a kernel killed before its exit
+        # hooks, 1 run in 4. Stop any such one too, a few times at most.
+        for _ in range(RESTARTS):
+            if not any(getattr(t, "_pid", None) for t in _trackers()):
+                break
+            logger.debug("kernel shutdown: a resource tracker was started again; stopping it")
+            _stop_trackers()
+    logger.debug("kernel shutdown: clean workers and trackers stopped in %.2f s; threads that exit must wait for: %s",
+                 time.monotonic() - started,
+                 [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()])
 
 
 def _trackers() -> list[Any]:
