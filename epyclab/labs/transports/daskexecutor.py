@@ -87,10 +87,13 @@ class DaskExecutor(Executor):
         """The scheduler's address, for messages."""
         return str(getattr(self.client.scheduler, "address", "") or "?")
 
-    @property
-    def nthreads(self) -> Any:
-        """The client's ``nthreads`` (how many tasks each worker runs at once)."""
-        return self.client.nthreads
+    def threads(self) -> int:
+        """How many tasks the cluster's workers run at once, in all (asks the scheduler).
+
+        Raises:
+            OSError: the scheduler cannot be reached.
+        """
+        return sum(self.client.nthreads().values())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing: the client and its cluster are the user's."""

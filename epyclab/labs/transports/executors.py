@@ -62,7 +62,7 @@ from epyclab.errors import ClusterConnectionError, EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied, settle_once
-from epyclab.labs.transports.daskexecutor import DaskExecutor, dask_client_of, is_dask_client
+from epyclab.labs.transports.daskexecutor import DaskExecutor, dask_client_of
 from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger, kill
 from epyclab.log import logger
@@ -95,11 +95,9 @@ def executor_of(executor: Any) -> Any:
 
 def workers_of(executor: Any) -> int:
     """How many tasks ``executor`` runs at once, as far as it says (else this machine's cores)."""
-    client = executor.client if isinstance(executor, DaskExecutor) else executor
-    nthreads = getattr(client, "nthreads", None)
-    if callable(nthreads) and is_dask_client(client):
+    if isinstance(executor, DaskExecutor):
         try:
-            return max(1, sum(nthreads().values()))
+            return max(1, executor.threads())
         except Exception as exc:  # a client that cannot answer now still runs tasks
             logger.debug("could not ask the Dask scheduler for its workers: %s", exc)
     n = getattr(executor, "_max_workers", None)
