@@ -260,3 +260,15 @@ def slurm_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
         yield running
     finally:
         assert running.close() == []
+
+
+@pytest.fixture(name="slurm_env")
+def slurm_environment(slurm: Slurm, monkeypatch: pytest.MonkeyPatch) -> Slurm:
+    """The module's Slurm put in this test's environment, so that epyclab's launchers reach it.
+
+    Use it with ``pytestmark = pytest.mark.usefixtures("slurm_env")`` beside conftest's ``ipdir``: being set up
+    first, it is undone last, so a cluster ``ipdir`` stops afterwards can still cancel its Slurm jobs.
+    """
+    for name, value in slurm.env.items():
+        monkeypatch.setenv(name, value)
+    return slurm

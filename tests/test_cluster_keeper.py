@@ -7,31 +7,21 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
-from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
+from slurm import slurm_daemons, slurm_environment  # noqa: F401 (the fixtures 'slurm', 'slurm_env')
 from test_cluster_local import cluster, running, wait_gone
 from waiting import wait_until
 
 from epyclab.clustersetup.keeper import keeperRecord, keepOnce
 from epyclab.clustersetup.launchers import BatchOptions, batchInfo
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.clustersetup.profile import initProfile
 from epyclab.clustersetup.state import Processes, loadProcesses, saveProcesses
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path, slurm: slurm_fixture.Slurm, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name, value in slurm.env.items():
-        monkeypatch.setenv(name, value)
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+pytestmark = pytest.mark.usefixtures("slurm_env")  # with conftest's ipdir
 
 
 def job_ids(profile: Path) -> list[str]:

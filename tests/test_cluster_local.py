@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from click.testing import CliRunner, Result
 from waiting import wait_until
 
 from epyclab.cli import main
-from epyclab.clustersetup.manage import clusterStatus, stopCluster
+from epyclab.clustersetup.manage import clusterStatus
 from epyclab.clustersetup.state import loadProcesses
 
 
@@ -111,17 +110,6 @@ def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
-
-
-@pytest.fixture
-def ipdir(tmp_path: Path) -> Iterator[Path]:
-    """An IPython directory of its own; whatever a test leaves running in it is stopped afterwards."""
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        recorded = loadProcesses(profile)
-        if not recorded.empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
 
 
 def test_controller_restart_keeps_results_and_engines(ipdir: Path) -> None:

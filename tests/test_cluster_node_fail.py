@@ -11,33 +11,22 @@ would fail it) and ends successful.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
 from clusterhub import WaitsToBeKilled
-from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
+from slurm import slurm_daemons, slurm_environment  # noqa: F401 (the fixtures 'slurm', 'slurm_env')
 from test_cluster_local import cluster, wait_gone
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.outside import ENDED_DIRECTORY, endedFromOutside, enginesOfJob
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
 from epyclab.labs.clusterlab import ClusterLab
 from epyclab.notebooks.labnotebook import LabNotebook
 
-
-@pytest.fixture
-def ipdir(tmp_path: Path, slurm: slurm_fixture.Slurm, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name, value in slurm.env.items():
-        monkeypatch.setenv(name, value)
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+pytestmark = pytest.mark.usefixtures("slurm_env")  # with conftest's ipdir
 
 
 @pytest.mark.parametrize("requeue", [False, True], ids=["NODE_FAIL", "requeued"])

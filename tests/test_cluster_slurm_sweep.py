@@ -14,16 +14,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import slurm as slurm_fixture
-from slurm import slurm_daemons  # noqa: F401 (the fixture 'slurm')
+from slurm import slurm_daemons, slurm_environment  # noqa: F401 (the fixtures 'slurm', 'slurm_env')
 from test_cluster_local import cluster, wait_gone
 from waiting import wait_until
 
-from epyclab.clustersetup.manage import stopCluster
 from epyclab.clustersetup.state import loadProcesses
 from epyclab.experiment import Experiment
 from epyclab.notebooks.hdf5 import HDF5LabNotebook
@@ -32,15 +30,7 @@ TESTS = Path(__file__).parent
 POINTS = 200
 
 
-@pytest.fixture
-def ipdir(tmp_path: Path, slurm: slurm_fixture.Slurm, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    for name, value in slurm.env.items():
-        monkeypatch.setenv(name, value)
-    directory = tmp_path / "ipython"
-    yield directory
-    for profile in directory.glob("profile_*"):
-        if not loadProcesses(profile).empty():
-            stopCluster(profile.name.removeprefix("profile_"), ipython_dir=directory)
+pytestmark = pytest.mark.usefixtures("slurm_env")  # with conftest's ipdir
 
 
 def script(path: Path, body: str) -> Path:
