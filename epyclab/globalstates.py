@@ -15,7 +15,7 @@ a sweep, 5e-12 for 10,000), and within a point numpy's and Python's keys differ.
 Each state is set to ``(key, position 624)`` with its kept normal deviate
 dropped, which is what ``numpy.random.set_state(("MT19937", key, 624, 0, 0.0))``
 and ``random.setstate((3, (*key, 624), None))`` make of it. Those copy the
-words one by one in Python (30 and 10 us); here the key is written in place,
+words one by one (30 and 3 us); here the key is written in place,
 through numpy's public ctypes interface (``state_address``) for its generator
 and at the documented offset of CPython's ``_random.Random`` object
 (``PyObject_HEAD; int index; uint32_t state[624]``) for Python's, and the
@@ -259,7 +259,7 @@ def _set_drops_normal(bg: Any) -> bool:
 class _PythonGlobalState:
     """Puts a key into the Mersenne Twister behind :mod:`random`'s functions: in place if checked, else by setstate.
 
-    ``random.setstate`` takes the key as a tuple of 625 ints (10 us);
+    ``random.setstate`` takes the key as a tuple of 625 ints (3 us);
     ``random.seed`` runs ``init_by_array`` (4 us). CPython's ``_random.Random``
     object is ``PyObject_HEAD; int index; uint32_t state[624]``, so the key and
     the index can be written in place. That is checked once per instance,
