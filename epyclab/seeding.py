@@ -39,6 +39,7 @@ import random
 import types
 from collections.abc import Mapping
 from functools import lru_cache
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -324,9 +325,6 @@ def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[An
     return found
 
 
-_ABSENT = object()
-
-
 class HeldStates:
     """The random states held on one experiment, found once and looked for again only when needed.
 
@@ -341,31 +339,36 @@ class HeldStates:
     """
 
     def __init__(self) -> None:
-        self._attrs: dict[str, Any] | None = None
+        # At the last walk: every attribute name of the experiment (None: walk at every call), the
+        # names that are not its bookkeeping, and their objects (kept, not their ids, so that a new
+        # object cannot pass for an old one).
+        self._keys: tuple[str, ...] | None = None
+        self._names: tuple[str, ...] = ()
+        self._objects: tuple[Any, ...] = ()
         self._found: list[tuple[str, Any]] = []
-        self._skip: frozenset[str] = frozenset()
 
     def _unchanged(self, experiment: Any) -> bool:
-        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object."""
-        attrs = self._attrs
+        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object.
+
+        Also False if any attribute appeared or went, bookkeeping too, or the
+        names' order changed (the next walk is then made for nothing, once):
+        the names are compared as a tuple and the objects by identity, in C.
+        """
         d = getattr(experiment, "__dict__", None)
-        if attrs is None or type(d) is not dict:
+        if type(d) is not dict or tuple(d) != self._keys:
             return False
-        skip = self._skip
-        n = 0
-        for k, v in d.items():
-            if k in skip:
-                continue
-            if attrs.get(k, _ABSENT) is not v:
-                return False
-            n += 1
-        return n == len(attrs)
+        names = self._names
+        return not names or all(map(is_, map(d.__getitem__, names), self._objects))
 
     def _refresh(self, experiment: Any) -> None:
-        self._skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
+        skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
         d = getattr(experiment, "__dict__", None)
-        # The objects themselves are kept (not their ids), so a new one cannot pass for an old one.
-        self._attrs = {k: v for k, v in d.items() if k not in self._skip} if type(d) is dict else None
+        if type(d) is dict:
+            self._keys = tuple(d)
+            self._names = tuple(k for k in d if k not in skip)
+            self._objects = tuple(d[k] for k in self._names)
+        else:
+            self._keys = None
         self._found = _walk(experiment)
 
     def seed(self, experiment: Any, seed: int, skip: list[Any] | None = None) -> list[Any]:
