@@ -90,12 +90,17 @@ class _Draws:
 
     def __init__(self) -> None:
         self._bg = np.random.Philox(counter=_counter(0), key=_PHILOX_KEY)
-        self._state = _located(self._bg)
-        # The counter words in place (a ctypes array over the Philox object's own memory, which it keeps).
-        self._ctr = self._state.ctr.contents if self._state is not None else None
-        if self._state is not None and not self._agrees():
-            self._state = None
-        if self._state is None:
+        st = _located(self._bg)
+        # The counter's words and the buffer position in place, as memoryviews (a slot set costs less than
+        # a ctypes one) over the Philox object's own memory: the ctypes objects keep it, this keeps them.
+        self._in_place: tuple[memoryview, memoryview] | None = None
+        if st is not None:
+            pos = ctypes.c_int.from_address(ctypes.addressof(st) + _PhiloxState.buffer_pos.offset)
+            self._held = (st, pos)
+            self._in_place = (memoryview(st.ctr.contents).cast("B").cast("Q"), memoryview(pos).cast("B").cast("i"))
+            if not self._agrees():
+                self._in_place = None
+        if self._in_place is None:
             logger.debug("the Philox state is not laid out as expected here: the global keys take the slow path")
 
     def _agrees(self) -> bool:
@@ -108,15 +113,15 @@ class _Draws:
 
     def keys(self, seed: int) -> memoryview:
         """The 4,992 bytes of both keys for point seed ``seed`` (numpy's first), native order (little-endian)."""
-        st = self._state
-        if st is None:
+        in_place = self._in_place
+        if in_place is None:
             a, b = global_keys(seed)
             return memoryview(a + b)
-        ctr = self._ctr
+        ctr, pos = in_place
         # Block 1 is the first drawn: Philox counts up before each block, and a full buffer makes it draw.
         ctr[0] = 0
         ctr[_SEED_WORD] = seed
-        st.buffer_pos = 4
+        pos[0] = 4
         return memoryview(self._bg.random_raw(_RAW_WORDS)).cast("B")
 
 
