@@ -38,8 +38,10 @@ SEEDING_FLOOR = (
     "layout of CPython's `_random.Random` (checked once against `getstate()`), where `random.seed` took 4 µs "
     "and `setstate` takes 3. A faster generator (SFC64, PCG64) would save about 0.9 µs of the draw but give no "
     "such guarantee. What remains per seeded point is about 5 µs timed alone: the draw 2.4-2.8 µs, the "
-    "point's seed (canonical bytes and a keyed BLAKE2b) 1 µs, the two writes 0.7 µs, the experiment's own "
-    "states 0.4 µs; more in a sweep, as the first table's two rows show."
+    "point's seed (canonical bytes and a keyed BLAKE2b) 1-1.3 µs, the two writes 0.8 µs, the experiment's own "
+    "states 0.3 µs. Inside `Experiment.run` the global states cost about 1 µs more than alone (the draw's "
+    "output and both states are then cold in the caches), and in a sweep more again, as the first table's "
+    "two rows show: a seeded sweep cannot meet the 10 µs target this way."
 )
 
 
