@@ -133,7 +133,7 @@ def _located(bg: Any) -> _PhiloxState | None:
         st = _PhiloxState.from_address(bg.ctypes.state_address)
         # numpy keeps the counter and key in the Philox object itself: anything else is not read at all.
         start, end = id(bg), id(bg) + type(bg).__basicsize__
-        spans = [(ctypes.cast(p, ctypes.c_void_p).value or 0, ctypes.sizeof(p._type_)) for p in (st.ctr, st.key)]
+        spans = [(ctypes.cast(p, ctypes.c_void_p).value or 0, size) for p, size in ((st.ctr, 32), (st.key, 16))]
         if not all(start <= p and p + size <= end for p, size in spans):
             return None
         state = bg.state
