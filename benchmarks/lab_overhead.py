@@ -30,16 +30,18 @@ POINTS_X, POINTS_Z = 200, 100  # 20,000 points
 
 SEEDING_FLOOR = (
     "The floor of seeding: numpy's global state and Python's `random` are each a Mersenne Twister "
-    "with 2.5 KB of state, and each point needs a new one. Python's is set by `random.seed` "
-    "(`init_by_array`, about 4 µs of C whatever the key's length). numpy's "
-    "`seed(array)` runs the same `init_by_array` after checking the array in Python (about 7 µs, "
-    "9.5 µs in a sweep), and `set_state` copies the 624 words one by one (30 µs), so epyclab writes a "
-    "SHAKE-128 key (about 4 µs) into the state in place through the generator's ctypes interface, after "
-    "`seed(0)` (1.4 µs) drops the normal deviate numpy keeps between draws. A 32-bit "
-    "`numpy.random.seed(int)` alone would take 1.4 µs, but two points of a sweep would then share "
-    "numpy's global stream with probability n²/2³³ (1 % for 10,000 points). So a seeded point costs at "
-    "least about 10.5 µs more than a `seed=False` one (the two states 9.5-10 µs, the point's seed 1 µs), "
-    "and about 14 µs in a sweep: the 10 µs target holds for `seed=False` sweeps only."
+    "with 2.5 KB of state, and each point needs a new one. Their keys are one draw of 4,992 bytes from a "
+    "Philox4x64-10 in counter mode (the point seed in its counter: distinct seeds, distinct keys; about "
+    "2.4 µs, of which 0.4 µs is `random_raw`'s call and its array), written in place: numpy's through its "
+    "generator's ctypes interface, after `numpy.random.set_bit_generator` of the generator it has drops the "
+    "normal deviate numpy keeps between draws (0.2 µs, where `seed(0)` took 1.4 µs); Python's at the "
+    "layout of CPython's `_random.Random` (checked once against `getstate()`), where `random.seed` took 4 µs "
+    "and `setstate` takes 3. A faster generator (SFC64, PCG64) would save about 0.9 µs of the draw but give no "
+    "such guarantee. What remains per seeded point is about 5 µs timed alone: the draw 2.4-2.8 µs, the "
+    "point's seed (canonical bytes and a keyed BLAKE2b) 1-1.3 µs, the two writes 0.8 µs, the experiment's own "
+    "states 0.3 µs. Inside `Experiment.run` the global states cost about 1 µs more than alone (the draw's "
+    "output and both states are then cold in the caches), and in a sweep more again, as the first table's "
+    "two rows show: a seeded sweep cannot meet the 10 µs target this way."
 )
 
 
@@ -99,13 +101,14 @@ def seeding_parts() -> list[tuple[str, float]]:
     Each part is timed alone (best of 7 repeats of 20,000 calls); in a sweep the
     parts cost somewhat more (the caches hold the sweep's other work too), which
     the first table's difference between the seeded and ``seed=False`` rows shows.
+    The rows marked "for comparison" are the routes epyclab does not take.
     """
     import hashlib
     import random
 
     import numpy as np
 
-    from epyclab import Experiment, seeding
+    from epyclab import Experiment, globalstates, seeding
 
     class Trivial(Experiment):
         def do(self, params):
@@ -113,29 +116,44 @@ def seeding_parts() -> list[tuple[str, float]]:
 
     params, sweep_seed = {"x": 17, "z": 42}, 123456789
     seed = seeding.pointSeed(sweep_seed, params)
-    key = np.frombuffer(seed.to_bytes(8, "little") + b"npgl", dtype=np.uint32)
-    digest = hashlib.shake_128(seed.to_bytes(8, "little")).digest(2496)
+    numpy_key, python_key = globalstates.global_keys(seed)
+    words = np.frombuffer(numpy_key, dtype="<u4")
+    python_state = (3, (*np.frombuffer(python_key, dtype="<u4").tolist(), 624), None)
     e = Trivial()
     e.setSweepSeed(sweep_seed)
     e.set(params).run()
     held = seeding.HeldStates()
     view = memoryview(bytearray(2496))
+    draws = globalstates._draws()
+    philox = np.random.Philox(1)
+    bg = np.random.get_bit_generator()
+    keys = draws.keys(seed)
     unseeded = Trivial()
     unseeded.set(params)
     parts = [
         ("the point's seed: canonical bytes of its parameters", lambda: seeding.canonicalBytes(params)),
         ("the point's seed: those bytes and a keyed BLAKE2b (`pointSeed`)",
          lambda: seeding.point_seed(sweep_seed, params)),
-        ("numpy's global state: 2,496 bytes of SHAKE-128 for its key", lambda: hashlib.shake_128(
+        ("both keys: 4,992 bytes of Philox4x64-10, its counter written in place", lambda: draws.keys(seed)),
+        ("... of which `Philox.random_raw(624)`", lambda: philox.random_raw(624)),
+        ("... of which `random_raw(1)` (the call and its array)", lambda: philox.random_raw(1)),
+        ("... for comparison, not used: 2,496 bytes of SHAKE-128 (numpy's key before)", lambda: hashlib.shake_128(
             seed.to_bytes(8, "little")).digest(2496)),
-        ("... `numpy.random.seed(0)` (drops the kept normal deviate; its state is then replaced)",
+        ("numpy's global state: the key in place, the kept normal dropped", lambda: globalstates._numpy_global.put(
+            keys[:2496])),
+        ("... of which `numpy.random.set_bit_generator(its own)` (drops the kept normal deviate)",
+         lambda: np.random.set_bit_generator(bg)),
+        ("... of which the key written in place (a slice of a memoryview)",
+         lambda: view.__setitem__(slice(None), numpy_key)),
+        ("... for comparison, not used: `numpy.random.seed(0)` (dropped the kept normal before)",
          lambda: np.random.seed(0)),
-        ("... the key written in place (a slice of a memoryview)", lambda: view.__setitem__(slice(None), digest)),
-        ("... for comparison, not used: `numpy.random.seed(key of 3 words)` (init_by_array)",
-         lambda: np.random.seed(key)),
         ("... for comparison, not used: `numpy.random.set_state` of a key", lambda: np.random.set_state(
-            ("MT19937", np.frombuffer(digest, dtype="<u4"), 624, 0, 0.0))),
-        ("Python's `random`: `random.seed(int of 3 words)`", lambda: random.seed(seed | 1 << 64)),
+            ("MT19937", words, 624, 0, 0.0))),
+        ("Python's `random`: the key and index in place", lambda: globalstates._python_global.put(
+            keys[2496:])),
+        ("... for comparison, not used: `random.seed(int of 3 words)` (init_by_array, before)",
+         lambda: random.seed(seed | 1 << 64)),
+        ("... for comparison, not used: `random.setstate` of a key", lambda: random.setstate(python_state)),
         ("both global states (`seed_globals`)", lambda: seeding.seed_globals(seed)),
         ("random states held on the experiment (none here: `HeldStates.seed`)", lambda: held.seed(e, seed)),
         ("`Experiment.run()`, seeded", e.run),

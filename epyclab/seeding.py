@@ -20,7 +20,7 @@ is needed to run that point again with the same random numbers.
 ``BitGenerator`` and ``random.Random`` held on the experiment (its attributes,
 and inside dicts, lists, tuples and plain objects, down to :data:`MAX_DEPTH`)
 get independent streams. The two global states get keys of their own made
-from the point seed (:func:`seed_globals`); numpy's global bit generator is
+from the point seed (:mod:`epyclab.globalstates`); numpy's global bit generator is
 of the class it had where the sweep began (:func:`globalKind`: a user's
 ``numpy.random.set_bit_generator`` reaches clean worker processes too); each held state a
 :class:`~numpy.random.SeedSequence` of the point seed keyed by where it is held
@@ -32,20 +32,19 @@ looks again only where the experiment's attributes changed between points.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import math
 import numbers
 import random
-import sys
 import types
 from collections.abc import Mapping
 from functools import lru_cache
+from operator import is_
 from typing import Any
 
 import numpy as np
 
-from epyclab.log import logger
+from epyclab.globalstates import globalKind, seed_globals
 
 __all__ = [
     "SEED",
@@ -304,151 +303,6 @@ def _walk(experiment: Any) -> list[tuple[str, Any]]:
     return found
 
 
-# numpy's global state is a Mersenne Twister: 624 32-bit key words, then the position of the next
-# word (624: the next draw twists the whole key first). Its key for a point is 2,496 bytes of
-# SHAKE-128 of this label and the point seed.
-_MT_WORDS = 624
-_MT_KEY_BYTES = 4 * _MT_WORDS
-_NUMPY_LABEL = b"epyclab: numpy's global random state:"
-# Python's random: init_by_array of the point seed and this third key word (see seed_globals).
-_RANDOM_WORD = int.from_bytes(b"pygl", "little") << 64
-
-
-def _numpy_key(seed: int) -> bytes:
-    """The Mersenne Twister key of numpy's global state for the point seed ``seed``: 624 little-endian words."""
-    return hashlib.shake_128(_NUMPY_LABEL + seed.to_bytes(8, "little")).digest(_MT_KEY_BYTES)
-
-
-class _NumpyGlobalState:
-    """Puts a key into numpy's global Mersenne Twister: in place where that is checked to work, else by set_state.
-
-    ``numpy.random.set_state`` copies the 624 words one at a time in Python
-    (30 us); ``numpy.random.seed(array)`` runs ``init_by_array`` after checking
-    the array in Python (7 us, more in a sweep). The global bit generator's
-    state can instead be written in place, through its public ctypes interface
-    (``state_address``), in a fraction of a microsecond. That relies on the
-    layout of numpy's MT19937 state (the key words, then the position), so it is
-    checked once per global bit generator: the bytes there must be the key and
-    position ``bg.state`` gives; if they are not (another layout, a big-endian
-    machine), every point goes through ``set_state``, which gives
-    the same state. Either way the state is what
-    ``set_state(("MT19937", key, 624, 0, 0.0))`` makes it, so the numbers do not
-    depend on the route.
-    """
-
-    def __init__(self) -> None:
-        # The global bit generator the view was made for and a writable view of its state (None:
-        # use set_state), in one tuple: replaced whole, a thread never pairs a view with another
-        # generator, and the generator it holds cannot be freed while its view is in use.
-        self._viewed: tuple[Any, memoryview | None] = (None, None)
-
-    def put(self, key: bytes) -> None:
-        """Make numpy's global state ``("MT19937", key as 624 words, 624, 0, 0.0)``."""
-        # numpy < 1.25 has no get_bit_generator (nor set_bit_generator: its global one is MT19937).
-        bg = _get_bit_generator() if _get_bit_generator is not None else None
-        viewed = self._viewed
-        if viewed[0] is not bg:
-            viewed = self._viewed = (bg, _checked_view(bg) if type(bg) is np.random.MT19937 else None)
-        view = viewed[1]
-        if view is not None:
-            # seed(0) drops the normal deviate numpy keeps from the last point's draws (set_state's
-            # 0, 0.0 does so too) and sets the position to 624; the key written next replaces its key.
-            np.random.seed(0)
-            view[:] = key
-        elif bg is None or type(bg) is np.random.MT19937:
-            np.random.set_state(("MT19937", np.frombuffer(key, dtype="<u4"), _MT_WORDS, 0, 0.0))
-        else:
-            # The user made another generator the global one (numpy.random.set_bit_generator): it
-            # gets the state numpy.random.seed(first 8 key words) gives it, set through set_state,
-            # because seed() reseeds only the bit generator and keeps the normal deviate the global
-            # RandomState holds from the last point's draws (numpy 1.25-2.x), which would leak.
-            fresh = type(bg)(np.frombuffer(key, dtype="<u4", count=8)).state
-            np.random.set_state({**fresh, "has_gauss": 0, "gauss": 0.0})
-
-
-_get_bit_generator = getattr(np.random, "get_bit_generator", None)
-
-
-def _checked_view(bg: Any) -> memoryview | None:
-    """A writable view of MT19937 ``bg``'s key words, if they (and the position) are where it looks (else None).
-
-    Looked at, not written: the view is used only if it reads what ``bg.state``
-    says the key and position are, byte for byte.
-    """
-    if sys.byteorder != "little":
-        return None
-    try:
-        view = memoryview((ctypes.c_uint8 * (_MT_KEY_BYTES + 4)).from_address(bg.ctypes.state_address)).cast("B")
-    except (AttributeError, TypeError, ValueError):
-        return None
-    state = bg.state["state"]
-    expected = state["key"].astype("<u4").tobytes() + int(state["pos"]).to_bytes(4, sys.byteorder)
-    return view[:_MT_KEY_BYTES] if view.tobytes() == expected else None
-
-
-_numpy_global = _NumpyGlobalState()
-
-
-def globalKind() -> type | None:
-    """The class of numpy's global bit generator here (None on a numpy without ``get_bit_generator``).
-
-    A lab reads it when a sweep begins (:meth:`Experiment.setSweepSeed`), and
-    each point's :func:`seed_globals` makes the global one of that class again
-    wherever the point runs, so that a user's ``numpy.random.set_bit_generator``
-    reaches clean worker processes too.
-    """
-    return type(_get_bit_generator()) if _get_bit_generator is not None else None
-
-
-_unbuildable: set[type] = set()
-
-
-def _make_global(kind: type) -> None:
-    """Make a new ``kind()`` numpy's global bit generator; if ``kind`` needs arguments, say so once and leave it."""
-    if kind in _unbuildable:
-        return
-    try:
-        made = kind()
-    except Exception as exc:  # a user's BitGenerator subclass may need arguments: its points still run, seeded
-        _unbuildable.add(kind)
-        logger.warning(
-            "numpy's global bit generator was a %s where the sweep began, but this process cannot make one "
-            "without arguments (%s); its points draw from numpy's global %s here, seeded per point as always. "
-            "To get the same numbers everywhere, use a bit generator numpy can make with no arguments, or call "
-            "numpy.random.set_bit_generator in the experiment's setUp()",
-            kind.__qualname__, exc, type(_get_bit_generator()).__name__,
-        )
-        return
-    np.random.set_bit_generator(made)
-
-
-def seed_globals(seed: int, kind: type | None = None) -> None:
-    """Seed numpy's global random state and Python's :mod:`random` from the point seed ``seed``.
-
-    ``kind``: the class numpy's global bit generator must be (from
-    :func:`globalKind` where the sweep began); if this process's is another
-    (a fresh worker has MT19937), a new one of ``kind`` is made the global one
-    (``numpy.random.set_bit_generator``) before it is seeded. None: leave it.
-
-    Each is a Mersenne Twister (2.5 KB of state), and setting one is most of
-    what seeding a point costs. numpy's gets 624 words of SHAKE-128 of the
-    point seed, written in place (see :class:`_NumpyGlobalState`: 4 us for the
-    hash and 1.4 us to drop numpy's kept normal deviate). Python's is
-    initialised by ``random.seed`` from the point seed and a key word of its own
-    (``init_by_array``, 4 us of C; an int, not bytes, which ``random.seed``
-    would hash with SHA-512 first). The point seed goes in as it is: two points
-    share these streams only if they share the point seed, which no longer key
-    would make rarer (probability at most n**2 / 2**64 for n points, 5e-12 for
-    10,000). numpy's 32-bit ``seed(int)`` alone would take 1.4 us, but then two
-    points would share numpy's global stream with probability n**2 / 2**33
-    (1 % for 10,000 points).
-    """
-    if kind is not None and _get_bit_generator is not None and type(_get_bit_generator()) is not kind:
-        _make_global(kind)
-    _numpy_global.put(_numpy_key(seed))
-    random.seed(seed | _RANDOM_WORD)
-
-
 def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[Any] | None = None) -> list[Any]:
     """Seed every random state the run of ``experiment`` can draw from, from the point seed ``seed``.
 
@@ -471,9 +325,6 @@ def seedStreams(experiment: Any, seed: int, globals_: bool = True, skip: list[An
     return found
 
 
-_ABSENT = object()
-
-
 class HeldStates:
     """The random states held on one experiment, found once and looked for again only when needed.
 
@@ -488,31 +339,36 @@ class HeldStates:
     """
 
     def __init__(self) -> None:
-        self._attrs: dict[str, Any] | None = None
+        # At the last walk: every attribute name of the experiment (None: walk at every call), the
+        # names that are not its bookkeeping, and their objects (kept, not their ids, so that a new
+        # object cannot pass for an old one).
+        self._keys: tuple[str, ...] | None = None
+        self._names: tuple[str, ...] = ()
+        self._objects: tuple[Any, ...] = ()
         self._found: list[tuple[str, Any]] = []
-        self._skip: frozenset[str] = frozenset()
 
     def _unchanged(self, experiment: Any) -> bool:
-        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object."""
-        attrs = self._attrs
+        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object.
+
+        Also False if any attribute appeared or went, bookkeeping too, or the
+        names' order changed (the next walk is then made for nothing, once):
+        the names are compared as a tuple and the objects by identity, in C.
+        """
         d = getattr(experiment, "__dict__", None)
-        if attrs is None or type(d) is not dict:
+        if type(d) is not dict or tuple(d) != self._keys:
             return False
-        skip = self._skip
-        n = 0
-        for k, v in d.items():
-            if k in skip:
-                continue
-            if attrs.get(k, _ABSENT) is not v:
-                return False
-            n += 1
-        return n == len(attrs)
+        names = self._names
+        return not names or all(map(is_, map(d.__getitem__, names), self._objects))
 
     def _refresh(self, experiment: Any) -> None:
-        self._skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
+        skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
         d = getattr(experiment, "__dict__", None)
-        # The objects themselves are kept (not their ids), so a new one cannot pass for an old one.
-        self._attrs = {k: v for k, v in d.items() if k not in self._skip} if type(d) is dict else None
+        if type(d) is dict:
+            self._keys = tuple(d)
+            self._names = tuple(k for k in d if k not in skip)
+            self._objects = tuple(d[k] for k in self._names)
+        else:
+            self._keys = None
         self._found = _walk(experiment)
 
     def seed(self, experiment: Any, seed: int, skip: list[Any] | None = None) -> list[Any]:

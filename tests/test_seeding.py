@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from epyclab import seeding
+from epyclab import globalstates, seeding
 from epyclab.combinators import RepeatedExperiment, SummaryExperiment
 from epyclab.designs import PointwiseDesign
 from epyclab.experiment import Experiment
@@ -188,7 +188,7 @@ def test_numpys_global_state_is_set_whole_and_a_normal_kept_from_before_is_dropp
     np.random.standard_normal(before)
     seeding.seedStreams(Experiment(), seed)
     state = np.random.get_state()
-    key = np.frombuffer(seeding._numpy_key(seed), dtype="<u4")
+    key = np.frombuffer(globalstates.global_keys(seed)[0], dtype="<u4")
     assert state[0] == "MT19937" and (state[1] == key).all() and state[2:] == (624, 0, 0.0)
     drawn = np.random.standard_normal(3).tolist() + np.random.random(3).tolist()
     np.random.standard_normal(1)
@@ -211,7 +211,7 @@ def test_another_global_bit_generator_is_seeded_too() -> None:
         np.random.set_bit_generator(original)
     # And the Mersenne Twister again, once it is back.
     seeding.seedStreams(Experiment(), 7)
-    assert (np.random.get_state()[1] == np.frombuffer(seeding._numpy_key(7), dtype="<u4")).all()
+    assert (np.random.get_state()[1] == np.frombuffer(globalstates.global_keys(7)[0], dtype="<u4")).all()
 
 
 @settings(max_examples=30)

@@ -97,13 +97,68 @@ def failed_in_place(rows: RowBuffer, rc: ResultsDict) -> ResultsDict | None:
     return failed
 
 
+# Values whose type and equality say all their column's check needs: one checked in a column needs no
+# second look there. Others are checked at every point (equal values can be stored differently:
+# (1, 2) == (True, 2), and the second is refused).
+_ATOMS = frozenset({int, float, str, bool, type(None)})
+
+
 def check_points(rows: RowBuffer, points: Sequence[Mapping[str, Any]], where: str) -> None:
     """Refuse points whose parameters ``rows`` cannot store; ``where`` names the result set in the message.
+
+    Each distinct value is checked once in its column (:func:`_check_distinct`: a
+    factorial design repeats each value at many points); if that refuses, every
+    point is checked in turn, which names the first point that cannot be stored.
 
     Raises:
         UnstorableValueError: a parameter value cannot be stored (the point, key, value and type named).
         ResultsStructureException: a parameter is named like a result or metadata column.
     """
+    try:
+        _check_distinct(rows, points)
+    except (UnstorableValueError, ResultsStructureException):
+        # The check point by point is the reference: it raises naming the point (or, if it finds
+        # every point storable, the sweep goes on).
+        _check_each(rows, points, where)
+
+
+def _check_distinct(rows: RowBuffer, points: Sequence[Mapping[str, Any]]) -> None:
+    """Check each key set's roles once and each distinct value once in its column (see :data:`_ATOMS`).
+
+    The check is per column, and a value admitted into a column fits it as
+    the column widens, so this refuses whatever :func:`_check_each` refuses;
+    it does not say which point. Columns are gathered per key set and their
+    distinct values found in C; each column's values are checked in the
+    points' order.
+    """
+    trial = rows.trialCheck()
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for params in points:
+        keys = tuple(params)
+        group = groups.get(keys)
+        if group is None:
+            group = groups[keys] = []
+        group.append(params)
+    seen: set[tuple[Any, type, Any]] = set()
+    for keys, group in groups.items():
+        rows.checkRoles(group[0], {}, {})
+        for k in keys:
+            column = [p[k] for p in group]
+            types = list(map(type, column))
+            if _ATOMS.issuperset(types):
+                values: Any = dict.fromkeys(zip(types, column))
+            else:
+                values = [(t, v) for t, v in zip(types, column)]
+            for t, v in values:
+                if t in _ATOMS:
+                    if (k, t, v) in seen:
+                        continue
+                    seen.add((k, t, v))
+                trial({k: v}, {}, {})
+
+
+def _check_each(rows: RowBuffer, points: Sequence[Mapping[str, Any]], where: str) -> None:
+    """Check every point in turn; raise naming the first whose parameters ``rows`` cannot store."""
     trial = rows.trialCheck()
     known: dict[Any, None] = {}
     for n, params in enumerate(points):
