@@ -29,9 +29,11 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
     python benchmarks/parallel.py [--repeat 9] [--cpu-repeat 2] [--cold-repeat 2] [--engines N]
                                   [--only-cold] [--no-write] [--timeline]
 
-``--timeline`` runs each cold case of (d) once and prints, per worker process,
-its points, first start, last end, busy time and gaps, and the core-seconds the
-sweep left idle: where a sweep loses time, readable on a busy machine too.
+``--timeline`` runs each cold case of (d) once, and the second sweep on the warm
+local cluster, and prints per worker process its points, first start, last end,
+busy time and gaps; the core-seconds the sweep left idle and the spans in which
+it did; and, on the local cluster, the CPU-seconds its controller, engines,
+copies and reaper used: where a sweep loses time, readable on a busy machine too.
 """
 
 from __future__ import annotations
@@ -218,6 +220,28 @@ def returned():
     return time.perf_counter()
 
 
+def cluster_cpu(lab):
+    # CPU-seconds used so far by the local cluster's processes (controller and schedulers, engines, copies
+    # still running) and by its reaper, from /proc: what the cluster costs the cores beside the points.
+    local = lab.localCluster
+    if local is None:
+        return {{}}
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {{"controller": 0.0, "engines": 0.0, "copies": 0.0, "reaper": 0.0}}
+    for pid in [int(i["pid"]) for i in local.processes()] + [local.reaper_pid()]:
+        try:
+            with open(f"/proc/{{pid}}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{{pid}}/cmdline") as f:
+                command = f.read()
+        except (OSError, TypeError):
+            continue
+        kind = next((k for k, word in (("controller", "ipyparallel.controller"), ("engines", "ipyparallel.engine"),
+                                       ("reaper", "transports.reaper")) if word in command), "copies")
+        used[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 def measured(f):
     # The benchmark's own checks and statistics (a DataFrame: pandas' import) are not the user's work: their
     # time is taken out of the whole process's.
@@ -255,9 +279,20 @@ elif case in ("parallel", "twice"):
     if case == "twice":
         lab2 = ParallelLab(**kwargs) if cores == 0 else ParallelLab(cores=cores, **kwargs)
         lab2["x"] = range(points)
-        t = time.perf_counter(); lab2.runExperiment(e, progress=False); out["second"] = time.perf_counter() - t
+        cluster0 = cluster_cpu(lab)
+        t = called(); lab2.runExperiment(e, progress=False); out["second"] = returned() - t
         out["second_backend"] = lab2.lastBackend
-        measured(lambda: len(lab2.dataframe()) == points or sys.exit("rows missing"))
+
+        def stats2():
+            df = lab2.dataframe()
+            assert len(df) == points
+            # The second sweep's timeline (--timeline's warm case) replaces the first's.
+            timeline(df[START], df[END], df[PID])
+            out["inside"], out["busy"] = out["second"], float(df[ELAPSED].sum())
+            out["cluster_cpu"] = {{k: v - cluster0.get(k, 0.0) for k, v in cluster_cpu(lab2).items()}}
+        measured(stats2)
+    elif kwargs:
+        measured(lambda: out.update(cluster_cpu=cluster_cpu(lab)))
 elif case == "joblib":
     from joblib import Parallel, delayed
     from epyclab.labs.engine.worker import run
@@ -354,6 +389,18 @@ def idle_core_seconds(rows: list[list[float]], inside: float, engines: int) -> f
     return idle + engines * max(0.0, inside - at)
 
 
+def idle_spans(rows: list[list[float]], inside: float, engines: int,
+               least: float = 0.02) -> list[tuple[float, float, int]]:
+    """Spans of the sweep's call over ``least`` s with fewer than ``engines`` points running: (from, to, running)."""
+    events = sorted([(max(0.0, a), 1) for a, _, _ in rows] + [(min(inside, b), -1) for _, b, _ in rows])
+    spans, running, at = [], 0, 0.0
+    for t, step in events + [(inside, 0)]:
+        if running < engines and t - at > least:
+            spans.append((at, t, running))
+        running, at = running + step, max(at, t)
+    return spans
+
+
 def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
     """Per worker: points, first start, last end, busy, gaps between points; and what the sweep left idle."""
     workers: dict[int, list[tuple[float, float]]] = {}
@@ -367,9 +414,18 @@ def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
                       f"{sum(b - a for a, b in spans):.2f}", f"{1000 * sum(gaps) / max(1, len(gaps)):.1f}"])
     text = table([f"{case}: worker", "points", "first start (s)", "last end (s)", "busy (s)", "mean gap (ms)"], lines)
     idle = idle_core_seconds(r["rows"], r["inside"], engines)
-    return text + (f"\n\n{case}: inside {r['inside']:.2f} s; left {idle:.2f} "
-                   f"core-seconds idle (fewer than {engines} points running); this process used "
-                   f"{r['parent_cpu']:.2f} CPU-s during the sweep.")
+    text += (f"\n\n{case}: inside {r['inside']:.2f} s; left {idle:.2f} "
+             f"core-seconds idle (fewer than {engines} points running); this process used "
+             f"{r['parent_cpu']:.2f} CPU-s during the sweep.")
+    spans = idle_spans(r["rows"], r["inside"], engines)
+    if spans:
+        text += " Idle spans over 20 ms (from-to s: points running): " + ", ".join(
+            f"{a:.2f}-{b:.2f}: {k}" for a, b, k in spans) + "."
+    if r.get("cluster_cpu"):
+        text += " CPU-s of the cluster's processes: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in r["cluster_cpu"].items()) + (
+            f" (the points' own time: {r['busy']:.2f} s)." if "busy" in r else ".")
+    return text
 
 
 def _met(ok: bool) -> str:
@@ -444,8 +500,9 @@ def main() -> None:
     if args.timeline:
         load = Load()
         n = calibrate(CPU_SECONDS)
-        for case in ("lab", "parallel", "parallel_ipp", "joblib"):
-            print(timeline_text(case, cold_case(case, CPU_POINTS, n, engines, args.engines),
+        for case in ("lab", "parallel", "parallel_ipp", "joblib", "twice_ipp"):
+            name = "second sweep, warm cluster (ipp)" if case == "twice_ipp" else case
+            print(timeline_text(name, cold_case(case, CPU_POINTS, n, engines, args.engines),
                                 1 if case == "lab" else engines) + "\n")
         print(load.footer())
         return

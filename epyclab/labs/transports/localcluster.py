@@ -424,9 +424,22 @@ def _remove_files(profile_dir: str, cluster_id: str) -> None:
 #: sweep is never debugged, and on 2 cores every CPU-second spent starting processes costs a
 #: cold sweep half a second. A None entry in sys.modules makes ``import debugpy`` raise
 #: ImportError, which ipykernel takes as "no debugger".
+#:
+#: Both the engines and the controller import with the cyclic garbage collector off, then freeze what
+#: they imported (``gc.freeze``: later collections skip it) and turn the collector back on: their
+#: imports (IPython, ipykernel, zmq, numpy; 500+ modules) build objects that all live as long as the
+#: process, so the collections that run meanwhile find nothing to free. Measured here: the engine's
+#: imports 0.46 -> 0.44 CPU-s, the controller's 0.44 -> 0.39, about 0.1 CPU-s per cold start of 2
+#: engines, which on 2 cores is time the forked copies run points in instead.
 ENGINE_CMD = [
     sys.executable, "-c",
-    "import sys; sys.modules.setdefault('debugpy', None); from ipyparallel.engine.app import main; main()",
+    "import gc, sys; gc.disable(); sys.modules.setdefault('debugpy', None); "
+    "from ipyparallel.engine.app import main; gc.freeze(); gc.enable(); main()",
+]
+#: The controller's command: ipyparallel's (``python -m ipyparallel.controller``), importing as the engines do.
+CONTROLLER_CMD = [
+    sys.executable, "-c",
+    "import gc; gc.disable(); from ipyparallel.controller.app import main; gc.freeze(); gc.enable(); main()",
 ]
 
 
@@ -570,6 +583,7 @@ class LocalCluster:
         # ipyparallel sleeps 0.1 s between engines (to give them ids in order, which nothing here needs):
         # this thread would wait, and the last engine register, that much later.
         config.LocalEngineSetLauncher.delay = 0.0
+        config.LocalControllerLauncher.controller_cmd = CONTROLLER_CMD
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(
