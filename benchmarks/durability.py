@@ -11,7 +11,7 @@ this checkout, each in its own processes:
 * opening the 100,000-row notebook in a new process and building its DataFrame
   (goal: at most 0.3 s), and writing it (goal: at most 2 s).
 
-    python benchmarks/durability.py [--repeat 3] [--before 57cd1b5] [--no-write]
+    python benchmarks/durability.py [--repeat 9] [--quick 3] [--before 57cd1b5] [--no-write]
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Walk(Experiment):
     def do(self, params):
         return {"final": params["n"] % 17 - 8, "mean": params["n"] / 3.0, "label": f"walk {params['seed']}"}
 
+tmp, what = sys.argv[2], sys.argv[3]
 e = Walk()
-rcs = [e.set({"n": i, "seed": i % 10}).run() for i in range(100_000)]
+rcs = [e.set({"n": i, "seed": i % 10}).run() for i in range(100_000 if what == "big" else 20_000)]
 
 def write(path, rcs, every):
     t0, c0 = time.perf_counter(), time.process_time()
@@ -53,13 +54,12 @@ def write(path, rcs, every):
     # Wall time, and CPU time (this process's: a loaded machine changes it less than the wall time).
     return [time.perf_counter() - t0, time.process_time() - c0]
 
-tmp, what = sys.argv[2], sys.argv[3]
 if what == "big":
     print(json.dumps(write(os.path.join(tmp, "big.h5"), rcs, 1_000)))
 elif what == "each":
-    print(json.dumps(write(os.path.join(tmp, "each.h5"), rcs[:20_000], 1)))
+    print(json.dumps(write(os.path.join(tmp, "each.h5"), rcs, 1)))
 else:
-    print(json.dumps(write(os.path.join(tmp, "once.h5"), rcs[:20_000], 20_000)))
+    print(json.dumps(write(os.path.join(tmp, "once.h5"), rcs, 20_000)))
 """
 
 READER = r"""
@@ -67,9 +67,9 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from epyclab import HDF5LabNotebook
 import pandas
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 df = HDF5LabNotebook(sys.argv[2], readonly=True).dataframe(only_successful=False)
-print(json.dumps({"open": time.perf_counter() - t0, "rows": len(df)}))
+print(json.dumps({"open": [time.perf_counter() - t0, time.process_time() - c0], "rows": len(df)}))
 """
 
 
@@ -97,9 +97,52 @@ def run(code: str, *args: str) -> object:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def median(xs: list[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count)."""
+    s = sorted(xs)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
+
+
+def spread(xs: list[float], unit: str = " s") -> str:
+    """``median (min-max)`` of ``xs``."""
+    return f"{median(xs):.2f}{unit} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+def measure(roots: dict[str, str], tmp: str, repeat: int, quick: int) -> dict[str, dict[str, list[float]]]:
+    """Each measure ``repeat`` (the 100,000-row writing) or ``quick`` times per side, interleaved.
+
+    Every figure comes from a fresh process. In each round both sides run one after the other, the
+    side going first alternating from round to round, so a drift in the machine's load (or the
+    disk's write-back) falls on both alike; the ratio of a round's pair is one sample of after / before.
+    """
+    figures: dict[str, dict[str, list[float]]] = {
+        k: {m: [] for m in ("big", "big_cpu", "once", "once_cpu", "open", "open_cpu", "each")} for k in roots
+    }
+    names = list(roots)
+    for r in range(repeat):
+        for name in names if r % 2 == 0 else names[::-1]:
+            work = os.path.join(tmp, f"{name}-work")
+            os.makedirs(work, exist_ok=True)
+            wall, cpu = run(WORKER, roots[name], work, "big")
+            figures[name]["big"].append(wall)
+            figures[name]["big_cpu"].append(cpu)
+            if r < quick:
+                read = run(READER, roots[name], os.path.join(work, "big.h5"))
+                assert read["rows"] == 100_000, read
+                figures[name]["open"].append(read["open"][0])
+                figures[name]["open_cpu"].append(read["open"][1])
+                wall, cpu = run(WORKER, roots[name], work, "once")
+                figures[name]["once"].append(wall)
+                figures[name]["once_cpu"].append(cpu)
+    for name in names:  # slow (20,000 flushes after): once each
+        figures[name]["each"].append(run(WORKER, roots[name], os.path.join(tmp, f"{name}-work"), "each")[0])
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=9, help="rounds of the 100,000-row writing (each side)")
+    parser.add_argument("--quick", type=int, default=3, help="rounds of the smaller measures (each side)")
     parser.add_argument("--before", default="57cd1b5", help="the commit to compare with")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
@@ -114,39 +157,25 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before, "epyclab"],
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
-        roots = {"before": before, "after": str(REPO)}
-        figures: dict[str, dict[str, list[float]]] = {
-            k: {"big": [], "big_cpu": [], "each": [], "once": [], "open": []} for k in roots
-        }
-        for _ in range(args.repeat):
-            for name, root in roots.items():  # interleaved: both see the same load
-                work = os.path.join(tmp, f"{name}-work")
-                os.makedirs(work, exist_ok=True)
-                for what in ("big", "once"):
-                    wall, cpu = run(WORKER, root, work, what)
-                    figures[name][what].append(wall)
-                    if what == "big":
-                        figures[name]["big_cpu"].append(cpu)
-                read = run(READER, root, os.path.join(work, "big.h5"))
-                assert read["rows"] == 100_000
-                figures[name]["open"].append(read["open"])
-        for name, root in roots.items():  # slow (20,000 flushes after): once each
-            work = os.path.join(tmp, f"{name}-work")
-            figures[name]["each"].append(run(WORKER, root, work, "each")[0])
+        figures = measure({"before": before, "after": str(REPO)}, tmp, args.repeat, min(args.quick, args.repeat))
     footer = load.footer()
-    b = {k: min(v) for k, v in figures["before"].items()}
-    a = {k: min(v) for k, v in figures["after"].items()}
+    b, a = figures["before"], figures["after"]
+    # One sample of after / before per round: the two ran back to back, under the same load.
+    pairs = {m: [x / y for x, y in zip(a[m], b[m])] for m in ("big", "big_cpu", "once", "once_cpu")}
+
+    def row(label: str, m: str, goal: str) -> list[str]:
+        ratio = (f"{median(pairs[m]):.2f}x ({min(pairs[m]):.2f}-{max(pairs[m]):.2f})" if m in pairs
+                 else f"{median(a[m]) / median(b[m]):.2f}x")
+        return [label, spread(b[m]), spread(a[m]), ratio, goal]
+
     rows = [
-        ["write 100,000 results, commit every 1,000, close", f"{b['big']:.2f} s", f"{a['big']:.2f} s",
-         f"{a['big'] / b['big']:.2f}x", "<= 1.10x; after <= 2 s"],
-        ["the same, CPU time of the writing process", f"{b['big_cpu']:.2f} s", f"{a['big_cpu']:.2f} s",
-         f"{a['big_cpu'] / b['big_cpu']:.2f}x", "(less changed by the load than the wall time)"],
-        ["20,000 results, commit after each", f"{b['each']:.2f} s", f"{a['each']:.2f} s",
-         f"{a['each'] / b['each']:.2f}x", "none: one flush per commit is the point (issue 19.6)"],
-        ["20,000 results, commit once", f"{b['once']:.2f} s", f"{a['once']:.2f} s",
-         f"{a['once'] / b['once']:.2f}x", ""],
-        ["open the 100,000-row notebook in a new process + dataframe()", f"{b['open']:.2f} s",
-         f"{a['open']:.2f} s", f"{a['open'] / b['open']:.2f}x", "after <= 0.3 s"],
+        row("write 100,000 results, commit every 1,000, close: wall", "big", "<= 1.10x; after <= 2 s"),
+        row("... CPU time of the writing process", "big_cpu", "(less changed by the load than the wall time)"),
+        row("20,000 results, commit once: wall", "once", ""),
+        row("... CPU time", "once_cpu", ""),
+        row("open the 100,000-row notebook in a new process + dataframe(): wall", "open", "after <= 0.3 s"),
+        row("20,000 results, commit after each: wall (one run)", "each",
+            "none: one flush per commit is the point (issue 19.6)"),
     ]
     text = table(["measure", f"before ({args.before})", "after (this checkout)", "after / before", "goal"], rows)
     print(text)
@@ -156,12 +185,16 @@ def main() -> None:
             "durability",
             "## What a power-cut-safe commit costs (`benchmarks/durability.py`)\n\n"
             "The code before flushes were added (`--before`, extracted with `git archive`) against this "
-            "checkout, each in its own processes, interleaved in one run, on the same ext4 disk; best of "
-            f"{args.repeat} runs (commit-after-each: one run). The reader is a new process; its time "
-            "excludes imports. Flushes cost what the disk makes them cost: on a loaded machine (see the "
-            "load average) re-take the figures on a quiet one before relying on them.\n\n"
+            "checkout, on the same ext4 disk, every figure from a fresh process. The two alternate: in each "
+            f"round one run of each, the one going first alternating ({args.repeat} rounds of the "
+            f"100,000-row writing, {min(args.quick, args.repeat)} of the others, commit-after-each once). "
+            "Each cell is the median (and in brackets the fastest and slowest run); after / before is the "
+            "median of the rounds' own ratios (and their range), each round's pair having run back to back "
+            "under the same load. The reader is a new process; its time excludes imports. Flushes cost what "
+            "the disk makes them cost: on a loaded machine (see the load average) re-take the figures on a "
+            "quiet one before relying on them.\n\n"
             f"{text}\n\nA commit after each result costs one flush more than before: "
-            f"{(a['each'] - b['each']) / 20_000 * 1e3:.2f} ms per commit here.\n\n{WHERE_IT_GOES}\n\n{footer}",
+            f"{(a['each'][0] - b['each'][0]) / 20_000 * 1e3:.2f} ms per commit here.\n\n{WHERE_IT_GOES}\n\n{footer}",
         )
 
 
