@@ -449,8 +449,12 @@ class Journal:
 
         The space is allocated (``posix_fallocate``: the file system reserves it and
         the bytes read as zeros) rather than written with zeros, which wrote 4 MiB of
-        zeros per 20,000 rows and flushed them to the disk with the next record. Where
-        the file system cannot allocate, zeros are written as before.
+        zeros per 20,000 rows and flushed them to the disk with the next record. On
+        ext4 a record written there turns its blocks from "unwritten" to written, a
+        change of metadata its flush commits; measured on this machine's ext4 that
+        flush costs what one over written zeros does (2026-12-07: 0.12-0.23 ms per
+        150-byte record either way, 20 rounds interleaved). Where the file system
+        cannot allocate, zeros are written as before.
 
         Raises:
             OSError: the disk is full (the file is as it was).
