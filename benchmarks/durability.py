@@ -11,7 +11,7 @@ this checkout, each in its own processes:
 * opening the 100,000-row notebook in a new process and building its DataFrame
   (goal: at most 0.3 s), and writing it (goal: at most 2 s).
 
-    python benchmarks/durability.py [--repeat 9] [--quick 3] [--before 57cd1b5] [--no-write]
+    python benchmarks/durability.py [--repeat 7] [--quick 3] [--before 57cd1b5] [--no-write]
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ sys.path.insert(0, sys.argv[1])
 import epyclab
 assert epyclab.__file__.startswith(sys.argv[1]), epyclab.__file__
 from epyclab import Experiment, HDF5LabNotebook
+if os.environ.get("DURABILITY_UNFLUSHED"):
+    # This checkout with its flushes made no-ops: what waiting for the disk costs, apart from the rest.
+    from epyclab.notebooks import fileio
+    fileio.flush = lambda fd: None
+    fileio.flush_dir = lambda path: None
 
 class Walk(Experiment):
     def do(self, params):
@@ -112,8 +117,9 @@ the at-fork hook says the process changed (-0.03 s). Together: +0.18 s CPU to ab
 less often does not help: one checkpoint of 100,000 rows costs the CPU of five of 20,000."""
 
 
-def run(code: str, *args: str) -> object:
-    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+def run(code: str, *args: str, env: dict[str, str] | None = None) -> object:
+    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -131,37 +137,40 @@ def spread(xs: list[float], unit: str = " s") -> str:
 def measure(roots: dict[str, str], tmp: str, repeat: int, quick: int) -> dict[str, dict[str, list[float]]]:
     """Each measure ``repeat`` (the 100,000-row writing) or ``quick`` times per side, interleaved.
 
-    Every figure comes from a fresh process. In each round both sides run one after the other, the
-    side going first alternating from round to round, so a drift in the machine's load (or the
-    disk's write-back) falls on both alike; the ratio of a round's pair is one sample of after / before.
+    Every figure comes from a fresh process. In each round the sides run one after the other, the
+    order rotating from round to round, so a drift in the machine's load (or the disk's write-back)
+    falls on all alike; the ratio of a round's pair is one sample of after / before. The side
+    "unflushed" (this checkout, its flushes made no-ops) only writes the 100,000 rows.
     """
     measures = ("big", "big_cpu", "big_imports", "once", "once_cpu", "open", "open_cpu", "each")
-    figures: dict[str, dict[str, list[float]]] = {k: {m: [] for m in measures} for k in roots}
-    names = list(roots)
+    sides = [*roots, "unflushed"]
+    figures: dict[str, dict[str, list[float]]] = {k: {m: [] for m in measures} for k in sides}
     for r in range(repeat):
-        for name in names if r % 2 == 0 else names[::-1]:
+        for name in sides[r % 3 :] + sides[: r % 3]:
+            root = roots.get(name, roots["after"])
+            env = {"DURABILITY_UNFLUSHED": "1"} if name == "unflushed" else None
             work = os.path.join(tmp, f"{name}-work")
             os.makedirs(work, exist_ok=True)
-            wall, cpu, imports = run(WORKER, roots[name], work, "big")
+            wall, cpu, imports = run(WORKER, root, work, "big", env=env)
             figures[name]["big"].append(wall)
             figures[name]["big_cpu"].append(cpu)
             figures[name]["big_imports"].append(wall + imports)
-            if r < quick:
-                read = run(READER, roots[name], os.path.join(work, "big.h5"))
+            if r < quick and name in roots:
+                read = run(READER, root, os.path.join(work, "big.h5"))
                 assert read["rows"] == 100_000, read
                 figures[name]["open"].append(read["open"][0])
                 figures[name]["open_cpu"].append(read["open"][1])
-                wall, cpu, _ = run(WORKER, roots[name], work, "once")
+                wall, cpu, _ = run(WORKER, root, work, "once")
                 figures[name]["once"].append(wall)
                 figures[name]["once_cpu"].append(cpu)
-    for name in names:  # slow (20,000 flushes after): once each
-        figures[name]["each"].append(run(WORKER, roots[name], os.path.join(tmp, f"{name}-work"), "each")[0])
+    for name, root in roots.items():  # slow (20,000 flushes after): once each
+        figures[name]["each"].append(run(WORKER, root, os.path.join(tmp, f"{name}-work"), "each")[0])
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=9, help="rounds of the 100,000-row writing (each side)")
+    parser.add_argument("--repeat", type=int, default=7, help="rounds of the 100,000-row writing (each side)")
     parser.add_argument("--quick", type=int, default=3, help="rounds of the smaller measures (each side)")
     parser.add_argument("--before", default="57cd1b5", help="the commit to compare with")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
@@ -179,7 +188,7 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", before], input=archive, check=True)
         figures = measure({"before": before, "after": str(REPO)}, tmp, args.repeat, min(args.quick, args.repeat))
     footer = load.footer()
-    b, a = figures["before"], figures["after"]
+    b, a, u = figures["before"], figures["after"], figures["unflushed"]
     # One sample of after / before per round: the two ran back to back, under the same load.
     pairs = {m: [x / y for x, y in zip(a[m], b[m])] for m in ("big", "big_cpu", "big_imports", "once", "once_cpu")}
 
@@ -193,6 +202,13 @@ def main() -> None:
         row("... CPU time of the writing process", "big_cpu", "(less changed by the load than the wall time)"),
         row("... wall, with the notebook's first import of pandas (a fresh process's first notebook)", "big_imports",
             "(how the goal was first measured)"),
+        ["... wall, this checkout with its flushes made no-ops", spread(b["big"]), spread(u["big"]),
+         f"{median([x / y for x, y in zip(u['big'], b['big'])]):.2f}x; flushed / unflushed "
+         f"{median([x / y for x, y in zip(a['big'], u['big'])]):.2f}x "
+         f"({min(x / y for x, y in zip(a['big'], u['big'])):.2f}-{max(x / y for x, y in zip(a['big'], u['big'])):.2f})",
+         "(what the flushes alone cost, apart from the other changes since before)"],
+        ["... CPU time, flushes made no-ops", spread(b["big_cpu"]), spread(u["big_cpu"]),
+         f"{median([x / y for x, y in zip(u['big_cpu'], b['big_cpu'])]):.2f}x", ""],
         row("20,000 results, commit once: wall", "once", ""),
         row("... CPU time", "once_cpu", ""),
         row("open the 100,000-row notebook in a new process + dataframe(): wall", "open", "after <= 0.3 s"),
@@ -207,9 +223,11 @@ def main() -> None:
             "durability",
             "## What a power-cut-safe commit costs (`benchmarks/durability.py`)\n\n"
             "The code before flushes were added (`--before`, extracted with `git archive`) against this "
-            "checkout, on the same ext4 disk, every figure from a fresh process. The two alternate: in each "
-            f"round one run of each, the one going first alternating ({args.repeat} rounds of the "
-            f"100,000-row writing, {min(args.quick, args.repeat)} of the others, commit-after-each once). "
+            "checkout, on the same ext4 disk, every figure from a fresh process. They alternate: in each "
+            f"round one run of each, the order rotating ({args.repeat} rounds of the 100,000-row writing, "
+            f"{min(args.quick, args.repeat)} of the others, commit-after-each once); a third side, this "
+            "checkout with its flushes made no-ops, separates what waiting for the disk costs from the "
+            "other changes made since `--before`. "
             "Each cell is the median (and in brackets the fastest and slowest run); after / before is the "
             "median of the rounds' own ratios (and their range), each round's pair having run back to back "
             "under the same load. The writers import pandas (which a notebook imports when first opened: "
