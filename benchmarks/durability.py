@@ -99,6 +99,8 @@ the file's, removing the log commits a file not on the disk; without the directo
 a cut after the next commit brings the log back, which rolls the file back to before the checkpoint while
 the journal no longer holds what it folded. Timed inside the writer (8 rounds, interleaved, load 2.7-3.5,
 the disk shared): the flushes 102-114 ms (median), the writes 47 ms with zeros and 32 ms allocated.
+Until now the writers' clocks also took in the import of pandas (0.3-0.5 s, the same on both sides),
+which made the ratio look smaller and noisier than the writing's own.
 
 Where the extra time of the 100,000-row case goes (2026-12-07): the flushes themselves, on a quiet
 moment of this disk, 0.3 ms per commit's record (1-2 ms for the three per checkpoint cycle that also flush
