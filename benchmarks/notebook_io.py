@@ -205,8 +205,9 @@ def main() -> None:
             f"{text}\n\n"
             "A commit flushes its journal record with `fdatasync`, not `fsync`: the record is data, and "
             "when a record grows the journal, `fdatasync` writes the new size too (it flushes the metadata "
-            "needed to read the data back); the journal is grown ahead 1 MiB at a time, so most commits "
-            "overwrite bytes the file has and flush no size at all. Only what is not needed to read the "
+            "needed to read the data back); the journal is grown ahead 1 MiB at a time (allocated with "
+            "`posix_fallocate`, not written), so most commits write within the file's size and flush no new "
+            "size. Only what is not needed to read the "
             "data (times) is left to the system. Directories are flushed with `fsync` after a file is "
             "made, renamed or removed.\n\n"
             f"{load}\n\n{machine()}",

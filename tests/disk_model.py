@@ -6,8 +6,9 @@ them over the files a directory held when recording began (taken as on the
 disk), and gives the directory as it would be after a cut at any point:
 
 * ``"flushed"``: a power cut that keeps only what was flushed: each file's
-  data as of its last ``flush``, and the names (created, renamed, removed) as
-  of the directory's last ``flush_dir``; everything after is lost.
+  data (and its size, grown by a write or an ``allocate``) as of its last
+  ``flush``, and the names (created, renamed, removed) as of the directory's
+  last ``flush_dir``; everything after is lost.
 * ``"kept"``: a killed process: the kernel keeps every write made.
 """
 
@@ -56,6 +57,12 @@ class DiskModel:
                 if len(content) < offset:
                     content.extend(bytes(offset - len(content)))
                 content[offset : offset + len(data)] = data
+            elif op == "allocate":
+                # posix_fallocate: the file grows to at least offset + length, the new bytes zeros (bytes it
+                # held stay); like a write, the new size is on the disk only once the file is flushed.
+                offset, length = details
+                content = inodes[names[path]]
+                content.extend(bytes(max(0, offset + length - len(content))))
             elif op == "truncate":
                 content = inodes[names[path]]
                 (size,) = details

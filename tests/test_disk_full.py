@@ -164,3 +164,36 @@ def test_a_json_commit_on_a_full_disk_leaves_the_file_as_it_was(small_disk):
     nb.commit()  # the changes were kept in memory: saved once space is back
     nb.close()
     assert JSONLabNotebook(path, readonly=True).numberOfResults() == 200
+
+
+@pytest.mark.parametrize("leave", [0, 100_000, 400_000])
+def test_a_commit_that_must_grow_the_journal_on_a_full_disk_is_a_clear_error_or_fits_exactly(small_disk, leave):
+    # The journal's room (1 MiB, allocated by posix_fallocate at the first commit) is too small for the next
+    # record (0.7 MB of text after the first 0.5 MB: about 150 kB past the room), so the commit must grow
+    # it on a disk with `leave` bytes free: 1 MiB more never fits; just what the record needs, with 400 kB.
+    path = small_disk / "nb.h5"
+    journal = small_disk / "nb.h5.journal"
+    nb = HDF5LabNotebook(path, create=True)
+    nb.CheckpointRows = 10**9
+    nb.addResult({"parameters": {"i": 0}, "metadata": {}, "results": {"text": "a" * 500_000}})
+    nb.commit()
+    room = journal.stat().st_size
+    assert room >= 1 << 20  # grown ahead
+    filler = fill(small_disk, leave)
+    nb.addResult({"parameters": {"i": 1}, "metadata": {}, "results": {"text": "b" * 700_000}})
+    try:
+        nb.commit()
+    except NotebookIOError as e:
+        assert leave < 400_000
+        assert str(path) in str(e) and "the disk is full" in str(e) and "Free some space" in str(e)
+        assert "still in memory" in str(e)
+        assert journal.stat().st_size == room  # nothing half made is left behind
+        filler.unlink()
+        nb.commit()  # the row was kept in memory: saved once space is back
+    else:
+        assert leave == 400_000
+        assert room < journal.stat().st_size < room + (1 << 20)  # grown by just what the record needs
+        filler.unlink()
+    nb.close()
+    df = HDF5LabNotebook(path, readonly=True).dataframe(only_successful=False)
+    assert df["i"].tolist() == [0, 1] and df["text"].tolist() == ["a" * 500_000, "b" * 700_000]

@@ -12,12 +12,14 @@ The same recording gives a real undo log beside a half-changed file (the moment
 before a checkpoint removes its log); damaged at any offset, it either restores
 the file exactly or is refused with NotebookFormatError naming the log (issue 19.1).
 
-CI cost: about 400 openings of a small notebook (~15 s), and 50 examples of ~0.1 s.
+CI cost: about 2 x 400 openings of a small notebook (~2 x 15 s), and 50 examples of ~0.1 s.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,8 @@ def _contents(nb: HDF5LabNotebook) -> dict[str, list[float]]:
     }
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> DiskModel:
+def _record(d: Path) -> DiskModel:
     """Commits (some folded at checkpoints, one widening a column), a checkpoint() and a close, recorded."""
-    d = tmp_path_factory.mktemp("nb")
     path = d / "nb.h5"
     with HDF5LabNotebook(path, create=True) as nb:
         nb.addResultSet("first")
@@ -76,6 +76,29 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> DiskModel:
     return model
 
 
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> DiskModel:
+    """The recorded run; its journal grows ahead by allocating (posix_fallocate), as on this disk."""
+    model = _record(tmp_path_factory.mktemp("nb"))
+    assert "allocate" in [op for op, _, _ in model.events]
+    return model
+
+
+@pytest.fixture(scope="module")
+def recorded_zeros(tmp_path_factory: pytest.TempPathFactory) -> DiskModel:
+    """The same run on a file system that cannot allocate without writing: the journal grows by zeros written."""
+    def cannot(fd: int, offset: int, length: int) -> None:
+        # Stands in for a file system without fallocate (e.g. some network ones), which this machine lacks.
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "posix_fallocate", cannot)
+        model = _record(tmp_path_factory.mktemp("nbz"))
+    zeros = [e for e in model.events if e[0] == "write" and e[1].endswith(".journal") and not any(e[2][1])]
+    assert len(zeros) >= 2  # the room made ahead was written as zeros
+    return model
+
+
 def _open_state(files: dict[str, bytes], where: Path) -> dict[str, list[float]]:
     where.mkdir()
     for name, data in files.items():
@@ -83,7 +106,11 @@ def _open_state(files: dict[str, bytes], where: Path) -> dict[str, list[float]]:
     return _contents(HDF5LabNotebook(where / "nb.h5", readonly=True))
 
 
-def test_every_commit_that_returned_is_there_after_a_cut_at_any_point(recorded: DiskModel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", ["recorded", "recorded_zeros"])
+def test_every_commit_that_returned_is_there_after_a_cut_at_any_point(
+    run: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    recorded: DiskModel = request.getfixturevalue(run)
     marks = [(i, e[2][0]) for i, e in enumerate(recorded.events) if e[0] == "mark"]
     seen: dict[str, dict[str, list[float]]] = {}
     n = 0

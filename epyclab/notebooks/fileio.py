@@ -15,6 +15,7 @@ removed) durable. A power cut keeps only what was flushed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -22,12 +23,13 @@ from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
-    "Recorder", "recording", "open_file", "close", "write", "pwrite", "truncate", "flush", "flush_dir",
-    "replace", "unlink", "link",
+    "Recorder", "recording", "open_file", "close", "write", "pwrite", "truncate", "allocate", "flush",
+    "flush_dir", "replace", "unlink", "link",
 ]
 
 #: A recorder gets (operation, path, details): "open" (flags), "write" (offset, bytes), "truncate" (size),
-#: "flush" (), "flush_dir" (), "replace" (destination), "unlink" (), "link" (destination).
+#: "allocate" (offset, length), "flush" (), "flush_dir" (), "replace" (destination), "unlink" (),
+#: "link" (destination).
 Recorder = Callable[[str, str, tuple[Any, ...]], None]
 
 _recorder: Recorder | None = None
@@ -105,6 +107,35 @@ def truncate(fd: int, size: int) -> None:
     """``os.ftruncate``, noted."""
     _note("truncate", _path(fd), size)
     os.ftruncate(fd, size)
+
+
+#: The errors by which a file system says it cannot allocate space without writing it (the caller writes zeros).
+_NO_ALLOCATE = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL}
+
+
+def allocate(fd: int, offset: int, length: int) -> bool:
+    """Grow ``fd`` to at least ``offset + length`` bytes, the new bytes reading as zeros, without writing them.
+
+    ``posix_fallocate``: the file system reserves the blocks (on ext4, as extents marked unwritten)
+    and sets the size, so a later write there cannot fail for want of space. Like a write, the new
+    size is durable only after a :func:`flush`: a power cut before it leaves the file as it was.
+
+    Returns:
+        False if this file system cannot allocate without writing (nothing was changed): the
+        caller writes zeros instead.
+
+    Raises:
+        OSError: the disk is full (``ENOSPC``), or another error of the system call; the file may
+            have grown by part of ``length`` (the caller cuts it back).
+    """
+    _note("allocate", _path(fd), offset, length)
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno in _NO_ALLOCATE:
+            return False
+        raise
+    return True
 
 
 def flush(fd: int) -> None:

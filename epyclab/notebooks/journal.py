@@ -439,13 +439,22 @@ class Journal:
         self._seq = seq
 
     def _make_room(self, n: int) -> None:
-        """Make sure the file has ``n`` bytes of zeros past the records, written and flushed.
+        """Make sure the file has ``n`` bytes of zeros past the records (flushed with the next record).
 
         Overwriting bytes the file already holds, a commit's flush writes its data
         only, not the file's size as well, which is cheaper than flushing an append
         (by 20% to 10x on ext4, as loaded). So the file is grown ahead, by at least
         1 MiB at a time (a reader takes zeros at the end for no record). On a nearly
         full disk it grows by just what the record needs.
+
+        The space is allocated (``posix_fallocate``: the file system reserves it and
+        the bytes read as zeros) rather than written with zeros, which wrote 4 MiB of
+        zeros per 20,000 rows and flushed them to the disk with the next record. On
+        ext4 a record written there turns its blocks from "unwritten" to written, a
+        change of metadata its flush commits; measured on this machine's ext4 that
+        flush costs what one over written zeros does (2026-12-07: 0.12-0.23 ms per
+        150-byte record either way, 20 rounds interleaved). Where the file system
+        cannot allocate, zeros are written as before.
 
         Raises:
             OSError: the disk is full (the file is as it was).
@@ -455,8 +464,9 @@ class Journal:
             return
         for want in (max(self._end + n, have + min(max(have, 1 << 20), 8 << 20)), self._end + n):
             try:
-                # Not flushed here: the record's own flush takes the zeros and the new size with it.
-                fileio.pwrite(self._fd, bytes(want - have), have)
+                # Not flushed here: the record's own flush takes the new size (and any zeros) with it.
+                if not fileio.allocate(self._fd, have, want - have):
+                    fileio.pwrite(self._fd, bytes(want - have), have)
                 return
             except OSError:
                 fileio.truncate(self._fd, have)  # nothing half made is left behind
