@@ -29,7 +29,8 @@ Deaths. The executor decides what a worker's death looks like:
   their end is unknown, and the rule above applies.
 - Past the time limit the sweep stops the worker running a chunk
   (:meth:`ExecutorTransport.stop`): SIGKILL, so a process pool breaks and is
-  replaced as above.
+  replaced as above. On Dask the task is withdrawn first (cancelled, and no
+  worker runs it any more), else Dask would run it again on another worker.
 - Dask reschedules the tasks of a worker that died by itself (its nanny
   starts a new worker); a task that took ``allowed-failures`` workers down
   with it fails with ``KilledWorker``, and so may a task that waited on the
@@ -121,6 +122,9 @@ class ExecutorTransport:
     NoWorkersSeconds: float | None = 120.0
     #: Seconds between two questions to the Dask scheduler about its workers.
     AskSeconds = 1.0
+    #: Seconds a Dask task stopped past its time limit may take to be let go by the scheduler before its
+    #: worker is killed anyway (see DaskExecutor.withdraw).
+    WithdrawSeconds = 10.0
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -207,17 +211,25 @@ class ExecutorTransport:
             return False
         with self._lock:
             inner = self._inner_of.get(future)
-            if inner is not None and inner in self._in_flight:
+            pool = self._in_flight.get(inner) if inner is not None else None
+            if pool is not None:
                 # The break this causes in a process pool is not the other chunks' doing.
-                self._stopped_pools.add(id(self._in_flight[inner]))
+                self._stopped_pools.add(id(pool))
         entry = self._ledger.running(future)
         if entry is None:
             return False
-        # First the chunk's own future (cancelling the executor's would cancel it), then the task (Dask would
-        # run it again elsewhere once its worker dies), then the worker.
+        # First the chunk's own future (cancelling the executor's would cancel it), then the task, then the worker.
         message = f"worker process {entry.pid} was stopped: its chunk ran past the time limit"
         settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True), late=_LATE)
-        if inner is not None:
+        if isinstance(pool, DaskExecutor):
+            # Dask runs the task of a dead worker again elsewhere unless the scheduler let it go first (a
+            # cancellation is only a message on its way): there it would hang another worker, unwatched, with
+            # the sweep's next chunks queued behind it.
+            if not pool.withdraw(inner, self.WithdrawSeconds):
+                logger.warning("the Dask scheduler at %s still ran the task of a chunk stopped past its time limit "
+                               "%g s after it was cancelled; Dask may run it again on another worker",
+                               pool.where(), self.WithdrawSeconds)
+        elif inner is not None:
             inner.cancel()
         kill(entry.pid)
         return True
