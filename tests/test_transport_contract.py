@@ -381,6 +381,63 @@ class TestExecutor_dask(TransportContract):
         df = nb.dataframe(only_successful=False)
         assert sorted(df["x"].tolist()) == list(range(12)) and df[STATUS].astype(bool).all()
 
+    def _kill_every_worker_when(self, marker: Any) -> threading.Thread:
+        """A thread that SIGKILLs every worker process of the cluster (by PID) once ``marker`` is written."""
+
+        def kill() -> None:
+            wait_for_file(marker, timeout=120)
+            # Asked of each worker now (its event loop answers while its thread runs the point).
+            for pid in self.client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill, daemon=True)
+        killer.start()
+        return killer
+
+    def test_workers_killed_while_their_nannies_replace_them_do_not_stop_the_sweep(
+            self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Every worker SIGKILLed at once mid-sweep: the cluster may have none for a moment, but each nanny is
+        # starting a new one. Those count as workers to come: the sweep waits for them and finishes (had they
+        # not counted, a GoneSeconds of 0 would stop the sweep at its first look with no worker: 3 runs of 3).
+        monkeypatch.setattr(ExecutorTransport, "GoneSeconds", 0.0)
+        monkeypatch.setattr(ExecutorTransport, "AskSeconds", 0.0)  # at every look (0.25 s), not once a second
+        marker = tmp_path / "pid"
+        killer = self._kill_every_worker_when(marker)
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(12)
+        self.sweep(lab, Announces(str(marker), at=5))
+        killer.join(30)
+        df = nb.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(12)) and df[STATUS].astype(bool).all(), df[EXCEPTION].tolist()
+
+    def test_a_cluster_that_closed_its_workers_for_good_stops_the_sweep_at_once(self, tmp_path: Any) -> None:
+        # A LocalCluster closes for good a worker still restarting distributed.deploy.lost-worker-timeout after
+        # it died (0 s here: at once). With every worker SIGKILLed, none will come: the sweep stops with an
+        # error saying so within GoneSeconds (5 s), not NoWorkersSeconds (120 s), and resume finishes it.
+        import dask
+
+        marker = tmp_path / "pid"
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(12)
+        e = Announces(str(marker), at=5)
+        with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+            killer = self._kill_every_worker_when(marker)
+            t0 = time.monotonic()
+            with pytest.raises(ClusterConnectionError, match="has had no worker for .* none left.* resume=True"):
+                lab.runExperiment(e, progress=False)
+            took = time.monotonic() - t0
+            killer.join(30)
+        assert took < 60, f"the sweep waited {took:.0f} s on a cluster that closed its workers for good"
+        first = nb.dataframe(only_successful=False)
+        assert len(first) < 12 and first[STATUS].astype(bool).all()
+        self.client.cluster.scale(2)
+        self.client.wait_for_workers(2, timeout=120)
+        lab.runExperiment(e, progress=False, resume=True)
+        df = nb.dataframe(only_successful=False)
+        assert sorted(df["x"].tolist()) == list(range(12)) and df[STATUS].astype(bool).all()
+
     def test_a_chunk_stopped_past_its_limit_is_let_go_by_the_scheduler_before_its_worker_is_killed(
             self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         # Dask runs the tasks of a dead worker again on another. A cancellation is only a message on its way to

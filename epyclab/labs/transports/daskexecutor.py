@@ -29,6 +29,7 @@ waits until no worker runs it any more, so that its worker can be killed."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Executor, Future
 from time import monotonic, sleep
 from typing import Any
@@ -134,6 +135,26 @@ class DaskExecutor(Executor):
         """
         return len(self.client.scheduler_info().get("workers", {}))
 
+    def starting(self) -> int | None:
+        """How many workers the client's own cluster object still has, running or being started; None if unknown.
+
+        A LocalCluster's nanny starts a new worker when its worker dies, and
+        stays in the cluster's ``workers`` meanwhile (a batch-queue cluster's
+        pending jobs are there too); a nanny the cluster closed for good (scaled
+        down, or retired ``distributed.deploy.lost-worker-timeout`` after its
+        worker died) is gone from it. None when the client was given a
+        scheduler's address (no cluster object here) or its cluster does not
+        list its workers.
+        """
+        workers = getattr(getattr(self.client, "cluster", None), "workers", None)
+        if not isinstance(workers, Mapping):
+            return None
+        try:
+            listed = list(workers.values())
+        except RuntimeError:  # changed by the cluster's event loop meanwhile: ask again next time
+            return None
+        return sum(getattr(getattr(w, "status", None), "name", "") not in _ENDED for w in listed)
+
     def where(self) -> str:
         """The scheduler's address, for messages."""
         return str(getattr(self.client.scheduler, "address", "") or "?")
@@ -164,6 +185,9 @@ async def _relay(client: Any, task: Any, future: Future) -> None:  # type: ignor
         return
     settle_once(future, result=result, late=_LATE)
 
+
+# distributed's Status of a nanny (or worker) that will not run a task again.
+_ENDED = frozenset({"closing", "closed", "closing_gracefully", "failed"})
 
 # Cancelled meanwhile (stopped past its time limit, or the sweep ended): what the task did is moot.
 _LATE = "a Dask task ended after its future was cancelled"
