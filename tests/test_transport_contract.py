@@ -328,7 +328,7 @@ class TestExecutor_dask(TransportContract):
         Not ``client.wait_for_workers``: that hands over to the LocalCluster's, which replaces the cluster's
         list of workers by the scheduler's answer; a worker that registered meanwhile is lost from it, and its
         next death raises KeyError in the cluster's status stream (re-raised by ``cluster.close()``, a teardown
-        error 1 run in 9 here after workers were killed and restarted in quick succession).
+        error in 1 of 10 loop runs here, after workers were killed and restarted in quick succession).
         """
         deadline = time.monotonic() + timeout
         while True:
