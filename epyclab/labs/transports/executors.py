@@ -29,7 +29,8 @@ Deaths. The executor decides what a worker's death looks like:
   their end is unknown, and the rule above applies.
 - Past the time limit the sweep stops the worker running a chunk
   (:meth:`ExecutorTransport.stop`): SIGKILL, so a process pool breaks and is
-  replaced as above.
+  replaced as above. On Dask the task is withdrawn first (cancelled, and no
+  worker runs it any more), else Dask would run it again on another worker.
 - Dask reschedules the tasks of a worker that died by itself (its nanny
   starts a new worker); a task that took ``allowed-failures`` workers down
   with it fails with ``KilledWorker``, and so may a task that waited on the
@@ -39,7 +40,9 @@ Deaths. The executor decides what a worker's death looks like:
   end whatever happens to the task (distributed's own executor can leave one
   unset for ever). A cluster with no worker left runs nothing: after
   :attr:`ExecutorTransport.NoWorkersSeconds` the sweep stops with
-  ``ClusterConnectionError`` (what finished is kept; ``resume=True`` runs the rest).
+  ``ClusterConnectionError`` (what finished is kept; ``resume=True`` runs the rest);
+  after :attr:`ExecutorTransport.GoneSeconds` when the client's cluster object
+  has no worker left that is running or being started (none will come).
 
 Whatever the executor, a chunk's future always ends: an error while taking
 in a task's outcome ends the chunk with that error (see :meth:`ExecutorTransport._settle`).
@@ -119,8 +122,16 @@ class ExecutorTransport:
     #: (15 s) after it died, so workers killed twice in a row can leave it with none: without this the
     #: sweep would wait for ever, silently.
     NoWorkersSeconds: float | None = 120.0
+    #: Seconds a Dask cluster may have no worker, and its cluster object none left running or being started
+    #: (DaskExecutor.starting: closed for good, none will come), before the sweep stops with
+    #: ClusterConnectionError, without waiting NoWorkersSeconds (an adaptive cluster starts one within its
+    #: interval, 1 s). Not when NoWorkersSeconds is None.
+    GoneSeconds = 5.0
     #: Seconds between two questions to the Dask scheduler about its workers.
     AskSeconds = 1.0
+    #: Seconds a Dask task stopped past its time limit may take to be let go by the scheduler before its
+    #: worker is killed anyway (see DaskExecutor.withdraw).
+    WithdrawSeconds = 10.0
 
     def __init__(self, executor: Any) -> None:
         self._given = executor
@@ -207,17 +218,25 @@ class ExecutorTransport:
             return False
         with self._lock:
             inner = self._inner_of.get(future)
-            if inner is not None and inner in self._in_flight:
+            pool = self._in_flight.get(inner) if inner is not None else None
+            if pool is not None:
                 # The break this causes in a process pool is not the other chunks' doing.
-                self._stopped_pools.add(id(self._in_flight[inner]))
+                self._stopped_pools.add(id(pool))
         entry = self._ledger.running(future)
         if entry is None:
             return False
-        # First the chunk's own future (cancelling the executor's would cancel it), then the task (Dask would
-        # run it again elsewhere once its worker dies), then the worker.
+        # First the chunk's own future (cancelling the executor's would cancel it), then the task, then the worker.
         message = f"worker process {entry.pid} was stopped: its chunk ran past the time limit"
         settle_once(future, error=WorkerDied(message, error=EngineDied(message), outside=True), late=_LATE)
-        if inner is not None:
+        if isinstance(pool, DaskExecutor):
+            # Dask runs the task of a dead worker again elsewhere unless the scheduler let it go first (a
+            # cancellation is only a message on its way): there it would hang another worker, unwatched, with
+            # the sweep's next chunks queued behind it.
+            if not pool.withdraw(inner, self.WithdrawSeconds):
+                logger.warning("the Dask scheduler at %s still ran the task of a chunk stopped past its time limit "
+                               "%g s after it was cancelled; Dask may run it again on another worker",
+                               pool.where(), self.WithdrawSeconds)
+        elif inner is not None:
             inner.cancel()
         kill(entry.pid)
         return True
@@ -314,13 +333,18 @@ class ExecutorTransport:
         return self._workers, self._workers
 
     def check(self) -> None:
-        """Raise if a Dask cluster has had no worker for :attr:`NoWorkersSeconds`.
+        """Raise if a Dask cluster has had no worker for :attr:`NoWorkersSeconds`, or none will come.
 
-        Any other executor says nothing of its health until a task fails (a
-        broken process pool is renewed in :meth:`capacity`).
+        A worker being started again (a LocalCluster's nanny replacing one that
+        died) may come back: the sweep waits for it up to the limit. When the
+        client's cluster object has no worker left, running or being started
+        (see :meth:`DaskExecutor.starting`), none will: the sweep stops after
+        :attr:`GoneSeconds`. Any other executor says nothing of its health until
+        a task fails (a broken process pool is renewed in :meth:`capacity`).
 
         Raises:
-            ClusterConnectionError: the Dask cluster has had no worker that long (see :attr:`NoWorkersSeconds`).
+            ClusterConnectionError: the Dask cluster has had no worker that long (see :attr:`NoWorkersSeconds`),
+                or has none left to start (see :attr:`GoneSeconds`).
         """
         executor = self._executor
         now = monotonic()
@@ -343,13 +367,20 @@ class ExecutorTransport:
             self._said_no_workers = True
             logger.warning("the Dask cluster at %s has no worker: the sweep waits for one%s", executor.where(),
                            f" (for {limit:g} s at most)" if limit is not None else "")
-        if limit is not None and waited >= limit:
+        if limit is None:
+            return
+        # A worker being restarted (its nanny still in the cluster) may come back: wait up to the limit. One
+        # that the cluster closed for good will not: stop at once.
+        gone = waited >= min(self.GoneSeconds, limit) and executor.starting() == 0
+        if gone or waited >= limit:
+            why = ("its cluster has none left, running or being started" if gone else
+                   "a LocalCluster closes for good a worker still restarting distributed.deploy.lost-worker-timeout "
+                   "after it died")
             raise ClusterConnectionError(
                 f"the Dask cluster at {executor.where()} has had no worker for {waited:.0f} s, so the sweep cannot "
-                f"go on (a LocalCluster closes for good a worker still restarting "
-                f"distributed.deploy.lost-worker-timeout after it died). Give it workers (cluster.scale(n)) and run "
-                f"the sweep again with resume=True; ExecutorTransport.NoWorkersSeconds (now {limit:g}; None: wait "
-                f"for ever) says how long a sweep waits for a worker"
+                f"go on ({why}). Give it workers (cluster.scale(n)) and run the sweep again with resume=True; "
+                f"ExecutorTransport.NoWorkersSeconds (now {limit:g}; None: wait for ever) says how long a sweep "
+                f"waits for a worker that may come back"
             )
 
     def end(self, abandon: bool) -> None:
