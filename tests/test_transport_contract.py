@@ -357,13 +357,8 @@ class TestExecutor_dask(TransportContract):
 
         killer = threading.Thread(target=kill, daemon=True)
         killer.start()
-        nb = LabNotebook()
-        lab = self.make(nb)
-        lab["x"] = range(12)
-        self.sweep(lab, Announces(str(marker), at=5))
-        killer.join(30)
-        df = nb.dataframe(only_successful=False)
-        assert killed and df["x"].tolist() == list(range(12)) and df[STATUS].astype(bool).all()
+        self._finishes_despite(marker, killer)
+        assert killed
 
     def test_a_cluster_left_without_workers_stops_the_sweep_and_resume_finishes_it(
             self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -380,19 +375,40 @@ class TestExecutor_dask(TransportContract):
 
         emptier = threading.Thread(target=empty, daemon=True)
         emptier.start()
+        lab, nb, e, took = self._sweep_that_stops(marker, "has had no worker for .* resume=True")
+        emptier.join(30)
+        assert took < 90, f"the sweep waited {took:.0f} s on a cluster without workers (limit 5 s)"
+        self._resumed_after_the_stop(lab, nb, e)
+
+    def _finishes_despite(self, marker: Any, killer: threading.Thread) -> None:
+        """A 12-point sweep whose point x=5 writes ``marker`` for ``killer`` (started) to act on: every point is
+        a successful row, in order."""
+        nb = LabNotebook()
+        lab = self.make(nb)
+        lab["x"] = range(12)
+        self.sweep(lab, Announces(str(marker), at=5))
+        killer.join(30)
+        df = nb.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(12)) and df[STATUS].astype(bool).all(), df[EXCEPTION].tolist()
+
+    def _sweep_that_stops(self, marker: Any, match: str) -> tuple[Any, LabNotebook, Any, float]:
+        """A 12-point sweep whose point x=5 writes ``marker``, which must stop with a ClusterConnectionError
+        matching ``match``: its lab, notebook, experiment, and the seconds it ran."""
         nb = LabNotebook()
         lab = self.make(nb)
         lab["x"] = range(12)
         e = Announces(str(marker), at=5)
         t0 = time.monotonic()
-        with pytest.raises(ClusterConnectionError, match="has had no worker for .* resume=True"):
+        with pytest.raises(ClusterConnectionError, match=match):
             lab.runExperiment(e, progress=False)
-        took = time.monotonic() - t0
-        emptier.join(30)
-        assert took < 90, f"the sweep waited {took:.0f} s on a cluster without workers (limit 5 s)"
+        return lab, nb, e, time.monotonic() - t0
+
+    def _resumed_after_the_stop(self, lab: Any, nb: LabNotebook, e: Any) -> None:
+        """After a 12-point sweep stopped for want of workers: the rows it kept are sound, and with two workers
+        back ``resume=True`` finishes it, each point once."""
         first = nb.dataframe(only_successful=False)
         assert len(first) < 12 and first[STATUS].astype(bool).all()
-        cluster.scale(2)
+        self.client.cluster.scale(2)
         self.wait_for_workers(2)
         lab.runExperiment(e, progress=False, resume=True)
         df = nb.dataframe(only_successful=False)
@@ -419,14 +435,7 @@ class TestExecutor_dask(TransportContract):
         monkeypatch.setattr(ExecutorTransport, "GoneSeconds", 0.0)
         monkeypatch.setattr(ExecutorTransport, "AskSeconds", 0.0)  # at every look (0.25 s), not once a second
         marker = tmp_path / "pid"
-        killer = self._kill_every_worker_when(marker)
-        nb = LabNotebook()
-        lab = self.make(nb)
-        lab["x"] = range(12)
-        self.sweep(lab, Announces(str(marker), at=5))
-        killer.join(30)
-        df = nb.dataframe(only_successful=False)
-        assert df["x"].tolist() == list(range(12)) and df[STATUS].astype(bool).all(), df[EXCEPTION].tolist()
+        self._finishes_despite(marker, self._kill_every_worker_when(marker))
 
     def test_a_cluster_that_closed_its_workers_for_good_stops_the_sweep_at_once(self, tmp_path: Any) -> None:
         # A LocalCluster closes for good a worker still restarting distributed.deploy.lost-worker-timeout after
@@ -435,25 +444,12 @@ class TestExecutor_dask(TransportContract):
         import dask
 
         marker = tmp_path / "pid"
-        nb = LabNotebook()
-        lab = self.make(nb)
-        lab["x"] = range(12)
-        e = Announces(str(marker), at=5)
         with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
             killer = self._kill_every_worker_when(marker)
-            t0 = time.monotonic()
-            with pytest.raises(ClusterConnectionError, match="has had no worker for .* none left.* resume=True"):
-                lab.runExperiment(e, progress=False)
-            took = time.monotonic() - t0
+            lab, nb, e, took = self._sweep_that_stops(marker, "has had no worker for .* none left.* resume=True")
             killer.join(30)
         assert took < 60, f"the sweep waited {took:.0f} s on a cluster that closed its workers for good"
-        first = nb.dataframe(only_successful=False)
-        assert len(first) < 12 and first[STATUS].astype(bool).all()
-        self.client.cluster.scale(2)
-        self.wait_for_workers(2)
-        lab.runExperiment(e, progress=False, resume=True)
-        df = nb.dataframe(only_successful=False)
-        assert sorted(df["x"].tolist()) == list(range(12)) and df[STATUS].astype(bool).all()
+        self._resumed_after_the_stop(lab, nb, e)
 
     def test_a_chunk_stopped_past_its_limit_is_let_go_by_the_scheduler_before_its_worker_is_killed(
             self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
