@@ -76,7 +76,7 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str,
         col = track.columns.get(name)
         if col is not None and col.key == st.key():
             mask = _missing(values) if st.kind.masks_missing else None
-            append_column(g, name, start, st.kind.to_storage(st.kind.column(values, st), st), mask)
+            append_column(g, name, start, st.kind.stored(values, st), mask)
         else:
             # A new or widened column: write it whole, as the DataFrame shows it.
             if frame is None:

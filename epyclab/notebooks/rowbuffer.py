@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -362,8 +363,7 @@ class RowBuffer:
             # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
             head = base.frame()[name].isna().to_numpy()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
-        tail = np.fromiter((missing_cell(v) for v in col), dtype=bool, count=len(col))
-        return np.concatenate([head, tail])
+        return np.concatenate([head, _missing_cells(col)])
 
 
 class _Row:
@@ -388,6 +388,19 @@ class _Row:
         # The columns such a row has no key for, each given a missing cell (valid until a column is made).
         have = {id(c) for c in columns}
         self.pad = tuple(c for cols in by_role for c in cols.values() if id(c) not in have)
+
+
+# Types no missing cell has (NaN is a float, NaT of its own type): a column of only these has none.
+_NEVER_MISSING = frozenset({int, bool, str, datetime})
+
+
+def _missing_cells(col: list[Any]) -> np.ndarray:
+    """:func:`missing_cell` of each cell of ``col``, as a bool array."""
+    # Whole columns are written at a checkpoint: the types of their cells, found in C, mostly
+    # tell that none is missing without a Python call per cell.
+    if set(map(type, col)) <= _NEVER_MISSING:
+        return np.zeros(len(col), dtype=bool)
+    return np.fromiter((missing_cell(v) for v in col), dtype=bool, count=len(col))
 
 
 def missing_cell(v: Any) -> bool:
