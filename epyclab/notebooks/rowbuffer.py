@@ -162,7 +162,7 @@ class RowBuffer:
                 # are checked, then appended in C (the columns it lacks get a missing cell).
                 # _append inlined: a call costs ~2% of a row.
                 check = self._check
-                _, values = check(params, res, meta, keys)
+                _, values = check(params, res, meta, row.keys)  # equal to keys: the check's plan has this one
                 _consume(map(list.append, row.columns, values))
                 if row.pad:
                     _consume(map(list.append, row.pad, repeat(MISSING)))
