@@ -76,13 +76,19 @@ def write_rows(g: h5py.Group, rs: ResultSet, track: RowsTrack, states: dict[str,
         col = track.columns.get(name)
         if col is not None and col.key == st.key():
             mask = _missing(values) if st.kind.masks_missing else None
-            append_column(g, name, start, st.kind.to_storage(st.kind.column(values, st), st), mask)
+            append_column(g, name, start, st.kind.stored(values, st), mask)
         else:
             # A new or widened column: write it whole, as the DataFrame shows it.
-            if frame is None:
-                frame = rs.storedFrame()
+            if start == 0:
+                # No row was loaded: the column is these cells, typed as the DataFrame types them
+                # (the whole DataFrame was built for this, a tenth of the first checkpoint's time).
+                stored = st.kind.stored(values, st)
+            else:
+                if frame is None:
+                    frame = rs.storedFrame()
+                stored = st.kind.to_storage(frame[name].array[:n], st)
             mask = rs.missingMask(name)[:n] if st.kind.masks_missing else None
-            write_column(g, name, st.kind.to_storage(frame[name].array[:n], st), mask)
+            write_column(g, name, stored, mask)
         track.columns[name] = ColumnTrack(st.key())
     track.stored_rows = n
     g.attrs["rows"] = n

@@ -366,7 +366,8 @@ class PersistentLabNotebook(LabNotebook):
         """
         if self._loading:
             return
-        self._check_not_taken_over()
+        if self._taken_over_by is not None:  # tested here: this runs per row, and a call costs ~1% of one
+            self._check_not_taken_over()
         # Per row, so cheap: the at-fork hook keeps _WRITERS_PID. A child forked without it (a C library's
         # own fork) is refused by commit(), which asks the OS; nothing it adds reaches the parent's files.
         if self._lock.holder_pid() != _WRITERS_PID:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
@@ -159,8 +160,19 @@ class RowBuffer:
             if keys == row.keys:
                 # The common case: a row with the keys (and roles) of the last one. Only its values
                 # are checked, then appended in C (the columns it lacks get a missing cell).
-                _, values = self._check(params, res, meta, keys)
-                return self._append(row, values)
+                # _append inlined: a call costs ~2% of a row.
+                check = self._check
+                _, values = check(params, res, meta, row.keys)  # equal to keys: the check's plan has this one
+                _consume(map(list.append, row.columns, values))
+                if row.pad:
+                    _consume(map(list.append, row.pad, repeat(MISSING)))
+                exceptions = row.exceptions
+                if exceptions is not None:
+                    exc = exceptions[-1]
+                    if exc is not None and type(exc) is not str:
+                        self._text_exception(exceptions)
+                self._n_buffered += 1
+                return check.changes
         return self._add_row(params, res, meta)
 
     def _add_row(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> StateChanges:
@@ -193,14 +205,24 @@ class RowBuffer:
         _consume(map(list.append, row.columns, values))
         if row.pad:
             _consume(map(list.append, row.pad, repeat(MISSING)))
-        if row.exceptions is not None:
-            # Exceptions are stored as text, so a notebook reads back the same
-            # whether or not it went through a file. None (a successful run) stays a missing cell.
-            exc = row.exceptions[-1]
-            if exc is not None and not isinstance(exc, str):
-                row.exceptions[-1] = exception_text(exc)
+        exceptions = row.exceptions
+        if exceptions is not None:
+            exc = exceptions[-1]
+            if exc is not None and type(exc) is not str:
+                self._text_exception(exceptions)
         self._n_buffered += 1
         return self._check.changes
+
+    @staticmethod
+    def _text_exception(exceptions: list[Any]) -> None:
+        """Make the last cell of the exception column text, unless it is text already.
+
+        Exceptions are stored as text, so a notebook reads back the same whether or not it went
+        through a file. None (a successful run) stays a missing cell.
+        """
+        exc = exceptions[-1]
+        if exc is not None and not isinstance(exc, str):
+            exceptions[-1] = exception_text(exc)
 
     def checkRoles(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Refuse a key in two roles (in this row, or against the columns).
@@ -341,8 +363,7 @@ class RowBuffer:
             # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
             head = base.frame()[name].isna().to_numpy()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
-        tail = np.fromiter((missing_cell(v) for v in col), dtype=bool, count=len(col))
-        return np.concatenate([head, tail])
+        return np.concatenate([head, _missing_cells(col)])
 
 
 class _Row:
@@ -367,6 +388,19 @@ class _Row:
         # The columns such a row has no key for, each given a missing cell (valid until a column is made).
         have = {id(c) for c in columns}
         self.pad = tuple(c for cols in by_role for c in cols.values() if id(c) not in have)
+
+
+# Types no missing cell has (NaN is a float, NaT of its own type): a column of only these has none.
+_NEVER_MISSING = frozenset({int, bool, str, datetime})
+
+
+def _missing_cells(col: list[Any]) -> np.ndarray:
+    """:func:`missing_cell` of each cell of ``col``, as a bool array."""
+    # Whole columns are written at a checkpoint: the types of their cells, found in C, mostly
+    # tell that none is missing without a Python call per cell.
+    if set(map(type, col)) <= _NEVER_MISSING:
+        return np.zeros(len(col), dtype=bool)
+    return np.fromiter((missing_cell(v) for v in col), dtype=bool, count=len(col))
 
 
 def missing_cell(v: Any) -> bool:
