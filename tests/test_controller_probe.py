@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from clusterhub import HubProcesses
 from test_cluster_local import cluster, controller_killed_alone
-from test_cluster_local import ipdir as ipdir  # the fixture: stops what a test left running in its profiles
 
 from epyclab.clustersetup import processes
 from epyclab.clustersetup.controllertree import controllerExited
