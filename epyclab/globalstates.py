@@ -36,13 +36,15 @@ import ctypes
 import random
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from epyclab.log import logger
 
-__all__ = ["globalKind"]
+__all__ = ["globalKind", "keptGlobals"]
 
 _MT_WORDS = 624
 _MT_KEY_BYTES = 4 * _MT_WORDS
@@ -373,3 +375,26 @@ def seed_globals(seed: int, kind: type | None = None) -> None:
     keys = _draws().keys(seed)
     _numpy_global.put(keys[:_MT_KEY_BYTES])
     _python_global.put(keys[_MT_KEY_BYTES:])
+
+
+@contextmanager
+def keptGlobals() -> Iterator[None]:
+    """numpy's global random state and :mod:`random`'s, put back as they were when the block ends.
+
+    A sweep seeds both before each point it runs in this process; the caller's
+    script then draws on from where it was, not from where the last point's
+    seeding left it, so that what it draws after a sweep does not depend on
+    which lab ran the sweep (a lab whose points all run elsewhere leaves the
+    states alone anyway). numpy's global bit generator itself is put back too,
+    if a point's seeding made another one global.
+    """
+    bg = _get_bit_generator() if _get_bit_generator is not None else None
+    numpy_state = np.random.get_state(legacy=False)
+    python_state = random.getstate()
+    try:
+        yield
+    finally:
+        if bg is not None and _get_bit_generator() is not bg:
+            np.random.set_bit_generator(bg)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)

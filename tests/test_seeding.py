@@ -418,3 +418,46 @@ def test_a_damaged_recorded_sweep_seed_stops_a_resume_naming_it() -> None:
     assert nb.numberOfResults() == 2
     lab.runExperiment(Draws(), progress=False, resume=True, seed=4)
     assert by_x(nb.dataframe()) == by_x(sweep([1, 2, 3], seed=4))
+
+
+class _DrawsGlobals(Experiment):
+    """Draws from numpy's and Python's global random states."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"a": float(np.random.random()), "b": random.random()}
+
+
+def _after_a_sweep(make: Any, seed: Any) -> tuple[float, float]:
+    """What a script draws from the global states after a sweep of 6 points, from a start fixed by it."""
+    np.random.seed(42)
+    random.seed(7)
+    lab = make()
+    lab["x"] = range(6)
+    lab.runExperiment(_DrawsGlobals(), seed=seed)
+    return float(np.random.random()), random.random()
+
+
+@pytest.mark.parametrize("seed", [None, 1234], ids=["drawn sweep seed", "given sweep seed"])
+def test_a_script_draws_on_after_a_sweep_from_where_it_was_whichever_lab_ran_it(seed: Any) -> None:
+    # Points run in this process seed the global states before each point; the caller's states are put back
+    # after the sweep (as they are after the drawing of the sweep seed, when it is drawn), so what a script
+    # draws next does not depend on whether the points ran here or in other processes (a new user's find).
+    from epyclab.labs.parallel import ParallelLab
+
+    here = _after_a_sweep(lambda: Lab(LabNotebook()), seed)
+    elsewhere = _after_a_sweep(lambda: ParallelLab(LabNotebook(), cores=2), seed)
+    np.random.seed(42)
+    random.seed(7)
+    if seed is None:
+        seeding.drawSweepSeed()
+    assert here == elsewhere == (float(np.random.random()), random.random())
+
+
+def test_an_unseeded_sweep_leaves_the_global_states_where_its_points_took_them() -> None:
+    # seed=False is epyc's behaviour: points draw on from the caller's states, which stay where they got to.
+    after = _after_a_sweep(lambda: Lab(LabNotebook()), False)
+    np.random.seed(42)
+    random.seed(7)
+    for _ in range(6):
+        np.random.random(), random.random()
+    assert after == (float(np.random.random()), random.random())

@@ -10,7 +10,7 @@ from itertools import product
 from time import monotonic
 from typing import Any, Callable, Union
 
-from epyclab import seeding
+from epyclab import globalstates, seeding
 from epyclab.designs import Design, ExperimentalConfiguration, FactorialDesign
 from epyclab.errors import NotebookReadOnlyError, ResultsStructureException, UnstorableValueError
 from epyclab.experiment import Experiment, ResultsDict, exception_text
@@ -310,7 +310,16 @@ class Lab:
     ) -> None:
         """The body of :meth:`runExperiment`, counting what it has done in ``tally``."""
         # Before the design is asked for its points (the experiment of every point is e): it travels seeded.
-        seeding.startSweep(e, self._notebook.current(), seed, resume)
+        seeded = seeding.startSweep(e, self._notebook.current(), seed, resume) is not None
+        # Seeded, the caller's random states are kept from after the sweep seed was drawn (when not given): a
+        # script draws on after the sweep from there, whichever lab ran the points (points run in this
+        # process seed both before each point). Unseeded (seed=False), points draw on from the caller's
+        # states, as in epyc, and leave them where they got to.
+        with globalstates.keptGlobals() if seeded else nullcontext():
+            self._sweep_points(e, resume, progress, tally)
+
+    def _sweep_points(self, e: Experiment, resume: bool, progress: bool | None, tally: SweepTally) -> None:
+        """The sweep of :meth:`_sweep` once its seed is set: runs the design's points and stores their results."""
         design = self.experiments(e)
         indices = list(range(len(design)))
         if resume:
