@@ -39,12 +39,12 @@ import random
 import types
 from collections.abc import Mapping
 from functools import lru_cache
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
 
-from epyclab.globalstates import globalKind, seed_globals
+from epyclab.globalstates import GlobalsSeeder, globalKind, seed_globals
 
 __all__ = [
     "SEED",
@@ -378,10 +378,13 @@ class HeldStates:
         when the experiment's attributes changed since the last call. Those in
         ``skip`` are left alone; returns the states found, ``skip``'s included.
         """
-        if not self._unchanged(experiment):
+        # _unchanged, inline: it runs at every point.
+        d = getattr(experiment, "__dict__", None)
+        if (type(d) is not dict or tuple(d) != self._keys
+                or (self._names and not all(map(is_, map(d.__getitem__, self._names), self._objects)))):
             self._refresh(experiment)
         if not self._found:
-            return list(skip or ())
+            return list(skip) if skip else []
         found: list[Any] = list(skip or ())
         done = {id(o) for o in found}
         for path, obj in self._found:
@@ -390,6 +393,98 @@ class HeldStates:
                 found.append(obj)
                 done.add(id(obj))
         return found
+
+
+class _IntLayout:
+    """The canonical bytes of points whose parameters are all ``int``, named as the first point of a sweep.
+
+    ``canonicalBytes`` of such a point is its sorted names' bytes, each
+    followed by ``b"i%d;"`` of its value: here one bytes format of the whole
+    point, filled from the values in the names' order, after one check that
+    the point has these names (its length, and each name found) and that every
+    value is exactly an ``int`` (a ``bool`` or ``numpy.int64`` is not: those
+    take :func:`canonicalBytes`, which gives the same bytes).
+    """
+
+    __slots__ = ("size", "values", "ints", "format")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        ordered = sorted(names)
+        self.size = len(ordered)
+        # itemgetter of one name gives the value alone, of several a tuple: always a tuple here.
+        getter = itemgetter(*ordered) if len(ordered) > 1 else None
+        self.values = getter if getter is not None else (lambda p, k=ordered[0]: (p[k],))
+        self.ints = (int,) * len(ordered)
+        # %-signs in a name are the name's, not the format's.
+        self.format = b"".join(_name_bytes(k).replace(b"%", b"%%") + b"i%d;" for k in ordered)
+
+    def bytes(self, params: Mapping[str, Any]) -> bytes | None:
+        """``canonicalBytes(params)``, or None if ``params`` is not a point of this layout with ``int`` values."""
+        if len(params) != self.size:
+            return None
+        try:
+            values = self.values(params)
+        except KeyError:
+            return None
+        if tuple(map(type, values)) != self.ints:
+            return None
+        return self.format % values
+
+
+class SweepSeeder:
+    """What a seeded experiment needs per point, found once per sweep: point seeds, and its streams seeded.
+
+    :meth:`point_seed` is :func:`point_seed` with the sweep's keyed hash and
+    the layout of its points kept (:class:`_IntLayout`); :meth:`seed` is
+    ``seed_globals`` and :meth:`HeldStates.seed`, with the global states'
+    checks made once (:class:`~epyclab.globalstates.GlobalsSeeder`). The seeds
+    and states are those of the functions: only their cost differs.
+
+    An experiment keeps one for its sweep (``Experiment.setSweepSeed`` makes
+    it). It travels with the experiment as its sweep seed alone: pickled, it is
+    made afresh where it lands, so that each process finds its own states.
+    """
+
+    __slots__ = ("sweep_seed", "_hash", "_layout", "_globals", "_held")
+
+    def __init__(self, sweep_seed: int | None) -> None:
+        """``sweep_seed``: checked already (None: the experiment runs with point seeds it is given only)."""
+        self.sweep_seed = sweep_seed
+        self._hash = None if sweep_seed is None else _sweep_hash(sweep_seed)
+        self._layout: _IntLayout | None = None
+        self._globals = GlobalsSeeder()
+        self._held = HeldStates()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SweepSeeder, (self.sweep_seed,))
+
+    def point_seed(self, params: Mapping[str, Any]) -> int | None:
+        """:func:`point_seed` of this sweep's seed and ``params`` (None if the seeder has no sweep seed)."""
+        h = self._hash
+        if h is None:
+            return None
+        layout = self._layout
+        data = layout.bytes(params) if layout is not None else None
+        if data is None:
+            data = canonicalBytes(params)
+            if layout is None and params and all(type(k) is str for k in params):
+                self._layout = _IntLayout(tuple(params))
+        h = h.copy()
+        h.update(data)
+        return int.from_bytes(h.digest(), "little") & _MASK63
+
+    def seed(self, experiment: Any, seed: int, kind: type | None) -> list[Any]:
+        """Seed numpy's global state, :mod:`random` and the random states held on ``experiment`` from ``seed``.
+
+        ``kind``: as :func:`seed_globals`'s. Returns the held states seeded, for
+        :meth:`seed_held`'s ``skip``.
+        """
+        self._globals.put(seed, kind)
+        return self._held.seed(experiment, seed)
+
+    def seed_held(self, experiment: Any, seed: int, skip: list[Any]) -> list[Any]:
+        """Seed the random states held on ``experiment`` that are not in ``skip`` (those ``setUp`` made)."""
+        return self._held.seed(experiment, seed, skip)
 
 
 def startSweep(experiment: Any, rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:
