@@ -192,6 +192,16 @@ class _NumpyGlobalState:
         # one tuple: replaced whole, a thread never pairs a view with another generator, and the
         # generator it holds cannot be freed while its view is in use.
         self._viewed: tuple[Any, _MTViews | None] = (None, None)
+        # numpy's global RandomState and the view of its kept normal deviate (see kept_normal), likewise.
+        self._kept: tuple[Any, memoryview | None] = (None, None)
+
+    def kept_normal(self) -> memoryview | None:
+        """A view of the kept normal deviate of numpy's global ``RandomState`` (made once; None: no route)."""
+        rs = getattr(np.random.set_state, "__self__", None)
+        kept = self._kept
+        if kept[0] is not rs:
+            kept = self._kept = (rs, _kept_normal_view(rs) if isinstance(rs, np.random.RandomState) else None)
+        return kept[1]
 
     def views(self, bg: Any) -> _MTViews | None:
         """The checked views of ``bg`` (numpy's global bit generator), made once per generator; None: no route."""
@@ -270,6 +280,52 @@ def _set_drops_normal(bg: Any) -> bool:
         np.random.set_bit_generator(bg)
         after = np.random.get_state()
         return _get_bit_generator() is bg and after[3] == 0 and after[2] == saved[2]
+    finally:
+        np.random.set_state(saved)
+
+
+# A normal deviate no draw gives exactly, to find where numpy's global RandomState keeps one.
+_PROBE = 0.1234567890123
+# The kept normal dropped: the flag (a C int), the padding after it and the value (a double), all zero.
+_NO_KEPT_NORMAL = bytes(16)
+
+
+def _kept_normal_view(rs: Any) -> memoryview | None:
+    """A writable view of where ``rs`` (numpy's global RandomState) keeps a normal deviate, if found; else None.
+
+    numpy keeps it in the object as ``int has_gauss`` and ``double gauss``, 8
+    bytes apart (``aug_bitgen_t``), and drops it only through
+    ``set_bit_generator``, ``seed`` or ``set_state`` (0.2-1.4 us). Here the two
+    are looked for once, read-only, in the object's memory while ``set_state``
+    says they are ``(1, probe)`` and then ``(0, 0.0)``; then a drop written
+    through the view must be what ``get_state`` reports. The state is put back
+    either way.
+    """
+    if sys.implementation.name != "cpython" or sys.byteorder != "little":
+        return None
+    import struct
+
+    size = type(rs).__basicsize__
+    saved = np.random.get_state()
+    try:
+        np.random.set_state((*saved[:3], 1, _PROBE))
+        mem = ctypes.string_at(id(rs), size)
+        probe = struct.pack("<d", _PROBE)
+        at = mem.find(probe)
+        if at < 8 or mem.find(probe, at + 1) != -1 or mem[at - 8:at] != b"\x01" + bytes(7):
+            return None
+        np.random.set_state((*saved[:3], 0, 0.0))
+        if ctypes.string_at(id(rs) + at - 8, 16) != _NO_KEPT_NORMAL:
+            return None
+        view = memoryview((ctypes.c_uint8 * 16).from_address(id(rs) + at - 8)).cast("B")
+        np.random.set_state((*saved[:3], 1, _PROBE))
+        view[:] = _NO_KEPT_NORMAL
+        after = np.random.get_state()
+        if after[3:] != (0, 0.0) or after[2] != saved[2] or not np.array_equal(after[1], saved[1]):
+            return None
+        return view
+    except (AttributeError, TypeError, ValueError):
+        return None
     finally:
         np.random.set_state(saved)
 
@@ -435,14 +491,17 @@ class GlobalsSeeder:
         if route is None:
             seed_globals(seed, kind)
             return
-        ctr, pos, raw, resets, bg, np_pos, np_key, py_view, inst = route
+        ctr, pos, raw, kept, resets, bg, np_pos, np_key, py_view, inst = route
         # As _Draws.keys: block 1 is drawn first.
         ctr[0] = 0
         ctr[_SEED_WORD] = seed
         pos[0] = 4
         keys = memoryview(raw(_RAW_WORDS)).cast("B")
-        # As _NumpyGlobalState.put and _PythonGlobalState.put.
-        if resets:
+        # As _NumpyGlobalState.put and _PythonGlobalState.put, the kept normal dropped in place if it can be.
+        if kept is not None:
+            kept[:] = _NO_KEPT_NORMAL
+            np_pos[0] = _MT_WORDS
+        elif resets:
             _set_bit_generator(bg)
             np_pos[0] = _MT_WORDS
         else:
@@ -466,7 +525,7 @@ class GlobalsSeeder:
         draws = _draws().in_place()
         if views is None or py_view is None or draws is None:
             return
-        self._route = (*draws, views.resets, bg, views.pos, views.key, py_view, inst)
+        self._route = (*draws, _numpy_global.kept_normal(), views.resets, bg, views.pos, views.key, py_view, inst)
 
 
 def _no_bit_generator() -> None:
