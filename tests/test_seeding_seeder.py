@@ -41,7 +41,7 @@ values = st.one_of(
 
 
 @settings(max_examples=100)
-@given(sweep_seeds, st.lists(st.dictionaries(names, values, max_size=4), min_size=1, max_size=8),
+@given(sweep_seeds, st.lists(st.dictionaries(names, values, max_size=6), min_size=1, max_size=8),
        st.integers(0, 3))
 def test_a_seeders_point_seeds_are_point_seed_whatever_the_points_names_and_kinds(
     sweep_seed: int, points: list[dict[str, Any]], repeats: int
@@ -59,6 +59,10 @@ def test_an_int_points_seed_is_pinned_through_the_seeders_route() -> None:
     for p in ({"x": 17, "z": 42}, {"z": 42, "x": 17}, {"x": -(2**80), "z": 0}):
         assert seeder.point_seed(p) == seeding.pointSeed(123456789, p)
     assert seeding.SweepSeeder(5).point_seed({"p%d": 3}) == seeding.pointSeed(5, {"p%d": 3})
+    # Six parameters (past the sizes checked value by value), ints and then a bool among them.
+    seeder = seeding.SweepSeeder(5)
+    for p in ({k: i for i, k in enumerate("abcdef")}, {**{k: i for i, k in enumerate("abcdef")}, "c": True}):
+        assert seeder.point_seed(p) == seeding.pointSeed(5, p)
     assert seeding.SweepSeeder(None).point_seed({"x": 1}) is None
 
 
