@@ -200,3 +200,22 @@ def _draws_as_alone(sweep_seed: int, points: list[tuple[int, str]]) -> None:
         alone = Meddles()
         alone.setSweepSeed(sweep_seed)
         assert alone.set({"x": x, "then": then}).run(fatal=True)[Experiment.RESULTS]["drawn"] == got
+
+
+def test_an_experiment_pickled_mid_sweep_draws_in_its_copy_what_it_draws_at_home() -> None:
+    # A seeder travels as its sweep seed alone (views and a Philox cannot be pickled) and is made afresh
+    # where it lands: a worker's copy gives each point what the experiment gives it here.
+    import pickle
+
+    with restored():
+        e = Meddles()
+        e.setSweepSeed(99)
+        first = e.set({"x": 1, "then": "draw"}).run(fatal=True)[Experiment.RESULTS]["drawn"]
+        copy = pickle.loads(pickle.dumps(e))
+        assert copy.sweepSeed() == 99
+        for x in (1, 2, 3):
+            here = e.set({"x": x, "then": "nothing"}).run(fatal=True)[Experiment.RESULTS]["drawn"]
+            there = copy.set({"x": x, "then": "nothing"}).run(fatal=True)[Experiment.RESULTS]["drawn"]
+            assert here == there
+        # Not the same numbers at every point.
+        assert here != first
