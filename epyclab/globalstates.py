@@ -28,6 +28,11 @@ same numbers.
 numpy's global bit generator is of the class it had where the sweep began
 (:func:`globalKind`): a user's ``numpy.random.set_bit_generator`` reaches clean
 worker processes too.
+
+:func:`seed_globals` finds its route at each call; a sweep's points go
+through a :class:`GlobalsSeeder`, which finds it once, with the normal deviate
+numpy keeps between draws dropped in place too (:func:`_kept_normal_view`),
+and checks per point by identity only what user code can change.
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ of the class it had where the sweep began (:func:`globalKind`: a user's
 the others.
 A sweep finds those held on its experiment once (:class:`HeldStates`), and
 looks again only where the experiment's attributes changed between points.
+An experiment's :class:`SweepSeeder`, made once per sweep, does all of this
+per point with what the functions find at each call found once (the keyed
+hash, the layout of the points, the global states' route): same seeds, same
+states.
 """
 
 from __future__ import annotations
