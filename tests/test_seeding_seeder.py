@@ -219,3 +219,24 @@ def test_an_experiment_pickled_mid_sweep_draws_in_its_copy_what_it_draws_at_home
             assert here == there
         # Not the same numbers at every point.
         assert here != first
+
+
+class LooksEverywhere(Meddles):
+    """Meddles, with no attribute kept from the walk for random states: its seeder is walked too."""
+
+    NotRandomState = ()
+
+
+def test_the_walk_of_an_experiment_that_keeps_no_attribute_from_it_leaves_its_seeders_philox_alone() -> None:
+    # The seeder holds a Philox and numpy's global bit generator; a walk that reached them would seed them
+    # as held states and change every later point's global keys.
+    with restored():
+        original = np.random.get_bit_generator()
+        e = LooksEverywhere()
+        e.setSweepSeed(3)
+        drawn = [e.set({"x": x, "then": "nothing"}).run(fatal=True)[Experiment.RESULTS]["drawn"] for x in range(4)]
+        for x in range(4):
+            np.random.set_bit_generator(original)
+            alone = Meddles()
+            alone.setSweepSeed(3)
+            assert alone.set({"x": x, "then": "nothing"}).run(fatal=True)[Experiment.RESULTS]["drawn"] == drawn[x]
