@@ -33,15 +33,21 @@ SEEDING_FLOOR = (
     "with 2.5 KB of state, and each point needs a new one. Their keys are one draw of 4,992 bytes from a "
     "Philox4x64-10 in counter mode (the point seed in its counter: distinct seeds, distinct keys; about "
     "2.4 µs, of which 0.4 µs is `random_raw`'s call and its array), written in place: numpy's through its "
-    "generator's ctypes interface, after `numpy.random.set_bit_generator` of the generator it has drops the "
-    "normal deviate numpy keeps between draws (0.2 µs, where `seed(0)` took 1.4 µs); Python's at the "
-    "layout of CPython's `_random.Random` (checked once against `getstate()`), where `random.seed` took 4 µs "
-    "and `setstate` takes 3. A faster generator (SFC64, PCG64) would save about 0.9 µs of the draw but give no "
-    "such guarantee. What remains per seeded point is about 5 µs timed alone: the draw 2.4-2.8 µs, the "
-    "point's seed (canonical bytes and a keyed BLAKE2b) 1-1.3 µs, the two writes 0.8 µs, the experiment's own "
-    "states 0.3 µs. Inside `Experiment.run` the global states cost about 1 µs more than alone (the draw's "
-    "output and both states are then cold in the caches), and in a sweep more again, as the first table's "
-    "two rows show: a seeded sweep cannot meet the 10 µs target this way."
+    "generator's ctypes interface, Python's at the layout of CPython's `_random.Random` (checked once "
+    "against `getstate()`), where `random.seed` took 4 µs and `setstate` takes 3. A faster generator "
+    "(SFC64, PCG64) would save about 0.9 µs of the draw but give no such guarantee. A sweep's points go "
+    "through one seeder made for the sweep (`seeding.SweepSeeder`): the sweep's keyed hash and the layout "
+    "of its points (an all-int point's bytes are one format), the Philox, both states' views and the view "
+    "of the normal deviate numpy keeps between draws (dropped by a 16-byte write where "
+    "`set_bit_generator` took 0.25-0.45 µs) are found once, and each point checks by identity only what "
+    "user code can change between points (numpy's global bit generator, the instance `random`'s functions "
+    "are bound to, the sweep's class of bit generator, the thread). What remains per seeded point is about "
+    "6 µs timed alone (load 2-3): the draw 2.4-2.8 µs, the point's seed (its bytes by the layout's format "
+    "and a keyed BLAKE2b) 0.9 µs, the rest of the global states (counter, checks, writes) 1.3 µs, the "
+    "experiment's own states 0.25 µs. Inside "
+    "`Experiment.run` and a sweep each part costs more than alone (the draw's output and both 2.5 KB "
+    "states are then cold in the caches, and the interpreter runs the sweep's other work between), and "
+    "the seed is stored in each row, as the first table's two rows show."
 )
 
 
@@ -122,8 +128,15 @@ def seeding_parts() -> list[tuple[str, float]]:
     e = Trivial()
     e.setSweepSeed(sweep_seed)
     e.set(params).run()
+    # A sweep's seeder, as its points use it (its routes found at a first point).
+    kind = seeding.globalKind()
+    seeder = seeding.SweepSeeder(sweep_seed)
+    seeder.seed(e, seeder.point_seed(params), kind)
+    globals_seeder = globalstates.GlobalsSeeder()
+    globals_seeder.put(seed, kind)
     held = seeding.HeldStates()
     view = memoryview(bytearray(2496))
+    view16 = memoryview(bytearray(16))
     draws = globalstates._draws()
     philox = np.random.Philox(1)
     bg = np.random.get_bit_generator()
@@ -134,6 +147,8 @@ def seeding_parts() -> list[tuple[str, float]]:
         ("the point's seed: canonical bytes of its parameters", lambda: seeding.canonicalBytes(params)),
         ("the point's seed: those bytes and a keyed BLAKE2b (`pointSeed`)",
          lambda: seeding.point_seed(sweep_seed, params)),
+        ("the point's seed as a sweep takes it: its int layout formatted at once (`SweepSeeder.point_seed`)",
+         lambda: seeder.point_seed(params)),
         ("both keys: 4,992 bytes of Philox4x64-10, its counter written in place", lambda: draws.keys(seed)),
         ("... of which `Philox.random_raw(624)`", lambda: philox.random_raw(624)),
         ("... of which `random_raw(1)` (the call and its array)", lambda: philox.random_raw(1)),
@@ -143,6 +158,8 @@ def seeding_parts() -> list[tuple[str, float]]:
             keys[:2496])),
         ("... of which `numpy.random.set_bit_generator(its own)` (drops the kept normal deviate)",
          lambda: np.random.set_bit_generator(bg)),
+        ("... a sweep's route drops it in place instead (16 bytes written through a memoryview)",
+         lambda: view16.__setitem__(slice(None), globalstates._NO_KEPT_NORMAL)),
         ("... of which the key written in place (a slice of a memoryview)",
          lambda: view.__setitem__(slice(None), numpy_key)),
         ("... for comparison, not used: `numpy.random.seed(0)` (dropped the kept normal before)",
@@ -154,8 +171,12 @@ def seeding_parts() -> list[tuple[str, float]]:
         ("... for comparison, not used: `random.seed(int of 3 words)` (init_by_array, before)",
          lambda: random.seed(seed | 1 << 64)),
         ("... for comparison, not used: `random.setstate` of a key", lambda: random.setstate(python_state)),
-        ("both global states (`seed_globals`)", lambda: seeding.seed_globals(seed)),
+        ("both global states, each call finding its route (`seed_globals`)", lambda: seeding.seed_globals(seed)),
+        ("both global states as a sweep's points take them: its route checked by identity "
+         "(`GlobalsSeeder.put`)", lambda: globals_seeder.put(seed, kind)),
         ("random states held on the experiment (none here: `HeldStates.seed`)", lambda: held.seed(e, seed)),
+        ("all of a point's seeding in a sweep: the point's seed, both global states, the held ones "
+         "(`SweepSeeder`)", lambda: seeder.seed(e, seeder.point_seed(params), kind)),
         ("`Experiment.run()`, seeded", e.run),
         ("`Experiment.run()`, `seed=False`", unseeded.run),
     ]

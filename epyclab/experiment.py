@@ -120,7 +120,7 @@ class Experiment:
     #: Attributes in which :mod:`epyclab.seeding` never looks for random states (the point, the last results).
     NotRandomState: tuple[str, ...] = (
         "_parameters", "_results", "_named", "_configured", "_sweep_seed", "_fixed_seed", "_point_seed", "_held",
-        "_global_kind",
+        "_global_kind", "_seeder",
     )
 
     # Seeding (see epyclab.seeding): class defaults, so experiments unpickled from before it still run.
@@ -129,8 +129,9 @@ class Experiment:
     _point_seed: int | None = None
     # The class of numpy's global bit generator where the sweep was begun (see seeding.globalKind).
     _global_kind: type | None = None
-    # The random states held on the experiment, found once per sweep (see seeding.HeldStates).
-    _held: seeding.HeldStates | None = None
+    # What seeds each point of the sweep, made once per sweep (see seeding.SweepSeeder). (An experiment
+    # pickled before it existed may hold a "_held" of its own: never looked at.)
+    _seeder: seeding.SweepSeeder | None = None
 
     def __init__(self) -> None:
         self._parameters: ExperimentalParameters = {}
@@ -157,8 +158,8 @@ class Experiment:
         self._fixed_seed = None
         # Points draw from the kind of global bit generator the user's process has now, wherever they run.
         self._global_kind = None if seed is None else seeding.globalKind()
-        # A new sweep looks for the experiment's random states afresh.
-        self._held = None
+        # A new sweep finds the global states and looks for the experiment's random states afresh.
+        self._seeder = None if seed is None else seeding.SweepSeeder(self._sweep_seed)
 
     def sweepSeed(self) -> int | None:
         """The sweep seed set by :meth:`setSweepSeed`, or None."""
@@ -179,11 +180,16 @@ class Experiment:
         return self._point_seed
 
     def _seed_for(self, params: Mapping[str, Any]) -> int | None:
+        """The seed of the run at ``params`` (None: unseeded); where there is one, ``self._seeder`` is set too."""
+        seeder = self._seeder
+        if seeder is None:
+            if self._fixed_seed is None and self._sweep_seed is None:
+                return None
+            # Given a point seed only, or unpickled from before seeders.
+            seeder = self._seeder = seeding.SweepSeeder(self._sweep_seed)
         if self._fixed_seed is not None:
             return self._fixed_seed
-        if self._sweep_seed is not None:
-            return seeding.point_seed(self._sweep_seed, params)
-        return None
+        return seeder.point_seed(params)
 
     def _seedWrapped(self, seed: int | None) -> None:
         """Hand the run's seed to the experiments this one runs (combinators override this)."""
@@ -246,12 +252,8 @@ class Experiment:
         seeded: list[Any] = []
         try:
             if seed is not None:
-                # Before setUp, so that what it draws is reproducible too.
-                seeding.seed_globals(seed, self._global_kind)
-                held = self._held
-                if held is None:
-                    held = self._held = seeding.HeldStates()
-                seeded = held.seed(self, seed)
+                # Before setUp, so that what it draws is reproducible too (_seed_for made the seeder).
+                seeded = self._seeder.seed(self, seed, self._global_kind)
             # Also when unseeded: a seed left from an earlier sweep must not stay on a wrapped experiment.
             self._seedWrapped(seed)
             self.setUp(params)
@@ -263,7 +265,7 @@ class Experiment:
             try:
                 if seed is not None and type(self).setUp is not Experiment.setUp:
                     # Random states that setUp made (self.rng = default_rng()) are seeded too.
-                    held.seed(self, seed, skip=seeded)
+                    self._seeder.seed_held(self, seed, seeded)
                 res = self._checked(self.do(params), params)
             except Exception as exc:
                 failure, trace = exc, traceback.format_exc()

@@ -28,6 +28,11 @@ same numbers.
 numpy's global bit generator is of the class it had where the sweep began
 (:func:`globalKind`): a user's ``numpy.random.set_bit_generator`` reaches clean
 worker processes too.
+
+:func:`seed_globals` finds its route at each call; a sweep's points go
+through a :class:`GlobalsSeeder`, which finds it once, with the normal deviate
+numpy keeps between draws dropped in place too (:func:`_kept_normal_view`),
+and checks per point by identity only what user code can change.
 """
 
 from __future__ import annotations
@@ -113,6 +118,13 @@ class _Draws:
                 return False
         return True
 
+    def in_place(self) -> tuple[memoryview, memoryview, Any] | None:
+        """The counter's words, the buffer position and the bound ``random_raw`` (None: no route in place).
+
+        For :class:`GlobalsSeeder`, which sets them as :meth:`keys` does, without a call per point.
+        """
+        return None if self._in_place is None else (*self._in_place, self._bg.random_raw)
+
     def keys(self, seed: int) -> memoryview:
         """The 4,992 bytes of both keys for point seed ``seed`` (numpy's first), native order (little-endian)."""
         in_place = self._in_place
@@ -185,15 +197,29 @@ class _NumpyGlobalState:
         # one tuple: replaced whole, a thread never pairs a view with another generator, and the
         # generator it holds cannot be freed while its view is in use.
         self._viewed: tuple[Any, _MTViews | None] = (None, None)
+        # numpy's global RandomState and the view of its kept normal deviate (see kept_normal), likewise.
+        self._kept: tuple[Any, memoryview | None] = (None, None)
+
+    def kept_normal(self) -> memoryview | None:
+        """A view of the kept normal deviate of numpy's global ``RandomState`` (made once; None: no route)."""
+        rs = getattr(np.random.set_state, "__self__", None)
+        kept = self._kept
+        if kept[0] is not rs:
+            kept = self._kept = (rs, _kept_normal_view(rs) if isinstance(rs, np.random.RandomState) else None)
+        return kept[1]
+
+    def views(self, bg: Any) -> _MTViews | None:
+        """The checked views of ``bg`` (numpy's global bit generator), made once per generator; None: no route."""
+        viewed = self._viewed
+        if viewed[0] is not bg:
+            viewed = self._viewed = (bg, _checked_views(bg) if type(bg) is np.random.MT19937 else None)
+        return viewed[1]
 
     def put(self, key: memoryview | bytes) -> None:
         """Make numpy's global state ``("MT19937", key as 624 words, 624, 0, 0.0)``."""
         # numpy < 1.25 has no get_bit_generator (nor set_bit_generator: its global one is MT19937).
         bg = _get_bit_generator() if _get_bit_generator is not None else None
-        viewed = self._viewed
-        if viewed[0] is not bg:
-            viewed = self._viewed = (bg, _checked_views(bg) if type(bg) is np.random.MT19937 else None)
-        views = viewed[1]
+        views = self.views(bg)
         if views is not None:
             if views.resets:
                 np.random.set_bit_generator(bg)
@@ -263,6 +289,52 @@ def _set_drops_normal(bg: Any) -> bool:
         np.random.set_state(saved)
 
 
+# A normal deviate no draw gives exactly, to find where numpy's global RandomState keeps one.
+_PROBE = 0.1234567890123
+# The kept normal dropped: the flag (a C int), the padding after it and the value (a double), all zero.
+_NO_KEPT_NORMAL = bytes(16)
+
+
+def _kept_normal_view(rs: Any) -> memoryview | None:
+    """A writable view of where ``rs`` (numpy's global RandomState) keeps a normal deviate, if found; else None.
+
+    numpy keeps it in the object as ``int has_gauss`` and ``double gauss``, 8
+    bytes apart (``aug_bitgen_t``), and drops it only through
+    ``set_bit_generator``, ``seed`` or ``set_state`` (0.2-1.4 us). Here the two
+    are looked for once, read-only, in the object's memory while ``set_state``
+    says they are ``(1, probe)`` and then ``(0, 0.0)``; then a drop written
+    through the view must be what ``get_state`` reports. The state is put back
+    either way.
+    """
+    if sys.implementation.name != "cpython" or sys.byteorder != "little":
+        return None
+    import struct
+
+    size = type(rs).__basicsize__
+    saved = np.random.get_state()
+    try:
+        np.random.set_state((*saved[:3], 1, _PROBE))
+        mem = ctypes.string_at(id(rs), size)
+        probe = struct.pack("<d", _PROBE)
+        at = mem.find(probe)
+        if at < 8 or mem.find(probe, at + 1) != -1 or mem[at - 8:at] != b"\x01" + bytes(7):
+            return None
+        np.random.set_state((*saved[:3], 0, 0.0))
+        if ctypes.string_at(id(rs) + at - 8, 16) != _NO_KEPT_NORMAL:
+            return None
+        view = memoryview((ctypes.c_uint8 * 16).from_address(id(rs) + at - 8)).cast("B")
+        np.random.set_state((*saved[:3], 1, _PROBE))
+        view[:] = _NO_KEPT_NORMAL
+        after = np.random.get_state()
+        if after[3:] != (0, 0.0) or after[2] != saved[2] or not np.array_equal(after[1], saved[1]):
+            return None
+        return view
+    except (AttributeError, TypeError, ValueError):
+        return None
+    finally:
+        np.random.set_state(saved)
+
+
 class _PythonGlobalState:
     """Puts a key into the Mersenne Twister behind :mod:`random`'s functions: in place if checked, else by setstate.
 
@@ -279,14 +351,18 @@ class _PythonGlobalState:
         # As for numpy's: the instance and its view in one tuple, the instance kept alive by it.
         self._viewed: tuple[Any, memoryview | None] = (None, None)
 
+    def view(self, inst: Any) -> memoryview | None:
+        """The checked view of ``inst``'s index and key, made once per instance; None: no route in place."""
+        viewed = self._viewed
+        if viewed[0] is not inst:
+            viewed = self._viewed = (inst, _random_view(inst))
+        return viewed[1]
+
     def put(self, key: memoryview | bytes) -> None:
         """Make :mod:`random`'s state ``(3, (*key as 624 words, 624), None)``."""
         # The instance the module's functions are bound to (random.seed is its bound method).
         inst = getattr(random.seed, "__self__", None)
-        viewed = self._viewed
-        if viewed[0] is not inst:
-            viewed = self._viewed = (inst, _random_view(inst))
-        view = viewed[1]
+        view = self.view(inst)
         if view is None:
             random.setstate((3, (*np.frombuffer(key, dtype="<u4").tolist(), _MT_WORDS), None))
             return
@@ -375,6 +451,95 @@ def seed_globals(seed: int, kind: type | None = None) -> None:
     keys = _draws().keys(seed)
     _numpy_global.put(keys[:_MT_KEY_BYTES])
     _python_global.put(keys[_MT_KEY_BYTES:])
+
+
+# What GlobalsSeeder's route was made for before its first point: nothing user code can hold.
+_NOT_YET = object()
+_get_ident = threading.get_ident
+_set_bit_generator = getattr(np.random, "set_bit_generator", None)
+_np_seed = np.random.seed
+
+
+class GlobalsSeeder:
+    """:func:`seed_globals` for the points of one sweep: the same states, its checks made once, not per point.
+
+    ``seed_globals`` finds, at every point, this thread's Philox, numpy's global
+    bit generator and its views, and :mod:`random`'s instance and its view,
+    each behind a call and a check. A seeder finds them once (:meth:`_prepare`)
+    and keeps them in one tuple, its *route*; per point it checks by identity
+    only what user code can change between two points: numpy's global bit
+    generator (``numpy.random.set_bit_generator``), the instance :mod:`random`'s
+    functions are bound to, the class the sweep wants the global bit generator
+    to be, and the thread (the Philox is this thread's). A change makes it find
+    them again; where no route in place is checked to work, every point goes
+    through ``seed_globals``. Either way the states are those ``seed_globals``
+    makes (:func:`global_keys`).
+    """
+
+    __slots__ = ("_bg", "_rseed", "_kind", "_thread", "_route")
+
+    def __init__(self) -> None:
+        # What the route was made for: numpy's global bit generator, random.seed (the bound method,
+        # kept: while it is held, no other object can take its id), the sweep's class, the thread.
+        self._bg: Any = _NOT_YET
+        self._rseed: Any = _NOT_YET
+        self._kind: Any = _NOT_YET
+        self._thread = 0
+        self._route: tuple[Any, ...] | None = None
+
+    def put(self, seed: int, kind: type | None = None) -> None:
+        """``seed_globals(seed, kind)``: numpy's global state and :mod:`random`'s keyed by point seed ``seed``."""
+        if (self._bg is not _global_bg() or self._rseed is not random.seed or self._kind is not kind
+                or self._thread != _get_ident()):
+            self._prepare(kind)
+        route = self._route
+        if route is None:
+            seed_globals(seed, kind)
+            return
+        ctr, pos, raw, kept, resets, bg, np_pos, np_key, py_view, inst = route
+        # As _Draws.keys: block 1 is drawn first.
+        ctr[0] = 0
+        ctr[_SEED_WORD] = seed
+        pos[0] = 4
+        keys = memoryview(raw(_RAW_WORDS)).cast("B")
+        # As _NumpyGlobalState.put and _PythonGlobalState.put, the kept normal dropped in place if it can be.
+        if kept is not None:
+            kept[:] = _NO_KEPT_NORMAL
+            np_pos[0] = _MT_WORDS
+        elif resets:
+            _set_bit_generator(bg)
+            np_pos[0] = _MT_WORDS
+        else:
+            _np_seed(0)
+        np_key[:] = keys[:_MT_KEY_BYTES]
+        py_view[:4] = _INDEX
+        py_view[4:] = keys[_MT_KEY_BYTES:]
+        inst.gauss_next = None
+
+    def _prepare(self, kind: type | None) -> None:
+        """Find the route for numpy's global bit generator, :mod:`random`'s instance and this thread now."""
+        if kind is not None and _get_bit_generator is not None and type(_get_bit_generator()) is not kind:
+            _make_global(kind)
+        bg = _global_bg()
+        inst = getattr(random.seed, "__self__", None)
+        self._bg, self._rseed, self._kind, self._thread = bg, random.seed, kind, _get_ident()
+        self._route = None
+        # No route where seed_globals would take its slow path for either state (seed_globals then sets both).
+        views = _numpy_global.views(bg) if bg is not None else None
+        py_view = _python_global.view(inst)
+        draws = _draws().in_place()
+        if views is None or py_view is None or draws is None:
+            return
+        self._route = (*draws, _numpy_global.kept_normal(), views.resets, bg, views.pos, views.key, py_view, inst)
+
+
+def _no_bit_generator() -> None:
+    """numpy's global bit generator on a numpy without ``get_bit_generator``: none to tell apart."""
+    return None
+
+
+# numpy's global bit generator, by a call of numpy's own where it has one (a call fewer per point).
+_global_bg = _get_bit_generator if _get_bit_generator is not None else _no_bit_generator
 
 
 @contextmanager

@@ -28,6 +28,10 @@ of the class it had where the sweep began (:func:`globalKind`: a user's
 the others.
 A sweep finds those held on its experiment once (:class:`HeldStates`), and
 looks again only where the experiment's attributes changed between points.
+An experiment's :class:`SweepSeeder`, made once per sweep, does all of this
+per point with what the functions find at each call found once (the keyed
+hash, the layout of the points, the global states' route): same seeds, same
+states.
 """
 
 from __future__ import annotations
@@ -39,12 +43,12 @@ import random
 import types
 from collections.abc import Mapping
 from functools import lru_cache
-from operator import is_
+from operator import is_, itemgetter
 from typing import Any
 
 import numpy as np
 
-from epyclab.globalstates import globalKind, seed_globals
+from epyclab.globalstates import GlobalsSeeder, globalKind, seed_globals
 
 __all__ = [
     "SEED",
@@ -378,10 +382,13 @@ class HeldStates:
         when the experiment's attributes changed since the last call. Those in
         ``skip`` are left alone; returns the states found, ``skip``'s included.
         """
-        if not self._unchanged(experiment):
+        # _unchanged, inline: it runs at every point.
+        d = getattr(experiment, "__dict__", None)
+        if (type(d) is not dict or tuple(d) != self._keys
+                or (self._names and not all(map(is_, map(d.__getitem__, self._names), self._objects)))):
             self._refresh(experiment)
         if not self._found:
-            return list(skip or ())
+            return list(skip) if skip else []
         found: list[Any] = list(skip or ())
         done = {id(o) for o in found}
         for path, obj in self._found:
@@ -390,6 +397,106 @@ class HeldStates:
                 found.append(obj)
                 done.add(id(obj))
         return found
+
+
+class _IntLayout:
+    """The canonical bytes of points whose parameters are all ``int``, named as the first point of a sweep.
+
+    ``canonicalBytes`` of such a point is its sorted names' bytes, each
+    followed by ``b"i%d;"`` of its value: here one bytes ``format`` of the
+    whole point, filled from the ``values`` in the names' order, after one
+    check that the point has these names (its ``size``, and each name found)
+    and one that every value is exactly an ``int`` (``all_ints``: a ``bool`` or
+    ``numpy.int64`` is not; those take :func:`canonicalBytes`, which gives the
+    same bytes). :meth:`SweepSeeder.point_seed` does this.
+    """
+
+    __slots__ = ("size", "values", "all_ints", "format")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        ordered = sorted(names)
+        n = self.size = len(ordered)
+        # itemgetter of one name gives the value alone, of several a tuple: always a tuple here.
+        self.values = itemgetter(*ordered) if n > 1 else (lambda p, k=ordered[0]: (p[k],))
+        ints = (int,) * n
+        self.all_ints = _ALL_INTS.get(n) or (lambda v: tuple(map(type, v)) == ints)
+        # %-signs in a name are the name's, not the format's.
+        self.format = b"".join(_name_bytes(k).replace(b"%", b"%%") + b"i%d;" for k in ordered)
+
+
+# Whether the values of a point of 1-4 parameters are all exactly int, by a test per value (a third of
+# the time of comparing the tuple of their types: these are the sweeps' commonest sizes).
+_ALL_INTS = {
+    1: lambda v: type(v[0]) is int,
+    2: lambda v: type(v[0]) is int and type(v[1]) is int,
+    3: lambda v: type(v[0]) is int and type(v[1]) is int and type(v[2]) is int,
+    4: lambda v: type(v[0]) is int and type(v[1]) is int and type(v[2]) is int and type(v[3]) is int,
+}
+
+
+class SweepSeeder:
+    """What a seeded experiment needs per point, found once per sweep: point seeds, and its streams seeded.
+
+    :meth:`point_seed` is :func:`point_seed` with the sweep's keyed hash and
+    the layout of its points kept (:class:`_IntLayout`); :meth:`seed` is
+    ``seed_globals`` and :meth:`HeldStates.seed`, with the global states'
+    checks made once (:class:`~epyclab.globalstates.GlobalsSeeder`). The seeds
+    and states are those of the functions: only their cost differs.
+
+    An experiment keeps one for its sweep (``Experiment.setSweepSeed`` makes
+    it). It travels with the experiment as its sweep seed alone: pickled, it is
+    made afresh where it lands, so that each process finds its own states.
+    """
+
+    __slots__ = ("sweep_seed", "_hash", "_layout", "_globals", "_held")
+
+    def __init__(self, sweep_seed: int | None) -> None:
+        """``sweep_seed``: checked already (None: the experiment runs with point seeds it is given only)."""
+        self.sweep_seed = sweep_seed
+        self._hash = None if sweep_seed is None else _sweep_hash(sweep_seed)
+        self._layout: _IntLayout | None = None
+        self._globals = GlobalsSeeder()
+        self._held = HeldStates()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SweepSeeder, (self.sweep_seed,))
+
+    def point_seed(self, params: Mapping[str, Any]) -> int | None:
+        """:func:`point_seed` of this sweep's seed and ``params`` (None if the seeder has no sweep seed)."""
+        h = self._hash
+        if h is None:
+            return None
+        layout = self._layout
+        # The point's bytes by the layout's format, if it is a point of the layout's names with int values.
+        data = None
+        if layout is not None and len(params) == layout.size:
+            try:
+                values = layout.values(params)
+            except KeyError:
+                pass
+            else:
+                if layout.all_ints(values):
+                    data = layout.format % values
+        if data is None:
+            data = canonicalBytes(params)
+            if layout is None and params and all(type(k) is str for k in params):
+                self._layout = _IntLayout(tuple(params))
+        h = h.copy()
+        h.update(data)
+        return int.from_bytes(h.digest(), "little") & _MASK63
+
+    def seed(self, experiment: Any, seed: int, kind: type | None) -> list[Any]:
+        """Seed numpy's global state, :mod:`random` and the random states held on ``experiment`` from ``seed``.
+
+        ``kind``: as :func:`seed_globals`'s. Returns the held states seeded, for
+        :meth:`seed_held`'s ``skip``.
+        """
+        self._globals.put(seed, kind)
+        return self._held.seed(experiment, seed)
+
+    def seed_held(self, experiment: Any, seed: int, skip: list[Any]) -> list[Any]:
+        """Seed the random states held on ``experiment`` that are not in ``skip`` (those ``setUp`` made)."""
+        return self._held.seed(experiment, seed, skip)
 
 
 def startSweep(experiment: Any, rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:
