@@ -424,9 +424,11 @@ def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
     text = table([f"{case}: worker", "points", "chunks", "first start (s)", "last end (s)", "busy (s)",
                   "mean gap (ms)", "mean gap between chunks (ms)", "between chunks (s)"], lines)
     idle = idle_core_seconds(r["rows"], r["inside"], engines)
-    tail = sum(r["inside"] - max(b for _, b in spans) for spans in workers.values())
+    # The last `engines` workers to finish (not copies that gave way to engines): the cores left idle at the end.
+    lasts = sorted((max(b for _, b in spans) for spans in workers.values()), reverse=True)[:engines]
+    tail = sum(r["inside"] - b for b in lasts)
     text += (f"\n\n{case}: inside {r['inside']:.2f} s; the first point started at "
-             f"{min(a for a, _, _ in r['rows']):.3f} s, the workers' last points ended {tail:.2f} "
+             f"{min(a for a, _, _ in r['rows']):.3f} s, the last points ended {tail:.2f} "
              f"core-seconds before the sweep returned; left {idle:.2f} "
              f"core-seconds idle (fewer than {engines} points running); this process used "
              f"{r['parent_cpu']:.2f} CPU-s during the sweep.")
