@@ -30,8 +30,9 @@ In one run, on a local cluster of ``--engines`` engines (default: every core):
                                   [--only-cold] [--no-write] [--timeline]
 
 ``--timeline`` runs each cold case of (d) once, and the second sweep on the warm
-local cluster, and prints per worker process its points, first start, last end,
-busy time and gaps; the core-seconds the sweep left idle and the spans in which
+local cluster, and prints per worker process its points, chunks (counted by the
+gaps over 1 ms between its points), first start, last end, busy time and gaps
+(all, and between chunks); the core-seconds the sweep left idle and the spans in which
 it did; and, on the local cluster, the CPU-seconds its controller, engines,
 copies and reaper used: where a sweep loses time, readable on a busy machine too.
 """
@@ -401,6 +402,10 @@ def idle_spans(rows: list[list[float]], inside: float, engines: int,
     return spans
 
 
+#: Seconds between two points of a worker above which they were in different chunks (see timeline_text).
+CHUNK_GAP = 0.001
+
+
 def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
     """Per worker: points, first start, last end, busy, gaps between points; and what the sweep left idle."""
     workers: dict[int, list[tuple[float, float]]] = {}
@@ -410,11 +415,21 @@ def timeline_text(case: str, r: dict[str, Any], engines: int) -> str:
     for pid, spans in sorted(workers.items(), key=lambda w: min(w[1])):
         spans.sort()
         gaps = [spans[i + 1][0] - spans[i][1] for i in range(len(spans) - 1)]
-        lines.append([str(pid), str(len(spans)), f"{spans[0][0]:.3f}", f"{spans[-1][1]:.3f}",
-                      f"{sum(b - a for a, b in spans):.2f}", f"{1000 * sum(gaps) / max(1, len(gaps)):.1f}"])
-    text = table([f"{case}: worker", "points", "first start (s)", "last end (s)", "busy (s)", "mean gap (ms)"], lines)
+        # Between two points of one chunk a worker spends well under a millisecond; between chunks, the
+        # round trip: so the gaps over CHUNK_GAP count (and measure) the chunks.
+        between = [g for g in gaps if g > CHUNK_GAP]
+        lines.append([str(pid), str(len(spans)), str(len(between) + 1), f"{spans[0][0]:.3f}", f"{spans[-1][1]:.3f}",
+                      f"{sum(b - a for a, b in spans):.2f}", f"{1000 * sum(gaps) / max(1, len(gaps)):.1f}",
+                      f"{1000 * sum(between) / max(1, len(between)):.1f}", f"{sum(between):.3f}"])
+    text = table([f"{case}: worker", "points", "chunks", "first start (s)", "last end (s)", "busy (s)",
+                  "mean gap (ms)", "mean gap between chunks (ms)", "between chunks (s)"], lines)
     idle = idle_core_seconds(r["rows"], r["inside"], engines)
-    text += (f"\n\n{case}: inside {r['inside']:.2f} s; left {idle:.2f} "
+    # The last `engines` workers to finish (not copies that gave way to engines): the cores left idle at the end.
+    lasts = sorted((max(b for _, b in spans) for spans in workers.values()), reverse=True)[:engines]
+    tail = sum(r["inside"] - b for b in lasts)
+    text += (f"\n\n{case}: inside {r['inside']:.2f} s; the first point started at "
+             f"{min(a for a, _, _ in r['rows']):.3f} s, the last points ended {tail:.2f} "
+             f"core-seconds before the sweep returned; left {idle:.2f} "
              f"core-seconds idle (fewer than {engines} points running); this process used "
              f"{r['parent_cpu']:.2f} CPU-s during the sweep.")
     spans = idle_spans(r["rows"], r["inside"], engines)

@@ -115,10 +115,10 @@ def test_cheap_points_are_batched(cluster: LocalCluster) -> None:
 def test_expensive_points_are_not_held_back_in_chunks(cluster: LocalCluster) -> None:
     lab = lab_on(cluster)
     lab["x"] = range(24)
-    lab.runExperiment(Sleepy(0.35), progress=False)
-    # The first chunks hold 3 points (24 // (4 * 2)), but a task on engines starts no point after 0.6 s (60
+    lab.runExperiment(Sleepy(0.65), progress=False)
+    # The first chunks hold 3 points (24 // (4 * 2)), but a task on engines starts no point after 1.2 s (120
     # times an engine's 10 ms a task: see ChunkSizer.expect_overhead), so it runs two of these at most.
-    assert ChunkSizer.OverheadRatio * ClientTransport.task_seconds == pytest.approx(0.6)
+    assert ChunkSizer.OverheadRatio * ClientTransport.task_seconds == pytest.approx(1.2)
     assert lab.lastSweep["largest_chunk"] == 3
     assert lab.lastSweep["most_run_by_a_task"] <= 2
     df = lab.dataframe()

@@ -100,6 +100,59 @@ def test_own_cluster_is_kept_warm_across_sweeps_and_stopped_by_shutdown(tmp_path
     assert warm.running() == []
 
 
+class LeavesAProcess(Experiment):
+    """Starts a ``sleep`` it leaves running: from the engine's main thread, or (odd x) from a thread it keeps alive."""
+
+    def do(self, params: dict[str, Any]) -> dict[str, Any]:
+        started: list[subprocess.Popen[bytes]] = []
+        if params["x"] % 2:
+            ready = threading.Event()
+
+            def keep() -> None:
+                started.append(subprocess.Popen(["sleep", "600"]))
+                ready.set()
+                threading.Event().wait()  # the thread that started the child lives on
+
+            threading.Thread(target=keep, daemon=True).start()
+            ready.wait()
+        else:
+            started.append(subprocess.Popen(["sleep", "600"]))
+        return {"child": started[0].pid}
+
+
+def test_processes_the_points_left_on_the_engines_are_stopped_with_the_cluster(tmp_path: Path) -> None:
+    # The cluster's record of its processes (read from the kernel's per-thread lists of children) finds a
+    # child of an engine whichever of its threads started it, and shutdown() stops it with the engines.
+    lab, _, _ = spying_lab(tmp_path / "profile")
+    children: list[int] = []
+    try:
+        lab["x"] = range(4)
+        lab.runExperiment(Square(), progress=False)  # starts the cluster (points may run in forked copies)
+        local = lab.localCluster
+        assert local is not None
+        local.wait(2)
+        again = ParallelLab(cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
+        again["x"] = range(4)
+        again.runExperiment(LeavesAProcess(), progress=False)
+        assert again.localCluster is local
+        df = again.dataframe()
+        assert len(df) == 4 and set(df[Experiment.PID]) <= set(local.pids())  # run on the engines
+        children = [int(c) for c in df["child"]]
+        assert all(psutil.pid_exists(c) for c in children)
+
+        def recorded() -> bool:
+            local.check()  # records the cluster's processes again, a second after the last record
+            return set(children) <= set(local.pids())
+
+        # In the record (the state file the reaper reads if this process dies), not only found by
+        # the environment ipyparallel gives its processes, which a point's process may change.
+        wait_until(recorded, 10, "the points' processes to be recorded with the cluster's")
+    finally:
+        lab.shutdown()
+    wait_until(lambda: not any(process_alive({"pid": c, "created": None}) for c in children), 10,
+               "the points' processes to be stopped")
+
+
 def test_a_failing_experiment_leaves_the_warm_cluster_usable(tmp_path: Path) -> None:
     lab, nb, seen = spying_lab(tmp_path / "profile")
     lab["x"] = range(20)

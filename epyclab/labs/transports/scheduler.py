@@ -38,7 +38,7 @@ class ChunkSizer:
     The rule: a chunk holds at most ``largest = total // (ChunksPerEngine *
     engines)`` points (at least 1), so every engine gets at least
     :attr:`ChunksPerEngine` chunks and the sweep ends evenly. Before anything
-    is known, chunks have that largest size. Every chunk is bounded in time on
+    is known, chunks have that largest size (but see the end-game below). Every chunk is bounded in time on
     its engine: it starts no new point after :attr:`BudgetSeconds` (0.2 s) and
     gives the rest back, to be queued again. Each finished chunk reports its
     engine's time per point (an exponentially weighted average, so a sweep
@@ -55,10 +55,15 @@ class ChunkSizer:
 
     A transport whose tasks cost more than a forked copy's (``task_seconds``:
     ipyparallel's 10 ms a task) raises the target and the budget to
-    :attr:`OverheadRatio` times that (:meth:`expect_overhead`: two points of
-    0.25 s a task on engines, and a point held back behind at most 0.6 s of
+    :attr:`OverheadRatio` times that (:meth:`expect_overhead`: four points of
+    0.25 s a task on engines, and a point held back behind at most 1.2 s of
     others), and the end-game shrinks those longer chunks back, one point
-    each, as the last points are handed out (:meth:`size`).
+    each, as the last points are handed out (:meth:`size`). On such a
+    transport the end-game also holds back the first chunks, handed out before
+    any point has run: a transport's window takes several chunks per engine at
+    once, and a sweep of a few dozen costly points would otherwise go out whole
+    in them (40 points of 0.25 s on 2 engines: 8 chunks of 5), leaving nothing to
+    even out the end.
 
     ClusterLab keeps a rule of its own (:func:`epyclab.labs.remote.jobs.chunk_size`),
     and must: it submits the whole sweep before any point has run, so it
@@ -75,8 +80,11 @@ class ChunkSizer:
     #: Weight of the newest chunk in the per-point time estimate.
     Smoothing = 0.5
     #: On a transport whose every task costs ``overhead`` seconds beyond its points (see
-    #: :meth:`expect_overhead`), chunks aim at this many times that at least, so that it stays under 2%.
-    OverheadRatio = 60
+    #: :meth:`expect_overhead`), chunks aim at this many times that at least, so that it stays under 1%
+    #: (at 2% it was a quarter of what a warm 2-engine sweep of 0.25-s points lost against the ideal 2x;
+    #: measured: 20 tasks for 40 such points at 60 times, 15 at 120, each costing the engines' 2 cores
+    #: 6.5 CPU-ms in the client, the controller and the engine, and the engine a round trip).
+    OverheadRatio = 120
 
     def __init__(
         self,
@@ -125,11 +133,21 @@ class ChunkSizer:
         The end-game: chunks longer than the least target (a costly transport's) hold at most
         ``remaining // (2 * engines)`` points, never fewer than the least target's, so that the last
         points go one per chunk, and no engine waits, idle, while another runs a long last chunk.
+        Before any chunk has reported its time, such a transport's chunks hold at most that many too
+        (at least 1), so that the first window of chunks does not hand out the whole sweep.
         """
+        costly = remaining is not None and self.target > self._least_target
         if self.per_point is None or self.per_point <= 0:
+            if costly:
+                # Before anything is known, the transport's window takes the first chunks of every engine at
+                # once: the end-game holds them back too, or a sweep of a few costly points is handed out whole
+                # in its first, largest chunks, and one engine idles while another runs its last.
+                assert remaining is not None
+                return max(1, min(self.largest, remaining // (2 * self.engines)))
             return self.largest
         n = self._fitting(self.target)
-        if remaining is not None and self.target > self._least_target:
+        if costly:
+            assert remaining is not None
             n = max(self._fitting(self._least_target), min(n, remaining // (2 * self.engines)))
         return n
 
@@ -222,7 +240,8 @@ class Sweep:
         self._pending: dict[Future, _Chunk] = {}  # type: ignore[type-arg]
         self._arrived: queue.SimpleQueue[Future] = queue.SimpleQueue()  # type: ignore[type-arg]
         self._replies = 0
-        #: The largest chunk submitted, and the most points one task ran (for reports).
+        #: The chunks submitted, the largest of them, and the most points one task ran (for reports).
+        self.chunks = 0
         self.largest_chunk = 0
         self.most_run_by_a_task = 0
         #: How many chunks were resubmitted because their worker died.
@@ -275,6 +294,7 @@ class Sweep:
             future = transport.submit(chunk.key, chunk.points, self._sizer.budget, chunk.ship, self._limit)
             chunk.submitted = monotonic()
             self._pending[future] = chunk
+            self.chunks += 1
             self.largest_chunk = max(self.largest_chunk, len(chunk.points))
             future.add_done_callback(self._arrived.put)
 
@@ -282,8 +302,12 @@ class Sweep:
         if self._retry:
             return self._retry.popleft()
         if self._next < len(self._items):
-            return self._take(self._sizer.size(len(self._items) - self._next))
+            return self._take(self._sizer.size(self._unhanded()))
         return None
+
+    def _unhanded(self) -> int:
+        """Points not handed to the transport yet (never submitted, or waiting to be submitted again)."""
+        return len(self._items) - self._next + sum(len(c.points) for c in self._retry)
 
     def _take(self, n: int) -> _Chunk:
         """The next ``n`` points, or fewer where the experiment changes."""
@@ -351,7 +375,9 @@ class Sweep:
         self.most_run_by_a_task = max(self.most_run_by_a_task, done)
         if done < len(chunk.points):
             # The chunk ran out of time: the rest go next, sized by what was just learnt.
-            rest, where, size = chunk.points[done:], chunk.positions[done:], self._sizer.size()
+            # (In the end-game too: the last points must not go out in long chunks.)
+            rest, where = chunk.points[done:], chunk.positions[done:]
+            size = self._sizer.size(self._unhanded() + len(rest))
             pieces = [(rest[i:i + size], where[i:i + size]) for i in range(0, len(rest), size)]
             self._retry.extendleft(
                 _Chunk(chunk.key, piece, at, deaths=chunk.deaths, outside=chunk.outside)
