@@ -156,8 +156,9 @@ class RowBuffer:
         """
         row = self._row
         if row is not None:
-            keys = (*params, None, *res, None, *meta)
-            if keys == row.keys:
+            # A list: the tuple the check wants is row.keys (a tuple made here would be a copy of a list).
+            keys = [*params, None, *res, None, *meta]
+            if keys == row.key_list:
                 # The common case: a row with the keys (and roles) of the last one. Only its values
                 # are checked, then appended in C (the columns it lacks get a missing cell).
                 # _append inlined: a call costs ~2% of a row.
@@ -200,7 +201,7 @@ class RowBuffer:
                 changes = [*changes, *extra]
         return changes
 
-    def _append(self, row: _Row, values: tuple[Any, ...]) -> StateChanges:
+    def _append(self, row: _Row, values: list[Any]) -> StateChanges:
         """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
         _consume(map(list.append, row.columns, values))
         if row.pad:
@@ -369,10 +370,11 @@ class RowBuffer:
 class _Row:
     """The keys of a row (roles apart, as :class:`RowCheck` gives them), their columns, and the columns it lacks."""
 
-    __slots__ = ("keys", "columns", "exceptions", "pad")
+    __slots__ = ("keys", "key_list", "columns", "exceptions", "pad")
 
     def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
         self.keys = keys
+        self.key_list = list(keys)
         columns = []
         #: The exception column, if the row has one (its last cell is made text once appended).
         self.exceptions: list[Any] | None = None
