@@ -321,7 +321,11 @@ class Experiment:
         }
         if seed is not None:
             meta[_SEED] = seed
-        self._results = self.report(params, meta, res)
+        if cls.report is _REPORT:
+            # report()'s own results dict, without its call per point (the common case).
+            self._results = {_PARAMETERS_: dict(params), _METADATA_: meta, _RESULTS_: res}
+        else:
+            self._results = self.report(params, meta, res)
         if failure is not None and fatal:
             raise failure
         return self._results
@@ -430,6 +434,8 @@ _HOSTNAME, _PROCESS, _SEED = Experiment.HOST, Experiment.PID, Experiment.SEED
 # The base class's override points: a run skips the call of one that a subclass did not override.
 _CONFIGURE, _DECONFIGURE = Experiment.configure, Experiment.deconfigure
 _SETUP, _TEARDOWN, _CLASSNAME = Experiment.setUp, Experiment.tearDown, Experiment._classname
+_REPORT = Experiment.report
+_PARAMETERS_, _METADATA_, _RESULTS_ = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
 # The last class whose run named it, and its name ((class, name) in one item, replaced whole: thread-safe).
 _NAMED: list[tuple[type | None, str]] = [(None, "")]
 
