@@ -9,13 +9,14 @@ values come.
 
 Lab adds a row in a few microseconds, so the check must cost less than that.
 A row is reduced to its signature: its keys (the roles apart) and the types of
-its values, two tuples made in C. The first row of a signature has every value
+its values, made in C. The first row of a signature has every value
 checked in full (:meth:`RowCheck.full`). From then on a *plan* for the
 signature, made from the columns' states, says what each value still needs,
 kind by kind rather than value by value: a value whose type alone says how it
 fits its column (a float in a float column, None) needs nothing; the texts of a
-row are joined and tested at once for NUL and non-ASCII; its Python ints are
-compared with the span each column already has; its datetimes with the range of
+row are joined and tested at once for NUL and non-ASCII (unless they equal the
+last texts that passed); its ints are compared with the span each column
+already has; its datetimes with the range of
 datetime64[ns]; only the rest (arrays, lists, an int in a float column) is
 admitted value by value. A value that fails its quick test sends the row to the
 full check, which widens the column or refuses the value. A plan holds while the
@@ -136,8 +137,13 @@ class RowCheck:
                     return self._again(params, results, metadata, keys, values)
                 plan.passed_texts = texts
         if plan.ints is not None:
-            ints = plan.ints(values)
-            if not (all(map(le, plan.lows, ints)) and all(map(le, ints, plan.highs))):
+            # Python ints: |x| <= limit, one comparison each (numpy's are tested below: abs() of the
+            # most negative one overflows).
+            if not all(map(le, map(abs, plan.ints(values)), plan.highs)):
+                return self._again(params, results, metadata, keys, values)
+        if plan.np_ints is not None:
+            ints = plan.np_ints(values)
+            if not (all(map(le, plan.np_lows, ints)) and all(map(le, ints, plan.np_highs))):
                 return self._again(params, results, metadata, keys, values)
         if plan.times is not None:
             fits = True
@@ -201,8 +207,10 @@ class RowCheck:
         states = self._states
         texts: list[int] = []
         ints: list[int] = []
-        lows: list[int] = []
         highs: list[int] = []
+        np_ints: list[int] = []
+        np_lows: list[int] = []
+        np_highs: list[int] = []
         times: list[int] = []
         others: list[tuple[int, str]] = []
         pos = 0
@@ -224,9 +232,13 @@ class RowCheck:
                 # Within the span the column already has: no state change (a column's ints
                 # decide which float may later hold them exactly).
                 limit = INT64_MAX if st.span >= 64 else 1 << st.span
-                ints.append(pos)
-                lows.append(-limit)
-                highs.append(limit)
+                if t is int:
+                    ints.append(pos)
+                    highs.append(limit)
+                else:
+                    np_ints.append(pos)
+                    np_lows.append(-limit)
+                    np_highs.append(limit)
             elif t is datetime and st.kind is _DATETIME and st.dtype == _US and st.fits_ns:
                 # Only a pandas.Timestamp can have nanoseconds: those take the value-by-value path.
                 times.append(pos)
@@ -238,7 +250,9 @@ class RowCheck:
         plan.passed_texts = None
         plan.text_keys = tuple(texts)
         plan.ints = _getter(ints)
-        plan.lows, plan.highs = tuple(lows), tuple(highs)
+        plan.highs = tuple(highs)
+        plan.np_ints = _getter(np_ints)
+        plan.np_lows, plan.np_highs = tuple(np_lows), tuple(np_highs)
         plan.times = _getter(times)
         plan.others = tuple(others)
         return plan
@@ -282,8 +296,8 @@ class _Plan:
     """For one signature and the states of one version: what each value of a row still needs."""
 
     __slots__ = (
-        "keys", "types", "type_list", "version", "texts", "text_keys", "passed_texts", "ints", "lows", "highs",
-        "times", "others",
+        "keys", "types", "type_list", "version", "texts", "text_keys", "passed_texts", "ints", "highs", "np_ints",
+        "np_lows", "np_highs", "times", "others",
     )
 
     def __init__(self, keys: Keys, types: tuple[type, ...], version: int) -> None:
@@ -295,8 +309,10 @@ class _Plan:
         self.texts: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self.text_keys: tuple[int, ...] = ()
         self.ints: Callable[[list[Any]], tuple[Any, ...]] | None = None
-        self.lows: tuple[int, ...] = ()
         self.highs: tuple[int, ...] = ()
+        self.np_ints: Callable[[list[Any]], tuple[Any, ...]] | None = None
+        self.np_lows: tuple[int, ...] = ()
+        self.np_highs: tuple[int, ...] = ()
         self.times: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self.others: tuple[tuple[int, str], ...] = ()
 
