@@ -281,16 +281,17 @@ class Experiment:
             except Exception as exc:
                 failure, trace = exc, traceback.format_exc()
                 res = {}
-            t2 = perf_counter()
-            try:
-                if cls.tearDown is not _TEARDOWN:  # the default does nothing: no call per point
+            t2 = t3 = perf_counter()
+            # The default tearDown does nothing: not called, it takes no time (a call and a clock read less).
+            if cls.tearDown is not _TEARDOWN:
+                try:
                     self.tearDown()
-            except Exception as exc:
-                # A failed do is the more useful story; keep it if there was one.
-                if failure is None:
-                    failure, trace = exc, traceback.format_exc()
-                    res = {}
-            t3 = perf_counter()
+                except Exception as exc:
+                    # A failed do is the more useful story; keep it if there was one.
+                    if failure is None:
+                        failure, trace = exc, traceback.format_exc()
+                        res = {}
+                t3 = perf_counter()
             setup_time, experiment_time, teardown_time = t1 - t0, t2 - t1, t3 - t2
         if failure is not None:
             status = False
