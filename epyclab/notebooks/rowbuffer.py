@@ -361,12 +361,15 @@ class RowBuffer:
     # ---- buffered rows ------------------------------------------------------------------
 
     def buffered(self, name: str) -> list[Any]:
-        """The raw cells of column ``name`` in the rows added since loading (the live list: do not change it)."""
+        """The raw cells of column ``name`` in the rows added since loading.
+
+        The live list: do not change it. Rows added later reach it at the next read (see :meth:`_flush`).
+        """
         self._flush()
         return next(cols[name] for cols in (self._params, self._results, self._meta) if name in cols)
 
     def bufferedColumns(self) -> Iterable[tuple[str, list[Any]]]:
-        """``(name, raw cells)`` of every column, in :meth:`names` order (the live lists)."""
+        """``(name, raw cells)`` of every column, in :meth:`names` order (the live lists, as :meth:`buffered`)."""
         self._flush()
         for cols in (self._params, self._results, self._meta):
             yield from cols.items()
