@@ -201,9 +201,14 @@ class Experiment:
 
         Returns the experiment, so ``e.set(p).run()`` reads naturally.
         """
-        if self._configured:
-            self.deconfigure()
-        self.configure(params)
+        cls = type(self)
+        if cls.configure is _CONFIGURE and cls.deconfigure is _DECONFIGURE:
+            # Neither overridden (most experiments): what the two do, without their two calls per point.
+            self._parameters = dict(params)
+        else:
+            if self._configured:
+                self.deconfigure()
+            self.configure(params)
         self._configured = True
         return self
 
@@ -241,6 +246,7 @@ class Experiment:
         With ``fatal=True`` the exception is re-raised after being recorded.
         """
         params = self._parameters
+        cls = type(self)
         status = True
         failure: BaseException | None = None
         trace = ""
@@ -256,35 +262,52 @@ class Experiment:
                 seeded = self._seeder.seed(self, seed, self._global_kind)
             # Also when unseeded: a seed left from an earlier sweep must not stay on a wrapped experiment.
             self._seedWrapped(seed)
-            self.setUp(params)
+            if cls.setUp is _SETUP:
+                self._results = None  # setUp's own work, without its call per point (the common case)
+            else:
+                self.setUp(params)
         except Exception as exc:
             failure, trace = exc, traceback.format_exc()
             t1 = t2 = t3 = perf_counter()
         else:
             t1 = perf_counter()
             try:
-                if seed is not None and type(self).setUp is not Experiment.setUp:
+                if seed is not None and cls.setUp is not _SETUP:
                     # Random states that setUp made (self.rng = default_rng()) are seeded too.
                     self._seeder.seed_held(self, seed, seeded)
-                res = self._checked(self.do(params), params)
+                res = self.do(params)
+                # The result names of the last run again, none a parameter (_checked's common case,
+                # tested here to save its call per point): checked already.
+                if type(res) is not dict or tuple(res) != self._named or not res.keys().isdisjoint(params):
+                    res = self._checked(res, params)
             except Exception as exc:
                 failure, trace = exc, traceback.format_exc()
                 res = {}
-            t2 = perf_counter()
-            try:
-                self.tearDown()
-            except Exception as exc:
-                # A failed do is the more useful story; keep it if there was one.
-                if failure is None:
-                    failure, trace = exc, traceback.format_exc()
-                    res = {}
-            t3 = perf_counter()
+            t2 = t3 = perf_counter()
+            # The default tearDown does nothing: not called, it takes no time (a call and a clock read less).
+            if cls.tearDown is not _TEARDOWN:
+                try:
+                    self.tearDown()
+                except Exception as exc:
+                    # A failed do is the more useful story; keep it if there was one.
+                    if failure is None:
+                        failure, trace = exc, traceback.format_exc()
+                        res = {}
+                t3 = perf_counter()
             setup_time, experiment_time, teardown_time = t1 - t0, t2 - t1, t3 - t2
         if failure is not None:
             status = False
+        named = _NAMED[0]
+        if named[0] is cls:
+            classname = named[1]
+        else:
+            classname = self._classname()
+            if cls._classname is _CLASSNAME:
+                # Remembered for the next run (the class's name is the same; an override may not be).
+                _NAMED[0] = (cls, classname)
         # The keys as module globals: a class attribute costs a lookup more, on every run.
         meta = {
-            _EXPERIMENT: self._classname(),
+            _EXPERIMENT: classname,
             _START_TIME: start,
             _END_TIME: datetime.now(),
             _ELAPSED_TIME: t3 - t0,
@@ -301,7 +324,11 @@ class Experiment:
         }
         if seed is not None:
             meta[_SEED] = seed
-        self._results = self.report(params, meta, res)
+        if cls.report is _REPORT:
+            # report()'s own results dict, without its call per point (the common case).
+            self._results = {_PARAMETERS_: dict(params), _METADATA_: meta, _RESULTS_: res}
+        else:
+            self._results = self.report(params, meta, res)
         if failure is not None and fatal:
             raise failure
         return self._results
@@ -315,9 +342,6 @@ class Experiment:
         if res is None:
             # As in epyc: a do() that returns nothing ran successfully and has no results.
             return {}
-        if type(res) is dict and res.keys().isdisjoint(params) and tuple(res) == self._named:
-            # The result names of the last run again, none a parameter: checked already.
-            return res
         if isinstance(res, dict):
             clash = [k for k in res if k in params]
             if clash:
@@ -410,6 +434,13 @@ _ELAPSED_TIME, _SETUP_TIME = Experiment.ELAPSED_TIME, Experiment.SETUP_TIME
 _EXPERIMENT_TIME, _TEARDOWN_TIME = Experiment.EXPERIMENT_TIME, Experiment.TEARDOWN_TIME
 _STATUS, _EXCEPTION, _TRACEBACK = Experiment.STATUS, Experiment.EXCEPTION, Experiment.TRACEBACK
 _HOSTNAME, _PROCESS, _SEED = Experiment.HOST, Experiment.PID, Experiment.SEED
+# The base class's override points: a run skips the call of one that a subclass did not override.
+_CONFIGURE, _DECONFIGURE = Experiment.configure, Experiment.deconfigure
+_SETUP, _TEARDOWN, _CLASSNAME = Experiment.setUp, Experiment.tearDown, Experiment._classname
+_REPORT = Experiment.report
+_PARAMETERS_, _METADATA_, _RESULTS_ = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
+# The last class whose run named it, and its name ((class, name) in one item, replaced whole: thread-safe).
+_NAMED: list[tuple[type | None, str]] = [(None, "")]
 
 
 def failed_result(

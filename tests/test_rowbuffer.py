@@ -179,3 +179,58 @@ def test_the_trial_check_kept_between_rows_decides_as_a_fresh_one(rows):
         assert buffer.states() == before  # the trials changed nothing here
         if add and outcomes[0] == "ok":
             buffer.add({"p": 1}, results, {})
+
+
+def _cells_so_far(added: list[dict[str, object]], name: str) -> list[object]:
+    return [row.get(name, MISSING) for row in added]
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=st.lists(st.one_of(st.sets(st.sampled_from(["a", "b"])), st.sampled_from(["read", "rows", "mask"])),
+                      max_size=25))
+def test_reads_between_rows_see_every_row_added_before_them(steps):
+    # Rows with the last row's keys are kept as rows and moved into the columns later: any read in
+    # between (a column, the rows from some point, the missing cells) sees them all, in order.
+    buf = RowBuffer()
+    added: list[dict[str, object]] = []
+    for i, step in enumerate(steps):
+        if isinstance(step, (set, frozenset)):
+            res = {k: float(i) for k in sorted(step)}
+            buf.add({"i": i}, res, {})
+            added.append({"i": i, **res})
+            continue
+        names = buf.names()
+        if step == "read":
+            for name in names:
+                assert buf.buffered(name) == _cells_so_far(added, name)
+        elif step == "rows":
+            got = buf.bufferedRows(len(added) // 2)
+            assert got == {name: _cells_so_far(added, name)[len(added) // 2:] for name in names}
+        else:
+            for name in names:
+                assert buf.missingMask(name).tolist() == [c is MISSING for c in _cells_so_far(added, name)]
+    assert len(buf) == len(added)
+    for name in buf.names():
+        assert buf.buffered(name) == _cells_so_far(added, name)
+
+
+def test_thousands_of_rows_with_the_same_keys_then_others_read_back_in_order():
+    # More rows with the same keys than are kept as rows at once, a failure among them (its exception
+    # kept as text), then rows with a new column and rows without one.
+    buf = RowBuffer()
+    meta = {Experiment.STATUS: True, Experiment.EXCEPTION: ""}
+    for i in range(2500):
+        failed = i == 1500
+        buf.add({"i": i}, {"y": 2 * i}, {Experiment.STATUS: not failed,
+                                          Experiment.EXCEPTION: ValueError("bad i") if failed else ""})
+    buf.add({"i": 2500}, {"y": 5000, "z": 1.5}, meta)
+    for i in range(2501, 2600):
+        buf.add({"i": i}, {"y": 2 * i}, meta)
+    assert len(buf) == 2600
+    assert buf.buffered("i") == list(range(2600))
+    assert buf.buffered("y") == [2 * i for i in range(2600)]
+    assert buf.buffered("z") == [MISSING] * 2500 + [1.5] + [MISSING] * 99
+    exceptions = buf.buffered(Experiment.EXCEPTION)
+    assert exceptions[1500] == "ValueError: bad i"
+    assert exceptions[:1500] == [""] * 1500 and exceptions[1501:] == [""] * 1099
+    assert buf.buffered(Experiment.STATUS)[1500] is False

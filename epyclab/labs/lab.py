@@ -50,6 +50,10 @@ class SweepMarks:
         self.id = uuid.uuid4().hex[:16]
         self._indices = indices
 
+    def positions(self) -> list[int]:
+        """The design position of each of the sweep's points (the list itself: do not change it)."""
+        return self._indices
+
     def mark(self, i: int) -> dict[str, Any]:
         """The metadata values of the ``i``-th point of the sweep."""
         return {SWEEP: self.id, POINT: self._indices[i]}
@@ -355,15 +359,13 @@ class Lab:
                 _CommitOnExit(committer, tally), _closing(git):
             # Names looked up once for the sweep, not once per point.
             add, settle, record, added, stamp = self._add, self._settle, bar.record, committer.added, sweep.stamp
+            add_row, refused = nb.addResult, self._refused
             let_through, hold = gate.open, gate.close
+            sweep_id, positions = sweep.id, sweep.positions()
             first = True
-            while True:
-                # Ctrl-C acts at once while a point runs or its result is awaited...
-                let_through()
-                try:
-                    i, outcome = next(outcomes)
-                except StopIteration:
-                    break
+            # Ctrl-C acts at once while a point runs or its result is awaited...
+            let_through()
+            for i, outcome in outcomes:
                 # ...and waits while its result is stored.
                 hold()
                 if first:
@@ -373,10 +375,22 @@ class Lab:
                     provenance.recordFirstRun(nb.current(), e, self.engineEnvironments, git)
                     first = False
                 if type(outcome) is dict:
-                    stamp(outcome, i)
-                    if _CAPTURE in outcome[_METADATA]:
-                        outcome = settle(outcome)
-                    add(outcome)
+                    meta = outcome[_METADATA]
+                    if type(outcome[_RESULTS]) is dict:
+                        # One row, the common case: stamp() and _add() written out (two calls fewer per point).
+                        meta[SWEEP] = sweep_id
+                        meta[POINT] = positions[i]
+                        if _CAPTURE in meta:
+                            outcome = settle(outcome)
+                        try:
+                            add_row(outcome)
+                        except (UnstorableValueError, ResultsStructureException) as exc:
+                            refused(outcome, exc)
+                    else:
+                        stamp(outcome, i)
+                        if _CAPTURE in meta:
+                            outcome = settle(outcome)
+                        add(outcome)
                     record(outcome)
                 elif isinstance(outcome, Submitted):
                     nb.addPendingResult(outcome.point, outcome.jobid, tag)
@@ -387,6 +401,7 @@ class Lab:
                     record(outcome)
                 tally.points += 1
                 added()
+                let_through()
 
     def _progress_label(self) -> tuple[str, str]:
         """The progress bar's description and unit for a sweep: this lab's name, and runs."""
@@ -411,8 +426,15 @@ class Lab:
         # The output capture is installed once for the sweep; between runs (while the loop adds
         # results) output passes through it untouched.
         with capture.Capturing(tee=True) as capturing:
+            limit = self._limit
+            if limit is not None:
+                for i, (ex, p) in enumerate(points):
+                    yield i, worker.run(ex, p, capturing, limit)
+                return
+            # Without a time limit worker.run is capturing.runPoint: called here, a call less per point.
+            run = capturing.runPoint
             for i, (ex, p) in enumerate(points):
-                yield i, worker.run(ex, p, capturing, self._limit)
+                yield i, run(ex, p)
 
     def _settle(self, rc: ResultsDict) -> ResultsDict:
         """Store and replay a run's captured output as :attr:`StoreOutput` and :attr:`ReplayOutput` say."""
@@ -424,19 +446,22 @@ class Lab:
 
     def _add(self, rc: ResultsDict) -> None:
         """Add one results dict; a value no format can store makes that run a failed result instead."""
-        add = self._notebook.addResult
         if type(rc.get(_RESULTS)) is not list:
             try:
-                add(rc)
+                self._notebook.addResult(rc)
             except (UnstorableValueError, ResultsStructureException) as exc:
-                # The run's values (or its results' names) are the problem: the row is refused whole
-                # before anything is added, and the point is recorded as failed, naming why.
-                logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
-                add(unstorable_result(rc, exc))
+                self._refused(rc, exc)
             return
         # Repetitions: each is a row of its own, and fails on its own.
         for leaf in rc[Experiment.RESULTS]:
             self._add(leaf)
+
+    def _refused(self, rc: ResultsDict, exc: BaseException) -> None:
+        """Add ``rc``, which the notebook refused with ``exc``, as a failed result naming why."""
+        # The run's values (or its results' names) are the problem: the row is refused whole
+        # before anything is added, and the point is recorded as failed, naming why.
+        logger.warning("point %r: %s; recorded as a failed result", rc[Experiment.PARAMETERS], exc)
+        self._notebook.addResult(unstorable_result(rc, exc))
 
     def unfinishedIndices(self, points: ExperimentalConfiguration) -> list[int]:
         """The positions in ``points`` of those with no successful and no pending result in the current set."""

@@ -81,6 +81,8 @@ class ResultSet:
 
     def __init__(self, description: str | None = None) -> None:
         self._state = SetAttributes(description)
+        # self._state.isLocked(), kept here too (finish and restoreState change both): every row asks it.
+        self._locked = False
         self._rows = RowBuffer()
         self._pending = PendingResults()
         self._frame: pd.DataFrame | None = None
@@ -165,6 +167,7 @@ class ResultSet:
         for jobid in self._pending.jobs():
             self.cancelSinglePendingResult(jobid)
         self._state.lock()
+        self._locked = True
 
     def isLocked(self) -> bool:
         """True once :meth:`finish` has been called."""
@@ -253,12 +256,22 @@ class ResultSet:
             ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
             UnstorableValueError: a value (or a name) no notebook format can keep; nothing is added.
         """
-        # checkChangeable() inlined (it runs for every row; a call costs ~1% of one): the notebook's
-        # own check, then the set's lock (checkChangeable raises, saying which).
         notebook = self._notebook() if self._notebook is not None else None
         if notebook is not None:
             notebook.checkWritable()
-        if self._state.isLocked():
+        self.addWritableResult(rc)
+
+    def addWritableResult(self, rc: ResultsDict) -> None:
+        """:meth:`addSingleResult` for the notebook holding the set, which has asked its ``checkWritable`` already.
+
+        Raises:
+            ResultSetLockedException: the set is finished.
+            ResultsStructureException: ``rc`` is not a results dict, or a key is in two roles.
+            UnstorableValueError: a value (or a name) no notebook format can keep; nothing is added.
+        """
+        # The set's lock (checkChangeable raises, saying which), read from the copy kept here: a call
+        # to isLocked() costs ~1% of a row.
+        if self._locked:
             self.checkChangeable()
         if type(rc) is dict:
             params, meta, res = rc.get(_PARAMETERS), rc.get(_METADATA), rc.get(_RESULTS)
@@ -766,6 +779,7 @@ class ResultSet:
     def restoreState(self, description: str, locked: bool, attributes: Mapping[str, Any]) -> None:
         """Set what a file recorded of the result set (its description, lock and attributes), unchecked."""
         self._state.restore(description, locked, attributes)
+        self._locked = self._state.isLocked()
 
     def applyPendingChanges(self, added: Mapping[str, Mapping[str, Any]], removed: Iterable[str]) -> None:
         """Replay a recorded change of the pending results (jobs added and removed), unchecked."""

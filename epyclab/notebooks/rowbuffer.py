@@ -42,6 +42,13 @@ MISSING_STATE = ColumnState(KINDS["missing"], np.dtype(object))
 
 # Runs an iterator to its end, keeping nothing (the appends of a row, done in C).
 _consume = deque(maxlen=0).extend
+# Rows kept as rows (see RowBuffer._flush) before they are moved into the columns.
+_BLOCK = 1024
+
+
+def _as_text(exc: Any) -> Any:
+    """An exception as the text the result set stores (text, and None, as they are)."""
+    return exc if exc is None or isinstance(exc, str) else exception_text(exc)
 
 #: The changes a row made to the columns' states: ``(name, old, new)``, ``old`` None for a new column.
 StateChanges = list[tuple[str, "ColumnState | None", ColumnState]]
@@ -59,6 +66,8 @@ class RowBuffer:
         self._n_buffered = 0
         # The keys of the last row, its columns and those it lacks: a row like it is appended in C.
         self._row: _Row | None = None
+        # Rows with the keys of _row not yet in the columns (each its values in the keys' order): see _flush.
+        self._pending: list[list[Any]] = []
         self._base: StoredRows | None = None
         #: The state of each column of the loaded rows (the base), as they are held.
         self._base_states: dict[str, ColumnState] = {}
@@ -156,27 +165,31 @@ class RowBuffer:
         """
         row = self._row
         if row is not None:
-            keys = (*params, None, *res, None, *meta)
-            if keys == row.keys:
+            # A list: the tuple the check wants is row.keys (a tuple made here would be a copy of a list).
+            keys = [*params, None, *res, None, *meta]
+            if keys == row.key_list:
                 # The common case: a row with the keys (and roles) of the last one. Only its values
-                # are checked, then appended in C (the columns it lacks get a missing cell).
-                # _append inlined: a call costs ~2% of a row.
+                # are checked, then kept as a row until the columns are next read (see _flush).
                 check = self._check
                 _, values = check(params, res, meta, row.keys)  # equal to keys: the check's plan has this one
-                _consume(map(list.append, row.columns, values))
-                if row.pad:
-                    _consume(map(list.append, row.pad, repeat(MISSING)))
-                exceptions = row.exceptions
-                if exceptions is not None:
-                    exc = exceptions[-1]
+                at = row.exception_at
+                if at is not None:
+                    exc = values[at]
                     if exc is not None and type(exc) is not str:
-                        self._text_exception(exceptions)
+                        values[at] = _as_text(exc)
+                # A row moved into the columns with others (a block transposed in C) costs a third of
+                # an append per column.
+                pending = self._pending
+                pending.append(values)
+                if len(pending) >= _BLOCK:
+                    self._flush()
                 self._n_buffered += 1
                 return check.changes
         return self._add_row(params, res, meta)
 
     def _add_row(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> StateChanges:
         """Check and append a row whose keys differ from the last row's (new columns, or some missing)."""
+        self._flush()
         pcols, rcols, mcols = self._params, self._results, self._meta
         # Rows with only keys seen before are checked by three set comparisons done in C;
         # only new keys need the slower checks.
@@ -200,7 +213,7 @@ class RowBuffer:
                 changes = [*changes, *extra]
         return changes
 
-    def _append(self, row: _Row, values: tuple[Any, ...]) -> StateChanges:
+    def _append(self, row: _Row, values: list[Any]) -> StateChanges:
         """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
         _consume(map(list.append, row.columns, values))
         if row.pad:
@@ -212,6 +225,24 @@ class RowBuffer:
                 self._text_exception(exceptions)
         self._n_buffered += 1
         return self._check.changes
+
+    def _flush(self) -> None:
+        """Move the rows :meth:`add` kept as rows into the columns of the row they share (its ``_row``).
+
+        Every read of the columns' cells, and every change of the columns or of ``_row``, comes after this.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        row = self._row
+        assert row is not None  # rows are kept only while they share the last row's keys
+        for column, cells in zip(row.columns, zip(*pending)):
+            column.extend(cells)
+        if row.pad:
+            missing = [MISSING] * len(pending)
+            for column in row.pad:
+                column.extend(missing)
 
     @staticmethod
     def _text_exception(exceptions: list[Any]) -> None:
@@ -275,6 +306,7 @@ class RowBuffer:
 
     def _add_columns(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> list[str]:
         """Create the columns for keys not seen before (missing in every earlier row); return their names."""
+        self._flush()
         self._row = None
         made = []
         for part, cols in ((params, self._params), (res, self._results), (meta, self._meta)):
@@ -294,6 +326,7 @@ class RowBuffer:
         """
         self._base = rows
         self._row = None
+        self._pending = []
         self._params = {k: [] for k in roles.get(PARAMETER, ())}
         self._results = {k: [] for k in roles.get(RESULT, ())}
         self._meta = {k: [] for k in roles.get(METADATA, ())}
@@ -328,11 +361,16 @@ class RowBuffer:
     # ---- buffered rows ------------------------------------------------------------------
 
     def buffered(self, name: str) -> list[Any]:
-        """The raw cells of column ``name`` in the rows added since loading (the live list: do not change it)."""
+        """The raw cells of column ``name`` in the rows added since loading.
+
+        The live list: do not change it. Rows added later reach it at the next read (see :meth:`_flush`).
+        """
+        self._flush()
         return next(cols[name] for cols in (self._params, self._results, self._meta) if name in cols)
 
     def bufferedColumns(self) -> Iterable[tuple[str, list[Any]]]:
-        """``(name, raw cells)`` of every column, in :meth:`names` order (the live lists)."""
+        """``(name, raw cells)`` of every column, in :meth:`names` order (the live lists, as :meth:`buffered`)."""
+        self._flush()
         for cols in (self._params, self._results, self._meta):
             yield from cols.items()
 
@@ -348,6 +386,7 @@ class RowBuffer:
         if start < base_len:
             raise ValueError(f"rows before {base_len} were loaded, not buffered")
         lo = start - base_len
+        self._flush()
         return {k: col[lo:] for cols in (self._params, self._results, self._meta) for k, col in cols.items()}
 
     def missingMask(self, name: str) -> np.ndarray:
@@ -362,6 +401,7 @@ class RowBuffer:
             # Only int columns keep which cells were missing; elsewhere a missing cell reads as the
             # column's NaN, NaT or None, which is how it is told here (a NaN given is taken as missing too).
             head = base.frame()[name].isna().to_numpy()
+        self._flush()
         col = next((cols[name] for cols in (self._params, self._results, self._meta) if name in cols), [])
         return np.concatenate([head, _missing_cells(col)])
 
@@ -369,13 +409,16 @@ class RowBuffer:
 class _Row:
     """The keys of a row (roles apart, as :class:`RowCheck` gives them), their columns, and the columns it lacks."""
 
-    __slots__ = ("keys", "columns", "exceptions", "pad")
+    __slots__ = ("keys", "key_list", "columns", "exceptions", "exception_at", "pad")
 
     def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
         self.keys = keys
+        self.key_list = list(keys)
         columns = []
         #: The exception column, if the row has one (its last cell is made text once appended).
         self.exceptions: list[Any] | None = None
+        #: Where the exception is among the row's values, if the row has one.
+        self.exception_at: int | None = None
         role = 0
         for k in keys:
             if k is None:
@@ -384,6 +427,7 @@ class _Row:
             columns.append(by_role[role][k])
             if role == 2 and k == Experiment.EXCEPTION:
                 self.exceptions = columns[-1]
+                self.exception_at = len(columns) - 1
         self.columns = tuple(columns)
         # The columns such a row has no key for, each given a missing cell (valid until a column is made).
         have = {id(c) for c in columns}

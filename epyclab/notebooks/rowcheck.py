@@ -9,13 +9,14 @@ values come.
 
 Lab adds a row in a few microseconds, so the check must cost less than that.
 A row is reduced to its signature: its keys (the roles apart) and the types of
-its values, two tuples made in C. The first row of a signature has every value
+its values, made in C. The first row of a signature has every value
 checked in full (:meth:`RowCheck.full`). From then on a *plan* for the
 signature, made from the columns' states, says what each value still needs,
 kind by kind rather than value by value: a value whose type alone says how it
 fits its column (a float in a float column, None) needs nothing; the texts of a
-row are joined and tested at once for NUL and non-ASCII; its Python ints are
-compared with the span each column already has; its datetimes with the range of
+row are joined and tested at once for NUL and non-ASCII (unless they equal the
+last texts that passed); its ints are compared with the span each column
+already has; its datetimes with the range of
 datetime64[ns]; only the rest (arrays, lists, an int in a float column) is
 admitted value by value. A value that fails its quick test sends the row to the
 full check, which widens the column or refuses the value. A plan holds while the
@@ -101,46 +102,60 @@ class RowCheck:
         results: Mapping[str, Any],
         metadata: Mapping[str, Any],
         keys: Keys | None = None,
-    ) -> tuple[Keys, tuple[Any, ...]]:
+    ) -> tuple[Keys, list[Any]]:
         """Check one row; raise :class:`UnstorableValueError` (changing nothing) if it cannot be stored.
 
         ``keys``, if the caller has them already, are the row's keys as :data:`Keys` says.
-        Returns the row's keys and its values, in that order.
+        Returns the row's keys and its values (a list, in the keys' order), in that order.
         """
         if self.changes:
             self.changes = []
         if keys is None:
             keys = (*params, None, *results, None, *metadata)
-        values = (*params.values(), *results.values(), *metadata.values())
-        types = tuple(map(type, values))
+        # Lists, not tuples: a tuple is a copy of the list the unpacking builds (~1% of a row each).
+        values = [*params.values(), *results.values(), *metadata.values()]
+        types = [*map(type, values)]
         plan = self._last
         # The caller may pass the keys tuple the plan was made with: then no key is compared.
-        if plan is None or plan.types != types or (plan.keys is not keys and plan.keys != keys):
-            plan = self._plans.get((keys, types))
+        if plan is None or plan.type_list != types or (plan.keys is not keys and plan.keys != keys):
+            signature = (keys, tuple(types))
+            plan = self._plans.get(signature)
             if plan is None:
-                return self._first(params, results, metadata, keys, types, values)
+                return self._first(params, results, metadata, keys, signature[1], values)
             self._last = plan
         if plan.version != self._version:
-            plan = self._replan(plan)
-            if plan is None:
-                return self._first(params, results, metadata, keys, types, values)
+            if self._replan(plan) is None:
+                return self._first(params, results, metadata, keys, plan.types, values)
         # The quick tests, a few C calls per kind for the whole row; a value that fails one
         # sends the row to the full check (which widens a column or refuses the value).
         if plan.texts is not None:
-            text = "".join(plan.texts(values))
-            if (not text.isascii() or "\x00" in text) and not plan.texts_fit(values):
-                return self._again(params, results, metadata, keys, values)
+            texts = plan.texts(values)
+            # The texts of the last row that passed again (a sweep repeats most texts): passed.
+            if texts != plan.passed_texts:
+                text = "".join(texts)
+                if (not text.isascii() or "\x00" in text) and not plan.texts_fit(values):
+                    return self._again(params, results, metadata, keys, values)
+                plan.passed_texts = texts
         if plan.ints is not None:
-            ints = plan.ints(values)
-            if not (all(map(le, plan.lows, ints)) and all(map(le, ints, plan.highs))):
+            # Python ints: |x| <= limit, one comparison each (numpy's are tested below: abs() of the
+            # most negative one overflows).
+            if not all(map(le, map(abs, plan.ints(values)), plan.highs)):
+                return self._again(params, results, metadata, keys, values)
+        if plan.np_ints is not None:
+            ints = plan.np_ints(values)
+            if not (all(map(le, plan.np_lows, ints)) and all(map(le, ints, plan.np_highs))):
                 return self._again(params, results, metadata, keys, values)
         if plan.times is not None:
-            times = plan.times(values)
+            fits = True
             try:
-                # Aware datetimes do not compare with naive ones: they take the full check.
-                fits = NS_MIN <= min(times) and max(times) <= NS_MAX
+                # A loop, not min() and max(): their parsing of keyword arguments costs more than it
+                # saves for the few datetimes a row has (a run's start and end).
+                for t in plan.times(values):
+                    if not NS_MIN <= t <= NS_MAX:
+                        fits = False
+                        break
             except TypeError:
-                fits = False
+                fits = False  # aware datetimes do not compare with naive ones: they take the full check
             if not fits:
                 return self._again(params, results, metadata, keys, values)
         if plan.others:
@@ -164,8 +179,8 @@ class RowCheck:
         metadata: Mapping[str, Any],
         keys: Keys,
         types: tuple[type, ...],
-        values: tuple[Any, ...],
-    ) -> tuple[Keys, tuple[Any, ...]]:
+        values: list[Any],
+    ) -> tuple[Keys, list[Any]]:
         """The first row of a signature: the full check, then a plan for the rows like it."""
         self.full(params, results, metadata)
         if len(self._plans) >= _MAX_PLANS:
@@ -181,8 +196,8 @@ class RowCheck:
         results: Mapping[str, Any],
         metadata: Mapping[str, Any],
         keys: Keys,
-        values: tuple[Any, ...],
-    ) -> tuple[Keys, tuple[Any, ...]]:
+        values: list[Any],
+    ) -> tuple[Keys, list[Any]]:
         """A value failed its quick test: the full check (plans are made again if a state changed)."""
         self.full(params, results, metadata)
         return keys, values
@@ -192,8 +207,10 @@ class RowCheck:
         states = self._states
         texts: list[int] = []
         ints: list[int] = []
-        lows: list[int] = []
         highs: list[int] = []
+        np_ints: list[int] = []
+        np_lows: list[int] = []
+        np_highs: list[int] = []
         times: list[int] = []
         others: list[tuple[int, str]] = []
         pos = 0
@@ -215,9 +232,13 @@ class RowCheck:
                 # Within the span the column already has: no state change (a column's ints
                 # decide which float may later hold them exactly).
                 limit = INT64_MAX if st.span >= 64 else 1 << st.span
-                ints.append(pos)
-                lows.append(-limit)
-                highs.append(limit)
+                if t is int:
+                    ints.append(pos)
+                    highs.append(limit)
+                else:
+                    np_ints.append(pos)
+                    np_lows.append(-limit)
+                    np_highs.append(limit)
             elif t is datetime and st.kind is _DATETIME and st.dtype == _US and st.fits_ns:
                 # Only a pandas.Timestamp can have nanoseconds: those take the value-by-value path.
                 times.append(pos)
@@ -226,9 +247,12 @@ class RowCheck:
             pos += 1
         plan.version = self._version
         plan.texts = _getter(texts)
+        plan.passed_texts = None
         plan.text_keys = tuple(texts)
         plan.ints = _getter(ints)
-        plan.lows, plan.highs = tuple(lows), tuple(highs)
+        plan.highs = tuple(highs)
+        plan.np_ints = _getter(np_ints)
+        plan.np_lows, plan.np_highs = tuple(np_lows), tuple(np_highs)
         plan.times = _getter(times)
         plan.others = tuple(others)
         return plan
@@ -271,19 +295,28 @@ class RowCheck:
 class _Plan:
     """For one signature and the states of one version: what each value of a row still needs."""
 
-    __slots__ = ("keys", "types", "version", "texts", "text_keys", "ints", "lows", "highs", "times", "others")
+    __slots__ = (
+        "keys", "types", "type_list", "version", "texts", "text_keys", "passed_texts", "ints", "highs", "np_ints",
+        "np_lows", "np_highs", "times", "others",
+    )
 
     def __init__(self, keys: Keys, types: tuple[type, ...], version: int) -> None:
         self.keys, self.types, self.version = keys, types, version
-        self.texts: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        #: ``types`` as a list (the check compares a row's types as a list: making a tuple costs a copy).
+        self.type_list = list(types)
+        #: The texts of the last row whose texts passed the quick test (None: none yet with this plan).
+        self.passed_texts: tuple[Any, ...] | None = None
+        self.texts: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self.text_keys: tuple[int, ...] = ()
-        self.ints: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
-        self.lows: tuple[int, ...] = ()
+        self.ints: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self.highs: tuple[int, ...] = ()
-        self.times: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        self.np_ints: Callable[[list[Any]], tuple[Any, ...]] | None = None
+        self.np_lows: tuple[int, ...] = ()
+        self.np_highs: tuple[int, ...] = ()
+        self.times: Callable[[list[Any]], tuple[Any, ...]] | None = None
         self.others: tuple[tuple[int, str], ...] = ()
 
-    def texts_fit(self, values: tuple[Any, ...]) -> bool:
+    def texts_fit(self, values: list[Any]) -> bool:
         """True if no text of the row is refused (non-ASCII text is fine, NUL and lone surrogates are not)."""
         for pos in self.text_keys:
             try:
@@ -293,7 +326,7 @@ class _Plan:
         return True
 
 
-def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+def _getter(positions: list[int]) -> Callable[[list[Any]], tuple[Any, ...]] | None:
     """A C-speed getter of the values at ``positions``, always a tuple (None if there are none)."""
     if not positions:
         return None

@@ -237,16 +237,43 @@ class Capturing:
             rc = run()
         finally:
             self.record = None
-            if record.chunks:
-                self._fresh = _Record()
-            if self.tee and (self._out.unshown or self._err.unshown):
-                # A last line the run left without its newline is shown now.
-                self._out.finish()
-                self._err.finish()
+            if record.chunks or (self.tee and (self._out.unshown or self._err.unshown)):
+                self._ended(record)
         if record.chunks:
-            chunks, cut = _capped(record.chunks)
-            rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
+            self._keep(rc, record)
         return rc
+
+    def runPoint(self, experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
+        """``experiment.set(point).run()`` as :meth:`run` runs a function: its output recorded in its results dict.
+
+        The same as ``run(lambda: experiment.set(point).run())``, without a function made and called per point.
+        """
+        # run()'s body, with the run written out (the lambda is a call per point).
+        record = self.record = self._fresh
+        try:
+            rc = experiment.set(point).run()
+        finally:
+            self.record = None
+            if record.chunks or (self.tee and (self._out.unshown or self._err.unshown)):
+                self._ended(record)
+        if record.chunks:
+            self._keep(rc, record)
+        return rc
+
+    def _ended(self, record: _Record) -> None:
+        """After a run that wrote something: a fresh record for the next, and a last line shown."""
+        if record.chunks:
+            self._fresh = _Record()
+        if self.tee and (self._out.unshown or self._err.unshown):
+            # A last line the run left without its newline is shown now.
+            self._out.finish()
+            self._err.finish()
+
+    @staticmethod
+    def _keep(rc: ResultsDict, record: _Record) -> None:
+        """Put what a run wrote in its results dict, under :data:`CAPTURE`."""
+        chunks, cut = _capped(record.chunks)
+        rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
 
 
 def captured(run: Callable[[], ResultsDict], tee: bool = False) -> ResultsDict:

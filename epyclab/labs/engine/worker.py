@@ -114,7 +114,7 @@ def run(
             return run(experiment, point, capturing)
     if capturing is None:
         return capture.captured(lambda: experiment.set(point).run(), tee=True)
-    return capturing.run(lambda: experiment.set(point).run())
+    return capturing.runPoint(experiment, point)
 
 
 def _classname(experiment: Experiment) -> str:
@@ -135,7 +135,7 @@ def run_safely(
         with _TimeLimit(limit, point):
             if capturing is None:
                 return capture.captured(lambda: experiment.set(point).run())
-            return capturing.run(lambda: experiment.set(point).run())
+            return capturing.runPoint(experiment, point)
     except (Exception, SystemExit) as exc:
         return failed_result(point, exc, traceback.format_exc(), _classname(experiment))
 
