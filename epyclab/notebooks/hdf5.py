@@ -525,15 +525,18 @@ class HDF5LabNotebook(PersistentLabNotebook):
         tags = {self._uid(rs): tag for tag, rs in self._resultsets.items()}
         parts = []
         for item in lost[:_LISTED_RECORDS]:
-            rows = f"row {item.first}" if item.count == 1 else f"rows {item.first} to {item.first + item.count - 1}"
+            # Counted as the rows were added (a new user read "row 11" as dataframe()'s, which is in design order).
+            first, last = _ordinal(item.first + 1), _ordinal(item.first + item.count)
+            rows = f"the {first} row added to it" if item.count == 1 else f"the {first} to {last} rows added to it"
             commits = item.commits
             held = f"commit {commits[0]}" if len(commits) == 1 else f"commits {commits[0]} to {commits[-1]}"
-            parts.append(f"{item.count} row(s) of result set {tags.get(item.uid, item.uid)!r} ({rows} as "
-                         f"committed, held by {held})")
+            parts.append(f"{item.count} row(s) of result set {tags.get(item.uid, item.uid)!r} ({rows}, counted in "
+                         f"the order rows were added, not dataframe()'s; {held})")
         if len(lost) > _LISTED_RECORDS:
             parts.append(f"{sum(x.count for x in lost[_LISTED_RECORDS:])} row(s) more in {len(lost) - _LISTED_RECORDS} "
                          f"other gap(s)")
-        return "the missing commits held " + ", ".join(parts) + "; every later commit is in the notebook"
+        return ("the missing commits held " + ", ".join(parts) + "; every later commit is in the notebook. A sweep "
+                "run again with runExperiment(..., resume=True) computes the lost points again")
 
     def _new_record(self, check: RowCheck, uid: str) -> SetRecord:
         return _Record(check, uid)
@@ -1072,3 +1075,9 @@ def _pending_json(jobid: str, params: dict[str, Any]) -> str:
 
 def _attributes_json(tag: str, rs: ResultSet) -> str:
     return json.dumps(encode_value(rs.attributes(), what=f"an attribute of result set {tag!r}"))
+
+
+def _ordinal(n: int) -> str:
+    """``n`` as an English ordinal: 1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -123,6 +123,9 @@ class JournalScan:
     size: int = 0
     #: Where the bytes end, without the zeros after them (space a writer made ready for records).
     content_end: int = 0
+    #: Where the last damaged range's first non-zero byte is, if that range begins with zeros where the
+    #: next record would have begun (stray bytes in the space made ready for records: no record, no commit).
+    stray_from: int | None = None
 
     def clean(self) -> bool:
         """True if the journal needs no rewriting: current version, no damage, no repeats, in order."""
@@ -189,6 +192,14 @@ def scan_journal(data: bytes) -> JournalScan:
         scan.frames.append(data[f.start : f.end])
         scan.seqs.append(seq)
     scan.damaged = _merge(sorted(damaged))
+    if scan.damaged and scan.damaged[-1][1] == len(data):
+        a = scan.damaged[-1][0]
+        header = _FRAME1.size if version == 1 else _FRAME.size
+        # A record is written whole at the end of the last one; a header's worth of zeros there means
+        # none was (a flipped byte cannot zero a header), so the non-zero bytes after are no commit.
+        if a >= _HEADER.size and a + header <= len(data) and not any(data[a : a + header]):
+            rest = data[a:]
+            scan.stray_from = a + len(rest) - len(rest.lstrip(b"\0"))
     return scan
 
 
@@ -313,11 +324,23 @@ def describe_damage(scan: JournalScan, base_seq: int | None = None) -> str:
     ``base_seq``: the last commit the notebook file holds, if known.
     """
     # A last range that runs to the end stops where the zeros made ready for records begin: they are no damage.
-    ranges = ", ".join(f"{a}-{max(a + 1, scan.content_end) if b == scan.size else b}" for a, b in scan.damaged)
+    # Stray bytes in those zeros (no record begins there) are named from the first non-zero one.
+    def span(a: int, b: int) -> str:
+        if b != scan.size:
+            return f"{a}-{b}"
+        if scan.stray_from is not None:
+            a = scan.stray_from
+        return f"{a}-{max(a + 1, scan.content_end)}"
+
+    ranges = ", ".join(span(a, b) for a, b in scan.damaged)
     missing = scan.missing(base_seq)
     lost = f"commit(s) {_ranges_text(missing)} among them" if missing else "no commit between intact ones"
     if scan.damaged and scan.damaged[-1][1] == scan.size:
-        lost += f"; commits after {max(scan.seqs, default=base_seq or 0)} may be among them too"
+        if scan.stray_from is not None:
+            lost += ("; the last bytes lie in the space made ready for later records (zeros) and no record "
+                     "begins where the next commit would have, so they held no commit")
+        else:
+            lost += f"; commits after {max(scan.seqs, default=base_seq or 0)} may be among them too"
     return f"bytes {ranges} of {scan.size} are not intact records ({lost})"
 
 
@@ -502,8 +525,9 @@ class Journal:
 
 def _warn_damage(where: str, scan: JournalScan, aside: str, base_seq: int | None, lost: str = "") -> None:
     logger.warning(
-        "journal of notebook %s: %s%s; they are left out, and kept (with the whole journal as it was) in %s. "
-        "Every intact record is kept", where, describe_damage(scan, base_seq), f"; {lost}" if lost else "", aside,
+        "journal of notebook %s: %s%s; the damaged bytes are left out, and kept (with the whole journal as it was) "
+        "in %s. Every intact record is kept",
+        where, describe_damage(scan, base_seq), f"; {lost}" if lost else "", aside,
     )
 
 

@@ -508,7 +508,12 @@ def recover(path: str, undo_path: str, verify: Callable[[str], None] | None = No
     # Without a complete header nothing was changed yet: the log just goes.
     fileio.unlink(undo_path)
     fileio.flush_dir(undo_path)
-    logger.warning("undid an unfinished change to %s", path)
+    # Said whole: a new user read the bare "undid an unfinished change" as a loss.
+    logger.warning(
+        "undid an unfinished change to %s, which a stopped writer left: the file is back as it was before the "
+        "change began (for a notebook, a checkpoint cut short: the commits it was folding in are still in the "
+        "journal and are read from there, so nothing committed is lost)", path,
+    )
     return True
 
 
