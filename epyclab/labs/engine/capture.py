@@ -231,24 +231,15 @@ class Capturing:
 
         An exception from ``run`` propagates (what was recorded is then lost).
         """
-        # A run that writes nothing (most) leaves its record empty for the next run.
-        record = self.record = self._fresh
-        try:
-            rc = run()
-        finally:
-            self.record = None
-            if record.chunks or (self.tee and (self._out.unshown or self._err.unshown)):
-                self._ended(record)
-        if record.chunks:
-            self._keep(rc, record)
-        return rc
+        # One body for both: runPoint's (the per-point path), with a stand-in for the experiment.
+        return self.runPoint(_Call(run), {})
 
-    def runPoint(self, experiment: Experiment, point: dict[str, Any]) -> ResultsDict:
+    def runPoint(self, experiment: Experiment | _Call, point: dict[str, Any]) -> ResultsDict:
         """``experiment.set(point).run()`` as :meth:`run` runs a function: its output recorded in its results dict.
 
         The same as ``run(lambda: experiment.set(point).run())``, without a function made and called per point.
         """
-        # run()'s body, with the run written out (the lambda is a call per point).
+        # A run that writes nothing (most) leaves its record empty for the next run.
         record = self.record = self._fresh
         try:
             rc = experiment.set(point).run()
@@ -274,6 +265,21 @@ class Capturing:
         """Put what a run wrote in its results dict, under :data:`CAPTURE`."""
         chunks, cut = _capped(record.chunks)
         rc[Experiment.METADATA][CAPTURE] = json.dumps({"chunks": chunks, "dropped": record.dropped or cut})
+
+
+class _Call:
+    """A function in an experiment's place for :meth:`Capturing.runPoint`: ``set()`` is itself, ``run()`` calls it."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Callable[[], ResultsDict]) -> None:
+        self._run = run
+
+    def set(self, point: dict[str, Any]) -> "_Call":
+        return self
+
+    def run(self) -> ResultsDict:
+        return self._run()
 
 
 def captured(run: Callable[[], ResultsDict], tee: bool = False) -> ResultsDict:
