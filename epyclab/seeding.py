@@ -351,19 +351,6 @@ class HeldStates:
         self._objects: tuple[Any, ...] = ()
         self._found: list[tuple[str, Any]] = []
 
-    def _unchanged(self, experiment: Any) -> bool:
-        """True if no attribute of ``experiment`` (its bookkeeping apart) was set to another object.
-
-        Also False if any attribute appeared or went, bookkeeping too, or the
-        names' order changed (the next walk is then made for nothing, once):
-        the names are compared as a tuple and the objects by identity, in C.
-        """
-        d = getattr(experiment, "__dict__", None)
-        if type(d) is not dict or tuple(d) != self._keys:
-            return False
-        names = self._names
-        return not names or all(map(is_, map(d.__getitem__, names), self._objects))
-
     def _refresh(self, experiment: Any) -> None:
         skip = frozenset(getattr(type(experiment), "NotRandomState", ()))
         d = getattr(experiment, "__dict__", None)
@@ -382,7 +369,9 @@ class HeldStates:
         when the experiment's attributes changed since the last call. Those in
         ``skip`` are left alone; returns the states found, ``skip``'s included.
         """
-        # _unchanged, inline: it runs at every point.
+        # Unchanged since the last walk: the same attribute names in the same order (bookkeeping too; a
+        # change of order costs one walk for nothing) and the same objects under the names that are not
+        # bookkeeping, compared by identity in C. Written here, not as a method: it runs at every point.
         d = getattr(experiment, "__dict__", None)
         if (type(d) is not dict or tuple(d) != self._keys
                 or (self._names and not all(map(is_, map(d.__getitem__, self._names), self._objects)))):

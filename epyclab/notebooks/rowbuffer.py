@@ -47,7 +47,11 @@ _BLOCK = 1024
 
 
 def _as_text(exc: Any) -> Any:
-    """An exception as the text the result set stores (text, and None, as they are)."""
+    """An exception as the text the result set stores (text, and None, as they are).
+
+    Exceptions are stored as text, so a notebook reads back the same whether or not it went
+    through a file. None (a successful run) stays a missing cell.
+    """
     return exc if exc is None or isinstance(exc, str) else exception_text(exc)
 
 #: The changes a row made to the columns' states: ``(name, old, new)``, ``old`` None for a new column.
@@ -215,14 +219,11 @@ class RowBuffer:
 
     def _append(self, row: _Row, values: list[Any]) -> StateChanges:
         """Append a checked row's ``values`` to the columns of ``row`` (padding is the caller's)."""
+        if row.exception_at is not None:
+            values[row.exception_at] = _as_text(values[row.exception_at])
         _consume(map(list.append, row.columns, values))
         if row.pad:
             _consume(map(list.append, row.pad, repeat(MISSING)))
-        exceptions = row.exceptions
-        if exceptions is not None:
-            exc = exceptions[-1]
-            if exc is not None and type(exc) is not str:
-                self._text_exception(exceptions)
         self._n_buffered += 1
         return self._check.changes
 
@@ -243,17 +244,6 @@ class RowBuffer:
             missing = [MISSING] * len(pending)
             for column in row.pad:
                 column.extend(missing)
-
-    @staticmethod
-    def _text_exception(exceptions: list[Any]) -> None:
-        """Make the last cell of the exception column text, unless it is text already.
-
-        Exceptions are stored as text, so a notebook reads back the same whether or not it went
-        through a file. None (a successful run) stays a missing cell.
-        """
-        exc = exceptions[-1]
-        if exc is not None and not isinstance(exc, str):
-            exceptions[-1] = exception_text(exc)
 
     def checkRoles(self, params: Mapping[str, Any], res: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         """Refuse a key in two roles (in this row, or against the columns).
@@ -409,15 +399,13 @@ class RowBuffer:
 class _Row:
     """The keys of a row (roles apart, as :class:`RowCheck` gives them), their columns, and the columns it lacks."""
 
-    __slots__ = ("keys", "key_list", "columns", "exceptions", "exception_at", "pad")
+    __slots__ = ("keys", "key_list", "columns", "exception_at", "pad")
 
     def __init__(self, keys: tuple[Any, ...], by_role: tuple[dict[str, list[Any]], ...]) -> None:
         self.keys = keys
         self.key_list = list(keys)
         columns = []
-        #: The exception column, if the row has one (its last cell is made text once appended).
-        self.exceptions: list[Any] | None = None
-        #: Where the exception is among the row's values, if the row has one.
+        #: Where the exception is among the row's values, if the row has one (it is stored as text).
         self.exception_at: int | None = None
         role = 0
         for k in keys:
@@ -426,7 +414,6 @@ class _Row:
                 continue
             columns.append(by_role[role][k])
             if role == 2 and k == Experiment.EXCEPTION:
-                self.exceptions = columns[-1]
                 self.exception_at = len(columns) - 1
         self.columns = tuple(columns)
         # The columns such a row has no key for, each given a missing cell (valid until a column is made).
