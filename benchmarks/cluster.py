@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE))
 import ipyparallel as ipp  # noqa: E402
 import psutil  # noqa: E402
 from _parallel_experiments import Trivial, double  # noqa: E402
-from _report import machine, table, write_section  # noqa: E402
+from _report import compile_package, machine, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs.clusterlab import ClusterLab  # noqa: E402
@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     parser.add_argument("--big", type=int, default=100_000, help="points of (e); 0 skips it")
     args = parser.parse_args()
+    compile_package()  # fresh processes measure an installed epyclab (see compile_package)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmpdir:

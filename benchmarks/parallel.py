@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _parallel_experiments import CpuBound, Trivial, burn, double  # noqa: E402
-from _report import Load, table, write_section  # noqa: E402
+from _report import Load, compile_package, table, write_section  # noqa: E402
 
 from epyclab.experiment import Experiment  # noqa: E402
 from epyclab.labs.engine import worker  # noqa: E402
@@ -511,6 +511,7 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="one cold run of each case of (d), 40 CPU-bound points: each worker's timeline; no write")
     args = parser.parse_args()
+    compile_package()  # fresh processes measure an installed epyclab (see compile_package)
     engines = resolve_cores(args.engines)
     if args.timeline:
         load = Load()
@@ -544,7 +545,8 @@ def main() -> None:
                 f"machine's other load changes less than the speedup). \"inside\" is the time of the sweep "
                 f"call; \"whole process\" includes imports, the cluster's start and the exit, but not the "
                 f"benchmark's own checks (a DataFrame of the results: pandas' import, which joblib's case would "
-                f"not pay).\n\n"
+                f"not pay). epyclab's modules are compiled to bytecode first, as installing it does (on a "
+                f"machine with `PYTHONDONTWRITEBYTECODE` set, each engine would compile them again).\n\n"
                 f"{text_d}\n\n{footer}",
             )
         return

@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     parser.add_argument("--before", type=Path, help="another epyclab checkout (say, main) measured alongside")
     args = parser.parse_args()
+    from _report import compile_package
+
+    compile_package()  # fresh processes measure an installed epyclab (see compile_package)
     py = sys.executable
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
