@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,7 @@ from epyclab.designs import Design, ExperimentalConfiguration
 from epyclab.experiment import ResultsDict
 from epyclab.labs.lab import Lab, SweepMarks
 from epyclab.labs.transports.contract import Settings, Transport, defaultTransport, makeTransport
+from epyclab.labs.transports.cores import machine_cores
 from epyclab.labs.transports.deaths import OUTSIDE_RETRIES, RETRIES, DeathPolicy
 from epyclab.log import logger
 from epyclab.notebooks.labnotebook import LabNotebook
@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from epyclab.labs.transports.localcluster import LocalCluster
 
 __all__ = ["ParallelLab", "machine_cores", "resolve_cores"]
-
-
-def machine_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the system tells it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def resolve_cores(cores: int, available: int | None = None) -> int:

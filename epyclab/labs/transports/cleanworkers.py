@@ -28,6 +28,7 @@ from typing import Any
 
 from epyclab.labs.transports.contract import ChunkFuture, Settings, Transport
 from epyclab.labs.transports.copies import ForkTransport
+from epyclab.labs.transports.cores import worker_thread_env
 from epyclab.labs.transports.executors import ExecutorTransport
 from epyclab.labs.transports.forkedcopy import fork_allowed
 from epyclab.labs.transports.kernelshutdown import stop_at_kernel_shutdown
@@ -184,7 +185,9 @@ class _Reusable:
     def fresh(self) -> Any:
         from loky import get_reusable_executor
 
-        self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse=True)
+        # Each worker's native thread pools sized for its share of the cores (see transports.cores).
+        self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse=True,
+                                              env=worker_thread_env(self.n))
         stop_at_kernel_shutdown(self.executor)  # in a Jupyter kernel: so that it exits on its own
         return self.executor
 

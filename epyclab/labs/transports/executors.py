@@ -50,7 +50,6 @@ in a task's outcome ends the chunk with that error (see :meth:`ExecutorTransport
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import threading
@@ -65,6 +64,7 @@ from epyclab.errors import ClusterConnectionError, EngineDied
 from epyclab.labs.engine import worker
 from epyclab.labs.engine.wire import Payload, client_paths
 from epyclab.labs.transports.contract import ChunkFuture, WorkerDied, settle_once
+from epyclab.labs.transports.cores import machine_cores
 from epyclab.labs.transports.daskexecutor import DaskExecutor, dask_client_of
 from epyclab.labs.transports.deaths import child_exit_code, ended_from_outside, oom_kills
 from epyclab.labs.transports.ledger import Ledger, kill
@@ -106,7 +106,7 @@ def workers_of(executor: Any) -> int:
     n = getattr(executor, "_max_workers", None)
     if isinstance(n, int) and n > 0:
         return n
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return machine_cores()
 
 
 class ExecutorTransport:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from epyclab.errors import ClusterConnectionError
+from epyclab.labs.transports.cores import worker_thread_env
 from epyclab.labs.transports.localclusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
 from epyclab.private import privateDirectory
@@ -634,6 +635,9 @@ class LocalCluster:
         # this thread would wait, and the last engine register, that much later.
         config.LocalEngineSetLauncher.delay = 0.0
         config.LocalControllerLauncher.controller_cmd = CONTROLLER_CMD
+        # Each engine's native thread pools sized for its share of the cores, as joblib sizes its workers'
+        # (see transports.cores); restarted engines get the same.
+        config.LocalEngineSetLauncher.environment = worker_thread_env(self.n)
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(
