@@ -453,6 +453,10 @@ def seed_globals(seed: int, kind: type | None = None) -> None:
     _python_global.put(keys[_MT_KEY_BYTES:])
 
 
+# The 64-bit words of numpy's key (and of Python's) in a draw of global_keys.
+_KEY_WORDS = _MT_KEY_BYTES // 8
+# The format of a uint64 array's buffer here ("L" or "Q"): a view cast to it takes a draw's words as they are.
+_U64_FORMAT = memoryview(np.zeros(1, dtype=np.uint64)).format
 # What GlobalsSeeder's route was made for before its first point: nothing user code can hold.
 _NOT_YET = object()
 _get_ident = threading.get_ident
@@ -496,12 +500,13 @@ class GlobalsSeeder:
         if route is None:
             seed_globals(seed, kind)
             return
-        ctr, pos, raw, kept, resets, bg, np_pos, np_key, py_view, inst = route
+        ctr, pos, raw, kept, resets, bg, np_pos, np_key, py_index, py_key, inst = route
         # As _Draws.keys: block 1 is drawn first.
         ctr[0] = 0
         ctr[_SEED_WORD] = seed
         pos[0] = 4
-        keys = memoryview(raw(_RAW_WORDS)).cast("B")
+        # The draw's 624 words as they are (no cast to bytes): the keys' views take them as words.
+        words = memoryview(raw(_RAW_WORDS))
         # As _NumpyGlobalState.put and _PythonGlobalState.put, the kept normal dropped in place if it can be.
         if kept is not None:
             kept[:] = _NO_KEPT_NORMAL
@@ -511,9 +516,9 @@ class GlobalsSeeder:
             np_pos[0] = _MT_WORDS
         else:
             _np_seed(0)
-        np_key[:] = keys[:_MT_KEY_BYTES]
-        py_view[:4] = _INDEX
-        py_view[4:] = keys[_MT_KEY_BYTES:]
+        np_key[:] = words[:_KEY_WORDS]
+        py_index[0] = _MT_WORDS
+        py_key[:] = words[_KEY_WORDS:]
         inst.gauss_next = None
 
     def _prepare(self, kind: type | None) -> None:
@@ -530,7 +535,15 @@ class GlobalsSeeder:
         draws = _draws().in_place()
         if views is None or py_view is None or draws is None:
             return
-        self._route = (*draws, _numpy_global.kept_normal(), views.resets, bg, views.pos, views.key, py_view, inst)
+        # The keys' views as 64-bit words in the format of the draw's buffer (numpy's for uint64 here), and
+        # random's index as a C int: a draw is copied in without a cast to bytes and slices of it.
+        words = _U64_FORMAT
+        try:
+            np_key, py_index, py_key = views.key.cast(words), py_view[:4].cast("i"), py_view[4:].cast(words)
+        except (TypeError, ValueError):
+            return
+        self._route = (*draws, _numpy_global.kept_normal(), views.resets, bg, views.pos, np_key, py_index, py_key,
+                       inst)
 
 
 def _no_bit_generator() -> None:

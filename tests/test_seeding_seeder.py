@@ -240,3 +240,60 @@ def test_the_walk_of_an_experiment_that_keeps_no_attribute_from_it_leaves_its_se
             alone = Meddles()
             alone.setSweepSeed(3)
             assert alone.set({"x": x, "then": "nothing"}).run(fatal=True)[Experiment.RESULTS]["drawn"] == drawn[x]
+
+
+class Holds(Experiment):
+    """Holds generators in attributes that the test changes between points."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng()
+
+
+def _change(e: Experiment, what: str) -> None:
+    """Change what ``e`` holds as a user's code between two points might (the same on two experiments)."""
+    d = e.__dict__
+    if what == "a new rng":
+        e.rng = np.random.default_rng()
+    elif what == "rng moved to a new attribute":
+        e.other, e.rng = getattr(e, "rng", None), np.random.default_rng()
+    elif what == "an attribute dropped":
+        d.pop("other", None) if "other" in d else d.pop("rng", None)
+    elif what == "one dropped and one added (as many names)":
+        last = [k for k in d if k not in Experiment.NotRandomState][-1:]
+        for k in last:
+            d[k + "_"] = d.pop(k)
+    elif what == "a generator in a new list":
+        e.box = [np.random.default_rng()]
+    elif what == "the names reordered":
+        for k in [k for k in d if k not in Experiment.NotRandomState]:
+            d[k] = d.pop(k)
+
+
+_CHANGES = ["nothing", "a new rng", "rng moved to a new attribute", "an attribute dropped",
+            "one dropped and one added (as many names)", "a generator in a new list", "the names reordered"]
+
+
+def _draws_of(e: Experiment) -> list[int]:
+    """One draw from each random state held on ``e``, in the walk's order."""
+    return [int(obj.integers(0, 2**62)) for _, obj in seeding._walk(e)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(sweep_seeds, st.lists(st.tuples(st.sampled_from(_CHANGES), st.integers(0, 2**63 - 1)), min_size=1,
+                             max_size=8))
+def test_a_seeders_per_point_test_of_the_experiments_attributes_seeds_what_a_new_walk_seeds(
+    sweep_seed: int, steps: list[tuple[str, int]]
+) -> None:
+    # SweepSeeder.seed tests inline whether the experiment's attributes changed since its last walk (names,
+    # their order, the objects under them). Whatever changed between points, the states it seeds draw what
+    # those of a mirror experiment seeded by a fresh walk (seedStreams) draw.
+    with restored():
+        e, mirror = Holds(), Holds()
+        seeder = seeding.SweepSeeder(sweep_seed)
+        for change, seed in steps:
+            _change(e, change)
+            _change(mirror, change)
+            seeder.seed(e, seed, None)
+            seeding.seedStreams(mirror, seed, globals_=False)
+            assert _draws_of(e) == _draws_of(mirror)
