@@ -84,16 +84,28 @@ def test_the_engines_of_a_local_cluster_start_with_their_share(tmp_path: Path, m
     assert still_running(seen) == []
 
 
-def test_clean_workers_start_with_their_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    want = expected(monkeypatch, 2)
-    nb = LabNotebook()
-    lab = ParallelLab(nb, cores=2, backend="workers")
-    lab["x"] = range(8)
-    try:
+def test_clean_workers_start_with_their_share_and_a_changed_setting_gets_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sweep() -> Any:
+        nb = LabNotebook()
+        lab = ParallelLab(nb, cores=2, backend="workers")
+        lab["x"] = range(8)
         lab.runExperiment(Threads(), progress=False)
+        df = nb.dataframe()
+        assert len(df) == 8 and os.getpid() not in set(df[PID].astype(int))
+        return lab, df
+
+    # Warm workers from a sweep before the user set anything (as a notebook's earlier cell would leave).
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    first, _ = sweep()
+    want = expected(monkeypatch, 2)
+    lab = first
+    try:
+        lab, df = sweep()
+        for name, value in want.items():
+            assert df[name].tolist() == [value] * 8, name
     finally:
+        first.shutdown()
         lab.shutdown()
-    df = nb.dataframe()
-    assert len(df) == 8 and os.getpid() not in set(df[PID].astype(int))
-    for name, value in want.items():
-        assert df[name].tolist() == [value] * 8, name

@@ -185,8 +185,10 @@ class _Reusable:
     def fresh(self) -> Any:
         from loky import get_reusable_executor
 
-        # Each worker's native thread pools sized for its share of the cores (see transports.cores).
-        self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse=True,
+        # Each worker's native thread pools sized for its share of the cores (see transports.cores). The
+        # warm workers are reused only if they were started so ("auto": the same arguments, these thread
+        # variables included): a variable the user changed between sweeps starts fresh workers with it.
+        self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse="auto",
                                               env=worker_thread_env(self.n))
         stop_at_kernel_shutdown(self.executor)  # in a Jupyter kernel: so that it exits on its own
         return self.executor
