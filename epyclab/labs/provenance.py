@@ -22,6 +22,7 @@ saved with it in HDF5 and JSON notebooks), when the set has none yet:
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -67,6 +68,15 @@ class GitQuery:
     are processes, not a thread: a thread would make forking the user's
     process unsafe (see :func:`epyclab.labs.transports.cleanworkers.fork_safe`).
     :meth:`close` stops whichever is still running (a sweep that ended early).
+
+    They run with ``GIT_OPTIONAL_LOCKS=0`` (git's setting for tools that query a
+    repository in the background, as editors do): ``git status`` otherwise
+    refreshes the index and writes it back under ``.git/index.lock``, and a
+    ``git status`` stopped then (by :meth:`close`, or by the sweep's process
+    being killed) left that lock in the user's repository, where their next
+    ``git commit`` failed ("Unable to create '.git/index.lock': File exists").
+    Without the optional write, stopping git at any moment leaves the
+    repository as it was.
     """
 
     #: Seconds git may take before it is stopped and the state left out.
@@ -79,7 +89,8 @@ class GitQuery:
     def _start(self, *argv: str) -> subprocess.Popen[str] | None:
         try:
             return subprocess.Popen(["git", "-C", str(self._directory), *argv], stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+                                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+                                    env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
         except OSError as error:
             logger.debug("git in %s: %s", self._directory, error)
             return None
