@@ -97,7 +97,7 @@ class CopyPool:
                 self._replied.add(made[0].pid)
             self._deliver(made[0], reply)
 
-        copy = Interim(self._experiments, deliver, self._output)
+        copy = Interim(self._experiments, deliver, self._output, workers=self.size)
         made.append(copy)
         forked.set()
         self.forked += 1

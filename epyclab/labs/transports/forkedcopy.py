@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import Any
 
 from epyclab.labs.engine import worker
+from epyclab.labs.transports.cores import share_the_cores
 from epyclab.labs.transports.deaths import ended_from_outside, oom_kills
 from epyclab.log import logger
 
@@ -132,7 +133,8 @@ def _fresh_random_state() -> None:
 
 
 def _serve(
-    requests: Any, replies: Any, parents_ends: list[Any], experiments: dict[str, Any], output: str | None, parent: int
+    requests: Any, replies: Any, parents_ends: list[Any], experiments: dict[str, Any], output: str | None, parent: int,
+    workers: int = 1,
 ) -> None:
     """The copy's loop: run each chunk asked for, reply, until told to stop (None) or the pipe closes."""
     _die_with(parent)
@@ -144,6 +146,9 @@ def _serve(
     # its own as an engine is: a do() that uses multiprocessing must work here too.
     multiprocessing.current_process().daemon = False
     _fresh_random_state()
+    # Its share of the cores for native thread pools, as a clean worker's (numpy's OpenBLAS would
+    # otherwise run one thread per core in each of the copies, all fighting for the same cores).
+    share_the_cores(workers)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in parents_ends:
         # Else the copy would hold the write end of its own requests, and never see the parent go.
@@ -174,17 +179,21 @@ class Interim:
     runs' capture goes to the file ``output`` (None: nowhere). ``deliver`` is called, from a reader thread, with
     each reply of :func:`~epyclab.labs.engine.worker.run_points`, or with an
     :class:`InterimDied` if the copy died (holding a chunk, or idle: then
-    ``lost_chunk`` is False) before it was closed. Create it from the thread
+    ``lost_chunk`` is False) before it was closed. ``workers``: how many copies (or workers) share this
+    machine's cores; the copy's native thread pools get its share
+    (:func:`~epyclab.labs.transports.cores.share_the_cores`). Create it from the thread
     that runs the sweep: the copy dies when that thread ends.
     """
 
-    def __init__(self, experiments: dict[str, Any], deliver: Callable[[Any], None], output: str | None = None) -> None:
+    def __init__(self, experiments: dict[str, Any], deliver: Callable[[Any], None], output: str | None = None,
+                 workers: int = 1) -> None:
         ctx = multiprocessing.get_context("fork")
         child_requests, self._requests = ctx.Pipe(duplex=False)
         self._replies, child_replies = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
             target=_serve,
-            args=(child_requests, child_replies, [self._requests, self._replies], experiments, output, os.getpid()),
+            args=(child_requests, child_replies, [self._requests, self._replies], experiments, output, os.getpid(),
+                  workers),
             name=COPY_NAME, daemon=True,
         )
         with warnings.catch_warnings():
