@@ -84,6 +84,16 @@ def test_asking_git_leaves_the_users_index_untouched(tmp_path: Path) -> None:
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
+
+def test_dirty_means_a_tracked_file_changed_not_a_new_untracked_one(tmp_path: Path) -> None:
+    # As docs/cluster.md says: an untracked file leaves the tree clean; a changed tracked one makes it dirty.
+    repo = stale_repo(tmp_path, 3)
+    (repo / "helper.py").write_text("x = 1\n")
+    commit, dirty = provenance.gitState(repo)  # type: ignore[misc]
+    assert len(commit) == 40 and dirty is False
+    (repo / "f1.txt").write_text("changed")
+    assert provenance.gitState(repo) == (commit, True)
+
 @pytest.fixture(scope="module")
 def big_stale_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return stale_repo(tmp_path_factory.mktemp("git"), 3000)

@@ -12,7 +12,8 @@ saved with it in HDF5 and JSON notebooks), when the set has none yet:
   not epyclab's wrapper; each row's ``epyc.experiment`` metadata names the whole nesting;
 - ``.git.commit``, ``.git.dirty``: the commit of the git work tree holding
   that file (or the current directory, for a class defined in Jupyter) and
-  whether it has uncommitted changes; absent when there is no work tree;
+  whether a tracked file has uncommitted changes (untracked files do not
+  count, as for ``git describe --dirty``); absent when there is no work tree;
 - ``.engines``: for labs whose points run on engines, each distinct engine
   environment (Python, platform, package versions) with how many engines have
   it, as JSON text; ``.engines.differ`` names what differs from this process,
