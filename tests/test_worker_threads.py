@@ -166,3 +166,45 @@ def test_forked_copies_size_the_openblas_they_inherited_to_their_share(monkeypat
         assert df[name].tolist() == [value] * 8, name
     share = int(want["openblas_num_threads"])
     assert df["blas"].tolist() == [repr([share] * len(before))] * 8
+
+
+def test_a_warm_local_cluster_is_replaced_when_the_user_changed_a_thread_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from epyclab.labs.transports import cleanworkers
+
+    monkeypatch.setattr(cleanworkers, "fork_safe", lambda: False)  # every point on an engine
+    want = expected(monkeypatch, 2)
+    labs: list[ParallelLab] = []
+    seen: list[dict[str, Any]] = []
+
+    def sweep() -> tuple[Any, Any]:
+        nb = LabNotebook()
+        lab = ParallelLab(nb, cores=2, profile_dir=str(tmp_path / "profile"), backend="ipyparallel")
+        labs.append(lab)
+        lab["x"] = range(6)
+        lab.runExperiment(Threads(), progress=False)
+        local = lab.localCluster
+        assert local is not None
+        seen.extend(local.processes())
+        df = nb.dataframe()
+        assert set(df[PID].astype(int)) <= set(local.pids()) - {os.getpid()}
+        return df, local
+
+    try:
+        df, first = sweep()
+        assert df["omp_num_threads"].tolist() == [want["omp_num_threads"]] * 6
+        df, same = sweep()  # nothing changed: the warm cluster
+        assert same is first
+        started = set(first.pids())
+        # Between two cells the user asks for 5 threads: the warm engines started with 3 cannot see it.
+        monkeypatch.setenv("OMP_NUM_THREADS", "5")
+        df, fresh = sweep()
+        assert fresh is not first
+        assert df["omp_num_threads"].tolist() == ["5"] * 6
+        assert df["openblas_num_threads"].tolist() == [want["openblas_num_threads"]] * 6
+        assert set(df[PID].astype(int)).isdisjoint(started)
+    finally:
+        for lab in labs:
+            lab.shutdown()
+    assert still_running(seen) == []

@@ -541,6 +541,9 @@ class LocalCluster:
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
+        #: The thread-count variables its engines start with (and engines started to replace dead ones):
+        #: each engine's share of the cores, or what the user set when it was made (see transports.cores).
+        self.thread_env = worker_thread_env(self.n)
 
     # ---- the state file ----------------------------------------------------------------
 
@@ -637,7 +640,7 @@ class LocalCluster:
         config.LocalControllerLauncher.controller_cmd = CONTROLLER_CMD
         # Each engine's native thread pools sized for its share of the cores, as joblib sizes its workers'
         # (see transports.cores); restarted engines get the same.
-        config.LocalEngineSetLauncher.environment = worker_thread_env(self.n)
+        config.LocalEngineSetLauncher.environment = dict(self.thread_env)
         self._log = cluster_logger(self.profile_dir, self.cluster_id)
         self._launched_at = time.monotonic()
         self.cluster = ipp.Cluster(

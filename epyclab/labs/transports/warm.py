@@ -13,7 +13,9 @@ since) and gives it back with :func:`release`. It is stopped:
 - at interpreter exit (an ``atexit`` hook that stops every process by PID,
   all at once, so exiting takes a fraction of a second, not the seconds of
   ipyparallel's stop);
-- by :func:`shutdown` (``ParallelLab.shutdown()``), at any time.
+- by :func:`shutdown` (``ParallelLab.shutdown()``), at any time;
+- at the next :func:`acquire` with no sweep on it, if the user changed a
+  thread-count variable since it started (its engines would not see it).
 
 Nothing outlives the process that started it: if it dies without stopping its
 cluster (SIGTERM, SIGKILL, a crashed kernel), the cluster's reaper stops it
@@ -29,6 +31,7 @@ import os
 import threading
 from typing import Any
 
+from epyclab.labs.transports.cores import worker_thread_env
 from epyclab.labs.transports.localcluster import LocalCluster, default_profile_dir
 from epyclab.log import logger
 
@@ -75,6 +78,12 @@ def acquire(n: int, profile_dir: str | None = None, timeout: float = 60.0) -> Lo
             timer.cancel()
         local = _clusters.get(key)
         if local is not None and not _usable(local):
+            _stop(key)
+            local = None
+        if local is not None and _users.get(key, 0) == 0 and local.thread_env != worker_thread_env(n):
+            # The user changed a thread-count variable since it started (OMP_NUM_THREADS=4 between two
+            # cells): its engines would not see it. Fresh ones, as loky replaces its warm workers then.
+            logger.info("stopping local cluster %s: thread variables changed since it started", local.cluster_id)
             _stop(key)
             local = None
         if local is None:
