@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from epyclab.experiment import Experiment
 from epyclab.labs.parallel import ParallelLab
-from epyclab.labs.transports.cores import THREAD_VARIABLES, machine_cores, worker_thread_env
+from epyclab.labs.transports.cores import THREAD_VARIABLES, worker_thread_env
 from epyclab.notebooks.labnotebook import LabNotebook
 
 PID = Experiment.PID
@@ -56,7 +56,8 @@ def expected(monkeypatch: pytest.MonkeyPatch, workers: int) -> dict[str, str]:
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    share = str(max(machine_cores() // workers, 1))
+    # A lab of n workers was given n cores: one thread each (see transports.cores).
+    share = "1"
     return {name.lower(): ("3" if name == "OMP_NUM_THREADS" else share) for name in THREAD_VARIABLES}
 
 
@@ -208,3 +209,27 @@ def test_a_warm_local_cluster_is_replaced_when_the_user_changed_a_thread_variabl
         for lab in labs:
             lab.shutdown()
     assert still_running(seen) == []
+
+
+
+def test_a_lab_given_fewer_cores_than_the_machine_has_keeps_its_workers_to_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from epyclab.labs.transports import cores
+
+    # The user leaves cores free for other work (cores=-n, or cores=n on a bigger machine): a machine of 8
+    # cores whose lab has 2 workers. Dividing the machine's cores would give each worker 4 BLAS threads,
+    # all 8 cores busy again.
+    want = expected(monkeypatch, 2)
+    monkeypatch.setattr(cores, "machine_cores", lambda: 8)
+    nb = LabNotebook()
+    lab = ParallelLab(nb, cores=2, backend="workers")
+    lab["x"] = range(4)
+    try:
+        lab.runExperiment(Threads(), progress=False)
+    finally:
+        lab.shutdown()
+    df = nb.dataframe()
+    assert len(df) == 4
+    for name, value in want.items():
+        assert df[name].tolist() == [value] * 4, name

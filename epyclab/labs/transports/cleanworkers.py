@@ -185,11 +185,11 @@ class _Reusable:
     def fresh(self) -> Any:
         from loky import get_reusable_executor
 
-        # Each worker's native thread pools sized for its share of the cores (see transports.cores). The
+        # Each worker's native thread pools sized for its share of the lab's cores (see transports.cores). The
         # warm workers are reused only if they were started so ("auto": the same arguments, these thread
         # variables included): a variable the user changed between sweeps starts fresh workers with it.
         self.executor = get_reusable_executor(max_workers=self.n, timeout=IdleSeconds, reuse="auto",
-                                              env=worker_thread_env(self.n))
+                                              env=worker_thread_env(self.n, self.n))
         stop_at_kernel_shutdown(self.executor)  # in a Jupyter kernel: so that it exits on its own
         return self.executor
 

@@ -12,6 +12,11 @@ for its loky workers (``_prepare_worker_env`` in joblib's
 ``_parallel_backends.py``, the same variables and the same rule): a variable
 the user set in this process's environment is passed on unchanged.
 
+``cores`` is the lab's, not the machine's: a lab of ``n`` workers was given
+``n`` cores (``ParallelLab(cores=-1)`` leaves one free), so each worker gets
+one thread. joblib divides the machine's cores instead, which on 8 cores gives
+``cores=2``'s 2 workers 4 threads each: all 8 cores, not the 2 asked for.
+
 A forked copy of this process (the ``"fork"`` backend's, or one running points
 while a local cluster starts) inherits libraries already started in the user's
 process: numpy's OpenBLAS has its pool of one thread per core. So the copy sizes
@@ -101,7 +106,7 @@ def share_the_cores(workers: int) -> None:
     process loaded already (numpy's) to ``OPENBLAS_NUM_THREADS``'s value, as a fresh worker's
     OpenBLAS would read it.
     """
-    env = worker_thread_env(workers)
+    env = worker_thread_env(workers, workers)  # the lab's cores: one per worker (see the module's docstring)
     os.environ.update(env)
     try:
         threads = max(int(env["OPENBLAS_NUM_THREADS"]), 1)

@@ -542,8 +542,8 @@ class LocalCluster:
         self._log: logging.Logger | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
         #: The thread-count variables its engines start with (and engines started to replace dead ones):
-        #: each engine's share of the cores, or what the user set when it was made (see transports.cores).
-        self.thread_env = worker_thread_env(self.n)
+        #: each engine's share of the lab's cores, or what the user set when it was made (see transports.cores).
+        self.thread_env = worker_thread_env(self.n, self.n)
 
     # ---- the state file ----------------------------------------------------------------
 

@@ -80,7 +80,7 @@ def acquire(n: int, profile_dir: str | None = None, timeout: float = 60.0) -> Lo
         if local is not None and not _usable(local):
             _stop(key)
             local = None
-        if local is not None and _users.get(key, 0) == 0 and local.thread_env != worker_thread_env(n):
+        if local is not None and _users.get(key, 0) == 0 and local.thread_env != worker_thread_env(n, n):
             # The user changed a thread-count variable since it started (OMP_NUM_THREADS=4 between two
             # cells): its engines would not see it. Fresh ones, as loky replaces its warm workers then.
             logger.info("stopping local cluster %s: thread variables changed since it started", local.cluster_id)
