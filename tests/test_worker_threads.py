@@ -113,21 +113,10 @@ def test_clean_workers_start_with_their_share_and_a_changed_setting_gets_fresh_o
 
 
 def openblas_threads() -> list[int]:
-    """The pool size of each OpenBLAS loaded in this process (numpy's), read through its own function."""
-    import ctypes
+    """The pool size of each OpenBLAS loaded in this process (numpy's), as threadpoolctl reads it."""
+    from threadpoolctl import threadpool_info
 
-    with open("/proc/self/maps") as f:
-        paths = sorted({line.split()[-1] for line in f if "openblas" in line.split()[-1].lower()})
-    sizes = []
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for name in ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads64_",
-                     "scipy_openblas_get_num_threads"):
-            get = getattr(lib, name, None)
-            if get is not None:
-                sizes.append(int(get()))
-                break
-    return sizes
+    return [int(i["num_threads"]) for i in threadpool_info() if i["internal_api"] == "openblas"]
 
 
 class BlasThreads(Threads):
@@ -142,8 +131,7 @@ class BlasThreads(Threads):
 
 def test_forked_copies_size_the_openblas_they_inherited_to_their_share(monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
-
-    from epyclab.labs.transports.cores import set_openblas_threads
+    from threadpoolctl import threadpool_limits
 
     want = expected(monkeypatch, 2)
     np.ones((8, 8)) @ np.ones((8, 8))
@@ -151,7 +139,7 @@ def test_forked_copies_size_the_openblas_they_inherited_to_their_share(monkeypat
     assert before, "numpy here has no OpenBLAS to size"
     # The user's process runs a pool of 4 threads (numpy's default is one per core): each copy inherits
     # it, and two copies would run 8 threads on this machine's cores, unless they size it again.
-    set_openblas_threads(4)
+    limits = threadpool_limits(limits=4, user_api="blas")
     nb = LabNotebook()
     lab = ParallelLab(nb, cores=2, backend="fork")
     lab["x"] = range(8)
@@ -160,7 +148,7 @@ def test_forked_copies_size_the_openblas_they_inherited_to_their_share(monkeypat
         assert openblas_threads() == [4] * len(before)  # the user's own process keeps what it had
     finally:
         lab.shutdown()
-        set_openblas_threads(before[0])
+        limits.restore_original_limits()
     df = nb.dataframe()
     assert len(df) == 8 and os.getpid() not in set(df[PID].astype(int)) and set(df["product"]) == {64.0 ** 3}
     for name, value in want.items():

@@ -27,11 +27,10 @@ that pool again, and sets the same variables for libraries it loads later
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Mapping
 
-__all__ = ["THREAD_VARIABLES", "machine_cores", "worker_thread_env", "share_the_cores", "set_openblas_threads"]
+__all__ = ["THREAD_VARIABLES", "machine_cores", "share_the_cores", "worker_thread_env"]
 
 #: The variables native libraries read for the size of their thread pools (joblib's list):
 #: OpenMP, OpenBLAS, MKL, BLIS, Apple's Accelerate, numba and numexpr.
@@ -68,48 +67,25 @@ def worker_thread_env(workers: int, cores: int | None = None,
     return {name: environ.get(name, each) for name in THREAD_VARIABLES}
 
 
-# The functions that set how many threads an OpenBLAS runs (numpy's and scipy's builds rename them).
-_OPENBLAS_SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_",
-                     "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
-
-
-def set_openblas_threads(threads: int) -> int:
-    """Size the thread pool of every OpenBLAS loaded in this process to ``threads``; returns how many were set.
-
-    Reads ``/proc/self/maps`` for them (0 where it cannot: not on Linux).
-    """
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.split()[-1].lower()}
-    except OSError:
-        return 0
-    done = 0
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)  # loaded already: the same handle
-        except OSError:
-            continue
-        for name in _OPENBLAS_SETTERS:
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(ctypes.c_int(threads))
-                done += 1
-                break
-    return done
-
-
 def share_the_cores(workers: int) -> None:
     """In a forked copy, one of ``workers``: its share of the cores, as a clean worker starts with.
 
     Sets :data:`THREAD_VARIABLES` as :func:`worker_thread_env` says (what the user set is kept),
-    for the libraries ``do()`` loads from now on, and resizes the pool of an OpenBLAS the user's
-    process loaded already (numpy's) to ``OPENBLAS_NUM_THREADS``'s value, as a fresh worker's
-    OpenBLAS would read it.
+    for the libraries ``do()`` loads from now on, and sizes the pools of the BLAS and OpenMP
+    libraries the user's process loaded already (numpy's OpenBLAS) as those variables say, as a
+    fresh worker's would read them. threadpoolctl finds and sizes them (the library joblib's
+    authors keep for this, which knows each library's own call).
     """
     env = worker_thread_env(workers, workers)  # the lab's cores: one per worker (see the module's docstring)
     os.environ.update(env)
-    try:
-        threads = max(int(env["OPENBLAS_NUM_THREADS"]), 1)
-    except ValueError:  # not a number: OpenBLAS itself would ignore it
-        return
-    set_openblas_threads(threads)
+    limits = {}
+    # threadpoolctl's kinds of pool: BLAS (OpenBLAS, MKL, BLIS alike) and OpenMP.
+    for api, name in (("blas", "OPENBLAS_NUM_THREADS"), ("openmp", "OMP_NUM_THREADS")):
+        try:
+            limits[api] = max(int(env[name]), 1)
+        except ValueError:  # not a number: the library itself would ignore it
+            continue
+    if limits:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=limits)
