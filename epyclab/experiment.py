@@ -254,24 +254,14 @@ class Experiment:
         setup_time = experiment_time = teardown_time = 0.0
         start = datetime.now()
         t0 = perf_counter()
-        seeder = self._seeder
-        if seeder is not None and self._fixed_seed is None:
-            # A point of a seeded sweep (_seed_for's common case, without its call per point).
-            seed = seeder.point_seed(params)
-        elif seeder is None and self._fixed_seed is None and self._sweep_seed is None:
-            seed = None  # unseeded (seed=False)
-        else:
-            seed = self._seed_for(params)
-        self._point_seed = seed
+        seed = self._point_seed = self._seed_for(params)
         seeded: list[Any] = []
         try:
             if seed is not None:
                 # Before setUp, so that what it draws is reproducible too (_seed_for made the seeder).
                 seeded = self._seeder.seed(self, seed, self._global_kind)
             # Also when unseeded: a seed left from an earlier sweep must not stay on a wrapped experiment.
-            # (The base class's does nothing: not called.)
-            if cls._seedWrapped is not _SEED_WRAPPED:
-                self._seedWrapped(seed)
+            self._seedWrapped(seed)
             if cls.setUp is _SETUP:
                 self._results = None  # setUp's own work, without its call per point (the common case)
             else:
@@ -447,7 +437,7 @@ _HOSTNAME, _PROCESS, _SEED = Experiment.HOST, Experiment.PID, Experiment.SEED
 # The base class's override points: a run skips the call of one that a subclass did not override.
 _CONFIGURE, _DECONFIGURE = Experiment.configure, Experiment.deconfigure
 _SETUP, _TEARDOWN, _CLASSNAME = Experiment.setUp, Experiment.tearDown, Experiment._classname
-_REPORT, _SEED_WRAPPED = Experiment.report, Experiment._seedWrapped
+_REPORT = Experiment.report
 _PARAMETERS_, _METADATA_, _RESULTS_ = Experiment.PARAMETERS, Experiment.METADATA, Experiment.RESULTS
 # The last class whose run named it, and its name ((class, name) in one item, replaced whole: thread-safe).
 _NAMED: list[tuple[type | None, str]] = [(None, "")]

@@ -40,7 +40,6 @@ import hashlib
 import math
 import numbers
 import random
-import struct
 import types
 from collections.abc import Mapping
 from functools import lru_cache
@@ -77,8 +76,6 @@ MAX_DEPTH = 5
 # At most this many objects are looked at, so a huge object graph costs bounded time per point.
 _MAX_OBJECTS = 10_000
 _MASK63 = (1 << 63) - 1
-# 8 bytes as an unsigned little-endian int (a 1-tuple).
-_UNPACK_U64 = struct.Struct("<Q").unpack
 
 
 def drawSweepSeed() -> int:
@@ -345,8 +342,6 @@ class HeldStates:
     ``HeldStates`` for each).
     """
 
-    __slots__ = ("_keys", "_names", "_objects", "_found")
-
     def __init__(self) -> None:
         # At the last walk: every attribute name of the experiment (None: walk at every call), the
         # names that are not its bookkeeping, and their objects (kept, not their ids, so that a new
@@ -377,17 +372,12 @@ class HeldStates:
         # Unchanged since the last walk: the same attribute names in the same order (bookkeeping too; a
         # change of order costs one walk for nothing) and the same objects under the names that are not
         # bookkeeping, compared by identity in C. Written here, not as a method: it runs at every point.
-        # (SweepSeeder.seed makes the same test inline.)
         d = getattr(experiment, "__dict__", None)
         if (type(d) is not dict or tuple(d) != self._keys
                 or (self._names and not all(map(is_, map(d.__getitem__, self._names), self._objects)))):
             self._refresh(experiment)
         if not self._found:
             return list(skip) if skip else []
-        return self._seed_found(seed, skip)
-
-    def _seed_found(self, seed: int, skip: list[Any] | None) -> list[Any]:
-        """Seed the states the last walk found, but those in ``skip``; return them, ``skip``'s included."""
         found: list[Any] = list(skip or ())
         done = {id(o) for o in found}
         for path, obj in self._found:
@@ -433,31 +423,29 @@ _ALL_INTS = {
 }
 
 
-class SweepSeeder(HeldStates):
+class SweepSeeder:
     """What a seeded experiment needs per point, found once per sweep: point seeds, and its streams seeded.
 
     :meth:`point_seed` is :func:`point_seed` with the sweep's keyed hash and
     the layout of its points kept (:class:`_IntLayout`); :meth:`seed` is
     ``seed_globals`` and :meth:`HeldStates.seed`, with the global states'
     checks made once (:class:`~epyclab.globalstates.GlobalsSeeder`). The seeds
-    and states are those of the functions: only their cost differs. It is the
-    sweep's :class:`HeldStates` itself, so that a point's seeding is two calls
-    (this one's and the global states'), not five.
+    and states are those of the functions: only their cost differs.
 
     An experiment keeps one for its sweep (``Experiment.setSweepSeed`` makes
     it). It travels with the experiment as its sweep seed alone: pickled, it is
     made afresh where it lands, so that each process finds its own states.
     """
 
-    __slots__ = ("sweep_seed", "_hash", "_layout", "_globals")
+    __slots__ = ("sweep_seed", "_hash", "_layout", "_globals", "_held")
 
     def __init__(self, sweep_seed: int | None) -> None:
         """``sweep_seed``: checked already (None: the experiment runs with point seeds it is given only)."""
-        super().__init__()
         self.sweep_seed = sweep_seed
         self._hash = None if sweep_seed is None else _sweep_hash(sweep_seed)
         self._layout: _IntLayout | None = None
         self._globals = GlobalsSeeder()
+        self._held = HeldStates()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (SweepSeeder, (self.sweep_seed,))
@@ -484,8 +472,7 @@ class SweepSeeder(HeldStates):
                 self._layout = _IntLayout(tuple(params))
         h = h.copy()
         h.update(data)
-        # The digest's 8 bytes as a little-endian int, as point_seed's int.from_bytes (a third of its cost).
-        return _UNPACK_U64(h.digest())[0] & _MASK63
+        return int.from_bytes(h.digest(), "little") & _MASK63
 
     def seed(self, experiment: Any, seed: int, kind: type | None) -> list[Any]:
         """Seed numpy's global state, :mod:`random` and the random states held on ``experiment`` from ``seed``.
@@ -494,17 +481,11 @@ class SweepSeeder(HeldStates):
         :meth:`seed_held`'s ``skip``.
         """
         self._globals.put(seed, kind)
-        # HeldStates.seed's test of whether the experiment's attributes changed since the last walk,
-        # written out (it runs at every point of a sweep; a call costs as much as the test).
-        d = getattr(experiment, "__dict__", None)
-        if (type(d) is not dict or tuple(d) != self._keys
-                or (self._names and not all(map(is_, map(d.__getitem__, self._names), self._objects)))):
-            self._refresh(experiment)
-        return self._seed_found(seed, None) if self._found else []
+        return self._held.seed(experiment, seed)
 
     def seed_held(self, experiment: Any, seed: int, skip: list[Any]) -> list[Any]:
         """Seed the random states held on ``experiment`` that are not in ``skip`` (those ``setUp`` made)."""
-        return HeldStates.seed(self, experiment, seed, skip)
+        return self._held.seed(experiment, seed, skip)
 
 
 def startSweep(experiment: Any, rs: Any, seed: int | bool | None, resume: bool = False) -> int | None:

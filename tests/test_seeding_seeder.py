@@ -285,9 +285,9 @@ def _draws_of(e: Experiment) -> list[int]:
 def test_a_seeders_per_point_test_of_the_experiments_attributes_seeds_what_a_new_walk_seeds(
     sweep_seed: int, steps: list[tuple[str, int]]
 ) -> None:
-    # SweepSeeder.seed tests inline whether the experiment's attributes changed since its last walk (names,
-    # their order, the objects under them). Whatever changed between points, the states it seeds draw what
-    # those of a mirror experiment seeded by a fresh walk (seedStreams) draw.
+    # A sweep's seeder walks the experiment again only when its attributes changed since its last walk
+    # (HeldStates: names, their order, the objects under them). Whatever changed between points, the states
+    # it seeds draw what those of a mirror experiment seeded by a fresh walk (seedStreams) draw.
     with restored():
         e, mirror = Holds(), Holds()
         seeder = seeding.SweepSeeder(sweep_seed)
