@@ -228,16 +228,20 @@ def cluster_cpu(lab):
     if local is None:
         return {{}}
     tick = os.sysconf("SC_CLK_TCK")
-    used = {{"controller": 0.0, "engines": 0.0, "copies": 0.0, "reaper": 0.0}}
+    used = {{"fork server": 0.0, "controller": 0.0, "engines": 0.0, "copies": 0.0, "reaper": 0.0}}
     for pid in [int(i["pid"]) for i in local.processes()] + [local.reaper_pid()]:
         try:
             with open(f"/proc/{{pid}}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                head, tail = f.read().rsplit(")", 1)
+            fields = tail.split()
             with open(f"/proc/{{pid}}/cmdline") as f:
-                command = f.read()
+                # The fork server's children have its command line, and name themselves (comm).
+                command = head.split("(", 1)[1] + " " + f.read()
         except (OSError, TypeError):
             continue
-        kind = next((k for k, word in (("controller", "ipyparallel.controller"), ("engines", "ipyparallel.engine"),
+        kind = next((k for k, word in (("controller", "epyclab-control"), ("engines", "epyclab-engine"),
+                                       ("controller", "ipyparallel.controller"), ("engines", "ipyparallel.engine"),
+                                       ("fork server", "transports.forkserver"),
                                        ("reaper", "transports.reaper")) if word in command), "copies")
         used[kind] += (int(fields[11]) + int(fields[12])) / tick
     return used

@@ -128,7 +128,7 @@ def test_a_sweep_on_a_borrowed_client_without_engines_ends_with_a_clear_error(
     client = local.start()
     procs = local.processes()
     try:
-        (engine,) = [pid for pid in local.pids() if "ipyparallel.engine" in " ".join(psutil.Process(pid).cmdline())]
+        (engine,) = local.engine_pids()
         os.kill(engine, signal.SIGKILL)
         wait_until(lambda: not client.ids, timeout=60, what="the hub to notice the engine's death")
         lab = ParallelLab(client=client)

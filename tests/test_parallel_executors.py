@@ -37,6 +37,10 @@ class Talks(Experiment):
         return {"y": params["x"], "pid": os.getpid()}
 
 
+
+#: multiprocessing's own forkserver and resource tracker (their command lines), which outlive any one pool.
+_MULTIPROCESSING_SERVERS = ("from multiprocessing.forkserver import main", "from multiprocessing.resource_tracker import main")
+
 def pool(method: str) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method))
 
@@ -50,7 +54,7 @@ def workers_started_since(before: set[int]) -> list[psutil.Process]:
     for p in psutil.Process().children(recursive=True):
         try:
             command = " ".join(p.cmdline())
-            if p.pid not in before and "forkserver" not in command and "resource_tracker" not in command:
+            if p.pid not in before and not any(mp in command for mp in _MULTIPROCESSING_SERVERS):
                 out.append(p)
         except psutil.Error:
             continue

@@ -88,6 +88,10 @@ class Alternating(Design):
         return [(e if i % 2 == 0 else self.other, p) for i, (_, p) in enumerate(points)]
 
 
+
+#: multiprocessing's own forkserver and resource tracker (their command lines), which outlive any one pool.
+_MULTIPROCESSING_SERVERS = ("from multiprocessing.forkserver import main", "from multiprocessing.resource_tracker import main")
+
 def _lab_processes(before: set[int]) -> list[psutil.Process]:
     """Children of this process started since ``before`` (multiprocessing's own forkserver and tracker aside)."""
     out = []
@@ -96,7 +100,7 @@ def _lab_processes(before: set[int]) -> list[psutil.Process]:
             command = " ".join(p.cmdline())
         except psutil.Error:
             continue
-        if p.pid not in before and "forkserver" not in command and "resource_tracker" not in command:
+        if p.pid not in before and not any(mp in command for mp in _MULTIPROCESSING_SERVERS):
             out.append(p)
     return out
 

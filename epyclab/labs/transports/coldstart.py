@@ -246,7 +246,10 @@ class LocalClusterTransport:
             # Unpacked as the engines unpack them: the copy runs exactly what they run.
             return CopyPool(blobs, deliver, s.n, output=output, adopt=adopt, replace=False)
 
-        return CopiesTransport(pool, s.n)
+        from ipyparallel.error import EngineError
+
+        # A point that kills the copies fails as one that kills engines does: the copies stand in for them.
+        return CopiesTransport(pool, s.n, death_error=EngineError)
 
     def _live(self) -> ColdStart:
         if self._sweep is None:

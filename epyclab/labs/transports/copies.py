@@ -167,7 +167,7 @@ class CopiesTransport:
     ``make_pool(deliver)`` forks the :class:`CopyPool` when the sweep begins.
     A copy that dies holding a chunk fails that chunk's future with
     :class:`~epyclab.labs.transports.contract.WorkerDied` (its error an
-    :class:`~epyclab.errors.EngineDied`), and the pool forks a fresh one in its
+    :class:`~epyclab.errors.EngineDied`, or what ``death_error`` makes), and the pool forks a fresh one in its
     place, in the sweep's thread (:meth:`capacity`, :meth:`check`). With the
     death of every copy and no fresh fork, :meth:`check` raises.
     """
@@ -175,8 +175,12 @@ class CopiesTransport:
     #: Chunks in flight per copy: a copy runs one at a time, and its pipe holds no queue.
     window = 1
 
-    def __init__(self, make_pool: Callable[[Callable[[Interim, Any], None]], CopyPool], expected: int) -> None:
+    def __init__(self, make_pool: Callable[[Callable[[Interim, Any], None]], CopyPool], expected: int,
+                 death_error: Callable[[str], BaseException] | None = None) -> None:
         self._make_pool = make_pool
+        # The error a point's failed row carries when copies died under it: EngineDied, or the engines' own
+        # where the copies stand in for engines (coldstart), so that a backend's failed rows read one way.
+        self._death_error = death_error
         self._expected = expected
         self._pool: CopyPool | None = None
         self._held: dict[Interim, Any] = {}
@@ -206,7 +210,8 @@ class CopiesTransport:
         if future is None:
             return
         if isinstance(reply, InterimDied):
-            future.set_exception(WorkerDied(str(reply), error=EngineDied(str(reply)), outside=reply.outside))
+            error = (self._death_error or EngineDied)(str(reply))
+            future.set_exception(WorkerDied(str(reply), error=error, outside=reply.outside))
         else:
             future.set_result(reply)
 

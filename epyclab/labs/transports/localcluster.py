@@ -43,6 +43,7 @@ import psutil
 
 from epyclab.errors import ClusterConnectionError
 from epyclab.labs.transports.cores import worker_thread_env
+from epyclab.labs.transports.forkserver import ENGINE_NAME, ForkServer, register, unregister
 from epyclab.labs.transports.localclusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
 from epyclab.log import logger
 from epyclab.private import privateDirectory
@@ -395,9 +396,11 @@ def _started_for(cluster_id: str, profile_dir: str) -> list[dict[str, Any]]:
 
 
 def _is_engine(pid: int) -> bool:
-    """True if process ``pid`` runs an ipyparallel engine (see ENGINE_CMD), not a part of the controller."""
+    """True if process ``pid`` runs an ipyparallel engine (see ENGINE_CMD and transports.forkserver), not a part of the controller."""
     try:
-        return "ipyparallel.engine" in " ".join(psutil.Process(pid).cmdline())
+        process = psutil.Process(pid)
+        # An engine forked from the fork server has the server's command line, and names itself.
+        return process.name() == ENGINE_NAME or "ipyparallel.engine" in " ".join(process.cmdline())
     except psutil.Error:
         return False
 
@@ -421,6 +424,7 @@ def _stop_recorded(
         # Killed after ipyparallel started the controller but before its PIDs were
         # recorded: ipyparallel's own cluster file (if written) still knows them.
         import ipyparallel as ipp
+        from traitlets import TraitError
 
         log = cluster_logger(profile_dir, cluster_id)
         try:
@@ -428,9 +432,10 @@ def _stop_recorded(
                 cluster = ipp.Cluster.from_file(profile_dir=profile_dir, cluster_id=cluster_id, log=log)
             except FileNotFoundError:
                 cluster = None
-            except ValueError as exc:
+            except (ValueError, ImportError, TraitError) as exc:
                 # ipyparallel writes its cluster file in place: an owner killed as it wrote it leaves
-                # it empty or cut short. Its processes are still found by their environment (below).
+                # it empty or cut short; and one written by another version may name a launcher class this
+                # one cannot import. Its processes are still found by their environment (below).
                 logger.warning("the cluster file of orphaned cluster %s cannot be read (%s)", cluster_id, exc)
                 cluster = None
             if cluster is not None:
@@ -541,6 +546,7 @@ class LocalCluster:
         self._state_file = _state_dir(self.profile_dir) / f"local-{self.cluster_id}.json"
         self._log: logging.Logger | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
+        self._forkserver: ForkServer | None = None
         #: The thread-count variables its engines start with (and engines started to replace dead ones):
         #: each engine's share of the lab's cores, or what the user set when it was made (see transports.cores).
         self.thread_env = worker_thread_env(self.n, self.n)
@@ -568,7 +574,7 @@ class LocalCluster:
             controller = _merged(self._controller, _recorded_tree([cluster.controller.pid]))
         else:
             controller = self._controller
-        engines = _merged(self._engines, _recorded_tree(self._engine_pids()))
+        engines = _merged(self._engines, _recorded_tree(self.engine_pids()))
         if controller != self._controller or engines != self._engines:
             self._controller, self._engines = controller, engines
             self._save_state()
@@ -632,7 +638,10 @@ class LocalCluster:
         import ipyparallel as ipp
         from traitlets.config import Config
 
+        from epyclab.labs.transports.forkedlaunchers import ForkedControllerLauncher, ForkedEngineSetLauncher
+
         self.prepare()
+        self._start_forkserver()
         config = Config()
         # ipyparallel sleeps 0.1 s between engines (to give them ids in order, which nothing here needs):
         # this thread would wait, and the last engine register, that much later.
@@ -658,6 +667,9 @@ class LocalCluster:
             # This class stops what it started (by PID, at once); ipyparallel's own exit hook would
             # stop it again, slowly.
             shutdown_atexit=False,
+            # The controller and the engines forked from the fork server (plain processes without one).
+            controller_launcher_class=ForkedControllerLauncher,
+            engine_launcher_class=ForkedEngineSetLauncher,
             config=config,
         )
         try:
@@ -667,6 +679,29 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _start_forkserver(self) -> None:
+        """Start the fork server the controller and the engines are forked from (see transports.forkserver).
+
+        With the engines' environment (their thread pools sized), and the cluster's id in it as ipyparallel puts
+        it in every process it starts, so that the server and its children are found as this cluster's by
+        their environment too. It is stopped with the engines, by :meth:`stop` or by the reaper.
+        """
+        env = {**os.environ, **self.thread_env, "IPP_CLUSTER_ID": self.cluster_id, "IPP_PROFILE_DIR": self.profile_dir}
+        try:
+            server = ForkServer(env, stderr=self.log_file("forkserver"))
+        except OSError as exc:
+            logger.warning("no fork server for local cluster %s (%s): starting plain processes", self.cluster_id, exc)
+            return
+        self._forkserver = server
+        self.adopt(server.pid)
+        register(self.cluster_id, server)
+
+    def _stop_forkserver(self) -> None:
+        server, self._forkserver = self._forkserver, None
+        unregister(self.cluster_id)
+        if server is not None:
+            server.close(self.StopTimeout)
 
     def _connection_file(self) -> Path:
         # The controller writes the client's file, then the engines': once the latter exists, the former is whole.
@@ -777,7 +812,7 @@ class LocalCluster:
         cluster's id, which every process ipyparallel starts for the cluster
         carries in its environment. Engines (which carry it too) are left to :meth:`stop`.
         """
-        engines = {int(i["pid"]) for i in self._engines + self._helpers} | set(self._engine_pids())
+        engines = {int(i["pid"]) for i in self._engines + self._helpers} | set(self.engine_pids())
         marked = [i for i in _started_for(self.cluster_id, self.profile_dir) if int(i["pid"]) not in engines
                   and not _is_engine(int(i["pid"]))]
         self._controller = _kill_tree(_merged(self._controller, marked), self.StopTimeout)
@@ -798,7 +833,8 @@ class LocalCluster:
             "--IPEngine.out_stream_factory=epyclab.labs.transports.enginestream.UnwatchedOutStream",
         ]
 
-    def _engine_pids(self) -> list[int]:
+    def engine_pids(self) -> list[int]:
+        """The PIDs of the engines ipyparallel has started for this cluster (replacements included; some may have ended)."""
         cluster = self.cluster
         if cluster is None:
             return []
@@ -837,7 +873,7 @@ class LocalCluster:
         if self.cluster is None:
             return 0
         alive = 0
-        for pid in self._engine_pids():
+        for pid in self.engine_pids():
             try:
                 alive += psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
             except psutil.Error:
@@ -879,10 +915,13 @@ class LocalCluster:
         # By PID, not through ipyparallel (whose stop polls and takes seconds): TERM the engines
         # (and the lab's helpers), then the controller and its schedulers, and wait until each is gone.
         # (At exit, all at once: the engines and helpers hold nothing to save, so SIGKILL.)
-        killed = _terminate(self._helpers + self._engines, self.StopTimeout,
+        # The fork server last (below), so that it reaps the engines and the controller it forked as they end.
+        server = self._forkserver.pid if self._forkserver is not None else None
+        killed = _terminate([i for i in self._helpers if int(i["pid"]) != server] + self._engines, self.StopTimeout,
                             signal.SIGKILL if at_once else signal.SIGTERM)
         # The controller and its schedulers, however far its start got (see _kill_tree).
         self._controller = _kill_tree(self._controller, self.StopTimeout)
+        self._stop_forkserver()
         # Whatever no record names (schedulers of a controller killed before they were recorded, an
         # engine started as the owner stopped): every process of the cluster carries its id.
         unrecorded = _started_for(self.cluster_id, self.profile_dir)
