@@ -246,10 +246,8 @@ class LocalClusterTransport:
             # Unpacked as the engines unpack them: the copy runs exactly what they run.
             return CopyPool(blobs, deliver, s.n, output=output, adopt=adopt, replace=False)
 
-        from ipyparallel.error import EngineError
-
         # A point that kills the copies fails as one that kills engines does: the copies stand in for them.
-        return CopiesTransport(pool, s.n, death_error=EngineError)
+        return CopiesTransport(pool, s.n, death_error=_engine_error)
 
     def _live(self) -> ColdStart:
         if self._sweep is None:
@@ -304,3 +302,10 @@ class LocalClusterTransport:
     def forks(self) -> tuple[int, int]:
         """Copies forked in the last sweep (none are replaced here)."""
         return self._last.forks() if self._last is not None else (0, 0)
+
+
+def _engine_error(message: str) -> BaseException:
+    """ipyparallel's ``EngineError``, imported when a copy dies, not before the copies are forked (it imports IPython)."""
+    from ipyparallel.error import EngineError
+
+    return EngineError(message)
