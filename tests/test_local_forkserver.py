@@ -37,7 +37,6 @@ def _about_me() -> tuple[int, int, bool]:
 @ipp.interactive
 def _exit_with(code: int) -> None:
     import os
-    import signal
 
     if code < 0:
         os.kill(os.getpid(), -code)  # a crash (SIGSEGV, SIGABRT) or a signal the point sends itself

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from conftest_parallel import ExitsAt, Sleepy, Square, still_running
 from waiting import wait_until

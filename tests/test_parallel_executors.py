@@ -40,8 +40,11 @@ class Talks(Experiment):
 
 #: multiprocessing's own forkserver and resource tracker, and loky's tracker (their command lines), which serve
 #: every pool for the life of the interpreter.
-_MULTIPROCESSING_SERVERS = ("from multiprocessing.forkserver import main", "from multiprocessing.resource_tracker import main",
-                            "from loky.backend.resource_tracker import main")
+_MULTIPROCESSING_SERVERS = (
+    "from multiprocessing.forkserver import main",
+    "from multiprocessing.resource_tracker import main",
+    "from loky.backend.resource_tracker import main",
+)
 
 def pool(method: str) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method))

@@ -91,8 +91,11 @@ class Alternating(Design):
 
 #: multiprocessing's own forkserver and resource tracker, and loky's tracker (their command lines), which serve
 #: every pool for the life of the interpreter.
-_MULTIPROCESSING_SERVERS = ("from multiprocessing.forkserver import main", "from multiprocessing.resource_tracker import main",
-                            "from loky.backend.resource_tracker import main")
+_MULTIPROCESSING_SERVERS = (
+    "from multiprocessing.forkserver import main",
+    "from multiprocessing.resource_tracker import main",
+    "from loky.backend.resource_tracker import main",
+)
 
 def _lab_processes(before: set[int]) -> list[psutil.Process]:
     """Children of this process started since ``before`` (multiprocessing's own forkserver and tracker aside)."""

@@ -305,7 +305,7 @@ class LocalClusterTransport:
 
 
 def _engine_error(message: str) -> BaseException:
-    """ipyparallel's ``EngineError``, imported when a copy dies, not before the copies are forked (it imports IPython)."""
+    """ipyparallel's ``EngineError``, imported as a copy dies: not before the copies fork (it imports IPython)."""
     from ipyparallel.error import EngineError
 
     return EngineError(message)

@@ -1,4 +1,4 @@
-"""The local cluster's fork server: one clean process imports the controller's and the engines' code once, and forks each of them.
+"""The local cluster's fork server: one clean process imports the controller's and engines' code once, then forks them.
 
 A local cluster of ``n`` engines is ``n + 1`` Python processes that each import
 ipyparallel, ipykernel, IPython and zmq (0.21-0.23 CPU-s each here), and each
@@ -197,7 +197,7 @@ def _become(request: dict[str, Any], wake: tuple[int, int]) -> None:
         os.chdir(request["cwd"])
     except OSError as exc:
         # Nowhere to write to but what stderr is now (the server's log, or the output file).
-        print(f"epyclab fork server: could not start a {request['role']} process: {exc}", file=sys.stderr)
+        os.write(2, f"epyclab fork server: could not start a {request['role']} process: {exc}\n".encode())
         raise SystemExit(1) from None
     try:
         with open("/proc/self/comm", "w") as f:

@@ -396,7 +396,7 @@ def _started_for(cluster_id: str, profile_dir: str) -> list[dict[str, Any]]:
 
 
 def _is_engine(pid: int) -> bool:
-    """True if process ``pid`` runs an ipyparallel engine (see ENGINE_CMD and transports.forkserver), not a part of the controller."""
+    """True if process ``pid`` runs an ipyparallel engine (see ENGINE_CMD, transports.forkserver)."""
     try:
         process = psutil.Process(pid)
         # An engine forked from the fork server has the server's command line, and names itself.
@@ -834,7 +834,7 @@ class LocalCluster:
         ]
 
     def engine_pids(self) -> list[int]:
-        """The PIDs of the engines ipyparallel has started for this cluster (replacements included; some may have ended)."""
+        """The PIDs of the engines ipyparallel started for this cluster (replacements included; some may have ended)."""
         cluster = self.cluster
         if cluster is None:
             return []
