@@ -507,8 +507,9 @@ class LocalCluster:
     engines. Use it as a context manager, which yields the connected ``Client``.
 
     Starting comes in two steps, so that a sweep can do useful work meanwhile:
-    :meth:`launch` starts the reaper, the controller and the engines at once
-    and returns (about 0.2 s); :meth:`poll` connects the client once the
+    :meth:`launch` starts the reaper and the fork server, has the controller
+    and the engines forked from it at once (see :mod:`epyclab.labs.transports.forkserver`)
+    and returns (about 0.3 s: the server's imports); :meth:`poll` connects the client once the
     controller is up and says how many engines registered, without waiting.
     :meth:`start` does both and waits.
     """
