@@ -49,12 +49,13 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from epyclab.labs.transports.ownerpipes import keep_from_children, release
 
 __all__ = ["ForkServer", "ForkedProcess", "ForkServerError", "ENGINE_NAME", "CONTROLLER_NAME", "SERVER_CMD",
            "serve", "register", "server_for", "unregister"]
@@ -215,22 +216,6 @@ def _become(request: dict[str, Any], wake: tuple[int, int]) -> None:
 # ---- the owner's side ------------------------------------------------------------------------------------
 
 
-# The write ends of the servers' request pipes: a process forked from the owner (a forked copy running points)
-# must not hold them, or the server would not see its owner die.
-_request_pipes: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _close_request_pipes_in_child() -> None:
-    for pipe in list(_request_pipes):
-        try:
-            os.close(pipe.fileno())
-        except (OSError, ValueError):
-            continue
-
-
-os.register_at_fork(after_in_child=_close_request_pipes_in_child)
-
-
 class ForkServer:
     """A running fork server, as its owner sees it: :meth:`spawn` a role, learn how each child ended, :meth:`close`.
 
@@ -257,7 +242,9 @@ class ForkServer:
         finally:
             os.close(err)
         assert self._process.stdin is not None and self._process.stdout is not None
-        _request_pipes.add(self._process.stdin)
+        # A process forked from the owner (a forked copy running points) must not hold the request pipe, or the
+        # server would not see its owner die.
+        keep_from_children(self._process.stdin)
         self._changed = threading.Condition()
         self._answers: deque[dict[str, Any]] = deque()
         self._ended: dict[int, int] = {}
@@ -344,7 +331,7 @@ class ForkServer:
         """Stop the server (its children run on: stopping them is the owner's) and wait for it."""
         stdin = self._process.stdin
         assert stdin is not None
-        _request_pipes.discard(stdin)
+        release(stdin)
         try:
             stdin.close()
         except OSError:

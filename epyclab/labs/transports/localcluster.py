@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -45,6 +44,7 @@ from epyclab.errors import ClusterConnectionError
 from epyclab.labs.transports.cores import worker_thread_env
 from epyclab.labs.transports.forkserver import ENGINE_NAME, ForkServer, register, unregister
 from epyclab.labs.transports.localclusterlog import cluster_log_path, cluster_logger, keep_outputs, release_logger
+from epyclab.labs.transports.ownerpipes import keep_from_children
 from epyclab.log import logger
 from epyclab.private import privateDirectory
 
@@ -247,22 +247,6 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-# The write ends of the reapers' pipes (see :mod:`epyclab.labs.transports.reaper`). A child forked from this
-# process (multiprocessing) closes its copies, so that the owner's death still closes every write end.
-_reaper_pipes: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _close_reaper_pipes_in_child() -> None:
-    for pipe in list(_reaper_pipes):
-        try:
-            os.close(pipe.fileno())
-        except (OSError, ValueError):
-            continue
-
-
-os.register_at_fork(after_in_child=_close_reaper_pipes_in_child)
-
-
 def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
     """Start the process that stops this cluster when this process dies (see :mod:`epyclab.labs.transports.reaper`)."""
     import epyclab
@@ -279,7 +263,8 @@ def _start_reaper(state_file: Path) -> subprocess.Popen[bytes]:
         # Its own session: a Ctrl-C (or SIGHUP) sent to the user's process group does not reach it.
         start_new_session=True,
     )
-    _reaper_pipes.add(reaper.stdin)
+    # A child forked from this process closes its copy, so that the owner's death still closes every write end.
+    keep_from_children(reaper.stdin)
     return reaper
 
 
