@@ -64,13 +64,17 @@ class Logged(Experiment):
 
 
 class Announces(Experiment):
-    """At x == ``at`` (the first time only), writes its engine's pid to ``marker`` and waits to be killed."""
+    """At x == ``at`` (the first time only), writes its engine's pid to ``marker`` and waits to be killed.
 
-    def __init__(self, marker: str, at: int, seconds: float = 0.02) -> None:
+    ``wait``: the seconds it waits there (then it goes on, as a point does whose engine was asked to stop).
+    """
+
+    def __init__(self, marker: str, at: int, seconds: float = 0.02, wait: float = 60.0) -> None:
         super().__init__()
         self.marker = marker
         self.at = at
         self.seconds = seconds
+        self.wait = wait
 
     def do(self, params: dict[str, Any]) -> dict[str, Any]:
         if params["x"] == self.at and not os.path.exists(self.marker):
@@ -78,7 +82,7 @@ class Announces(Experiment):
             with open(tmp, "w") as f:
                 f.write(str(os.getpid()))
             os.replace(tmp, self.marker)
-            time.sleep(60)  # the test kills this engine long before
+            time.sleep(self.wait)  # the test kills this engine long before (by default)
         time.sleep(self.seconds)
         return {"y": params["x"], "pid": os.getpid()}
 

@@ -83,3 +83,35 @@ def test_an_expensive_point_alone_in_its_task_survives_its_engines_death(tmp_pat
     finally:
         lab.shutdown()
     assert still_running(list(seen.values())) == []
+
+
+def test_an_engine_stopped_from_outside_with_sigterm_costs_the_points_queued_on_it_nothing(tmp_path: Path) -> None:
+    # As an admin's kill or a batch system's stop does: the engine finishes the point it runs, then exits, and
+    # the tasks queued on it (a window of several per engine) fail with it though they never started.
+    marker = tmp_path / "engine-pid"
+    stopped: list[int] = []
+
+    def stop_the_engine() -> None:
+        pid = int(wait_for_file(marker))
+        os.kill(pid, signal.SIGTERM)
+        stopped.append(pid)
+
+    lab, nb, seen = own_lab(tmp_path / "profile")
+    try:
+        nb.addResultSet("warm-up")
+        lab["x"] = [100, 101]
+        lab.runExperiment(Announces(str(tmp_path / "unused"), at=-1), progress=False)  # the cluster starts
+        nb.addResultSet("sweep")
+        lab["x"] = range(16)
+        stopper = threading.Thread(target=stop_the_engine, daemon=True)
+        stopper.start()
+        lab.runExperiment(Announces(str(marker), at=4, seconds=0.3, wait=1.0), progress=False)
+        stopper.join(timeout=60)
+        assert stopped
+        df = nb.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(16)) and df[STATUS].all()
+        assert lab.lastSweep["outside_deaths"] >= 1, lab.lastSweep  # the queued tasks' deaths were seen...
+        assert lab.lastSweep["counted_deaths"] == 0, lab.lastSweep  # ... and none was put on their points
+    finally:
+        lab.shutdown()
+    assert still_running(list(seen.values())) == []

@@ -207,17 +207,21 @@ def run_points(
     ``(UNLOADABLE, 0.0, error text)``.
     """
     experiment = _experiments.get(key)
+    if experiment is None and blob is None:
+        return MISSING, 0.0, b""
+    if ledger is not None:
+        # Before the experiment is unpacked: a death from here on may be the chunk's doing (its experiment's
+        # modules run as they are imported); one before it, with no entry, cannot be (see ipyparallelclient).
+        note_chunk(ledger[0], ledger[1])
     if experiment is None:
-        if blob is None:
-            return MISSING, 0.0, b""
         try:
             load_experiment(key, blob, paths)
         except Exception as exc:
+            if ledger is not None:
+                note_chunk(ledger[0], IDLE)
             return UNLOADABLE, 0.0, exception_text(exc).encode()
         experiment = _experiments[key]
     t0 = perf_counter()
-    if ledger is not None:
-        note_chunk(ledger[0], ledger[1])
     # The output capture is installed once for the chunk, not once per point.
     with capture.Capturing() as capturing:
         if budget is None:

@@ -221,7 +221,8 @@ class LocalClusterTransport:
             return self.localCluster.engine_exit_code(pid) if self.localCluster is not None else None
 
         warm_client = self.localCluster.client if self.localCluster is not None and self.localCluster.ready() else None
-        engines = ClientTransport(warm_client, connect=connect, health=health, expected=s.n, exit_code=exit_code)
+        engines = ClientTransport(warm_client, connect=connect, health=health, expected=s.n, exit_code=exit_code,
+                                  local_engines=True)
         self._sweep = self._last = ColdStart(engines, copies, s.n)
         try:
             self._sweep.begin(payloads)

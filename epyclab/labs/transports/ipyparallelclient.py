@@ -8,7 +8,11 @@ again with it). A task whose engine died fails its future with
 :class:`~epyclab.labs.transports.contract.WorkerDied` carrying ipyparallel's
 ``EngineError``; it is a death from outside when the engine's exit status
 says so (:mod:`epyclab.labs.transports.deaths`: known for the lab's local
-cluster, whose engines are children of this process). ipyparallel's scheduler reports the tasks of an engine that
+cluster, whose fork server reports how each engine ended), or, on the lab's
+local cluster, when the chunk had not started on the engine (every engine
+there notes a chunk in the sweep's ledger before it touches it: an engine
+stopped with SIGTERM finishes its point and exits, failing the tasks queued
+on it). ipyparallel's scheduler reports the tasks of an engine that
 died 5 s after the death (to let results in flight arrive), so a death costs
 its chunks about that much time.
 
@@ -66,6 +70,7 @@ class ClientTransport:
         expected: int | None = None,
         forget: bool = True,
         exit_code: Callable[[int], int | None] | None = None,
+        local_engines: bool = False,
     ) -> None:
         if client is None and connect is None:
             raise ValueError("an ipyparallel transport needs a client or a way to connect one")
@@ -88,6 +93,9 @@ class ClientTransport:
         # How an engine process that died ended (see deaths.py): the local cluster knows its engines',
         # waitpid a child's; a user's engines elsewhere are not known (their deaths count).
         self._exit_code = exit_code if exit_code is not None else child_exit_code
+        # Every engine is on this machine (the lab's own local cluster): each writes in the ledger before it
+        # touches a chunk, so a chunk with no entry never started.
+        self._local_engines = local_engines
         self._oom: int | None = None
         if client is not None:
             self._use(client)
@@ -173,8 +181,15 @@ class ClientTransport:
 
                 code = self._exit_code(entry.pid) if entry is not None else None
                 how = f"; exit status {code}" if code is not None else ""
+                if entry is None and self._local_engines and self._ledger is not None:
+                    # The engine died before it started this chunk (it was queued there, or the engine was
+                    # between chunks): nothing of the chunk's did it. An engine stopped from outside with
+                    # SIGTERM ends so: it finishes its point, then exits, failing the tasks queued on it.
+                    how += "; the chunk had not started"
+                    outside = True
+                else:
+                    outside = code is not None and ended_from_outside(code, self._oom)
                 message = f"engine {ar.engine_id} died: {exc}{how}"
-                outside = code is not None and ended_from_outside(code, self._oom)
                 self._oom = oom_kills()
                 future.set_exception(WorkerDied(message, error=EngineError(message), outside=outside))
             else:
