@@ -13,8 +13,10 @@ imported what its first point needs, and 0.32-0.35 with the server; the
 engines registered in 1.11-1.12 s instead of 1.32-1.36 s. The saving grows
 with the number of engines.
 
-The server is a fresh Python process started by the owner (never a fork of the
-user's process, whose threads or OpenMP state could hang a child), with the
+The local cluster uses it on Linux only: macOS's system libraries are not
+safe to fork once loaded, and Windows cannot fork. The server is a fresh
+Python process started by the owner (never a fork of the user's process,
+whose threads or OpenMP state could hang a child), with the
 engines' environment (their native thread pools sized, see
 :mod:`epyclab.labs.transports.cores`), and forks only while it has a single
 thread: otherwise it answers with an error and the launcher starts a plain

@@ -672,7 +672,12 @@ class LocalCluster:
         With the engines' environment (their thread pools sized), and the cluster's id in it as ipyparallel puts
         it in every process it starts, so that the server and its children are found as this cluster's by
         their environment too. It is stopped with the engines, by :meth:`stop` or by the reaper.
+
+        Linux only: macOS's system libraries are not safe to fork once loaded (which is why multiprocessing
+        spawns there), and Windows cannot fork. Elsewhere the processes are started plain, as ipyparallel does.
         """
+        if not sys.platform.startswith("linux"):
+            return
         env = {**os.environ, **self.thread_env, "IPP_CLUSTER_ID": self.cluster_id, "IPP_PROFILE_DIR": self.profile_dir}
         try:
             server = ForkServer(env, stderr=self.log_file("forkserver"))
