@@ -207,3 +207,45 @@ def test_a_worker_that_cannot_write_to_the_ledger_runs_its_chunk_unwatched(tmp_p
     (tmp_path / f"{os.getpid()}.tmp").mkdir()
     note_chunk(str(tmp_path), "c1")  # no error
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{os.getpid()}.tmp"]
+
+
+SLOW_MODULE = """
+import time
+
+from epyclab.experiment import Experiment
+
+time.sleep({seconds})  # as a module that loads a model or a large table at import
+
+
+class Quick(Experiment):
+    def do(self, params):
+        return {{"y": params["x"]}}
+"""
+
+
+def test_a_module_slow_to_import_on_the_engines_does_not_count_against_the_points_time_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each engine imports the user's module as it unpacks its first chunk's experiment; a limit of 1 s per point
+    # stops a chunk still busy 3 s after its points started. The import takes 5 s: it is not the points'.
+    (tmp_path / "slowmodule.py").write_text(SLOW_MODULE.format(seconds=5))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import slowmodule  # type: ignore[import-not-found]
+
+    lab = ParallelLab(LabNotebook(), cores=2, backend="ipyparallel", profile_dir=str(tmp_path / "profile"))
+    try:
+        lab["x"] = [100]
+        lab.runExperiment(SleepsAt(-1, seconds=0.0), progress=False)  # the cluster starts...
+        local = lab.localCluster
+        assert local is not None
+        local.start()  # ... and is warm: its engines registered (a sweep this short may end before it launches)
+        lab.notebook().addResultSet("slow")
+        lab["x"] = range(4)
+        lab.runExperiment(slowmodule.Quick(), progress=False, timeout=1.0)
+        df = lab.dataframe(only_successful=False)
+        assert df["x"].tolist() == list(range(4))
+        assert df[Experiment.STATUS].all(), df[Experiment.EXCEPTION].tolist()
+        assert lab.lastSweep["run_by_interim"] == 0  # (the engines ran them: they imported the module)
+        assert lab.lastSweep["outside_deaths"] == lab.lastSweep["counted_deaths"] == 0
+    finally:
+        lab.shutdown()

@@ -209,11 +209,12 @@ def run_points(
     experiment = _experiments.get(key)
     if experiment is None and blob is None:
         return MISSING, 0.0, b""
-    if ledger is not None:
-        # Before the experiment is unpacked: a death from here on may be the chunk's doing (its experiment's
-        # modules run as they are imported); one before it, with no entry, cannot be (see ipyparallelclient).
-        note_chunk(ledger[0], ledger[1])
     if experiment is None:
+        if ledger is not None:
+            # Before the experiment is unpacked, marked as unpacking (its time is not the points'): a death from
+            # here on may be the chunk's doing, its experiment's modules running as they are imported; one
+            # before, with no entry, cannot be (see transports.ipyparallelclient).
+            note_chunk(ledger[0], ledger[1] + LOADING)
         try:
             load_experiment(key, blob, paths)
         except Exception as exc:
@@ -222,6 +223,8 @@ def run_points(
             return UNLOADABLE, 0.0, exception_text(exc).encode()
         experiment = _experiments[key]
     t0 = perf_counter()
+    if ledger is not None:
+        note_chunk(ledger[0], ledger[1])
     # The output capture is installed once for the chunk, not once per point.
     with capture.Capturing() as capturing:
         if budget is None:
@@ -243,6 +246,8 @@ def run_points(
 
 #: The tag a worker writes in the ledger between chunks.
 IDLE = "-"
+#: Appended to a chunk's tag while the worker unpacks the chunk's experiment (see transports.ledger.Entry).
+LOADING = "+"
 _HOST = socket.gethostname()
 
 

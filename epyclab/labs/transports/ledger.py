@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from time import monotonic, time
 from typing import Any
 
+from epyclab.labs.engine.worker import LOADING
 from epyclab.labs.transports.deaths import watch_child
 from epyclab.log import logger
 
@@ -61,11 +62,16 @@ def _running(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Entry:
-    """A worker's line in the ledger: its ``pid`` runs chunk ``tag`` since ``start`` (``time.monotonic()``)."""
+    """A worker's line in the ledger: its ``pid`` runs chunk ``tag`` since ``start`` (``time.monotonic()``).
+
+    ``loading``: the worker is still unpacking the chunk's experiment (its first chunk of the sweep): the chunk
+    is this worker's, and none of its points has started.
+    """
 
     pid: int
     tag: str
     start: float
+    loading: bool = False
 
 
 class Ledger:
@@ -109,9 +115,13 @@ class Ledger:
         return None if tag is None else self.entry(tag)
 
     def started(self, future: Any) -> float | None:
-        """When ``future``'s chunk started on its worker (``time.monotonic()``), or None if that is not known."""
+        """When ``future``'s chunk started its points on its worker (``time.monotonic()``), or None if not known.
+
+        None too while the worker unpacks the experiment: a user's module that takes long to import (a model
+        loaded at import) does not count against the points' time limit.
+        """
         entry = self.running(future)
-        return None if entry is None else entry.start
+        return None if entry is None or entry.loading else entry.start
 
     def kill(self, future: Any) -> int | None:
         """SIGKILL the process running ``future``'s chunk (even a stopped one); its PID, or None if none is known."""
@@ -130,7 +140,7 @@ class Ledger:
             return self._entries.get(tag)
 
     def workers(self) -> int:
-        """How many processes on this machine have started a chunk of this sweep so far (running one or not)."""
+        """How many processes on this machine have started a chunk's points so far (running one or not)."""
         with self._lock:
             if monotonic() - self._read_at > self.FreshSeconds:
                 self._entries = self._read()
@@ -154,8 +164,10 @@ class Ledger:
                 continue  # gone, or written by something else
             if host == self._host:
                 pid = int(name)
-                entries[tag] = Entry(pid, tag, now - max(0.0, now_wall - float(started)))
-                if pid not in self._pids:
+                loading = tag.endswith(LOADING)
+                tag = tag.removesuffix(LOADING)
+                entries[tag] = Entry(pid, tag, now - max(0.0, now_wall - float(started)), loading)
+                if not loading and pid not in self._pids:
                     # To tell, if it dies, how it ended (see epyclab.labs.transports.deaths).
                     self._pids.add(pid)
                     watch_child(pid)
