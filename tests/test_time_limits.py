@@ -238,7 +238,8 @@ def test_a_module_slow_to_import_on_the_engines_does_not_count_against_the_point
         lab.runExperiment(SleepsAt(-1, seconds=0.0), progress=False)  # the cluster starts...
         local = lab.localCluster
         assert local is not None
-        local.start()  # ... and is warm: its engines registered (a sweep this short may end before it launches)
+        local.launch()  # (a sweep this short may end before it launched it)
+        local.wait(2)  # ... and is warm: its engines registered
         lab.notebook().addResultSet("slow")
         lab["x"] = range(4)
         lab.runExperiment(slowmodule.Quick(), progress=False, timeout=1.0)
