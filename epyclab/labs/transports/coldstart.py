@@ -5,8 +5,8 @@ kept warm for the next ones. A cold sweep does not wait the second or two its
 controller and engines take: until the engines have registered, ``n`` forked
 copies of this process (see :mod:`epyclab.labs.transports.forkedcopy`) run chunks, unpacking
 the experiment from the very bytes the engines get, so they run exactly what
-the engines run. (Starting a 2-engine cluster costs its processes about 0.35
-CPU-seconds over 1.1 s here, 0.7 before its fork server, and the client's import of
+the engines run. (Starting a 2-engine cluster costs its processes about 0.4
+CPU-seconds over 1.1 s here, 0.8-0.9 before its fork server, and the client's import of
 ipyparallel 0.2 more: a single copy left the rest of the cores idle meanwhile.)
 The transport is the two together (:class:`ColdStart`): a chunk goes to a
 copy while one is free, else to the engines; as each engine starts working

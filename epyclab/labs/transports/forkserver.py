@@ -7,11 +7,11 @@ experiment (0.15 CPU-s more). On a machine whose cores are all busy running a
 cold sweep's first points, every CPU-second of that is half a second (on 2
 cores) the sweep waits. The fork server imports all of it once (0.28 CPU-s)
 and forks the controller and each engine from there (milliseconds each), as
-multiprocessing's ``forkserver`` and Android's zygote do. Measured here, a
-2-engine cluster's processes used 0.68-0.74 CPU-s until each engine had
-imported what its first point needs, and 0.32-0.35 with the server; the
-engines registered in 1.11-1.12 s instead of 1.32-1.36 s. The saving grows
-with the number of engines.
+multiprocessing's ``forkserver`` and Android's zygote do. Measured here on a
+quiet machine, a 2-engine cluster's processes used 0.80-0.89 CPU-s until
+each engine had imported what its first point needs, and 0.36-0.40 with the
+server; the engines registered in 1.09-1.11 s instead of 1.27-1.34 s. The
+saving grows with the number of engines.
 
 The local cluster uses it on Linux only: macOS's system libraries are not
 safe to fork once loaded, and Windows cannot fork. The server is a fresh
