@@ -28,6 +28,7 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
+from epyclab.errors import EngineDied
 from epyclab.labs.transports.forkedcopy import Interim
 from epyclab.log import logger
 
@@ -166,8 +167,8 @@ class CopiesTransport:
 
     ``make_pool(deliver)`` forks the :class:`CopyPool` when the sweep begins.
     A copy that dies holding a chunk fails that chunk's future with
-    :class:`~epyclab.labs.transports.contract.WorkerDied` (its error an
-    :class:`~epyclab.errors.EngineDied`, or what ``death_error`` makes), and the pool forks a fresh one in its
+    :class:`~epyclab.labs.transports.contract.WorkerDied` (its error
+    ``death_error``'s, by default an :class:`~epyclab.errors.EngineDied`), and the pool forks a fresh one in its
     place, in the sweep's thread (:meth:`capacity`, :meth:`check`). With the
     death of every copy and no fresh fork, :meth:`check` raises.
     """
@@ -176,7 +177,7 @@ class CopiesTransport:
     window = 1
 
     def __init__(self, make_pool: Callable[[Callable[[Interim, Any], None]], CopyPool], expected: int,
-                 death_error: Callable[[str], BaseException] | None = None) -> None:
+                 death_error: Callable[[str], BaseException] = EngineDied) -> None:
         self._make_pool = make_pool
         # The error a point's failed row carries when copies died under it: EngineDied, or the engines' own
         # where the copies stand in for engines (coldstart), so that a backend's failed rows read one way.
@@ -198,7 +199,6 @@ class CopiesTransport:
 
     def _deliver(self, copy: Interim, reply: Any) -> None:
         # From a copy's reader thread.
-        from epyclab.errors import EngineDied
         from epyclab.labs.transports.contract import WorkerDied
         from epyclab.labs.transports.forkedcopy import InterimDied
 
@@ -210,8 +210,7 @@ class CopiesTransport:
         if future is None:
             return
         if isinstance(reply, InterimDied):
-            error = (self._death_error or EngineDied)(str(reply))
-            future.set_exception(WorkerDied(str(reply), error=error, outside=reply.outside))
+            future.set_exception(WorkerDied(str(reply), error=self._death_error(str(reply)), outside=reply.outside))
         else:
             future.set_result(reply)
 
